@@ -1,0 +1,108 @@
+"""`python -m handler run | replay`: the same steps as Lambda, on this machine."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from handler.log import configure_logging
+from handler.pipeline import EXIT_CODES, run_pipeline, summarize
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--warehouse", help="duckdb:///file.duckdb (default), postgresql://..., "
+                        "redshift://...; env REFLOAD_WAREHOUSE_URL")
+    parser.add_argument("--curated-root", help="folder or s3:// prefix for curated Parquet "
+                        "(default: ./curated; env REFLOAD_CURATED_ROOT)")
+    parser.add_argument("--outbox", help="folder for local alerts (default: ./outbox; "
+                        "env REFLOAD_OUTBOX)")
+    parser.add_argument("--run-id", help="run id (default: time-based and unique)")
+    parser.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m handler", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="load one source file into its table")
+    run.add_argument("--config", required=True, help="table config (path or s3:// URI)")
+    run.add_argument("--source", required=True, help="source file (path or s3:// URI)")
+    _common(run)
+    replay = commands.add_parser("replay", help="replay a saved S3/EventBridge event or step "
+                                 "payload (its step and the ones after it)")
+    replay.add_argument("event", help="JSON file")
+    _common(replay)
+    return parser
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    options = {"warehouse": args.warehouse, "curated_root": args.curated_root,
+               "outbox": args.outbox, "run_id": args.run_id}
+    return {k: v for k, v in options.items() if v}
+
+
+def _read_event(path: str) -> dict[str, Any]:
+    from steps.errors import ConfigError
+
+    try:
+        event = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError("event file does not exist", file=path) from None
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"not valid JSON: {error.msg}", file=path, line=error.lineno) from None
+    if not isinstance(event, dict):
+        raise ConfigError("an event must be a JSON object", file=path)
+    return event
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    def n(value: Any) -> str:
+        return "-" if value is None else f"{value:,}"
+
+    checks = summary["checks"]
+    passed = sum(c["status"] == "pass" for c in checks)
+    line = (f"{summary['table'] or '?':<18} {summary['status'].upper():<9} "
+            f"read {n(summary['rows_read'])}  rejected {n(summary['rows_rejected'])}  "
+            f"duplicates {n(summary['duplicates_dropped'])}  loaded {n(summary['rows_loaded'])}"
+            f"  tests {passed}/{len(checks)} passed  run {summary['run_id']}")
+    if summary.get("skipped_reason"):
+        line += f"\n    nothing published: {summary['skipped_reason']}"
+    for check in checks:
+        if check["status"] != "pass":
+            line += (f"\n    test {check['name']} {check['status']} ({check['severity']}): "
+                     f"observed {check['observed']}, expected {check['expected']}")
+    if summary["error"]:
+        line += f"\n    {summary['error']['type']}: {summary['error']['message']}"
+    print(line)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging()
+    if args.outbox:
+        os.environ["REFLOAD_OUTBOX"] = args.outbox
+    from steps.errors import RefloadError
+
+    try:
+        if args.command == "run":
+            event = {"step": "ingest", "config": args.config, "source": args.source}
+        else:
+            event = _read_event(args.event)
+        event.update(_options(args))
+        if event.get("step") == "notify":
+            from handler.dispatch import lambda_handler
+
+            lambda_handler(event)
+            summary, code = summarize(event, "failed", event.get("error")), EXIT_CODES["failed"]
+        else:
+            summary, code = run_pipeline(event)
+    except RefloadError as error:
+        summary, code = summarize({}, error.status, error.to_dict()), error.exit_code
+    if args.json:
+        print(json.dumps(summary, default=str))
+    else:
+        print_summary(summary)
+    return code

@@ -1,0 +1,87 @@
+"""Run the steps in order on one machine, as the state machine does in AWS.
+
+ingest -> load -> validate, and notify on any failure. Returns the summary
+that `python -m handler run --json` prints and the exit code.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+import structlog
+
+from handler.dispatch import run_step
+from handler.events import to_payload
+
+ORDER = ("ingest", "load", "validate")
+log = structlog.get_logger("refload")
+
+# Summary status -> exit code (ARCHITECTURE.md: 0 passed, 1 failed, 2 rejected, 3 error).
+EXIT_CODES = {"passed": 0, "failed": 1, "rejected": 2, "error": 3}
+
+
+def rerun_command(state: dict[str, Any]) -> str:
+    parts = ["python", "-m", "handler", "run", "--config", state.get("config", "?"),
+             "--source", state.get("source", "?")]
+    if state.get("warehouse"):
+        parts += ["--warehouse", state["warehouse"]]
+    return shlex.join(parts)
+
+
+def summarize(state: dict[str, Any], status: str, error: dict[str, str] | None) -> dict[str, Any]:
+    checks = [
+        {k: c.get(k) for k in ("name", "type", "severity", "status", "observed", "expected")}
+        for c in state.get("checks") or []
+    ]
+    return {
+        "status": status,
+        "table": state.get("table"),
+        "run_id": state.get("run_id"),
+        "rows_read": state.get("rows_read"),
+        "rows_loaded": state.get("rows_loaded"),
+        "rows_rejected": state.get("rows_rejected"),
+        "duplicates_dropped": state.get("duplicates_dropped"),
+        "published": state.get("published"),
+        "skipped_reason": state.get("skipped_reason"),
+        "curated_uri": state.get("curated_uri"),
+        "rejects_uri": state.get("rejects_uri"),
+        "checks": checks,
+        "error": error,
+        "alert": state.get("alert"),
+    }
+
+
+def _notify(state: dict[str, Any], failed_step: str, error: dict[str, str] | None) -> None:
+    payload = {**state, "step": "notify", "failed_step": failed_step, "error": error,
+               "rerun": rerun_command(state)}
+    try:
+        state["alert"] = run_step("notify", payload).get("notified")
+    except Exception as failure:  # alerting must never hide the run's own outcome
+        log.error("notify failed", error=str(failure))
+        state["alert"] = {"error": str(failure)}
+
+
+def run_pipeline(event: dict[str, Any], start_at: str | None = None) -> tuple[dict[str, Any], int]:
+    from steps.errors import RefloadError
+
+    state: dict[str, Any] = {}
+    step = start_at or event.get("step") or "ingest"
+    try:
+        state = to_payload({**event, "step": step})
+        for step in ORDER[ORDER.index(step):]:
+            state.update(run_step(step, {**state, "step": step}))
+    except RefloadError as error:
+        summary_error = error.to_dict()
+        state.setdefault("table", error.table)
+        _notify(state, step, summary_error)
+        return summarize(state, error.status, summary_error), error.exit_code
+    except Exception as error:
+        log.exception("unexpected error", step=step)
+        summary_error = {"type": type(error).__name__, "message": f"internal error: {error}"}
+        _notify(state, step, summary_error)
+        return summarize(state, "error", summary_error), EXIT_CODES["error"]
+    if state.get("validation") == "failed":
+        _notify(state, "validate", None)
+        return summarize(state, "failed", None), EXIT_CODES["failed"]
+    return summarize(state, "passed", None), EXIT_CODES["passed"]

@@ -1,0 +1,200 @@
+"""Data-quality checks: one function per check type, in one plain registry.
+
+Each check runs SQL shared by every dialect (the dialect supplies the few
+expressions that differ) and returns a result with status, observed and
+expected values and up to SAMPLE_ROWS failing rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from steps import config as cfg
+from steps.errors import ConfigError, RefloadError
+from steps.warehouse.base import Warehouse
+
+SAMPLE_ROWS = 10
+
+
+@dataclass
+class CheckContext:
+    warehouse: Warehouse
+    target: str  # quoted schema.table
+    rows_written: int | None  # rows ingest wrote
+    rows_loaded: int | None  # rows this load published
+    rows_before: int | None  # target rows before this load
+    load_mode: str
+
+
+def _result(status: str, observed: Any, expected: Any, samples: list[dict[str, Any]] | None = None,
+            **details: Any) -> dict[str, Any]:
+    return {"status": status, "observed": observed, "expected": expected,
+            "details": {**details, "sample_rows": samples or []}}
+
+
+def _samples(ctx: CheckContext, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+    names, rows = ctx.warehouse.query_with_names(f"{sql} LIMIT {SAMPLE_ROWS}", params)
+    return [{n: _jsonable(v) for n, v in zip(names, row, strict=True)} for row in rows]
+
+
+def _jsonable(value: Any) -> Any:
+    return value if value is None or isinstance(value, (str, int, float, bool)) else str(value)
+
+
+def _count(ctx: CheckContext, where: str = "", params: tuple[Any, ...] = ()) -> int:
+    return int(ctx.warehouse.scalar(f"SELECT COUNT(*) FROM {ctx.target} {where}", params))
+
+
+def row_count_match(ctx: CheckContext, test: cfg.RowCountMatch) -> dict[str, Any]:
+    expected = ctx.rows_written or 0
+    observed = _count(ctx) if ctx.load_mode == "truncate" else (ctx.rows_loaded or 0)
+    allowed = expected * test.tolerance_pct / 100
+    status = "pass" if abs(observed - expected) <= allowed else "fail"
+    return _result(status, observed, expected, tolerance_pct=test.tolerance_pct)
+
+
+def row_count_between(ctx: CheckContext, test: cfg.RowCountBetween) -> dict[str, Any]:
+    observed = _count(ctx)
+    ok = (test.min is None or observed >= test.min) and (test.max is None or observed <= test.max)
+    return _result("pass" if ok else "fail", observed, f"between {test.min} and {test.max}")
+
+
+def row_count_change(ctx: CheckContext, test: cfg.RowCountChange) -> dict[str, Any]:
+    observed = _count(ctx)
+    before = ctx.rows_before or 0
+    if before == 0:
+        return _result("pass", observed, f"change <= {test.max_pct}%", note="first load")
+    change = abs(observed - before) * 100 / before
+    return _result("pass" if change <= test.max_pct else "fail", f"{change:.2f}%",
+                   f"<= {test.max_pct}%", rows_before=before, rows_after=observed)
+
+
+def uniqueness(ctx: CheckContext, test: cfg.Uniqueness) -> dict[str, Any]:
+    cols = ", ".join(ctx.warehouse.quote(c) for c in test.columns)
+    grouped = (f"SELECT {cols}, COUNT(*) AS occurrences FROM {ctx.target} "
+               f"GROUP BY {cols} HAVING COUNT(*) > 1")
+    observed = int(ctx.warehouse.scalar(f"SELECT COUNT(*) FROM ({grouped}) d"))
+    samples = _samples(ctx, f"{grouped} ORDER BY occurrences DESC") if observed else []
+    return _result("pass" if observed == 0 else "fail", observed, 0, samples,
+                   meaning="key values that occur more than once")
+
+
+def not_null(ctx: CheckContext, test: cfg.NotNull) -> dict[str, Any]:
+    where = "WHERE " + " OR ".join(f"{ctx.warehouse.quote(c)} IS NULL" for c in test.columns)
+    observed = _count(ctx, where)
+    samples = _samples(ctx, f"SELECT * FROM {ctx.target} {where}") if observed else []
+    return _result("pass" if observed == 0 else "fail", observed, 0, samples)
+
+
+def _rows_where(ctx: CheckContext, where: str, params: tuple[Any, ...], expected: Any
+                ) -> dict[str, Any]:
+    observed = _count(ctx, f"WHERE {where}", params)
+    samples = _samples(ctx, f"SELECT * FROM {ctx.target} WHERE {where}", params) if observed else []
+    return _result("pass" if observed == 0 else "fail", observed, expected, samples)
+
+
+def accepted_values(ctx: CheckContext, test: cfg.AcceptedValues) -> dict[str, Any]:
+    column = ctx.warehouse.quote(test.column)
+    values = tuple(str(v).lower() if isinstance(v, bool) else str(v) for v in test.values)
+    marks = ", ".join(["%s"] * len(values))
+    where = f"{column} IS NOT NULL AND {ctx.warehouse.as_text(column)} NOT IN ({marks})"
+    return _rows_where(ctx, where, values, f"one of {list(test.values)}")
+
+
+def range_check(ctx: CheckContext, test: cfg.Range) -> dict[str, Any]:
+    column = ctx.warehouse.quote(test.column)
+    parts, params = [], []
+    if test.min is not None:
+        parts.append(f"{column} < %s")
+        params.append(test.min)
+    if test.max is not None:
+        parts.append(f"{column} > %s")
+        params.append(test.max)
+    if not parts:
+        return _result("pass", 0, "no bounds given")
+    return _rows_where(ctx, " OR ".join(parts), tuple(params), f"between {test.min} and {test.max}")
+
+
+def regex(ctx: CheckContext, test: cfg.Regex) -> dict[str, Any]:
+    column = ctx.warehouse.quote(test.column)
+    where = f"{column} IS NOT NULL AND {ctx.warehouse.regex_mismatch(column)}"
+    return _rows_where(ctx, where, (test.pattern,), f"matches {test.pattern}")
+
+
+def max_length(ctx: CheckContext, test: cfg.MaxLength) -> dict[str, Any]:
+    column = ctx.warehouse.quote(test.column)
+    where = f"{ctx.warehouse.byte_length(column)} > {int(test.bytes)}"
+    return _rows_where(ctx, where, (), f"<= {test.bytes} bytes")
+
+
+def referential_integrity(ctx: CheckContext, test: cfg.ReferentialIntegrity) -> dict[str, Any]:
+    q = ctx.warehouse.quote
+    ref = ctx.warehouse.table_ref(test.ref_table)
+    join = " AND ".join(f"c.{q(a)} = r.{q(b)}" for a, b in zip(test.columns, test.ref_columns,
+                                                                strict=True))
+    present = " AND ".join(f"c.{q(a)} IS NOT NULL" for a in test.columns)
+    orphans = (f"SELECT c.* FROM {ctx.target} c LEFT JOIN {ref} r ON {join} "
+               f"WHERE {present} AND r.{q(test.ref_columns[0])} IS NULL")
+    observed = int(ctx.warehouse.scalar(f"SELECT COUNT(*) FROM ({orphans}) o"))
+    samples = _samples(ctx, orphans) if observed else []
+    return _result("pass" if observed == 0 else "fail", observed, 0, samples,
+                   ref_table=test.ref_table)
+
+
+def custom_sql(ctx: CheckContext, test: cfg.CustomSql) -> dict[str, Any]:
+    sql = test.sql.strip().rstrip(";").replace("{table}", ctx.target)
+    observed = int(ctx.warehouse.scalar(f"SELECT COUNT(*) FROM ({sql}) failing"))
+    samples = _samples(ctx, f"SELECT * FROM ({sql}) failing") if observed else []
+    return _result("pass" if observed == 0 else "fail", observed, 0, samples)
+
+
+CHECKS: dict[str, Callable[[CheckContext, Any], dict[str, Any]]] = {
+    "row_count_match": row_count_match,
+    "row_count_between": row_count_between,
+    "row_count_change": row_count_change,
+    "uniqueness": uniqueness,
+    "not_null": not_null,
+    "accepted_values": accepted_values,
+    "range": range_check,
+    "regex": regex,
+    "max_length": max_length,
+    "referential_integrity": referential_integrity,
+    "custom_sql": custom_sql,
+}
+
+
+def run_check(ctx: CheckContext, test: Any) -> dict[str, Any]:
+    """Run one test; a test whose SQL fails is status 'error', never a crash."""
+    head = {"name": test.test_name, "type": test.type, "severity": test.severity}
+    try:
+        result = CHECKS[test.type](ctx, test)
+    except ConfigError:
+        raise
+    except RefloadError as error:
+        result = _result("error", None, None, error=error.message)
+    return {**head, **result}
+
+
+def validate_custom_sql(sql: str) -> None:
+    """Exactly one read-only SELECT, parsed (not pattern-matched); else ValueError."""
+    import sqlglot
+    from sqlglot import exp
+
+    text = sql.replace("{table}", "refload_target")
+    try:
+        statements = [s for s in sqlglot.parse(text, read="postgres") if s is not None]
+    except sqlglot.errors.ParseError as error:
+        raise ValueError(f"custom_sql does not parse: {error}") from None
+    if len(statements) != 1:
+        raise ValueError(f"custom_sql must be exactly one SELECT, found {len(statements)} "
+                         "statements")
+    statement = statements[0]
+    if not isinstance(statement, exp.Query):
+        raise ValueError(f"custom_sql must be a SELECT, found {statement.key.upper()}")
+    forbidden = (exp.Insert, exp.Update, exp.Delete, exp.Merge, exp.Drop, exp.Create,
+                 exp.Alter, exp.Command, exp.Into)
+    for node in statement.walk():
+        if isinstance(node, forbidden):
+            raise ValueError(f"custom_sql must only read; it contains {node.key.upper()}")

@@ -1,0 +1,414 @@
+"""Table configs: the pydantic model, loading, validation messages, routing.
+
+A config is validated once, here; every step downstream trusts `TableSpec`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from steps import storage
+from steps.errors import ConfigError
+from steps.names import did_you_mean, identifier_problem, unknown_name
+
+LoadMode = Literal["truncate", "upsert", "append"]
+SourceFormat = Literal["csv", "excel", "json", "parquet"]
+Severity = Literal["error", "warn"]
+When = Literal["after_publish", "before_publish"]
+
+
+def _identifier(value: str) -> str:
+    problem = identifier_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _table_reference(value: str) -> str:
+    parts = value.split(".")
+    if len(parts) > 2:
+        raise ValueError(f"'{value}' must be 'table' or 'schema.table'")
+    for part in parts:
+        _identifier(part)
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _QualityTest(_Strict):
+    name: str | None = None
+    severity: Severity = "error"
+    when: When = "after_publish"
+
+    @property
+    def test_name(self) -> str:
+        if self.name:
+            return self.name
+        target = getattr(self, "columns", None) or [getattr(self, "column", None)]
+        suffix = "_".join(c for c in target if c)
+        return f"{self.type}_{suffix}" if suffix else self.type  # type: ignore[attr-defined]
+
+
+class _ColumnsTest(_QualityTest):
+    columns: list[str] = Field(min_length=1)
+
+    @field_validator("columns")
+    @classmethod
+    def _check_columns(cls, value: list[str]) -> list[str]:
+        return [_identifier(c) for c in value]
+
+
+class _ColumnTest(_QualityTest):
+    column: str
+
+    @field_validator("column")
+    @classmethod
+    def _check_column(cls, value: str) -> str:
+        return _identifier(value)
+
+
+class RowCountMatch(_QualityTest):
+    type: Literal["row_count_match"]
+    tolerance_pct: float = Field(default=0, ge=0)
+
+
+class RowCountBetween(_QualityTest):
+    type: Literal["row_count_between"]
+    min: int | None = Field(default=None, ge=0)
+    max: int | None = Field(default=None, ge=0)
+
+
+class RowCountChange(_QualityTest):
+    type: Literal["row_count_change"]
+    max_pct: float = Field(ge=0)
+
+
+class Uniqueness(_ColumnsTest):
+    type: Literal["uniqueness"]
+
+
+class NotNull(_ColumnsTest):
+    type: Literal["not_null"]
+
+
+class AcceptedValues(_ColumnTest):
+    type: Literal["accepted_values"]
+    values: list[str | int | float | bool] = Field(min_length=1)
+
+
+class Range(_ColumnTest):
+    type: Literal["range"]
+    min: float | int | str | None = None
+    max: float | int | str | None = None
+
+
+class Regex(_ColumnTest):
+    type: Literal["regex"]
+    pattern: str
+
+
+class MaxLength(_ColumnTest):
+    type: Literal["max_length"]
+    bytes: int = Field(gt=0)
+
+
+class ReferentialIntegrity(_ColumnsTest):
+    type: Literal["referential_integrity"]
+    ref_table: str
+    ref_columns: list[str] = Field(min_length=1)
+
+    @field_validator("ref_table")
+    @classmethod
+    def _check_ref_table(cls, value: str) -> str:
+        return _table_reference(value)
+
+    @field_validator("ref_columns")
+    @classmethod
+    def _check_ref_columns(cls, value: list[str]) -> list[str]:
+        return [_identifier(c) for c in value]
+
+    @model_validator(mode="after")
+    def _same_arity(self) -> ReferentialIntegrity:
+        if len(self.columns) != len(self.ref_columns):
+            raise ValueError("columns and ref_columns must have the same length")
+        return self
+
+
+class CustomSql(_QualityTest):
+    type: Literal["custom_sql"]
+    sql: str = Field(min_length=1)
+
+    @field_validator("sql")
+    @classmethod
+    def _read_only(cls, value: str) -> str:
+        from steps.checks import validate_custom_sql
+
+        validate_custom_sql(value)
+        return value
+
+
+QualityTest = Annotated[
+    RowCountMatch
+    | RowCountBetween
+    | RowCountChange
+    | Uniqueness
+    | NotNull
+    | AcceptedValues
+    | Range
+    | Regex
+    | MaxLength
+    | ReferentialIntegrity
+    | CustomSql,
+    Field(discriminator="type"),
+]
+
+CHECK_MODELS: dict[str, type[_QualityTest]] = {
+    model.model_fields["type"].annotation.__args__[0]: model  # type: ignore[union-attr]
+    for model in (
+        RowCountMatch,
+        RowCountBetween,
+        RowCountChange,
+        Uniqueness,
+        NotNull,
+        AcceptedValues,
+        Range,
+        Regex,
+        MaxLength,
+        ReferentialIntegrity,
+        CustomSql,
+    )
+}
+
+
+class TableConfig(_Strict):
+    """One table's config file, as users write it."""
+
+    table_name: str
+    redshift_schema: str = "public"
+    redshift_table: str | None = None
+    source_format: SourceFormat = "csv"
+    mapping_file: str
+    header_row: int = Field(default=1, ge=1)
+    delimiter: str = Field(default=",", min_length=1, max_length=1)
+    quote_char: str = Field(default='"', min_length=1, max_length=1)
+    encoding: str = "utf-8"
+    sheet_name: str | int | None = None
+    null_values: list[str] = Field(default_factory=lambda: [""])
+    truncate_before_load: bool | None = None
+    load_mode: LoadMode | None = None
+    primary_key: list[str] = Field(default_factory=list)
+    dedupe: bool = True
+    max_reject_pct: float = Field(default=0, ge=0, le=100)
+    source_prefix: str | None = Field(
+        default=None,
+        description="Object-key prefix that routes landed files to this table "
+        "(default: '<table_name>/').",
+    )
+    quality_tests: list[QualityTest] = Field(default_factory=list)
+
+    @field_validator("table_name", "redshift_schema", "redshift_table")
+    @classmethod
+    def _check_identifier(cls, value: str | None) -> str | None:
+        return None if value is None else _identifier(value)
+
+    @field_validator("primary_key")
+    @classmethod
+    def _check_primary_key(cls, value: list[str]) -> list[str]:
+        return [_identifier(c) for c in value]
+
+    @field_validator("encoding")
+    @classmethod
+    def _check_encoding(cls, value: str) -> str:
+        import codecs
+
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"unknown encoding '{value}'") from None
+        return value
+
+    @model_validator(mode="after")
+    def _check_load_mode(self) -> TableConfig:
+        if self.load_mode and self.truncate_before_load is not None:
+            implied = "truncate" if self.truncate_before_load else "append"
+            if implied != self.load_mode and not (
+                self.load_mode == "upsert" and not self.truncate_before_load
+            ):
+                raise ValueError(
+                    f"truncate_before_load={str(self.truncate_before_load).lower()} "
+                    f"contradicts load_mode='{self.load_mode}'"
+                )
+        if self.mode == "upsert" and not self.primary_key:
+            raise ValueError("load_mode 'upsert' needs primary_key")
+        return self
+
+    @property
+    def mode(self) -> LoadMode:
+        if self.load_mode:
+            return self.load_mode
+        if self.truncate_before_load is False:
+            return "append"
+        return "truncate"
+
+    @property
+    def target_table(self) -> str:
+        return self.redshift_table or self.table_name
+
+    @property
+    def target(self) -> str:
+        return f"{self.redshift_schema}.{self.target_table}"
+
+    @property
+    def routing_prefix(self) -> str:
+        return self.source_prefix if self.source_prefix is not None else f"{self.table_name}/"
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A validated config with its mapping sheet, ready for the steps."""
+
+    config: TableConfig
+    mapping: Any  # steps.mapping.Mapping; typed loosely so this module stays light
+    config_uri: str
+    config_hash: str
+
+
+def _format_location(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text
+
+
+def _strip_union_tags(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    # pydantic puts the discriminator value in the path: quality_tests.2.uniqueness.columns
+    out: list[Any] = []
+    for i, part in enumerate(loc):
+        if i >= 2 and loc[i - 2] == "quality_tests" and isinstance(loc[i - 1], int):
+            if part in CHECK_MODELS:
+                continue
+        out.append(part)
+    return tuple(out)
+
+
+def _known_keys(loc: tuple[Any, ...], raw: Any) -> list[str]:
+    if len(loc) == 3 and loc[0] == "quality_tests" and isinstance(loc[1], int):
+        item = raw.get("quality_tests", [])[loc[1]]
+        model = CHECK_MODELS.get(item.get("type", ""))
+        if model:
+            return list(model.model_fields)
+    return list(TableConfig.model_fields)
+
+
+def describe_validation_error(error: ValidationError, raw: Any) -> list[str]:
+    """One line per problem, each starting with its path in the config."""
+    lines = []
+    for problem in error.errors():
+        loc = _strip_union_tags(tuple(problem["loc"]))
+        path = _format_location(loc) or "(top level)"
+        kind = problem["type"]
+        if kind == "extra_forbidden":
+            key = str(loc[-1])
+            parent = _format_location(loc[:-1])
+            where = f" in {parent}" if parent else ""
+            lines.append(f"{path}: unknown key '{key}'{where}{did_you_mean(key, _known_keys(loc, raw))}")
+        elif kind == "union_tag_invalid":
+            tag = problem["ctx"]["tag"]
+            lines.append(f"{path}.type: {unknown_name('check type', tag, CHECK_MODELS)}")
+        elif kind == "union_tag_not_found":
+            lines.append(f"{path}: missing 'type'; known: {', '.join(sorted(CHECK_MODELS))}")
+        elif kind == "missing":
+            lines.append(f"{path}: required key is missing")
+        else:
+            message = problem["msg"].removeprefix("Value error, ")
+            lines.append(f"{path}: {message} (got {problem.get('input')!r})")
+    return lines
+
+
+def parse_config(raw: Any, *, source: str) -> TableConfig:
+    """Validate a decoded config; errors name the file and the path inside it."""
+    if not isinstance(raw, dict):
+        raise ConfigError("a table config must be a JSON object", file=source)
+    try:
+        return TableConfig.model_validate(raw)
+    except ValidationError as error:
+        lines = describe_validation_error(error, raw)
+        raise ConfigError("; ".join(lines), file=source, details={"problems": lines}) from None
+
+
+def resolve_relative(base_uri: str, target: str) -> str:
+    """`target` as written in the file at `base_uri`: absolute stays, relative joins."""
+    if "://" in target or target.startswith("/"):
+        return target
+    base_dir = posixpath.dirname(base_uri)
+    if "://" in base_uri:
+        scheme, rest = base_uri.split("://", 1)
+        return f"{scheme}://{posixpath.normpath(posixpath.join(posixpath.dirname(rest), target))}"
+    return posixpath.normpath(posixpath.join(base_dir or ".", target))
+
+
+def load_table_config(config_uri: str, *, mapping_override: str | None = None) -> TableSpec:
+    """Read and validate a config and its mapping sheet."""
+    from steps import mapping as mapping_module
+
+    data = storage.read_bytes(config_uri)
+    try:
+        raw = json.loads(data.decode("utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        line = getattr(error, "lineno", None)
+        raise ConfigError(f"not valid JSON: {error}", file=config_uri, line=line) from None
+    config = parse_config(raw, source=config_uri)
+    mapping_uri = mapping_override or resolve_relative(config_uri, config.mapping_file)
+    mapping_bytes = storage.read_bytes(mapping_uri)
+    mapping = mapping_module.parse_sheet(mapping_bytes, mapping_uri)
+    mapping_module.check_against_config(mapping, config, config_uri)
+    digest = hashlib.sha256()
+    digest.update(json.dumps(raw, sort_keys=True).encode())
+    digest.update(mapping_bytes)
+    return TableSpec(config, mapping, config_uri, digest.hexdigest())
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of a table config, as shipped in configs/."""
+    schema = TableConfig.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "refload table config"
+    return schema
+
+
+def route_key(key: str, config_uris: list[str]) -> str:
+    """The config whose routing prefix is the longest match for an object key."""
+    best: tuple[int, str] | None = None
+    prefixes = []
+    for uri in config_uris:
+        raw = json.loads(storage.read_bytes(uri).decode("utf-8-sig"))
+        config = parse_config(raw, source=uri)
+        prefixes.append(config.routing_prefix)
+        if key.startswith(config.routing_prefix) and (
+            best is None or len(config.routing_prefix) > best[0]
+        ):
+            best = (len(config.routing_prefix), uri)
+    if best is None:
+        raise ConfigError(
+            f"no table config routes this object key; known prefixes: {', '.join(sorted(prefixes))}",
+            key=key,
+        )
+    return best[1]

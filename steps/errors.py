@@ -1,0 +1,128 @@
+"""One error hierarchy for every step.
+
+Context (file, line, column, value, table, step) lives in attributes and the
+message is built from them, so logs, alerts and the CLI all say the same thing.
+`TransientError` subclasses are retried by Step Functions (the ASL's Retry
+lists their names); `TerminalError` subclasses are not.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class RefloadError(Exception):
+    """Root of every error refload raises on purpose."""
+
+    exit_code: ClassVar[int] = 3
+    status: ClassVar[str] = "error"
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        row: int | None = None,
+        column: str | None = None,
+        value: Any = None,
+        key: str | None = None,
+        table: str | None = None,
+        step: str | None = None,
+        details: dict[str, Any] | None = None,
+        note: str | None = None,
+    ) -> None:
+        self.reason = reason
+        self.file = file
+        self.line = line
+        self.row = row
+        self.column = column
+        self.value = value
+        self.key = key
+        self.table = table
+        self.step = step
+        self.details = details or {}
+        self.note = note
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        where = [self.file] if self.file else []
+        if self.line is not None:
+            where.append(f"line {self.line}")
+        if self.row is not None:
+            where.append(f"row {self.row}")
+        if self.key:
+            where.append(self.key)
+        if self.column:
+            where.append(f"column '{self.column}'")
+        text = (", ".join(where) + ": " if where else "") + self.reason
+        if self.value is not None:
+            text += f" (value {self.value!r})"
+        if self.note:
+            text += f"; {self.note}"
+        return text
+
+    def __str__(self) -> str:
+        return self.message
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": type(self).__name__, "message": self.message}
+
+
+class TerminalError(RefloadError):
+    """Retrying cannot help: the input, the config or the data is wrong."""
+
+
+class TransientError(RefloadError):
+    """Retrying may help: a service was unreachable, busy or timed out."""
+
+
+class ConfigError(TerminalError):
+    """A table config, mapping sheet or event is invalid."""
+
+    exit_code = 2
+    status = "rejected"
+
+
+class RejectedInput(TerminalError):
+    """The source file cannot be loaded as the mapping says; nothing was published."""
+
+    exit_code = 2
+    status = "rejected"
+
+
+class QualityCheckFailed(TerminalError):
+    """An error-severity data-quality test failed."""
+
+    exit_code = 1
+    status = "failed"
+
+
+class InfrastructureError(TerminalError):
+    """Storage or warehouse refused the request for a reason retrying will not fix."""
+
+    exit_code = 3
+
+
+class StorageUnavailable(TransientError):
+    """Object storage could not be reached or timed out."""
+
+    exit_code = 3
+
+
+class WarehouseUnavailable(TransientError):
+    """The warehouse could not be reached, dropped the connection or hit a conflict."""
+
+    exit_code = 3
+
+
+def transient_error_names() -> list[str]:
+    """Names Step Functions must retry: every TransientError subclass."""
+    names: list[str] = []
+    pending: list[type[RefloadError]] = [TransientError]
+    while pending:
+        cls = pending.pop()
+        names.append(cls.__name__)
+        pending.extend(cls.__subclasses__())
+    return sorted(names)

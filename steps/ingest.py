@@ -1,0 +1,197 @@
+"""ingest: config + mapping sheet + source file -> curated Parquet.
+
+Reads every source column as text, applies the sheet (transform, default,
+cast, nullability), drops exact duplicates, refuses duplicate primary keys,
+and writes the typed rows to a deterministic path under the curated root.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from steps import storage
+from steps.config import TableSpec, load_table_config
+from steps.errors import RefloadError, RejectedInput
+from steps.mapping import Rejection, apply_mapping
+from steps.names import did_you_mean
+from steps.sources import SourceTable, read_source
+
+DEFAULT_CURATED_ROOT = "curated"
+_POSITION = "__refload_position"
+MAX_LISTED = 5
+
+
+def curated_uri(root: str, spec: TableSpec, content_hash: str) -> str:
+    """Same source bytes and same config give the same path, so re-runs overwrite."""
+    name = f"{content_hash[:16]}-{spec.config_hash[:8]}.parquet"
+    return storage.join(root, spec.config.table_name, name)
+
+
+def _source_key(uri: str) -> str:
+    return storage.split_s3(uri)[1] if storage.is_s3(uri) else uri
+
+
+def _check_columns(source: SourceTable, spec: TableSpec) -> None:
+    header = source.table.column_names
+    for name in spec.mapping.sources:
+        if name not in header:
+            raise RejectedInput(
+                f"mapped source column '{name}' is not in the header{did_you_mean(name, header)}; "
+                f"header: {', '.join(header)}",
+                file=source.uri, line=spec.config.header_row, column=name,
+            )
+
+
+def _reject_rows(
+    source: SourceTable, rejections: list[Rejection]
+) -> tuple[list[int], list[dict[str, Any]]]:
+    """Positions of rejected rows, and one record per problem for the rejects file."""
+    positions = sorted({r.position for r in rejections})
+    where = dict(zip(positions, source.locate(positions), strict=True))
+    records = [
+        {source.unit: b.where, "column": None, "value": b.text, "reason": b.reason}
+        for b in source.bad_records
+    ]
+    records += [
+        {source.unit: where[r.position], "column": r.column, "value": r.value, "reason": r.reason}
+        for r in sorted(rejections, key=lambda r: r.position)
+    ]
+    records.sort(key=lambda r: r[source.unit])
+    return positions, records
+
+
+def _write_rejects(uri: str, unit: str, records: list[dict[str, Any]]) -> None:
+    table = pa.Table.from_pylist(records, schema=pa.schema([
+        (unit, pa.int64()), ("column", pa.string()), ("value", pa.string()), ("reason", pa.string()),
+    ]))
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    storage.write_bytes(uri, sink.getvalue())
+
+
+def _rejected_error(source: SourceTable, record: dict[str, Any], **extra: Any) -> RejectedInput:
+    return RejectedInput(
+        record["reason"], file=source.uri, column=record["column"], value=record["value"],
+        **{source.unit: record[source.unit]}, **extra,
+    )
+
+
+def _drop_duplicates(table: pa.Table) -> pa.Table:
+    """Exact duplicate rows out, first occurrence kept, order kept."""
+    columns = [c for c in table.column_names if c != _POSITION]
+    firsts = table.group_by(columns, use_threads=False).aggregate([(_POSITION, "min")])
+    keep = pc.is_in(table.column(_POSITION), firsts.column(f"{_POSITION}_min"))
+    return table.filter(keep)
+
+
+def _check_primary_key(table: pa.Table, source: SourceTable, key: list[str]) -> None:
+    for name in key:
+        nulls = pc.indices_nonzero(pc.is_null(table.column(name))).to_pylist()
+        if nulls:
+            at = source.locate([table.column(_POSITION)[nulls[0]].as_py()])[0]
+            raise RejectedInput("primary key column is empty", file=source.uri, column=name,
+                                **{source.unit: at})
+    counts = table.group_by(key, use_threads=False).aggregate(
+        [(_POSITION, "count"), (_POSITION, "list")]
+    )
+    doubled = counts.filter(pc.greater(counts.column(f"{_POSITION}_count"), 1))
+    if doubled.num_rows:
+        first = doubled.slice(0, 1).to_pylist()[0]
+        value = ", ".join(f"{k}={first[k]!r}" for k in key)
+        places = source.locate(sorted(first[f"{_POSITION}_list"]))
+        raise RejectedInput(
+            f"duplicate primary key ({value}) on {source.unit}s "
+            f"{', '.join(map(str, places[:MAX_LISTED]))}; {doubled.num_rows} key(s) appear more "
+            "than once in this file",
+            file=source.uri, column=",".join(key),
+            details={"duplicate_keys": doubled.num_rows},
+        )
+
+
+def run(payload: dict[str, Any]) -> dict[str, Any]:
+    spec = load_table_config(payload["config"], mapping_override=payload.get("mapping"))
+    try:
+        return _ingest(spec, payload)
+    except RefloadError as error:
+        error.table = error.table or spec.config.table_name
+        raise
+
+
+def _ingest(spec: TableSpec, payload: dict[str, Any]) -> dict[str, Any]:
+    config = spec.config
+    source_uri = payload["source"]
+    run_id = payload["run_id"]
+    curated_root = payload.get("curated_root") or DEFAULT_CURATED_ROOT
+
+    data = storage.read_bytes(source_uri)
+    info = storage.describe(source_uri, data)
+    source = read_source(data, source_uri, config)
+    _check_columns(source, spec)
+    context = {
+        "load_date": dt.datetime.now(dt.UTC).date().isoformat(),
+        "run_id": run_id,
+        "source_key": _source_key(source_uri),
+    }
+    typed, rejections = apply_mapping(source.table, spec.mapping, context)
+    typed = typed.append_column(_POSITION, pa.array(range(typed.num_rows), pa.int64()))
+    rows_read = source.table.num_rows + len(source.bad_records)
+
+    out_uri = curated_uri(curated_root, spec, info.content_hash)
+    rejects_uri = None
+    positions, reject_records = _reject_rows(source, rejections)
+    rows_rejected = len(positions) + len(source.bad_records)
+    if rows_rejected:
+        rejects_uri = out_uri.removesuffix(".parquet") + ".rejects.parquet"
+        _write_rejects(rejects_uri, source.unit, reject_records)
+        share = rows_rejected * 100 / rows_read
+        if share > config.max_reject_pct:
+            raise _rejected_error(
+                source, reject_records[0],
+                details={"rows_rejected": rows_rejected, "rows_read": rows_read,
+                         "rejects_uri": rejects_uri, "problems": len(reject_records)},
+                note=f"{rows_rejected} of {rows_read} row(s) rejected ({share:.2f}% > "
+                f"max_reject_pct {config.max_reject_pct:g}); all problems are listed in "
+                f"{rejects_uri}",
+            )
+        typed = typed.filter(pc.invert(pc.is_in(typed.column(_POSITION), pa.array(positions))))
+
+    rows_before_dedupe = typed.num_rows
+    if config.dedupe:
+        typed = _drop_duplicates(typed)
+    duplicates_dropped = rows_before_dedupe - typed.num_rows
+    if config.primary_key:
+        _check_primary_key(typed, source, config.primary_key)
+
+    final_schema = pa.schema([
+        pa.field(c.target, c.data_type.arrow(), nullable=c.nullable) for c in spec.mapping.columns
+    ])
+    final = typed.drop_columns([_POSITION]).cast(final_schema)
+    final = final.replace_schema_metadata({
+        "refload.run_id": run_id, "refload.source_uri": source_uri,
+        "refload.content_hash": info.content_hash, "refload.config_hash": spec.config_hash,
+    })
+    sink = io.BytesIO()
+    pq.write_table(final, sink, compression="snappy", coerce_timestamps="us")
+    storage.write_bytes(out_uri, sink.getvalue())
+
+    return {
+        "table": config.table_name,
+        "run_id": run_id,
+        "config": spec.config_uri,
+        "config_hash": spec.config_hash,
+        "source": source_uri,
+        "source_version": info.version,
+        "content_hash": info.content_hash,
+        "curated_uri": out_uri,
+        "rejects_uri": rejects_uri,
+        "rows_read": rows_read,
+        "rows_rejected": rows_rejected,
+        "duplicates_dropped": duplicates_dropped,
+        "rows_written": final.num_rows,
+    }

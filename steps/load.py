@@ -1,0 +1,50 @@
+"""load: curated Parquet -> staging table -> target, in one transaction with the ledger."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from steps import storage
+from steps.config import load_table_config
+from steps.warehouse import open_warehouse
+from steps.warehouse.base import LedgerEntry
+
+
+def run(payload: dict[str, Any]) -> dict[str, Any]:
+    import pyarrow.parquet as pq
+
+    spec = load_table_config(payload["config"], mapping_override=payload.get("mapping"))
+    config = spec.config
+    curated_uri = payload["curated_uri"]
+    data = pq.read_table(io.BytesIO(storage.read_bytes(curated_uri)))
+    entry = LedgerEntry(
+        run_id=payload["run_id"],
+        table_name=config.table_name,
+        target=config.target,
+        source_uri=payload.get("source", ""),
+        source_version=payload.get("source_version", ""),
+        content_hash=payload["content_hash"],
+        config_hash=payload.get("config_hash") or spec.config_hash,
+        curated_uri=curated_uri,
+        load_mode=config.mode,
+    )
+    with open_warehouse(payload.get("warehouse")) as warehouse:
+        warehouse.ensure_audit_tables()
+        created = warehouse.ensure_target(config.redshift_schema, config.target_table, spec.mapping)
+        result = warehouse.publish(
+            entry, config.redshift_schema, config.target_table, spec.mapping, data,
+            config.primary_key,
+        )
+    return {
+        "table": config.table_name,
+        "run_id": payload["run_id"],
+        "target": config.target,
+        "load_mode": config.mode,
+        "target_created": created,
+        "published": result.published,
+        "skipped_reason": result.skipped_reason,
+        "rows_loaded": result.rows_loaded,
+        "rows_before": result.rows_before,
+        "rows_after": result.rows_after,
+    }

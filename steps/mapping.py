@@ -1,0 +1,488 @@
+"""Mapping sheets: one row per target column, parsed once into typed specs.
+
+Parsing (this module's top half) is light; applying a mapping to data uses
+pyarrow and is imported only by ingest.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from steps.errors import ConfigError
+from steps.names import identifier_problem, unknown_name
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from steps.config import TableConfig
+
+TypeKind = Literal[
+    "string", "varchar", "smallint", "integer", "bigint",
+    "decimal", "double", "boolean", "date", "timestamp",
+]
+TYPE_KINDS: tuple[str, ...] = TypeKind.__args__  # type: ignore[attr-defined]
+INTEGER_RANGES = {"smallint": 2**15, "integer": 2**31, "bigint": 2**63}
+TRUE_WORDS = ("true", "t", "yes", "y", "1")
+FALSE_WORDS = ("false", "f", "no", "n", "0")
+# Transform name -> number of arguments it takes.
+TRANSFORM_ARITY = {
+    "strip": 0, "upper": 0, "lower": 0, "title": 0,
+    "zfill": 1, "replace": 2, "regex_replace": 2, "nullif": 1,
+}
+PLACEHOLDERS = ("{load_date}", "{run_id}", "{source_key}")
+SHEET_COLUMNS = ("source_column", "target_column", "data_type", "transform", "default",
+                 "nullable", "format")
+REQUIRED_SHEET_COLUMNS = ("target_column", "data_type")
+
+
+@dataclass(frozen=True)
+class DataType:
+    kind: TypeKind
+    length: int | None = None
+    precision: int | None = None
+    scale: int | None = None
+
+    def __str__(self) -> str:
+        if self.kind == "varchar":
+            return f"varchar({self.length})"
+        if self.kind == "decimal":
+            return f"decimal({self.precision},{self.scale})"
+        return self.kind
+
+    def arrow(self) -> pa.DataType:
+        import pyarrow as pa
+
+        return {
+            "string": pa.string, "varchar": pa.string, "smallint": pa.int16,
+            "integer": pa.int32, "bigint": pa.int64, "double": pa.float64,
+            "boolean": pa.bool_, "date": pa.date32,
+            "timestamp": lambda: pa.timestamp("us"),
+            "decimal": lambda: pa.decimal128(self.precision, self.scale),
+        }[self.kind]()
+
+
+@dataclass(frozen=True)
+class Transform:
+    name: str
+    args: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        return f"{self.name}({','.join(self.args)})" if self.args else self.name
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    target: str
+    data_type: DataType
+    source: str | None = None
+    transforms: tuple[Transform, ...] = ()
+    default: str | None = None
+    nullable: bool = True
+    format: str | None = None
+    sheet_row: int = 0
+
+    @property
+    def derived(self) -> bool:
+        return self.source is None
+
+
+@dataclass(frozen=True)
+class Mapping:
+    uri: str
+    columns: tuple[ColumnSpec, ...] = field(default_factory=tuple)
+
+    @property
+    def targets(self) -> list[str]:
+        return [c.target for c in self.columns]
+
+    @property
+    def sources(self) -> list[str]:
+        return [c.source for c in self.columns if c.source is not None]
+
+    def column(self, target: str) -> ColumnSpec:
+        return next(c for c in self.columns if c.target == target)
+
+
+_TYPE_PATTERN = re.compile(r"^\s*([a-z_]+)\s*(?:\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\))?\s*$")
+
+
+def parse_data_type(text: str) -> DataType:
+    match = _TYPE_PATTERN.match(text.lower())
+    if not match:
+        raise ValueError(f"cannot read data type '{text}'; known: {', '.join(TYPE_KINDS)}")
+    kind, first, second = match.groups()
+    if kind not in TYPE_KINDS:
+        raise ValueError(unknown_name("data type", kind, TYPE_KINDS))
+    if kind == "varchar":
+        if first is None or second is not None or not 1 <= int(first) <= 65535:
+            raise ValueError("varchar needs one length from 1 to 65535: varchar(n)")
+        return DataType("varchar", length=int(first))
+    if kind == "decimal":
+        precision, scale = int(first or 18), int(second or 0)
+        if not 1 <= precision <= 38 or not 0 <= scale <= precision:
+            raise ValueError("decimal(p,s) needs 1 <= p <= 38 and 0 <= s <= p")
+        return DataType("decimal", precision=precision, scale=scale)
+    if first is not None:
+        raise ValueError(f"data type '{kind}' takes no size")
+    return DataType(kind)  # type: ignore[arg-type]
+
+
+def _split_top_level(text: str, separator: str) -> list[str]:
+    """Split on `separator` outside quotes and parentheses."""
+    parts, current, depth, quote = [], [], 0, ""
+    for char in text:
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "\"'":
+            quote = char
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == separator and depth == 0:
+            parts.append("".join(current))
+            current = []
+            continue
+        current.append(char)
+    parts.append("".join(current))
+    return parts
+
+
+def _unquote(arg: str) -> str:
+    arg = arg.strip()
+    if len(arg) >= 2 and arg[0] == arg[-1] and arg[0] in "\"'":
+        return arg[1:-1]
+    return arg
+
+
+def parse_transforms(text: str) -> tuple[Transform, ...]:
+    transforms = []
+    for part in _split_top_level(text, "|"):
+        part = part.strip()
+        if not part:
+            continue
+        match = re.fullmatch(r"([a-z_]+)\s*(?:\((.*)\))?", part, flags=re.S)
+        if not match:
+            raise ValueError(f"cannot read transform '{part}'")
+        name, arg_text = match.groups()
+        if name not in TRANSFORM_ARITY:
+            raise ValueError(unknown_name("transform", name, TRANSFORM_ARITY))
+        args = tuple(_unquote(a) for a in _split_top_level(arg_text, ",")) if arg_text else ()
+        if len(args) != TRANSFORM_ARITY[name]:
+            raise ValueError(f"transform '{name}' takes {TRANSFORM_ARITY[name]} argument(s), got {len(args)}")
+        if name == "zfill" and not args[0].isdigit():
+            raise ValueError(f"zfill needs a whole number, got '{args[0]}'")
+        if name == "regex_replace":
+            try:
+                re.compile(args[0])
+            except re.error as error:
+                raise ValueError(f"regex_replace pattern '{args[0]}' is invalid: {error}") from None
+        transforms.append(Transform(name, args))
+    return tuple(transforms)
+
+
+def _cell_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def _sheet_rows(data: bytes, uri: str) -> list[list[str]]:
+    if uri.lower().endswith((".xlsx", ".xlsm", ".xls", ".ods")):
+        from python_calamine import CalamineWorkbook
+
+        try:
+            sheet = CalamineWorkbook.from_filelike(io.BytesIO(data)).get_sheet_by_index(0)
+            rows = sheet.to_python(skip_empty_area=False)
+        except Exception as error:
+            raise ConfigError(f"cannot read the mapping workbook: {error}", file=uri) from None
+        return [[_cell_text(v) for v in row] for row in rows]
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"mapping sheet is not UTF-8: {error}", file=uri) from None
+    return [[c.strip() for c in row] for row in csv.reader(io.StringIO(text))]
+
+
+def parse_sheet(data: bytes, uri: str) -> Mapping:
+    """Parse a mapping sheet; every error names the sheet, its row and column."""
+    rows = _sheet_rows(data, uri)
+    if not rows or not any(rows[0]):
+        raise ConfigError("mapping sheet is empty", file=uri)
+    header = [h.strip().lower() for h in rows[0]]
+    for name in header:
+        if name and name not in SHEET_COLUMNS:
+            raise ConfigError(unknown_name("mapping sheet column", name, SHEET_COLUMNS), file=uri, row=1)
+    for name in REQUIRED_SHEET_COLUMNS:
+        if name not in header:
+            raise ConfigError(f"mapping sheet has no '{name}' column", file=uri, row=1)
+    columns: list[ColumnSpec] = []
+    for number, row in enumerate(rows[1:], start=2):
+        cells = {name: (row[i] if i < len(row) else "") for i, name in enumerate(header) if name}
+        if not any(cells.values()):
+            continue
+        columns.append(_parse_sheet_row(cells, uri, number))
+    if not columns:
+        raise ConfigError("mapping sheet has no column rows", file=uri)
+    seen: dict[str, int] = {}
+    for spec in columns:
+        if spec.target in seen:
+            raise ConfigError(
+                f"target_column '{spec.target}' appears twice (also row {seen[spec.target]})",
+                file=uri, row=spec.sheet_row, column="target_column",
+            )
+        seen[spec.target] = spec.sheet_row
+    return Mapping(uri, tuple(columns))
+
+
+def _parse_sheet_row(cells: dict[str, str], uri: str, number: int) -> ColumnSpec:
+    def fail(column: str, reason: str) -> ConfigError:
+        return ConfigError(reason, file=uri, row=number, column=column, value=cells.get(column))
+
+    target = cells.get("target_column", "")
+    if not target:
+        raise fail("target_column", "target_column is empty")
+    problem = identifier_problem(target)
+    if problem:
+        raise fail("target_column", problem)
+    try:
+        data_type = parse_data_type(cells.get("data_type", ""))
+    except ValueError as error:
+        raise fail("data_type", str(error)) from None
+    try:
+        transforms = parse_transforms(cells.get("transform", ""))
+    except ValueError as error:
+        raise fail("transform", str(error)) from None
+    nullable_text = cells.get("nullable", "").lower()
+    if nullable_text not in ("", *TRUE_WORDS, *FALSE_WORDS):
+        raise fail("nullable", "nullable must be true or false")
+    spec = ColumnSpec(
+        target=target,
+        data_type=data_type,
+        source=cells.get("source_column") or None,
+        transforms=transforms,
+        default=cells.get("default") or None,
+        nullable=nullable_text not in FALSE_WORDS,
+        format=cells.get("format") or None,
+        sheet_row=number,
+    )
+    if spec.derived and spec.default is None:
+        raise fail("default", "a derived column (no source_column) needs a default")
+    if spec.format and data_type.kind not in ("date", "timestamp"):
+        raise fail("format", f"format applies to date and timestamp columns, not {data_type}")
+    if spec.default is not None and not any(p in spec.default for p in PLACEHOLDERS):
+        rejected = cast_values([spec.default], spec)[1]
+        if rejected:
+            raise fail("default", f"default does not fit {data_type}: {rejected[0][1]}")
+    return spec
+
+
+def check_against_config(mapping: Mapping, config: TableConfig, config_uri: str) -> None:
+    """Names in the config that must exist in the mapping."""
+    targets = mapping.targets
+
+    def require(path: str, names: list[str]) -> None:
+        for name in names:
+            if name not in targets:
+                raise ConfigError(
+                    f"{path}: {unknown_name('column', name, targets)}", file=config_uri
+                )
+
+    require("primary_key", config.primary_key)
+    for i, test in enumerate(config.quality_tests):
+        if hasattr(test, "columns"):
+            require(f"quality_tests[{i}].columns", test.columns)
+        if hasattr(test, "column"):
+            require(f"quality_tests[{i}].column", [test.column])
+
+
+# --- applying a mapping (pyarrow) -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """One bad cell: the row's position in the source frame, column, value, reason."""
+
+    position: int
+    column: str
+    value: str | None
+    reason: str
+
+
+def apply_transforms(values: pa.Array, transforms: tuple[Transform, ...]) -> pa.Array:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    for t in transforms:
+        if t.name == "strip":
+            values = pc.utf8_trim_whitespace(values)
+        elif t.name == "upper":
+            values = pc.utf8_upper(values)
+        elif t.name == "lower":
+            values = pc.utf8_lower(values)
+        elif t.name == "title":
+            values = pc.utf8_title(values)
+        elif t.name == "zfill":
+            values = pc.utf8_lpad(values, width=int(t.args[0]), padding="0")
+        elif t.name == "replace":
+            values = pc.replace_substring(values, pattern=t.args[0], replacement=t.args[1])
+        elif t.name == "regex_replace":
+            values = pc.replace_substring_regex(values, pattern=t.args[0], replacement=t.args[1])
+        elif t.name == "nullif":
+            values = pc.if_else(pc.equal(values, t.args[0]), pa.scalar(None, pa.string()), values)
+    return values
+
+
+def blank_to_null(values: pa.Array) -> pa.Array:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    blank = pc.equal(pc.utf8_trim_whitespace(values), "")
+    return pc.if_else(blank, pa.scalar(None, pa.string()), values)
+
+
+def cast_values(values: Any, spec: ColumnSpec) -> tuple[pa.Array, list[tuple[int, str]]]:
+    """Cast text to the column's type. Returns the array and (index, reason) per failure.
+
+    The whole column is cast at once with pyarrow; only when that fails is each
+    value parsed on its own, to name the rows that are wrong.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    values = pa.array(values, pa.string()) if not isinstance(values, pa.Array) else values
+    kind = spec.data_type.kind
+    if kind in ("string", "varchar"):
+        failures: list[tuple[int, str]] = []
+        if kind == "varchar":
+            too_long = pc.greater(pc.binary_length(values), spec.data_type.length)
+            for i in pc.indices_nonzero(pc.fill_null(too_long, False)).to_pylist():
+                size = len(values[i].as_py().encode())
+                failures.append((i, f"is {size} bytes, longer than {spec.data_type}"))
+        return values, failures
+    if kind == "boolean":
+        lowered = pc.utf8_lower(pc.utf8_trim_whitespace(values))
+        is_true = pc.is_in(lowered, pa.array(TRUE_WORDS))
+        is_false = pc.is_in(lowered, pa.array(FALSE_WORDS))
+        bad = pc.and_(pc.is_valid(values), pc.invert(pc.or_(is_true, is_false)))
+        failures = [(i, "is not a boolean (true/false, yes/no, 1/0)")
+                    for i in pc.indices_nonzero(bad).to_pylist()]
+        result = pc.if_else(is_true, True, pc.if_else(is_false, False, pa.scalar(None, pa.bool_())))
+        return result, failures
+    if kind in ("date", "timestamp") and spec.format:
+        parsed = pc.strptime(values, format=spec.format, unit="us", error_is_null=True)
+        bad = pc.and_(pc.is_valid(values), pc.is_null(parsed))
+        failures = [(i, f"does not match format '{spec.format}'")
+                    for i in pc.indices_nonzero(bad).to_pylist()]
+        return (pc.cast(parsed, pa.date32()) if kind == "date" else parsed), failures
+    target = spec.data_type.arrow()
+    try:
+        return pc.cast(values, target), []
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    return _cast_one_by_one(values.to_pylist(), spec, target)
+
+
+def _cast_one_by_one(
+    texts: list[str | None], spec: ColumnSpec, target: pa.DataType
+) -> tuple[pa.Array, list[tuple[int, str]]]:
+    import datetime as dt
+    import decimal
+
+    import pyarrow as pa
+
+    kind = spec.data_type.kind
+    out: list[Any] = []
+    failures: list[tuple[int, str]] = []
+    for i, text in enumerate(texts):
+        if text is None:
+            out.append(None)
+            continue
+        value: Any = None
+        reason = ""
+        stripped = text.strip()
+        try:
+            if kind in INTEGER_RANGES:
+                if not re.fullmatch(r"[+-]?\d+", stripped):
+                    raise ValueError
+                value = int(stripped)
+                bound = INTEGER_RANGES[kind]
+                if not -bound <= value < bound:
+                    value, reason = None, f"is out of range for {kind}"
+            elif kind == "double":
+                value = float(stripped)
+            elif kind == "decimal":
+                scale = spec.data_type.scale or 0
+                number = decimal.Decimal(stripped)
+                if not number.is_finite():
+                    raise ValueError
+                value = number.quantize(decimal.Decimal(1).scaleb(-scale), decimal.ROUND_HALF_UP)
+                if len(value.as_tuple().digits) > (spec.data_type.precision or 18):
+                    value, reason = None, f"has more digits than {spec.data_type}"
+            elif kind == "date":
+                value = dt.date.fromisoformat(stripped)
+            elif kind == "timestamp":
+                value = dt.datetime.fromisoformat(stripped).replace(tzinfo=None)
+        except (ValueError, ArithmeticError):
+            value, reason = None, f"is not a valid {spec.data_type}"
+        if reason:
+            failures.append((i, reason))
+        out.append(value)
+    return pa.array(out, target), failures
+
+
+def derived_value(spec: ColumnSpec, context: dict[str, str]) -> str:
+    text = spec.default or ""
+    for placeholder in PLACEHOLDERS:
+        text = text.replace(placeholder, context[placeholder.strip("{}")])
+    return text
+
+
+def apply_mapping(
+    table: pa.Table, mapping: Mapping, context: dict[str, str]
+) -> tuple[pa.Table, list[Rejection]]:
+    """Text table in, typed table out (target columns in sheet order), plus rejections."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    arrays = []
+    rejections: list[Rejection] = []
+    for spec in mapping.columns:
+        if spec.derived:
+            text = derived_value(spec, context)
+            raw = pa.array([text] * table.num_rows, pa.string())
+            cast, failures = cast_values(raw.slice(0, 1), spec)
+            if failures:
+                raise ConfigError(
+                    f"derived value {text!r} does not fit {spec.data_type}",
+                    file=mapping.uri, row=spec.sheet_row, column="default",
+                )
+            arrays.append(pa.repeat(cast[0], table.num_rows))
+            continue
+        raw = table.column(spec.source).combine_chunks()
+        values = blank_to_null(apply_transforms(raw, spec.transforms))
+        if spec.default is not None:
+            default = derived_value(spec, context)
+            values = pc.fill_null(values, default)
+        cast, failures = cast_values(values, spec)
+        rejections += [Rejection(i, spec.target, raw[i].as_py(), reason) for i, reason in failures]
+        if not spec.nullable:
+            nulls = pc.and_(pc.is_null(cast), pc.is_null(values))
+            rejections += [
+                Rejection(i, spec.target, raw[i].as_py(), "is empty, and the column is not nullable")
+                for i in pc.indices_nonzero(nulls).to_pylist()
+            ]
+        arrays.append(cast)
+    schema = pa.schema([pa.field(c.target, c.data_type.arrow(), nullable=c.nullable)
+                        for c in mapping.columns])
+    # Rejected rows are dropped later; until then nulls are allowed everywhere.
+    loose = pa.schema([f.with_nullable(True) for f in schema])
+    return pa.Table.from_arrays(arrays, schema=loose), rejections

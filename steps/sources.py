@@ -1,0 +1,309 @@
+"""Source readers: CSV, Excel, JSON and Parquet in, a table of text columns out.
+
+Every value is read as text (codes keep their leading zeros); the mapping
+casts later. Each reader also knows how to turn a row position back into the
+line or row a person would look at in the file.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import gzip
+import io
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from steps.errors import ConfigError, RejectedInput
+from steps.names import did_you_mean
+
+if TYPE_CHECKING:
+    from steps.config import TableConfig
+
+
+@dataclass
+class BadRecord:
+    """A record that could not even be split into the header's columns."""
+
+    where: int
+    reason: str
+    text: str
+
+
+@dataclass
+class SourceTable:
+    uri: str
+    table: pa.Table  # every column pa.string(), named by the header
+    unit: str  # what `locate` returns: "line" or "row"
+    locate: Callable[[list[int]], list[int]]
+    bad_records: list[BadRecord] = field(default_factory=list)
+
+
+def read_source(data: bytes, uri: str, config: TableConfig) -> SourceTable:
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as error:
+            raise RejectedInput(f"gzip data is corrupt: {error}", file=uri) from None
+    if not data.strip():
+        raise RejectedInput("file is empty", file=uri)
+    reader = READERS[config.source_format]
+    source = reader(data, uri, config)
+    if source.table.num_rows == 0 and not source.bad_records:
+        raise RejectedInput("file has a header but no data rows", file=uri)
+    return source
+
+
+# --- CSV ---------------------------------------------------------------------------
+
+
+def _decode(data: bytes, uri: str, encoding: str) -> str:
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        line_start = data.rfind(b"\n", 0, error.start) + 1
+        bad = data[error.start : error.end]
+        raise RejectedInput(
+            f"cannot decode byte(s) {bad!r} as {encoding} at character "
+            f"{error.start - line_start + 1}; set 'encoding' in the config",
+            file=uri, line=line,
+        ) from None
+    return text.removeprefix("\ufeff")
+
+
+def _record_lines(text: str, config: TableConfig) -> tuple[list[int], list[int]]:
+    """Physical line of every data record, and the number of fields in each.
+
+    Slow (the csv module), so only used to report errors.
+    """
+    reader = csv.reader(io.StringIO(text), delimiter=config.delimiter, quotechar=config.quote_char)
+    starts: list[int] = []
+    widths: list[int] = []
+    previous_end = 0
+    for number, record in enumerate(reader, start=1):
+        start = previous_end + 1
+        previous_end = reader.line_num
+        if number <= config.header_row or not record:
+            continue
+        starts.append(start)
+        widths.append(len(record))
+    return starts, widths
+
+
+def read_csv(data: bytes, uri: str, config: TableConfig) -> SourceTable:
+    import pyarrow.csv as pacsv
+
+    text = _decode(data, uri, "utf-8-sig" if config.encoding.lower().replace("_", "-")
+                   in ("utf-8", "utf8") else config.encoding)
+    lines = text.splitlines()
+    header_index = config.header_row - 1
+    if header_index >= len(lines):
+        raise RejectedInput(f"file has {len(lines)} line(s); header_row is {config.header_row}",
+                            file=uri)
+    header = next(csv.reader([lines[header_index]], delimiter=config.delimiter,
+                             quotechar=config.quote_char))
+    header = [h.strip() for h in header]
+    _check_header(header, uri, config.header_row, "line")
+    bad: list[int] = []
+
+    def on_invalid(row: Any) -> str:
+        bad.append(row.actual_columns)
+        return "skip"
+
+    try:
+        table = pacsv.read_csv(
+            io.BytesIO(text.encode("utf-8")),
+            read_options=pacsv.ReadOptions(skip_rows=header_index + 1, column_names=header,
+                                           block_size=1 << 24),
+            parse_options=pacsv.ParseOptions(
+                delimiter=config.delimiter, quote_char=config.quote_char,
+                newlines_in_values=True, invalid_row_handler=on_invalid,
+            ),
+            convert_options=pacsv.ConvertOptions(
+                column_types=dict.fromkeys(header, pa.string()),
+                null_values=config.null_values, strings_can_be_null=True,
+            ),
+        )
+    except pa.ArrowInvalid as error:
+        raise RejectedInput(f"cannot parse as CSV: {error}", file=uri) from None
+
+    cache: dict[str, Any] = {}
+
+    def record_lines() -> tuple[list[int], list[int]]:
+        if "lines" not in cache:
+            cache["lines"] = _record_lines(text, config)
+        return cache["lines"]  # type: ignore[no-any-return]
+
+    def locate(positions: list[int]) -> list[int]:
+        starts, widths = record_lines()
+        good = [s for s, w in zip(starts, widths, strict=True) if w == len(header)]
+        return [good[p] if p < len(good) else config.header_row + 1 + p for p in positions]
+
+    bad_records = []
+    if bad:
+        starts, widths = record_lines()
+        for line, width in zip(starts, widths, strict=True):
+            if width != len(header):
+                bad_records.append(BadRecord(
+                    line, f"has {width} field(s), the header has {len(header)}",
+                    lines[line - 1] if line - 1 < len(lines) else "",
+                ))
+    return SourceTable(uri, table, "line", locate, bad_records)
+
+
+def _check_header(header: list[str], uri: str, at: int, unit: str) -> None:
+    seen: set[str] = set()
+    for name in header:
+        if name in seen:
+            raise RejectedInput(f"header names column '{name}' twice", file=uri,
+                                **{unit: at})  # type: ignore[arg-type]
+        seen.add(name)
+
+
+# --- Excel -------------------------------------------------------------------------
+
+
+def _cell_text(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, dt.datetime):
+        return value.isoformat(sep=" ")
+    if isinstance(value, (dt.date, dt.time)):
+        return value.isoformat()
+    return str(value)
+
+
+def read_excel(data: bytes, uri: str, config: TableConfig) -> SourceTable:
+    from python_calamine import CalamineWorkbook
+
+    try:
+        book = CalamineWorkbook.from_filelike(io.BytesIO(data))
+    except Exception as error:
+        raise RejectedInput(f"cannot open as an Excel workbook: {error}", file=uri) from None
+    names = list(book.sheet_names)
+    wanted = config.sheet_name if config.sheet_name is not None else 0
+    if isinstance(wanted, int):
+        if not 0 <= wanted < len(names):
+            raise ConfigError(f"sheet_name index {wanted} is out of range; sheets: {names}", file=uri)
+        wanted = names[wanted]
+    if wanted not in names:
+        raise ConfigError(
+            f"workbook has no sheet '{wanted}'{did_you_mean(wanted, names)}; sheets: {names}",
+            file=uri,
+        )
+    rows = book.get_sheet_by_name(wanted).to_python(skip_empty_area=False)
+    header_index = config.header_row - 1
+    if header_index >= len(rows):
+        raise RejectedInput(f"sheet '{wanted}' has {len(rows)} row(s); header_row is "
+                            f"{config.header_row}", file=uri)
+    header = [(_cell_text(v) or "").strip() for v in rows[header_index]]
+    while header and not header[-1]:
+        header.pop()
+    _check_header(header, uri, config.header_row, "row")
+    body: list[list[str | None]] = []
+    sheet_rows: list[int] = []
+    for number, row in enumerate(rows[header_index + 1 :], start=config.header_row + 1):
+        cells = [_cell_text(v) for v in row[: len(header)]]
+        if any(c is not None for c in cells):
+            body.append(cells + [None] * (len(header) - len(cells)))
+            sheet_rows.append(number)
+    columns = {name: pa.array([r[i] for r in body], pa.string()) for i, name in enumerate(header)}
+    table = _apply_null_values(pa.table(columns), config.null_values)
+    return SourceTable(uri, table, "row", lambda ps: [sheet_rows[p] for p in ps])
+
+
+def _apply_null_values(table: pa.Table, null_values: list[str]) -> pa.Table:
+    nulls = pa.array(null_values, pa.string())
+    return pa.table({
+        name: pc.if_else(pc.is_in(col, nulls), pa.scalar(None, pa.string()), col)
+        for name, col in zip(table.column_names, table.columns, strict=True)
+    })
+
+
+# --- JSON --------------------------------------------------------------------------
+
+
+def _json_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def read_json(data: bytes, uri: str, config: TableConfig) -> SourceTable:
+    text = _decode(data, uri, config.encoding if config.encoding.lower() not in ("utf-8", "utf8")
+                   else "utf-8-sig")
+    stripped = text.lstrip()
+    records: list[Any]
+    if stripped.startswith("["):
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise RejectedInput(f"not valid JSON: {error.msg}", file=uri, line=error.lineno) from None
+        labels = list(range(1, len(records) + 1))
+        unit = "row"
+    else:
+        records, labels = [], []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise RejectedInput(f"not valid JSON: {error.msg}", file=uri, line=number) from None
+            labels.append(number)
+        unit = "line"
+    columns: dict[str, None] = {}
+    for label, record in zip(labels, records, strict=True):
+        if not isinstance(record, dict):
+            raise RejectedInput(f"expected a JSON object, found {type(record).__name__}",
+                                file=uri, **{unit: label})  # type: ignore[arg-type]
+        columns.update(dict.fromkeys(record))
+    table = pa.table({
+        name: pa.array([_json_text(r.get(name)) for r in records], pa.string()) for name in columns
+    })
+    table = _apply_null_values(table, config.null_values)
+    return SourceTable(uri, table, unit, lambda ps: [labels[p] for p in ps])
+
+
+# --- Parquet -----------------------------------------------------------------------
+
+
+def read_parquet(data: bytes, uri: str, config: TableConfig) -> SourceTable:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(io.BytesIO(data))
+    except (pa.ArrowInvalid, OSError) as error:
+        raise RejectedInput(f"cannot read as Parquet: {error}", file=uri) from None
+    as_text = {}
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            as_text[name] = pc.cast(column, pa.string())
+        elif pa.types.is_nested(column.type):
+            as_text[name] = pa.array([_json_text(v) for v in column.to_pylist()], pa.string())
+        else:
+            as_text[name] = pa.array([_cell_text(v) for v in column.to_pylist()], pa.string())
+    table = _apply_null_values(pa.table(as_text), config.null_values)
+    return SourceTable(uri, table, "row", lambda ps: [p + 1 for p in ps])
+
+
+READERS: dict[str, Callable[[bytes, str, TableConfig], SourceTable]] = {
+    "csv": read_csv,
+    "excel": read_excel,
+    "json": read_json,
+    "parquet": read_parquet,
+}

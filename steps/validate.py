@@ -1,0 +1,40 @@
+"""validate: run the table's after-publish tests, one audit row each."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from steps.checks import CheckContext, run_check
+from steps.config import load_table_config
+from steps.warehouse import open_warehouse
+
+
+def failed_checks(checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Error-severity tests that did not pass: these fail the run."""
+    return [c for c in checks if c["severity"] == "error" and c["status"] != "pass"]
+
+
+def run(payload: dict[str, Any]) -> dict[str, Any]:
+    spec = load_table_config(payload["config"], mapping_override=payload.get("mapping"))
+    config = spec.config
+    tests = [t for t in config.quality_tests if t.when == "after_publish"]
+    with open_warehouse(payload.get("warehouse")) as warehouse:
+        warehouse.ensure_audit_tables()
+        ctx = CheckContext(
+            warehouse=warehouse,
+            target=warehouse.table(config.redshift_schema, config.target_table),
+            rows_written=payload.get("rows_written"),
+            rows_loaded=payload.get("rows_loaded"),
+            rows_before=payload.get("rows_before"),
+            load_mode=config.mode,
+        )
+        checks = [run_check(ctx, test) for test in tests]
+        warehouse.record_checks(payload["run_id"], config.table_name, checks)
+    failed = failed_checks(checks)
+    result = {
+        "table": config.table_name,
+        "run_id": payload["run_id"],
+        "validation": "failed" if failed else "passed",
+        "checks": checks,
+    }
+    return result

@@ -1,0 +1,419 @@
+"""The one loader every warehouse shares; dialects override only what differs.
+
+Statements are written once here in the SQL that DuckDB, PostgreSQL and
+Redshift all accept. Publishing is DELETE + INSERT ... SELECT (never TRUNCATE,
+which commits implicitly on Redshift) inside one explicit transaction that
+also writes the load ledger row.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from steps.errors import ConfigError, InfrastructureError, RefloadError, RejectedInput
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from steps.config import LoadMode
+    from steps.mapping import DataType, Mapping
+
+AUDIT_SCHEMA = "etl_audit"
+
+AUDIT_TABLES = {
+    "load_ledger": """
+        run_id VARCHAR(128) NOT NULL,
+        table_name VARCHAR(256) NOT NULL,
+        target VARCHAR(512) NOT NULL,
+        source_uri VARCHAR(2048),
+        source_version VARCHAR(1024),
+        content_hash VARCHAR(64) NOT NULL,
+        config_hash VARCHAR(64) NOT NULL,
+        curated_uri VARCHAR(2048),
+        load_mode VARCHAR(16) NOT NULL,
+        rows_loaded BIGINT NOT NULL,
+        rows_before BIGINT NOT NULL,
+        rows_after BIGINT NOT NULL,
+        loaded_at TIMESTAMP NOT NULL""",
+    "data_quality_tests": """
+        run_id VARCHAR(128) NOT NULL,
+        table_name VARCHAR(256) NOT NULL,
+        test_name VARCHAR(256) NOT NULL,
+        test_type VARCHAR(64) NOT NULL,
+        severity VARCHAR(16) NOT NULL,
+        status VARCHAR(16) NOT NULL,
+        observed_value VARCHAR(1024),
+        expected VARCHAR(1024),
+        details VARCHAR(65535),
+        executed_at TIMESTAMP NOT NULL""",
+    "run_log": """
+        run_id VARCHAR(128) NOT NULL,
+        table_name VARCHAR(256),
+        step VARCHAR(16) NOT NULL,
+        status VARCHAR(16) NOT NULL,
+        error_type VARCHAR(128),
+        error_message VARCHAR(65535),
+        source_uri VARCHAR(2048),
+        details VARCHAR(65535),
+        logged_at TIMESTAMP NOT NULL""",
+}
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    run_id: str
+    table_name: str
+    target: str
+    source_uri: str
+    source_version: str
+    content_hash: str
+    config_hash: str
+    curated_uri: str
+    load_mode: LoadMode
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    published: bool
+    rows_loaded: int
+    rows_before: int
+    rows_after: int
+    skipped_reason: str | None = None
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+class Warehouse:
+    """A connection to one warehouse, with refload's statements."""
+
+    dialect: ClassVar[str] = "base"
+    placeholder: ClassVar[str] = "%s"
+    TYPE_NAMES: ClassVar[dict[str, str]] = {
+        "string": "VARCHAR(65535)", "smallint": "SMALLINT", "integer": "INTEGER",
+        "bigint": "BIGINT", "double": "DOUBLE PRECISION", "boolean": "BOOLEAN",
+        "date": "DATE", "timestamp": "TIMESTAMP",
+    }
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._conn: Any = None
+
+    # --- connection ------------------------------------------------------------------
+
+    def _connect(self) -> Any:
+        raise NotImplementedError
+
+    def translate_error(self, error: Exception) -> RefloadError:
+        """Driver error -> refload error (transient when a retry may help)."""
+        return InfrastructureError(f"{self.dialect} error: {error}")
+
+    @property
+    def conn(self) -> Any:
+        if self._conn is None:
+            try:
+                self._conn = self._connect()
+            except RefloadError:
+                raise
+            except Exception as error:
+                raise self.translate_error(error) from error
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
+
+    def __enter__(self) -> Warehouse:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _sql(self, sql: str) -> str:
+        return sql if self.placeholder == "%s" else sql.replace("%s", self.placeholder)
+
+    def _run(self, sql: str, params: Sequence[Any], fetch: bool) -> tuple[list[str], list[Any]]:
+        """Run one statement on a fresh cursor; dialects whose cursors are not shared override."""
+        cursor = self.conn.cursor()
+        try:
+            cursor.execute(self._sql(sql), tuple(params) or None)
+            if not fetch:
+                return [], []
+            return [d[0] for d in cursor.description or []], list(cursor.fetchall())
+        finally:
+            cursor.close()
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        try:
+            self._run(sql, params, fetch=False)
+        except RefloadError:
+            raise
+        except Exception as error:
+            raise self.translate_error(error) from error
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self.query_with_names(sql, params)[1]
+
+    def query_with_names(
+        self, sql: str, params: Sequence[Any] = ()
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        try:
+            names, rows = self._run(sql, params, fetch=True)
+        except RefloadError:
+            raise
+        except Exception as error:
+            raise self.translate_error(error) from error
+        return names, [tuple(r) for r in rows]
+
+    def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        rows = self.query(sql, params)
+        return rows[0][0] if rows else None
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self.rollback()
+            raise
+        self.execute("COMMIT")
+
+    def rollback(self) -> None:
+        try:
+            self.execute("ROLLBACK")
+        except RefloadError:
+            pass  # the connection may be gone; the server rolls back on its own then
+
+    # --- names and types -------------------------------------------------------------
+
+    def quote(self, identifier: str) -> str:
+        return '"' + identifier.replace('"', '""') + '"'
+
+    def table(self, schema: str, name: str) -> str:
+        return f"{self.quote(schema)}.{self.quote(name)}"
+
+    def table_ref(self, dotted: str) -> str:
+        schema, _, name = dotted.rpartition(".")
+        return self.table(schema or "public", name)
+
+    def column_type(self, data_type: DataType) -> str:
+        if data_type.kind == "varchar":
+            return f"VARCHAR({data_type.length})"
+        if data_type.kind == "decimal":
+            return f"DECIMAL({data_type.precision},{data_type.scale})"
+        return self.TYPE_NAMES[data_type.kind]
+
+    def byte_length(self, column_sql: str) -> str:
+        return f"OCTET_LENGTH({column_sql})"
+
+    def regex_mismatch(self, column_sql: str) -> str:
+        """SQL true where the column does not match the pattern parameter."""
+        return f"{column_sql} !~ %s"
+
+    def as_text(self, column_sql: str) -> str:
+        return f"CAST({column_sql} AS VARCHAR(65535))"
+
+    # --- tables ----------------------------------------------------------------------
+
+    def ensure_audit_tables(self) -> None:
+        self.execute(f"CREATE SCHEMA IF NOT EXISTS {self.quote(AUDIT_SCHEMA)}")
+        for name, columns in AUDIT_TABLES.items():
+            self.execute(
+                f"CREATE TABLE IF NOT EXISTS {self.table(AUDIT_SCHEMA, name)} ({columns})"
+            )
+
+    def table_columns(self, schema: str, name: str) -> list[str]:
+        rows = self.query(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
+            (schema, name),
+        )
+        return [r[0] for r in rows]
+
+    def create_table_sql(self, schema: str, name: str, mapping: Mapping) -> str:
+        columns = ",\n  ".join(
+            f"{self.quote(c.target)} {self.column_type(c.data_type)}"
+            + ("" if c.nullable else " NOT NULL")
+            for c in mapping.columns
+        )
+        return f"CREATE TABLE {self.table(schema, name)} (\n  {columns}\n)"
+
+    def ensure_target(self, schema: str, name: str, mapping: Mapping) -> bool:
+        """Create the target from the mapping when missing; refuse drift. True if created."""
+        existing = self.table_columns(schema, name)
+        if not existing:
+            self.execute(f"CREATE SCHEMA IF NOT EXISTS {self.quote(schema)}")
+            self.execute(self.create_table_sql(schema, name, mapping))
+            return True
+        missing = [c for c in mapping.targets if c not in existing]
+        extra = [c for c in existing if c not in mapping.targets]
+        if missing or extra:
+            parts = []
+            if missing:
+                parts.append(f"mapping columns missing from the table: {', '.join(missing)}")
+            if extra:
+                parts.append(f"table columns not in the mapping: {', '.join(extra)}")
+            raise ConfigError(
+                f"target {schema}.{name} does not match the mapping ({'; '.join(parts)}); "
+                "alter the table or the sheet", file=mapping.uri,
+            )
+        return False
+
+    # --- staging (dialects override) -------------------------------------------------
+
+    def stage(self, staging: str, like: str, data: pa.Table, curated_uri: str) -> None:
+        raise NotImplementedError
+
+    def staging_name(self, run_id: str) -> str:
+        safe = "".join(ch if ch.isalnum() else "_" for ch in run_id.lower())
+        return f"refload_stage_{safe}"[:127]
+
+    def create_staging_sql(self, staging: str, like: str) -> str:
+        return f"CREATE TEMPORARY TABLE {self.quote(staging)} (LIKE {like})"
+
+    # --- publish ---------------------------------------------------------------------
+
+    def already_published(self, entry: LedgerEntry) -> tuple[str, int] | None:
+        """The run that already published this content with this config, if any.
+
+        Replace: only the latest publish counts (loading an older file again is a
+        legitimate roll-back). Append and upsert: any earlier publish counts.
+        """
+        ledger = self.table(AUDIT_SCHEMA, "load_ledger")
+        if entry.load_mode == "truncate":
+            rows = self.query(
+                f"SELECT run_id, rows_loaded, content_hash, config_hash FROM {ledger} "
+                "WHERE target = %s ORDER BY loaded_at DESC LIMIT 1",
+                (entry.target,),
+            )
+            rows = [r for r in rows if (r[2], r[3]) == (entry.content_hash, entry.config_hash)]
+        else:
+            rows = self.query(
+                f"SELECT run_id, rows_loaded FROM {ledger} WHERE target = %s "
+                "AND content_hash = %s AND config_hash = %s ORDER BY loaded_at DESC LIMIT 1",
+                (entry.target, entry.content_hash, entry.config_hash),
+            )
+        return (rows[0][0], int(rows[0][1])) if rows else None
+
+    def duplicate_key_in(self, staging: str, key: list[str]) -> tuple[Any, ...] | None:
+        cols = ", ".join(self.quote(k) for k in key)
+        rows = self.query(
+            f"SELECT {cols} FROM {self.quote(staging)} GROUP BY {cols} HAVING COUNT(*) > 1 LIMIT 1"
+        )
+        return rows[0] if rows else None
+
+    def publish_statements(
+        self, mode: LoadMode, target: str, staging: str, columns: list[str], key: list[str]
+    ) -> list[str]:
+        cols = ", ".join(self.quote(c) for c in columns)
+        insert = f"INSERT INTO {target} ({cols}) SELECT {cols} FROM {self.quote(staging)}"
+        if mode == "truncate":
+            return [f"DELETE FROM {target}", insert]
+        if mode == "upsert":
+            match = " AND ".join(
+                f"{target}.{self.quote(k)} = {self.quote(staging)}.{self.quote(k)}" for k in key
+            )
+            return [f"DELETE FROM {target} USING {self.quote(staging)} WHERE {match}", insert]
+        return [insert]
+
+    def count(self, target: str) -> int:
+        return int(self.scalar(f"SELECT COUNT(*) FROM {target}"))
+
+    def write_ledger(self, entry: LedgerEntry, rows_loaded: int, before: int, after: int) -> None:
+        self.execute(
+            f"INSERT INTO {self.table(AUDIT_SCHEMA, 'load_ledger')} (run_id, table_name, target, "
+            "source_uri, source_version, content_hash, config_hash, curated_uri, load_mode, "
+            "rows_loaded, rows_before, rows_after, loaded_at) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (entry.run_id, entry.table_name, entry.target, entry.source_uri,
+             entry.source_version, entry.content_hash, entry.config_hash, entry.curated_uri,
+             entry.load_mode, rows_loaded, before, after, utcnow()),
+        )
+
+    def publish(
+        self,
+        entry: LedgerEntry,
+        schema: str,
+        name: str,
+        mapping: Mapping,
+        data: pa.Table,
+        key: list[str],
+        before_publish: Any = None,
+    ) -> PublishResult:
+        """Stage, then replace/upsert/append plus the ledger row in ONE transaction."""
+        target = self.table(schema, name)
+        previous = self.already_published(entry)
+        if previous:
+            run_id, rows = previous
+            count = self.count(target)
+            return PublishResult(False, rows, count, count,
+                                 f"already published by run {run_id} (same content and config)")
+        staging = self.staging_name(entry.run_id)
+        self.execute(f"DROP TABLE IF EXISTS {self.quote(staging)}")
+        self.stage(staging, target, data, entry.curated_uri)
+        try:
+            if entry.load_mode == "upsert":
+                doubled = self.duplicate_key_in(staging, key)
+                if doubled:
+                    value = ", ".join(f"{k}={v!r}" for k, v in zip(key, doubled, strict=True))
+                    raise RejectedInput(f"duplicate primary key ({value}) in the incoming rows",
+                                        file=entry.curated_uri)
+            columns = mapping.targets
+            with self.transaction():
+                before = self.count(target)
+                for statement in self.publish_statements(
+                    entry.load_mode, target, staging, columns, key
+                ):
+                    self.execute(statement)
+                if before_publish is not None:
+                    before_publish(self, staging)
+                after = self.count(target)
+                loaded = int(self.scalar(f"SELECT COUNT(*) FROM {self.quote(staging)}"))
+                self.write_ledger(entry, loaded, before, after)
+        finally:
+            self.execute(f"DROP TABLE IF EXISTS {self.quote(staging)}")
+        return PublishResult(True, loaded, before, after)
+
+    # --- audit -----------------------------------------------------------------------
+
+    def record_checks(self, run_id: str, table_name: str, results: list[dict[str, Any]]) -> None:
+        if not results:
+            return
+        now = utcnow()
+        with self.transaction():
+            for r in results:
+                self.execute(
+                    f"INSERT INTO {self.table(AUDIT_SCHEMA, 'data_quality_tests')} (run_id, "
+                    "table_name, test_name, test_type, severity, status, observed_value, expected, "
+                    "details, executed_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    (run_id, table_name, r["name"], r["type"], r["severity"], r["status"],
+                     _text(r["observed"]), _text(r["expected"]),
+                     json.dumps(r["details"], default=str), now),
+                )
+
+    def record_step(
+        self, run_id: str, table_name: str | None, step: str, status: str,
+        error: dict[str, str] | None, source_uri: str | None, details: dict[str, Any],
+    ) -> None:
+        self.execute(
+            f"INSERT INTO {self.table(AUDIT_SCHEMA, 'run_log')} (run_id, table_name, step, "
+            "status, error_type, error_message, source_uri, details, logged_at) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (run_id, table_name, step, status, error and error["type"],
+             error and error["message"][:65000], source_uri,
+             json.dumps(details, default=str), utcnow()),
+        )
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)[:1024]

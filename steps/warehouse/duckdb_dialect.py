@@ -1,0 +1,70 @@
+"""DuckDB, the embedded default: a local file, staged straight from Arrow."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from steps.errors import InfrastructureError, RefloadError, WarehouseUnavailable
+from steps.warehouse.base import Warehouse
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+
+def database_path(url: str) -> str:
+    """duckdb:///relative.duckdb, duckdb:////absolute.duckdb or duckdb:///:memory:"""
+    path = url.removeprefix("duckdb://").removeprefix("/")
+    return path or ":memory:"
+
+
+class DuckDBWarehouse(Warehouse):
+    dialect = "duckdb"
+    placeholder = "?"
+    TYPE_NAMES: ClassVar[dict[str, str]] = {
+        **Warehouse.TYPE_NAMES, "string": "VARCHAR", "double": "DOUBLE",
+    }
+
+    def _connect(self) -> Any:
+        import duckdb
+
+        path = database_path(self.url)
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return duckdb.connect(path)
+
+    def _run(self, sql: str, params: Sequence[Any], fetch: bool) -> tuple[list[str], list[Any]]:
+        # A DuckDB cursor is a separate connection (own temp tables and transaction):
+        # everything runs on the one connection instead.
+        result = self.conn.execute(self._sql(sql), list(params) or None)
+        if not fetch:
+            return [], []
+        return [d[0] for d in result.description or []], result.fetchall()
+
+    def translate_error(self, error: Exception) -> RefloadError:
+        import duckdb
+
+        if isinstance(error, (duckdb.IOException, duckdb.TransactionException,
+                              duckdb.ConnectionException)):
+            return WarehouseUnavailable(f"duckdb: {error}")
+        return InfrastructureError(f"duckdb error: {error}")
+
+    def byte_length(self, column_sql: str) -> str:
+        return f"strlen({column_sql})"
+
+    def regex_mismatch(self, column_sql: str) -> str:
+        return f"NOT regexp_matches({column_sql}, ?)"
+
+    def as_text(self, column_sql: str) -> str:
+        return f"CAST({column_sql} AS VARCHAR)"
+
+    def stage(self, staging: str, like: str, data: pa.Table, curated_uri: str) -> None:
+        view = f"{staging}_arrow"
+        self.conn.register(view, data)
+        try:
+            self.execute(
+                f"CREATE TEMPORARY TABLE {self.quote(staging)} AS SELECT * FROM {self.quote(view)}"
+            )
+        finally:
+            self.conn.unregister(view)
