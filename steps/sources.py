@@ -70,7 +70,7 @@ def _decode(data: bytes, uri: str, encoding: str) -> str:
         line_start = data.rfind(b"\n", 0, error.start) + 1
         bad = data[error.start : error.end]
         raise RejectedInput(
-            f"cannot decode byte(s) {bad!r} as {encoding} at character "
+            f"cannot decode byte(s) {bad!r} as {encoding.removesuffix('-sig')} at character "
             f"{error.start - line_start + 1}; set 'encoding' in the config",
             file=uri, line=line,
         ) from None
