@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +13,19 @@ from handler.pipeline import EXIT_CODES, run_pipeline, summarize
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--warehouse", help="duckdb:///file.duckdb (default), postgresql://..., "
-                        "redshift://...; env REFLOAD_WAREHOUSE_URL")
-    parser.add_argument("--curated-root", help="folder or s3:// prefix for curated Parquet "
-                        "(default: ./curated; env REFLOAD_CURATED_ROOT)")
-    parser.add_argument("--outbox", help="folder for local alerts (default: ./outbox; "
-                        "env REFLOAD_OUTBOX)")
+    parser.add_argument(
+        "--warehouse",
+        help="duckdb:///file.duckdb (default), postgresql://..., "
+        "redshift://...; env REFLOAD_WAREHOUSE_URL",
+    )
+    parser.add_argument(
+        "--curated-root",
+        help="folder or s3:// prefix for curated Parquet "
+        "(default: ./curated; env REFLOAD_CURATED_ROOT)",
+    )
+    parser.add_argument(
+        "--outbox", help="folder for local alerts (default: ./outbox; env REFLOAD_OUTBOX)"
+    )
     parser.add_argument("--run-id", help="run id (default: time-based and unique)")
     parser.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
 
@@ -31,16 +37,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", required=True, help="table config (path or s3:// URI)")
     run.add_argument("--source", required=True, help="source file (path or s3:// URI)")
     _common(run)
-    replay = commands.add_parser("replay", help="replay a saved S3/EventBridge event or step "
-                                 "payload (its step and the ones after it)")
+    replay = commands.add_parser(
+        "replay",
+        help="replay a saved S3/EventBridge event or step payload (its step and the ones after it)",
+    )
     replay.add_argument("event", help="JSON file")
     _common(replay)
     return parser
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
-    options = {"warehouse": args.warehouse, "curated_root": args.curated_root,
-               "outbox": args.outbox, "run_id": args.run_id}
+    options = {
+        "warehouse": args.warehouse,
+        "curated_root": args.curated_root,
+        "outbox": args.outbox,
+        "run_id": args.run_id,
+    }
     return {k: v for k, v in options.items() if v}
 
 
@@ -64,16 +76,20 @@ def print_summary(summary: dict[str, Any]) -> None:
 
     checks = summary["checks"]
     passed = sum(c["status"] == "pass" for c in checks)
-    line = (f"{summary['table'] or '?':<18} {summary['status'].upper():<9} "
-            f"read {n(summary['rows_read'])}  rejected {n(summary['rows_rejected'])}  "
-            f"duplicates {n(summary['duplicates_dropped'])}  loaded {n(summary['rows_loaded'])}"
-            f"  tests {passed}/{len(checks)} passed  run {summary['run_id']}")
+    line = (
+        f"{summary['table'] or '?':<18} {summary['status'].upper():<9} "
+        f"read {n(summary['rows_read'])}  rejected {n(summary['rows_rejected'])}  "
+        f"duplicates {n(summary['duplicates_dropped'])}  loaded {n(summary['rows_loaded'])}"
+        f"  tests {passed}/{len(checks)} passed  run {summary['run_id']}"
+    )
     if summary.get("skipped_reason"):
         line += f"\n    nothing published: {summary['skipped_reason']}"
     for check in checks:
         if check["status"] != "pass":
-            line += (f"\n    test {check['name']} {check['status']} ({check['severity']}): "
-                     f"observed {check['observed']}, expected {check['expected']}")
+            line += (
+                f"\n    test {check['name']} {check['status']} ({check['severity']}): "
+                f"observed {check['observed']}, expected {check['expected']}"
+            )
     if summary["error"]:
         line += f"\n    {summary['error']['type']}: {summary['error']['message']}"
     print(line)

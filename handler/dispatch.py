@@ -31,8 +31,9 @@ def run_step(step: str, payload: dict[str, Any]) -> dict[str, Any]:
     from steps.errors import RefloadError
 
     module = importlib.import_module(STEPS[step])
-    structlog.contextvars.bind_contextvars(step=step, run_id=payload.get("run_id"),
-                                           table=payload.get("table"))
+    structlog.contextvars.bind_contextvars(
+        step=step, run_id=payload.get("run_id"), table=payload.get("table")
+    )
     log.info("step started")
     try:
         result: dict[str, Any] = module.run(payload)
@@ -40,19 +41,30 @@ def run_step(step: str, payload: dict[str, Any]) -> dict[str, Any]:
         error.step = error.step or step
         log.error("step failed", error_type=type(error).__name__, error=error.message)
         if step in RECORDED_STEPS:
-            _record(step, {**payload, "table": payload.get("table") or error.table}, "failed",
-                    error.to_dict(), error.details)
+            _record(
+                step,
+                {**payload, "table": payload.get("table") or error.table},
+                "failed",
+                error.to_dict(),
+                error.details,
+            )
         raise
     if step in RECORDED_STEPS:
-        status = result.get("validation") or ("skipped" if result.get("published") is False
-                                              else "ok")
+        status = result.get("validation") or (
+            "skipped" if result.get("published") is False else "ok"
+        )
         _record(step, {**payload, "table": result.get("table")}, status, None, result)
     log.info("step finished", **{k: v for k, v in result.items() if k.startswith("rows_")})
     return result
 
 
-def _record(step: str, payload: dict[str, Any], status: str,
-            error: dict[str, str] | None, details: dict[str, Any]) -> None:
+def _record(
+    step: str,
+    payload: dict[str, Any],
+    status: str,
+    error: dict[str, str] | None,
+    details: dict[str, Any],
+) -> None:
     """One etl_audit.run_log row; a warehouse that is down must not hide the step's outcome."""
     from steps.errors import RefloadError
     from steps.warehouse import open_warehouse
@@ -60,8 +72,15 @@ def _record(step: str, payload: dict[str, Any], status: str,
     try:
         with open_warehouse(payload.get("warehouse")) as warehouse:
             warehouse.ensure_audit_tables()
-            warehouse.record_step(payload.get("run_id", ""), payload.get("table"), step, status,
-                                  error, payload.get("source"), details)
+            warehouse.record_step(
+                payload.get("run_id", ""),
+                payload.get("table"),
+                step,
+                status,
+                error,
+                payload.get("source"),
+                details,
+            )
     except RefloadError as failure:
         log.warning("could not record the step in etl_audit.run_log", error=failure.message)
 

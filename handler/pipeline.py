@@ -22,8 +22,16 @@ EXIT_CODES = {"passed": 0, "failed": 1, "rejected": 2, "error": 3}
 
 
 def rerun_command(state: dict[str, Any]) -> str:
-    parts = ["python", "-m", "handler", "run", "--config", state.get("config", "?"),
-             "--source", state.get("source", "?")]
+    parts = [
+        "python",
+        "-m",
+        "handler",
+        "run",
+        "--config",
+        state.get("config", "?"),
+        "--source",
+        state.get("source", "?"),
+    ]
     if state.get("warehouse"):
         parts += ["--warehouse", state["warehouse"]]
     return shlex.join(parts)
@@ -53,8 +61,13 @@ def summarize(state: dict[str, Any], status: str, error: dict[str, str] | None) 
 
 
 def _notify(state: dict[str, Any], failed_step: str, error: dict[str, str] | None) -> None:
-    payload = {**state, "step": "notify", "failed_step": failed_step, "error": error,
-               "rerun": rerun_command(state)}
+    payload = {
+        **state,
+        "step": "notify",
+        "failed_step": failed_step,
+        "error": error,
+        "rerun": rerun_command(state),
+    }
     try:
         state["alert"] = run_step("notify", payload).get("notified")
     except Exception as failure:  # alerting must never hide the run's own outcome
@@ -69,7 +82,7 @@ def run_pipeline(event: dict[str, Any], start_at: str | None = None) -> tuple[di
     step = start_at or event.get("step") or "ingest"
     try:
         state = to_payload({**event, "step": step})
-        for step in ORDER[ORDER.index(step):]:
+        for step in ORDER[ORDER.index(state["step"]) :]:  # step names the failure
             state.update(run_step(step, {**state, "step": step}))
     except RefloadError as error:
         summary_error = error.to_dict()

@@ -43,8 +43,15 @@ def write_mapping_csv(path: Path, rows: list[list[str]]) -> None:
     path.write_text(write_csv(rows), encoding="utf-8")
 
 
-HEADER = ["source_column", "target_column", "data_type", "transform", "default", "nullable",
-          "format"]
+HEADER = [
+    "source_column",
+    "target_column",
+    "data_type",
+    "transform",
+    "default",
+    "nullable",
+    "format",
+]
 AUDIT_COLUMNS = [
     ["", "load_date", "date", "", "{load_date}", "false", ""],
     ["", "run_id", "varchar(64)", "", "{run_id}", "false", ""],
@@ -55,22 +62,38 @@ AUDIT_COLUMNS = [
 def zipcode() -> None:
     rows = [["zip", "type", "active", "city", "state", "county", "timezone", "lat", "long"]]
     for z in zipcodes.list_all():
-        rows.append([z["zip_code"], z["zip_code_type"], str(z["active"]).upper(), z["city"],
-                     z["state"], z["county"], z["timezone"], z["lat"], z["long"]])
+        rows.append(
+            [
+                z["zip_code"],
+                z["zip_code_type"],
+                str(z["active"]).upper(),
+                z["city"],
+                z["state"],
+                z["county"],
+                z["timezone"],
+                z["lat"],
+                z["long"],
+            ]
+        )
     folder = RAW / "zipcode" / DAY
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "us_zipcodes.csv").write_text(write_csv(rows), encoding="utf-8")
-    write_mapping_xlsx(MAPPINGS / "zipcode_mapping.xlsx", [HEADER,
-        ["zip", "zipcode", "varchar(5)", "strip|zfill(5)", "", "false", ""],
-        ["type", "zip_type", "varchar(16)", "strip|upper", "", "true", ""],
-        ["active", "is_active", "boolean", "strip", "true", "false", ""],
-        ["city", "city", "varchar(64)", "strip|title", "", "false", ""],
-        ["state", "state", "varchar(2)", "strip|upper", "", "false", ""],
-        ["county", "county", "varchar(64)", "strip|nullif(N/A)", "", "true", ""],
-        ["timezone", "timezone", "varchar(40)", "strip", "", "true", ""],
-        ["lat", "latitude", "decimal(9,4)", "strip", "", "true", ""],
-        ["long", "longitude", "decimal(9,4)", "strip", "", "true", ""],
-        *AUDIT_COLUMNS])
+    write_mapping_xlsx(
+        MAPPINGS / "zipcode_mapping.xlsx",
+        [
+            HEADER,
+            ["zip", "zipcode", "varchar(5)", "strip|zfill(5)", "", "false", ""],
+            ["type", "zip_type", "varchar(16)", "strip|upper", "", "true", ""],
+            ["active", "is_active", "boolean", "strip", "true", "false", ""],
+            ["city", "city", "varchar(64)", "strip|title", "", "false", ""],
+            ["state", "state", "varchar(2)", "strip|upper", "", "false", ""],
+            ["county", "county", "varchar(64)", "strip|nullif(N/A)", "", "true", ""],
+            ["timezone", "timezone", "varchar(40)", "strip", "", "true", ""],
+            ["lat", "latitude", "decimal(9,4)", "strip", "", "true", ""],
+            ["long", "longitude", "decimal(9,4)", "strip", "", "true", ""],
+            *AUDIT_COLUMNS,
+        ],
+    )
 
 
 def country() -> None:
@@ -81,18 +104,24 @@ def country() -> None:
     sheet.append(["Alpha-2", "Alpha-3", "Numeric", "Short name", "Official name"])
     for c in sorted(pycountry.countries, key=lambda c: c.alpha_2):
         # Spreadsheets turn "004" into the number 4: zfill(3) in the mapping recovers it.
-        sheet.append([c.alpha_2, c.alpha_3, int(c.numeric), c.name,
-                      getattr(c, "official_name", None)])
+        sheet.append(
+            [c.alpha_2, c.alpha_3, int(c.numeric), c.name, getattr(c, "official_name", None)]
+        )
     folder = RAW / "country" / DAY
     folder.mkdir(parents=True, exist_ok=True)
     book.save(folder / "iso3166_countries.xlsx")
-    write_mapping_xlsx(MAPPINGS / "country_mapping.xlsx", [HEADER,
-        ["Alpha-2", "alpha_2", "varchar(2)", "strip|upper", "", "false", ""],
-        ["Alpha-3", "alpha_3", "varchar(3)", "strip|upper", "", "false", ""],
-        ["Numeric", "numeric_code", "varchar(3)", "strip|zfill(3)", "", "false", ""],
-        ["Short name", "name", "varchar(128)", "strip", "", "false", ""],
-        ["Official name", "official_name", "varchar(256)", "strip", "", "true", ""],
-        *AUDIT_COLUMNS])
+    write_mapping_xlsx(
+        MAPPINGS / "country_mapping.xlsx",
+        [
+            HEADER,
+            ["Alpha-2", "alpha_2", "varchar(2)", "strip|upper", "", "false", ""],
+            ["Alpha-3", "alpha_3", "varchar(3)", "strip|upper", "", "false", ""],
+            ["Numeric", "numeric_code", "varchar(3)", "strip|zfill(3)", "", "false", ""],
+            ["Short name", "name", "varchar(128)", "strip", "", "false", ""],
+            ["Official name", "official_name", "varchar(256)", "strip", "", "true", ""],
+            *AUDIT_COLUMNS,
+        ],
+    )
 
 
 def currency() -> None:
@@ -104,11 +133,16 @@ def currency() -> None:
     folder = RAW / "currency" / DAY
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "iso4217.csv").write_bytes(text.encode("cp1252"))
-    write_mapping_csv(MAPPINGS / "currency_mapping.csv", [HEADER,
-        ["Alphabetic code", "currency_code", "varchar(3)", "strip|upper", "", "false", ""],
-        ["Numeric code", "numeric_code", "varchar(3)", "strip|zfill(3)", "", "false", ""],
-        ["Currency", "name", "varchar(128)", "strip", "", "false", ""],
-        *AUDIT_COLUMNS])
+    write_mapping_csv(
+        MAPPINGS / "currency_mapping.csv",
+        [
+            HEADER,
+            ["Alphabetic code", "currency_code", "varchar(3)", "strip|upper", "", "false", ""],
+            ["Numeric code", "numeric_code", "varchar(3)", "strip|zfill(3)", "", "false", ""],
+            ["Currency", "name", "varchar(128)", "strip", "", "false", ""],
+            *AUDIT_COLUMNS,
+        ],
+    )
 
 
 def subdivision() -> None:
@@ -119,13 +153,18 @@ def subdivision() -> None:
     folder.mkdir(parents=True, exist_ok=True)
     data = ("\ufeff" + write_csv(rows, delimiter="|")).encode("utf-8")
     (folder / "iso3166_2.psv.gz").write_bytes(gzip.compress(data, mtime=0))
-    write_mapping_csv(MAPPINGS / "subdivision_mapping.csv", [HEADER,
-        ["code", "subdivision_code", "varchar(8)", "strip|upper", "", "false", ""],
-        ["country", "country_code", "varchar(2)", "strip|upper", "", "false", ""],
-        ["name", "name", "varchar(256)", "strip", "", "false", ""],
-        ["category", "category", "varchar(64)", "strip|lower", "", "true", ""],
-        ["parent", "parent_code", "varchar(8)", "strip|upper", "", "true", ""],
-        *AUDIT_COLUMNS])
+    write_mapping_csv(
+        MAPPINGS / "subdivision_mapping.csv",
+        [
+            HEADER,
+            ["code", "subdivision_code", "varchar(8)", "strip|upper", "", "false", ""],
+            ["country", "country_code", "varchar(2)", "strip|upper", "", "false", ""],
+            ["name", "name", "varchar(256)", "strip", "", "false", ""],
+            ["category", "category", "varchar(64)", "strip|lower", "", "true", ""],
+            ["parent", "parent_code", "varchar(8)", "strip|upper", "", "true", ""],
+            *AUDIT_COLUMNS,
+        ],
+    )
 
 
 if __name__ == "__main__":

@@ -28,19 +28,36 @@ def main() -> int:
     for name in ORDER:
         source = next((ROOT / "samples" / "raw" / name).glob("*/*"))
         done = subprocess.run(
-            [sys.executable, "-m", "handler", "run", "--config",
-             str(ROOT / "configs" / f"dim_{name}.json"), "--source", str(source),
-             "--warehouse", args.warehouse, "--curated-root", args.curated_root,
-             "--outbox", args.outbox],
-            cwd=ROOT, capture_output=True, text=True, check=False,
+            [
+                sys.executable,
+                "-m",
+                "handler",
+                "run",
+                "--config",
+                str(ROOT / "configs" / f"dim_{name}.json"),
+                "--source",
+                str(source),
+                "--warehouse",
+                args.warehouse,
+                "--curated-root",
+                args.curated_root,
+                "--outbox",
+                args.outbox,
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         print(done.stdout.rstrip())
         if done.returncode:
             print(done.stderr[-3000:], file=sys.stderr)
         worst = max(worst, done.returncode)
-    print("\nQuery it: python -c \"import duckdb; print(duckdb.connect("
-          f"'{args.warehouse.removeprefix('duckdb:///')}').sql('SELECT * FROM "
-          "public.dim_zipcode LIMIT 5'))\"")
+    print(
+        '\nQuery it: python -c "import duckdb; print(duckdb.connect('
+        f"'{args.warehouse.removeprefix('duckdb:///')}').sql('SELECT * FROM "
+        "public.dim_zipcode LIMIT 5'))\""
+    )
     return worst
 
 

@@ -28,10 +28,19 @@ class CheckContext:
     load_mode: str
 
 
-def _result(status: str, observed: Any, expected: Any, samples: list[dict[str, Any]] | None = None,
-            **details: Any) -> dict[str, Any]:
-    return {"status": status, "observed": observed, "expected": expected,
-            "details": {**details, "sample_rows": samples or []}}
+def _result(
+    status: str,
+    observed: Any,
+    expected: Any,
+    samples: list[dict[str, Any]] | None = None,
+    **details: Any,
+) -> dict[str, Any]:
+    return {
+        "status": status,
+        "observed": observed,
+        "expected": expected,
+        "details": {**details, "sample_rows": samples or []},
+    }
 
 
 def _samples(ctx: CheckContext, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
@@ -67,18 +76,30 @@ def row_count_change(ctx: CheckContext, test: cfg.RowCountChange) -> dict[str, A
     if before == 0:
         return _result("pass", observed, f"change <= {test.max_pct}%", note="first load")
     change = abs(observed - before) * 100 / before
-    return _result("pass" if change <= test.max_pct else "fail", f"{change:.2f}%",
-                   f"<= {test.max_pct}%", rows_before=before, rows_after=observed)
+    return _result(
+        "pass" if change <= test.max_pct else "fail",
+        f"{change:.2f}%",
+        f"<= {test.max_pct}%",
+        rows_before=before,
+        rows_after=observed,
+    )
 
 
 def uniqueness(ctx: CheckContext, test: cfg.Uniqueness) -> dict[str, Any]:
     cols = ", ".join(ctx.warehouse.quote(c) for c in test.columns)
-    grouped = (f"SELECT {cols}, COUNT(*) AS occurrences FROM {ctx.target} "
-               f"GROUP BY {cols} HAVING COUNT(*) > 1")
+    grouped = (
+        f"SELECT {cols}, COUNT(*) AS occurrences FROM {ctx.target} "
+        f"GROUP BY {cols} HAVING COUNT(*) > 1"
+    )
     observed = int(ctx.warehouse.scalar(f"SELECT COUNT(*) FROM ({grouped}) d"))
     samples = _samples(ctx, f"{grouped} ORDER BY occurrences DESC") if observed else []
-    return _result("pass" if observed == 0 else "fail", observed, 0, samples,
-                   meaning="key values that occur more than once")
+    return _result(
+        "pass" if observed == 0 else "fail",
+        observed,
+        0,
+        samples,
+        meaning="key values that occur more than once",
+    )
 
 
 def not_null(ctx: CheckContext, test: cfg.NotNull) -> dict[str, Any]:
@@ -88,8 +109,9 @@ def not_null(ctx: CheckContext, test: cfg.NotNull) -> dict[str, Any]:
     return _result("pass" if observed == 0 else "fail", observed, 0, samples)
 
 
-def _rows_where(ctx: CheckContext, where: str, params: tuple[Any, ...], expected: Any
-                ) -> dict[str, Any]:
+def _rows_where(
+    ctx: CheckContext, where: str, params: tuple[Any, ...], expected: Any
+) -> dict[str, Any]:
     observed = _count(ctx, f"WHERE {where}", params)
     samples = _samples(ctx, f"SELECT * FROM {ctx.target} WHERE {where}", params) if observed else []
     return _result("pass" if observed == 0 else "fail", observed, expected, samples)
@@ -132,15 +154,19 @@ def max_length(ctx: CheckContext, test: cfg.MaxLength) -> dict[str, Any]:
 def referential_integrity(ctx: CheckContext, test: cfg.ReferentialIntegrity) -> dict[str, Any]:
     q = ctx.warehouse.quote
     ref = ctx.warehouse.table_ref(test.ref_table)
-    join = " AND ".join(f"c.{q(a)} = r.{q(b)}" for a, b in zip(test.columns, test.ref_columns,
-                                                                strict=True))
+    join = " AND ".join(
+        f"c.{q(a)} = r.{q(b)}" for a, b in zip(test.columns, test.ref_columns, strict=True)
+    )
     present = " AND ".join(f"c.{q(a)} IS NOT NULL" for a in test.columns)
-    orphans = (f"SELECT c.* FROM {ctx.target} c LEFT JOIN {ref} r ON {join} "
-               f"WHERE {present} AND r.{q(test.ref_columns[0])} IS NULL")
+    orphans = (
+        f"SELECT c.* FROM {ctx.target} c LEFT JOIN {ref} r ON {join} "
+        f"WHERE {present} AND r.{q(test.ref_columns[0])} IS NULL"
+    )
     observed = int(ctx.warehouse.scalar(f"SELECT COUNT(*) FROM ({orphans}) o"))
     samples = _samples(ctx, orphans) if observed else []
-    return _result("pass" if observed == 0 else "fail", observed, 0, samples,
-                   ref_table=test.ref_table)
+    return _result(
+        "pass" if observed == 0 else "fail", observed, 0, samples, ref_table=test.ref_table
+    )
 
 
 def custom_sql(ctx: CheckContext, test: cfg.CustomSql) -> dict[str, Any]:
@@ -188,13 +214,23 @@ def validate_custom_sql(sql: str) -> None:
     except sqlglot.errors.ParseError as error:
         raise ValueError(f"custom_sql does not parse: {error}") from None
     if len(statements) != 1:
-        raise ValueError(f"custom_sql must be exactly one SELECT, found {len(statements)} "
-                         "statements")
+        raise ValueError(
+            f"custom_sql must be exactly one SELECT, found {len(statements)} statements"
+        )
     statement = statements[0]
     if not isinstance(statement, exp.Query):
         raise ValueError(f"custom_sql must be a SELECT, found {statement.key.upper()}")
-    forbidden = (exp.Insert, exp.Update, exp.Delete, exp.Merge, exp.Drop, exp.Create,
-                 exp.Alter, exp.Command, exp.Into)
+    forbidden = (
+        exp.Insert,
+        exp.Update,
+        exp.Delete,
+        exp.Merge,
+        exp.Drop,
+        exp.Create,
+        exp.Alter,
+        exp.Command,
+        exp.Into,
+    )
     for node in statement.walk():
         if isinstance(node, forbidden):
             raise ValueError(f"custom_sql must only read; it contains {node.key.upper()}")

@@ -302,9 +302,9 @@ def _strip_union_tags(loc: tuple[Any, ...]) -> tuple[Any, ...]:
     # pydantic puts the discriminator value in the path: quality_tests.2.uniqueness.columns
     out: list[Any] = []
     for i, part in enumerate(loc):
-        if i >= 2 and loc[i - 2] == "quality_tests" and isinstance(loc[i - 1], int):
-            if part in CHECK_MODELS:
-                continue
+        in_test = i >= 2 and loc[i - 2] == "quality_tests" and isinstance(loc[i - 1], int)
+        if in_test and part in CHECK_MODELS:
+            continue
         out.append(part)
     return tuple(out)
 
@@ -329,7 +329,9 @@ def describe_validation_error(error: ValidationError, raw: Any) -> list[str]:
             key = str(loc[-1])
             parent = _format_location(loc[:-1])
             where = f" in {parent}" if parent else ""
-            lines.append(f"{path}: unknown key '{key}'{where}{did_you_mean(key, _known_keys(loc, raw))}")
+            lines.append(
+                f"{path}: unknown key '{key}'{where}{did_you_mean(key, _known_keys(loc, raw))}"
+            )
         elif kind == "union_tag_invalid":
             tag = problem["ctx"]["tag"]
             lines.append(f"{path}.type: {unknown_name('check type', tag, CHECK_MODELS)}")
@@ -408,7 +410,8 @@ def route_key(key: str, config_uris: list[str]) -> str:
             best = (len(config.routing_prefix), uri)
     if best is None:
         raise ConfigError(
-            f"no table config routes this object key; known prefixes: {', '.join(sorted(prefixes))}",
+            "no table config routes this object key; known prefixes: "
+            + ", ".join(sorted(prefixes)),
             key=key,
         )
     return best[1]

@@ -117,6 +117,11 @@ class WarehouseUnavailable(TransientError):
     exit_code = 3
 
 
+def at(unit: str, number: int) -> dict[str, Any]:
+    """`line=` or `row=` keyword for an error, chosen by the source's unit."""
+    return {unit: number}
+
+
 def transient_error_names() -> list[str]:
     """Names Step Functions must retry: every TransientError subclass."""
     names: list[str] = []

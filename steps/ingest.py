@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from steps import storage
 from steps.config import TableSpec, load_table_config
-from steps.errors import RefloadError, RejectedInput
+from steps.errors import RefloadError, RejectedInput, at
 from steps.mapping import Rejection, apply_mapping
 from steps.names import did_you_mean
 from steps.sources import SourceTable, read_source
@@ -44,7 +44,9 @@ def _check_columns(source: SourceTable, spec: TableSpec) -> None:
             raise RejectedInput(
                 f"mapped source column '{name}' is not in the header{did_you_mean(name, header)}; "
                 f"header: {', '.join(header)}",
-                file=source.uri, line=spec.config.header_row, column=name,
+                file=source.uri,
+                line=spec.config.header_row,
+                column=name,
             )
 
 
@@ -54,7 +56,7 @@ def _reject_rows(
     """Positions of rejected rows, and one record per problem for the rejects file."""
     positions = sorted({r.position for r in rejections})
     where = dict(zip(positions, source.locate(positions), strict=True))
-    records = [
+    records: list[dict[str, Any]] = [
         {source.unit: b.where, "column": None, "value": b.text, "reason": b.reason}
         for b in source.bad_records
     ]
@@ -62,14 +64,22 @@ def _reject_rows(
         {source.unit: where[r.position], "column": r.column, "value": r.value, "reason": r.reason}
         for r in sorted(rejections, key=lambda r: r.position)
     ]
-    records.sort(key=lambda r: r[source.unit])
+    records.sort(key=lambda r: int(r[source.unit]))
     return positions, records
 
 
 def _write_rejects(uri: str, unit: str, records: list[dict[str, Any]]) -> None:
-    table = pa.Table.from_pylist(records, schema=pa.schema([
-        (unit, pa.int64()), ("column", pa.string()), ("value", pa.string()), ("reason", pa.string()),
-    ]))
+    table = pa.Table.from_pylist(
+        records,
+        schema=pa.schema(
+            [
+                (unit, pa.int64()),
+                ("column", pa.string()),
+                ("value", pa.string()),
+                ("reason", pa.string()),
+            ]
+        ),
+    )
     sink = io.BytesIO()
     pq.write_table(table, sink)
     storage.write_bytes(uri, sink.getvalue())
@@ -77,8 +87,12 @@ def _write_rejects(uri: str, unit: str, records: list[dict[str, Any]]) -> None:
 
 def _rejected_error(source: SourceTable, record: dict[str, Any], **extra: Any) -> RejectedInput:
     return RejectedInput(
-        record["reason"], file=source.uri, column=record["column"], value=record["value"],
-        **{source.unit: record[source.unit]}, **extra,
+        record["reason"],
+        file=source.uri,
+        column=record["column"],
+        value=record["value"],
+        **at(source.unit, record[source.unit]),
+        **extra,
     )
 
 
@@ -94,9 +108,13 @@ def _check_primary_key(table: pa.Table, source: SourceTable, key: list[str]) -> 
     for name in key:
         nulls = pc.indices_nonzero(pc.is_null(table.column(name))).to_pylist()
         if nulls:
-            at = source.locate([table.column(_POSITION)[nulls[0]].as_py()])[0]
-            raise RejectedInput("primary key column is empty", file=source.uri, column=name,
-                                **{source.unit: at})
+            place = source.locate([table.column(_POSITION)[nulls[0]].as_py()])[0]
+            raise RejectedInput(
+                "primary key column is empty",
+                file=source.uri,
+                column=name,
+                **at(source.unit, place),
+            )
     counts = table.group_by(key, use_threads=False).aggregate(
         [(_POSITION, "count"), (_POSITION, "list")]
     )
@@ -109,7 +127,8 @@ def _check_primary_key(table: pa.Table, source: SourceTable, key: list[str]) -> 
             f"duplicate primary key ({value}) on {source.unit}s "
             f"{', '.join(map(str, places[:MAX_LISTED]))}; {doubled.num_rows} key(s) appear more "
             "than once in this file",
-            file=source.uri, column=",".join(key),
+            file=source.uri,
+            column=",".join(key),
             details={"duplicate_keys": doubled.num_rows},
         )
 
@@ -152,9 +171,14 @@ def _ingest(spec: TableSpec, payload: dict[str, Any]) -> dict[str, Any]:
         share = rows_rejected * 100 / rows_read
         if share > config.max_reject_pct:
             raise _rejected_error(
-                source, reject_records[0],
-                details={"rows_rejected": rows_rejected, "rows_read": rows_read,
-                         "rejects_uri": rejects_uri, "problems": len(reject_records)},
+                source,
+                reject_records[0],
+                details={
+                    "rows_rejected": rows_rejected,
+                    "rows_read": rows_read,
+                    "rejects_uri": rejects_uri,
+                    "problems": len(reject_records),
+                },
                 note=f"{rows_rejected} of {rows_read} row(s) rejected ({share:.2f}% > "
                 f"max_reject_pct {config.max_reject_pct:g}); all problems are listed in "
                 f"{rejects_uri}",
@@ -168,14 +192,18 @@ def _ingest(spec: TableSpec, payload: dict[str, Any]) -> dict[str, Any]:
     if config.primary_key:
         _check_primary_key(typed, source, config.primary_key)
 
-    final_schema = pa.schema([
-        pa.field(c.target, c.data_type.arrow(), nullable=c.nullable) for c in spec.mapping.columns
-    ])
+    final_schema = pa.schema(
+        [pa.field(c.target, c.data_type.arrow(), nullable=c.nullable) for c in spec.mapping.columns]
+    )
     final = typed.drop_columns([_POSITION]).cast(final_schema)
-    final = final.replace_schema_metadata({
-        "refload.run_id": run_id, "refload.source_uri": source_uri,
-        "refload.content_hash": info.content_hash, "refload.config_hash": spec.config_hash,
-    })
+    final = final.replace_schema_metadata(
+        {
+            "refload.run_id": run_id,
+            "refload.source_uri": source_uri,
+            "refload.content_hash": info.content_hash,
+            "refload.config_hash": spec.config_hash,
+        }
+    )
     sink = io.BytesIO()
     pq.write_table(final, sink, compression="snappy", coerce_timestamps="us")
     storage.write_bytes(out_uri, sink.getvalue())

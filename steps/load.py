@@ -33,7 +33,11 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
         warehouse.ensure_audit_tables()
         created = warehouse.ensure_target(config.redshift_schema, config.target_table, spec.mapping)
         result = warehouse.publish(
-            entry, config.redshift_schema, config.target_table, spec.mapping, data,
+            entry,
+            config.redshift_schema,
+            config.target_table,
+            spec.mapping,
+            data,
             config.primary_key,
         )
     return {

@@ -21,8 +21,16 @@ if TYPE_CHECKING:
     from steps.config import TableConfig
 
 TypeKind = Literal[
-    "string", "varchar", "smallint", "integer", "bigint",
-    "decimal", "double", "boolean", "date", "timestamp",
+    "string",
+    "varchar",
+    "smallint",
+    "integer",
+    "bigint",
+    "decimal",
+    "double",
+    "boolean",
+    "date",
+    "timestamp",
 ]
 TYPE_KINDS: tuple[str, ...] = TypeKind.__args__  # type: ignore[attr-defined]
 INTEGER_RANGES = {"smallint": 2**15, "integer": 2**31, "bigint": 2**63}
@@ -30,12 +38,25 @@ TRUE_WORDS = ("true", "t", "yes", "y", "1")
 FALSE_WORDS = ("false", "f", "no", "n", "0")
 # Transform name -> number of arguments it takes.
 TRANSFORM_ARITY = {
-    "strip": 0, "upper": 0, "lower": 0, "title": 0,
-    "zfill": 1, "replace": 2, "regex_replace": 2, "nullif": 1,
+    "strip": 0,
+    "upper": 0,
+    "lower": 0,
+    "title": 0,
+    "zfill": 1,
+    "replace": 2,
+    "regex_replace": 2,
+    "nullif": 1,
 }
 PLACEHOLDERS = ("{load_date}", "{run_id}", "{source_key}")
-SHEET_COLUMNS = ("source_column", "target_column", "data_type", "transform", "default",
-                 "nullable", "format")
+SHEET_COLUMNS = (
+    "source_column",
+    "target_column",
+    "data_type",
+    "transform",
+    "default",
+    "nullable",
+    "format",
+)
 REQUIRED_SHEET_COLUMNS = ("target_column", "data_type")
 
 
@@ -57,9 +78,14 @@ class DataType:
         import pyarrow as pa
 
         return {
-            "string": pa.string, "varchar": pa.string, "smallint": pa.int16,
-            "integer": pa.int32, "bigint": pa.int64, "double": pa.float64,
-            "boolean": pa.bool_, "date": pa.date32,
+            "string": pa.string,
+            "varchar": pa.string,
+            "smallint": pa.int16,
+            "integer": pa.int32,
+            "bigint": pa.int64,
+            "double": pa.float64,
+            "boolean": pa.bool_,
+            "date": pa.date32,
             "timestamp": lambda: pa.timestamp("us"),
             "decimal": lambda: pa.decimal128(self.precision, self.scale),
         }[self.kind]()
@@ -133,7 +159,9 @@ def parse_data_type(text: str) -> DataType:
 
 def _split_top_level(text: str, separator: str) -> list[str]:
     """Split on `separator` outside quotes and parentheses."""
-    parts, current, depth, quote = [], [], 0, ""
+    parts: list[str] = []
+    current: list[str] = []
+    depth, quote = 0, ""
     for char in text:
         if quote:
             quote = "" if char == quote else quote
@@ -173,7 +201,9 @@ def parse_transforms(text: str) -> tuple[Transform, ...]:
             raise ValueError(unknown_name("transform", name, TRANSFORM_ARITY))
         args = tuple(_unquote(a) for a in _split_top_level(arg_text, ",")) if arg_text else ()
         if len(args) != TRANSFORM_ARITY[name]:
-            raise ValueError(f"transform '{name}' takes {TRANSFORM_ARITY[name]} argument(s), got {len(args)}")
+            raise ValueError(
+                f"transform '{name}' takes {TRANSFORM_ARITY[name]} argument(s), got {len(args)}"
+            )
         if name == "zfill" and not args[0].isdigit():
             raise ValueError(f"zfill needs a whole number, got '{args[0]}'")
         if name == "regex_replace":
@@ -220,7 +250,9 @@ def parse_sheet(data: bytes, uri: str) -> Mapping:
     header = [h.strip().lower() for h in rows[0]]
     for name in header:
         if name and name not in SHEET_COLUMNS:
-            raise ConfigError(unknown_name("mapping sheet column", name, SHEET_COLUMNS), file=uri, row=1)
+            raise ConfigError(
+                unknown_name("mapping sheet column", name, SHEET_COLUMNS), file=uri, row=1
+            )
     for name in REQUIRED_SHEET_COLUMNS:
         if name not in header:
             raise ConfigError(f"mapping sheet has no '{name}' column", file=uri, row=1)
@@ -237,7 +269,9 @@ def parse_sheet(data: bytes, uri: str) -> Mapping:
         if spec.target in seen:
             raise ConfigError(
                 f"target_column '{spec.target}' appears twice (also row {seen[spec.target]})",
-                file=uri, row=spec.sheet_row, column="target_column",
+                file=uri,
+                row=spec.sheet_row,
+                column="target_column",
             )
         seen[spec.target] = spec.sheet_row
     return Mapping(uri, tuple(columns))
@@ -373,15 +407,19 @@ def cast_values(values: Any, spec: ColumnSpec) -> tuple[pa.Array, list[tuple[int
         is_true = pc.is_in(lowered, pa.array(TRUE_WORDS))
         is_false = pc.is_in(lowered, pa.array(FALSE_WORDS))
         bad = pc.and_(pc.is_valid(values), pc.invert(pc.or_(is_true, is_false)))
-        failures = [(i, "is not a boolean (true/false, yes/no, 1/0)")
-                    for i in pc.indices_nonzero(bad).to_pylist()]
+        failures = [
+            (i, "is not a boolean (true/false, yes/no, 1/0)")
+            for i in pc.indices_nonzero(bad).to_pylist()
+        ]
         result = pc.if_else(is_true, True, pc.if_else(is_false, False, pa.scalar(None, pa.bool_())))
         return result, failures
     if kind in ("date", "timestamp") and spec.format:
         parsed = pc.strptime(values, format=spec.format, unit="us", error_is_null=True)
         bad = pc.and_(pc.is_valid(values), pc.is_null(parsed))
-        failures = [(i, f"does not match format '{spec.format}'")
-                    for i in pc.indices_nonzero(bad).to_pylist()]
+        failures = [
+            (i, f"does not match format '{spec.format}'")
+            for i in pc.indices_nonzero(bad).to_pylist()
+        ]
         return (pc.cast(parsed, pa.date32()) if kind == "date" else parsed), failures
     target = spec.data_type.arrow()
     try:
@@ -463,7 +501,9 @@ def apply_mapping(
             if failures:
                 raise ConfigError(
                     f"derived value {text!r} does not fit {spec.data_type}",
-                    file=mapping.uri, row=spec.sheet_row, column="default",
+                    file=mapping.uri,
+                    row=spec.sheet_row,
+                    column="default",
                 )
             arrays.append(pa.repeat(cast[0], table.num_rows))
             continue
@@ -477,12 +517,15 @@ def apply_mapping(
         if not spec.nullable:
             nulls = pc.and_(pc.is_null(cast), pc.is_null(values))
             rejections += [
-                Rejection(i, spec.target, raw[i].as_py(), "is empty, and the column is not nullable")
+                Rejection(
+                    i, spec.target, raw[i].as_py(), "is empty, and the column is not nullable"
+                )
                 for i in pc.indices_nonzero(nulls).to_pylist()
             ]
         arrays.append(cast)
-    schema = pa.schema([pa.field(c.target, c.data_type.arrow(), nullable=c.nullable)
-                        for c in mapping.columns])
+    schema = pa.schema(
+        [pa.field(c.target, c.data_type.arrow(), nullable=c.nullable) for c in mapping.columns]
+    )
     # Rejected rows are dropped later; until then nulls are allowed everywhere.
     loose = pa.schema([f.with_nullable(True) for f in schema])
     return pa.Table.from_arrays(arrays, schema=loose), rejections

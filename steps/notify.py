@@ -13,8 +13,16 @@ log = structlog.get_logger("refload.notify")
 
 def run(payload: dict[str, Any]) -> dict[str, Any]:
     report = build_report(payload)
-    log.error("refload run failed", subject=report["subject"], error=report["error"],
-              failed_checks=[c["name"] for c in report["failed_checks"]])
+    log.error(
+        "refload run failed",
+        subject=report["subject"],
+        error=report["error"],
+        failed_checks=[c["name"] for c in report["failed_checks"]],
+    )
     channels = send(report, payload)
-    return {"table": report["table"], "run_id": report["run_id"], "notified": channels,
-            "subject": report["subject"]}
+    return {
+        "table": report["table"],
+        "run_id": report["run_id"],
+        "notified": channels,
+        "subject": report["subject"],
+    }

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from steps.errors import ConfigError, RejectedInput
+from steps.errors import ConfigError, RejectedInput, at
 from steps.names import did_you_mean
 
 if TYPE_CHECKING:
@@ -72,7 +72,8 @@ def _decode(data: bytes, uri: str, encoding: str) -> str:
         raise RejectedInput(
             f"cannot decode byte(s) {bad!r} as {encoding.removesuffix('-sig')} at character "
             f"{error.start - line_start + 1}; set 'encoding' in the config",
-            file=uri, line=line,
+            file=uri,
+            line=line,
         ) from None
     return text.removeprefix("\ufeff")
 
@@ -99,15 +100,22 @@ def _record_lines(text: str, config: TableConfig) -> tuple[list[int], list[int]]
 def read_csv(data: bytes, uri: str, config: TableConfig) -> SourceTable:
     import pyarrow.csv as pacsv
 
-    text = _decode(data, uri, "utf-8-sig" if config.encoding.lower().replace("_", "-")
-                   in ("utf-8", "utf8") else config.encoding)
+    text = _decode(
+        data,
+        uri,
+        "utf-8-sig"
+        if config.encoding.lower().replace("_", "-") in ("utf-8", "utf8")
+        else config.encoding,
+    )
     lines = text.splitlines()
     header_index = config.header_row - 1
     if header_index >= len(lines):
-        raise RejectedInput(f"file has {len(lines)} line(s); header_row is {config.header_row}",
-                            file=uri)
-    header = next(csv.reader([lines[header_index]], delimiter=config.delimiter,
-                             quotechar=config.quote_char))
+        raise RejectedInput(
+            f"file has {len(lines)} line(s); header_row is {config.header_row}", file=uri
+        )
+    header = next(
+        csv.reader([lines[header_index]], delimiter=config.delimiter, quotechar=config.quote_char)
+    )
     header = [h.strip() for h in header]
     _check_header(header, uri, config.header_row, "line")
     bad: list[int] = []
@@ -119,15 +127,19 @@ def read_csv(data: bytes, uri: str, config: TableConfig) -> SourceTable:
     try:
         table = pacsv.read_csv(
             io.BytesIO(text.encode("utf-8")),
-            read_options=pacsv.ReadOptions(skip_rows=header_index + 1, column_names=header,
-                                           block_size=1 << 24),
+            read_options=pacsv.ReadOptions(
+                skip_rows=header_index + 1, column_names=header, block_size=1 << 24
+            ),
             parse_options=pacsv.ParseOptions(
-                delimiter=config.delimiter, quote_char=config.quote_char,
-                newlines_in_values=True, invalid_row_handler=on_invalid,
+                delimiter=config.delimiter,
+                quote_char=config.quote_char,
+                newlines_in_values=True,
+                invalid_row_handler=on_invalid,
             ),
             convert_options=pacsv.ConvertOptions(
                 column_types=dict.fromkeys(header, pa.string()),
-                null_values=config.null_values, strings_can_be_null=True,
+                null_values=config.null_values,
+                strings_can_be_null=True,
             ),
         )
     except pa.ArrowInvalid as error:
@@ -138,7 +150,7 @@ def read_csv(data: bytes, uri: str, config: TableConfig) -> SourceTable:
     def record_lines() -> tuple[list[int], list[int]]:
         if "lines" not in cache:
             cache["lines"] = _record_lines(text, config)
-        return cache["lines"]  # type: ignore[no-any-return]
+        return cache["lines"]
 
     def locate(positions: list[int]) -> list[int]:
         starts, widths = record_lines()
@@ -150,19 +162,21 @@ def read_csv(data: bytes, uri: str, config: TableConfig) -> SourceTable:
         starts, widths = record_lines()
         for line, width in zip(starts, widths, strict=True):
             if width != len(header):
-                bad_records.append(BadRecord(
-                    line, f"has {width} field(s), the header has {len(header)}",
-                    lines[line - 1] if line - 1 < len(lines) else "",
-                ))
+                bad_records.append(
+                    BadRecord(
+                        line,
+                        f"has {width} field(s), the header has {len(header)}",
+                        lines[line - 1] if line - 1 < len(lines) else "",
+                    )
+                )
     return SourceTable(uri, table, "line", locate, bad_records)
 
 
-def _check_header(header: list[str], uri: str, at: int, unit: str) -> None:
+def _check_header(header: list[str], uri: str, line: int, unit: str) -> None:
     seen: set[str] = set()
     for name in header:
         if name in seen:
-            raise RejectedInput(f"header names column '{name}' twice", file=uri,
-                                **{unit: at})  # type: ignore[arg-type]
+            raise RejectedInput(f"header names column '{name}' twice", file=uri, **at(unit, line))
         seen.add(name)
 
 
@@ -194,7 +208,9 @@ def read_excel(data: bytes, uri: str, config: TableConfig) -> SourceTable:
     wanted = config.sheet_name if config.sheet_name is not None else 0
     if isinstance(wanted, int):
         if not 0 <= wanted < len(names):
-            raise ConfigError(f"sheet_name index {wanted} is out of range; sheets: {names}", file=uri)
+            raise ConfigError(
+                f"sheet_name index {wanted} is out of range; sheets: {names}", file=uri
+            )
         wanted = names[wanted]
     if wanted not in names:
         raise ConfigError(
@@ -204,8 +220,9 @@ def read_excel(data: bytes, uri: str, config: TableConfig) -> SourceTable:
     rows = book.get_sheet_by_name(wanted).to_python(skip_empty_area=False)
     header_index = config.header_row - 1
     if header_index >= len(rows):
-        raise RejectedInput(f"sheet '{wanted}' has {len(rows)} row(s); header_row is "
-                            f"{config.header_row}", file=uri)
+        raise RejectedInput(
+            f"sheet '{wanted}' has {len(rows)} row(s); header_row is {config.header_row}", file=uri
+        )
     header = [(_cell_text(v) or "").strip() for v in rows[header_index]]
     while header and not header[-1]:
         header.pop()
@@ -224,10 +241,12 @@ def read_excel(data: bytes, uri: str, config: TableConfig) -> SourceTable:
 
 def _apply_null_values(table: pa.Table, null_values: list[str]) -> pa.Table:
     nulls = pa.array(null_values, pa.string())
-    return pa.table({
-        name: pc.if_else(pc.is_in(col, nulls), pa.scalar(None, pa.string()), col)
-        for name, col in zip(table.column_names, table.columns, strict=True)
-    })
+    return pa.table(
+        {
+            name: pc.if_else(pc.is_in(col, nulls), pa.scalar(None, pa.string()), col)
+            for name, col in zip(table.column_names, table.columns, strict=True)
+        }
+    )
 
 
 # --- JSON --------------------------------------------------------------------------
@@ -244,15 +263,20 @@ def _json_text(value: Any) -> str | None:
 
 
 def read_json(data: bytes, uri: str, config: TableConfig) -> SourceTable:
-    text = _decode(data, uri, config.encoding if config.encoding.lower() not in ("utf-8", "utf8")
-                   else "utf-8-sig")
+    text = _decode(
+        data,
+        uri,
+        config.encoding if config.encoding.lower() not in ("utf-8", "utf8") else "utf-8-sig",
+    )
     stripped = text.lstrip()
     records: list[Any]
     if stripped.startswith("["):
         try:
             records = json.loads(text)
         except json.JSONDecodeError as error:
-            raise RejectedInput(f"not valid JSON: {error.msg}", file=uri, line=error.lineno) from None
+            raise RejectedInput(
+                f"not valid JSON: {error.msg}", file=uri, line=error.lineno
+            ) from None
         labels = list(range(1, len(records) + 1))
         unit = "row"
     else:
@@ -269,12 +293,18 @@ def read_json(data: bytes, uri: str, config: TableConfig) -> SourceTable:
     columns: dict[str, None] = {}
     for label, record in zip(labels, records, strict=True):
         if not isinstance(record, dict):
-            raise RejectedInput(f"expected a JSON object, found {type(record).__name__}",
-                                file=uri, **{unit: label})  # type: ignore[arg-type]
+            raise RejectedInput(
+                f"expected a JSON object, found {type(record).__name__}",
+                file=uri,
+                **at(unit, label),
+            )
         columns.update(dict.fromkeys(record))
-    table = pa.table({
-        name: pa.array([_json_text(r.get(name)) for r in records], pa.string()) for name in columns
-    })
+    table = pa.table(
+        {
+            name: pa.array([_json_text(r.get(name)) for r in records], pa.string())
+            for name in columns
+        }
+    )
     table = _apply_null_values(table, config.null_values)
     return SourceTable(uri, table, unit, lambda ps: [labels[p] for p in ps])
 

@@ -112,8 +112,10 @@ def list_uris(prefix: str, suffix: str = "") -> list[str]:
         bucket, key = split_s3(prefix.rstrip("/") + "/")
         found = []
         try:
-            pages = s3_client().get_paginator("list_objects_v2").paginate(
-                Bucket=bucket, Prefix=key, Delimiter="/"
+            pages = (
+                s3_client()
+                .get_paginator("list_objects_v2")
+                .paginate(Bucket=bucket, Prefix=key, Delimiter="/")
             )
             for page in pages:
                 found += [f"s3://{bucket}/{o['Key']}" for o in page.get("Contents", [])]

@@ -24,8 +24,13 @@ ZIP_CSV = SAMPLES / "zipcode" / "2026-11-01" / "us_zipcodes.csv"
 def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Each test gets its own working folder, warehouse, curated root and outbox."""
     monkeypatch.chdir(tmp_path)
-    for name in ("REFLOAD_WAREHOUSE_URL", "REFLOAD_CONFIG_ROOT", "REFLOAD_CURATED_ROOT",
-                 "REFLOAD_OUTBOX", "REFLOAD_ALERT_CHANNELS"):
+    for name in (
+        "REFLOAD_WAREHOUSE_URL",
+        "REFLOAD_CONFIG_ROOT",
+        "REFLOAD_CURATED_ROOT",
+        "REFLOAD_OUTBOX",
+        "REFLOAD_ALERT_CHANNELS",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("REFLOAD_OUTBOX", str(tmp_path / "outbox"))
     yield
@@ -50,15 +55,28 @@ def sql(warehouse_url: str) -> Callable[..., list[tuple[Any, ...]]]:
 
 
 @pytest.fixture
-def run_cli(warehouse_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-            ) -> Callable[..., tuple[int, dict[str, Any]]]:
+def run_cli(
+    warehouse_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> Callable[..., tuple[int, dict[str, Any]]]:
     """`python -m handler run ... --json` in-process: (exit code, parsed summary)."""
 
     def run(config: Path | str, source: Path | str, *extra: str) -> tuple[int, dict[str, Any]]:
         capsys.readouterr()
-        code = main(["run", "--config", str(config), "--source", str(source),
-                     "--warehouse", warehouse_url, "--curated-root", str(tmp_path / "curated"),
-                     "--json", *extra])
+        code = main(
+            [
+                "run",
+                "--config",
+                str(config),
+                "--source",
+                str(source),
+                "--warehouse",
+                warehouse_url,
+                "--curated-root",
+                str(tmp_path / "curated"),
+                "--json",
+                *extra,
+            ]
+        )
         out = capsys.readouterr().out
         return code, json.loads(out)
 
@@ -73,8 +91,12 @@ def table_dir(tmp_path: Path) -> Callable[..., Path]:
         folder = tmp_path / "cfg"
         folder.mkdir(exist_ok=True)
         (folder / f"{name}_mapping.csv").write_text(mapping.strip() + "\n", encoding="utf-8")
-        body = {"table_name": name, "redshift_schema": "ref",
-                "mapping_file": f"{name}_mapping.csv", **config}
+        body = {
+            "table_name": name,
+            "redshift_schema": "ref",
+            "mapping_file": f"{name}_mapping.csv",
+            **config,
+        }
         path = folder / f"{name}.json"
         path.write_text(json.dumps(body), encoding="utf-8")
         return path
@@ -102,3 +124,24 @@ def sample_configs(tmp_path: Path) -> Path:
     target = tmp_path / "configs"
     shutil.copytree(CONFIGS, target)
     return target
+
+
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """moto S3, handed to refload's storage module as its client."""
+    import boto3
+    from moto import mock_aws
+
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        for bucket in ("raw", "curated", "config-bucket"):
+            client.create_bucket(Bucket=bucket)
+        storage.set_s3_client(client)
+        yield client

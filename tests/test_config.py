@@ -18,40 +18,76 @@ INVALID_CONFIGS = [
     ({**BASE, "delimeter": ";"}, "delimeter: unknown key 'delimeter' (did you mean 'delimiter'?)"),
     ({**BASE, "header_row": 0}, "header_row: Input should be greater than or equal to 1"),
     ({**BASE, "header_row": "two"}, "header_row: Input should be a valid integer"),
-    ({**BASE, "source_format": "xml"}, "source_format: Input should be 'csv', 'excel', 'json' or "
-     "'parquet'"),
+    (
+        {**BASE, "source_format": "xml"},
+        "source_format: Input should be 'csv', 'excel', 'json' or 'parquet'",
+    ),
     ({"mapping_file": "m.csv"}, "table_name: required key is missing"),
-    ({**BASE, "table_name": "Dim Zip"},
-     "table_name: identifier 'Dim Zip' must be lower-case letters, digits and underscores, not "
-     "starting with a digit (did you mean 'dim_zip'?)"),
-    ({**BASE, "quality_tests": [{"type": "row_count_match"}, {"type": "uniquness", "columns": ["a"]}]},
-     "quality_tests[1].type: unknown check type 'uniquness' (did you mean 'uniqueness'?)"),
-    ({**BASE, "quality_tests": [{"type": "not_null", "column": ["a"]}]},
-     "quality_tests[0].column: unknown key 'column' in quality_tests[0] (did you mean 'columns'?)"),
-    ({**BASE, "quality_tests": [{"type": "not_null", "columns": "zip"}]},
-     "quality_tests[0].columns: Input should be a valid list"),
-    ({**BASE, "quality_tests": [{"type": "not_null"}]},
-     "quality_tests[0].columns: required key is missing"),
-    ({**BASE, "quality_tests": [{"type": "uniqueness", "columns": ["x; DROP TABLE y"]}]},
-     "quality_tests[0].columns: identifier 'x; DROP TABLE y' must be lower-case"),
+    (
+        {**BASE, "table_name": "Dim Zip"},
+        "table_name: identifier 'Dim Zip' must be lower-case letters, digits and underscores, not "
+        "starting with a digit (did you mean 'dim_zip'?)",
+    ),
+    (
+        {
+            **BASE,
+            "quality_tests": [{"type": "row_count_match"}, {"type": "uniquness", "columns": ["a"]}],
+        },
+        "quality_tests[1].type: unknown check type 'uniquness' (did you mean 'uniqueness'?)",
+    ),
+    (
+        {**BASE, "quality_tests": [{"type": "not_null", "column": ["a"]}]},
+        "quality_tests[0].column: unknown key 'column' in quality_tests[0] "
+        "(did you mean 'columns'?)",
+    ),
+    (
+        {**BASE, "quality_tests": [{"type": "not_null", "columns": "zip"}]},
+        "quality_tests[0].columns: Input should be a valid list",
+    ),
+    (
+        {**BASE, "quality_tests": [{"type": "not_null"}]},
+        "quality_tests[0].columns: required key is missing",
+    ),
+    (
+        {**BASE, "quality_tests": [{"type": "uniqueness", "columns": ["x; DROP TABLE y"]}]},
+        "quality_tests[0].columns: identifier 'x; DROP TABLE y' must be lower-case",
+    ),
     ({**BASE, "quality_tests": [{"columns": ["a"]}]}, "quality_tests[0]: missing 'type'"),
     ({**BASE, "load_mode": "upsert"}, "load_mode 'upsert' needs primary_key"),
-    ({**BASE, "load_mode": "append", "truncate_before_load": True},
-     "truncate_before_load=true contradicts load_mode='append'"),
+    (
+        {**BASE, "load_mode": "append", "truncate_before_load": True},
+        "truncate_before_load=true contradicts load_mode='append'",
+    ),
     ({**BASE, "encoding": "latin-9000"}, "encoding: unknown encoding 'latin-9000'"),
     ({**BASE, "max_reject_pct": 150}, "max_reject_pct: Input should be less than or equal to 100"),
-    ({**BASE, "quality_tests": [{"type": "referential_integrity", "columns": ["a", "b"],
-                                 "ref_table": "public.x", "ref_columns": ["a"]}]},
-     "columns and ref_columns must have the same length"),
-    ({**BASE, "quality_tests": [{"type": "custom_sql", "sql": "DELETE FROM {table}"}]},
-     "quality_tests[0].sql: custom_sql must be a SELECT, found DELETE"),
-    ({**BASE, "quality_tests": [{"type": "custom_sql", "sql": "SELECT 1; DROP TABLE x"}]},
-     "custom_sql must be exactly one SELECT, found 2 statements"),
+    (
+        {
+            **BASE,
+            "quality_tests": [
+                {
+                    "type": "referential_integrity",
+                    "columns": ["a", "b"],
+                    "ref_table": "public.x",
+                    "ref_columns": ["a"],
+                }
+            ],
+        },
+        "columns and ref_columns must have the same length",
+    ),
+    (
+        {**BASE, "quality_tests": [{"type": "custom_sql", "sql": "DELETE FROM {table}"}]},
+        "quality_tests[0].sql: custom_sql must be a SELECT, found DELETE",
+    ),
+    (
+        {**BASE, "quality_tests": [{"type": "custom_sql", "sql": "SELECT 1; DROP TABLE x"}]},
+        "custom_sql must be exactly one SELECT, found 2 statements",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("raw", "message"), INVALID_CONFIGS,
-                         ids=[m[:40] for _, m in INVALID_CONFIGS])
+@pytest.mark.parametrize(
+    ("raw", "message"), INVALID_CONFIGS, ids=[m[:40] for _, m in INVALID_CONFIGS]
+)
 def test_invalid_config_is_an_error_naming_the_path(raw, message):
     with pytest.raises(ConfigError) as caught:
         parse_config(raw, source="cfg/t.json")
@@ -66,20 +102,31 @@ def test_seed_example_validates_verbatim():
     assert [t.type for t in config.quality_tests] == ["row_count_match", "uniqueness", "not_null"]
 
 
-@pytest.mark.parametrize(("given", "mode"), [
-    ({}, "truncate"), ({"truncate_before_load": True}, "truncate"),
-    ({"truncate_before_load": False}, "append"), ({"load_mode": "append"}, "append"),
-    ({"load_mode": "upsert", "primary_key": ["a"]}, "upsert"),
-    ({"load_mode": "upsert", "primary_key": ["a"], "truncate_before_load": False}, "upsert"),
-])
+@pytest.mark.parametrize(
+    ("given", "mode"),
+    [
+        ({}, "truncate"),
+        ({"truncate_before_load": True}, "truncate"),
+        ({"truncate_before_load": False}, "append"),
+        ({"load_mode": "append"}, "append"),
+        ({"load_mode": "upsert", "primary_key": ["a"]}, "upsert"),
+        ({"load_mode": "upsert", "primary_key": ["a"], "truncate_before_load": False}, "upsert"),
+    ],
+)
 def test_load_mode_follows_truncate_before_load(given, mode):
     assert parse_config({**BASE, **given}, source="c.json").mode == mode
 
 
 def test_defaults_are_what_the_issue_promises():
     config = parse_config(BASE, source="c.json")
-    assert (config.encoding, config.dedupe, config.max_reject_pct, config.header_row,
-            config.delimiter, config.null_values) == ("utf-8", True, 0, 1, ",", [""])
+    assert (
+        config.encoding,
+        config.dedupe,
+        config.max_reject_pct,
+        config.header_row,
+        config.delimiter,
+        config.null_values,
+    ) == ("utf-8", True, 0, 1, ",", [""])
 
 
 TABLE_CONFIGS = sorted(p for p in CONFIGS.glob("*.json") if not p.name.endswith(".schema.json"))
@@ -109,11 +156,20 @@ def test_relative_mapping_file_resolves_against_the_config(tmp_path: Path):
 
 def test_config_check_columns_must_exist_in_the_mapping(tmp_path: Path):
     (tmp_path / "m.csv").write_text("source_column,target_column,data_type\nzip,zipcode,string\n")
-    (tmp_path / "c.json").write_text(json.dumps({
-        "table_name": "t", "mapping_file": "m.csv",
-        "quality_tests": [{"type": "uniqueness", "columns": ["zipcod"]}]}))
-    with pytest.raises(ConfigError, match=r"quality_tests\[0\].columns: unknown column 'zipcod' "
-                       r"\(did you mean 'zipcode'\?\)"):
+    (tmp_path / "c.json").write_text(
+        json.dumps(
+            {
+                "table_name": "t",
+                "mapping_file": "m.csv",
+                "quality_tests": [{"type": "uniqueness", "columns": ["zipcod"]}],
+            }
+        )
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"quality_tests\[0\].columns: unknown column 'zipcod' "
+        r"\(did you mean 'zipcode'\?\)",
+    ):
         load_table_config(str(tmp_path / "c.json"))
 
 

@@ -5,13 +5,17 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-MAPPING = ("source_column,target_column,data_type,transform,default,nullable,format\n"
-           "code,code,varchar(3),strip,,false,\nn,n,integer,,,,\n")
+MAPPING = (
+    "source_column,target_column,data_type,transform,default,nullable,format\n"
+    "code,code,varchar(3),strip,,false,\nn,n,integer,,,,\n"
+)
 
 
 def _ledger(sql):
-    return sql("SELECT run_id, load_mode, rows_loaded, rows_before, rows_after "
-               "FROM etl_audit.load_ledger ORDER BY loaded_at")
+    return sql(
+        "SELECT run_id, load_mode, rows_loaded, rows_before, rows_after "
+        "FROM etl_audit.load_ledger ORDER BY loaded_at"
+    )
 
 
 def test_truncate_replaces_every_row(table_dir, write, run_cli, sql):
@@ -29,7 +33,10 @@ def test_upsert_updates_and_inserts_by_primary_key(table_dir, write, run_cli, sq
     code, summary = run_cli(config, write("b.csv", "code,n\nBB,20\nCC,30\n"))
     assert code == 0, summary["error"]
     assert sql("SELECT code, n FROM ref.t_codes ORDER BY code") == [
-        ("AA", 1), ("BB", 20), ("CC", 30)]
+        ("AA", 1),
+        ("BB", 20),
+        ("CC", 30),
+    ]
     assert [row[1:] for row in _ledger(sql)] == [("upsert", 2, 0, 2), ("upsert", 2, 2, 3)]
 
 
@@ -38,14 +45,21 @@ def test_append_adds_rows(table_dir, write, run_cli, sql):
     assert run_cli(config, write("a.csv", "code,n\nAA,1\n"))[0] == 0
     assert run_cli(config, write("b.csv", "code,n\nAA,1\nBB,2\n"))[0] == 0
     assert sql("SELECT code, n FROM ref.t_codes ORDER BY code, n") == [
-        ("AA", 1), ("AA", 1), ("BB", 2)]
+        ("AA", 1),
+        ("AA", 1),
+        ("BB", 2),
+    ]
 
 
-@pytest.mark.parametrize(("options"), [
-    {"truncate_before_load": True},
-    {"load_mode": "upsert", "primary_key": ["code"]},
-    {"load_mode": "append"},
-], ids=["truncate", "upsert", "append"])
+@pytest.mark.parametrize(
+    ("options"),
+    [
+        {"truncate_before_load": True},
+        {"load_mode": "upsert", "primary_key": ["code"]},
+        {"load_mode": "append"},
+    ],
+    ids=["truncate", "upsert", "append"],
+)
 def test_replaying_the_same_file_publishes_nothing_new(options, table_dir, write, run_cli, sql):
     config = table_dir(MAPPING, **options)
     source = write("a.csv", "code,n\nAA,1\nBB,2\n")
@@ -54,7 +68,8 @@ def test_replaying_the_same_file_publishes_nothing_new(options, table_dir, write
     assert (first_code, code) == (0, 0)
     assert summary["published"] is False
     assert summary["skipped_reason"] == (
-        f"already published by run {first['run_id']} (same content and config)")
+        f"already published by run {first['run_id']} (same content and config)"
+    )
     assert sql("SELECT COUNT(*) FROM ref.t_codes") == [(2,)]
     assert len(_ledger(sql)) == 1
 
@@ -72,15 +87,17 @@ def test_reloading_an_older_file_after_a_newer_one_is_a_rollback(table_dir, writ
 def test_a_changed_config_publishes_again(table_dir, write, run_cli, sql):
     source = write("a.csv", "code,n\nAA,1\n")
     assert run_cli(table_dir(MAPPING), source)[0] == 0
-    changed = table_dir(MAPPING.replace("code,code,varchar(3),strip", "code,code,varchar(3),"
-                                        "strip|lower"))
+    changed = table_dir(
+        MAPPING.replace("code,code,varchar(3),strip", "code,code,varchar(3),strip|lower")
+    )
     code, summary = run_cli(changed, source)
     assert code == 0 and summary["published"] is True
     assert sql("SELECT code FROM ref.t_codes") == [("aa",)]
 
 
 def test_failure_inside_the_publish_transaction_leaves_the_target_as_it_was(
-        table_dir, write, run_cli, sql, warehouse_url):
+    table_dir, write, run_cli, sql, warehouse_url
+):
     config = table_dir(MAPPING)
     assert run_cli(config, write("a.csv", "code,n\nAA,1\nBB,2\n"))[0] == 0
     # Break the ledger so its INSERT (the last statement of the transaction) fails.
@@ -99,9 +116,10 @@ def test_failure_inside_the_publish_transaction_leaves_the_target_as_it_was(
 def test_target_is_created_from_the_mapping_with_its_types(table_dir, write, run_cli, sql):
     config = table_dir(MAPPING)
     assert run_cli(config, write("a.csv", "code,n\nAA,1\n"))[0] == 0
-    assert sql("SELECT column_name, data_type, is_nullable FROM information_schema.columns "
-               "WHERE table_schema = 'ref' AND table_name = 't_codes' ORDER BY ordinal_position"
-               ) == [("code", "VARCHAR", "NO"), ("n", "INTEGER", "YES")]
+    assert sql(
+        "SELECT column_name, data_type, is_nullable FROM information_schema.columns "
+        "WHERE table_schema = 'ref' AND table_name = 't_codes' ORDER BY ordinal_position"
+    ) == [("code", "VARCHAR", "NO"), ("n", "INTEGER", "YES")]
 
 
 def test_drift_between_table_and_mapping_is_refused_before_staging(table_dir, write, run_cli, sql):
@@ -109,6 +127,8 @@ def test_drift_between_table_and_mapping_is_refused_before_staging(table_dir, wr
     grown = table_dir(MAPPING + "extra,extra,string,,,,\n")
     code, summary = run_cli(grown, write("b.csv", "code,n,extra\nBB,2,x\n"))
     assert code == 2
-    assert ("target ref.t_codes does not match the mapping (mapping columns missing from the "
-            "table: extra)") in summary["error"]["message"]
+    assert (
+        "target ref.t_codes does not match the mapping (mapping columns missing from the "
+        "table: extra)"
+    ) in summary["error"]["message"]
     assert sql("SELECT code FROM ref.t_codes") == [("AA",)]

@@ -33,8 +33,9 @@ TRANSFORMS = [
 ]
 
 
-@pytest.mark.parametrize(("transform", "raw", "expected"), TRANSFORMS,
-                         ids=[t for t, _, _ in TRANSFORMS])
+@pytest.mark.parametrize(
+    ("transform", "raw", "expected"), TRANSFORMS, ids=[t for t, _, _ in TRANSFORMS]
+)
 def test_transform(transform, raw, expected, table_dir, write, run_cli, sql):
     quoted = transform.replace('"', '""')
     config = table_dir(SHEET_HEAD + f'id,id,integer,,,false,\nv,v,string,"{quoted}",,,\n')
@@ -52,60 +53,91 @@ DATA_TYPES = [
     ("bigint", "", "9007199254740993", 9007199254740993, "BIGINT"),
     ("decimal(9,4)", "", "40.8154", Decimal("40.8154"), "DECIMAL(9,4)"),
     ("decimal(9,4)", "", "-73.04515", Decimal("-73.0452"), "DECIMAL(9,4)"),
-    ("decimal(38,10)", "", "1234567890123456789012345678.0123456789",
-     Decimal("1234567890123456789012345678.0123456789"), "DECIMAL(38,10)"),
+    (
+        "decimal(38,10)",
+        "",
+        "1234567890123456789012345678.0123456789",
+        Decimal("1234567890123456789012345678.0123456789"),
+        "DECIMAL(38,10)",
+    ),
     ("double", "", "1.5e3", 1500.0, "DOUBLE"),
     ("boolean", "", "Yes", True, "BOOLEAN"),
     ("boolean", "", "0", False, "BOOLEAN"),
     ("date", "", "2024-02-29", dt.date(2024, 2, 29), "DATE"),
     ("date", "%m/%d/%Y", "02/29/2024", dt.date(2024, 2, 29), "DATE"),
-    ("timestamp", "", "2024-02-29 13:45:01.123456",
-     dt.datetime(2024, 2, 29, 13, 45, 1, 123456), "TIMESTAMP"),
-    ("timestamp", "%d.%m.%Y %H:%M", "29.02.2024 13:45", dt.datetime(2024, 2, 29, 13, 45),
-     "TIMESTAMP"),
+    (
+        "timestamp",
+        "",
+        "2024-02-29 13:45:01.123456",
+        dt.datetime(2024, 2, 29, 13, 45, 1, 123456),
+        "TIMESTAMP",
+    ),
+    (
+        "timestamp",
+        "%d.%m.%Y %H:%M",
+        "29.02.2024 13:45",
+        dt.datetime(2024, 2, 29, 13, 45),
+        "TIMESTAMP",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("data_type", "fmt", "raw", "expected", "sql_type"), DATA_TYPES,
-                         ids=[f"{t}-{r}" for t, _, r, _, _ in DATA_TYPES])
+@pytest.mark.parametrize(
+    ("data_type", "fmt", "raw", "expected", "sql_type"),
+    DATA_TYPES,
+    ids=[f"{t}-{r}" for t, _, r, _, _ in DATA_TYPES],
+)
 def test_data_type(data_type, fmt, raw, expected, sql_type, table_dir, write, run_cli, sql):
     config = table_dir(SHEET_HEAD + f'id,id,integer,,,false,\nv,v,"{data_type}",strip,,,{fmt}\n')
     source = write("t.csv", f'id,v\n1,"{raw}"\n2,\n')
     code, summary = run_cli(config, source)
     assert code == 0, summary["error"]
     assert sql("SELECT v FROM ref.t_codes ORDER BY id") == [(expected,), (None,)]
-    assert sql("SELECT data_type FROM information_schema.columns WHERE table_name = 't_codes' "
-               "AND column_name = 'v'") == [(sql_type,)]
+    assert sql(
+        "SELECT data_type FROM information_schema.columns WHERE table_name = 't_codes' "
+        "AND column_name = 'v'"
+    ) == [(sql_type,)]
 
 
 def test_curated_parquet_is_typed_by_the_mapping(table_dir, write, run_cli):
-    config = table_dir(SHEET_HEAD + 'a,a,"decimal(9,4)",,,false,\nb,b,timestamp,,,,\nc,c,date,,,,\n')
+    config = table_dir(
+        SHEET_HEAD + 'a,a,"decimal(9,4)",,,false,\nb,b,timestamp,,,,\nc,c,date,,,,\n'
+    )
     code, summary = run_cli(config, write("t.csv", "a,b,c\n1.5,2024-01-02 03:04:05,2024-01-02\n"))
     assert code == 0, summary["error"]
     schema = pq.read_schema(summary["curated_uri"])
     assert [str(schema.field(n).type) for n in "abc"] == [
-        "decimal128(9, 4)", "timestamp[us]", "date32[day]"]
+        "decimal128(9, 4)",
+        "timestamp[us]",
+        "date32[day]",
+    ]
     assert not schema.field("a").nullable
 
 
 def test_defaults_and_derived_columns(table_dir, write, run_cli, sql, tmp_path):
-    config = table_dir(SHEET_HEAD + (
-        "id,id,integer,,,false,\n"
-        "country,country,varchar(2),strip,US,false,\n"
-        ",load_date,date,,{load_date},false,\n"
-        ",run_id,varchar(64),,{run_id},false,\n"
-        ",source_key,varchar(512),,{source_key},false,\n"
-        ",origin,string,,vendor-x,false,\n"
-    ))
+    config = table_dir(
+        SHEET_HEAD
+        + (
+            "id,id,integer,,,false,\n"
+            "country,country,varchar(2),strip,US,false,\n"
+            ",load_date,date,,{load_date},false,\n"
+            ",run_id,varchar(64),,{run_id},false,\n"
+            ",source_key,varchar(512),,{source_key},false,\n"
+            ",origin,string,,vendor-x,false,\n"
+        )
+    )
     source = write("t.csv", "id,country\n1,CA\n2,\n3,   \n")
     code, summary = run_cli(config, source, "--run-id", "run-42")
     assert code == 0, summary["error"]
-    rows = sql("SELECT id, country, load_date, run_id, source_key, origin FROM ref.t_codes "
-               "ORDER BY id")
+    rows = sql(
+        "SELECT id, country, load_date, run_id, source_key, origin FROM ref.t_codes ORDER BY id"
+    )
     today = dt.datetime.now(dt.UTC).date()
-    assert rows == [(1, "CA", today, "run-42", str(source), "vendor-x"),
-                    (2, "US", today, "run-42", str(source), "vendor-x"),
-                    (3, "US", today, "run-42", str(source), "vendor-x")]
+    assert rows == [
+        (1, "CA", today, "run-42", str(source), "vendor-x"),
+        (2, "US", today, "run-42", str(source), "vendor-x"),
+        (3, "US", today, "run-42", str(source), "vendor-x"),
+    ]
 
 
 def test_xlsx_mapping_sheet(tmp_path: Path):
@@ -117,30 +149,43 @@ def test_xlsx_mapping_sheet(tmp_path: Path):
     book.save(buffer)
     mapping = parse_sheet(buffer.getvalue(), "m.xlsx")
     assert [(c.source, c.target, str(c.data_type), c.nullable) for c in mapping.columns] == [
-        ("Code", "code", "varchar(3)", False), ("Rate", "rate", "decimal(10,4)", True)]
+        ("Code", "code", "varchar(3)", False),
+        ("Rate", "rate", "decimal(10,4)", True),
+    ]
 
 
 SHEET_ERRORS = [
-    ("a,a,intger,,,,", "m.csv, row 2, column 'data_type': unknown data type 'intger' "
-     "(did you mean 'integer'?)"),
+    (
+        "a,a,intger,,,,",
+        "m.csv, row 2, column 'data_type': unknown data type 'intger' (did you mean 'integer'?)",
+    ),
     ("a,a,varchar,,,,", "row 2, column 'data_type': varchar needs one length"),
     ('a,a,"decimal(40,2)",,,,', "decimal(p,s) needs 1 <= p <= 38"),
     ("a,a,integer(4),,,,", "data type 'integer' takes no size"),
-    ("a,a,string,zfil(5),,,", "row 2, column 'transform': unknown transform 'zfil' "
-     "(did you mean 'zfill'?)"),
+    (
+        "a,a,string,zfil(5),,,",
+        "row 2, column 'transform': unknown transform 'zfil' (did you mean 'zfill'?)",
+    ),
     ("a,a,string,zfill,,,", "transform 'zfill' takes 1 argument(s), got 0"),
     ("a,a,string,zfill(x),,,", "zfill needs a whole number"),
     ('a,a,string,"regex_replace(""["",x)",,,', "regex_replace pattern '[' is invalid"),
-    ("a,a,integer,,abc,,", "row 2, column 'default': default does not fit integer: is not a "
-     "valid integer (value 'abc')"),
-    (",a,string,,,,", "row 2, column 'default': a derived column (no source_column) needs a "
-     "default"),
+    (
+        "a,a,integer,,abc,,",
+        "row 2, column 'default': default does not fit integer: is not a "
+        "valid integer (value 'abc')",
+    ),
+    (
+        ",a,string,,,,",
+        "row 2, column 'default': a derived column (no source_column) needs a default",
+    ),
     ("a,,string,,,,", "row 2, column 'target_column': target_column is empty"),
     ("a,Zip Code,string,,,,", "identifier 'Zip Code' must be lower-case"),
     ("a,a,string,,,maybe,", "row 2, column 'nullable': nullable must be true or false"),
     ("a,a,string,,,,%Y", "format applies to date and timestamp columns, not string"),
-    ("a,a,string,,,,\nb,a,string,,,,", "row 3, column 'target_column': target_column 'a' "
-     "appears twice (also row 2)"),
+    (
+        "a,a,string,,,,\nb,a,string,,,,",
+        "row 3, column 'target_column': target_column 'a' appears twice (also row 2)",
+    ),
 ]
 
 
@@ -151,13 +196,21 @@ def test_sheet_error_names_row_column_value(row, message):
     assert message in str(caught.value)
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("source_column,target_column,data_type,nulable\na,a,string,true\n",
-     "m.csv, row 1: unknown mapping sheet column 'nulable' (did you mean 'nullable'?)"),
-    ("source_column,target_column\na,a\n", "m.csv, row 1: mapping sheet has no 'data_type' column"),
-    ("", "m.csv: mapping sheet is empty"),
-    (SHEET_HEAD, "m.csv: mapping sheet has no column rows"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "source_column,target_column,data_type,nulable\na,a,string,true\n",
+            "m.csv, row 1: unknown mapping sheet column 'nulable' (did you mean 'nullable'?)",
+        ),
+        (
+            "source_column,target_column\na,a\n",
+            "m.csv, row 1: mapping sheet has no 'data_type' column",
+        ),
+        ("", "m.csv: mapping sheet is empty"),
+        (SHEET_HEAD, "m.csv: mapping sheet has no column rows"),
+    ],
+)
 def test_sheet_structure_errors(text, message):
     with pytest.raises(ConfigError) as caught:
         parse_sheet(text.encode(), "m.csv")

@@ -10,13 +10,19 @@ from pathlib import Path
 from tests.conftest import CONFIGS, ROOT, SAMPLES, ZIP_CSV
 
 SEED_CONFIG = {
-    "table_name": "dim_zipcode", "redshift_schema": "public", "redshift_table": "dim_zipcode",
-    "source_format": "csv", "header_row": 1, "delimiter": ",",
+    "table_name": "dim_zipcode",
+    "redshift_schema": "public",
+    "redshift_table": "dim_zipcode",
+    "source_format": "csv",
+    "header_row": 1,
+    "delimiter": ",",
     "mapping_file": "s3://config-bucket/mappings/zipcode_mapping.xlsx",
     "truncate_before_load": True,
-    "quality_tests": [{"type": "row_count_match", "tolerance_pct": 0},
-                      {"type": "uniqueness", "columns": ["zipcode"]},
-                      {"type": "not_null", "columns": ["zipcode", "city", "state"]}],
+    "quality_tests": [
+        {"type": "row_count_match", "tolerance_pct": 0},
+        {"type": "uniqueness", "columns": ["zipcode"]},
+        {"type": "not_null", "columns": ["zipcode", "city", "state"]},
+    ],
 }
 
 
@@ -25,9 +31,23 @@ def test_seed_config_with_local_mapping_loads_every_us_zip(tmp_path: Path, wareh
     path = tmp_path / "dim_zipcode.json"
     path.write_text(json.dumps(config))
     done = subprocess.run(
-        [sys.executable, "-m", "handler", "run", "--config", str(path), "--source", str(ZIP_CSV),
-         "--warehouse", warehouse_url, "--json"],
-        capture_output=True, text=True, cwd=tmp_path, check=False,
+        [
+            sys.executable,
+            "-m",
+            "handler",
+            "run",
+            "--config",
+            str(path),
+            "--source",
+            str(ZIP_CSV),
+            "--warehouse",
+            warehouse_url,
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads(done.stdout)
@@ -57,19 +77,30 @@ def test_the_four_sample_tables_load_with_their_tests(run_cli, sql):
     # cp1252 decoded, three repeated vendor rows dropped
     assert sql("SELECT COUNT(*) FROM public.dim_currency") == [(178,)]
     assert sql("SELECT name FROM public.dim_currency WHERE currency_code = 'TOP'") == [
-        ("Pa’anga",)
+        ("Pa\u2019anga",)
     ]
     assert sql("SELECT COUNT(*) FROM public.dim_subdivision") == [(5046,)]
-    ri = sql("SELECT status, observed_value FROM etl_audit.data_quality_tests "
-             "WHERE test_type = 'referential_integrity'")
+    ri = sql(
+        "SELECT status, observed_value FROM etl_audit.data_quality_tests "
+        "WHERE test_type = 'referential_integrity'"
+    )
     assert ri == [("pass", "0")]
 
 
 def test_readme_sample_command_runs_on_a_clean_folder(tmp_path: Path):
     done = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "run_samples.py"), "--warehouse",
-         f"duckdb:///{tmp_path / 'demo.duckdb'}", "--curated-root", str(tmp_path / "curated")],
-        capture_output=True, text=True, cwd=tmp_path, check=False,
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "run_samples.py"),
+            "--warehouse",
+            f"duckdb:///{tmp_path / 'demo.duckdb'}",
+            "--curated-root",
+            str(tmp_path / "curated"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr[-2000:]
     for table in ("dim_zipcode", "dim_country", "dim_currency", "dim_subdivision"):

@@ -13,9 +13,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-MAPPING = ("source_column,target_column,data_type,transform,default,nullable,format\n"
-           "code,code,varchar(5),strip|zfill(3),,false,\nname,name,string,strip,,,\n")
-EXPECTED = [("004", "Afghanistan"), ("248", "Åland; \"Islands\"")]
+MAPPING = (
+    "source_column,target_column,data_type,transform,default,nullable,format\n"
+    "code,code,varchar(5),strip|zfill(3),,false,\nname,name,string,strip,,,\n"
+)
+EXPECTED = [("004", "Afghanistan"), ("248", 'Åland; "Islands"')]
 
 
 def _csv(delimiter: str = ",", quote: str = '"') -> str:
@@ -30,8 +32,11 @@ CSV_CASES = [
     ("semicolon", {"delimiter": ";"}, _csv(";").encode()),
     ("tab", {"delimiter": "\t"}, _csv("\t").encode()),
     ("pipe and single quotes", {"delimiter": "|", "quote_char": "'"}, _csv("|", "'").encode()),
-    ("preamble above header_row", {"header_row": 3},
-     ("Vendor export 2026-11-01\nconfidential\n" + _csv()).encode()),
+    (
+        "preamble above header_row",
+        {"header_row": 3},
+        ("Vendor export 2026-11-01\nconfidential\n" + _csv()).encode(),
+    ),
     ("cp1252", {"encoding": "cp1252"}, _csv().encode("cp1252")),
     ("utf-8 with BOM", {}, b"\xef\xbb\xbf" + _csv().encode()),
     ("gzip", {}, gzip.compress(_csv().encode())),
@@ -39,8 +44,9 @@ CSV_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("options", "content"), [c[1:] for c in CSV_CASES],
-                         ids=[c[0] for c in CSV_CASES])
+@pytest.mark.parametrize(
+    ("options", "content"), [c[1:] for c in CSV_CASES], ids=[c[0] for c in CSV_CASES]
+)
 def test_csv_variants(options, content, table_dir, write, run_cli, sql):
     config = table_dir(MAPPING, **options)
     code, summary = run_cli(config, write("t.csv", content))
@@ -54,7 +60,10 @@ def test_csv_value_with_newline_and_null_values(table_dir, write, run_cli, sql):
     code, summary = run_cli(config, source)
     assert code == 0, summary["error"]
     assert sql("SELECT code, name FROM ref.t_codes ORDER BY code") == [
-        ("001", "two\nlines"), ("002", None), ("003", None)]
+        ("001", "two\nlines"),
+        ("002", None),
+        ("003", None),
+    ]
 
 
 def _workbook(sheets: dict[str, list[list[object]]]) -> bytes:
@@ -69,12 +78,18 @@ def _workbook(sheets: dict[str, list[list[object]]]) -> bytes:
     return buffer.getvalue()
 
 
-COUNTRY_ROWS = [["Export of 2026-11-01"], ["code", "name"], [4, "Afghanistan"],
-                [248, 'Åland; "Islands"']]
+COUNTRY_ROWS = [
+    ["Export of 2026-11-01"],
+    ["code", "name"],
+    [4, "Afghanistan"],
+    [248, 'Åland; "Islands"'],
+]
 
 
 @pytest.mark.parametrize("sheet_name", ["Countries", 1])
-def test_excel_sheet_by_name_or_index_with_numeric_codes(sheet_name, table_dir, write, run_cli, sql):
+def test_excel_sheet_by_name_or_index_with_numeric_codes(
+    sheet_name, table_dir, write, run_cli, sql
+):
     data = _workbook({"Notes": [["ignore me"]], "Countries": COUNTRY_ROWS})
     config = table_dir(MAPPING, source_format="excel", sheet_name=sheet_name, header_row=2)
     code, summary = run_cli(config, write("t.xlsx", data))
@@ -83,29 +98,48 @@ def test_excel_sheet_by_name_or_index_with_numeric_codes(sheet_name, table_dir, 
 
 
 def test_excel_dates_numbers_and_error_rows(table_dir, write, run_cli, sql):
-    data = _workbook({"S": [["id", "day", "rate"], [1, dt.datetime(2024, 2, 29), 1.25],
-                            [2, dt.date(2024, 3, 1), 3], [None, None, None], [3, None, None]]})
-    config = table_dir("source_column,target_column,data_type\nid,id,integer\nday,day,date\n"
-                       "rate,rate,double\n", source_format="excel")
+    data = _workbook(
+        {
+            "S": [
+                ["id", "day", "rate"],
+                [1, dt.datetime(2024, 2, 29), 1.25],
+                [2, dt.date(2024, 3, 1), 3],
+                [None, None, None],
+                [3, None, None],
+            ]
+        }
+    )
+    config = table_dir(
+        "source_column,target_column,data_type\nid,id,integer\nday,day,date\nrate,rate,double\n",
+        source_format="excel",
+    )
     code, summary = run_cli(config, write("t.xlsx", data))
     assert code == 0, summary["error"]
     assert sql("SELECT id, day, rate FROM ref.t_codes ORDER BY id") == [
-        (1, dt.date(2024, 2, 29), 1.25), (2, dt.date(2024, 3, 1), 3.0), (3, None, None)]
+        (1, dt.date(2024, 2, 29), 1.25),
+        (2, dt.date(2024, 3, 1), 3.0),
+        (3, None, None),
+    ]
 
 
 def test_excel_unknown_sheet_lists_the_sheets(table_dir, write, run_cli):
     config = table_dir(MAPPING, source_format="excel", sheet_name="Countrys")
     code, summary = run_cli(config, write("t.xlsx", _workbook({"Countries": COUNTRY_ROWS})))
     assert code == 2
-    assert "workbook has no sheet 'Countrys' (did you mean 'Countries'?)" in (
-        summary["error"]["message"])
+    assert (
+        "workbook has no sheet 'Countrys' (did you mean 'Countries'?)"
+        in (summary["error"]["message"])
+    )
 
 
 @pytest.mark.parametrize("layout", ["lines", "array"])
 def test_json_lines_and_array(layout, table_dir, write, run_cli, sql):
     records = [{"code": 4, "name": "Afghanistan"}, {"code": "248", "name": 'Åland; "Islands"'}]
-    text = ("\n".join(json.dumps(r) for r in records) + "\n" if layout == "lines"
-            else json.dumps(records, indent=1))
+    text = (
+        "\n".join(json.dumps(r) for r in records) + "\n"
+        if layout == "lines"
+        else json.dumps(records, indent=1)
+    )
     config = table_dir(MAPPING, source_format="json")
     code, summary = run_cli(config, write("t.json", text))
     assert code == 0, summary["error"]
@@ -113,8 +147,9 @@ def test_json_lines_and_array(layout, table_dir, write, run_cli, sql):
 
 
 def test_parquet_source_is_read_as_text(table_dir, write, run_cli, sql):
-    table = pa.table({"code": pa.array([4, 248], pa.int64()),
-                      "name": ["Afghanistan", 'Åland; "Islands"']})
+    table = pa.table(
+        {"code": pa.array([4, 248], pa.int64()), "name": ["Afghanistan", 'Åland; "Islands"']}
+    )
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
     config = table_dir(MAPPING, source_format="parquet")

@@ -9,53 +9,103 @@ import pytest
 
 from handler import lambda_handler
 
-MAPPING = ("source_column,target_column,data_type,transform,default,nullable,format\n"
-           "code,code,varchar(3),,,false,\ncountry,country,varchar(2),,,,\nn,n,integer,,,,\n"
-           "name,name,string,,,,\n")
+MAPPING = (
+    "source_column,target_column,data_type,transform,default,nullable,format\n"
+    "code,code,varchar(3),,,false,\ncountry,country,varchar(2),,,,\nn,n,integer,,,,\n"
+    "name,name,string,,,,\n"
+)
 DATA = "code,country,n,name\nAA,US,1,alpha\nBB,US,2,beta\nCC,XX,3,Ωmega\nDD,,40,delta\n"
 
 CASES = [
     ({"type": "row_count_between", "min": 1, "max": 10}, "pass", "4", []),
     ({"type": "row_count_between", "min": 1, "max": 3}, "fail", "4", []),
     ({"type": "uniqueness", "columns": ["code"]}, "pass", "0", []),
-    ({"type": "uniqueness", "columns": ["country"]}, "fail", "1",
-     [{"country": "US", "occurrences": 2}]),
+    (
+        {"type": "uniqueness", "columns": ["country"]},
+        "fail",
+        "1",
+        [{"country": "US", "occurrences": 2}],
+    ),
     ({"type": "not_null", "columns": ["code", "n"]}, "pass", "0", []),
-    ({"type": "not_null", "columns": ["country"]}, "fail", "1",
-     [{"code": "DD", "country": None, "n": 40, "name": "delta"}]),
+    (
+        {"type": "not_null", "columns": ["country"]},
+        "fail",
+        "1",
+        [{"code": "DD", "country": None, "n": 40, "name": "delta"}],
+    ),
     ({"type": "accepted_values", "column": "country", "values": ["US", "XX"]}, "pass", "0", []),
-    ({"type": "accepted_values", "column": "country", "values": ["US"]}, "fail", "1",
-     [{"code": "CC", "country": "XX", "n": 3, "name": "Ωmega"}]),
+    (
+        {"type": "accepted_values", "column": "country", "values": ["US"]},
+        "fail",
+        "1",
+        [{"code": "CC", "country": "XX", "n": 3, "name": "Ωmega"}],
+    ),
     ({"type": "accepted_values", "column": "n", "values": [1, 2, 3, 40]}, "pass", "0", []),
     ({"type": "range", "column": "n", "min": 1, "max": 100}, "pass", "0", []),
-    ({"type": "range", "column": "n", "max": 10}, "fail", "1",
-     [{"code": "DD", "country": None, "n": 40, "name": "delta"}]),
+    (
+        {"type": "range", "column": "n", "max": 10},
+        "fail",
+        "1",
+        [{"code": "DD", "country": None, "n": 40, "name": "delta"}],
+    ),
     ({"type": "regex", "column": "code", "pattern": "^[A-Z]{2}$"}, "pass", "0", []),
-    ({"type": "regex", "column": "country", "pattern": "^U"}, "fail", "1",
-     [{"code": "CC", "country": "XX", "n": 3, "name": "Ωmega"}]),
+    (
+        {"type": "regex", "column": "country", "pattern": "^U"},
+        "fail",
+        "1",
+        [{"code": "CC", "country": "XX", "n": 3, "name": "Ωmega"}],
+    ),
     ({"type": "max_length", "column": "name", "bytes": 6}, "pass", "0", []),
-    ({"type": "max_length", "column": "name", "bytes": 5}, "fail", "1",
-     [{"code": "CC", "country": "XX", "n": 3, "name": "Ωmega"}]),
-    ({"type": "referential_integrity", "columns": ["country"], "ref_table": "ref.countries",
-      "ref_columns": ["alpha_2"]}, "fail", "1",
-     [{"code": "CC", "country": "XX", "n": 3, "name": "Ωmega"}]),
-    ({"type": "referential_integrity", "columns": ["code"], "ref_table": "ref.t_codes",
-      "ref_columns": ["code"]}, "pass", "0", []),
+    (
+        {"type": "max_length", "column": "name", "bytes": 5},
+        "fail",
+        "1",
+        [{"code": "CC", "country": "XX", "n": 3, "name": "Ωmega"}],
+    ),
+    (
+        {
+            "type": "referential_integrity",
+            "columns": ["country"],
+            "ref_table": "ref.countries",
+            "ref_columns": ["alpha_2"],
+        },
+        "fail",
+        "1",
+        [{"code": "CC", "country": "XX", "n": 3, "name": "Ωmega"}],
+    ),
+    (
+        {
+            "type": "referential_integrity",
+            "columns": ["code"],
+            "ref_table": "ref.t_codes",
+            "ref_columns": ["code"],
+        },
+        "pass",
+        "0",
+        [],
+    ),
     ({"type": "custom_sql", "sql": "SELECT code, n FROM {table} WHERE n > 100"}, "pass", "0", []),
-    ({"type": "custom_sql", "sql": "SELECT code, n FROM {table} WHERE n > 10"}, "fail", "1",
-     [{"code": "DD", "n": 40}]),
+    (
+        {"type": "custom_sql", "sql": "SELECT code, n FROM {table} WHERE n > 10"},
+        "fail",
+        "1",
+        [{"code": "DD", "n": 40}],
+    ),
 ]
 
 
 @pytest.fixture
 def countries(warehouse_url):
     with duckdb.connect(warehouse_url.removeprefix("duckdb:///")) as con:
-        con.execute("CREATE SCHEMA ref; CREATE TABLE ref.countries (alpha_2 VARCHAR);"
-                    "INSERT INTO ref.countries VALUES ('US')")
+        con.execute(
+            "CREATE SCHEMA ref; CREATE TABLE ref.countries (alpha_2 VARCHAR);"
+            "INSERT INTO ref.countries VALUES ('US')"
+        )
 
 
-@pytest.mark.parametrize(("test", "status", "observed", "samples"), CASES,
-                         ids=[f"{c[0]['type']}-{c[1]}" for c in CASES])
+@pytest.mark.parametrize(
+    ("test", "status", "observed", "samples"), CASES, ids=[f"{c[0]['type']}-{c[1]}" for c in CASES]
+)
 def test_check(test, status, observed, samples, countries, table_dir, write, run_cli, sql):
     config = table_dir(MAPPING, quality_tests=[test])
     code, summary = run_cli(config, write("t.csv", DATA))
@@ -63,28 +113,46 @@ def test_check(test, status, observed, samples, countries, table_dir, write, run
     [check] = summary["checks"]
     assert (check["type"], check["status"]) == (test["type"], status)
     [(audit_status, audit_observed, details)] = sql(
-        "SELECT status, observed_value, details FROM etl_audit.data_quality_tests "
-        "WHERE run_id = ?", summary["run_id"])
+        "SELECT status, observed_value, details FROM etl_audit.data_quality_tests WHERE run_id = ?",
+        summary["run_id"],
+    )
     assert (audit_status, audit_observed) == (status, observed)
     assert json.loads(details)["sample_rows"] == samples
 
 
 def test_warn_failure_keeps_the_run_green_and_is_recorded(table_dir, write, run_cli, sql):
-    config = table_dir(MAPPING, quality_tests=[
-        {"type": "not_null", "columns": ["country"], "severity": "warn", "name": "country_set"}])
+    config = table_dir(
+        MAPPING,
+        quality_tests=[
+            {"type": "not_null", "columns": ["country"], "severity": "warn", "name": "country_set"}
+        ],
+    )
     code, summary = run_cli(config, write("t.csv", DATA))
     assert code == 0
     assert summary["status"] == "passed"
-    assert summary["checks"][0] | {} == {"name": "country_set", "type": "not_null",
-                                         "severity": "warn", "status": "fail", "observed": 1,
-                                         "expected": 0}
+    assert summary["checks"][0] | {} == {
+        "name": "country_set",
+        "type": "not_null",
+        "severity": "warn",
+        "status": "fail",
+        "observed": 1,
+        "expected": 0,
+    }
     assert sql("SELECT severity, status FROM etl_audit.data_quality_tests") == [("warn", "fail")]
 
 
 def test_a_check_that_cannot_run_is_an_error_and_fails_the_run(table_dir, write, run_cli, sql):
-    config = table_dir(MAPPING, quality_tests=[
-        {"type": "referential_integrity", "columns": ["country"], "ref_table": "ref.missing",
-         "ref_columns": ["alpha_2"]}])
+    config = table_dir(
+        MAPPING,
+        quality_tests=[
+            {
+                "type": "referential_integrity",
+                "columns": ["country"],
+                "ref_table": "ref.missing",
+                "ref_columns": ["alpha_2"],
+            }
+        ],
+    )
     code, summary = run_cli(config, write("t.csv", DATA))
     assert code == 1
     assert summary["checks"][0]["status"] == "error"
@@ -105,7 +173,14 @@ def test_row_count_match_compares_ingest_with_the_target(table_dir, write, run_c
     code, summary = run_cli(config, write("a.csv", DATA))
     assert code == 0 and summary["checks"][0]["observed"] == 4
     # A manual re-run of validate that claims ingest wrote 5 rows: 4 is within 10%? No: 20%.
-    result = lambda_handler({"step": "validate", "config": str(config), "run_id": "manual-1",
-                             "rows_written": 5, "warehouse": warehouse_url})
+    result = lambda_handler(
+        {
+            "step": "validate",
+            "config": str(config),
+            "run_id": "manual-1",
+            "rows_written": 5,
+            "warehouse": warehouse_url,
+        }
+    )
     assert result["validation"] == "failed"
     assert (result["checks"][0]["observed"], result["checks"][0]["expected"]) == (4, 5)

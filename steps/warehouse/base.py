@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -96,9 +96,14 @@ class Warehouse:
     dialect: ClassVar[str] = "base"
     placeholder: ClassVar[str] = "%s"
     TYPE_NAMES: ClassVar[dict[str, str]] = {
-        "string": "VARCHAR(65535)", "smallint": "SMALLINT", "integer": "INTEGER",
-        "bigint": "BIGINT", "double": "DOUBLE PRECISION", "boolean": "BOOLEAN",
-        "date": "DATE", "timestamp": "TIMESTAMP",
+        "string": "VARCHAR(65535)",
+        "smallint": "SMALLINT",
+        "integer": "INTEGER",
+        "bigint": "BIGINT",
+        "double": "DOUBLE PRECISION",
+        "boolean": "BOOLEAN",
+        "date": "DATE",
+        "timestamp": "TIMESTAMP",
     }
 
     def __init__(self, url: str) -> None:
@@ -189,10 +194,9 @@ class Warehouse:
         self.execute("COMMIT")
 
     def rollback(self) -> None:
-        try:
+        # The connection may be gone; the server rolls back on its own then.
+        with suppress(RefloadError):
             self.execute("ROLLBACK")
-        except RefloadError:
-            pass  # the connection may be gone; the server rolls back on its own then
 
     # --- names and types -------------------------------------------------------------
 
@@ -228,9 +232,7 @@ class Warehouse:
     def ensure_audit_tables(self) -> None:
         self.execute(f"CREATE SCHEMA IF NOT EXISTS {self.quote(AUDIT_SCHEMA)}")
         for name, columns in AUDIT_TABLES.items():
-            self.execute(
-                f"CREATE TABLE IF NOT EXISTS {self.table(AUDIT_SCHEMA, name)} ({columns})"
-            )
+            self.execute(f"CREATE TABLE IF NOT EXISTS {self.table(AUDIT_SCHEMA, name)} ({columns})")
 
     def table_columns(self, schema: str, name: str) -> list[str]:
         rows = self.query(
@@ -265,7 +267,8 @@ class Warehouse:
                 parts.append(f"table columns not in the mapping: {', '.join(extra)}")
             raise ConfigError(
                 f"target {schema}.{name} does not match the mapping ({'; '.join(parts)}); "
-                "alter the table or the sheet", file=mapping.uri,
+                "alter the table or the sheet",
+                file=mapping.uri,
             )
         return False
 
@@ -335,9 +338,21 @@ class Warehouse:
             "source_uri, source_version, content_hash, config_hash, curated_uri, load_mode, "
             "rows_loaded, rows_before, rows_after, loaded_at) "
             "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (entry.run_id, entry.table_name, entry.target, entry.source_uri,
-             entry.source_version, entry.content_hash, entry.config_hash, entry.curated_uri,
-             entry.load_mode, rows_loaded, before, after, utcnow()),
+            (
+                entry.run_id,
+                entry.table_name,
+                entry.target,
+                entry.source_uri,
+                entry.source_version,
+                entry.content_hash,
+                entry.config_hash,
+                entry.curated_uri,
+                entry.load_mode,
+                rows_loaded,
+                before,
+                after,
+                utcnow(),
+            ),
         )
 
     def publish(
@@ -356,8 +371,13 @@ class Warehouse:
         if previous:
             run_id, rows = previous
             count = self.count(target)
-            return PublishResult(False, rows, count, count,
-                                 f"already published by run {run_id} (same content and config)")
+            return PublishResult(
+                False,
+                rows,
+                count,
+                count,
+                f"already published by run {run_id} (same content and config)",
+            )
         staging = self.staging_name(entry.run_id)
         self.execute(f"DROP TABLE IF EXISTS {self.quote(staging)}")
         self.stage(staging, target, data, entry.curated_uri)
@@ -366,8 +386,10 @@ class Warehouse:
                 doubled = self.duplicate_key_in(staging, key)
                 if doubled:
                     value = ", ".join(f"{k}={v!r}" for k, v in zip(key, doubled, strict=True))
-                    raise RejectedInput(f"duplicate primary key ({value}) in the incoming rows",
-                                        file=entry.curated_uri)
+                    raise RejectedInput(
+                        f"duplicate primary key ({value}) in the incoming rows",
+                        file=entry.curated_uri,
+                    )
             columns = mapping.targets
             with self.transaction():
                 before = self.count(target)
@@ -396,22 +418,45 @@ class Warehouse:
                     f"INSERT INTO {self.table(AUDIT_SCHEMA, 'data_quality_tests')} (run_id, "
                     "table_name, test_name, test_type, severity, status, observed_value, expected, "
                     "details, executed_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    (run_id, table_name, r["name"], r["type"], r["severity"], r["status"],
-                     _text(r["observed"]), _text(r["expected"]),
-                     json.dumps(r["details"], default=str), now),
+                    (
+                        run_id,
+                        table_name,
+                        r["name"],
+                        r["type"],
+                        r["severity"],
+                        r["status"],
+                        _text(r["observed"]),
+                        _text(r["expected"]),
+                        json.dumps(r["details"], default=str),
+                        now,
+                    ),
                 )
 
     def record_step(
-        self, run_id: str, table_name: str | None, step: str, status: str,
-        error: dict[str, str] | None, source_uri: str | None, details: dict[str, Any],
+        self,
+        run_id: str,
+        table_name: str | None,
+        step: str,
+        status: str,
+        error: dict[str, str] | None,
+        source_uri: str | None,
+        details: dict[str, Any],
     ) -> None:
         self.execute(
             f"INSERT INTO {self.table(AUDIT_SCHEMA, 'run_log')} (run_id, table_name, step, "
             "status, error_type, error_message, source_uri, details, logged_at) "
             "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (run_id, table_name, step, status, error and error["type"],
-             error and error["message"][:65000], source_uri,
-             json.dumps(details, default=str), utcnow()),
+            (
+                run_id,
+                table_name,
+                step,
+                status,
+                error and error["type"],
+                error and error["message"][:65000],
+                source_uri,
+                json.dumps(details, default=str),
+                utcnow(),
+            ),
         )
 
 

@@ -23,7 +23,9 @@ class DuckDBWarehouse(Warehouse):
     dialect = "duckdb"
     placeholder = "?"
     TYPE_NAMES: ClassVar[dict[str, str]] = {
-        **Warehouse.TYPE_NAMES, "string": "VARCHAR", "double": "DOUBLE",
+        **Warehouse.TYPE_NAMES,
+        "string": "VARCHAR",
+        "double": "DOUBLE",
     }
 
     def _connect(self) -> Any:
@@ -45,8 +47,9 @@ class DuckDBWarehouse(Warehouse):
     def translate_error(self, error: Exception) -> RefloadError:
         import duckdb
 
-        if isinstance(error, (duckdb.IOException, duckdb.TransactionException,
-                              duckdb.ConnectionException)):
+        if isinstance(
+            error, (duckdb.IOException, duckdb.TransactionException, duckdb.ConnectionException)
+        ):
             return WarehouseUnavailable(f"duckdb: {error}")
         return InfrastructureError(f"duckdb error: {error}")
 

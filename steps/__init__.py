@@ -1,0 +1,1 @@
+"""refload steps: ingest, load, validate, notify, and the pieces they share."""
