@@ -60,6 +60,9 @@ def to_payload(event: dict[str, Any]) -> dict[str, Any]:
     """Any accepted event -> a complete step payload (with a run_id)."""
     if not isinstance(event, dict):
         raise ConfigError(f"event must be a JSON object, got {type(event).__name__}")
+    if isinstance(event.get("state"), dict) and "step" in event:
+        # A state machine Task sends {"step": ..., "state": <the execution's state>}.
+        event = {**event["state"], "step": event["step"]}
     landed = _landed_object(event)
     if landed:
         bucket, key, _version = landed

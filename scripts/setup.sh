@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Create .venv and install refload with pinned versions (constraints.txt).
+# Usage: scripts/setup.sh [dev]   -- "dev" adds test and lint tools.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extra=""
+[ "${1:-}" = "dev" ] && extra="[dev]"
+python3 -m venv .venv
+stamp=".venv/.refload-installed${extra}"
+want=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  .venv/bin/python -m pip install --quiet --upgrade pip
+  .venv/bin/python -m pip install --quiet -c constraints.txt -e ".${extra}"
+  echo "$want" > "$stamp"
+fi
