@@ -9,7 +9,7 @@ python3 -m venv .venv
 stamp=".venv/.refload-installed${extra}"
 want=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -c constraints.txt -e ".${extra}"
+  .venv/bin/python -m pip install -qq --upgrade pip
+  .venv/bin/python -m pip install -qq -c constraints.txt -e ".${extra}"
   echo "$want" > "$stamp"
 fi

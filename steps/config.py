@@ -214,6 +214,14 @@ class TableConfig(_Strict):
     primary_key: list[str] = Field(default_factory=list)
     dedupe: bool = True
     max_reject_pct: float = Field(default=0, ge=0, le=100)
+    redshift_sort_key: list[str] = Field(default_factory=list)
+    redshift_dist_key: str | None = Field(
+        default=None, description="Default: DISTSTYLE ALL (a copy on every node)."
+    )
+    allow_new_columns: bool = Field(
+        default=False,
+        description="Add nullable mapping columns missing from an existing target.",
+    )
     source_prefix: str | None = Field(
         default=None,
         description="Object-key prefix that routes landed files to this table "
@@ -226,10 +234,15 @@ class TableConfig(_Strict):
     def _check_identifier(cls, value: str | None) -> str | None:
         return None if value is None else _identifier(value)
 
-    @field_validator("primary_key")
+    @field_validator("primary_key", "redshift_sort_key")
     @classmethod
-    def _check_primary_key(cls, value: list[str]) -> list[str]:
+    def _check_column_list(cls, value: list[str]) -> list[str]:
         return [_identifier(c) for c in value]
+
+    @field_validator("redshift_dist_key")
+    @classmethod
+    def _check_dist_key(cls, value: str | None) -> str | None:
+        return None if value is None else _identifier(value)
 
     @field_validator("encoding")
     @classmethod

@@ -31,7 +31,14 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
     )
     with open_warehouse(payload.get("warehouse")) as warehouse:
         warehouse.ensure_audit_tables()
-        created = warehouse.ensure_target(config.redshift_schema, config.target_table, spec.mapping)
+        created = warehouse.ensure_target(
+            config.redshift_schema,
+            config.target_table,
+            spec.mapping,
+            sort_key=config.redshift_sort_key,
+            dist_key=config.redshift_dist_key,
+            allow_new_columns=config.allow_new_columns,
+        )
         result = warehouse.publish(
             entry,
             config.redshift_schema,

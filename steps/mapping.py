@@ -331,6 +331,8 @@ def check_against_config(mapping: Mapping, config: TableConfig, config_uri: str)
                 )
 
     require("primary_key", config.primary_key)
+    require("redshift_sort_key", config.redshift_sort_key)
+    require("redshift_dist_key", [config.redshift_dist_key] if config.redshift_dist_key else [])
     for i, test in enumerate(config.quality_tests):
         if hasattr(test, "columns"):
             require(f"quality_tests[{i}].columns", test.columns)

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import duckdb
 import pytest
 
 from handler.cli import main
 from steps import storage
+from steps.warehouse import DIALECTS
+from tests.warehouses import STATEMENTS, RedshiftProxy
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
@@ -37,19 +41,83 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]
     storage.set_s3_client(None)
 
 
+POSTGRES_URL = os.environ.get(
+    "REFLOAD_TEST_POSTGRES_URL", "postgresql://refload:refload@127.0.0.1:5432/refload_test"
+)
+COPY_ROLE = "arn:aws:iam::123456789012:role/refload-copy"
+WAREHOUSES = ["duckdb", "postgresql", "redshift"]
+
+
+@pytest.fixture(scope="session")
+def redshift_proxy() -> Iterator[RedshiftProxy]:
+    proxy = RedshiftProxy(upstream_port=urlsplit(POSTGRES_URL).port or 5432)
+    yield proxy
+    proxy.close()
+
+
+def _reset_postgres() -> None:
+    import psycopg
+
+    try:
+        con = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as error:
+        pytest.fail(
+            f"PostgreSQL is not reachable at {POSTGRES_URL}: run scripts/start_postgres.sh"
+            f" ({error})"
+        )
+    with con:
+        schemas = [
+            r[0]
+            for r in con.execute(
+                "SELECT nspname FROM pg_namespace WHERE nspowner = current_user::regrole "
+                "AND nspname NOT LIKE 'pg_%'"
+            ).fetchall()
+        ]
+        for schema in schemas:
+            con.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        con.execute("CREATE SCHEMA IF NOT EXISTS public")
+
+
+@pytest.fixture(params=WAREHOUSES)
+def warehouse_url(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """The same test on DuckDB, PostgreSQL and Redshift (the real driver, through the proxy)."""
+    if request.param == "duckdb":
+        return f"duckdb:///{tmp_path / 'warehouse.duckdb'}"
+    _reset_postgres()
+    if request.param == "postgresql":
+        return POSTGRES_URL
+    proxy = request.getfixturevalue("redshift_proxy")
+    monkeypatch.setitem(DIALECTS, "redshift", "tests.warehouses:RedshiftThroughProxy")
+    STATEMENTS.clear()
+    parts = urlsplit(POSTGRES_URL)
+    return (
+        f"redshift://{parts.username}:{parts.password}@127.0.0.1:{proxy.port}"
+        f"{parts.path}?ssl=false&iam_role={COPY_ROLE}"
+    )
+
+
 @pytest.fixture
-def warehouse_url(tmp_path: Path) -> str:
-    return f"duckdb:///{tmp_path / 'warehouse.duckdb'}"
+def dialect(warehouse_url: str) -> str:
+    return warehouse_url.split("://", 1)[0]
 
 
 @pytest.fixture
 def sql(warehouse_url: str) -> Callable[..., list[tuple[Any, ...]]]:
-    """Query the test warehouse read-only, as a user would."""
+    """Run SQL on the test warehouse, as a user would (`?` placeholders)."""
 
     def query(statement: str, *params: Any) -> list[tuple[Any, ...]]:
-        path = warehouse_url.removeprefix("duckdb:///")
-        with duckdb.connect(path, read_only=True) as con:
-            return con.execute(statement, list(params) or None).fetchall()
+        if warehouse_url.startswith("duckdb"):
+            path = warehouse_url.removeprefix("duckdb:///")
+            with duckdb.connect(path) as con:
+                result = con.execute(statement, list(params) or None)
+                return result.fetchall() if result.description else []
+        import psycopg
+
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as con:
+            cursor = con.execute(statement.replace("?", "%s"), params or None)
+            return [tuple(r) for r in cursor.fetchall()] if cursor.description else []
 
     return query
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import duckdb
 import pytest
 
 MAPPING = (
@@ -101,10 +100,9 @@ def test_failure_inside_the_publish_transaction_leaves_the_target_as_it_was(
     config = table_dir(MAPPING)
     assert run_cli(config, write("a.csv", "code,n\nAA,1\nBB,2\n"))[0] == 0
     # Break the ledger so its INSERT (the last statement of the transaction) fails.
-    with duckdb.connect(warehouse_url.removeprefix("duckdb:///")) as con:
-        con.execute("ALTER TABLE etl_audit.load_ledger ADD COLUMN must_have INTEGER DEFAULT 1")
-        con.execute("ALTER TABLE etl_audit.load_ledger ALTER COLUMN must_have SET NOT NULL")
-        con.execute("ALTER TABLE etl_audit.load_ledger ALTER COLUMN must_have DROP DEFAULT")
+    sql("ALTER TABLE etl_audit.load_ledger ADD COLUMN must_have INTEGER DEFAULT 1")
+    sql("ALTER TABLE etl_audit.load_ledger ALTER COLUMN must_have SET NOT NULL")
+    sql("ALTER TABLE etl_audit.load_ledger ALTER COLUMN must_have DROP DEFAULT")
     code, summary = run_cli(config, write("b.csv", "code,n\nCC,3\n"))
     assert code == 3
     assert summary["status"] == "error"
@@ -113,13 +111,23 @@ def test_failure_inside_the_publish_transaction_leaves_the_target_as_it_was(
     assert len(_ledger(sql)) == 1
 
 
-def test_target_is_created_from_the_mapping_with_its_types(table_dir, write, run_cli, sql):
+CREATED_TYPES = {
+    "duckdb": [("code", "VARCHAR", "NO"), ("n", "INTEGER", "YES")],
+    "postgresql": [("code", "character varying", "NO"), ("n", "integer", "YES")],
+    "redshift": [("code", "character varying", "NO"), ("n", "integer", "YES")],
+}
+
+
+def test_target_is_created_from_the_mapping_with_its_types(table_dir, write, run_cli, sql, dialect):
     config = table_dir(MAPPING)
     assert run_cli(config, write("a.csv", "code,n\nAA,1\n"))[0] == 0
-    assert sql(
-        "SELECT column_name, data_type, is_nullable FROM information_schema.columns "
-        "WHERE table_schema = 'ref' AND table_name = 't_codes' ORDER BY ordinal_position"
-    ) == [("code", "VARCHAR", "NO"), ("n", "INTEGER", "YES")]
+    assert (
+        sql(
+            "SELECT column_name, data_type, is_nullable FROM information_schema.columns "
+            "WHERE table_schema = 'ref' AND table_name = 't_codes' ORDER BY ordinal_position"
+        )
+        == CREATED_TYPES[dialect]
+    )
 
 
 def test_drift_between_table_and_mapping_is_refused_before_staging(table_dir, write, run_cli, sql):

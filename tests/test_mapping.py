@@ -46,48 +46,65 @@ def test_transform(transform, raw, expected, table_dir, write, run_cli, sql):
 
 
 DATA_TYPES = [
-    ("string", "", " 02134", "02134", "VARCHAR"),
-    ("varchar(5)", "", "00501", "00501", "VARCHAR"),
-    ("smallint", "", "-32768", -32768, "SMALLINT"),
-    ("integer", "", "2147483647", 2147483647, "INTEGER"),
-    ("bigint", "", "9007199254740993", 9007199254740993, "BIGINT"),
-    ("decimal(9,4)", "", "40.8154", Decimal("40.8154"), "DECIMAL(9,4)"),
-    ("decimal(9,4)", "", "-73.04515", Decimal("-73.0452"), "DECIMAL(9,4)"),
+    ("string", "", " 02134", "02134"),
+    ("varchar(5)", "", "00501", "00501"),
+    ("smallint", "", "-32768", -32768),
+    ("integer", "", "2147483647", 2147483647),
+    ("bigint", "", "9007199254740993", 9007199254740993),
+    ("decimal(9,4)", "", "40.8154", Decimal("40.8154")),
+    ("decimal(9,4)", "", "-73.04515", Decimal("-73.0452")),
     (
         "decimal(38,10)",
         "",
         "1234567890123456789012345678.0123456789",
         Decimal("1234567890123456789012345678.0123456789"),
-        "DECIMAL(38,10)",
     ),
-    ("double", "", "1.5e3", 1500.0, "DOUBLE"),
-    ("boolean", "", "Yes", True, "BOOLEAN"),
-    ("boolean", "", "0", False, "BOOLEAN"),
-    ("date", "", "2024-02-29", dt.date(2024, 2, 29), "DATE"),
-    ("date", "%m/%d/%Y", "02/29/2024", dt.date(2024, 2, 29), "DATE"),
-    (
-        "timestamp",
-        "",
-        "2024-02-29 13:45:01.123456",
-        dt.datetime(2024, 2, 29, 13, 45, 1, 123456),
-        "TIMESTAMP",
-    ),
-    (
-        "timestamp",
-        "%d.%m.%Y %H:%M",
-        "29.02.2024 13:45",
-        dt.datetime(2024, 2, 29, 13, 45),
-        "TIMESTAMP",
-    ),
+    ("double", "", "1.5e3", 1500.0),
+    ("boolean", "", "Yes", True),
+    ("boolean", "", "0", False),
+    ("date", "", "2024-02-29", dt.date(2024, 2, 29)),
+    ("date", "%m/%d/%Y", "02/29/2024", dt.date(2024, 2, 29)),
+    ("timestamp", "", "2024-02-29 13:45:01.123456", dt.datetime(2024, 2, 29, 13, 45, 1, 123456)),
+    ("timestamp", "%d.%m.%Y %H:%M", "29.02.2024 13:45", dt.datetime(2024, 2, 29, 13, 45)),
 ]
+# information_schema's name for each mapping type, per warehouse
+SQL_TYPES = {
+    "duckdb": {
+        "string": "VARCHAR",
+        "varchar(5)": "VARCHAR",
+        "smallint": "SMALLINT",
+        "integer": "INTEGER",
+        "bigint": "BIGINT",
+        "decimal(9,4)": "DECIMAL(9,4)",
+        "decimal(38,10)": "DECIMAL(38,10)",
+        "double": "DOUBLE",
+        "boolean": "BOOLEAN",
+        "date": "DATE",
+        "timestamp": "TIMESTAMP",
+    },
+    "postgresql": {
+        "string": "text",
+        "varchar(5)": "character varying",
+        "smallint": "smallint",
+        "integer": "integer",
+        "bigint": "bigint",
+        "decimal(9,4)": "numeric",
+        "decimal(38,10)": "numeric",
+        "double": "double precision",
+        "boolean": "boolean",
+        "date": "date",
+        "timestamp": "timestamp without time zone",
+    },
+}
+SQL_TYPES["redshift"] = {**SQL_TYPES["postgresql"], "string": "character varying"}
 
 
 @pytest.mark.parametrize(
-    ("data_type", "fmt", "raw", "expected", "sql_type"),
+    ("data_type", "fmt", "raw", "expected"),
     DATA_TYPES,
-    ids=[f"{t}-{r}" for t, _, r, _, _ in DATA_TYPES],
+    ids=[f"{t}-{r}" for t, _, r, _ in DATA_TYPES],
 )
-def test_data_type(data_type, fmt, raw, expected, sql_type, table_dir, write, run_cli, sql):
+def test_data_type(data_type, fmt, raw, expected, table_dir, write, run_cli, sql, dialect):
     config = table_dir(SHEET_HEAD + f'id,id,integer,,,false,\nv,v,"{data_type}",strip,,,{fmt}\n')
     source = write("t.csv", f'id,v\n1,"{raw}"\n2,\n')
     code, summary = run_cli(config, source)
@@ -96,7 +113,7 @@ def test_data_type(data_type, fmt, raw, expected, sql_type, table_dir, write, ru
     assert sql(
         "SELECT data_type FROM information_schema.columns WHERE table_name = 't_codes' "
         "AND column_name = 'v'"
-    ) == [(sql_type,)]
+    ) == [(SQL_TYPES[dialect][data_type],)]
 
 
 def test_curated_parquet_is_typed_by_the_mapping(table_dir, write, run_cli):

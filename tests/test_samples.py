@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
+
 from tests.conftest import CONFIGS, ROOT, SAMPLES, ZIP_CSV
 
 SEED_CONFIG = {
@@ -26,7 +28,13 @@ SEED_CONFIG = {
 }
 
 
-def test_seed_config_with_local_mapping_loads_every_us_zip(tmp_path: Path, warehouse_url, sql):
+def test_seed_config_with_local_mapping_loads_every_us_zip(tmp_path: Path):
+    warehouse_url = f"duckdb:///{tmp_path / 'w.duckdb'}"
+
+    def sql(statement: str) -> list[tuple[object, ...]]:
+        with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as con:
+            return con.execute(statement).fetchall()
+
     config = dict(SEED_CONFIG, mapping_file=str(CONFIGS / "mappings" / "zipcode_mapping.xlsx"))
     path = tmp_path / "dim_zipcode.json"
     path.write_text(json.dumps(config))

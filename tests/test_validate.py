@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import duckdb
 import pytest
 
 from handler import lambda_handler
@@ -95,12 +94,10 @@ CASES = [
 
 
 @pytest.fixture
-def countries(warehouse_url):
-    with duckdb.connect(warehouse_url.removeprefix("duckdb:///")) as con:
-        con.execute(
-            "CREATE SCHEMA ref; CREATE TABLE ref.countries (alpha_2 VARCHAR);"
-            "INSERT INTO ref.countries VALUES ('US')"
-        )
+def countries(sql):
+    sql("CREATE SCHEMA ref")
+    sql("CREATE TABLE ref.countries (alpha_2 VARCHAR(2))")
+    sql("INSERT INTO ref.countries VALUES ('US')")
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,9 @@ DEFAULT_URL = "duckdb:///refload.duckdb"
 # URL scheme -> "module:class"; the module is imported only when used.
 DIALECTS = {
     "duckdb": "steps.warehouse.duckdb_dialect:DuckDBWarehouse",
+    "postgresql": "steps.warehouse.postgres:PostgresWarehouse",
+    "postgres": "steps.warehouse.postgres:PostgresWarehouse",
+    "redshift": "steps.warehouse.redshift:RedshiftWarehouse",
 }
 
 

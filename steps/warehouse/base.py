@@ -86,6 +86,56 @@ class PublishResult:
     skipped_reason: str | None = None
 
 
+_TYPE_FAMILIES = {
+    "character varying": "varchar",
+    "varchar": "varchar",
+    "text": "varchar",
+    "character": "varchar",
+    "smallint": "smallint",
+    "int2": "smallint",
+    "integer": "integer",
+    "int": "integer",
+    "int4": "integer",
+    "bigint": "bigint",
+    "int8": "bigint",
+    "numeric": "decimal",
+    "decimal": "decimal",
+    "double precision": "double",
+    "double": "double",
+    "float8": "double",
+    "boolean": "boolean",
+    "bool": "boolean",
+    "date": "date",
+    "timestamp without time zone": "timestamp",
+    "timestamp": "timestamp",
+}
+
+
+def type_signature(
+    data_type: str, length: Any = None, precision: Any = None, scale: Any = None
+) -> str:
+    """A declared type as one comparable string across dialects: varchar(5), decimal(9,4)."""
+    text = data_type.strip().lower()
+    base, _, args = text.partition("(")
+    family = _TYPE_FAMILIES.get(base.strip(), base.strip())
+    numbers = [a.strip() for a in args.rstrip(")").split(",") if a.strip()]
+    if family == "varchar":
+        size = length or (numbers[0] if numbers else None)
+        return f"varchar({size})" if size else "varchar"
+    if family == "decimal":
+        if numbers:
+            precision, scale = numbers[0], numbers[1] if len(numbers) > 1 else 0
+        return f"decimal({precision},{scale})" if precision is not None else "decimal"
+    return family
+
+
+def _same_type(declared: str, wanted: str) -> bool:
+    # DuckDB does not keep VARCHAR lengths; an unbounded side matches any length.
+    if declared.startswith("varchar") and wanted.startswith("varchar"):
+        return "(" not in declared or "(" not in wanted or declared == wanted
+    return declared == wanted
+
+
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
@@ -234,15 +284,24 @@ class Warehouse:
         for name, columns in AUDIT_TABLES.items():
             self.execute(f"CREATE TABLE IF NOT EXISTS {self.table(AUDIT_SCHEMA, name)} ({columns})")
 
-    def table_columns(self, schema: str, name: str) -> list[str]:
+    def table_columns(self, schema: str, name: str) -> dict[str, str]:
+        """Column name -> declared type, normalised (see `type_signature`)."""
         rows = self.query(
-            "SELECT column_name FROM information_schema.columns "
+            "SELECT column_name, data_type, character_maximum_length, numeric_precision, "
+            "numeric_scale FROM information_schema.columns "
             "WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
             (schema, name),
         )
-        return [r[0] for r in rows]
+        return {r[0]: type_signature(*r[1:]) for r in rows}
 
-    def create_table_sql(self, schema: str, name: str, mapping: Mapping) -> str:
+    def create_table_sql(
+        self,
+        schema: str,
+        name: str,
+        mapping: Mapping,
+        sort_key: list[str] | None = None,
+        dist_key: str | None = None,
+    ) -> str:
         columns = ",\n  ".join(
             f"{self.quote(c.target)} {self.column_type(c.data_type)}"
             + ("" if c.nullable else " NOT NULL")
@@ -250,25 +309,48 @@ class Warehouse:
         )
         return f"CREATE TABLE {self.table(schema, name)} (\n  {columns}\n)"
 
-    def ensure_target(self, schema: str, name: str, mapping: Mapping) -> bool:
+    def ensure_target(
+        self,
+        schema: str,
+        name: str,
+        mapping: Mapping,
+        *,
+        sort_key: list[str] | None = None,
+        dist_key: str | None = None,
+        allow_new_columns: bool = False,
+    ) -> bool:
         """Create the target from the mapping when missing; refuse drift. True if created."""
         existing = self.table_columns(schema, name)
         if not existing:
             self.execute(f"CREATE SCHEMA IF NOT EXISTS {self.quote(schema)}")
-            self.execute(self.create_table_sql(schema, name, mapping))
+            self.execute(self.create_table_sql(schema, name, mapping, sort_key, dist_key))
             return True
-        missing = [c for c in mapping.targets if c not in existing]
+        missing = [c for c in mapping.columns if c.target not in existing]
+        addable = [c for c in missing if c.nullable] if allow_new_columns else []
+        problems = []
+        if len(addable) < len(missing):
+            names = ", ".join(c.target for c in missing if c not in addable)
+            problems.append(f"mapping columns missing from the table: {names}")
         extra = [c for c in existing if c not in mapping.targets]
-        if missing or extra:
-            parts = []
-            if missing:
-                parts.append(f"mapping columns missing from the table: {', '.join(missing)}")
-            if extra:
-                parts.append(f"table columns not in the mapping: {', '.join(extra)}")
+        if extra:
+            problems.append(f"table columns not in the mapping: {', '.join(extra)}")
+        for c in mapping.columns:
+            declared = existing.get(c.target)
+            wanted = type_signature(self.column_type(c.data_type))
+            if declared and not _same_type(declared, wanted):
+                problems.append(
+                    f"column {c.target} is {declared} in the table, {wanted} in the mapping"
+                )
+        if problems:
             raise ConfigError(
-                f"target {schema}.{name} does not match the mapping ({'; '.join(parts)}); "
+                f"target {schema}.{name} does not match the mapping ({'; '.join(problems)}); "
                 "alter the table or the sheet",
                 file=mapping.uri,
+            )
+        for c in addable:
+            self.execute(
+                f"ALTER TABLE {self.table(schema, name)} ADD COLUMN "
+                f"{self.quote(c.target)} {self.column_type(c.data_type)}"
             )
         return False
 
@@ -307,6 +389,24 @@ class Warehouse:
                 (entry.target, entry.content_hash, entry.config_hash),
             )
         return (rows[0][0], int(rows[0][1])) if rows else None
+
+    def _skip_if_published(self, entry: LedgerEntry, target: str) -> PublishResult | None:
+        previous = self.already_published(entry)
+        if not previous:
+            return None
+        run_id, rows = previous
+        count = self.count(target)
+        return PublishResult(
+            False,
+            rows,
+            count,
+            count,
+            f"already published by run {run_id} (same content and config)",
+        )
+
+    def lock_sql(self, target: str) -> str | None:
+        """Statement that serialises publishers of one target, or None when not needed."""
+        return None
 
     def duplicate_key_in(self, staging: str, key: list[str]) -> tuple[Any, ...] | None:
         cols = ", ".join(self.quote(k) for k in key)
@@ -367,17 +467,9 @@ class Warehouse:
     ) -> PublishResult:
         """Stage, then replace/upsert/append plus the ledger row in ONE transaction."""
         target = self.table(schema, name)
-        previous = self.already_published(entry)
-        if previous:
-            run_id, rows = previous
-            count = self.count(target)
-            return PublishResult(
-                False,
-                rows,
-                count,
-                count,
-                f"already published by run {run_id} (same content and config)",
-            )
+        skipped = self._skip_if_published(entry, target)
+        if skipped:
+            return skipped
         staging = self.staging_name(entry.run_id)
         self.execute(f"DROP TABLE IF EXISTS {self.quote(staging)}")
         self.stage(staging, target, data, entry.curated_uri)
@@ -390,11 +482,17 @@ class Warehouse:
                         f"duplicate primary key ({value}) in the incoming rows",
                         file=entry.curated_uri,
                     )
-            columns = mapping.targets
             with self.transaction():
+                lock = self.lock_sql(target)
+                if lock:
+                    self.execute(lock)
+                # Again under the lock: a concurrent run may have published this file meanwhile.
+                skipped = self._skip_if_published(entry, target)
+                if skipped:
+                    return skipped
                 before = self.count(target)
                 for statement in self.publish_statements(
-                    entry.load_mode, target, staging, columns, key
+                    entry.load_mode, target, staging, mapping.targets, key
                 ):
                     self.execute(statement)
                 if before_publish is not None:

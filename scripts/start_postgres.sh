@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Start the machine's PostgreSQL 15 (installing it when missing) and create the test
+# role and database the suite uses: postgresql://refload:refload@127.0.0.1:5432/refload_test
+set -euo pipefail
+if ! command -v pg_ctlcluster >/dev/null || ! pg_lsclusters 2>/dev/null | grep -q '^15 '; then
+  echo "installing PostgreSQL 15" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 >/dev/null
+fi
+if ! pg_lsclusters | grep -qE '^15 +main +[0-9]+ +online'; then
+  pg_ctlcluster --skip-systemctl-redirect 15 main start
+fi
+as_postgres() { runuser -u postgres -- psql -v ON_ERROR_STOP=1 -qtA "$@"; }
+for _ in $(seq 30); do as_postgres -c 'SELECT 1' >/dev/null 2>&1 && break; sleep 1; done
+if [ "$(as_postgres -c "SELECT 1 FROM pg_roles WHERE rolname = 'refload'")" != "1" ]; then
+  as_postgres -c "CREATE ROLE refload LOGIN"
+fi
+# md5, not SCRAM: redshift-connector mis-reads PostgreSQL's SASL mechanism list
+# (a trailing empty name), and the Redshift-through-proxy tests use that driver.
+as_postgres -c "SET password_encryption = 'md5'" -c "ALTER ROLE refload PASSWORD 'refload'"
+hba=$(as_postgres -c "SHOW hba_file")
+rule="host refload_test refload 127.0.0.1/32 md5"
+if ! grep -qF "$rule" "$hba"; then
+  { echo "$rule"; cat "$hba"; } > "$hba.new" && mv "$hba.new" "$hba"
+  chown postgres: "$hba"
+  as_postgres -c "SELECT pg_reload_conf()" >/dev/null
+fi
+if [ "$(as_postgres -c "SELECT 1 FROM pg_database WHERE datname = 'refload_test'")" != "1" ]; then
+  as_postgres -c "CREATE DATABASE refload_test OWNER refload"
+fi

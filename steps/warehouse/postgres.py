@@ -1,0 +1,60 @@
+"""PostgreSQL through psycopg 3: staging filled with COPY FROM STDIN."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from steps.errors import InfrastructureError, RefloadError, WarehouseUnavailable
+from steps.warehouse.base import Warehouse
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+COPY_BATCH_ROWS = 50_000
+
+
+class PostgresWarehouse(Warehouse):
+    dialect = "postgresql"
+    TYPE_NAMES: ClassVar[dict[str, str]] = {**Warehouse.TYPE_NAMES, "string": "TEXT"}
+
+    def _connect(self) -> Any:
+        import psycopg
+
+        url = self.url.replace("postgresql+psycopg://", "postgresql://", 1)
+        return psycopg.connect(url, autocommit=True, connect_timeout=10)
+
+    def translate_error(self, error: Exception) -> RefloadError:
+        import psycopg
+        from psycopg import errors
+
+        transient = (
+            psycopg.OperationalError,
+            errors.SerializationFailure,
+            errors.DeadlockDetected,
+            errors.QueryCanceled,
+            errors.LockNotAvailable,
+        )
+        if isinstance(error, transient):
+            return WarehouseUnavailable(f"postgresql: {error}".strip())
+        return InfrastructureError(f"postgresql error: {error}".strip())
+
+    def lock_sql(self, target: str) -> str | None:
+        # Blocks other publishers of this table, never its readers.
+        return f"LOCK TABLE {target} IN SHARE ROW EXCLUSIVE MODE"
+
+    def as_text(self, column_sql: str) -> str:
+        return f"CAST({column_sql} AS TEXT)"
+
+    def stage(self, staging: str, like: str, data: pa.Table, curated_uri: str) -> None:
+        self.execute(self.create_staging_sql(staging, like))
+        columns = ", ".join(self.quote(c) for c in data.column_names)
+        try:
+            with (
+                self.conn.cursor() as cursor,
+                cursor.copy(f"COPY {self.quote(staging)} ({columns}) FROM STDIN") as copy,
+            ):
+                for batch in data.to_batches(COPY_BATCH_ROWS):
+                    for row in zip(*(c.to_pylist() for c in batch.columns), strict=True):
+                        copy.write_row(row)
+        except Exception as error:
+            raise self.translate_error(error) from error

@@ -1,0 +1,166 @@
+"""Amazon Redshift through redshift-connector: PostgreSQL's SQL, with what differs.
+
+Staging is filled by COPY from the curated Parquet in S3. Publishing is the
+shared DELETE + INSERT in one transaction (no TRUNCATE, no ALTER TABLE APPEND:
+both commit implicitly on Redshift).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from steps import storage
+from steps.errors import ConfigError, InfrastructureError, RefloadError, WarehouseUnavailable
+from steps.warehouse.postgres import PostgresWarehouse
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from steps.mapping import Mapping
+
+# Redshift error texts that a retry can clear.
+TRANSIENT_MARKERS = (
+    "serializable isolation violation",
+    "1023",
+    "could not complete because",
+    "connection",
+    "timeout",
+    "timed out",
+    "terminat",
+)
+
+
+def connect_arguments(url: str) -> dict[str, Any]:
+    """redshift://user:password@host:5439/db?option=value -> redshift_connector.connect kwargs.
+
+    Options: iam=true with cluster_identifier (+ db_user) or serverless_work_group;
+    secret_arn=ARN (a Secrets Manager secret with username/password, host, port, dbname);
+    region, ssl, timeout. The COPY role comes from iam_role= or REFLOAD_REDSHIFT_IAM_ROLE.
+    """
+    parts = urlsplit(url)
+    options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    args: dict[str, Any] = {
+        "host": parts.hostname,
+        "port": parts.port or 5439,
+        "database": (parts.path or "/dev").lstrip("/") or "dev",
+        "user": unquote(parts.username) if parts.username else None,
+        "password": unquote(parts.password) if parts.password else None,
+        "timeout": int(options.get("timeout", 30)),
+    }
+    if options.get("ssl", "true").lower() == "false":
+        args["ssl"] = False
+    if "region" in options:
+        args["region"] = options["region"]
+    if options.get("iam", "").lower() == "true":
+        args["iam"] = True
+        for key in ("cluster_identifier", "db_user", "serverless_work_group", "profile"):
+            if key in options:
+                args[key] = options[key]
+        if "serverless_work_group" in options:
+            args["is_serverless"] = True
+    if "secret_arn" in options:
+        args.update(_secret_arguments(options["secret_arn"], options.get("region")))
+    return {k: v for k, v in args.items() if v is not None}
+
+
+def _secret_arguments(arn: str, region: str | None) -> dict[str, Any]:
+    import boto3
+
+    client = boto3.client("secretsmanager", **({"region_name": region} if region else {}))
+    try:
+        secret = json.loads(client.get_secret_value(SecretId=arn)["SecretString"])
+    except Exception as error:
+        raise InfrastructureError(
+            f"cannot read the warehouse secret: {type(error).__name__}", key=arn
+        ) from None
+    mapped = {
+        "username": "user",
+        "password": "password",
+        "host": "host",
+        "port": "port",
+        "dbname": "database",
+    }
+    return {mapped[k]: v for k, v in secret.items() if k in mapped}
+
+
+class RedshiftWarehouse(PostgresWarehouse):
+    dialect = "redshift"
+    # Redshift's TEXT is VARCHAR(256); DOUBLE is spelt DOUBLE PRECISION.
+    TYPE_NAMES: ClassVar[dict[str, str]] = {
+        **PostgresWarehouse.TYPE_NAMES,
+        "string": "VARCHAR(65535)",
+    }
+
+    def _connect(self) -> Any:
+        import redshift_connector
+
+        connection = redshift_connector.connect(**connect_arguments(self.url))
+        connection.autocommit = True
+        return connection
+
+    def translate_error(self, error: Exception) -> RefloadError:
+        import redshift_connector
+
+        text = str(error)
+        if isinstance(
+            error, (redshift_connector.InterfaceError, redshift_connector.OperationalError)
+        ) or any(marker in text.lower() for marker in TRANSIENT_MARKERS):
+            return WarehouseUnavailable(f"redshift: {text}")
+        return InfrastructureError(f"redshift error: {text}")
+
+    def lock_sql(self, target: str) -> str | None:
+        # Redshift's LOCK also blocks readers; concurrent publishers instead meet a
+        # serializable isolation error, which is transient and retried.
+        return None
+
+    def as_text(self, column_sql: str) -> str:
+        return f"CAST({column_sql} AS VARCHAR(65535))"
+
+    def create_table_sql(
+        self,
+        schema: str,
+        name: str,
+        mapping: Mapping,
+        sort_key: list[str] | None = None,
+        dist_key: str | None = None,
+    ) -> str:
+        sql = super().create_table_sql(schema, name, mapping)
+        # Reference tables are small and joined everywhere: a copy on every node.
+        sql += (
+            f"\nDISTSTYLE KEY DISTKEY ({self.quote(dist_key)})" if dist_key else ("\nDISTSTYLE ALL")
+        )
+        if sort_key:
+            sql += f"\nSORTKEY ({', '.join(self.quote(c) for c in sort_key)})"
+        return sql
+
+    def iam_role(self) -> str:
+        options = {k: v[-1] for k, v in parse_qs(urlsplit(self.url).query).items()}
+        role = options.get("iam_role") or os.environ.get("REFLOAD_REDSHIFT_IAM_ROLE")
+        if not role:
+            raise ConfigError(
+                "Redshift COPY needs an IAM role: add iam_role=ARN to the "
+                "warehouse URL or set REFLOAD_REDSHIFT_IAM_ROLE"
+            )
+        return role
+
+    def copy_sql(self, staging: str, columns: list[str], curated_uri: str) -> str:
+        cols = ", ".join(self.quote(c) for c in columns)
+        return (
+            f"COPY {self.quote(staging)} ({cols}) FROM '{curated_uri}' "
+            f"IAM_ROLE '{self.iam_role()}' FORMAT AS PARQUET"
+        )
+
+    def stage(self, staging: str, like: str, data: pa.Table, curated_uri: str) -> None:
+        if not storage.is_s3(curated_uri):
+            raise ConfigError(
+                "Redshift loads curated Parquet from S3: set --curated-root / "
+                f"REFLOAD_CURATED_ROOT to an s3:// prefix (got {curated_uri})"
+            )
+        self.execute(self.create_staging_sql(staging, like))
+        self.copy_into_staging(staging, data, curated_uri)
+
+    def copy_into_staging(self, staging: str, data: pa.Table, curated_uri: str) -> None:
+        self.execute(self.copy_sql(staging, data.column_names, curated_uri))

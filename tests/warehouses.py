@@ -1,0 +1,168 @@
+"""Test warehouses: a Redshift wire-protocol proxy onto PostgreSQL, and the COPY stand-in.
+
+redshift-connector speaks the PostgreSQL protocol, with two Redshift habits
+PostgreSQL refuses: extra startup parameters (which PostgreSQL rejects as
+unknown settings) and a `server_version` it parses as a plain version number.
+The proxy strips the first and rewrites the second; everything else passes
+through untouched, so the real driver runs real SQL on a real server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import socket
+import struct
+import threading
+from typing import Any
+
+from steps.warehouse.redshift import RedshiftWarehouse
+
+REDSHIFT_ONLY_PARAMETERS = {
+    b"client_protocol_version",
+    b"driver_version",
+    b"os_version",
+    b"driver_discovery_version",
+    b"plugin_name",
+    b"idp_type",
+}
+SSL_REQUEST = 80877103
+
+
+def _read_exact(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise ConnectionError("peer closed")
+        data += chunk
+    return data
+
+
+def _rewrite_startup(body: bytes) -> bytes:
+    protocol, rest = body[:4], body[4:]
+    fields = rest.split(b"\x00")
+    pairs = [(fields[i], fields[i + 1]) for i in range(0, len(fields) - 2, 2) if fields[i]]
+    kept = b"".join(
+        k + b"\x00" + v + b"\x00" for k, v in pairs if k not in REDSHIFT_ONLY_PARAMETERS
+    )
+    payload = protocol + kept + b"\x00"
+    return struct.pack("!I", len(payload) + 4) + payload
+
+
+def _plain_version(value: bytes) -> bytes:
+    match = re.match(rb"\d+(\.\d+)*", value)
+    return match.group(0) if match else b"8.0.2"
+
+
+class RedshiftProxy:
+    """Listens on 127.0.0.1; each client gets its own upstream PostgreSQL connection."""
+
+    def __init__(self, upstream_host: str = "127.0.0.1", upstream_port: int = 5432) -> None:
+        self.upstream = (upstream_host, upstream_port)
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.server.getsockname()[1]
+        self._stopping = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self._stopping = True
+        self.server.close()
+
+    def _accept(self) -> None:
+        while not self._stopping:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        upstream = None
+        try:
+            length = struct.unpack("!I", _read_exact(client, 4))[0]
+            body = _read_exact(client, length - 4)
+            if struct.unpack("!I", body[:4])[0] == SSL_REQUEST:
+                client.sendall(b"N")  # no TLS on loopback
+                length = struct.unpack("!I", _read_exact(client, 4))[0]
+                body = _read_exact(client, length - 4)
+            upstream = socket.create_connection(self.upstream)
+            # Small protocol messages: without NODELAY each round trip waits ~40 ms.
+            for sock in (client, upstream):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            upstream.sendall(_rewrite_startup(body))
+            threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
+            self._pipe_messages(upstream, client)
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            for sock in (client, upstream):
+                if sock is not None:
+                    _close(sock)
+
+    @staticmethod
+    def _pipe(source: socket.socket, target: socket.socket) -> None:
+        try:
+            while chunk := source.recv(65536):
+                target.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            _close(target)
+
+    @staticmethod
+    def _pipe_messages(server: socket.socket, client: socket.socket) -> None:
+        """Server -> client, message by message, rewriting ParameterStatus server_version."""
+        while True:
+            kind = _read_exact(server, 1)
+            length = struct.unpack("!I", _read_exact(server, 4))[0]
+            body = _read_exact(server, length - 4)
+            if kind == b"S" and body.startswith(b"server_version\x00"):
+                value = body[len(b"server_version\x00") :].rstrip(b"\x00")
+                body = b"server_version\x00" + _plain_version(value) + b"\x00"
+            client.sendall(kind + struct.pack("!I", len(body) + 4) + body)
+
+
+def _close(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    sock.close()
+
+
+# Every statement the Redshift dialect ran, per connection, in order (for assertions).
+STATEMENTS: list[str] = []
+INSERT_BATCH_ROWS = 500
+REDSHIFT_TABLE_ATTRIBUTES = re.compile(r"\n(DISTSTYLE|SORTKEY) [^\n]*")
+
+
+class RedshiftThroughProxy(RedshiftWarehouse):
+    """The real Redshift dialect; only COPY FROM S3 is replaced (PostgreSQL has no S3).
+
+    The COPY text is built by the real dialect and recorded; staging is filled
+    with the same rows through the same connection instead. Redshift-only table
+    attributes in CREATE TABLE are recorded and stripped before PostgreSQL runs it.
+    """
+
+    def _run(self, sql: str, params: Any, fetch: bool) -> tuple[list[str], list[Any]]:
+        STATEMENTS.append(sql)
+        # Redshift's table attributes (DISTSTYLE, DISTKEY, SORTKEY) are not PostgreSQL:
+        # recorded as written above, executed without them.
+        return super()._run(REDSHIFT_TABLE_ATTRIBUTES.sub("", sql), params, fetch)
+
+    def stage(self, staging: str, like: str, data: Any, curated_uri: str) -> None:
+        self.execute(self.create_staging_sql(staging, like))
+        self.copy_into_staging(staging, data, curated_uri)
+
+    def copy_into_staging(self, staging: str, data: Any, curated_uri: str) -> None:
+        STATEMENTS.append(self.copy_sql(staging, data.column_names, curated_uri))
+        columns = ", ".join(self.quote(c) for c in data.column_names)
+        marks = "(" + ", ".join(["%s"] * data.num_columns) + ")"
+        for batch in data.to_batches(INSERT_BATCH_ROWS):
+            rows = list(zip(*(c.to_pylist() for c in batch.columns), strict=True))
+            values = ", ".join([marks] * len(rows))
+            params = [v for row in rows for v in row]
+            super()._run(
+                f"INSERT INTO {self.quote(staging)} ({columns}) VALUES {values}",
+                params,
+                fetch=False,
+            )
