@@ -30,6 +30,7 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
         load_mode=config.mode,
     )
     with open_warehouse(payload.get("warehouse")) as warehouse:
+        warehouse.check_curated_uri(curated_uri)
         warehouse.ensure_audit_tables()
         created = warehouse.ensure_target(
             config.redshift_schema,

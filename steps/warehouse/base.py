@@ -356,6 +356,9 @@ class Warehouse:
 
     # --- staging (dialects override) -------------------------------------------------
 
+    def check_curated_uri(self, curated_uri: str) -> None:
+        """Refuse, before anything is touched, a curated file this warehouse cannot stage."""
+
     def stage(self, staging: str, like: str, data: pa.Table, curated_uri: str) -> None:
         raise NotImplementedError
 
@@ -501,7 +504,10 @@ class Warehouse:
                 loaded = int(self.scalar(f"SELECT COUNT(*) FROM {self.quote(staging)}"))
                 self.write_ledger(entry, loaded, before, after)
         finally:
-            self.execute(f"DROP TABLE IF EXISTS {self.quote(staging)}")
+            # Best effort: a temporary table also goes with the session, and a failed
+            # cleanup must not hide why the publish failed.
+            with suppress(RefloadError):
+                self.execute(f"DROP TABLE IF EXISTS {self.quote(staging)}")
         return PublishResult(True, loaded, before, after)
 
     # --- audit -----------------------------------------------------------------------

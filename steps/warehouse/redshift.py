@@ -153,12 +153,15 @@ class RedshiftWarehouse(PostgresWarehouse):
             f"IAM_ROLE '{self.iam_role()}' FORMAT AS PARQUET"
         )
 
-    def stage(self, staging: str, like: str, data: pa.Table, curated_uri: str) -> None:
+    def check_curated_uri(self, curated_uri: str) -> None:
         if not storage.is_s3(curated_uri):
             raise ConfigError(
                 "Redshift loads curated Parquet from S3: set --curated-root / "
                 f"REFLOAD_CURATED_ROOT to an s3:// prefix (got {curated_uri})"
             )
+        self.iam_role()
+
+    def stage(self, staging: str, like: str, data: pa.Table, curated_uri: str) -> None:
         self.execute(self.create_staging_sql(staging, like))
         self.copy_into_staging(staging, data, curated_uri)
 

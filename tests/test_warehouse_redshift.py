@@ -1,0 +1,207 @@
+"""The Redshift dialect: its statements, DDL, COPY and connection options."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from steps.errors import ConfigError
+from steps.warehouse.redshift import RedshiftWarehouse, connect_arguments
+from tests.conftest import COPY_ROLE
+from tests.warehouses import STATEMENTS
+
+MAPPING = (
+    "source_column,target_column,data_type,transform,default,nullable,format\n"
+    "code,code,varchar(3),strip,,false,\nn,n,integer,,,,\n"
+)
+MODES = {
+    "truncate": {"truncate_before_load": True},
+    "upsert": {"load_mode": "upsert", "primary_key": ["code"]},
+    "append": {"load_mode": "append"},
+}
+
+
+@pytest.mark.parametrize("warehouse_url", ["redshift"], indirect=True)
+@pytest.mark.parametrize("mode", MODES)
+def test_publish_is_one_transaction_without_truncate(
+    mode, s3, table_dir, write, warehouse_url, capsys, sql
+):
+    from handler.cli import main
+
+    config = table_dir(MAPPING, **MODES[mode])
+
+    def load(name: str, text: str) -> dict[str, object]:
+        code = main(
+            [
+                "run",
+                "--config",
+                str(config),
+                "--source",
+                str(write(name, text)),
+                "--warehouse",
+                warehouse_url,
+                "--curated-root",
+                "s3://curated",
+                "--json",
+            ]
+        )
+        summary = json.loads(capsys.readouterr().out)
+        assert code == 0, summary["error"]
+        return summary
+
+    load("a.csv", "code,n\nAA,1\nBB,2\n")
+    STATEMENTS.clear()
+    summary = load("b.csv", "code,n\nBB,20\nCC,30\n")
+
+    text = [s.strip() for s in STATEMENTS]
+    assert not [
+        s for s in text if re.search(r"\bTRUNCATE\b|\bALTER\s+TABLE\b.*\bAPPEND\b", s, re.I | re.S)
+    ]
+    [copy] = [s for s in text if s.startswith("COPY ")]
+    assert re.fullmatch(
+        rf'COPY "refload_stage_\w+" \("code", "n"\) FROM \'{summary["curated_uri"]}\' '
+        rf"IAM_ROLE '{COPY_ROLE}' FORMAT AS PARQUET",
+        copy,
+    )
+    begin, commit = text.index("BEGIN"), text.index("COMMIT")
+    ledger = next(i for i, s in enumerate(text) if "load_ledger" in s and s.startswith("INSERT"))
+    publish = [
+        i for i, s in enumerate(text) if re.match(r'(DELETE FROM|INSERT INTO) "ref"."t_codes"', s)
+    ]
+    assert text.index(copy) < begin < min(publish) and max(publish) < ledger < commit
+    assert not [s for s in text[begin + 1 : commit] if s in ("BEGIN", "COMMIT", "ROLLBACK")]
+    expected = {
+        "truncate": [("BB", 20), ("CC", 30)],
+        "upsert": [("AA", 1), ("BB", 20), ("CC", 30)],
+        "append": [("AA", 1), ("BB", 2), ("BB", 20), ("CC", 30)],
+    }[mode]
+    assert sql("SELECT code, n FROM ref.t_codes ORDER BY code, n") == expected
+
+
+@pytest.mark.parametrize("warehouse_url", ["redshift"], indirect=True)
+def test_new_tables_are_diststyle_all_with_optional_keys(table_dir, write, run_cli):
+    config = table_dir(MAPPING, redshift_sort_key=["code"])
+    assert run_cli(config, write("a.csv", "code,n\nAA,1\n"))[0] == 0
+    [create] = [s for s in STATEMENTS if s.startswith('CREATE TABLE "ref"')]
+    assert create.endswith('\nDISTSTYLE ALL\nSORTKEY ("code")')
+    STATEMENTS.clear()
+    keyed = table_dir(MAPPING, name="t_keyed", redshift_dist_key="code")
+    assert run_cli(keyed, write("b.csv", "code,n\nAA,1\n"))[0] == 0
+    [create] = [s for s in STATEMENTS if s.startswith('CREATE TABLE "ref"')]
+    assert create.endswith('\nDISTSTYLE KEY DISTKEY ("code")')
+
+
+@pytest.mark.parametrize("warehouse_url", ["redshift"], indirect=True)
+def test_redshift_refuses_a_curated_root_outside_s3(
+    table_dir, write, warehouse_url, tmp_path, capsys
+):
+    from handler.cli import main
+    from steps.warehouse import DIALECTS
+
+    DIALECTS["redshift"] = "steps.warehouse.redshift:RedshiftWarehouse"  # the real COPY path
+    code = main(
+        [
+            "run",
+            "--config",
+            str(table_dir(MAPPING)),
+            "--source",
+            str(write("a.csv", "code,n\nAA,1\n")),
+            "--warehouse",
+            warehouse_url,
+            "--curated-root",
+            str(tmp_path / "local"),
+            "--json",
+        ]
+    )
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 2, summary["error"]
+    assert summary["error"]["message"].startswith(
+        "Redshift loads curated Parquet from S3: set --curated-root"
+    )
+
+
+def test_copy_needs_an_iam_role(monkeypatch):
+    monkeypatch.delenv("REFLOAD_REDSHIFT_IAM_ROLE", raising=False)
+    with pytest.raises(ConfigError, match="Redshift COPY needs an IAM role"):
+        RedshiftWarehouse("redshift://u:p@h/db").copy_sql("stg", ["a"], "s3://b/k.parquet")
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        (
+            "redshift://loader:p%40ss@cluster.example:5439/analytics",
+            {
+                "host": "cluster.example",
+                "port": 5439,
+                "database": "analytics",
+                "user": "loader",
+                "password": "p@ss",
+                "timeout": 30,
+            },
+        ),
+        (
+            "redshift://cluster.example/analytics?iam=true&cluster_identifier=ref&db_user=loader"
+            "&region=eu-west-1",
+            {
+                "host": "cluster.example",
+                "port": 5439,
+                "database": "analytics",
+                "timeout": 30,
+                "iam": True,
+                "cluster_identifier": "ref",
+                "db_user": "loader",
+                "region": "eu-west-1",
+            },
+        ),
+        (
+            "redshift://wg.example/dev?iam=true&serverless_work_group=refload",
+            {
+                "host": "wg.example",
+                "port": 5439,
+                "database": "dev",
+                "timeout": 30,
+                "iam": True,
+                "serverless_work_group": "refload",
+                "is_serverless": True,
+            },
+        ),
+    ],
+)
+def test_connection_options(url, expected):
+    assert connect_arguments(url) == expected
+
+
+def test_credentials_from_a_secrets_manager_secret(monkeypatch):
+    import boto3
+    from moto import mock_aws
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "testing")
+    with mock_aws():
+        client = boto3.client("secretsmanager", region_name="us-east-1")
+        arn = client.create_secret(
+            Name="refload/redshift",
+            SecretString=json.dumps(
+                {
+                    "username": "loader",
+                    "password": "s3cret",
+                    "host": "cluster.example",
+                    "port": 5439,
+                    "dbname": "analytics",
+                    "engine": "redshift",
+                }
+            ),
+        )["ARN"]
+        args = connect_arguments(f"redshift://placeholder/dev?secret_arn={arn}&region=us-east-1")
+    assert args == {
+        "host": "cluster.example",
+        "port": 5439,
+        "database": "analytics",
+        "user": "loader",
+        "password": "s3cret",
+        "timeout": 30,
+        "region": "us-east-1",
+    }
