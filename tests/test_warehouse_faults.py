@@ -14,15 +14,20 @@ from steps.errors import InfrastructureError, WarehouseUnavailable
 from steps.warehouse import open_warehouse
 from tests.conftest import POSTGRES_URL
 
-MAPPING = ("source_column,target_column,data_type,transform,default,nullable,format\n"
-           "code,code,varchar(3),strip,,false,\nn,n,integer,,,,\n")
+MAPPING = (
+    "source_column,target_column,data_type,transform,default,nullable,format\n"
+    "code,code,varchar(3),strip,,false,\nn,n,integer,,,,\n"
+)
 BEFORE = [("AA", 1), ("BB", 2)]
 SERVER_WAREHOUSES = ["postgresql", "redshift"]
 
 
 def _prepare(table_dir, write, run_cli, sql, mode):
-    options = {"load_mode": "upsert", "primary_key": ["code"]} if mode == "upsert" else {
-        "load_mode": mode}
+    options = (
+        {"load_mode": "upsert", "primary_key": ["code"]}
+        if mode == "upsert"
+        else {"load_mode": mode}
+    )
     config = table_dir(MAPPING, **options)
     assert run_cli(config, write("a.csv", "code,n\nAA,1\nBB,2\n"))[0] == 0
     return config
@@ -30,28 +35,33 @@ def _prepare(table_dir, write, run_cli, sql, mode):
 
 def _after_failure(sql, summary, run_cli, config, source, expected):
     assert sql("SELECT code, n FROM ref.t_codes ORDER BY code") == BEFORE
-    assert sql("SELECT COUNT(*) FROM etl_audit.load_ledger WHERE run_id = ?",
-               summary["run_id"]) == [(0,)]
-    assert sql("SELECT status FROM etl_audit.run_log WHERE run_id = ? AND step = 'load'",
-               summary["run_id"]) == [("failed",)]
+    assert sql(
+        "SELECT COUNT(*) FROM etl_audit.load_ledger WHERE run_id = ?", summary["run_id"]
+    ) == [(0,)]
+    assert sql(
+        "SELECT status FROM etl_audit.run_log WHERE run_id = ? AND step = 'load'", summary["run_id"]
+    ) == [("failed",)]
     code, again = run_cli(config, source)
     assert code == 0, again["error"]
     assert sql("SELECT code, n FROM ref.t_codes ORDER BY code") == expected
     assert sql("SELECT COUNT(*) FROM etl_audit.load_ledger") == [(2,)]
 
 
-EXPECTED = {"truncate": [("BB", 20), ("CC", 30)],
-            "upsert": [("AA", 1), ("BB", 20), ("CC", 30)]}
+EXPECTED = {"truncate": [("BB", 20), ("CC", 30)], "upsert": [("AA", 1), ("BB", 20), ("CC", 30)]}
 
 
 @pytest.mark.parametrize("warehouse_url", SERVER_WAREHOUSES, indirect=True)
 @pytest.mark.parametrize("mode", ["truncate", "upsert"])
 def test_error_after_the_delete_rolls_everything_back(mode, table_dir, write, run_cli, sql):
     config = _prepare(table_dir, write, run_cli, sql, mode)
-    sql("CREATE FUNCTION ref.refuse() RETURNS trigger LANGUAGE plpgsql AS "
-        "$$ BEGIN RAISE EXCEPTION 'injected failure after DELETE'; END $$")
-    sql("CREATE TRIGGER refuse BEFORE INSERT ON ref.t_codes FOR EACH STATEMENT "
-        "EXECUTE FUNCTION ref.refuse()")
+    sql(
+        "CREATE FUNCTION ref.refuse() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'injected failure after DELETE'; END $$"
+    )
+    sql(
+        "CREATE TRIGGER refuse BEFORE INSERT ON ref.t_codes FOR EACH STATEMENT "
+        "EXECUTE FUNCTION ref.refuse()"
+    )
     source = write("b.csv", "code,n\nBB,20\nCC,30\n")
 
     code, summary = run_cli(config, source)
@@ -67,10 +77,14 @@ def test_error_after_the_delete_rolls_everything_back(mode, table_dir, write, ru
 def test_connection_killed_mid_publish(mode, table_dir, write, run_cli, sql):
     config = _prepare(table_dir, write, run_cli, sql, mode)
     # Hold the publish inside its INSERT (after the DELETE) long enough to kill it.
-    sql("CREATE FUNCTION ref.stall() RETURNS trigger LANGUAGE plpgsql AS "
-        "$$ BEGIN PERFORM pg_sleep(30); RETURN NULL; END $$")
-    sql("CREATE TRIGGER stall BEFORE INSERT ON ref.t_codes FOR EACH STATEMENT "
-        "EXECUTE FUNCTION ref.stall()")
+    sql(
+        "CREATE FUNCTION ref.stall() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN PERFORM pg_sleep(30); RETURN NULL; END $$"
+    )
+    sql(
+        "CREATE TRIGGER stall BEFORE INSERT ON ref.t_codes FOR EACH STATEMENT "
+        "EXECUTE FUNCTION ref.stall()"
+    )
     source = write("b.csv", "code,n\nBB,20\nCC,30\n")
     outcome: dict[str, object] = {}
     loader = threading.Thread(target=lambda: outcome.update(result=run_cli(config, source)))
@@ -83,7 +97,8 @@ def test_connection_killed_mid_publish(mode, table_dir, write, run_cli, sql):
             killed = admin.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                 "WHERE state = 'active' AND query LIKE 'INSERT INTO \"ref\".\"t_codes\"%' "
-                "AND pid <> pg_backend_pid()").fetchall()
+                "AND pid <> pg_backend_pid()"
+            ).fetchall()
             time.sleep(0.05)
     loader.join(timeout=60)
 
@@ -95,14 +110,19 @@ def test_connection_killed_mid_publish(mode, table_dir, write, run_cli, sql):
     _after_failure(sql, summary, run_cli, config, source, EXPECTED[mode])
 
 
-@pytest.mark.parametrize(("error", "kind"), [
-    (psycopg.errors.SerializationFailure("could not serialize access"), WarehouseUnavailable),
-    (psycopg.errors.DeadlockDetected("deadlock detected"), WarehouseUnavailable),
-    (psycopg.errors.QueryCanceled("canceling statement due to statement timeout"),
-     WarehouseUnavailable),
-    (psycopg.OperationalError("connection refused"), WarehouseUnavailable),
-    (psycopg.errors.UndefinedTable('relation "x" does not exist'), InfrastructureError),
-])
+@pytest.mark.parametrize(
+    ("error", "kind"),
+    [
+        (psycopg.errors.SerializationFailure("could not serialize access"), WarehouseUnavailable),
+        (psycopg.errors.DeadlockDetected("deadlock detected"), WarehouseUnavailable),
+        (
+            psycopg.errors.QueryCanceled("canceling statement due to statement timeout"),
+            WarehouseUnavailable,
+        ),
+        (psycopg.OperationalError("connection refused"), WarehouseUnavailable),
+        (psycopg.errors.UndefinedTable('relation "x" does not exist'), InfrastructureError),
+    ],
+)
 def test_postgres_errors_are_classified(error, kind):
     assert type(open_warehouse(POSTGRES_URL).translate_error(error)) is kind
 
