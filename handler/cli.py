@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("event", help="JSON file")
     _common(replay)
+    history = commands.add_parser(
+        "history", help="recent runs of a table and their tests, newest first"
+    )
+    history.add_argument("table", help="table_name from its config")
+    history.add_argument("--warehouse", help="as for run")
+    history.add_argument("--limit", type=int, default=10, help="how many runs (default 10)")
+    history.add_argument("--json", action="store_true", help="print JSON on stdout")
     return parser
 
 
@@ -95,9 +103,54 @@ def print_summary(summary: dict[str, Any]) -> None:
     print(line)
 
 
+def print_history(runs: list[dict[str, Any]], table: str) -> None:
+    if not runs:
+        print(f"no runs of {table} recorded")
+    for run in runs:
+        steps = " · ".join(f"{s['step']} {s['status']}" for s in run["steps"])
+        rows = (
+            ""
+            if run["rows_published"] is None
+            else (f"  published {run['rows_published']:,} ({run['load_mode']})")
+        )
+        print(
+            f"{run['finished'][:19]}  {run['status'].upper():<7} run {run['run_id']}  {steps}{rows}"
+        )
+        for step in run["steps"]:
+            if step["error"]:
+                print(f"    {step['step']}: {step['error_type']}: {step['error']}")
+        for check in run["checks"]:
+            print(
+                f"    {check['status']:<5} {check['name']} ({check['severity']}): observed "
+                f"{check['observed']}, expected {check['expected']}"
+            )
+
+
+def history(args: argparse.Namespace) -> int:
+    from steps.history import recent_runs
+    from steps.warehouse import open_warehouse
+
+    with open_warehouse(args.warehouse) as warehouse:
+        warehouse.ensure_audit_tables()
+        runs = recent_runs(warehouse, args.table, args.limit)
+    if args.json:
+        print(json.dumps(runs, default=str))
+    else:
+        print_history(runs, args.table)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging()
+    if args.command == "history":
+        from steps.errors import RefloadError
+
+        try:
+            return history(args)
+        except RefloadError as error:
+            print(f"{type(error).__name__}: {error.message}", file=sys.stderr)
+            return error.exit_code
     if args.outbox:
         os.environ["REFLOAD_OUTBOX"] = args.outbox
     from steps.errors import RefloadError

@@ -87,6 +87,8 @@ def run_pipeline(event: dict[str, Any], start_at: str | None = None) -> tuple[di
     except RefloadError as error:
         summary_error = error.to_dict()
         state.setdefault("table", error.table)
+        if "checks" in error.details:  # before-publish tests that stopped the load
+            state["checks"] = error.details["checks"]
         _notify(state, step, summary_error)
         return summarize(state, error.status, summary_error), error.exit_code
     except Exception as error:

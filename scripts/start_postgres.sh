@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Start the machine's PostgreSQL 15 (installing it when missing) and create the test
 # role and database the suite uses: postgresql://refload:refload@127.0.0.1:5432/refload_test
+# (each pytest session then creates a database of its own beside it).
 set -euo pipefail
 if ! command -v pg_ctlcluster >/dev/null || ! pg_lsclusters 2>/dev/null | grep -q '^15 '; then
   echo "installing PostgreSQL 15" >&2
@@ -12,13 +13,13 @@ fi
 as_postgres() { runuser -u postgres -- psql -v ON_ERROR_STOP=1 -qtA "$@"; }
 for _ in $(seq 30); do as_postgres -c 'SELECT 1' >/dev/null 2>&1 && break; sleep 1; done
 if [ "$(as_postgres -c "SELECT 1 FROM pg_roles WHERE rolname = 'refload'")" != "1" ]; then
-  as_postgres -c "CREATE ROLE refload LOGIN"
+  as_postgres -c "CREATE ROLE refload LOGIN CREATEDB"
 fi
 # md5, not SCRAM: redshift-connector mis-reads PostgreSQL's SASL mechanism list
 # (a trailing empty name), and the Redshift-through-proxy tests use that driver.
-as_postgres -c "SET password_encryption = 'md5'" -c "ALTER ROLE refload PASSWORD 'refload'"
+as_postgres -c "SET password_encryption = 'md5'" -c "ALTER ROLE refload CREATEDB PASSWORD 'refload'"
 hba=$(as_postgres -c "SHOW hba_file")
-rule="host refload_test refload 127.0.0.1/32 md5"
+rule="host all refload 127.0.0.1/32 md5"
 if ! grep -qF "$rule" "$hba"; then
   { echo "$rule"; cat "$hba"; } > "$hba.new" && mv "$hba.new" "$hba"
   chown postgres: "$hba"

@@ -16,6 +16,7 @@ from steps.errors import ConfigError, RefloadError
 from steps.warehouse.base import Warehouse
 
 SAMPLE_ROWS = 10
+CUSTOM_SQL_TIMEOUT_SECONDS = 120
 
 
 @dataclass
@@ -171,8 +172,9 @@ def referential_integrity(ctx: CheckContext, test: cfg.ReferentialIntegrity) -> 
 
 def custom_sql(ctx: CheckContext, test: cfg.CustomSql) -> dict[str, Any]:
     sql = test.sql.strip().rstrip(";").replace("{table}", ctx.target)
-    observed = int(ctx.warehouse.scalar(f"SELECT COUNT(*) FROM ({sql}) failing"))
-    samples = _samples(ctx, f"SELECT * FROM ({sql}) failing") if observed else []
+    with ctx.warehouse.read_only(CUSTOM_SQL_TIMEOUT_SECONDS):
+        observed = int(ctx.warehouse.scalar(f"SELECT COUNT(*) FROM ({sql}) failing"))
+        samples = _samples(ctx, f"SELECT * FROM ({sql}) failing") if observed else []
     return _result("pass" if observed == 0 else "fail", observed, 0, samples)
 
 
@@ -189,6 +191,11 @@ CHECKS: dict[str, Callable[[CheckContext, Any], dict[str, Any]]] = {
     "referential_integrity": referential_integrity,
     "custom_sql": custom_sql,
 }
+
+
+def failed_checks(checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Error-severity tests that did not pass: these fail the run."""
+    return [c for c in checks if c["severity"] == "error" and c["status"] != "pass"]
 
 
 def run_check(ctx: CheckContext, test: Any) -> dict[str, Any]:

@@ -1,4 +1,8 @@
-"""load: curated Parquet -> staging table -> target, in one transaction with the ledger."""
+"""load: curated Parquet -> staging table -> target, in one transaction with the ledger.
+
+`before_publish` quality tests run inside that transaction, on the table as it is about
+to be published; an error-severity failure rolls the whole publish back.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,11 @@ import io
 from typing import Any
 
 from steps import storage
+from steps.checks import CheckContext, failed_checks, run_check
 from steps.config import load_table_config
+from steps.errors import QualityCheckFailed
 from steps.warehouse import open_warehouse
-from steps.warehouse.base import LedgerEntry
+from steps.warehouse.base import LedgerEntry, Warehouse
 
 
 def run(payload: dict[str, Any]) -> dict[str, Any]:
@@ -29,6 +35,28 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
         curated_uri=curated_uri,
         load_mode=config.mode,
     )
+    tests = [t for t in config.quality_tests if t.when == "before_publish"]
+    checks: list[dict[str, Any]] = []
+
+    def before_publish(warehouse: Warehouse, rows_before: int) -> None:
+        ctx = CheckContext(
+            warehouse=warehouse,
+            target=warehouse.table(config.redshift_schema, config.target_table),
+            rows_written=payload.get("rows_written", data.num_rows),
+            rows_loaded=data.num_rows,
+            rows_before=rows_before,
+            load_mode=config.mode,
+        )
+        checks.extend(run_check(ctx, test) for test in tests)
+        failed = failed_checks(checks)
+        if failed:
+            names = ", ".join(f"{c['name']} (observed {c['observed']})" for c in failed)
+            raise QualityCheckFailed(
+                f"before-publish test(s) failed, nothing was published: {names}",
+                table=config.table_name,
+                details={"checks": checks},
+            )
+
     with open_warehouse(payload.get("warehouse")) as warehouse:
         warehouse.check_curated_uri(curated_uri)
         warehouse.ensure_audit_tables()
@@ -40,14 +68,19 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
             dist_key=config.redshift_dist_key,
             allow_new_columns=config.allow_new_columns,
         )
-        result = warehouse.publish(
-            entry,
-            config.redshift_schema,
-            config.target_table,
-            spec.mapping,
-            data,
-            config.primary_key,
-        )
+        try:
+            result = warehouse.publish(
+                entry,
+                config.redshift_schema,
+                config.target_table,
+                spec.mapping,
+                data,
+                config.primary_key,
+                before_publish=before_publish if tests else None,
+            )
+        finally:
+            # After the publish transaction, so a rolled-back publish keeps its audit rows.
+            warehouse.record_checks(payload["run_id"], config.table_name, checks)
     return {
         "table": config.table_name,
         "run_id": payload["run_id"],
@@ -59,4 +92,5 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
         "rows_loaded": result.rows_loaded,
         "rows_before": result.rows_before,
         "rows_after": result.rows_after,
+        "checks_before_publish": checks,
     }

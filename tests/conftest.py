@@ -41,11 +41,34 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]
     storage.set_s3_client(None)
 
 
-POSTGRES_URL = os.environ.get(
+# scripts/start_postgres.sh makes this role and database; each test session works in a
+# database of its own next to it, so concurrent runs never see each other's tables.
+POSTGRES_ADMIN_URL = os.environ.get(
     "REFLOAD_TEST_POSTGRES_URL", "postgresql://refload:refload@127.0.0.1:5432/refload_test"
 )
+SESSION_DATABASE = f"refload_test_{os.getpid()}"
+POSTGRES_URL = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + SESSION_DATABASE
 COPY_ROLE = "arn:aws:iam::123456789012:role/refload-copy"
 WAREHOUSES = ["duckdb", "postgresql", "redshift"]
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    import psycopg
+
+    try:
+        admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as error:
+        pytest.fail(
+            f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL}: run "
+            f"scripts/start_postgres.sh ({error})"
+        )
+    with admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{SESSION_DATABASE}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{SESSION_DATABASE}"')
+    yield POSTGRES_URL
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{SESSION_DATABASE}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")
@@ -58,14 +81,7 @@ def redshift_proxy() -> Iterator[RedshiftProxy]:
 def _reset_postgres() -> None:
     import psycopg
 
-    try:
-        con = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as error:
-        pytest.fail(
-            f"PostgreSQL is not reachable at {POSTGRES_URL}: run scripts/start_postgres.sh"
-            f" ({error})"
-        )
-    with con:
+    with psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=5) as con:
         schemas = [
             r[0]
             for r in con.execute(
@@ -85,6 +101,7 @@ def warehouse_url(
     """The same test on DuckDB, PostgreSQL and Redshift (the real driver, through the proxy)."""
     if request.param == "duckdb":
         return f"duckdb:///{tmp_path / 'warehouse.duckdb'}"
+    request.getfixturevalue("postgres_database")
     _reset_postgres()
     if request.param == "postgresql":
         return POSTGRES_URL

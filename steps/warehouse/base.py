@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -159,6 +159,7 @@ class Warehouse:
     def __init__(self, url: str) -> None:
         self.url = url
         self._conn: Any = None
+        self.in_transaction = False
 
     # --- connection ------------------------------------------------------------------
 
@@ -236,12 +237,39 @@ class Warehouse:
     @contextmanager
     def transaction(self) -> Iterator[None]:
         self.execute("BEGIN")
+        self.in_transaction = True
         try:
             yield
         except BaseException:
             self.rollback()
             raise
+        finally:
+            self.in_transaction = False
         self.execute("COMMIT")
+
+    @contextmanager
+    def read_only(self, timeout_seconds: int) -> Iterator[None]:
+        """Run user SQL that may only read, with a time limit; always rolled back.
+
+        Inside an open transaction (before-publish checks) only the time limit applies.
+        """
+        if self.in_transaction:
+            self.execute(self.timeout_sql(timeout_seconds, local=True))
+            yield
+            return
+        self.execute(self.begin_read_only_sql)
+        self.in_transaction = True
+        try:
+            self.execute(self.timeout_sql(timeout_seconds, local=True))
+            yield
+        finally:
+            self.in_transaction = False
+            self.rollback()
+
+    begin_read_only_sql: ClassVar[str] = "BEGIN READ ONLY"
+
+    def timeout_sql(self, seconds: int, local: bool) -> str:
+        return f"SET {'LOCAL ' if local else ''}statement_timeout = {int(seconds) * 1000}"
 
     def rollback(self) -> None:
         # The connection may be gone; the server rolls back on its own then.
@@ -466,9 +494,13 @@ class Warehouse:
         mapping: Mapping,
         data: pa.Table,
         key: list[str],
-        before_publish: Any = None,
+        before_publish: Callable[[Warehouse, int], None] | None = None,
     ) -> PublishResult:
-        """Stage, then replace/upsert/append plus the ledger row in ONE transaction."""
+        """Stage, then replace/upsert/append plus the ledger row in ONE transaction.
+
+        `before_publish(warehouse, rows_before)` runs inside that transaction after the
+        rows are in place and before the ledger row; raising there rolls everything back.
+        """
         target = self.table(schema, name)
         skipped = self._skip_if_published(entry, target)
         if skipped:
@@ -499,7 +531,7 @@ class Warehouse:
                 ):
                     self.execute(statement)
                 if before_publish is not None:
-                    before_publish(self, staging)
+                    before_publish(self, before)
                 after = self.count(target)
                 loaded = int(self.scalar(f"SELECT COUNT(*) FROM {self.quote(staging)}"))
                 self.write_ledger(entry, loaded, before, after)

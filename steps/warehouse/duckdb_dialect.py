@@ -53,6 +53,13 @@ class DuckDBWarehouse(Warehouse):
             return WarehouseUnavailable(f"duckdb: {error}")
         return InfrastructureError(f"duckdb error: {error}")
 
+    # DuckDB has neither read-only transactions nor statement timeouts; custom SQL is
+    # still parsed and refused unless it is one SELECT (steps.checks).
+    begin_read_only_sql = "BEGIN"
+
+    def timeout_sql(self, seconds: int, local: bool) -> str:
+        return "SELECT 1"
+
     def byte_length(self, column_sql: str) -> str:
         return f"strlen({column_sql})"
 

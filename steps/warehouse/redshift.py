@@ -111,6 +111,10 @@ class RedshiftWarehouse(PostgresWarehouse):
             return WarehouseUnavailable(f"redshift: {text}")
         return InfrastructureError(f"redshift error: {text}")
 
+    def timeout_sql(self, seconds: int, local: bool) -> str:
+        # Redshift has no SET LOCAL; the session setting is enough for a check.
+        return f"SET statement_timeout TO {int(seconds) * 1000}"
+
     def lock_sql(self, target: str) -> str | None:
         # Redshift's LOCK also blocks readers; concurrent publishers instead meet a
         # serializable isolation error, which is transient and retried.
