@@ -6,7 +6,6 @@ that `python -m handler run --json` prints and the exit code.
 
 from __future__ import annotations
 
-import shlex
 from typing import Any
 
 import structlog
@@ -19,22 +18,6 @@ log = structlog.get_logger("refload")
 
 # Summary status -> exit code (ARCHITECTURE.md: 0 passed, 1 failed, 2 rejected, 3 error).
 EXIT_CODES = {"passed": 0, "failed": 1, "rejected": 2, "error": 3}
-
-
-def rerun_command(state: dict[str, Any]) -> str:
-    parts = [
-        "python",
-        "-m",
-        "handler",
-        "run",
-        "--config",
-        state.get("config", "?"),
-        "--source",
-        state.get("source", "?"),
-    ]
-    if state.get("warehouse"):
-        parts += ["--warehouse", state["warehouse"]]
-    return shlex.join(parts)
 
 
 def summarize(state: dict[str, Any], status: str, error: dict[str, str] | None) -> dict[str, Any]:
@@ -66,7 +49,6 @@ def _notify(state: dict[str, Any], failed_step: str, error: dict[str, str] | Non
         "step": "notify",
         "failed_step": failed_step,
         "error": error,
-        "rerun": rerun_command(state),
     }
     try:
         state["alert"] = run_step("notify", payload).get("notified")

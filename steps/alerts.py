@@ -1,24 +1,52 @@
 """Alerts: one report built from any failure, sent through the configured channels.
 
-Light on purpose: notify runs on the cold path, so nothing here imports
-pandas, pyarrow or a warehouse driver.
+Channels (REFLOAD_ALERT_CHANNELS): `outbox` (local folder), `ses` (Amazon SES v2),
+`smtp`, `servicenow` (Table API incidents, one per open failure signature).
+Light on purpose: notify runs on the cold path, so nothing here imports pandas,
+pyarrow or a warehouse driver; boto3 and urllib3 are imported only when used.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import html
 import json
 import os
+import re
+import shlex
 from collections.abc import Callable
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 import structlog
 
+from steps.errors import ConfigError, InfrastructureError
 from steps.names import unknown_name
 
 log = structlog.get_logger("refload.alerts")
 SAMPLE_ROWS_IN_ALERT = 3
+# State keys that describe the failure itself; a re-run starts without them.
+NOT_FOR_RERUN = {
+    "failure",
+    "checks",
+    "checks_before_publish",
+    "notified",
+    "error",
+    "alert",
+    "rerun",
+    "validation",
+    "failed_step",
+    "outbox",
+    "notify_failure",
+}
+_URL_PASSWORD = re.compile(r"(\w+://[^/\s:@'\"]+):[^@\s'\"]+@")
+
+
+def redact(text: str) -> str:
+    """Passwords inside URLs (scheme://user:password@host) become ***."""
+    return _URL_PASSWORD.sub(r"\1:***@", text)
 
 
 def _error_of(payload: dict[str, Any]) -> dict[str, str] | None:
@@ -38,23 +66,48 @@ def _error_of(payload: dict[str, Any]) -> dict[str, str] | None:
     return {"type": error_type, "message": str(message)}
 
 
+def rerun_input(payload: dict[str, Any]) -> dict[str, Any]:
+    """The input that re-runs the failed step and the ones after it (CLI or Step Functions)."""
+    step = payload.get("failed_step") or "ingest"
+    state = {k: v for k, v in payload.items() if k not in NOT_FOR_RERUN}
+    if _URL_PASSWORD.search(str(state.get("warehouse", ""))):
+        del state["warehouse"]  # never repeat a password; replay takes --warehouse or the env
+    return {**state, "step": step, "start_at": step}
+
+
+def signature(
+    payload: dict[str, Any], error: dict[str, str] | None, failed: list[dict[str, Any]]
+) -> str:
+    """Same table + same kind of failure = same signature (one open incident)."""
+    parts = [
+        payload.get("table") or "",
+        payload.get("failed_step") or "",
+        error["type"] if error else "",
+        *sorted(c["name"] for c in failed),
+    ]
+    digest = hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
+    return f"refload:{payload.get('table')}:{digest}"
+
+
 def build_report(payload: dict[str, Any]) -> dict[str, Any]:
     failed = [c for c in payload.get("checks") or [] if c["status"] != "pass"]
+    failed_errors = [c for c in failed if c["severity"] == "error"]
     error = _error_of(payload)
     table = payload.get("table") or "unknown table"
     status = "rejected" if error and error["type"] in ("RejectedInput", "ConfigError") else "failed"
     today = dt.datetime.now(dt.UTC).date().isoformat()
-    lines = [
-        f"Table:       {table}",
-        f"Run id:      {payload.get('run_id')}",
-        f"Failed step: {payload.get('failed_step')}",
+    rerun = rerun_input(payload)
+    facts = [
+        ("Table", table),
+        ("Run id", payload.get("run_id")),
+        ("Failed step", payload.get("failed_step")),
+        ("Execution", payload.get("execution_id")),
+        ("Source", payload.get("source")),
+        ("Curated", payload.get("curated_uri")),
+        ("Rejected rows", payload.get("rejects_uri")),
     ]
-    if payload.get("execution_id"):
-        lines.append(f"Execution:   {payload['execution_id']}")
-    if payload.get("source"):
-        lines.append(f"Source:      {payload['source']}")
-    if payload.get("curated_uri"):
-        lines.append(f"Curated:     {payload['curated_uri']}")
+    facts = [(k, v) for k, v in facts if v]
+    lines = [f"{k + ':':<14} {v}" for k, v in facts]
     if error:
         lines += ["", f"Error: {error['type']}: {error['message']}"]
     for check in failed:
@@ -65,10 +118,16 @@ def build_report(payload: dict[str, Any]) -> dict[str, Any]:
             f"  observed: {check.get('observed')}   expected: {check.get('expected')}",
         ]
         for row in (check.get("details") or {}).get("sample_rows", [])[:SAMPLE_ROWS_IN_ALERT]:
-            lines.append(f"  sample: {json.dumps(row, default=str)}")
-    if payload.get("rerun"):
-        lines += ["", f"Re-run: {payload['rerun']}"]
-    return {
+            lines.append(f"  sample: {json.dumps(row, default=str, ensure_ascii=False)}")
+    rerun_json = json.dumps(rerun, default=str)
+    lines += [
+        "",
+        "Re-run from the failed step (save the input below as rerun.json):",
+        f"  {shlex.join(['python', '-m', 'handler', 'replay', 'rerun.json'])}",
+        "Step Functions input for a new execution that starts at the failed step:",
+        f"  {rerun_json}",
+    ]
+    report = {
         "subject": f"[refload] {table} {status} on {today}",
         "table": table,
         "status": status,
@@ -76,22 +135,242 @@ def build_report(payload: dict[str, Any]) -> dict[str, Any]:
         "failed_step": payload.get("failed_step"),
         "error": error,
         "failed_checks": failed,
+        "signature": signature(payload, error, failed_errors or failed),
+        "rerun_command": "python -m handler replay rerun.json",
+        "rerun_input": rerun,
         "text": "\n".join(lines) + "\n",
+        "html": _html(facts, error, failed, rerun_json),
     }
+    return json.loads(redact(json.dumps(report, default=str)))
+
+
+def _html(
+    facts: list[tuple[str, Any]],
+    error: dict[str, str] | None,
+    failed: list[dict[str, Any]],
+    rerun_json: str,
+) -> str:
+    e = html.escape
+    rows = "".join(f"<tr><th align='left'>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in facts)
+    parts = [f"<table>{rows}</table>"]
+    if error:
+        parts.append(f"<p><b>Error:</b> {e(error['type'])}: {e(error['message'])}</p>")
+    for check in failed:
+        samples = (check.get("details") or {}).get("sample_rows", [])[:SAMPLE_ROWS_IN_ALERT]
+        items = "".join(
+            f"<li><code>{e(json.dumps(r, default=str, ensure_ascii=False))}</code></li>"
+            for r in samples
+        )
+        parts.append(
+            f"<p><b>Failed test:</b> {e(check['name'])} ({e(check['type'])}, severity "
+            f"{e(check['severity'])}): {e(check['status'])}<br>observed "
+            f"<b>{e(str(check.get('observed')))}</b>, expected {e(str(check.get('expected')))}"
+            f"</p><ul>{items}</ul>"
+        )
+    parts.append(
+        "<p>Re-run from the failed step: save the input as <code>rerun.json</code> and "
+        "run <code>python -m handler replay rerun.json</code>, or start a Step "
+        f"Functions execution with it:</p><pre>{e(rerun_json)}</pre>"
+    )
+    return "<html><body>" + "".join(parts) + "</body></html>"
+
+
+# --- email ----------------------------------------------------------------------------
+
+
+def recipients(payload: dict[str, Any]) -> list[str]:
+    """Per-table `alert_emails` from the config, else REFLOAD_ALERT_EMAIL_TO."""
+    if payload.get("config"):
+        try:
+            from steps import storage
+            from steps.config import parse_config
+
+            raw = json.loads(storage.read_bytes(payload["config"]).decode("utf-8-sig"))
+            table_emails = parse_config(raw, source=payload["config"]).alert_emails
+            if table_emails:
+                return table_emails
+        except Exception as error:  # the config may be what failed; fall back to the default
+            log.warning("could not read alert_emails from the config", error=str(error))
+    to = [a.strip() for a in os.environ.get("REFLOAD_ALERT_EMAIL_TO", "").split(",")]
+    return [a for a in to if a]
+
+
+def email_message(report: dict[str, Any], payload: dict[str, Any]) -> EmailMessage:
+    sender = os.environ.get("REFLOAD_ALERT_EMAIL_FROM")
+    to = recipients(payload)
+    if not sender or not to:
+        raise ConfigError(
+            "email alerts need REFLOAD_ALERT_EMAIL_FROM and REFLOAD_ALERT_EMAIL_TO "
+            "(or alert_emails in the table config)"
+        )
+    message = EmailMessage()
+    message["Subject"] = report["subject"]
+    message["From"] = sender
+    message["To"] = ", ".join(to)
+    message.set_content(report["text"])
+    message.add_alternative(report["html"], subtype="html")
+    return message
+
+
+def send_ses(report: dict[str, Any], payload: dict[str, Any]) -> str:
+    import boto3
+    from botocore.config import Config
+
+    message = email_message(report, payload)
+    client = boto3.client("sesv2", config=Config(retries={"mode": "standard", "max_attempts": 5}))
+    response = client.send_email(
+        FromEmailAddress=message["From"],
+        Destination={"ToAddresses": [a.strip() for a in message["To"].split(",")]},
+        Content={"Raw": {"Data": message.as_bytes()}},
+    )
+    return str(response["MessageId"])
+
+
+def send_smtp(report: dict[str, Any], payload: dict[str, Any]) -> str:
+    import smtplib
+
+    message = email_message(report, payload)
+    host = os.environ.get("REFLOAD_SMTP_HOST", "localhost")
+    port = int(os.environ.get("REFLOAD_SMTP_PORT", "25"))
+    with smtplib.SMTP(host, port, timeout=30) as smtp:
+        if os.environ.get("REFLOAD_SMTP_STARTTLS", "").lower() == "true":
+            smtp.starttls()
+        if os.environ.get("REFLOAD_SMTP_USER"):
+            smtp.login(os.environ["REFLOAD_SMTP_USER"], os.environ.get("REFLOAD_SMTP_PASSWORD", ""))
+        smtp.send_message(message)
+    return f"smtp://{host}:{port}"
+
+
+# --- ServiceNow -----------------------------------------------------------------------
+
+
+def _servicenow_auth() -> dict[str, str]:
+    import base64
+
+    arn = os.environ.get("REFLOAD_SERVICENOW_SECRET_ARN")
+    if arn:
+        import boto3
+
+        try:
+            secret = json.loads(
+                boto3.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"]
+            )
+        except Exception as error:
+            raise InfrastructureError(
+                f"cannot read the ServiceNow secret ({type(error).__name__})", key=arn
+            ) from None
+    else:
+        secret = {
+            "user": os.environ.get("REFLOAD_SERVICENOW_USER"),
+            "password": os.environ.get("REFLOAD_SERVICENOW_PASSWORD"),
+        }
+    if secret.get("token"):
+        return {"Authorization": f"Bearer {secret['token']}"}
+    user = secret.get("user") or secret.get("username")
+    if not user:
+        raise ConfigError(
+            "ServiceNow needs REFLOAD_SERVICENOW_SECRET_ARN or "
+            "REFLOAD_SERVICENOW_USER and REFLOAD_SERVICENOW_PASSWORD"
+        )
+    pair = f"{user}:{secret.get('password') or ''}".encode()
+    return {"Authorization": "Basic " + base64.b64encode(pair).decode()}
+
+
+def _http() -> Any:
+    import urllib3
+
+    retry = urllib3.Retry(
+        total=int(os.environ.get("REFLOAD_HTTP_RETRIES", "4")),
+        backoff_factor=1.0,
+        status_forcelist=(429, 500, 502, 503, 504),
+        allowed_methods=frozenset({"GET", "POST", "PATCH"}),
+        raise_on_status=False,
+    )
+    return urllib3.PoolManager(retries=retry, timeout=urllib3.Timeout(connect=10, read=30))
+
+
+def send_servicenow(report: dict[str, Any], payload: dict[str, Any]) -> str:
+    """Open an incident, or add a work note to the open one with the same signature."""
+    from urllib.parse import quote
+
+    base = os.environ.get("REFLOAD_SERVICENOW_URL", "").rstrip("/")
+    if not base:
+        raise ConfigError("the servicenow channel needs REFLOAD_SERVICENOW_URL")
+    headers = {
+        **_servicenow_auth(),
+        "Accept": "application/json",
+        "Content-Type": "application/json",
+    }
+    http = _http()
+
+    def call(method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        response = http.request(
+            method,
+            base + path,
+            headers=headers,
+            body=json.dumps(body) if body is not None else None,
+        )
+        if response.status in (401, 403):
+            raise InfrastructureError(
+                f"ServiceNow refused the credentials (HTTP "
+                f"{response.status}); check the user, password or token"
+            )
+        if response.status >= 300:
+            raise InfrastructureError(
+                f"ServiceNow answered HTTP {response.status} to {method} {path.split('?')[0]}"
+            )
+        return dict(json.loads(response.data or b"{}"))
+
+    correlation = report["signature"]
+    query = quote(f"correlation_id={correlation}^active=true", safe="=^")
+    found = call(
+        "GET",
+        f"/api/now/table/incident?sysparm_query={query}"
+        "&sysparm_fields=sys_id,number&sysparm_limit=1",
+    ).get("result", [])
+    if found:
+        incident = found[0]
+        call(
+            "PATCH",
+            f"/api/now/table/incident/{incident['sys_id']}",
+            {"work_notes": f"Failed again: run {report['run_id']}\n\n{report['text']}"},
+        )
+        return f"updated {incident.get('number', incident['sys_id'])}"
+    fields = {
+        "short_description": report["subject"],
+        "description": report["text"],
+        "urgency": os.environ.get("REFLOAD_SERVICENOW_URGENCY", "2"),
+        "impact": os.environ.get("REFLOAD_SERVICENOW_IMPACT", "2"),
+        "correlation_id": correlation,
+        "correlation_display": "refload",
+    }
+    if os.environ.get("REFLOAD_SERVICENOW_ASSIGNMENT_GROUP"):
+        fields["assignment_group"] = os.environ["REFLOAD_SERVICENOW_ASSIGNMENT_GROUP"]
+    created = call("POST", "/api/now/table/incident", fields).get("result", {})
+    return f"created {created.get('number', created.get('sys_id', '?'))}"
+
+
+# --- outbox ---------------------------------------------------------------------------
 
 
 def send_outbox(report: dict[str, Any], payload: dict[str, Any]) -> str:
-    """Write the alert as one JSON file in the outbox folder."""
+    """Write the alert as one JSON file, and its re-run input beside it."""
     folder = Path(payload.get("outbox") or os.environ.get("REFLOAD_OUTBOX") or "outbox")
     folder.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    path = folder / f"{stamp}-{report['table']}-{report['run_id']}.json"
-    path.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+    name = f"{stamp}-{report['table']}-{report['run_id']}"
+    path, rerun = folder / f"{name}.alert.json", folder / f"{name}.rerun.json"
+    rerun.write_text(json.dumps(report["rerun_input"], indent=2) + "\n", encoding="utf-8")
+    local = {**report, "rerun_command": f"python -m handler replay {rerun}"}
+    path.write_text(json.dumps(local, indent=2, default=str) + "\n", encoding="utf-8")
     return str(path)
 
 
 CHANNELS: dict[str, Callable[[dict[str, Any], dict[str, Any]], str]] = {
     "outbox": send_outbox,
+    "ses": send_ses,
+    "smtp": send_smtp,
+    "servicenow": send_servicenow,
 }
 
 
@@ -99,8 +378,6 @@ def channels_from_env() -> list[str]:
     names = [c.strip() for c in os.environ.get("REFLOAD_ALERT_CHANNELS", "outbox").split(",")]
     for name in names:
         if name and name not in CHANNELS:
-            from steps.errors import ConfigError
-
             raise ConfigError(f"REFLOAD_ALERT_CHANNELS: {unknown_name('channel', name, CHANNELS)}")
     return [n for n in names if n]
 
@@ -112,6 +389,7 @@ def send(report: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
         try:
             sent[name] = {"status": "sent", "ref": CHANNELS[name](report, payload)}
         except Exception as error:  # a broken channel must not hide the original failure
-            log.error("alert channel failed", channel=name, error=str(error))
-            sent[name] = {"status": "failed", "error": str(error)}
+            reason = redact(f"{type(error).__name__}: {error}")
+            log.error("alert channel failed", channel=name, error=reason)
+            sent[name] = {"status": "failed", "error": reason}
     return sent

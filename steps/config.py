@@ -222,6 +222,10 @@ class TableConfig(_Strict):
         default=False,
         description="Add nullable mapping columns missing from an existing target.",
     )
+    alert_emails: list[str] = Field(
+        default_factory=list,
+        description="Recipients of this table's alerts (default: REFLOAD_ALERT_EMAIL_TO).",
+    )
     source_prefix: str | None = Field(
         default=None,
         description="Object-key prefix that routes landed files to this table "

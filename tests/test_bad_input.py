@@ -95,7 +95,7 @@ def test_bad_input_is_rejected_and_nothing_changes(
     assert sql(
         "SELECT status, error_type FROM etl_audit.run_log WHERE run_id = ?", summary["run_id"]
     ) == [("failed", summary["error"]["type"])]
-    alerts = [json.loads(p.read_text()) for p in (tmp_path / "outbox").glob("*.json")]
+    alerts = [json.loads(p.read_text()) for p in (tmp_path / "outbox").glob("*.alert.json")]
     assert [a["error"]["message"] for a in alerts] == [summary["error"]["message"]]
     assert alerts[0]["failed_step"] == "ingest"
 

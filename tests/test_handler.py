@@ -65,7 +65,7 @@ def test_bad_events_are_config_errors(event, message):
 def test_notify_turns_a_step_functions_catch_into_an_alert(tmp_path: Path):
     event = json.loads((EVENTS / "step_notify_catch.json").read_text())
     result = lambda_handler(event, None)
-    [alert_file] = (tmp_path / "outbox").glob("*.json")
+    [alert_file] = (tmp_path / "outbox").glob("*.alert.json")
     alert = json.loads(alert_file.read_text())
     assert result["notified"]["outbox"] == {"status": "sent", "ref": str(alert_file)}
     assert alert["error"] == {
@@ -73,7 +73,9 @@ def test_notify_turns_a_step_functions_catch_into_an_alert(tmp_path: Path):
         "message": "redshift: connection reset by peer",
     }
     assert alert["failed_step"] == "load"
-    assert "Execution:   arn:aws:states:us-east-1:123456789012:execution:refload:" in alert["text"]
+    assert (
+        "Execution:     arn:aws:states:us-east-1:123456789012:execution:refload:" in alert["text"]
+    )
 
 
 def test_s3_notification_routes_by_key_prefix_and_loads(
@@ -224,7 +226,7 @@ def test_replay_saved_step_events_from_the_repository(name, tmp_path):
     summary = json.loads(done.stdout)
     if name == "step_notify_catch.json":
         assert done.returncode == 1
-        assert len(list((tmp_path / "outbox").glob("*.json"))) == 1
+        assert len(list((tmp_path / "outbox").glob("*.alert.json"))) == 1
     else:
         assert done.returncode == 0, done.stderr[-2000:]
         assert summary["status"] == "passed"

@@ -57,7 +57,7 @@ def test_before_publish_failure_leaves_the_target_exactly_as_it_was(
     )
     assert status == "fail"
     assert json.loads(details)["sample_rows"] == [{"code": "DD", "country": None, "n": 4}]
-    [alert] = [json.loads(p.read_text()) for p in (tmp_path / "outbox").glob("*.json")]
+    [alert] = [json.loads(p.read_text()) for p in (tmp_path / "outbox").glob("*.alert.json")]
     assert "Failed test: country_present (not_null, severity error): fail" in alert["text"]
 
 

@@ -34,6 +34,8 @@ class PostgresWarehouse(Warehouse):
             errors.QueryCanceled,
             errors.LockNotAvailable,
         )
+        if "authentication failed" in str(error):  # retrying will not help
+            return InfrastructureError(f"postgresql: {error}".strip())
         if isinstance(error, transient):
             return WarehouseUnavailable(f"postgresql: {error}".strip())
         return InfrastructureError(f"postgresql error: {error}".strip())

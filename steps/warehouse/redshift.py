@@ -104,7 +104,11 @@ class RedshiftWarehouse(PostgresWarehouse):
     def translate_error(self, error: Exception) -> RefloadError:
         import redshift_connector
 
-        text = str(error)
+        # The driver puts the server's error fields in a dict; its 'M' is the message.
+        fields = error.args[0] if error.args and isinstance(error.args[0], dict) else {}
+        text = fields.get("M") or str(error)
+        if fields.get("C") == "28P01":  # authentication failed: retrying will not help
+            return InfrastructureError(f"redshift: {text}")
         if isinstance(
             error, (redshift_connector.InterfaceError, redshift_connector.OperationalError)
         ) or any(marker in text.lower() for marker in TRANSIENT_MARKERS):
