@@ -56,18 +56,33 @@ def payload_for_object(bucket: str, key: str, root: str | None = None) -> dict[s
     return {"step": "ingest", "config": route_key(key, configs), "source": f"s3://{bucket}/{key}"}
 
 
+def _routed_or_empty(bucket: str, key: str) -> dict[str, Any]:
+    from steps.errors import RefloadError
+
+    try:
+        routed = payload_for_object(bucket, key)
+    except RefloadError:
+        return {"source": f"s3://{bucket}/{key}"}
+    return {"source": routed["source"], "config": routed["config"]}
+
+
 def to_payload(event: dict[str, Any]) -> dict[str, Any]:
     """Any accepted event -> a complete step payload (with a run_id)."""
     if not isinstance(event, dict):
         raise ConfigError(f"event must be a JSON object, got {type(event).__name__}")
     if isinstance(event.get("state"), dict) and "step" in event:
         # A state machine Task sends {"step": ..., "state": <the execution's state>}.
-        event = {**event["state"], "step": event["step"]}
+        # Keys beside "state" (the step, the execution id) are added to it.
+        event = {**event["state"], **{k: v for k, v in event.items() if k != "state"}}
     landed = _landed_object(event)
-    if landed:
+    if landed and event.get("step", "ingest") == "ingest":
         bucket, key, _version = landed
         payload = payload_for_object(bucket, key)
         payload.update({k: event[k] for k in ("run_id", "warehouse", "curated_root") if k in event})
+    elif landed:
+        # A later step (notify after a failed ingest) still carries the S3 event: keep the
+        # step, and name the object and, when a config routes it, the table.
+        payload = {**event, **_routed_or_empty(*landed[:2])}
     elif "step" in event:
         payload = dict(event)
     else:

@@ -7,4 +7,10 @@ scripts/start_postgres.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
+# The deployment files, checked by the tools AWS users check them with.
+.venv/bin/statelint statemachine.asl.json
+[ -x .tools/node_modules/.bin/asl-validator ] ||
+  npm install --prefix .tools --no-save --no-audit --no-fund --silent asl-validator@4.0.0
+.tools/node_modules/.bin/asl-validator --json-path statemachine.asl.json
+.venv/bin/cfn-lint template.yaml
 .venv/bin/python -m pytest "$@"

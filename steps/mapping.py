@@ -498,8 +498,7 @@ def apply_mapping(
     for spec in mapping.columns:
         if spec.derived:
             text = derived_value(spec, context)
-            raw = pa.array([text] * table.num_rows, pa.string())
-            cast, failures = cast_values(raw.slice(0, 1), spec)
+            cast, failures = cast_values(pa.array([text], pa.string()), spec)
             if failures:
                 raise ConfigError(
                     f"derived value {text!r} does not fit {spec.data_type}",

@@ -68,6 +68,7 @@ BAD_INPUTS = [
         "t.csv, line 4, column 'n': is not a valid integer (value 'zz')",
     ),
     ("not gzip after all", b"\x1f\x8b\x08garbage", "t.csv: gzip data is corrupt"),
+    ("every row ragged", b"code,n\nAA\n", "t.csv, line 2: has 1 field(s), the header has 2"),
 ]
 
 
