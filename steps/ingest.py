@@ -8,6 +8,7 @@ and writes the typed rows to a deterministic path under the curated root.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import io
 from typing import Any
 
@@ -115,14 +116,13 @@ def _check_primary_key(table: pa.Table, source: SourceTable, key: list[str]) -> 
                 column=name,
                 **at(source.unit, place),
             )
-    counts = table.group_by(key, use_threads=False).aggregate(
-        [(_POSITION, "count"), (_POSITION, "list")]
-    )
+    counts = table.group_by(key, use_threads=False).aggregate([(_POSITION, "count")])
     doubled = counts.filter(pc.greater(counts.column(f"{_POSITION}_count"), 1))
     if doubled.num_rows:
         first = doubled.slice(0, 1).to_pylist()[0]
         value = ", ".join(f"{k}={first[k]!r}" for k in key)
-        places = source.locate(sorted(first[f"{_POSITION}_list"]))
+        match = functools.reduce(pc.and_, [pc.equal(table.column(k), first[k]) for k in key])
+        places = source.locate(sorted(table.filter(match).column(_POSITION).to_pylist()))
         raise RejectedInput(
             f"duplicate primary key ({value}) on {source.unit}s "
             f"{', '.join(map(str, places[:MAX_LISTED]))}; {doubled.num_rows} key(s) appear more "

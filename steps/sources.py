@@ -97,24 +97,28 @@ def _record_lines(text: str, config: TableConfig) -> tuple[list[int], list[int]]
     return starts, widths
 
 
+def _is_utf8(encoding: str) -> bool:
+    return encoding.lower().replace("_", "-") in ("utf-8", "utf8", "utf-8-sig")
+
+
 def read_csv(data: bytes, uri: str, config: TableConfig) -> SourceTable:
     import pyarrow.csv as pacsv
 
-    text = _decode(
-        data,
-        uri,
-        "utf-8-sig"
-        if config.encoding.lower().replace("_", "-") in ("utf-8", "utf8")
-        else config.encoding,
-    )
-    lines = text.splitlines()
+    encoding = "utf-8-sig" if _is_utf8(config.encoding) else config.encoding
     header_index = config.header_row - 1
-    if header_index >= len(lines):
+    # Only the lines up to the header are decoded here; pyarrow reads the rest (and
+    # checks UTF-8 itself). The whole text is decoded only to explain an error.
+    head = data.split(b"\n", config.header_row)[: config.header_row]
+    if len(head) <= header_index or (len(head) == config.header_row == 1 and not head[0]):
         raise RejectedInput(
-            f"file has {len(lines)} line(s); header_row is {config.header_row}", file=uri
+            f"file has fewer than {config.header_row} line(s); header_row is {config.header_row}",
+            file=uri,
         )
+    header_text = _decode(b"\n".join(head), uri, encoding).split("\n")[header_index]
     header = next(
-        csv.reader([lines[header_index]], delimiter=config.delimiter, quotechar=config.quote_char)
+        csv.reader(
+            [header_text.rstrip("\r")], delimiter=config.delimiter, quotechar=config.quote_char
+        )
     )
     header = [h.strip() for h in header]
     _check_header(header, uri, config.header_row, "line")
@@ -126,9 +130,12 @@ def read_csv(data: bytes, uri: str, config: TableConfig) -> SourceTable:
 
     try:
         table = pacsv.read_csv(
-            io.BytesIO(text.encode("utf-8")),
+            io.BytesIO(data),
             read_options=pacsv.ReadOptions(
-                skip_rows=header_index + 1, column_names=header, block_size=1 << 24
+                skip_rows=header_index + 1,
+                column_names=header,
+                block_size=1 << 24,
+                encoding="utf8" if _is_utf8(encoding) else encoding,
             ),
             parse_options=pacsv.ParseOptions(
                 delimiter=config.delimiter,
@@ -142,17 +149,25 @@ def read_csv(data: bytes, uri: str, config: TableConfig) -> SourceTable:
                 strings_can_be_null=True,
             ),
         )
-    except pa.ArrowInvalid as error:
+    except (pa.ArrowInvalid, UnicodeDecodeError) as error:
+        _decode(data, uri, encoding)  # raises with the line and byte when it is the encoding
         raise RejectedInput(f"cannot parse as CSV: {error}", file=uri) from None
 
     cache: dict[str, Any] = {}
 
+    def text() -> str:
+        if "text" not in cache:
+            cache["text"] = _decode(data, uri, encoding)
+        return cache["text"]  # type: ignore[no-any-return]
+
     def record_lines() -> tuple[list[int], list[int]]:
         if "lines" not in cache:
-            cache["lines"] = _record_lines(text, config)
-        return cache["lines"]
+            cache["lines"] = _record_lines(text(), config)
+        return cache["lines"]  # type: ignore[no-any-return]
 
     def locate(positions: list[int]) -> list[int]:
+        if not positions:
+            return []
         starts, widths = record_lines()
         good = [s for s, w in zip(starts, widths, strict=True) if w == len(header)]
         return [good[p] if p < len(good) else config.header_row + 1 + p for p in positions]
@@ -160,6 +175,7 @@ def read_csv(data: bytes, uri: str, config: TableConfig) -> SourceTable:
     bad_records = []
     if bad:
         starts, widths = record_lines()
+        lines = text().splitlines()
         for line, width in zip(starts, widths, strict=True):
             if width != len(header):
                 bad_records.append(

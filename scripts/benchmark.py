@@ -1,0 +1,351 @@
+"""Benchmark refload against the floor (and pandas, and PySpark when installed).
+
+    .venv/bin/python scripts/benchmark.py [--sizes 50000,1000000,5000000]
+        [--memory-mb 2048] [--price-per-gb-second 0.0000166667] [--workdir .bench]
+
+For each size it generates a ZIP-like CSV (fixed seed, leading-zero keys, 1% exact
+duplicate rows, padded and mixed-case text, %m/%d/%Y dates), then runs, each in a
+fresh process on the same file:
+
+- refload: `python -m handler run` end to end on the embedded default (ingest with
+  transforms, casts, dedupe and key checks; load into DuckDB; validate);
+- floor: pyarrow's CSV read plus the DuckDB load of the same rows (DELETE + INSERT +
+  key check in one transaction): the least any such job can do;
+- pandas: the same job written the usual way in pandas;
+- pyspark: the same job on local Spark, when pyspark is installed.
+
+It prints wall time (whole process), peak RSS, rows/s, the ratio to the floor and the
+AWS Lambda cost of the run (duration x memory setting x price per GB-second), then the
+import time of the handler (with a notify run) and of the ingest step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+MAPPING = """source_column,target_column,data_type,transform,default,nullable,format
+zip,zipcode,varchar(5),strip|zfill(5),,false,
+plus4,plus4,varchar(4),strip|zfill(4),,false,
+city,city,varchar(64),strip|title,,false,
+state,state,varchar(2),strip|upper,,false,
+lat,latitude,"decimal(9,4)",strip,,true,
+long,longitude,double,strip,,true,
+population,population,integer,strip,,true,
+effective,effective_date,date,strip,,true,%m/%d/%Y
+active,is_active,boolean,strip,,true,
+"""
+CONFIG = {
+    "table_name": "bench_zip",
+    "redshift_schema": "public",
+    "mapping_file": "mapping.csv",
+    "truncate_before_load": True,
+    "primary_key": ["zipcode", "plus4"],
+    "quality_tests": [
+        {"type": "row_count_match", "tolerance_pct": 0},
+        {"type": "uniqueness", "columns": ["zipcode", "plus4"]},
+        {"type": "not_null", "columns": ["zipcode", "plus4", "city"]},
+    ],
+}
+CITIES = [
+    "SPRINGFIELD",
+    "NEW YORK",
+    "SAN JOSE",
+    "ST. LOUIS",
+    "LOS ANGELES",
+    "FARGO",
+    "SALT LAKE CITY",
+    "BATON ROUGE",
+    "EL PASO",
+    "ANN ARBOR",
+    "O'FALLON",
+    "HOLTSVILLE",
+]
+STATES = ["ny", "ca", "tx", "mo", "nd", "ut", "la", "mi", "il", "ma", "wa", "fl"]
+
+
+# --- data ----------------------------------------------------------------------------
+
+
+def generate(rows: int, path: Path) -> None:
+    """ZIP-like rows: unique (zip, plus4) keys with leading zeros, plus 1% exact duplicates."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+
+    rng = np.random.default_rng(42)
+    unique = rows - rows // 100
+    ids = np.arange(unique)
+    ids = np.concatenate([ids, rng.choice(ids, rows - unique)])  # the duplicates
+    rng.shuffle(ids)
+    zip_ = pc.utf8_lpad(pa.array(ids % 100_000).cast(pa.string()), 5, "0")
+    plus4 = pc.utf8_lpad(pa.array(ids // 100_000).cast(pa.string()), 4, "0")
+    city = pa.array(np.array([f" {c} " for c in CITIES])[ids % len(CITIES)])
+    state = pa.array(np.array(STATES)[(ids // 7) % len(STATES)])
+    lat = pa.array(np.round(18 + (ids % 9973) / 9973 * 50, 4)).cast(pa.string())
+    lon = pa.array(np.round(-160 + (ids % 7919) / 7919 * 90, 6)).cast(pa.string())
+    population = pa.array(ids % 120_000).cast(pa.string())
+    day = 1 + ids % 28
+    month = 1 + (ids // 28) % 12
+    year = 1990 + ids % 35
+    effective = pa.array([f"{m:02d}/{d:02d}/{y}" for m, d, y in zip(month, day, year, strict=True)])
+    active = pa.array(np.where(ids % 10 == 0, "N", "Y"))
+    table = pa.table(
+        {
+            "zip": zip_,
+            "plus4": plus4,
+            "city": city,
+            "state": state,
+            "lat": lat,
+            "long": lon,
+            "population": population,
+            "effective": effective,
+            "active": active,
+        }
+    )
+    pacsv.write_csv(table, path)
+
+
+# --- jobs (each runs in its own process) ----------------------------------------------
+
+
+def job_refload(csv: Path, work: Path) -> dict[str, Any]:
+    from handler.cli import main
+
+    (work / "mapping.csv").write_text(MAPPING)
+    (work / "config.json").write_text(json.dumps(CONFIG))
+    out = work / "summary.json"
+    code = main(
+        [
+            "run",
+            "--config",
+            str(work / "config.json"),
+            "--source",
+            str(csv),
+            "--warehouse",
+            f"duckdb:///{work / 'refload.duckdb'}",
+            "--curated-root",
+            str(work / "curated"),
+            "--outbox",
+            str(work / "outbox"),
+            "--json",
+            "--run-id",
+            f"bench-{time.time_ns()}",
+        ]
+    )
+    return {"exit": code, "summary": str(out)}
+
+
+def job_floor(csv: Path, work: Path) -> dict[str, Any]:
+    import duckdb
+    import pyarrow.csv as pacsv
+
+    table = pacsv.read_csv(csv)
+    with duckdb.connect(str(work / "floor.duckdb")) as con:
+        con.register("incoming", table)
+        con.execute("CREATE TABLE IF NOT EXISTS target AS SELECT * FROM incoming LIMIT 0")
+        con.execute("BEGIN")
+        con.execute("DELETE FROM target")
+        con.execute("INSERT INTO target SELECT * FROM incoming")
+        con.execute(
+            "SELECT zip, plus4 FROM target GROUP BY zip, plus4 HAVING COUNT(*) > 1 LIMIT 1"
+        ).fetchall()
+        con.execute("COMMIT")
+    return {"rows": table.num_rows}
+
+
+def job_pandas(csv: Path, work: Path) -> dict[str, Any]:
+    import duckdb
+    import pandas as pd
+
+    df = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    df["zip"] = df["zip"].str.strip().str.zfill(5)
+    df["plus4"] = df["plus4"].str.strip().str.zfill(4)
+    df["city"] = df["city"].str.strip().str.title()
+    df["state"] = df["state"].str.strip().str.upper()
+    df["lat"] = pd.to_numeric(df["lat"]).round(4)
+    df["long"] = pd.to_numeric(df["long"])
+    df["population"] = pd.to_numeric(df["population"]).astype("int32")
+    df["effective"] = pd.to_datetime(df["effective"], format="%m/%d/%Y")
+    df["active"] = df["active"].str.strip().str.upper().eq("Y")
+    df = df.drop_duplicates()
+    if df.duplicated(["zip", "plus4"]).any():
+        raise SystemExit("duplicate key")
+    df.to_parquet(work / "pandas.parquet")
+    with duckdb.connect(str(work / "pandas.duckdb")) as con:
+        con.execute("CREATE TABLE IF NOT EXISTS target AS SELECT * FROM df LIMIT 0")
+        con.execute("BEGIN")
+        con.execute("DELETE FROM target")
+        con.execute("INSERT INTO target SELECT * FROM df")
+        con.execute("COMMIT")
+    return {"rows": len(df)}
+
+
+def job_pyspark(csv: Path, work: Path) -> dict[str, Any]:
+    from pyspark.sql import SparkSession
+    from pyspark.sql import functions as f
+
+    spark = SparkSession.builder.master("local[*]").appName("bench").getOrCreate()
+    df = spark.read.csv(str(csv), header=True, inferSchema=False)
+    df = (
+        df.withColumn("zip", f.lpad(f.trim("zip"), 5, "0"))
+        .withColumn("plus4", f.lpad(f.trim("plus4"), 4, "0"))
+        .withColumn("city", f.initcap(f.trim("city")))
+        .withColumn("state", f.upper(f.trim("state")))
+        .withColumn("lat", f.col("lat").cast("decimal(9,4)"))
+        .withColumn("long", f.col("long").cast("double"))
+        .withColumn("population", f.col("population").cast("int"))
+        .withColumn("effective", f.to_date("effective", "MM/dd/yyyy"))
+        .withColumn("active", f.upper(f.trim("active")) == "Y")
+        .dropDuplicates()
+    )
+    if df.groupBy("zip", "plus4").count().filter("count > 1").limit(1).count():
+        raise SystemExit("duplicate key")
+    df.write.mode("overwrite").parquet(str(work / "spark.parquet"))
+    spark.stop()
+    return {}
+
+
+def job_imports(csv: Path, work: Path) -> dict[str, Any]:
+    started = time.perf_counter()
+    import handler
+
+    handler.lambda_handler(
+        {
+            "step": "notify",
+            "table": "bench_zip",
+            "run_id": "x",
+            "failed_step": "load",
+            "outbox": str(work / "outbox"),
+            "error": {"type": "WarehouseUnavailable", "message": "down"},
+        },
+        None,
+    )
+    notify = time.perf_counter() - started
+    heavy = [m for m in ("pandas", "pyarrow", "duckdb") if m in sys.modules]
+    started = time.perf_counter()
+    import steps.ingest  # noqa: F401
+
+    ingest = time.perf_counter() - started
+    return {"handler_and_notify": notify, "ingest_imports": ingest, "heavy_after": heavy}
+
+
+JOBS = {
+    "refload": job_refload,
+    "floor": job_floor,
+    "pandas": job_pandas,
+    "pyspark": job_pyspark,
+    "imports": job_imports,
+}
+
+
+def child(kind: str, csv: Path, work: Path) -> None:
+    os.environ.setdefault("REFLOAD_LOG_LEVEL", "WARNING")
+    started = time.perf_counter()
+    result = JOBS[kind](csv, work)
+    result["seconds_in_process"] = time.perf_counter() - started
+    result["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("BENCH " + json.dumps(result, default=str))
+
+
+# --- driver ---------------------------------------------------------------------------
+
+
+def run_child(kind: str, csv: Path, work: Path) -> dict[str, Any] | None:
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", kind, str(csv), str(work)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
+    wall = time.perf_counter() - started
+    lines = [line for line in done.stdout.splitlines() if line.startswith("BENCH ")]
+    if done.returncode or not lines:
+        print(f"  {kind} failed (exit {done.returncode}): {done.stderr[-800:]}", file=sys.stderr)
+        return None
+    result = json.loads(lines[-1][6:])
+    result["wall"] = wall
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--child", nargs=3, metavar=("KIND", "CSV", "WORK"), help=argparse.SUPPRESS)
+    parser.add_argument("--sizes", default="50000,1000000,5000000")
+    parser.add_argument("--memory-mb", type=int, default=2048, help="Lambda memory setting")
+    parser.add_argument(
+        "--price-per-gb-second",
+        type=float,
+        default=0.0000166667,
+        help="Lambda x86 price (USD per GB-second)",
+    )
+    parser.add_argument("--workdir", default=str(ROOT / ".bench"))
+    args = parser.parse_args()
+    if args.child:
+        child(args.child[0], Path(args.child[1]), Path(args.child[2]))
+        return 0
+
+    import importlib.util
+
+    kinds = ["floor", "refload", "pandas"]
+    if importlib.util.find_spec("pyspark"):
+        kinds.append("pyspark")
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    print(
+        f"refload benchmark: {os.cpu_count()} cores, Lambda {args.memory_mb} MB at "
+        f"${args.price_per_gb_second}/GB-s"
+        + ("" if "pyspark" in kinds else "; pyspark not installed")
+    )
+    header = (
+        f"{'rows':>10} {'job':<8} {'wall s':>8} {'peak RSS MB':>12} {'rows/s':>12} "
+        f"{'x floor':>8} {'Lambda $':>10}"
+    )
+    print(header)
+    print("-" * len(header))
+    for size in [int(s) for s in args.sizes.split(",")]:
+        csv = work / f"zip_{size}.csv"
+        if not csv.exists():
+            generate(size, csv)
+        floor = None
+        for kind in kinds:
+            folder = work / f"{kind}_{size}"
+            folder.mkdir(exist_ok=True)
+            result = run_child(kind, csv, folder)
+            if result is None:
+                continue
+            if kind == "floor":
+                floor = result["wall"]
+            if kind == "refload" and result.get("exit"):
+                print(f"  refload exited {result['exit']}", file=sys.stderr)
+            ratio = f"{result['wall'] / floor:.2f}" if floor else "-"
+            cost = result["wall"] * args.memory_mb / 1024 * args.price_per_gb_second
+            print(
+                f"{size:>10,} {kind:<8} {result['wall']:>8.2f} {result['max_rss_mb']:>12.0f} "
+                f"{size / result['wall']:>12,.0f} {ratio:>8} {cost:>10.6f}"
+            )
+    imports = [run_child("imports", work / "none.csv", work) for _ in range(3)]
+    best = {k: min(i[k] for i in imports if i) for k in ("handler_and_notify", "ingest_imports")}
+    print(
+        f"\nimport handler + run notify: {best['handler_and_notify']:.3f} s (best of 3; "
+        f"heavy modules loaded: {imports[0]['heavy_after'] if imports[0] else '?'})"
+    )
+    print(f"import the ingest step:      {best['ingest_imports']:.3f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
