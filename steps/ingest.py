@@ -34,6 +34,12 @@ def curated_uri(root: str, spec: TableSpec, content_hash: str) -> str:
     return storage.join(root, spec.config.table_name, name)
 
 
+def _positions(count: int) -> pa.Array:
+    """0, 1, ... count-1, built in Arrow (not from a Python range)."""
+    every = pc.fill_null(pa.nulls(count, pa.bool_()), True)
+    return pc.cast(pc.indices_nonzero(every), pa.int64())
+
+
 def _source_key(uri: str) -> str:
     return storage.split_s3(uri)[1] if storage.is_s3(uri) else uri
 
@@ -97,15 +103,32 @@ def _rejected_error(source: SourceTable, record: dict[str, Any], **extra: Any) -
     )
 
 
-def _drop_duplicates(table: pa.Table) -> pa.Table:
-    """Exact duplicate rows out, first occurrence kept, order kept."""
-    columns = [c for c in table.column_names if c != _POSITION]
-    firsts = table.group_by(columns, use_threads=False).aggregate([(_POSITION, "min")])
-    keep = pc.is_in(table.column(_POSITION), firsts.column(f"{_POSITION}_min"))
-    return table.filter(keep)
+def _exact_duplicates(rows: pa.Table) -> pa.Array:
+    """Positions of rows that repeat an earlier row exactly."""
+    columns = [c for c in rows.column_names if c != _POSITION]
+    firsts = rows.group_by(columns, use_threads=False).aggregate([(_POSITION, "min")])
+    positions = rows.column(_POSITION)
+    return positions.filter(pc.invert(pc.is_in(positions, firsts.column(f"{_POSITION}_min"))))
 
 
-def _check_primary_key(table: pa.Table, source: SourceTable, key: list[str]) -> None:
+def _doubled_keys(rows: pa.Table, key: list[str]) -> pa.Table:
+    counts = rows.group_by(key, use_threads=False).aggregate([(_POSITION, "count")])
+    return counts.filter(pc.greater(counts.column(f"{_POSITION}_count"), 1)).select(key)
+
+
+def _dedupe_and_check_key(
+    table: pa.Table, source: SourceTable, key: list[str], dedupe: bool
+) -> pa.Table:
+    """Drop exact duplicate rows (first kept, order kept) and refuse duplicate keys.
+
+    With a key, only rows whose key repeats can be exact duplicates, so only those are
+    compared column by column: one hash of the key columns instead of every column.
+    """
+    if not key:
+        if not dedupe:
+            return table
+        drop = _exact_duplicates(table)
+        return table.filter(pc.invert(pc.is_in(table.column(_POSITION), drop)))
     for name in key:
         nulls = pc.indices_nonzero(pc.is_null(table.column(name))).to_pylist()
         if nulls:
@@ -116,13 +139,20 @@ def _check_primary_key(table: pa.Table, source: SourceTable, key: list[str]) -> 
                 column=name,
                 **at(source.unit, place),
             )
-    counts = table.group_by(key, use_threads=False).aggregate([(_POSITION, "count")])
-    doubled = counts.filter(pc.greater(counts.column(f"{_POSITION}_count"), 1))
+    doubled = _doubled_keys(table, key)
+    if not doubled.num_rows:
+        return table
+    suspects = table.join(doubled, keys=key, join_type="left semi")
+    if dedupe:
+        drop = _exact_duplicates(suspects)
+        table = table.filter(pc.invert(pc.is_in(table.column(_POSITION), drop)))
+        suspects = suspects.filter(pc.invert(pc.is_in(suspects.column(_POSITION), drop)))
+        doubled = _doubled_keys(suspects, key)
     if doubled.num_rows:
         first = doubled.slice(0, 1).to_pylist()[0]
         value = ", ".join(f"{k}={first[k]!r}" for k in key)
-        match = functools.reduce(pc.and_, [pc.equal(table.column(k), first[k]) for k in key])
-        places = source.locate(sorted(table.filter(match).column(_POSITION).to_pylist()))
+        match = functools.reduce(pc.and_, [pc.equal(suspects.column(k), first[k]) for k in key])
+        places = source.locate(sorted(suspects.filter(match).column(_POSITION).to_pylist()))
         raise RejectedInput(
             f"duplicate primary key ({value}) on {source.unit}s "
             f"{', '.join(map(str, places[:MAX_LISTED]))}; {doubled.num_rows} key(s) appear more "
@@ -131,6 +161,7 @@ def _check_primary_key(table: pa.Table, source: SourceTable, key: list[str]) -> 
             column=",".join(key),
             details={"duplicate_keys": doubled.num_rows},
         )
+    return table
 
 
 def run(payload: dict[str, Any]) -> dict[str, Any]:
@@ -158,7 +189,7 @@ def _ingest(spec: TableSpec, payload: dict[str, Any]) -> dict[str, Any]:
         "source_key": _source_key(source_uri),
     }
     typed, rejections = apply_mapping(source.table, spec.mapping, context)
-    typed = typed.append_column(_POSITION, pa.array(range(typed.num_rows), pa.int64()))
+    typed = typed.append_column(_POSITION, _positions(typed.num_rows))
     rows_read = source.table.num_rows + len(source.bad_records)
 
     out_uri = curated_uri(curated_root, spec, info.content_hash)
@@ -186,11 +217,8 @@ def _ingest(spec: TableSpec, payload: dict[str, Any]) -> dict[str, Any]:
         typed = typed.filter(pc.invert(pc.is_in(typed.column(_POSITION), pa.array(positions))))
 
     rows_before_dedupe = typed.num_rows
-    if config.dedupe:
-        typed = _drop_duplicates(typed)
+    typed = _dedupe_and_check_key(typed, source, config.primary_key, config.dedupe)
     duplicates_dropped = rows_before_dedupe - typed.num_rows
-    if config.primary_key:
-        _check_primary_key(typed, source, config.primary_key)
 
     final_schema = pa.schema(
         [pa.field(c.target, c.data_type.arrow(), nullable=c.nullable) for c in spec.mapping.columns]

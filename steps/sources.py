@@ -158,12 +158,12 @@ def read_csv(data: bytes, uri: str, config: TableConfig) -> SourceTable:
     def text() -> str:
         if "text" not in cache:
             cache["text"] = _decode(data, uri, encoding)
-        return cache["text"]  # type: ignore[no-any-return]
+        return cache["text"]
 
     def record_lines() -> tuple[list[int], list[int]]:
         if "lines" not in cache:
             cache["lines"] = _record_lines(text(), config)
-        return cache["lines"]  # type: ignore[no-any-return]
+        return cache["lines"]
 
     def locate(positions: list[int]) -> list[int]:
         if not positions:
