@@ -7,9 +7,12 @@ and writes the typed rows to a deterministic path under the curated root.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import io
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -21,11 +24,12 @@ from steps.config import TableSpec, load_table_config
 from steps.errors import RefloadError, RejectedInput, at
 from steps.mapping import Rejection, apply_mapping
 from steps.names import did_you_mean
-from steps.sources import SourceTable, read_source
+from steps.sources import BadRecord, SourceTable, read_source
 
 DEFAULT_CURATED_ROOT = "curated"
 _POSITION = "__refload_position"
 MAX_LISTED = 5
+BATCH_ROWS = 256_000
 
 
 def curated_uri(root: str, spec: TableSpec, content_hash: str) -> str:
@@ -34,10 +38,10 @@ def curated_uri(root: str, spec: TableSpec, content_hash: str) -> str:
     return storage.join(root, spec.config.table_name, name)
 
 
-def _positions(count: int) -> pa.Array:
-    """0, 1, ... count-1, built in Arrow (not from a Python range)."""
+def _positions(count: int, start: int = 0) -> pa.Array:
+    """start, start+1, ... (count of them), built in Arrow (not from a Python range)."""
     every = pc.fill_null(pa.nulls(count, pa.bool_()), True)
-    return pc.cast(pc.indices_nonzero(every), pa.int64())
+    return pc.add(pc.cast(pc.indices_nonzero(every), pa.int64()), start)
 
 
 def _source_key(uri: str) -> str:
@@ -45,7 +49,7 @@ def _source_key(uri: str) -> str:
 
 
 def _check_columns(source: SourceTable, spec: TableSpec) -> None:
-    header = source.table.column_names
+    header = source.column_names
     for name in spec.mapping.sources:
         if name not in header:
             raise RejectedInput(
@@ -58,14 +62,14 @@ def _check_columns(source: SourceTable, spec: TableSpec) -> None:
 
 
 def _reject_rows(
-    source: SourceTable, rejections: list[Rejection]
+    source: SourceTable, rejections: list[Rejection], bad_records: list[BadRecord]
 ) -> tuple[list[int], list[dict[str, Any]]]:
     """Positions of rejected rows, and one record per problem for the rejects file."""
     positions = sorted({r.position for r in rejections})
     where = dict(zip(positions, source.locate(positions), strict=True))
     records: list[dict[str, Any]] = [
         {source.unit: b.where, "column": None, "value": b.text, "reason": b.reason}
-        for b in source.bad_records
+        for b in bad_records
     ]
     records += [
         {source.unit: where[r.position], "column": r.column, "value": r.value, "reason": r.reason}
@@ -116,36 +120,39 @@ def _doubled_keys(rows: pa.Table, key: list[str]) -> pa.Table:
     return counts.filter(pc.greater(counts.column(f"{_POSITION}_count"), 1)).select(key)
 
 
-def _dedupe_and_check_key(
-    table: pa.Table, source: SourceTable, key: list[str], dedupe: bool
-) -> pa.Table:
-    """Drop exact duplicate rows (first kept, order kept) and refuse duplicate keys.
+def _duplicates_to_drop(
+    staged: Path, source: SourceTable, key: list[str], dedupe: bool
+) -> pa.Array:
+    """Positions of exact duplicate rows to drop (the first is kept); refuses duplicate keys.
 
-    With a key, only rows whose key repeats can be exact duplicates, so only those are
-    compared column by column: one hash of the key columns instead of every column.
+    With a key, only rows whose key repeats can be exact duplicates: the key columns are
+    read for every row and the other columns only for those, which keeps memory small.
     """
+    nothing = pa.array([], pa.int64())
     if not key:
-        if not dedupe:
-            return table
-        drop = _exact_duplicates(table)
-        return table.filter(pc.invert(pc.is_in(table.column(_POSITION), drop)))
+        return _exact_duplicates(pq.read_table(staged)) if dedupe else nothing
+    keys = pq.read_table(staged, columns=[*key, _POSITION])
     for name in key:
-        nulls = pc.indices_nonzero(pc.is_null(table.column(name))).to_pylist()
+        nulls = pc.indices_nonzero(pc.is_null(keys.column(name))).to_pylist()
         if nulls:
-            place = source.locate([table.column(_POSITION)[nulls[0]].as_py()])[0]
+            place = source.locate([keys.column(_POSITION)[nulls[0]].as_py()])[0]
             raise RejectedInput(
                 "primary key column is empty",
                 file=source.uri,
                 column=name,
                 **at(source.unit, place),
             )
-    doubled = _doubled_keys(table, key)
+    doubled = _doubled_keys(keys, key)
     if not doubled.num_rows:
-        return table
-    suspects = table.join(doubled, keys=key, join_type="left semi")
+        return nothing
+    wanted = keys.join(doubled, keys=key, join_type="left semi").column(_POSITION)
+    suspects = pa.concat_tables(
+        pa.Table.from_batches([b]).filter(pc.is_in(b.column(_POSITION), wanted))
+        for b in pq.ParquetFile(staged).iter_batches(BATCH_ROWS)
+    )
+    drop = nothing
     if dedupe:
         drop = _exact_duplicates(suspects)
-        table = table.filter(pc.invert(pc.is_in(table.column(_POSITION), drop)))
         suspects = suspects.filter(pc.invert(pc.is_in(suspects.column(_POSITION), drop)))
         doubled = _doubled_keys(suspects, key)
     if doubled.num_rows:
@@ -161,7 +168,7 @@ def _dedupe_and_check_key(
             column=",".join(key),
             details={"duplicate_keys": doubled.num_rows},
         )
-    return table
+    return drop
 
 
 def run(payload: dict[str, Any]) -> dict[str, Any]:
@@ -174,28 +181,60 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def _ingest(spec: TableSpec, payload: dict[str, Any]) -> dict[str, Any]:
-    config = spec.config
     source_uri = payload["source"]
+    with (
+        storage.local_file(source_uri) as path,
+        tempfile.TemporaryDirectory(prefix="refload-ingest-") as scratch,
+    ):
+        info = storage.describe(source_uri, path)
+        return _ingest_file(
+            spec, payload, read_source(path, source_uri, spec.config), info, Path(scratch)
+        )
+
+
+def _ingest_file(
+    spec: TableSpec,
+    payload: dict[str, Any],
+    source: SourceTable,
+    info: storage.ObjectInfo,
+    scratch: Path,
+) -> dict[str, Any]:
+    config = spec.config
     run_id = payload["run_id"]
     curated_root = payload.get("curated_root") or DEFAULT_CURATED_ROOT
-
-    data = storage.read_bytes(source_uri)
-    info = storage.describe(source_uri, data)
-    source = read_source(data, source_uri, config)
     _check_columns(source, spec)
     context = {
         "load_date": dt.datetime.now(dt.UTC).date().isoformat(),
         "run_id": run_id,
-        "source_key": _source_key(source_uri),
+        "source_key": _source_key(source.uri),
     }
-    typed, rejections = apply_mapping(source.table, spec.mapping, context)
-    typed = typed.append_column(_POSITION, _positions(typed.num_rows))
-    rows_read = source.table.num_rows + len(source.bad_records)
+    # 1. Chunk by chunk: transform and cast, set bad rows aside, stage the rest.
+    staged = scratch / "typed.parquet"
+    rejections: list[Rejection] = []
+    rows = 0
+    writer = None
+    for chunk in source.chunks:
+        typed, found = apply_mapping(chunk, spec.mapping, context)
+        typed = typed.append_column(_POSITION, _positions(typed.num_rows, start=rows))
+        if found:
+            rejections += [dataclasses.replace(r, position=r.position + rows) for r in found]
+            bad = pa.array(sorted({r.position + rows for r in found}), pa.int64())
+            typed = typed.filter(pc.invert(pc.is_in(typed.column(_POSITION), bad)))
+        writer = writer or pq.ParquetWriter(staged, typed.schema)
+        writer.write_table(typed)
+        rows += chunk.num_rows
+    if writer:
+        writer.close()
+    bad_records = source.bad_records()
+    rows_read = rows + len(bad_records)
+    if rows_read == 0:
+        raise RejectedInput("file has a header but no data rows", file=source.uri)
 
+    # 2. Rejected rows: to the rejects file, and the file refused above the allowed share.
     out_uri = curated_uri(curated_root, spec, info.content_hash)
     rejects_uri = None
-    positions, reject_records = _reject_rows(source, rejections)
-    rows_rejected = len(positions) + len(source.bad_records)
+    positions, reject_records = _reject_rows(source, rejections, bad_records)
+    rows_rejected = len(positions) + len(bad_records)
     if rows_rejected:
         rejects_uri = out_uri.removesuffix(".parquet") + ".rejects.parquet"
         _write_rejects(rejects_uri, source.unit, reject_records)
@@ -214,40 +253,49 @@ def _ingest(spec: TableSpec, payload: dict[str, Any]) -> dict[str, Any]:
                 f"max_reject_pct {config.max_reject_pct:g}); all problems are listed in "
                 f"{rejects_uri}",
             )
-        typed = typed.filter(pc.invert(pc.is_in(typed.column(_POSITION), pa.array(positions))))
 
-    rows_before_dedupe = typed.num_rows
-    typed = _dedupe_and_check_key(typed, source, config.primary_key, config.dedupe)
-    duplicates_dropped = rows_before_dedupe - typed.num_rows
-
+    # 3. Duplicates and keys, then the curated file, typed exactly as the mapping says.
+    drop = (
+        _duplicates_to_drop(staged, source, config.primary_key, config.dedupe)
+        if (writer)
+        else pa.array([], pa.int64())
+    )
     final_schema = pa.schema(
         [pa.field(c.target, c.data_type.arrow(), nullable=c.nullable) for c in spec.mapping.columns]
-    )
-    final = typed.drop_columns([_POSITION]).cast(final_schema)
-    final = final.replace_schema_metadata(
+    ).with_metadata(
         {
             "refload.run_id": run_id,
-            "refload.source_uri": source_uri,
+            "refload.source_uri": source.uri,
             "refload.content_hash": info.content_hash,
             "refload.config_hash": spec.config_hash,
         }
     )
-    sink = io.BytesIO()
-    pq.write_table(final, sink, compression="snappy", coerce_timestamps="us")
-    storage.write_bytes(out_uri, sink.getvalue())
+    curated = scratch / "curated.parquet"
+    rows_written = 0
+    with pq.ParquetWriter(
+        curated, final_schema, compression="snappy", coerce_timestamps="us"
+    ) as out:
+        batches = pq.ParquetFile(staged).iter_batches(BATCH_ROWS) if writer else []
+        for batch in batches:
+            kept = pa.Table.from_batches([batch])
+            if len(drop):
+                kept = kept.filter(pc.invert(pc.is_in(kept.column(_POSITION), drop)))
+            out.write_table(kept.drop_columns([_POSITION]).cast(final_schema))
+            rows_written += kept.num_rows
+    storage.upload_file(out_uri, curated)
 
     return {
         "table": config.table_name,
         "run_id": run_id,
         "config": spec.config_uri,
         "config_hash": spec.config_hash,
-        "source": source_uri,
+        "source": source.uri,
         "source_version": info.version,
         "content_hash": info.content_hash,
         "curated_uri": out_uri,
         "rejects_uri": rejects_uri,
         "rows_read": rows_read,
         "rows_rejected": rows_rejected,
-        "duplicates_dropped": duplicates_dropped,
-        "rows_written": final.num_rows,
+        "duplicates_dropped": rows - len(positions) - rows_written,
+        "rows_written": rows_written,
     }

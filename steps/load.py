@@ -6,10 +6,8 @@ to be published; an error-severity failure rolls the whole publish back.
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
-from steps import storage
 from steps.checks import CheckContext, failed_checks, run_check
 from steps.config import load_table_config
 from steps.errors import QualityCheckFailed
@@ -18,12 +16,9 @@ from steps.warehouse.base import LedgerEntry, Warehouse
 
 
 def run(payload: dict[str, Any]) -> dict[str, Any]:
-    import pyarrow.parquet as pq
-
     spec = load_table_config(payload["config"], mapping_override=payload.get("mapping"))
     config = spec.config
     curated_uri = payload["curated_uri"]
-    data = pq.read_table(io.BytesIO(storage.read_bytes(curated_uri)))
     entry = LedgerEntry(
         run_id=payload["run_id"],
         table_name=config.table_name,
@@ -38,12 +33,12 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
     tests = [t for t in config.quality_tests if t.when == "before_publish"]
     checks: list[dict[str, Any]] = []
 
-    def before_publish(warehouse: Warehouse, rows_before: int) -> None:
+    def before_publish(warehouse: Warehouse, rows_before: int, rows_staged: int) -> None:
         ctx = CheckContext(
             warehouse=warehouse,
             target=warehouse.table(config.redshift_schema, config.target_table),
-            rows_written=payload.get("rows_written", data.num_rows),
-            rows_loaded=data.num_rows,
+            rows_written=payload.get("rows_written", rows_staged),
+            rows_loaded=rows_staged,
             rows_before=rows_before,
             load_mode=config.mode,
         )
@@ -74,7 +69,6 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
                 config.redshift_schema,
                 config.target_table,
                 spec.mapping,
-                data,
                 config.primary_key,
                 before_publish=before_publish if tests else None,
             )

@@ -12,8 +12,10 @@ import datetime as dt
 import gzip
 import io
 import json
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -38,25 +40,45 @@ class BadRecord:
 @dataclass
 class SourceTable:
     uri: str
-    table: pa.Table  # every column pa.string(), named by the header
+    column_names: list[str]
+    chunks: Iterator[pa.Table]  # text columns named by the header, in file order; read once
     unit: str  # what `locate` returns: "line" or "row"
     locate: Callable[[list[int]], list[int]]
-    bad_records: list[BadRecord] = field(default_factory=list)
+    # Records that could not be split into the header's columns; complete once the
+    # chunks have been read.
+    bad_records: Callable[[], list[BadRecord]] = lambda: []
 
 
-def read_source(data: bytes, uri: str, config: TableConfig) -> SourceTable:
-    if data[:2] == b"\x1f\x8b":
+def _in_memory(
+    uri: str, table: pa.Table, unit: str, locate: Callable[[list[int]], list[int]]
+) -> SourceTable:
+    return SourceTable(uri, table.column_names, iter([table]), unit, locate)
+
+
+def chunk_bytes() -> int:
+    """How much CSV is parsed at a time: memory is bounded by this, not by the file."""
+    return int(os.environ.get("REFLOAD_CHUNK_BYTES", 32 << 20))
+
+
+def read_source(path: Path, uri: str, config: TableConfig) -> SourceTable:
+    with path.open("rb") as probe:
+        compression = "gzip" if probe.read(2) == b"\x1f\x8b" else None
+    try:
+        with pa.input_stream(str(path), compression=compression) as stream:
+            head = stream.read(1 << 16)
+    except (OSError, pa.ArrowInvalid, EOFError) as error:
+        raise RejectedInput(f"gzip data is corrupt: {error}", file=uri) from None
+    if len(head) < 1 << 16 and not head.strip():
+        raise RejectedInput("file is empty", file=uri)
+    if config.source_format == "csv":
+        return read_csv(path, compression, uri, config)
+    data = path.read_bytes()
+    if compression:
         try:
             data = gzip.decompress(data)
         except (OSError, EOFError) as error:
             raise RejectedInput(f"gzip data is corrupt: {error}", file=uri) from None
-    if not data.strip():
-        raise RejectedInput("file is empty", file=uri)
-    reader = READERS[config.source_format]
-    source = reader(data, uri, config)
-    if source.table.num_rows == 0 and not source.bad_records:
-        raise RejectedInput("file has a header but no data rows", file=uri)
-    return source
+    return READERS[config.source_format](data, uri, config)
 
 
 # --- CSV ---------------------------------------------------------------------------
@@ -101,14 +123,16 @@ def _is_utf8(encoding: str) -> bool:
     return encoding.lower().replace("_", "-") in ("utf-8", "utf8", "utf-8-sig")
 
 
-def read_csv(data: bytes, uri: str, config: TableConfig) -> SourceTable:
+def read_csv(path: Path, compression: str | None, uri: str, config: TableConfig) -> SourceTable:
     import pyarrow.csv as pacsv
+
+    def stream() -> Any:
+        return pa.input_stream(str(path), compression=compression)
 
     encoding = "utf-8-sig" if _is_utf8(config.encoding) else config.encoding
     header_index = config.header_row - 1
-    # Only the lines up to the header are decoded here; pyarrow reads the rest (and
-    # checks UTF-8 itself). The whole text is decoded only to explain an error.
-    head = data.split(b"\n", config.header_row)[: config.header_row]
+    with stream() as opened:
+        head = opened.read(1 << 20).split(b"\n", config.header_row)[: config.header_row]
     if len(head) <= header_index or (len(head) == config.header_row == 1 and not head[0]):
         raise RejectedInput(
             f"file has fewer than {config.header_row} line(s); header_row is {config.header_row}",
@@ -123,42 +147,46 @@ def read_csv(data: bytes, uri: str, config: TableConfig) -> SourceTable:
     header = [h.strip() for h in header]
     _check_header(header, uri, config.header_row, "line")
     bad: list[int] = []
+    cache: dict[str, Any] = {}
 
     def on_invalid(row: Any) -> str:
         bad.append(row.actual_columns)
         return "skip"
 
-    try:
-        table = pacsv.read_csv(
-            io.BytesIO(data),
-            read_options=pacsv.ReadOptions(
-                skip_rows=header_index + 1,
-                column_names=header,
-                block_size=1 << 24,
-                encoding="utf8" if _is_utf8(encoding) else encoding,
-            ),
-            parse_options=pacsv.ParseOptions(
-                delimiter=config.delimiter,
-                quote_char=config.quote_char,
-                newlines_in_values=True,
-                invalid_row_handler=on_invalid,
-            ),
-            convert_options=pacsv.ConvertOptions(
-                column_types=dict.fromkeys(header, pa.string()),
-                null_values=config.null_values,
-                strings_can_be_null=True,
-            ),
-        )
-    except (pa.ArrowInvalid, UnicodeDecodeError) as error:
-        _decode(data, uri, encoding)  # raises with the line and byte when it is the encoding
-        raise RejectedInput(f"cannot parse as CSV: {error}", file=uri) from None
-
-    cache: dict[str, Any] = {}
-
     def text() -> str:
+        # Error path only: the whole file, decoded, to name lines and bytes.
         if "text" not in cache:
-            cache["text"] = _decode(data, uri, encoding)
+            with stream() as opened:
+                cache["text"] = _decode(opened.read(), uri, encoding)
         return cache["text"]
+
+    def chunks() -> Iterator[pa.Table]:
+        try:
+            reader = pacsv.open_csv(
+                stream(),
+                read_options=pacsv.ReadOptions(
+                    skip_rows=header_index + 1,
+                    column_names=header,
+                    block_size=chunk_bytes(),
+                    encoding="utf8" if _is_utf8(encoding) else encoding,
+                ),
+                parse_options=pacsv.ParseOptions(
+                    delimiter=config.delimiter,
+                    quote_char=config.quote_char,
+                    newlines_in_values=True,
+                    invalid_row_handler=on_invalid,
+                ),
+                convert_options=pacsv.ConvertOptions(
+                    column_types=dict.fromkeys(header, pa.string()),
+                    null_values=config.null_values,
+                    strings_can_be_null=True,
+                ),
+            )
+            for batch in reader:
+                yield pa.Table.from_batches([batch])
+        except (pa.ArrowInvalid, UnicodeDecodeError) as error:
+            text()  # raises with the line and byte when it is the encoding
+            raise RejectedInput(f"cannot parse as CSV: {error}", file=uri) from None
 
     def record_lines() -> tuple[list[int], list[int]]:
         if "lines" not in cache:
@@ -172,20 +200,22 @@ def read_csv(data: bytes, uri: str, config: TableConfig) -> SourceTable:
         good = [s for s, w in zip(starts, widths, strict=True) if w == len(header)]
         return [good[p] if p < len(good) else config.header_row + 1 + p for p in positions]
 
-    bad_records = []
-    if bad:
+    def bad_records() -> list[BadRecord]:
+        if not bad:
+            return []
         starts, widths = record_lines()
         lines = text().splitlines()
-        for line, width in zip(starts, widths, strict=True):
-            if width != len(header):
-                bad_records.append(
-                    BadRecord(
-                        line,
-                        f"has {width} field(s), the header has {len(header)}",
-                        lines[line - 1] if line - 1 < len(lines) else "",
-                    )
-                )
-    return SourceTable(uri, table, "line", locate, bad_records)
+        return [
+            BadRecord(
+                line,
+                f"has {width} field(s), the header has {len(header)}",
+                lines[line - 1] if line - 1 < len(lines) else "",
+            )
+            for line, width in zip(starts, widths, strict=True)
+            if width != len(header)
+        ]
+
+    return SourceTable(uri, header, chunks(), "line", locate, bad_records)
 
 
 def _check_header(header: list[str], uri: str, line: int, unit: str) -> None:
@@ -252,7 +282,7 @@ def read_excel(data: bytes, uri: str, config: TableConfig) -> SourceTable:
             sheet_rows.append(number)
     columns = {name: pa.array([r[i] for r in body], pa.string()) for i, name in enumerate(header)}
     table = _apply_null_values(pa.table(columns), config.null_values)
-    return SourceTable(uri, table, "row", lambda ps: [sheet_rows[p] for p in ps])
+    return _in_memory(uri, table, "row", lambda ps: [sheet_rows[p] for p in ps])
 
 
 def _apply_null_values(table: pa.Table, null_values: list[str]) -> pa.Table:
@@ -322,7 +352,7 @@ def read_json(data: bytes, uri: str, config: TableConfig) -> SourceTable:
         }
     )
     table = _apply_null_values(table, config.null_values)
-    return SourceTable(uri, table, unit, lambda ps: [labels[p] for p in ps])
+    return _in_memory(uri, table, unit, lambda ps: [labels[p] for p in ps])
 
 
 # --- Parquet -----------------------------------------------------------------------
@@ -344,11 +374,11 @@ def read_parquet(data: bytes, uri: str, config: TableConfig) -> SourceTable:
         else:
             as_text[name] = pa.array([_cell_text(v) for v in column.to_pylist()], pa.string())
     table = _apply_null_values(pa.table(as_text), config.null_values)
-    return SourceTable(uri, table, "row", lambda ps: [p + 1 for p in ps])
+    return _in_memory(uri, table, "row", lambda ps: [p + 1 for p in ps])
 
 
+# Formats small enough to read whole (CSV streams, see read_source).
 READERS: dict[str, Callable[[bytes, str, TableConfig], SourceTable]] = {
-    "csv": read_csv,
     "excel": read_excel,
     "json": read_json,
     "parquet": read_parquet,

@@ -8,6 +8,10 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,9 +142,52 @@ class ObjectInfo:
     size: int
 
 
-def describe(uri: str, data: bytes) -> ObjectInfo:
-    """Version (S3 version id or ETag; local mtime) and sha256 of an object already read."""
-    content_hash = hashlib.sha256(data).hexdigest()
+@contextmanager
+def local_file(uri: str) -> Iterator[Path]:
+    """A path to read `uri` from: the file itself, or an S3 object downloaded to a temp file.
+
+    Large sources are read from disk in blocks, never held whole in memory.
+    """
+    if not is_s3(uri):
+        path = _local(uri)
+        if not path.exists():
+            raise RejectedInput("file does not exist", file=uri)
+        if path.is_dir():
+            raise RejectedInput("is a directory, not a file", file=uri)
+        yield path
+        return
+    bucket, key = split_s3(uri)
+    with tempfile.TemporaryDirectory(prefix="refload-") as folder:
+        path = Path(folder) / (posixpath.basename(key) or "object")
+        try:
+            s3_client().download_file(bucket, key, str(path))
+        except Exception as error:
+            raise _s3_error(error, uri) from error
+        yield path
+
+
+def upload_file(uri: str, path: Path) -> None:
+    """Put a local file at `uri` (atomically for local targets)."""
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        try:
+            s3_client().upload_file(str(path), bucket, key)
+        except Exception as error:
+            raise _s3_error(error, uri) from error
+        return
+    target = _local(uri)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    shutil.copyfile(path, partial)
+    os.replace(partial, target)
+
+
+def describe(uri: str, path: Path) -> ObjectInfo:
+    """Version (S3 version id or ETag; local mtime) and sha256 of a source file."""
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while block := stream.read(1 << 20):
+            digest.update(block)
     if is_s3(uri):
         bucket, key = split_s3(uri)
         try:
@@ -149,5 +196,5 @@ def describe(uri: str, data: bytes) -> ObjectInfo:
             raise _s3_error(error, uri) from error
         version = head.get("VersionId") or head.get("ETag", "").strip('"')
     else:
-        version = f"mtime:{int(_local(uri).stat().st_mtime)}"
-    return ObjectInfo(uri, version, content_hash, len(data))
+        version = f"mtime:{int(path.stat().st_mtime)}"
+    return ObjectInfo(uri, version, digest.hexdigest(), path.stat().st_size)

@@ -152,20 +152,22 @@ class RedshiftThroughProxy(RedshiftWarehouse):
     def check_curated_uri(self, curated_uri: str) -> None:
         self.iam_role()  # local curated files are fine here: nothing reads them from S3
 
-    def stage(self, staging: str, like: str, data: Any, curated_uri: str) -> None:
-        self.execute(self.create_staging_sql(staging, like))
-        self.copy_into_staging(staging, data, curated_uri)
+    def stage(self, staging: str, like: str, columns: list[str], curated_uri: str) -> None:
+        import pyarrow.parquet as pq
 
-    def copy_into_staging(self, staging: str, data: Any, curated_uri: str) -> None:
-        STATEMENTS.append(self.copy_sql(staging, data.column_names, curated_uri))
-        columns = ", ".join(self.quote(c) for c in data.column_names)
-        marks = "(" + ", ".join(["%s"] * data.num_columns) + ")"
-        for batch in data.to_batches(INSERT_BATCH_ROWS):
-            rows = list(zip(*(c.to_pylist() for c in batch.columns), strict=True))
-            values = ", ".join([marks] * len(rows))
-            params = [v for row in rows for v in row]
-            super()._run(
-                f"INSERT INTO {self.quote(staging)} ({columns}) VALUES {values}",
-                params,
-                fetch=False,
-            )
+        from steps import storage
+
+        self.execute(self.create_staging_sql(staging, like))
+        STATEMENTS.append(self.copy_sql(staging, columns, curated_uri))
+        names = ", ".join(self.quote(c) for c in columns)
+        marks = "(" + ", ".join(["%s"] * len(columns)) + ")"
+        with storage.local_file(curated_uri) as path:
+            for batch in pq.ParquetFile(path).iter_batches(INSERT_BATCH_ROWS, columns=columns):
+                rows = list(zip(*(c.to_pylist() for c in batch.columns), strict=True))
+                values = ", ".join([marks] * len(rows))
+                params = [v for row in rows for v in row]
+                super()._run(
+                    f"INSERT INTO {self.quote(staging)} ({names}) VALUES {values}",
+                    params,
+                    fetch=False,
+                )

@@ -18,8 +18,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from steps.errors import ConfigError, InfrastructureError, RefloadError, RejectedInput
 
 if TYPE_CHECKING:
-    import pyarrow as pa
-
     from steps.config import LoadMode
     from steps.mapping import DataType, Mapping
 
@@ -387,7 +385,8 @@ class Warehouse:
     def check_curated_uri(self, curated_uri: str) -> None:
         """Refuse, before anything is touched, a curated file this warehouse cannot stage."""
 
-    def stage(self, staging: str, like: str, data: pa.Table, curated_uri: str) -> None:
+    def stage(self, staging: str, like: str, columns: list[str], curated_uri: str) -> None:
+        """Fill a new temporary table shaped like `like` from the curated Parquet file."""
         raise NotImplementedError
 
     def staging_name(self, run_id: str) -> str:
@@ -492,13 +491,12 @@ class Warehouse:
         schema: str,
         name: str,
         mapping: Mapping,
-        data: pa.Table,
         key: list[str],
-        before_publish: Callable[[Warehouse, int], None] | None = None,
+        before_publish: Callable[[Warehouse, int, int], None] | None = None,
     ) -> PublishResult:
         """Stage, then replace/upsert/append plus the ledger row in ONE transaction.
 
-        `before_publish(warehouse, rows_before)` runs inside that transaction after the
+        `before_publish(warehouse, rows_before, rows_staged)` runs inside that transaction after the
         rows are in place and before the ledger row; raising there rolls everything back.
         """
         target = self.table(schema, name)
@@ -507,7 +505,7 @@ class Warehouse:
             return skipped
         staging = self.staging_name(entry.run_id)
         self.execute(f"DROP TABLE IF EXISTS {self.quote(staging)}")
-        self.stage(staging, target, data, entry.curated_uri)
+        self.stage(staging, target, mapping.targets, entry.curated_uri)
         try:
             if entry.load_mode == "upsert":
                 doubled = self.duplicate_key_in(staging, key)
@@ -530,10 +528,10 @@ class Warehouse:
                     entry.load_mode, target, staging, mapping.targets, key
                 ):
                     self.execute(statement)
-                if before_publish is not None:
-                    before_publish(self, before)
-                after = self.count(target)
                 loaded = int(self.scalar(f"SELECT COUNT(*) FROM {self.quote(staging)}"))
+                if before_publish is not None:
+                    before_publish(self, before, loaded)
+                after = self.count(target)
                 self.write_ledger(entry, loaded, before, after)
         finally:
             # Best effort: a temporary table also goes with the session, and a failed

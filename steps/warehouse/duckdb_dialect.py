@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
+from steps import storage
 from steps.errors import InfrastructureError, RefloadError, WarehouseUnavailable
 from steps.warehouse.base import Warehouse
-
-if TYPE_CHECKING:
-    import pyarrow as pa
 
 
 def database_path(url: str) -> str:
@@ -69,12 +67,12 @@ class DuckDBWarehouse(Warehouse):
     def as_text(self, column_sql: str) -> str:
         return f"CAST({column_sql} AS VARCHAR)"
 
-    def stage(self, staging: str, like: str, data: pa.Table, curated_uri: str) -> None:
-        view = f"{staging}_arrow"
-        self.conn.register(view, data)
-        try:
+    def stage(self, staging: str, like: str, columns: list[str], curated_uri: str) -> None:
+        # DuckDB scans the Parquet file itself, in parallel and without a Python copy.
+        with storage.local_file(curated_uri) as path:
+            literal = "'" + str(path).replace("'", "''") + "'"
+            cols = ", ".join(self.quote(c) for c in columns)
             self.execute(
-                f"CREATE TEMPORARY TABLE {self.quote(staging)} AS SELECT * FROM {self.quote(view)}"
+                f"CREATE TEMPORARY TABLE {self.quote(staging)} AS SELECT {cols} "
+                f"FROM read_parquet({literal})"
             )
-        finally:
-            self.conn.unregister(view)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
+from steps import storage
 from steps.errors import InfrastructureError, RefloadError, WarehouseUnavailable
 from steps.warehouse.base import Warehouse
-
-if TYPE_CHECKING:
-    import pyarrow as pa
 
 COPY_BATCH_ROWS = 50_000
 
@@ -47,16 +45,21 @@ class PostgresWarehouse(Warehouse):
     def as_text(self, column_sql: str) -> str:
         return f"CAST({column_sql} AS TEXT)"
 
-    def stage(self, staging: str, like: str, data: pa.Table, curated_uri: str) -> None:
+    def stage(self, staging: str, like: str, columns: list[str], curated_uri: str) -> None:
+        import pyarrow.parquet as pq
+
         self.execute(self.create_staging_sql(staging, like))
-        columns = ", ".join(self.quote(c) for c in data.column_names)
+        cols = ", ".join(self.quote(c) for c in columns)
         try:
             with (
+                storage.local_file(curated_uri) as path,
                 self.conn.cursor() as cursor,
-                cursor.copy(f"COPY {self.quote(staging)} ({columns}) FROM STDIN") as copy,
+                cursor.copy(f"COPY {self.quote(staging)} ({cols}) FROM STDIN") as copy,
             ):
-                for batch in data.to_batches(COPY_BATCH_ROWS):
+                for batch in pq.ParquetFile(path).iter_batches(COPY_BATCH_ROWS, columns=columns):
                     for row in zip(*(c.to_pylist() for c in batch.columns), strict=True):
                         copy.write_row(row)
+        except RefloadError:
+            raise
         except Exception as error:
             raise self.translate_error(error) from error

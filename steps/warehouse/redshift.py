@@ -17,8 +17,6 @@ from steps.errors import ConfigError, InfrastructureError, RefloadError, Warehou
 from steps.warehouse.postgres import PostgresWarehouse
 
 if TYPE_CHECKING:
-    import pyarrow as pa
-
     from steps.mapping import Mapping
 
 # Redshift error texts that a retry can clear.
@@ -169,9 +167,6 @@ class RedshiftWarehouse(PostgresWarehouse):
             )
         self.iam_role()
 
-    def stage(self, staging: str, like: str, data: pa.Table, curated_uri: str) -> None:
+    def stage(self, staging: str, like: str, columns: list[str], curated_uri: str) -> None:
         self.execute(self.create_staging_sql(staging, like))
-        self.copy_into_staging(staging, data, curated_uri)
-
-    def copy_into_staging(self, staging: str, data: pa.Table, curated_uri: str) -> None:
-        self.execute(self.copy_sql(staging, data.column_names, curated_uri))
+        self.execute(self.copy_sql(staging, columns, curated_uri))
