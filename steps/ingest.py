@@ -220,7 +220,8 @@ def _ingest_file(
             rejections += [dataclasses.replace(r, position=r.position + rows) for r in found]
             bad = pa.array(sorted({r.position + rows for r in found}), pa.int64())
             typed = typed.filter(pc.invert(pc.is_in(typed.column(_POSITION), bad)))
-        writer = writer or pq.ParquetWriter(staged, typed.schema)
+        # Scratch data, read back once: not worth compressing.
+        writer = writer or pq.ParquetWriter(staged, typed.schema, compression="none")
         writer.write_table(typed)
         rows += chunk.num_rows
     if writer:
