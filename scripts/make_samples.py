@@ -18,6 +18,8 @@ import openpyxl
 import pycountry
 import zipcodes
 
+from steps.mapping import SHEET_COLUMNS
+
 ROOT = Path(__file__).resolve().parent.parent
 RAW = ROOT / "samples" / "raw"
 MAPPINGS = ROOT / "configs" / "mappings"
@@ -43,15 +45,7 @@ def write_mapping_csv(path: Path, rows: list[list[str]]) -> None:
     path.write_text(write_csv(rows), encoding="utf-8")
 
 
-HEADER = [
-    "source_column",
-    "target_column",
-    "data_type",
-    "transform",
-    "default",
-    "nullable",
-    "format",
-]
+HEADER = list(SHEET_COLUMNS)
 AUDIT_COLUMNS = [
     ["", "load_date", "date", "", "{load_date}", "false", ""],
     ["", "run_id", "varchar(64)", "", "{run_id}", "false", ""],

@@ -10,7 +10,7 @@ import os
 import posixpath
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,12 +102,15 @@ def write_bytes(uri: str, data: bytes) -> None:
         except Exception as error:
             raise _s3_error(error, uri) from error
         return
-    path = _local(uri)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Write then rename, so a reader never sees half a file.
-    partial = path.with_name(path.name + ".partial")
-    partial.write_bytes(data)
-    os.replace(partial, path)
+    _replace_atomically(_local(uri), lambda partial: partial.write_bytes(data))
+
+
+def _replace_atomically(target: Path, fill: Callable[[Path], object]) -> None:
+    """Write beside the target, then rename, so a reader never sees half a file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    fill(partial)
+    os.replace(partial, target)
 
 
 def list_uris(prefix: str, suffix: str = "") -> list[str]:
@@ -175,11 +178,7 @@ def upload_file(uri: str, path: Path) -> None:
         except Exception as error:
             raise _s3_error(error, uri) from error
         return
-    target = _local(uri)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
-    shutil.copyfile(path, partial)
-    os.replace(partial, target)
+    _replace_atomically(_local(uri), lambda partial: shutil.copyfile(path, partial))
 
 
 def describe(uri: str, path: Path) -> ObjectInfo:
