@@ -27,7 +27,18 @@ RECORDED_STEPS = ("ingest", "load", "validate")
 log = structlog.get_logger("refload")
 
 
-def run_step(step: str, payload: dict[str, Any]) -> dict[str, Any]:
+# One etl_audit.run_log row: (warehouse URL, row fields).
+StepOutcome = tuple[str | None, dict[str, Any]]
+
+
+def run_step(
+    step: str, payload: dict[str, Any], outcomes: list[StepOutcome] | None = None
+) -> dict[str, Any]:
+    """Run one step and record its outcome in etl_audit.run_log.
+
+    With `outcomes`, the row is collected for the caller to write with the others
+    (the local pipeline writes them in one connection); otherwise it is written now.
+    """
     from steps.errors import RefloadError
 
     module = importlib.import_module(STEPS[step])
@@ -35,54 +46,73 @@ def run_step(step: str, payload: dict[str, Any]) -> dict[str, Any]:
         step=step, run_id=payload.get("run_id"), table=payload.get("table")
     )
     log.info("step started")
+    record_now = outcomes is None
+    outcomes = [] if outcomes is None else outcomes
     try:
         result: dict[str, Any] = module.run(payload)
     except RefloadError as error:
         error.step = error.step or step
         log.error("step failed", error_type=type(error).__name__, error=error.message)
         if step in RECORDED_STEPS:
-            _record(
-                step,
-                {**payload, "table": payload.get("table") or error.table},
-                "failed",
-                error.to_dict(),
-                error.details,
+            outcomes.append(
+                _outcome(
+                    step,
+                    payload,
+                    payload.get("table") or error.table,
+                    "failed",
+                    error.to_dict(),
+                    error.details,
+                )
             )
+        if record_now:
+            record_outcomes(outcomes)
         raise
     if step in RECORDED_STEPS:
         status = result.get("validation") or (
             "skipped" if result.get("published") is False else "ok"
         )
-        _record(step, {**payload, "table": result.get("table")}, status, None, result)
+        outcomes.append(_outcome(step, payload, result.get("table"), status, None, result))
+    if record_now:
+        record_outcomes(outcomes)
     log.info("step finished", **{k: v for k, v in result.items() if k.startswith("rows_")})
     return result
 
 
-def _record(
+def _outcome(
     step: str,
     payload: dict[str, Any],
+    table: str | None,
     status: str,
     error: dict[str, str] | None,
     details: dict[str, Any],
-) -> None:
-    """One etl_audit.run_log row; a warehouse that is down must not hide the step's outcome."""
+) -> StepOutcome:
+    return payload.get("warehouse"), {
+        "run_id": payload.get("run_id", ""),
+        "table_name": table,
+        "step": step,
+        "status": status,
+        "error": error,
+        "source_uri": payload.get("source"),
+        "details": details,
+    }
+
+
+def record_outcomes(outcomes: list[StepOutcome]) -> None:
+    """Write run_log rows; a warehouse that is down must not hide the steps' outcome."""
     from steps.errors import RefloadError
     from steps.warehouse import open_warehouse
 
-    try:
-        with open_warehouse(payload.get("warehouse")) as warehouse:
-            warehouse.ensure_audit_tables()
-            warehouse.record_step(
-                payload.get("run_id", ""),
-                payload.get("table"),
-                step,
-                status,
-                error,
-                payload.get("source"),
-                details,
-            )
-    except RefloadError as failure:
-        log.warning("could not record the step in etl_audit.run_log", error=failure.message)
+    while outcomes:
+        url = outcomes[0][0]
+        rows = [row for u, row in outcomes if u == url]
+        outcomes[:] = [(u, row) for u, row in outcomes if u != url]
+        try:
+            with open_warehouse(url) as warehouse:
+                warehouse.ensure_audit_tables()
+                for row in rows:
+                    warehouse.record_step(**row)
+        except RefloadError as failure:
+            log.warning("could not record the step in etl_audit.run_log", error=failure.message)
 
 
 def lambda_handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import Any
 
 import structlog
 
-from handler.dispatch import run_step
+from handler.dispatch import StepOutcome, record_outcomes, run_step
 from handler.events import to_payload
 
 ORDER = ("ingest", "load", "validate")
@@ -58,6 +58,17 @@ def _notify(state: dict[str, Any], failed_step: str, error: dict[str, str] | Non
 
 
 def run_pipeline(event: dict[str, Any], start_at: str | None = None) -> tuple[dict[str, Any], int]:
+    # The steps' run_log rows are written together, in one connection, at the end.
+    outcomes: list[StepOutcome] = []
+    try:
+        return _run_steps(event, start_at, outcomes)
+    finally:
+        record_outcomes(outcomes)
+
+
+def _run_steps(
+    event: dict[str, Any], start_at: str | None, outcomes: list[StepOutcome]
+) -> tuple[dict[str, Any], int]:
     from steps.errors import RefloadError
 
     state: dict[str, Any] = {}
@@ -65,7 +76,7 @@ def run_pipeline(event: dict[str, Any], start_at: str | None = None) -> tuple[di
     try:
         state = to_payload({**event, "step": step})
         for step in ORDER[ORDER.index(state["step"]) :]:  # step names the failure
-            state.update(run_step(step, {**state, "step": step}))
+            state.update(run_step(step, {**state, "step": step}, outcomes))
     except RefloadError as error:
         summary_error = error.to_dict()
         state.setdefault("table", error.table)
