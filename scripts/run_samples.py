@@ -53,10 +53,13 @@ def main() -> int:
         if done.returncode:
             print(done.stderr[-3000:], file=sys.stderr)
         worst = max(worst, done.returncode)
+    path = args.warehouse.removeprefix("duckdb:///")
     print(
-        '\nQuery it: python -c "import duckdb; print(duckdb.connect('
-        f"'{args.warehouse.removeprefix('duckdb:///')}').sql('SELECT * FROM "
-        "public.dim_zipcode LIMIT 5'))\""
+        f"\nQuery it:  .venv/bin/python -c \"import duckdb; print(duckdb.connect('{path}')"
+        ".sql('SELECT * FROM public.dim_zipcode LIMIT 5'))\""
+    )
+    print(
+        f"Its runs:  .venv/bin/python -m handler history dim_zipcode --warehouse {args.warehouse}"
     )
     return worst
 
