@@ -182,11 +182,9 @@ def recipients(payload: dict[str, Any]) -> list[str]:
     """Per-table `alert_emails` from the config, else REFLOAD_ALERT_EMAIL_TO."""
     if payload.get("config"):
         try:
-            from steps import storage
-            from steps.config import parse_config
+            from steps.config import read_config
 
-            raw = json.loads(storage.read_bytes(payload["config"]).decode("utf-8-sig"))
-            table_emails = parse_config(raw, source=payload["config"]).alert_emails
+            table_emails = read_config(payload["config"])[1].alert_emails
             if table_emails:
                 return table_emails
         except Exception as error:  # the config may be what failed; fall back to the default

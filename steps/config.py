@@ -384,17 +384,21 @@ def resolve_relative(base_uri: str, target: str) -> str:
     return posixpath.normpath(posixpath.join(base_dir or ".", target))
 
 
+def read_config(config_uri: str) -> tuple[dict[str, Any], TableConfig]:
+    """Read and validate one config file (not its mapping sheet): the raw JSON and the model."""
+    try:
+        raw = json.loads(storage.read_bytes(config_uri).decode("utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        line = getattr(error, "lineno", None)
+        raise ConfigError(f"not valid JSON: {error}", file=config_uri, line=line) from None
+    return raw, parse_config(raw, source=config_uri)
+
+
 def load_table_config(config_uri: str, *, mapping_override: str | None = None) -> TableSpec:
     """Read and validate a config and its mapping sheet."""
     from steps import mapping as mapping_module
 
-    data = storage.read_bytes(config_uri)
-    try:
-        raw = json.loads(data.decode("utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        line = getattr(error, "lineno", None)
-        raise ConfigError(f"not valid JSON: {error}", file=config_uri, line=line) from None
-    config = parse_config(raw, source=config_uri)
+    raw, config = read_config(config_uri)
     mapping_uri = mapping_override or resolve_relative(config_uri, config.mapping_file)
     mapping_bytes = storage.read_bytes(mapping_uri)
     mapping = mapping_module.parse_sheet(mapping_bytes, mapping_uri)
@@ -418,8 +422,7 @@ def route_key(key: str, config_uris: list[str]) -> str:
     best: tuple[int, str] | None = None
     prefixes = []
     for uri in config_uris:
-        raw = json.loads(storage.read_bytes(uri).decode("utf-8-sig"))
-        config = parse_config(raw, source=uri)
+        config = read_config(uri)[1]
         prefixes.append(config.routing_prefix)
         if key.startswith(config.routing_prefix) and (
             best is None or len(config.routing_prefix) > best[0]

@@ -312,11 +312,7 @@ def _json_text(value: Any) -> str | None:
 
 
 def read_json(data: bytes, uri: str, config: TableConfig) -> SourceTable:
-    text = _decode(
-        data,
-        uri,
-        config.encoding if config.encoding.lower() not in ("utf-8", "utf8") else "utf-8-sig",
-    )
+    text = _decode(data, uri, "utf-8-sig" if _is_utf8(config.encoding) else config.encoding)
     stripped = text.lstrip()
     records: list[Any]
     if stripped.startswith("["):

@@ -155,6 +155,21 @@ def test_object_key_no_config_routes_is_rejected(s3, monkeypatch, warehouse_url,
     )
 
 
+def test_a_malformed_config_among_the_routed_ones_is_named(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "routed"
+    folder.mkdir()
+    (folder / "dim_currency.json").write_text((CONFIGS / "dim_currency.json").read_text())
+    (folder / "broken.json").write_text('{"table_name": \n')
+    monkeypatch.setenv("REFLOAD_CONFIG_ROOT", str(folder))
+    code = main(["replay", str(EVENTS / "s3_notification_put.json"), "--json"])
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 2
+    assert summary["error"]["type"] == "ConfigError"
+    assert summary["error"]["message"].startswith(
+        f"{folder / 'broken.json'}, line 2: not valid JSON"
+    )
+
+
 def test_missing_s3_object_is_rejected_input(s3, warehouse_url, run_cli):
     code, summary = run_cli(CONFIGS / "dim_currency.json", "s3://raw/currency/nope.csv")
     assert code == 2
