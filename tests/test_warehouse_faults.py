@@ -47,6 +47,15 @@ def _after_failure(sql, summary, run_cli, config, source, expected):
     assert sql("SELECT COUNT(*) FROM etl_audit.load_ledger") == [(2,)]
 
 
+def _on_insert(sql, name: str, body: str) -> None:
+    """A real server-side fault: PL/pgSQL run when the publish INSERTs into the target."""
+    sql(f"CREATE FUNCTION ref.{name}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN {body} END $$")
+    sql(
+        f"CREATE TRIGGER {name} BEFORE INSERT ON ref.t_codes FOR EACH STATEMENT "
+        f"EXECUTE FUNCTION ref.{name}()"
+    )
+
+
 EXPECTED = {"truncate": [("BB", 20), ("CC", 30)], "upsert": [("AA", 1), ("BB", 20), ("CC", 30)]}
 
 
@@ -54,14 +63,7 @@ EXPECTED = {"truncate": [("BB", 20), ("CC", 30)], "upsert": [("AA", 1), ("BB", 2
 @pytest.mark.parametrize("mode", ["truncate", "upsert"])
 def test_error_after_the_delete_rolls_everything_back(mode, table_dir, write, run_cli, sql):
     config = _prepare(table_dir, write, run_cli, sql, mode)
-    sql(
-        "CREATE FUNCTION ref.refuse() RETURNS trigger LANGUAGE plpgsql AS "
-        "$$ BEGIN RAISE EXCEPTION 'injected failure after DELETE'; END $$"
-    )
-    sql(
-        "CREATE TRIGGER refuse BEFORE INSERT ON ref.t_codes FOR EACH STATEMENT "
-        "EXECUTE FUNCTION ref.refuse()"
-    )
+    _on_insert(sql, "refuse", "RAISE EXCEPTION 'injected failure after DELETE';")
     source = write("b.csv", "code,n\nBB,20\nCC,30\n")
 
     code, summary = run_cli(config, source)
@@ -77,14 +79,7 @@ def test_error_after_the_delete_rolls_everything_back(mode, table_dir, write, ru
 def test_connection_killed_mid_publish(mode, table_dir, write, run_cli, sql):
     config = _prepare(table_dir, write, run_cli, sql, mode)
     # Hold the publish inside its INSERT (after the DELETE) long enough to kill it.
-    sql(
-        "CREATE FUNCTION ref.stall() RETURNS trigger LANGUAGE plpgsql AS "
-        "$$ BEGIN PERFORM pg_sleep(30); RETURN NULL; END $$"
-    )
-    sql(
-        "CREATE TRIGGER stall BEFORE INSERT ON ref.t_codes FOR EACH STATEMENT "
-        "EXECUTE FUNCTION ref.stall()"
-    )
+    _on_insert(sql, "stall", "PERFORM pg_sleep(30); RETURN NULL;")
     source = write("b.csv", "code,n\nBB,20\nCC,30\n")
     outcome: dict[str, object] = {}
     loader = threading.Thread(target=lambda: outcome.update(result=run_cli(config, source)))
