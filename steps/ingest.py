@@ -224,7 +224,8 @@ def _ingest_file(
         writer = writer or pq.ParquetWriter(staged, typed.schema, compression="none")
         writer.write_table(typed)
         rows += chunk.num_rows
-    if writer:
+    staged_any = writer is not None  # false only when every record was unreadable
+    if writer is not None:
         writer.close()
     bad_records = source.bad_records()
     rows_read = rows + len(bad_records)
@@ -258,7 +259,7 @@ def _ingest_file(
     # 3. Duplicates and keys, then the curated file, typed exactly as the mapping says.
     drop = (
         _duplicates_to_drop(staged, source, config.primary_key, config.dedupe)
-        if (writer)
+        if staged_any
         else pa.array([], pa.int64())
     )
     final_schema = pa.schema(
@@ -276,7 +277,7 @@ def _ingest_file(
     with pq.ParquetWriter(
         curated, final_schema, compression="snappy", coerce_timestamps="us"
     ) as out:
-        batches = pq.ParquetFile(staged).iter_batches(BATCH_ROWS) if writer else []
+        batches = pq.ParquetFile(staged).iter_batches(BATCH_ROWS) if staged_any else []
         for batch in batches:
             kept = pa.Table.from_batches([batch])
             if len(drop):
