@@ -6,7 +6,10 @@ WORKDIR ${LAMBDA_TASK_ROOT}
 COPY constraints.txt pyproject.toml README.md ./
 COPY handler/ handler/
 COPY steps/ steps/
+# Bytecode compiled here: /var/task is read-only, so it could not be cached at run time
+# and every cold start would compile refload's modules again.
 RUN pip install --no-cache-dir -c constraints.txt ".[postgres,redshift]" \
-    && rm -rf build ./*.egg-info
+    && rm -rf build ./*.egg-info \
+    && python -m compileall -q handler steps
 
 CMD ["handler.lambda_handler"]

@@ -58,12 +58,15 @@ def _notify(state: dict[str, Any], failed_step: str, error: dict[str, str] | Non
 
 
 def run_pipeline(event: dict[str, Any], start_at: str | None = None) -> tuple[dict[str, Any], int]:
-    # The steps' run_log rows are written together, in one connection, at the end.
+    from steps.warehouse import shared_connections
+
+    # The steps share one warehouse connection; their run_log rows are written at the end.
     outcomes: list[StepOutcome] = []
-    try:
-        return _run_steps(event, start_at, outcomes)
-    finally:
-        record_outcomes(outcomes)
+    with shared_connections():
+        try:
+            return _run_steps(event, start_at, outcomes)
+        finally:
+            record_outcomes(outcomes)
 
 
 def _run_steps(

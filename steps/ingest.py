@@ -12,6 +12,7 @@ import datetime as dt
 import functools
 import io
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,50 @@ def _rejected_error(source: SourceTable, record: dict[str, Any], **extra: Any) -
     )
 
 
+class _Staged:
+    """The typed rows between the mapping and the curated file.
+
+    A source read in one chunk stays in memory; from the second chunk on, the rows
+    spill to an uncompressed scratch Parquet file (read back once), so memory is
+    bounded by the chunk size rather than by the file.
+    """
+
+    def __init__(self, spill_path: Path) -> None:
+        self.spill_path = spill_path
+        self._table: pa.Table | None = None
+        self._writer: pq.ParquetWriter | None = None
+
+    def add(self, rows: pa.Table) -> None:
+        if self.empty:
+            self._table = rows
+            return
+        if self._writer is None:  # a second chunk: spill the first, and all that follow
+            first, self._table = self._table, None
+            self._writer = pq.ParquetWriter(self.spill_path, rows.schema, compression="none")
+            self._writer.write_table(first)
+        self._writer.write_table(rows)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+    @property
+    def empty(self) -> bool:
+        """True only when every record was unreadable."""
+        return self._table is None and self._writer is None
+
+    def read(self, columns: list[str] | None = None) -> pa.Table:
+        if self._table is not None:
+            return self._table if columns is None else self._table.select(columns)
+        return pq.read_table(self.spill_path, columns=columns)
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        if self._table is not None:
+            yield from self._table.to_batches(BATCH_ROWS)
+        elif self._writer is not None:
+            yield from pq.ParquetFile(self.spill_path).iter_batches(BATCH_ROWS)
+
+
 def _exact_duplicates(rows: pa.Table) -> pa.Array:
     """Positions of rows that repeat an earlier row exactly."""
     columns = [c for c in rows.column_names if c != _POSITION]
@@ -121,7 +166,7 @@ def _doubled_keys(rows: pa.Table, key: list[str]) -> pa.Table:
 
 
 def _duplicates_to_drop(
-    staged: Path, source: SourceTable, key: list[str], dedupe: bool
+    staged: _Staged, source: SourceTable, key: list[str], dedupe: bool
 ) -> pa.Array:
     """Positions of exact duplicate rows to drop (the first is kept); refuses duplicate keys.
 
@@ -129,9 +174,11 @@ def _duplicates_to_drop(
     read for every row and the other columns only for those, which keeps memory small.
     """
     nothing = pa.array([], pa.int64())
+    if staged.empty:
+        return nothing
     if not key:
-        return _exact_duplicates(pq.read_table(staged)) if dedupe else nothing
-    keys = pq.read_table(staged, columns=[*key, _POSITION])
+        return _exact_duplicates(staged.read()) if dedupe else nothing
+    keys = staged.read([*key, _POSITION])
     for name in key:
         nulls = pc.indices_nonzero(pc.is_null(keys.column(name))).to_pylist()
         if nulls:
@@ -148,7 +195,7 @@ def _duplicates_to_drop(
     wanted = keys.join(doubled, keys=key, join_type="left semi").column(_POSITION)
     suspects = pa.concat_tables(
         pa.Table.from_batches([b]).filter(pc.is_in(b.column(_POSITION), wanted))
-        for b in pq.ParquetFile(staged).iter_batches(BATCH_ROWS)
+        for b in staged.batches()
     )
     drop = nothing
     if dedupe:
@@ -209,10 +256,9 @@ def _ingest_file(
         "source_key": _source_key(source.uri),
     }
     # 1. Chunk by chunk: transform and cast, set bad rows aside, stage the rest.
-    staged = scratch / "typed.parquet"
+    staged = _Staged(scratch / "typed.parquet")
     rejections: list[Rejection] = []
     rows = 0
-    writer = None
     for chunk in source.chunks:
         typed, found = apply_mapping(chunk, spec.mapping, context)
         typed = typed.append_column(_POSITION, _positions(typed.num_rows, start=rows))
@@ -220,13 +266,9 @@ def _ingest_file(
             rejections += [dataclasses.replace(r, position=r.position + rows) for r in found]
             bad = pa.array(sorted({r.position + rows for r in found}), pa.int64())
             typed = typed.filter(pc.invert(pc.is_in(typed.column(_POSITION), bad)))
-        # Scratch data, read back once: not worth compressing.
-        writer = writer or pq.ParquetWriter(staged, typed.schema, compression="none")
-        writer.write_table(typed)
+        staged.add(typed)
         rows += chunk.num_rows
-    staged_any = writer is not None  # false only when every record was unreadable
-    if writer is not None:
-        writer.close()
+    staged.close()
     bad_records = source.bad_records()
     rows_read = rows + len(bad_records)
     if rows_read == 0:
@@ -257,11 +299,7 @@ def _ingest_file(
             )
 
     # 3. Duplicates and keys, then the curated file, typed exactly as the mapping says.
-    drop = (
-        _duplicates_to_drop(staged, source, config.primary_key, config.dedupe)
-        if staged_any
-        else pa.array([], pa.int64())
-    )
+    drop = _duplicates_to_drop(staged, source, config.primary_key, config.dedupe)
     final_schema = pa.schema(
         [pa.field(c.target, c.data_type.arrow(), nullable=c.nullable) for c in spec.mapping.columns]
     ).with_metadata(
@@ -277,8 +315,7 @@ def _ingest_file(
     with pq.ParquetWriter(
         curated, final_schema, compression="snappy", coerce_timestamps="us"
     ) as out:
-        batches = pq.ParquetFile(staged).iter_batches(BATCH_ROWS) if staged_any else []
-        for batch in batches:
+        for batch in staged.batches():
             kept = pa.Table.from_batches([batch])
             if len(drop):
                 kept = kept.filter(pc.invert(pc.is_in(kept.column(_POSITION), drop)))

@@ -97,6 +97,8 @@ def test_the_image_runs_only_runtime_code_with_pinned_versions():
     copied = re.findall(r"^COPY (.+) \S+$", dockerfile, flags=re.M)
     assert copied == ["constraints.txt pyproject.toml README.md", "handler/", "steps/"]
     assert 'CMD ["handler.lambda_handler"]' in dockerfile
+    # /var/task is read-only: without bytecode built in, every cold start compiles.
+    assert "python -m compileall -q handler steps" in dockerfile
     pins = (ROOT / "constraints.txt").read_text().split()
     for package in ("pyarrow", "duckdb", "boto3", "redshift-connector", "psycopg", "pydantic"):
         assert any(re.match(rf"{package.replace('-', '[-_]')}==", p, re.I) for p in pins), package

@@ -40,6 +40,55 @@ def test_steps_chain_through_the_handler_like_the_state_machine(warehouse_url, s
     ) == [("ingest", "ok"), ("load", "ok"), ("validate", "passed")]
 
 
+CODES_MAPPING = (
+    "source_column,target_column,data_type,transform,default,nullable,format\n"
+    "code,code,varchar(3),strip,,false,\n"
+)
+
+
+def _count_connections(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    from steps.warehouse.base import Warehouse
+
+    opened: list[str] = []
+    connect = Warehouse.conn.fget  # type: ignore[attr-defined]
+
+    def counted(self: Warehouse) -> object:
+        if self._conn is None:
+            opened.append(self.url)
+        return connect(self)
+
+    monkeypatch.setattr(Warehouse, "conn", property(counted))
+    return opened
+
+
+def test_a_local_run_opens_the_warehouse_once(
+    warehouse_url, table_dir, write, run_cli, sql, monkeypatch
+):
+    opened = _count_connections(monkeypatch)
+    code, summary = run_cli(table_dir(CODES_MAPPING), write("a.csv", "code\nAA\nBB\n"))
+    assert code == 0, summary["error"]
+    assert opened == [warehouse_url]  # load, validate and the run_log rows share it
+    steps = sql("SELECT step, status FROM etl_audit.run_log ORDER BY step")
+    assert steps == [("ingest", "ok"), ("load", "ok"), ("validate", "passed")]
+
+
+def test_a_failed_step_does_not_hand_its_connection_on(
+    warehouse_url, table_dir, write, run_cli, sql, monkeypatch
+):
+    opened = _count_connections(monkeypatch)
+    config = table_dir(
+        CODES_MAPPING,
+        quality_tests=[{"type": "row_count_between", "min": 5, "when": "before_publish"}],
+    )
+    code, summary = run_cli(config, write("a.csv", "code\nAA\nBB\n"))
+    assert code == 1
+    assert summary["error"]["type"] == "QualityCheckFailed"
+    assert opened == [warehouse_url, warehouse_url]  # the run_log rows used a fresh one
+    steps = sql("SELECT step, status FROM etl_audit.run_log ORDER BY step")
+    assert steps == [("ingest", "ok"), ("load", "failed")]
+    assert sql("SELECT status FROM etl_audit.data_quality_tests") == [("fail",)]
+
+
 @pytest.mark.parametrize(
     ("event", "message"),
     [

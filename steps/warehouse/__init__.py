@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 from steps.errors import ConfigError
 from steps.names import unknown_name
@@ -24,14 +27,49 @@ def resolve_url(url: str | None = None) -> str:
     return url or os.environ.get("REFLOAD_WAREHOUSE_URL") or DEFAULT_URL
 
 
+# URL -> warehouse, while steps share connections (None: each step opens its own).
+_shared: ContextVar[dict[str, Warehouse] | None] = ContextVar("refload_warehouses", default=None)
+
+
 def open_warehouse(url: str | None = None) -> Warehouse:
     url = resolve_url(url)
+    shared = _shared.get()
+    if shared is not None and url in shared:
+        return shared[url]
     scheme = url.split("://", 1)[0].split("+", 1)[0].lower()
     if scheme not in DIALECTS:
         raise ConfigError(f"warehouse URL: {unknown_name('scheme', scheme, DIALECTS)}")
     module_name, class_name = DIALECTS[scheme].split(":")
     cls: type[Warehouse] = getattr(importlib.import_module(module_name), class_name)
-    return cls(url)
+    warehouse = cls(url)
+    if shared is not None:
+        warehouse.shared = True
+        shared[url] = warehouse
+    return warehouse
 
 
-__all__ = ["DEFAULT_URL", "DIALECTS", "Warehouse", "open_warehouse", "resolve_url"]
+@contextmanager
+def shared_connections() -> Iterator[None]:
+    """Steps run in this block (the local pipeline) share one connection per warehouse.
+
+    Opening one costs more than a small table's whole load on DuckDB. A step that fails
+    drops the connection and the next step opens a new one; all are closed at the end.
+    """
+    shared: dict[str, Warehouse] = {}
+    token = _shared.set(shared)
+    try:
+        yield
+    finally:
+        _shared.reset(token)
+        for warehouse in shared.values():
+            warehouse.close()
+
+
+__all__ = [
+    "DEFAULT_URL",
+    "DIALECTS",
+    "Warehouse",
+    "open_warehouse",
+    "resolve_url",
+    "shared_connections",
+]

@@ -158,6 +158,9 @@ class Warehouse:
         self.url = url
         self._conn: Any = None
         self.in_transaction = False
+        # Set while steps in one process share this warehouse (`shared_connections`).
+        self.shared = False
+        self._audit_tables_ready = False
 
     # --- connection ------------------------------------------------------------------
 
@@ -189,8 +192,11 @@ class Warehouse:
     def __enter__(self) -> Warehouse:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, error_type: type[BaseException] | None, *exc: object) -> None:
+        # A shared connection stays open for the next step, unless this one failed:
+        # its session state is then unknown, so the next step reconnects.
+        if error_type is not None or not self.shared:
+            self.close()
 
     def _sql(self, sql: str) -> str:
         return sql if self.placeholder == "%s" else sql.replace("%s", self.placeholder)
@@ -306,9 +312,12 @@ class Warehouse:
     # --- tables ----------------------------------------------------------------------
 
     def ensure_audit_tables(self) -> None:
+        if self._audit_tables_ready:  # once per warehouse object, even when shared by steps
+            return
         self.execute(f"CREATE SCHEMA IF NOT EXISTS {self.quote(AUDIT_SCHEMA)}")
         for name, columns in AUDIT_TABLES.items():
             self.execute(f"CREATE TABLE IF NOT EXISTS {self.table(AUDIT_SCHEMA, name)} ({columns})")
+        self._audit_tables_ready = True
 
     def table_columns(self, schema: str, name: str) -> dict[str, str]:
         """Column name -> declared type, normalised (see `type_signature`)."""
