@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import functools
 import io
 import tempfile
 from collections.abc import Iterator
@@ -161,8 +160,10 @@ def _exact_duplicates(rows: pa.Table) -> pa.Array:
 
 
 def _doubled_keys(rows: pa.Table, key: list[str]) -> pa.Table:
-    counts = rows.group_by(key, use_threads=False).aggregate([(_POSITION, "count")])
-    return counts.filter(pc.greater(counts.column(f"{_POSITION}_count"), 1)).select(key)
+    """The keys that appear more than once, with the positions of their rows."""
+    groups = rows.group_by(key, use_threads=False).aggregate([(_POSITION, "list")])
+    positions = groups.column(f"{_POSITION}_list")
+    return groups.filter(pc.greater(pc.list_value_length(positions), 1))
 
 
 def _duplicates_to_drop(
@@ -192,7 +193,7 @@ def _duplicates_to_drop(
     doubled = _doubled_keys(keys, key)
     if not doubled.num_rows:
         return nothing
-    wanted = keys.join(doubled, keys=key, join_type="left semi").column(_POSITION)
+    wanted = pc.list_flatten(doubled.column(f"{_POSITION}_list"))
     suspects = pa.concat_tables(
         pa.Table.from_batches([b]).filter(pc.is_in(b.column(_POSITION), wanted))
         for b in staged.batches()
@@ -205,8 +206,7 @@ def _duplicates_to_drop(
     if doubled.num_rows:
         first = doubled.slice(0, 1).to_pylist()[0]
         value = ", ".join(f"{k}={first[k]!r}" for k in key)
-        match = functools.reduce(pc.and_, [pc.equal(suspects.column(k), first[k]) for k in key])
-        places = source.locate(sorted(suspects.filter(match).column(_POSITION).to_pylist()))
+        places = source.locate(sorted(first[f"{_POSITION}_list"]))
         raise RejectedInput(
             f"duplicate primary key ({value}) on {source.unit}s "
             f"{', '.join(map(str, places[:MAX_LISTED]))}; {doubled.num_rows} key(s) appear more "

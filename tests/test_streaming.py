@@ -68,3 +68,22 @@ def test_a_bad_row_in_a_later_chunk_is_named_by_its_line(table_dir, write, run_c
         ", line 18765, column 'latitude': is not a valid decimal(9,4) (value 'not-a-number')"
         in (summary["error"]["message"])
     )
+
+
+@pytest.mark.parametrize("warehouse_url", ["duckdb"], indirect=True)
+@pytest.mark.parametrize("chunk", [1 << 30, 64 << 10])
+def test_a_key_repeated_across_chunks_names_both_lines(
+    chunk, table_dir, write, run_cli, sql, monkeypatch
+):
+    monkeypatch.setenv("REFLOAD_CHUNK_BYTES", str(chunk))
+    config = table_dir(MAPPING, primary_key=["zipcode", "plus4"])
+    text = _generated(duplicates=False) + "5,0, OTHER CITY ,40.0,01/01/2024\n"
+    code, summary = run_cli(config, write("zip.csv", text))
+    assert code == 2
+    assert (
+        "duplicate primary key (zipcode='00005', plus4='0000') on lines 7, 20002; "
+        "1 key(s) appear more than once in this file"
+    ) in summary["error"]["message"]
+    assert sql("SELECT COUNT(*) FROM information_schema.tables WHERE table_name = 't_codes'") == [
+        (0,)
+    ]
