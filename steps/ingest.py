@@ -160,10 +160,14 @@ def _exact_duplicates(rows: pa.Table) -> pa.Array:
 
 
 def _doubled_keys(rows: pa.Table, key: list[str]) -> pa.Table:
-    """The keys that appear more than once, with the positions of their rows."""
-    groups = rows.group_by(key, use_threads=False).aggregate([(_POSITION, "list")])
-    positions = groups.column(f"{_POSITION}_list")
-    return groups.filter(pc.greater(pc.list_value_length(positions), 1))
+    # Counting, then a join for the rows, beats collecting each key's positions as a list
+    # from about 100k rows on (1M: 0.25 s against 0.25-0.43 s, and far less memory).
+    counts = rows.group_by(key, use_threads=False).aggregate([(_POSITION, "count")])
+    return counts.filter(pc.greater(counts.column(f"{_POSITION}_count"), 1)).select(key)
+
+
+def _rows_with_keys(rows: pa.Table, keys: pa.Table) -> pa.Table:
+    return rows.join(keys, keys=keys.column_names, join_type="left semi")
 
 
 def _duplicates_to_drop(
@@ -193,7 +197,7 @@ def _duplicates_to_drop(
     doubled = _doubled_keys(keys, key)
     if not doubled.num_rows:
         return nothing
-    wanted = pc.list_flatten(doubled.column(f"{_POSITION}_list"))
+    wanted = _rows_with_keys(keys, doubled).column(_POSITION)
     suspects = pa.concat_tables(
         pa.Table.from_batches([b]).filter(pc.is_in(b.column(_POSITION), wanted))
         for b in staged.batches()
@@ -204,9 +208,10 @@ def _duplicates_to_drop(
         suspects = suspects.filter(pc.invert(pc.is_in(suspects.column(_POSITION), drop)))
         doubled = _doubled_keys(suspects, key)
     if doubled.num_rows:
-        first = doubled.slice(0, 1).to_pylist()[0]
-        value = ", ".join(f"{k}={first[k]!r}" for k in key)
-        places = source.locate(sorted(first[f"{_POSITION}_list"]))
+        first = doubled.slice(0, 1)
+        value = ", ".join(f"{k}={v!r}" for k, v in first.to_pylist()[0].items())
+        repeated = _rows_with_keys(suspects, first).column(_POSITION)
+        places = source.locate(sorted(repeated.to_pylist()))
         raise RejectedInput(
             f"duplicate primary key ({value}) on {source.unit}s "
             f"{', '.join(map(str, places[:MAX_LISTED]))}; {doubled.num_rows} key(s) appear more "

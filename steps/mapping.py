@@ -381,7 +381,8 @@ def blank_to_null(values: pa.Array) -> pa.Array:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    blank = pc.equal(pc.utf8_trim_whitespace(values), "")
+    # Empty or only whitespace; cheaper than comparing a trimmed copy with "".
+    blank = pc.or_(pc.equal(pc.binary_length(values), 0), pc.utf8_is_space(values))
     return pc.if_else(blank, pa.scalar(None, pa.string()), values)
 
 
