@@ -17,6 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from steps import storage
@@ -110,15 +111,17 @@ def _rejected_error(source: SourceTable, record: dict[str, Any], **extra: Any) -
 class _Staged:
     """The typed rows between the mapping and the curated file.
 
-    A source read in one chunk stays in memory; from the second chunk on, the rows
-    spill to an uncompressed scratch Parquet file (read back once), so memory is
-    bounded by the chunk size rather than by the file.
+    A source read in one chunk stays in memory. From the second chunk on, the rows
+    spill to an Arrow IPC scratch file and are read back a batch (or a few columns) at
+    a time, so memory is bounded by the chunk size rather than by the file. IPC rather
+    than Parquet: at 1M rows it writes in 0.03 s instead of 0.3 s, and reads back in
+    0.02 s instead of 0.1-0.25 s, for 0.9x the CSV's size on disk.
     """
 
     def __init__(self, spill_path: Path) -> None:
         self.spill_path = spill_path
         self._table: pa.Table | None = None
-        self._writer: pq.ParquetWriter | None = None
+        self._writer: ipc.RecordBatchFileWriter | None = None
 
     def add(self, rows: pa.Table) -> None:
         if self.empty:
@@ -126,9 +129,9 @@ class _Staged:
             return
         if self._writer is None:  # a second chunk: spill the first, and all that follow
             first, self._table = self._table, None
-            self._writer = pq.ParquetWriter(self.spill_path, rows.schema, compression="none")
-            self._writer.write_table(first)
-        self._writer.write_table(rows)
+            self._writer = ipc.new_file(self.spill_path, rows.schema)
+            self._writer.write_table(first, max_chunksize=BATCH_ROWS)
+        self._writer.write_table(rows, max_chunksize=BATCH_ROWS)
 
     def close(self) -> None:
         if self._writer is not None:
@@ -142,13 +145,20 @@ class _Staged:
     def read(self, columns: list[str] | None = None) -> pa.Table:
         if self._table is not None:
             return self._table if columns is None else self._table.select(columns)
-        return pq.read_table(self.spill_path, columns=columns)
+        with pa.OSFile(str(self.spill_path)) as spilled:
+            names = ipc.open_file(spilled).schema.names
+            wanted = names if columns is None else columns
+            options = ipc.IpcReadOptions(included_fields=[names.index(c) for c in wanted])
+            return ipc.open_file(spilled, options=options).read_all().select(wanted)
 
     def batches(self) -> Iterator[pa.RecordBatch]:
         if self._table is not None:
             yield from self._table.to_batches(BATCH_ROWS)
         elif self._writer is not None:
-            yield from pq.ParquetFile(self.spill_path).iter_batches(BATCH_ROWS)
+            with pa.OSFile(str(self.spill_path)) as spilled:
+                reader = ipc.open_file(spilled)
+                for i in range(reader.num_record_batches):
+                    yield reader.get_batch(i)
 
 
 def _exact_duplicates(rows: pa.Table) -> pa.Array:
@@ -261,7 +271,7 @@ def _ingest_file(
         "source_key": _source_key(source.uri),
     }
     # 1. Chunk by chunk: transform and cast, set bad rows aside, stage the rest.
-    staged = _Staged(scratch / "typed.parquet")
+    staged = _Staged(scratch / "typed.arrow")
     rejections: list[Rejection] = []
     rows = 0
     for chunk in source.chunks:

@@ -34,12 +34,15 @@ def _generated(duplicates: bool = True, bad_line: int | None = None) -> str:
 
 
 @pytest.mark.parametrize("warehouse_url", ["duckdb"], indirect=True)
-def test_chunked_and_whole_file_give_the_same_table(table_dir, write, run_cli, sql, monkeypatch):
+@pytest.mark.parametrize("key", [["zipcode", "plus4"], []], ids=["by-key", "whole-rows"])
+def test_chunked_and_whole_file_give_the_same_table(
+    key, table_dir, write, run_cli, sql, monkeypatch
+):
     source = write("zip.csv", _generated())
     results = []
     for name, chunk in (("t_whole", 1 << 30), ("t_chunked", 64 << 10)):  # 1 vs ~40 chunks
         monkeypatch.setenv("REFLOAD_CHUNK_BYTES", str(chunk))
-        config = table_dir(MAPPING, name=name, primary_key=["zipcode", "plus4"])
+        config = table_dir(MAPPING, name=name, primary_key=key)
         code, summary = run_cli(config, source)
         assert code == 0, summary["error"]
         assert summary["published"] is True
