@@ -145,6 +145,33 @@ def test_duplicate_primary_key_in_the_file_names_the_key_and_lines(table_dir, wr
     ]
 
 
+TYPED_KEY_MAPPING = (
+    "source_column,target_column,data_type,transform,default,nullable,format\n"
+    "day,day,date,,,false,%d.%m.%Y\n"
+    'rate,rate,"decimal(9,4)",,,false,\n'
+    "ok,ok,boolean,,,false,\n"
+    "n,n,integer,,,,\n"
+)
+
+
+def test_a_typed_primary_key_is_checked_on_its_values(table_dir, write, run_cli, sql):
+    config = table_dir(TYPED_KEY_MAPPING, primary_key=["day", "rate", "ok"])
+    rows = "day,rate,ok,n\n01.02.2024,1.5,yes,1\n01.02.2024,1.50,true,1\n01.02.2024,1.5,no,3\n"
+    code, summary = run_cli(config, write("t.csv", rows))
+    assert code == 0, summary["error"]  # 1.5 = 1.50 and yes = true: an exact duplicate
+    assert summary["duplicates_dropped"] == 1
+    assert sql("SELECT CAST(rate AS VARCHAR), ok, n FROM ref.t_codes ORDER BY ok") == [
+        ("1.5000", False, 3),
+        ("1.5000", True, 1),
+    ]
+    code, summary = run_cli(config, write("u.csv", rows + "01.02.2024,1.5000,y,9\n"))
+    assert code == 2
+    assert (
+        "duplicate primary key (day=datetime.date(2024, 2, 1), rate=Decimal('1.5000'), ok=True) "
+        "on lines 2, 5"
+    ) in summary["error"]["message"]
+
+
 def test_exact_duplicate_rows_are_dropped_and_counted(table_dir, write, run_cli, sql):
     config = table_dir(MAPPING, primary_key=["code"])
     code, summary = run_cli(config, write("t.csv", "code,n\nAA,1\nBB,2\nAA,1\n AA ,1\n"))
