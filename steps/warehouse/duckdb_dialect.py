@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 from steps import storage
 from steps.errors import InfrastructureError, RefloadError, WarehouseUnavailable
-from steps.warehouse.base import Warehouse
+from steps.warehouse.base import Warehouse, type_signature
 
 
 def database_path(url: str) -> str:
@@ -41,6 +41,20 @@ class DuckDBWarehouse(Warehouse):
         if not fetch:
             return [], []
         return [d[0] for d in result.description or []], result.fetchall()
+
+    def table_columns(self, schema: str, name: str) -> dict[str, str]:
+        # information_schema takes ~20 ms on a new connection; the catalog entry, 1 ms.
+        import duckdb
+
+        try:
+            rows = self.query(
+                "SELECT name, type FROM pragma_table_info(?)", (self.table(schema, name),)
+            )
+        except InfrastructureError as error:
+            if isinstance(error.__cause__, duckdb.CatalogException):
+                return {}  # no such table (or schema)
+            raise
+        return {column: type_signature(declared) for column, declared in rows}
 
     def translate_error(self, error: Exception) -> RefloadError:
         import duckdb
