@@ -395,12 +395,16 @@ class Warehouse:
         """Refuse, before anything is touched, a curated file this warehouse cannot stage."""
 
     def stage(self, staging: str, like: str, columns: list[str], curated_uri: str) -> None:
-        """Fill a new temporary table shaped like `like` from the curated Parquet file."""
+        """Make the curated Parquet rows readable as `staging`, shaped like `like`: a new
+        temporary table (DuckDB: a view over the file)."""
         raise NotImplementedError
 
     def staging_name(self, run_id: str) -> str:
         safe = "".join(ch if ch.isalnum() else "_" for ch in run_id.lower())
         return f"refload_stage_{safe}"[:127]
+
+    def drop_staging_sql(self, staging: str) -> str:
+        return f"DROP TABLE IF EXISTS {self.quote(staging)}"
 
     def create_staging_sql(self, staging: str, like: str) -> str:
         return f"CREATE TEMPORARY TABLE {self.quote(staging)} (LIKE {like})"
@@ -513,7 +517,7 @@ class Warehouse:
         if skipped:
             return skipped
         staging = self.staging_name(entry.run_id)
-        self.execute(f"DROP TABLE IF EXISTS {self.quote(staging)}")
+        self.execute(self.drop_staging_sql(staging))
         self.stage(staging, target, mapping.targets, entry.curated_uri)
         try:
             if entry.load_mode == "upsert":
@@ -546,7 +550,7 @@ class Warehouse:
             # Best effort: a temporary table also goes with the session, and a failed
             # cleanup must not hide why the publish failed.
             with suppress(RefloadError):
-                self.execute(f"DROP TABLE IF EXISTS {self.quote(staging)}")
+                self.execute(self.drop_staging_sql(staging))
         return PublishResult(True, loaded, before, after)
 
     # --- audit -----------------------------------------------------------------------

@@ -1,14 +1,17 @@
-"""DuckDB, the embedded default: a local file, staged straight from Arrow."""
+"""DuckDB, the embedded default: a local file; staged as a view over the curated Parquet."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from steps import storage
 from steps.errors import InfrastructureError, RefloadError, WarehouseUnavailable
-from steps.warehouse.base import Warehouse, type_signature
+from steps.warehouse.base import LedgerEntry, PublishResult, Warehouse, type_signature
+
+if TYPE_CHECKING:
+    from steps.mapping import Mapping
 
 
 def database_path(url: str) -> str:
@@ -25,6 +28,9 @@ class DuckDBWarehouse(Warehouse):
         "string": "VARCHAR",
         "double": "DOUBLE",
     }
+
+    # The curated file (or its downloaded copy) while `publish` runs; the view reads it.
+    _curated_path: Path | None = None
 
     def _connect(self) -> Any:
         import duckdb
@@ -81,12 +87,33 @@ class DuckDBWarehouse(Warehouse):
     def as_text(self, column_sql: str) -> str:
         return f"CAST({column_sql} AS VARCHAR)"
 
+    def publish(
+        self,
+        entry: LedgerEntry,
+        schema: str,
+        name: str,
+        mapping: Mapping,
+        key: list[str],
+        before_publish: Callable[[Warehouse, int, int], None] | None = None,
+    ) -> PublishResult:
+        # The staging view reads the curated file while the publish runs: keep the file
+        # (or, from S3, its downloaded copy) until the publish is over.
+        with storage.local_file(entry.curated_uri) as path:
+            self._curated_path = path
+            try:
+                return super().publish(entry, schema, name, mapping, key, before_publish)
+            finally:
+                self._curated_path = None
+
     def stage(self, staging: str, like: str, columns: list[str], curated_uri: str) -> None:
-        # DuckDB scans the Parquet file itself, in parallel and without a Python copy.
-        with storage.local_file(curated_uri) as path:
-            literal = "'" + str(path).replace("'", "''") + "'"
-            cols = ", ".join(self.quote(c) for c in columns)
-            self.execute(
-                f"CREATE TEMPORARY TABLE {self.quote(staging)} AS SELECT {cols} "
-                f"FROM read_parquet({literal})"
-            )
+        # A view, not a copy: each statement scans the Parquet file in parallel, and the
+        # copy would cost more than it saves (5M rows: 1.6 s against 2.2 s, with the insert).
+        literal = "'" + str(self._curated_path).replace("'", "''") + "'"
+        cols = ", ".join(self.quote(c) for c in columns)
+        self.execute(
+            f"CREATE TEMPORARY VIEW {self.quote(staging)} AS SELECT {cols} "
+            f"FROM read_parquet({literal})"
+        )
+
+    def drop_staging_sql(self, staging: str) -> str:
+        return f"DROP VIEW IF EXISTS {self.quote(staging)}"
