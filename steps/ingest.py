@@ -161,41 +161,52 @@ class _Staged:
                     yield reader.get_batch(i)
 
 
-def _exact_duplicates(rows: pa.Table) -> pa.Array:
-    """Positions of rows that repeat an earlier row exactly."""
-    columns = [c for c in rows.column_names if c != _POSITION]
-    firsts = rows.group_by(columns, use_threads=False).aggregate([(_POSITION, "min")])
-    positions = rows.column(_POSITION)
-    return positions.filter(pc.invert(pc.is_in(positions, firsts.column(f"{_POSITION}_min"))))
+# Dedupe and key checks run in DuckDB (in memory), which reads the Arrow columns in place
+# and groups on all cores: at 5M rows, 1.0 s where Arrow's one-threaded group-by plus a
+# semi-join took 2.0 s. Column names are identifiers checked with the config.
 
 
-def _doubled_keys(rows: pa.Table, key: list[str]) -> pa.Table:
-    # Counting, then a join for the rows, beats collecting each key's positions as a list
-    # from about 100k rows on (1M: 0.25 s against 0.25-0.43 s, and far less memory).
-    counts = rows.group_by(key, use_threads=False).aggregate([(_POSITION, "count")])
-    return counts.filter(pc.greater(counts.column(f"{_POSITION}_count"), 1)).select(key)
+def _columns_sql(names: list[str]) -> str:
+    return ", ".join(f'"{name}"' for name in names)
 
 
-def _rows_with_keys(rows: pa.Table, keys: pa.Table) -> pa.Table:
-    return rows.join(keys, keys=keys.column_names, join_type="left semi")
+def _exact_duplicates(con: Any, rows: pa.Table) -> pa.Array:
+    """Positions of rows that repeat an earlier row exactly (nulls equal to nulls)."""
+    columns = _columns_sql([c for c in rows.column_names if c != _POSITION])
+    con.register("staged_rows", rows)
+    return (
+        con.sql(
+            f'SELECT "{_POSITION}" FROM staged_rows ANTI JOIN (SELECT MIN("{_POSITION}") AS '
+            f'"{_POSITION}" FROM staged_rows GROUP BY {columns}) USING ("{_POSITION}") '
+            f'ORDER BY "{_POSITION}"'
+        )
+        .to_arrow_table()
+        .column(0)
+    )
 
 
-def _positions_of_repeated_keys(keys: pa.Table, key: list[str]) -> pa.Array:
-    """Positions of the rows whose key appears more than once.
+def _positions_of_repeated_keys(con: Any, rows: pa.Table, key: list[str]) -> pa.Array:
+    """Positions of the rows whose key appears more than once."""
+    columns = _columns_sql(key)
+    con.register("staged_keys", rows)
+    return (
+        con.sql(
+            f'SELECT "{_POSITION}" FROM staged_keys SEMI JOIN (SELECT {columns} FROM staged_keys '
+            f"GROUP BY {columns} HAVING COUNT(*) > 1) USING ({columns})"
+        )
+        .to_arrow_table()
+        .column(0)
+    )
 
-    DuckDB reads the Arrow columns in place and groups on all cores: 1.0 s at 5M rows,
-    where Arrow's single-threaded group-by plus a semi-join takes 2.0 s.
-    """
-    import duckdb
 
-    cols = ", ".join(f'"{k}"' for k in key)  # identifiers, checked with the config
-    with duckdb.connect() as con:
-        con.register("staged_keys", keys)
-        found = con.sql(
-            f'SELECT "{_POSITION}" FROM staged_keys SEMI JOIN (SELECT {cols} FROM staged_keys '
-            f"GROUP BY {cols} HAVING COUNT(*) > 1) USING ({cols})"
-        ).to_arrow_table()
-    return found.column(0)
+def _repeated_keys(con: Any, rows: pa.Table, key: list[str]) -> list[tuple[Any, ...]]:
+    """(key values..., sorted positions) per key found more than once, in file order."""
+    columns = _columns_sql(key)
+    con.register("suspect_rows", rows)
+    return con.sql(
+        f'SELECT {columns}, list("{_POSITION}" ORDER BY "{_POSITION}") FROM suspect_rows '
+        f'GROUP BY {columns} HAVING COUNT(*) > 1 ORDER BY MIN("{_POSITION}")'
+    ).fetchall()
 
 
 def _duplicates_to_drop(
@@ -206,46 +217,47 @@ def _duplicates_to_drop(
     With a key, only rows whose key repeats can be exact duplicates: the key columns are
     read for every row and the other columns only for those, which keeps memory small.
     """
+    import duckdb
+
     nothing = pa.array([], pa.int64())
-    if staged.empty:
+    if staged.empty or not (key or dedupe):
         return nothing
-    if not key:
-        return _exact_duplicates(staged.read()) if dedupe else nothing
-    keys = staged.read([*key, _POSITION])
-    for name in key:
-        nulls = pc.indices_nonzero(pc.is_null(keys.column(name))).to_pylist()
-        if nulls:
-            place = source.locate([keys.column(_POSITION)[nulls[0]].as_py()])[0]
-            raise RejectedInput(
-                "primary key column is empty",
-                file=source.uri,
-                column=name,
-                **at(source.unit, place),
-            )
-    wanted = _positions_of_repeated_keys(keys, key)
-    if not len(wanted):
-        return nothing
-    suspects = pa.concat_tables(
-        pa.Table.from_batches([b]).filter(pc.is_in(b.column(_POSITION), wanted))
-        for b in staged.batches()
-    )
-    drop = nothing
-    if dedupe:
-        drop = _exact_duplicates(suspects)
-        suspects = suspects.filter(pc.invert(pc.is_in(suspects.column(_POSITION), drop)))
-    doubled = _doubled_keys(suspects, key)  # few rows now: Arrow, in the order of the file
-    if doubled.num_rows:
-        first = doubled.slice(0, 1)
-        value = ", ".join(f"{k}={v!r}" for k, v in first.to_pylist()[0].items())
-        repeated = _rows_with_keys(suspects, first).column(_POSITION)
-        places = source.locate(sorted(repeated.to_pylist()))
+    with duckdb.connect() as con:
+        if not key:
+            return _exact_duplicates(con, staged.read())
+        keys = staged.read([*key, _POSITION])
+        for name in key:
+            nulls = pc.indices_nonzero(pc.is_null(keys.column(name))).to_pylist()
+            if nulls:
+                place = source.locate([keys.column(_POSITION)[nulls[0]].as_py()])[0]
+                raise RejectedInput(
+                    "primary key column is empty",
+                    file=source.uri,
+                    column=name,
+                    **at(source.unit, place),
+                )
+        wanted = _positions_of_repeated_keys(con, keys, key)
+        if not len(wanted):
+            return nothing
+        suspects = pa.concat_tables(
+            pa.Table.from_batches([b]).filter(pc.is_in(b.column(_POSITION), wanted))
+            for b in staged.batches()
+        )
+        drop = _exact_duplicates(con, suspects) if dedupe else nothing
+        if len(drop):
+            suspects = suspects.filter(pc.invert(pc.is_in(suspects.column(_POSITION), drop)))
+        doubled = _repeated_keys(con, suspects, key)
+    if doubled:
+        *values, positions = doubled[0]
+        value = ", ".join(f"{k}={v!r}" for k, v in zip(key, values, strict=True))
+        places = source.locate(positions)
         raise RejectedInput(
             f"duplicate primary key ({value}) on {source.unit}s "
-            f"{', '.join(map(str, places[:MAX_LISTED]))}; {doubled.num_rows} key(s) appear more "
+            f"{', '.join(map(str, places[:MAX_LISTED]))}; {len(doubled)} key(s) appear more "
             "than once in this file",
             file=source.uri,
             column=",".join(key),
-            details={"duplicate_keys": doubled.num_rows},
+            details={"duplicate_keys": len(doubled)},
         )
     return drop
 
