@@ -210,7 +210,7 @@ def _repeated_keys(con: Any, rows: pa.Table, key: list[str]) -> list[tuple[Any, 
 
 
 def _duplicates_to_drop(
-    staged: _Staged, source: SourceTable, key: list[str], dedupe: bool
+    staged: _Staged, source: SourceTable, key: list[str], dedupe: bool, scratch: Path
 ) -> pa.Array:
     """Positions of exact duplicate rows to drop (the first is kept); refuses duplicate keys.
 
@@ -222,7 +222,9 @@ def _duplicates_to_drop(
     nothing = pa.array([], pa.int64())
     if staged.empty or not (key or dedupe):
         return nothing
-    with duckdb.connect() as con:
+    # Spills, if a huge file's keys outgrow memory, go to scratch: Lambda's /var/task is
+    # read-only, and DuckDB would otherwise spill next to the working directory.
+    with duckdb.connect(config={"temp_directory": str(scratch / "duckdb")}) as con:
         if not key:
             return _exact_duplicates(con, staged.read())
         keys = staged.read([*key, _POSITION])
@@ -343,7 +345,7 @@ def _ingest_file(
             )
 
     # 3. Duplicates and keys, then the curated file, typed exactly as the mapping says.
-    drop = _duplicates_to_drop(staged, source, config.primary_key, config.dedupe)
+    drop = _duplicates_to_drop(staged, source, config.primary_key, config.dedupe, scratch)
     final_schema = pa.schema(
         [pa.field(c.target, c.data_type.arrow(), nullable=c.nullable) for c in spec.mapping.columns]
     ).with_metadata(
