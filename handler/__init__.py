@@ -6,6 +6,6 @@ import os
 # refload never uses BLAS, and on two cores the spinning took ~15% of a small run's CPU.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from handler.dispatch import STEPS, lambda_handler  # noqa: E402
+from handler.dispatch import STEPS, lambda_handler
 
 __all__ = ["STEPS", "lambda_handler"]
