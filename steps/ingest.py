@@ -22,13 +22,13 @@ import pyarrow.parquet as pq
 
 from steps import storage
 from steps.config import TableSpec, load_table_config
+from steps.dedupe import POSITION, ArrowFinder, DuckDBFinder
 from steps.errors import RefloadError, RejectedInput, at
 from steps.mapping import Rejection, apply_mapping
 from steps.names import did_you_mean
 from steps.sources import BadRecord, SourceTable, read_source
 
 DEFAULT_CURATED_ROOT = "curated"
-_POSITION = "__refload_position"
 MAX_LISTED = 5
 BATCH_ROWS = 256_000
 
@@ -138,6 +138,10 @@ class _Staged:
             self._writer.close()
 
     @property
+    def in_memory(self) -> bool:
+        return self._table is not None
+
+    @property
     def empty(self) -> bool:
         """True only when every record was unreadable."""
         return self._table is None and self._writer is None
@@ -161,54 +165,6 @@ class _Staged:
                     yield reader.get_batch(i)
 
 
-# Dedupe and key checks run in DuckDB (in memory), which reads the Arrow columns in place
-# and groups on all cores: at 5M rows, 1.0 s where Arrow's one-threaded group-by plus a
-# semi-join took 2.0 s. Column names are identifiers checked with the config.
-
-
-def _columns_sql(names: list[str]) -> str:
-    return ", ".join(f'"{name}"' for name in names)
-
-
-def _exact_duplicates(con: Any, rows: pa.Table) -> pa.Array:
-    """Positions of rows that repeat an earlier row exactly (nulls equal to nulls)."""
-    columns = _columns_sql([c for c in rows.column_names if c != _POSITION])
-    con.register("staged_rows", rows)
-    return (
-        con.sql(
-            f'SELECT "{_POSITION}" FROM staged_rows ANTI JOIN (SELECT MIN("{_POSITION}") AS '
-            f'"{_POSITION}" FROM staged_rows GROUP BY {columns}) USING ("{_POSITION}") '
-            f'ORDER BY "{_POSITION}"'
-        )
-        .to_arrow_table()
-        .column(0)
-    )
-
-
-def _positions_of_repeated_keys(con: Any, rows: pa.Table, key: list[str]) -> pa.Array:
-    """Positions of the rows whose key appears more than once."""
-    columns = _columns_sql(key)
-    con.register("staged_keys", rows)
-    return (
-        con.sql(
-            f'SELECT "{_POSITION}" FROM staged_keys SEMI JOIN (SELECT {columns} FROM staged_keys '
-            f"GROUP BY {columns} HAVING COUNT(*) > 1) USING ({columns})"
-        )
-        .to_arrow_table()
-        .column(0)
-    )
-
-
-def _repeated_keys(con: Any, rows: pa.Table, key: list[str]) -> list[tuple[Any, ...]]:
-    """(key values..., sorted positions) per key found more than once, in file order."""
-    columns = _columns_sql(key)
-    con.register("suspect_rows", rows)
-    return con.sql(
-        f'SELECT {columns}, list("{_POSITION}" ORDER BY "{_POSITION}") FROM suspect_rows '
-        f'GROUP BY {columns} HAVING COUNT(*) > 1 ORDER BY MIN("{_POSITION}")'
-    ).fetchall()
-
-
 def _duplicates_to_drop(
     staged: _Staged, source: SourceTable, key: list[str], dedupe: bool, scratch: Path
 ) -> pa.Array:
@@ -217,49 +173,44 @@ def _duplicates_to_drop(
     With a key, only rows whose key repeats can be exact duplicates: the key columns are
     read for every row and the other columns only for those, which keeps memory small.
     """
-    import duckdb
-
     nothing = pa.array([], pa.int64())
     if staged.empty or not (key or dedupe):
         return nothing
-    # Spills, if a huge file's keys outgrow memory, go to scratch: Lambda's /var/task is
-    # read-only, and DuckDB would otherwise spill next to the working directory.
-    with duckdb.connect(config={"temp_directory": str(scratch / "duckdb")}) as con:
+    with ArrowFinder() if staged.in_memory else DuckDBFinder(scratch) as finder:
         if not key:
-            return _exact_duplicates(con, staged.read())
-        keys = staged.read([*key, _POSITION])
+            return finder.exact_duplicates(staged.read())
+        keys = staged.read([*key, POSITION])
         for name in key:
             nulls = pc.indices_nonzero(pc.is_null(keys.column(name))).to_pylist()
             if nulls:
-                place = source.locate([keys.column(_POSITION)[nulls[0]].as_py()])[0]
+                place = source.locate([keys.column(POSITION)[nulls[0]].as_py()])[0]
                 raise RejectedInput(
                     "primary key column is empty",
                     file=source.uri,
                     column=name,
                     **at(source.unit, place),
                 )
-        wanted = _positions_of_repeated_keys(con, keys, key)
+        wanted = finder.positions_of_repeated_keys(keys, key)
         if not len(wanted):
             return nothing
         suspects = pa.concat_tables(
-            pa.Table.from_batches([b]).filter(pc.is_in(b.column(_POSITION), wanted))
+            pa.Table.from_batches([b]).filter(pc.is_in(b.column(POSITION), wanted))
             for b in staged.batches()
         )
-        drop = _exact_duplicates(con, suspects) if dedupe else nothing
+        drop = finder.exact_duplicates(suspects) if dedupe else nothing
         if len(drop):
-            suspects = suspects.filter(pc.invert(pc.is_in(suspects.column(_POSITION), drop)))
-        doubled = _repeated_keys(con, suspects, key)
-    if doubled:
-        *values, positions = doubled[0]
-        value = ", ".join(f"{k}={v!r}" for k, v in zip(key, values, strict=True))
-        places = source.locate(positions)
+            suspects = suspects.filter(pc.invert(pc.is_in(suspects.column(POSITION), drop)))
+        repeats = finder.repeated_keys(suspects, key)
+    if repeats:
+        value = ", ".join(f"{k}={v!r}" for k, v in zip(key, repeats.first, strict=True))
+        places = source.locate(repeats.positions)
         raise RejectedInput(
             f"duplicate primary key ({value}) on {source.unit}s "
-            f"{', '.join(map(str, places[:MAX_LISTED]))}; {len(doubled)} key(s) appear more "
+            f"{', '.join(map(str, places[:MAX_LISTED]))}; {repeats.count} key(s) appear more "
             "than once in this file",
             file=source.uri,
             column=",".join(key),
-            details={"duplicate_keys": len(doubled)},
+            details={"duplicate_keys": repeats.count},
         )
     return drop
 
@@ -307,11 +258,11 @@ def _ingest_file(
     rows = 0
     for chunk in source.chunks:
         typed, found = apply_mapping(chunk, spec.mapping, context)
-        typed = typed.append_column(_POSITION, _positions(typed.num_rows, start=rows))
+        typed = typed.append_column(POSITION, _positions(typed.num_rows, start=rows))
         if found:
             rejections += [dataclasses.replace(r, position=r.position + rows) for r in found]
             bad = pa.array(sorted({r.position + rows for r in found}), pa.int64())
-            typed = typed.filter(pc.invert(pc.is_in(typed.column(_POSITION), bad)))
+            typed = typed.filter(pc.invert(pc.is_in(typed.column(POSITION), bad)))
         staged.add(typed)
         rows += chunk.num_rows
     staged.close()
@@ -364,8 +315,8 @@ def _ingest_file(
         for batch in staged.batches():
             kept = pa.Table.from_batches([batch])
             if len(drop):
-                kept = kept.filter(pc.invert(pc.is_in(kept.column(_POSITION), drop)))
-            out.write_table(kept.drop_columns([_POSITION]).cast(final_schema))
+                kept = kept.filter(pc.invert(pc.is_in(kept.column(POSITION), drop)))
+            out.write_table(kept.drop_columns([POSITION]).cast(final_schema))
             rows_written += kept.num_rows
     storage.upload_file(out_uri, curated)
 

@@ -154,7 +154,12 @@ TYPED_KEY_MAPPING = (
 )
 
 
-def test_a_typed_primary_key_is_checked_on_its_values(table_dir, write, run_cli, sql):
+@pytest.mark.parametrize("chunk", [None, 64], ids=["in-memory", "streamed"])
+def test_a_typed_primary_key_is_checked_on_its_values(
+    chunk, table_dir, write, run_cli, sql, monkeypatch
+):
+    if chunk:  # a few rows per chunk: the rows spill and DuckDB looks for repeats
+        monkeypatch.setenv("REFLOAD_CHUNK_BYTES", str(chunk))
     config = table_dir(TYPED_KEY_MAPPING, primary_key=["day", "rate", "ok"])
     rows = "day,rate,ok,n\n01.02.2024,1.5,yes,1\n01.02.2024,1.50,true,1\n01.02.2024,1.5,no,3\n"
     code, summary = run_cli(config, write("t.csv", rows))

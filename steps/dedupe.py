@@ -1,0 +1,137 @@
+"""Which staged rows repeat: exact duplicates, and keys that appear more than once.
+
+Two finders with one interface, chosen by size (ADR 4). A file read in one chunk is
+searched with Arrow's hash kernels and numpy: about 25 ms at 50k rows, where an in-memory
+DuckDB needs 60-80 ms just to start and plan. A streamed file is searched by DuckDB, which
+reads the Arrow columns in place and groups on all cores: 1.0 s at 5M rows, where Arrow
+took 2.0-4.7 s. Both see nulls as equal values, and both report keys in file order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+POSITION = "__refload_position"  # each staged row's place in the source, from 0
+
+
+@dataclass(frozen=True)
+class RepeatedKeys:
+    count: int  # how many keys appear more than once
+    first: tuple[Any, ...]  # the first of them in the file
+    positions: list[int]  # its rows, in file order
+
+
+class ArrowFinder:
+    """For rows that fit in memory: dense integer codes per distinct value combination."""
+
+    def __enter__(self) -> ArrowFinder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    @staticmethod
+    def _codes(rows: pa.Table, columns: list[str]) -> Any:
+        """One int per distinct combination of the columns' values (nulls included)."""
+        codes: Any = None
+        for name in columns:
+            column = rows.column(name).combine_chunks()
+            encoded = pc.dictionary_encode(column, null_encoding="encode")
+            indices = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+            if codes is None:
+                codes = indices
+            else:  # combine, then make dense again so that the product cannot overflow
+                combined = pa.array(codes * len(encoded.dictionary) + indices)
+                codes = pc.dictionary_encode(combined).indices.to_numpy().astype(np.int64)
+        return codes
+
+    def exact_duplicates(self, rows: pa.Table) -> pa.Array:
+        """Positions of rows that repeat an earlier row exactly."""
+        codes = self._codes(rows, [c for c in rows.column_names if c != POSITION])
+        repeat = np.ones(len(codes), dtype=bool)
+        repeat[np.unique(codes, return_index=True)[1]] = False  # each value's first row
+        return rows.column(POSITION).combine_chunks().filter(pa.array(repeat))
+
+    def positions_of_repeated_keys(self, rows: pa.Table, key: list[str]) -> pa.Array:
+        codes = self._codes(rows, key)
+        repeated = np.bincount(codes)[codes] > 1
+        return rows.column(POSITION).combine_chunks().filter(pa.array(repeated))
+
+    def repeated_keys(self, rows: pa.Table, key: list[str]) -> RepeatedKeys | None:
+        codes = self._codes(rows, key)
+        counts = np.bincount(codes)
+        repeated = np.flatnonzero(counts[codes] > 1)
+        if not len(repeated):
+            return None
+        first_row = int(repeated[0])  # rows are in file order
+        positions = rows.column(POSITION).to_numpy()[codes == codes[first_row]]
+        first = tuple(rows.column(k)[first_row].as_py() for k in key)
+        return RepeatedKeys(int((counts > 1).sum()), first, sorted(positions.tolist()))
+
+
+class DuckDBFinder:
+    """For streamed files: an in-memory DuckDB over the Arrow columns.
+
+    It spills to `scratch` if the keys of a huge file outgrow memory: Lambda's task root
+    is read-only, and DuckDB would otherwise spill next to the working directory.
+    """
+
+    def __init__(self, scratch: Path) -> None:
+        import duckdb
+
+        self.con = duckdb.connect(config={"temp_directory": str(scratch / "duckdb")})
+
+    def __enter__(self) -> DuckDBFinder:
+        return self
+
+    def __exit__(
+        self, error_type: type[BaseException] | None, error: object, tb: TracebackType | None
+    ) -> None:
+        self.con.close()
+
+    @staticmethod
+    def _columns(names: list[str]) -> str:
+        return ", ".join(f'"{name}"' for name in names)  # identifiers, checked with the config
+
+    def _positions(self, sql: str) -> pa.Array:
+        return self.con.sql(sql).to_arrow_table().column(0)
+
+    def exact_duplicates(self, rows: pa.Table) -> pa.Array:
+        columns = self._columns([c for c in rows.column_names if c != POSITION])
+        self.con.register("staged_rows", rows)
+        return self._positions(
+            f'SELECT "{POSITION}" FROM staged_rows ANTI JOIN (SELECT MIN("{POSITION}") AS '
+            f'"{POSITION}" FROM staged_rows GROUP BY {columns}) USING ("{POSITION}") '
+            f'ORDER BY "{POSITION}"'
+        )
+
+    def positions_of_repeated_keys(self, rows: pa.Table, key: list[str]) -> pa.Array:
+        columns = self._columns(key)
+        same = " AND ".join(f'r."{k}" IS NOT DISTINCT FROM d."{k}"' for k in key)
+        self.con.register("staged_keys", rows)
+        return self._positions(
+            f'SELECT "{POSITION}" FROM staged_keys r SEMI JOIN (SELECT {columns} FROM '
+            f"staged_keys GROUP BY {columns} HAVING COUNT(*) > 1) d ON {same}"
+        )
+
+    def repeated_keys(self, rows: pa.Table, key: list[str]) -> RepeatedKeys | None:
+        columns = self._columns(key)
+        self.con.register("suspect_rows", rows)
+        found = self.con.sql(
+            f'SELECT {columns}, list("{POSITION}" ORDER BY "{POSITION}") FROM suspect_rows '
+            f'GROUP BY {columns} HAVING COUNT(*) > 1 ORDER BY MIN("{POSITION}")'
+        ).fetchall()
+        if not found:
+            return None
+        *first, positions = found[0]
+        return RepeatedKeys(len(found), tuple(first), list(positions))
+
+
+Finder = ArrowFinder | DuckDBFinder

@@ -1,0 +1,79 @@
+"""Both duplicate finders (Arrow for one-chunk files, DuckDB for streamed ones) agree."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from decimal import Decimal
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from steps.dedupe import POSITION, ArrowFinder, DuckDBFinder, RepeatedKeys
+
+SMALL = pa.table(
+    {
+        "code": ["AA", "BB", "AA", None, "AA", None, "BB"],
+        "n": [1, 2, 1, 7, 3, 7, 2],
+        POSITION: pa.array(range(7), pa.int64()),
+    }
+)
+
+
+@pytest.fixture(params=["arrow", "duckdb"])
+def finder(request, tmp_path: Path):
+    with ArrowFinder() if request.param == "arrow" else DuckDBFinder(tmp_path) as found:
+        yield found
+
+
+def test_exact_duplicates_keep_the_first_row_and_treat_nulls_as_equal(finder):
+    assert finder.exact_duplicates(SMALL).to_pylist() == [2, 5, 6]
+
+
+def test_rows_with_a_repeated_key(finder):
+    assert sorted(finder.positions_of_repeated_keys(SMALL, ["code"]).to_pylist()) == [
+        0,
+        1,
+        2,
+        3,
+        4,
+        5,
+        6,
+    ]
+    unique = SMALL.slice(0, 2)
+    assert finder.positions_of_repeated_keys(unique, ["code"]).to_pylist() == []
+
+
+def test_the_first_repeated_key_in_file_order_with_its_rows(finder):
+    rows = SMALL.filter(pa.array([c is not None for c in SMALL.column("code").to_pylist()]))
+    assert finder.repeated_keys(rows, ["code", "n"]) == RepeatedKeys(2, ("AA", 1), [0, 2])
+    assert finder.repeated_keys(rows.slice(3), ["code"]) is None  # AA (4) and BB (6) once
+
+
+def _generated(rows: int) -> pa.Table:
+    rng = random.Random(7)
+    days = [dt.date(2024, 1, 1) + dt.timedelta(days=rng.randrange(30)) for _ in range(rows)]
+    return pa.table(
+        {
+            "day": pa.array(days, pa.date32()),
+            "rate": pa.array(
+                [Decimal(rng.randrange(5)) / 4 for _ in range(rows)], pa.decimal128(9, 4)
+            ),
+            "ok": pa.array([rng.choice([True, False, None]) for _ in range(rows)]),
+            "city": pa.array([rng.choice(["Fargo", "El Paso", None]) for _ in range(rows)]),
+            POSITION: pa.array(range(rows), pa.int64()),
+        }
+    )
+
+
+def test_both_finders_agree_on_typed_columns(tmp_path: Path):
+    rows = _generated(5_000)
+    key = ["day", "rate", "ok"]
+    with ArrowFinder() as arrow, DuckDBFinder(tmp_path) as duck:
+        assert arrow.exact_duplicates(rows).to_pylist() == duck.exact_duplicates(rows).to_pylist()
+        assert len(arrow.exact_duplicates(rows)) > 0
+        assert sorted(arrow.positions_of_repeated_keys(rows, key).to_pylist()) == sorted(
+            duck.positions_of_repeated_keys(rows, key).to_pylist()
+        )
+        assert arrow.repeated_keys(rows, key) == duck.repeated_keys(rows, key)
