@@ -2,8 +2,8 @@
 
 import os
 
-# pyarrow imports numpy, whose OpenBLAS starts a thread per core that spins while idle;
-# refload never uses BLAS, and on two cores the spinning took ~15% of a small run's CPU.
+# Where numpy is installed (not in the image), pyarrow imports it, and OpenBLAS starts a
+# thread per core that spins while idle: ~15% of a small run's CPU on two cores, unused.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from handler.dispatch import STEPS, lambda_handler

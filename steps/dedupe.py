@@ -1,7 +1,7 @@
 """Which staged rows repeat: exact duplicates, and keys that appear more than once.
 
 Two finders with one interface, chosen by size (ADR 4). A file read in one chunk is
-searched with Arrow's hash kernels and numpy: about 25 ms at 50k rows, where an in-memory
+searched with Arrow's hash kernels: about 25 ms at 50k rows, where an in-memory
 DuckDB needs 60-80 ms just to start and plan. A streamed file is searched by DuckDB, which
 reads the Arrow columns in place and groups on all cores: 1.0 s at 5M rows, where Arrow
 took 2.0-4.7 s. Both see nulls as equal values, and both report keys in file order.
@@ -14,7 +14,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -29,7 +28,7 @@ class RepeatedKeys:
 
 
 class ArrowFinder:
-    """For rows that fit in memory: dense integer codes per distinct value combination."""
+    """For rows that fit in memory: a dense integer code per distinct value combination."""
 
     def __enter__(self) -> ArrowFinder:
         return self
@@ -38,42 +37,48 @@ class ArrowFinder:
         return None
 
     @staticmethod
-    def _codes(rows: pa.Table, columns: list[str]) -> Any:
+    def _codes(rows: pa.Table, columns: list[str]) -> pa.Array:
         """One int per distinct combination of the columns' values (nulls included)."""
-        codes: Any = None
+        codes: pa.Array | None = None
         for name in columns:
             column = rows.column(name).combine_chunks()
             encoded = pc.dictionary_encode(column, null_encoding="encode")
-            indices = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+            indices = encoded.indices.cast(pa.int64())
             if codes is None:
                 codes = indices
             else:  # combine, then make dense again so that the product cannot overflow
-                combined = pa.array(codes * len(encoded.dictionary) + indices)
-                codes = pc.dictionary_encode(combined).indices.to_numpy().astype(np.int64)
+                combined = pc.add(pc.multiply(codes, len(encoded.dictionary)), indices)
+                codes = pc.dictionary_encode(combined).indices.cast(pa.int64())
+        assert codes is not None
         return codes
+
+    @staticmethod
+    def _repeated(codes: pa.Array) -> tuple[pa.Array, pa.Array]:
+        """The codes found more than once, and a mask of their rows."""
+        counts = pc.value_counts(codes)
+        repeated = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
+        return repeated, pc.is_in(codes, value_set=repeated)
 
     def exact_duplicates(self, rows: pa.Table) -> pa.Array:
         """Positions of rows that repeat an earlier row exactly."""
         codes = self._codes(rows, [c for c in rows.column_names if c != POSITION])
-        repeat = np.ones(len(codes), dtype=bool)
-        repeat[np.unique(codes, return_index=True)[1]] = False  # each value's first row
-        return rows.column(POSITION).combine_chunks().filter(pa.array(repeat))
+        positions = rows.column(POSITION).combine_chunks()
+        firsts = positions.take(pc.index_in(pc.unique(codes), value_set=codes))
+        return positions.filter(pc.invert(pc.is_in(positions, value_set=firsts)))
 
     def positions_of_repeated_keys(self, rows: pa.Table, key: list[str]) -> pa.Array:
-        codes = self._codes(rows, key)
-        repeated = np.bincount(codes)[codes] > 1
-        return rows.column(POSITION).combine_chunks().filter(pa.array(repeated))
+        _, mask = self._repeated(self._codes(rows, key))
+        return rows.column(POSITION).combine_chunks().filter(mask)
 
     def repeated_keys(self, rows: pa.Table, key: list[str]) -> RepeatedKeys | None:
         codes = self._codes(rows, key)
-        counts = np.bincount(codes)
-        repeated = np.flatnonzero(counts[codes] > 1)
+        repeated, mask = self._repeated(codes)
         if not len(repeated):
             return None
-        first_row = int(repeated[0])  # rows are in file order
-        positions = rows.column(POSITION).to_numpy()[codes == codes[first_row]]
+        first_row = pc.index(mask, True).as_py()  # rows are in file order
+        positions = rows.column(POSITION).filter(pc.equal(codes, codes[first_row]))
         first = tuple(rows.column(k)[first_row].as_py() for k in key)
-        return RepeatedKeys(int((counts > 1).sum()), first, sorted(positions.tolist()))
+        return RepeatedKeys(len(repeated), first, sorted(positions.to_pylist()))
 
 
 class DuckDBFinder:
