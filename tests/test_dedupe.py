@@ -77,3 +77,12 @@ def test_both_finders_agree_on_typed_columns(tmp_path: Path):
             duck.positions_of_repeated_keys(rows, key).to_pylist()
         )
         assert arrow.repeated_keys(rows, key) == duck.repeated_keys(rows, key)
+
+
+def test_duckdb_spills_to_scratch_past_eight_chunks(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("REFLOAD_CHUNK_BYTES", str(16 << 20))
+    with DuckDBFinder(tmp_path) as duck:
+        settings = duck.con.sql(
+            "SELECT current_setting('memory_limit'), current_setting('temp_directory')"
+        ).fetchall()
+    assert settings == [("122.0 MiB", str(tmp_path / "duckdb"))]  # 128 MB
