@@ -39,17 +39,13 @@ class ArrowFinder:
     @staticmethod
     def _codes(rows: pa.Table, columns: list[str]) -> pa.Array:
         """One int per distinct combination of the columns' values (nulls included)."""
-        codes: pa.Array | None = None
+        codes = pa.repeat(pa.scalar(0, pa.int64()), rows.num_rows)
         for name in columns:
             column = rows.column(name).combine_chunks()
             encoded = pc.dictionary_encode(column, null_encoding="encode")
-            indices = encoded.indices.cast(pa.int64())
-            if codes is None:
-                codes = indices
-            else:  # combine, then make dense again so that the product cannot overflow
-                combined = pc.add(pc.multiply(codes, len(encoded.dictionary)), indices)
-                codes = pc.dictionary_encode(combined).indices.cast(pa.int64())
-        assert codes is not None
+            # Combine, then make dense again, so that the product cannot overflow.
+            combined = pc.add(pc.multiply(codes, len(encoded.dictionary)), encoded.indices)
+            codes = pc.dictionary_encode(combined).indices.cast(pa.int64())
         return codes
 
     @staticmethod
@@ -143,6 +139,3 @@ class DuckDBFinder:
             return None
         *first, positions = found[0]
         return RepeatedKeys(len(found), tuple(first), list(positions))
-
-
-Finder = ArrowFinder | DuckDBFinder
