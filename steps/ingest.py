@@ -122,6 +122,7 @@ class _Staged:
         self.spill_path = spill_path
         self._table: pa.Table | None = None
         self._writer: ipc.RecordBatchFileWriter | None = None
+        self._spilled_columns: list[str] = []
 
     def add(self, rows: pa.Table) -> None:
         if self.empty:
@@ -130,6 +131,7 @@ class _Staged:
         if self._writer is None:  # a second chunk: spill the first, and all that follow
             first, self._table = self._table, None
             self._writer = ipc.new_file(self.spill_path, rows.schema)
+            self._spilled_columns = rows.schema.names
             self._writer.write_table(first, max_chunksize=BATCH_ROWS)
         self._writer.write_table(rows, max_chunksize=BATCH_ROWS)
 
@@ -149,10 +151,10 @@ class _Staged:
     def read(self, columns: list[str] | None = None) -> pa.Table:
         if self._table is not None:
             return self._table if columns is None else self._table.select(columns)
+        names = self._spilled_columns
+        wanted = names if columns is None else columns
+        options = ipc.IpcReadOptions(included_fields=[names.index(c) for c in wanted])
         with pa.OSFile(str(self.spill_path)) as spilled:
-            names = ipc.open_file(spilled).schema.names
-            wanted = names if columns is None else columns
-            options = ipc.IpcReadOptions(included_fields=[names.index(c) for c in wanted])
             return ipc.open_file(spilled, options=options).read_all().select(wanted)
 
     def batches(self) -> Iterator[pa.RecordBatch]:

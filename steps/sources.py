@@ -171,12 +171,13 @@ def read_csv(path: Path, compression: str | None, uri: str, config: TableConfig)
         return cache["text"]
 
     def chunks() -> Iterator[pa.Table]:
-        whole = not compression and path.stat().st_size <= chunk_bytes()
+        size = path.stat().st_size
+        whole = not compression and size <= chunk_bytes()
         options: dict[str, Any] = {
             "read_options": pacsv.ReadOptions(
                 skip_rows=header_index + 1,
                 column_names=header,
-                block_size=parse_block_bytes(path.stat().st_size if whole else None),
+                block_size=parse_block_bytes(size if whole else None),
                 encoding="utf8" if _is_utf8(encoding) else encoding,
             ),
             "parse_options": pacsv.ParseOptions(
