@@ -189,6 +189,21 @@ def _unquote(arg: str) -> str:
     return arg
 
 
+def _regex_problem(pattern: str, replacement: str) -> str | None:
+    """Checked by the engine that will run it: Arrow's RE2, which (unlike Python's `re`)
+    has no lookaround and no backreferences in the pattern."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        pc.replace_substring_regex(pa.array([""]), pattern=pattern, replacement=replacement)
+    except pa.ArrowInvalid as error:
+        return (
+            str(error).removeprefix("internal error: ").removeprefix("Invalid regular expression: ")
+        )
+    return None
+
+
 def parse_transforms(text: str) -> tuple[Transform, ...]:
     transforms = []
     for part in _split_top_level(text, "|"):
@@ -209,10 +224,9 @@ def parse_transforms(text: str) -> tuple[Transform, ...]:
         if name == "zfill" and not args[0].isdigit():
             raise ValueError(f"zfill needs a whole number, got '{args[0]}'")
         if name == "regex_replace":
-            try:
-                re.compile(args[0])
-            except re.error as error:
-                raise ValueError(f"regex_replace pattern '{args[0]}' is invalid: {error}") from None
+            problem = _regex_problem(*args)
+            if problem:
+                raise ValueError(f"regex_replace pattern '{args[0]}' is invalid: {problem}")
         transforms.append(Transform(name, args))
     return tuple(transforms)
 
@@ -369,7 +383,7 @@ def apply_transforms(values: pa.Array, transforms: tuple[Transform, ...]) -> pa.
         elif t.name == "title":
             values = pc.utf8_title(values)
         elif t.name == "zfill":
-            values = pc.utf8_lpad(values, width=int(t.args[0]), padding="0")
+            values = zfill(values, int(t.args[0]))
         elif t.name == "replace":
             values = pc.replace_substring(values, pattern=t.args[0], replacement=t.args[1])
         elif t.name == "regex_replace":
@@ -377,6 +391,19 @@ def apply_transforms(values: pa.Array, transforms: tuple[Transform, ...]) -> pa.
         elif t.name == "nullif":
             values = pc.if_else(pc.equal(values, t.args[0]), pa.scalar(None, pa.string()), values)
     return values
+
+
+def zfill(values: pa.Array, width: int) -> pa.Array:
+    """pandas' `str.zfill`: zeros go after a leading sign ('-12' -> '-0012', not '00-12')."""
+    import pyarrow.compute as pc
+
+    padded = pc.utf8_lpad(values, width=width, padding="0")
+    signed = pc.or_(pc.starts_with(values, "-"), pc.starts_with(values, "+"))
+    if not pc.any(signed).as_py():
+        return padded
+    sign = pc.utf8_slice_codeunits(values, 0, 1)
+    digits = pc.utf8_lpad(pc.utf8_slice_codeunits(values, 1), width=max(width - 1, 0), padding="0")
+    return pc.if_else(signed, pc.binary_join_element_wise(sign, digits, ""), padded)
 
 
 def blank_to_null(values: pa.Array) -> pa.Array:

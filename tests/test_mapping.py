@@ -22,6 +22,7 @@ TRANSFORMS = [
     ("lower", "NY", "ny"),
     ("title", "NEW YORK CITY", "New York City"),
     ("zfill(5)", "501", "00501"),
+    ("zfill(5)", "-12", "-0012"),
     ("replace(-,)", "12-34-5", "12345"),
     ('replace(",",".")', "1,5", "1.5"),
     ('regex_replace("[^0-9]+",)', "A1-B2", "12"),
@@ -43,6 +44,48 @@ def test_transform(transform, raw, expected, table_dir, write, run_cli, sql):
     code, summary = run_cli(config, source)
     assert code == 0, summary["error"]
     assert sql("SELECT v FROM ref.t_codes") == [(expected,)]
+
+
+# Each transform is named after a pandas string method and must give what pandas' own
+# string dtype gives, on the values where engines tend to differ.
+AS_IN_PANDAS = {
+    "strip": lambda s: s.str.strip(),
+    "upper": lambda s: s.str.upper(),
+    "lower": lambda s: s.str.lower(),
+    "title": lambda s: s.str.title(),
+    "zfill(5)": lambda s: s.str.zfill(5),
+    "zfill(1)": lambda s: s.str.zfill(1),
+    "replace(o,0)": lambda s: s.str.replace("o", "0", regex=False),
+    "regex_replace((\\d),<\\1>)": lambda s: s.str.replace(r"(\d)", r"<\1>", regex=True),
+}
+AWKWARD_TEXT = [
+    "  o'fallon ",
+    "-12",
+    "+7",
+    "-",
+    "+-1",
+    "12345678",
+    "",
+    None,
+    "\u00c9COLE",
+    "stra\u00dfe",
+    "\u0130stanbul",
+    "no-break\u00a0",
+    "\u3000ideographic\u2003",
+    "mc donald's 3rd st",
+]
+
+
+@pytest.mark.parametrize("transform", AS_IN_PANDAS)
+def test_transform_gives_what_pandas_gives(transform):
+    import pandas as pd
+    import pyarrow as pa
+
+    from steps.mapping import apply_transforms, parse_transforms
+
+    ours = apply_transforms(pa.array(AWKWARD_TEXT, pa.string()), parse_transforms(transform))
+    theirs = AS_IN_PANDAS[transform](pd.Series(AWKWARD_TEXT, dtype="str"))
+    assert ours.to_pylist() == [None if pd.isna(v) else v for v in theirs]
 
 
 DATA_TYPES = [
@@ -186,6 +229,17 @@ SHEET_ERRORS = [
     ("a,a,string,zfill,,,", "transform 'zfill' takes 1 argument(s), got 0"),
     ("a,a,string,zfill(x),,,", "zfill needs a whole number"),
     ('a,a,string,"regex_replace(""["",x)",,,', "regex_replace pattern '[' is invalid"),
+    # Python's re accepts these; RE2, which runs the transform, does not.
+    (
+        'a,a,string,"regex_replace(a(?=b),x)",,,',
+        "row 2, column 'transform': regex_replace pattern 'a(?=b)' is invalid: invalid perl "
+        "operator: (?=",
+    ),
+    ('a,a,string,"regex_replace((a)\\1,x)",,,', "invalid escape sequence: \\1"),
+    (
+        'a,a,string,"regex_replace((a),\\2)",,,',
+        "Rewrite schema requests 2 matches, but the regexp only has 1",
+    ),
     (
         "a,a,integer,,abc,,",
         "row 2, column 'default': default does not fit integer: is not a "
