@@ -44,6 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("event", help="JSON file")
     _common(replay)
+    preview = commands.add_parser(
+        "preview",
+        help="what ingest makes of a file (typed rows, rejected rows), as pandas prints it; "
+        "nothing is published",
+    )
+    preview.add_argument("--config", required=True, help="table config (path or s3:// URI)")
+    preview.add_argument("--source", required=True, help="source file (path or s3:// URI)")
+    preview.add_argument("--rows", type=int, default=10, help="rows to show (default 10)")
     history = commands.add_parser(
         "history", help="recent runs of a table and their tests, newest first"
     )
@@ -140,14 +148,35 @@ def history(args: argparse.Namespace) -> int:
     return 0
 
 
+def preview(args: argparse.Namespace) -> int:
+    """Exit 0 when a run would load the file, 2 when it would refuse it."""
+    from steps.frames import preview as ingest_preview
+
+    result = ingest_preview(args.config, args.source)
+    summary = result.summary
+    print(
+        f"{summary['table']}: read {summary['rows_read']:,}  rejected "
+        f"{summary['rows_rejected']:,}  duplicates {summary['duplicates_dropped']:,}  "
+        f"would load {summary['rows_written']:,}  (nothing published)"
+    )
+    shown = result.rows.head(args.rows)
+    print(f"\nfirst {len(shown)} row(s):\n{shown.to_string(index=False)}")
+    if len(result.rejects):
+        print(f"\nrejected:\n{result.rejects.head(args.rows).to_string(index=False)}")
+    if summary["refused"]:
+        print(f"\n{summary['refused']}")
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging()
-    if args.command == "history":
+    if args.command in ("history", "preview"):
         from steps.errors import RefloadError
 
         try:
-            return history(args)
+            return history(args) if args.command == "history" else preview(args)
         except RefloadError as error:
             print(f"{type(error).__name__}: {error.message}", file=sys.stderr)
             return error.exit_code

@@ -219,6 +219,11 @@ def _duplicates_to_drop(
 
 def run(payload: dict[str, Any]) -> dict[str, Any]:
     spec = load_table_config(payload["config"], mapping_override=payload.get("mapping"))
+    return ingest_spec(spec, payload)
+
+
+def ingest_spec(spec: TableSpec, payload: dict[str, Any]) -> dict[str, Any]:
+    """Ingest `payload["source"]` as a loaded table spec says (`steps.frames` uses it too)."""
     try:
         return _ingest(spec, payload)
     except RefloadError as error:

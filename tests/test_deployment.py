@@ -48,9 +48,15 @@ def test_every_step_can_be_started_at():
     assert targets == {name for name, t in _tasks().items()}
 
 
-def _imports(folder: str) -> set[str]:
+# Local-only modules: what they import is an optional extra the image leaves out.
+NOT_IN_LAMBDA = {"steps/frames.py": {"pandas"}}
+
+
+def _imports(folder: str, *, lambda_only: bool = True) -> set[str]:
     found = set()
     for path in (ROOT / folder).rglob("*.py"):
+        if lambda_only and path.relative_to(ROOT).as_posix() in NOT_IN_LAMBDA:
+            continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 found |= {a.name.split(".")[0] for a in node.names}
@@ -89,6 +95,12 @@ def test_the_image_installs_everything_the_handler_imports():
     for module in sorted(_imports("handler") | _imports("steps")):
         names = {d.lower().replace("_", "-") for d in distributions.get(module, [])}
         assert names & installed, f"{module} is imported but the Dockerfile does not install it"
+
+
+def test_only_the_local_modules_import_what_the_image_leaves_out():
+    for module, extras in NOT_IN_LAMBDA.items():
+        assert extras <= _imports(module.split("/")[0], lambda_only=False)
+        assert not extras & (_imports("handler") | _imports("steps")), module
 
 
 def test_the_image_runs_only_runtime_code_with_pinned_versions():
