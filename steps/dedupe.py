@@ -18,6 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 POSITION = "__refload_position"  # each staged row's place in the source, from 0
+# Rows in memory, or (DuckDBFinder only) a dataset over a streamed file's spilled rows.
+Rows = Any
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,14 @@ class ArrowFinder:
         firsts = positions.take(pc.index_in(pc.unique(codes), value_set=codes))
         return positions.filter(pc.invert(pc.is_in(positions, value_set=firsts)))
 
+    def first_null_key(self, rows: pa.Table, key: list[str]) -> tuple[str, int] | None:
+        """The first key column (in key order) with a null, and that row's position."""
+        for name in key:
+            nulls = pc.indices_nonzero(pc.is_null(rows.column(name)))
+            if len(nulls):
+                return name, rows.column(POSITION)[nulls[0].as_py()].as_py()
+        return None
+
     def positions_of_repeated_keys(self, rows: pa.Table, key: list[str]) -> pa.Array:
         _, mask = self._repeated(self._codes(rows, key))
         return rows.column(POSITION).combine_chunks().filter(mask)
@@ -78,7 +88,10 @@ class ArrowFinder:
 
 
 class DuckDBFinder:
-    """For streamed files: an in-memory DuckDB over the Arrow columns.
+    """For streamed files: an in-memory DuckDB over the staged rows.
+
+    The rows come as a dataset over the spill file, which DuckDB scans a batch at a time
+    and reads only the columns a query names: no finder call holds every row in memory.
 
     Its memory is capped at 8 chunks (512 MB by default), past which it spills to
     `scratch`: without the cap, a 20M-row file peaked at 2.9 GB, with it at 1.6 GB (and
@@ -110,8 +123,8 @@ class DuckDBFinder:
     def _positions(self, sql: str) -> pa.Array:
         return self.con.sql(sql).to_arrow_table().column(0)
 
-    def exact_duplicates(self, rows: pa.Table) -> pa.Array:
-        columns = self._columns([c for c in rows.column_names if c != POSITION])
+    def exact_duplicates(self, rows: Rows) -> pa.Array:
+        columns = self._columns([c for c in rows.schema.names if c != POSITION])
         self.con.register("staged_rows", rows)
         return self._positions(
             f'SELECT "{POSITION}" FROM staged_rows ANTI JOIN (SELECT MIN("{POSITION}") AS '
@@ -119,7 +132,17 @@ class DuckDBFinder:
             f'ORDER BY "{POSITION}"'
         )
 
-    def positions_of_repeated_keys(self, rows: pa.Table, key: list[str]) -> pa.Array:
+    def first_null_key(self, rows: Rows, key: list[str]) -> tuple[str, int] | None:
+        self.con.register("staged_keys", rows)
+        for name in key:
+            [(position,)] = self.con.execute(
+                f'SELECT MIN("{POSITION}") FROM staged_keys WHERE "{name}" IS NULL'
+            ).fetchall()
+            if position is not None:
+                return name, position
+        return None
+
+    def positions_of_repeated_keys(self, rows: Rows, key: list[str]) -> pa.Array:
         columns = self._columns(key)
         same = " AND ".join(f'r."{k}" IS NOT DISTINCT FROM d."{k}"' for k in key)
         self.con.register("staged_keys", rows)

@@ -112,8 +112,9 @@ class _Staged:
     """The typed rows between the mapping and the curated file.
 
     A source read in one chunk stays in memory. From the second chunk on, the rows
-    spill to an Arrow IPC scratch file and are read back a batch (or a few columns) at
-    a time, so memory is bounded by the chunk size rather than by the file. IPC rather
+    spill to an Arrow IPC scratch file, read back a batch at a time (or scanned by
+    DuckDB, a batch at a time), so memory is bounded by the chunk size rather than by
+    the file. IPC rather
     than Parquet: at 1M rows it writes in 0.03 s instead of 0.3 s, and reads back in
     0.02 s instead of 0.1-0.25 s, for 0.9x the CSV's size on disk.
     """
@@ -122,7 +123,6 @@ class _Staged:
         self.spill_path = spill_path
         self._table: pa.Table | None = None
         self._writer: ipc.RecordBatchFileWriter | None = None
-        self._spilled_columns: list[str] = []
 
     def add(self, rows: pa.Table) -> None:
         if self.empty:
@@ -131,7 +131,6 @@ class _Staged:
         if self._writer is None:  # a second chunk: spill the first, and all that follow
             first, self._table = self._table, None
             self._writer = ipc.new_file(self.spill_path, rows.schema)
-            self._spilled_columns = rows.schema.names
             self._writer.write_table(first, max_chunksize=BATCH_ROWS)
         self._writer.write_table(rows, max_chunksize=BATCH_ROWS)
 
@@ -148,14 +147,13 @@ class _Staged:
         """True only when every record was unreadable."""
         return self._table is None and self._writer is None
 
-    def read(self, columns: list[str] | None = None) -> pa.Table:
+    def rows(self) -> Any:
+        """Every staged row: the table in memory, or a dataset DuckDB scans from disk."""
         if self._table is not None:
-            return self._table if columns is None else self._table.select(columns)
-        names = self._spilled_columns
-        wanted = names if columns is None else columns
-        options = ipc.IpcReadOptions(included_fields=[names.index(c) for c in wanted])
-        with pa.OSFile(str(self.spill_path)) as spilled:
-            return ipc.open_file(spilled, options=options).read_all().select(wanted)
+            return self._table
+        import pyarrow.dataset as ds
+
+        return ds.dataset(self.spill_path, format="ipc")
 
     def batches(self) -> Iterator[pa.RecordBatch]:
         if self._table is not None:
@@ -173,26 +171,26 @@ def _duplicates_to_drop(
     """Positions of exact duplicate rows to drop (the first is kept); refuses duplicate keys.
 
     With a key, only rows whose key repeats can be exact duplicates: the key columns are
-    read for every row and the other columns only for those, which keeps memory small.
+    searched for every row and the other columns only for those. A streamed file is
+    searched by DuckDB straight from the spill file, within its memory cap.
     """
     nothing = pa.array([], pa.int64())
     if staged.empty or not (key or dedupe):
         return nothing
     with ArrowFinder() if staged.in_memory else DuckDBFinder(scratch) as finder:
+        rows = staged.rows()
         if not key:
-            return finder.exact_duplicates(staged.read())
-        keys = staged.read([*key, POSITION])
-        for name in key:
-            nulls = pc.indices_nonzero(pc.is_null(keys.column(name))).to_pylist()
-            if nulls:
-                place = source.locate([keys.column(POSITION)[nulls[0]].as_py()])[0]
-                raise RejectedInput(
-                    "primary key column is empty",
-                    file=source.uri,
-                    column=name,
-                    **at(source.unit, place),
-                )
-        wanted = finder.positions_of_repeated_keys(keys, key)
+            return finder.exact_duplicates(rows)
+        null_key = finder.first_null_key(rows, key)
+        if null_key:
+            name, position = null_key
+            raise RejectedInput(
+                "primary key column is empty",
+                file=source.uri,
+                column=name,
+                **at(source.unit, source.locate([position])[0]),
+            )
+        wanted = finder.positions_of_repeated_keys(rows, key)
         if not len(wanted):
             return nothing
         suspects = pa.concat_tables(

@@ -51,6 +51,11 @@ def test_the_first_repeated_key_in_file_order_with_its_rows(finder):
     assert finder.repeated_keys(rows.slice(3), ["code"]) is None  # AA (4) and BB (6) once
 
 
+def test_the_first_null_in_key_order(finder):
+    assert finder.first_null_key(SMALL, ["n", "code"]) == ("code", 3)
+    assert finder.first_null_key(SMALL, ["n"]) is None
+
+
 def _generated(rows: int) -> pa.Table:
     rng = random.Random(7)
     days = [dt.date(2024, 1, 1) + dt.timedelta(days=rng.randrange(30)) for _ in range(rows)]
@@ -86,3 +91,24 @@ def test_duckdb_spills_to_scratch_past_eight_chunks(tmp_path: Path, monkeypatch)
             "SELECT current_setting('memory_limit'), current_setting('temp_directory')"
         ).fetchall()
     assert settings == [("122.0 MiB", str(tmp_path / "duckdb"))]  # 128 MB
+
+
+def test_duckdb_searches_a_spilled_file_as_it_would_the_table(tmp_path: Path):
+    """Streamed files are searched on disk (no finder call loads every row)."""
+    import pyarrow.dataset as ds
+    import pyarrow.ipc as ipc
+
+    rows = _generated(5_000)
+    with ipc.new_file(tmp_path / "typed.arrow", rows.schema) as spill:
+        spill.write_table(rows, max_chunksize=700)
+    on_disk = ds.dataset(tmp_path / "typed.arrow", format="ipc")
+    key = ["day", "rate", "ok"]
+    with ArrowFinder() as arrow, DuckDBFinder(tmp_path) as duck:
+        assert (
+            duck.exact_duplicates(on_disk).to_pylist() == arrow.exact_duplicates(rows).to_pylist()
+        )
+        assert sorted(duck.positions_of_repeated_keys(on_disk, key).to_pylist()) == sorted(
+            arrow.positions_of_repeated_keys(rows, key).to_pylist()
+        )
+        assert duck.first_null_key(on_disk, key) == arrow.first_null_key(rows, key)
+        assert duck.first_null_key(on_disk, key) is not None
