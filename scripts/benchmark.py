@@ -21,6 +21,11 @@ hits them alike. It prints the median wall time (whole process), the highest pea
 rows/s, the ratio to the floor (the median of each round's ratio) and the AWS Lambda cost
 of the run (duration x memory setting x price per GB-second), then the import time of the
 handler (with a notify run) and of the ingest step.
+
+For the smallest size it also shows where refload's time goes beyond the floor's: the
+imports refload makes and the floor does not (structlog, pydantic and the config models,
+pyarrow.compute, refload itself), and a warm run of each (a second file in the same
+process, as a reused Lambda container runs it).
 """
 
 from __future__ import annotations
@@ -132,7 +137,7 @@ class _AsInTheImage:
             raise ImportError(f"{name} is not in the refload image")
 
 
-def job_refload(csv: Path, work: Path) -> dict[str, Any]:
+def job_refload(csv: Path, work: Path, database: str = "refload.duckdb") -> dict[str, Any]:
     sys.meta_path.insert(0, _AsInTheImage())
     from handler.cli import main
 
@@ -147,7 +152,7 @@ def job_refload(csv: Path, work: Path) -> dict[str, Any]:
             "--source",
             str(csv),
             "--warehouse",
-            f"duckdb:///{work / 'refload.duckdb'}",
+            f"duckdb:///{work / database}",
             "--curated-root",
             str(work / "curated"),
             "--outbox",
@@ -160,13 +165,13 @@ def job_refload(csv: Path, work: Path) -> dict[str, Any]:
     return {"exit": code, "summary": str(out)}
 
 
-def job_floor(csv: Path, work: Path) -> dict[str, Any]:
+def job_floor(csv: Path, work: Path, database: str = "floor.duckdb") -> dict[str, Any]:
     sys.meta_path.insert(0, _AsInTheImage())
     import duckdb
     import pyarrow.csv as pacsv
 
     table = pacsv.read_csv(csv)
-    with duckdb.connect(str(work / "floor.duckdb")) as con:
+    with duckdb.connect(str(work / database)) as con:
         con.register("incoming", table)
         con.execute("CREATE TABLE IF NOT EXISTS target AS SELECT * FROM incoming LIMIT 0")
         con.execute("BEGIN")
@@ -256,12 +261,53 @@ def job_imports(csv: Path, work: Path) -> dict[str, Any]:
     return {"handler_and_notify": notify, "ingest_imports": ingest, "heavy_after": heavy}
 
 
+def _second_run(job: Any, csv: Path, work: Path) -> dict[str, Any]:
+    """A second file in the same process, into a new database, as a reused Lambda runs it."""
+    job(csv, work)
+    started = time.perf_counter()
+    job(csv, work, database="warm.duckdb")
+    return {"warm": time.perf_counter() - started}
+
+
+def job_floor_warm(csv: Path, work: Path) -> dict[str, Any]:
+    return _second_run(job_floor, csv, work)
+
+
+def job_refload_warm(csv: Path, work: Path) -> dict[str, Any]:
+    return _second_run(job_refload, csv, work)
+
+
+def job_stack(csv: Path, work: Path) -> dict[str, Any]:
+    """Import time of what refload loads beyond the floor's own pyarrow.csv and duckdb."""
+    sys.meta_path.insert(0, _AsInTheImage())
+    import importlib
+
+    import duckdb  # noqa: F401
+    import pyarrow.csv  # noqa: F401
+
+    seconds = {}
+    for label, modules in [
+        ("structlog", ["structlog"]),
+        ("pydantic + config models", ["pydantic", "steps.config"]),
+        ("pyarrow.compute", ["pyarrow.compute"]),
+        ("refload's own modules", ["handler.cli", "steps.ingest", "steps.load", "steps.validate"]),
+    ]:
+        started = time.perf_counter()
+        for module in modules:
+            importlib.import_module(module)
+        seconds[label] = time.perf_counter() - started
+    return {"imports": seconds}
+
+
 JOBS = {
     "refload": job_refload,
     "floor": job_floor,
     "pandas": job_pandas,
     "pyspark": job_pyspark,
     "imports": job_imports,
+    "floor_warm": job_floor_warm,
+    "refload_warm": job_refload_warm,
+    "stack": job_stack,
 }
 
 
@@ -294,6 +340,35 @@ def run_child(kind: str, csv: Path, work: Path) -> dict[str, Any] | None:
     result = json.loads(lines[-1][6:])
     result["wall"] = wall
     return result
+
+
+def explain_small_run(csv: Path, work: Path, repeat: int) -> None:
+    """Where a small run's time goes beyond the floor's: imports, and the warm data path."""
+    warm: dict[str, list[float]] = {"floor_warm": [], "refload_warm": []}
+    stacks = []
+    for _ in range(repeat):
+        for kind in warm:
+            for database in work.glob("*.duckdb*"):
+                database.unlink()
+            result = run_child(kind, csv, work)
+            if result:
+                warm[kind].append(result["warm"])
+        stack = run_child("stack", csv, work)
+        if stack:
+            stacks.append(stack["imports"])
+    if not stacks or not all(warm.values()):
+        return
+    imports = {k: statistics.median(s[k] for s in stacks) for k in stacks[0]}
+    floor, ours = (statistics.median(warm[k]) for k in ("floor_warm", "refload_warm"))
+    print(
+        f"    imports refload makes and the floor does not: {sum(imports.values()):.2f} s ("
+        + ", ".join(f"{k} {v:.3f}" for k, v in imports.items())
+        + ")"
+    )
+    print(
+        f"    warm (a second file in the same process, as a reused Lambda): floor "
+        f"{floor:.3f} s, refload {ours:.3f} s, {ours / floor:.2f}x"
+    )
 
 
 def main() -> int:
@@ -340,7 +415,9 @@ def main() -> int:
     )
     print(header)
     print("-" * len(header))
-    for size in [int(s) for s in args.sizes.split(",")]:
+    sizes = [int(s) for s in args.sizes.split(",")]
+    smallest = min(sizes)
+    for size in sizes:
         csv = work / f"zip_{size}.csv"
         if not csv.exists():
             generate(size, csv)
@@ -376,6 +453,8 @@ def main() -> int:
                 f"{size:>10,} {kind:<8} {wall:>8.2f} {rss:>12.0f} "
                 f"{size / wall:>12,.0f} {ratio:>8} {cost:>10.6f}"
             )
+        if size == smallest:
+            explain_small_run(csv, work / f"refload_{size}", args.repeat)
     imports = [run_child("imports", work / "none.csv", work) for _ in range(3)]
     best = {k: min(i[k] for i in imports if i) for k in ("handler_and_notify", "ingest_imports")}
     print(
