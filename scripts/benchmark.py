@@ -20,7 +20,7 @@ jobs taking turns (floor, refload, pandas; again) so that a noisy moment on the 
 hits them alike. It prints the median wall time (whole process), the highest peak RSS,
 rows/s, the ratio to the floor (the median of each round's ratio) and the AWS Lambda cost
 of the run (duration x memory setting x price per GB-second), then the import time of the
-handler (with a notify run) and of the ingest step.
+handler (with a notify run) and of each step.
 
 For the smallest size it also shows where refload's time goes beyond the floor's: the
 imports refload makes and the floor does not (structlog, pydantic and the config models,
@@ -299,6 +299,28 @@ def job_stack(csv: Path, work: Path) -> dict[str, Any]:
     return {"imports": seconds}
 
 
+# What each step imports when it runs (load and validate open the warehouse's driver).
+STEP_IMPORTS = {
+    "ingest": ["steps.ingest"],
+    "load": ["steps.load", "steps.warehouse.duckdb_dialect", "duckdb"],
+    "validate": ["steps.validate", "steps.warehouse.duckdb_dialect", "duckdb"],
+}
+
+
+def job_step_imports(csv: Path, work: Path) -> dict[str, Any]:
+    """Each step's imports after the handler's, each in a process of its own."""
+    import importlib
+
+    step = csv.stem
+    sys.meta_path.insert(0, _AsInTheImage())
+    import handler  # noqa: F401
+
+    started = time.perf_counter()
+    for module in STEP_IMPORTS[step]:
+        importlib.import_module(module)
+    return {"seconds": time.perf_counter() - started}
+
+
 JOBS = {
     "refload": job_refload,
     "floor": job_floor,
@@ -308,6 +330,7 @@ JOBS = {
     "floor_warm": job_floor_warm,
     "refload_warm": job_refload_warm,
     "stack": job_stack,
+    "step_imports": job_step_imports,
 }
 
 
@@ -462,6 +485,15 @@ def main() -> int:
         f"heavy modules loaded: {imports[0]['heavy_after'] if imports[0] else '?'})"
     )
     print(f"import the ingest step:      {best['ingest_imports']:.3f} s")
+    steps = {}
+    for step in STEP_IMPORTS:
+        runs = [run_child("step_imports", Path(f"{step}.step"), work) for _ in range(3)]
+        steps[step] = min(r["seconds"] for r in runs if r)
+    print(
+        "import of each step after the handler (best of 3, fresh processes): "
+        + ", ".join(f"{step} {seconds:.3f} s" for step, seconds in steps.items())
+        + " (load and validate with the DuckDB driver); notify: above"
+    )
     return 0
 
 
