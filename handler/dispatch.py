@@ -67,6 +67,14 @@ def run_step(
         if record_now:
             record_outcomes(outcomes)
         raise
+    except Exception as error:  # a bug or an unwrapped library error: still on record
+        log.exception("step failed unexpectedly", error_type=type(error).__name__)
+        if step in RECORDED_STEPS:
+            failure = {"type": type(error).__name__, "message": f"internal error: {error}"}
+            outcomes.append(_outcome(step, payload, payload.get("table"), "failed", failure, {}))
+        if record_now:
+            record_outcomes(outcomes)
+        raise
     if step in RECORDED_STEPS:
         status = result.get("validation") or (
             "skipped" if result.get("published") is False else "ok"

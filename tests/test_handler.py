@@ -89,6 +89,27 @@ def test_a_failed_step_does_not_hand_its_connection_on(
     assert sql("SELECT status FROM etl_audit.data_quality_tests") == [("fail",)]
 
 
+def test_an_unexpected_error_is_recorded_and_alerted(
+    table_dir, write, run_cli, sql, monkeypatch, tmp_path
+):
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("steps.load.load_table_config", broken)
+    code, summary = run_cli(table_dir(CODES_MAPPING), write("a.csv", "code\nAA\n"))
+    assert code == 3
+    assert summary["error"] == {"type": "RuntimeError", "message": "internal error: boom"}
+    assert sql(
+        "SELECT step, status, table_name, error_type, error_message FROM etl_audit.run_log "
+        "ORDER BY step"
+    ) == [
+        ("ingest", "ok", "t_codes", None, None),
+        ("load", "failed", "t_codes", "RuntimeError", "internal error: boom"),
+    ]
+    [alert] = [f for f in (tmp_path / "outbox").glob("*.json") if ".rerun." not in f.name]
+    assert json.loads(alert.read_text())["error"] == summary["error"]
+
+
 @pytest.mark.parametrize(
     ("event", "message"),
     [
