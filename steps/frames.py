@@ -75,11 +75,8 @@ def preview(config: str, source: str, *, mapping: str | None = None) -> Preview:
             else pd.DataFrame()
         )
     share = result["rows_rejected"] * 100 / result["rows_read"]
-    summary = {
-        k: result[k]
-        for k in ("table", "source", "rows_read", "rows_rejected", "duplicates_dropped")
-    }
-    summary["rows_written"] = result["rows_written"]
+    counts = ("rows_read", "rows_rejected", "duplicates_dropped", "rows_written")
+    summary = {k: result[k] for k in ("table", "source", *counts)}
     summary["refused"] = (
         f"{result['rows_rejected']} of {result['rows_read']} row(s) rejected ({share:.2f}% > "
         f"max_reject_pct {limit:g}): a real run would load nothing"
