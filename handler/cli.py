@@ -1,10 +1,14 @@
-"""`python -m handler run | replay`: the same steps as Lambda, on this machine."""
+"""`python -m handler COMMAND`: the same steps as Lambda, on this machine.
+
+`run` and `replay` drive the pipeline (handler.pipeline); `preview` and `history` look at a
+file or a table without publishing anything. `--outbox` reaches the outbox channel in the
+payload, as every other option does.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -180,8 +184,6 @@ def main(argv: list[str] | None = None) -> int:
         except RefloadError as error:
             print(f"{type(error).__name__}: {error.message}", file=sys.stderr)
             return error.exit_code
-    if args.outbox:
-        os.environ["REFLOAD_OUTBOX"] = args.outbox
     from steps.errors import RefloadError
 
     try:

@@ -1,15 +1,14 @@
 """Table configs: the pydantic model, loading, validation messages, routing.
 
-A config is validated once, here; every step downstream trusts `TableSpec`.
+A config is validated once, here; every step downstream trusts `steps.table.TableSpec`
+(the config with its mapping sheet).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import posixpath
-from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -162,7 +161,9 @@ class CustomSql(_QualityTest):
         return value
 
 
-QualityTest = Annotated[
+# The one list of check models: the config's union, and the type -> model registry
+# derived from it (steps.checks.CHECKS holds the functions; a test sweeps both).
+AnyCheck = (
     RowCountMatch
     | RowCountBetween
     | RowCountChange
@@ -173,25 +174,11 @@ QualityTest = Annotated[
     | Regex
     | MaxLength
     | ReferentialIntegrity
-    | CustomSql,
-    Field(discriminator="type"),
-]
-
+    | CustomSql
+)
+QualityTest = Annotated[AnyCheck, Field(discriminator="type")]
 CHECK_MODELS: dict[str, type[_QualityTest]] = {
-    model.model_fields["type"].annotation.__args__[0]: model  # type: ignore[union-attr]
-    for model in (
-        RowCountMatch,
-        RowCountBetween,
-        RowCountChange,
-        Uniqueness,
-        NotNull,
-        AcceptedValues,
-        Range,
-        Regex,
-        MaxLength,
-        ReferentialIntegrity,
-        CustomSql,
-    )
+    get_args(model.model_fields["type"].annotation)[0]: model for model in get_args(AnyCheck)
 }
 
 
@@ -295,16 +282,6 @@ class TableConfig(_Strict):
         return self.source_prefix if self.source_prefix is not None else f"{self.table_name}/"
 
 
-@dataclass(frozen=True)
-class TableSpec:
-    """A validated config with its mapping sheet, ready for the steps."""
-
-    config: TableConfig
-    mapping: Any  # steps.mapping.Mapping; typed loosely so this module stays light
-    config_uri: str
-    config_hash: str
-
-
 def _format_location(loc: tuple[Any, ...]) -> str:
     text = ""
     for part in loc:
@@ -392,21 +369,6 @@ def read_config(config_uri: str) -> tuple[dict[str, Any], TableConfig]:
         line = getattr(error, "lineno", None)
         raise ConfigError(f"not valid JSON: {error}", file=config_uri, line=line) from None
     return raw, parse_config(raw, source=config_uri)
-
-
-def load_table_config(config_uri: str, *, mapping_override: str | None = None) -> TableSpec:
-    """Read and validate a config and its mapping sheet."""
-    from steps import mapping as mapping_module
-
-    raw, config = read_config(config_uri)
-    mapping_uri = mapping_override or resolve_relative(config_uri, config.mapping_file)
-    mapping_bytes = storage.read_bytes(mapping_uri)
-    mapping = mapping_module.parse_sheet(mapping_bytes, mapping_uri)
-    mapping_module.check_against_config(mapping, config, config_uri)
-    digest = hashlib.sha256()
-    digest.update(json.dumps(raw, sort_keys=True).encode())
-    digest.update(mapping_bytes)
-    return TableSpec(config, mapping, config_uri, digest.hexdigest())
 
 
 def json_schema() -> dict[str, Any]:

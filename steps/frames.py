@@ -56,7 +56,7 @@ def preview(config: str, source: str, *, mapping: str | None = None) -> Preview:
     import pyarrow.parquet as pq
 
     from steps import ingest
-    from steps.config import load_table_config
+    from steps.table import load_table_config
 
     spec = load_table_config(config, mapping_override=mapping)
     limit = spec.config.max_reject_pct

@@ -21,12 +21,12 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from steps import storage
-from steps.config import TableSpec, load_table_config
 from steps.dedupe import POSITION, ArrowFinder, DuckDBFinder
 from steps.errors import RefloadError, RejectedInput, at
 from steps.mapping import Rejection, apply_mapping
 from steps.names import did_you_mean
 from steps.sources import BadRecord, SourceTable, read_source
+from steps.table import TableSpec, load_table_config
 
 DEFAULT_CURATED_ROOT = "curated"
 MAX_LISTED = 5

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from steps.checks import CheckContext, failed_checks, run_check
-from steps.config import load_table_config
 from steps.errors import QualityCheckFailed
+from steps.table import load_table_config
 from steps.warehouse import open_warehouse
 from steps.warehouse.base import LedgerEntry, Warehouse
 

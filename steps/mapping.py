@@ -10,6 +10,7 @@ import csv
 import io
 import os
 import re
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -20,7 +21,6 @@ from steps.names import identifier_problem, unknown_name
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from steps.config import TableConfig
 
 TypeKind = Literal[
     "string",
@@ -38,17 +38,6 @@ TYPE_KINDS: tuple[str, ...] = TypeKind.__args__  # type: ignore[attr-defined]
 INTEGER_RANGES = {"smallint": 2**15, "integer": 2**31, "bigint": 2**63}
 TRUE_WORDS = ("true", "t", "yes", "y", "1")
 FALSE_WORDS = ("false", "f", "no", "n", "0")
-# Transform name -> number of arguments it takes.
-TRANSFORM_ARITY = {
-    "strip": 0,
-    "upper": 0,
-    "lower": 0,
-    "title": 0,
-    "zfill": 1,
-    "replace": 2,
-    "regex_replace": 2,
-    "nullif": 1,
-}
 PLACEHOLDERS = ("{load_date}", "{run_id}", "{source_key}")
 SHEET_COLUMNS = (
     "source_column",
@@ -131,9 +120,6 @@ class Mapping:
     def sources(self) -> list[str]:
         return [c.source for c in self.columns if c.source is not None]
 
-    def column(self, target: str) -> ColumnSpec:
-        return next(c for c in self.columns if c.target == target)
-
 
 _TYPE_PATTERN = re.compile(r"^\s*([a-z_]+)\s*(?:\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\))?\s*$")
 
@@ -204,6 +190,72 @@ def _regex_problem(pattern: str, replacement: str) -> str | None:
     return None
 
 
+def _zfill_problem(args: tuple[str, ...]) -> str | None:
+    return None if args[0].isdigit() else f"zfill needs a whole number, got '{args[0]}'"
+
+
+def _regex_replace_problem(args: tuple[str, ...]) -> str | None:
+    problem = _regex_problem(*args)
+    return f"regex_replace pattern '{args[0]}' is invalid: {problem}" if problem else None
+
+
+def _kernel(name: str) -> Callable[[pa.Array, tuple[str, ...]], pa.Array]:
+    """A one-argument pyarrow.compute function (imported when a file is mapped)."""
+
+    def apply(values: pa.Array, args: tuple[str, ...]) -> pa.Array:
+        import pyarrow.compute as pc
+
+        return getattr(pc, name)(values)
+
+    return apply
+
+
+def _replace(values: pa.Array, args: tuple[str, ...]) -> pa.Array:
+    import pyarrow.compute as pc
+
+    return pc.replace_substring(values, pattern=args[0], replacement=args[1])
+
+
+def _regex_replace(values: pa.Array, args: tuple[str, ...]) -> pa.Array:
+    import pyarrow.compute as pc
+
+    return pc.replace_substring_regex(values, pattern=args[0], replacement=args[1])
+
+
+def _zfill(values: pa.Array, args: tuple[str, ...]) -> pa.Array:
+    return zfill(values, int(args[0]))
+
+
+def _nullif(values: pa.Array, args: tuple[str, ...]) -> pa.Array:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return pc.if_else(pc.equal(values, args[0]), pa.scalar(None, pa.string()), values)
+
+
+@dataclass(frozen=True)
+class TransformSpec:
+    """A mapping-sheet transform: its argument count, a check of its arguments when the
+    sheet is read, and what it does to a column of text (pandas' `Series.str` meaning)."""
+
+    arity: int
+    apply: Callable[[pa.Array, tuple[str, ...]], pa.Array]
+    check: Callable[[tuple[str, ...]], str | None] | None = None
+
+
+# The one registry of transforms: the sheet parser, the runtime and the docs test use it.
+TRANSFORMS: dict[str, TransformSpec] = {
+    "strip": TransformSpec(0, _kernel("utf8_trim_whitespace")),
+    "upper": TransformSpec(0, _kernel("utf8_upper")),
+    "lower": TransformSpec(0, _kernel("utf8_lower")),
+    "title": TransformSpec(0, _kernel("utf8_title")),
+    "zfill": TransformSpec(1, _zfill, _zfill_problem),
+    "replace": TransformSpec(2, _replace),
+    "regex_replace": TransformSpec(2, _regex_replace, _regex_replace_problem),
+    "nullif": TransformSpec(1, _nullif),
+}
+
+
 def parse_transforms(text: str) -> tuple[Transform, ...]:
     transforms = []
     for part in _split_top_level(text, "|"):
@@ -214,24 +266,22 @@ def parse_transforms(text: str) -> tuple[Transform, ...]:
         if not match:
             raise ValueError(f"cannot read transform '{part}'")
         name, arg_text = match.groups()
-        if name not in TRANSFORM_ARITY:
-            raise ValueError(unknown_name("transform", name, TRANSFORM_ARITY))
+        spec = TRANSFORMS.get(name)
+        if spec is None:
+            raise ValueError(unknown_name("transform", name, TRANSFORMS))
         args = tuple(_unquote(a) for a in _split_top_level(arg_text, ",")) if arg_text else ()
-        if len(args) != TRANSFORM_ARITY[name]:
-            raise ValueError(
-                f"transform '{name}' takes {TRANSFORM_ARITY[name]} argument(s), got {len(args)}"
-            )
-        if name == "zfill" and not args[0].isdigit():
-            raise ValueError(f"zfill needs a whole number, got '{args[0]}'")
-        if name == "regex_replace":
-            problem = _regex_problem(*args)
-            if problem:
-                raise ValueError(f"regex_replace pattern '{args[0]}' is invalid: {problem}")
+        if len(args) != spec.arity:
+            raise ValueError(f"transform '{name}' takes {spec.arity} argument(s), got {len(args)}")
+        problem = spec.check(args) if spec.check else None
+        if problem:
+            raise ValueError(problem)
         transforms.append(Transform(name, args))
     return tuple(transforms)
 
 
-def _cell_text(value: Any) -> str:
+def _sheet_cell(value: Any) -> str:
+    """A mapping-sheet cell as the text it means ("" for empty; 5.0 -> "5"). Source cells
+    are read differently (steps.sources keeps None for empty and rejects error cells)."""
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -250,7 +300,7 @@ def _sheet_rows(data: bytes, uri: str) -> list[list[str]]:
             rows = sheet.to_python(skip_empty_area=False)
         except Exception as error:
             raise ConfigError(f"cannot read the mapping workbook: {error}", file=uri) from None
-        return [[_cell_text(v) for v in row] for row in rows]
+        return [[_sheet_cell(v) for v in row] for row in rows]
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
@@ -335,27 +385,6 @@ def _parse_sheet_row(cells: dict[str, str], uri: str, number: int) -> ColumnSpec
     return spec
 
 
-def check_against_config(mapping: Mapping, config: TableConfig, config_uri: str) -> None:
-    """Names in the config that must exist in the mapping."""
-    targets = mapping.targets
-
-    def require(path: str, names: list[str]) -> None:
-        for name in names:
-            if name not in targets:
-                raise ConfigError(
-                    f"{path}: {unknown_name('column', name, targets)}", file=config_uri
-                )
-
-    require("primary_key", config.primary_key)
-    require("redshift_sort_key", config.redshift_sort_key)
-    require("redshift_dist_key", [config.redshift_dist_key] if config.redshift_dist_key else [])
-    for i, test in enumerate(config.quality_tests):
-        if hasattr(test, "columns"):
-            require(f"quality_tests[{i}].columns", test.columns)
-        if hasattr(test, "column"):
-            require(f"quality_tests[{i}].column", [test.column])
-
-
 # --- applying a mapping (pyarrow) -------------------------------------------------
 
 
@@ -370,26 +399,8 @@ class Rejection:
 
 
 def apply_transforms(values: pa.Array, transforms: tuple[Transform, ...]) -> pa.Array:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     for t in transforms:
-        if t.name == "strip":
-            values = pc.utf8_trim_whitespace(values)
-        elif t.name == "upper":
-            values = pc.utf8_upper(values)
-        elif t.name == "lower":
-            values = pc.utf8_lower(values)
-        elif t.name == "title":
-            values = pc.utf8_title(values)
-        elif t.name == "zfill":
-            values = zfill(values, int(t.args[0]))
-        elif t.name == "replace":
-            values = pc.replace_substring(values, pattern=t.args[0], replacement=t.args[1])
-        elif t.name == "regex_replace":
-            values = pc.replace_substring_regex(values, pattern=t.args[0], replacement=t.args[1])
-        elif t.name == "nullif":
-            values = pc.if_else(pc.equal(values, t.args[0]), pa.scalar(None, pa.string()), values)
+        values = TRANSFORMS[t.name].apply(values, t.args)
     return values
 
 

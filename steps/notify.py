@@ -1,4 +1,5 @@
-"""notify: turn any failure into one report and send it (outbox, later SES/ServiceNow)."""
+"""notify: turn any failure into one report and send it through the configured channels
+(outbox, SES, SMTP, ServiceNow: steps.alerts.CHANNELS)."""
 
 from __future__ import annotations
 

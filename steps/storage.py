@@ -139,10 +139,8 @@ def list_uris(prefix: str, suffix: str = "") -> list[str]:
 class ObjectInfo:
     """What identifies one version of a source object, for the load ledger."""
 
-    uri: str
     version: str
     content_hash: str
-    size: int
 
 
 @contextmanager
@@ -196,4 +194,4 @@ def describe(uri: str, path: Path) -> ObjectInfo:
         version = head.get("VersionId") or head.get("ETag", "").strip('"')
     else:
         version = f"mtime:{int(path.stat().st_mtime)}"
-    return ObjectInfo(uri, version, digest.hexdigest(), path.stat().st_size)
+    return ObjectInfo(version, digest.hexdigest())

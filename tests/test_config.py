@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from steps.config import json_schema, load_table_config, parse_config
+from steps.config import json_schema, parse_config
 from steps.errors import ConfigError
+from steps.table import load_table_config
 from tests.conftest import CONFIGS
 from tests.test_samples import SEED_CONFIG
 

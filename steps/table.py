@@ -1,0 +1,61 @@
+"""A table's validated config together with its mapping sheet: what every step trusts.
+
+The one module that knows both `steps.config` and `steps.mapping`, so that neither
+of them imports the other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from steps import storage
+from steps.config import TableConfig, read_config, resolve_relative
+from steps.errors import ConfigError
+from steps.mapping import Mapping, parse_sheet
+from steps.names import unknown_name
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A validated config with its mapping sheet, ready for the steps."""
+
+    config: TableConfig
+    mapping: Mapping
+    config_uri: str
+    config_hash: str
+
+
+def check_against_config(mapping: Mapping, config: TableConfig, config_uri: str) -> None:
+    """Names in the config that must exist in the mapping."""
+    targets = mapping.targets
+
+    def require(path: str, names: list[str]) -> None:
+        for name in names:
+            if name not in targets:
+                raise ConfigError(
+                    f"{path}: {unknown_name('column', name, targets)}", file=config_uri
+                )
+
+    require("primary_key", config.primary_key)
+    require("redshift_sort_key", config.redshift_sort_key)
+    require("redshift_dist_key", [config.redshift_dist_key] if config.redshift_dist_key else [])
+    for i, test in enumerate(config.quality_tests):
+        if hasattr(test, "columns"):
+            require(f"quality_tests[{i}].columns", test.columns)
+        if hasattr(test, "column"):
+            require(f"quality_tests[{i}].column", [test.column])
+
+
+def load_table_config(config_uri: str, *, mapping_override: str | None = None) -> TableSpec:
+    """Read and validate a config and its mapping sheet."""
+    raw, config = read_config(config_uri)
+    mapping_uri = mapping_override or resolve_relative(config_uri, config.mapping_file)
+    mapping_bytes = storage.read_bytes(mapping_uri)
+    mapping = parse_sheet(mapping_bytes, mapping_uri)
+    check_against_config(mapping, config, config_uri)
+    digest = hashlib.sha256()
+    digest.update(json.dumps(raw, sort_keys=True).encode())
+    digest.update(mapping_bytes)
+    return TableSpec(config, mapping, config_uri, digest.hexdigest())

@@ -1,0 +1,93 @@
+"""Registries agree with each other, the README and the JSON Schema (sqlite-utils' test_docs).
+
+Adding a check type, transform, data type, source format, alert channel, load mode or
+command without documenting it fails here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import get_args
+
+import pytest
+
+from handler.cli import build_parser
+from steps.alerts import CHANNELS
+from steps.checks import CHECKS
+from steps.config import CHECK_MODELS, LoadMode, SourceFormat
+from steps.mapping import TRANSFORMS, TYPE_KINDS
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+SCHEMA = json.loads((ROOT / "configs" / "table_config.schema.json").read_text())
+
+
+def _schema_consts() -> set[str]:
+    """Every `const` and `enum` value anywhere in the shipped schema."""
+    found: set[str] = set()
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            if "const" in node:
+                found.add(node["const"])
+            found.update(v for v in node.get("enum", []) if isinstance(v, str))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(SCHEMA)
+    return found
+
+
+def _commands() -> list[str]:
+    action = next(a for a in build_parser()._actions if a.dest == "command")
+    return list(action.choices)  # type: ignore[arg-type]
+
+
+def test_every_check_model_has_a_function_and_back():
+    assert set(CHECKS) == set(CHECK_MODELS)
+
+
+@pytest.mark.parametrize("check_type", sorted(CHECK_MODELS))
+def test_check_type_is_documented_and_in_the_schema(check_type):
+    assert f"| `{check_type}` |" in README, f"README's check table lacks {check_type}"
+    assert check_type in _schema_consts(), f"configs/table_config.schema.json lacks {check_type}"
+
+
+@pytest.mark.parametrize("name", sorted(TRANSFORMS))
+def test_transform_is_documented(name):
+    section = README[README.index("## Mapping sheet") : README.index("## Data-quality tests")]
+    assert re.search(rf"`{name}(\(|`)", section), f"README's mapping section lacks {name}"
+
+
+@pytest.mark.parametrize("kind", TYPE_KINDS)
+def test_data_type_is_documented(kind):
+    section = README[README.index("## Mapping sheet") : README.index("## Data-quality tests")]
+    assert re.search(rf"`{kind}(\(|`)", section), f"README's mapping section lacks {kind}"
+
+
+@pytest.mark.parametrize("name", get_args(SourceFormat))
+def test_source_format_is_documented_and_in_the_schema(name):
+    assert f"`{name}`" in README
+    assert name in SCHEMA["properties"]["source_format"]["enum"]
+
+
+@pytest.mark.parametrize("mode", get_args(LoadMode))
+def test_load_mode_is_documented_and_in_the_schema(mode):
+    assert f"`{mode}`" in README
+    assert mode in _schema_consts()
+
+
+@pytest.mark.parametrize("channel", sorted(CHANNELS))
+def test_alert_channel_is_documented(channel):
+    row = next(line for line in README.splitlines() if "`REFLOAD_ALERT_CHANNELS`" in line)
+    assert f"`{channel}`" in row
+
+
+@pytest.mark.parametrize("command", _commands())
+def test_cli_command_is_documented(command):
+    assert f"python -m handler {command}" in README
