@@ -91,3 +91,16 @@ def test_alert_channel_is_documented(channel):
 @pytest.mark.parametrize("command", _commands())
 def test_cli_command_is_documented(command):
     assert f"python -m handler {command}" in README
+
+
+def test_a_check_model_without_a_function_is_an_error_row_not_a_crash():
+    from types import SimpleNamespace
+
+    from steps.checks import run_check
+
+    test = SimpleNamespace(test_name="new_check", type="not_registered", severity="error")
+    result = run_check(None, test)  # type: ignore[arg-type]
+    assert (result["status"], result["details"]["error"]) == (
+        "error",
+        "no check runs 'not_registered'",
+    )

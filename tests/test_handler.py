@@ -11,12 +11,14 @@ import pytest
 
 from handler import STEPS, lambda_handler
 from handler.cli import main
+from handler.events import to_payload
 from steps.errors import ConfigError
 from tests.conftest import CONFIGS, ROOT, SAMPLES, ZIP_CSV
 
 EVENTS = ROOT / "tests" / "events"
 
 
+@pytest.mark.all_warehouses  # run_log rows on every warehouse
 def test_steps_chain_through_the_handler_like_the_state_machine(warehouse_url, sql, tmp_path):
     state = {
         "step": "ingest",
@@ -89,6 +91,7 @@ def test_a_failed_step_does_not_hand_its_connection_on(
     assert sql("SELECT status FROM etl_audit.data_quality_tests") == [("fail",)]
 
 
+@pytest.mark.all_warehouses  # run_log rows on every warehouse
 def test_an_unexpected_error_is_recorded_and_alerted(
     table_dir, write, run_cli, sql, monkeypatch, tmp_path
 ):
@@ -362,3 +365,27 @@ def test_handler_and_notify_do_not_import_heavy_libraries(tmp_path):
         env={"REFLOAD_OUTBOX": str(tmp_path / "o"), "PATH": "/usr/bin", "PYTHONPATH": str(ROOT)},
     )
     assert json.loads(done.stdout) == []
+
+
+def test_overlapping_prefixes_route_to_the_longest(tmp_path, monkeypatch):
+    folder = tmp_path / "routed"
+    folder.mkdir()
+    for name, prefix in (("t_all", "vendor/"), ("t_fx", "vendor/fx/")):
+        (folder / f"{name}.json").write_text(
+            json.dumps({"table_name": name, "mapping_file": "m.csv", "source_prefix": prefix})
+        )
+    monkeypatch.setenv("REFLOAD_CONFIG_ROOT", str(folder))
+    routed = {
+        key: to_payload(
+            {
+                "source": "aws.s3",
+                "detail-type": "Object Created",
+                "detail": {"bucket": {"name": "raw"}, "object": {"key": key}},
+            }
+        )["config"]
+        for key in ("vendor/fx/2026-11-01/rates.csv", "vendor/2026-11-01/list.csv")
+    }
+    assert routed == {
+        "vendor/fx/2026-11-01/rates.csv": str(folder / "t_fx.json"),
+        "vendor/2026-11-01/list.csv": str(folder / "t_all.json"),
+    }

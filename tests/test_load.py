@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+# SQL behaviour differs between warehouses here: every test runs on all three.
+pytestmark = pytest.mark.all_warehouses
+
 MAPPING = (
     "source_column,target_column,data_type,transform,default,nullable,format\n"
     "code,code,varchar(3),strip,,false,\nn,n,integer,,,,\n"
@@ -140,3 +143,21 @@ def test_drift_between_table_and_mapping_is_refused_before_staging(table_dir, wr
         "table: extra)"
     ) in summary["error"]["message"]
     assert sql("SELECT code FROM ref.t_codes") == [("AA",)]
+
+
+def test_upsert_with_a_composite_key_matches_on_every_key_column(table_dir, write, run_cli, sql):
+    mapping = (
+        "source_column,target_column,data_type,transform,default,nullable,format\n"
+        "country,country,varchar(2),,,false,\ncode,code,varchar(3),,,false,\nn,n,integer,,,,\n"
+    )
+    config = table_dir(mapping, load_mode="upsert", primary_key=["country", "code"])
+    assert run_cli(config, write("a.csv", "country,code,n\nUS,AA,1\nUS,BB,2\nCA,AA,3\n"))[0] == 0
+    # Same first key column, other second one: a new row, not an update of (US, AA).
+    code, summary = run_cli(config, write("b.csv", "country,code,n\nUS,CC,4\nCA,AA,30\n"))
+    assert code == 0, summary["error"]
+    assert sql("SELECT country, code, n FROM ref.t_codes ORDER BY country, code") == [
+        ("CA", "AA", 30),
+        ("US", "AA", 1),
+        ("US", "BB", 2),
+        ("US", "CC", 4),
+    ]

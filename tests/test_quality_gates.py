@@ -10,6 +10,9 @@ from handler.cli import main
 from steps.config import parse_config
 from steps.errors import ConfigError
 
+# SQL behaviour differs between warehouses here: every test runs on all three.
+pytestmark = pytest.mark.all_warehouses
+
 MAPPING = (
     "source_column,target_column,data_type,transform,default,nullable,format\n"
     "code,code,varchar(3),,,false,\ncountry,country,varchar(2),,,,\nn,n,integer,,,,\n"

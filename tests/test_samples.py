@@ -8,8 +8,12 @@ import sys
 from pathlib import Path
 
 import duckdb
+import pytest
 
 from tests.conftest import CONFIGS, ROOT, SAMPLES, ZIP_CSV
+
+# SQL behaviour differs between warehouses here: every test runs on all three.
+pytestmark = pytest.mark.all_warehouses
 
 SEED_CONFIG = {
     "table_name": "dim_zipcode",

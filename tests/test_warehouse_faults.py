@@ -14,6 +14,9 @@ from steps.errors import InfrastructureError, WarehouseUnavailable
 from steps.warehouse import open_warehouse
 from tests.conftest import POSTGRES_URL
 
+# SQL behaviour differs between warehouses here: every test runs on all three.
+pytestmark = pytest.mark.all_warehouses
+
 MAPPING = (
     "source_column,target_column,data_type,transform,default,nullable,format\n"
     "code,code,varchar(3),strip,,false,\nn,n,integer,,,,\n"
