@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from handler import progress
 from handler.log import configure_logging
 from handler.pipeline import EXIT_CODES, run_pipeline, summarize
 
@@ -33,6 +34,15 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--run-id", help="run id (default: time-based and unique)")
     parser.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
+    _quiet(parser)
+
+
+def _quiet(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress on the terminal (also REFLOAD_PROGRESS=0; never shown in a pipe)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("--config", required=True, help="table config (path or s3:// URI)")
     preview.add_argument("--source", required=True, help="source file (path or s3:// URI)")
     preview.add_argument("--rows", type=int, default=10, help="rows to show (default 10)")
+    _quiet(preview)
     history = commands.add_parser(
         "history", help="recent runs of a table and their tests, newest first"
     )
@@ -180,7 +191,10 @@ def main(argv: list[str] | None = None) -> int:
         from steps.errors import RefloadError
 
         try:
-            return history(args) if args.command == "history" else preview(args)
+            if args.command == "history":
+                return history(args)
+            with progress.shown(args.quiet):
+                return preview(args)
         except RefloadError as error:
             print(f"{type(error).__name__}: {error.message}", file=sys.stderr)
             return error.exit_code
@@ -198,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
             lambda_handler(event)
             summary, code = summarize(event, "failed", event.get("error")), EXIT_CODES["failed"]
         else:
-            summary, code = run_pipeline(event)
+            with progress.shown(args.quiet):
+                summary, code = run_pipeline(event)
     except RefloadError as error:
         summary, code = summarize({}, error.status, error.to_dict()), error.exit_code
     if args.json:

@@ -15,6 +15,11 @@ class _CurrentStderr:
     """Writes to whatever sys.stderr is now (test runners and the CLI swap it)."""
 
     def write(self, text: str) -> int:
+        from handler import progress
+
+        if progress.current is not None:  # printed above the progress bar, not through it
+            progress.current.write(text)
+            return len(text)
         return sys.stderr.write(text)
 
     def flush(self) -> None:

@@ -1,0 +1,152 @@
+"""Progress on a terminal, as dbt and dlt show it: the step, its phase, bytes read, and
+one line per finished step with its time. Only for a person at a terminal: never in
+Lambda, never when stderr is not a TTY, never with `--quiet` or `REFLOAD_PROGRESS=0`.
+stdout (the summary, the `--json` object) and the log records are not touched.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator, MutableMapping
+from contextlib import contextmanager
+from typing import Any, TextIO
+
+# Log events (handler.dispatch) that open and close a step.
+STEP_OPENED = "step started"
+STEP_CLOSED = {"step finished": "ok", "step failed": "failed", "step failed unexpectedly": "failed"}
+
+current: TerminalProgress | None = None
+
+
+def wanted(quiet: bool = False) -> bool:
+    return (
+        not quiet
+        and os.environ.get("REFLOAD_PROGRESS", "1") != "0"
+        and "AWS_LAMBDA_FUNCTION_NAME" not in os.environ
+        and sys.stderr.isatty()
+    )
+
+
+class TerminalProgress:
+    """A structlog processor (it watches the step records go by) and a steps.progress
+    listener (ingest reports its phases and the bytes it has read)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        from tqdm import tqdm  # only at a terminal: Lambda never imports it
+
+        self._tqdm = tqdm
+        self.stream = stream
+        self.bar: Any = None
+        self.step: str | None = None
+        self.step_started = 0.0
+        self.phase_name: str | None = None
+        self.phase_started = 0.0
+        self.phases: list[tuple[str, float]] = []
+
+    # -- structlog processor ------------------------------------------------------------
+    def __call__(
+        self, _logger: Any, _method: str, event: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        name = event.get("event")
+        if name == STEP_OPENED:
+            self._open_step(str(event.get("step")))
+        elif name in STEP_CLOSED and self.step is not None:
+            self._close_step(STEP_CLOSED[name])
+        return event
+
+    # -- steps.progress listener --------------------------------------------------------
+    def phase(self, name: str, total: int | None, unit: str) -> None:
+        self._end_phase()
+        self.phase_name, self.phase_started = name, time.perf_counter()
+        self._new_bar(f"{self.step or 'run'}: {name}", total, unit)
+
+    def advance(self, amount: int) -> None:
+        if self.bar is not None:
+            self.bar.update(amount)
+
+    # -- output -----------------------------------------------------------------------
+    def write(self, text: str) -> None:
+        """A log record: printed above the bar, which is drawn again below it."""
+        with self._tqdm.external_write_mode(file=self.stream):
+            self.stream.write(text)
+
+    def close(self) -> None:
+        if self.step is not None:
+            self._close_step("stopped")
+        self._close_bar()
+
+    def _open_step(self, step: str) -> None:
+        if self.step is not None:
+            self._close_step("ok")
+        self.step, self.step_started, self.phases = step, time.perf_counter(), []
+        self.phase_name = None
+        self._new_bar(step, None, "")
+
+    def _close_step(self, outcome: str) -> None:
+        self._end_phase()
+        self._close_bar()
+        elapsed = time.perf_counter() - self.step_started
+        mark = {"ok": "OK", "failed": "FAILED"}.get(outcome, outcome.upper())
+        phases = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in self.phases)
+        line = f"{self.step:<9} {mark:<7} {elapsed:6.2f} s" + (f"  ({phases})" if phases else "")
+        self._tqdm.write(line, file=self.stream)
+        self.step = None
+
+    def _end_phase(self) -> None:
+        if self.phase_name is not None:
+            self.phases.append((self.phase_name, time.perf_counter() - self.phase_started))
+            self.phase_name = None
+
+    def _new_bar(self, label: str, total: int | None, unit: str) -> None:
+        self._close_bar()
+        bar_format = (
+            "{desc:<18} {percentage:3.0f}%|{bar:24}| {n_fmt}/{total_fmt} [{elapsed}]"
+            if total
+            else "{desc:<18} {n_fmt} [{elapsed}]"
+            if unit
+            else "{desc:<18} [{elapsed}]"
+        )
+        self.bar = self._tqdm(
+            total=total,
+            unit=unit or "it",
+            unit_scale=True,
+            unit_divisor=1024 if unit == "B" else 1000,
+            desc=label,
+            file=self.stream,
+            leave=False,
+            bar_format=bar_format,
+            mininterval=0.1,
+        )
+
+    def _close_bar(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+@contextmanager
+def shown(quiet: bool = False) -> Iterator[None]:
+    """Draw progress on stderr for the duration, when a person is watching."""
+    global current
+    if not wanted(quiet):
+        yield
+        return
+    import structlog
+
+    from steps import progress
+
+    drawer = TerminalProgress(sys.stderr)
+    config = structlog.get_config()
+    processors = list(config["processors"])
+    structlog.configure(processors=[*processors[:-1], drawer, processors[-1]])
+    progress.listen(drawer)
+    current = drawer
+    try:
+        yield
+    finally:
+        current = None
+        progress.listen(None)
+        drawer.close()
+        structlog.configure(processors=processors)

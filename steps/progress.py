@@ -1,0 +1,34 @@
+"""Where a long run has got to, for a terminal to draw (handler.progress does).
+
+Steps call `phase()` when they move on and `advance()` as they read. With no listener
+(Lambda, a pipe, `--quiet`, `REFLOAD_PROGRESS=0`) each call is one global lookup.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Listener(Protocol):
+    def phase(self, name: str, total: int | None, unit: str) -> None: ...
+
+    def advance(self, amount: int) -> None: ...
+
+
+_listener: Listener | None = None
+
+
+def listen(listener: Listener | None) -> None:
+    global _listener
+    _listener = listener
+
+
+def phase(name: str, total: int | None = None, unit: str = "rows") -> None:
+    """The current step enters `name` (ingest: read, map, dedupe, write), `total` units long."""
+    if _listener is not None:
+        _listener.phase(name, total, unit)
+
+
+def advance(amount: int) -> None:
+    if _listener is not None:
+        _listener.advance(amount)

@@ -1,0 +1,118 @@
+"""Progress at a terminal (run under a real pseudo-terminal), and never anywhere else."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import CONFIGS, ROOT, ZIP_CSV
+
+STEP_LINE = re.compile(r"^(ingest|load|validate)\s+OK\s+\d+\.\d\d s", re.M)
+
+
+def _run(tmp_path: Path, *extra: str, tty: bool, env: dict[str, str] | None = None):
+    """`python -m handler run --json` with stderr on a pseudo-terminal or a pipe."""
+    command = [
+        sys.executable,
+        "-m",
+        "handler",
+        "run",
+        "--config",
+        str(CONFIGS / "dim_zipcode.json"),
+        "--source",
+        str(ZIP_CSV),
+        "--warehouse",
+        f"duckdb:///{tmp_path / 'w.duckdb'}",
+        "--curated-root",
+        str(tmp_path / "curated"),
+        "--json",
+        *extra,
+    ]
+    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+    environment.pop("REFLOAD_PROGRESS", None)
+    environment.update(env or {})
+    if not tty:
+        done = subprocess.run(
+            command, capture_output=True, text=True, env=environment, cwd=tmp_path
+        )
+        return done.returncode, done.stdout, done.stderr
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=terminal, env=environment, cwd=tmp_path
+    )
+    os.close(terminal)
+    seen = bytearray()
+
+    def drain() -> None:  # a full pty buffer would block the child
+        while True:
+            try:
+                block = os.read(controller, 1 << 16)
+            except OSError:  # EIO: the child closed the terminal
+                return
+            if not block:
+                return
+            seen.extend(block)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    out = process.communicate()[0].decode()
+    code = process.returncode
+    reader.join(timeout=30)
+    os.close(controller)
+    return code, out, seen.decode(errors="replace")
+
+
+def test_a_terminal_shows_each_step_with_its_time_and_stdout_stays_one_json_object(tmp_path):
+    code, out, terminal = _run(tmp_path, tty=True)
+    assert code == 0, terminal
+    assert [m.group(1) for m in STEP_LINE.finditer(terminal)] == ["ingest", "load", "validate"]
+    assert json.loads(out)["status"] == "passed"  # nothing of the progress in stdout
+
+
+def test_a_pipe_gets_json_log_lines_and_no_progress(tmp_path):
+    code, out, err = _run(tmp_path, tty=False)
+    assert code == 0, err
+    assert not STEP_LINE.search(err) and "\r" not in err
+    records = [json.loads(line) for line in err.splitlines()]
+    assert {r["event"] for r in records} >= {"step started", "step finished"}
+    assert json.loads(out)["status"] == "passed"
+
+
+@pytest.mark.parametrize(
+    ("extra", "env"),
+    [
+        (("--quiet",), {}),
+        ((), {"REFLOAD_PROGRESS": "0"}),
+        ((), {"AWS_LAMBDA_FUNCTION_NAME": "refload"}),
+    ],
+    ids=["--quiet", "REFLOAD_PROGRESS=0", "in-lambda"],
+)
+def test_progress_can_be_turned_off_on_a_terminal(tmp_path, extra, env):
+    code, out, terminal = _run(tmp_path, *extra, tty=True, env=env)
+    assert code == 0, terminal
+    assert not STEP_LINE.search(terminal)
+    assert json.loads(out)["status"] == "passed"
+
+
+def test_the_lambda_path_never_imports_the_progress_library():
+    probe = (
+        "import sys; from handler import lambda_handler; "
+        "lambda_handler({'step': 'notify', 'table': 't', 'run_id': 'r-1', 'failed_step': 'load',"
+        " 'error': {'type': 'X', 'message': 'm'}}); print('tqdm' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "REFLOAD_OUTBOX": "/tmp/refload-progress-outbox"},
+    )
+    assert done.stdout.strip().splitlines()[-1] == "False", done.stderr
