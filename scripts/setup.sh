@@ -3,7 +3,8 @@
 # Usage: scripts/setup.sh [dev]   -- "dev" adds test and lint tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extra=""
+# pandas: the shipped dim_zipcode table has a python_transform hook (hooks/zipcode.py).
+extra="[pandas]"
 [ "${1:-}" = "dev" ] && extra="[dev]"
 python3 -m venv .venv
 stamp=".venv/.refload-installed${extra}"

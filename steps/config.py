@@ -219,6 +219,13 @@ class TableConfig(_Strict):
         "(default: '<table_name>/').",
     )
     quality_tests: list[QualityTest] = Field(default_factory=list)
+    python_transform: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$",
+        description="'package.module:function': a pandas function run on the mapped rows "
+        "before dedupe and key checks (steps.hooks); deployed code, never from the config "
+        "bucket.",
+    )
 
     @field_validator("table_name", "redshift_schema", "redshift_table")
     @classmethod

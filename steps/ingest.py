@@ -240,6 +240,21 @@ def _ingest(spec: TableSpec, payload: dict[str, Any]) -> dict[str, Any]:
         )
 
 
+def _hooked(reference: str, typed: pa.Table, spec: TableSpec, source: SourceTable) -> pa.Table:
+    """The team's python_transform on this chunk's good rows; positions are kept."""
+    from steps import hooks
+
+    positions = typed.column(POSITION)
+    mapped = hooks.apply(
+        reference,
+        typed.drop_columns([POSITION]),
+        spec.mapping,
+        source.uri,
+        lambda i: source.locate([positions[i].as_py()])[0],
+    )
+    return mapped.append_column(POSITION, positions)
+
+
 def _ingest_file(
     spec: TableSpec,
     payload: dict[str, Any],
@@ -267,6 +282,8 @@ def _ingest_file(
             rejections += [dataclasses.replace(r, position=r.position + rows) for r in found]
             bad = pa.array(sorted({r.position + rows for r in found}), pa.int64())
             typed = typed.filter(pc.invert(pc.is_in(typed.column(POSITION), bad)))
+        if config.python_transform:
+            typed = _hooked(config.python_transform, typed, spec, source)
         staged.add(typed)
         rows += chunk.num_rows
     staged.close()

@@ -1,0 +1,220 @@
+"""`python_transform`: a team's pandas function on the mapped rows, held to the mapping."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from handler.cli import main
+from steps import hooks
+
+MAPPING = (
+    "source_column,target_column,data_type,transform,default,nullable,format\n"
+    "code,code,varchar(5),strip,,false,\nname,name,varchar(20),strip,,true,\n"
+    'rate,rate,"decimal(9,2)",,,true,\nday,day,date,,,true,%m/%d/%Y\n'
+)
+SOURCE = "code,name,rate,day\n00501, holtsville ,1.50,01/31/2024\n02134,allston,2,02/01/2024\n"
+
+
+@pytest.fixture
+def hook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Write `teamhooks.py` with the given body; returns its `teamhooks:shape` reference."""
+
+    def make(body: str) -> str:
+        folder = tmp_path / "code"
+        folder.mkdir(exist_ok=True)
+        (folder / "teamhooks.py").write_text(
+            "import pandas as pd\n\n\ndef shape(rows):\n"
+            + textwrap.indent(textwrap.dedent(body).strip(), "    ")
+        )
+        monkeypatch.syspath_prepend(str(folder))
+        return "teamhooks:shape"
+
+    yield make
+    sys.modules.pop("teamhooks", None)
+    hooks._loaded.clear()
+
+
+@pytest.mark.all_warehouses
+def test_a_hook_shapes_the_table_on_every_warehouse(hook, table_dir, write, run_cli, sql):
+    reference = hook(
+        """
+        rows["name"] = rows["name"].str.title() + " (" + rows["code"] + ")"
+        rows["rate"] = rows["rate"] * 2
+        return rows
+        """
+    )
+    config = table_dir(MAPPING, python_transform=reference)
+    code, summary = run_cli(config, write("t.csv", SOURCE))
+    assert code == 0, summary["error"]
+    rows = sql(
+        "SELECT code, name, CAST(rate AS VARCHAR), CAST(day AS VARCHAR) FROM ref.t_codes "
+        "ORDER BY code"
+    )
+    assert rows == [
+        ("00501", "Holtsville (00501)", "3.00", "2024-01-31"),
+        ("02134", "Allston (02134)", "4.00", "2024-02-01"),
+    ]
+
+
+def test_the_hook_sees_arrow_backed_types(hook, table_dir, write, run_cli):
+    reference = hook(
+        """
+        kinds = {c: str(t) for c, t in rows.dtypes.items()}
+        assert kinds == {"code": "string[pyarrow]", "name": "string[pyarrow]",
+                         "rate": "decimal128(9, 2)[pyarrow]",
+                         "day": "date32[day][pyarrow]"}, kinds
+        return rows
+        """
+    )
+    code, summary = run_cli(table_dir(MAPPING, python_transform=reference), write("t.csv", SOURCE))
+    assert code == 0, summary["error"]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            'rows["extra"] = 1\nreturn rows',
+            "python_transform teamhooks:shape: returned columns that are not the mapping's "
+            "target columns; extra: extra",
+        ),
+        (
+            'return rows.drop(columns=["rate"])',
+            "python_transform teamhooks:shape: returned columns that are not the mapping's "
+            "target columns; missing: rate",
+        ),
+        (
+            'rows["day"] = "soon"\nreturn rows',
+            "line 2, column 'day': python_transform teamhooks:shape: returned large_string where "
+            "the mapping says date",
+        ),
+        (
+            'rows["rate"] = rows["rate"].astype("float64") / 3\nreturn rows',
+            "line 3, column 'rate': python_transform teamhooks:shape: returned double where the "
+            "mapping says decimal(9,2) (a value would be rounded) (value 0.6666666666666666)",
+        ),
+        (
+            'raise ValueError("no rate for " + rows["code"].iloc[0])',
+            "python_transform teamhooks:shape: raised ValueError: no rate for 00501",
+        ),
+        (
+            'rows["code"] = None\nreturn rows',
+            "line 2, column 'code': python_transform teamhooks:shape: returned an empty value, "
+            "and the column is not nullable",
+        ),
+        (
+            'rows["name"] = "x" * 21\nreturn rows',
+            "line 2, column 'name': python_transform teamhooks:shape: returned a value longer "
+            "than varchar(20)",
+        ),
+        (
+            "return rows.iloc[:1]",
+            "python_transform teamhooks:shape: returned 1 row(s) for 2: a hook must be row-local",
+        ),
+        ("return None", "python_transform teamhooks:shape: returned NoneType, not a pandas"),
+    ],
+    ids=["extra", "missing", "mistyped", "lossy", "raises", "null", "too-long", "rows", "none"],
+)
+def test_a_hook_that_breaks_the_mapping_rejects_the_file(
+    body, message, hook, table_dir, write, run_cli, sql, tmp_path
+):
+    config = table_dir(MAPPING, python_transform=hook(body))
+    source = write("t.csv", SOURCE)
+    code, summary = run_cli(config, source)
+    assert code == 2
+    assert summary["error"]["type"] == "RejectedInput"
+    assert message in summary["error"]["message"]
+    assert str(source) in summary["error"]["message"]
+    assert source.read_text() == SOURCE  # the raw file stays
+    assert sql("SELECT status FROM etl_audit.run_log WHERE step = 'ingest'") == [("failed",)]
+    assert list((tmp_path / "outbox").glob("*.alert.json"))
+
+
+def test_a_hook_that_cannot_be_imported_is_a_config_error(table_dir, write, run_cli):
+    config = table_dir(MAPPING, python_transform="nowhere.to_be:found")
+    code, summary = run_cli(config, write("t.csv", SOURCE))
+    assert code == 2
+    assert summary["error"]["type"] == "ConfigError"
+    assert (
+        "python_transform 'nowhere.to_be:found': cannot import nowhere.to_be"
+        in (summary["error"]["message"])
+    )
+
+
+def test_a_streamed_file_runs_the_hook_chunk_by_chunk(
+    hook, table_dir, write, run_cli, sql, monkeypatch
+):
+    reference = hook(
+        """
+        import teamhooks
+        teamhooks.CALLS = getattr(teamhooks, "CALLS", 0) + 1
+        rows["name"] = rows["name"].str.upper()
+        return rows
+        """
+    )
+    monkeypatch.setenv("REFLOAD_CHUNK_BYTES", "4096")
+    body = "".join(f"{i:05d},name {i},1.00,01/31/2024\n" for i in range(3000))
+    code, summary = run_cli(
+        table_dir(MAPPING, python_transform=reference),
+        write("big.csv", "code,name,rate,day\n" + body),
+    )
+    assert code == 0, summary["error"]
+    assert sys.modules["teamhooks"].CALLS > 1
+    assert sql("SELECT COUNT(*), MIN(name), MAX(name) FROM ref.t_codes") == [
+        (3000, "NAME 0", "NAME 999")
+    ]
+
+
+def test_a_streamed_file_names_the_line_the_hook_broke(
+    hook, table_dir, write, run_cli, monkeypatch
+):
+    reference = hook('rows.loc[rows["code"] == "02900", "code"] = None\nreturn rows')
+    monkeypatch.setenv("REFLOAD_CHUNK_BYTES", "4096")
+    body = "".join(f"{i:05d},n,1.00,01/31/2024\n" for i in range(3000))
+    code, summary = run_cli(
+        table_dir(MAPPING, python_transform=reference),
+        write("big.csv", "code,name,rate,day\n" + body),
+    )
+    assert code == 2
+    assert "line 2902, column 'code'" in summary["error"]["message"]
+
+
+def test_preview_shows_the_rows_after_the_hook(hook, table_dir, write, capsys):
+    reference = hook('rows["name"] = rows["name"].str.upper()\nreturn rows')
+    config = table_dir(MAPPING, python_transform=reference)
+    assert main(["preview", "--config", str(config), "--source", str(write("t.csv", SOURCE))]) == 0
+    out = capsys.readouterr().out
+    assert "HOLTSVILLE" in out and "holtsville" not in out
+
+
+def test_the_shipped_zipcode_hook_gives_independent_cities_one_spelling():
+    import pandas as pd
+
+    from hooks.zipcode import normalise_county
+
+    rows = pd.DataFrame(
+        {"county": ["Fredericksburg city", "Baltimore City", "Suffolk County", None]},
+        dtype="string[pyarrow]",
+    )
+    assert normalise_county(rows)["county"].tolist() == [
+        "Fredericksburg City",
+        "Baltimore City",
+        "Suffolk County",
+        pd.NA,
+    ]
+
+
+def test_a_hook_module_that_does_not_import_is_a_config_error(hook, table_dir, write, run_cli):
+    reference = hook("return rows")
+    Path(sys.path[0], "teamhooks.py").write_text("def shape(rows):\n  return rows\n return\n")
+    code, summary = run_cli(table_dir(MAPPING, python_transform=reference), write("t.csv", SOURCE))
+    assert code == 2
+    assert summary["error"]["type"] == "ConfigError"
+    assert (
+        "python_transform 'teamhooks:shape': importing teamhooks failed: IndentationError"
+        in (summary["error"]["message"])
+    )
