@@ -16,6 +16,8 @@ fresh process on the same file:
   the transforms, TRY_CAST, dedupe, key check, COPY to Parquet, then the publish with the
   tests in one transaction), checked once per size to produce refload's table row for row;
 - pandas: the same job written the usual way in pandas;
+- hook (smallest size only): refload with a trivial `python_transform` (identity), the
+  cost of a table that has a pandas hook;
 - pyspark: the same job on local Spark, when pyspark is installed.
 
 Each run starts from an empty database. Each job runs `--repeat` times per size, the
@@ -166,6 +168,34 @@ def job_refload(csv: Path, work: Path, database: str = "refload.duckdb") -> dict
         ]
     )
     return {"exit": code, "summary": str(out)}
+
+
+def job_hook(csv: Path, work: Path) -> dict[str, Any]:
+    """refload with a trivial python_transform (identity): the cost of pandas for a table
+    that has a hook (pandas on sys.path, as REFLOAD_PANDAS_SITE puts it in the image)."""
+    (work / "benchhooks.py").write_text("def same(rows):\n    return rows\n")
+    sys.path.insert(0, str(work))
+    from handler.cli import main
+
+    (work / "mapping.csv").write_text(MAPPING)
+    (work / "config.json").write_text(json.dumps({**CONFIG, "python_transform": "benchhooks:same"}))
+    code = main(
+        [
+            "run",
+            "--config",
+            str(work / "config.json"),
+            "--source",
+            str(csv),
+            "--warehouse",
+            f"duckdb:///{work / 'hook.duckdb'}",
+            "--curated-root",
+            str(work / "curated"),
+            "--outbox",
+            str(work / "outbox"),
+            "--json",
+        ]
+    )
+    return {"exit": code}
 
 
 def job_floor(csv: Path, work: Path, database: str = "floor.duckdb") -> dict[str, Any]:
@@ -410,6 +440,7 @@ JOBS = {
     "floor": job_floor,
     "duckdb_sql": job_duckdb_sql,
     "pandas": job_pandas,
+    "hook": job_hook,
     "pyspark": job_pyspark,
     "imports": job_imports,
     "floor_warm": job_floor_warm,
@@ -537,7 +568,7 @@ def main() -> int:
         rounds: list[dict[str, dict[str, Any]]] = []
         for _ in range(args.repeat):
             done: dict[str, dict[str, Any]] = {}
-            for kind in kinds:
+            for kind in [*kinds, "hook"] if size == smallest else kinds:
                 folder = work / f"{kind}_{size}"
                 folder.mkdir(exist_ok=True)
                 for database in folder.glob("*.duckdb*"):  # every run loads a new database
@@ -555,7 +586,7 @@ def main() -> int:
                 work / f"duckdb_sql_{size}" / "sql.duckdb",
             ):
                 print("  the DuckDB SQL job's table differs from refload's", file=sys.stderr)
-        for kind in kinds:
+        for kind in [*kinds, "hook"]:
             runs = [r[kind] for r in rounds if kind in r]
             if not runs:
                 continue
