@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
+
+from steps.warehouse import DIALECTS
+from steps.warehouse.base import Capabilities
 
 # SQL behaviour differs between warehouses here: every test runs on all three.
 pytestmark = pytest.mark.all_warehouses
@@ -161,3 +166,11 @@ def test_upsert_with_a_composite_key_matches_on_every_key_column(table_dir, writ
         ("US", "BB", 2),
         ("US", "CC", 4),
     ]
+
+
+@pytest.mark.parametrize("scheme", sorted(DIALECTS))
+def test_every_dialect_states_its_capabilities(scheme):
+    module_name, class_name = DIALECTS[scheme].split(":")
+    dialect = getattr(importlib.import_module(module_name), class_name)
+    # Stated by the dialect itself, not inherited from the one it extends.
+    assert isinstance(dialect.__dict__.get("capabilities"), Capabilities)

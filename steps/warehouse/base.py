@@ -134,17 +134,65 @@ def _same_type(declared: str, wanted: str) -> bool:
     return declared == wanted
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a warehouse can do, stated as data (as dlt's destination capabilities).
+
+    The shared loader branches on these fields; a dialect states them and never
+    spells a missing feature as SQL that does nothing.
+    """
+
+    # Longest table, schema or column name, in bytes (PostgreSQL cuts longer ones).
+    max_identifier_bytes: int
+    # The unbounded text type: `string` columns and casts to text.
+    text_type: str
+    # BEGIN READ ONLY: the server refuses writes in the transaction.
+    read_only_transactions: bool
+    # SET statement_timeout: the server cancels a statement that runs too long.
+    statement_timeout: bool
+    # SET LOCAL: a setting that ends with its transaction.
+    transaction_settings: bool
+    # SET LOCAL lock_timeout: a statement waiting for a lock fails instead of hanging.
+    lock_timeout: bool
+    # SAVEPOINT / ROLLBACK TO SAVEPOINT inside a transaction.
+    savepoints: bool
+    # LOCK TABLE ... IN SHARE ROW EXCLUSIVE MODE: serialises publishers of a table
+    # while its readers go on.
+    publisher_lock: bool
+    # CREATE TABLE / ALTER TABLE ADD COLUMN roll back with the transaction.
+    ddl_in_transactions: bool
+    # MERGE INTO.
+    supports_merge: bool
+
+
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 class Warehouse:
-    """A connection to one warehouse, with refload's statements."""
+    """A connection to one warehouse, with refload's statements.
+
+    The statements are written once here; a dialect is a small subclass.
+
+    A dialect must set or override:
+      - `dialect` (its name) and `capabilities` (a `Capabilities`);
+      - `_connect()`: a DB-API connection in autocommit mode;
+      - `stage()`: make the curated Parquet rows readable as the staging table.
+
+    It may override, where its SQL or driver differs:
+      - `placeholder` and `_run()` (driver habits), `translate_error()` (which
+        driver errors are transient);
+      - `TYPE_NAMES`, `create_table_sql()` (table attributes), `table_columns()`;
+      - `check_curated_uri()` (where it can stage from), `drop_staging_sql()`;
+      - `byte_length()`, `regex_mismatch()` (functions spelt differently).
+
+    Everything else (transactions, timeouts, locks, text casts) follows `capabilities`.
+    """
 
     dialect: ClassVar[str] = "base"
+    capabilities: ClassVar[Capabilities]
     placeholder: ClassVar[str] = "%s"
     TYPE_NAMES: ClassVar[dict[str, str]] = {
-        "string": "VARCHAR(65535)",
         "smallint": "SMALLINT",
         "integer": "INTEGER",
         "bigint": "BIGINT",
@@ -258,22 +306,25 @@ class Warehouse:
         Inside an open transaction (before-publish checks) only the time limit applies.
         """
         if self.in_transaction:
-            self.execute(self.timeout_sql(timeout_seconds, local=True))
+            self.set_statement_timeout(timeout_seconds)
             yield
             return
-        self.execute(self.begin_read_only_sql)
+        self.execute("BEGIN READ ONLY" if self.capabilities.read_only_transactions else "BEGIN")
         self.in_transaction = True
         try:
-            self.execute(self.timeout_sql(timeout_seconds, local=True))
+            self.set_statement_timeout(timeout_seconds)
             yield
         finally:
             self.in_transaction = False
             self.rollback()
 
-    begin_read_only_sql: ClassVar[str] = "BEGIN READ ONLY"
-
-    def timeout_sql(self, seconds: int, local: bool) -> str:
-        return f"SET {'LOCAL ' if local else ''}statement_timeout = {int(seconds) * 1000}"
+    def set_statement_timeout(self, seconds: int) -> None:
+        """Limit each statement from here on: for the transaction where settings can be
+        local to it, else for the session; nothing where the server has no such limit."""
+        if not self.capabilities.statement_timeout:
+            return
+        scope = "LOCAL " if self.capabilities.transaction_settings else ""
+        self.execute(f"SET {scope}statement_timeout = {int(seconds) * 1000}")
 
     def rollback(self) -> None:
         # The connection may be gone; the server rolls back on its own then.
@@ -293,6 +344,8 @@ class Warehouse:
         return self.table(schema or "public", name)
 
     def column_type(self, data_type: DataType) -> str:
+        if data_type.kind == "string":
+            return self.capabilities.text_type
         if data_type.kind == "varchar":
             return f"VARCHAR({data_type.length})"
         if data_type.kind == "decimal":
@@ -307,7 +360,7 @@ class Warehouse:
         return f"{column_sql} !~ %s"
 
     def as_text(self, column_sql: str) -> str:
-        return f"CAST({column_sql} AS VARCHAR(65535))"
+        return f"CAST({column_sql} AS {self.capabilities.text_type})"
 
     # --- tables ----------------------------------------------------------------------
 
@@ -447,10 +500,6 @@ class Warehouse:
             f"already published by run {run_id} (same content and config)",
         )
 
-    def lock_sql(self, target: str) -> str | None:
-        """Statement that serialises publishers of one target, or None when not needed."""
-        return None
-
     def duplicate_key_in(self, staging: str, key: list[str]) -> tuple[Any, ...] | None:
         cols = ", ".join(self.quote(k) for k in key)
         rows = self.query(
@@ -529,9 +578,8 @@ class Warehouse:
                         file=entry.curated_uri,
                     )
             with self.transaction():
-                lock = self.lock_sql(target)
-                if lock:
-                    self.execute(lock)
+                if self.capabilities.publisher_lock:
+                    self.execute(f"LOCK TABLE {target} IN SHARE ROW EXCLUSIVE MODE")
                 # Again under the lock: a concurrent run may have published this file meanwhile.
                 skipped = self._skip_if_published(entry, target)
                 if skipped:

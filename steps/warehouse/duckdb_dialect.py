@@ -8,7 +8,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from steps import storage
 from steps.errors import InfrastructureError, RefloadError, WarehouseUnavailable
-from steps.warehouse.base import LedgerEntry, PublishResult, Warehouse, type_signature
+from steps.warehouse.base import (
+    Capabilities,
+    LedgerEntry,
+    PublishResult,
+    Warehouse,
+    type_signature,
+)
 
 if TYPE_CHECKING:
     from steps.mapping import Mapping
@@ -22,12 +28,24 @@ def database_path(url: str) -> str:
 
 class DuckDBWarehouse(Warehouse):
     dialect = "duckdb"
+    # One process writes a DuckDB file at a time, and a conflicting transaction fails at
+    # once: nothing waits for a lock. Custom SQL has neither a read-only transaction nor
+    # a time limit here; it is still parsed and refused unless it is one SELECT
+    # (steps.checks).
+    capabilities = Capabilities(
+        max_identifier_bytes=65_536,  # no limit of its own; dlt states the same
+        text_type="VARCHAR",
+        read_only_transactions=False,
+        statement_timeout=False,
+        transaction_settings=False,
+        lock_timeout=False,
+        savepoints=False,
+        publisher_lock=False,
+        ddl_in_transactions=True,
+        supports_merge=True,
+    )
     placeholder = "?"
-    TYPE_NAMES: ClassVar[dict[str, str]] = {
-        **Warehouse.TYPE_NAMES,
-        "string": "VARCHAR",
-        "double": "DOUBLE",
-    }
+    TYPE_NAMES: ClassVar[dict[str, str]] = {**Warehouse.TYPE_NAMES, "double": "DOUBLE"}
 
     # The curated file (or its downloaded copy) while `publish` runs; the view reads it.
     _curated_path: Path | None = None
@@ -71,21 +89,11 @@ class DuckDBWarehouse(Warehouse):
             return WarehouseUnavailable(f"duckdb: {error}")
         return InfrastructureError(f"duckdb error: {error}")
 
-    # DuckDB has neither read-only transactions nor statement timeouts; custom SQL is
-    # still parsed and refused unless it is one SELECT (steps.checks).
-    begin_read_only_sql = "BEGIN"
-
-    def timeout_sql(self, seconds: int, local: bool) -> str:
-        return "SELECT 1"
-
     def byte_length(self, column_sql: str) -> str:
         return f"strlen({column_sql})"
 
     def regex_mismatch(self, column_sql: str) -> str:
         return f"NOT regexp_matches({column_sql}, ?)"
-
-    def as_text(self, column_sql: str) -> str:
-        return f"CAST({column_sql} AS VARCHAR)"
 
     def publish(
         self,

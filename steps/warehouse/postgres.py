@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 from steps import storage
 from steps.errors import InfrastructureError, RefloadError, WarehouseUnavailable
-from steps.warehouse.base import Warehouse
+from steps.warehouse.base import Capabilities, Warehouse
 
 COPY_BATCH_ROWS = 50_000
 
 
 class PostgresWarehouse(Warehouse):
     dialect = "postgresql"
-    TYPE_NAMES: ClassVar[dict[str, str]] = {**Warehouse.TYPE_NAMES, "string": "TEXT"}
+    capabilities = Capabilities(
+        max_identifier_bytes=63,  # NAMEDATALEN - 1: longer names are cut, not refused
+        text_type="TEXT",
+        read_only_transactions=True,
+        statement_timeout=True,
+        transaction_settings=True,
+        lock_timeout=True,
+        savepoints=True,
+        publisher_lock=True,  # blocks other publishers of the table, never its readers
+        ddl_in_transactions=True,
+        supports_merge=True,  # PostgreSQL 15
+    )
 
     def _connect(self) -> Any:
         import psycopg
@@ -37,13 +48,6 @@ class PostgresWarehouse(Warehouse):
         if isinstance(error, transient):
             return WarehouseUnavailable(f"postgresql: {error}".strip())
         return InfrastructureError(f"postgresql error: {error}".strip())
-
-    def lock_sql(self, target: str) -> str | None:
-        # Blocks other publishers of this table, never its readers.
-        return f"LOCK TABLE {target} IN SHARE ROW EXCLUSIVE MODE"
-
-    def as_text(self, column_sql: str) -> str:
-        return f"CAST({column_sql} AS TEXT)"
 
     def stage(self, staging: str, like: str, columns: list[str], curated_uri: str) -> None:
         import pyarrow.parquet as pq

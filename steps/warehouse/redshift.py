@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from steps import storage
 from steps.errors import ConfigError, InfrastructureError, RefloadError, WarehouseUnavailable
+from steps.warehouse.base import Capabilities
 from steps.warehouse.postgres import PostgresWarehouse
 
 if TYPE_CHECKING:
@@ -86,11 +87,23 @@ def _secret_arguments(arn: str, region: str | None) -> dict[str, Any]:
 
 class RedshiftWarehouse(PostgresWarehouse):
     dialect = "redshift"
-    # Redshift's TEXT is VARCHAR(256); DOUBLE is spelt DOUBLE PRECISION.
-    TYPE_NAMES: ClassVar[dict[str, str]] = {
-        **PostgresWarehouse.TYPE_NAMES,
-        "string": "VARCHAR(65535)",
-    }
+    capabilities = Capabilities(
+        max_identifier_bytes=127,
+        # Redshift's TEXT is VARCHAR(256); its longest VARCHAR is 65535 bytes.
+        text_type="VARCHAR(65535)",
+        read_only_transactions=True,
+        statement_timeout=True,
+        # No SET LOCAL: the session setting is enough for a check.
+        transaction_settings=False,
+        # No lock_timeout: a statement waits for a conflicting lock as long as it runs.
+        lock_timeout=False,
+        savepoints=False,
+        # Redshift's LOCK takes an ACCESS EXCLUSIVE lock, which blocks readers too;
+        # concurrent publishers instead meet a serializable isolation error (retried).
+        publisher_lock=False,
+        ddl_in_transactions=True,  # all but TRUNCATE, which commits (not used)
+        supports_merge=True,
+    )
 
     def _connect(self) -> Any:
         import redshift_connector
@@ -112,18 +125,6 @@ class RedshiftWarehouse(PostgresWarehouse):
         ) or any(marker in text.lower() for marker in TRANSIENT_MARKERS):
             return WarehouseUnavailable(f"redshift: {text}")
         return InfrastructureError(f"redshift error: {text}")
-
-    def timeout_sql(self, seconds: int, local: bool) -> str:
-        # Redshift has no SET LOCAL; the session setting is enough for a check.
-        return f"SET statement_timeout TO {int(seconds) * 1000}"
-
-    def lock_sql(self, target: str) -> str | None:
-        # Redshift's LOCK also blocks readers; concurrent publishers instead meet a
-        # serializable isolation error, which is transient and retried.
-        return None
-
-    def as_text(self, column_sql: str) -> str:
-        return f"CAST({column_sql} AS VARCHAR(65535))"
 
     def create_table_sql(
         self,
