@@ -1,5 +1,8 @@
 # refload: one image, one handler (Step Functions sends the step in the payload).
-FROM public.ecr.aws/lambda/python:3.11
+# Python 3.12 on Amazon Linux 2023 (glibc 2.34): pyarrow and duckdb ship only
+# manylinux_2_28 wheels, which the Amazon Linux 2 bases (python:3.11 and older, glibc 2.26)
+# cannot install. scripts/check_wheels.py proves every package has a wheel for this base.
+FROM public.ecr.aws/lambda/python:3.12
 
 WORKDIR ${LAMBDA_TASK_ROOT}
 # Pinned versions: the same constraints the tests ran with.
