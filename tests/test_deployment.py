@@ -12,8 +12,10 @@ import tomllib
 import zipfile
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import pytest
+from cfnlint.decode import cfn_yaml
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
@@ -215,3 +217,294 @@ def test_the_wheel_check_refuses_sdists_and_wheels_for_another_platform(
         assert "FAIL: no binary wheel for CPython 3.12, glibc 2.34, x86_64: vendorlib" in (
             completed.stderr
         )
+
+
+TEMPLATE = cfn_yaml.load(str(ROOT / "template.yaml"))
+RESOURCES = TEMPLATE["Resources"]
+
+
+def _parameters(**given: str) -> dict[str, Any]:
+    """The template's parameter values: defaults, then the given ones (lists split)."""
+    values: dict[str, Any] = {}
+    for name, spec in TEMPLATE["Parameters"].items():
+        value = given.get(name, spec.get("Default", ""))
+        values[name] = value.split(",") if spec["Type"] == "CommaDelimitedList" else value
+    return values
+
+
+def _evaluate(node: Any, values: dict[str, Any], conditions: dict[str, bool]) -> Any:
+    """The condition functions (and the Ref / Join they use) as CloudFormation does them."""
+    if isinstance(node, dict) and len(node) == 1:
+        [(function, arguments)] = node.items()
+        if function == "Ref":
+            return values[arguments]
+        if function == "Condition":
+            return conditions[arguments]
+        args = [_evaluate(a, values, conditions) for a in arguments]
+        if function == "Fn::Join":
+            return args[0].join(args[1])
+        if function == "Fn::Equals":
+            return args[0] == args[1]
+        if function == "Fn::Not":
+            return not args[0]
+        if function == "Fn::And":
+            return all(args)
+        if function == "Fn::Or":
+            return any(args)
+        raise AssertionError(f"not evaluated here: {function}")
+    return node
+
+
+def _conditions(**given: str) -> dict[str, bool]:
+    values = _parameters(**given)
+    conditions: dict[str, bool] = {}
+    for name, rule in TEMPLATE["Conditions"].items():  # each refers only to earlier ones
+        conditions[name] = _evaluate(rule, values, conditions)
+    return conditions
+
+
+def _created(**given: str) -> set[str]:
+    conditions = _conditions(**given)
+    return {n for n, r in RESOURCES.items() if "Condition" not in r or conditions[r["Condition"]]}
+
+
+def _chosen(node: Any, conditions: dict[str, bool]) -> Any:
+    """A value with its Fn::If resolved (None for AWS::NoValue)."""
+    if isinstance(node, dict) and "Fn::If" in node:
+        name, yes, no = node["Fn::If"]
+        chosen = _chosen(yes if conditions[name] else no, conditions)
+        return None if chosen == {"Ref": "AWS::NoValue"} else chosen
+    return node
+
+
+def _statements(document: Any, conditions: dict[str, bool]) -> list[dict]:
+    document = _chosen(document, conditions)
+    if document is None:
+        return []
+    statements = document.get("Statement", [])
+    return [statements] if isinstance(statements, dict) else list(statements)
+
+
+def _function_statements(conditions: dict[str, bool]) -> list[dict]:
+    """The function's own policy statements (SAM policy templates are named, not expanded)."""
+    found = []
+    for policy in RESOURCES["RefloadFunction"]["Properties"]["Policies"]:
+        policy = _chosen(policy, conditions)
+        if policy and "Statement" in policy:
+            found += _statements(policy, conditions)
+    return found
+
+
+def _actions(statement: dict) -> list[str]:
+    actions = statement["Action"]
+    return [actions] if isinstance(actions, str) else list(actions)
+
+
+def _resources(statement: dict) -> list[Any]:
+    resources = statement["Resource"]
+    return list(resources) if isinstance(resources, list) else [resources]
+
+
+LAMBDA_MAX_TIMEOUT = 900  # seconds: AWS Lambda's limit, and the template's MaxValue
+
+
+def test_every_task_times_out_after_the_function_and_the_execution_after_every_retry():
+    function_timeout = TEMPLATE["Parameters"]["FunctionTimeoutSeconds"]
+    assert function_timeout["MaxValue"] == LAMBDA_MAX_TIMEOUT
+    worst_case = 0
+    for name, task in _tasks().items():
+        timeout = task["TimeoutSeconds"]
+        # Step Functions cannot stop a running invocation: a Task that gave up first would
+        # leave the step running (a load committing after Notify reported it failed). So
+        # the function's own timeout fires first and its error reaches the Catch; the
+        # Task's only ends an invocation Lambda lost.
+        assert function_timeout["MaxValue"] < timeout <= function_timeout["MaxValue"] + 120, name
+        [retry] = task["Retry"]
+        attempts = 1 + retry["MaxAttempts"]
+        worst_case += attempts * timeout + retry["MaxAttempts"] * retry["MaxDelaySeconds"]
+    # A whole execution (every Task, each with every retry) ends within the state machine's
+    # timeout, so a timed-out execution means something is stuck (and alarms).
+    assert worst_case <= ASL["TimeoutSeconds"] <= worst_case * 1.1
+
+
+ALARMED_METRICS = {
+    ("AWS/States", "ExecutionsFailed"),
+    ("AWS/States", "ExecutionsTimedOut"),
+    ("AWS/States", "ExecutionsAborted"),
+    ("AWS/Lambda", "Errors"),
+    ("AWS/Lambda", "Throttles"),
+}
+
+
+@pytest.mark.parametrize(
+    ("given", "topic"),
+    [
+        ({"AlarmEmail": "oncall@example.com"}, {"Ref": "AlarmTopic"}),
+        ({"AlarmTopicArn": "arn:aws:sns:eu-west-1:123456789012:pager"}, {"Ref": "AlarmTopicArn"}),
+    ],
+)
+def test_every_alarm_reaches_someone(given: dict[str, str], topic: dict):
+    conditions = _conditions(**given)
+    created = _created(**given)
+    alarms = {n: r for n, r in RESOURCES.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+    metrics = {
+        (a["Properties"]["Namespace"], a["Properties"]["MetricName"]) for a in alarms.values()
+    }
+    assert metrics == ALARMED_METRICS
+    for name, alarm in alarms.items():
+        assert name in created
+        [action] = alarm["Properties"]["AlarmActions"]
+        assert _chosen(action, conditions) == topic, name
+        [dimension] = alarm["Properties"]["Dimensions"]
+        assert dimension["Value"] in ({"Ref": "RefloadStateMachine"}, {"Ref": "RefloadFunction"})
+    if "AlarmEmail" in given:
+        assert {"AlarmTopic", "AlarmEmailSubscription"} <= created
+        subscription = RESOURCES["AlarmEmailSubscription"]["Properties"]
+        assert subscription["Protocol"] == "email"
+        assert subscription["Endpoint"] == {"Ref": "AlarmEmail"}
+        assert _chosen(subscription["TopicArn"], conditions) == topic
+    else:
+        assert "AlarmTopic" not in created
+    # A stack with neither is refused at deploy time.
+    [assertion] = TEMPLATE["Rules"]["AlarmsReachSomeone"]["Assertions"]
+    refs = re.findall(r"'Ref': '(\w+)'", str(assertion["Assert"]))
+    assert sorted(refs) == ["AlarmEmail", "AlarmTopicArn"] and "Fn::Or" in assertion["Assert"]
+
+
+VPC = {
+    "SubnetIds": "subnet-0a1b2c3d4e5f60001,subnet-0a1b2c3d4e5f60002",
+    "SecurityGroupIds": "sg-0a1b2c3d4e5f60003",
+    "VpcId": "vpc-0a1b2c3d4e5f60004",
+    "RouteTableIds": "rtb-0a1b2c3d4e5f60005",
+    "WarehouseSecretArn": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:wh",
+    "AlertEmailFrom": "refload@example.com",
+    "RedshiftClusterIdentifier": "analytics",
+    "RedshiftDbUser": "refload",
+    "RedshiftDatabase": "dev",
+}
+ENDPOINT_SERVICES = {"s3", "secretsmanager", "email", "redshift"}
+
+
+def _endpoints(created: set[str]) -> dict[str, str]:
+    """Endpoint resource -> service (the last part of com.amazonaws.REGION.SERVICE)."""
+    return {
+        name: r["Properties"]["ServiceName"]["Fn::Sub"].rsplit(".", 1)[1]
+        for name, r in RESOURCES.items()
+        if r["Type"] == "AWS::EC2::VPCEndpoint" and name in created
+    }
+
+
+def test_the_function_runs_in_the_vpc_with_endpoints_when_given_subnets():
+    function = RESOURCES["RefloadFunction"]["Properties"]
+    outside = _conditions()
+    assert _chosen(function["VpcConfig"], outside) is None
+    assert not _endpoints(_created())
+    assert not any(a.startswith("ec2:") for s in _function_statements(outside) for a in _actions(s))
+
+    inside = _conditions(**VPC)
+    vpc_config = _chosen(function["VpcConfig"], inside)
+    assert vpc_config["SubnetIds"] == {"Ref": "SubnetIds"}
+    groups = str(_chosen(vpc_config["SecurityGroupIds"], inside))
+    assert "'Ref': 'SecurityGroupIds'" in groups and "'Ref': 'FunctionSecurityGroup'" in groups
+    assert _chosen(
+        vpc_config["SecurityGroupIds"], _conditions(**{**VPC, "SecurityGroupIds": ""})
+    ) == [{"Ref": "FunctionSecurityGroup"}]
+    # Attaching to subnets needs the network-interface permissions.
+    ec2 = {a for s in _function_statements(inside) for a in _actions(s) if a.startswith("ec2:")}
+    assert {"ec2:CreateNetworkInterface", "ec2:DeleteNetworkInterface"} <= ec2
+
+    created = _created(**VPC)
+    endpoints = _endpoints(created)
+    assert set(endpoints.values()) == ENDPOINT_SERVICES
+    for name, service in endpoints.items():
+        properties = RESOURCES[name]["Properties"]
+        if service == "s3":
+            assert properties["VpcEndpointType"] == "Gateway"
+            assert properties["RouteTableIds"] == {"Ref": "RouteTableIds"}
+        else:
+            assert properties["VpcEndpointType"] == "Interface" and properties["PrivateDnsEnabled"]
+            assert properties["SubnetIds"] == {"Ref": "SubnetIds"}
+            assert properties["SecurityGroupIds"] == [{"Ref": "EndpointSecurityGroup"}]
+    [ingress] = RESOURCES["EndpointSecurityGroup"]["Properties"]["SecurityGroupIngress"]
+    assert (ingress["FromPort"], ingress["ToPort"]) == (443, 443)
+    assert ingress["SourceSecurityGroupId"] == {"Ref": "FunctionSecurityGroup"}
+
+    serverless = {**VPC, "RedshiftClusterIdentifier": "", "RedshiftWorkgroupArn": "arn:wg"}
+    assert "redshift-serverless" in _endpoints(_created(**serverless)).values()
+    # With a NAT gateway (or endpoints the VPC already has), none are made.
+    assert not _endpoints(_created(**{**VPC, "VpcEndpoints": "none"}))
+
+
+def _all_statements(conditions: dict[str, bool]) -> list[dict]:
+    found = _function_statements(conditions)
+    for resource in RESOURCES.values():
+        for policy in resource.get("Properties", {}).get("Policies", []):
+            policy = _chosen(policy, conditions)
+            if policy and "PolicyDocument" in policy:
+                found += _statements(policy["PolicyDocument"], conditions)
+    return found
+
+
+def test_the_function_cannot_change_acls_or_lifecycles():
+    templates = {
+        name
+        for policy in RESOURCES["RefloadFunction"]["Properties"]["Policies"]
+        for name in (policy if isinstance(policy, dict) else {})
+        if name.endswith("Policy")
+    }
+    # SAM's S3WritePolicy and S3CrudPolicy grant s3:PutObjectAcl and s3:PutLifecycleConfiguration.
+    assert templates == {"S3ReadPolicy"}
+    actions = {a for s in _all_statements(_conditions(**VPC)) for a in _actions(s)}
+    assert "s3:PutObject" in actions
+    assert not {"s3:PutObjectAcl", "s3:PutLifecycleConfiguration", "s3:*"} & actions
+
+
+@pytest.mark.parametrize(
+    "given",
+    [VPC, {**VPC, "RedshiftClusterIdentifier": "", "RedshiftWorkgroupArn": "arn:wg"}],
+    ids=["cluster", "serverless"],
+)
+def test_ses_and_redshift_permissions_name_their_resources(given: dict[str, str]):
+    expected_resources = {
+        "ses:": {"identity/${AlertEmailFrom}", "identity/${Domain}"},
+        "redshift:": {
+            "dbuser:${RedshiftClusterIdentifier}/${RedshiftDbUser}",
+            "dbname:${RedshiftClusterIdentifier}/${RedshiftDatabase}",
+        },
+        "redshift-serverless:": {"{'Ref': 'RedshiftWorkgroupArn'}"},
+    }
+    seen = set()
+    for statement in _all_statements(_conditions(**given)):
+        for action in _actions(statement):
+            prefix = action.split(":")[0] + ":"
+            if prefix not in expected_resources:
+                continue
+            seen.add(prefix)
+            for resource in _resources(statement):
+                assert resource != "*", action
+                text = str(resource)
+                assert any(r in text for r in expected_resources[prefix]), (action, text)
+    assert seen == {
+        "ses:",
+        "redshift-serverless:" if "RedshiftWorkgroupArn" in given else "redshift:",
+    }
+    # Nothing to grant when nothing is given.
+    assert not any(
+        a.split(":")[0] in {"ses", "redshift", "redshift-serverless"}
+        for s in _all_statements(_conditions())
+        for a in _actions(s)
+    )
+
+
+def test_only_redshift_in_this_account_can_assume_the_copy_role():
+    trust = RESOURCES["RedshiftCopyRole"]["Properties"]["AssumeRolePolicyDocument"]
+    [statement] = trust["Statement"]
+    assert statement["Action"] == "sts:AssumeRole"
+    assert set(statement["Principal"]["Service"]) == {
+        "redshift.amazonaws.com",
+        "redshift-serverless.amazonaws.com",
+    }
+    # The confused-deputy guard Redshift documents for its service principals.
+    assert statement["Condition"] == {
+        "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+    }
