@@ -508,3 +508,12 @@ def test_only_redshift_in_this_account_can_assume_the_copy_role():
     assert statement["Condition"] == {
         "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
     }
+
+
+def test_the_readme_builds_one_x86_64_image_manifest():
+    readme = (ROOT / "README.md").read_text()
+    [build] = re.findall(r"^docker build .*$", readme, flags=re.M)
+    # Lambda rejects an OCI image index (buildx makes one for its provenance attestation)
+    # and runs the template's architecture.
+    assert "--platform linux/amd64" in build and "--provenance=false" in build
+    assert "Architectures: [x86_64]" in (ROOT / "template.yaml").read_text()
