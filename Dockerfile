@@ -9,10 +9,16 @@ WORKDIR ${LAMBDA_TASK_ROOT}
 COPY constraints.txt pyproject.toml README.md ./
 COPY handler/ handler/
 COPY steps/ steps/
+COPY hooks/ hooks/
+# pandas only for tables with a python_transform hook: in its own folder, which
+# steps/hooks.py puts on sys.path for them alone (pyarrow imports pandas and numpy whenever
+# they are importable, and every other table would pay for it; ADR 5).
+ENV REFLOAD_PANDAS_SITE=/opt/refload-pandas
 # Bytecode compiled here: /var/task is read-only, so it could not be cached at run time
 # and every cold start would compile refload's modules again.
 RUN pip install --no-cache-dir -c constraints.txt ".[postgres,redshift]" \
+    && pip install --no-cache-dir -c constraints.txt --target "${REFLOAD_PANDAS_SITE}" pandas \
     && rm -rf build ./*.egg-info \
-    && python -m compileall -q handler steps
+    && python -m compileall -q handler steps hooks
 
 CMD ["handler.lambda_handler"]

@@ -5,9 +5,10 @@
 
 The image's base decides which wheels install: `pip install` in the Dockerfile picks a
 wheel only if its tags fit the base's OS (glibc), CPU and Python, and otherwise builds the
-sdist (no compiler in the Lambda base) or fails. This resolves what the Dockerfile
-installs (pyproject's dependencies plus the extras its `pip install` names, pinned by
-constraints.txt) with `pip download --only-binary=:all:` for that platform: pip takes
+sdist (no compiler in the Lambda base) or fails. This resolves what the Dockerfile's
+`pip install` commands install (pyproject's dependencies plus the extras they name, and
+any other requirement they name, pinned by constraints.txt) together with
+`pip download --only-binary=:all:` for that platform: pip takes
 only wheels whose tags fit, so a package with only an sdist, or only wheels for a newer
 glibc, fails the check and is named.
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -40,6 +42,7 @@ TOOLS = ROOT / ".tools"
 LAMBDA_BASE_GLIBC = {"3.11": (2, 26), "3.12": (2, 34), "3.13": (2, 34)}
 BASE_IMAGE = re.compile(r"^FROM public\.ecr\.aws/lambda/python:(\d+\.\d+)\S*", re.M)
 # PEP 600 aliases: the legacy names of manylinux_2_5, _2_12 and _2_17.
+OPTIONS_WITH_VALUE = {"-c", "--constraint", "-t", "--target", "-r", "--requirement"}
 LEGACY_MANYLINUX = {(2, 5): "manylinux1", (2, 12): "manylinux2010", (2, 17): "manylinux2014"}
 
 
@@ -88,15 +91,24 @@ def image_target(root: Path = ROOT) -> Target:
 
 
 def image_requirements(root: Path = ROOT) -> list[str]:
-    """What the Dockerfile's `pip install ... ".[extras]"` asks for: dependencies + extras."""
-    dockerfile = (root / "Dockerfile").read_text()
-    installs = re.findall(r'pip install [^\n]*-c constraints\.txt "\.\[([a-z,]+)\]"', dockerfile)
-    if len(installs) != 1:
-        raise SystemExit('Dockerfile: expected one `pip install -c constraints.txt ".[extras]"`')
+    """What the Dockerfile's `pip install` commands ask for: each requirement as written,
+    with `".[extras]"` (refload itself) standing for pyproject's dependencies + extras."""
+    dockerfile = (root / "Dockerfile").read_text().replace("\\\n", " ")
     project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
-    requirements = list(project["dependencies"])
-    for extra in installs[0].split(","):
-        requirements += project["optional-dependencies"][extra]
+    requirements: list[str] = []
+    for command in re.findall(r"pip install ([^&\n]+)", dockerfile):
+        words = iter(shlex.split(command))
+        for word in words:
+            if word in OPTIONS_WITH_VALUE:
+                next(words)
+            elif word.startswith(".["):
+                requirements += project["dependencies"]
+                for extra in word[2:-1].split(","):
+                    requirements += project["optional-dependencies"][extra]
+            elif not word.startswith("-"):
+                requirements.append(word)
+    if not requirements:
+        raise SystemExit("Dockerfile: no `pip install` found")
     return requirements
 
 

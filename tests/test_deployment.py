@@ -58,12 +58,15 @@ def test_every_step_can_be_started_at():
 
 # Local-only modules: what they import is an optional extra the image leaves out.
 NOT_IN_LAMBDA = {"steps/frames.py": {"pandas"}}
+# Modules that import what the image keeps in its own folder (REFLOAD_PANDAS_SITE), on
+# sys.path only for the tables that need it.
+FROM_OWN_SITE = {"steps/hooks.py": {"pandas"}}
 
 
 def _imports(folder: str, *, lambda_only: bool = True) -> set[str]:
     found = set()
     for path in (ROOT / folder).rglob("*.py"):
-        if lambda_only and path.relative_to(ROOT).as_posix() in NOT_IN_LAMBDA:
+        if lambda_only and path.relative_to(ROOT).as_posix() in NOT_IN_LAMBDA | FROM_OWN_SITE:
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
@@ -73,14 +76,9 @@ def _imports(folder: str, *, lambda_only: bool = True) -> set[str]:
     return found - set(sys.stdlib_module_names) - {"handler", "steps"}
 
 
-def _installed_by_image() -> set[str]:
-    """Distributions `pip install ".[extras]"` in the Dockerfile brings, with their deps."""
-    dockerfile = (ROOT / "Dockerfile").read_text()
-    [extras] = re.findall(r'pip install [^\n]*-c constraints\.txt "\.\[([a-z,]+)\]"', dockerfile)
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = [Requirement(r) for r in project["dependencies"]]
-    for extra in extras.split(","):
-        wanted += [Requirement(r) for r in project["optional-dependencies"][extra]]
+def _with_dependencies(requirements: list[str]) -> set[str]:
+    """The distributions these requirements bring, with their dependencies."""
+    wanted = [Requirement(r) for r in requirements]
     seen: set[str] = set()
     while wanted:
         requirement = wanted.pop()
@@ -97,16 +95,39 @@ def _installed_by_image() -> set[str]:
     return seen
 
 
+def _installed_by_image() -> set[str]:
+    """Distributions `pip install ".[extras]"` in the Dockerfile brings, with their deps."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    [extras] = re.findall(r'pip install [^\n]*-c constraints\.txt "\.\[([a-z,]+)\]"', dockerfile)
+    return _with_dependencies([str(r) for r in _project_requirements(tuple(extras.split(",")))])
+
+
+def _installed_in_own_site() -> set[str]:
+    """Distributions the Dockerfile installs into REFLOAD_PANDAS_SITE, with their deps."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    [packages] = re.findall(
+        r'pip install [^\n]*-c constraints\.txt --target "\$\{REFLOAD_PANDAS_SITE\}" ([\w ]+)',
+        dockerfile,
+    )
+    assert "ENV REFLOAD_PANDAS_SITE=/opt/" in dockerfile
+    return _with_dependencies(packages.split())
+
+
 def test_the_image_installs_everything_the_handler_imports():
     installed = _installed_by_image()
     distributions = metadata.packages_distributions()
     for module in sorted(_imports("handler") | _imports("steps")):
         names = {d.lower().replace("_", "-") for d in distributions.get(module, [])}
         assert names & installed, f"{module} is imported but the Dockerfile does not install it"
+    own_site = _installed_in_own_site()
+    for modules in FROM_OWN_SITE.values():
+        for module in modules:
+            names = {d.lower().replace("_", "-") for d in distributions.get(module, [])}
+            assert names & own_site and not names & installed, module
 
 
 def test_only_the_local_modules_import_what_the_image_leaves_out():
-    for module, extras in NOT_IN_LAMBDA.items():
+    for module, extras in (NOT_IN_LAMBDA | FROM_OWN_SITE).items():
         assert extras <= _imports(module.split("/")[0], lambda_only=False)
         assert not extras & (_imports("handler") | _imports("steps")), module
 
@@ -115,10 +136,10 @@ def test_the_image_runs_only_runtime_code_with_pinned_versions():
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert dockerfile.startswith("# ") and "FROM public.ecr.aws/lambda/python:3." in dockerfile
     copied = re.findall(r"^COPY (.+) \S+$", dockerfile, flags=re.M)
-    assert copied == ["constraints.txt pyproject.toml README.md", "handler/", "steps/"]
+    assert copied == ["constraints.txt pyproject.toml README.md", "handler/", "steps/", "hooks/"]
     assert 'CMD ["handler.lambda_handler"]' in dockerfile
     # /var/task is read-only: without bytecode built in, every cold start compiles.
-    assert "python -m compileall -q handler steps" in dockerfile
+    assert "python -m compileall -q handler steps hooks" in dockerfile
     pins = (ROOT / "constraints.txt").read_text().split()
     for package in ("pyarrow", "duckdb", "boto3", "redshift-connector", "psycopg", "pydantic"):
         assert any(re.match(rf"{package.replace('-', '[-_]')}==", p, re.I) for p in pins), package
@@ -148,8 +169,10 @@ def test_the_image_base_is_amazon_linux_2023_and_the_wheel_check_targets_it():
     assert "manylinux_2_35_x86_64" not in platforms
     requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
     assert target.python in SpecifierSet(requires)
+    # Every `pip install` in the Dockerfile: refload with its extras, pandas for hooks.
     assert check_wheels.image_requirements() == [
-        str(r) for r in _project_requirements(extras=("postgres", "redshift"))
+        *(str(r) for r in _project_requirements(extras=("postgres", "redshift"))),
+        "pandas",
     ]
     # CI runs the check on the image's own set.
     assert ".venv/bin/python scripts/check_wheels.py\n" in (ROOT / "scripts/test.sh").read_text()
