@@ -23,9 +23,9 @@ import pyarrow.parquet as pq
 from steps import storage
 from steps.dedupe import POSITION, ArrowFinder, DuckDBFinder
 from steps.errors import RefloadError, RejectedInput, at
-from steps.mapping import Rejection, apply_mapping
+from steps.mapping import Mapping, Rejection, apply_mapping
 from steps.names import did_you_mean
-from steps.sources import BadRecord, SourceTable, read_source
+from steps.sources import BadCell, BadRecord, SourceTable, read_source
 from steps.table import TableSpec, load_table_config
 
 DEFAULT_CURATED_ROOT = "curated"
@@ -60,6 +60,17 @@ def _check_columns(source: SourceTable, spec: TableSpec) -> None:
                 line=spec.config.header_row,
                 column=name,
             )
+
+
+def _cell_rejections(cells: list[BadCell], mapping: Mapping) -> list[Rejection]:
+    """The source's unreadable cells, as rejections of the target columns they feed."""
+    return [
+        Rejection(cell.position, column.target, cell.value, cell.reason)
+        for cell in cells
+        for column in mapping.columns
+        if column.source == cell.column
+        and not (cell.inexact_number and column.data_type.kind == "double")
+    ]
 
 
 def _reject_rows(
@@ -277,6 +288,10 @@ def _ingest_file(
     rows = 0
     for chunk in source.chunks:
         typed, found = apply_mapping(chunk, spec.mapping, context)
+        found += _cell_rejections(
+            [c for c in source.bad_cells if rows <= c.position < rows + chunk.num_rows],
+            spec.mapping,
+        )
         typed = typed.append_column(POSITION, _positions(typed.num_rows, start=rows))
         if found:
             rejections += [dataclasses.replace(r, position=r.position + rows) for r in found]

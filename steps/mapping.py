@@ -39,6 +39,8 @@ INTEGER_RANGES = {"smallint": 2**15, "integer": 2**31, "bigint": 2**63}
 TRUE_WORDS = ("true", "t", "yes", "y", "1")
 FALSE_WORDS = ("false", "f", "no", "n", "0")
 PLACEHOLDERS = ("{load_date}", "{run_id}", "{source_key}")
+# The `format` of a double column that keeps NaN and infinities (refused otherwise).
+ALLOW_NAN_INF = "allow_nan_inf"
 SHEET_COLUMNS = (
     "source_column",
     "target_column",
@@ -376,8 +378,12 @@ def _parse_sheet_row(cells: dict[str, str], uri: str, number: int) -> ColumnSpec
     )
     if spec.derived and spec.default is None:
         raise fail("default", "a derived column (no source_column) needs a default")
-    if spec.format and data_type.kind not in ("date", "timestamp"):
-        raise fail("format", f"format applies to date and timestamp columns, not {data_type}")
+    if spec.format and data_type.kind == "double" and spec.format != ALLOW_NAN_INF:
+        raise fail("format", f"the only format of a double column is '{ALLOW_NAN_INF}'")
+    if spec.format and data_type.kind not in ("date", "timestamp", "double"):
+        raise fail(
+            "format", f"format applies to date, timestamp and double columns, not {data_type}"
+        )
     if spec.default is not None and not any(p in spec.default for p in PLACEHOLDERS):
         rejected = cast_values([spec.default], spec)[1]
         if rejected:
@@ -438,7 +444,7 @@ def cast_values(values: Any, spec: ColumnSpec) -> tuple[pa.Array, list[tuple[int
     values = pa.array(values, pa.string()) if not isinstance(values, pa.Array) else values
     kind = spec.data_type.kind
     if kind in ("string", "varchar"):
-        failures: list[tuple[int, str]] = []
+        failures = _with_nul(values)
         if kind == "varchar":
             too_long = pc.greater(pc.binary_length(values), spec.data_type.length)
             for i in pc.indices_nonzero(pc.fill_null(too_long, False)).to_pylist():
@@ -463,13 +469,86 @@ def cast_values(values: Any, spec: ColumnSpec) -> tuple[pa.Array, list[tuple[int
             (i, f"does not match format '{spec.format}'")
             for i in pc.indices_nonzero(bad).to_pylist()
         ]
+        impossible = _impossible_dates(values, parsed, spec.format)
+        failures += [(i, f"is not a real {kind} (format '{spec.format}')") for i in impossible]
+        if impossible:
+            parsed = pc.if_else(
+                _mask(len(values), impossible), pa.scalar(None, parsed.type), parsed
+            )
         return (pc.cast(parsed, pa.date32()) if kind == "date" else parsed), failures
     target = spec.data_type.arrow()
     try:
-        return pc.cast(values, target), []
+        cast = pc.cast(values, target)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        pass
-    return _cast_one_by_one(values.to_pylist(), spec, target)
+        cast = None
+    if cast is None and kind == "timestamp":
+        try:  # every value carries a UTC offset: Arrow converts them all to UTC
+            cast = pc.cast(pc.cast(values, pa.timestamp("us", "UTC")), target)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
+    if cast is None:
+        return _cast_one_by_one(values.to_pylist(), spec, target)
+    if kind == "double" and spec.format != ALLOW_NAN_INF:
+        return cast, _non_finite(cast)
+    return cast, []
+
+
+def _mask(length: int, indices: list[int]) -> pa.Array:
+    import pyarrow as pa
+
+    flags = [False] * length
+    for i in indices:
+        flags[i] = True
+    return pa.array(flags, pa.bool_())
+
+
+def _with_nul(values: pa.Array) -> list[tuple[int, str]]:
+    """Rows holding a NUL character, which PostgreSQL and Redshift cannot store: refused on
+    every warehouse alike."""
+    import pyarrow.compute as pc
+
+    if not pc.any(pc.match_substring(values, "\x00")).as_py():
+        return []
+    return [
+        (i, "contains a NUL character (\\x00), which warehouses cannot store as text")
+        for i in pc.indices_nonzero(pc.fill_null(pc.match_substring(values, "\x00"), False))
+        .to_pylist()
+    ]
+
+
+def _non_finite(cast: pa.Array) -> list[tuple[int, str]]:
+    import pyarrow.compute as pc
+
+    bad = pc.invert(pc.fill_null(pc.is_finite(cast), True))
+    return [
+        (i, f"is NaN or infinite as a double; set format '{ALLOW_NAN_INF}' to keep such values")
+        for i in pc.indices_nonzero(bad).to_pylist()
+    ]
+
+
+def _impossible_dates(values: pa.Array, parsed: pa.Array, fmt: str) -> list[int]:
+    """Rows whose day does not exist in its month (02/30/2024, 04/31, 02/29/2023).
+
+    Arrow's strptime rolls such a day into the next month (02/30 -> 03/01), so its result
+    is then a day 1 to 3 that, formatted back, is not the text. Only those few rows are
+    formatted back, and only a mismatch is parsed again, strictly, by Python.
+    """
+    import datetime as dt
+
+    import pyarrow.compute as pc
+
+    early = pc.indices_nonzero(pc.fill_null(pc.less_equal(pc.day(parsed), 3), False))
+    if not len(early):
+        return []
+    texts = values.take(early)
+    differ = pc.fill_null(pc.not_equal(pc.strftime(parsed.take(early), format=fmt), texts), False)
+    impossible = []
+    for i in pc.indices_nonzero(differ).to_pylist():
+        try:
+            dt.datetime.strptime(texts[i].as_py(), fmt)
+        except ValueError:
+            impossible.append(early[i].as_py())
+    return impossible
 
 
 def _cast_one_by_one(
@@ -477,6 +556,7 @@ def _cast_one_by_one(
 ) -> tuple[pa.Array, list[tuple[int, str]]]:
     import datetime as dt
     import decimal
+    import math
 
     import pyarrow as pa
 
@@ -500,6 +580,8 @@ def _cast_one_by_one(
                     value, reason = None, f"is out of range for {kind}"
             elif kind == "double":
                 value = float(stripped)
+                if not math.isfinite(value) and spec.format != ALLOW_NAN_INF:
+                    value, reason = None, _non_finite(pa.array([value]))[0][1]
             elif kind == "decimal":
                 scale = spec.data_type.scale or 0
                 number = decimal.Decimal(stripped)
@@ -511,7 +593,9 @@ def _cast_one_by_one(
             elif kind == "date":
                 value = dt.date.fromisoformat(stripped)
             elif kind == "timestamp":
-                value = dt.datetime.fromisoformat(stripped).replace(tzinfo=None)
+                value = dt.datetime.fromisoformat(stripped)
+                if value.tzinfo is not None:  # stored as UTC, never with the offset dropped
+                    value = value.astimezone(dt.UTC).replace(tzinfo=None)
         except (ValueError, ArithmeticError):
             value, reason = None, f"is not a valid {spec.data_type}"
         if reason:

@@ -3,29 +3,47 @@
 Every value is read as text (codes keep their leading zeros); the mapping
 casts later. Each reader also knows how to turn a row position back into the
 line or row a person would look at in the file.
+
+Sizes are bounded on every path: CSV streams (and a compressed CSV stops at
+`max_source_bytes()` once expanded); the formats read whole stop at
+`max_whole_source_bytes()`, so a small compressed file cannot expand into GBs.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import datetime as dt
 import gzip
 import io
 import json
+import math
 import os
+import re
+import zipfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
+from xml.etree import ElementTree
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import structlog
 
 from steps.errors import ConfigError, RejectedInput, at
 from steps.names import did_you_mean
 
 if TYPE_CHECKING:
     from steps.config import TableConfig
+
+log = structlog.get_logger("refload.sources")
+
+# The largest integer a double holds exactly: beyond it, Excel's (and a float column's)
+# digits are not the ones that were typed.
+EXACT_DOUBLE_LIMIT = 2**53
+# A CSV record must fit in one parse block: blocks grow up to this for a huge field.
+MAX_BLOCK_BYTES = 256 << 20
 
 
 @dataclass
@@ -35,6 +53,19 @@ class BadRecord:
     where: int
     reason: str
     text: str
+
+
+@dataclass(frozen=True)
+class BadCell:
+    """A cell whose text cannot stand for its value: an Excel error, a formula never
+    calculated, binary data, or a number a double could not hold exactly."""
+
+    position: int  # the row's position in the source table
+    column: str  # the source column (header name)
+    value: str | None
+    reason: str
+    # True: a problem only where the exact digits matter (any target type but double).
+    inexact_number: bool = False
 
 
 @dataclass
@@ -47,12 +78,19 @@ class SourceTable:
     # Records that could not be split into the header's columns; complete once the
     # chunks have been read.
     bad_records: Callable[[], list[BadRecord]] = lambda: []
+    bad_cells: list[BadCell] = field(default_factory=list)
 
 
 def _in_memory(
-    uri: str, table: pa.Table, unit: str, locate: Callable[[list[int]], list[int]]
+    uri: str,
+    table: pa.Table,
+    unit: str,
+    locate: Callable[[list[int]], list[int]],
+    bad_cells: list[BadCell] | None = None,
 ) -> SourceTable:
-    return SourceTable(uri, table.column_names, iter([table]), unit, locate)
+    return SourceTable(
+        uri, table.column_names, iter([table]), unit, locate, bad_cells=bad_cells or []
+    )
 
 
 def chunk_bytes() -> int:
@@ -60,14 +98,85 @@ def chunk_bytes() -> int:
     return int(os.environ.get("REFLOAD_CHUNK_BYTES", 64 << 20))
 
 
+def max_source_bytes() -> int:
+    """Largest source, once decompressed. CSV streams through scratch (its typed rows
+    spill there at ~0.9x, beside the curated file), so 4 GiB fits Lambda's 6 GB /tmp."""
+    return int(os.environ.get("REFLOAD_MAX_SOURCE_BYTES", 4 << 30))
+
+
+def max_whole_source_bytes() -> int:
+    """Largest JSON, Excel or Parquet source, once decompressed: these are read whole into
+    memory, where they take 5-10x their size, so 128 MiB fits a 2 GB function."""
+    return int(os.environ.get("REFLOAD_MAX_WHOLE_SOURCE_BYTES", 128 << 20))
+
+
 def parse_block_bytes(file_bytes: int | None) -> int:
     """pyarrow's CSV block: blocks are parsed in parallel, so one chunk is several blocks.
 
     Measured on ZIP-like files: one 64 MB block parses at half the speed of 1-8 MB ones.
-    A record must fit in a block, hence no smaller than 1 MB (or the chunk).
+    A record must fit in a block, hence no smaller than 1 MB (or the chunk); a larger
+    record makes the reader retry with larger blocks.
     """
     size = file_bytes // 16 if file_bytes else 8 << 20
     return min(chunk_bytes(), max(1 << 20, min(8 << 20, size)))
+
+
+def _too_large(uri: str, limit: int, variable: str) -> RejectedInput:
+    return RejectedInput(
+        f"is larger than {limit:,} bytes once decompressed ({variable}); refused so that "
+        "a small compressed file cannot exhaust memory or disk. Raise the limit if the "
+        "file is genuine",
+        file=uri,
+    )
+
+
+class _CappedStream(io.RawIOBase):
+    """Reads a (decompressing) stream and refuses to go past `limit` bytes."""
+
+    def __init__(self, inner: Any, limit: int, uri: str, variable: str) -> None:
+        self.inner, self.limit, self.uri, self.variable = inner, limit, uri, variable
+        self.seen = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        data: bytes = self.inner.read(size)
+        self.seen += len(data)
+        if self.seen > self.limit:
+            raise _too_large(self.uri, self.limit, self.variable)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self.inner.close()
+        super().close()
+
+
+def _corrupt_gzip(uri: str, error: Exception) -> RejectedInput:
+    return RejectedInput(f"gzip data is corrupt: {error}", file=uri)
+
+
+def _read_whole(path: Path, compression: str | None, uri: str) -> bytes:
+    """The file's bytes, decompressed, for the formats read whole: capped while reading."""
+    limit = max_whole_source_bytes()
+    variable = "REFLOAD_MAX_WHOLE_SOURCE_BYTES"
+    if not compression:
+        if path.stat().st_size > limit:
+            raise _too_large(uri, limit, variable)
+        return path.read_bytes()
+    try:
+        with (
+            pa.input_stream(str(path), compression=compression) as stream,
+            _CappedStream(stream, limit, uri, variable) as capped,
+        ):
+            return capped.read()
+    except (OSError, EOFError) as error:
+        raise _corrupt_gzip(uri, error) from None
 
 
 def read_source(path: Path, uri: str, config: TableConfig) -> SourceTable:
@@ -77,18 +186,12 @@ def read_source(path: Path, uri: str, config: TableConfig) -> SourceTable:
         with pa.input_stream(str(path), compression=compression) as stream:
             head = stream.read(1 << 16)
     except (OSError, pa.ArrowInvalid, EOFError) as error:
-        raise RejectedInput(f"gzip data is corrupt: {error}", file=uri) from None
-    if len(head) < 1 << 16 and not head.strip():
+        raise _corrupt_gzip(uri, error) from None
+    if len(head) < 1 << 16 and not head.removeprefix(codecs.BOM_UTF8).strip():
         raise RejectedInput("file is empty", file=uri)
     if config.source_format == "csv":
-        return read_csv(path, compression, uri, config)
-    data = path.read_bytes()
-    if compression:
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as error:
-            raise RejectedInput(f"gzip data is corrupt: {error}", file=uri) from None
-    return READERS[config.source_format](data, uri, config)
+        return CsvSource(path, compression, uri, config).table()
+    return READERS[config.source_format](_read_whole(path, compression, uri), uri, config)
 
 
 # --- CSV ---------------------------------------------------------------------------
@@ -98,146 +201,249 @@ def _decode(data: bytes, uri: str, encoding: str) -> str:
     try:
         text = data.decode(encoding)
     except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        line_start = data.rfind(b"\n", 0, error.start) + 1
-        bad = data[error.start : error.end]
-        raise RejectedInput(
-            f"cannot decode byte(s) {bad!r} as {encoding.removesuffix('-sig')} at character "
-            f"{error.start - line_start + 1}; set 'encoding' in the config",
-            file=uri,
-            line=line,
-        ) from None
+        raise _undecodable(uri, encoding, data, error, 1, 0) from None
     return text.removeprefix("\ufeff")
 
 
-def _record_lines(text: str, config: TableConfig) -> tuple[list[int], list[int]]:
-    """Physical line of every data record, and the number of fields in each.
+def _line_breaks(data: bytes) -> int:
+    """Line ends in `data`, whichever style: LF, CRLF or a lone CR."""
+    return data.count(b"\n") + data.count(b"\r") - data.count(b"\r\n")
 
-    Slow (the csv module), so only used to report errors.
-    """
-    reader = csv.reader(io.StringIO(text), delimiter=config.delimiter, quotechar=config.quote_char)
-    starts: list[int] = []
-    widths: list[int] = []
-    previous_end = 0
-    for number, record in enumerate(reader, start=1):
-        start = previous_end + 1
-        previous_end = reader.line_num
-        if number <= config.header_row or not record:
-            continue
-        starts.append(start)
-        widths.append(len(record))
-    return starts, widths
+
+def _undecodable(
+    uri: str, encoding: str, data: bytes, error: UnicodeDecodeError, line: int, column: int
+) -> RejectedInput:
+    """`data` is what the decoder was given; `line`/`column` where `data` starts."""
+    before = data[: error.start]
+    line_start = max(before.rfind(b"\n"), before.rfind(b"\r")) + 1
+    column = error.start - line_start + (column if line_start == 0 else 0)
+    bad = data[error.start : error.end]
+    return RejectedInput(
+        f"cannot decode byte(s) {bad!r} as {encoding.removesuffix('-sig')} at character "
+        f"{column + 1}; set 'encoding' in the config",
+        file=uri,
+        line=line + _line_breaks(before),
+    )
 
 
 def _is_utf8(encoding: str) -> bool:
     return encoding.lower().replace("_", "-") in ("utf-8", "utf8", "utf-8-sig")
 
 
-def read_csv(path: Path, compression: str | None, uri: str, config: TableConfig) -> SourceTable:
-    import pyarrow.csv as pacsv
+def _name_blank_columns(header: list[str]) -> list[str]:
+    """A column with no header (trailing delimiters) cannot be mapped, but must be parsed."""
+    return [name or f"(unnamed {i})" for i, name in enumerate(header, start=1)]
 
-    def stream() -> Any:
-        return pa.input_stream(str(path), compression=compression)
 
-    encoding = "utf-8-sig" if _is_utf8(config.encoding) else config.encoding
-    header_index = config.header_row - 1
-    with stream() as opened:
-        head = opened.read(1 << 20).split(b"\n", config.header_row)[: config.header_row]
-    if len(head) <= header_index or (len(head) == config.header_row == 1 and not head[0]):
-        raise RejectedInput(
-            f"file has fewer than {config.header_row} line(s); header_row is {config.header_row}",
-            file=uri,
+class CsvSource:
+    """A CSV file read in chunks of text columns by pyarrow.
+
+    The file is only ever streamed: the data in chunks of `chunk_bytes()`, and, on the
+    error path, the records again with the csv module to name their lines.
+    """
+
+    def __init__(self, path: Path, compression: str | None, uri: str, config: TableConfig):
+        self.path, self.compression, self.uri, self.config = path, compression, uri, config
+        self.encoding = "utf-8-sig" if _is_utf8(config.encoding) else config.encoding
+        self.header = self._read_header()
+        self.size = path.stat().st_size
+        self.whole = not compression and self.size <= chunk_bytes()
+        self.unreadable_rows = 0
+
+    def table(self) -> SourceTable:
+        return SourceTable(
+            self.uri, self.header, self.chunks(), "line", self.locate, self.bad_records
         )
-    header_text = _decode(b"\n".join(head), uri, encoding).split("\n")[header_index]
-    header = next(
-        csv.reader(
-            [header_text.rstrip("\r")], delimiter=config.delimiter, quotechar=config.quote_char
+
+    def _open(self) -> Any:
+        """The decompressed bytes; a compressed file stops at its size limit."""
+        stream = pa.input_stream(str(self.path), compression=self.compression)
+        if not self.compression:
+            return stream
+        return _CappedStream(stream, max_source_bytes(), self.uri, "REFLOAD_MAX_SOURCE_BYTES")
+
+    def _open_text(self) -> IO[str]:
+        """The decoded text, every line ending (LF, CRLF, CR) kept for the csv module."""
+        binary: IO[bytes] = (
+            gzip.open(self.path, "rb") if self.compression else self.path.open("rb")
         )
-    )
-    header = [h.strip() for h in header]
-    _check_header(header, uri, config.header_row, "line")
-    bad: list[int] = []
-    cache: dict[str, Any] = {}
+        return io.TextIOWrapper(binary, encoding=self.encoding, newline="")
 
-    def on_invalid(row: Any) -> str:
-        bad.append(row.actual_columns)
-        return "skip"
+    def _read_header(self) -> list[str]:
+        config = self.config
+        header_index = config.header_row - 1
+        with self._open() as opened:
+            head = opened.read(1 << 20)
+        lines = re.split(rb"\r\n|\r|\n", head, maxsplit=config.header_row)[: config.header_row]
+        if len(lines) <= header_index or (len(lines) == config.header_row == 1 and not lines[0]):
+            raise RejectedInput(
+                f"file has fewer than {config.header_row} line(s); header_row is "
+                f"{config.header_row}",
+                file=self.uri,
+            )
+        header_text = _decode(b"\n".join(lines), self.uri, self.encoding).split("\n")[header_index]
+        fields = next(
+            csv.reader([header_text], delimiter=config.delimiter, quotechar=config.quote_char)
+        )
+        header = _name_blank_columns([name.strip() for name in fields])
+        _check_header(header, self.uri, config.header_row, "line")
+        return header
 
-    def text() -> str:
-        # Error path only: the whole file, decoded, to name lines and bytes.
-        if "text" not in cache:
-            with stream() as opened:
-                cache["text"] = _decode(opened.read(), uri, encoding)
-        return cache["text"]
+    def _options(self, block_bytes: int) -> dict[str, Any]:
+        import pyarrow.csv as pacsv
 
-    def chunks() -> Iterator[pa.Table]:
-        size = path.stat().st_size
-        whole = not compression and size <= chunk_bytes()
-        options: dict[str, Any] = {
+        def on_invalid(row: Any) -> str:
+            self.unreadable_rows += 1
+            return "skip"
+
+        return {
             "read_options": pacsv.ReadOptions(
-                skip_rows=header_index + 1,
-                column_names=header,
-                block_size=parse_block_bytes(size if whole else None),
-                encoding="utf8" if _is_utf8(encoding) else encoding,
+                skip_rows=self.config.header_row,
+                column_names=self.header,
+                block_size=block_bytes,
+                encoding="utf8" if _is_utf8(self.encoding) else self.encoding,
             ),
             "parse_options": pacsv.ParseOptions(
-                delimiter=config.delimiter,
-                quote_char=config.quote_char,
+                delimiter=self.config.delimiter,
+                quote_char=self.config.quote_char,
                 newlines_in_values=True,
                 invalid_row_handler=on_invalid,
             ),
             "convert_options": pacsv.ConvertOptions(
-                column_types=dict.fromkeys(header, pa.string()),
-                null_values=config.null_values,
+                column_types=dict.fromkeys(self.header, pa.string()),
+                null_values=self.config.null_values,
                 strings_can_be_null=True,
             ),
         }
-        try:
-            if whole:  # it fits in one chunk: the multi-threaded reader is faster
-                yield pacsv.read_csv(stream(), **options)
-                return
-            batches: list[pa.RecordBatch] = []
-            held = 0
-            for batch in pacsv.open_csv(stream(), **options):
-                batches.append(batch)
-                held += batch.nbytes
-                if held >= chunk_bytes():
-                    yield pa.Table.from_batches(batches)
-                    batches, held = [], 0
-            if batches:
+
+    def _read(self, block_bytes: int, skip: int) -> Iterator[pa.Table]:
+        """Chunks of the file, less the first `skip` rows (already read by a try before)."""
+        import pyarrow.csv as pacsv
+
+        options = self._options(block_bytes)
+        if self.whole:  # it fits in one chunk: the multi-threaded reader is faster
+            yield pacsv.read_csv(self._open(), **options)
+            return
+        batches: list[pa.RecordBatch] = []
+        held = 0
+        for batch in pacsv.open_csv(self._open(), **options):
+            if skip:
+                dropped = min(skip, batch.num_rows)
+                batch, skip = batch.slice(dropped), skip - dropped
+            batches.append(batch)
+            held += batch.nbytes
+            if held >= chunk_bytes():
                 yield pa.Table.from_batches(batches)
-        except (pa.ArrowInvalid, UnicodeDecodeError) as error:
-            text()  # raises with the line and byte when it is the encoding
-            raise RejectedInput(f"cannot parse as CSV: {error}", file=uri) from None
+                batches, held = [], 0
+        if batches:
+            yield pa.Table.from_batches(batches)
 
-    def record_lines() -> tuple[list[int], list[int]]:
-        if "lines" not in cache:
-            cache["lines"] = _record_lines(text(), config)
-        return cache["lines"]
+    def chunks(self) -> Iterator[pa.Table]:
+        block = parse_block_bytes(self.size if self.whole else None)
+        done = 0
+        while True:
+            self.unreadable_rows = 0
+            try:
+                for table in self._read(block, done):
+                    done += table.num_rows
+                    yield table
+                return
+            except pa.ArrowInvalid as error:
+                # A record longer than a block: read again with larger blocks.
+                if "straddl" in str(error) and block < MAX_BLOCK_BYTES:
+                    block = min(block * 8, MAX_BLOCK_BYTES)
+                    continue
+                raise self._parse_error(error) from None
+            except UnicodeDecodeError as error:
+                raise self._parse_error(error) from None
+            except (OSError, EOFError) as error:
+                raise _corrupt_gzip(self.uri, error) from None
 
-    def locate(positions: list[int]) -> list[int]:
+    def _parse_error(self, error: Exception) -> RejectedInput:
+        undecodable = self._first_undecodable()
+        if undecodable:
+            return undecodable
+        if "straddl" in str(error):
+            return RejectedInput(
+                f"a record is larger than {MAX_BLOCK_BYTES >> 20} MB, the largest refload "
+                "parses (or a quote is never closed)",
+                file=self.uri,
+            )
+        return RejectedInput(f"cannot parse as CSV: {error}", file=self.uri)
+
+    def _first_undecodable(self) -> RejectedInput | None:
+        """The first bytes that are not text in the encoding, found by streaming."""
+        decoder = codecs.getincrementaldecoder(self.encoding)()
+        line, column = 1, 0  # where the bytes handed to the decoder next start
+        opened = gzip.open(self.path) if self.compression else self.path.open("rb")
+        with opened as stream:
+            while True:
+                try:
+                    block = stream.read(1 << 20)
+                except (OSError, EOFError):
+                    return None
+                if not block:
+                    return None
+                data = getattr(decoder, "buffer", b"") + block  # an unfinished character
+                try:
+                    decoder.decode(block)
+                except UnicodeDecodeError as error:
+                    return _undecodable(self.uri, self.encoding, data, error, line, column)
+                done = data[: len(data) - len(getattr(decoder, "buffer", b""))]
+                line += _line_breaks(done)
+                last_break = max(done.rfind(b"\n"), done.rfind(b"\r"))
+                column = len(done) - last_break - 1 if last_break >= 0 else column + len(done)
+
+    def _records(self) -> Iterator[tuple[int, int, list[str]]]:
+        """Each data record: its first line, its number of fields and its raw lines."""
+        config = self.config
+        csv.field_size_limit(min(max_source_bytes(), 2**31 - 1))  # one field may be huge
+        raw: list[str] = []
+        with self._open_text() as text:
+
+            def lines() -> Iterator[str]:
+                for line in text:
+                    raw.append(line)
+                    yield line
+
+            reader = csv.reader(lines(), delimiter=config.delimiter, quotechar=config.quote_char)
+            previous_end = 0
+            for number, record in enumerate(reader, start=1):
+                start = previous_end + 1
+                previous_end = reader.line_num
+                if number > config.header_row and record:
+                    yield start, len(record), raw
+                raw.clear()
+
+    def locate(self, positions: list[int]) -> list[int]:
+        """Line of each position among the readable records, by streaming the file."""
         if not positions:
             return []
-        starts, widths = record_lines()
-        good = [s for s, w in zip(starts, widths, strict=True) if w == len(header)]
-        return [good[p] if p < len(good) else config.header_row + 1 + p for p in positions]
+        wanted = set(positions)
+        found: dict[int, int] = {}
+        good = 0
+        for line, width, _ in self._records():
+            if width != len(self.header):
+                continue
+            if good in wanted:
+                found[good] = line
+                if len(found) == len(wanted):
+                    break
+            good += 1
+        return [found.get(p, self.config.header_row + 1 + p) for p in positions]
 
-    def bad_records() -> list[BadRecord]:
-        if not bad:
+    def bad_records(self) -> list[BadRecord]:
+        if not self.unreadable_rows:
             return []
-        starts, widths = record_lines()
-        lines = text().splitlines()
         return [
             BadRecord(
                 line,
-                f"has {width} field(s), the header has {len(header)}",
-                lines[line - 1] if line - 1 < len(lines) else "",
+                f"has {width} field(s), the header has {len(self.header)}",
+                "".join(raw).rstrip("\r\n"),
             )
-            for line, width in zip(starts, widths, strict=True)
-            if width != len(header)
+            for line, width, raw in self._records()
+            if width != len(self.header)
         ]
-
-    return SourceTable(uri, header, chunks(), "line", locate, bad_records)
 
 
 def _check_header(header: list[str], uri: str, line: int, unit: str) -> None:
@@ -257,7 +463,9 @@ def _cell_text(value: Any) -> str | None:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
-        return str(int(value)) if value.is_integer() else repr(value)
+        if math.isfinite(value) and value.is_integer():
+            return str(int(value))
+        return repr(value)
     if isinstance(value, dt.datetime):
         return value.isoformat(sep=" ")
     if isinstance(value, (dt.date, dt.time)):
@@ -265,27 +473,159 @@ def _cell_text(value: Any) -> str | None:
     return str(value)
 
 
-def read_excel(data: bytes, uri: str, config: TableConfig) -> SourceTable:
-    from python_calamine import CalamineWorkbook
+def _inexact(value: Any) -> bool:
+    """A whole number beyond 2**53 in a double: its last digits are the double's, not
+    the ones that were typed (1234567890123456789 reads as ...768)."""
+    return (
+        isinstance(value, float)
+        and math.isfinite(value)
+        and value.is_integer()
+        and abs(value) > EXACT_DOUBLE_LIMIT
+    )
 
+
+INEXACT_REASON = (
+    "is a whole number larger than 2**53, which a double (Excel's number, a float "
+    "column) cannot hold exactly; store it as text"
+)
+OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+
+
+def _check_workbook(data: bytes, uri: str) -> None:
+    """Refuse what calamine cannot say clearly: a password, or a zip that expands too far."""
+    if data.startswith(OLE_MAGIC) and "EncryptedPackage".encode("utf-16-le") in data:
+        raise RejectedInput(
+            "workbook is encrypted (password-protected); save a copy without a password",
+            file=uri,
+        )
+    if not zipfile.is_zipfile(io.BytesIO(data)):
+        return
+    limit = max_whole_source_bytes()
     try:
-        book = CalamineWorkbook.from_filelike(io.BytesIO(data))
-    except Exception as error:
+        expanded = sum(m.file_size for m in zipfile.ZipFile(io.BytesIO(data)).infolist())
+    except zipfile.BadZipFile as error:
         raise RejectedInput(f"cannot open as an Excel workbook: {error}", file=uri) from None
+    if expanded > limit:
+        raise _too_large(uri, limit, "REFLOAD_MAX_WHOLE_SOURCE_BYTES")
+
+
+def _pick_sheet(book: Any, uri: str, config: TableConfig) -> str:
+    from python_calamine import SheetTypeEnum, SheetVisibleEnum
+
     names = list(book.sheet_names)
-    wanted = config.sheet_name if config.sheet_name is not None else 0
+    wanted = config.sheet_name
+    if wanted is None:  # the first visible worksheet: a hidden one is usually scratch
+        visible = [
+            s.name
+            for s in book.sheets_metadata
+            if s.visible == SheetVisibleEnum.Visible and s.typ == SheetTypeEnum.WorkSheet
+        ]
+        if not visible:
+            raise RejectedInput(f"workbook has no visible worksheet; sheets: {names}", file=uri)
+        skipped = names[: names.index(visible[0])]
+        if skipped:
+            log.warning(
+                "hidden sheets skipped; set sheet_name to read one",
+                file=uri,
+                skipped=skipped,
+                sheet=visible[0],
+            )
+        return visible[0]
     if isinstance(wanted, int):
         if not 0 <= wanted < len(names):
             raise ConfigError(
                 f"sheet_name index {wanted} is out of range; sheets: {names}", file=uri
             )
-        wanted = names[wanted]
+        return str(names[wanted])
     if wanted not in names:
         raise ConfigError(
             f"workbook has no sheet '{wanted}'{did_you_mean(wanted, names)}; sheets: {names}",
             file=uri,
         )
-    rows = book.get_sheet_by_name(wanted).to_python(skip_empty_area=False)
+    return wanted
+
+
+def _sheet_part(book: zipfile.ZipFile, sheet: str) -> str | None:
+    """The zip member holding a sheet's XML, from the workbook and its relationships."""
+
+    def local(tag: str) -> str:
+        return tag.rsplit("}", 1)[-1]
+
+    workbook = ElementTree.fromstring(book.read("xl/workbook.xml"))
+    rel_id = next(
+        (
+            value
+            for element in workbook.iter()
+            if local(element.tag) == "sheet" and element.get("name") == sheet
+            for name, value in element.attrib.items()
+            if local(name) == "id"
+        ),
+        None,
+    )
+    rels = ElementTree.fromstring(book.read("xl/_rels/workbook.xml.rels"))
+    target = next((r.get("Target") for r in rels.iter() if r.get("Id") == rel_id), None)
+    if not target:
+        return None
+    return target.lstrip("/") if target.startswith("/") else f"xl/{target}"
+
+
+def _column_index(reference: str) -> int:
+    """0-based column of a cell reference such as 'AB12'."""
+    index = 0
+    for char in reference:
+        if not char.isalpha():
+            break
+        index = index * 26 + ord(char.upper()) - 64
+    return index - 1
+
+
+def _unreadable_cells(data: bytes, sheet: str) -> dict[tuple[int, int], tuple[str | None, str]]:
+    """(row, column) -> (value, reason) of cells calamine reads as empty but are not:
+    error values (#N/A, #DIV/0!) and formulas saved without their calculated value."""
+    try:
+        book = zipfile.ZipFile(io.BytesIO(data))
+        part = _sheet_part(book, sheet)
+        xml = book.read(part) if part else b""
+    except (zipfile.BadZipFile, KeyError, ElementTree.ParseError):
+        return {}  # not an xlsx (xls, ods): calamine alone decides
+    if b"<f" not in xml and b't="e"' not in xml:
+        return {}
+    found: dict[tuple[int, int], tuple[str | None, str]] = {}
+    for _, element in ElementTree.iterparse(io.BytesIO(xml)):
+        if element.tag.rsplit("}", 1)[-1] != "c":
+            continue
+        reference = element.get("r", "")
+        children = {child.tag.rsplit("}", 1)[-1]: child for child in element}
+        value = children["v"].text if "v" in children else None
+        where = f"sheet '{sheet}' cell {reference}"
+        cell = (int(re.sub(r"^[A-Za-z]+", "", reference) or 0), _column_index(reference))
+        if element.get("t") == "e":
+            found[cell] = (value, f"{where} holds the Excel error {value}")
+        elif "f" in children and not value and element.get("t") not in ("str", "inlineStr"):
+            formula = children["f"].text
+            found[cell] = (
+                f"={formula}" if formula else None,
+                f"{where} has a formula saved without its value; open the workbook in "
+                "Excel, let it calculate, and save it",
+            )
+        element.clear()
+    return found
+
+
+def read_excel(data: bytes, uri: str, config: TableConfig) -> SourceTable:
+    from python_calamine import CalamineWorkbook
+
+    _check_workbook(data, uri)
+    try:
+        book = CalamineWorkbook.from_filelike(io.BytesIO(data))
+    except Exception as error:
+        raise RejectedInput(f"cannot open as an Excel workbook: {error}", file=uri) from None
+    wanted = _pick_sheet(book, uri, config)
+    try:
+        rows = book.get_sheet_by_name(wanted).to_python(skip_empty_area=False)
+    except Exception as error:  # calamine's XML, zip and format errors share no base class
+        raise RejectedInput(f"cannot read sheet '{wanted}': {error}", file=uri) from None
+    unreadable = _unreadable_cells(data, wanted)
     header_index = config.header_row - 1
     if header_index >= len(rows):
         raise RejectedInput(
@@ -294,17 +634,30 @@ def read_excel(data: bytes, uri: str, config: TableConfig) -> SourceTable:
     header = [(_cell_text(v) or "").strip() for v in rows[header_index]]
     while header and not header[-1]:
         header.pop()
+    header = _name_blank_columns(header)
     _check_header(header, uri, config.header_row, "row")
     body: list[list[str | None]] = []
     sheet_rows: list[int] = []
+    bad_cells: list[BadCell] = []
     for number, row in enumerate(rows[header_index + 1 :], start=config.header_row + 1):
         cells = [_cell_text(v) for v in row[: len(header)]]
-        if any(c is not None for c in cells):
+        problems = [
+            BadCell(len(body), header[i], repr(v), INEXACT_REASON, inexact_number=True)
+            for i, v in enumerate(row[: len(header)])
+            if _inexact(v)
+        ]
+        problems += [
+            BadCell(len(body), header[i], *unreadable[number, i])
+            for i in range(len(header))
+            if (number, i) in unreadable
+        ]
+        if problems or any(c is not None for c in cells):
             body.append(cells + [None] * (len(header) - len(cells)))
             sheet_rows.append(number)
+            bad_cells += problems
     columns = {name: pa.array([r[i] for r in body], pa.string()) for i, name in enumerate(header)}
     table = _apply_null_values(pa.table(columns), config.null_values)
-    return _in_memory(uri, table, "row", lambda ps: [sheet_rows[p] for p in ps])
+    return _in_memory(uri, table, "row", lambda ps: [sheet_rows[p] for p in ps], bad_cells)
 
 
 def _apply_null_values(table: pa.Table, null_values: list[str]) -> pa.Table:
@@ -330,17 +683,46 @@ def _json_text(value: Any) -> str | None:
     return str(value)
 
 
-def read_json(data: bytes, uri: str, config: TableConfig) -> SourceTable:
-    text = _decode(data, uri, "utf-8-sig" if _is_utf8(config.encoding) else config.encoding)
+JSON_SHAPES = (
+    "expected JSON Lines (one object per line), an array of objects, or one object whose "
+    "only key holds that array"
+)
+
+
+def _json_document(text: str, uri: str) -> list[Any] | None:
+    """The records of a file that is one JSON document: an array, or an array wrapped in
+    an object with one key ({"data": [...]}). None for JSON Lines."""
     stripped = text.lstrip()
-    records: list[Any]
     if stripped.startswith("["):
         try:
-            records = json.loads(text)
+            records: list[Any] = json.loads(text)
         except json.JSONDecodeError as error:
             raise RejectedInput(
                 f"not valid JSON: {error.msg}", file=uri, line=error.lineno
             ) from None
+        return records
+    if not stripped.startswith("{"):
+        return None
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError:
+        return None  # JSON Lines (or broken: the line-by-line read names the line)
+    if len(document) == 1:
+        [(key, inner)] = document.items()
+        if isinstance(inner, list) and all(isinstance(r, dict) for r in inner):
+            return inner
+    if len(stripped.rstrip().splitlines()) == 1:
+        return None  # a single JSON Lines record
+    keys = ", ".join(f"'{k}'" for k in list(document)[:10])
+    raise RejectedInput(f"is one JSON object with keys {keys}; {JSON_SHAPES}", file=uri)
+
+
+def read_json(data: bytes, uri: str, config: TableConfig) -> SourceTable:
+    text = _decode(data, uri, "utf-8-sig" if _is_utf8(config.encoding) else config.encoding)
+    document = _json_document(text, uri)
+    records: list[Any]
+    if document is not None:
+        records = document
         labels = list(range(1, len(records) + 1))
         unit = "row"
     else:
@@ -351,7 +733,9 @@ def read_json(data: bytes, uri: str, config: TableConfig) -> SourceTable:
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError as error:
-                raise RejectedInput(f"not valid JSON: {error.msg}", file=uri, line=number) from None
+                raise RejectedInput(
+                    f"not valid JSON: {error.msg}; {JSON_SHAPES}", file=uri, line=number
+                ) from None
             labels.append(number)
         unit = "line"
     columns: dict[str, None] = {}
@@ -376,6 +760,23 @@ def read_json(data: bytes, uri: str, config: TableConfig) -> SourceTable:
 # --- Parquet -----------------------------------------------------------------------
 
 
+def _binary_as_text(name: str, column: pa.ChunkedArray, bad: list[BadCell]) -> pa.Array:
+    """Binary values as UTF-8 text (writers without the string annotation store text so);
+    a value that is not UTF-8 is a bad cell, never the text "b'...'"."""
+    try:
+        return pc.cast(column, pa.string())
+    except pa.ArrowInvalid:
+        pass
+    texts: list[str | None] = []
+    for position, value in enumerate(column.to_pylist()):
+        try:
+            texts.append(None if value is None else value.decode("utf-8"))
+        except UnicodeDecodeError:
+            bad.append(BadCell(position, name, repr(value[:40]), "is binary data, not UTF-8 text"))
+            texts.append(None)
+    return pa.array(texts, pa.string())
+
+
 def read_parquet(data: bytes, uri: str, config: TableConfig) -> SourceTable:
     import pyarrow.parquet as pq
 
@@ -384,15 +785,26 @@ def read_parquet(data: bytes, uri: str, config: TableConfig) -> SourceTable:
     except (pa.ArrowInvalid, OSError) as error:
         raise RejectedInput(f"cannot read as Parquet: {error}", file=uri) from None
     as_text = {}
+    bad: list[BadCell] = []
     for name, column in zip(table.column_names, table.columns, strict=True):
-        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        kind = column.type
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
             as_text[name] = pc.cast(column, pa.string())
-        elif pa.types.is_nested(column.type):
+        elif pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+            as_text[name] = _binary_as_text(name, column, bad)
+        elif pa.types.is_nested(kind):
             as_text[name] = pa.array([_json_text(v) for v in column.to_pylist()], pa.string())
         else:
-            as_text[name] = pa.array([_cell_text(v) for v in column.to_pylist()], pa.string())
+            values = column.to_pylist()
+            if pa.types.is_floating(kind):
+                bad += [
+                    BadCell(p, name, repr(v), INEXACT_REASON, inexact_number=True)
+                    for p, v in enumerate(values)
+                    if _inexact(v)
+                ]
+            as_text[name] = pa.array([_cell_text(v) for v in values], pa.string())
     table = _apply_null_values(pa.table(as_text), config.null_values)
-    return _in_memory(uri, table, "row", lambda ps: [p + 1 for p in ps])
+    return _in_memory(uri, table, "row", lambda ps: [p + 1 for p in ps], bad)
 
 
 # Formats small enough to read whole (CSV streams, see read_source).
