@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import io
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -243,12 +242,11 @@ def _ingest(spec: TableSpec, payload: dict[str, Any]) -> dict[str, Any]:
     source_uri = payload["source"]
     with (
         storage.local_file(source_uri) as path,
-        tempfile.TemporaryDirectory(prefix="refload-ingest-") as scratch,
+        storage.scratch_folder("refload-ingest-") as scratch,
     ):
         info = storage.describe(source_uri, path)
-        return _ingest_file(
-            spec, payload, read_source(path, source_uri, spec.config), info, Path(scratch)
-        )
+        source = read_source(path, source_uri, spec.config)
+        return _ingest_file(spec, payload, source, info, scratch)
 
 
 def _hooked(reference: str, typed: pa.Table, spec: TableSpec, source: SourceTable) -> pa.Table:

@@ -6,6 +6,7 @@ pyarrow and is imported only by ingest.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
@@ -482,10 +483,9 @@ def cast_values(values: Any, spec: ColumnSpec) -> tuple[pa.Array, list[tuple[int
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         cast = None
     if cast is None and kind == "timestamp":
-        try:  # every value carries a UTC offset: Arrow converts them all to UTC
+        # When every value carries a UTC offset, Arrow converts them all to UTC at once.
+        with contextlib.suppress(pa.ArrowInvalid, pa.ArrowNotImplementedError):
             cast = pc.cast(pc.cast(values, pa.timestamp("us", "UTC")), target)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            pass
     if cast is None:
         return _cast_one_by_one(values.to_pylist(), spec, target)
     if kind == "double" and spec.format != ALLOW_NAN_INF:
@@ -511,8 +511,9 @@ def _with_nul(values: pa.Array) -> list[tuple[int, str]]:
         return []
     return [
         (i, "contains a NUL character (\\x00), which warehouses cannot store as text")
-        for i in pc.indices_nonzero(pc.fill_null(pc.match_substring(values, "\x00"), False))
-        .to_pylist()
+        for i in pc.indices_nonzero(
+            pc.fill_null(pc.match_substring(values, "\x00"), False)
+        ).to_pylist()
     ]
 
 

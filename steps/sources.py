@@ -24,7 +24,7 @@ import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, cast
 from xml.etree import ElementTree
 
 import pyarrow as pa
@@ -174,7 +174,10 @@ def _read_whole(path: Path, compression: str | None, uri: str) -> bytes:
             pa.input_stream(str(path), compression=compression) as stream,
             _CappedStream(stream, limit, uri, variable) as capped,
         ):
-            return capped.read()
+            blocks = []
+            while block := capped.read(1 << 20):
+                blocks.append(block)
+            return b"".join(blocks)
     except (OSError, EOFError) as error:
         raise _corrupt_gzip(uri, error) from None
 
@@ -264,16 +267,22 @@ class CsvSource:
 
     def _open_text(self) -> IO[str]:
         """The decoded text, every line ending (LF, CRLF, CR) kept for the csv module."""
-        binary: IO[bytes] = (
-            gzip.open(self.path, "rb") if self.compression else self.path.open("rb")
-        )
-        return io.TextIOWrapper(binary, encoding=self.encoding, newline="")
+        return io.TextIOWrapper(self._open_binary(), encoding=self.encoding, newline="")
+
+    def _open_binary(self) -> BinaryIO:
+        """The decompressed bytes as a Python file (for the csv module and codecs)."""
+        if self.compression:
+            return cast(BinaryIO, gzip.open(self.path, "rb"))
+        return self.path.open("rb")
 
     def _read_header(self) -> list[str]:
         config = self.config
         header_index = config.header_row - 1
-        with self._open() as opened:
-            head = opened.read(1 << 20)
+        try:
+            with self._open() as opened:
+                head = opened.read(1 << 20)
+        except (OSError, EOFError) as error:
+            raise _corrupt_gzip(self.uri, error) from None
         lines = re.split(rb"\r\n|\r|\n", head, maxsplit=config.header_row)[: config.header_row]
         if len(lines) <= header_index or (len(lines) == config.header_row == 1 and not lines[0]):
             raise RejectedInput(
@@ -375,8 +384,7 @@ class CsvSource:
         """The first bytes that are not text in the encoding, found by streaming."""
         decoder = codecs.getincrementaldecoder(self.encoding)()
         line, column = 1, 0  # where the bytes handed to the decoder next start
-        opened = gzip.open(self.path) if self.compression else self.path.open("rb")
-        with opened as stream:
+        with self._open_binary() as stream:
             while True:
                 try:
                     block = stream.read(1 << 20)
@@ -708,7 +716,7 @@ def _json_document(text: str, uri: str) -> list[Any] | None:
     except json.JSONDecodeError:
         return None  # JSON Lines (or broken: the line-by-line read names the line)
     if len(document) == 1:
-        [(key, inner)] = document.items()
+        [(_, inner)] = document.items()
         if isinstance(inner, list) and all(isinstance(r, dict) for r in inner):
             return inner
     if len(stripped.rstrip().splitlines()) == 1:

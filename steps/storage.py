@@ -5,18 +5,21 @@ boto3 honours AWS_ENDPOINT_URL itself, so a local S3 (moto, MinIO) needs no code
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import posixpath
+import re
 import shutil
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from steps.errors import InfrastructureError, RejectedInput, StorageUnavailable
+from steps.errors import InfrastructureError, RefloadError, RejectedInput, StorageUnavailable
 
 _s3_client: Any = None
 
@@ -105,12 +108,55 @@ def write_bytes(uri: str, data: bytes) -> None:
     _replace_atomically(_local(uri), lambda partial: partial.write_bytes(data))
 
 
+# A full disk may have room again later (another run's scratch gone, a new Lambda
+# environment); a read-only or wrong folder will not.
+TRANSIENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EAGAIN, errno.EBUSY, errno.EINTR})
+
+
+def local_error(error: OSError, where: str) -> RefloadError:
+    """A failed local read or write (curated folder, scratch, /tmp) as a storage error:
+    retryable when the disk is full, terminal when the folder is read-only or invalid."""
+    code = error.errno
+    if code is None:  # pyarrow's OSErrors carry the errno only in their text
+        found = re.search(r"\[Errno (\d+)\]", str(error))
+        code = int(found.group(1)) if found else None
+    reason = os.strerror(code) if code else str(error)
+    if error.filename and str(error.filename) != where:
+        reason += f" ({error.filename})"
+    if code in TRANSIENT_ERRNOS:
+        return StorageUnavailable(f"cannot write: {reason}", file=where)
+    return InfrastructureError(f"cannot write: {reason}", file=where)
+
+
 def _replace_atomically(target: Path, fill: Callable[[Path], object]) -> None:
-    """Write beside the target, then rename, so a reader never sees half a file."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
-    fill(partial)
-    os.replace(partial, target)
+    """Write beside the target, then rename, so a reader never sees half a file.
+
+    The partial file's name is unique per call: two runs writing the same target at once
+    each rename their own complete file, and a failed write leaves nothing behind.
+    """
+    partial = target.with_name(f"{target.name}.{uuid.uuid4().hex[:12]}.partial")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fill(partial)
+        os.replace(partial, target)
+    except OSError as error:
+        with suppress(OSError):
+            partial.unlink(missing_ok=True)
+        raise local_error(error, str(target)) from None
+
+
+@contextmanager
+def scratch_folder(prefix: str) -> Iterator[Path]:
+    """A temporary folder for one run (unique, removed after); failures as storage errors."""
+    try:
+        folder = tempfile.TemporaryDirectory(prefix=prefix)
+    except OSError as error:
+        raise local_error(error, tempfile.gettempdir()) from None
+    with folder as name:
+        try:
+            yield Path(name)
+        except OSError as error:
+            raise local_error(error, name) from None
 
 
 def list_uris(prefix: str, suffix: str = "") -> list[str]:
@@ -158,10 +204,12 @@ def local_file(uri: str) -> Iterator[Path]:
         yield path
         return
     bucket, key = split_s3(uri)
-    with tempfile.TemporaryDirectory(prefix="refload-") as folder:
-        path = Path(folder) / (posixpath.basename(key) or "object")
+    with scratch_folder("refload-") as folder:
+        path = folder / (posixpath.basename(key) or "object")
         try:
             s3_client().download_file(bucket, key, str(path))
+        except OSError as error:
+            raise local_error(error, str(path)) from None
         except Exception as error:
             raise _s3_error(error, uri) from error
         yield path

@@ -3,9 +3,18 @@ the failed run recorded and alerted."""
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
+import math
+import random
+import re
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
+import openpyxl
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -225,3 +234,320 @@ def test_missing_source_file_exits_2(table_dir, run_cli, tmp_path):
     code, summary = run_cli(table_dir(MAPPING), tmp_path / "missing.csv")
     assert code == 2
     assert summary["error"]["message"] == f"{tmp_path / 'missing.csv'}: file does not exist"
+
+
+# --- nasty files: each is a rejected input naming file, line or cell, column and value ----
+
+FILES = Path(__file__).parent / "files"
+ANY_TEXT = "source_column,target_column,data_type\ncode,code,string\nn,n,string\n"
+DATES = "source_column,target_column,data_type,format\ncode,code,string,\nday,day,date,%m/%d/%Y\n"
+DOUBLES = "source_column,target_column,data_type\ncode,code,string\nx,x,double\n"
+EXCEL = {"source_format": "excel"}
+
+
+def _gzip(text: str) -> bytes:
+    return gzip.compress(text.encode(), mtime=0)
+
+
+def _numbered(rows: int) -> str:
+    """Enough rows that a gzip of it is larger than the 64 KB read to sniff the file."""
+    rng = random.Random(7)
+    return "code,n\n" + "".join(f"C{i},{rng.random()}\n" for i in range(rows))
+
+
+def _workbook(rows: list[list[object]], hidden_first: list[list[object]] | None = None) -> bytes:
+    book = openpyxl.Workbook()
+    sheet = book.active
+    if hidden_first is not None:
+        sheet.title, sheet.sheet_state = "Scratch", "hidden"
+        for row in hidden_first:
+            sheet.append(row)
+        sheet = book.create_sheet("S")
+    else:
+        sheet.title = "S"
+    for row in rows:
+        sheet.append(row)
+    buffer = io.BytesIO()
+    book.save(buffer)
+    return buffer.getvalue()
+
+
+def _rewrite_sheet(data: bytes, change: Callable[[bytes], bytes]) -> bytes:
+    """The workbook with its first sheet's XML changed, as another tool might write it."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as source, zipfile.ZipFile(out, "w") as target:
+        for member in source.infolist():
+            content = source.read(member.filename)
+            if member.filename == "xl/worksheets/sheet1.xml":
+                content = change(content)
+            target.writestr(member, content)
+    return out.getvalue()
+
+
+def _excel_errors() -> bytes:
+    """Cells as Excel saves them: an error result with its formula, an error value typed."""
+    data = _workbook([["code", "n"], ["AA", "=1/0"], ["BB", "x"]])
+    return _rewrite_sheet(
+        data,
+        lambda xml: re.sub(
+            rb'<c r="B2"><f>1/0</f><v\s*/?>(</v>)?</c>',
+            b'<c r="B2" t="e"><f>1/0</f><v>#DIV/0!</v></c>',
+            xml,
+        ).replace(
+            b'<c r="B3" t="inlineStr"><is><t>x</t></is></c>', b'<c r="B3" t="e"><v>#N/A</v></c>'
+        ),
+    )
+
+
+def _long_number() -> bytes:
+    """1234567890123456789 written with all its digits, as some exporters do."""
+    data = _workbook([["code", "n"], ["AA", 1]])
+    return _rewrite_sheet(data, lambda xml: xml.replace(b"<v>1</v>", b"<v>1234567890123456789</v>"))
+
+
+def _parquet(**columns: pa.Array) -> bytes:
+    buffer = io.BytesIO()
+    pq.write_table(pa.table(columns), buffer)
+    return buffer.getvalue()
+
+
+# id, file name, content, config options, mapping sheet, environment, message
+NASTY_FILES = [
+    (
+        "impossible day 02/30",
+        "t.csv",
+        b"code,day\nAA,02/29/2024\nBB,02/30/2024\n",
+        {},
+        DATES,
+        {},
+        "t.csv, line 3, column 'day': is not a real date (format '%m/%d/%Y') (value '02/30/2024')",
+    ),
+    (
+        "impossible day 04/31",
+        "t.csv",
+        b"code,day\nAA,04/31/2024\n",
+        {},
+        DATES,
+        {},
+        "t.csv, line 2, column 'day': is not a real date (format '%m/%d/%Y') (value '04/31/2024')",
+    ),
+    (
+        "29 February of a common year",
+        "t.csv",
+        b"code,day\nAA,02/29/2023\n",
+        {},
+        DATES,
+        {},
+        "t.csv, line 2, column 'day': is not a real date (format '%m/%d/%Y') (value '02/29/2023')",
+    ),
+    (
+        "double overflows to infinity",
+        "t.csv",
+        b"code,x\nAA,1.5\nBB,1e400\n",
+        {},
+        DOUBLES,
+        {},
+        "t.csv, line 3, column 'x': is NaN or infinite as a double; set format 'allow_nan_inf' "
+        "to keep such values (value '1e400')",
+    ),
+    (
+        "NaN in a double column",
+        "t.csv",
+        b"code,x\nAA,NaN\n",
+        {},
+        DOUBLES,
+        {},
+        "t.csv, line 2, column 'x': is NaN or infinite as a double",
+    ),
+    (
+        "Excel formula saved without its value",
+        "t.xlsx",
+        _workbook([["code", "n"], ["AA", "=1+1"]]),
+        EXCEL,
+        ANY_TEXT,
+        {},
+        "t.xlsx, row 2, column 'n': sheet 'S' cell B2 has a formula saved without its value; "
+        "open the workbook in Excel, let it calculate, and save it (value '=1+1')",
+    ),
+    (
+        "Excel error results",
+        "t.xlsx",
+        _excel_errors(),
+        EXCEL,
+        ANY_TEXT,
+        {},
+        "t.xlsx, row 2, column 'n': sheet 'S' cell B2 holds the Excel error #DIV/0! "
+        "(value '#DIV/0!'); 2 of 2 row(s) rejected",
+    ),
+    (
+        "Excel number beyond a double's digits, to bigint",
+        "t.xlsx",
+        _long_number(),
+        EXCEL,
+        "source_column,target_column,data_type\ncode,code,string\nn,n,bigint\n",
+        {},
+        "t.xlsx, row 2, column 'n': is a whole number larger than 2**53, which a double "
+        "(Excel's number, a float column) cannot hold exactly; store it as text "
+        "(value '1.2345678901234568e+18')",
+    ),
+    (
+        "Excel number beyond a double's digits, to text",
+        "t.xlsx",
+        _long_number(),
+        EXCEL,
+        ANY_TEXT,
+        {},
+        "t.xlsx, row 2, column 'n': is a whole number larger than 2**53",
+    ),
+    (
+        "Parquet binary that is not text",
+        "t.parquet",
+        _parquet(code=pa.array(["AA", "BB"]), n=pa.array([b"ok", b"\xff\xfe"], pa.binary())),
+        {"source_format": "parquet"},
+        ANY_TEXT,
+        {},
+        "t.parquet, row 2, column 'n': is binary data, not UTF-8 text "
+        "(value \"b'\\\\xff\\\\xfe'\")",
+    ),
+    (
+        "Parquet NaN",
+        "t.parquet",
+        _parquet(code=pa.array(["AA"]), x=pa.array([math.nan])),
+        {"source_format": "parquet"},
+        DOUBLES,
+        {},
+        "t.parquet, row 1, column 'x': is NaN or infinite as a double",
+    ),
+    (
+        "gzip truncated",
+        "t.csv.gz",
+        _gzip(_numbered(40_000))[:150_000],
+        {},
+        ANY_TEXT,
+        {},
+        "t.csv.gz: gzip data is corrupt: Truncated compressed stream",
+    ),
+    (
+        "gzip with a bad checksum",
+        "t.csv.gz",
+        (lambda z: z[:-8] + b"\0\0\0\0" + z[-4:])(_gzip(_numbered(40_000))),
+        {},
+        ANY_TEXT,
+        {},
+        "t.csv.gz: gzip data is corrupt: zlib inflate failed: incorrect data check",
+    ),
+    (
+        "xlsx with broken sheet XML",
+        "t.xlsx",
+        _rewrite_sheet(_workbook([["code", "n"], ["AA", 1]]), lambda xml: xml[: len(xml) // 2]),
+        EXCEL,
+        ANY_TEXT,
+        {},
+        "t.xlsx: cannot read sheet 'S': ",
+    ),
+    (
+        # made with msoffcrypto-tool (OOXMLFile.encrypt, password "secret")
+        "encrypted xlsx",
+        "t.xlsx",
+        (FILES / "encrypted.xlsx").read_bytes(),
+        EXCEL,
+        ANY_TEXT,
+        {},
+        "t.xlsx: workbook is encrypted (password-protected); save a copy without a password",
+    ),
+    ("only a BOM", "t.csv", b"\xef\xbb\xbf", {}, ANY_TEXT, {}, "t.csv: file is empty"),
+    (
+        "only a BOM and a line end",
+        "t.csv",
+        b"\xef\xbb\xbf\r\n",
+        {},
+        ANY_TEXT,
+        {},
+        "t.csv: file is empty",
+    ),
+    (
+        "JSON object with several keys",
+        "t.json",
+        json.dumps({"meta": {"count": 1}, "data": [{"code": "AA", "n": 1}]}, indent=1).encode(),
+        {"source_format": "json"},
+        ANY_TEXT,
+        {},
+        "t.json: is one JSON object with keys 'meta', 'data'; expected JSON Lines (one object "
+        "per line), an array of objects, or one object whose only key holds that array",
+    ),
+    (
+        "gzip bomb (CSV)",
+        "t.csv.gz",
+        _gzip("code,n\n" + "AA,1\n" * 2_000_000),
+        {},
+        ANY_TEXT,
+        {"REFLOAD_MAX_SOURCE_BYTES": str(1 << 20)},
+        "t.csv.gz: is larger than 1,048,576 bytes once decompressed (REFLOAD_MAX_SOURCE_BYTES)",
+    ),
+    (
+        "gzip bomb (JSON)",
+        "t.json.gz",
+        _gzip('{"code": "AA", "n": 1}\n' * 500_000),
+        {"source_format": "json"},
+        ANY_TEXT,
+        {"REFLOAD_MAX_WHOLE_SOURCE_BYTES": str(1 << 20)},
+        "t.json.gz: is larger than 1,048,576 bytes once decompressed "
+        "(REFLOAD_MAX_WHOLE_SOURCE_BYTES)",
+    ),
+    (
+        "zip bomb (Excel)",
+        "t.xlsx",
+        _workbook([["code", "n"]] + [["AA", "x" * 100]] * 20_000),
+        EXCEL,
+        ANY_TEXT,
+        {"REFLOAD_MAX_WHOLE_SOURCE_BYTES": str(1 << 20)},
+        "t.xlsx: is larger than 1,048,576 bytes once decompressed (REFLOAD_MAX_WHOLE_SOURCE_BYTES)",
+    ),
+]
+
+
+@pytest.mark.parametrize("warehouse_url", ["duckdb"], indirect=True)
+@pytest.mark.parametrize(
+    ("name", "content", "options", "mapping", "environment", "message"),
+    [c[1:] for c in NASTY_FILES],
+    ids=[c[0] for c in NASTY_FILES],
+)
+def test_nasty_file_is_rejected_naming_where(
+    name,
+    content,
+    options,
+    mapping,
+    environment,
+    message,
+    table_dir,
+    write,
+    run_cli,
+    sql,
+    monkeypatch,
+):
+    for variable, value in environment.items():
+        monkeypatch.setenv(variable, value)
+    source = write(name, content)
+
+    code, summary = run_cli(table_dir(mapping, **options), source)
+
+    assert code == 2, summary["error"]
+    assert summary["error"]["type"] == "RejectedInput"
+    assert summary["error"]["message"].startswith(str(source.parent) + "/" + message)
+    assert sql("SELECT COUNT(*) FROM information_schema.tables WHERE table_name = 't_codes'") == [
+        (0,)
+    ]
+
+
+@pytest.mark.parametrize("warehouse_url", ["duckdb", "postgresql"], indirect=True)
+def test_a_nul_character_is_a_rejected_row_on_every_warehouse(table_dir, write, run_cli, sql):
+    source = write("t.csv", b"code,n\nAA,1\nB\x00B,2\n")
+    code, summary = run_cli(table_dir(MAPPING), source)
+    assert code == 2, summary["error"]
+    assert summary["error"]["message"].startswith(
+        f"{source}, line 3, column 'code': contains a NUL character (\\x00), which warehouses "
+        "cannot store as text (value 'B\\x00B')"
+    )
+    assert sql("SELECT COUNT(*) FROM information_schema.tables WHERE table_name = 't_codes'") == [
+        (0,)
+    ]

@@ -252,7 +252,7 @@ SHEET_ERRORS = [
     ("a,,string,,,,", "row 2, column 'target_column': target_column is empty"),
     ("a,Zip Code,string,,,,", "identifier 'Zip Code' must be lower-case"),
     ("a,a,string,,,maybe,", "row 2, column 'nullable': nullable must be true or false"),
-    ("a,a,string,,,,%Y", "format applies to date and timestamp columns, not string"),
+    ("a,a,string,,,,%Y", "format applies to date, timestamp and double columns, not string"),
     (
         "a,a,string,,,,\nb,a,string,,,,",
         "row 3, column 'target_column': target_column 'a' appears twice (also row 2)",

@@ -13,6 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from handler.cli import main
+
 MAPPING = (
     "source_column,target_column,data_type,transform,default,nullable,format\n"
     "code,code,varchar(5),strip|zfill(3),,false,\nname,name,string,strip,,,\n"
@@ -73,6 +75,24 @@ def _workbook(sheets: dict[str, list[list[object]]]) -> bytes:
         sheet = book.create_sheet(title)
         for row in rows:
             sheet.append(row)
+    buffer = io.BytesIO()
+    book.save(buffer)
+    return buffer.getvalue()
+
+
+def _workbook_bytes(rows: list[list[object]]) -> bytes:
+    return _workbook({"S": rows})
+
+
+def _workbook_with_hidden_first() -> bytes:
+    book = openpyxl.Workbook()
+    scratch = book.active
+    scratch.title, scratch.sheet_state = "Scratch", "hidden"
+    scratch.append(["code", "name"])
+    scratch.append(["999", "not the data"])
+    visible = book.create_sheet("Countries")
+    visible.append(["code", "name"])
+    visible.append(["004", "Afghanistan"])
     buffer = io.BytesIO()
     book.save(buffer)
     return buffer.getvalue()
@@ -156,3 +176,147 @@ def test_parquet_source_is_read_as_text(table_dir, write, run_cli, sql):
     code, summary = run_cli(config, write("t.parquet", buffer.getvalue()))
     assert code == 0, summary["error"]
     assert sql("SELECT code, name FROM ref.t_codes ORDER BY code") == EXPECTED
+
+
+def _parquet_bytes(**columns: pa.Array) -> bytes:
+    buffer = io.BytesIO()
+    pq.write_table(pa.table(columns), buffer)
+    return buffer.getvalue()
+
+
+TEXT_MAPPING = "source_column,target_column,data_type\ncode,code,string\nname,name,string\n"
+STAMPS = "source_column,target_column,data_type\ncode,code,string\nat,at,timestamp\n"
+# id, file name, content, config options, mapping sheet, rows loaded (ordered by code)
+ACCEPTED_FILES = [
+    (
+        "lone CR line ends",
+        "t.csv",
+        b"code,name\r004,Afghanistan\r248,Aland\r",
+        {},
+        TEXT_MAPPING,
+        [("004", "Afghanistan"), ("248", "Aland")],
+    ),
+    (
+        "two trailing delimiters on every line",
+        "t.csv",
+        b"code,name,,\n004,Afghanistan,,\n",
+        {},
+        TEXT_MAPPING,
+        [("004", "Afghanistan")],
+    ),
+    (
+        "array under one key",
+        "t.json",
+        json.dumps({"data": [{"code": "004", "name": "Afghanistan"}]}, indent=1).encode(),
+        {"source_format": "json"},
+        TEXT_MAPPING,
+        [("004", "Afghanistan")],
+    ),
+    (
+        "hidden first sheet is skipped",
+        "t.xlsx",
+        _workbook_with_hidden_first(),
+        {"source_format": "excel"},
+        TEXT_MAPPING,
+        [("004", "Afghanistan")],
+    ),
+    (
+        "a 10 MB field",
+        "t.csv",
+        b"code,name\n004," + b"x" * (10 << 20) + b"\n248,Aland\n",
+        {},
+        "source_column,target_column,data_type\ncode,code,string\n",
+        [("004",), ("248",)],
+    ),
+    (
+        "Parquet binary holding text",
+        "t.parquet",
+        _parquet_bytes(code=pa.array([b"004"], pa.binary()), name=pa.array(["Afghanistan"])),
+        {"source_format": "parquet"},
+        TEXT_MAPPING,
+        [("004", "Afghanistan")],
+    ),
+    (
+        "UTC offsets are converted to UTC",
+        "t.csv",
+        b"code,at\n1,2024-01-01 10:00+05:00\n2,2024-01-01T10:00:00Z\n3,2024-01-01 10:00\n",
+        {},
+        STAMPS,
+        [
+            ("1", dt.datetime(2024, 1, 1, 5, 0)),
+            ("2", dt.datetime(2024, 1, 1, 10, 0)),
+            ("3", dt.datetime(2024, 1, 1, 10, 0)),
+        ],
+    ),
+    (
+        "every value with an offset",
+        "t.csv",
+        b"code,at\n1,2024-01-01 10:00+05:00\n2,2023-12-31T23:30:00-01:00\n",
+        {},
+        STAMPS,
+        [("1", dt.datetime(2024, 1, 1, 5, 0)), ("2", dt.datetime(2024, 1, 1, 0, 30))],
+    ),
+    (
+        "an offset with a format",
+        "t.csv",
+        b"code,at\n1,01.01.2024 10:00 +0500\n",
+        {},
+        "source_column,target_column,data_type,format\ncode,code,string,\n"
+        "at,at,timestamp,%d.%m.%Y %H:%M %z\n",
+        [("1", dt.datetime(2024, 1, 1, 5, 0))],
+    ),
+    (
+        "NaN and infinity where the mapping allows them",
+        "t.csv",
+        b"code,x\n1,NaN\n2,1e400\n",
+        {},
+        "source_column,target_column,data_type,format\ncode,code,string,\n"
+        "x,x,double,allow_nan_inf\n",
+        [("1", "nan"), ("2", "inf")],
+    ),
+    (
+        "a long Excel number into a double",
+        "t.xlsx",
+        _workbook_bytes([["code", "x"], ["1", 1234567890123456789]]),
+        {"source_format": "excel"},
+        "source_column,target_column,data_type\ncode,code,string\nx,x,double\n",
+        [("1", 1.234567890123457e18)],
+    ),
+]
+
+
+@pytest.mark.parametrize("warehouse_url", ["duckdb"], indirect=True)
+@pytest.mark.parametrize(
+    ("name", "content", "options", "mapping", "expected"),
+    [c[1:] for c in ACCEPTED_FILES],
+    ids=[c[0] for c in ACCEPTED_FILES],
+)
+def test_awkward_but_valid_files_load(
+    name, content, options, mapping, expected, table_dir, write, run_cli, sql
+):
+    code, summary = run_cli(table_dir(mapping, **options), write(name, content))
+    assert code == 0, summary["error"]
+    rows = sql("SELECT * FROM ref.t_codes ORDER BY code")
+    if mapping.endswith("allow_nan_inf\n"):  # NaN is not equal to itself
+        rows = [(c, str(x)) for c, x in rows]
+    assert rows == expected
+
+
+@pytest.mark.parametrize("warehouse_url", ["duckdb"], indirect=True)
+def test_a_skipped_hidden_sheet_is_logged(warehouse_url, table_dir, write, tmp_path, capsys):
+    config = table_dir(TEXT_MAPPING, source_format="excel")
+    source = write("t.xlsx", _workbook_with_hidden_first())
+    capsys.readouterr()
+    code = main(
+        [
+            *("run", "--config", str(config), "--source", str(source)),
+            *("--warehouse", warehouse_url, "--curated-root", str(tmp_path / "c")),
+        ]
+    )
+    assert code == 0
+    [record] = [
+        json.loads(line)
+        for line in capsys.readouterr().err.splitlines()
+        if "hidden sheets skipped" in line
+    ]
+    assert (record["skipped"], record["sheet"]) == (["Scratch"], "Countries")
