@@ -3,12 +3,14 @@ the failed run recorded and alerted."""
 
 from __future__ import annotations
 
+import errno
 import gzip
 import io
 import json
 import math
 import random
 import re
+import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +19,10 @@ import openpyxl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
+from handler.cli import main
+from steps import storage
+from steps.errors import InfrastructureError, StorageUnavailable
 
 MAPPING = (
     "source_column,target_column,data_type,transform,default,nullable,format\n"
@@ -551,3 +557,82 @@ def test_a_nul_character_is_a_rejected_row_on_every_warehouse(table_dir, write, 
     assert sql("SELECT COUNT(*) FROM information_schema.tables WHERE table_name = 't_codes'") == [
         (0,)
     ]
+
+
+# --- storage: a clear error, retryable only when it may help, and no .partial left -------
+
+
+@pytest.mark.parametrize("warehouse_url", ["duckdb"], indirect=True)
+def test_a_curated_root_that_is_not_a_folder_is_a_storage_error(
+    table_dir, write, warehouse_url, tmp_path, capsys
+):
+    not_a_folder = tmp_path / "curated-file"
+    not_a_folder.write_text("a file where the curated folder should be")
+    capsys.readouterr()
+    code = main(
+        [
+            *("run", "--config", str(table_dir(MAPPING)), "--source", str(write("t.csv", GOOD))),
+            *("--warehouse", warehouse_url, "--curated-root", str(not_a_folder), "--json"),
+        ]
+    )
+    output = capsys.readouterr()
+    summary = json.loads(output.out)
+    assert code == 3
+    assert summary["error"]["type"] == "InfrastructureError"
+    assert re.fullmatch(
+        rf"{not_a_folder}/t_codes/\w+-\w+\.parquet: cannot write: Not a directory .*",
+        summary["error"]["message"],
+    )
+    assert "Traceback" not in output.err
+    assert not list(tmp_path.rglob("*.partial"))
+
+
+@pytest.mark.parametrize("warehouse_url", ["duckdb"], indirect=True)
+def test_an_unusable_scratch_folder_is_a_storage_error(
+    table_dir, write, run_cli, tmp_path, monkeypatch
+):
+    not_a_folder = tmp_path / "tmp-file"
+    not_a_folder.write_text("TMPDIR points here")
+    monkeypatch.setattr(tempfile, "tempdir", str(not_a_folder))  # as TMPDIR would
+    code, summary = run_cli(table_dir(MAPPING), write("t.csv", GOOD))
+    assert code == 3
+    assert summary["error"]["type"] == "InfrastructureError"
+    assert summary["error"]["message"].startswith(f"{not_a_folder}: cannot write: Not a directory")
+
+
+@pytest.mark.parametrize("warehouse_url", ["duckdb"], indirect=True)
+def test_temporary_files_are_unique_per_run(table_dir, write, run_cli):
+    """Two runs of one file write the same curated file: each through its own partial file
+    (a run that found the other's in its way used to fail as an internal error)."""
+    config, source = table_dir(MAPPING), write("t.csv", GOOD)
+    code, summary = run_cli(config, source)
+    assert code == 0, summary["error"]
+    curated = Path(summary["curated_uri"])
+    Path(f"{curated}.partial").mkdir()  # where the other run's partial file used to be
+
+    code, summary = run_cli(config, source, "--run-id", "second-run")
+
+    assert code == 0, summary["error"]
+    assert summary["curated_uri"] == str(curated)
+    assert pq.read_table(curated).num_rows == 2
+
+
+@pytest.mark.parametrize(
+    ("error", "kind"),
+    [
+        (OSError(errno.ENOSPC, "No space left on device", "/c/x"), StorageUnavailable),
+        (OSError(errno.EDQUOT, "Disk quota exceeded", "/c/x"), StorageUnavailable),
+        (
+            OSError("[Errno 28] Error writing bytes to file. Detail: [errno 28] ..."),
+            StorageUnavailable,
+        ),
+        (OSError(errno.EROFS, "Read-only file system", "/c/x"), InfrastructureError),
+        (OSError(errno.EACCES, "Permission denied", "/c/x"), InfrastructureError),
+        (OSError(errno.ENOTDIR, "Not a directory", "/c"), InfrastructureError),
+    ],
+    ids=["full", "quota", "full (pyarrow)", "read-only", "no permission", "not a folder"],
+)
+def test_local_storage_errors_are_retryable_only_when_it_may_help(error, kind):
+    found = storage.local_error(error, "/c/x")
+    assert type(found) is kind
+    assert found.message.startswith("/c/x: cannot write: ")

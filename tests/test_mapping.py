@@ -254,6 +254,10 @@ SHEET_ERRORS = [
     ("a,a,string,,,maybe,", "row 2, column 'nullable': nullable must be true or false"),
     ("a,a,string,,,,%Y", "format applies to date, timestamp and double columns, not string"),
     (
+        "a,a,double,,,,%Y",
+        "row 2, column 'format': the only format of a double column is 'allow_nan_inf'",
+    ),
+    (
         "a,a,string,,,,\nb,a,string,,,,",
         "row 3, column 'target_column': target_column 'a' appears twice (also row 2)",
     ),

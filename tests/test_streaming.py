@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import random
 
 import pyarrow.parquet as pq
@@ -90,3 +91,47 @@ def test_a_key_repeated_across_chunks_names_both_lines(
     assert sql("SELECT COUNT(*) FROM information_schema.tables WHERE table_name = 't_codes'") == [
         (0,)
     ]
+
+
+@pytest.mark.parametrize("warehouse_url", ["duckdb"], indirect=True)
+def test_lines_are_named_by_streaming_a_large_compressed_file(
+    table_dir, write, run_cli, monkeypatch, tmp_path
+):
+    """CRLF line ends, a quoted value over two lines, gzip, 200k rows in many chunks: the
+    line of a repeated key and of a ragged row are found by reading the file again as a
+    stream (never decoded whole: a 1.16 GB file peaked at 7.1 GB that way)."""
+    monkeypatch.setenv("REFLOAD_CHUNK_BYTES", str(1 << 20))
+    lines = ["zip,plus4,city,lat,day", '0,9,"SPRING\r\nFIELD",40.1,01/01/2024']
+    lines += [f"{i % 100_000},{i // 100_000},X,40.0,01/01/2024" for i in range(2, 200_000)]
+    config = table_dir(MAPPING, primary_key=["zipcode", "plus4"], max_reject_pct=1)
+    text = "\r\n".join([*lines, "0,9,AGAIN,40.0,01/01/2024", "7,7,7", ""])
+    code, summary = run_cli(config, write("zip.csv.gz", gzip.compress(text.encode())))
+    assert code == 2
+    # the header is line 1 and the quoted value takes lines 2-3: the last rows are 200002-3
+    assert (
+        "duplicate primary key (zipcode='00000', plus4='0009') on lines 2, 200002; "
+        "1 key(s) appear more than once in this file"
+    ) in summary["error"]["message"]
+    [rejects] = (tmp_path / "curated").rglob("*.rejects.parquet")
+    assert pq.read_table(rejects).to_pylist() == [
+        {
+            "line": 200003,
+            "column": None,
+            "value": "7,7,7",
+            "reason": "has 3 field(s), the header has 5",
+        }
+    ]
+
+
+@pytest.mark.parametrize("warehouse_url", ["duckdb"], indirect=True)
+def test_a_field_larger_than_a_block_in_a_later_chunk(table_dir, write, run_cli, sql, monkeypatch):
+    """The reader retries with larger blocks, skipping the rows it already handed on."""
+    monkeypatch.setenv("REFLOAD_CHUNK_BYTES", str(1 << 20))
+    lines = ["zip,plus4,city,lat,day"]
+    lines += [f"{i % 100_000},{i // 100_000},X,40.0,01/01/2024" for i in range(60_000)]
+    lines.insert(50_000, f"99999,9,{'Y' * (3 << 20)},40.0,01/01/2024")
+    config = table_dir(MAPPING.replace("varchar(32)", "string"), primary_key=["zipcode", "plus4"])
+    code, summary = run_cli(config, write("zip.csv", "\n".join(lines) + "\n"))
+    assert code == 0, summary["error"]
+    assert summary["rows_loaded"] == 60_001
+    assert sql("SELECT COUNT(*), MAX(LENGTH(city)) FROM ref.t_codes") == [(60_001, 3 << 20)]
