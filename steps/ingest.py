@@ -11,6 +11,7 @@ import dataclasses
 import datetime as dt
 import io
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -264,6 +265,112 @@ def _hooked(reference: str, typed: pa.Table, spec: TableSpec, source: SourceTabl
     return mapped.append_column(POSITION, positions)
 
 
+@dataclass
+class _Mapped:
+    """What mapping every chunk gave: the typed rows staged, and the rows set aside."""
+
+    staged: _Staged
+    rejections: list[Rejection]
+    rows: int  # readable records, rejected ones included
+    bad_records: list[BadRecord]
+
+    @property
+    def rows_read(self) -> int:
+        return self.rows + len(self.bad_records)
+
+
+def _map_chunks(
+    source: SourceTable, spec: TableSpec, context: dict[str, str], scratch: Path
+) -> _Mapped:
+    """Chunk by chunk: transform and cast, set bad rows aside, stage the rest."""
+    staged = _Staged(scratch / "typed.arrow")
+    rejections: list[Rejection] = []
+    rows = 0
+    for chunk in source.chunks:
+        typed, found = apply_mapping(chunk, spec.mapping, context)
+        found += _cell_rejections(
+            [c for c in source.bad_cells if rows <= c.position < rows + chunk.num_rows],
+            spec.mapping,
+        )
+        typed = typed.append_column(POSITION, _positions(typed.num_rows, start=rows))
+        if found:
+            rejections += [dataclasses.replace(r, position=r.position + rows) for r in found]
+            bad = pa.array(sorted({r.position + rows for r in found}), pa.int64())
+            typed = typed.filter(pc.invert(pc.is_in(typed.column(POSITION), bad)))
+        if spec.config.python_transform:
+            typed = _hooked(spec.config.python_transform, typed, spec, source)
+        staged.add(typed)
+        rows += chunk.num_rows
+    staged.close()
+    mapped = _Mapped(staged, rejections, rows, source.bad_records())
+    if mapped.rows_read == 0:
+        raise RejectedInput("file has a header but no data rows", file=source.uri)
+    return mapped
+
+
+@dataclass(frozen=True)
+class _Rejected:
+    uri: str | None  # the rejects file, when any row was rejected
+    positions: list[int]  # readable rows rejected
+    rows: int  # every row rejected, unreadable records included
+
+
+def _set_rejects_aside(
+    source: SourceTable, mapped: _Mapped, out_uri: str, max_reject_pct: float
+) -> _Rejected:
+    """Rejected rows go to the rejects file; above the allowed share, the file is refused."""
+    positions, records = _reject_rows(source, mapped.rejections, mapped.bad_records)
+    rows_rejected = len(positions) + len(mapped.bad_records)
+    if not rows_rejected:
+        return _Rejected(None, positions, 0)
+    rejects_uri = out_uri.removesuffix(".parquet") + ".rejects.parquet"
+    _write_rejects(rejects_uri, source.unit, records)
+    share = rows_rejected * 100 / mapped.rows_read
+    if share > max_reject_pct:
+        raise _rejected_error(
+            source,
+            records[0],
+            details={
+                "rows_rejected": rows_rejected,
+                "rows_read": mapped.rows_read,
+                "rejects_uri": rejects_uri,
+                "problems": len(records),
+            },
+            note=f"{rows_rejected} of {mapped.rows_read} row(s) rejected ({share:.2f}% > "
+            f"max_reject_pct {max_reject_pct:g}); all problems are listed in {rejects_uri}",
+        )
+    return _Rejected(rejects_uri, positions, rows_rejected)
+
+
+def _curated_schema(
+    spec: TableSpec, run_id: str, source_uri: str, info: storage.ObjectInfo
+) -> pa.Schema:
+    """The curated file's schema: typed exactly as the mapping says, with its provenance."""
+    return pa.schema(
+        [pa.field(c.target, c.data_type.arrow(), nullable=c.nullable) for c in spec.mapping.columns]
+    ).with_metadata(
+        {
+            "refload.run_id": run_id,
+            "refload.source_uri": source_uri,
+            "refload.content_hash": info.content_hash,
+            "refload.config_hash": spec.config_hash,
+        }
+    )
+
+
+def _write_curated(staged: _Staged, drop: pa.Array, schema: pa.Schema, path: Path) -> int:
+    """The staged rows less the dropped duplicates, as Parquet; returns the rows written."""
+    rows_written = 0
+    with pq.ParquetWriter(path, schema, compression="snappy", coerce_timestamps="us") as out:
+        for batch in staged.batches():
+            kept = pa.Table.from_batches([batch])
+            if len(drop):
+                kept = kept.filter(pc.invert(pc.is_in(kept.column(POSITION), drop)))
+            out.write_table(kept.drop_columns([POSITION]).cast(schema))
+            rows_written += kept.num_rows
+    return rows_written
+
+
 def _ingest_file(
     spec: TableSpec,
     payload: dict[str, Any],
@@ -280,80 +387,14 @@ def _ingest_file(
         "run_id": run_id,
         "source_key": _source_key(source.uri),
     }
-    # 1. Chunk by chunk: transform and cast, set bad rows aside, stage the rest.
-    staged = _Staged(scratch / "typed.arrow")
-    rejections: list[Rejection] = []
-    rows = 0
-    for chunk in source.chunks:
-        typed, found = apply_mapping(chunk, spec.mapping, context)
-        found += _cell_rejections(
-            [c for c in source.bad_cells if rows <= c.position < rows + chunk.num_rows],
-            spec.mapping,
-        )
-        typed = typed.append_column(POSITION, _positions(typed.num_rows, start=rows))
-        if found:
-            rejections += [dataclasses.replace(r, position=r.position + rows) for r in found]
-            bad = pa.array(sorted({r.position + rows for r in found}), pa.int64())
-            typed = typed.filter(pc.invert(pc.is_in(typed.column(POSITION), bad)))
-        if config.python_transform:
-            typed = _hooked(config.python_transform, typed, spec, source)
-        staged.add(typed)
-        rows += chunk.num_rows
-    staged.close()
-    bad_records = source.bad_records()
-    rows_read = rows + len(bad_records)
-    if rows_read == 0:
-        raise RejectedInput("file has a header but no data rows", file=source.uri)
-
-    # 2. Rejected rows: to the rejects file, and the file refused above the allowed share.
+    mapped = _map_chunks(source, spec, context, scratch)
     out_uri = curated_uri(curated_root, spec, info.content_hash)
-    rejects_uri = None
-    positions, reject_records = _reject_rows(source, rejections, bad_records)
-    rows_rejected = len(positions) + len(bad_records)
-    if rows_rejected:
-        rejects_uri = out_uri.removesuffix(".parquet") + ".rejects.parquet"
-        _write_rejects(rejects_uri, source.unit, reject_records)
-        share = rows_rejected * 100 / rows_read
-        if share > config.max_reject_pct:
-            raise _rejected_error(
-                source,
-                reject_records[0],
-                details={
-                    "rows_rejected": rows_rejected,
-                    "rows_read": rows_read,
-                    "rejects_uri": rejects_uri,
-                    "problems": len(reject_records),
-                },
-                note=f"{rows_rejected} of {rows_read} row(s) rejected ({share:.2f}% > "
-                f"max_reject_pct {config.max_reject_pct:g}); all problems are listed in "
-                f"{rejects_uri}",
-            )
-
-    # 3. Duplicates and keys, then the curated file, typed exactly as the mapping says.
-    drop = _duplicates_to_drop(staged, source, config.primary_key, config.dedupe, scratch)
-    final_schema = pa.schema(
-        [pa.field(c.target, c.data_type.arrow(), nullable=c.nullable) for c in spec.mapping.columns]
-    ).with_metadata(
-        {
-            "refload.run_id": run_id,
-            "refload.source_uri": source.uri,
-            "refload.content_hash": info.content_hash,
-            "refload.config_hash": spec.config_hash,
-        }
-    )
+    rejected = _set_rejects_aside(source, mapped, out_uri, config.max_reject_pct)
+    drop = _duplicates_to_drop(mapped.staged, source, config.primary_key, config.dedupe, scratch)
     curated = scratch / "curated.parquet"
-    rows_written = 0
-    with pq.ParquetWriter(
-        curated, final_schema, compression="snappy", coerce_timestamps="us"
-    ) as out:
-        for batch in staged.batches():
-            kept = pa.Table.from_batches([batch])
-            if len(drop):
-                kept = kept.filter(pc.invert(pc.is_in(kept.column(POSITION), drop)))
-            out.write_table(kept.drop_columns([POSITION]).cast(final_schema))
-            rows_written += kept.num_rows
+    schema = _curated_schema(spec, run_id, source.uri, info)
+    rows_written = _write_curated(mapped.staged, drop, schema, curated)
     storage.upload_file(out_uri, curated)
-
     return {
         "table": config.table_name,
         "run_id": run_id,
@@ -363,9 +404,9 @@ def _ingest_file(
         "source_version": info.version,
         "content_hash": info.content_hash,
         "curated_uri": out_uri,
-        "rejects_uri": rejects_uri,
-        "rows_read": rows_read,
-        "rows_rejected": rows_rejected,
-        "duplicates_dropped": rows - len(positions) - rows_written,
+        "rejects_uri": rejected.uri,
+        "rows_read": mapped.rows_read,
+        "rows_rejected": rejected.rows,
+        "duplicates_dropped": mapped.rows - len(rejected.positions) - rows_written,
         "rows_written": rows_written,
     }
