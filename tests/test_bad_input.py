@@ -512,7 +512,6 @@ NASTY_FILES = [
 ]
 
 
-@pytest.mark.parametrize("warehouse_url", ["duckdb"], indirect=True)
 @pytest.mark.parametrize(
     ("name", "content", "options", "mapping", "environment", "message"),
     [c[1:] for c in NASTY_FILES],
@@ -562,7 +561,6 @@ def test_a_nul_character_is_a_rejected_row_on_every_warehouse(table_dir, write, 
 # --- storage: a clear error, retryable only when it may help, and no .partial left -------
 
 
-@pytest.mark.parametrize("warehouse_url", ["duckdb"], indirect=True)
 def test_a_curated_root_that_is_not_a_folder_is_a_storage_error(
     table_dir, write, warehouse_url, tmp_path, capsys
 ):
@@ -587,7 +585,6 @@ def test_a_curated_root_that_is_not_a_folder_is_a_storage_error(
     assert not list(tmp_path.rglob("*.partial"))
 
 
-@pytest.mark.parametrize("warehouse_url", ["duckdb"], indirect=True)
 def test_an_unusable_scratch_folder_is_a_storage_error(
     table_dir, write, run_cli, tmp_path, monkeypatch
 ):
@@ -600,7 +597,6 @@ def test_an_unusable_scratch_folder_is_a_storage_error(
     assert summary["error"]["message"].startswith(f"{not_a_folder}: cannot write: Not a directory")
 
 
-@pytest.mark.parametrize("warehouse_url", ["duckdb"], indirect=True)
 def test_temporary_files_are_unique_per_run(table_dir, write, run_cli):
     """Two runs of one file write the same curated file: each through its own partial file
     (a run that found the other's in its way used to fail as an internal error)."""

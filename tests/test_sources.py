@@ -285,7 +285,6 @@ ACCEPTED_FILES = [
 ]
 
 
-@pytest.mark.parametrize("warehouse_url", ["duckdb"], indirect=True)
 @pytest.mark.parametrize(
     ("name", "content", "options", "mapping", "expected"),
     [c[1:] for c in ACCEPTED_FILES],
@@ -302,7 +301,6 @@ def test_awkward_but_valid_files_load(
     assert rows == expected
 
 
-@pytest.mark.parametrize("warehouse_url", ["duckdb"], indirect=True)
 def test_a_skipped_hidden_sheet_is_logged(warehouse_url, table_dir, write, tmp_path, capsys):
     config = table_dir(TEXT_MAPPING, source_format="excel")
     source = write("t.xlsx", _workbook_with_hidden_first())
