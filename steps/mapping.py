@@ -507,13 +507,12 @@ def _with_nul(values: pa.Array) -> list[tuple[int, str]]:
     every warehouse alike."""
     import pyarrow.compute as pc
 
-    if not pc.any(pc.match_substring(values, "\x00")).as_py():
+    found = pc.match_substring(values, "\x00")
+    if not pc.any(found).as_py():
         return []
     return [
         (i, "contains a NUL character (\\x00), which warehouses cannot store as text")
-        for i in pc.indices_nonzero(
-            pc.fill_null(pc.match_substring(values, "\x00"), False)
-        ).to_pylist()
+        for i in pc.indices_nonzero(pc.fill_null(found, False)).to_pylist()
     ]
 
 

@@ -150,8 +150,9 @@ def scratch_folder(prefix: str) -> Iterator[Path]:
     """A temporary folder for one run (unique, removed after); failures as storage errors."""
     try:
         folder = tempfile.TemporaryDirectory(prefix=prefix)
-    except OSError as error:
-        raise local_error(error, tempfile.gettempdir()) from None
+    except OSError as error:  # no usable temporary folder (TMPDIR, /tmp)
+        where = tempfile.tempdir or os.environ.get("TMPDIR") or "/tmp"
+        raise local_error(error, where) from None
     with folder as name:
         try:
             yield Path(name)
