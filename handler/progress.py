@@ -104,7 +104,7 @@ class TerminalProgress:
         bar_format = (
             "{desc:<18} {percentage:3.0f}%|{bar:24}| {n_fmt}/{total_fmt} [{elapsed}]"
             if total
-            else "{desc:<18} {n_fmt} [{elapsed}]"
+            else "{desc:<18} {n_fmt} {unit} [{elapsed}]"
             if unit
             else "{desc:<18} [{elapsed}]"
         )
@@ -118,7 +118,18 @@ class TerminalProgress:
             leave=False,
             bar_format=bar_format,
             mininterval=0.1,
+            **self._size(),
         )
+
+    def _size(self) -> dict[str, int]:
+        """The terminal's size; one that reports 0x0 (a fresh pty) gets 100x24: tqdm would
+        otherwise draw nothing at all."""
+        try:
+            size = os.get_terminal_size(self.stream.fileno())
+            columns, lines = size.columns, size.lines
+        except (OSError, ValueError, AttributeError):
+            columns = lines = 0
+        return {"ncols": columns or 100, "nrows": lines or 24}
 
     def _close_bar(self) -> None:
         if self.bar is not None:

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from steps import storage
+from steps import progress, storage
 from steps.dedupe import POSITION, ArrowFinder, DuckDBFinder
 from steps.errors import RefloadError, RejectedInput, at
 from steps.mapping import Mapping, Rejection, apply_mapping
@@ -286,6 +286,7 @@ def _map_chunks(
     staged = _Staged(scratch / "typed.arrow")
     rejections: list[Rejection] = []
     rows = 0
+    progress.phase("read")  # reading and mapping go chunk by chunk, together
     for chunk in source.chunks:
         typed, found = apply_mapping(chunk, spec.mapping, context)
         found += _cell_rejections(
@@ -301,6 +302,7 @@ def _map_chunks(
             typed = _hooked(spec.config.python_transform, typed, spec, source)
         staged.add(typed)
         rows += chunk.num_rows
+        progress.advance(chunk.num_rows)
     staged.close()
     mapped = _Mapped(staged, rejections, rows, source.bad_records())
     if mapped.rows_read == 0:
@@ -368,6 +370,7 @@ def _write_curated(staged: _Staged, drop: pa.Array, schema: pa.Schema, path: Pat
                 kept = kept.filter(pc.invert(pc.is_in(kept.column(POSITION), drop)))
             out.write_table(kept.drop_columns([POSITION]).cast(schema))
             rows_written += kept.num_rows
+            progress.advance(kept.num_rows)
     return rows_written
 
 
@@ -390,7 +393,9 @@ def _ingest_file(
     mapped = _map_chunks(source, spec, context, scratch)
     out_uri = curated_uri(curated_root, spec, info.content_hash)
     rejected = _set_rejects_aside(source, mapped, out_uri, config.max_reject_pct)
+    progress.phase("dedupe")
     drop = _duplicates_to_drop(mapped.staged, source, config.primary_key, config.dedupe, scratch)
+    progress.phase("write")
     curated = scratch / "curated.parquet"
     schema = _curated_schema(spec, run_id, source.uri, info)
     rows_written = _write_curated(mapped.staged, drop, schema, curated)

@@ -67,13 +67,17 @@ def _run(tmp_path: Path, *extra: str, tty: bool, env: dict[str, str] | None = No
     code = process.returncode
     reader.join(timeout=30)
     os.close(controller)
-    return code, out, seen.decode(errors="replace")
+    # A bar is redrawn in place after a carriage return: one line per drawing, to read.
+    return code, out, seen.decode(errors="replace").replace("\r", "\n")
 
 
 def test_a_terminal_shows_each_step_with_its_time_and_stdout_stays_one_json_object(tmp_path):
     code, out, terminal = _run(tmp_path, tty=True)
     assert code == 0, terminal
     assert [m.group(1) for m in STEP_LINE.finditer(terminal)] == ["ingest", "load", "validate"]
+    ingest = next(line for line in terminal.splitlines() if re.match(r"ingest +OK", line))
+    assert re.search(r"\(read \d+\.\d\d s, dedupe \d+\.\d\d s, write \d+\.\d\d s\)", ingest)
+    assert re.search(r"^ingest: read +42\.8k rows \[", terminal, re.M)  # the live bar
     assert json.loads(out)["status"] == "passed"  # nothing of the progress in stdout
 
 
