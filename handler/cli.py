@@ -51,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="load one source file into its table")
     run.add_argument("--config", required=True, help="table config (path or s3:// URI)")
     run.add_argument("--source", required=True, help="source file (path or s3:// URI)")
+    run.add_argument(
+        "--force",
+        action="store_true",
+        help="publish even when the ledger says this file is already in the target",
+    )
     _common(run)
     replay = commands.add_parser(
         "replay",
@@ -203,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             event = {"step": "ingest", "config": args.config, "source": args.source}
+            if args.force:
+                event["force"] = True
         else:
             event = _read_event(args.event)
         event.update(_options(args))

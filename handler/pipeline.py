@@ -31,6 +31,7 @@ def summarize(state: dict[str, Any], status: str, error: dict[str, str] | None) 
         "run_id": state.get("run_id"),
         "rows_read": state.get("rows_read"),
         "rows_loaded": state.get("rows_loaded"),
+        "rows_in_target": state.get("rows_in_target"),
         "rows_rejected": state.get("rows_rejected"),
         "duplicates_dropped": state.get("duplicates_dropped"),
         "published": state.get("published"),

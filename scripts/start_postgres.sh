@@ -18,6 +18,11 @@ fi
 # md5, not SCRAM: redshift-connector mis-reads PostgreSQL's SASL mechanism list
 # (a trailing empty name), and the Redshift-through-proxy tests use that driver.
 as_postgres -c "SET password_encryption = 'md5'" -c "ALTER ROLE refload CREATEDB PASSWORD 'refload'"
+# A second role with no privileges of its own: the tests grant it what they need and
+# show what a load by a user without privileges on the target reports.
+if [ "$(as_postgres -c "SELECT 1 FROM pg_roles WHERE rolname = 'refload_limited'")" != "1" ]; then
+  as_postgres -c "CREATE ROLE refload_limited LOGIN PASSWORD 'refload_limited'"
+fi
 hba=$(as_postgres -c "SHOW hba_file")
 rule="host all refload 127.0.0.1/32 md5"
 if ! grep -qF "$rule" "$hba"; then

@@ -1,25 +1,46 @@
 """load: curated Parquet -> staging table -> target, in one transaction with the ledger.
 
 `before_publish` quality tests run inside that transaction, on the table as it is about
-to be published; an error-severity failure rolls the whole publish back.
+to be published; an error-severity failure rolls the whole publish back (the target's
+creation included, on a first load).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from steps.checks import CheckContext, failed_checks, run_check
 from steps.errors import QualityCheckFailed
-from steps.table import load_table_config
+from steps.table import TableSpec, load_table_config
 from steps.warehouse import open_warehouse
-from steps.warehouse.base import LedgerEntry, Warehouse
+from steps.warehouse.base import LedgerEntry, PublishResult, TargetTable, Warehouse
+
+Gate = Callable[[Warehouse, int, int], None]
 
 
 def run(payload: dict[str, Any]) -> dict[str, Any]:
     spec = load_table_config(payload["config"], mapping_override=payload.get("mapping"))
+    entry = ledger_entry(spec, payload)
+    target = target_table(spec)
+    checks: list[dict[str, Any]] = []
+    gate = before_publish_gate(spec, payload, checks)
+    with open_warehouse(payload.get("warehouse")) as warehouse:
+        warehouse.check_curated_uri(entry.curated_uri)
+        warehouse.check_names(target)  # before the audit tables are touched
+        warehouse.ensure_audit_tables()
+        try:
+            result = warehouse.publish(entry, target, gate, force=bool(payload.get("force")))
+        finally:
+            # After the publish transaction, so a rolled-back publish keeps its audit rows.
+            warehouse.record_checks(entry.run_id, spec.config.table_name, checks)
+    return summary(spec, entry, result, checks)
+
+
+def ledger_entry(spec: TableSpec, payload: dict[str, Any]) -> LedgerEntry:
+    """What the ledger row of this publish says: which file, which content, which config."""
     config = spec.config
-    curated_uri = payload["curated_uri"]
-    entry = LedgerEntry(
+    return LedgerEntry(
         run_id=payload["run_id"],
         table_name=config.table_name,
         target=config.target,
@@ -27,13 +48,38 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
         source_version=payload.get("source_version", ""),
         content_hash=payload["content_hash"],
         config_hash=payload.get("config_hash") or spec.config_hash,
-        curated_uri=curated_uri,
+        curated_uri=payload["curated_uri"],
         load_mode=config.mode,
     )
-    tests = [t for t in config.quality_tests if t.when == "before_publish"]
-    checks: list[dict[str, Any]] = []
 
-    def before_publish(warehouse: Warehouse, rows_before: int, rows_staged: int) -> None:
+
+def target_table(spec: TableSpec) -> TargetTable:
+    config = spec.config
+    return TargetTable(
+        schema=config.redshift_schema,
+        name=config.target_table,
+        mapping=spec.mapping,
+        key=config.primary_key,
+        sort_key=config.redshift_sort_key,
+        dist_key=config.redshift_dist_key,
+        allow_new_columns=config.allow_new_columns,
+    )
+
+
+def before_publish_gate(
+    spec: TableSpec, payload: dict[str, Any], checks: list[dict[str, Any]]
+) -> Gate | None:
+    """The config's before_publish tests as a gate for the publish transaction, or None.
+
+    Each result is appended to `checks`; an error-severity failure raises, which rolls
+    the publish back.
+    """
+    config = spec.config
+    tests = [t for t in config.quality_tests if t.when == "before_publish"]
+    if not tests:
+        return None
+
+    def gate(warehouse: Warehouse, rows_before: int, rows_staged: int) -> None:
         ctx = CheckContext(
             warehouse=warehouse,
             target=warehouse.table(config.redshift_schema, config.target_table),
@@ -52,39 +98,25 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
                 details={"checks": checks},
             )
 
-    with open_warehouse(payload.get("warehouse")) as warehouse:
-        warehouse.check_curated_uri(curated_uri)
-        warehouse.ensure_audit_tables()
-        created = warehouse.ensure_target(
-            config.redshift_schema,
-            config.target_table,
-            spec.mapping,
-            sort_key=config.redshift_sort_key,
-            dist_key=config.redshift_dist_key,
-            allow_new_columns=config.allow_new_columns,
-        )
-        try:
-            result = warehouse.publish(
-                entry,
-                config.redshift_schema,
-                config.target_table,
-                spec.mapping,
-                config.primary_key,
-                before_publish=before_publish if tests else None,
-            )
-        finally:
-            # After the publish transaction, so a rolled-back publish keeps its audit rows.
-            warehouse.record_checks(payload["run_id"], config.table_name, checks)
+    return gate
+
+
+def summary(
+    spec: TableSpec, entry: LedgerEntry, result: PublishResult, checks: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The step's result: counts and pointers only (it travels in the state machine)."""
     return {
-        "table": config.table_name,
-        "run_id": payload["run_id"],
-        "target": config.target,
-        "load_mode": config.mode,
-        "target_created": created,
+        "table": spec.config.table_name,
+        "run_id": entry.run_id,
+        "target": entry.target,
+        "load_mode": entry.load_mode,
+        "target_created": result.target_created,
         "published": result.published,
         "skipped_reason": result.skipped_reason,
+        # A skipped replay loaded nothing; rows_in_target says what is there.
         "rows_loaded": result.rows_loaded,
         "rows_before": result.rows_before,
         "rows_after": result.rows_after,
+        "rows_in_target": result.rows_after,
         "checks_before_publish": checks,
     }

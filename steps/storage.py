@@ -97,6 +97,20 @@ def read_bytes(uri: str) -> bytes:
         raise InfrastructureError("permission denied", file=uri) from None
 
 
+def size(uri: str) -> int:
+    """Bytes in an object or file."""
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        try:
+            return int(s3_client().head_object(Bucket=bucket, Key=key)["ContentLength"])
+        except Exception as error:
+            raise _s3_error(error, uri) from error
+    try:
+        return _local(uri).stat().st_size
+    except FileNotFoundError:
+        raise RejectedInput("file does not exist", file=uri) from None
+
+
 def write_bytes(uri: str, data: bytes) -> None:
     if is_s3(uri):
         bucket, key = split_s3(uri)

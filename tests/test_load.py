@@ -174,3 +174,113 @@ def test_every_dialect_states_its_capabilities(scheme):
     dialect = getattr(importlib.import_module(module_name), class_name)
     # Stated by the dialect itself, not inherited from the one it extends.
     assert isinstance(dialect.__dict__.get("capabilities"), Capabilities)
+
+
+def _tables(sql, name="t_codes"):
+    return sql(
+        "SELECT table_name FROM information_schema.tables "
+        "WHERE table_schema = 'ref' AND table_name = ?",
+        name,
+    )
+
+
+def test_a_skipped_replay_reports_nothing_loaded_and_what_is_there(table_dir, write, run_cli, sql):
+    config = table_dir(MAPPING)
+    source = write("a.csv", "code,n\nAA,1\nBB,2\n")
+    assert run_cli(config, source)[0] == 0
+
+    code, summary = run_cli(config, source)
+
+    assert code == 0
+    assert summary["published"] is False
+    assert (summary["rows_loaded"], summary["rows_in_target"]) == (0, 2)
+
+
+def test_a_failed_first_load_leaves_no_table_behind(table_dir, write, run_cli, sql):
+    gate = {"type": "row_count_between", "min": 5, "when": "before_publish"}
+    config = table_dir(MAPPING, quality_tests=[gate])
+
+    code, summary = run_cli(config, write("a.csv", "code,n\nAA,1\n"))
+
+    assert code == 1, summary["error"]
+    assert summary["error"]["type"] == "QualityCheckFailed"
+    assert _tables(sql) == []
+    assert sql("SELECT COUNT(*) FROM etl_audit.load_ledger") == [(0,)]
+
+
+@pytest.mark.parametrize("change", ["emptied", "dropped"])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"truncate_before_load": True},
+        {"load_mode": "upsert", "primary_key": ["code"]},
+        {"load_mode": "append"},
+    ],
+    ids=["truncate", "upsert", "append"],
+)
+def test_a_target_changed_out_of_band_gets_the_same_file_again(
+    change, options, table_dir, write, run_cli, sql
+):
+    config = table_dir(MAPPING, **options)
+    source = write("a.csv", "code,n\nAA,1\nBB,2\n")
+    assert run_cli(config, source)[0] == 0
+    sql("DELETE FROM ref.t_codes" if change == "emptied" else "DROP TABLE ref.t_codes")
+
+    code, summary = run_cli(config, source)
+
+    assert code == 0, summary["error"]
+    assert summary["published"] is True
+    assert sql("SELECT code, n FROM ref.t_codes ORDER BY code") == [("AA", 1), ("BB", 2)]
+    assert len(_ledger(sql)) == 2
+
+
+def test_an_append_target_with_rows_of_its_own_is_not_appended_twice(
+    table_dir, write, run_cli, sql
+):
+    config = table_dir(MAPPING, load_mode="append")
+    source = write("a.csv", "code,n\nAA,1\nBB,2\n")
+    assert run_cli(config, source)[0] == 0
+    sql("INSERT INTO ref.t_codes (code, n) VALUES ('ZZ', 9)")
+
+    code, summary = run_cli(config, source)
+
+    assert code == 0 and summary["published"] is False
+    assert summary["rows_in_target"] == 3
+
+
+def test_force_publishes_a_file_the_ledger_already_has(table_dir, write, run_cli, sql):
+    config = table_dir(MAPPING)
+    source = write("a.csv", "code,n\nAA,1\nBB,2\n")
+    assert run_cli(config, source)[0] == 0
+    sql("UPDATE ref.t_codes SET n = 99 WHERE code = 'AA'")  # same count: not noticed
+
+    assert run_cli(config, source)[1]["published"] is False
+    code, summary = run_cli(config, source, "--force")
+
+    assert code == 0, summary["error"]
+    assert summary["published"] is True
+    assert sql("SELECT code, n FROM ref.t_codes ORDER BY code") == [("AA", 1), ("BB", 2)]
+    assert [row[1:] for row in _ledger(sql)] == [("truncate", 2, 0, 2), ("truncate", 2, 2, 2)]
+
+
+LONG_COLUMN = "c" * 80  # 80 bytes: PostgreSQL would keep 63 of them
+
+
+def test_a_name_longer_than_the_warehouse_keeps_is_refused_before_anything_is_made(
+    table_dir, write, run_cli, sql, dialect
+):
+    config = table_dir(MAPPING + f"x,{LONG_COLUMN},integer,,,,\n")
+
+    code, summary = run_cli(config, write("a.csv", "code,n,x\nAA,1,7\n"))
+
+    if dialect != "postgresql":  # DuckDB and Redshift (127 bytes) keep the whole name
+        assert code == 0, summary["error"]
+        assert sql(f"SELECT {LONG_COLUMN} FROM ref.t_codes") == [(7,)]
+        return
+    assert code == 2
+    assert summary["error"]["type"] == "ConfigError"
+    assert summary["error"]["message"] == (
+        f"{config.parent / 't_codes_mapping.csv'}, column '{LONG_COLUMN}': column name is "
+        "80 bytes; postgresql keeps at most 63 bytes of a name: shorten it in the mapping sheet"
+    )
+    assert _tables(sql) == []

@@ -60,11 +60,20 @@ def test_publish_is_one_transaction_without_truncate(
         s for s in text if re.search(r"\bTRUNCATE\b|\bALTER\s+TABLE\b.*\bAPPEND\b", s, re.I | re.S)
     ]
     [copy] = [s for s in text if s.startswith("COPY ")]
+    # From a manifest that lists exactly the curated object: COPY FROM a key would load
+    # every object whose key starts with it.
+    curated = summary["curated_uri"]
+    manifest = curated.removesuffix(".parquet") + ".manifest"
     assert re.fullmatch(
-        rf'COPY "refload_stage_\w+" \("code", "n"\) FROM \'{summary["curated_uri"]}\' '
-        rf"IAM_ROLE '{COPY_ROLE}' FORMAT AS PARQUET",
+        rf'COPY "refload_stage_\w+" \("code", "n"\) FROM \'{manifest}\' '
+        rf"IAM_ROLE '{COPY_ROLE}' FORMAT AS PARQUET MANIFEST",
         copy,
     )
+    bucket, key = manifest.removeprefix("s3://").split("/", 1)
+    size = s3.head_object(Bucket="curated", Key=curated.split("/", 3)[3])["ContentLength"]
+    assert json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read()) == {
+        "entries": [{"url": curated, "mandatory": True, "meta": {"content_length": size}}]
+    }
     begin, commit = text.index("BEGIN"), text.index("COMMIT")
     ledger = next(i for i, s in enumerate(text) if "load_ledger" in s and s.startswith("INSERT"))
     publish = [
@@ -84,12 +93,12 @@ def test_publish_is_one_transaction_without_truncate(
 def test_new_tables_are_diststyle_all_with_optional_keys(table_dir, write, run_cli):
     config = table_dir(MAPPING, redshift_sort_key=["code"])
     assert run_cli(config, write("a.csv", "code,n\nAA,1\n"))[0] == 0
-    [create] = [s for s in STATEMENTS if s.startswith('CREATE TABLE "ref"')]
+    [create] = [s for s in STATEMENTS if s.startswith('CREATE TABLE IF NOT EXISTS "ref"')]
     assert create.endswith('\nDISTSTYLE ALL\nSORTKEY ("code")')
     STATEMENTS.clear()
     keyed = table_dir(MAPPING, name="t_keyed", redshift_dist_key="code")
     assert run_cli(keyed, write("b.csv", "code,n\nAA,1\n"))[0] == 0
-    [create] = [s for s in STATEMENTS if s.startswith('CREATE TABLE "ref"')]
+    [create] = [s for s in STATEMENTS if s.startswith('CREATE TABLE IF NOT EXISTS "ref"')]
     assert create.endswith('\nDISTSTYLE KEY DISTKEY ("code")')
 
 
@@ -205,3 +214,30 @@ def test_credentials_from_a_secrets_manager_secret(monkeypatch):
         "timeout": 30,
         "region": "us-east-1",
     }
+
+
+@pytest.mark.parametrize("warehouse_url", ["redshift"], indirect=True)
+def test_curated_timestamps_are_int64_microseconds_as_redshift_copy_reads_them(
+    s3, table_dir, write, warehouse_url, capsys, sql
+):
+    """Redshift COPY reads Parquet INT64 TIMESTAMP(MICROS); nanoseconds it takes for
+    microseconds (years like 161065: apache/arrow#38000), so they must never appear."""
+    import pyarrow.parquet as pq
+
+    from handler.cli import main
+    from steps import storage
+
+    mapping = MAPPING + "at,at,timestamp,,,,%Y-%m-%d %H:%M:%S\n"
+    config = table_dir(mapping)
+    source = write("a.csv", "code,n,at\nAA,1,2026-11-01 10:30:15\n")
+    args = ["run", "--config", str(config), "--source", str(source), "--warehouse"]
+    code = main([*args, warehouse_url, "--curated-root", "s3://curated", "--json"])
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 0, summary["error"]
+
+    with storage.local_file(summary["curated_uri"]) as path:
+        column = pq.ParquetFile(path).schema.column(2)
+    assert column.physical_type == "INT64"
+    logical = json.loads(column.logical_type.to_json())
+    assert (logical["Type"], logical["timeUnit"]) == ("Timestamp", "microseconds")
+    assert [str(v) for (v,) in sql("SELECT at FROM ref.t_codes")] == ["2026-11-01 10:30:15"]

@@ -14,9 +14,12 @@ import re
 import socket
 import struct
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from steps.warehouse.redshift import RedshiftWarehouse
+
+if TYPE_CHECKING:
+    from steps.mapping import Mapping
 
 REDSHIFT_ONLY_PARAMETERS = {
     b"client_protocol_version",
@@ -152,13 +155,17 @@ class RedshiftThroughProxy(RedshiftWarehouse):
     def check_curated_uri(self, curated_uri: str) -> None:
         self.iam_role()  # local curated files are fine here: nothing reads them from S3
 
-    def stage(self, staging: str, like: str, columns: list[str], curated_uri: str) -> None:
+    def stage(self, staging: str, mapping: Mapping, curated_uri: str) -> None:
         import pyarrow.parquet as pq
 
         from steps import storage
 
-        self.execute(self.create_staging_sql(staging, like))
-        STATEMENTS.append(self.copy_sql(staging, columns, curated_uri))
+        columns = mapping.targets
+        self.execute(self.create_staging_sql(staging, mapping))
+        # The manifest is written to (moto) S3 as the real dialect does; local curated
+        # files have none.
+        manifest = self.write_manifest(curated_uri) if storage.is_s3(curated_uri) else curated_uri
+        STATEMENTS.append(self.copy_sql(staging, columns, manifest))
         names = ", ".join(self.quote(c) for c in columns)
         marks = "(" + ", ".join(["%s"] * len(columns)) + ")"
         with storage.local_file(curated_uri) as path:

@@ -10,18 +10,87 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import secrets
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from steps.errors import ConfigError, InfrastructureError, RefloadError, RejectedInput
+import structlog
+
+from steps.errors import (
+    ConfigError,
+    InfrastructureError,
+    RefloadError,
+    RejectedInput,
+    WarehouseUnavailable,
+)
 
 if TYPE_CHECKING:
     from steps.config import LoadMode
-    from steps.mapping import DataType, Mapping
+    from steps.mapping import ColumnSpec, DataType, Mapping
+
+log = structlog.get_logger("refload")
 
 AUDIT_SCHEMA = "etl_audit"
+
+# How long a publish waits for a lock another transaction holds on its target before
+# it gives up as retryable (WarehouseUnavailable): an open transaction left in a SQL
+# client must not make a load hang until the function times out.
+LOCK_TIMEOUT_ENV = "REFLOAD_LOCK_TIMEOUT_SECONDS"
+DEFAULT_LOCK_TIMEOUT_SECONDS = 180.0
+
+# SQLSTATEs (PostgreSQL's codes, which Redshift shares) that a retry can clear:
+# connection exceptions (class 08), serialization failure, deadlock, lock not
+# available, statement cancelled (a timeout), server shutting down or starting,
+# too many connections.
+TRANSIENT_SQLSTATE_CLASSES = frozenset({"08"})
+TRANSIENT_SQLSTATES = frozenset(
+    {"40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03", "53300", "53400"}
+)
+# Waiting for a lock gave up: lock_timeout (PostgreSQL) or statement_timeout (Redshift).
+LOCK_WAIT_GAVE_UP = frozenset({"55P03", "57014"})
+# Another session created the same schema or table at the same moment: unique
+# violation on the catalog, duplicate table, duplicate schema.
+CREATED_CONCURRENTLY = frozenset({"23505", "42P07", "42P06"})
+
+
+def sqlstate(error: BaseException | None) -> str | None:
+    """The SQLSTATE of a driver error: psycopg's `sqlstate`, or the 'C' field that
+    redshift-connector puts in the dict of the error's first argument."""
+    if error is None:
+        return None
+    code = getattr(error, "sqlstate", None)
+    if isinstance(code, str):
+        return code
+    fields = error.args[0] if error.args and isinstance(error.args[0], dict) else {}
+    code = fields.get("C")
+    return code if isinstance(code, str) else None
+
+
+def is_transient_sqlstate(code: str | None) -> bool:
+    if not code:
+        return False
+    return code in TRANSIENT_SQLSTATES or code[:2] in TRANSIENT_SQLSTATE_CLASSES
+
+
+def lock_timeout_seconds() -> float:
+    raw = os.environ.get(LOCK_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_LOCK_TIMEOUT_SECONDS
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise ConfigError(f"{LOCK_TIMEOUT_ENV} must be a number of seconds above 0", value=raw)
+    return seconds
+
+
+class _CreatedConcurrently(Exception):
+    """The publish transaction lost a race to create the target; it was rolled back."""
+
 
 AUDIT_TABLES = {
     "load_ledger": """
@@ -76,12 +145,34 @@ class LedgerEntry:
 
 
 @dataclass(frozen=True)
+class LedgerRow:
+    run_id: str
+    content_hash: str
+    config_hash: str
+    rows_after: int
+
+
+@dataclass(frozen=True)
+class TargetTable:
+    """The table a config publishes into, as the mapping sheet defines it."""
+
+    schema: str
+    name: str
+    mapping: Mapping
+    key: list[str] = field(default_factory=list)
+    sort_key: list[str] | None = None
+    dist_key: str | None = None
+    allow_new_columns: bool = False
+
+
+@dataclass(frozen=True)
 class PublishResult:
     published: bool
     rows_loaded: int
     rows_before: int
     rows_after: int
     skipped_reason: str | None = None
+    target_created: bool = False
 
 
 _TYPE_FAMILIES = {
@@ -288,16 +379,26 @@ class Warehouse:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
+        """BEGIN ... COMMIT; any failure, COMMIT's own included, rolls back and raises."""
         self.execute("BEGIN")
         self.in_transaction = True
         try:
             yield
+            self._commit()
         except BaseException:
             self.rollback()
             raise
         finally:
             self.in_transaction = False
-        self.execute("COMMIT")
+
+    def _commit(self) -> None:
+        try:
+            self.execute("COMMIT")
+        except RefloadError as error:
+            # Redshift, for one, reports a serializable isolation conflict at COMMIT.
+            raise type(error)(
+                f"COMMIT failed, the transaction was rolled back: {error.reason}"
+            ) from error
 
     @contextmanager
     def read_only(self, timeout_seconds: int) -> Iterator[None]:
@@ -365,12 +466,38 @@ class Warehouse:
     # --- tables ----------------------------------------------------------------------
 
     def ensure_audit_tables(self) -> None:
+        """Create the audit schema and tables that are missing.
+
+        Two first runs may create them at the same moment: the one that loses the race
+        finds them made and goes on (`_create_missing`).
+        """
         if self._audit_tables_ready:  # once per warehouse object, even when shared by steps
             return
-        self.execute(f"CREATE SCHEMA IF NOT EXISTS {self.quote(AUDIT_SCHEMA)}")
+        if not self.schema_exists(AUDIT_SCHEMA):
+            self._create_missing(f"CREATE SCHEMA IF NOT EXISTS {self.quote(AUDIT_SCHEMA)}")
         for name, columns in AUDIT_TABLES.items():
-            self.execute(f"CREATE TABLE IF NOT EXISTS {self.table(AUDIT_SCHEMA, name)} ({columns})")
+            if not self.table_columns(AUDIT_SCHEMA, name):
+                self._create_missing(
+                    f"CREATE TABLE IF NOT EXISTS {self.table(AUDIT_SCHEMA, name)} ({columns})"
+                )
         self._audit_tables_ready = True
+
+    def _create_missing(self, ddl: str) -> None:
+        # IF NOT EXISTS does not make concurrent creators safe on PostgreSQL: the loser
+        # waits for the winner and then fails on the catalog's unique index. The object
+        # exists either way, which is all this statement wants (it runs in autocommit).
+        try:
+            self.execute(ddl)
+        except RefloadError as error:
+            if sqlstate(error.__cause__) not in CREATED_CONCURRENTLY:
+                raise
+
+    def schema_exists(self, schema: str) -> bool:
+        return bool(
+            self.query(
+                "SELECT 1 FROM information_schema.schemata WHERE schema_name = %s", (schema,)
+            )
+        )
 
     def table_columns(self, schema: str, name: str) -> dict[str, str]:
         """Column name -> declared type, normalised (see `type_signature`)."""
@@ -382,6 +509,31 @@ class Warehouse:
         )
         return {r[0]: type_signature(*r[1:]) for r in rows}
 
+    def missing_privileges(self, schema: str, name: str) -> list[str]:
+        """Privileges publishing into an existing table needs and the user lacks."""
+        return []
+
+    def check_names(self, target: TargetTable) -> None:
+        """Refuse names this warehouse would cut short (exit 2), before anything is staged.
+
+        PostgreSQL keeps the first 63 bytes of a longer name without a word: the table
+        would load once and every later load would be refused as drift.
+        """
+        limit = self.capabilities.max_identifier_bytes
+        names = [("schema", target.schema), ("table", target.name)]
+        names += [("column", c.target) for c in target.mapping.columns]
+        for kind, name in names:
+            size = len(name.encode())
+            if size > limit:
+                raise ConfigError(
+                    f"{kind} name is {size} bytes; {self.dialect} keeps at most {limit} "
+                    "bytes of a name: shorten it in the "
+                    + ("mapping sheet" if kind == "column" else "table config"),
+                    file=target.mapping.uri if kind == "column" else None,
+                    column=name if kind == "column" else None,
+                    value=None if kind == "column" else name,
+                )
+
     def create_table_sql(
         self,
         schema: str,
@@ -390,31 +542,21 @@ class Warehouse:
         sort_key: list[str] | None = None,
         dist_key: str | None = None,
     ) -> str:
-        columns = ",\n  ".join(
+        columns = self._columns_sql(mapping)
+        return f"CREATE TABLE IF NOT EXISTS {self.table(schema, name)} (\n  {columns}\n)"
+
+    def _columns_sql(self, mapping: Mapping) -> str:
+        return ",\n  ".join(
             f"{self.quote(c.target)} {self.column_type(c.data_type)}"
             + ("" if c.nullable else " NOT NULL")
             for c in mapping.columns
         )
-        return f"CREATE TABLE {self.table(schema, name)} (\n  {columns}\n)"
 
-    def ensure_target(
-        self,
-        schema: str,
-        name: str,
-        mapping: Mapping,
-        *,
-        sort_key: list[str] | None = None,
-        dist_key: str | None = None,
-        allow_new_columns: bool = False,
-    ) -> bool:
-        """Create the target from the mapping when missing; refuse drift. True if created."""
-        existing = self.table_columns(schema, name)
-        if not existing:
-            self.execute(f"CREATE SCHEMA IF NOT EXISTS {self.quote(schema)}")
-            self.execute(self.create_table_sql(schema, name, mapping, sort_key, dist_key))
-            return True
+    def check_drift(self, target: TargetTable, existing: dict[str, str]) -> list[ColumnSpec]:
+        """Refuse a table that differs from the mapping; the columns to add, if allowed."""
+        mapping = target.mapping
         missing = [c for c in mapping.columns if c.target not in existing]
-        addable = [c for c in missing if c.nullable] if allow_new_columns else []
+        addable = [c for c in missing if c.nullable] if target.allow_new_columns else []
         problems = []
         if len(addable) < len(missing):
             names = ", ".join(c.target for c in missing if c not in addable)
@@ -431,74 +573,202 @@ class Warehouse:
                 )
         if problems:
             raise ConfigError(
-                f"target {schema}.{name} does not match the mapping ({'; '.join(problems)}); "
-                "alter the table or the sheet",
+                f"target {target.schema}.{target.name} does not match the mapping "
+                f"({'; '.join(problems)}); alter the table or the sheet",
                 file=mapping.uri,
             )
-        for c in addable:
+        return addable
+
+    def check_target(self, target: TargetTable) -> dict[str, str]:
+        """Everything that can be refused before staging: names, drift, privileges.
+
+        Returns the table's columns as they are (empty when it does not exist yet).
+        """
+        self.check_names(target)
+        existing = self.table_columns(target.schema, target.name)
+        if existing:
+            self.check_drift(target, existing)
+            lacking = self.missing_privileges(target.schema, target.name)
+            if lacking:
+                raise InfrastructureError(
+                    f"permission denied on {target.schema}.{target.name}: the warehouse "
+                    f"user lacks {', '.join(lacking)} on it; grant them or load as a user "
+                    "that has them",
+                    table=target.schema + "." + target.name,
+                )
+        return existing
+
+    def _ensure_target(self, target: TargetTable, existed: dict[str, str]) -> bool:
+        """Inside the publish transaction: create the target when missing, or add the
+        columns the config allows. `existed` is what `check_target` found before staging.
+
+        The DDL commits or rolls back with the rows, so a failed first load leaves no
+        empty table behind. True if this run created the table.
+        """
+        # A table that was missing before staging may have been created since by a
+        # concurrent run: look again, and check that one for drift too.
+        existing = existed or self.table_columns(target.schema, target.name)
+        if existing:
+            for c in self.check_drift(target, existing):
+                self.execute(
+                    f"ALTER TABLE {self.table(target.schema, target.name)} ADD COLUMN "
+                    f"{self.quote(c.target)} {self.column_type(c.data_type)}"
+                )
+            return False
+        try:
+            if not self.schema_exists(target.schema):
+                self.execute(f"CREATE SCHEMA IF NOT EXISTS {self.quote(target.schema)}")
             self.execute(
-                f"ALTER TABLE {self.table(schema, name)} ADD COLUMN "
-                f"{self.quote(c.target)} {self.column_type(c.data_type)}"
+                self.create_table_sql(
+                    target.schema, target.name, target.mapping, target.sort_key, target.dist_key
+                )
             )
-        return False
+        except RefloadError as error:
+            if sqlstate(error.__cause__) in CREATED_CONCURRENTLY:
+                raise _CreatedConcurrently(str(error)) from error
+            raise
+        return True
 
     # --- staging (dialects override) -------------------------------------------------
 
     def check_curated_uri(self, curated_uri: str) -> None:
         """Refuse, before anything is touched, a curated file this warehouse cannot stage."""
 
-    def stage(self, staging: str, like: str, columns: list[str], curated_uri: str) -> None:
-        """Make the curated Parquet rows readable as `staging`, shaped like `like`: a new
-        temporary table (DuckDB: a view over the file)."""
+    def stage(self, staging: str, mapping: Mapping, curated_uri: str) -> None:
+        """Make the curated Parquet rows readable as `staging`, typed as the mapping says:
+        a new temporary table (DuckDB: a view over the file)."""
         raise NotImplementedError
 
     def staging_name(self, run_id: str) -> str:
+        # Unique per attempt, not only per run id: two runs of one file at once, or one
+        # run id given twice, never share a staging table.
         safe = "".join(ch if ch.isalnum() else "_" for ch in run_id.lower())
-        return f"refload_stage_{safe}"[:127]
+        name = f"refload_stage_{secrets.token_hex(4)}_{safe}"
+        return name[: self.capabilities.max_identifier_bytes]
 
     def drop_staging_sql(self, staging: str) -> str:
         return f"DROP TABLE IF EXISTS {self.quote(staging)}"
 
-    def create_staging_sql(self, staging: str, like: str) -> str:
-        return f"CREATE TEMPORARY TABLE {self.quote(staging)} (LIKE {like})"
+    def create_staging_sql(self, staging: str, mapping: Mapping) -> str:
+        # From the mapping, not LIKE the target: the target may not exist before the
+        # publish transaction creates it.
+        return f"CREATE TEMPORARY TABLE {self.quote(staging)} (\n  {self._columns_sql(mapping)}\n)"
 
     # --- publish ---------------------------------------------------------------------
 
-    def already_published(self, entry: LedgerEntry) -> tuple[str, int] | None:
+    def last_publish(self, target: str) -> LedgerRow | None:
+        """The latest ledger row of a target."""
+        rows = self.query(
+            f"SELECT run_id, content_hash, config_hash, rows_after FROM "
+            f"{self.table(AUDIT_SCHEMA, 'load_ledger')} WHERE target = %s "
+            "ORDER BY loaded_at DESC LIMIT 1",
+            (target,),
+        )
+        return LedgerRow(rows[0][0], rows[0][1], rows[0][2], int(rows[0][3])) if rows else None
+
+    def already_published(self, entry: LedgerEntry) -> str | None:
         """The run that already published this content with this config, if any.
 
         Replace: only the latest publish counts (loading an older file again is a
         legitimate roll-back). Append and upsert: any earlier publish counts.
         """
-        ledger = self.table(AUDIT_SCHEMA, "load_ledger")
         if entry.load_mode == "truncate":
-            rows = self.query(
-                f"SELECT run_id, rows_loaded, content_hash, config_hash FROM {ledger} "
-                "WHERE target = %s ORDER BY loaded_at DESC LIMIT 1",
-                (entry.target,),
+            latest = self.last_publish(entry.target)
+            same = latest and (latest.content_hash, latest.config_hash) == (
+                entry.content_hash,
+                entry.config_hash,
             )
-            rows = [r for r in rows if (r[2], r[3]) == (entry.content_hash, entry.config_hash)]
-        else:
-            rows = self.query(
-                f"SELECT run_id, rows_loaded FROM {ledger} WHERE target = %s "
-                "AND content_hash = %s AND config_hash = %s ORDER BY loaded_at DESC LIMIT 1",
-                (entry.target, entry.content_hash, entry.config_hash),
-            )
-        return (rows[0][0], int(rows[0][1])) if rows else None
+            return latest.run_id if latest and same else None
+        rows = self.query(
+            f"SELECT run_id FROM {self.table(AUDIT_SCHEMA, 'load_ledger')} WHERE target = %s "
+            "AND content_hash = %s AND config_hash = %s ORDER BY loaded_at DESC LIMIT 1",
+            (entry.target, entry.content_hash, entry.config_hash),
+        )
+        return rows[0][0] if rows else None
 
-    def _skip_if_published(self, entry: LedgerEntry, target: str) -> PublishResult | None:
-        previous = self.already_published(entry)
-        if not previous:
+    def _skip_if_published(self, entry: LedgerEntry, target: TargetTable) -> PublishResult | None:
+        """A result that publishes nothing, when this file is already in the target.
+
+        The ledger alone is not enough: a target dropped or emptied out of band, then
+        the same file replayed, must be published again. Replace and upsert publish
+        again whenever the target's row count differs from what the last publish left
+        (both are safe to repeat); append only when the target is gone or empty (a
+        second append of the same rows would double them).
+        """
+        run_id = self.already_published(entry)
+        if run_id is None:
             return None
-        run_id, rows = previous
-        count = self.count(target)
+        where = f"{target.schema}.{target.name}"
+        if not self.table_columns(target.schema, target.name):
+            log.warning("target is gone; publishing the file again", target=where, run=run_id)
+            return None
+        count = self.count(self.table(target.schema, target.name))
+        latest = self.last_publish(entry.target)
+        left = latest.rows_after if latest else count
+        changed = count == 0 < left if entry.load_mode == "append" else count != left
+        if changed:
+            log.warning(
+                "target changed since the last publish; publishing the file again",
+                target=where,
+                rows_in_target=count,
+                rows_after_last_publish=left,
+                run=run_id,
+            )
+            return None
         return PublishResult(
             False,
-            rows,
+            0,
             count,
             count,
             f"already published by run {run_id} (same content and config)",
         )
+
+    @contextmanager
+    def _bounded_lock_wait(self, target: str, *, announce: bool = False) -> Iterator[None]:
+        """Statements in this block wait at most `lock_timeout_seconds()` for a lock that
+        another transaction holds, then fail as retryable.
+
+        PostgreSQL: lock_timeout. Redshift has none: a statement waits for a lock as
+        long as it runs, so the block runs under a statement_timeout of that length
+        (it holds only the short statements that take the locks). DuckDB: nothing
+        waits (one writer per file; a conflict fails at once).
+        """
+        seconds = lock_timeout_seconds()
+        milliseconds = max(1, int(seconds * 1000))
+        caps = self.capabilities
+        if caps.lock_timeout:
+            scope = "LOCAL " if self.in_transaction and caps.transaction_settings else ""
+            self.execute(f"SET {scope}lock_timeout = {milliseconds}")
+        elif caps.statement_timeout:
+            self.execute(f"SET statement_timeout = {milliseconds}")
+        if announce:
+            log.info("waiting for the target's lock", target=target, at_most_seconds=seconds)
+        try:
+            yield
+        except WarehouseUnavailable as error:
+            if sqlstate(error.__cause__) not in LOCK_WAIT_GAVE_UP:
+                raise
+            raise WarehouseUnavailable(
+                f"{target} is locked by another transaction; gave up after {seconds:g} s "
+                f"({LOCK_TIMEOUT_ENV}); a retry may succeed ({error.reason})",
+                table=target,
+            ) from error
+        finally:
+            if caps.statement_timeout and not caps.lock_timeout:
+                # The session's own limit again; in a failed transaction this fails,
+                # and the rollback restores it instead.
+                with suppress(RefloadError):
+                    self.execute("RESET statement_timeout")
+
+    def _take_publish_lock(self, target: str, where: str) -> None:
+        """Serialise publishers of the target, waiting a bounded time for other writers."""
+        with self._bounded_lock_wait(where, announce=True):
+            if self.capabilities.publisher_lock:
+                self.execute(f"LOCK TABLE {target} IN SHARE ROW EXCLUSIVE MODE")
+            else:
+                # Takes the table's write lock now (Redshift: ShareRowExclusiveLock), so
+                # that waiting for another writer happens here, under the bound.
+                self.execute(f"DELETE FROM {target} WHERE 1 = 0")
 
     def duplicate_key_in(self, staging: str, key: list[str]) -> tuple[Any, ...] | None:
         cols = ", ".join(self.quote(k) for k in key)
@@ -550,56 +820,85 @@ class Warehouse:
     def publish(
         self,
         entry: LedgerEntry,
-        schema: str,
-        name: str,
-        mapping: Mapping,
-        key: list[str],
+        target: TargetTable,
         before_publish: Callable[[Warehouse, int, int], None] | None = None,
+        *,
+        force: bool = False,
     ) -> PublishResult:
-        """Stage, then replace/upsert/append plus the ledger row in ONE transaction.
+        """Stage, then create/replace/upsert/append plus the ledger row in ONE transaction.
 
         `before_publish(warehouse, rows_before, rows_staged)` runs inside that transaction after the
-        rows are in place and before the ledger row; raising there rolls everything back.
+        rows are in place and before the ledger row; raising there rolls everything back,
+        the target's creation included. `force` publishes even when the ledger says this
+        file is already in the target.
         """
-        target = self.table(schema, name)
-        skipped = self._skip_if_published(entry, target)
-        if skipped:
-            return skipped
+        existed = self.check_target(target)
+        if force:
+            log.info("force: publishing whatever the ledger says", target=entry.target)
+        else:
+            with self._bounded_lock_wait(f"{target.schema}.{target.name}"):
+                skipped = self._skip_if_published(entry, target)
+            if skipped:
+                return skipped
         staging = self.staging_name(entry.run_id)
         self.execute(self.drop_staging_sql(staging))
-        self.stage(staging, target, mapping.targets, entry.curated_uri)
+        self.stage(staging, target.mapping, entry.curated_uri)
         try:
             if entry.load_mode == "upsert":
-                doubled = self.duplicate_key_in(staging, key)
+                doubled = self.duplicate_key_in(staging, target.key)
                 if doubled:
-                    value = ", ".join(f"{k}={v!r}" for k, v in zip(key, doubled, strict=True))
+                    value = ", ".join(
+                        f"{k}={v!r}" for k, v in zip(target.key, doubled, strict=True)
+                    )
                     raise RejectedInput(
                         f"duplicate primary key ({value}) in the incoming rows",
                         file=entry.curated_uri,
                     )
-            with self.transaction():
-                if self.capabilities.publisher_lock:
-                    self.execute(f"LOCK TABLE {target} IN SHARE ROW EXCLUSIVE MODE")
-                # Again under the lock: a concurrent run may have published this file meanwhile.
-                skipped = self._skip_if_published(entry, target)
-                if skipped:
-                    return skipped
-                before = self.count(target)
-                for statement in self.publish_statements(
-                    entry.load_mode, target, staging, mapping.targets, key
-                ):
-                    self.execute(statement)
-                loaded = int(self.scalar(f"SELECT COUNT(*) FROM {self.quote(staging)}"))
-                if before_publish is not None:
-                    before_publish(self, before, loaded)
-                after = self.count(target)
-                self.write_ledger(entry, loaded, before, after)
+            try:
+                return self._publish_staged(entry, target, existed, staging, before_publish, force)
+            except _CreatedConcurrently:
+                # Another run created the schema or table a moment ago and this
+                # transaction is rolled back: again, now that it exists.
+                log.info(
+                    "target created by a concurrent run; publishing again", target=entry.target
+                )
+                return self._publish_staged(entry, target, {}, staging, before_publish, force)
         finally:
             # Best effort: a temporary table also goes with the session, and a failed
             # cleanup must not hide why the publish failed.
             with suppress(RefloadError):
                 self.execute(self.drop_staging_sql(staging))
-        return PublishResult(True, loaded, before, after)
+
+    def _publish_staged(
+        self,
+        entry: LedgerEntry,
+        target: TargetTable,
+        existed: dict[str, str],
+        staging: str,
+        before_publish: Callable[[Warehouse, int, int], None] | None,
+        force: bool,
+    ) -> PublishResult:
+        ref = self.table(target.schema, target.name)
+        where = f"{target.schema}.{target.name}"
+        with self.transaction():
+            with self._bounded_lock_wait(where):
+                created = self._ensure_target(target, existed)
+            self._take_publish_lock(ref, where)
+            # Again under the lock: a concurrent run may have published this file meanwhile.
+            skipped = None if force else self._skip_if_published(entry, target)
+            if skipped:
+                return skipped
+            before = self.count(ref)
+            for statement in self.publish_statements(
+                entry.load_mode, ref, staging, target.mapping.targets, target.key
+            ):
+                self.execute(statement)
+            loaded = int(self.scalar(f"SELECT COUNT(*) FROM {self.quote(staging)}"))
+            if before_publish is not None:
+                before_publish(self, before, loaded)
+            after = self.count(ref)
+            self.write_ledger(entry, loaded, before, after)
+        return PublishResult(True, loaded, before, after, target_created=created)
 
     # --- audit -----------------------------------------------------------------------
 

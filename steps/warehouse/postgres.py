@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from steps import storage
 from steps.errors import InfrastructureError, RefloadError, WarehouseUnavailable
-from steps.warehouse.base import Capabilities, Warehouse
+from steps.warehouse.base import (
+    Capabilities,
+    Warehouse,
+    is_transient_sqlstate,
+    sqlstate,
+    type_signature,
+)
+
+if TYPE_CHECKING:
+    from steps.mapping import Mapping
 
 COPY_BATCH_ROWS = 50_000
 
@@ -34,25 +43,54 @@ class PostgresWarehouse(Warehouse):
 
     def translate_error(self, error: Exception) -> RefloadError:
         import psycopg
-        from psycopg import errors
 
-        transient = (
-            psycopg.OperationalError,
-            errors.SerializationFailure,
-            errors.DeadlockDetected,
-            errors.QueryCanceled,
-            errors.LockNotAvailable,
-        )
-        if "authentication failed" in str(error):  # retrying will not help
+        code = sqlstate(error)
+        if code is None and "authentication failed" in str(error):
+            # A refused login has no SQLSTATE (libpq fails before any result); it is
+            # the one error told by its text. Retrying will not help.
             return InfrastructureError(f"postgresql: {error}".strip())
-        if isinstance(error, transient):
+        if is_transient_sqlstate(code) or (
+            code is None and isinstance(error, psycopg.OperationalError)
+        ):
             return WarehouseUnavailable(f"postgresql: {error}".strip())
         return InfrastructureError(f"postgresql error: {error}".strip())
 
-    def stage(self, staging: str, like: str, columns: list[str], curated_uri: str) -> None:
+    # The catalog, not information_schema: information_schema hides the tables the
+    # user has no privilege on, and a table that exists would look missing.
+    def schema_exists(self, schema: str) -> bool:
+        return bool(
+            self.query("SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s", (schema,))
+        )
+
+    def table_columns(self, schema: str, name: str) -> dict[str, str]:
+        rows = self.query(
+            "SELECT a.attname, format_type(a.atttypid, a.atttypmod) "
+            "FROM pg_catalog.pg_attribute a "
+            "JOIN pg_catalog.pg_class c ON c.oid = a.attrelid "
+            "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p') "
+            "AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+            (schema, name),
+        )
+        return {column: type_signature(declared) for column, declared in rows}
+
+    def missing_privileges(self, schema: str, name: str) -> list[str]:
+        table = self.table(schema, name)
+        needed = ("SELECT", "INSERT", "DELETE")
+        row = self.query(
+            "SELECT has_schema_privilege(%s, 'USAGE'), "
+            + ", ".join(f"has_table_privilege(%s, '{p}')" for p in needed),
+            (schema, *[table] * len(needed)),
+        )[0]
+        if not row[0]:
+            return [f"USAGE on schema {schema}"]
+        return [p for p, granted in zip(needed, row[1:], strict=True) if not granted]
+
+    def stage(self, staging: str, mapping: Mapping, curated_uri: str) -> None:
         import pyarrow.parquet as pq
 
-        self.execute(self.create_staging_sql(staging, like))
+        self.execute(self.create_staging_sql(staging, mapping))
+        columns = mapping.targets
         cols = ", ".join(self.quote(c) for c in columns)
         try:
             with (

@@ -14,22 +14,16 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from steps import storage
 from steps.errors import ConfigError, InfrastructureError, RefloadError, WarehouseUnavailable
-from steps.warehouse.base import Capabilities
+from steps.warehouse.base import Capabilities, is_transient_sqlstate
 from steps.warehouse.postgres import PostgresWarehouse
 
 if TYPE_CHECKING:
     from steps.mapping import Mapping
 
-# Redshift error texts that a retry can clear.
-TRANSIENT_MARKERS = (
-    "serializable isolation violation",
-    "1023",
-    "could not complete because",
-    "connection",
-    "timeout",
-    "timed out",
-    "terminat",
-)
+# Redshift reports some errors as SQLSTATE XX000 (internal error) with its own error
+# number as the message: 1023 is a serializable isolation violation, which a retry
+# clears (often raised at COMMIT).
+TRANSIENT_REDSHIFT_CODES = frozenset({"1023"})
 
 
 def connect_arguments(url: str) -> dict[str, Any]:
@@ -115,14 +109,26 @@ class RedshiftWarehouse(PostgresWarehouse):
     def translate_error(self, error: Exception) -> RefloadError:
         import redshift_connector
 
-        # The driver puts the server's error fields in a dict; its 'M' is the message.
+        # The driver puts the server's error fields in a dict: 'C' is the SQLSTATE,
+        # 'M' the message. Errors of the driver itself (the network) have no dict.
         fields = error.args[0] if error.args and isinstance(error.args[0], dict) else {}
+        code = fields.get("C")
         text = fields.get("M") or str(error)
-        if fields.get("C") == "28P01":  # authentication failed: retrying will not help
+        if fields.get("D"):
+            text += f" ({fields['D']})"
+        if code in ("28P01", "28000"):  # authentication failed: retrying will not help
             return InfrastructureError(f"redshift: {text}")
-        if isinstance(
-            error, (redshift_connector.InterfaceError, redshift_connector.OperationalError)
-        ) or any(marker in text.lower() for marker in TRANSIENT_MARKERS):
+        redshift_code = str(fields.get("M", "")).split(":")[0].strip()
+        if (
+            is_transient_sqlstate(code)
+            or (code == "XX000" and redshift_code in TRANSIENT_REDSHIFT_CODES)
+            or (
+                not fields
+                and isinstance(
+                    error, (redshift_connector.InterfaceError, redshift_connector.OperationalError)
+                )
+            )
+        ):
             return WarehouseUnavailable(f"redshift: {text}")
         return InfrastructureError(f"redshift error: {text}")
 
@@ -153,12 +159,32 @@ class RedshiftWarehouse(PostgresWarehouse):
             )
         return role
 
-    def copy_sql(self, staging: str, columns: list[str], curated_uri: str) -> str:
+    def copy_sql(self, staging: str, columns: list[str], manifest_uri: str) -> str:
         cols = ", ".join(self.quote(c) for c in columns)
         return (
-            f"COPY {self.quote(staging)} ({cols}) FROM '{curated_uri}' "
-            f"IAM_ROLE '{self.iam_role()}' FORMAT AS PARQUET"
+            f"COPY {self.quote(staging)} ({cols}) FROM '{manifest_uri}' "
+            f"IAM_ROLE '{self.iam_role()}' FORMAT AS PARQUET MANIFEST"
         )
+
+    def write_manifest(self, curated_uri: str) -> str:
+        """A COPY manifest that names exactly the curated object; returns its URI.
+
+        COPY FROM a plain key loads every object whose key starts with it (a prefix);
+        a manifest loads only the objects it lists. For Parquet each entry needs the
+        object's content_length.
+        """
+        manifest = {
+            "entries": [
+                {
+                    "url": curated_uri,
+                    "mandatory": True,
+                    "meta": {"content_length": storage.size(curated_uri)},
+                }
+            ]
+        }
+        uri = curated_uri.removesuffix(".parquet") + ".manifest"
+        storage.write_bytes(uri, json.dumps(manifest).encode())
+        return uri
 
     def check_curated_uri(self, curated_uri: str) -> None:
         if not storage.is_s3(curated_uri):
@@ -168,6 +194,7 @@ class RedshiftWarehouse(PostgresWarehouse):
             )
         self.iam_role()
 
-    def stage(self, staging: str, like: str, columns: list[str], curated_uri: str) -> None:
-        self.execute(self.create_staging_sql(staging, like))
-        self.execute(self.copy_sql(staging, columns, curated_uri))
+    def stage(self, staging: str, mapping: Mapping, curated_uri: str) -> None:
+        self.execute(self.create_staging_sql(staging, mapping))
+        manifest = self.write_manifest(curated_uri)
+        self.execute(self.copy_sql(staging, mapping.targets, manifest))
