@@ -210,7 +210,11 @@ def test_seed_config_verbatim_from_s3_via_eventbridge(s3, warehouse_url, sql, mo
     assert summary["rows_loaded"] == 42789
     assert sql("SELECT city FROM public.dim_zipcode WHERE zipcode = '00501'") == [("Holtsville",)]
     listed = s3.list_objects_v2(Bucket="curated", Prefix="dim_zipcode/")["Contents"]
-    assert [o["Key"] for o in listed] == [summary["curated_uri"].removeprefix("s3://curated/")]
+    curated = summary["curated_uri"].removeprefix("s3://curated/")
+    # Redshift's COPY reads a manifest that names the curated file, written beside it.
+    manifest = [curated.removesuffix(".parquet") + ".manifest"]
+    expected = sorted([curated, *(manifest if warehouse_url.startswith("redshift") else [])])
+    assert [o["Key"] for o in listed] == expected
 
 
 def test_object_key_no_config_routes_is_rejected(s3, monkeypatch, warehouse_url, capsys):

@@ -642,7 +642,7 @@ class Warehouse:
     def staging_name(self, run_id: str) -> str:
         # Unique per attempt, not only per run id: two runs of one file at once, or one
         # run id given twice, never share a staging table.
-        safe = "".join(ch if ch.isalnum() else "_" for ch in run_id.lower())
+        safe = "".join(ch if ch.isascii() and ch.isalnum() else "_" for ch in run_id.lower())
         name = f"refload_stage_{secrets.token_hex(4)}_{safe}"
         return name[: self.capabilities.max_identifier_bytes]
 
