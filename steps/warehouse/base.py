@@ -250,7 +250,8 @@ class Capabilities:
     # LOCK TABLE ... IN SHARE ROW EXCLUSIVE MODE: serialises publishers of a table
     # while its readers go on.
     publisher_lock: bool
-    # CREATE TABLE / ALTER TABLE ADD COLUMN roll back with the transaction.
+    # CREATE TABLE / ALTER TABLE ADD COLUMN roll back with the transaction. The publish
+    # creates the target inside its transaction and needs this (docs/adr/0006).
     ddl_in_transactions: bool
     # MERGE INTO.
     supports_merge: bool
@@ -272,8 +273,10 @@ class Warehouse:
 
     It may override, where its SQL or driver differs:
       - `placeholder` and `_run()` (driver habits), `translate_error()` (which
-        driver errors are transient);
-      - `TYPE_NAMES`, `create_table_sql()` (table attributes), `table_columns()`;
+        driver errors are transient; `sqlstate()` reads the code);
+      - `TYPE_NAMES`, `create_table_sql()` (table attributes);
+      - `table_columns()`, `schema_exists()` (where the catalog is),
+        `missing_privileges()` (a warehouse with grants);
       - `check_curated_uri()` (where it can stage from), `drop_staging_sql()`;
       - `byte_length()`, `regex_mismatch()` (functions spelt differently).
 
