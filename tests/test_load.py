@@ -284,3 +284,19 @@ def test_a_name_longer_than_the_warehouse_keeps_is_refused_before_anything_is_ma
         "80 bytes; postgresql keeps at most 63 bytes of a name: shorten it in the mapping sheet"
     )
     assert _tables(sql) == []
+
+
+@pytest.mark.parametrize("warehouse_url", ["duckdb"], indirect=True)  # read before any SQL
+@pytest.mark.parametrize("value", ["soon", "0", "-5"])
+def test_a_lock_timeout_that_is_not_a_positive_number_is_refused(
+    value, table_dir, write, run_cli, sql, monkeypatch
+):
+    monkeypatch.setenv("REFLOAD_LOCK_TIMEOUT_SECONDS", value)
+
+    code, summary = run_cli(table_dir(MAPPING), write("a.csv", "code,n\nAA,1\n"))
+
+    assert code == 2
+    assert summary["error"]["message"] == (
+        f"REFLOAD_LOCK_TIMEOUT_SECONDS must be a number of seconds above 0 (value '{value}')"
+    )
+    assert _tables(sql) == []
