@@ -765,13 +765,17 @@ class Warehouse:
 
     def _take_publish_lock(self, target: str, where: str) -> None:
         """Serialise publishers of the target, waiting a bounded time for other writers."""
+        caps = self.capabilities
+        if caps.publisher_lock:
+            statement = f"LOCK TABLE {target} IN SHARE ROW EXCLUSIVE MODE"
+        elif caps.statement_timeout:
+            # Takes the table's write lock now (Redshift: ShareRowExclusiveLock), so that
+            # waiting for another writer happens here, under the statement_timeout bound.
+            statement = f"DELETE FROM {target} WHERE 1 = 0"
+        else:
+            return  # DuckDB: nothing to wait for
         with self._bounded_lock_wait(where, announce=True):
-            if self.capabilities.publisher_lock:
-                self.execute(f"LOCK TABLE {target} IN SHARE ROW EXCLUSIVE MODE")
-            else:
-                # Takes the table's write lock now (Redshift: ShareRowExclusiveLock), so
-                # that waiting for another writer happens here, under the bound.
-                self.execute(f"DELETE FROM {target} WHERE 1 = 0")
+            self.execute(statement)
 
     def duplicate_key_in(self, staging: str, key: list[str]) -> tuple[Any, ...] | None:
         cols = ", ".join(self.quote(k) for k in key)
