@@ -869,7 +869,14 @@ class Warehouse:
                 log.info(
                     "target created by a concurrent run; publishing again", target=entry.target
                 )
-                return self._publish_staged(entry, target, {}, staging, before_publish, force)
+                try:
+                    return self._publish_staged(entry, target, {}, staging, before_publish, force)
+                except _CreatedConcurrently as again:
+                    raise WarehouseUnavailable(
+                        f"{entry.target} was being created by another run twice in a row; "
+                        "a retry may succeed",
+                        table=entry.target,
+                    ) from again
         finally:
             # Best effort: a temporary table also goes with the session, and a failed
             # cleanup must not hide why the publish failed.
