@@ -251,7 +251,7 @@ class Capabilities:
     # while its readers go on.
     publisher_lock: bool
     # CREATE TABLE / ALTER TABLE ADD COLUMN roll back with the transaction. The publish
-    # creates the target inside its transaction and needs this (docs/adr/0007).
+    # creates the target inside its transaction and needs this (docs/adr/0008).
     ddl_in_transactions: bool
     # MERGE INTO.
     supports_merge: bool
