@@ -300,3 +300,13 @@ def test_a_lock_timeout_that_is_not_a_positive_number_is_refused(
         f"REFLOAD_LOCK_TIMEOUT_SECONDS must be a number of seconds above 0 (value '{value}')"
     )
     assert _tables(sql) == []
+
+
+def test_duckdb_publishes_without_keeping_insertion_order(tmp_path):
+    """ADR 9: the connection refload publishes on does not pay for a row order SQL lacks
+    (a DuckDB setting, so DuckDB only whatever the module's marker)."""
+    from steps.warehouse import open_warehouse
+
+    with open_warehouse(f"duckdb:///{tmp_path / 'w.duckdb'}") as warehouse:
+        setting = warehouse.scalar("SELECT current_setting('preserve_insertion_order')")
+    assert setting is False
