@@ -245,9 +245,9 @@ def _ingest(spec: TableSpec, payload: dict[str, Any]) -> dict[str, Any]:
         storage.local_file(source_uri) as path,
         storage.scratch_folder("refload-ingest-") as scratch,
     ):
-        info = storage.describe(source_uri, path)
+        version = storage.object_version(source_uri, path)
         source = read_source(path, source_uri, spec.config)
-        return _ingest_file(spec, payload, source, info, scratch)
+        return _ingest_file(spec, payload, source, version, scratch)
 
 
 def _hooked(reference: str, typed: pa.Table, spec: TableSpec, source: SourceTable) -> pa.Table:
@@ -378,7 +378,7 @@ def _ingest_file(
     spec: TableSpec,
     payload: dict[str, Any],
     source: SourceTable,
-    info: storage.ObjectInfo,
+    version: str,
     scratch: Path,
 ) -> dict[str, Any]:
     config = spec.config
@@ -391,6 +391,8 @@ def _ingest_file(
         "source_key": _source_key(source.uri),
     }
     mapped = _map_chunks(source, spec, context, scratch)
+    # Hashed while the chunks were read: the same bytes, one pass.
+    info = storage.ObjectInfo(version, source.content_hash())
     out_uri = curated_uri(curated_root, spec, info.content_hash)
     rejected = _set_rejects_aside(source, mapped, out_uri, config.max_reject_pct)
     progress.phase("dedupe")

@@ -15,6 +15,7 @@ import codecs
 import csv
 import datetime as dt
 import gzip
+import hashlib
 import io
 import json
 import math
@@ -22,7 +23,7 @@ import os
 import re
 import zipfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, cast
 from xml.etree import ElementTree
@@ -79,6 +80,9 @@ class SourceTable:
     # chunks have been read.
     bad_records: Callable[[], list[BadRecord]] = lambda: []
     bad_cells: list[BadCell] = field(default_factory=list)
+    # sha256 of the file's bytes as stored (compressed or not), taken while they were
+    # read for parsing: known once the chunks have been read.
+    content_hash: Callable[[], str] = lambda: ""
 
 
 def _in_memory(
@@ -130,6 +134,37 @@ def _too_large(uri: str, limit: int, variable: str) -> RejectedInput:
     )
 
 
+class _HashingFile(io.RawIOBase):
+    """A file's bytes as they are read, into sha256: the content hash costs no second pass.
+
+    Not seekable, so pyarrow reads it front to back, once."""
+
+    def __init__(self, path: Path) -> None:
+        self.file = path.open("rb")
+        self.digest = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        count = self.file.readinto(buffer)
+        self.digest.update(memoryview(buffer)[:count])
+        return count
+
+    def hexdigest(self) -> str:
+        self.close()
+        return self.digest.hexdigest()
+
+    def close(self) -> None:
+        """Whatever the parser left unread is hashed too (pyarrow closes a stream it has
+        read to the end), so the hash is always the whole file's."""
+        if not self.closed:
+            while block := self.file.read(1 << 20):
+                self.digest.update(block)
+            self.file.close()
+        super().close()
+
+
 class _CappedStream(io.RawIOBase):
     """Reads a (decompressing) stream and refuses to go past `limit` bytes."""
 
@@ -161,23 +196,26 @@ def _corrupt_gzip(uri: str, error: Exception) -> RejectedInput:
     return RejectedInput(f"gzip data is corrupt: {error}", file=uri)
 
 
-def _read_whole(path: Path, compression: str | None, uri: str) -> bytes:
-    """The file's bytes, decompressed, for the formats read whole: capped while reading."""
+def _read_whole(path: Path, compression: str | None, uri: str) -> tuple[bytes, str]:
+    """The file's bytes, decompressed, for the formats read whole (capped while reading),
+    and the sha256 of the bytes as stored."""
     limit = max_whole_source_bytes()
     variable = "REFLOAD_MAX_WHOLE_SOURCE_BYTES"
     if not compression:
         if path.stat().st_size > limit:
             raise _too_large(uri, limit, variable)
-        return path.read_bytes()
+        data = path.read_bytes()
+        return data, hashlib.sha256(data).hexdigest()
+    stored = path.read_bytes()  # compressed: small beside what it expands to
     try:
         with (
-            pa.input_stream(str(path), compression=compression) as stream,
+            pa.CompressedInputStream(pa.BufferReader(stored), compression) as stream,
             _CappedStream(stream, limit, uri, variable) as capped,
         ):
             blocks = []
             while block := capped.read(1 << 20):
                 blocks.append(block)
-            return b"".join(blocks)
+            return b"".join(blocks), hashlib.sha256(stored).hexdigest()
     except (OSError, EOFError) as error:
         raise _corrupt_gzip(uri, error) from None
 
@@ -194,7 +232,9 @@ def read_source(path: Path, uri: str, config: TableConfig) -> SourceTable:
         raise RejectedInput("file is empty", file=uri)
     if config.source_format == "csv":
         return CsvSource(path, compression, uri, config).table()
-    return READERS[config.source_format](_read_whole(path, compression, uri), uri, config)
+    data, content_hash = _read_whole(path, compression, uri)
+    source = READERS[config.source_format](data, uri, config)
+    return replace(source, content_hash=lambda: content_hash)
 
 
 # --- CSV ---------------------------------------------------------------------------
@@ -252,15 +292,36 @@ class CsvSource:
         self.size = path.stat().st_size
         self.whole = not compression and self.size <= chunk_bytes()
         self.unreadable_rows = 0
+        self._hashing: _HashingFile | None = None
 
     def table(self) -> SourceTable:
         return SourceTable(
-            self.uri, self.header, self.chunks(), "line", self.locate, self.bad_records
+            self.uri,
+            self.header,
+            self.chunks(),
+            "line",
+            self.locate,
+            self.bad_records,
+            content_hash=self.content_hash,
         )
 
-    def _open(self) -> Any:
-        """The decompressed bytes; a compressed file stops at its size limit."""
-        stream = pa.input_stream(str(self.path), compression=self.compression)
+    def content_hash(self) -> str:
+        """sha256 of the stored bytes, taken by the read that gave the chunks."""
+        if self._hashing is None:
+            raise RuntimeError("the chunks have not been read")
+        return self._hashing.hexdigest()
+
+    def _open(self, hashing: bool = False) -> Any:
+        """The decompressed bytes; a compressed file stops at its size limit. With
+        `hashing`, the stored bytes also go through sha256 as they are read."""
+        if hashing:
+            if self._hashing is not None:  # a read before this one stopped (a huge record)
+                self._hashing.close()
+            self._hashing = _HashingFile(self.path)
+            raw: Any = pa.PythonFile(self._hashing, mode="r")
+            stream = pa.CompressedInputStream(raw, self.compression) if self.compression else raw
+        else:
+            stream = pa.input_stream(str(self.path), compression=self.compression)
         if not self.compression:
             return stream
         return _CappedStream(stream, max_source_bytes(), self.uri, "REFLOAD_MAX_SOURCE_BYTES")
@@ -331,11 +392,11 @@ class CsvSource:
 
         options = self._options(block_bytes)
         if self.whole:  # it fits in one chunk: the multi-threaded reader is faster
-            yield pacsv.read_csv(self._open(), **options)
+            yield pacsv.read_csv(self._open(hashing=True), **options)
             return
         batches: list[pa.RecordBatch] = []
         held = 0
-        for batch in pacsv.open_csv(self._open(), **options):
+        for batch in pacsv.open_csv(self._open(hashing=True), **options):
             if skip:
                 dropped = min(skip, batch.num_rows)
                 batch, skip = batch.slice(dropped), skip - dropped

@@ -6,7 +6,6 @@ boto3 honours AWS_ENDPOINT_URL itself, so a local S3 (moto, MinIO) needs no code
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import posixpath
 import re
@@ -242,19 +241,14 @@ def upload_file(uri: str, path: Path) -> None:
     _replace_atomically(_local(uri), lambda partial: shutil.copyfile(path, partial))
 
 
-def describe(uri: str, path: Path) -> ObjectInfo:
-    """Version (S3 version id or ETag; local mtime) and sha256 of a source file."""
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        while block := stream.read(1 << 20):
-            digest.update(block)
+def object_version(uri: str, path: Path) -> str:
+    """S3 version id or ETag; for a local file its mtime. (The content hash is taken while
+    the source is read: steps.sources.)"""
     if is_s3(uri):
         bucket, key = split_s3(uri)
         try:
             head = s3_client().head_object(Bucket=bucket, Key=key)
         except Exception as error:
             raise _s3_error(error, uri) from error
-        version = head.get("VersionId") or head.get("ETag", "").strip('"')
-    else:
-        version = f"mtime:{int(path.stat().st_mtime)}"
-    return ObjectInfo(version, digest.hexdigest())
+        return str(head.get("VersionId") or head.get("ETag", "").strip('"'))
+    return f"mtime:{int(path.stat().st_mtime)}"

@@ -135,3 +135,46 @@ def test_a_field_larger_than_a_block_in_a_later_chunk(table_dir, write, run_cli,
     assert code == 0, summary["error"]
     assert summary["rows_loaded"] == 60_001
     assert sql("SELECT COUNT(*), MAX(LENGTH(city)) FROM ref.t_codes") == [(60_001, 3 << 20)]
+
+
+@pytest.mark.parametrize(
+    ("name", "chunk"),
+    [
+        ("whole.csv", 1 << 30),
+        ("streamed.csv", 64 << 10),
+        ("compressed.csv.gz", 1 << 30),
+        ("compressed-streamed.csv.gz", 64 << 10),
+    ],
+)
+def test_the_ledger_hash_is_the_files_sha256_taken_in_the_one_read(
+    name, chunk, table_dir, write, run_cli, sql, monkeypatch
+):
+    """The content hash is taken while the file is parsed (no second pass): it must still be
+    the sha256 of the bytes as stored, whichever way the file was read."""
+    import hashlib
+
+    monkeypatch.setenv("REFLOAD_CHUNK_BYTES", str(chunk))
+    text = _generated(duplicates=False)
+    data = gzip.compress(text.encode()) if name.endswith(".gz") else text.encode()
+    source = write(name, data)
+    code, summary = run_cli(table_dir(MAPPING, primary_key=["zipcode", "plus4"]), source)
+    assert code == 0, summary["error"]
+    assert sql("SELECT content_hash FROM etl_audit.load_ledger") == [
+        (hashlib.sha256(data).hexdigest(),)
+    ]
+
+
+def test_a_json_file_is_hashed_as_stored(table_dir, write, run_cli, sql):
+    import hashlib
+    import json
+
+    mapping = (
+        "source_column,target_column,data_type,transform,default,nullable,format\n"
+        "code,code,varchar(5),,,false,\n"
+    )
+    data = gzip.compress(json.dumps([{"code": "AA"}, {"code": "BB"}]).encode())
+    code, summary = run_cli(table_dir(mapping, source_format="json"), write("t.json.gz", data))
+    assert code == 0, summary["error"]
+    assert sql("SELECT content_hash FROM etl_audit.load_ledger") == [
+        (hashlib.sha256(data).hexdigest(),)
+    ]
