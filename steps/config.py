@@ -24,7 +24,7 @@ from steps.errors import ConfigError
 from steps.names import did_you_mean, identifier_problem, unknown_name
 
 LoadMode = Literal["truncate", "upsert", "append"]
-SourceFormat = Literal["csv", "excel", "json", "parquet"]
+SourceFormat = Literal["csv", "excel", "json", "parquet", "xlsx", "xls", "jsonl", "ndjson", "tsv"]
 Severity = Literal["error", "warn"]
 When = Literal["after_publish", "before_publish"]
 
@@ -188,7 +188,10 @@ class TableConfig(_Strict):
     table_name: str
     redshift_schema: str = "public"
     redshift_table: str | None = None
-    source_format: SourceFormat = "csv"
+    source_format: SourceFormat | None = Field(
+        default=None,
+        description="Default: the source's extension under any .gz (csv when unknown).",
+    )
     mapping_file: str
     header_row: int = Field(default=1, ge=1)
     delimiter: str = Field(default=",", min_length=1, max_length=1)

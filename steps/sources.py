@@ -220,7 +220,51 @@ def _read_whole(path: Path, compression: str | None, uri: str) -> tuple[bytes, s
         raise _corrupt_gzip(uri, error) from None
 
 
+# source_format aliases -> the reader that reads them; tsv is csv split on tabs.
+FORMAT_READERS = {
+    "csv": "csv",
+    "tsv": "csv",
+    "excel": "excel",
+    "xlsx": "excel",
+    "xls": "excel",
+    "json": "json",
+    "jsonl": "json",
+    "ndjson": "json",
+    "parquet": "parquet",
+}
+EXTENSION_FORMATS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".xlsx": "xlsx",
+    ".xlsm": "xlsx",
+    ".xls": "xls",
+    ".json": "json",
+    ".jsonl": "jsonl",
+    ".ndjson": "ndjson",
+    ".parquet": "parquet",
+}
+
+
+def format_of(uri: str) -> str | None:
+    """The source_format a file name implies (the extension under any .gz), if known."""
+    name = uri.rsplit("/", 1)[-1].lower().removesuffix(".gz")
+    return EXTENSION_FORMATS.get("." + name.rsplit(".", 1)[-1]) if "." in name else None
+
+
+def reading_config(uri: str, config: TableConfig) -> TableConfig:
+    """The config with the format its reader needs: an omitted source_format is the
+    extension's (csv when unknown, as before the key was optional); tsv means tabs unless
+    the config names a delimiter."""
+    source_format = config.source_format or format_of(uri) or "csv"
+    update: dict[str, Any] = {"source_format": FORMAT_READERS[source_format]}
+    if source_format == "tsv" and "delimiter" not in config.model_fields_set:
+        update["delimiter"] = "\t"
+    return config.model_copy(update=update)
+
+
 def read_source(path: Path, uri: str, config: TableConfig) -> SourceTable:
+    config = reading_config(uri, config)
     with path.open("rb") as probe:
         compression = "gzip" if probe.read(2) == b"\x1f\x8b" else None
     try:
@@ -233,7 +277,7 @@ def read_source(path: Path, uri: str, config: TableConfig) -> SourceTable:
     if config.source_format == "csv":
         return CsvSource(path, compression, uri, config).table()
     data, content_hash = _read_whole(path, compression, uri)
-    source = READERS[config.source_format](data, uri, config)
+    source = READERS[config.source_format or "csv"](data, uri, config)
     return replace(source, content_hash=lambda: content_hash)
 
 

@@ -21,7 +21,8 @@ INVALID_CONFIGS = [
     ({**BASE, "header_row": "two"}, "header_row: Input should be a valid integer"),
     (
         {**BASE, "source_format": "xml"},
-        "source_format: Input should be 'csv', 'excel', 'json' or 'parquet'",
+        "source_format: Input should be 'csv', 'excel', 'json', 'parquet', 'xlsx', 'xls', "
+        "'jsonl', 'ndjson' or 'tsv' (got 'xml')",
     ),
     ({"mapping_file": "m.csv"}, "table_name: required key is missing"),
     (
