@@ -79,6 +79,18 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--warehouse", help="as for run")
     history.add_argument("--limit", type=int, default=10, help="how many runs (default 10)")
     history.add_argument("--json", action="store_true", help="print JSON on stdout")
+    init = commands.add_parser(
+        "init", help="write a table config and mapping sheet inferred from a sample file"
+    )
+    init.add_argument("source", help="sample file (path or s3:// URI)")
+    init.add_argument("--table", required=True, help="table_name (and target table)")
+    init.add_argument("--out", default="configs", help="folder to write to (default configs)")
+    init.add_argument("--sheet", choices=("csv", "xlsx"), default="csv", help="mapping sheet")
+    init.add_argument("--format", help="source_format (default: from the extension)")
+    init.add_argument("--sheet-name", help="Excel sheet (default: the one with most cells)")
+    init.add_argument("--primary-key", help="COL,... (default: proposed from the values)")
+    init.add_argument("--force", action="store_true", help="overwrite existing files")
+    init.add_argument("--json", action="store_true", help="print JSON on stdout")
     return parser
 
 
@@ -189,9 +201,39 @@ def preview(args: argparse.Namespace) -> int:
     return 0
 
 
+def init(args: argparse.Namespace) -> int:
+    """Exit 0 when the files are written, 2 when they exist (without --force) or the
+    sample cannot be read."""
+    from handler.onboard import infer, print_proposal, write
+
+    key = [c.strip() for c in args.primary_key.split(",")] if args.primary_key else None
+    proposal = infer(
+        args.source,
+        args.table,
+        source_format=args.format,
+        sheet_name=args.sheet_name,
+        primary_key=key,
+    )
+    config_path, mapping_path = write(proposal, args.out, args.sheet, args.force)
+    print_proposal(proposal, config_path, mapping_path, as_json=args.json)
+    return 0
+
+
+# Commands that publish nothing: a RefloadError is their whole answer.
+FLEET_COMMANDS = {"init": init}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging()
+    if args.command in FLEET_COMMANDS:
+        from steps.errors import RefloadError
+
+        try:
+            return FLEET_COMMANDS[args.command](args)
+        except RefloadError as error:
+            print(f"{type(error).__name__}: {error.message}", file=sys.stderr)
+            return error.exit_code
     if args.command in ("history", "preview"):
         from steps.errors import RefloadError
 

@@ -1,0 +1,326 @@
+"""`python -m handler init`: from a sample file to a config that `run` loads."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import gzip
+import io
+import json
+from pathlib import Path
+
+import openpyxl
+import pytest
+
+from handler.cli import main
+from tests.conftest import SAMPLES
+
+
+@pytest.fixture
+def warehouse_url(tmp_path: Path) -> str:
+    """init is about files, not warehouses: its runs load into DuckDB."""
+    return f"duckdb:///{tmp_path / 'warehouse.duckdb'}"
+
+
+@pytest.fixture
+def init(tmp_path, capsys):
+    """`python -m handler init SOURCE --table NAME --out DIR ...`: (exit code, stdout, stderr)."""
+
+    def run(source: Path, table: str, *extra: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = main(["init", str(source), "--table", table, "--out", str(tmp_path / "cfg"), *extra])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
+
+
+def _columns(sql, table: str) -> dict[str, str]:
+    rows = sql(
+        "SELECT column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = 'public' AND table_name = ? ORDER BY ordinal_position",
+        table,
+    )
+    return dict(rows)
+
+
+def _sheet(tmp_path: Path, table: str) -> list[dict[str, str]]:
+    path = tmp_path / "cfg" / "mappings" / f"{table}_mapping.csv"
+    return list(csv.DictReader(path.read_text(encoding="utf-8").splitlines()))
+
+
+SHIPPED = sorted(SAMPLES.glob("*/*/*"))
+
+
+@pytest.mark.parametrize("source", SHIPPED, ids=[p.parent.parent.name for p in SHIPPED])
+def test_init_then_run_loads_every_shipped_sample(source, init, run_cli, tmp_path):
+    table = f"dim_{source.parent.parent.name}"
+    code, out, err = init(source, table)
+    assert code == 0, err
+    config = tmp_path / "cfg" / f"{table}.json"
+    assert f"wrote {config}" in out
+    assert f"python -m handler run --config {config} --source {source}" in out
+    code, summary = run_cli(config, source)
+    assert code == 0, summary["error"]
+    assert summary["rows_rejected"] == 0
+    assert all(c["status"] == "pass" for c in summary["checks"])
+
+
+def test_zip_codes_stay_text_and_the_key_is_proposed(init, run_cli, sql, tmp_path):
+    source = SAMPLES / "zipcode" / "2026-11-01" / "us_zipcodes.csv"
+    code, out, _ = init(source, "dim_zip")
+    assert code == 0
+    assert "zip       varchar(8)" in out and "code with leading zeros ('00501')" in out
+    assert "primary key: zip (unique and never empty" in out
+    config = json.loads((tmp_path / "cfg" / "dim_zip.json").read_text())
+    assert config["primary_key"] == ["zip"]
+    assert config["source_prefix"] == "zipcode/"
+    assert config["quality_tests"][:2] == [
+        {"type": "row_count_match", "tolerance_pct": 0},
+        {"type": "uniqueness", "columns": ["zip"]},
+    ]
+    assert run_cli(tmp_path / "cfg" / "dim_zip.json", source)[0] == 0
+    assert _columns(sql, "dim_zip") == {
+        "zip": "VARCHAR",
+        "type": "VARCHAR",
+        "active": "BOOLEAN",
+        "city": "VARCHAR",
+        "state": "VARCHAR",
+        "county": "VARCHAR",
+        "timezone": "VARCHAR",
+        "lat": "DECIMAL(6,4)",
+        "long": "DECIMAL(7,4)",
+    }
+    assert sql("SELECT city FROM public.dim_zip WHERE zip = '00501'") == [("Holtsville",)]
+
+
+def _workbook(sheets: dict[str, list[list[object]]]) -> bytes:
+    book = openpyxl.Workbook()
+    book.remove(book.active)
+    for title, rows in sheets.items():
+        sheet = book.create_sheet(title)
+        for row in rows:
+            sheet.append(row)
+    buffer = io.BytesIO()
+    book.save(buffer)
+    return buffer.getvalue()
+
+
+CP1252_PREAMBLE = (
+    "# exported 2026-11-24\n"
+    "Country Code;Name;Rate %;Valid From;Updated At\n"
+    "004;  Afghanistan ;1.5;31.12.2024;2024-12-31 10:15:00\n"
+    "248;Åland;12.25;01.02.2025;2025-02-01 08:00:00\n"
+    "250;Côte d\u2019Ivoire;-0.125;15.03.2025;2025-03-15 23:59:59\n"
+).encode("cp1252")
+
+JSON_LINES = "".join(
+    json.dumps(r) + "\n"
+    for r in [
+        {
+            "ZipCode": "00501",
+            "isActive": "yes",
+            "seen": "2024-01-05T10:00:00.5",
+            "n": 70000,
+            "since": "2024-01-05 00:00:00",
+        },
+        {
+            "ZipCode": "02134",
+            "isActive": "no",
+            "seen": "2024-02-06T11:00:00",
+            "n": -3,
+            "since": "2024-02-06 00:00:00",
+        },
+        {
+            "ZipCode": "A1B2C",
+            "isActive": "yes",
+            "seen": "2024-03-07T12:00:00",
+            "n": 4,
+            "since": "2024-03-07 00:00:00",
+        },
+    ]
+).encode()
+
+AMBIGUOUS = b"id,day\n1,01/02/2024\n2,03/04/2024\n3,12/11/2024\n"
+DAY_FIRST = b"id,day\n1,01/02/2024\n2,13/04/2024\n3,12/11/2024\n"
+TSV_GZ = gzip.compress(b"code\tlabel\n007\tBond\n042\tAnswer\n1A\tMixed\n")
+
+# (case, file name, content, {column: (data_type, format, nullable)}, warehouse types)
+AWKWARD = [
+    (
+        "cp1252 semicolon with a preamble",
+        "rates.csv",
+        CP1252_PREAMBLE,
+        {
+            "country_code": ("varchar(4)", "", "false"),
+            "name": ("varchar(32)", "", "false"),
+            "rate": ("decimal(5,3)", "", "false"),
+            "valid_from": ("date", "%d.%m.%Y", "false"),
+            "updated_at": ("timestamp", "%Y-%m-%d %H:%M:%S", "false"),
+        },
+        {"country_code": "VARCHAR", "rate": "DECIMAL(5,3)", "valid_from": "DATE"},
+    ),
+    (
+        "excel title row on the second sheet",
+        "export.xlsx",
+        _workbook(
+            {
+                "Notes": [["read me"]],
+                "Data": [
+                    ["Vendor export"],
+                    ["ID", "Start Date", "Amount", "Flag"],
+                    [1, dt.datetime(2024, 2, 29), 1.25, True],
+                    [2, dt.datetime(2024, 3, 1), 3, False],
+                    [3, None, 4.5, True],
+                ],
+            }
+        ),
+        {
+            "id": ("smallint", "", "false"),
+            "start_date": ("date", "%Y-%m-%d", "true"),
+            "amount": ("decimal(3,2)", "", "false"),
+            "flag": ("boolean", "", "false"),
+        },
+        {"id": "SMALLINT", "start_date": "DATE", "flag": "BOOLEAN"},
+    ),
+    (
+        "json lines",
+        "feed.jsonl",
+        JSON_LINES,
+        {
+            "zip_code": ("varchar(8)", "", "false"),
+            "is_active": ("boolean", "", "false"),
+            "seen": ("timestamp", "", "false"),
+            "n": ("integer", "", "false"),
+            "since": ("date", "%Y-%m-%d %H:%M:%S", "false"),
+        },
+        {"zip_code": "VARCHAR", "seen": "TIMESTAMP", "n": "INTEGER", "since": "DATE"},
+    ),
+    (
+        "gzip tsv",
+        "codes.tsv.gz",
+        TSV_GZ,
+        {"code": ("varchar(4)", "", "false"), "label": ("varchar(8)", "", "false")},
+        {"code": "VARCHAR"},
+    ),
+    (
+        "only date column ambiguous",
+        "days.csv",
+        AMBIGUOUS,
+        {"id": ("smallint", "", "false"), "day": ("date", "%m/%d/%Y", "false")},
+        {"day": "DATE"},
+    ),
+    (
+        "day first, told by a day above 12",
+        "days.csv",
+        DAY_FIRST,
+        {"id": ("smallint", "", "false"), "day": ("date", "%d/%m/%Y", "false")},
+        {"day": "DATE"},
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "sheet", "types"), [c[1:5] for c in AWKWARD], ids=[c[0] for c in AWKWARD]
+)
+def test_init_then_run_loads_awkward_files(
+    name, content, sheet, types, init, run_cli, sql, write, tmp_path
+):
+    source = write(name, content)
+    code, out, err = init(source, "t_awkward")
+    assert code == 0, err
+    rows = _sheet(tmp_path, "t_awkward")
+    assert {
+        r["target_column"]: (r["data_type"], r["format"], r["nullable"]) for r in rows
+    } == sheet, out
+    code, summary = run_cli(tmp_path / "cfg" / "t_awkward.json", source)
+    assert code == 0, summary["error"]
+    assert summary["rows_loaded"] == 3
+    columns = _columns(sql, "t_awkward")
+    assert {k: columns[k] for k in types} == types
+
+
+def test_cp1252_layout_is_explained(init, write, tmp_path):
+    code, out, _ = init(write("rates.csv", CP1252_PREAMBLE), "t_rates")
+    assert code == 0
+    assert "encoding cp1252: not UTF-8 (byte b'\\xc5' on line 4): cp1252" in out
+    assert "delimiter semicolon: splits the lines into 5 fields" in out
+    assert "header on line 2: line(s) above are preamble (line 1: '# exported 2026-11-24')" in out
+    assert "name" in out and "padded values: strip" in out
+    config = json.loads((tmp_path / "cfg" / "t_rates.json").read_text())
+    assert (config["encoding"], config["delimiter"], config["header_row"]) == ("cp1252", ";", 2)
+    assert [r["transform"] for r in _sheet(tmp_path, "t_rates")][:2] == ["", "strip"]
+
+
+def test_excel_sheet_and_title_row_are_explained(init, write, tmp_path):
+    source = write("export.xlsx", AWKWARD[1][2])
+    code, out, _ = init(source, "t_export")
+    assert code == 0
+    assert "sheet 'Data': the one with most cells of ['Notes', 'Data']" in out
+    assert "header on row 2: row(s) above are a title (['Vendor export'])" in out
+    config = json.loads((tmp_path / "cfg" / "t_export.json").read_text())
+    assert (config["sheet_name"], config["header_row"]) == ("Data", 2)
+    code, _, err = init(source, "t_notes", "--sheet-name", "Note")
+    assert code == 2
+    assert "unknown sheet 'Note' (did you mean 'Notes'?)" in err
+
+
+def test_ambiguous_dates_are_reported(init, write):
+    code, out, _ = init(write("days.csv", AMBIGUOUS), "t_days")
+    assert code == 0
+    assert (
+        "warning: day: ambiguous dates: every value fits %m/%d/%Y and %d/%m/%Y (no day above "
+        "12); chose %m/%d/%Y, edit 'format' in the mapping sheet if the days come first"
+    ) in out
+    code, out, _ = init(write("days2.csv", DAY_FIRST), "t_days2")
+    assert "every value fits %d/%m/%Y, not %m/%d/%Y ('13/04/2024')" in out
+
+
+def test_init_refuses_to_overwrite_without_force(init, write, tmp_path):
+    source = write("days.csv", DAY_FIRST)
+    assert init(source, "t_days")[0] == 0
+    config = tmp_path / "cfg" / "t_days.json"
+    config.write_text("{}")
+    code, out, err = init(source, "t_days")
+    assert code == 2 and out == ""
+    assert f"ConfigError: {config} and {tmp_path}/cfg/mappings/t_days_mapping.csv already" in err
+    assert config.read_text() == "{}"
+    assert init(source, "t_days", "--force")[0] == 0
+    assert json.loads(config.read_text())["table_name"] == "t_days"
+
+
+def test_xlsx_sheet_primary_key_and_json(init, write, run_cli, tmp_path):
+    source = write("days.csv", DAY_FIRST)
+    code, out, _ = init(source, "t_days", "--sheet", "xlsx", "--primary-key", "day", "--json")
+    assert code == 0
+    result = json.loads(out)
+    assert result["mapping"] == str(tmp_path / "cfg" / "mappings" / "t_days_mapping.xlsx")
+    assert result["primary_key"] == ["day"]
+    assert result["primary_key_reason"] == "given with --primary-key"
+    assert [c["target_column"] for c in result["columns"]] == ["id", "day"]
+    assert result["next"][1].startswith("python -m handler run --config ")
+    assert run_cli(tmp_path / "cfg" / "t_days.json", source)[0] == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--table", "Dim Days"],
+            "--table: identifier 'Dim Days' must be lower-case letters, digits and underscores",
+        ),
+        (["--primary-key", "dy"], "--primary-key: unknown column 'dy' (did you mean 'day'?)"),
+        (["--format", "xml"], "unknown --format 'xml'"),
+        (
+            ["--primary-key", "day", "--source", "dup"],
+            "--primary-key day: the sample has an empty or repeated key",
+        ),
+    ],
+)
+def test_init_bad_arguments_exit_2(args, message, write, tmp_path, capsys):
+    content = DAY_FIRST + (b"4,13/04/2024\n" if "dup" in args else b"")
+    args = [a for a in args if a not in ("--source", "dup")]
+    table = [] if "--table" in args else ["--table", "t_days"]
+    code = main(["init", str(write("days.csv", content)), *table, *args, "--out", str(tmp_path)])
+    assert code == 2
+    assert message in capsys.readouterr().err
