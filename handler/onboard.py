@@ -185,9 +185,13 @@ def _encoding(data: bytes) -> tuple[str, str]:
     return "utf-8", "UTF-8"
 
 
-def _is_header(cells: list[str]) -> bool:
-    names = [c.strip() for c in cells]
-    return all(names) and len(set(names)) == len(names) and not names[0].startswith("#")
+def _filled_names(cells: list[str]) -> int:
+    """How many names a header candidate has (0 when it cannot be a header: a comment,
+    or a name twice). A trailing delimiter leaves an empty name, which init leaves out."""
+    names = [c.strip() for c in cells if c.strip()]
+    if not names or cells[0].startswith("#") or len(set(names)) < len(names):
+        return 0
+    return len(names)
 
 
 def _text_layout(data: bytes, source_format: str) -> Layout:
@@ -208,8 +212,9 @@ def _text_layout(data: bytes, source_format: str) -> Layout:
         if not widths:
             continue
         width = max(widths, key=lambda w: (widths[w], w))
-        header = next((n for n, r in records if len(r) == width and _is_header(r)), None)
-        if width < 2 or header is None:
+        most = max(_filled_names(r) for _, r in records if len(r) == width)
+        header = next(n for n, r in records if len(r) == width and _filled_names(r) == most)
+        if width < 2 or most < 2:
             continue
         score = (widths[width], width)
         if best is None or score > best[0]:
@@ -554,6 +559,9 @@ def infer(
     targets = _unique_names(text.column_names)
     guesses, columns = [], []
     for name, target in zip(text.column_names, targets, strict=True):
+        if not name:
+            warnings.append(f"a column has no name in the header: left out ({target})")
+            continue
         guess, values = _guess_column(name, target, text.column(name).combine_chunks(), warnings)
         guesses.append(guess)
         columns.append(values)

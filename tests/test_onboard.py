@@ -204,6 +204,13 @@ AWKWARD = [
         {"code": "VARCHAR"},
     ),
     (
+        "trailing delimiter on every line",
+        "trailing.csv",
+        b"Vendor list;;\nid;label;\n1;x;\n2;y;\n3;z;\n",
+        {"id": ("smallint", "", "false"), "label": ("varchar(4)", "", "false")},
+        {"id": "SMALLINT"},
+    ),
+    (
         "only date column ambiguous",
         "days.csv",
         AMBIGUOUS,
