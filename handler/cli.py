@@ -91,6 +91,18 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--primary-key", help="COL,... (default: proposed from the values)")
     init.add_argument("--force", action="store_true", help="overwrite existing files")
     init.add_argument("--json", action="store_true", help="print JSON on stdout")
+    check = commands.add_parser(
+        "check",
+        help="validate every config and mapping sheet in a folder; with --warehouse, each "
+        "table's plan against the live target",
+    )
+    check.add_argument(
+        "config_root",
+        nargs="?",
+        help="folder or s3:// prefix (default: env REFLOAD_CONFIG_ROOT or configs)",
+    )
+    check.add_argument("--warehouse", help="as for run; nothing is created or altered")
+    check.add_argument("--json", action="store_true", help="print JSON on stdout")
     return parser
 
 
@@ -219,8 +231,21 @@ def init(args: argparse.Namespace) -> int:
     return 0
 
 
+def check(args: argparse.Namespace) -> int:
+    """Exit 0 when every config is valid (warnings allowed), 2 otherwise."""
+    from handler.check import check_configs, print_report
+    from handler.events import config_root
+
+    report = check_configs(args.config_root or config_root(), args.warehouse)
+    if args.json:
+        print(json.dumps(report.to_dict()))
+    else:
+        print_report(report)
+    return 2 if report.errors else 0
+
+
 # Commands that publish nothing: a RefloadError is their whole answer.
-FLEET_COMMANDS = {"init": init}
+FLEET_COMMANDS = {"init": init, "check": check}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,282 @@
+"""`python -m handler check`: a config folder validated before it is deployed.
+
+Offline: every config (schema, custom SQL), its mapping sheet, identifiers against the
+warehouse's limits, routing prefixes, references between tables, unused sheets. With a
+warehouse: each table's plan against the live target, read only (nothing is created or
+altered). Only the CLI imports this.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import posixpath
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from steps import storage
+from steps.config import TableConfig, read_config, resolve_relative
+from steps.errors import ConfigError, RefloadError
+from steps.table import TableSpec, load_table_config
+
+Severity = Literal["error", "warning"]
+PlanKind = Literal["create", "add columns", "drift", "ok"]
+SHEET_SUFFIXES = (".csv", ".xlsx", ".xlsm", ".xls")
+# Used when the dialect states no limit of its own (bytes; PostgreSQL cuts longer names).
+IDENTIFIER_BYTES = {"postgresql": 63, "postgres": 63, "redshift": 127}
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    message: str
+    severity: Severity = "error"
+
+    def __str__(self) -> str:
+        label = "warning: " if self.severity == "warning" else ""
+        return f"{self.path}: {label}{self.message}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    config: str
+    target: str
+    plan: PlanKind
+    columns: list[str] = field(default_factory=list)
+    detail: str = ""
+
+
+@dataclass
+class Report:
+    root: str
+    configs: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    plans: list[Plan] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    def add(self, path: str, message: str, severity: Severity = "error") -> None:
+        self.problems.append(Problem(path, message, severity))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": "invalid" if self.errors else "valid",
+            "root": self.root,
+            "configs": self.configs,
+            "problems": [
+                {"path": p.path, "severity": p.severity, "message": p.message}
+                for p in self.problems
+            ],
+            "plans": [
+                {"config": p.config, "target": p.target, "plan": p.plan, "columns": p.columns}
+                for p in self.plans
+            ],
+        }
+
+
+def _refload_error(report: Report, error: RefloadError, fallback: str) -> None:
+    """One problem per line of a refload error: its file as the path, the rest as message."""
+    path = error.file or fallback
+    lines = error.details.get("problems") or [error.reason]
+    error.file = None
+    for line in lines:
+        error.reason = line
+        report.add(path, error.message)
+
+
+def identifier_limit(warehouse_url: str | None) -> tuple[int | None, str]:
+    """The target warehouse's identifier limit in bytes, and whose it is (no connection)."""
+    from steps.warehouse import DIALECTS
+
+    if not warehouse_url:
+        return None, ""
+    scheme = warehouse_url.split("://", 1)[0].split("+", 1)[0].lower()
+    if scheme not in DIALECTS:
+        return None, ""
+    module, name = DIALECTS[scheme].split(":")
+    capabilities = getattr(getattr(importlib.import_module(module), name), "capabilities", None)
+    limit = getattr(capabilities, "max_identifier_bytes", None) or IDENTIFIER_BYTES.get(scheme)
+    return limit, scheme
+
+
+def _identifiers(spec: TableSpec) -> list[tuple[str, str]]:
+    config = spec.config
+    names = [
+        ("redshift_schema", config.redshift_schema),
+        ("redshift_table" if config.redshift_table else "table_name", config.target_table),
+    ]
+    return names + [(f"target_column '{c.target}'", c.target) for c in spec.mapping.columns]
+
+
+def _check_identifiers(report: Report, spec: TableSpec, limit: int | None, dialect: str) -> None:
+    # Without a target warehouse, the smallest limit (PostgreSQL's) is a warning only.
+    strict = limit is not None
+    bytes_allowed = limit if limit is not None else IDENTIFIER_BYTES["postgresql"]
+    whose = dialect or "postgresql, the strictest target"
+    for where, name in _identifiers(spec):
+        size = len(name.encode())
+        if size > bytes_allowed:
+            source = spec.mapping.uri if where.startswith("target_column") else spec.config_uri
+            report.add(
+                source,
+                f"{where}: identifier '{name}' is {size} bytes, longer than {whose}'s "
+                f"{bytes_allowed}",
+                "error" if strict else "warning",
+            )
+
+
+def _check_routing(report: Report, configs: dict[str, TableConfig]) -> None:
+    claimed: dict[str, str] = {}
+    for uri, config in configs.items():
+        prefix = config.routing_prefix
+        if prefix in claimed:
+            report.add(
+                uri,
+                f"source_prefix '{prefix}' is also claimed by {claimed[prefix]}: a landed file "
+                "would match both",
+            )
+        else:
+            claimed[prefix] = uri
+    for prefix, uri in claimed.items():
+        for other, other_uri in claimed.items():
+            if other != prefix and other.startswith(prefix):
+                report.add(
+                    other_uri,
+                    f"source_prefix '{other}' starts with '{prefix}' of {uri}: files under "
+                    f"'{other}' go to this table (the longest prefix wins), the rest to the other",
+                    "warning",
+                )
+
+
+def _qualified(name: str) -> str:
+    return name if "." in name else f"public.{name}"
+
+
+def _check_references(report: Report, configs: dict[str, TableConfig]) -> None:
+    loaded = {config.target for config in configs.values()}
+    for uri, config in configs.items():
+        for i, test in enumerate(config.quality_tests):
+            ref = getattr(test, "ref_table", None)
+            if ref and _qualified(ref) not in loaded:
+                report.add(
+                    uri,
+                    f"quality_tests[{i}].ref_table: no config here loads '{_qualified(ref)}'",
+                    "warning",
+                )
+
+
+def _sheets_under(root: str) -> list[str]:
+    if storage.is_s3(root):
+        found = storage.list_uris(root) + storage.list_uris(storage.join(root, "mappings"))
+        return [u for u in found if u.lower().endswith(SHEET_SUFFIXES)]
+    return sorted(
+        str(p) for p in Path(root).rglob("*") if p.is_file() and p.suffix.lower() in SHEET_SUFFIXES
+    )
+
+
+def _check_unused_sheets(report: Report, root: str, used: set[str]) -> None:
+    for sheet in _sheets_under(root):
+        if posixpath.normpath(sheet) not in used:
+            report.add(sheet, "mapping sheet that no config uses", "warning")
+
+
+def _plan(warehouse: Any, spec: TableSpec) -> Plan:
+    """What `run` would do to the target: the comparison `ensure_target` makes, read only."""
+    from steps.warehouse.base import _same_type, type_signature
+
+    config, mapping = spec.config, spec.mapping
+    existing = warehouse.table_columns(config.redshift_schema, config.target_table)
+    plan = Plan(spec.config_uri, config.target, "create", mapping.targets)
+    if not existing:
+        return plan
+    missing = [c for c in mapping.columns if c.target not in existing]
+    addable = [c for c in missing if c.nullable] if config.allow_new_columns else []
+    refused = [c.target for c in missing if c not in addable]
+    extra = [c for c in existing if c not in mapping.targets]
+    retyped = [
+        (c.target, existing[c.target], type_signature(warehouse.column_type(c.data_type)))
+        for c in mapping.columns
+        if c.target in existing
+    ]
+    retyped = [
+        (name, declared, wanted)
+        for name, declared, wanted in retyped
+        if not _same_type(declared, wanted)
+    ]
+    problems = []
+    if refused:
+        problems.append(f"mapping columns missing from the table: {', '.join(refused)}")
+    if extra:
+        problems.append(f"table columns not in the mapping: {', '.join(extra)}")
+    problems += [f"column {n} is {d} in the table, {w} in the mapping" for n, d, w in retyped]
+    if problems:
+        columns = refused + extra + [name for name, _, _ in retyped]
+        return Plan(spec.config_uri, config.target, "drift", columns, "; ".join(problems))
+    if addable:
+        return Plan(spec.config_uri, config.target, "add columns", [c.target for c in addable])
+    return Plan(spec.config_uri, config.target, "ok")
+
+
+def check_configs(root: str, warehouse_url: str | None = None) -> Report:
+    """Every config directly under `root` (as routing sees them) and its mapping sheet."""
+    report = Report(root)
+    if not storage.is_s3(root) and not Path(root).is_dir():
+        raise ConfigError("config folder does not exist", file=root)
+    uris = [u for u in storage.list_uris(root, ".json") if not u.endswith(".schema.json")]
+    report.configs = len(uris)
+    if not uris:
+        report.add(root, "no table configs (*.json) in this folder")
+    configs: dict[str, TableConfig] = {}
+    specs: list[TableSpec] = []
+    used: set[str] = set()
+    target_url = warehouse_url or os.environ.get("REFLOAD_WAREHOUSE_URL")
+    limit, dialect = identifier_limit(target_url)
+    for uri in uris:
+        try:
+            config = read_config(uri)[1]
+        except RefloadError as error:
+            _refload_error(report, error, uri)
+            continue
+        configs[uri] = config
+        used.add(posixpath.normpath(resolve_relative(uri, config.mapping_file)))
+        try:
+            spec = load_table_config(uri)
+        except RefloadError as error:
+            _refload_error(report, error, uri)
+            continue
+        specs.append(spec)
+        _check_identifiers(report, spec, limit, dialect)
+    _check_routing(report, configs)
+    _check_references(report, configs)
+    _check_unused_sheets(report, root, used)
+    if warehouse_url:
+        from steps.warehouse import open_warehouse
+
+        with open_warehouse(warehouse_url) as warehouse:
+            report.plans = [_plan(warehouse, spec) for spec in specs]
+        for plan in report.plans:
+            if plan.plan == "drift":
+                report.add(
+                    plan.config,
+                    f"target {plan.target} drifts from the mapping, run would refuse it: "
+                    f"{plan.detail}",
+                )
+    return report
+
+
+def print_report(report: Report) -> None:
+    for plan in report.plans:
+        columns = f": {', '.join(plan.columns)}" if plan.plan == "add columns" else ""
+        detail = f": {plan.detail}" if plan.detail else columns
+        print(f"{plan.config}: plan {plan.plan} {plan.target}{detail}")
+    for problem in report.problems:
+        print(problem)
+    warnings = len(report.problems) - len(report.errors)
+    verdict = "invalid" if report.errors else "valid"
+    print(
+        f"{report.root}: {report.configs} config(s) {verdict}: {len(report.errors)} error(s), "
+        f"{warnings} warning(s)"
+    )
