@@ -9,6 +9,7 @@ altered). Only the CLI imports this.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import posixpath
 from dataclasses import dataclass, field
@@ -220,6 +221,15 @@ def _plan(warehouse: Any, spec: TableSpec) -> Plan:
     return Plan(spec.config_uri, config.target, "ok")
 
 
+def _mapping_file(config_uri: str) -> str | None:
+    try:
+        raw = json.loads(storage.read_bytes(config_uri).decode("utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    value = raw.get("mapping_file") if isinstance(raw, dict) else None
+    return value if isinstance(value, str) else None
+
+
 def check_configs(root: str, warehouse_url: str | None = None) -> Report:
     """Every config directly under `root` (as routing sees them) and its mapping sheet."""
     report = Report(root)
@@ -235,13 +245,15 @@ def check_configs(root: str, warehouse_url: str | None = None) -> Report:
     target_url = warehouse_url or os.environ.get("REFLOAD_WAREHOUSE_URL")
     limit, dialect = identifier_limit(target_url)
     for uri in uris:
+        mapping_file = _mapping_file(uri)
+        if mapping_file:  # used even when the config around it is invalid
+            used.add(posixpath.normpath(resolve_relative(uri, mapping_file)))
         try:
             config = read_config(uri)[1]
         except RefloadError as error:
             _refload_error(report, error, uri)
             continue
         configs[uri] = config
-        used.add(posixpath.normpath(resolve_relative(uri, config.mapping_file)))
         try:
             spec = load_table_config(uri)
         except RefloadError as error:
@@ -249,6 +261,13 @@ def check_configs(root: str, warehouse_url: str | None = None) -> Report:
             continue
         specs.append(spec)
         _check_identifiers(report, spec, limit, dialect)
+        if config.python_transform:
+            from steps import hooks
+
+            try:
+                hooks.load(config.python_transform)
+            except RefloadError as error:
+                report.add(uri, f"python_transform: {error.reason}")
     _check_routing(report, configs)
     _check_references(report, configs)
     _check_unused_sheets(report, root, used)

@@ -17,12 +17,6 @@ from tests.conftest import SAMPLES
 
 
 @pytest.fixture
-def warehouse_url(tmp_path: Path) -> str:
-    """init is about files, not warehouses: its runs load into DuckDB."""
-    return f"duckdb:///{tmp_path / 'warehouse.duckdb'}"
-
-
-@pytest.fixture
 def init(tmp_path, capsys):
     """`python -m handler init SOURCE --table NAME --out DIR ...`: (exit code, stdout, stderr)."""
 

@@ -1,0 +1,230 @@
+"""`python -m handler check`: a config folder validated before deploy (handler/check.py)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from handler.cli import main
+from tests.conftest import CONFIGS, SAMPLES, ZIP_CSV
+
+
+@pytest.fixture
+def check(capsys) -> Callable[..., tuple[int, list[str]]]:
+    """`python -m handler check ROOT ...`: (exit code, stdout lines)."""
+
+    def run(*args: str) -> tuple[int, list[str]]:
+        capsys.readouterr()
+        code = main(["check", *args])
+        return code, capsys.readouterr().out.splitlines()
+
+    return run
+
+
+def _edit(root: Path, name: str, **changes: object) -> None:
+    path = root / name
+    config = json.loads(path.read_text())
+    config.update(changes)
+    path.write_text(json.dumps(config))
+
+
+def _append(root: Path, sheet: str, row: str) -> None:
+    with (root / "mappings" / sheet).open("a", encoding="utf-8") as out:
+        out.write(row + "\n")
+
+
+def test_check_passes_on_the_shipped_configs(check):
+    code, lines = check(str(CONFIGS))
+    assert code == 0, lines
+    assert lines == [f"{CONFIGS}: 4 config(s) valid: 0 error(s), 0 warning(s)"]
+
+
+def _routing_tie(root: Path) -> None:
+    _edit(root, "dim_currency.json", source_prefix="country/")
+
+
+def _bad_sheet(root: Path) -> None:
+    _append(root, "subdivision_mapping.csv", "code,code_again,varchr(8),,,,")
+
+
+def _hostile_identifiers(root: Path) -> None:
+    _edit(root, "dim_country.json", table_name="dim_country; drop table x")
+    _append(root, "currency_mapping.csv", 'Currency,"name""); --",varchar(8),,,,')
+
+
+def _custom_sql(root: Path) -> None:
+    tests = json.loads((root / "dim_zipcode.json").read_text())["quality_tests"]
+    _edit(
+        root,
+        "dim_zipcode.json",
+        quality_tests=[*tests, {"type": "custom_sql", "sql": "DELETE FROM {table}"}],
+    )
+
+
+def _missing_hook(root: Path) -> None:
+    _edit(root, "dim_zipcode.json", python_transform="hooks.zipcode:no_such_function")
+
+
+def _warnings_only(root: Path) -> None:
+    _edit(root, "dim_currency.json", source_prefix="country/currency/")
+    _edit(root, "dim_country.json", redshift_table="dim_nation")
+    (root / "mappings" / "old_mapping.csv").write_text("target_column,data_type\na,integer\n")
+    _edit(root, "dim_zipcode.json", redshift_table="dim_zip_" + "x" * 60)
+
+
+# (case, change to a copy of configs/, exit code, lines it must print; {root} is the folder)
+BROKEN_FOLDERS = [
+    (
+        "routing tie",
+        _routing_tie,
+        2,
+        [
+            "{root}/dim_currency.json: source_prefix 'country/' is also claimed by "
+            "{root}/dim_country.json: a landed file would match both"
+        ],
+    ),
+    (
+        "bad sheet",
+        _bad_sheet,
+        2,
+        [
+            "{root}/mappings/subdivision_mapping.csv: row 10, column 'data_type': unknown data "
+            "type 'varchr' (did you mean 'varchar'?); known: bigint, boolean, date, decimal, "
+            "double, integer, smallint, string, timestamp, varchar (value 'varchr(8)')"
+        ],
+    ),
+    (
+        "hostile identifiers",
+        _hostile_identifiers,
+        2,
+        [
+            "{root}/dim_country.json: table_name: identifier 'dim_country; drop table x' must be "
+            "lower-case letters, digits and underscores, not starting with a digit (did you "
+            "mean 'dim_country__drop_table_x'?) (got 'dim_country; drop table x')",
+            "{root}/mappings/currency_mapping.csv: row 8, column 'target_column': identifier "
+            "'name\"); --' must be lower-case letters, digits and underscores, not starting "
+            "with a digit (did you mean 'name______'?) (value 'name\"); --')",
+            "{root}/dim_subdivision.json: warning: quality_tests[3].ref_table: no config here "
+            "loads 'public.dim_country'",
+        ],
+    ),
+    (
+        "custom SQL that writes",
+        _custom_sql,
+        2,
+        [
+            "{root}/dim_zipcode.json: quality_tests[3].sql: custom_sql must be a SELECT, found "
+            "DELETE (got 'DELETE FROM {{table}}')"
+        ],
+    ),
+    (
+        "a hook that is not there",
+        _missing_hook,
+        2,
+        [
+            "{root}/dim_zipcode.json: python_transform: python_transform "
+            "'hooks.zipcode:no_such_function': hooks.zipcode has no function no_such_function"
+        ],
+    ),
+    (
+        "warnings only",
+        _warnings_only,
+        0,
+        [
+            "{root}/dim_currency.json: warning: source_prefix 'country/currency/' starts with "
+            "'country/' of {root}/dim_country.json: files under 'country/currency/' go to this "
+            "table (the longest prefix wins), the rest to the other",
+            "{root}/dim_subdivision.json: warning: quality_tests[3].ref_table: no config here "
+            "loads 'public.dim_country'",
+            "{root}/mappings/old_mapping.csv: warning: mapping sheet that no config uses",
+            "{root}/dim_zipcode.json: warning: redshift_table: identifier 'dim_zip_"
+            + "x" * 60
+            + "' is 68 bytes, longer than postgresql, the strictest target's 63",
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("change", "exit_code", "expected"),
+    [c[1:] for c in BROKEN_FOLDERS],
+    ids=[c[0] for c in BROKEN_FOLDERS],
+)
+def test_check_names_each_problem(change, exit_code, expected, sample_configs, check):
+    change(sample_configs)
+    code, lines = check(str(sample_configs))
+    *problems, verdict = lines
+    assert sorted(problems) == sorted(line.format(root=sample_configs) for line in expected)
+    assert code == exit_code
+    errors = sum(": warning: " not in line for line in expected)
+    assert verdict == (
+        f"{sample_configs}: 4 config(s) {'invalid' if errors else 'valid'}: {errors} error(s), "
+        f"{len(expected) - errors} warning(s)"
+    )
+
+
+def test_identifier_limit_is_the_target_warehouse(sample_configs, check, monkeypatch):
+    _edit(sample_configs, "dim_zipcode.json", redshift_table="dim_zip_" + "x" * 60)
+    monkeypatch.setenv("REFLOAD_WAREHOUSE_URL", "postgresql://nobody@127.0.0.1:1/none")
+    code, lines = check(str(sample_configs))
+    assert code == 2
+    assert (
+        f"{sample_configs}/dim_zipcode.json: redshift_table: identifier 'dim_zip_{'x' * 60}' is "
+        "68 bytes, longer than postgresql's 63"
+    ) in lines
+    monkeypatch.setenv("REFLOAD_WAREHOUSE_URL", "redshift://nobody@127.0.0.1:1/none")
+    assert check(str(sample_configs))[0] == 0
+
+
+def test_check_json_and_a_missing_folder(sample_configs, check, tmp_path):
+    _routing_tie(sample_configs)
+    code, lines = check(str(sample_configs), "--json")
+    result = json.loads("\n".join(lines))
+    assert code == 2 and result["status"] == "invalid" and result["configs"] == 4
+    assert result["problems"][0] == {
+        "path": f"{sample_configs}/dim_currency.json",
+        "severity": "error",
+        "message": f"source_prefix 'country/' is also claimed by {sample_configs}/"
+        "dim_country.json: a landed file would match both",
+    }
+    assert check(str(tmp_path / "nowhere"))[0] == 2
+
+
+@pytest.mark.parametrize("warehouse_url", ["duckdb", "postgresql"], indirect=True)
+def test_check_plans_each_table_against_the_live_target(
+    sample_configs, run_cli, sql, warehouse_url, check
+):
+    currency = SAMPLES / "currency" / "2026-11-01" / "iso4217.csv"
+    assert run_cli(sample_configs / "dim_zipcode.json", ZIP_CSV)[0] == 0
+    assert run_cli(sample_configs / "dim_currency.json", currency)[0] == 0
+    _append(sample_configs, "currency_mapping.csv", "Currency,name_upper,varchar(128),upper,,,")
+    _edit(sample_configs, "dim_currency.json", allow_new_columns=True)
+    sql("CREATE TABLE public.dim_subdivision (subdivision_code VARCHAR(8), legacy INTEGER)")
+    code, lines = check(str(sample_configs), "--warehouse", warehouse_url)
+    root = sample_configs
+    drift = (
+        "mapping columns missing from the table: country_code, name, category, parent_code, "
+        "load_date, run_id, source_key; table columns not in the mapping: legacy"
+    )
+    assert lines[:4] == [
+        f"{root}/dim_country.json: plan create public.dim_country",
+        f"{root}/dim_currency.json: plan add columns public.dim_currency: name_upper",
+        f"{root}/dim_subdivision.json: plan drift public.dim_subdivision: {drift}",
+        f"{root}/dim_zipcode.json: plan ok public.dim_zipcode",
+    ]
+    assert (
+        f"{root}/dim_subdivision.json: target public.dim_subdivision drifts from the mapping, "
+        f"run would refuse it: {drift}"
+    ) in lines
+    assert code == 2
+    # Read only: nothing was created or altered.
+    assert sql(
+        "SELECT count(*) FROM information_schema.columns WHERE table_name = 'dim_currency' "
+        "AND column_name = 'name_upper'"
+    ) == [(0,)]
+    assert sql(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'dim_country'"
+    ) == [(0,)]
