@@ -181,7 +181,7 @@ def _encoding(data: bytes) -> tuple[str, str]:
             data.decode("cp1252")
         except UnicodeDecodeError:
             return "latin-1", f"{why}, not cp1252 either: latin-1"
-        return "cp1252", f"{why}: cp1252"
+        return "cp1252", f"{why}; cp1252 reads every byte"
     return "utf-8", "UTF-8"
 
 

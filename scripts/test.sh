@@ -7,6 +7,8 @@ scripts/start_postgres.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
+# The shipped configs, as a team's config repository checks its own before uploading.
+.venv/bin/python -m handler check configs
 # The deployment files, checked by the tools AWS users check them with.
 .venv/bin/statelint statemachine.asl.json
 [ -x .tools/node_modules/.bin/asl-validator ] ||

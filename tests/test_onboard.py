@@ -244,7 +244,7 @@ def test_init_then_run_loads_awkward_files(
 def test_cp1252_layout_is_explained(init, write, tmp_path):
     code, out, _ = init(write("rates.csv", CP1252_PREAMBLE), "t_rates")
     assert code == 0
-    assert "encoding cp1252: not UTF-8 (byte b'\\xc5' on line 4): cp1252" in out
+    assert "encoding cp1252: not UTF-8 (byte b'\\xc5' on line 4); cp1252 reads every byte" in out
     assert "delimiter semicolon: splits the lines into 5 fields" in out
     assert "header on line 2: line(s) above are preamble (line 1: '# exported 2026-11-24')" in out
     assert "name" in out and "padded values: strip" in out
