@@ -197,7 +197,9 @@ def _filled_names(cells: list[str]) -> int:
 def _text_layout(data: bytes, source_format: str) -> Layout:
     encoding, why = _encoding(data)
     text = data.decode(encoding).removeprefix("\ufeff")
-    head = "\n".join(text.splitlines()[:1000])
+    # Lines as read_csv counts them for header_row: split on "\n" only.
+    lines = text.split("\n")
+    head = "\n".join(lines[:1000])
     candidates = ("\t",) if source_format == "tsv" else DELIMITERS
     best: tuple[tuple[int, int], str, int] | None = None
     for delimiter in candidates:
@@ -222,12 +224,12 @@ def _text_layout(data: bytes, source_format: str) -> Layout:
     notes = [f"encoding {encoding}: {why}"]
     if best is None:
         notes.append("one column: no , ; | or tab splits the lines evenly")
-        first = next((i for i, x in enumerate(text.splitlines(), 1) if x.strip()), 1)
+        first = next((i for i, x in enumerate(lines, 1) if x.strip()), 1)
         return Layout(source_format, encoding, ",", first, notes=notes)
     (_, width), delimiter, header = best
     notes.append(f"delimiter {DELIMITER_NAMES[delimiter]}: splits the lines into {width} fields")
     if header > 1:
-        preamble = text.splitlines()[0].strip()
+        preamble = lines[0].strip()
         notes.append(
             f"header on line {header}: line(s) above are preamble (line 1: {preamble[:40]!r})"
         )
@@ -236,13 +238,15 @@ def _text_layout(data: bytes, source_format: str) -> Layout:
     return Layout(source_format, encoding, delimiter, header, notes=notes)
 
 
-def _excel_layout(data: bytes, source_format: str, sheet_name: str | int | None) -> Layout:
+def _excel_layout(
+    data: bytes, uri: str, source_format: str, sheet_name: str | int | None
+) -> Layout:
     from python_calamine import CalamineWorkbook
 
     try:
         book = CalamineWorkbook.from_filelike(io.BytesIO(data))
     except Exception as error:
-        raise RejectedInput(f"cannot open as an Excel workbook: {error}") from None
+        raise RejectedInput(f"cannot open as an Excel workbook: {error}", file=uri) from None
     names = list(book.sheet_names)
     sheets = {n: book.get_sheet_by_name(n).to_python(skip_empty_area=False) for n in names}
 
@@ -292,7 +296,7 @@ def _layout(data: bytes, uri: str, source_format: str | None, sheet_name: str | 
         index: str | int | None = sheet_name
         if sheet_name is not None and sheet_name.isdigit():
             index = int(sheet_name)
-        layout = _excel_layout(data, chosen, index)
+        layout = _excel_layout(data, uri, chosen, index)
     elif reader == "csv":
         layout = _text_layout(data, chosen)
     else:
@@ -521,9 +525,13 @@ def _propose_key(
 
 
 def _source_prefix(uri: str, table: str) -> tuple[str, str]:
-    parts = uri.rstrip("/").split("/")
+    """Landed files sit at <prefix>/<yyyy-mm-dd>/<file>: the prefix, when the sample does."""
+    path = storage.split_s3(uri)[1] if storage.is_s3(uri) else uri
+    parts = path.split("/")
     if len(parts) >= 3 and re.fullmatch(r"\d{4}-\d{2}-\d{2}", parts[-2]):
-        return f"{parts[-3]}/", f"the file sits in {parts[-3]}/<date>/, as landed files do"
+        # The whole key above the date in a bucket; only the folder above it on disk.
+        prefix = "/".join(parts[:-2]) if storage.is_s3(uri) else parts[-3]
+        return f"{prefix}/", f"the file sits in {prefix}/<date>/, as landed files do"
     return f"{table}/", "the default, '<table_name>/'"
 
 

@@ -325,3 +325,14 @@ def test_init_bad_arguments_exit_2(args, message, write, tmp_path, capsys):
     code = main(["init", str(write("days.csv", content)), *table, *args, "--out", str(tmp_path)])
     assert code == 2
     assert message in capsys.readouterr().err
+
+
+def test_init_from_s3_takes_the_prefix_above_the_date(s3, init, run_cli, tmp_path):
+    s3.put_object(Bucket="raw", Key="vendor/zip/2026-11-01/z.csv", Body=b"zip,city\n00501,X\n")
+    source = "s3://raw/vendor/zip/2026-11-01/z.csv"
+    code, out, err = init(source, "t_zip")
+    assert code == 0, err
+    assert "source_prefix: vendor/zip/ (the file sits in vendor/zip/<date>/" in out
+    config = tmp_path / "cfg" / "t_zip.json"
+    assert json.loads(config.read_text())["source_prefix"] == "vendor/zip/"
+    assert run_cli(config, source)[0] == 0
