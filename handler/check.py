@@ -24,8 +24,6 @@ from steps.table import TableSpec, load_table_config
 Severity = Literal["error", "warning"]
 PlanKind = Literal["create", "add columns", "drift", "ok"]
 SHEET_SUFFIXES = (".csv", ".xlsx", ".xlsm", ".xls")
-# Used when the dialect states no limit of its own (bytes; PostgreSQL cuts longer names).
-IDENTIFIER_BYTES = {"postgresql": 63, "postgres": 63, "redshift": 127}
 
 
 @dataclass(frozen=True)
@@ -88,19 +86,15 @@ def _refload_error(report: Report, error: RefloadError, fallback: str) -> None:
         report.add(path, error.message)
 
 
-def identifier_limit(warehouse_url: str | None) -> tuple[int | None, str]:
-    """The target warehouse's identifier limit in bytes, and whose it is (no connection)."""
+def dialect_class(url: str) -> tuple[str, Any] | None:
+    """The warehouse class a URL names (imported, not connected), or None if unknown."""
     from steps.warehouse import DIALECTS
 
-    if not warehouse_url:
-        return None, ""
-    scheme = warehouse_url.split("://", 1)[0].split("+", 1)[0].lower()
+    scheme = url.split("://", 1)[0].split("+", 1)[0].lower()
     if scheme not in DIALECTS:
-        return None, ""
+        return None
     module, name = DIALECTS[scheme].split(":")
-    capabilities = getattr(getattr(importlib.import_module(module), name), "capabilities", None)
-    limit = getattr(capabilities, "max_identifier_bytes", None) or IDENTIFIER_BYTES.get(scheme)
-    return limit, scheme
+    return scheme, getattr(importlib.import_module(module), name)
 
 
 def _identifiers(spec: TableSpec) -> list[tuple[str, str]]:
@@ -112,19 +106,27 @@ def _identifiers(spec: TableSpec) -> list[tuple[str, str]]:
     return names + [(f"target_column '{c.target}'", c.target) for c in spec.mapping.columns]
 
 
-def _check_identifiers(report: Report, spec: TableSpec, limit: int | None, dialect: str) -> None:
-    # Without a target warehouse, the smallest limit (PostgreSQL's) is a warning only.
-    strict = limit is not None
-    bytes_allowed = limit if limit is not None else IDENTIFIER_BYTES["postgresql"]
-    whose = dialect or "postgresql, the strictest target"
+def _strictest_dialect() -> tuple[str, Any]:
+    from steps.warehouse import DIALECTS
+
+    found = [d for d in (dialect_class(f"{scheme}://") for scheme in DIALECTS) if d]
+    return min(found, key=lambda d: d[1].capabilities.max_identifier_bytes)
+
+
+def _check_identifiers(report: Report, spec: TableSpec, warehouse_url: str | None) -> None:
+    # Without a target warehouse, the strictest dialect's limit, as a warning only.
+    target = dialect_class(warehouse_url) if warehouse_url else None
+    strict = target is not None
+    dialect, cls = target if target is not None else _strictest_dialect()
+    limit = cls.capabilities.max_identifier_bytes
+    whose = dialect if strict else f"{dialect}, the strictest target"
     for where, name in _identifiers(spec):
         size = len(name.encode())
-        if size > bytes_allowed:
+        if size > limit:
             source = spec.mapping.uri if where.startswith("target_column") else spec.config_uri
             report.add(
                 source,
-                f"{where}: identifier '{name}' is {size} bytes, longer than {whose}'s "
-                f"{bytes_allowed}",
+                f"{where}: identifier '{name}' is {size} bytes, longer than {whose}'s {limit}",
                 "error" if strict else "warning",
             )
 
@@ -243,7 +245,6 @@ def check_configs(root: str, warehouse_url: str | None = None) -> Report:
     specs: list[TableSpec] = []
     used: set[str] = set()
     target_url = warehouse_url or os.environ.get("REFLOAD_WAREHOUSE_URL")
-    limit, dialect = identifier_limit(target_url)
     for uri in uris:
         mapping_file = _mapping_file(uri)
         if mapping_file:  # used even when the config around it is invalid
@@ -260,7 +261,7 @@ def check_configs(root: str, warehouse_url: str | None = None) -> Report:
             _refload_error(report, error, uri)
             continue
         specs.append(spec)
-        _check_identifiers(report, spec, limit, dialect)
+        _check_identifiers(report, spec, target_url)
         if config.python_transform:
             from steps import hooks
 
