@@ -198,11 +198,13 @@ def test_check_plans_each_table_against_the_live_target(
     sample_configs, run_cli, sql, warehouse_url, check
 ):
     currency = SAMPLES / "currency" / "2026-11-01" / "iso4217.csv"
+    for config in sample_configs.glob("dim_*.json"):  # a schema no other test writes to
+        _edit(sample_configs, config.name, redshift_schema="plan")
     assert run_cli(sample_configs / "dim_zipcode.json", ZIP_CSV)[0] == 0
     assert run_cli(sample_configs / "dim_currency.json", currency)[0] == 0
     _append(sample_configs, "currency_mapping.csv", "Currency,name_upper,varchar(128),upper,,,")
     _edit(sample_configs, "dim_currency.json", allow_new_columns=True)
-    sql("CREATE TABLE public.dim_subdivision (subdivision_code VARCHAR(8), legacy INTEGER)")
+    sql("CREATE TABLE plan.dim_subdivision (subdivision_code VARCHAR(8), legacy INTEGER)")
     code, lines = check(str(sample_configs), "--warehouse", warehouse_url)
     root = sample_configs
     drift = (
@@ -210,21 +212,22 @@ def test_check_plans_each_table_against_the_live_target(
         "load_date, run_id, source_key; table columns not in the mapping: legacy"
     )
     assert lines[:4] == [
-        f"{root}/dim_country.json: plan create public.dim_country",
-        f"{root}/dim_currency.json: plan add columns public.dim_currency: name_upper",
-        f"{root}/dim_subdivision.json: plan drift public.dim_subdivision: {drift}",
-        f"{root}/dim_zipcode.json: plan ok public.dim_zipcode",
+        f"{root}/dim_country.json: plan create plan.dim_country",
+        f"{root}/dim_currency.json: plan add columns plan.dim_currency: name_upper",
+        f"{root}/dim_subdivision.json: plan drift plan.dim_subdivision: {drift}",
+        f"{root}/dim_zipcode.json: plan ok plan.dim_zipcode",
     ]
     assert (
-        f"{root}/dim_subdivision.json: target public.dim_subdivision drifts from the mapping, "
+        f"{root}/dim_subdivision.json: target plan.dim_subdivision drifts from the mapping, "
         f"run would refuse it: {drift}"
     ) in lines
     assert code == 2
     # Read only: nothing was created or altered.
     assert sql(
-        "SELECT count(*) FROM information_schema.columns WHERE table_name = 'dim_currency' "
-        "AND column_name = 'name_upper'"
+        "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'plan' "
+        "AND table_name = 'dim_currency' AND column_name = 'name_upper'"
     ) == [(0,)]
     assert sql(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'dim_country'"
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'plan' "
+        "AND table_name = 'dim_country'"
     ) == [(0,)]
