@@ -34,7 +34,6 @@ from steps.mapping import (
     Mapping,
     Transform,
     apply_mapping,
-    blank_to_null,
     cast_values,
 )
 from steps.names import identifier_problem, unknown_name
@@ -404,19 +403,23 @@ def _date_type(
 
 
 def _number_type(values: pa.Array, longest: int) -> tuple[DataType, str | None, str] | None:
-    texts = [str(v).lstrip("+-") for v in pc.unique(values).to_pylist()]
     if _all_match(values, INTEGER):
         zeros = pc.match_substring_regex(values, r"^[+-]?0\d")
         if pc.any(zeros).as_py():
             example = _example(values, zeros)
             return _varchar(longest), None, f"code with leading zeros ({example!r})"
-        numbers = [int(v) for v in pc.unique(values).to_pylist()]
-        low, high = min(numbers), max(numbers)
+        try:
+            bounds = pc.min_max(pc.cast(values, pa.int64()))
+            low, high = bounds["min"].as_py(), bounds["max"].as_py()
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # '+5', or beyond int64
+            numbers = [int(v) for v in pc.unique(values).to_pylist()]
+            low, high = min(numbers), max(numbers)
         for kind, bound in INTEGER_RANGES.items():
             if -bound <= low and high < bound:
                 return DataType(kind), None, f"whole numbers from {low} to {high}"  # type: ignore[arg-type]
         return _varchar(longest), None, "digits, too many for bigint"
     if _all_match(values, DECIMAL):
+        texts = [str(v).lstrip("+-") for v in pc.unique(values).to_pylist()]
         digits = max(len(t.partition(".")[0].lstrip("0")) for t in texts) or 1
         scale = max(len(t.partition(".")[2]) for t in texts)
         data_type = DataType("decimal", precision=digits + scale, scale=scale)
@@ -433,8 +436,9 @@ def _guess_type(
 ) -> tuple[DataType, str | None, str]:
     """(type, format, why) for non-null stripped text values."""
     longest = int(pc.max(pc.binary_length(values)).as_py())
-    words = {str(v).lower() for v in pc.unique(values).to_pylist()}
-    if words <= {*TRUE_WORDS, *FALSE_WORDS} and not words <= {"0", "1"}:
+    distinct = pc.unique(values)
+    words = {str(v).lower() for v in distinct.to_pylist()} if len(distinct) <= 10 else set()
+    if words and words <= {*TRUE_WORDS, *FALSE_WORDS} and not words <= {"0", "1"}:
         return DataType("boolean"), None, f"only {', '.join(sorted(words))}"
     guessed = _number_type(values, longest) or _date_type(values, warnings, target)
     if guessed:
@@ -452,7 +456,8 @@ def _guess_column(
 ) -> tuple[ColumnGuess, pa.Array]:
     raw = raw.cast(pa.string())
     trimmed = pc.utf8_trim_whitespace(raw)
-    values = blank_to_null(trimmed)
+    # What the pipeline's blank_to_null leaves after `strip`, computed once on trimmed text.
+    values = pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, pa.string()), trimmed)
     strip = bool(pc.any(pc.and_(pc.is_valid(values), pc.not_equal(trimmed, raw))).as_py())
     present = values.drop_null()
     nulls = len(values) - len(present)

@@ -231,3 +231,17 @@ def test_check_plans_each_table_against_the_live_target(
         "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'plan' "
         "AND table_name = 'dim_country'"
     ) == [(0,)]
+
+
+def test_check_a_config_bucket(s3, check):
+    for path in CONFIGS.rglob("*"):
+        if path.is_file():
+            key = f"tables/{path.relative_to(CONFIGS).as_posix()}"
+            s3.put_object(Bucket="config-bucket", Key=key, Body=path.read_bytes())
+    s3.put_object(Bucket="config-bucket", Key="tables/mappings/old.csv", Body=b"a\n")
+    code, lines = check("s3://config-bucket/tables/")
+    assert code == 0, lines
+    assert lines == [
+        "s3://config-bucket/tables/mappings/old.csv: warning: mapping sheet that no config uses",
+        "s3://config-bucket/tables/: 4 config(s) valid: 0 error(s), 1 warning(s)",
+    ]
