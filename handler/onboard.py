@@ -193,7 +193,7 @@ def _filled_names(cells: list[str]) -> int:
     return len(names)
 
 
-def _text_layout(data: bytes, source_format: str) -> Layout:
+def _text_layout(data: bytes, uri: str, source_format: str) -> Layout:
     encoding, why = _encoding(data)
     text = data.decode(encoding).removeprefix("\ufeff")
     # Lines as read_csv counts them for header_row: split on "\n" only.
@@ -205,10 +205,15 @@ def _text_layout(data: bytes, source_format: str) -> Layout:
         records: list[tuple[int, list[str]]] = []
         reader = csv.reader(io.StringIO(head), delimiter=delimiter)
         line = 1
-        for record in reader:
-            if record:
-                records.append((line, record))
-            line = reader.line_num + 1
+        try:
+            for record in reader:
+                if record:
+                    records.append((line, record))
+                line = reader.line_num + 1
+        except csv.Error as error:  # a NUL byte, a lone carriage return: not text
+            raise RejectedInput(
+                f"cannot read as text lines: {error}", file=uri, line=line
+            ) from None
         widths = Counter(len(r) for _, r in records)
         if not widths:
             continue
@@ -297,7 +302,7 @@ def _layout(data: bytes, uri: str, source_format: str | None, sheet_name: str | 
             index = int(sheet_name)
         layout = _excel_layout(data, uri, chosen, index)
     elif reader == "csv":
-        layout = _text_layout(data, chosen)
+        layout = _text_layout(data, uri, chosen)
     else:
         layout = Layout(chosen)
         if reader == "json":
@@ -525,7 +530,7 @@ def _propose_key(
     why = "unique and never empty" + (
         ", named like a key" if _rank(key, by_name, typed)[0] == 0 else ""
     )
-    why += f", narrowest ({_rank(key, by_name, typed)[1]} bytes)"
+    why += f", narrowest ({_rank(key, by_name, typed)[1]} byte(s))"
     return key, why + (f"; also unique: {'; '.join(others)}" if others else "")
 
 

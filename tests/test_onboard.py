@@ -336,3 +336,23 @@ def test_init_from_s3_takes_the_prefix_above_the_date(s3, init, run_cli, tmp_pat
     config = tmp_path / "cfg" / "t_zip.json"
     assert json.loads(config.read_text())["source_prefix"] == "vendor/zip/"
     assert run_cli(config, source)[0] == 0
+
+
+# (case, file name, content, message on stderr)
+UNREADABLE = [
+    ("empty", "e.csv", b"", "e.csv: file is empty"),
+    ("header only", "h.csv", b"a,b\n", "h.csv: file has a header but no data rows"),
+    ("binary", "b.csv", b"a,b\n1,\x00\r2\n", "b.csv, line 2: cannot read as text lines: "),
+    ("corrupt gzip", "c.csv.gz", b"\x1f\x8b\x08\x00garbage", "c.csv.gz: gzip data is corrupt"),
+    ("ragged row", "r.csv", b"a,b\n1,2\n3,4,5\n6,7\n", "r.csv, line 3: has 3 field(s)"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"), [c[1:] for c in UNREADABLE], ids=[c[0] for c in UNREADABLE]
+)
+def test_init_on_an_unreadable_sample_exits_2(name, content, message, init, write, tmp_path):
+    code, out, err = init(write(name, content), "t_bad")
+    assert code == 2 and out == ""
+    assert f"RejectedInput: {tmp_path}/in/{message}" in err
+    assert not (tmp_path / "cfg").exists()
