@@ -1,0 +1,297 @@
+"""What `init` infers per column: a target name, a type and format, nullability, `strip`,
+and the primary key, each from every value and each checked with the cast `run` uses
+(`steps.mapping.cast_values`). Only `handler.onboard` imports this.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from steps.errors import ConfigError
+from steps.mapping import (
+    FALSE_WORDS,
+    INTEGER_RANGES,
+    TRUE_WORDS,
+    ColumnSpec,
+    DataType,
+    Transform,
+    cast_values,
+)
+from steps.names import unknown_name
+
+# Identifiers are cut to PostgreSQL's 63 bytes, the smallest limit of the warehouses.
+MAX_NAME_BYTES = 63
+VARCHAR_SIZES = (4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65535)
+DATE_FORMATS = (
+    "%Y-%m-%d",
+    "%m/%d/%Y",
+    "%d/%m/%Y",
+    "%d.%m.%Y",
+    "%Y/%m/%d",
+    "%d-%m-%Y",
+    "%m-%d-%Y",
+    "%m/%d/%y",
+    "%d/%m/%y",
+    "%d.%m.%y",
+    "%d %b %Y",
+    "%b %d %Y",
+)
+TIME_PARTS = (" %H:%M:%S", "T%H:%M:%S", " %H:%M")
+# The same dates read month-first or day-first: which one is right, the values decide.
+SWAPPED = {"%m": "%d", "%d": "%m"}
+KEY_NAME = re.compile(r"(^|_)(id|code|key|iso|alpha_\d|abbrev|symbol)(_|$)")
+INTEGER = r"^[+-]?\d+$"
+DECIMAL = r"^[+-]?(\d+\.?\d*|\.\d+)$"
+FLOAT = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
+
+
+@dataclass
+class ColumnGuess:
+    source: str
+    target: str
+    data_type: DataType
+    nullable: bool
+    strip: bool
+    format: str | None
+    reason: str
+
+    def spec(self) -> ColumnSpec:
+        transforms = (Transform("strip"),) if self.strip else ()
+        return ColumnSpec(
+            self.target, self.data_type, self.source, transforms, None, self.nullable, self.format
+        )
+
+    def sheet_row(self) -> list[str]:
+        return [
+            self.source,
+            self.target,
+            str(self.data_type),
+            "strip" if self.strip else "",
+            "",
+            "true" if self.nullable else "false",
+            self.format or "",
+        ]
+
+
+def snake_case(header: str, position: int) -> str:
+    """A header as a lower-case identifier: 'Alphabetic code' -> alphabetic_code."""
+    text = unicodedata.normalize("NFKD", header).encode("ascii", "ignore").decode()
+    text = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", text)
+    text = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", text)
+    text = re.sub(r"[^0-9a-zA-Z]+", "_", text).strip("_").lower() or f"column_{position}"
+    if text[0].isdigit():
+        text = f"c_{text}"
+    return text[:MAX_NAME_BYTES].rstrip("_")
+
+
+def unique_names(headers: list[str]) -> list[str]:
+    names: list[str] = []
+    for position, header in enumerate(headers, 1):
+        name = snake_case(header, position)
+        base, n = name, 2
+        while name in names:
+            name = f"{base[: MAX_NAME_BYTES - len(str(n)) - 1]}_{n}"
+            n += 1
+        names.append(name)
+    return names
+
+
+def _fits(values: pa.Array, data_type: DataType, format: str | None = None) -> bool:
+    return not cast_values(values, ColumnSpec("c", data_type, "c", format=format))[1]
+
+
+def _varchar(longest: int) -> DataType:
+    wanted = longest + (longest + 3) // 4  # a quarter more, at least one byte
+    return DataType("varchar", length=next((s for s in VARCHAR_SIZES if s >= wanted), 65535))
+
+
+def _all_match(values: pa.Array, pattern: str) -> bool:
+    return bool(pc.all(pc.match_substring_regex(values, pattern)).as_py())
+
+
+def _example(values: pa.Array, mask: pa.Array) -> str:
+    return str(values.filter(mask)[0].as_py())
+
+
+FORMAT_PARTS = {"%Y": r"\d{4}", "%y": r"\d{2}", "%b": "[A-Za-z]{3}"}
+
+
+def _format_regex(fmt: str) -> str:
+    """The whole value a strptime format reads: Arrow's strptime ignores trailing text,
+    so '2024-01-05 10:00' would otherwise fit '%Y-%m-%d' and lose its time."""
+    parts = re.split(r"(%[A-Za-z])", fmt)
+    return (
+        "^"
+        + "".join(
+            FORMAT_PARTS.get(p, r"\d{1,2}") if p.startswith("%") and len(p) == 2 else re.escape(p)
+            for p in parts
+        )
+        + "$"
+    )
+
+
+def _date_type(
+    values: pa.Array, warnings: list[str], target: str
+) -> tuple[DataType, str | None, str] | None:
+    """date or timestamp with the format every value has, if one fits them all."""
+    if not _all_match(values, r"^\d{1,4}[-/. ]|^[A-Za-z]{3} \d"):
+        return None
+    # Excel writes dates as midnight timestamps: still dates.
+    midnight = _all_match(values, r"[ T]00:00(:00)?$")
+    tried = [(DataType("date"), f) for f in DATE_FORMATS] + [
+        (DataType("date" if midnight else "timestamp"), f + t)
+        for f in DATE_FORMATS
+        for t in TIME_PARTS
+    ]
+    fitting = [f for t, f in tried if _all_match(values, _format_regex(f)) and _fits(values, t, f)]
+    kinds = dict((f, t) for t, f in tried)
+    if not fitting:
+        if _fits(values, DataType("timestamp")):
+            return DataType("timestamp"), None, "ISO 8601 timestamps"
+        return None
+    fmt = fitting[0]
+    midnight_note = " (times are all midnight)" if "%H" in fmt and midnight else ""
+    swapped = re.sub(r"%[md]", lambda m: SWAPPED[m.group()], fmt)
+    if swapped in kinds and swapped != fmt:
+        wrong = pc.is_null(pc.strptime(values, format=swapped, unit="us", error_is_null=True))
+        if pc.any(wrong).as_py():
+            why = f"every value fits {fmt}, not {swapped} ({_example(values, wrong)!r})"
+            return kinds[fmt], fmt, why + midnight_note
+        warnings.append(
+            f"{target}: ambiguous dates: every value fits {fmt} and {swapped} (no day above "
+            f"12); chose {fmt}, edit 'format' in the mapping sheet if the days come first"
+        )
+        return kinds[fmt], fmt, f"every value fits {fmt} and {swapped}: ambiguous, chose {fmt}"
+    return kinds[fmt], fmt, f"every value fits {fmt}{midnight_note}"
+
+
+def _number_type(values: pa.Array, longest: int) -> tuple[DataType, str | None, str] | None:
+    if _all_match(values, INTEGER):
+        zeros = pc.match_substring_regex(values, r"^[+-]?0\d")
+        if pc.any(zeros).as_py():
+            example = _example(values, zeros)
+            return _varchar(longest), None, f"code with leading zeros ({example!r})"
+        try:
+            bounds = pc.min_max(pc.cast(values, pa.int64()))
+            low, high = bounds["min"].as_py(), bounds["max"].as_py()
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # '+5', or beyond int64
+            numbers = [int(v) for v in pc.unique(values).to_pylist()]
+            low, high = min(numbers), max(numbers)
+        for kind, bound in INTEGER_RANGES.items():
+            if -bound <= low and high < bound:
+                return DataType(kind), None, f"whole numbers from {low} to {high}"  # type: ignore[arg-type]
+        return _varchar(longest), None, "digits, too many for bigint"
+    if _all_match(values, DECIMAL):
+        texts = [str(v).lstrip("+-") for v in pc.unique(values).to_pylist()]
+        digits = max(len(t.partition(".")[0].lstrip("0")) for t in texts) or 1
+        scale = max(len(t.partition(".")[2]) for t in texts)
+        data_type = DataType("decimal", precision=digits + scale, scale=scale)
+        if digits + scale <= 38 and _fits(values, data_type):
+            why = f"decimals, up to {digits} digit(s) before the point and {scale} after"
+            return data_type, None, why
+    if _all_match(values, FLOAT) and _fits(values, DataType("double")):
+        return DataType("double"), None, "numbers with exponents or over 38 digits"
+    return None
+
+
+def _guess_type(
+    values: pa.Array, warnings: list[str], target: str
+) -> tuple[DataType, str | None, str]:
+    """(type, format, why) for non-null stripped text values."""
+    longest = int(pc.max(pc.binary_length(values)).as_py())
+    distinct = pc.unique(values)
+    words = {str(v).lower() for v in distinct.to_pylist()} if len(distinct) <= 10 else set()
+    if words and words <= {*TRUE_WORDS, *FALSE_WORDS} and not words <= {"0", "1"}:
+        return DataType("boolean"), None, f"only {', '.join(sorted(words))}"
+    guessed = _number_type(values, longest) or _date_type(values, warnings, target)
+    if guessed:
+        data_type, fmt, why = guessed
+    else:
+        mixed = _all_match(values, r"^[0-9A-Za-z]+$") and _all_match(values, r"\d")
+        data_type, fmt, why = _varchar(longest), None, "digits and letters" if mixed else "text"
+    if data_type.kind == "varchar":
+        why += f", longest {longest} byte(s)"
+    return data_type, fmt, why
+
+
+def guess_column(
+    source: str, target: str, raw: pa.Array, warnings: list[str]
+) -> tuple[ColumnGuess, pa.Array]:
+    raw = raw.cast(pa.string())
+    trimmed = pc.utf8_trim_whitespace(raw)
+    # What the pipeline's blank_to_null leaves after `strip`, computed once on trimmed text.
+    values = pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, pa.string()), trimmed)
+    strip = bool(pc.any(pc.and_(pc.is_valid(values), pc.not_equal(trimmed, raw))).as_py())
+    present = values.drop_null()
+    nulls = len(values) - len(present)
+    notes = ["padded values: strip"] if strip else []
+    notes.append(f"{nulls:,} empty" if nulls else "never empty")
+    if not len(present):
+        data_type, fmt, why = _varchar(0), None, "every value is empty"
+    else:
+        data_type, fmt, why = _guess_type(present, warnings, target)
+    guess = ColumnGuess(
+        source, target, data_type, bool(nulls), strip, fmt or None, "; ".join([why, *notes])
+    )
+    return guess, values
+
+
+# --- primary key ---------------------------------------------------------------------
+
+
+def _width(guess: ColumnGuess, column: pa.ChunkedArray) -> int:
+    if guess.data_type.kind in ("string", "varchar"):
+        return int(pc.max(pc.binary_length(column)).as_py() or 0)
+    try:
+        return max(1, column.type.bit_width // 8)
+    except ValueError:  # not fixed width
+        return 16
+
+
+def _rank(names: list[str], guesses: dict[str, ColumnGuess], typed: pa.Table) -> tuple[int, int]:
+    keyish = any(KEY_NAME.search(n) for n in names)
+    return (0 if keyish else 1, sum(_width(guesses[n], typed.column(n)) for n in names))
+
+
+def _unique(typed: pa.Table, names: list[str]) -> bool:
+    if any(typed.column(n).null_count for n in names):
+        return False
+    return typed.select(names).group_by(names).aggregate([]).num_rows == typed.num_rows
+
+
+def propose_key(
+    typed: pa.Table, guesses: list[ColumnGuess], wanted: list[str] | None
+) -> tuple[list[str], str]:
+    by_name = {g.target: g for g in guesses}
+    if wanted is not None:
+        by_source = {g.source: g.target for g in guesses}
+        key = []
+        for name in wanted:
+            if name not in by_name and name not in by_source:
+                raise ConfigError(f"--primary-key: {unknown_name('column', name, by_name)}")
+            key.append(by_name[name].target if name in by_name else by_source[name])
+        if not _unique(typed, key):
+            raise ConfigError(
+                f"--primary-key {','.join(key)}: the sample has an empty or repeated key, so "
+                "run would reject it; choose other columns"
+            )
+        return key, "given with --primary-key"
+    candidates = [g.target for g in guesses if not g.nullable]
+    singles = [[n] for n in candidates if _unique(typed, [n])]
+    narrow = sorted(candidates, key=lambda n: _rank([n], by_name, typed))[:12]
+    pairs = [[a, b] for i, a in enumerate(narrow) for b in narrow[i + 1 :]]
+    found = singles or [p for p in pairs if _unique(typed, p)]
+    if not found:
+        return [], "no column or pair of columns is unique and never empty"
+    key = min(found, key=lambda names: _rank(names, by_name, typed))
+    others = [", ".join(k) for k in found if k != key][:3]
+    why = "unique and never empty" + (
+        ", named like a key" if _rank(key, by_name, typed)[0] == 0 else ""
+    )
+    why += f", narrowest ({_rank(key, by_name, typed)[1]} byte(s))"
+    return key, why + (f"; also unique: {'; '.join(others)}" if others else "")
