@@ -30,6 +30,8 @@ from steps.sources import FORMAT_READERS, format_of, read_source
 
 DELIMITERS = (",", ";", "|", "\t")
 DELIMITER_NAMES = {",": "comma", ";": "semicolon", "|": "pipe", "\t": "tab"}
+# Names of columns that hold codes, whatever their values look like.
+CODE_NAME = re.compile(r"code|numeric|zip|postal|fips|iso|naics|sic")
 
 
 @dataclass
@@ -317,6 +319,16 @@ def infer(
     for guess in guesses:
         if guess.target in key:
             guess.nullable = False
+        number = guess.data_type.kind in ("smallint", "integer", "bigint")
+        if (
+            number
+            and FORMAT_READERS[layout.source_format] == "excel"
+            and CODE_NAME.search(guess.target)
+        ):
+            warnings.append(
+                f"{guess.target}: Excel keeps codes as numbers (004 arrives as 4); if it is a "
+                "code, make it varchar(n) with zfill(n)"
+            )
     prefix, prefix_reason = _source_prefix(source, table)
     return Proposal(
         table,

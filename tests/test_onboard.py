@@ -88,6 +88,17 @@ def test_zip_codes_stay_text_and_the_key_is_proposed(init, run_cli, sql, tmp_pat
     assert sql("SELECT city FROM public.dim_zip WHERE zip = '00501'") == [("Holtsville",)]
 
 
+def test_excel_numbers_in_a_code_column_are_flagged(init):
+    source = SAMPLES / "country" / "2026-11-01" / "iso3166_countries.xlsx"
+    code, out, _ = init(source, "dim_country")
+    assert code == 0
+    assert "numeric        smallint" in out
+    assert (
+        "warning: numeric: Excel keeps codes as numbers (004 arrives as 4); if it is a code, "
+        "make it varchar(n) with zfill(n)"
+    ) in out
+
+
 def _workbook(sheets: dict[str, list[list[object]]]) -> bytes:
     book = openpyxl.Workbook()
     book.remove(book.active)
