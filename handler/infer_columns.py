@@ -59,19 +59,25 @@ class ColumnGuess:
     strip: bool
     format: str | None
     reason: str
+    decimal_comma: bool = False
 
     def spec(self) -> ColumnSpec:
-        transforms = (Transform("strip"),) if self.strip else ()
+        transforms: tuple[Transform, ...] = (Transform("strip"),) if self.strip else ()
+        if self.decimal_comma:
+            transforms += (Transform("replace", (",", ".")),)
         return ColumnSpec(
             self.target, self.data_type, self.source, transforms, None, self.nullable, self.format
         )
 
     def sheet_row(self) -> list[str]:
+        transforms = ["strip"] if self.strip else []
+        if self.decimal_comma:
+            transforms.append('replace(",",".")')  # quoted: the argument is a comma
         return [
             self.source,
             self.target,
             str(self.data_type),
-            "strip" if self.strip else "",
+            "|".join(transforms),
             "",
             "true" if self.nullable else "false",
             self.format or "",
@@ -219,9 +225,15 @@ def _guess_type(
     return data_type, fmt, why
 
 
-def guess_column(
-    source: str, target: str, raw: pa.Array, warnings: list[str]
-) -> tuple[ColumnGuess, pa.Array]:
+def _decimal_comma(values: pa.Array) -> bool:
+    """Numbers written 12,5: a comma before other than three digits (1,234 may be a
+    thousand)."""
+    if not _all_match(values, r"^[+-]?\d+(,\d+)?$"):
+        return False
+    return bool(pc.any(pc.match_substring_regex(values, r",(\d{1,2}|\d{4,})$")).as_py())
+
+
+def guess_column(source: str, target: str, raw: pa.Array, warnings: list[str]) -> ColumnGuess:
     raw = raw.cast(pa.string())
     trimmed = pc.utf8_trim_whitespace(raw)
     # What the pipeline's blank_to_null leaves after `strip`, computed once on trimmed text.
@@ -231,14 +243,16 @@ def guess_column(
     nulls = len(values) - len(present)
     notes = ["padded values: strip"] if strip else []
     notes.append(f"{nulls:,} empty" if nulls else "never empty")
+    decimal_comma = bool(len(present)) and _decimal_comma(present)
+    if decimal_comma:
+        present = pc.replace_substring(present, ",", ".")
+        notes.append('decimal commas: replace(",",".")')
     if not len(present):
         data_type, fmt, why = _varchar(0), None, "every value is empty"
     else:
         data_type, fmt, why = _guess_type(present, warnings, target)
-    guess = ColumnGuess(
-        source, target, data_type, bool(nulls), strip, fmt or None, "; ".join([why, *notes])
-    )
-    return guess, values
+    reason = "; ".join([why, *notes])
+    return ColumnGuess(source, target, data_type, bool(nulls), strip, fmt, reason, decimal_comma)
 
 
 # --- primary key ---------------------------------------------------------------------

@@ -292,14 +292,13 @@ def infer(
         text = _read_all(path, source, config)
     warnings: list[str] = []
     targets = unique_names(text.column_names)
-    guesses, columns = [], []
+    guesses = []
     for name, target in zip(text.column_names, targets, strict=True):
         if not name:
             warnings.append(f"a column has no name in the header: left out ({target})")
             continue
-        guess, values = guess_column(name, target, text.column(name).combine_chunks(), warnings)
+        guess = guess_column(name, target, text.column(name).combine_chunks(), warnings)
         guesses.append(guess)
-        columns.append(values)
     mapping = Mapping("init", tuple(g.spec() for g in guesses))
     typed, rejections = apply_mapping(
         text, mapping, {"load_date": "", "run_id": "", "source_key": ""}

@@ -7,6 +7,7 @@ import datetime as dt
 import gzip
 import io
 import json
+from decimal import Decimal
 from pathlib import Path
 
 import openpyxl
@@ -113,10 +114,10 @@ def _workbook(sheets: dict[str, list[list[object]]]) -> bytes:
 
 CP1252_PREAMBLE = (
     "# exported 2026-11-24\n"
-    "Country Code;Name;Rate %;Valid From;Updated At\n"
-    "004;  Afghanistan ;1.5;31.12.2024;2024-12-31 10:15:00\n"
-    "248;Åland;12.25;01.02.2025;2025-02-01 08:00:00\n"
-    "250;Côte d\u2019Ivoire;-0.125;15.03.2025;2025-03-15 23:59:59\n"
+    "Country Code;Name;Rate %;Valid From;Updated At;Price\n"
+    "004;  Afghanistan ;1.5;31.12.2024;2024-12-31 10:15:00;1,5\n"
+    "248;Åland;12.25;01.02.2025;2025-02-01 08:00:00;12\n"
+    "250;Côte d\u2019Ivoire;-0.125;15.03.2025;2025-03-15 23:59:59;-0,25\n"
 ).encode("cp1252")
 
 JSON_LINES = "".join(
@@ -162,6 +163,7 @@ AWKWARD = [
             "rate": ("decimal(5,3)", "", "false"),
             "valid_from": ("date", "%d.%m.%Y", "false"),
             "updated_at": ("timestamp", "%Y-%m-%d %H:%M:%S", "false"),
+            "price": ("decimal(4,2)", "", "false"),
         },
         {"country_code": "VARCHAR", "rate": "DECIMAL(5,3)", "valid_from": "DATE"},
     ),
@@ -256,12 +258,13 @@ def test_cp1252_layout_is_explained(init, write, tmp_path):
     code, out, _ = init(write("rates.csv", CP1252_PREAMBLE), "t_rates")
     assert code == 0
     assert "encoding cp1252: not UTF-8 (byte b'\\xc5' on line 4); cp1252 reads every byte" in out
-    assert "delimiter semicolon: splits the lines into 5 fields" in out
+    assert "delimiter semicolon: splits the lines into 6 fields" in out
     assert "header on line 2: line(s) above are preamble (line 1: '# exported 2026-11-24')" in out
     assert "name" in out and "padded values: strip" in out
     config = json.loads((tmp_path / "cfg" / "t_rates.json").read_text())
     assert (config["encoding"], config["delimiter"], config["header_row"]) == ("cp1252", ";", 2)
-    assert [r["transform"] for r in _sheet(tmp_path, "t_rates")][:2] == ["", "strip"]
+    transforms = [r["transform"] for r in _sheet(tmp_path, "t_rates")]
+    assert transforms == ["", "strip", "", "", "", 'replace(",",".")']
 
 
 def test_excel_sheet_and_title_row_are_explained(init, write, tmp_path):
@@ -367,3 +370,14 @@ def test_init_on_an_unreadable_sample_exits_2(name, content, message, init, writ
     assert code == 2 and out == ""
     assert f"RejectedInput: {tmp_path}/in/{message}" in err
     assert not (tmp_path / "cfg").exists()
+
+
+def test_decimal_commas_load_as_decimals(init, run_cli, sql, write, tmp_path):
+    source = write("rates.csv", CP1252_PREAMBLE)
+    assert init(source, "t_rates")[0] == 0
+    assert run_cli(tmp_path / "cfg" / "t_rates.json", source)[0] == 0
+    assert sql("SELECT name, price FROM public.t_rates ORDER BY price") == [
+        ("Côte d\u2019Ivoire", Decimal("-0.25")),
+        ("Afghanistan", Decimal("1.50")),
+        ("Åland", Decimal("12.00")),
+    ]
