@@ -276,20 +276,7 @@ def infer(
     problem = identifier_problem(table)
     if problem:
         raise ConfigError(f"--table: {problem}")
-    with storage.local_file(source) as path:
-        data = path.read_bytes()
-        if data.startswith(b"\x1f\x8b"):
-            try:
-                data = gzip.decompress(data)
-            except (OSError, EOFError) as error:
-                raise RejectedInput(f"gzip data is corrupt: {error}", file=source) from None
-        if not data.strip():
-            raise RejectedInput("file is empty", file=source)
-        layout = _layout(data, source, source_format, sheet_name)
-        config = parse_config(
-            {"table_name": table, "mapping_file": "-", **layout.config_keys()}, source="init"
-        )
-        text = _read_all(path, source, config)
+    layout, text = _read_sample(source, table, source_format, sheet_name)
     warnings: list[str] = []
     targets = unique_names(text.column_names)
     guesses = []
@@ -318,16 +305,13 @@ def infer(
     for guess in guesses:
         if guess.target in key:
             guess.nullable = False
-        number = guess.data_type.kind in ("smallint", "integer", "bigint")
-        if (
-            number
-            and FORMAT_READERS[layout.source_format] == "excel"
-            and CODE_NAME.search(guess.target)
-        ):
-            warnings.append(
-                f"{guess.target}: Excel keeps codes as numbers (004 arrives as 4); if it is a "
-                "code, make it varchar(n) with zfill(n)"
-            )
+    if FORMAT_READERS[layout.source_format] == "excel":
+        warnings += [
+            f"{g.target}: Excel keeps codes as numbers (004 arrives as 4); if it is a code, "
+            "make it varchar(n) with zfill(n)"
+            for g in guesses
+            if g.data_type.kind in ("smallint", "integer", "bigint") and CODE_NAME.search(g.target)
+        ]
     prefix, prefix_reason = _source_prefix(source, table)
     return Proposal(
         table,
@@ -341,6 +325,26 @@ def infer(
         prefix_reason,
         warnings,
     )
+
+
+def _read_sample(
+    source: str, table: str, source_format: str | None, sheet_name: str | None
+) -> tuple[Layout, pa.Table]:
+    """The file's layout, and every row as text, read as `run` will read it."""
+    with storage.local_file(source) as path:
+        data = path.read_bytes()
+        if data.startswith(b"\x1f\x8b"):
+            try:
+                data = gzip.decompress(data)
+            except (OSError, EOFError) as error:
+                raise RejectedInput(f"gzip data is corrupt: {error}", file=source) from None
+        if not data.strip():
+            raise RejectedInput("file is empty", file=source)
+        layout = _layout(data, source, source_format, sheet_name)
+        config = parse_config(
+            {"table_name": table, "mapping_file": "-", **layout.config_keys()}, source="init"
+        )
+        return layout, _read_all(path, source, config)
 
 
 def _read_all(path: Path, uri: str, config: TableConfig) -> pa.Table:
