@@ -381,3 +381,18 @@ def test_decimal_commas_load_as_decimals(init, run_cli, sql, write, tmp_path):
         ("Afghanistan", Decimal("1.50")),
         ("Åland", Decimal("12.00")),
     ]
+
+
+def test_a_pair_of_columns_is_proposed_when_no_column_is_unique(init, run_cli, write, tmp_path):
+    source = write(
+        "holidays.csv",
+        b"Country Code,Holiday Date,Name\n"
+        b"US,2024-01-01,New Year\nDE,2024-01-01,New Year\nUS,2024-07-04,Independence Day\n",
+    )
+    code, out, _ = init(source, "t_holidays")
+    assert code == 0
+    assert (
+        "primary key: country_code, holiday_date (unique and never empty, named like a key, "
+        "narrowest (6 byte(s)); also unique: country_code, name)"
+    ) in out
+    assert run_cli(tmp_path / "cfg" / "t_holidays.json", source)[0] == 0
