@@ -68,6 +68,11 @@ def _missing_hook(root: Path) -> None:
     _edit(root, "dim_zipcode.json", python_transform="hooks.zipcode:no_such_function")
 
 
+def _not_json(root: Path) -> None:
+    (root / "dim_broken.json").write_text('{"table_name": "x",\n "mapping_file": }')
+    (root / "dim_list.json").write_text("[1]")
+
+
 def _warnings_only(root: Path) -> None:
     _edit(root, "dim_currency.json", source_prefix="country/currency/")
     _edit(root, "dim_country.json", redshift_table="dim_nation")
@@ -130,6 +135,16 @@ BROKEN_FOLDERS = [
         ],
     ),
     (
+        "not a JSON object",
+        _not_json,
+        2,
+        [
+            "{root}/dim_broken.json: line 2: not valid JSON: Expecting value: line 2 column 18 "
+            "(char 37)",
+            "{root}/dim_list.json: a table config must be a JSON object",
+        ],
+    ),
+    (
         "warnings only",
         _warnings_only,
         0,
@@ -160,8 +175,10 @@ def test_check_names_each_problem(change, exit_code, expected, sample_configs, c
     assert sorted(problems) == sorted(line.format(root=sample_configs) for line in expected)
     assert code == exit_code
     errors = sum(": warning: " not in line for line in expected)
+    configs = len(list(sample_configs.glob("dim_*.json")))
     assert verdict == (
-        f"{sample_configs}: 4 config(s) {'invalid' if errors else 'valid'}: {errors} error(s), "
+        f"{sample_configs}: {configs} config(s) {'invalid' if errors else 'valid'}: "
+        f"{errors} error(s), "
         f"{len(expected) - errors} warning(s)"
     )
 
