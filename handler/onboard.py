@@ -228,7 +228,12 @@ def _layout(data: bytes, uri: str, source_format: str | None, sheet_name: str | 
     if source_format is not None and source_format not in get_args(SourceFormat):
         raise ConfigError(unknown_name("--format", source_format, get_args(SourceFormat)))
     by_extension = format_of(uri)
-    chosen = source_format or by_extension or _sniff(data)
+    sniffed = _sniff(data)
+    # Vendors name CSV exports .xls; a workbook or Parquet file says so in its first bytes.
+    claimed = FORMAT_READERS[by_extension] if by_extension else None
+    if claimed in ("excel", "parquet") and FORMAT_READERS[sniffed] != claimed:
+        by_extension = None
+    chosen = source_format or by_extension or sniffed
     why = (
         "--format"
         if source_format

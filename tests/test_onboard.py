@@ -396,3 +396,12 @@ def test_a_pair_of_columns_is_proposed_when_no_column_is_unique(init, run_cli, w
         "narrowest (6 byte(s)); also unique: country_code, name)"
     ) in out
     assert run_cli(tmp_path / "cfg" / "t_holidays.json", source)[0] == 0
+
+
+def test_a_csv_named_xls_is_read_as_csv(init, run_cli, write, tmp_path):
+    source = write("export.xls", b"code,name\n004,Afghanistan\n248,Aland\n")
+    code, out, _ = init(source, "t_export")
+    assert code == 0
+    assert "format csv: from the file's first bytes" in out
+    assert json.loads((tmp_path / "cfg" / "t_export.json").read_text())["source_format"] == "csv"
+    assert run_cli(tmp_path / "cfg" / "t_export.json", source)[0] == 0
