@@ -70,7 +70,13 @@ class Report:
                 for p in self.problems
             ],
             "plans": [
-                {"config": p.config, "target": p.target, "plan": p.plan, "columns": p.columns}
+                {
+                    "config": p.config,
+                    "target": p.target,
+                    "plan": p.plan,
+                    "columns": p.columns,
+                    "detail": p.detail,
+                }
                 for p in self.plans
             ],
         }

@@ -239,6 +239,29 @@ def test_check_plans_each_table_against_the_live_target(
         f"run would refuse it: {drift}"
     ) in lines
     assert code == 2
+    plans = json.loads("\n".join(check(str(root), "--warehouse", warehouse_url, "--json")[1]))
+    assert [(p["plan"], p["columns"]) for p in plans["plans"]] == [
+        (
+            "create",
+            ["alpha_2", "alpha_3", "numeric_code", "name", "official_name"]
+            + ["load_date", "run_id", "source_key"],
+        ),
+        ("add columns", ["name_upper"]),
+        (
+            "drift",
+            [
+                "country_code",
+                "name",
+                "category",
+                "parent_code",
+                "load_date",
+                "run_id",
+                "source_key",
+                "legacy",
+            ],
+        ),
+        ("ok", []),
+    ]
     # Read only: nothing was created or altered.
     assert sql(
         "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'plan' "
