@@ -42,6 +42,8 @@ DATE_FORMATS = (
     "%b %d %Y",
 )
 TIME_PARTS = (" %H:%M:%S", "T%H:%M:%S", " %H:%M")
+# What a strptime directive reads, as a pattern (other directives: one or two digits).
+FORMAT_PARTS = {"%Y": r"\d{4}", "%y": r"\d{2}", "%b": "[A-Za-z]{3}"}
 # The same dates read month-first or day-first: which one is right, the values decide.
 SWAPPED = {"%m": "%d", "%d": "%m"}
 KEY_NAME = re.compile(r"(^|_)(id|code|key|iso|alpha_\d|abbrev|symbol)(_|$)")
@@ -122,9 +124,6 @@ def _all_match(values: pa.Array, pattern: str) -> bool:
 
 def _example(values: pa.Array, mask: pa.Array) -> str:
     return str(values.filter(mask)[0].as_py())
-
-
-FORMAT_PARTS = {"%Y": r"\d{4}", "%y": r"\d{2}", "%b": "[A-Za-z]{3}"}
 
 
 def _format_regex(fmt: str) -> str:
