@@ -243,8 +243,10 @@ def test_check_plans_each_table_against_the_live_target(
     assert [(p["plan"], p["columns"]) for p in plans["plans"]] == [
         (
             "create",
-            ["alpha_2", "alpha_3", "numeric_code", "name", "official_name"]
-            + ["load_date", "run_id", "source_key"],
+            [
+                *("alpha_2", "alpha_3", "numeric_code", "name", "official_name"),
+                *("load_date", "run_id", "source_key"),
+            ],
         ),
         ("add columns", ["name_upper"]),
         (
