@@ -7,6 +7,8 @@ import datetime as dt
 import gzip
 import io
 import json
+import subprocess
+import sys
 from decimal import Decimal
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import openpyxl
 import pytest
 
 from handler.cli import main
-from tests.conftest import SAMPLES
+from tests.conftest import ROOT, SAMPLES
 
 
 @pytest.fixture
@@ -405,3 +407,15 @@ def test_a_csv_named_xls_is_read_as_csv(init, run_cli, write, tmp_path):
     assert "format csv: from the file's first bytes" in out
     assert json.loads((tmp_path / "cfg" / "t_export.json").read_text())["source_format"] == "csv"
     assert run_cli(tmp_path / "cfg" / "t_export.json", source)[0] == 0
+
+
+def test_the_lambda_entry_point_does_not_import_the_fleet_commands():
+    code = (
+        "import sys, handler\n"
+        "print(sorted(m for m in sys.modules if m in "
+        "('handler.cli', 'handler.onboard', 'handler.infer_columns', 'handler.check')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "[]"
