@@ -3,7 +3,7 @@
 The file is read by refload's own readers (`steps.sources`) once its layout is known, and
 every type is proposed only when `steps.mapping.cast_values`, the cast `run` uses, accepts
 every value of the column (handler.infer_columns): what init writes is what run loads. Only
-the CLI imports this; docs/adr/0007-init-proposes-what-run-accepts.md says why.
+the CLI imports this; docs/adr/0009-init-proposes-what-run-accepts.md says why.
 """
 
 from __future__ import annotations
