@@ -30,6 +30,7 @@ from steps.sources import FORMAT_READERS, format_of, read_source
 
 DELIMITERS = (",", ";", "|", "\t")
 DELIMITER_NAMES = {",": "comma", ";": "semicolon", "|": "pipe", "\t": "tab"}
+BLANK_HEADER = re.compile(r"\(unnamed \d+\)")
 # Names of columns that hold codes, whatever their values look like.
 CODE_NAME = re.compile(r"code|numeric|zip|postal|fips|iso|naics|sic")
 
@@ -286,8 +287,8 @@ def infer(
     targets = unique_names(text.column_names)
     guesses = []
     for name, target in zip(text.column_names, targets, strict=True):
-        if not name:
-            warnings.append(f"a column has no name in the header: left out ({target})")
+        if not name or BLANK_HEADER.fullmatch(name):  # as steps.sources names blank headers
+            warnings.append(f"column {name or target} has no name in the header: left out")
             continue
         guess = guess_column(name, target, text.column(name).combine_chunks(), warnings)
         guesses.append(guess)
