@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from handler.infer_columns import ColumnGuess, guess_column, propose_key, unique_names
 from steps import storage
@@ -30,6 +31,8 @@ from steps.sources import FORMAT_READERS, format_of, read_source
 
 DELIMITERS = (",", ";", "|", "\t")
 DELIMITER_NAMES = {",": "comma", ";": "semicolon", "|": "pipe", "\t": "tab"}
+# Whole values vendors write for "no value" ('NA' is not one: it is Namibia's ISO code).
+NULL_TOKENS = ("NULL", "null", "N/A", "n/a", "#N/A")
 BLANK_HEADER = re.compile(r"\(unnamed \d+\)")
 # Names of columns that hold codes, whatever their values look like.
 CODE_NAME = re.compile(r"code|numeric|zip|postal|fips|iso|naics|sic")
@@ -44,6 +47,7 @@ class Layout:
     delimiter: str | None = None
     header_row: int = 1
     sheet_name: str | int | None = None
+    null_values: list[str] = field(default_factory=lambda: [""])
     notes: list[str] = field(default_factory=list)
 
     def config_keys(self) -> dict[str, Any]:
@@ -57,6 +61,8 @@ class Layout:
             keys["header_row"] = self.header_row
         if reader == "excel":
             keys["sheet_name"] = self.sheet_name
+        if self.null_values != [""]:
+            keys["null_values"] = self.null_values
         return keys
 
 
@@ -347,10 +353,20 @@ def _read_sample(
         if not data.strip():
             raise RejectedInput("file is empty", file=source)
         layout = _layout(data, source, source_format, sheet_name)
-        config = parse_config(
-            {"table_name": table, "mapping_file": "-", **layout.config_keys()}, source="init"
-        )
-        return layout, _read_all(path, source, config)
+
+        def read() -> pa.Table:
+            keys = {"table_name": table, "mapping_file": "-", **layout.config_keys()}
+            return _read_all(path, source, parse_config(keys, source="init"))
+
+        text = read()
+        found = [
+            t for t in NULL_TOKENS if any(pc.any(pc.equal(c, t)).as_py() for c in text.columns)
+        ]
+        if found:  # read again, as run will: the tokens as nulls
+            layout.null_values = ["", *found]
+            layout.notes.append(f"null_values {layout.null_values}: {found} stand for empty")
+            text = read()
+        return layout, text
 
 
 def _read_all(path: Path, uri: str, config: TableConfig) -> pa.Table:

@@ -419,3 +419,27 @@ def test_the_lambda_entry_point_does_not_import_the_fleet_commands():
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_null_tokens_become_null_values(init, run_cli, sql, write, tmp_path):
+    source = write(
+        "nulls.csv",
+        b"id,amount,since,country\n1,N/A,2024-01-05,NA\n2,12,NULL,DE\n3,7,2024-02-01,\n",
+    )
+    code, out, _ = init(source, "t_nulls")
+    assert code == 0
+    assert "null_values ['', 'NULL', 'N/A']: ['NULL', 'N/A'] stand for empty" in out
+    config = json.loads((tmp_path / "cfg" / "t_nulls.json").read_text())
+    assert config["null_values"] == ["", "NULL", "N/A"]
+    assert [(r["target_column"], r["data_type"]) for r in _sheet(tmp_path, "t_nulls")] == [
+        ("id", "smallint"),
+        ("amount", "smallint"),
+        ("since", "date"),
+        ("country", "varchar(4)"),
+    ]
+    assert run_cli(tmp_path / "cfg" / "t_nulls.json", source)[0] == 0
+    assert sql("SELECT id, amount, since, country FROM public.t_nulls ORDER BY id") == [
+        (1, None, dt.date(2024, 1, 5), "NA"),
+        (2, 12, None, "DE"),
+        (3, 7, dt.date(2024, 2, 1), None),
+    ]
