@@ -193,37 +193,32 @@ def _check_unused_sheets(report: Report, root: str, used: set[str]) -> None:
 
 
 def _plan(warehouse: Any, spec: TableSpec) -> Plan:
-    """What `run` would do to the target: the comparison `ensure_target` makes, read only."""
-    from steps.warehouse.base import _same_type, type_signature
+    """What `run` would do to the target, by the drift check `run` makes (read only)."""
+    from steps.warehouse.base import TargetTable, _same_type, type_signature
 
     config, mapping = spec.config, spec.mapping
-    existing = warehouse.table_columns(config.redshift_schema, config.target_table)
-    plan = Plan(spec.config_uri, config.target, "create", mapping.targets)
+    target = TargetTable(
+        config.redshift_schema,
+        config.target_table,
+        mapping,
+        allow_new_columns=config.allow_new_columns,
+    )
+    existing = warehouse.table_columns(target.schema, target.name)
     if not existing:
-        return plan
-    missing = [c for c in mapping.columns if c.target not in existing]
-    addable = [c for c in missing if c.nullable] if config.allow_new_columns else []
-    refused = [c.target for c in missing if c not in addable]
-    extra = [c for c in existing if c not in mapping.targets]
-    retyped = [
-        (c.target, existing[c.target], type_signature(warehouse.column_type(c.data_type)))
-        for c in mapping.columns
-        if c.target in existing
-    ]
-    retyped = [
-        (name, declared, wanted)
-        for name, declared, wanted in retyped
-        if not _same_type(declared, wanted)
-    ]
-    problems = []
-    if refused:
-        problems.append(f"mapping columns missing from the table: {', '.join(refused)}")
-    if extra:
-        problems.append(f"table columns not in the mapping: {', '.join(extra)}")
-    problems += [f"column {n} is {d} in the table, {w} in the mapping" for n, d, w in retyped]
-    if problems:
-        columns = refused + extra + [name for name, _, _ in retyped]
-        return Plan(spec.config_uri, config.target, "drift", columns, "; ".join(problems))
+        return Plan(spec.config_uri, config.target, "create", mapping.targets)
+    try:
+        addable = warehouse.check_drift(target, existing)
+    except ConfigError as refused:
+        # The columns involved, for the plan line; the verdict and reason are run's own.
+        differ = [c for c in existing if c not in mapping.targets] + [
+            c.target
+            for c in mapping.columns
+            if c.target not in existing
+            or not _same_type(
+                existing[c.target], type_signature(warehouse.column_type(c.data_type))
+            )
+        ]
+        return Plan(spec.config_uri, config.target, "drift", differ, refused.reason)
     if addable:
         return Plan(spec.config_uri, config.target, "add columns", [c.target for c in addable])
     return Plan(spec.config_uri, config.target, "ok")
@@ -285,19 +280,14 @@ def check_configs(root: str, warehouse_url: str | None = None) -> Report:
             report.plans = [_plan(warehouse, spec) for spec in specs]
         for plan in report.plans:
             if plan.plan == "drift":
-                report.add(
-                    plan.config,
-                    f"target {plan.target} drifts from the mapping, run would refuse it: "
-                    f"{plan.detail}",
-                )
+                report.add(plan.config, plan.detail)
     return report
 
 
 def print_report(report: Report) -> None:
     for plan in report.plans:
-        columns = f": {', '.join(plan.columns)}" if plan.plan == "add columns" else ""
-        detail = f": {plan.detail}" if plan.detail else columns
-        print(f"{plan.config}: plan {plan.plan} {plan.target}{detail}")
+        columns = f": {', '.join(plan.columns)}" if plan.plan in ("add columns", "drift") else ""
+        print(f"{plan.config}: plan {plan.plan} {plan.target}{columns}")
     for problem in report.problems:
         print(problem)
     warnings = len(report.problems) - len(report.errors)
