@@ -303,7 +303,7 @@ def test_a_lock_timeout_that_is_not_a_positive_number_is_refused(
 
 
 def test_duckdb_publishes_without_keeping_insertion_order(tmp_path):
-    """ADR 9: the connection refload publishes on does not pay for a row order SQL lacks
+    """ADR 10: the connection refload publishes on does not pay for a row order SQL lacks
     (a DuckDB setting, so DuckDB only whatever the module's marker)."""
     from steps.warehouse import open_warehouse
 

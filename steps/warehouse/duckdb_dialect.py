@@ -59,7 +59,7 @@ class DuckDBWarehouse(Warehouse):
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         # Rows in a table have no order in SQL, and keeping the file's order makes DuckDB
         # write a publish twice (again at the checkpoint on close), leaving the file a
-        # third empty: 5M rows publish in 7.3 s instead of 8.1 s without it (ADR 9).
+        # third empty: 5M rows publish in 7.3 s instead of 8.1 s without it (ADR 10).
         return duckdb.connect(path, config={"preserve_insertion_order": False})
 
     def _run(self, sql: str, params: Sequence[Any], fetch: bool) -> tuple[list[str], list[Any]]:
