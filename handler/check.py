@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from steps import storage
+from steps import progress, storage
 from steps.config import TableConfig, read_config, resolve_relative
 from steps.errors import ConfigError, RefloadError
 from steps.table import TableSpec, load_table_config
@@ -246,7 +246,9 @@ def check_configs(root: str, warehouse_url: str | None = None) -> Report:
     specs: list[TableSpec] = []
     used: set[str] = set()
     target_url = warehouse_url or os.environ.get("REFLOAD_WAREHOUSE_URL")
+    progress.phase("configs", total=len(uris), unit="configs")
     for uri in uris:
+        progress.advance(1)
         mapping_file = _mapping_file(uri)
         if mapping_file:  # used even when the config around it is invalid
             used.add(posixpath.normpath(resolve_relative(uri, mapping_file)))
@@ -276,8 +278,12 @@ def check_configs(root: str, warehouse_url: str | None = None) -> Report:
     if warehouse_url:
         from steps.warehouse import open_warehouse
 
+        progress.phase("plans", total=len(specs), unit="tables")
         with open_warehouse(warehouse_url) as warehouse:
-            report.plans = [_plan(warehouse, spec) for spec in specs]
+            report.plans = []
+            for spec in specs:
+                report.plans.append(_plan(warehouse, spec))
+                progress.advance(1)
         for plan in report.plans:
             if plan.plan == "drift":
                 report.add(plan.config, plan.detail)

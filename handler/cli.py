@@ -91,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--primary-key", help="COL,... (default: proposed from the values)")
     init.add_argument("--force", action="store_true", help="overwrite existing files")
     init.add_argument("--json", action="store_true", help="print JSON on stdout")
+    _quiet(init)
     check = commands.add_parser(
         "check",
         help="validate every config and mapping sheet in a folder; with --warehouse, each "
@@ -103,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--warehouse", help="as for run; nothing is created or altered")
     check.add_argument("--json", action="store_true", help="print JSON on stdout")
+    _quiet(check)
     return parser
 
 
@@ -255,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
         from steps.errors import RefloadError
 
         try:
-            return FLEET_COMMANDS[args.command](args)
+            with progress.shown(args.quiet, command=args.command):
+                return FLEET_COMMANDS[args.command](args)
         except RefloadError as error:
             print(f"{type(error).__name__}: {error.message}", file=sys.stderr)
             return error.exit_code

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from handler.infer_columns import ColumnGuess, guess_column, propose_key, unique_names
-from steps import storage
+from steps import progress, storage
 from steps.config import SourceFormat, TableConfig, parse_config
 from steps.errors import ConfigError, RejectedInput, at
 from steps.mapping import SHEET_COLUMNS, Mapping, apply_mapping
@@ -288,17 +288,21 @@ def infer(
     problem = identifier_problem(table)
     if problem:
         raise ConfigError(f"--table: {problem}")
+    progress.phase("read")
     layout, text = _read_sample(source, table, source_format, sheet_name)
     warnings: list[str] = []
     targets = unique_names(text.column_names)
     guesses = []
+    progress.phase("infer", total=len(targets), unit="columns")
     for name, target in zip(text.column_names, targets, strict=True):
+        progress.advance(1)
         if not name or BLANK_HEADER.fullmatch(name):  # as steps.sources names blank headers
             warnings.append(f"column {name or target} has no name in the header: left out")
             continue
         guess = guess_column(name, target, text.column(name).combine_chunks(), warnings)
         guesses.append(guess)
     mapping = Mapping("init", tuple(g.spec() for g in guesses))
+    progress.phase("key")
     typed, rejections = apply_mapping(
         text, mapping, {"load_date": "", "run_id": "", "source_key": ""}
     )

@@ -111,8 +111,8 @@ class TerminalProgress:
         self.bar = self._tqdm(
             total=total,
             unit=unit or "it",
-            unit_scale=True,
-            unit_divisor=1024 if unit == "B" else 1000,
+            unit_scale=unit == "B",
+            unit_divisor=1024,
             desc=label,
             file=self.stream,
             leave=False,
@@ -137,9 +137,25 @@ class TerminalProgress:
             self.bar = None
 
 
+class _AboveTheBar:
+    """stdout while a bar is drawn on the same terminal: the bar is lifted for each write.
+    What is written to stdout is unchanged (the bar's clearing goes to stderr)."""
+
+    def __init__(self, stream: TextIO, drawer: TerminalProgress) -> None:
+        self.stream, self.drawer = stream, drawer
+
+    def write(self, text: str) -> int:
+        with self.drawer._tqdm.external_write_mode(file=self.drawer.stream):
+            return self.stream.write(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
 @contextmanager
-def shown(quiet: bool = False) -> Iterator[None]:
-    """Draw progress on stderr for the duration, when a person is watching."""
+def shown(quiet: bool = False, command: str | None = None) -> Iterator[None]:
+    """Draw progress on stderr for the duration, when a person is watching. A `command`
+    without steps of its own (init, check) is shown as one step of that name."""
     global current
     if not wanted(quiet):
         yield
@@ -149,15 +165,22 @@ def shown(quiet: bool = False) -> Iterator[None]:
     from steps import progress
 
     drawer = TerminalProgress(sys.stderr)
+    stdout = sys.stdout
+    sys.stdout = _AboveTheBar(stdout, drawer)  # what a command prints clears the bar first
     config = structlog.get_config()
     processors = list(config["processors"])
     structlog.configure(processors=[*processors[:-1], drawer, processors[-1]])
     progress.listen(drawer)
     current = drawer
+    if command:
+        drawer._open_step(command)
     try:
         yield
+        if command:
+            drawer._close_step("ok")
     finally:
         current = None
+        sys.stdout = stdout
         progress.listen(None)
         drawer.close()
         structlog.configure(processors=processors)

@@ -286,7 +286,7 @@ def _map_chunks(
     staged = _Staged(scratch / "typed.arrow")
     rejections: list[Rejection] = []
     rows = 0
-    progress.phase("read")  # reading and mapping go chunk by chunk, together
+    progress.phase("read", unit="rows")  # reading and mapping go chunk by chunk, together
     for chunk in source.chunks:
         typed, found = apply_mapping(chunk, spec.mapping, context)
         found += _cell_rejections(
@@ -397,7 +397,7 @@ def _ingest_file(
     rejected = _set_rejects_aside(source, mapped, out_uri, config.max_reject_pct)
     progress.phase("dedupe")
     drop = _duplicates_to_drop(mapped.staged, source, config.primary_key, config.dedupe, scratch)
-    progress.phase("write")
+    progress.phase("write", unit="rows")
     curated = scratch / "curated.parquet"
     schema = _curated_schema(spec, run_id, source.uri, info)
     rows_written = _write_curated(mapped.staged, drop, schema, curated)

@@ -23,8 +23,9 @@ def listen(listener: Listener | None) -> None:
     _listener = listener
 
 
-def phase(name: str, total: int | None = None, unit: str = "rows") -> None:
-    """The current step enters `name` (ingest: read, map, dedupe, write), `total` units long."""
+def phase(name: str, total: int | None = None, unit: str = "") -> None:
+    """The current step enters `name` (ingest: read, dedupe, write), `total` units long;
+    `unit` names what `advance` counts (none: only the time is shown)."""
     if _listener is not None:
         _listener.phase(name, total, unit)
 

@@ -20,10 +20,7 @@ STEP_LINE = re.compile(r"^(ingest|load|validate)\s+OK\s+\d+\.\d\d s", re.M)
 
 def _run(tmp_path: Path, *extra: str, tty: bool, env: dict[str, str] | None = None):
     """`python -m handler run --json` with stderr on a pseudo-terminal or a pipe."""
-    command = [
-        sys.executable,
-        "-m",
-        "handler",
+    arguments = [
         "run",
         "--config",
         str(CONFIGS / "dim_zipcode.json"),
@@ -36,6 +33,11 @@ def _run(tmp_path: Path, *extra: str, tty: bool, env: dict[str, str] | None = No
         "--json",
         *extra,
     ]
+    return _command(tmp_path, arguments, tty=tty, env=env)
+
+
+def _command(tmp_path: Path, arguments: list[str], *, tty: bool, env: dict[str, str] | None = None):
+    command = [sys.executable, "-m", "handler", *arguments]
     environment = {**os.environ, "PYTHONPATH": str(ROOT)}
     environment.pop("REFLOAD_PROGRESS", None)
     environment.update(env or {})
@@ -77,7 +79,7 @@ def test_a_terminal_shows_each_step_with_its_time_and_stdout_stays_one_json_obje
     assert [m.group(1) for m in STEP_LINE.finditer(terminal)] == ["ingest", "load", "validate"]
     ingest = next(line for line in terminal.splitlines() if re.match(r"ingest +OK", line))
     assert re.search(r"\(read \d+\.\d\d s, dedupe \d+\.\d\d s, write \d+\.\d\d s\)", ingest)
-    assert re.search(r"^ingest: read +42\.8k rows \[", terminal, re.M)  # the live bar
+    assert re.search(r"^ingest: read +42789 rows \[", terminal, re.M)  # the live bar
     assert json.loads(out)["status"] == "passed"  # nothing of the progress in stdout
 
 
@@ -120,3 +122,26 @@ def test_the_lambda_path_never_imports_the_progress_library():
         env={**os.environ, "REFLOAD_OUTBOX": "/tmp/refload-progress-outbox"},
     )
     assert done.stdout.strip().splitlines()[-1] == "False", done.stderr
+
+
+@pytest.mark.parametrize(
+    ("arguments", "phases"),
+    [
+        (["check", str(CONFIGS)], "(configs"),
+        (["init", str(ZIP_CSV), "--table", "t_zip", "--out", "out"], "(read"),
+    ],
+    ids=["check", "init"],
+)
+def test_init_and_check_show_progress_on_a_terminal(tmp_path, arguments, phases):
+    code, out, terminal = _command(tmp_path, arguments, tty=True)
+    assert code == 0, terminal
+    line = next(line for line in terminal.splitlines() if re.match(rf"{arguments[0]} +OK", line))
+    assert phases in line
+    assert "|" not in out  # the bars went to the terminal (stderr), not into the output
+
+
+def test_check_prints_the_same_report_on_a_terminal_and_in_a_pipe(tmp_path):
+    assert (
+        _command(tmp_path, ["check", str(CONFIGS)], tty=True)[1]
+        == _command(tmp_path, ["check", str(CONFIGS)], tty=False)[1]
+    )
