@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from handler import progress
+from handler.events import check_run_id
 from handler.log import configure_logging
 from handler.pipeline import EXIT_CODES, run_pipeline, summarize
 
@@ -250,6 +251,19 @@ def check(args: argparse.Namespace) -> int:
 FLEET_COMMANDS = {"init": init, "check": check}
 
 
+def replay_notify(event: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """Send a saved failure's alert again; the summary shows what each channel did."""
+    from handler.dispatch import lambda_handler
+    from steps.errors import AlertNotDelivered
+
+    try:
+        alert = lambda_handler(event)["notified"]
+    except AlertNotDelivered as failure:
+        alert = failure.details["notified"]
+    summary = summarize({**event, "alert": alert}, "failed", event.get("error"))
+    return summary, EXIT_CODES["failed"]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging()
@@ -283,11 +297,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             event = _read_event(args.event)
         event.update(_options(args))
+        if event.get("run_id"):
+            # Checked before anything runs: a bad id is a typo, not a failure to alert on.
+            check_run_id(str(event["run_id"]))
         if event.get("step") == "notify":
-            from handler.dispatch import lambda_handler
-
-            lambda_handler(event)
-            summary, code = summarize(event, "failed", event.get("error")), EXIT_CODES["failed"]
+            summary, code = replay_notify(event)
         else:
             with progress.shown(args.quiet):
                 summary, code = run_pipeline(event)

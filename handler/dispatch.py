@@ -49,9 +49,11 @@ def run_step(
     record_now = outcomes is None
     outcomes = [] if outcomes is None else outcomes
     try:
-        result: dict[str, Any] = module.run(payload)
+        result = events.step_result(step, module.run(payload))
     except RefloadError as error:
         error.step = error.step or step
+        if error.table and not payload.get("table"):
+            structlog.contextvars.bind_contextvars(table=error.table)
         log.error("step failed", error_type=type(error).__name__, error=error.message)
         if step in RECORDED_STEPS:
             outcomes.append(
@@ -123,10 +125,22 @@ def record_outcomes(outcomes: list[StepOutcome]) -> None:
             log.warning("could not record the step in etl_audit.run_log", error=failure.message)
 
 
+def log_ignored(payload: dict[str, Any]) -> None:
+    """The one log line of a landed marker object: no step runs, no alert, no run_log row."""
+    structlog.contextvars.bind_contextvars(run_id=payload.get("run_id"), step=payload["step"])
+    log.info("object ignored", source=payload.get("source"), reason=payload["skipped_reason"])
+
+
 def lambda_handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     configure_logging()
     structlog.contextvars.clear_contextvars()
     payload = events.to_payload(event)
+    if payload.get("ignored"):
+        log_ignored(payload)
+        return payload
     result = run_step(payload["step"], payload)
+    if payload["step"] == "notify":
+        # Step Functions keeps the state and adds this small result beside it.
+        return result
     # Steps pass pointers on: the next state's input is this payload plus the result.
     return {**payload, **result}

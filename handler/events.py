@@ -2,27 +2,44 @@
 
 A landed object names no table; the table is found by routing its key
 through the configs' `source_prefix` (see steps.config.route_key).
+
+Each step's payload and result is a pydantic model below: what a step needs and
+what it returns is written here once. Payloads are validated at the boundary
+(`to_payload`), results when a step returns (`step_result`). Both allow extra
+keys, because the state machine passes the whole execution state from step to
+step; results are bounded (see `bounded_check`) so that state stays far below
+Step Functions' 256 KiB.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
+import posixpath
+import re
 import secrets
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import unquote_plus
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from steps.errors import ConfigError
 from steps.names import unknown_name
 
 DEFAULT_CONFIG_ROOT = "configs"
-# What each step needs in its payload; anything else it derives or defaults.
-REQUIRED_KEYS = {
-    "ingest": ("config", "source"),
-    "load": ("config", "curated_uri", "content_hash"),
-    "validate": ("config",),
-    "notify": (),
-}
+StepName = Literal["ingest", "load", "validate", "notify"]
+
+# A run id names outbox files, staging tables and audit rows: no '/', bounded length.
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,79}")
+RUN_ID_RULE = "1-80 letters, digits, '.', '_', ':' or '-', starting with a letter or digit"
+
+# Keys of the AWS event itself (EventBridge envelope, S3 notification): a payload built
+# from a landed object keeps only refload's own keys beside them.
+EVENT_ENVELOPE = frozenset(
+    {"version", "id", "detail-type", "source", "account", "time", "region", "resources"}
+    | {"detail", "replay-name", "Records"}
+)
 
 
 def new_run_id() -> str:
@@ -30,30 +47,284 @@ def new_run_id() -> str:
     return f"{stamp}-{secrets.token_hex(3)}"
 
 
+def check_run_id(run_id: str) -> str:
+    if not RUN_ID.fullmatch(run_id):
+        raise ConfigError(f"run id {run_id[:100]!r} is not valid: use {RUN_ID_RULE}")
+    return run_id
+
+
+def run_id_of_execution(execution_id: str) -> str | None:
+    """A Step Functions execution's name (the last part of its ARN) as the run id.
+
+    Every Task passes the execution id, so Ingest and the Notify after its Catch
+    derive the same run id from it: alerts, logs and etl_audit.run_log agree.
+    """
+    name = execution_id.rsplit(":", 1)[-1]
+    return name if RUN_ID.fullmatch(name) else None
+
+
 def config_root() -> str:
     return os.environ.get("REFLOAD_CONFIG_ROOT", DEFAULT_CONFIG_ROOT)
 
 
-def _landed_object(event: dict[str, Any]) -> tuple[str, str, str | None] | None:
-    """(bucket, key, version) of an S3 notification or EventBridge Object Created event."""
+# --- step payloads ---------------------------------------------------------------------
+
+
+class _Model(BaseModel):
+    # Unknown keys are the rest of the execution state: passed on untouched.
+    # defer_build: the schemas are built on first use, not at import (cold start).
+    model_config = ConfigDict(extra="allow", defer_build=True)
+
+
+class StepPayload(_Model):
+    """What every step gets: the step, the run and where things are."""
+
+    step: StepName
+    run_id: str
+    curated_root: str
+    table: str | None = None
+    warehouse: str | None = None
+    execution_id: str | None = None
+    mapping: str | None = None
+
+    @field_validator("run_id")
+    @classmethod
+    def _valid_run_id(cls, value: str) -> str:
+        if not RUN_ID.fullmatch(value):
+            raise ValueError(f"must be {RUN_ID_RULE}")
+        return value
+
+
+class IngestPayload(StepPayload):
+    config: str
+    source: str
+
+
+class LoadPayload(StepPayload):
+    config: str
+    curated_uri: str
+    content_hash: str
+    source: str | None = None
+    source_version: str | None = None
+    config_hash: str | None = None
+    rows_written: int | None = None
+
+
+class ValidatePayload(StepPayload):
+    """`rows_*` come from ingest and load; a test that needs one that is missing reports
+    status `error` ("re-run from load") instead of comparing against nothing."""
+
+    config: str
+    rows_written: int | None = None
+    rows_loaded: int | None = None
+    rows_before: int | None = None
+    checks_before_publish: list[dict[str, Any]] | None = None
+
+
+class NotifyPayload(StepPayload):
+    """A failure: ours (`error`), or Step Functions' Catch (`failure`: Error, Cause)."""
+
+    config: str | None = None
+    source: str | None = None
+    failed_step: StepName | None = None
+    error: dict[str, Any] | None = None
+    failure: dict[str, Any] | None = None
+    checks: list[dict[str, Any]] | None = None
+
+
+PAYLOADS: dict[str, type[StepPayload]] = {
+    "ingest": IngestPayload,
+    "load": LoadPayload,
+    "validate": ValidatePayload,
+    "notify": NotifyPayload,
+}
+
+
+# --- step results ----------------------------------------------------------------------
+
+# What one check may carry in the state: the full samples are in
+# etl_audit.data_quality_tests and the rejects file.
+SAMPLE_ROWS_IN_STATE = 3
+SAMPLE_ROW_BYTES = 1000
+VALUE_CHARS = 200
+
+
+def _short(value: Any, limit: int = VALUE_CHARS) -> Any:
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text)} chars)"
+
+
+def _short_row(row: dict[str, Any]) -> dict[str, Any]:
+    kept: dict[str, Any] = {}
+    size = 0
+    for name, value in row.items():
+        short = _short(value, VALUE_CHARS // 2)
+        size += len(str(name)) + len(json.dumps(short, default=str))
+        if size > SAMPLE_ROW_BYTES:
+            kept["…"] = f"{len(row) - len(kept)} more column(s)"
+            break
+        kept[name] = short
+    return kept
+
+
+def bounded_check(check: dict[str, Any]) -> dict[str, Any]:
+    """One check result as it travels in the state: name, type, severity, status,
+    observed, expected, small details and at most three truncated sample rows."""
+    details = check.get("details") or {}
+    rows = details.get("sample_rows") or []
+    small = {k: _short(v) for k, v in details.items() if k != "sample_rows"}
+    small["sample_rows"] = [_short_row(r) for r in rows[:SAMPLE_ROWS_IN_STATE]]
+    if len(rows) > SAMPLE_ROWS_IN_STATE:
+        small["sample_rows_in_audit"] = len(rows)
+    head = {k: _short(check.get(k)) for k in ("name", "type", "severity", "status")}
+    return {
+        **head,
+        "observed": _short(check.get("observed")),
+        "expected": _short(check.get("expected")),
+        "details": small,
+    }
+
+
+def _bounded_checks(value: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    return None if value is None else [bounded_check(c) for c in value]
+
+
+class IngestResult(_Model):
+    table: str
+    run_id: str
+    config: str
+    config_hash: str
+    source: str
+    source_version: str
+    content_hash: str
+    curated_uri: str
+    rejects_uri: str | None = None
+    rows_read: int
+    rows_rejected: int
+    duplicates_dropped: int
+    rows_written: int
+
+
+class LoadResult(_Model):
+    table: str
+    run_id: str
+    target: str
+    load_mode: str
+    target_created: bool
+    published: bool
+    skipped_reason: str | None = None
+    rows_loaded: int
+    rows_before: int | None = None
+    rows_after: int | None = None
+    checks_before_publish: list[dict[str, Any]] = []
+
+    _bound = field_validator("checks_before_publish")(_bounded_checks)
+
+
+class ValidateResult(_Model):
+    table: str
+    run_id: str
+    validation: Literal["passed", "failed"]
+    checks: list[dict[str, Any]]
+
+    _bound = field_validator("checks")(_bounded_checks)
+
+
+class NotifyResult(_Model):
+    """Small on purpose: Step Functions puts it beside the state, not over it."""
+
+    table: str
+    run_id: str | None
+    subject: str
+    notified: dict[str, dict[str, Any]]
+    failed_channels: list[str] = []
+
+
+RESULTS: dict[str, type[_Model]] = {
+    "ingest": IngestResult,
+    "load": LoadResult,
+    "validate": ValidateResult,
+    "notify": NotifyResult,
+}
+
+
+def step_result(step: str, result: dict[str, Any]) -> dict[str, Any]:
+    """A step's result, checked against its model and bounded."""
+    return RESULTS[step].model_validate(result).model_dump()
+
+
+# --- landed objects ----------------------------------------------------------------------
+
+
+def _landed_object(event: dict[str, Any]) -> tuple[str, str] | None:
+    """(bucket, key) of an S3 notification or EventBridge Object Created event.
+
+    Both carry the key URL-encoded (`+` for a space, `%C3%A4` for `ä`), as Powertools'
+    S3 data classes decode it.
+    """
     records = event.get("Records")
     if isinstance(records, list) and records and "s3" in records[0]:
+        if len(records) > 1:
+            # S3 sends one record per notification; several mean a hand-made or batched
+            # event, and each object deserves its own run, alert and re-run input.
+            raise ConfigError(
+                f"the S3 notification has {len(records)} records; refload runs one object "
+                "per event: replay each record as its own event"
+            )
         s3 = records[0]["s3"]
-        obj = s3["object"]
-        return s3["bucket"]["name"], unquote_plus(obj["key"]), obj.get("versionId")
+        return s3["bucket"]["name"], unquote_plus(s3["object"]["key"])
     if event.get("source") == "aws.s3" and event.get("detail-type") == "Object Created":
         detail = event["detail"]
-        return detail["bucket"]["name"], detail["object"]["key"], detail["object"].get("version-id")
+        return detail["bucket"]["name"], unquote_plus(detail["object"]["key"])
     return None
 
 
-def payload_for_object(bucket: str, key: str, root: str | None = None) -> dict[str, Any]:
+def ignored_reason(key: str) -> str | None:
+    """Why a landed object is no file to load: folder markers and marker files."""
+    if key.endswith("/"):
+        return "a folder marker (the key ends with '/')"
+    name = posixpath.basename(key)
+    if name.startswith(("_", ".")):
+        return f"a marker file ('{name}' starts with '{name[0]}')"
+    return None
+
+
+_routing_cache: dict[str, tuple[str, Any]] = {}
+
+
+def routing_entries(root: str) -> list[Any]:
+    """Every config's routing entry, re-read only when the file changed (ETag or mtime):
+    a warm Lambda container reads the configs once, and sees an upload at once."""
     from steps import storage
+    from steps.config import routing_entry
+
+    entries = []
+    versions = storage.list_versions(root, suffix=".json")
+    for uri, version in versions.items():
+        if uri.endswith(".schema.json"):
+            continue
+        cached = _routing_cache.get(uri)
+        if cached is None or cached[0] != version:
+            cached = (version, routing_entry(uri, storage.read_bytes(uri)))
+            _routing_cache[uri] = cached
+        entries.append(cached[1])
+    for gone in set(_routing_cache) - set(versions):
+        del _routing_cache[gone]
+    return entries
+
+
+def payload_for_object(bucket: str, key: str, root: str | None = None) -> dict[str, Any]:
     from steps.config import route_key
 
-    configs = storage.list_uris(root or config_root(), suffix=".json")
-    configs = [c for c in configs if not c.endswith(".schema.json")]
-    return {"step": "ingest", "config": route_key(key, configs), "source": f"s3://{bucket}/{key}"}
+    routed = route_key(key, routing_entries(root or config_root()))
+    return {
+        "step": "ingest",
+        "config": routed.uri,
+        "table": routed.table,
+        "source": f"s3://{bucket}/{key}",
+    }
 
 
 def _routed_or_empty(bucket: str, key: str) -> dict[str, Any]:
@@ -63,11 +334,43 @@ def _routed_or_empty(bucket: str, key: str) -> dict[str, Any]:
         routed = payload_for_object(bucket, key)
     except RefloadError:
         return {"source": f"s3://{bucket}/{key}"}
-    return {"source": routed["source"], "config": routed["config"]}
+    return {k: routed[k] for k in ("source", "config", "table")}
+
+
+def table_of(config_uri: str) -> str | None:
+    """The table a config names, read leniently (a broken config fails in its step)."""
+    from steps import storage
+    from steps.config import routing_entry
+    from steps.errors import RefloadError
+
+    try:
+        return routing_entry(config_uri, storage.read_bytes(config_uri)).table
+    except RefloadError:
+        return None
+
+
+# --- the boundary ------------------------------------------------------------------------
+
+
+def _describe(step: str, error: ValidationError) -> str:
+    missing = [str(e["loc"][0]) for e in error.errors() if e["type"] == "missing"]
+    problems = [f"missing {', '.join(missing)}"] if missing else []
+    for problem in error.errors():
+        if problem["type"] != "missing":
+            where = ".".join(str(p) for p in problem["loc"])
+            message = problem["msg"].removeprefix("Value error, ")
+            problems.append(f"{where}: {message} (got {str(problem.get('input'))[:100]!r})")
+    if missing and len(problems) == 1:
+        return f"'{step}' payload is missing {', '.join(missing)}"
+    return f"'{step}' payload: " + "; ".join(problems)
 
 
 def to_payload(event: dict[str, Any]) -> dict[str, Any]:
-    """Any accepted event -> a complete step payload (with a run_id)."""
+    """Any accepted event -> a complete, validated step payload (with a run_id).
+
+    A landed marker object (see `ignored_reason`) gives `{"ignored": true, ...}`: no step
+    runs for it.
+    """
     if not isinstance(event, dict):
         raise ConfigError(f"event must be a JSON object, got {type(event).__name__}")
     if isinstance(event.get("state"), dict) and "step" in event:
@@ -75,14 +378,19 @@ def to_payload(event: dict[str, Any]) -> dict[str, Any]:
         # Keys beside "state" (the step, the execution id) are added to it.
         event = {**event["state"], **{k: v for k, v in event.items() if k != "state"}}
     landed = _landed_object(event)
-    if landed and event.get("step", "ingest") == "ingest":
-        bucket, key, _version = landed
-        payload = payload_for_object(bucket, key)
-        payload.update({k: event[k] for k in ("run_id", "warehouse", "curated_root") if k in event})
-    elif landed:
-        # A later step (notify after a failed ingest) still carries the S3 event: keep the
-        # step, and name the object and, when a config routes it, the table.
-        payload = {**event, **_routed_or_empty(*landed[:2])}
+    if landed:
+        bucket, key = landed
+        own = {k: v for k, v in event.items() if k not in EVENT_ENVELOPE}
+        reason = ignored_reason(key)
+        if reason:
+            payload = {**own, "ignored": True, "skipped_reason": f"ignored: {reason}"}
+            payload["source"] = f"s3://{bucket}/{key}"
+        elif own.get("step", "ingest") == "ingest":
+            payload = {**own, **payload_for_object(bucket, key)}
+        else:
+            # A later step (notify after a failed ingest) still carries the S3 event: keep
+            # the step, and name the object and, when a config routes it, the table.
+            payload = {**own, **_routed_or_empty(bucket, key)}
     elif "step" in event:
         payload = dict(event)
     else:
@@ -90,12 +398,21 @@ def to_payload(event: dict[str, Any]) -> dict[str, Any]:
             "event is neither a step payload (with 'step') nor an S3 / EventBridge "
             f"Object Created event; keys: {', '.join(sorted(event)) or 'none'}"
         )
-    step = payload["step"]
-    if step not in REQUIRED_KEYS:
-        raise ConfigError(f"event: {unknown_name('step', str(step), REQUIRED_KEYS)}")
-    missing = [k for k in REQUIRED_KEYS[step] if not payload.get(k)]
-    if missing:
-        raise ConfigError(f"'{step}' payload is missing {', '.join(missing)}")
-    payload.setdefault("run_id", new_run_id())
+    step = payload.setdefault("step", "ingest")
+    if step not in PAYLOADS:
+        raise ConfigError(f"event: {unknown_name('step', str(step), PAYLOADS)}")
+    if not payload.get("run_id"):
+        execution = payload.get("execution_id")
+        payload["run_id"] = (execution and run_id_of_execution(execution)) or new_run_id()
     payload.setdefault("curated_root", os.environ.get("REFLOAD_CURATED_ROOT", "curated"))
+    if payload.get("ignored"):
+        check_run_id(payload["run_id"])
+        return payload
+    try:
+        model = PAYLOADS[step].model_validate(payload)
+    except ValidationError as error:
+        raise ConfigError(_describe(step, error)) from None
+    payload = model.model_dump(exclude_unset=True)
+    if not payload.get("table") and payload.get("config"):
+        payload["table"] = table_of(payload["config"])
     return payload

@@ -10,14 +10,16 @@ from typing import Any
 
 import structlog
 
-from handler.dispatch import StepOutcome, record_outcomes, run_step
-from handler.events import to_payload
+from handler.dispatch import StepOutcome, log_ignored, record_outcomes, run_step
+from handler.events import bounded_check, to_payload
 
 ORDER = ("ingest", "load", "validate")
 log = structlog.get_logger("refload")
 
-# Summary status -> exit code (ARCHITECTURE.md: 0 passed, 1 failed, 2 rejected, 3 error).
-EXIT_CODES = {"passed": 0, "failed": 1, "rejected": 2, "error": 3}
+# Summary status -> exit code (ARCHITECTURE.md: 0 passed, 1 failed, 2 rejected, 3 error;
+# `ignored`: a landed marker object, nothing to load). Errors carry their own status and
+# exit code (steps.errors); these are for the outcomes that are no error.
+EXIT_CODES = {"passed": 0, "ignored": 0, "failed": 1, "rejected": 2, "error": 3}
 
 
 def summarize(state: dict[str, Any], status: str, error: dict[str, str] | None) -> dict[str, Any]:
@@ -51,8 +53,12 @@ def _notify(state: dict[str, Any], failed_step: str, error: dict[str, str] | Non
         "failed_step": failed_step,
         "error": error,
     }
+    from steps.errors import AlertNotDelivered
+
     try:
         state["alert"] = run_step("notify", payload).get("notified")
+    except AlertNotDelivered as failure:  # the run keeps its own outcome and exit code
+        state["alert"] = failure.details["notified"]
     except Exception as failure:  # alerting must never hide the run's own outcome
         log.error("notify failed", error=str(failure))
         state["alert"] = {"error": str(failure)}
@@ -73,27 +79,37 @@ def run_pipeline(event: dict[str, Any], start_at: str | None = None) -> tuple[di
 def _run_steps(
     event: dict[str, Any], start_at: str | None, outcomes: list[StepOutcome]
 ) -> tuple[dict[str, Any], int]:
-    from steps.errors import RefloadError
+    from steps.errors import QualityCheckFailed, RefloadError
 
-    state: dict[str, Any] = {}
+    from handler.events import new_run_id
+
+    # The run id is fixed before anything can fail, so a failure's alert, its logs and
+    # etl_audit.run_log all name the same run.
+    if not event.get("run_id") and not event.get("execution_id"):
+        event = {**event, "run_id": new_run_id()}
+    state: dict[str, Any] = {"run_id": event.get("run_id")}
     step = start_at or event.get("step") or "ingest"
     try:
         state = to_payload({**event, "step": step})
+        if state.get("ignored"):
+            log_ignored(state)
+            return summarize(state, "ignored", None), EXIT_CODES["ignored"]
         for step in ORDER[ORDER.index(state["step"]) :]:  # step names the failure
             state.update(run_step(step, {**state, "step": step}, outcomes))
     except RefloadError as error:
         summary_error = error.to_dict()
-        state.setdefault("table", error.table)
+        if not state.get("table"):
+            state["table"] = error.table
         if "checks" in error.details:  # before-publish tests that stopped the load
-            state["checks"] = error.details["checks"]
+            state["checks"] = [bounded_check(c) for c in error.details["checks"]]
         _notify(state, step, summary_error)
         return summarize(state, error.status, summary_error), error.exit_code
     except Exception as error:
         log.exception("unexpected error", step=step)
         summary_error = {"type": type(error).__name__, "message": f"internal error: {error}"}
         _notify(state, step, summary_error)
-        return summarize(state, "error", summary_error), EXIT_CODES["error"]
+        return summarize(state, RefloadError.status, summary_error), RefloadError.exit_code
     if state.get("validation") == "failed":
         _notify(state, "validate", None)
-        return summarize(state, "failed", None), EXIT_CODES["failed"]
+        return summarize(state, QualityCheckFailed.status, None), QualityCheckFailed.exit_code
     return summarize(state, "passed", None), EXIT_CODES["passed"]

@@ -22,7 +22,7 @@ from typing import Any
 
 import structlog
 
-from steps.errors import ConfigError, InfrastructureError
+from steps.errors import ConfigError, InfrastructureError, QualityCheckFailed, error_class
 from steps.names import unknown_name
 
 log = structlog.get_logger("refload.alerts")
@@ -40,6 +40,8 @@ NOT_FOR_RERUN = {
     "failed_step",
     "outbox",
     "notify_failure",
+    "execution_id",  # a new execution has its own
+    "start_at",
 }
 _URL_PASSWORD = re.compile(r"(\w+://[^/\s:@'\"]+):[^@\s'\"]+@")
 
@@ -64,6 +66,16 @@ def _error_of(payload: dict[str, Any]) -> dict[str, str] | None:
     except (TypeError, ValueError, AttributeError):
         message = cause
     return {"type": error_type, "message": str(message)}
+
+
+def _status(error: dict[str, str] | None) -> str:
+    """The summary status the error's class declares; a failed test without an error
+    (validate) is `failed`, an error refload does not know (a Lambda or States error) is
+    `error`."""
+    if error is None:
+        return QualityCheckFailed.status
+    cls = error_class(error["type"])
+    return cls.status if cls else "error"
 
 
 def rerun_input(payload: dict[str, Any]) -> dict[str, Any]:
@@ -94,7 +106,7 @@ def build_report(payload: dict[str, Any]) -> dict[str, Any]:
     failed_errors = [c for c in failed if c["severity"] == "error"]
     error = _error_of(payload)
     table = payload.get("table") or "unknown table"
-    status = "rejected" if error and error["type"] in ("RejectedInput", "ConfigError") else "failed"
+    status = _status(error)
     today = dt.datetime.now(dt.UTC).date().isoformat()
     rerun = rerun_input(payload)
     facts = [

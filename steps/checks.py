@@ -57,8 +57,19 @@ def _count(ctx: CheckContext, where: str = "", params: tuple[Any, ...] = ()) -> 
     return int(ctx.warehouse.scalar(f"SELECT COUNT(*) FROM {ctx.target} {where}", params))
 
 
+def _missing(what: str) -> dict[str, Any]:
+    """A test this payload cannot run: say so, rather than compare against nothing."""
+    return _result(
+        "error", None, None, error=f"the payload has no {what}: re-run from load to run this test"
+    )
+
+
 def row_count_match(ctx: CheckContext, test: cfg.RowCountMatch) -> dict[str, Any]:
-    expected = ctx.rows_written or 0
+    if ctx.rows_written is None:
+        return _missing("rows_written (rows ingest wrote)")
+    if ctx.load_mode != "truncate" and ctx.rows_loaded is None:
+        return _missing("rows_loaded (rows load published)")
+    expected = ctx.rows_written
     observed = _count(ctx) if ctx.load_mode == "truncate" else (ctx.rows_loaded or 0)
     allowed = expected * test.tolerance_pct / 100
     status = "pass" if abs(observed - expected) <= allowed else "fail"
@@ -72,8 +83,10 @@ def row_count_between(ctx: CheckContext, test: cfg.RowCountBetween) -> dict[str,
 
 
 def row_count_change(ctx: CheckContext, test: cfg.RowCountChange) -> dict[str, Any]:
+    if ctx.rows_before is None:
+        return _missing("rows_before (target rows before load)")
     observed = _count(ctx)
-    before = ctx.rows_before or 0
+    before = ctx.rows_before
     if before == 0:
         return _result("pass", observed, f"change <= {test.max_pct}%", note="first load")
     change = abs(observed - before) * 100 / before

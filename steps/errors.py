@@ -117,6 +117,12 @@ class WarehouseUnavailable(TransientError):
     exit_code = 3
 
 
+class AlertNotDelivered(TransientError):
+    """No alert channel delivered the report: nobody would hear of the failure."""
+
+    exit_code = 3
+
+
 def at(unit: str, number: int) -> dict[str, Any]:
     """`line=` or `row=` keyword for an error, chosen by the source's unit."""
     return {unit: number}
@@ -131,3 +137,14 @@ def transient_error_names() -> list[str]:
         names.append(cls.__name__)
         pending.extend(cls.__subclasses__())
     return sorted(names)
+
+
+def error_class(name: str) -> type[RefloadError] | None:
+    """The RefloadError subclass with this name (e.g. from a Step Functions Catch), if any."""
+    pending: list[type[RefloadError]] = [RefloadError]
+    while pending:
+        cls = pending.pop()
+        if cls.__name__ == name:
+            return cls
+        pending.extend(cls.__subclasses__())
+    return None

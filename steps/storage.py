@@ -195,6 +195,33 @@ def list_uris(prefix: str, suffix: str = "") -> list[str]:
     return sorted(str(p) for p in folder.iterdir() if p.is_file() and p.name.endswith(suffix))
 
 
+def list_versions(prefix: str, suffix: str = "") -> dict[str, str]:
+    """Objects directly under a prefix -> what changes when one is rewritten.
+
+    S3: the ETag (the listing carries it, no extra request); local: mtime, size and inode.
+    """
+    if not is_s3(prefix):
+        versions = {}
+        for uri in list_uris(prefix, suffix):
+            stat = _local(uri).stat()
+            versions[uri] = f"{stat.st_mtime_ns}:{stat.st_size}:{stat.st_ino}"
+        return versions
+    bucket, key = split_s3(prefix.rstrip("/") + "/")
+    found = {}
+    try:
+        pages = (
+            s3_client()
+            .get_paginator("list_objects_v2")
+            .paginate(Bucket=bucket, Prefix=key, Delimiter="/")
+        )
+        for page in pages:
+            for item in page.get("Contents", []):
+                found[f"s3://{bucket}/{item['Key']}"] = str(item.get("ETag", "")).strip('"')
+    except Exception as error:
+        raise _s3_error(error, prefix) from error
+    return {uri: found[uri] for uri in sorted(found) if uri.endswith(suffix)}
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     """What identifies one version of a source object, for the load ledger."""

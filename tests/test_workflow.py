@@ -156,6 +156,7 @@ def test_happy_path(workflow):
     assert workflow.states(done) == [
         "ChooseFirstStep",
         "Ingest",
+        "IngestedOrIgnored",
         "Load",
         "Validate",
         "ValidationPassed",
