@@ -14,6 +14,7 @@ Step Functions' 256 KiB.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import posixpath
@@ -30,9 +31,10 @@ from steps.names import unknown_name
 DEFAULT_CONFIG_ROOT = "configs"
 StepName = Literal["ingest", "load", "validate", "notify"]
 
-# A run id names outbox files, staging tables and audit rows: no '/', bounded length.
-RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,79}")
-RUN_ID_RULE = "1-80 letters, digits, '.', '_', ':' or '-', starting with a letter or digit"
+# A run id names outbox files, staging tables and audit rows, and mapping sheets derive
+# columns from it (`{run_id}`, varchar(64) in the samples): no '/', at most 64 characters.
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+RUN_ID_RULE = "1-64 letters, digits, '.', '_', ':' or '-', starting with a letter or digit"
 
 # Keys of the AWS event itself (EventBridge envelope, S3 notification): a payload built
 # from a landed object keeps only refload's own keys beside them.
@@ -60,7 +62,11 @@ def run_id_of_execution(execution_id: str) -> str | None:
     derive the same run id from it: alerts, logs and etl_audit.run_log agree.
     """
     name = execution_id.rsplit(":", 1)[-1]
-    return name if RUN_ID.fullmatch(name) else None
+    if not RUN_ID.fullmatch(name[:64]):
+        return None
+    if len(name) > 64:  # execution names may have 80 characters: shorten, still unique
+        name = f"{name[:51]}-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
+    return name
 
 
 def config_root() -> str:

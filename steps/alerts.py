@@ -129,6 +129,8 @@ def build_report(payload: dict[str, Any]) -> dict[str, Any]:
             f"{check['status']}",
             f"  observed: {check.get('observed')}   expected: {check.get('expected')}",
         ]
+        if (check.get("details") or {}).get("error"):  # a test that could not run says why
+            lines.append(f"  error: {check['details']['error']}")
         for row in (check.get("details") or {}).get("sample_rows", [])[:SAMPLE_ROWS_IN_ALERT]:
             lines.append(f"  sample: {json.dumps(row, default=str, ensure_ascii=False)}")
     rerun_json = json.dumps(rerun, default=str)
@@ -169,6 +171,7 @@ def _html(
         parts.append(f"<p><b>Error:</b> {e(error['type'])}: {e(error['message'])}</p>")
     for check in failed:
         samples = (check.get("details") or {}).get("sample_rows", [])[:SAMPLE_ROWS_IN_ALERT]
+        reason = (check.get("details") or {}).get("error")
         items = "".join(
             f"<li><code>{e(json.dumps(r, default=str, ensure_ascii=False))}</code></li>"
             for r in samples
@@ -177,7 +180,7 @@ def _html(
             f"<p><b>Failed test:</b> {e(check['name'])} ({e(check['type'])}, severity "
             f"{e(check['severity'])}): {e(check['status'])}<br>observed "
             f"<b>{e(str(check.get('observed')))}</b>, expected {e(str(check.get('expected')))}"
-            f"</p><ul>{items}</ul>"
+            f"{'<br>' + e(str(reason)) if reason else ''}</p><ul>{items}</ul>"
         )
     parts.append(
         "<p>Re-run from the failed step: save the input as <code>rerun.json</code> and "

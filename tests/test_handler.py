@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from handler import STEPS, lambda_handler
 from handler.cli import main
 from handler.events import to_payload
-from steps.errors import ConfigError
+from steps.errors import ConfigError, RejectedInput
 from tests.conftest import CONFIGS, ROOT, SAMPLES, ZIP_CSV
 
 EVENTS = ROOT / "tests" / "events"
@@ -232,19 +233,104 @@ def test_object_key_no_config_routes_is_rejected(s3, monkeypatch, warehouse_url,
     )
 
 
-def test_a_malformed_config_among_the_routed_ones_is_named(tmp_path, monkeypatch, capsys):
+def _routed_folder(tmp_path: Path) -> Path:
+    """dim_currency beside a config that is not JSON and one with an unknown key."""
     folder = tmp_path / "routed"
-    folder.mkdir()
+    (folder / "mappings").mkdir(parents=True)
     (folder / "dim_currency.json").write_text((CONFIGS / "dim_currency.json").read_text())
+    shutil.copy(CONFIGS / "mappings" / "currency_mapping.csv", folder / "mappings")
     (folder / "broken.json").write_text('{"table_name": \n')
+    (folder / "t_typo.json").write_text(
+        json.dumps({"table_name": "t_typo", "mapping_file": "m.csv", "delimter": ";"})
+    )
+    return folder
+
+
+def _replay_key(key: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict]:
+    """Replay the saved S3 notification with another (encoded) key: (exit code, summary)."""
+    event = json.loads((EVENTS / "s3_notification_put.json").read_text())
+    event["Records"][0]["s3"]["object"]["key"] = key
+    path = Path("event.json")
+    path.write_text(json.dumps(event))
+    code = main(["replay", str(path), "--json"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def test_a_broken_config_fails_only_the_files_routed_to_it(s3, tmp_path, monkeypatch, capsys):
+    folder = _routed_folder(tmp_path)
+    monkeypatch.setenv("REFLOAD_CONFIG_ROOT", str(folder))
+    source = next((SAMPLES / "currency").glob("*/*"))
+    s3.put_object(Bucket="raw", Key="currency/2026-11-01/iso4217.csv", Body=source.read_bytes())
+    s3.put_object(Bucket="raw", Key="t_typo/2026-11-01/a.csv", Body=b"a\n1\n")
+
+    code, summary = _replay_key("currency/2026-11-01/iso4217.csv", capsys)
+    assert code == 0, summary["error"]
+    assert (summary["table"], summary["rows_loaded"]) == ("dim_currency", 178)
+
+    code, summary = _replay_key("t_typo/2026-11-01/a.csv", capsys)
+    assert code == 2
+    assert (summary["table"], summary["error"]["type"]) == ("t_typo", "ConfigError")
+    assert summary["error"]["message"] == (
+        f"{folder / 't_typo.json'}: delimter: unknown key 'delimter' (did you mean 'delimiter'?)"
+    )
+
+    code, summary = _replay_key("vendor/2026-11-01/a.csv", capsys)
+    assert code == 2
+    assert summary["error"]["message"].startswith(
+        "vendor/2026-11-01/a.csv: no table config routes this object key; known prefixes: "
+        f"currency/, t_typo/; not routable: {folder / 'broken.json'} (not valid JSON"
+    )
+
+
+def test_two_configs_with_the_same_longest_prefix_is_an_error_naming_both(
+    tmp_path, monkeypatch, capsys
+):
+    folder = _routed_folder(tmp_path)
+    (folder / "broken.json").unlink()
+    twin = json.loads((CONFIGS / "dim_currency.json").read_text())
+    (folder / "dim_currency_v2.json").write_text(
+        json.dumps({**twin, "table_name": "dim_currency_v2"})
+    )
     monkeypatch.setenv("REFLOAD_CONFIG_ROOT", str(folder))
     code = main(["replay", str(EVENTS / "s3_notification_put.json"), "--json"])
     summary = json.loads(capsys.readouterr().out)
     assert code == 2
-    assert summary["error"]["type"] == "ConfigError"
-    assert summary["error"]["message"].startswith(
-        f"{folder / 'broken.json'}, line 2: not valid JSON"
+    assert summary["error"]["message"] == (
+        "currency/2026-11-01/iso4217.csv: 2 table configs claim this object key with the "
+        f"same source_prefix 'currency/': {folder / 'dim_currency.json'}, "
+        f"{folder / 'dim_currency_v2.json'}; give each table its own prefix"
     )
+
+
+def _write_config(uri: str, body: dict, s3: object | None) -> None:
+    data = json.dumps(body).encode()
+    if uri.startswith("s3://"):
+        bucket, key = uri.removeprefix("s3://").split("/", 1)
+        s3.put_object(Bucket=bucket, Key=key, Body=data)  # type: ignore[attr-defined]
+    else:
+        Path(uri).write_bytes(data)
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_a_changed_config_is_routed_at_once_in_a_warm_container(where, s3, tmp_path, monkeypatch):
+    root = str(tmp_path / "cfg") if where == "local" else "s3://config-bucket/tables"
+    if where == "local":
+        Path(root).mkdir()
+    monkeypatch.setenv("REFLOAD_CONFIG_ROOT", root)
+    monkeypatch.setenv("REFLOAD_CURATED_ROOT", str(tmp_path / "curated"))
+    mapping = CODES_MAPPING.encode()
+    s3.put_object(Bucket="raw", Key="feed/2026-11-01/a.csv", Body=b"code\nAA\n")
+    s3.put_object(Bucket="config-bucket", Key="tables/m.csv", Body=mapping)
+    if where == "local":
+        (Path(root) / "m.csv").write_bytes(mapping)
+    event = json.loads((EVENTS / "eventbridge_object_created.json").read_text())
+    event["detail"]["object"]["key"] = "feed/2026-11-01/a.csv"
+    config = f"{root}/t_one.json"
+    body = {"table_name": "t_one", "source_prefix": "feed/", "mapping_file": "m.csv"}
+    _write_config(config, body, s3)
+    assert lambda_handler(event, None)["table"] == "t_one"
+    _write_config(config, {**body, "table_name": "t_renamed"}, s3)
+    assert lambda_handler(event, None)["table"] == "t_renamed"
 
 
 def test_missing_s3_object_is_rejected_input(s3, warehouse_url, run_cli):
@@ -393,3 +479,197 @@ def test_overlapping_prefixes_route_to_the_longest(tmp_path, monkeypatch):
         "vendor/fx/2026-11-01/rates.csv": str(folder / "t_fx.json"),
         "vendor/2026-11-01/list.csv": str(folder / "t_all.json"),
     }
+
+
+# --- landed objects as AWS sends them --------------------------------------------------
+
+ENCODED_EVENTS = ["eventbridge_object_created_encoded_key.json", "s3_notification_encoded_key.json"]
+DECODED_KEY = "currency/2026-11-01/ISO 4217 Währungen.csv"
+
+
+@pytest.mark.parametrize("name", ENCODED_EVENTS)
+def test_a_url_encoded_key_is_decoded_and_loaded_through_replay(
+    name, s3, monkeypatch, tmp_path, capsys
+):
+    monkeypatch.setenv("REFLOAD_CONFIG_ROOT", str(CONFIGS))
+    source = next((SAMPLES / "currency").glob("*/*"))
+    s3.put_object(Bucket="raw", Key=DECODED_KEY, Body=source.read_bytes())
+    code = main(["replay", str(EVENTS / name), "--curated-root", "s3://curated", "--json"])
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 0, summary["error"]
+    assert (summary["table"], summary["rows_loaded"]) == ("dim_currency", 178)
+    state = lambda_handler(json.loads((EVENTS / name).read_text()), None)
+    assert state["source"] == f"s3://raw/{DECODED_KEY}"
+    assert state["rows_written"] == 178
+
+
+MARKERS = ["currency/2026-11-01/", "currency/2026-11-01/_SUCCESS", "currency/.keep"]
+
+
+@pytest.mark.parametrize("key", MARKERS)
+def test_folder_markers_and_marker_files_are_ignored_quietly(
+    key, s3, monkeypatch, tmp_path, capsys
+):
+    monkeypatch.setenv("REFLOAD_CONFIG_ROOT", str(CONFIGS))
+    event = json.loads((EVENTS / "eventbridge_object_created.json").read_text())
+    event["detail"]["object"]["key"] = key
+    Path("marker.json").write_text(json.dumps(event))
+    warehouse = tmp_path / "w.duckdb"
+    code = main(["replay", "marker.json", "--warehouse", f"duckdb:///{warehouse}", "--json"])
+    out, err = capsys.readouterr()
+    summary = json.loads(out)
+    assert code == 0
+    assert summary["status"] == "ignored"
+    assert summary["skipped_reason"].startswith("ignored: a ")
+    assert summary["alert"] is None and summary["error"] is None
+    assert not (tmp_path / "outbox").exists()
+    assert not warehouse.exists()  # no run_log row: nothing was run
+    [record] = [json.loads(line) for line in err.splitlines()]
+    assert (record["event"], record["source"]) == ("object ignored", f"s3://raw/{key}")
+
+    result = lambda_handler(event, None)
+    assert result["ignored"] is True and result["source"] == f"s3://raw/{key}"
+
+
+def test_a_notification_with_several_records_is_rejected(monkeypatch, capsys):
+    monkeypatch.setenv("REFLOAD_CONFIG_ROOT", str(CONFIGS))
+    event = json.loads((EVENTS / "s3_notification_put.json").read_text())
+    event["Records"] *= 2
+    Path("two.json").write_text(json.dumps(event))
+    code = main(["replay", "two.json", "--json"])
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 2
+    assert summary["error"] == {
+        "type": "ConfigError",
+        "message": "the S3 notification has 2 records; refload runs one object per event: "
+        "replay each record as its own event",
+    }
+
+
+# --- run ids ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("run_id", ["2026/11/01", "x" * 65, "-leading-dash", "a b"])
+def test_an_invalid_run_id_exits_2_before_anything_runs(run_id, run_cli, tmp_path):
+    code, summary = run_cli(
+        CONFIGS / "dim_currency.json",
+        next((SAMPLES / "currency").glob("*/*")),
+        f"--run-id={run_id}",
+    )
+    assert code == 2
+    assert summary["status"] == "rejected"
+    assert summary["error"] == {
+        "type": "ConfigError",
+        "message": f"run id {run_id!r} is not valid: use 1-64 letters, digits, '.', '_', ':' "
+        "or '-', starting with a letter or digit",
+    }
+    assert not (tmp_path / "outbox").exists()
+
+
+def test_the_longest_valid_run_id_loads(run_cli, sql, tmp_path):
+    run_id = "r" + "2026-11-01T04:12:09.123_" * 2 + "x" * 15
+    assert len(run_id) == 64
+    code, summary = run_cli(
+        CONFIGS / "dim_currency.json",
+        next((SAMPLES / "currency").glob("*/*")),
+        f"--run-id={run_id}",
+    )
+    assert code == 0, summary["error"]
+    assert sql("SELECT DISTINCT run_id FROM etl_audit.run_log") == [(run_id,)]
+
+
+def _load_currency(warehouse: str, tmp_path: Path) -> dict:
+    state = {
+        "step": "ingest",
+        "config": str(CONFIGS / "dim_currency.json"),
+        "source": str(next((SAMPLES / "currency").glob("*/*"))),
+        "warehouse": warehouse,
+        "curated_root": str(tmp_path / "curated"),
+    }
+    for step in ("ingest", "load", "validate"):
+        state = lambda_handler({**state, "step": step}, None)
+    return state
+
+
+def test_validate_with_only_config_reports_what_it_cannot_check(tmp_path, capsys):
+    warehouse = f"duckdb:///{tmp_path / 'w.duckdb'}"
+    _load_currency(warehouse, tmp_path)
+    payload = {"step": "validate", "config": str(CONFIGS / "dim_currency.json"), "run_id": "v-1"}
+    Path("validate.json").write_text(json.dumps(payload))
+    code = main(["replay", "validate.json", "--warehouse", warehouse, "--json"])
+    summary = json.loads(capsys.readouterr().out)
+    checks = {c["type"]: (c["status"], c["observed"], c["expected"]) for c in summary["checks"]}
+    assert checks["row_count_match"] == ("error", None, None)  # not "observed 178, expected 0"
+    assert checks["row_count_change"] == ("error", None, None)
+    assert checks["uniqueness"] == ("pass", 0, 0)
+    assert code == 1
+    [alert] = [json.loads(p.read_text()) for p in (tmp_path / "outbox").glob("*.alert.json")]
+    assert (
+        "  error: the payload has no rows_written (rows ingest wrote): re-run from load to run "
+        "this test\n" in alert["text"]
+    )
+    import duckdb
+
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as con:
+        [(status, details)] = con.execute(
+            "SELECT status, details FROM etl_audit.data_quality_tests "
+            "WHERE run_id = 'v-1' AND test_name = 'row_count_match'"
+        ).fetchall()
+    assert status == "error" and "re-run from load" in json.loads(details)["error"]
+
+
+def test_every_log_record_of_a_step_carries_the_table(tmp_path, capsys):
+    capsys.readouterr()
+    with pytest.raises(RejectedInput):
+        lambda_handler(
+            {
+                "step": "ingest",
+                "config": str(CONFIGS / "dim_currency.json"),
+                "source": str(tmp_path / "missing.csv"),
+                "curated_root": str(tmp_path / "c"),
+                "warehouse": f"duckdb:///{tmp_path / 'w.duckdb'}",
+            },
+            None,
+        )
+    records = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [r["event"] for r in records] == ["step started", "step failed"]
+    assert {r["table"] for r in records} == {"dim_currency"}
+
+
+WIDE_MAPPING = "source_column,target_column,data_type,nullable\ncode,code,string,true\n" + "".join(
+    f"blob{i},blob{i},string,true\n" for i in range(4)
+)
+# Six tests that fail on every row, each with sample rows of 20 KB.
+WIDE_TESTS = [
+    {"type": "not_null", "columns": ["code"]},
+    {"type": "accepted_values", "column": "blob0", "values": ["x"]},
+    {"type": "regex", "column": "blob1", "pattern": "^y$"},
+    {"type": "max_length", "column": "blob2", "bytes": 10},
+    {"type": "uniqueness", "columns": ["blob3"]},
+    {"type": "custom_sql", "name": "every_row", "sql": "SELECT * FROM {table}"},
+]
+
+
+def wide_rows(count: int = 12) -> str:
+    """A CSV whose rows are 20 KB wide (four 5,000-character fields)."""
+    rows = [f",{'a' * 5000}{i},{'b' * 5000}{i},{'c' * 5000}{i},{'d' * 5000}" for i in range(count)]
+    return "code,blob0,blob1,blob2,blob3\n" + "\n".join(rows) + "\n"
+
+
+def test_what_a_step_returns_stays_small_whatever_the_rows(table_dir, write, tmp_path):
+    config = table_dir(WIDE_MAPPING, name="t_wide", quality_tests=WIDE_TESTS)
+    state = {
+        "step": "ingest",
+        "config": str(config),
+        "source": str(write("wide.csv", wide_rows())),
+        "warehouse": f"duckdb:///{tmp_path / 'w.duckdb'}",
+        "curated_root": str(tmp_path / "curated"),
+    }
+    for step in ("ingest", "load", "validate"):
+        state = lambda_handler({**state, "step": step}, None)
+    assert state["validation"] == "failed"
+    assert [c["status"] for c in state["checks"]] == ["fail"] * 6
+    assert len(json.dumps(state)) < 32 * 1024
+    notified = lambda_handler({**state, "step": "notify", "failed_step": "validate"}, None)
+    assert set(notified) == {"table", "run_id", "notified", "failed_channels", "subject"}
+    assert len(json.dumps(notified)) < 2 * 1024
