@@ -2,11 +2,13 @@
 
 moto is pinned (pyproject/constraints): these tests replace moto's
 `LambdaFunction._invoke_lambda` (which would start a container) with an in-process
-call of `handler.lambda_handler`, and the retrier's sleep with a recorder.
+call of `handler.lambda_handler`, the retrier's sleep with a recorder, and the
+deep copy of the state machine per execution with one that shares moto's backend.
 """
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import shutil
@@ -23,6 +25,7 @@ import pytest
 import yaml
 from moto import mock_aws
 from moto.awslambda.models import LambdaFunction
+from moto.stepfunctions.parser import models as sfn_models
 from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
 
 from handler import lambda_handler
@@ -55,10 +58,16 @@ class Workflow:
             time.sleep(0.05)
         raise AssertionError("execution did not finish")
 
+    def history(self, described: dict[str, Any]) -> list[dict[str, Any]]:
+        return list(
+            self.sfn.get_execution_history(executionArn=described["executionArn"])["events"]
+        )
+
     def states(self, described: dict[str, Any]) -> list[str]:
-        events = self.sfn.get_execution_history(executionArn=described["executionArn"])["events"]
         return [
-            e["stateEnteredEventDetails"]["name"] for e in events if "stateEnteredEventDetails" in e
+            e["stateEnteredEventDetails"]["name"]
+            for e in self.history(described)
+            if "stateEnteredEventDetails" in e
         ]
 
     def alerts(self) -> list[dict[str, Any]]:
@@ -127,6 +136,14 @@ def workflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
                 flow.on_sleep.pop(0)()
 
         monkeypatch.setattr(retrier_decl, "time", types.SimpleNamespace(sleep=sleep))
+
+        def copy_machine(machine: Any) -> Any:
+            # moto deep-copies the state machine for each execution, with its backend and
+            # its earlier executions, which hold locks: a second execution would fail.
+            shared = (machine.backend, machine.executions)
+            return copy.deepcopy(machine, memo={id(o): o for o in shared})
+
+        monkeypatch.setattr(sfn_models, "copy", types.SimpleNamespace(deepcopy=copy_machine))
         yield flow
 
 
@@ -193,7 +210,9 @@ def test_data_quality_failure_notifies_and_fails(workflow):
     assert alert["failed_step"] == "validate"
     assert [c["name"] for c in alert["failed_checks"]] == ["row_count_between"]
     assert alert["failed_checks"][0]["observed"] == 178
-    assert alert["run_id"] == json.loads(done["input"]).get("run_id", alert["run_id"])
+    # One run id everywhere: the execution's name, the alert, etl_audit.run_log.
+    assert alert["run_id"] == done["name"]
+    assert _count(workflow, "SELECT DISTINCT run_id FROM etl_audit.run_log") == [(done["name"],)]
 
 
 def test_transient_error_is_retried_then_succeeds(workflow, monkeypatch, tmp_path):
@@ -224,8 +243,7 @@ def test_terminal_error_is_not_retried(workflow):
 
 
 def test_manual_execution_can_start_at_validate(workflow):
-    # The table was loaded earlier (steps called directly: moto cannot run a second
-    # execution of one state machine, it fails to deep-copy the first one).
+    # The table was loaded earlier (steps called directly).
     _land_currency(workflow)
     state = lambda_handler(_object_created(CURRENCY_KEY), None)
     for step in ("load", "validate"):
@@ -305,3 +323,161 @@ def test_s3_object_created_event_starts_an_execution_with_that_event(workflow):
     assert json.loads(done["input"]) == event
     output = json.loads(done["output"])
     assert (output["table"], output["source"]) == ("dim_currency", f"s3://raw/{CURRENCY_KEY}")
+
+
+def _run_log(workflow: Workflow) -> list[tuple[Any, ...]]:
+    return _count(
+        workflow,
+        "SELECT run_id, table_name, step, status FROM etl_audit.run_log ORDER BY logged_at",
+    )
+
+
+def test_a_marker_object_ends_the_execution_without_load_or_alert(workflow):
+    key = "currency/2026-11-01/_SUCCESS"
+    workflow.s3.put_object(Bucket="raw", Key=key, Body=b"")
+    done = workflow.run(_object_created(key))
+    assert done["status"] == "SUCCEEDED", done
+    assert workflow.states(done) == ["ChooseFirstStep", "Ingest", "IngestedOrIgnored", "Ignored"]
+    assert workflow.invocations == ["ingest"]
+    assert workflow.alerts() == []
+    assert not (workflow.tmp / "w.duckdb").exists()  # no run_log row either
+    assert json.loads(done["output"])["ignored"] is True
+
+
+STATE_LIMIT = 256 * 1024  # bytes; Step Functions fails the execution above it (uncatchable)
+
+
+def _wide_table(workflow: Workflow) -> str:
+    from tests.test_handler import WIDE_MAPPING, WIDE_TESTS, wide_rows
+
+    configs = workflow.tmp / "configs"
+    (configs / "mappings" / "t_wide.csv").write_text(WIDE_MAPPING)
+    config = {
+        "table_name": "t_wide",
+        "source_prefix": "wide/",
+        "mapping_file": "mappings/t_wide.csv",
+        "quality_tests": WIDE_TESTS,
+    }
+    (configs / "t_wide.json").write_text(json.dumps(config))
+    key = "wide/2026-11-01/wide.csv"
+    workflow.s3.put_object(Bucket="raw", Key=key, Body=wide_rows().encode())
+    return key
+
+
+def test_wide_rows_and_six_failing_tests_keep_every_state_under_256_kib(workflow):
+    done = workflow.run(_object_created(_wide_table(workflow)))
+    assert done["status"] == "FAILED"
+    assert workflow.invocations == ["ingest", "load", "validate", "notify"]
+    sizes = {}
+    for event in workflow.history(done):
+        for kind, details in event.items():
+            if kind.endswith("EventDetails"):
+                for name in ("input", "output", "parameters"):
+                    if isinstance(details.get(name), str):
+                        size = len(details[name].encode())
+                        sizes[f"{kind}.{name}#{event['id']}"] = size
+    assert sizes and max(sizes.values()) < STATE_LIMIT, max(sizes.items(), key=lambda i: i[1])
+    exits = {
+        e["stateExitedEventDetails"]["name"]: e["stateExitedEventDetails"]
+        for e in workflow.history(done)
+        if "stateExitedEventDetails" in e
+    }
+    notify_in, notify_out = (json.loads(exits[n]["output"]) for n in ("ValidateFailed", "Notify"))
+    # Notify adds a small summary beside the state, it does not repeat the state.
+    assert set(notify_out) - set(notify_in) == {"notified"}
+    assert notify_out["notified"] == {
+        "channels": {
+            "outbox": {"status": "sent", "ref": notify_out["notified"]["channels"]["outbox"]["ref"]}
+        },
+        "failed_channels": [],
+    }
+    [alert] = workflow.alerts()
+    assert [c["status"] for c in alert["failed_checks"]] == ["fail"] * 6
+    # The samples the state leaves out are in the audit table.
+    assert _count(
+        workflow, "SELECT COUNT(*) FROM etl_audit.data_quality_tests WHERE status = 'fail'"
+    ) == [(6,)]
+
+
+def _fail_every_channel(monkeypatch: pytest.MonkeyPatch, workflow: Workflow) -> None:
+    blocker = workflow.tmp / "not_a_folder"
+    blocker.write_text("")
+    monkeypatch.setenv("REFLOAD_OUTBOX", str(blocker / "outbox"))
+    monkeypatch.setenv("REFLOAD_ALERT_CHANNELS", "outbox,ses")  # ses: no sender configured
+    monkeypatch.delenv("REFLOAD_ALERT_EMAIL_FROM", raising=False)
+
+
+def test_every_alert_channel_down_fails_the_execution_visibly(workflow, monkeypatch):
+    _fail_every_channel(monkeypatch, workflow)
+    done = workflow.run(_object_created(_wide_table(workflow)))
+    assert done["status"] == "FAILED"
+    assert done["error"] == "RefloadAlertNotDelivered"
+    notifies = workflow.invocations.count("notify")
+    assert notifies > 1 and len(workflow.sleeps) == notifies - 1  # retried as transient
+    assert workflow.states(done)[-1] == "AlertNotDelivered"
+
+
+def test_one_alert_channel_down_is_listed_and_the_others_deliver(workflow, monkeypatch):
+    monkeypatch.setenv("REFLOAD_ALERT_CHANNELS", "ses,outbox")
+    monkeypatch.delenv("REFLOAD_ALERT_EMAIL_FROM", raising=False)
+    done = workflow.run(_object_created(_wide_table(workflow)))
+    assert done["status"] == "FAILED" and done["error"] == "RefloadRunFailed"
+    assert workflow.invocations.count("notify") == 1
+    [notify] = [
+        json.loads(e["stateExitedEventDetails"]["output"])
+        for e in workflow.history(done)
+        if e.get("stateExitedEventDetails", {}).get("name") == "Notify"
+    ]
+    assert notify["notified"]["failed_channels"] == ["ses"]
+    assert notify["notified"]["channels"]["outbox"]["status"] == "sent"
+    assert len(workflow.alerts()) == 1
+
+
+def _break(step: str, workflow: Workflow, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Make `step` fail terminally; returns what repairs it."""
+    config_path = workflow.tmp / "configs" / "dim_currency.json"
+    if step == "ingest":
+        _land_currency(workflow, b"ISO 4217;;\nAlphabetic code;Numeric code;Currency\nEUR;978\n")
+        return lambda: _land_currency(workflow)
+    _land_currency(workflow)
+    if step == "load":
+        good = f"duckdb:///{workflow.tmp / 'w.duckdb'}"
+        blocker = workflow.tmp / "not_a_folder"
+        blocker.write_text("")
+        monkeypatch.setenv("REFLOAD_WAREHOUSE_URL", f"duckdb:///{blocker}/w.duckdb")
+        return lambda: monkeypatch.setenv("REFLOAD_WAREHOUSE_URL", good)
+    original = config_path.read_text()
+    config = json.loads(original)
+    config["quality_tests"].append({"type": "row_count_between", "max": 100})
+    config_path.write_text(json.dumps(config))
+    return lambda: config_path.write_text(original)
+
+
+@pytest.mark.parametrize("step", ["ingest", "load", "validate"])
+def test_the_alerts_rerun_input_starts_a_working_execution_as_printed(step, workflow, monkeypatch):
+    repair = _break(step, workflow, monkeypatch)
+    failed = workflow.run(_object_created(CURRENCY_KEY))
+    assert failed["status"] == "FAILED"
+    [alert] = workflow.alerts()
+    assert (alert["failed_step"], alert["table"], alert["run_id"]) == (
+        step,
+        "dim_currency",
+        failed["name"],
+    )
+    rerun = alert["rerun_input"]
+    assert (rerun["start_at"], rerun["source"]) == (step, f"s3://raw/{CURRENCY_KEY}")
+    assert not {"detail", "detail-type", "execution_id", "failure"} & set(rerun)
+
+    repair()
+    workflow.invocations.clear()
+    done = workflow.run(json.loads(json.dumps(rerun)))  # verbatim, as an operator pastes it
+    assert done["status"] == "SUCCEEDED", done
+    assert (
+        workflow.invocations
+        == ["ingest", "load", "validate"][["ingest", "load", "validate"].index(step) :]
+    )
+    assert _count(workflow, "SELECT COUNT(*) FROM public.dim_currency") == [(178,)]
+    logged = _run_log(workflow)
+    assert {r[0] for r in logged} == {failed["name"]}  # the failed run and its re-run
+    assert {r[1] for r in logged} == {"dim_currency"}
+    assert logged[-1][2:] == ("validate", "passed")
