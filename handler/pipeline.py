@@ -11,7 +11,7 @@ from typing import Any
 import structlog
 
 from handler.dispatch import StepOutcome, log_ignored, record_outcomes, run_step
-from handler.events import bounded_check, to_payload
+from handler.events import bounded_check, new_run_id, to_payload
 
 ORDER = ("ingest", "load", "validate")
 log = structlog.get_logger("refload")
@@ -80,8 +80,6 @@ def _run_steps(
     event: dict[str, Any], start_at: str | None, outcomes: list[StepOutcome]
 ) -> tuple[dict[str, Any], int]:
     from steps.errors import QualityCheckFailed, RefloadError
-
-    from handler.events import new_run_id
 
     # The run id is fixed before anything can fail, so a failure's alert, its logs and
     # etl_audit.run_log all name the same run.
