@@ -309,6 +309,7 @@ def test_s3_object_created_event_starts_an_execution_with_that_event(workflow):
         Bucket="elsewhere", NotificationConfiguration={"EventBridgeConfiguration": {}}
     )
     workflow.s3.put_object(Bucket="elsewhere", Key=CURRENCY_KEY, Body=b"not ours")
+    workflow.s3.put_object(Bucket="raw", Key="currency/2026-11-02/", Body=b"")  # a folder
     _land_currency(workflow)
 
     messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
