@@ -13,7 +13,7 @@ import pytest
 from handler import STEPS, lambda_handler
 from handler.cli import main
 from handler.events import to_payload
-from steps.errors import ConfigError, RejectedInput
+from steps.errors import AlertNotDelivered, ConfigError, RejectedInput
 from tests.conftest import CONFIGS, ROOT, SAMPLES, ZIP_CSV
 
 EVENTS = ROOT / "tests" / "events"
@@ -147,6 +147,11 @@ def test_notify_turns_a_step_functions_catch_into_an_alert(tmp_path: Path):
         "message": "redshift: connection reset by peer",
     }
     assert alert["failed_step"] == "load"
+    # The status is the error class's own (WarehouseUnavailable: error), not re-derived.
+    assert (alert["status"], alert["subject"].split(" on ")[0]) == (
+        "error",
+        "[refload] dim_currency error",
+    )
     assert (
         "Execution:     arn:aws:states:us-east-1:123456789012:execution:refload:" in alert["text"]
     )
@@ -673,3 +678,34 @@ def test_what_a_step_returns_stays_small_whatever_the_rows(table_dir, write, tmp
     notified = lambda_handler({**state, "step": "notify", "failed_step": "validate"}, None)
     assert set(notified) == {"table", "run_id", "notified", "failed_channels", "subject"}
     assert len(json.dumps(notified)) < 2 * 1024
+
+
+def _every_channel_down(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("")
+    monkeypatch.setenv("REFLOAD_OUTBOX", str(blocker / "outbox"))
+    monkeypatch.setenv("REFLOAD_ALERT_CHANNELS", "outbox,ses")  # ses: no sender configured
+
+
+def test_notify_fails_when_no_channel_delivered(monkeypatch, tmp_path):
+    _every_channel_down(monkeypatch, tmp_path)
+    event = json.loads((EVENTS / "step_notify_catch.json").read_text())
+    with pytest.raises(AlertNotDelivered) as caught:
+        lambda_handler(event, None)
+    assert caught.value.message.startswith(
+        "no alert channel delivered the report (outbox: NotADirectoryError: "
+    )
+    assert "; ses: ConfigError: email alerts need REFLOAD_ALERT_EMAIL_FROM" in caught.value.message
+
+
+def test_a_local_run_keeps_its_exit_code_and_shows_the_channels_that_failed(
+    table_dir, write, run_cli, monkeypatch, tmp_path
+):
+    _every_channel_down(monkeypatch, tmp_path)
+    config = table_dir(CODES_MAPPING, quality_tests=[{"type": "row_count_between", "min": 5}])
+    code, summary = run_cli(config, write("a.csv", "code\nAA\n"))
+    assert (code, summary["status"]) == (1, "failed")
+    assert {name: outcome["status"] for name, outcome in summary["alert"].items()} == {
+        "outbox": "failed",
+        "ses": "failed",
+    }
