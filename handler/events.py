@@ -383,7 +383,12 @@ def to_payload(event: dict[str, Any]) -> dict[str, Any]:
         # A state machine Task sends {"step": ..., "state": <the execution's state>}.
         # Keys beside "state" (the step, the execution id) are added to it.
         event = {**event["state"], **{k: v for k, v in event.items() if k != "state"}}
-    landed = _landed_object(event)
+    try:
+        landed = _landed_object(event)
+    except ConfigError:
+        if event.get("step") != "notify":
+            raise
+        landed = None  # the event is what failed: Notify still reports it
     if landed:
         bucket, key = landed
         own = {k: v for k, v in event.items() if k not in EVENT_ENVELOPE}
@@ -407,6 +412,9 @@ def to_payload(event: dict[str, Any]) -> dict[str, Any]:
     step = payload.setdefault("step", "ingest")
     if step not in PAYLOADS:
         raise ConfigError(f"event: {unknown_name('step', str(step), PAYLOADS)}")
+    if step == "notify" and not RUN_ID.fullmatch(str(payload.get("run_id") or "x")):
+        # The bad run id is what failed (ConfigError in the step): alert under a good one.
+        payload["run_id"] = None
     if not payload.get("run_id"):
         execution = payload.get("execution_id")
         payload["run_id"] = (execution and run_id_of_execution(execution)) or new_run_id()

@@ -482,3 +482,22 @@ def test_the_alerts_rerun_input_starts_a_working_execution_as_printed(step, work
     assert {r[0] for r in logged} == {failed["name"]}  # the failed run and its re-run
     assert {r[1] for r in logged} == {"dim_currency"}
     assert logged[-1][2:] == ("validate", "passed")
+
+
+def test_an_invalid_run_id_in_a_manual_execution_is_alerted_under_the_execution(workflow):
+    _land_currency(workflow)
+    manual = {
+        "start_at": "ingest",
+        "run_id": "2026/11/01",
+        "config": str(workflow.tmp / "configs" / "dim_currency.json"),
+        "source": f"s3://raw/{CURRENCY_KEY}",
+    }
+    done = workflow.run(manual)
+    assert (done["status"], done["error"]) == ("FAILED", "RefloadRunFailed")
+    assert workflow.invocations == ["ingest", "notify"]
+    [alert] = workflow.alerts()
+    assert alert["run_id"] == done["name"]
+    assert alert["error"]["message"] == (
+        "'ingest' payload: run_id: must be 1-64 letters, digits, '.', '_', ':' or '-', starting "
+        "with a letter or digit (got '2026/11/01')"
+    )
