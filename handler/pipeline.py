@@ -47,14 +47,14 @@ def summarize(state: dict[str, Any], status: str, error: dict[str, str] | None) 
 
 
 def _notify(state: dict[str, Any], failed_step: str, error: dict[str, str] | None) -> None:
+    from steps.errors import AlertNotDelivered
+
     payload = {
         **state,
         "step": "notify",
         "failed_step": failed_step,
         "error": error,
     }
-    from steps.errors import AlertNotDelivered
-
     try:
         state["alert"] = run_step("notify", payload).get("notified")
     except AlertNotDelivered as failure:  # the run keeps its own outcome and exit code
