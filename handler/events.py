@@ -20,13 +20,16 @@ import os
 import posixpath
 import re
 import secrets
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote_plus
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from steps.errors import ConfigError
 from steps.names import unknown_name
+
+if TYPE_CHECKING:
+    from steps.config import RoutingEntry
 
 DEFAULT_CONFIG_ROOT = "configs"
 StepName = Literal["ingest", "load", "validate", "notify"]
@@ -297,10 +300,10 @@ def ignored_reason(key: str) -> str | None:
     return None
 
 
-_routing_cache: dict[str, tuple[str, Any]] = {}
+_routing_cache: dict[str, tuple[str, RoutingEntry]] = {}
 
 
-def routing_entries(root: str) -> list[Any]:
+def routing_entries(root: str) -> list[RoutingEntry]:
     """Every config's routing entry, re-read only when the file changed (ETag or mtime):
     a warm Lambda container reads the configs once, and sees an upload at once."""
     from steps import storage
