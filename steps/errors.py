@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+VALUE_CHARS = 200  # of a value quoted in an error message
+
 
 class RefloadError(Exception):
     """Root of every error refload raises on purpose."""
@@ -58,7 +60,12 @@ class RefloadError(Exception):
             where.append(f"column '{self.column}'")
         text = (", ".join(where) + ": " if where else "") + self.reason
         if self.value is not None:
-            text += f" (value {self.value!r})"
+            # A value can be a whole 100 KB field: the message travels in Step Functions
+            # state (256 KiB), logs and alerts, so it shows the start and the length.
+            shown = repr(self.value)
+            if len(shown) > VALUE_CHARS:
+                shown = f"{shown[:VALUE_CHARS]}… ({len(str(self.value))} characters)"
+            text += f" (value {shown})"
         if self.note:
             text += f"; {self.note}"
         return text

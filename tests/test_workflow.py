@@ -365,10 +365,8 @@ def _wide_table(workflow: Workflow) -> str:
     return key
 
 
-def test_wide_rows_and_six_failing_tests_keep_every_state_under_256_kib(workflow):
-    done = workflow.run(_object_created(_wide_table(workflow)))
-    assert done["status"] == "FAILED"
-    assert workflow.invocations == ["ingest", "load", "validate", "notify"]
+def _assert_states_fit(workflow: Workflow, done: dict[str, Any]) -> None:
+    """Every state's input and output, and every Task's parameters, under 256 KiB."""
     sizes = {}
     for event in workflow.history(done):
         for kind, details in event.items():
@@ -378,6 +376,13 @@ def test_wide_rows_and_six_failing_tests_keep_every_state_under_256_kib(workflow
                         size = len(details[name].encode())
                         sizes[f"{kind}.{name}#{event['id']}"] = size
     assert sizes and max(sizes.values()) < STATE_LIMIT, max(sizes.items(), key=lambda i: i[1])
+
+
+def test_wide_rows_and_six_failing_tests_keep_every_state_under_256_kib(workflow):
+    done = workflow.run(_object_created(_wide_table(workflow)))
+    assert done["status"] == "FAILED"
+    assert workflow.invocations == ["ingest", "load", "validate", "notify"]
+    _assert_states_fit(workflow, done)
     exits = {
         e["stateExitedEventDetails"]["name"]: e["stateExitedEventDetails"]
         for e in workflow.history(done)
@@ -501,3 +506,30 @@ def test_an_invalid_run_id_in_a_manual_execution_is_alerted_under_the_execution(
         "'ingest' payload: run_id: must be 1-64 letters, digits, '.', '_', ':' or '-', starting "
         "with a letter or digit (got '2026/11/01')"
     )
+
+
+def test_a_huge_rejected_value_is_shortened_so_notify_still_runs(workflow):
+    configs = workflow.tmp / "configs"
+    (configs / "mappings" / "t_codes.csv").write_text(
+        "source_column,target_column,data_type\ncode,code,varchar(3)\n"
+    )
+    (configs / "t_codes.json").write_text(
+        json.dumps(
+            {
+                "table_name": "t_codes",
+                "source_prefix": "codes/",
+                "mapping_file": "mappings/t_codes.csv",
+            }
+        )
+    )
+    key = "codes/2026-11-01/codes.csv"
+    # 100,000 characters, 200 KB in UTF-8 and 600 KB as JSON escapes (\\u00e4).
+    workflow.s3.put_object(Bucket="raw", Key=key, Body=("code\n" + "ä" * 100_000 + "\n").encode())
+    done = workflow.run(_object_created(key))
+    assert (done["status"], done["error"]) == ("FAILED", "RefloadRunFailed")
+    assert workflow.invocations == ["ingest", "notify"]
+    [alert] = workflow.alerts()
+    assert alert["error"]["type"] == "RejectedInput"
+    assert "ää… (100000 characters)" in alert["error"]["message"]
+    assert len(alert["error"]["message"]) < 1000
+    _assert_states_fit(workflow, done)
