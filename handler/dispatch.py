@@ -11,7 +11,6 @@ from typing import Any
 
 import structlog
 
-from handler import events
 from handler.log import configure_logging
 
 # step name -> module with a `run(payload) -> dict`
@@ -39,6 +38,7 @@ def run_step(
     With `outcomes`, the row is collected for the caller to write with the others
     (the local pipeline writes them in one connection); otherwise it is written now.
     """
+    from handler import events
     from steps.errors import RefloadError
 
     module = importlib.import_module(STEPS[step])
@@ -132,6 +132,9 @@ def log_ignored(payload: dict[str, Any]) -> None:
 
 
 def lambda_handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+    # pydantic (the payload models) on first use: `import handler` stays light.
+    from handler import events
+
     configure_logging()
     structlog.contextvars.clear_contextvars()
     payload = events.to_payload(event)
