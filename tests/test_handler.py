@@ -709,3 +709,21 @@ def test_a_local_run_keeps_its_exit_code_and_shows_the_channels_that_failed(
         "outbox": "failed",
         "ses": "failed",
     }
+
+
+def test_importing_the_handler_leaves_pydantic_for_the_first_event(tmp_path):
+    # Lambda's init phase imports the handler; the payload models load with the first event.
+    code = (
+        "import json, sys, handler, steps.notify\n"
+        "print(json.dumps(sorted(m for m in ('pydantic', 'pandas', 'pyarrow', 'duckdb') "
+        "if m in sys.modules)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PATH": "/usr/bin", "PYTHONPATH": str(ROOT)},
+    )
+    assert json.loads(done.stdout) == []
