@@ -20,7 +20,10 @@ STEPS: dict[str, str] = {
     "load": "steps.load",
     "validate": "steps.validate",
     "notify": "steps.notify",
+    "freshness": "steps.freshness",
 }
+# Steps a schedule invokes (template.yaml), not the state machine.
+SCHEDULED_STEPS = ("freshness",)
 # Steps whose outcome goes to etl_audit.run_log (notify must stay driver-free).
 RECORDED_STEPS = ("ingest", "load", "validate")
 

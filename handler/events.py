@@ -22,6 +22,7 @@ REQUIRED_KEYS = {
     "load": ("config", "curated_uri", "content_hash"),
     "validate": ("config",),
     "notify": (),
+    "freshness": (),
 }
 
 
