@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 COMMANDS = ("freshness", "status")
@@ -25,6 +26,18 @@ def add_parsers(commands: Any) -> None:
         "--now", help="judge ages at this ISO 8601 time instead of now (UTC without an offset)"
     )
     freshness.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    status = commands.add_parser(
+        "status",
+        help="one line per configured table: last run, status, when, rows, tests, freshness",
+    )
+    _root_and_warehouse(status)
+    status.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    status.add_argument(
+        "--html",
+        metavar="FILE",
+        help="also write one self-contained page (inline CSS and SVG charts of each table's "
+        "rows and tests)",
+    )
 
 
 def _root_and_warehouse(parser: argparse.ArgumentParser) -> None:
@@ -79,11 +92,29 @@ def freshness(args: argparse.Namespace) -> int:
     return 1 if any(r.status == "error" for r in results) else 0
 
 
+def status(args: argparse.Namespace) -> int:
+    """Exit 0: a report, whatever it shows (freshness is the command that fails on it)."""
+    from handler.status import fleet_status, print_status, render_html
+
+    fleet = fleet_status(_config_root(args), args.warehouse)
+    if args.html:
+        page = Path(args.html)
+        page.parent.mkdir(parents=True, exist_ok=True)
+        page.write_text(render_html(fleet), encoding="utf-8")
+    if args.json:
+        print(json.dumps(fleet, default=str))
+    else:
+        print_status(fleet)
+        if args.html:
+            print(f"wrote {args.html}")
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
     from steps.errors import RefloadError
 
     try:
-        return freshness(args)
+        return freshness(args) if args.command == "freshness" else status(args)
     except RefloadError as error:
         print(f"{type(error).__name__}: {error.message}", file=sys.stderr)
         return error.exit_code
