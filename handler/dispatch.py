@@ -7,12 +7,14 @@ of pandas, pyarrow and warehouse drivers (Lambda cold start).
 from __future__ import annotations
 
 import importlib
+import time
 from typing import Any
 
 import structlog
 
 from handler import events
 from handler.log import configure_logging
+from steps import metrics
 
 # step name -> module with a `run(payload) -> dict`
 STEPS: dict[str, str] = {
@@ -51,10 +53,13 @@ def run_step(
     log.info("step started")
     record_now = outcomes is None
     outcomes = [] if outcomes is None else outcomes
+    started = time.perf_counter()
     try:
         result: dict[str, Any] = module.run(payload)
     except RefloadError as error:
         error.step = error.step or step
+        failed = {**error.details, "table": payload.get("table") or error.table}
+        metrics.emit(step, failed, started)
         log.error("step failed", error_type=type(error).__name__, error=error.message)
         if step in RECORDED_STEPS:
             outcomes.append(
@@ -72,12 +77,14 @@ def run_step(
         raise
     except Exception as error:  # a bug or an unwrapped library error: still on record
         log.exception("step failed unexpectedly", error_type=type(error).__name__)
+        metrics.emit(step, {"table": payload.get("table")}, started)
         if step in RECORDED_STEPS:
             failure = {"type": type(error).__name__, "message": f"internal error: {error}"}
             outcomes.append(_outcome(step, payload, payload.get("table"), "failed", failure, {}))
         if record_now:
             record_outcomes(outcomes)
         raise
+    metrics.emit(step, result, started)
     if step in RECORDED_STEPS:
         status = result.get("validation") or (
             "skipped" if result.get("published") is False else "ok"
