@@ -29,8 +29,7 @@ from steps.alerts import (
     send_smtp,
 )
 from steps.errors import ConfigError, InfrastructureError
-from steps.history import recent_runs
-from steps.warehouse.base import Warehouse
+from steps.warehouse.base import AUDIT_SCHEMA, Warehouse
 
 log = structlog.get_logger("refload.recovery")
 # ServiceNow's incident states: 6 = Resolved. Close codes differ between releases.
@@ -47,20 +46,29 @@ def auto_resolve() -> bool:
     )
 
 
-def previous_failure(warehouse: Warehouse, table: str, run_id: str) -> dict[str, Any] | None:
-    """The table's run before this one, when it failed."""
-    earlier = [r for r in recent_runs(warehouse, table, 3) if r["run_id"] != run_id]
-    return earlier[0] if earlier and earlier[0]["status"] == "failed" else None
+def previous_failure(warehouse: Warehouse, table: str, run_id: str) -> str | None:
+    """The id of the table's run before this one, when it failed.
+
+    One query: a failed step, or failed error-severity tests (validate's row is then
+    `failed`, a before-publish test fails load), leave a `failed` run_log row.
+    """
+    rows = warehouse.query(
+        "SELECT run_id, SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END) "
+        f"FROM {warehouse.table(AUDIT_SCHEMA, 'run_log')} WHERE table_name = %s AND run_id <> %s "
+        "GROUP BY run_id ORDER BY MAX(logged_at) DESC LIMIT 1",
+        (table, run_id),
+    )
+    return str(rows[0][0]) if rows and rows[0][1] else None
 
 
-def recovered_report(payload: dict[str, Any], failed_run: dict[str, Any] | None) -> dict[str, Any]:
+def recovered_report(payload: dict[str, Any], failed_run: str | None) -> dict[str, Any]:
     table, run_id = payload["table"], payload["run_id"]
     facts = [
         ("Table", table),
         ("Run id", run_id),
         ("Rows loaded", payload.get("rows_loaded")),
         ("Source", payload.get("source")),
-        ("Failed run", failed_run and failed_run["run_id"]),
+        ("Failed run", failed_run),
     ]
     facts = [(k, v) for k, v in facts if v is not None]
     text = "\n".join(f"{k + ':':<14} {v}" for k, v in facts)
@@ -159,5 +167,5 @@ def on_success(warehouse: Warehouse, payload: dict[str, Any]) -> dict[str, Any]:
             log.error("recovery channel failed", channel=name, error=reason)
             sent[name] = {"status": "failed", "error": reason}
     if sent:
-        log.info("table recovered", previous_failed_run=failed_run and failed_run["run_id"], **sent)
-    return {"previous_failed_run": failed_run and failed_run["run_id"], "channels": sent}
+        log.info("table recovered", previous_failed_run=failed_run, **sent)
+    return {"previous_failed_run": failed_run, "channels": sent}

@@ -156,6 +156,7 @@ def _run(config: Path, source: Path, warehouse_url: str, capsys) -> tuple[int, d
     return code, json.loads(capsys.readouterr().out)
 
 
+@pytest.mark.parametrize("warehouse_url", ["duckdb", "postgresql"], indirect=True)
 def test_the_next_passing_run_resolves_the_incident_and_mails_recovered(
     country, warehouse_url, servicenow, mailbox, monkeypatch, capsys, tmp_path
 ):
