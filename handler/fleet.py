@@ -95,12 +95,16 @@ def freshness(args: argparse.Namespace) -> int:
 def status(args: argparse.Namespace) -> int:
     """Exit 0: a report, whatever it shows (freshness is the command that fails on it)."""
     from handler.status import fleet_status, print_status, render_html
+    from steps.errors import ConfigError
 
     fleet = fleet_status(_config_root(args), args.warehouse)
     if args.html:
         page = Path(args.html)
-        page.parent.mkdir(parents=True, exist_ok=True)
-        page.write_text(render_html(fleet), encoding="utf-8")
+        try:
+            page.parent.mkdir(parents=True, exist_ok=True)
+            page.write_text(render_html(fleet), encoding="utf-8")
+        except OSError as error:
+            raise ConfigError(f"cannot write the page: {error.strerror}", file=args.html) from None
     if args.json:
         print(json.dumps(fleet, default=str))
     else:

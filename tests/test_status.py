@@ -208,3 +208,14 @@ def test_page_renders_in_chromium_with_a_chart_per_table(
     header = shot.read_bytes()[:24]
     assert header[:8] == b"\x89PNG\r\n\x1a\n"
     assert struct.unpack(">II", header[16:24]) == (1280, 400)
+
+
+def test_an_unwritable_page_is_exit_2_naming_the_file(fleet, warehouse_url, capsys, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    page = blocker / "status.html"
+    code = main(
+        ["status", "--config-root", str(fleet), "--warehouse", warehouse_url, "--html", str(page)]
+    )
+    assert code == 2
+    assert f"{blocker / 'status.html'}: cannot write the page" in capsys.readouterr().err
