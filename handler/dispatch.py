@@ -137,6 +137,7 @@ def lambda_handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]
     configure_logging()
     structlog.contextvars.clear_contextvars()
     payload = events.to_payload(event)
-    result = run_step(payload["step"], payload)
+    with metrics.lambda_invocation():
+        result = run_step(payload["step"], payload)
     # Steps pass pointers on: the next state's input is this payload plus the result.
     return {**payload, **result}

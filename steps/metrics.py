@@ -1,10 +1,11 @@
 """CloudWatch metrics as Embedded Metric Format (EMF) log lines: no API call, no client.
 
 One JSON object per step run; CloudWatch Logs extracts the metrics from it. Where the line
-goes (REFLOAD_METRICS): `auto` (default) prints it on stdout inside Lambda
-(AWS_LAMBDA_FUNCTION_NAME is set; Lambda sends stdout to CloudWatch Logs) and nowhere
-else, so `python -m handler ... --json` keeps exactly one object on stdout; `stdout`,
-`stderr` or `off` choose explicitly. Light on purpose: dispatch imports it on the cold path.
+goes (REFLOAD_METRICS): `auto` (default) prints it on stdout when Lambda invokes the handler
+(AWS_LAMBDA_FUNCTION_NAME is set; Lambda sends stdout and stderr to CloudWatch Logs), on
+stderr when the CLI runs in such an environment (its stdout is the `--json` summary), and
+nowhere on a workstation; `stdout`, `stderr` or `off` choose explicitly. Light on purpose:
+dispatch imports it on the cold path.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import structlog
@@ -34,6 +38,17 @@ METRICS: dict[str, tuple[str, str]] = {
     "DurationMs": ("Milliseconds", "duration_ms"),
 }
 DESTINATIONS = ("auto", "stdout", "stderr", "off")
+# Set while handler.lambda_handler runs a step: stdout is then the function's log.
+_lambda_invocation: ContextVar[bool] = ContextVar("refload_lambda_invocation", default=False)
+
+
+@contextmanager
+def lambda_invocation() -> Iterator[None]:
+    token = _lambda_invocation.set(True)
+    try:
+        yield
+    finally:
+        _lambda_invocation.reset(token)
 
 
 def checks_failed(checks: list[dict[str, Any]] | None) -> int | None:
@@ -77,7 +92,10 @@ def destination() -> Any:
         log.warning(f"REFLOAD_METRICS: {unknown_name('destination', choice, DESTINATIONS)}")
         choice = "auto"
     if choice == "auto":
-        choice = "stdout" if os.environ.get("AWS_LAMBDA_FUNCTION_NAME") else "off"
+        if not os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+            choice = "off"
+        else:
+            choice = "stdout" if _lambda_invocation.get() else "stderr"
     return {"stdout": sys.stdout, "stderr": sys.stderr, "off": None}[choice]
 
 

@@ -173,3 +173,25 @@ def test_the_dashboard_and_the_alarm_use_the_metrics_the_steps_emit():
     assert [[d["Name"] for d in m["Dimensions"]] for m in watched] == [["Step"], ["Step"]]
     assert ["Step"] in DIMENSION_SETS
     assert {d["Value"] for m in watched for d in m["Dimensions"]} == {"load", "validate"}
+
+
+def test_the_cli_in_a_lambda_environment_keeps_stdout_for_the_summary(
+    warehouse_url, capsys, monkeypatch
+):
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "refload")
+    code = main(
+        [
+            "run",
+            "--config",
+            str(CONFIGS / "dim_currency.json"),
+            "--source",
+            str(CURRENCY_CSV),
+            "--warehouse",
+            warehouse_url,
+            "--json",
+        ]
+    )
+    captured = capsys.readouterr()
+    assert code == 0 and json.loads(captured.out)["status"] == "passed"
+    # stderr reaches CloudWatch Logs too in Lambda: the metrics are still there.
+    assert [r["Step"] for r in _emf_lines(captured.err)] == ["ingest", "load", "validate"]
