@@ -72,7 +72,7 @@ def print_freshness(outcome: dict[str, Any], results: list[Any]) -> None:
         alert = outcome["alerts"].get(result.table)
         if alert:
             sent = ", ".join(f"{name} {a['status']}" for name, a in alert.items())
-            line += f"\n    alert: {sent}"
+            line += f"  alert: {sent}"
         print(line)
 
 

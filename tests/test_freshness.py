@@ -54,6 +54,7 @@ def test_age_runs_from_the_last_publish(fleet, warehouse_url, run_cli, capsys, t
         assert table["age_hours"] == pytest.approx(hours, abs=0.05)
         assert table["last_loaded_at"].endswith("Z")
         verdicts[hours] = (code, report["status"], table["status"])
+    assert out.splitlines() == [out.strip()]  # --json: one object, nothing else
     assert verdicts == {
         1: (0, "pass", "pass"),
         30: (0, "warn", "warn"),
@@ -111,6 +112,11 @@ def test_text_output_is_one_line_per_table(fleet, warehouse_url, run_cli, capsys
     [line] = out.splitlines()
     assert line.startswith("dim_currency       WARN         last file ")
     assert line.endswith("(30.0 h ago)  [warn after 26 hours, error after 2 days]")
+    code, out = _freshness(fleet, warehouse_url, capsys, "--now", _at(60))
+    assert code == 1
+    [line] = out.splitlines()  # the alert it sent is on the table's line
+    assert line.startswith("dim_currency       ERROR        last file ")
+    assert line.endswith("[warn after 26 hours, error after 2 days]  alert: outbox sent")
 
 
 def test_bad_now_is_exit_2_naming_the_value(fleet, warehouse_url, capsys):
