@@ -36,7 +36,7 @@ def add_parsers(commands: Any) -> None:
         "--html",
         metavar="FILE",
         help="also write one self-contained page (inline CSS and SVG charts of each table's "
-        "rows and tests)",
+        "rows and tests); a path or an s3:// URI (served as text/html)",
     )
 
 
@@ -92,19 +92,29 @@ def freshness(args: argparse.Namespace) -> int:
     return 1 if any(r.status == "error" for r in results) else 0
 
 
+def write_page(target: str, page: str) -> None:
+    """A local file, or an s3:// object served as HTML (for a static link)."""
+    from steps import storage
+    from steps.errors import ConfigError
+
+    if storage.is_s3(target):
+        storage.write_bytes(target, page.encode(), content_type="text/html; charset=utf-8")
+        return
+    path = Path(target)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(page, encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"cannot write the page: {error.strerror}", file=target) from None
+
+
 def status(args: argparse.Namespace) -> int:
     """Exit 0: a report, whatever it shows (freshness is the command that fails on it)."""
     from handler.status import fleet_status, print_status, render_html
-    from steps.errors import ConfigError
 
     fleet = fleet_status(_config_root(args), args.warehouse)
     if args.html:
-        page = Path(args.html)
-        try:
-            page.parent.mkdir(parents=True, exist_ok=True)
-            page.write_text(render_html(fleet), encoding="utf-8")
-        except OSError as error:
-            raise ConfigError(f"cannot write the page: {error.strerror}", file=args.html) from None
+        write_page(args.html, render_html(fleet))
     if args.json:
         print(json.dumps(fleet, default=str))
     else:

@@ -219,3 +219,11 @@ def test_an_unwritable_page_is_exit_2_naming_the_file(fleet, warehouse_url, caps
     )
     assert code == 2
     assert f"{blocker / 'status.html'}: cannot write the page" in capsys.readouterr().err
+
+
+def test_the_page_can_be_published_to_s3_as_html(fleet, warehouse_url, capsys, s3):
+    code, out = _status(fleet, warehouse_url, capsys, "--html", "s3://curated/site/status.html")
+    assert code == 0 and out.endswith("wrote s3://curated/site/status.html\n")
+    page = s3.get_object(Bucket="curated", Key="site/status.html")
+    assert page["ContentType"] == "text/html; charset=utf-8"
+    assert b'data-table="t_failing"' in page["Body"].read()
