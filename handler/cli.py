@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from handler import progress
+from handler import fleet, progress
 from handler.events import check_run_id
 from handler.log import configure_logging
 from handler.pipeline import EXIT_CODES, run_pipeline, summarize
@@ -106,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--warehouse", help="as for run; nothing is created or altered")
     check.add_argument("--json", action="store_true", help="print JSON on stdout")
     _quiet(check)
+    fleet.add_parsers(commands)
     return parser
 
 
@@ -276,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
         except RefloadError as error:
             print(f"{type(error).__name__}: {error.message}", file=sys.stderr)
             return error.exit_code
+    if args.command in fleet.COMMANDS:
+        return fleet.main(args)
     if args.command in ("history", "preview"):
         from steps.errors import RefloadError
 

@@ -7,11 +7,13 @@ of pandas, pyarrow and warehouse drivers (Lambda cold start).
 from __future__ import annotations
 
 import importlib
+import time
 from typing import Any
 
 import structlog
 
 from handler.log import configure_logging
+from steps import metrics
 
 # step name -> module with a `run(payload) -> dict`
 STEPS: dict[str, str] = {
@@ -19,7 +21,10 @@ STEPS: dict[str, str] = {
     "load": "steps.load",
     "validate": "steps.validate",
     "notify": "steps.notify",
+    "freshness": "steps.freshness",
 }
+# Steps a schedule invokes (template.yaml), not the state machine.
+SCHEDULED_STEPS = ("freshness",)
 # Steps whose outcome goes to etl_audit.run_log (notify must stay driver-free).
 RECORDED_STEPS = ("ingest", "load", "validate")
 
@@ -48,12 +53,15 @@ def run_step(
     log.info("step started")
     record_now = outcomes is None
     outcomes = [] if outcomes is None else outcomes
+    started = time.perf_counter()
     try:
         result = events.step_result(step, module.run(payload))
     except RefloadError as error:
         error.step = error.step or step
         if error.table and not payload.get("table"):
             structlog.contextvars.bind_contextvars(table=error.table)
+        failed = {**error.details, "table": payload.get("table") or error.table}
+        metrics.emit(step, failed, started)
         log.error("step failed", error_type=type(error).__name__, error=error.message)
         if step in RECORDED_STEPS:
             outcomes.append(
@@ -71,12 +79,14 @@ def run_step(
         raise
     except Exception as error:  # a bug or an unwrapped library error: still on record
         log.exception("step failed unexpectedly", error_type=type(error).__name__)
+        metrics.emit(step, {"table": payload.get("table")}, started)
         if step in RECORDED_STEPS:
             failure = {"type": type(error).__name__, "message": f"internal error: {error}"}
             outcomes.append(_outcome(step, payload, payload.get("table"), "failed", failure, {}))
         if record_now:
             record_outcomes(outcomes)
         raise
+    metrics.emit(step, result, started)
     if step in RECORDED_STEPS:
         status = result.get("validation") or (
             "skipped" if result.get("published") is False else "ok"
@@ -141,7 +151,8 @@ def lambda_handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]
     if payload.get("ignored"):
         log_ignored(payload)
         return payload
-    result = run_step(payload["step"], payload)
+    with metrics.lambda_invocation():
+        result = run_step(payload["step"], payload)
     if payload["step"] == "notify":
         # Step Functions keeps the state and adds this small result beside it.
         return result

@@ -32,7 +32,8 @@ if TYPE_CHECKING:
     from steps.config import RoutingEntry
 
 DEFAULT_CONFIG_ROOT = "configs"
-StepName = Literal["ingest", "load", "validate", "notify"]
+# freshness: invoked by a schedule, not by the state machine (steps.freshness).
+StepName = Literal["ingest", "load", "validate", "notify", "freshness"]
 
 # A run id names outbox files, staging tables and audit rows, and mapping sheets derive
 # columns from it (`{run_id}`, varchar(64) in the samples): no '/', at most 64 characters.
@@ -141,11 +142,20 @@ class NotifyPayload(StepPayload):
     checks: list[dict[str, Any]] | None = None
 
 
+class FreshnessPayload(StepPayload):
+    """The scheduled check of every table's age; `now` (ISO) for tests and back-fills."""
+
+    config_root: str | None = None
+    now: str | None = None
+    outbox: str | None = None
+
+
 PAYLOADS: dict[str, type[StepPayload]] = {
     "ingest": IngestPayload,
     "load": LoadPayload,
     "validate": ValidatePayload,
     "notify": NotifyPayload,
+    "freshness": FreshnessPayload,
 }
 
 
@@ -251,11 +261,20 @@ class NotifyResult(_Model):
     failed_channels: list[str] = []
 
 
+class FreshnessResult(_Model):
+    """One small line per table (the schedule's response, never Step Functions state)."""
+
+    status: str
+    tables: list[dict[str, Any]]
+    alerts: Any = None
+
+
 RESULTS: dict[str, type[_Model]] = {
     "ingest": IngestResult,
     "load": LoadResult,
     "validate": ValidateResult,
     "notify": NotifyResult,
+    "freshness": FreshnessResult,
 }
 
 

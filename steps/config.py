@@ -28,6 +28,7 @@ LoadMode = Literal["truncate", "upsert", "append"]
 SourceFormat = Literal["csv", "excel", "json", "parquet", "xlsx", "xls", "jsonl", "ndjson", "tsv"]
 Severity = Literal["error", "warn"]
 When = Literal["after_publish", "before_publish"]
+Period = Literal["minute", "hour", "day"]
 
 
 def _identifier(value: str) -> str:
@@ -183,6 +184,38 @@ CHECK_MODELS: dict[str, type[_QualityTest]] = {
 }
 
 
+PERIOD_HOURS: dict[str, float] = {"minute": 1 / 60, "hour": 1, "day": 24}
+
+
+class FreshnessThreshold(_Strict):
+    count: int = Field(gt=0)
+    period: Period
+
+    @property
+    def hours(self) -> float:
+        return self.count * PERIOD_HOURS[self.period]
+
+    def __str__(self) -> str:
+        return f"{self.count} {self.period}{'' if self.count == 1 else 's'}"
+
+
+class Freshness(_Strict):
+    """dbt's source freshness: how old the last received file may get."""
+
+    warn_after: FreshnessThreshold | None = None
+    error_after: FreshnessThreshold | None = None
+
+    @model_validator(mode="after")
+    def _check_thresholds(self) -> Freshness:
+        if self.warn_after is None and self.error_after is None:
+            raise ValueError("needs warn_after, error_after or both")
+        if self.warn_after and self.error_after and self.warn_after.hours > self.error_after.hours:
+            raise ValueError(
+                f"warn_after ({self.warn_after}) is later than error_after ({self.error_after})"
+            )
+        return self
+
+
 class TableConfig(_Strict):
     """One table's config file, as users write it."""
 
@@ -229,6 +262,11 @@ class TableConfig(_Strict):
         description="'package.module:function': a pandas function run on the mapped rows "
         "before dedupe and key checks (steps.hooks); deployed code, never from the config "
         "bucket.",
+    )
+    freshness: Freshness | None = Field(
+        default=None,
+        description="Age of the last received file past which `python -m handler freshness` "
+        "warns or errors (default: not checked).",
     )
 
     @field_validator("table_name", "redshift_schema", "redshift_table")
@@ -320,6 +358,8 @@ def _known_keys(loc: tuple[Any, ...], raw: Any) -> list[str]:
         model = CHECK_MODELS.get(item.get("type", ""))
         if model:
             return list(model.model_fields)
+    if loc[0] == "freshness" and len(loc) in (2, 3):
+        return list((Freshness if len(loc) == 2 else FreshnessThreshold).model_fields)
     return list(TableConfig.model_fields)
 
 

@@ -60,3 +60,78 @@ def recent_runs(warehouse: Warehouse, table_name: str, limit: int = 10) -> list[
             }
         )
     return history
+
+
+def _run_status(failures: int, error_type: str | None, validated: int) -> str:
+    """A run's outcome from its run_log rows, as `run --json` reports it."""
+    if failures:
+        if error_type in ("RejectedInput", "ConfigError"):
+            return "rejected"
+        # A failed validate row has no error type; a before-publish test raises this one.
+        return "failed" if error_type in (None, "QualityCheckFailed") else "error"
+    return "passed" if validated else "running"
+
+
+def fleet_history(
+    warehouse: Warehouse, runs_per_table: int = 30
+) -> dict[str, list[dict[str, Any]]]:
+    """Every table's recent runs, oldest first: status, rows after publish, and how many
+    tests passed, failed (error severity) and warned.
+
+    Three queries for the whole fleet (not three per run): a window function keeps the
+    newest runs of each table.
+    """
+    limit = int(runs_per_table)
+    run_log = warehouse.table(AUDIT_SCHEMA, "run_log")
+    runs = warehouse.query(
+        "SELECT table_name, run_id, finished, failures, error_type, validated FROM ("
+        "SELECT table_name, run_id, MAX(logged_at) AS finished, "
+        "SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END) AS failures, "
+        "MAX(error_type) AS error_type, "
+        "SUM(CASE WHEN step = 'validate' THEN 1 ELSE 0 END) AS validated, "
+        "ROW_NUMBER() OVER (PARTITION BY table_name ORDER BY MAX(logged_at) DESC) AS newest "
+        f"FROM {run_log} WHERE table_name IS NOT NULL GROUP BY table_name, run_id"
+        f") recent WHERE newest <= {limit}"
+    )
+    published = {
+        (table, run_id): (rows_after, loaded_at)
+        for table, run_id, rows_after, loaded_at in warehouse.query(
+            "SELECT table_name, run_id, rows_after, loaded_at FROM ("
+            "SELECT table_name, run_id, rows_after, loaded_at, ROW_NUMBER() OVER "
+            "(PARTITION BY table_name ORDER BY loaded_at DESC) AS newest "
+            f"FROM {warehouse.table(AUDIT_SCHEMA, 'load_ledger')}"
+            f") recent WHERE newest <= {limit}"
+        )
+    }
+    tests = {
+        (table, run_id): (int(passed), int(failed), int(warned))
+        for table, run_id, passed, failed, warned in warehouse.query(
+            "SELECT table_name, run_id, passed, failed, warned FROM ("
+            "SELECT table_name, run_id, "
+            "SUM(CASE WHEN status = 'pass' THEN 1 ELSE 0 END) AS passed, "
+            "SUM(CASE WHEN status <> 'pass' AND severity = 'error' THEN 1 ELSE 0 END) AS failed, "
+            "SUM(CASE WHEN status <> 'pass' AND severity <> 'error' THEN 1 ELSE 0 END) AS warned, "
+            "ROW_NUMBER() OVER (PARTITION BY table_name ORDER BY MAX(executed_at) DESC) "
+            f"AS newest FROM {warehouse.table(AUDIT_SCHEMA, 'data_quality_tests')} "
+            f"GROUP BY table_name, run_id) recent WHERE newest <= {limit}"
+        )
+    }
+    history: dict[str, list[dict[str, Any]]] = {}
+    for table, run_id, finished, failures, error_type, validated in sorted(
+        runs, key=lambda r: (r[0], r[2])
+    ):
+        rows, _ = published.get((table, run_id), (None, None))
+        passed, failed, warned = tests.get((table, run_id), (0, 0, 0))
+        history.setdefault(table, []).append(
+            {
+                "run_id": run_id,
+                "finished": finished,
+                "status": _run_status(int(failures), error_type, int(validated)),
+                "published": rows is not None,
+                "rows": None if rows is None else int(rows),
+                "tests_passed": passed,
+                "tests_failed": failed,
+                "tests_warned": warned,
+            }
+        )
+    return history

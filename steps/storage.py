@@ -110,11 +110,13 @@ def size(uri: str) -> int:
         raise RejectedInput("file does not exist", file=uri) from None
 
 
-def write_bytes(uri: str, data: bytes) -> None:
+def write_bytes(uri: str, data: bytes, content_type: str | None = None) -> None:
     if is_s3(uri):
         bucket, key = split_s3(uri)
+        # A page served from S3 renders only with its type (S3's default is binary).
+        extra = {"ContentType": content_type} if content_type else {}
         try:
-            s3_client().put_object(Bucket=bucket, Key=key, Body=data)
+            s3_client().put_object(Bucket=bucket, Key=key, Body=data, **extra)
         except Exception as error:
             raise _s3_error(error, uri) from error
         return

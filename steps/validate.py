@@ -1,10 +1,12 @@
-"""validate: run the table's after-publish tests, one audit row each."""
+"""validate: run the table's after-publish tests, one audit row each; when they pass,
+close what the table's earlier failures opened (steps.recovery)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from steps.checks import CheckContext, failed_checks, run_check
+from steps.recovery import on_success
 from steps.table import load_table_config
 from steps.warehouse import open_warehouse
 
@@ -25,11 +27,16 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
         )
         checks = [run_check(ctx, test) for test in tests]
         warehouse.record_checks(payload["run_id"], config.table_name, checks)
-    # The summary lists every test of the run: those load ran before publishing first.
-    checks = list(payload.get("checks_before_publish") or []) + checks
+        # The summary lists every test of the run: those load ran before publishing first.
+        checks = list(payload.get("checks_before_publish") or []) + checks
+        validation = "failed" if failed_checks(checks) else "passed"
+        recovered = None
+        if validation == "passed":
+            recovered = on_success(warehouse, {**payload, "table": config.table_name})
     return {
         "table": config.table_name,
         "run_id": payload["run_id"],
-        "validation": "failed" if failed_checks(checks) else "passed",
+        "validation": validation,
         "checks": checks,
+        "recovered": recovered,
     }

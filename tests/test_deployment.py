@@ -20,6 +20,7 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
 from handler import STEPS
+from handler.dispatch import SCHEDULED_STEPS
 from steps.errors import transient_error_names
 from tests.conftest import ROOT
 
@@ -37,8 +38,24 @@ def _tasks() -> dict[str, dict]:
 
 
 def test_every_step_has_a_task_and_every_task_a_step():
+    # Scheduled steps (freshness) are invoked by a schedule in the template, not by a state.
     steps = {t["Parameters"]["Payload"]["step"] for t in _tasks().values()}
-    assert steps == set(STEPS)
+    assert steps == set(STEPS) - set(SCHEDULED_STEPS)
+
+
+def test_every_scheduled_step_has_a_schedule_that_invokes_the_function_with_it():
+    import yaml
+
+    from tests.test_workflow import _CloudFormationLoader
+
+    template = yaml.load((ROOT / "template.yaml").read_text(), Loader=_CloudFormationLoader)
+    function = template["Resources"]["RefloadFunction"]["Properties"]
+    schedules = [e["Properties"] for e in function["Events"].values() if e["Type"] == "ScheduleV2"]
+    scheduled = {json.loads(s["Input"])["step"] for s in schedules}
+    assert scheduled == set(SCHEDULED_STEPS)
+    [freshness] = schedules
+    assert freshness["ScheduleExpression"] == {"Ref": "FreshnessSchedule"}
+    assert template["Parameters"]["FreshnessSchedule"]["Default"] == "rate(1 hour)"
 
 
 def test_every_task_retries_exactly_the_transient_errors_and_catches_everything():
@@ -356,7 +373,16 @@ ALARMED_METRICS = {
     ("AWS/States", "ExecutionsAborted"),
     ("AWS/Lambda", "Errors"),
     ("AWS/Lambda", "Throttles"),
+    ("refload", "ChecksFailed"),  # the steps' EMF metric, summed over its Step series
 }
+
+
+def _watched(alarm: dict) -> list[dict]:
+    """The metrics an alarm reads: its one metric, or those of its metric math."""
+    props = alarm["Properties"]
+    if "Metrics" in props:
+        return [m["MetricStat"]["Metric"] for m in props["Metrics"] if "MetricStat" in m]
+    return [props]
 
 
 @pytest.mark.parametrize(
@@ -370,16 +396,20 @@ def test_every_alarm_reaches_someone(given: dict[str, str], topic: dict):
     conditions = _conditions(**given)
     created = _created(**given)
     alarms = {n: r for n, r in RESOURCES.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
-    metrics = {
-        (a["Properties"]["Namespace"], a["Properties"]["MetricName"]) for a in alarms.values()
-    }
+    metrics = {(m["Namespace"], m["MetricName"]) for a in alarms.values() for m in _watched(a)}
     assert metrics == ALARMED_METRICS
     for name, alarm in alarms.items():
         assert name in created
         [action] = alarm["Properties"]["AlarmActions"]
         assert _chosen(action, conditions) == topic, name
-        [dimension] = alarm["Properties"]["Dimensions"]
-        assert dimension["Value"] in ({"Ref": "RefloadStateMachine"}, {"Ref": "RefloadFunction"})
+        for metric in _watched(alarm):
+            [dimension] = metric["Dimensions"]
+            assert dimension["Value"] in (
+                {"Ref": "RefloadStateMachine"},
+                {"Ref": "RefloadFunction"},
+                "load",  # ChecksFailed by Step: the tests load runs before publishing,
+                "validate",  # and those validate runs after
+            )
     if "AlarmEmail" in given:
         assert {"AlarmTopic", "AlarmEmailSubscription"} <= created
         subscription = RESOURCES["AlarmEmailSubscription"]["Properties"]

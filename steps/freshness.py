@@ -1,0 +1,213 @@
+"""freshness: which tables have gone too long without a file (`{"step": "freshness"}`).
+
+A schedule invokes it (template.yaml, hourly by default), not the state machine: when a
+vendor file never arrives, nothing else runs and nobody would be told. A table's age runs
+from the last time it received a file: a publish (etl_audit.load_ledger) or a replay
+skipped as unchanged (etl_audit.run_log status `skipped`: the vendor sent the same file,
+and it still arrived). Only tables whose config has `freshness` are checked.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import os
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import structlog
+
+from steps import storage
+from steps.alerts import send
+from steps.config import TableConfig, read_config
+from steps.errors import ConfigError
+from steps.warehouse import open_warehouse
+from steps.warehouse.base import AUDIT_SCHEMA, Warehouse
+
+log = structlog.get_logger("refload.freshness")
+FreshnessStatus = Literal["pass", "warn", "error", "never_loaded"]
+# The overall status is the worst table's; a table never loaded asks for a look, no more.
+_RANK = {"pass": 0, "never_loaded": 1, "warn": 1, "error": 2}
+
+
+@dataclass(frozen=True)
+class TableFreshness:
+    table: str
+    status: FreshnessStatus
+    last_loaded_at: dt.datetime | None
+    age_hours: float | None
+    config_uri: str
+    config: TableConfig
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "table": self.table,
+            "status": self.status,
+            "last_loaded_at": iso(self.last_loaded_at),
+            "age_hours": self.age_hours,
+        }
+
+
+def iso(moment: dt.datetime | None) -> str | None:
+    """Audit timestamps are naive UTC; shown with their Z."""
+    return None if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_now(text: str | None) -> dt.datetime:
+    """`--now` (ISO 8601; without an offset it is UTC) as naive UTC, like the audit tables."""
+    if not text:
+        return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(
+            f"--now: '{text}' is not an ISO 8601 time (e.g. 2026-11-25T08:00:00Z)"
+        ) from None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(dt.UTC).replace(tzinfo=None)
+    return moment
+
+
+def table_configs(root: str) -> list[tuple[str, TableConfig]]:
+    """Every table config under the root (a folder or an s3:// prefix), validated."""
+    uris = [u for u in storage.list_uris(root, suffix=".json") if not u.endswith(".schema.json")]
+    return [(uri, read_config(uri)[1]) for uri in uris]
+
+
+def last_received(warehouse: Warehouse) -> dict[str, dt.datetime]:
+    """Per table, the last time it received a file (published or skipped as unchanged)."""
+    rows = warehouse.query(
+        f"SELECT table_name, MAX(loaded_at) FROM {warehouse.table(AUDIT_SCHEMA, 'load_ledger')} "
+        "GROUP BY table_name UNION ALL "
+        f"SELECT table_name, MAX(logged_at) FROM {warehouse.table(AUDIT_SCHEMA, 'run_log')} "
+        "WHERE status = 'skipped' AND table_name IS NOT NULL GROUP BY table_name"
+    )
+    latest: dict[str, dt.datetime] = {}
+    for table, moment in rows:
+        if moment is not None and (table not in latest or moment > latest[table]):
+            latest[table] = moment
+    return latest
+
+
+def assess(
+    config_uri: str, config: TableConfig, last: dt.datetime | None, now: dt.datetime
+) -> TableFreshness:
+    rule = config.freshness
+    assert rule is not None  # only configs with the key are assessed
+    status: FreshnessStatus = "never_loaded"
+    age = None
+    if last is not None:
+        age = round((now - last).total_seconds() / 3600, 2)
+        status = "pass"
+        if rule.error_after and age > rule.error_after.hours:
+            status = "error"
+        elif rule.warn_after and age > rule.warn_after.hours:
+            status = "warn"
+    return TableFreshness(config.table_name, status, last, age, config_uri, config)
+
+
+def check(config_root: str, warehouse_url: str | None, now: dt.datetime) -> list[TableFreshness]:
+    configs = [(uri, c) for uri, c in table_configs(config_root) if c.freshness]
+    if not configs:
+        return []
+    with open_warehouse(warehouse_url) as warehouse:
+        warehouse.ensure_audit_tables()
+        latest = last_received(warehouse)
+    return [assess(uri, c, latest.get(c.table_name), now) for uri, c in configs]
+
+
+def overall_status(results: list[TableFreshness]) -> str:
+    worst = max((r.status for r in results), key=_RANK.__getitem__, default="pass")
+    return "warn" if worst == "never_loaded" else worst
+
+
+def cadence(config: TableConfig) -> str:
+    rule = config.freshness
+    assert rule is not None
+    parts = [f"warn after {rule.warn_after}" if rule.warn_after else ""]
+    parts.append(f"error after {rule.error_after}" if rule.error_after else "")
+    return ", ".join(p for p in parts if p)
+
+
+def landing_place(config: TableConfig) -> str:
+    """Where the table's file should land: its routing prefix, under the raw bucket if known."""
+    raw_root = os.environ.get("REFLOAD_RAW_ROOT", "")
+    if raw_root:
+        return f"{raw_root.rstrip('/')}/{config.routing_prefix}<yyyy-mm-dd>/<file>"
+    return f"object key prefix '{config.routing_prefix}' in the raw bucket"
+
+
+def stale_report(result: TableFreshness, run_id: str) -> dict[str, Any]:
+    """An alert report (steps.alerts shape) for a table past its error_after."""
+    config = result.config
+    assert config.freshness is not None
+    expected = config.freshness.error_after or config.freshness.warn_after
+    facts = [
+        ("Table", result.table),
+        ("Last load", iso(result.last_loaded_at)),
+        ("Age", f"{result.age_hours:,.1f} hours"),
+        ("Expected", f"a file at least every {expected} ({cadence(config)})"),
+        ("File lands at", landing_place(config)),
+        ("Config", result.config_uri),
+    ]
+    advice = (
+        "No file has arrived for this table for longer than its freshness allows. "
+        "Ask the vendor for the file, or drop it where it should land."
+    )
+    text = "\n".join(f"{k + ':':<14} {v}" for k, v in facts) + f"\n\n{advice}\n"
+    rows = "".join(
+        f"<tr><th align='left'>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
+        for k, v in facts
+    )
+    recheck = {"step": "freshness"}
+    return {
+        "subject": f"[refload] {result.table} stale: no file for {result.age_hours:,.0f} hours",
+        "table": result.table,
+        "status": "stale",
+        "run_id": run_id,
+        "failed_step": "freshness",
+        "error": {"type": "Stale", "message": f"last load {iso(result.last_loaded_at)}"},
+        "failed_checks": [],
+        # Same prefix as the table's failure incidents: its next successful load closes it.
+        "signature": f"refload:{result.table}:freshness",
+        "rerun_command": "python -m handler freshness",
+        "rerun_input": recheck,
+        "text": text,
+        "html": f"<html><body><table>{rows}</table><p>{html.escape(advice)}</p></body></html>",
+    }
+
+
+def evaluate(
+    config_root: str,
+    warehouse_url: str | None,
+    now: dt.datetime,
+    run_id: str,
+    outbox: str | None = None,
+) -> dict[str, Any]:
+    """Check every table with `freshness`, alert once per table past error_after."""
+    results = check(config_root, warehouse_url, now)
+    alerts: dict[str, Any] = {}
+    for result in results:
+        if result.status == "error":
+            report = stale_report(result, run_id)
+            log.error("table is stale", table=result.table, age_hours=result.age_hours)
+            target = {"config": result.config_uri, "table": result.table, "outbox": outbox}
+            alerts[result.table] = send(report, target)
+    return {
+        "status": overall_status(results),
+        "tables": [r.to_dict() for r in results],
+        "alerts": alerts,
+        "results": results,
+    }
+
+
+def run(payload: dict[str, Any]) -> dict[str, Any]:
+    outcome = evaluate(
+        payload.get("config_root") or os.environ.get("REFLOAD_CONFIG_ROOT", "configs"),
+        payload.get("warehouse"),
+        parse_now(payload.get("now")),
+        payload.get("run_id") or "freshness",
+        payload.get("outbox"),
+    )
+    outcome.pop("results")
+    return outcome

@@ -1,0 +1,171 @@
+"""Recovery: when a table passes again, close what its failures opened.
+
+Called by validate when a run passed. ServiceNow: every open incident of the table (its
+correlation ids all start `refload:<table>:`, failures and freshness alike) is resolved
+with a work note naming the successful run (REFLOAD_SERVICENOW_AUTO_RESOLVE, on by
+default). Email (ses, smtp) and the outbox: when the table's previous run failed, a short
+"recovered" message to the same recipients as its alerts. A channel that fails is logged,
+never raised: the run passed, and stays passed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import structlog
+
+from steps.alerts import (
+    _http,
+    _servicenow_auth,
+    channels_from_env,
+    redact,
+    send_ses,
+    send_smtp,
+)
+from steps.errors import ConfigError, InfrastructureError
+from steps.warehouse.base import AUDIT_SCHEMA, Warehouse
+
+log = structlog.get_logger("refload.recovery")
+# ServiceNow's incident states: 6 = Resolved. Close codes differ between releases.
+RESOLVED_STATE = "6"
+DEFAULT_CLOSE_CODE = "Solution provided"
+
+
+def auto_resolve() -> bool:
+    return os.environ.get("REFLOAD_SERVICENOW_AUTO_RESOLVE", "true").strip().lower() not in (
+        "false",
+        "0",
+        "no",
+        "off",
+    )
+
+
+def previous_failure(warehouse: Warehouse, table: str, run_id: str) -> str | None:
+    """The id of the table's run before this one, when it failed.
+
+    One query: a failed step, or failed error-severity tests (validate's row is then
+    `failed`, a before-publish test fails load), leave a `failed` run_log row.
+    """
+    rows = warehouse.query(
+        "SELECT run_id, SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END) "
+        f"FROM {warehouse.table(AUDIT_SCHEMA, 'run_log')} WHERE table_name = %s AND run_id <> %s "
+        "GROUP BY run_id ORDER BY MAX(logged_at) DESC LIMIT 1",
+        (table, run_id),
+    )
+    return str(rows[0][0]) if rows and rows[0][1] else None
+
+
+def recovered_report(payload: dict[str, Any], failed_run: str | None) -> dict[str, Any]:
+    table, run_id = payload["table"], payload["run_id"]
+    facts = [
+        ("Table", table),
+        ("Run id", run_id),
+        ("Rows loaded", payload.get("rows_loaded")),
+        ("Source", payload.get("source")),
+        ("Failed run", failed_run),
+    ]
+    facts = [(k, v) for k, v in facts if v is not None]
+    text = "\n".join(f"{k + ':':<14} {v}" for k, v in facts)
+    text += f"\n\n{table} loaded and passed its tests again.\n"
+    rows = "".join(
+        f"<tr><th align='left'>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
+        for k, v in facts
+    )
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    report = {
+        "subject": f"[refload] {table} recovered on {today}",
+        "table": table,
+        "run_id": run_id,
+        "text": text,
+        "html": f"<html><body><p>{html.escape(table)} loaded and passed its tests again.</p>"
+        f"<table>{rows}</table></body></html>",
+    }
+    return dict(json.loads(redact(json.dumps(report, default=str))))
+
+
+def resolve_servicenow(table: str, run_id: str) -> list[str]:
+    """Resolve every open incident of the table; returns their numbers."""
+    base = os.environ.get("REFLOAD_SERVICENOW_URL", "").rstrip("/")
+    if not base:
+        raise ConfigError("the servicenow channel needs REFLOAD_SERVICENOW_URL")
+    headers = {
+        **_servicenow_auth(),
+        "Accept": "application/json",
+        "Content-Type": "application/json",
+    }
+    http = _http()
+
+    def call(method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        response = http.request(
+            method, base + path, headers=headers, body=None if body is None else json.dumps(body)
+        )
+        if response.status >= 300:
+            raise InfrastructureError(
+                f"ServiceNow answered HTTP {response.status} to {method} {path.split('?')[0]}"
+            )
+        return dict(json.loads(response.data or b"{}"))
+
+    query = quote(f"correlation_idSTARTSWITHrefload:{table}:^active=true", safe="=^")
+    found = call(
+        "GET",
+        f"/api/now/table/incident?sysparm_query={query}"
+        "&sysparm_fields=sys_id,number,correlation_id&sysparm_limit=50",
+    ).get("result", [])
+    note = f"Recovered: run {run_id} loaded {table} and passed its tests."
+    resolved = []
+    for incident in found:
+        call(
+            "PATCH",
+            f"/api/now/table/incident/{incident['sys_id']}",
+            {
+                "state": os.environ.get("REFLOAD_SERVICENOW_RESOLVED_STATE", RESOLVED_STATE),
+                "close_code": os.environ.get("REFLOAD_SERVICENOW_CLOSE_CODE", DEFAULT_CLOSE_CODE),
+                "close_notes": note,
+                "work_notes": f"{note} Resolved by refload.",
+            },
+        )
+        resolved.append(str(incident.get("number", incident["sys_id"])))
+    return resolved
+
+
+def write_outbox(report: dict[str, Any], payload: dict[str, Any]) -> str:
+    folder = Path(payload.get("outbox") or os.environ.get("REFLOAD_OUTBOX") or "outbox")
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    path = folder / f"{stamp}-{report['table']}-{report['run_id']}.recovered.json"
+    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return str(path)
+
+
+def on_success(warehouse: Warehouse, payload: dict[str, Any]) -> dict[str, Any]:
+    """After a passed run: resolve open incidents, tell the recipients if it had failed."""
+    sent: dict[str, Any] = {}
+    try:
+        channels = channels_from_env()
+        failed_run = previous_failure(warehouse, payload["table"], payload["run_id"])
+    except Exception as error:  # recovery must never turn a passed run into a failure
+        log.error("recovery check failed", error=redact(f"{type(error).__name__}: {error}"))
+        return {"error": redact(str(error))}
+    report = recovered_report(payload, failed_run)
+    senders = {"ses": send_ses, "smtp": send_smtp, "outbox": write_outbox}
+    for name in channels:
+        try:
+            if name == "servicenow" and auto_resolve():
+                numbers = resolve_servicenow(payload["table"], payload["run_id"])
+                if numbers:
+                    sent[name] = {"status": "resolved", "ref": ", ".join(numbers)}
+            elif name in senders and failed_run:
+                sent[name] = {"status": "sent", "ref": senders[name](report, payload)}
+        except Exception as error:
+            reason = redact(f"{type(error).__name__}: {error}")
+            log.error("recovery channel failed", channel=name, error=reason)
+            sent[name] = {"status": "failed", "error": reason}
+    if sent:
+        log.info("table recovered", previous_failed_run=failed_run, **sent)
+    return {"previous_failed_run": failed_run, "channels": sent}

@@ -1,0 +1,229 @@
+"""`python -m handler status`: lines, JSON, and the HTML page rendered in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+import subprocess
+from collections.abc import Callable
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from handler.cli import main
+
+MAPPING = """
+source_column,target_column,data_type,nullable
+code,code,varchar(8),false
+label,label,string,true
+"""
+DAILY = {"error_after": {"count": 1, "period": "day"}}
+
+
+def _csv(rows: int, bad_label: bool = False) -> str:
+    lines = ["code,label"] + [f"C{i:03d},label {i}" for i in range(rows)]
+    if bad_label:
+        lines.append("C999,NOT ALLOWED")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def fleet(table_dir, write, run_cli, sql) -> Path:
+    """Four tables: one failing, one stale, one never run, one fine (3 runs each way)."""
+    checks = [{"type": "regex", "column": "label", "pattern": "^label"}]
+    ok = table_dir(MAPPING, name="t_ok", freshness=DAILY, quality_tests=checks)
+    failing = table_dir(MAPPING, name="t_failing", quality_tests=checks)
+    stale = table_dir(MAPPING, name="t_stale", freshness=DAILY, quality_tests=checks)
+    table_dir(MAPPING, name="t_new", freshness=DAILY)
+    for rows in (3, 5, 4):
+        assert run_cli(ok, write(f"ok{rows}.csv", _csv(rows)))[0] == 0
+    assert run_cli(failing, write("f1.csv", _csv(2)))[0] == 0
+    assert run_cli(failing, write("f2.csv", _csv(2, bad_label=True)))[0] == 1
+    assert run_cli(stale, write("s1.csv", _csv(6)))[0] == 0
+    sql(
+        "UPDATE etl_audit.load_ledger SET loaded_at = loaded_at - INTERVAL '3 days' "
+        "WHERE table_name = 't_stale'"
+    )
+    return ok.parent
+
+
+def _status(fleet: Path, warehouse_url: str, capsys, *extra: str) -> tuple[int, str]:
+    capsys.readouterr()
+    code = main(["status", "--config-root", str(fleet), "--warehouse", warehouse_url, *extra])
+    return code, capsys.readouterr().out
+
+
+@pytest.mark.all_warehouses
+def test_json_has_each_table_failures_and_stale_first(fleet, warehouse_url, capsys):
+    code, out = _status(fleet, warehouse_url, capsys, "--json")
+    assert code == 0
+    report = json.loads(out)
+    assert report["status"] == "failing"
+    by_table = {t["table"]: t for t in report["tables"]}
+    assert [t["table"] for t in report["tables"]] == ["t_failing", "t_stale", "t_new", "t_ok"]
+    failing = by_table["t_failing"]
+    assert (
+        failing["status"],
+        failing["rows"],
+        failing["tests_passed"],
+        failing["tests_failed"],
+    ) == (
+        "failed",
+        3,
+        0,
+        1,
+    )
+    assert [r["status"] for r in failing["history"]] == ["passed", "failed"]
+    assert (by_table["t_stale"]["freshness"], by_table["t_stale"]["status"]) == ("error", "passed")
+    assert by_table["t_new"] | {"history": None} == {
+        "table": "t_new",
+        "status": "never_run",
+        "run_id": None,
+        "when": None,
+        "rows": None,
+        "tests_passed": None,
+        "tests_failed": None,
+        "tests_warned": None,
+        "freshness": "never_loaded",
+        "age_hours": None,
+        "attention": "unknown",
+        "history": None,
+    }
+    ok = by_table["t_ok"]
+    assert [r["rows"] for r in ok["history"]] == [3, 5, 4]
+    assert (ok["rows"], ok["tests_passed"], ok["freshness"]) == (4, 1, "pass")
+
+
+def test_text_is_one_line_per_configured_table(fleet, warehouse_url, capsys):
+    code, out = _status(fleet, warehouse_url, capsys)
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 4
+    assert lines[0].startswith("t_failing          FAILED    20")
+    assert "rows         3  tests 0/1 passed  freshness -" in lines[0]
+    assert lines[1].startswith("t_stale            PASSED")
+    assert "freshness error" in lines[1]
+    assert lines[2].startswith("t_new              NEVER_RUN -")
+    assert "rows         4  tests 1/1 passed  freshness pass" in lines[3]
+
+
+# --- the page, in a real browser ------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Callable[..., subprocess.CompletedProcess[str]]:
+    binary = shutil.which("chromium")
+    if binary is None:
+        pytest.fail("headless Chromium is missing: run scripts/install_chromium.sh")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        # --no-sandbox: the suite runs as root (PostgreSQL setup); the page is our own file.
+        return subprocess.run(
+            [binary, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+
+    return run
+
+
+class _Dom(HTMLParser):
+    """The rendered DOM Chromium dumps: rows, their SVG charts and what the script wrote."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body: dict[str, str | None] = {}
+        self.rows: list[dict[str, Any]] = []
+        self.summary = ""
+        self._in_summary = False
+        self._svg: dict[str, Any] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "body":
+            self.body = a
+        elif tag == "tr" and "data-table" in a:
+            self.rows.append({**a, "charts": {}})
+        elif tag == "svg" and self.rows:
+            kind = next(c for c in (a["class"] or "").split() if c.endswith("-chart"))
+            self._svg = {**a, "circles": 0, "runs": 0}
+            self.rows[-1]["charts"][kind] = self._svg
+        elif tag == "circle" and self._svg is not None:
+            self._svg["circles"] += 1
+        elif tag == "g" and self._svg is not None and "run" in (a.get("class") or ""):
+            self._svg["runs"] += 1
+        self._in_summary = a.get("id") == "summary"
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "svg":
+            self._svg = None
+
+    def handle_data(self, data: str) -> None:
+        if self._in_summary:
+            self.summary += data
+            self._in_summary = False
+
+
+def test_page_renders_in_chromium_with_a_chart_per_table(
+    fleet, warehouse_url, capsys, chromium, tmp_path
+):
+    page = tmp_path / "site" / "status.html"
+    code, out = _status(fleet, warehouse_url, capsys, "--html", str(page))
+    assert code == 0 and out.endswith(f"wrote {page}\n")
+    source = page.read_text()
+    # Self-contained: nothing fetched from anywhere (works from a file or an S3 link).
+    assert "src=" not in source and "href=" not in source and "@import" not in source
+
+    dom = _Dom()
+    dom.feed(chromium("--dump-dom", page.as_uri()).stdout)
+    assert dom.body.get("data-rendered") == "yes"  # the page's script ran in the browser
+    assert dom.summary == "4 tables: 1 failing, 1 stale, 0 late, 1 ok"
+    assert [(r["data-table"], r["data-attention"]) for r in dom.rows] == [
+        ("t_failing", "failing"),
+        ("t_stale", "stale"),
+        ("t_new", "unknown"),
+        ("t_ok", "ok"),
+    ]
+    charts = {r["data-table"]: r["charts"] for r in dom.rows}
+    # One dot per publish, one bar group per run; laid out at full width by the browser.
+    assert {
+        t: (c["rows-chart"]["circles"], c["tests-chart"]["runs"]) for t, c in charts.items()
+    } == {
+        "t_failing": (2, 2),
+        "t_stale": (1, 1),
+        "t_new": (0, 0),
+        "t_ok": (3, 3),
+    }
+    for table, chart in charts.items():
+        for svg in chart.values():
+            assert svg["data-points"] == str(svg["circles"] or svg["runs"]), table
+            assert svg["data-rendered-width"] == "180", table
+
+    shot = tmp_path / "status.png"
+    chromium(f"--screenshot={shot}", "--window-size=1280,400", page.as_uri())
+    header = shot.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n"
+    assert struct.unpack(">II", header[16:24]) == (1280, 400)
+
+
+def test_an_unwritable_page_is_exit_2_naming_the_file(fleet, warehouse_url, capsys, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    page = blocker / "status.html"
+    code = main(
+        ["status", "--config-root", str(fleet), "--warehouse", warehouse_url, "--html", str(page)]
+    )
+    assert code == 2
+    assert f"{blocker / 'status.html'}: cannot write the page" in capsys.readouterr().err
+
+
+def test_the_page_can_be_published_to_s3_as_html(fleet, warehouse_url, capsys, s3):
+    code, out = _status(fleet, warehouse_url, capsys, "--html", "s3://curated/site/status.html")
+    assert code == 0 and out.endswith("wrote s3://curated/site/status.html\n")
+    page = s3.get_object(Bucket="curated", Key="site/status.html")
+    assert page["ContentType"] == "text/html; charset=utf-8"
+    assert b'data-table="t_failing"' in page["Body"].read()
