@@ -52,8 +52,9 @@ TRANSIENT_SQLSTATES = frozenset(
 # Waiting for a lock gave up: lock_timeout (PostgreSQL) or statement_timeout (Redshift).
 LOCK_WAIT_GAVE_UP = frozenset({"55P03", "57014"})
 # Another session created the same schema or table at the same moment: unique
-# violation on the catalog, duplicate table, duplicate schema.
-CREATED_CONCURRENTLY = frozenset({"23505", "42P07", "42P06"})
+# violation on the catalog, duplicate table, duplicate schema, or duplicate object
+# ("type ... already exists": the row type of a table created at the same moment).
+CREATED_CONCURRENTLY = frozenset({"23505", "42P07", "42P06", "42710"})
 
 
 def sqlstate(error: BaseException | None) -> str | None:
