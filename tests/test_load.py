@@ -310,3 +310,26 @@ def test_duckdb_publishes_without_keeping_insertion_order(tmp_path):
     with open_warehouse(f"duckdb:///{tmp_path / 'w.duckdb'}") as warehouse:
         setting = warehouse.scalar("SELECT current_setting('preserve_insertion_order')")
     assert setting is False
+
+
+def test_awkward_text_arrives_in_the_warehouse_as_it_was(table_dir, write, run_cli, sql):
+    """PostgreSQL is staged through COPY's CSV format: quotes, delimiters, line breaks,
+    backslashes and NULL must come through exactly (DuckDB and Redshift stage otherwise)."""
+    mapping = (
+        "source_column,target_column,data_type,transform,default,nullable,format\n"
+        "code,code,varchar(3),,,false,\nname,name,varchar(40),,,true,\n"
+    )
+    source = (
+        'code,name\nA,"say ""hi"", then go"\nB,"two\nlines"\nC,back\\slash \\N\nD,\n'
+        "E, padded \nF,Ünïcödé 🙂\n"
+    )
+    code, summary = run_cli(table_dir(mapping), write("t.csv", source))
+    assert code == 0, summary["error"]
+    assert sql("SELECT code, name FROM ref.t_codes ORDER BY code") == [
+        ("A", 'say "hi", then go'),
+        ("B", "two\nlines"),
+        ("C", "back\\slash \\N"),
+        ("D", None),
+        ("E", " padded "),
+        ("F", "Ünïcödé 🙂"),
+    ]

