@@ -170,6 +170,109 @@ def job_refload(csv: Path, work: Path, database: str = "refload.duckdb") -> dict
     return {"exit": code, "summary": str(out)}
 
 
+# PostgreSQL as the warehouse (--postgres): the server scripts/start_postgres.sh starts.
+POSTGRES_URL = os.environ.get(
+    "REFLOAD_BENCH_POSTGRES_URL", "postgresql://refload:refload@127.0.0.1:5432/refload_bench"
+)
+
+
+def _fresh_postgres() -> None:
+    """An empty benchmark database, so every run starts as the DuckDB ones do."""
+    import psycopg
+
+    admin_url = POSTGRES_URL.rsplit("/", 1)[0] + "/refload_test"
+    name = POSTGRES_URL.rsplit("/", 1)[1]
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{name}"')
+
+
+def job_refload_pg(csv: Path, work: Path) -> dict[str, Any]:
+    """refload into PostgreSQL, timing where the warehouse's share goes: the COPY of the
+    staging rows, the publish statements, the tests and the audit rows."""
+    sys.meta_path.insert(0, _AsInTheImage())
+    from handler.cli import main
+    from steps.warehouse import base, postgres
+
+    _fresh_postgres()
+    spent: dict[str, float] = {}
+
+    def timed(label: str, call: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return call(*args, **kwargs)
+            finally:
+                spent[label] = spent.get(label, 0.0) + time.perf_counter() - started
+
+        return wrapper
+
+    postgres.PostgresWarehouse.stage = timed(  # type: ignore[method-assign]
+        "COPY to staging", postgres.PostgresWarehouse.stage
+    )
+    run = base.Warehouse._run
+
+    def statement(self: Any, sql: str, params: Any, fetch: bool) -> Any:
+        kind = sql.lstrip().split(None, 1)[0].upper()
+        if "etl_audit" in sql and kind in ("INSERT", "CREATE"):
+            label = "audit rows"
+        elif kind in ("DELETE", "INSERT"):
+            label = "publish (DELETE + INSERT)"
+        else:
+            label = "tests, checks and other SQL"
+        return timed(label, run)(self, sql, params, fetch)
+
+    base.Warehouse._run = statement  # type: ignore[method-assign]
+    (work / "mapping.csv").write_text(MAPPING)
+    (work / "config.json").write_text(json.dumps(CONFIG))
+    started = time.perf_counter()
+    code = main(
+        [
+            "run",
+            "--config",
+            str(work / "config.json"),
+            "--source",
+            str(csv),
+            "--warehouse",
+            POSTGRES_URL,
+            "--curated-root",
+            str(work / "curated"),
+            "--outbox",
+            str(work / "outbox"),
+            "--json",
+            "--quiet",
+        ]
+    )
+    spent["whole run"] = time.perf_counter() - started
+    return {"exit": code, "spent": spent}
+
+
+def job_floor_pg(csv: Path, work: Path) -> dict[str, Any]:
+    """The least a PostgreSQL load can do: pyarrow reads the CSV, `psql \\copy` puts the
+    rows in a staging table, then DELETE + INSERT ... SELECT in one transaction."""
+    sys.meta_path.insert(0, _AsInTheImage())
+    import pyarrow.csv as pacsv
+
+    _fresh_postgres()
+    table = pacsv.read_csv(csv)
+    typed = work / "floor_pg.csv"
+    pacsv.write_csv(table, typed, pacsv.WriteOptions(include_header=False))
+    ddl = ", ".join(f'"{n}" text' for n in table.column_names)
+    script = (
+        f"CREATE TABLE target ({ddl}); CREATE TABLE staging ({ddl});\n"
+        f"\\copy staging FROM '{typed}' CSV\n"
+        "BEGIN; DELETE FROM target; INSERT INTO target SELECT * FROM staging; COMMIT;\n"
+    )
+    subprocess.run(
+        ["psql", POSTGRES_URL, "-q", "-v", "ON_ERROR_STOP=1"],
+        input=script,
+        text=True,
+        check=True,
+        capture_output=True,
+    )
+    return {"rows": table.num_rows}
+
+
 def job_hook(csv: Path, work: Path) -> dict[str, Any]:
     """refload with a trivial python_transform (identity): the cost of pandas for a table
     that has a hook (pandas on sys.path, as REFLOAD_PANDAS_SITE puts it in the image)."""
@@ -441,6 +544,8 @@ JOBS = {
     "duckdb_sql": job_duckdb_sql,
     "pandas": job_pandas,
     "hook": job_hook,
+    "refload_pg": job_refload_pg,
+    "floor_pg": job_floor_pg,
     "pyspark": job_pyspark,
     "imports": job_imports,
     "floor_warm": job_floor_warm,
@@ -530,6 +635,11 @@ def main() -> int:
         help="Lambda x86 price (USD per GB-second)",
     )
     parser.add_argument("--workdir", default=str(ROOT / ".bench"))
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="PostgreSQL as the warehouse: refload against psql \\copy + DELETE/INSERT",
+    )
     args = parser.parse_args()
     if args.child:
         child(args.child[0], Path(args.child[1]), Path(args.child[2]))
@@ -545,6 +655,10 @@ def main() -> int:
     kinds = ["floor", "duckdb_sql", "refload", "pandas"]
     if importlib.util.find_spec("pyspark"):
         kinds.append("pyspark")
+    # With --postgres the same table compares the PostgreSQL jobs under the same names.
+    job_of = {"floor": "floor_pg", "refload": "refload_pg"} if args.postgres else {}
+    if args.postgres:
+        kinds = ["floor", "refload"]
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     print(
@@ -568,12 +682,13 @@ def main() -> int:
         rounds: list[dict[str, dict[str, Any]]] = []
         for _ in range(args.repeat):
             done: dict[str, dict[str, Any]] = {}
-            for kind in [*kinds, "hook"] if size == smallest else kinds:
+            small_extras = ["hook"] if size == smallest and not args.postgres else []
+            for kind in [*kinds, *small_extras]:
                 folder = work / f"{kind}_{size}"
                 folder.mkdir(exist_ok=True)
                 for database in folder.glob("*.duckdb*"):  # every run loads a new database
                     database.unlink()
-                result = run_child(kind, csv, folder)
+                result = run_child(job_of.get(kind, kind), csv, folder)
                 if result is None:
                     continue
                 if kind == "refload" and result.get("exit"):
@@ -600,6 +715,21 @@ def main() -> int:
                 f"{size:>10,} {kind:<10} {wall:>8.2f} {rss:>12.0f} "
                 f"{size / wall:>12,.0f} {ratio:>8} {to_sql:>6} {cost:>10.6f}"
             )
+        if args.postgres:
+            spent = [r["refload"]["spent"] for r in rounds if "refload" in r]
+            if spent:
+                labels = [k for k in spent[0] if k != "whole run"]
+                rest = statistics.median(
+                    s["whole run"] - sum(s.get(k, 0) for k in labels) for s in spent
+                )
+                shares = ", ".join(
+                    f"{k} {statistics.median(s.get(k, 0) for s in spent):.2f}" for k in labels
+                )
+                print(
+                    f"    where refload's PostgreSQL time goes (median s): {shares}; "
+                    f"the rest (ingest, connections, Python) {rest:.2f}"
+                )
+            continue
         if size == smallest:
             explain_small_run(csv, work / f"refload_{size}", args.repeat)
     imports = [run_child("imports", work / "none.csv", work) for _ in range(3)]
