@@ -175,39 +175,8 @@ def scratch_folder(prefix: str) -> Iterator[Path]:
             raise local_error(error, name) from None
 
 
-def list_uris(prefix: str, suffix: str = "") -> list[str]:
-    """Objects or files directly under a folder-like prefix, sorted."""
-    if is_s3(prefix):
-        bucket, key = split_s3(prefix.rstrip("/") + "/")
-        found = []
-        try:
-            pages = (
-                s3_client()
-                .get_paginator("list_objects_v2")
-                .paginate(Bucket=bucket, Prefix=key, Delimiter="/")
-            )
-            for page in pages:
-                found += [f"s3://{bucket}/{o['Key']}" for o in page.get("Contents", [])]
-        except Exception as error:
-            raise _s3_error(error, prefix) from error
-        return sorted(u for u in found if u.endswith(suffix))
-    folder = _local(prefix)
-    if not folder.is_dir():
-        raise InfrastructureError("config folder does not exist", file=prefix)
-    return sorted(str(p) for p in folder.iterdir() if p.is_file() and p.name.endswith(suffix))
-
-
-def list_versions(prefix: str, suffix: str = "") -> dict[str, str]:
-    """Objects directly under a prefix -> what changes when one is rewritten.
-
-    S3: the ETag (the listing carries it, no extra request); local: mtime, size and inode.
-    """
-    if not is_s3(prefix):
-        versions = {}
-        for uri in list_uris(prefix, suffix):
-            stat = _local(uri).stat()
-            versions[uri] = f"{stat.st_mtime_ns}:{stat.st_size}:{stat.st_ino}"
-        return versions
+def _s3_objects(prefix: str) -> dict[str, str]:
+    """Objects directly under an s3:// folder-like prefix -> their ETag, from one listing."""
     bucket, key = split_s3(prefix.rstrip("/") + "/")
     found = {}
     try:
@@ -221,7 +190,32 @@ def list_versions(prefix: str, suffix: str = "") -> dict[str, str]:
                 found[f"s3://{bucket}/{item['Key']}"] = str(item.get("ETag", "")).strip('"')
     except Exception as error:
         raise _s3_error(error, prefix) from error
-    return {uri: found[uri] for uri in sorted(found) if uri.endswith(suffix)}
+    return found
+
+
+def list_uris(prefix: str, suffix: str = "") -> list[str]:
+    """Objects or files directly under a folder-like prefix, sorted."""
+    if is_s3(prefix):
+        return sorted(u for u in _s3_objects(prefix) if u.endswith(suffix))
+    folder = _local(prefix)
+    if not folder.is_dir():
+        raise InfrastructureError("config folder does not exist", file=prefix)
+    return sorted(str(p) for p in folder.iterdir() if p.is_file() and p.name.endswith(suffix))
+
+
+def list_versions(prefix: str, suffix: str = "") -> dict[str, str]:
+    """Objects directly under a prefix -> what changes when one is rewritten.
+
+    S3: the ETag (the listing carries it, no extra request); local: mtime, size and inode.
+    """
+    if is_s3(prefix):
+        found = _s3_objects(prefix)
+        return {uri: found[uri] for uri in sorted(found) if uri.endswith(suffix)}
+    versions = {}
+    for uri in list_uris(prefix, suffix):
+        stat = _local(uri).stat()
+        versions[uri] = f"{stat.st_mtime_ns}:{stat.st_size}:{stat.st_ino}"
+    return versions
 
 
 @dataclass(frozen=True)
