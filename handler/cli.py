@@ -148,6 +148,8 @@ def print_summary(summary: dict[str, Any]) -> None:
     )
     if summary.get("skipped_reason"):
         line += f"\n    nothing published: {summary['skipped_reason']}"
+    if summary.get("changes"):
+        line += "\n    keys " + ", ".join(f"{k} {v:,}" for k, v in summary["changes"].items())
     for check in checks:
         if check["status"] != "pass":
             line += (
@@ -169,6 +171,8 @@ def print_history(runs: list[dict[str, Any]], table: str) -> None:
             if run["rows_published"] is None
             else (f"  published {run['rows_published']:,} ({run['load_mode']})")
         )
+        if run.get("changes"):
+            rows += "  keys " + ", ".join(f"{k} {v:,}" for k, v in run["changes"].items())
         print(
             f"{run['finished'][:19]}  {run['status'].upper():<7} run {run['run_id']}  {steps}{rows}"
         )

@@ -38,6 +38,7 @@ def summarize(state: dict[str, Any], status: str, error: dict[str, str] | None) 
         "duplicates_dropped": state.get("duplicates_dropped"),
         "published": state.get("published"),
         "skipped_reason": state.get("skipped_reason"),
+        "changes": state.get("changes"),
         "curated_uri": state.get("curated_uri"),
         "rejects_uri": state.get("rejects_uri"),
         "checks": checks,

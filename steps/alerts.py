@@ -101,6 +101,13 @@ def signature(
     return f"refload:{payload.get('table')}:{digest}"
 
 
+def _changes_line(changes: Any) -> str | None:
+    """Keys the publish added, removed and changed (the ledger row has sample keys)."""
+    if not isinstance(changes, dict):
+        return None
+    return ", ".join(f"{kind} {changes.get(kind, 0):,}" for kind in ("added", "removed", "changed"))
+
+
 def build_report(payload: dict[str, Any]) -> dict[str, Any]:
     failed = [c for c in payload.get("checks") or [] if c["status"] != "pass"]
     failed_errors = [c for c in failed if c["severity"] == "error"]
@@ -117,6 +124,7 @@ def build_report(payload: dict[str, Any]) -> dict[str, Any]:
         ("Source", payload.get("source")),
         ("Curated", payload.get("curated_uri")),
         ("Rejected rows", payload.get("rejects_uri")),
+        ("Changes", _changes_line(payload.get("changes"))),
     ]
     facts = [(k, v) for k, v in facts if v]
     lines = [f"{k + ':':<14} {v}" for k, v in facts]

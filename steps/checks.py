@@ -13,7 +13,7 @@ from typing import Any
 
 from steps import config as cfg
 from steps.errors import ConfigError, RefloadError
-from steps.warehouse.base import Warehouse
+from steps.warehouse.base import CHANGE_KINDS, ChangeSet, Warehouse
 
 SAMPLE_ROWS = 10
 CUSTOM_SQL_TIMEOUT_SECONDS = 120
@@ -22,11 +22,15 @@ CUSTOM_SQL_TIMEOUT_SECONDS = 120
 @dataclass
 class CheckContext:
     warehouse: Warehouse
-    target: str  # quoted schema.table
+    # What the checks read: quoted schema.table, or for scd2 its current rows (a subquery
+    # with an alias, `Warehouse.current_rows`).
+    target: str
     rows_written: int | None  # rows ingest wrote
     rows_loaded: int | None  # rows this load published
-    rows_before: int | None  # target rows before this load
+    rows_before: int | None  # target rows before this load (scd2: current rows)
     load_mode: str
+    changes: ChangeSet | None = None  # this publish's change set (tables with a primary key)
+    table: str = ""  # quoted schema.table, every version of scd2 (custom_sql's {table})
 
 
 def _result(
@@ -65,12 +69,13 @@ def _missing(what: str) -> dict[str, Any]:
 
 
 def row_count_match(ctx: CheckContext, test: cfg.RowCountMatch) -> dict[str, Any]:
+    replaces = ctx.load_mode in ("truncate", "scd2")
     if ctx.rows_written is None:
         return _missing("rows_written (rows ingest wrote)")
-    if ctx.load_mode != "truncate" and ctx.rows_loaded is None:
+    if not replaces and ctx.rows_loaded is None:
         return _missing("rows_loaded (rows load published)")
     expected = ctx.rows_written
-    observed = _count(ctx) if ctx.load_mode == "truncate" else (ctx.rows_loaded or 0)
+    observed = _count(ctx) if replaces else (ctx.rows_loaded or 0)
     allowed = expected * test.tolerance_pct / 100
     status = "pass" if abs(observed - expected) <= allowed else "fail"
     return _result(status, observed, expected, tolerance_pct=test.tolerance_pct)
@@ -173,7 +178,7 @@ def referential_integrity(ctx: CheckContext, test: cfg.ReferentialIntegrity) -> 
     )
     present = " AND ".join(f"c.{q(a)} IS NOT NULL" for a in test.columns)
     orphans = (
-        f"SELECT c.* FROM {ctx.target} c LEFT JOIN {ref} r ON {join} "
+        f"SELECT c.* FROM (SELECT * FROM {ctx.target}) c LEFT JOIN {ref} r ON {join} "
         f"WHERE {present} AND r.{q(test.ref_columns[0])} IS NULL"
     )
     observed = int(ctx.warehouse.scalar(f"SELECT COUNT(*) FROM ({orphans}) o"))
@@ -184,11 +189,44 @@ def referential_integrity(ctx: CheckContext, test: cfg.ReferentialIntegrity) -> 
 
 
 def custom_sql(ctx: CheckContext, test: cfg.CustomSql) -> dict[str, Any]:
-    sql = test.sql.strip().rstrip(";").replace("{table}", ctx.target)
+    sql = test.sql.strip().rstrip(";").replace("{table}", ctx.table or ctx.target)
     with ctx.warehouse.read_only(CUSTOM_SQL_TIMEOUT_SECONDS):
         observed = int(ctx.warehouse.scalar(f"SELECT COUNT(*) FROM ({sql}) failing"))
         samples = _samples(ctx, f"SELECT * FROM ({sql}) failing") if observed else []
     return _result("pass" if observed == 0 else "fail", observed, 0, samples)
+
+
+def changes_within(ctx: CheckContext, test: cfg.ChangesWithin) -> dict[str, Any]:
+    limits = {
+        "added": test.max_added_pct,
+        "removed": test.max_removed_pct,
+        "changed": test.max_changed_pct,
+    }
+    expected = ", ".join(f"{k} <= {v}%" for k, v in limits.items() if v is not None) or "any"
+    changes, before = ctx.changes, ctx.rows_before or 0
+    if changes is None:
+        return _result("pass", "no change set", expected, note="nothing was published")
+    counts = changes.counts()
+    if before == 0:
+        return _result("pass", counts, expected, note="first load", changes=counts)
+    share = {kind: counts[kind] * 100 / before for kind in CHANGE_KINDS}
+    over = [k for k in CHANGE_KINDS if limits[k] is not None and share[k] > limits[k]]  # type: ignore[operator]
+    observed = ", ".join(f"{k} {counts[k]} ({share[k]:.2f}%)" for k in CHANGE_KINDS)
+    # The kinds over their limit first, changed keys (with their values) before the others:
+    # an alert shows the first few samples.
+    shown = sorted(CHANGE_KINDS, key=lambda k: (k not in over, k != "changed", k))
+    samples = [
+        {"change": kind, **sample} for kind in shown for sample in changes.samples.get(kind, [])
+    ]
+    return _result(
+        "fail" if over else "pass",
+        observed,
+        expected,
+        samples[:SAMPLE_ROWS] if over else [],
+        rows_before=before,
+        over_limit=over,
+        changes=counts,
+    )
 
 
 CHECKS: dict[str, Callable[[CheckContext, Any], dict[str, Any]]] = {
@@ -203,6 +241,7 @@ CHECKS: dict[str, Callable[[CheckContext, Any], dict[str, Any]]] = {
     "max_length": max_length,
     "referential_integrity": referential_integrity,
     "custom_sql": custom_sql,
+    "changes_within": changes_within,
 }
 
 

@@ -24,7 +24,9 @@ from steps import storage
 from steps.errors import ConfigError
 from steps.names import did_you_mean, identifier_problem, unknown_name
 
-LoadMode = Literal["truncate", "upsert", "append"]
+LoadMode = Literal["truncate", "upsert", "append", "scd2"]
+# What a ledger row's load_mode says: a config's mode, or a rollback (`handler rollback`).
+LedgerMode = Literal[LoadMode, "rollback"]
 SourceFormat = Literal["csv", "excel", "json", "parquet", "xlsx", "xls", "jsonl", "ndjson", "tsv"]
 Severity = Literal["error", "warn"]
 When = Literal["after_publish", "before_publish"]
@@ -150,6 +152,13 @@ class ReferentialIntegrity(_ColumnsTest):
         return self
 
 
+class ChangesWithin(_QualityTest):
+    type: Literal["changes_within"]
+    max_added_pct: float | None = Field(default=None, ge=0)
+    max_removed_pct: float | None = Field(default=None, ge=0)
+    max_changed_pct: float | None = Field(default=None, ge=0)
+
+
 class CustomSql(_QualityTest):
     type: Literal["custom_sql"]
     sql: str = Field(min_length=1)
@@ -177,6 +186,7 @@ AnyCheck = (
     | MaxLength
     | ReferentialIntegrity
     | CustomSql
+    | ChangesWithin
 )
 QualityTest = Annotated[AnyCheck, Field(discriminator="type")]
 CHECK_MODELS: dict[str, type[_QualityTest]] = {
@@ -306,8 +316,13 @@ class TableConfig(_Strict):
                     f"truncate_before_load={str(self.truncate_before_load).lower()} "
                     f"contradicts load_mode='{self.load_mode}'"
                 )
-        if self.mode == "upsert" and not self.primary_key:
-            raise ValueError("load_mode 'upsert' needs primary_key")
+        if self.mode in ("upsert", "scd2") and not self.primary_key:
+            raise ValueError(f"load_mode '{self.mode}' needs primary_key")
+        for i, test in enumerate(self.quality_tests):
+            if test.type == "changes_within" and not self.primary_key:
+                raise ValueError(
+                    f"quality_tests[{i}]: changes_within counts keys and needs primary_key"
+                )
         return self
 
     @property

@@ -23,8 +23,8 @@ def recent_runs(warehouse: Warehouse, table_name: str, limit: int = 10) -> list[
             (run_id, table_name),
         )
         published = warehouse.query(
-            f"SELECT rows_loaded, load_mode FROM {warehouse.table(AUDIT_SCHEMA, 'load_ledger')} "
-            "WHERE run_id = %s",
+            "SELECT rows_loaded, load_mode, keys_added, keys_removed, keys_changed FROM "
+            f"{warehouse.table(AUDIT_SCHEMA, 'load_ledger')} WHERE run_id = %s",
             (run_id,),
         )
         tests = warehouse.query(
@@ -46,6 +46,12 @@ def recent_runs(warehouse: Warehouse, table_name: str, limit: int = 10) -> list[
                 ],
                 "rows_published": published[0][0] if published else None,
                 "load_mode": published[0][1] if published else None,
+                # Keys added/removed/changed by the publish (tables with a primary key).
+                "changes": (
+                    dict(zip(("added", "removed", "changed"), published[0][2:], strict=True))
+                    if published and published[0][2] is not None
+                    else None
+                ),
                 "checks": [
                     {
                         "name": t[0],

@@ -7,16 +7,21 @@ creation included, on a first load).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from steps.checks import CheckContext, failed_checks, run_check
 from steps.errors import QualityCheckFailed
 from steps.table import TableSpec, load_table_config
 from steps.warehouse import open_warehouse
-from steps.warehouse.base import LedgerEntry, PublishResult, TargetTable, Warehouse
-
-Gate = Callable[[Warehouse, int, int], None]
+from steps.warehouse.base import (
+    VALID_TO,
+    BeforePublish,
+    ChangeSet,
+    LedgerEntry,
+    PublishResult,
+    TargetTable,
+    Warehouse,
+)
 
 
 def run(payload: dict[str, Any]) -> dict[str, Any]:
@@ -49,7 +54,8 @@ def ledger_entry(spec: TableSpec, payload: dict[str, Any]) -> LedgerEntry:
         content_hash=payload["content_hash"],
         config_hash=payload.get("config_hash") or spec.config_hash,
         curated_uri=payload["curated_uri"],
-        load_mode=config.mode,
+        # `handler rollback` re-publishes an earlier run's curated file (replace tables).
+        load_mode="rollback" if payload.get("rollback_to") else config.mode,
     )
 
 
@@ -60,15 +66,19 @@ def target_table(spec: TableSpec) -> TargetTable:
         name=config.target_table,
         mapping=spec.mapping,
         key=config.primary_key,
-        sort_key=config.redshift_sort_key,
+        # scd2 on Redshift: most queries ask for the current rows (valid_to IS NULL), then
+        # by key; sorted so, their zone maps skip the closed versions.
+        sort_key=config.redshift_sort_key
+        or ([VALID_TO, *config.primary_key] if config.mode == "scd2" else []),
         dist_key=config.redshift_dist_key,
         allow_new_columns=config.allow_new_columns,
+        history=config.mode == "scd2",
     )
 
 
 def before_publish_gate(
     spec: TableSpec, payload: dict[str, Any], checks: list[dict[str, Any]]
-) -> Gate | None:
+) -> BeforePublish | None:
     """The config's before_publish tests as a gate for the publish transaction, or None.
 
     Each result is appended to `checks`; an error-severity failure raises, which rolls
@@ -79,14 +89,20 @@ def before_publish_gate(
     if not tests:
         return None
 
-    def gate(warehouse: Warehouse, rows_before: int, rows_staged: int) -> None:
+    def gate(
+        warehouse: Warehouse, rows_before: int, rows_staged: int, changes: ChangeSet | None
+    ) -> None:
         ctx = CheckContext(
             warehouse=warehouse,
-            target=warehouse.table(config.redshift_schema, config.target_table),
+            target=warehouse.checked_relation(
+                config.redshift_schema, config.target_table, config.mode == "scd2"
+            ),
+            table=warehouse.table(config.redshift_schema, config.target_table),
             rows_written=payload.get("rows_written", rows_staged),
             rows_loaded=rows_staged,
             rows_before=rows_before,
             load_mode=config.mode,
+            changes=changes,
         )
         checks.extend(run_check(ctx, test) for test in tests)
         failed = failed_checks(checks)
@@ -118,5 +134,7 @@ def summary(
         "rows_before": result.rows_before,
         "rows_after": result.rows_after,
         "rows_in_target": result.rows_after,
+        # Counts only: the sample keys are in the ledger row (change_samples).
+        "changes": result.changes.counts() if result.changes else None,
         "checks_before_publish": checks,
     }

@@ -39,6 +39,17 @@ def check_against_config(mapping: Mapping, config: TableConfig, config_uri: str)
                 )
 
     require("primary_key", config.primary_key)
+    if config.mode == "scd2":
+        from steps.warehouse.base import HISTORY_COLUMNS
+
+        taken = [c for c in HISTORY_COLUMNS if c in targets]
+        if taken:
+            raise ConfigError(
+                f"load_mode 'scd2' adds the columns valid_from and valid_to; the mapping "
+                f"already has {', '.join(taken)}: rename it in the sheet",
+                file=mapping.uri,
+                column=taken[0],
+            )
     require("redshift_sort_key", config.redshift_sort_key)
     require("redshift_dist_key", [config.redshift_dist_key] if config.redshift_dist_key else [])
     for i, test in enumerate(config.quality_tests):

@@ -19,11 +19,15 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
         warehouse.ensure_audit_tables()
         ctx = CheckContext(
             warehouse=warehouse,
-            target=warehouse.table(config.redshift_schema, config.target_table),
+            target=warehouse.checked_relation(
+                config.redshift_schema, config.target_table, config.mode == "scd2"
+            ),
+            table=warehouse.table(config.redshift_schema, config.target_table),
             rows_written=payload.get("rows_written"),
             rows_loaded=payload.get("rows_loaded"),
             rows_before=payload.get("rows_before"),
             load_mode=config.mode,
+            changes=warehouse.published_changes(payload["run_id"], payload.get("changes")),
         )
         checks = [run_check(ctx, test) for test in tests]
         warehouse.record_checks(payload["run_id"], config.table_name, checks)

@@ -28,7 +28,7 @@ from steps.errors import (
 )
 
 if TYPE_CHECKING:
-    from steps.config import LoadMode
+    from steps.config import LedgerMode
     from steps.mapping import ColumnSpec, DataType, Mapping
 
 log = structlog.get_logger("refload")
@@ -55,6 +55,20 @@ LOCK_WAIT_GAVE_UP = frozenset({"55P03", "57014"})
 # violation on the catalog, duplicate table, duplicate schema, or duplicate object
 # ("type ... already exists": the row type of a table created at the same moment).
 CREATED_CONCURRENTLY = frozenset({"23505", "42P07", "42P06", "42710"})
+# Another session added the same column at the same moment (duplicate column).
+ADDED_CONCURRENTLY = frozenset({"23505", "42701"})
+
+# scd2: the two columns a history target has besides the mapping's (valid_to NULL: current).
+VALID_FROM, VALID_TO = "valid_from", "valid_to"
+HISTORY_COLUMNS = (VALID_FROM, VALID_TO)
+# Ledger modes whose publish replaces the set of rows: keys missing from the file go.
+REPLACING_MODES = frozenset({"truncate", "scd2", "rollback"})
+CHANGE_KINDS = ("added", "removed", "changed")
+# Sample keys of each kind kept in the audit (the step result carries counts only).
+SAMPLE_KEYS = 10
+SAMPLE_VALUE_CHARS = 200
+# The delta table's column that says what happened to a key.
+CHANGE_COLUMN = "refload_change"
 
 
 def sqlstate(error: BaseException | None) -> str | None:
@@ -132,6 +146,18 @@ AUDIT_TABLES = {
 }
 
 
+# Columns added to an audit table after its first release: created with the table, and
+# added (ALTER TABLE ADD COLUMN) to one an earlier version made. Nullable: old rows have none.
+AUDIT_COLUMNS_ADDED = {
+    "load_ledger": {
+        "keys_added": "BIGINT",
+        "keys_removed": "BIGINT",
+        "keys_changed": "BIGINT",
+        "change_samples": "VARCHAR(65535)",
+    },
+}
+
+
 @dataclass(frozen=True)
 class LedgerEntry:
     run_id: str
@@ -142,7 +168,7 @@ class LedgerEntry:
     content_hash: str
     config_hash: str
     curated_uri: str
-    load_mode: LoadMode
+    load_mode: LedgerMode
 
 
 @dataclass(frozen=True)
@@ -164,6 +190,41 @@ class TargetTable:
     sort_key: list[str] | None = None
     dist_key: str | None = None
     allow_new_columns: bool = False
+    # scd2: the table keeps every version, with `valid_from` / `valid_to` (HISTORY_COLUMNS).
+    history: bool = False
+
+    @property
+    def compared_columns(self) -> list[str]:
+        """The columns whose change makes a changed key: all but the key and the derived
+        columns whose default is a placeholder (load date, run id, source key), which
+        differ on every load without the data changing."""
+        from steps.mapping import PLACEHOLDERS
+
+        return [
+            c.target
+            for c in self.mapping.columns
+            if c.target not in self.key
+            and not (c.derived and c.default and any(p in c.default for p in PLACEHOLDERS))
+        ]
+
+
+@dataclass(frozen=True)
+class ChangeSet:
+    """Keys a publish added, removed and changed, against the rows before it."""
+
+    added: int
+    removed: int
+    changed: int
+    # Per kind, up to SAMPLE_KEYS entries: {"key": {...}}, and for a changed key also
+    # "before" and "after" with the values that differ.
+    samples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def counts(self) -> dict[str, int]:
+        return {"added": self.added, "removed": self.removed, "changed": self.changed}
+
+
+# before_publish(warehouse, rows_before, rows_staged, changes): see `Warehouse.publish`.
+BeforePublish = Callable[["Warehouse", int, int, ChangeSet | None], None]
 
 
 @dataclass(frozen=True)
@@ -174,6 +235,7 @@ class PublishResult:
     rows_after: int
     skipped_reason: str | None = None
     target_created: bool = False
+    changes: ChangeSet | None = None
 
 
 _TYPE_FAMILIES = {
@@ -444,6 +506,17 @@ class Warehouse:
     def table(self, schema: str, name: str) -> str:
         return f"{self.quote(schema)}.{self.quote(name)}"
 
+    def current_rows(self, schema: str, name: str) -> str:
+        """A history (scd2) table's current versions, as a FROM item that checks read."""
+        return (
+            f"(SELECT * FROM {self.table(schema, name)} "
+            f"WHERE {self.quote(VALID_TO)} IS NULL) current_rows"
+        )
+
+    def checked_relation(self, schema: str, name: str, history: bool) -> str:
+        """What quality tests read: the table, or the current rows of a history table."""
+        return self.current_rows(schema, name) if history else self.table(schema, name)
+
     def table_ref(self, dotted: str) -> str:
         schema, _, name = dotted.rpartition(".")
         return self.table(schema or "public", name)
@@ -480,20 +553,31 @@ class Warehouse:
         if not self.schema_exists(AUDIT_SCHEMA):
             self._create_missing(f"CREATE SCHEMA IF NOT EXISTS {self.quote(AUDIT_SCHEMA)}")
         for name, columns in AUDIT_TABLES.items():
-            if not self.table_columns(AUDIT_SCHEMA, name):
+            existing = self.table_columns(AUDIT_SCHEMA, name)
+            added = AUDIT_COLUMNS_ADDED.get(name, {})
+            if not existing:
+                columns += "".join(f",\n        {c} {kind}" for c, kind in added.items())
                 self._create_missing(
                     f"CREATE TABLE IF NOT EXISTS {self.table(AUDIT_SCHEMA, name)} ({columns})"
                 )
+                continue
+            for column, kind in added.items():
+                if column not in existing:  # a table an earlier version made
+                    self._create_missing(
+                        f"ALTER TABLE {self.table(AUDIT_SCHEMA, name)} ADD COLUMN "
+                        f"{self.quote(column)} {kind}",
+                        ADDED_CONCURRENTLY,
+                    )
         self._audit_tables_ready = True
 
-    def _create_missing(self, ddl: str) -> None:
+    def _create_missing(self, ddl: str, raced: frozenset[str] = CREATED_CONCURRENTLY) -> None:
         # IF NOT EXISTS does not make concurrent creators safe on PostgreSQL: the loser
         # waits for the winner and then fails on the catalog's unique index. The object
         # exists either way, which is all this statement wants (it runs in autocommit).
         try:
             self.execute(ddl)
         except RefloadError as error:
-            if sqlstate(error.__cause__) not in CREATED_CONCURRENTLY:
+            if sqlstate(error.__cause__) not in raced:
                 raise
 
     def schema_exists(self, schema: str) -> bool:
@@ -545,8 +629,15 @@ class Warehouse:
         mapping: Mapping,
         sort_key: list[str] | None = None,
         dist_key: str | None = None,
+        history: bool = False,
     ) -> str:
         columns = self._columns_sql(mapping)
+        if history:
+            timestamp = self.TYPE_NAMES["timestamp"]
+            columns += (
+                f",\n  {self.quote(VALID_FROM)} {timestamp} NOT NULL"
+                f",\n  {self.quote(VALID_TO)} {timestamp}"
+            )
         return f"CREATE TABLE IF NOT EXISTS {self.table(schema, name)} (\n  {columns}\n)"
 
     def _columns_sql(self, mapping: Mapping) -> str:
@@ -555,6 +646,10 @@ class Warehouse:
             + ("" if c.nullable else " NOT NULL")
             for c in mapping.columns
         )
+
+    def timestamp_literal(self, value: dt.datetime) -> str:
+        # A value refload made (the load time), never user text.
+        return f"CAST('{value.isoformat(sep=' ')}' AS {self.TYPE_NAMES['timestamp']})"
 
     def check_drift(self, target: TargetTable, existing: dict[str, str]) -> list[ColumnSpec]:
         """Refuse a table that differs from the mapping; the columns to add, if allowed."""
@@ -565,9 +660,15 @@ class Warehouse:
         if len(addable) < len(missing):
             names = ", ".join(c.target for c in missing if c not in addable)
             problems.append(f"mapping columns missing from the table: {names}")
-        extra = [c for c in existing if c not in mapping.targets]
+        history = HISTORY_COLUMNS if target.history else ()
+        extra = [c for c in existing if c not in mapping.targets and c not in history]
         if extra:
             problems.append(f"table columns not in the mapping: {', '.join(extra)}")
+        lacking = [c for c in history if c not in existing]
+        if lacking:
+            problems.append(
+                f"history columns missing from the table (load_mode scd2): {', '.join(lacking)}"
+            )
         for c in mapping.columns:
             declared = existing.get(c.target)
             wanted = type_signature(self.column_type(c.data_type))
@@ -624,7 +725,12 @@ class Warehouse:
                 self.execute(f"CREATE SCHEMA IF NOT EXISTS {self.quote(target.schema)}")
             self.execute(
                 self.create_table_sql(
-                    target.schema, target.name, target.mapping, target.sort_key, target.dist_key
+                    target.schema,
+                    target.name,
+                    target.mapping,
+                    target.sort_key,
+                    target.dist_key,
+                    history=target.history,
                 )
             )
         except RefloadError as error:
@@ -670,13 +776,26 @@ class Warehouse:
         )
         return LedgerRow(rows[0][0], rows[0][1], rows[0][2], int(rows[0][3])) if rows else None
 
+    def published_changes(self, run_id: str, counts: dict[str, int] | None) -> ChangeSet | None:
+        """A run's change set after its publish: the counts it reported, the samples its
+        ledger row keeps. None when the run published none."""
+        if not counts:
+            return None
+        text = self.scalar(
+            f"SELECT change_samples FROM {self.table(AUDIT_SCHEMA, 'load_ledger')} "
+            "WHERE run_id = %s ORDER BY loaded_at DESC LIMIT 1",
+            (run_id,),
+        )
+        samples = json.loads(text) if text else {}
+        return ChangeSet(counts["added"], counts["removed"], counts["changed"], samples)
+
     def already_published(self, entry: LedgerEntry) -> str | None:
         """The run that already published this content with this config, if any.
 
-        Replace: only the latest publish counts (loading an older file again is a
-        legitimate roll-back). Append and upsert: any earlier publish counts.
+        Replace and scd2: only the latest publish counts (loading an older file again is a
+        legitimate roll-back, or new versions). Append and upsert: any earlier publish counts.
         """
-        if entry.load_mode == "truncate":
+        if entry.load_mode in REPLACING_MODES:
             latest = self.last_publish(entry.target)
             same = latest and (latest.content_hash, latest.config_hash) == (
                 entry.content_hash,
@@ -706,7 +825,7 @@ class Warehouse:
         if not self.table_columns(target.schema, target.name):
             log.warning("target is gone; publishing the file again", target=where, run=run_id)
             return None
-        count = self.count(self.table(target.schema, target.name))
+        count = self.count(self.table(target.schema, target.name), current=target.history)
         latest = self.last_publish(entry.target)
         left = latest.rows_after if latest else count
         changed = count == 0 < left if entry.load_mode == "append" else count != left
@@ -786,11 +905,22 @@ class Warehouse:
         return rows[0] if rows else None
 
     def publish_statements(
-        self, mode: LoadMode, target: str, staging: str, columns: list[str], key: list[str]
+        self,
+        mode: LedgerMode,
+        target: str,
+        staging: str,
+        columns: list[str],
+        key: list[str],
+        delta: str | None = None,
+        loaded_at: dt.datetime | None = None,
     ) -> list[str]:
+        """The statements that publish staged rows; scd2 needs `delta` (see `compute_changes`)."""
         cols = ", ".join(self.quote(c) for c in columns)
         insert = f"INSERT INTO {target} ({cols}) SELECT {cols} FROM {self.quote(staging)}"
-        if mode == "truncate":
+        if mode == "scd2":
+            assert delta is not None and loaded_at is not None
+            return self.history_statements(target, staging, columns, key, delta, loaded_at)
+        if mode in REPLACING_MODES:
             return [f"DELETE FROM {target}", insert]
         if mode == "upsert":
             match = " AND ".join(
@@ -799,15 +929,135 @@ class Warehouse:
             return [f"DELETE FROM {target} USING {self.quote(staging)} WHERE {match}", insert]
         return [insert]
 
-    def count(self, target: str) -> int:
-        return int(self.scalar(f"SELECT COUNT(*) FROM {target}"))
+    def history_statements(
+        self,
+        target: str,
+        staging: str,
+        columns: list[str],
+        key: list[str],
+        delta: str,
+        loaded_at: dt.datetime,
+    ) -> list[str]:
+        """scd2: close the current versions of removed and changed keys, insert a version
+        for each added and changed key; unchanged rows are not touched. UPDATE ... FROM and
+        INSERT ... SELECT, which DuckDB, PostgreSQL and Redshift all run (no MERGE)."""
+        q = self.quote
+        at = self.timestamp_literal(loaded_at)
+        closes = " AND ".join(f"{target}.{q(k)} = d.{q(k)}" for k in key)
+        picks = " AND ".join(f"s.{q(k)} = d.{q(k)}" for k in key)
+        cols = ", ".join(q(c) for c in columns)
+        values = ", ".join(f"s.{q(c)}" for c in columns)
+        return [
+            f"UPDATE {target} SET {q(VALID_TO)} = {at} FROM {q(delta)} d "
+            f"WHERE {target}.{q(VALID_TO)} IS NULL "
+            f"AND d.{q(CHANGE_COLUMN)} IN ('removed', 'changed') AND {closes}",
+            f"INSERT INTO {target} ({cols}, {q(VALID_FROM)}) SELECT {values}, {at} "
+            f"FROM {q(staging)} s JOIN {q(delta)} d ON {picks} "
+            f"WHERE d.{q(CHANGE_COLUMN)} IN ('added', 'changed')",
+        ]
 
-    def write_ledger(self, entry: LedgerEntry, rows_loaded: int, before: int, after: int) -> None:
+    def compute_changes(
+        self, mode: LedgerMode, target: TargetTable, ref: str, staging: str, delta: str
+    ) -> ChangeSet:
+        """Inside the publish transaction, before the target changes: the keys this publish
+        adds, removes (replacing modes only) and changes, kept in the temporary table `delta`
+        (key columns and CHANGE_COLUMN) for the publish statements."""
+        q = self.quote
+        key = target.key
+        current = f"(SELECT * FROM {ref} WHERE {q(VALID_TO)} IS NULL)" if target.history else ref
+        join = "FULL OUTER JOIN" if mode in REPLACING_MODES else "LEFT JOIN"
+        on = " AND ".join(f"s.{q(k)} = t.{q(k)}" for k in key)
+        first = q(key[0])  # never null in the staged rows (ingest rejects an empty key)
+        differs = [self._differs(f"s.{q(c)}", f"t.{q(c)}") for c in target.compared_columns]
+        kind = (
+            f"CASE WHEN s.{first} IS NULL THEN 'removed' "
+            f"WHEN t.{first} IS NULL THEN 'added' ELSE 'changed' END"
+        )
+        keys = ", ".join(f"COALESCE(s.{q(k)}, t.{q(k)}) AS {q(k)}" for k in key)
+        self.execute(
+            f"CREATE TEMPORARY TABLE {q(delta)} AS SELECT {keys}, {kind} AS {q(CHANGE_COLUMN)} "
+            f"FROM {q(staging)} s {join} {current} t ON {on} "
+            f"WHERE {' OR '.join([f's.{first} IS NULL', f't.{first} IS NULL', *differs])}"
+        )
+        counts = dict.fromkeys(CHANGE_KINDS, 0)
+        for change, number in self.query(
+            f"SELECT {q(CHANGE_COLUMN)}, COUNT(*) FROM {q(delta)} GROUP BY {q(CHANGE_COLUMN)}"
+        ):
+            counts[change] = int(number)
+        key_cols = ", ".join(f"d.{q(k)}" for k in key)
+        samples: dict[str, list[dict[str, Any]]] = {}
+        for change in ("added", "removed"):
+            rows = (
+                self.query(
+                    f"SELECT {key_cols} FROM {q(delta)} d WHERE d.{q(CHANGE_COLUMN)} = %s "
+                    f"ORDER BY {key_cols} LIMIT {SAMPLE_KEYS}",
+                    (change,),
+                )
+                if counts[change]
+                else []
+            )
+            samples[change] = [{"key": _row_dict(key, row)} for row in rows]
+        samples["changed"] = (
+            self._changed_samples(target, current, staging, delta) if counts["changed"] else []
+        )
+        return ChangeSet(counts["added"], counts["removed"], counts["changed"], samples)
+
+    def _changed_samples(
+        self, target: TargetTable, current: str, staging: str, delta: str
+    ) -> list[dict[str, Any]]:
+        q = self.quote
+        key, compared = target.key, target.compared_columns
+        key_cols = ", ".join(f"d.{q(k)}" for k in key)
+        rows = self.query(
+            f"SELECT {key_cols}, "
+            + ", ".join([*(f"t.{q(c)}" for c in compared), *(f"s.{q(c)}" for c in compared)])
+            + f" FROM {q(delta)} d "
+            f"JOIN {q(staging)} s ON {' AND '.join(f's.{q(k)} = d.{q(k)}' for k in key)} "
+            f"JOIN {current} t ON {' AND '.join(f't.{q(k)} = d.{q(k)}' for k in key)} "
+            f"WHERE d.{q(CHANGE_COLUMN)} = 'changed' ORDER BY {key_cols} LIMIT {SAMPLE_KEYS}"
+        )
+        samples = []
+        for row in rows:
+            before = row[len(key) : len(key) + len(compared)]
+            after = row[len(key) + len(compared) :]
+            differing = [i for i, (b, a) in enumerate(zip(before, after, strict=True)) if b != a]
+            samples.append(
+                {
+                    "key": _row_dict(key, row[: len(key)]),
+                    "before": {compared[i]: _sample_value(before[i]) for i in differing},
+                    "after": {compared[i]: _sample_value(after[i]) for i in differing},
+                }
+            )
+        return samples
+
+    @staticmethod
+    def _differs(left: str, right: str) -> str:
+        # IS DISTINCT FROM spelt out: Redshift has no such operator.
+        return (
+            f"({left} <> {right} OR ({left} IS NULL AND {right} IS NOT NULL) "
+            f"OR ({left} IS NOT NULL AND {right} IS NULL))"
+        )
+
+    def count(self, target: str, *, current: bool = False) -> int:
+        """Rows of a table; `current`: of a history table, the current versions only."""
+        where = f" WHERE {self.quote(VALID_TO)} IS NULL" if current else ""
+        return int(self.scalar(f"SELECT COUNT(*) FROM {target}{where}"))
+
+    def write_ledger(
+        self,
+        entry: LedgerEntry,
+        rows_loaded: int,
+        before: int,
+        after: int,
+        changes: ChangeSet | None = None,
+        loaded_at: dt.datetime | None = None,
+    ) -> None:
         self.execute(
             f"INSERT INTO {self.table(AUDIT_SCHEMA, 'load_ledger')} (run_id, table_name, target, "
             "source_uri, source_version, content_hash, config_hash, curated_uri, load_mode, "
-            "rows_loaded, rows_before, rows_after, loaded_at) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            "rows_loaded, rows_before, rows_after, loaded_at, keys_added, keys_removed, "
+            "keys_changed, change_samples) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (
                 entry.run_id,
                 entry.table_name,
@@ -821,7 +1071,11 @@ class Warehouse:
                 rows_loaded,
                 before,
                 after,
-                utcnow(),
+                loaded_at or utcnow(),
+                changes and changes.added,
+                changes and changes.removed,
+                changes and changes.changed,
+                changes and _samples_json(changes.samples),
             ),
         )
 
@@ -829,16 +1083,17 @@ class Warehouse:
         self,
         entry: LedgerEntry,
         target: TargetTable,
-        before_publish: Callable[[Warehouse, int, int], None] | None = None,
+        before_publish: BeforePublish | None = None,
         *,
         force: bool = False,
     ) -> PublishResult:
-        """Stage, then create/replace/upsert/append plus the ledger row in ONE transaction.
+        """Stage, then create/replace/upsert/append/scd2 plus the ledger row in ONE transaction.
 
-        `before_publish(warehouse, rows_before, rows_staged)` runs inside that transaction after the
-        rows are in place and before the ledger row; raising there rolls everything back,
-        the target's creation included. `force` publishes even when the ledger says this
-        file is already in the target.
+        `before_publish(warehouse, rows_before, rows_staged, changes)` runs inside that
+        transaction after the rows are in place and before the ledger row; raising there
+        rolls everything back, the target's creation included. `changes` is the change set
+        (tables with a primary key), else None. `force` publishes even when the ledger says
+        this file is already in the target.
         """
         existed = self.check_target(target)
         if force:
@@ -890,7 +1145,7 @@ class Warehouse:
         target: TargetTable,
         existed: dict[str, str],
         staging: str,
-        before_publish: Callable[[Warehouse, int, int], None] | None,
+        before_publish: BeforePublish | None,
         force: bool,
     ) -> PublishResult:
         ref = self.table(target.schema, target.name)
@@ -903,17 +1158,24 @@ class Warehouse:
             skipped = None if force else self._skip_if_published(entry, target)
             if skipped:
                 return skipped
-            before = self.count(ref)
+            before = self.count(ref, current=target.history)
+            loaded_at = utcnow()
+            changes, delta = None, None
+            if target.key:
+                delta = f"refload_delta_{secrets.token_hex(4)}"
+                changes = self.compute_changes(entry.load_mode, target, ref, staging, delta)
             for statement in self.publish_statements(
-                entry.load_mode, ref, staging, target.mapping.targets, target.key
+                entry.load_mode, ref, staging, target.mapping.targets, target.key, delta, loaded_at
             ):
                 self.execute(statement)
+            if delta:  # temporary; inside the transaction, so a rollback removes it too
+                self.execute(f"DROP TABLE {self.quote(delta)}")
             loaded = int(self.scalar(f"SELECT COUNT(*) FROM {self.quote(staging)}"))
             if before_publish is not None:
-                before_publish(self, before, loaded)
-            after = self.count(ref)
-            self.write_ledger(entry, loaded, before, after)
-        return PublishResult(True, loaded, before, after, target_created=created)
+                before_publish(self, before, loaded, changes)
+            after = self.count(ref, current=target.history)
+            self.write_ledger(entry, loaded, before, after, changes, loaded_at)
+        return PublishResult(True, loaded, before, after, target_created=created, changes=changes)
 
     # --- audit -----------------------------------------------------------------------
 
@@ -967,6 +1229,23 @@ class Warehouse:
                 utcnow(),
             ),
         )
+
+
+def _sample_value(value: Any) -> Any:
+    if value is None or isinstance(value, (int, float, bool)):
+        return value
+    return str(value)[:SAMPLE_VALUE_CHARS]
+
+
+def _row_dict(names: list[str], row: Sequence[Any]) -> dict[str, Any]:
+    return {n: _sample_value(v) for n, v in zip(names, row, strict=True)}
+
+
+def _samples_json(samples: dict[str, list[dict[str, Any]]]) -> str:
+    text = json.dumps(samples, default=str)
+    if len(text) > 65_000:  # the column's limit: keys only
+        text = json.dumps({k: [{"key": s["key"]} for s in v] for k, v in samples.items()})
+    return text[:65_000]
 
 
 def _text(value: Any) -> str | None:

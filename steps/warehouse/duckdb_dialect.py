@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from steps import storage
 from steps.errors import InfrastructureError, RefloadError, WarehouseUnavailable
 from steps.warehouse.base import (
+    BeforePublish,
     Capabilities,
     LedgerEntry,
     PublishResult,
@@ -112,7 +113,7 @@ class DuckDBWarehouse(Warehouse):
         self,
         entry: LedgerEntry,
         target: TargetTable,
-        before_publish: Callable[[Warehouse, int, int], None] | None = None,
+        before_publish: BeforePublish | None = None,
         *,
         force: bool = False,
     ) -> PublishResult:

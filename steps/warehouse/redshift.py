@@ -139,8 +139,9 @@ class RedshiftWarehouse(PostgresWarehouse):
         mapping: Mapping,
         sort_key: list[str] | None = None,
         dist_key: str | None = None,
+        history: bool = False,
     ) -> str:
-        sql = super().create_table_sql(schema, name, mapping)
+        sql = super().create_table_sql(schema, name, mapping, history=history)
         # Reference tables are small and joined everywhere: a copy on every node.
         sql += (
             f"\nDISTSTYLE KEY DISTKEY ({self.quote(dist_key)})" if dist_key else ("\nDISTSTYLE ALL")
