@@ -188,3 +188,169 @@ def test_changes_within_after_publish_reads_the_run_change_set(
     assert summary["alert"]["outbox"]["status"] == "sent"
     alert = json.loads(next((tmp_path / "outbox").glob("*.alert.json")).read_text())["text"]
     assert "Changes:       added 1, removed 1, changed 2" in alert
+
+
+# --- scd2 ---------------------------------------------------------------------------------
+
+SCD2 = {"load_mode": "scd2", "primary_key": ["code"]}
+VERSIONS = "SELECT code, name, n, valid_from, valid_to FROM ref.t_codes ORDER BY code, valid_from"
+
+
+def _loaded_at(sql, run_id):
+    return sql("SELECT loaded_at FROM etl_audit.load_ledger WHERE run_id = ?", run_id)[0][0]
+
+
+def test_scd2_keeps_every_version(table_dir, write, run_cli, sql):
+    config = table_dir(MAPPING, **SCD2)
+    _, first = run_cli(config, write("a.csv", FIRST))
+    t1 = _loaded_at(sql, first["run_id"])
+    code, second = run_cli(config, write("b.csv", SECOND))
+    assert code == 0, second["error"]
+    t2 = _loaded_at(sql, second["run_id"])
+
+    assert sql(VERSIONS) == [
+        ("AA", "Alpha", 1, t1, None),  # unchanged: untouched
+        ("BB", "Beta", 2, t1, t2),  # changed: closed, and a new version
+        ("BB", "Bravo", 2, t2, None),
+        ("CC", "Gamma", 3, t1, t2),  # gone from the file: closed
+        ("DD", "Delta", None, t1, t2),
+        ("DD", "Delta", 4, t2, None),
+        ("EE", "Echo", 5, t2, None),  # new
+    ]
+    assert second["changes"] == {"added": 1, "removed": 1, "changed": 2}
+    # rows_before / rows_after count the current versions.
+    assert sql(
+        "SELECT load_mode, rows_before, rows_after FROM etl_audit.load_ledger WHERE run_id = ?",
+        second["run_id"],
+    ) == [("scd2", 4, 4)]
+    assert second["rows_in_target"] == 4
+
+
+def test_scd2_replaying_the_same_file_changes_nothing(table_dir, write, run_cli, sql):
+    config = table_dir(MAPPING, **SCD2)
+    run_cli(config, write("a.csv", FIRST))
+    run_cli(config, write("b.csv", SECOND))
+    versions = sql(VERSIONS)
+
+    code, replay = run_cli(config, write("b.csv", SECOND))
+    assert code == 0 and replay["published"] is False
+    # Even forced through the ledger, an unchanged file touches no row.
+    code, forced = run_cli(config, write("b.csv", SECOND), "--force")
+    assert code == 0 and forced["published"] is True
+    assert forced["changes"] == {"added": 0, "removed": 0, "changed": 0}
+    assert sql(VERSIONS) == versions
+
+
+def test_scd2_an_older_file_makes_new_versions_not_a_rewind(table_dir, write, run_cli, sql):
+    config = table_dir(MAPPING, **SCD2)
+    run_cli(config, write("a.csv", FIRST))
+    run_cli(config, write("b.csv", SECOND))
+    code, again = run_cli(config, write("a.csv", FIRST))
+    assert code == 0, again["error"]
+    t3 = _loaded_at(sql, again["run_id"])
+
+    assert again["changes"] == {"added": 1, "removed": 1, "changed": 2}
+    assert sql("SELECT code, name, n FROM ref.t_codes WHERE valid_to IS NULL ORDER BY code") == [
+        ("AA", "Alpha", 1),
+        ("BB", "Beta", 2),
+        ("CC", "Gamma", 3),
+        ("DD", "Delta", None),
+    ]
+    assert sql("SELECT COUNT(*) FROM ref.t_codes") == [(10,)]
+    assert sql("SELECT code FROM ref.t_codes WHERE valid_from = ? ORDER BY code", t3) == [
+        ("BB",),
+        ("CC",),
+        ("DD",),
+    ]
+
+
+def test_scd2_quality_tests_see_the_current_rows(table_dir, write, run_cli, sql):
+    tests = [
+        {"type": "uniqueness", "columns": ["code"]},
+        {"type": "row_count_match"},
+        {"type": "row_count_between", "min": 4, "max": 4},
+        {"type": "row_count_change", "max_pct": 0, "when": "before_publish"},
+        # custom_sql reads every version: {table} is the whole history table.
+        {"type": "custom_sql", "sql": "SELECT code FROM {table} t WHERE t.valid_from IS NULL"},
+    ]
+    config = table_dir(MAPPING, **SCD2, quality_tests=tests)
+    run_cli(config, write("a.csv", FIRST))
+    code, summary = run_cli(config, write("b.csv", SECOND))
+    assert code == 0, summary["checks"]
+    assert [c["status"] for c in summary["checks"]] == ["pass"] * 5
+    assert sql("SELECT COUNT(*) FROM ref.t_codes") == [(7,)]
+
+
+def test_scd2_history_columns_and_the_redshift_sort_key(table_dir, write, run_cli, sql, dialect):
+    from tests.warehouses import STATEMENTS
+
+    config = table_dir(MAPPING, **SCD2)
+    assert run_cli(config, write("a.csv", FIRST))[0] == 0
+    columns = sql(
+        "SELECT column_name, is_nullable FROM information_schema.columns "
+        "WHERE table_schema = 'ref' AND table_name = 't_codes' ORDER BY ordinal_position"
+    )
+    assert columns[-2:] == [("valid_from", "NO"), ("valid_to", "YES")]
+    if dialect == "redshift":
+        create = next(s for s in STATEMENTS if s.startswith('CREATE TABLE IF NOT EXISTS "ref"'))
+        assert create.endswith('SORTKEY ("valid_to", "code")')
+
+
+@pytest.mark.parametrize(
+    ("mapping", "options", "message"),
+    [
+        (MAPPING, {"load_mode": "scd2"}, "load_mode 'scd2' needs primary_key"),
+        (
+            MAPPING + "vt,valid_to,timestamp,,,,\n",
+            SCD2,
+            "load_mode 'scd2' adds the columns valid_from and valid_to; the mapping already "
+            "has valid_to",
+        ),
+    ],
+)
+def test_scd2_config_mistakes_are_refused(table_dir, write, run_cli, mapping, options, message):
+    config = table_dir(mapping, **options)
+    code, summary = run_cli(config, write("a.csv", FIRST))
+    assert code == 2
+    assert message in summary["error"]["message"]
+
+
+def test_a_fault_mid_publish_leaves_the_history_table_exactly_as_it_was(
+    table_dir, write, run_cli, sql
+):
+    config = table_dir(MAPPING, **SCD2)
+    run_cli(config, write("a.csv", FIRST))
+    run_cli(config, write("b.csv", SECOND))
+    versions = sql(VERSIONS)
+    # The ledger INSERT, the last statement of the publish transaction, now fails: after
+    # the UPDATE that closed versions and the INSERT of new ones.
+    sql("ALTER TABLE etl_audit.load_ledger ADD COLUMN must_have INTEGER DEFAULT 1")
+    sql("ALTER TABLE etl_audit.load_ledger ALTER COLUMN must_have SET NOT NULL")
+    sql("ALTER TABLE etl_audit.load_ledger ALTER COLUMN must_have DROP DEFAULT")
+
+    code, summary = run_cli(config, write("c.csv", FIRST))
+
+    assert code == 3 and "must_have" in summary["error"]["message"]
+    assert sql(VERSIONS) == versions
+
+
+@pytest.mark.parametrize("warehouse_url", ["postgresql", "redshift"], indirect=True)
+def test_a_server_error_after_versions_were_closed_rolls_them_back(table_dir, write, run_cli, sql):
+    config = table_dir(MAPPING, **SCD2)
+    run_cli(config, write("a.csv", FIRST))
+    versions = sql(VERSIONS)
+    # A real server-side fault on the INSERT of new versions, after the UPDATE closed some.
+    sql(
+        "CREATE FUNCTION ref.refuse() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'injected failure after UPDATE'; END $$"
+    )
+    sql(
+        "CREATE TRIGGER refuse BEFORE INSERT ON ref.t_codes FOR EACH STATEMENT "
+        "EXECUTE FUNCTION ref.refuse()"
+    )
+    code, summary = run_cli(config, write("b.csv", SECOND))
+    assert code == 3 and "injected failure after UPDATE" in summary["error"]["message"]
+    assert sql(VERSIONS) == versions
+    sql("DROP TRIGGER refuse ON ref.t_codes")
+    code, summary = run_cli(config, write("b.csv", SECOND))
+    assert code == 0 and summary["changes"] == {"added": 1, "removed": 1, "changed": 2}
