@@ -107,15 +107,28 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="print JSON on stdout")
     _quiet(check)
     fleet.add_parsers(commands)
+    rollback = commands.add_parser(
+        "rollback",
+        help="publish an earlier run's curated file again into a replace table, then test it",
+    )
+    rollback.add_argument("table", help="table_name from its config")
+    rollback.add_argument("--to", required=True, metavar="RUN_ID", help="the run to go back to")
+    rollback.add_argument("--warehouse", help="as for run")
+    rollback.add_argument(
+        "--config-root",
+        help="folder or s3:// prefix holding the table configs (default: REFLOAD_CONFIG_ROOT "
+        "or ./configs)",
+    )
+    rollback.add_argument("--outbox", help="as for run")
+    rollback.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
+    _quiet(rollback)
     return parser
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
     options = {
-        "warehouse": args.warehouse,
-        "curated_root": args.curated_root,
-        "outbox": args.outbox,
-        "run_id": args.run_id,
+        name: getattr(args, name, None)
+        for name in ("warehouse", "curated_root", "outbox", "run_id")
     }
     return {k: v for k, v in options.items() if v}
 
@@ -301,6 +314,12 @@ def main(argv: list[str] | None = None) -> int:
             event = {"step": "ingest", "config": args.config, "source": args.source}
             if args.force:
                 event["force"] = True
+        elif args.command == "rollback":
+            from handler.events import config_root
+            from steps.rollback import load_event
+
+            root = args.config_root or config_root()
+            event = load_event(args.table, args.to, root, args.warehouse)
         else:
             event = _read_event(args.event)
         event.update(_options(args))

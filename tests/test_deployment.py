@@ -570,3 +570,13 @@ def test_the_readme_builds_one_x86_64_image_manifest():
     # and runs the template's architecture.
     assert "--platform linux/amd64" in build and "--provenance=false" in build
     assert "Architectures: [x86_64]" in (ROOT / "template.yaml").read_text()
+
+
+def test_curated_files_are_kept_as_long_as_rollback_may_reach_back():
+    rules = RESOURCES["CuratedBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    expiring = [r for r in rules if "ExpirationInDays" in r]
+    assert [r["ExpirationInDays"] for r in expiring] == [{"Ref": "CuratedRetentionDays"}]
+    assert TEMPLATE["Parameters"]["CuratedRetentionDays"]["Default"] == 400
+    # The rollback command's message names the parameter users raise.
+    assert "CuratedRetentionDays" in (ROOT / "steps" / "rollback.py").read_text()
+    assert "CuratedRetentionDays" in (ROOT / "README.md").read_text()

@@ -354,3 +354,138 @@ def test_a_server_error_after_versions_were_closed_rolls_them_back(table_dir, wr
     sql("DROP TRIGGER refuse ON ref.t_codes")
     code, summary = run_cli(config, write("b.csv", SECOND))
     assert code == 0 and summary["changes"] == {"added": 1, "removed": 1, "changed": 2}
+
+
+# --- rollback -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def rollback(warehouse_url, tmp_path, capsys):
+    """`python -m handler rollback TABLE --to RUN_ID --json`: (exit code, summary)."""
+
+    def run(table: str, run_id: str) -> tuple[int, dict]:
+        capsys.readouterr()
+        code = main(
+            [
+                "rollback",
+                table,
+                "--to",
+                run_id,
+                "--warehouse",
+                warehouse_url,
+                "--config-root",
+                str(tmp_path / "cfg"),
+                "--json",
+            ]
+        )
+        return code, json.loads(capsys.readouterr().out)
+
+    return run
+
+
+def test_rollback_publishes_the_run_file_again_and_tests_it(
+    table_dir, write, run_cli, sql, rollback
+):
+    tests = [{"type": "uniqueness", "columns": ["code"]}, {"type": "row_count_match"}]
+    config = table_dir(MAPPING, primary_key=["code"], quality_tests=tests)
+    _, first = run_cli(config, write("a.csv", FIRST))
+    rows_of_first = sql("SELECT code, name, n FROM ref.t_codes ORDER BY code")
+    run_cli(config, write("b.csv", SECOND))
+
+    code, summary = rollback("t_codes", first["run_id"])
+
+    assert code == 0, summary["error"]
+    assert summary["status"] == "passed" and summary["run_id"] != first["run_id"]
+    assert [(c["name"], c["status"]) for c in summary["checks"]] == [
+        ("uniqueness_code", "pass"),
+        ("row_count_match", "pass"),
+    ]
+    assert summary["changes"] == {"added": 1, "removed": 1, "changed": 2}
+    assert sql("SELECT code, name, n FROM ref.t_codes ORDER BY code") == rows_of_first
+    assert sql(
+        "SELECT load_mode, content_hash, curated_uri, rows_after FROM etl_audit.load_ledger "
+        "WHERE run_id = ?",
+        summary["run_id"],
+    ) == sql(
+        "SELECT 'rollback', content_hash, curated_uri, rows_after FROM etl_audit.load_ledger "
+        "WHERE run_id = ?",
+        first["run_id"],
+    )
+    # The tests' audit rows and the run log are those of any run.
+    assert sql(
+        "SELECT step, status FROM etl_audit.run_log WHERE run_id = ? ORDER BY logged_at",
+        summary["run_id"],
+    ) == [("load", "ok"), ("validate", "passed")]
+
+
+def test_rollback_refuses_what_it_cannot_do(table_dir, write, run_cli, sql, rollback, tmp_path):
+    config = table_dir(MAPPING, primary_key=["code"])
+    _, first = run_cli(config, write("a.csv", FIRST))
+    _, replay = run_cli(config, write("a.csv", FIRST))  # skipped: no ledger row
+    table_dir(MAPPING, name="t_upsert", load_mode="upsert", primary_key=["code"])
+    before = sql("SELECT code, name, n FROM ref.t_codes ORDER BY code")
+
+    cases = [
+        ("t_codes", replay["run_id"], f"run {replay['run_id']} has no ledger row for ref.t_codes"),
+        ("t_codes", "no-such-run", "run no-such-run has no ledger row for ref.t_codes"),
+        ("t_upsert", first["run_id"], "t_upsert has load_mode 'upsert': rollback re-publishes"),
+        ("t_code", first["run_id"], "unknown table 't_code' (did you mean 't_codes'?)"),
+    ]
+    for table, run_id, message in cases:
+        code, summary = rollback(table, run_id)
+        assert code == 2, (table, run_id, summary)
+        assert message in summary["error"]["message"]
+
+    curated = sql(
+        "SELECT curated_uri FROM etl_audit.load_ledger WHERE run_id = ?", first["run_id"]
+    )[0][0]
+    (tmp_path / "gone").mkdir()
+    (tmp_path / "gone" / "x.parquet").write_bytes(b"")
+    import shutil
+
+    shutil.move(curated, tmp_path / "gone" / "x.parquet")
+    code, summary = rollback("t_codes", first["run_id"])
+    assert code == 2
+    assert summary["error"]["message"] == (
+        f"{curated}: the curated file of run {first['run_id']} is gone; curated files are "
+        "kept CuratedRetentionDays days (template.yaml), and a run older than that cannot be "
+        "rolled back to"
+    )
+    assert sql("SELECT code, name, n FROM ref.t_codes ORDER BY code") == before
+
+
+def test_the_readme_history_queries(table_dir, write, run_cli, sql):
+    """As of a moment, current rows, what a run changed: as the README writes them."""
+    config = table_dir(MAPPING, **SCD2)
+    _, first = run_cli(config, write("a.csv", FIRST))
+    _, second = run_cli(config, write("b.csv", SECOND))
+    t1, t2 = _loaded_at(sql, first["run_id"]), _loaded_at(sql, second["run_id"])
+    as_of = (
+        "SELECT code, name, n FROM ref.t_codes WHERE valid_from <= ? "
+        "AND (valid_to IS NULL OR valid_to > ?) ORDER BY code"
+    )
+    between = t1 + (t2 - t1) / 2
+    assert sql(as_of, between, between) == [
+        ("AA", "Alpha", 1),
+        ("BB", "Beta", 2),
+        ("CC", "Gamma", 3),
+        ("DD", "Delta", None),
+    ]
+    assert sql(as_of, t2, t2) == sql(
+        "SELECT code, name, n FROM ref.t_codes WHERE valid_to IS NULL ORDER BY code"
+    )
+    changed = sql(
+        "SELECT z.code, CASE WHEN z.valid_from = l.loaded_at THEN 'new version' "
+        "ELSE 'closed' END AS what FROM ref.t_codes z "
+        "JOIN etl_audit.load_ledger l ON l.run_id = ? "
+        "WHERE z.valid_from = l.loaded_at OR z.valid_to = l.loaded_at ORDER BY z.code, what",
+        second["run_id"],
+    )
+    assert changed == [
+        ("BB", "closed"),
+        ("BB", "new version"),
+        ("CC", "closed"),
+        ("DD", "closed"),
+        ("DD", "new version"),
+        ("EE", "new version"),
+    ]
