@@ -202,6 +202,7 @@ def _plan(warehouse: Any, spec: TableSpec) -> Plan:
         config.target_table,
         mapping,
         allow_new_columns=config.allow_new_columns,
+        history=config.mode == "scd2",  # valid_from / valid_to are the table's own
     )
     existing = warehouse.table_columns(target.schema, target.name)
     if not existing:

@@ -489,3 +489,15 @@ def test_the_readme_history_queries(table_dir, write, run_cli, sql):
         ("DD", "new version"),
         ("EE", "new version"),
     ]
+
+
+def test_check_plans_an_scd2_table_with_its_history_columns_as_ok(
+    table_dir, write, run_cli, warehouse_url, tmp_path, capsys
+):
+    config = table_dir(MAPPING, **SCD2)
+    assert run_cli(config, write("a.csv", FIRST))[0] == 0
+    capsys.readouterr()
+    code = main(["check", str(tmp_path / "cfg"), "--warehouse", warehouse_url, "--json"])
+    plans = json.loads(capsys.readouterr().out)["plans"]
+    assert code == 0, plans
+    assert [p["plan"] for p in plans] == ["ok"]
