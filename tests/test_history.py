@@ -501,3 +501,39 @@ def test_check_plans_an_scd2_table_with_its_history_columns_as_ok(
     plans = json.loads(capsys.readouterr().out)["plans"]
     assert code == 0, plans
     assert [p["plan"] for p in plans] == ["ok"]
+
+
+@pytest.mark.parametrize("warehouse_url", ["duckdb"], indirect=True)
+def test_change_samples_are_bounded_and_the_step_result_has_counts_only(
+    table_dir, write, run_cli, sql
+):
+    columns = [f"c{i:02d}" for i in range(12)]
+    mapping = "source_column,target_column,data_type,transform,default,nullable,format\n"
+    mapping += "code,code,varchar(3),,,false,\n"
+    mapping += "".join(f"{c},{c},string,,,,\n" for c in columns)
+    config = table_dir(mapping, primary_key=["code"])
+    header = "code," + ",".join(columns) + "\n"
+
+    def rows(value: str) -> str:
+        return header + "".join(
+            f"K{k:02d}," + ",".join([value] * len(columns)) + "\n" for k in range(15)
+        )
+
+    assert run_cli(config, write("a.csv", rows("a" * 300)))[0] == 0
+    code, summary = run_cli(config, write("b.csv", rows("b" * 300)))
+
+    assert code == 0 and summary["changes"] == {"added": 0, "removed": 0, "changed": 15}
+    _, _, samples = _ledger_changes(sql, summary["run_id"])
+    assert len(samples["changed"]) == 10
+    assert samples["changed"][0]["key"] == {"code": "K00"}
+    assert list(samples["changed"][0]["after"]) == columns[:10]
+    assert samples["changed"][0]["after"]["c00"] == "b" * 100
+    # The load step's result (what Step Functions carries) has the counts, no samples.
+    details = json.loads(
+        sql(
+            "SELECT details FROM etl_audit.run_log WHERE run_id = ? AND step = 'load'",
+            summary["run_id"],
+        )[0][0]
+    )
+    assert details["changes"] == {"added": 0, "removed": 0, "changed": 15}
+    assert "K00" not in json.dumps(details)

@@ -65,8 +65,10 @@ HISTORY_COLUMNS = (VALID_FROM, VALID_TO)
 REPLACING_MODES = frozenset({"truncate", "scd2", "rollback"})
 CHANGE_KINDS = ("added", "removed", "changed")
 # Sample keys of each kind kept in the audit (the step result carries counts only).
+# Bounded whatever the table: keys x differing columns shown x characters of a value.
 SAMPLE_KEYS = 10
-SAMPLE_VALUE_CHARS = 200
+SAMPLE_COLUMNS = 10
+SAMPLE_VALUE_CHARS = 100
 # The delta table's column that says what happened to a key.
 CHANGE_COLUMN = "refload_change"
 
@@ -1021,6 +1023,7 @@ class Warehouse:
             before = row[len(key) : len(key) + len(compared)]
             after = row[len(key) + len(compared) :]
             differing = [i for i, (b, a) in enumerate(zip(before, after, strict=True)) if b != a]
+            differing = differing[:SAMPLE_COLUMNS]
             samples.append(
                 {
                     "key": _row_dict(key, row[: len(key)]),
