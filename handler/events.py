@@ -237,6 +237,8 @@ class LoadResult(_Model):
     rows_loaded: int
     rows_before: int | None = None
     rows_after: int | None = None
+    # Keys added/removed/changed (tables with a primary key); the samples are in the ledger.
+    changes: dict[str, int] | None = None
     checks_before_publish: list[dict[str, Any]] = []
 
     _bound = field_validator("checks_before_publish")(_bounded_checks)

@@ -215,9 +215,7 @@ def changes_within(ctx: CheckContext, test: cfg.ChangesWithin) -> dict[str, Any]
     # The kinds over their limit first, changed keys (with their values) before the others:
     # an alert shows the first few samples.
     shown = sorted(CHANGE_KINDS, key=lambda k: (k not in over, k != "changed", k))
-    samples = [
-        {"change": kind, **sample} for kind in shown for sample in changes.samples.get(kind, [])
-    ]
+    samples = [_change_row(kind, s) for kind in shown for s in changes.samples.get(kind, [])]
     return _result(
         "fail" if over else "pass",
         observed,
@@ -227,6 +225,16 @@ def changes_within(ctx: CheckContext, test: cfg.ChangesWithin) -> dict[str, Any]
         over_limit=over,
         changes=counts,
     )
+
+
+def _change_row(kind: str, sample: dict[str, Any]) -> dict[str, Any]:
+    """A sample key as one flat row (alerts and the state show flat rows):
+    {"change": "changed", "code": "BB", "name before": "Beta", "name after": "Bravo"}."""
+    row = {"change": kind, **sample["key"]}
+    for column, value in sample.get("before", {}).items():
+        row[f"{column} before"] = value
+        row[f"{column} after"] = sample["after"][column]
+    return row
 
 
 CHECKS: dict[str, Callable[[CheckContext, Any], dict[str, Any]]] = {

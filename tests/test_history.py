@@ -146,16 +146,18 @@ def test_a_file_that_rewrites_the_table_is_blocked(table_dir, write, run_cli, sq
             summary["run_id"],
         )[0][0]
     )
-    assert details["sample_rows"][0] == {
-        "change": "changed",
-        "key": {"code": "BB"},
-        "before": {"name": "Beta"},
-        "after": {"name": "Bravo"},
-    }
+    assert details["sample_rows"][:3] == [
+        {"change": "changed", "code": "BB", "name before": "Beta", "name after": "Bravo"},
+        {"change": "changed", "code": "DD", "n before": None, "n after": 4},
+        {"change": "removed", "code": "CC"},
+    ]
     # The alert lists the changed keys with their values before and after.
     alert = json.loads(next((tmp_path / "outbox").glob("*.alert.json")).read_text())["text"]
     assert "Failed test: changes_within" in alert
-    assert '"key": {"code": "BB"}, "before": {"name": "Beta"}, "after": {"name": "Bravo"}' in alert
+    assert (
+        'sample: {"change": "changed", "code": "BB", "name before": "Beta", "name after": "Bravo"}'
+        in alert
+    )
 
 
 def test_a_file_within_the_limits_publishes(table_dir, write, run_cli, sql):
@@ -184,7 +186,7 @@ def test_changes_within_after_publish_reads_the_run_change_set(
             summary["run_id"],
         )[0][0]
     )
-    assert details["sample_rows"][0] == {"change": "added", "key": {"code": "EE"}}
+    assert details["sample_rows"][0] == {"change": "added", "code": "EE"}
     assert summary["alert"]["outbox"]["status"] == "sent"
     alert = json.loads(next((tmp_path / "outbox").glob("*.alert.json")).read_text())["text"]
     assert "Changes:       added 1, removed 1, changed 2" in alert
