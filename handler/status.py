@@ -59,6 +59,8 @@ def fleet_status(
                 "run_id": last["run_id"] if last else None,
                 "when": iso(last["finished"]) if last else None,
                 "rows": rows,
+                # Keys the last run's publish added, removed and changed (keyed tables).
+                "changes": last.get("changes") if last else None,
                 "tests_passed": last["tests_passed"] if last else None,
                 "tests_failed": last["tests_failed"] if last else None,
                 "tests_warned": last["tests_warned"] if last else None,
@@ -94,6 +96,11 @@ def print_status(fleet: dict[str, Any]) -> None:
         print(
             f"{t['table']:<18} {t['status'].upper():<9} {when:<19}  rows {_n(t['rows']):>9}  "
             f"{tests:<17} freshness {t['freshness'] or '-':<12} run {t['run_id'] or '-'}"
+            + (
+                "  keys " + ", ".join(f"{k} {v:,}" for k, v in t["changes"].items())
+                if t.get("changes")
+                else ""
+            )
         )
 
 

@@ -68,6 +68,13 @@ def recent_runs(warehouse: Warehouse, table_name: str, limit: int = 10) -> list[
     return history
 
 
+def _changes(added: Any, removed: Any, changed: Any) -> dict[str, int] | None:
+    """A ledger row's change set counts (None: a table without a primary key)."""
+    if added is None:
+        return None
+    return {"added": int(added), "removed": int(removed), "changed": int(changed)}
+
+
 def _run_status(failures: int, error_type: str | None, validated: int) -> str:
     """A run's outcome from its run_log rows, as `run --json` reports it."""
     if failures:
@@ -100,10 +107,12 @@ def fleet_history(
         f") recent WHERE newest <= {limit}"
     )
     published = {
-        (table, run_id): (rows_after, loaded_at)
-        for table, run_id, rows_after, loaded_at in warehouse.query(
-            "SELECT table_name, run_id, rows_after, loaded_at FROM ("
-            "SELECT table_name, run_id, rows_after, loaded_at, ROW_NUMBER() OVER "
+        (table, run_id): (rows_after, loaded_at, _changes(added, removed, changed))
+        for table, run_id, rows_after, loaded_at, added, removed, changed in warehouse.query(
+            "SELECT table_name, run_id, rows_after, loaded_at, keys_added, keys_removed, "
+            "keys_changed FROM ("
+            "SELECT table_name, run_id, rows_after, loaded_at, keys_added, keys_removed, "
+            "keys_changed, ROW_NUMBER() OVER "
             "(PARTITION BY table_name ORDER BY loaded_at DESC) AS newest "
             f"FROM {warehouse.table(AUDIT_SCHEMA, 'load_ledger')}"
             f") recent WHERE newest <= {limit}"
@@ -126,7 +135,7 @@ def fleet_history(
     for table, run_id, finished, failures, error_type, validated in sorted(
         runs, key=lambda r: (r[0], r[2])
     ):
-        rows, _ = published.get((table, run_id), (None, None))
+        rows, _, changes = published.get((table, run_id), (None, None, None))
         passed, failed, warned = tests.get((table, run_id), (0, 0, 0))
         history.setdefault(table, []).append(
             {
@@ -135,6 +144,7 @@ def fleet_history(
                 "status": _run_status(int(failures), error_type, int(validated)),
                 "published": rows is not None,
                 "rows": None if rows is None else int(rows),
+                "changes": changes,
                 "tests_passed": passed,
                 "tests_failed": failed,
                 "tests_warned": warned,

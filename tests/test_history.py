@@ -539,3 +539,20 @@ def test_change_samples_are_bounded_and_the_step_result_has_counts_only(
     )
     assert details["changes"] == {"added": 0, "removed": 0, "changed": 15}
     assert "K00" not in json.dumps(details)
+
+
+def test_status_shows_the_last_change_set(table_dir, write, run_cli, warehouse_url, capsys):
+    config = table_dir(MAPPING, primary_key=["code"])
+    run_cli(config, write("a.csv", FIRST))
+    run_cli(config, write("b.csv", SECOND))
+    root = str(config.parent)
+    capsys.readouterr()
+    assert main(["status", "--config-root", root, "--warehouse", warehouse_url, "--json"]) == 0
+    [table] = json.loads(capsys.readouterr().out)["tables"]
+    assert table["changes"] == {"added": 1, "removed": 1, "changed": 2}
+    assert [r["changes"] for r in table["history"]] == [
+        {"added": 4, "removed": 0, "changed": 0},
+        {"added": 1, "removed": 1, "changed": 2},
+    ]
+    assert main(["status", "--config-root", root, "--warehouse", warehouse_url]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("keys added 1, removed 1, changed 2")

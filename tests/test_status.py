@@ -84,6 +84,7 @@ def test_json_has_each_table_failures_and_stale_first(fleet, warehouse_url, caps
         "run_id": None,
         "when": None,
         "rows": None,
+        "changes": None,
         "tests_passed": None,
         "tests_failed": None,
         "tests_warned": None,
