@@ -79,7 +79,9 @@ def test_a_terminal_shows_each_step_with_its_time_and_stdout_stays_one_json_obje
     assert [m.group(1) for m in STEP_LINE.finditer(terminal)] == ["ingest", "load", "validate"]
     ingest = next(line for line in terminal.splitlines() if re.match(r"ingest +OK", line))
     assert re.search(r"\(read \d+\.\d\d s, dedupe \d+\.\d\d s, write \d+\.\d\d s\)", ingest)
-    assert re.search(r"^ingest: read +42789 rows \[", terminal, re.M)  # the live bar
+    # The live bar: drawn as the phase starts (how far it gets before the next phase
+    # depends on the machine).
+    assert re.search(r"^ingest: read +\d+ rows \[", terminal, re.M)
     assert json.loads(out)["status"] == "passed"  # nothing of the progress in stdout
 
 
