@@ -16,6 +16,7 @@ from steps.errors import ConfigError, RefloadError
 from steps.warehouse.base import CHANGE_KINDS, ChangeSet, Warehouse
 
 SAMPLE_ROWS = 10
+SAMPLES_NOT_STORED = "sample rows not stored: set store_samples to keep them"
 CUSTOM_SQL_TIMEOUT_SECONDS = 120
 
 
@@ -31,6 +32,12 @@ class CheckContext:
     load_mode: str
     changes: ChangeSet | None = None  # this publish's change set (tables with a primary key)
     table: str = ""  # quoted schema.table, every version of scd2 (custom_sql's {table})
+
+    @property
+    def schema_and_table(self) -> tuple[str, str]:
+        # `table` (else `target`) is quoted "schema"."table" of validated, quote-free names.
+        schema, _, table = (self.table or self.target).partition(".")
+        return schema.strip('"'), table.strip('"')
 
 
 def _result(
@@ -137,11 +144,31 @@ def _rows_where(
 
 
 def accepted_values(ctx: CheckContext, test: cfg.AcceptedValues) -> dict[str, Any]:
+    # Compared as the column's type, not as text: on decimal(9,2), 1.5 is the stored 1.50.
     column = ctx.warehouse.quote(test.column)
-    values = tuple(str(v).lower() if isinstance(v, bool) else str(v) for v in test.values)
-    marks = ", ".join(["%s"] * len(values))
-    where = f"{column} IS NOT NULL AND {ctx.warehouse.as_text(column)} NOT IN ({marks})"
+    cast = _cast_type(ctx, test.column)
+    mark = f"CAST(%s AS {cast})" if cast else "%s"
+    values = tuple(_param_text(v) for v in test.values)
+    where = f"{column} IS NOT NULL AND {column} NOT IN ({', '.join([mark] * len(values))})"
     return _rows_where(ctx, where, values, f"one of {list(test.values)}")
+
+
+def _cast_type(ctx: CheckContext, column: str) -> str | None:
+    """The SQL type to bind a config value as, to compare with `column`; None for text."""
+    declared = ctx.warehouse.table_columns(*ctx.schema_and_table).get(column, "varchar")
+    if declared.startswith("varchar"):
+        return None
+    if declared.startswith("decimal"):
+        return declared.upper()
+    return ctx.warehouse.TYPE_NAMES.get(declared, declared.upper())
+
+
+def _param_text(value: str | int | float | bool) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def range_check(ctx: CheckContext, test: cfg.Range) -> dict[str, Any]:
@@ -189,11 +216,34 @@ def referential_integrity(ctx: CheckContext, test: cfg.ReferentialIntegrity) -> 
 
 
 def custom_sql(ctx: CheckContext, test: cfg.CustomSql) -> dict[str, Any]:
-    sql = test.sql.strip().rstrip(";").replace("{table}", ctx.table or ctx.target)
+    from steps.sql import render_custom_sql
+
+    schema, table = ctx.schema_and_table
+    sql = render_custom_sql(test.sql, ctx.warehouse.dialect, schema, table)
+    # The query may read any table the warehouse user can: what it returns is kept
+    # (audit row, alert) only when the config asks for it.
+    keep = test.store_samples
     with ctx.warehouse.read_only(CUSTOM_SQL_TIMEOUT_SECONDS):
         observed = int(ctx.warehouse.scalar(f"SELECT COUNT(*) FROM ({sql}) failing"))
-        samples = _samples(ctx, f"SELECT * FROM ({sql}) failing") if observed else []
-    return _result("pass" if observed == 0 else "fail", observed, 0, samples)
+        samples = _samples(ctx, f"SELECT * FROM ({sql}) failing") if observed and keep else []
+    note = {"note": SAMPLES_NOT_STORED} if observed and not keep else {}
+    return _result("pass" if observed == 0 else "fail", observed, 0, samples, **note)
+
+
+def refuse_unsafe_gates(config: cfg.TableConfig, warehouse: Warehouse, config_uri: str) -> None:
+    """Before anything is staged: before-publish custom SQL needs a warehouse that can keep
+    it read-only inside the publish transaction (see `Warehouse.user_sql_in_publish`)."""
+    if warehouse.user_sql_in_publish:
+        return
+    for index, test in enumerate(config.quality_tests):
+        if test.type == "custom_sql" and test.when == "before_publish":
+            raise ConfigError(
+                f"custom_sql cannot run before_publish on {warehouse.dialect}: it has no "
+                "savepoints to keep the query read-only inside the publish transaction; "
+                'use "when": "after_publish"',
+                file=config_uri,
+                key=f"quality_tests[{index}] ({test.test_name})",
+            )
 
 
 def changes_within(ctx: CheckContext, test: cfg.ChangesWithin) -> dict[str, Any]:
@@ -271,36 +321,3 @@ def run_check(ctx: CheckContext, test: Any) -> dict[str, Any]:
     except RefloadError as error:
         result = _result("error", None, None, error=error.message)
     return {**head, **result}
-
-
-def validate_custom_sql(sql: str) -> None:
-    """Exactly one read-only SELECT, parsed (not pattern-matched); else ValueError."""
-    import sqlglot
-    from sqlglot import exp
-
-    text = sql.replace("{table}", "refload_target")
-    try:
-        statements = [s for s in sqlglot.parse(text, read="postgres") if s is not None]
-    except sqlglot.errors.ParseError as error:
-        raise ValueError(f"custom_sql does not parse: {error}") from None
-    if len(statements) != 1:
-        raise ValueError(
-            f"custom_sql must be exactly one SELECT, found {len(statements)} statements"
-        )
-    statement = statements[0]
-    if not isinstance(statement, exp.Query):
-        raise ValueError(f"custom_sql must be a SELECT, found {statement.key.upper()}")
-    forbidden = (
-        exp.Insert,
-        exp.Update,
-        exp.Delete,
-        exp.Merge,
-        exp.Drop,
-        exp.Create,
-        exp.Alter,
-        exp.Command,
-        exp.Into,
-    )
-    for node in statement.walk():
-        if isinstance(node, forbidden):
-            raise ValueError(f"custom_sql must only read; it contains {node.key.upper()}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from steps.checks import CheckContext, failed_checks, run_check
+from steps.checks import CheckContext, failed_checks, refuse_unsafe_gates, run_check
 from steps.errors import QualityCheckFailed
 from steps.table import TableSpec, load_table_config
 from steps.warehouse import open_warehouse
@@ -32,6 +32,7 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
     gate = before_publish_gate(spec, payload, checks)
     with open_warehouse(payload.get("warehouse")) as warehouse:
         warehouse.check_curated_uri(entry.curated_uri)
+        refuse_unsafe_gates(spec.config, warehouse, spec.config_uri)
         warehouse.check_names(target)  # before the audit tables are touched
         warehouse.ensure_audit_tables()
         try:

@@ -183,3 +183,108 @@ def test_history_lists_recent_runs_newest_first(table_dir, write, run_cli, wareh
     text = capsys.readouterr().out.splitlines()
     assert text[0].split()[2:4] == ["FAILED", "run"]
     assert any("fail  country_present (error): observed 1, expected 0" in line for line in text)
+
+
+def _side_effects(sql) -> None:
+    sql("CREATE SCHEMA ref")
+    sql("CREATE SEQUENCE ref.seq")
+    sql("SELECT nextval('ref.seq')")  # at 1: a reset to 1 would be invisible
+    sql("SELECT nextval('ref.seq')")
+    sql("CREATE TABLE ref.keep (id INTEGER)")
+    sql("INSERT INTO ref.keep VALUES (1), (2)")
+    sql(
+        "CREATE FUNCTION ref.purge() RETURNS INTEGER LANGUAGE sql AS "
+        "'DELETE FROM ref.keep; SELECT 0'"
+    )
+
+
+@pytest.mark.parametrize("warehouse_url", ["postgresql"], indirect=True)
+@pytest.mark.parametrize(
+    "query",
+    [
+        "SELECT code FROM {table} WHERE setval('ref.seq', 1) < 0",
+        "SELECT code FROM {table} WHERE ref.purge() < 0",
+    ],
+    ids=["sequence-reset", "function-delete"],
+)
+def test_before_publish_custom_sql_cannot_write_on_postgresql(
+    query, table_dir, write, run_cli, sql
+):
+    _side_effects(sql)
+    # severity warn: the publish commits whatever the test does, so any write would stick.
+    gate = {"type": "custom_sql", "sql": query, "when": "before_publish", "severity": "warn"}
+    config = table_dir(MAPPING, quality_tests=[gate])
+    code, summary = run_cli(config, write("a.csv", GOOD))
+    assert code == 0, summary
+    [check] = summary["checks"]
+    assert check["status"] == "error"
+    [(details,)] = sql("SELECT details FROM etl_audit.data_quality_tests")
+    assert "read-only transaction" in json.loads(details)["error"]
+    assert sql("SELECT last_value FROM ref.seq") == [(2,)]
+    assert sql("SELECT id FROM ref.keep ORDER BY id") == [(1,), (2,)]
+    # The publish went on after the savepoint was rolled back to, and is not read-only.
+    assert sql("SELECT code FROM ref.t_codes ORDER BY code") == [("AA",), ("BB",)]
+    assert sql("SELECT COUNT(*) FROM etl_audit.load_ledger") == [(1,)]
+
+
+@pytest.mark.parametrize("warehouse_url", ["postgresql", "duckdb"], indirect=True)
+def test_before_publish_custom_sql_gates_the_publish(table_dir, write, run_cli, sql):
+    gate = {
+        "type": "custom_sql",
+        "name": "no_xx",
+        "sql": "SELECT code FROM {table} WHERE country = 'XX'  -- vendor test rows",
+        "when": "before_publish",
+    }
+    config = table_dir(MAPPING, quality_tests=[gate])
+    assert run_cli(config, write("a.csv", GOOD))[0] == 0
+    code, summary = run_cli(config, write("b.csv", BAD))
+    assert code == 1
+    assert summary["checks"][0]["status"] == "fail"
+    assert sql("SELECT code FROM ref.t_codes ORDER BY code") == [("AA",), ("BB",)]
+
+
+@pytest.mark.parametrize("warehouse_url", ["redshift"], indirect=True)
+def test_before_publish_custom_sql_is_refused_on_redshift(table_dir, write, run_cli, sql):
+    gate = {"type": "custom_sql", "sql": "SELECT 1 FROM {table}", "when": "before_publish"}
+    config = table_dir(MAPPING, quality_tests=[{"type": "not_null", "columns": ["code"]}, gate])
+    code, summary = run_cli(config, write("a.csv", GOOD))
+    assert code == 2
+    assert summary["error"]["type"] == "ConfigError"
+    assert summary["error"]["message"] == (
+        f"{config}, quality_tests[1] (custom_sql): custom_sql cannot run before_publish on "
+        "redshift: it has no savepoints to keep the query read-only inside the publish "
+        'transaction; use "when": "after_publish"'
+    )
+    assert sql("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'ref'") == [
+        (0,)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("warehouse_url", "in_publish"),
+    [("postgresql", True), ("postgresql", False), ("redshift", False)],
+    indirect=["warehouse_url"],
+)
+def test_custom_sql_leaves_the_statement_timeout_as_it_was(
+    in_publish, table_dir, write, run_cli, warehouse_url
+):
+    from contextlib import nullcontext
+
+    from steps.checks import CheckContext, run_check
+    from steps.config import load_table_config
+    from steps.warehouse import open_warehouse
+
+    check = {"type": "custom_sql", "sql": "SELECT code FROM {table} WHERE n > 1"}
+    config = table_dir(MAPPING, quality_tests=[check])
+    assert run_cli(config, write("a.csv", GOOD))[0] == 1
+    [test] = load_table_config(str(config)).config.quality_tests
+    with open_warehouse(warehouse_url) as warehouse:
+        warehouse.execute("SET statement_timeout TO 7000")
+        ctx = CheckContext(warehouse, '"ref"."t_codes"', 2, 2, 0, "truncate")
+        # In the publish transaction (a before_publish test) or on its own (validate).
+        with warehouse.transaction() if in_publish else nullcontext():
+            assert run_check(ctx, test)["status"] == "fail"
+            assert run_check(ctx, test)["status"] == "fail"
+            # A later statement on this connection has the session's limit, not the check's.
+            assert warehouse.scalar("SHOW statement_timeout") == "7s"
+        assert warehouse.scalar("SHOW statement_timeout") == "7s"

@@ -91,6 +91,33 @@ CASES = [
         {"type": "custom_sql", "sql": "SELECT code, n FROM {table} WHERE n > 10"},
         "fail",
         "1",
+        [],  # what user SQL returns is kept only with store_samples
+    ),
+    (
+        {
+            "type": "custom_sql",
+            "sql": "SELECT code, n FROM {table} WHERE n > 10",
+            "store_samples": True,
+        },
+        "fail",
+        "1",
+        [{"code": "DD", "n": 40}],
+    ),
+    (
+        # A trailing comment once swallowed the SQL refload wraps around the query.
+        {"type": "custom_sql", "sql": "SELECT code FROM {table} t WHERE t.n > 100 -- none"},
+        "pass",
+        "0",
+        [],
+    ),
+    (
+        {
+            "type": "custom_sql",
+            "sql": "SELECT code, n FROM {table}\nWHERE n > 10 -- too big\n-- second note",
+            "store_samples": True,
+        },
+        "fail",
+        "1",
         [{"code": "DD", "n": 40}],
     ),
 ]
@@ -184,3 +211,41 @@ def test_row_count_match_compares_ingest_with_the_target(table_dir, write, run_c
     )
     assert result["validation"] == "failed"
     assert (result["checks"][0]["observed"], result["checks"][0]["expected"]) == (4, 5)
+
+
+TYPED_MAPPING = (
+    "source_column,target_column,data_type\n"
+    'code,code,varchar(3)\nprice,price,"decimal(9,2)"\nqty,qty,integer\n'
+    "day,day,date\nactive,active,boolean\nratio,ratio,double\n"
+)
+TYPED_DATA = (
+    "code,price,qty,day,active,ratio\nAA,1.5,2,2024-01-31,true,0.5\nBB,2,7,2024-02-29,false,2\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("column", "values", "observed"),
+    [
+        ("price", [1.5, 2], 0),  # stored as 1.50 and 2.00
+        ("price", ["1.50", "2.0"], 0),
+        ("price", [1.5], 1),
+        ("qty", [2, 7.0], 0),
+        ("qty", [2], 1),
+        ("day", ["2024-01-31", "2024-02-29"], 0),
+        ("active", [True, False], 0),
+        ("active", [True], 1),
+        ("ratio", [0.5, 2], 0),
+        ("code", ["AA", "BB"], 0),
+    ],
+)
+def test_accepted_values_compares_as_the_column_type(
+    column, values, observed, table_dir, write, run_cli, sql
+):
+    config = table_dir(
+        TYPED_MAPPING,
+        quality_tests=[{"type": "accepted_values", "column": column, "values": values}],
+    )
+    code, summary = run_cli(config, write("t.csv", TYPED_DATA))
+    assert code == (1 if observed else 0), summary
+    assert summary["checks"][0]["observed"] == observed
+    assert sql("SELECT observed_value FROM etl_audit.data_quality_tests") == [(str(observed),)]

@@ -468,24 +468,69 @@ class Warehouse:
                 f"COMMIT failed, the transaction was rolled back: {error.reason}"
             ) from error
 
+    @property
+    def user_sql_in_publish(self) -> bool:
+        """Whether user SQL can run inside the publish transaction as safely as outside it.
+
+        Where the server enforces read-only, that takes a savepoint to switch to read-only
+        and back; without savepoints (Redshift) it cannot. Where it never enforces it
+        (DuckDB), only the parse guard applies, inside the publish as outside.
+        """
+        return self.capabilities.savepoints or not self.capabilities.read_only_transactions
+
     @contextmanager
     def read_only(self, timeout_seconds: int) -> Iterator[None]:
-        """Run user SQL that may only read, with a time limit; always rolled back.
+        """Run user SQL that may only read, with a time limit; whatever it did is undone.
 
-        Inside an open transaction (before-publish checks) only the time limit applies.
+        Outside a transaction: a read-only transaction, rolled back. Inside one (before-
+        publish checks): a savepoint, read-only from there on, rolled back to, so that the
+        publish goes on as if the SQL had never run. The statement timeout is put back as
+        it was, also where it can only be set for the whole session.
         """
-        if self.in_transaction:
-            self.set_statement_timeout(timeout_seconds)
+        previous_timeout = self._session_timeout()
+        try:
+            if self.in_transaction:
+                with self._read_only_savepoint(timeout_seconds):
+                    yield
+                return
+            self.execute("BEGIN READ ONLY" if self.capabilities.read_only_transactions else "BEGIN")
+            self.in_transaction = True
+            try:
+                self.set_statement_timeout(timeout_seconds)
+                yield
+            finally:
+                self.in_transaction = False
+                self.rollback()
+        finally:
+            if previous_timeout is not None:
+                self.execute(f"SET statement_timeout TO {_setting_literal(previous_timeout)}")
+
+    @contextmanager
+    def _read_only_savepoint(self, timeout_seconds: int) -> Iterator[None]:
+        if not self.user_sql_in_publish:
+            raise ConfigError(
+                f"custom_sql cannot run before_publish on {self.dialect}: it has no "
+                "savepoints to make the publish transaction read-only for the query and "
+                "undo it; run the test after_publish"
+            )
+        if not self.capabilities.savepoints:  # nothing to enforce: the parse guard applies
             yield
             return
-        self.execute("BEGIN READ ONLY" if self.capabilities.read_only_transactions else "BEGIN")
-        self.in_transaction = True
+        self.execute("SAVEPOINT refload_user_sql")
         try:
+            self.execute("SET LOCAL transaction_read_only = on")
             self.set_statement_timeout(timeout_seconds)
             yield
         finally:
-            self.in_transaction = False
-            self.rollback()
+            # Also undoes the two settings, and clears an error the query raised.
+            self.execute("ROLLBACK TO SAVEPOINT refload_user_sql")
+            self.execute("RELEASE SAVEPOINT refload_user_sql")
+
+    def _session_timeout(self) -> str | None:
+        """The session's statement timeout, when setting it for a check outlives the check."""
+        if not self.capabilities.statement_timeout or self.capabilities.transaction_settings:
+            return None
+        return str(self.scalar("SHOW statement_timeout"))
 
     def set_statement_timeout(self, seconds: int) -> None:
         """Limit each statement from here on: for the transaction where settings can be
@@ -1249,6 +1294,10 @@ def _samples_json(samples: dict[str, list[dict[str, Any]]]) -> str:
     if len(text) > 65_000:  # the column's limit: keys only
         text = json.dumps({k: [{"key": s["key"]} for s in v] for k, v in samples.items()})
     return text[:65_000]
+
+
+def _setting_literal(value: str) -> str:
+    return value if value.isdigit() else "'" + value.replace("'", "''") + "'"
 
 
 def _text(value: Any) -> str | None:
