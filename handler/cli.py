@@ -17,6 +17,7 @@ from handler import fleet, progress
 from handler.events import check_run_id
 from handler.log import configure_logging
 from handler.pipeline import EXIT_CODES, run_pipeline, summarize
+from steps.secrets import redact_value
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -305,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
             with progress.shown(args.quiet):
                 return preview(args)
         except RefloadError as error:
-            print(f"{type(error).__name__}: {error.message}", file=sys.stderr)
+            print(f"{type(error).__name__}: {redact_value(error.message)}", file=sys.stderr)
             return error.exit_code
     from steps.errors import RefloadError
 
@@ -333,6 +334,9 @@ def main(argv: list[str] | None = None) -> int:
                 summary, code = run_pipeline(event)
     except RefloadError as error:
         summary, code = summarize({}, error.status, error.to_dict()), error.exit_code
+    # The summary quotes error messages, which may quote a credential (a driver that
+    # refuses a malformed warehouse URL quotes its password).
+    summary = redact_value(summary)
     if args.json:
         print(json.dumps(summary, default=str))
     else:

@@ -9,6 +9,9 @@ from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
+from structlog.tracebacks import ExceptionDictTransformer
+
+from steps.secrets import redact_value
 
 
 class _CurrentStderr:
@@ -26,13 +29,11 @@ class _CurrentStderr:
         sys.stderr.flush()
 
 
-def _redact_urls(
+def _redact_secrets(
     _logger: Any, _method: str, event: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    """No password inside a URL (warehouse URLs carry them) ever reaches a log line."""
-    from steps.alerts import redact
-
-    return {k: redact(v) if isinstance(v, str) else v for k, v in event.items()}
+    """No credential (a warehouse URL's password, ...) reaches a log line, at any depth."""
+    return {k: redact_value(v) for k, v in event.items()}
 
 
 def configure_logging(force: bool = False) -> None:
@@ -49,8 +50,10 @@ def configure_logging(force: bool = False) -> None:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.dict_tracebacks,
-            _redact_urls,
+            # Tracebacks without frame locals: a local may hold the warehouse URL, a
+            # password, a row of data.
+            structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False)),
+            _redact_secrets,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),

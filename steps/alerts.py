@@ -13,7 +13,6 @@ import hashlib
 import html
 import json
 import os
-import re
 import shlex
 from collections.abc import Callable
 from email.message import EmailMessage
@@ -24,6 +23,8 @@ import structlog
 
 from steps.errors import ConfigError, InfrastructureError, QualityCheckFailed, error_class
 from steps.names import unknown_name
+from steps.secrets import URL_PASSWORD as _URL_PASSWORD
+from steps.secrets import redact
 
 log = structlog.get_logger("refload.alerts")
 SAMPLE_ROWS_IN_ALERT = 3
@@ -43,12 +44,6 @@ NOT_FOR_RERUN = {
     "execution_id",  # a new execution has its own
     "start_at",
 }
-_URL_PASSWORD = re.compile(r"(\w+://[^/\s:@'\"]+):[^@\s'\"]+@")
-
-
-def redact(text: str) -> str:
-    """Passwords inside URLs (scheme://user:password@host) become ***."""
-    return _URL_PASSWORD.sub(r"\1:***@", text)
 
 
 def _error_of(payload: dict[str, Any]) -> dict[str, str] | None:

@@ -328,3 +328,61 @@ def test_the_rerun_file_replays_the_failed_step(
     source.write_text("code\nOK\n")  # the vendor sends a corrected file
     assert main(["replay", str(rerun), "--warehouse", warehouse_url, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["run_id"] == summary["run_id"]
+
+
+@pytest.mark.parametrize(
+    ("password", "unexpected"),
+    [
+        ("s3cr%zzet-pw", False),  # an invalid % escape: the driver quotes the password alone
+        ("it's-a-s3cret", False),  # a quote once ended the URL pattern
+        ("l0cals-s3cret", True),  # an unexpected error: its traceback had frame locals
+    ],
+    ids=["percent", "quote", "traceback-locals"],
+)
+def test_no_output_channel_shows_a_warehouse_password(
+    password, unexpected, postgres_database, table_dir, write, tmp_path, capsys
+):
+    from urllib.parse import quote
+
+    import psycopg
+
+    url = f"postgresql://refload:{password}@127.0.0.1:5432/{postgres_database.rsplit('/', 1)[1]}"
+    config = table_dir("source_column,target_column,data_type\ncode,code,varchar(3)\n")
+    curated = tmp_path / "curated"
+    if unexpected:  # writing the curated file fails with an error refload does not expect
+        curated.write_text("a file where a folder should be")
+    capsys.readouterr()
+    code = main(
+        [
+            "run",
+            "--config",
+            str(config),
+            "--source",
+            str(write("t.csv", "code\nAA\n")),
+            "--warehouse",
+            url,
+            "--curated-root",
+            str(curated / "sub"),
+            "--json",
+        ]
+    )
+    out, err = capsys.readouterr()
+    assert code == 3
+    assert json.loads(out)["status"] == "error"
+    channels = {"stdout": out, "stderr": err}
+    files = sorted((tmp_path / "outbox").glob("*.json"))
+    assert [p.name.rsplit(".", 2)[1] for p in files] == ["alert", "rerun"]
+    channels.update({p.name: p.read_text() for p in files})
+    with psycopg.connect(postgres_database) as con:
+        rows = (
+            con.execute("SELECT * FROM etl_audit.run_log").fetchall()
+            if con.execute("SELECT to_regclass('etl_audit.run_log')").fetchone()[0]
+            else []
+        )
+    channels["run_log"] = repr(rows)
+    if unexpected:
+        assert '"locals"' not in err
+    forms = {password, quote(password, safe=""), json.dumps(password)[1:-1]}
+    for name, text in channels.items():
+        for form in forms:
+            assert form not in text, f"{name} shows the password as {form!r}"

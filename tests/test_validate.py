@@ -249,3 +249,42 @@ def test_accepted_values_compares_as_the_column_type(
     assert code == (1 if observed else 0), summary
     assert summary["checks"][0]["observed"] == observed
     assert sql("SELECT observed_value FROM etl_audit.data_quality_tests") == [(str(observed),)]
+
+
+def test_wide_rows_keep_every_audit_row_bounded(table_dir, write, run_cli, sql):
+    # 20 KB values in failing rows: the sample rows of five failing tests, as JSON, are
+    # far beyond VARCHAR(65535), which Redshift counts in bytes.
+    mapping = (
+        "source_column,target_column,data_type\n"
+        "code,code,varchar(3)\ncountry,country,varchar(2)\nwide,wide,string\nnote,note,string\n"
+    )
+    rows = [f"C{i:02d},{'' if i % 2 else 'XX'},{'é' * 10_000},{'n' * 20_000}" for i in range(12)]
+    tests = [
+        {"type": "not_null", "columns": ["country"]},
+        {"type": "accepted_values", "column": "country", "values": ["US"]},
+        {"type": "max_length", "column": "wide", "bytes": 100},
+        {"type": "regex", "column": "note", "pattern": "^x"},
+        {"type": "uniqueness", "columns": ["wide"]},
+        {"type": "custom_sql", "sql": "SELECT * FROM {table}", "store_samples": True},
+    ]
+    config = table_dir(mapping, quality_tests=tests)
+    code, summary = run_cli(config, write("t.csv", "code,country,wide,note\n" + "\n".join(rows)))
+    assert code == 1, summary["error"]
+    assert [c["status"] for c in summary["checks"]] == ["fail"] * 6
+    audit = sql(
+        "SELECT test_type, details FROM etl_audit.data_quality_tests "
+        "WHERE run_id = ? ORDER BY test_type",
+        summary["run_id"],
+    )
+    assert len(audit) == 6
+    for test_type, details in audit:
+        assert len(details.encode()) <= 65535, test_type
+        parsed = json.loads(details)  # still JSON, with a visible marker where it was cut
+        assert "…(truncated, " in details, test_type
+        assert parsed["sample_rows"] or parsed["truncated"], test_type
+    [(status, details)] = sql(
+        "SELECT status, details FROM etl_audit.run_log WHERE run_id = ? AND step = 'validate'",
+        summary["run_id"],
+    )
+    assert status == "failed" and len(details.encode()) <= 65535
+    assert json.loads(details)

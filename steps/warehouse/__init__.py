@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
+from steps import secrets
 from steps.errors import ConfigError
 from steps.names import unknown_name
 from steps.warehouse.base import Warehouse
@@ -33,6 +34,7 @@ _shared: ContextVar[dict[str, Warehouse] | None] = ContextVar("refload_warehouse
 
 def open_warehouse(url: str | None = None) -> Warehouse:
     url = resolve_url(url)
+    secrets.remember_url(url)  # masked in every log line, message and alert from now on
     shared = _shared.get()
     if shared is not None and url in shared:
         return shared[url]

@@ -26,6 +26,7 @@ from steps.errors import (
     RejectedInput,
     WarehouseUnavailable,
 )
+from steps.secrets import redact, redact_value
 
 if TYPE_CHECKING:
     from steps.config import LedgerMode
@@ -34,6 +35,10 @@ if TYPE_CHECKING:
 log = structlog.get_logger("refload")
 
 AUDIT_SCHEMA = "etl_audit"
+# What an audit column holds, in bytes: Redshift's VARCHAR(n) counts bytes, PostgreSQL's
+# characters, so a byte bound fits both.
+SHORT_TEXT_BYTES = 1024
+LONG_TEXT_BYTES = 65535
 
 # How long a publish waits for a lock another transaction holds on its target before
 # it gives up as retryable (WarehouseUnavailable): an open transaction left in a SQL
@@ -1244,9 +1249,9 @@ class Warehouse:
                         r["type"],
                         r["severity"],
                         r["status"],
-                        _text(r["observed"]),
-                        _text(r["expected"]),
-                        json.dumps(r["details"], default=str),
+                        _text(r["observed"], SHORT_TEXT_BYTES),
+                        _text(r["expected"], SHORT_TEXT_BYTES),
+                        audit_json(r["details"]),
                         now,
                     ),
                 )
@@ -1270,10 +1275,10 @@ class Warehouse:
                 table_name,
                 step,
                 status,
-                error and error["type"],
-                error and error["message"][:65000],
+                error and _text(error["type"], 128),
+                error and _text(error["message"], LONG_TEXT_BYTES),
                 source_uri,
-                json.dumps(details, default=str),
+                audit_json(details),
                 utcnow(),
             ),
         )
@@ -1300,5 +1305,39 @@ def _setting_literal(value: str) -> str:
     return value if value.isdigit() else "'" + value.replace("'", "''") + "'"
 
 
-def _text(value: Any) -> str | None:
-    return None if value is None else str(value)[:1024]
+def _text(value: Any, max_bytes: int) -> str | None:
+    return None if value is None else truncate_bytes(redact(str(value)), max_bytes)
+
+
+def truncate_bytes(text: str, max_bytes: int) -> str:
+    """At most `max_bytes` of UTF-8, with a visible marker saying how long it was."""
+    data = text.encode()
+    if len(data) <= max_bytes:
+        return text
+    marker = f"…(truncated, {len(data)} bytes)"
+    keep = max(max_bytes - len(marker.encode()), 0)
+    return data[:keep].decode(errors="ignore") + marker
+
+
+def _shorten_strings(value: Any, max_bytes: int) -> Any:
+    if isinstance(value, str):
+        return truncate_bytes(value, max_bytes)
+    if isinstance(value, dict):
+        return {k: _shorten_strings(v, max_bytes) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_shorten_strings(v, max_bytes) for v in value]
+    return value
+
+
+def audit_json(details: Any) -> str:
+    """JSON for an audit `details` column: credentials masked, long values cut, and at most
+    LONG_TEXT_BYTES, still valid JSON (with a visible marker where anything was cut)."""
+    value = _shorten_strings(redact_value(json.loads(json.dumps(details, default=str))), 1024)
+    text = json.dumps(value, ensure_ascii=False)
+    size = len(text.encode())
+    head_bytes = LONG_TEXT_BYTES // 2  # the head is a JSON string: escaping may double it
+    while size > LONG_TEXT_BYTES:
+        cut = {"truncated": f"…(truncated, {size} bytes)", "head": text[:head_bytes]}
+        text = json.dumps(cut, ensure_ascii=False)
+        size, head_bytes = len(text.encode()), head_bytes // 2
+    return text

@@ -1,0 +1,92 @@
+"""Credentials never leave the process: redaction for every output channel.
+
+A leaf module (standard library only): the log configuration, the alerts, the CLI's
+summary and the audit rows all redact with it.
+
+Two nets: the password part of any `scheme://user:password@host` URL, whatever
+characters it holds; and every credential refload was given (the warehouse URL's
+password, the ServiceNow and SMTP passwords), in the forms an error message may
+quote it: as written, percent-decoded, JSON-escaped. A driver that refuses a
+malformed URL quotes the password alone, which only the second net catches.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
+
+MASK = "***"
+# The password runs to the last '@' before the host: it may hold quotes, '%' or '@'.
+# The scheme starts where no scheme character precedes it: without that lookbehind the
+# search is quadratic in a long run of letters (a 20 KB sample value).
+URL_PASSWORD = re.compile(
+    r"(?<![a-z0-9+.-])([a-z][a-z0-9+.-]*://[^/\s:@'\"]*):[^\s/]*@", re.IGNORECASE
+)
+# Environment variables that hold a credential (URLs: only their password).
+SECRET_VARIABLES = ("REFLOAD_SERVICENOW_PASSWORD", "REFLOAD_SMTP_PASSWORD")
+URL_VARIABLES = ("REFLOAD_WAREHOUSE_URL",)
+# Shorter values would mask ordinary words (Redshift passwords have at least 8 characters).
+MIN_SECRET_CHARS = 8
+
+_known: set[str] = set()
+
+
+def remember(secret: str | None) -> None:
+    """Mask this value wherever it appears from now on, in every form a message may quote."""
+    if not secret or len(secret) < MIN_SECRET_CHARS:
+        return
+    for form in (secret, unquote(secret), quote(secret, safe="")):
+        _known.add(form)
+        _known.add(json.dumps(form)[1:-1])
+
+
+def remember_url(url: str | None) -> None:
+    """Mask the password of a URL (the warehouse's) wherever it appears from now on."""
+    if not url:
+        return
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        password = None
+    if password is None and "@" in url and "://" in url:
+        # A URL urllib cannot split still carries its password between ':' and '@'.
+        userinfo = url.split("://", 1)[1].rpartition("@")[0]
+        password = userinfo.partition(":")[2] or None
+    remember(password)
+
+
+def _secrets() -> Iterable[str]:
+    for name in SECRET_VARIABLES:
+        remember(os.environ.get(name))
+    for name in URL_VARIABLES:
+        remember_url(os.environ.get(name))
+    return sorted(_known, key=len, reverse=True)  # longest first: no partial leftovers
+
+
+def redact(text: str) -> str:
+    """`text` with every password inside a URL and every known credential masked."""
+    if "://" in text:
+        text = URL_PASSWORD.sub(rf"\1:{MASK}@", text)
+    for secret in _secrets():
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
+
+
+def redact_value(value: Any) -> Any:
+    """The same, for the strings inside dicts and lists (log events, audit details)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: redact_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_value(v) for v in value]
+    return value
+
+
+def has_password(url: str) -> bool:
+    return bool(URL_PASSWORD.search(url))
