@@ -292,22 +292,38 @@ def _servicenow_auth() -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(pair).decode()}
 
 
+RETRY_STATUSES = (429, 500, 502, 503, 504)
+
+
+def _retries() -> int:
+    return int(os.environ.get("REFLOAD_HTTP_RETRIES", "4"))
+
+
 def _http() -> Any:
     import urllib3
 
     retry = urllib3.Retry(
-        total=int(os.environ.get("REFLOAD_HTTP_RETRIES", "4")),
+        total=_retries(),
         backoff_factor=1.0,
-        status_forcelist=(429, 500, 502, 503, 504),
-        allowed_methods=frozenset({"GET", "POST", "PATCH"}),
+        status_forcelist=RETRY_STATUSES,
+        # Not POST: a create whose answer was lost may have created the incident
+        # (see `send_servicenow`). A repeated PATCH adds the same work note twice at worst.
+        allowed_methods=frozenset({"GET", "PATCH"}),
         raise_on_status=False,
     )
     return urllib3.PoolManager(retries=retry, timeout=urllib3.Timeout(connect=10, read=30))
 
 
+class _NoAnswer(InfrastructureError):
+    """ServiceNow was busy or the answer was lost: the request may or may not have run."""
+
+
 def send_servicenow(report: dict[str, Any], payload: dict[str, Any]) -> str:
     """Open an incident, or add a work note to the open one with the same signature."""
+    import time
     from urllib.parse import quote
+
+    import urllib3
 
     base = os.environ.get("REFLOAD_SERVICENOW_URL", "").rstrip("/")
     if not base:
@@ -320,32 +336,40 @@ def send_servicenow(report: dict[str, Any], payload: dict[str, Any]) -> str:
     http = _http()
 
     def call(method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        response = http.request(
-            method,
-            base + path,
-            headers=headers,
-            body=json.dumps(body) if body is not None else None,
-        )
+        where = f"{method} {path.split('?')[0]}"
+        try:
+            response = http.request(
+                method,
+                base + path,
+                headers=headers,
+                body=json.dumps(body) if body is not None else None,
+            )
+        except urllib3.exceptions.HTTPError as error:
+            raise _NoAnswer(f"ServiceNow did not answer {where} ({type(error).__name__})") from None
         if response.status in (401, 403):
             raise InfrastructureError(
                 f"ServiceNow refused the credentials (HTTP "
                 f"{response.status}); check the user, password or token"
             )
+        if response.status in RETRY_STATUSES:
+            raise _NoAnswer(f"ServiceNow answered HTTP {response.status} to {where}")
         if response.status >= 300:
-            raise InfrastructureError(
-                f"ServiceNow answered HTTP {response.status} to {method} {path.split('?')[0]}"
-            )
+            raise InfrastructureError(f"ServiceNow answered HTTP {response.status} to {where}")
         return dict(json.loads(response.data or b"{}"))
 
     correlation = report["signature"]
     query = quote(f"correlation_id={correlation}^active=true", safe="=^")
-    found = call(
-        "GET",
-        f"/api/now/table/incident?sysparm_query={query}"
-        "&sysparm_fields=sys_id,number&sysparm_limit=1",
-    ).get("result", [])
-    if found:
-        incident = found[0]
+
+    def open_incident() -> dict[str, Any] | None:
+        found = call(
+            "GET",
+            f"/api/now/table/incident?sysparm_query={query}"
+            "&sysparm_fields=sys_id,number&sysparm_limit=1",
+        ).get("result", [])
+        return dict(found[0]) if found else None
+
+    incident = open_incident()
+    if incident:
         call(
             "PATCH",
             f"/api/now/table/incident/{incident['sys_id']}",
@@ -362,8 +386,22 @@ def send_servicenow(report: dict[str, Any], payload: dict[str, Any]) -> str:
     }
     if os.environ.get("REFLOAD_SERVICENOW_ASSIGNMENT_GROUP"):
         fields["assignment_group"] = os.environ["REFLOAD_SERVICENOW_ASSIGNMENT_GROUP"]
-    created = call("POST", "/api/now/table/incident", fields).get("result", {})
-    return f"created {created.get('number', created.get('sys_id', '?'))}"
+    # A create is retried only after looking the incident up by its correlation id: a
+    # 5xx or a lost answer does not mean that ServiceNow did not create it.
+    attempt = 0
+    while True:
+        try:
+            created = call("POST", "/api/now/table/incident", fields).get("result", {})
+            return f"created {created.get('number', created.get('sys_id', '?'))}"
+        except _NoAnswer as error:
+            if attempt == _retries():
+                raise
+            log.warning("ServiceNow create unanswered; looking the incident up", error=str(error))
+            time.sleep(min(2**attempt - 1, 30))  # 0 s, 1 s, 3 s, ... as urllib3 backs off
+            attempt += 1
+            incident = open_incident()
+            if incident:
+                return f"created {incident.get('number', incident['sys_id'])}"
 
 
 # --- outbox ---------------------------------------------------------------------------

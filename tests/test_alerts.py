@@ -61,6 +61,8 @@ class FakeServiceNow:
         self.incidents: list[dict[str, object]] = []
         self.requests: list[tuple[str, str, dict[str, object]]] = []
         self.fail_next: list[int] = []
+        # Statuses for the next creates: (before creating, after creating) it.
+        self.post_fails: list[tuple[str, int]] = []
         httpserver.expect_request("/api/now/table/incident", method="GET").respond_with_handler(
             self.query
         )
@@ -98,6 +100,9 @@ class FakeServiceNow:
         refused = self._record(request)
         if refused:
             return refused
+        when, status = self.post_fails.pop(0) if self.post_fails else ("", 0)
+        if when == "before":
+            return Response("{}", status)
         incident = {
             **request.get_json(),
             "sys_id": f"sys-{len(self.incidents) + 1}",
@@ -105,6 +110,8 @@ class FakeServiceNow:
             "work_notes": [],
         }
         self.incidents.append(incident)
+        if when == "after":  # created, but the answer says otherwise (a proxy timed out)
+            return Response("<html>Bad Gateway</html>", status)
         return Response(json.dumps({"result": incident}), 201)
 
     def update(self, request: Request) -> Response:
@@ -197,6 +204,30 @@ def test_servicenow_5xx_is_retried(
     _, summary = _run(failing_country, f"duckdb:///{tmp_path / 'w.duckdb'}", capsys)
     assert summary["alert"]["servicenow"] == {"status": "sent", "ref": "created INC001"}
     assert [m for m, _, _ in servicenow.requests] == ["GET", "GET", "GET", "POST"]
+
+
+@pytest.mark.parametrize(
+    ("post_fails", "methods"),
+    [
+        # Created, then a 502: the lookup finds it; no second incident.
+        ([("after", 502)], ["GET", "POST", "GET"]),
+        # Not created: looked up, not found, created on the second try.
+        ([("before", 503)], ["GET", "POST", "GET", "POST"]),
+    ],
+    ids=["created-then-502", "503-before-creating"],
+)
+def test_servicenow_create_is_never_repeated_blindly(
+    post_fails, methods, failing_country, alert_env, servicenow, monkeypatch, capsys, tmp_path
+):
+    monkeypatch.setenv("REFLOAD_ALERT_CHANNELS", "servicenow")
+    servicenow.post_fails = list(post_fails)
+    code, summary = _run(failing_country, f"duckdb:///{tmp_path / 'w.duckdb'}", capsys)
+    assert code == 1
+    assert summary["alert"]["servicenow"] == {"status": "sent", "ref": "created INC001"}
+    assert len(servicenow.incidents) == 1
+    assert [m for m, _, _ in servicenow.requests] == methods
+    lookups = [path for m, path, _ in servicenow.requests if m == "GET"]
+    assert all("sysparm_query=correlation_id" in path for path in lookups)
 
 
 def test_servicenow_401_is_a_clear_error_and_the_run_keeps_its_own_outcome(
