@@ -7,8 +7,10 @@ A config is validated once, here; every step downstream trusts `steps.table.Tabl
 from __future__ import annotations
 
 import json
+import os
 import posixpath
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
@@ -431,6 +433,43 @@ def resolve_relative(base_uri: str, target: str) -> str:
         scheme, rest = base_uri.split("://", 1)
         return f"{scheme}://{posixpath.normpath(posixpath.join(posixpath.dirname(rest), target))}"
     return posixpath.normpath(posixpath.join(base_dir or ".", target))
+
+
+def mapping_root(config_uri: str) -> str:
+    """Where a config's mapping sheet may live (see `mapping_location`).
+
+    S3: the config's bucket (the config bucket holds configs and sheets only). Locally:
+    REFLOAD_CONFIG_ROOT's folder tree when the config lies in it, else the config's own
+    folder tree.
+    """
+    if "://" in config_uri:
+        scheme, rest = config_uri.split("://", 1)
+        return f"{scheme}://{rest.split('/', 1)[0]}/"
+    config_dir = Path(config_uri).resolve().parent
+    root = Path(os.environ.get("REFLOAD_CONFIG_ROOT", "configs"))
+    if "://" not in str(root) and config_dir.is_relative_to(root.resolve()):
+        return str(root.resolve())
+    return str(config_dir)
+
+
+def mapping_location(config_uri: str, mapping_file: str) -> str:
+    """The sheet a config names, only inside the config root: a config must not make
+    refload read (and quote in errors, logs and alerts) an arbitrary file."""
+    uri = resolve_relative(config_uri, mapping_file)
+    root = mapping_root(config_uri)
+    if "://" in root:
+        scheme, _, rest = uri.partition("://")
+        inside = f"{scheme}://{posixpath.normpath(rest)}".startswith(root)
+    else:
+        # resolve(): a symlink in the config folder must not lead out of it either.
+        inside = "://" not in uri and Path(uri).resolve().is_relative_to(root)
+    if not inside:
+        raise ConfigError(
+            f"mapping_file '{mapping_file}' is outside the config root {root}: a mapping "
+            "sheet must live under it",
+            file=config_uri,
+        )
+    return uri
 
 
 def read_config(config_uri: str) -> tuple[dict[str, Any], TableConfig]:

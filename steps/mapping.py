@@ -319,9 +319,14 @@ def parse_sheet(data: bytes, uri: str) -> Mapping:
     header = [h.strip().lower() for h in rows[0]]
     for name in header:
         if name and name not in SHEET_COLUMNS:
-            raise ConfigError(
-                unknown_name("mapping sheet column", name, SHEET_COLUMNS), file=uri, row=1
+            # Quote only what reads as a column name: the file may be anything at all.
+            reason = (
+                unknown_name("mapping sheet column", name, SHEET_COLUMNS)
+                if re.fullmatch(r"[a-z0-9_ ]{1,64}", name)
+                else "row 1 is not a mapping sheet header; the columns are: "
+                + ", ".join(SHEET_COLUMNS)
             )
+            raise ConfigError(reason, file=uri, row=1)
     for name in REQUIRED_SHEET_COLUMNS:
         if name not in header:
             raise ConfigError(f"mapping sheet has no '{name}' column", file=uri, row=1)

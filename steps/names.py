@@ -27,14 +27,14 @@ def unknown_name(kind: str, name: str, known: Iterable[str]) -> str:
 def identifier_problem(name: str) -> str | None:
     """Why `name` is not a safe warehouse identifier, or None when it is."""
     if len(name.encode()) > MAX_IDENTIFIER_BYTES:
-        return f"identifier '{name}' is longer than {MAX_IDENTIFIER_BYTES} bytes"
-    if IDENTIFIER.match(name):
+        return f"identifier {name!r} is longer than {MAX_IDENTIFIER_BYTES} bytes"
+    if IDENTIFIER.fullmatch(name):  # not match(): "$" also matches before a final newline
         return None
     hint = ""
     lowered = re.sub(r"[^a-z0-9_]", "_", name.strip().lower())
-    if lowered and IDENTIFIER.match(lowered):
+    if lowered and IDENTIFIER.fullmatch(lowered):
         hint = f" (did you mean '{lowered}'?)"
     return (
-        f"identifier '{name}' must be lower-case letters, digits and underscores, "
+        f"identifier {name!r} must be lower-case letters, digits and underscores, "
         f"not starting with a digit{hint}"
     )

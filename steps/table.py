@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 
 from steps import storage
-from steps.config import TableConfig, read_config, resolve_relative
+from steps.config import TableConfig, mapping_location, read_config
 from steps.errors import ConfigError
 from steps.mapping import Mapping, parse_sheet
 from steps.names import unknown_name
@@ -62,7 +62,7 @@ def check_against_config(mapping: Mapping, config: TableConfig, config_uri: str)
 def load_table_config(config_uri: str, *, mapping_override: str | None = None) -> TableSpec:
     """Read and validate a config and its mapping sheet."""
     raw, config = read_config(config_uri)
-    mapping_uri = mapping_override or resolve_relative(config_uri, config.mapping_file)
+    mapping_uri = mapping_override or mapping_location(config_uri, config.mapping_file)
     mapping_bytes = storage.read_bytes(mapping_uri)
     mapping = parse_sheet(mapping_bytes, mapping_uri)
     check_against_config(mapping, config, config_uri)

@@ -179,3 +179,99 @@ def test_malformed_json_names_the_file_and_line(tmp_path: Path):
     (tmp_path / "c.json").write_text('{"table_name": "t",\n "mapping_file": }\n')
     with pytest.raises(ConfigError, match=r"c.json, line 2: not valid JSON"):
         load_table_config(str(tmp_path / "c.json"))
+
+
+SECRET_LINE = "AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI,K7MDENG"
+
+
+@pytest.mark.parametrize("warehouse_url", ["duckdb", "postgresql"], indirect=True)
+@pytest.mark.parametrize("how", ["absolute", "relative", "symlink"])
+def test_mapping_file_outside_the_config_root_is_refused_unread(
+    how, table_dir, write, run_cli, sql, tmp_path, capsys
+):
+    secret = tmp_path / "elsewhere" / "environ"
+    secret.parent.mkdir()
+    secret.write_text(SECRET_LINE + "\nPATH=/usr/bin\n")
+    config = table_dir("source_column,target_column,data_type\ncode,code,varchar(3)\n")
+    if how == "symlink":
+        (config.parent / "sheet.csv").symlink_to(secret)
+    mapping_file = {"absolute": str(secret), "relative": "../elsewhere/environ"}.get(
+        how, "sheet.csv"
+    )
+    raw = json.loads(config.read_text())
+    config.write_text(json.dumps({**raw, "mapping_file": mapping_file}))
+
+    code, summary = run_cli(config, write("t.csv", "code\nAA\n"))
+
+    assert code == 2
+    assert summary["error"] == {
+        "type": "ConfigError",
+        "message": f"{config}: mapping_file '{mapping_file}' is outside the config root "
+        f"{config.parent.resolve()}: a mapping sheet must live under it",
+    }
+    outputs = [json.dumps(summary), capsys.readouterr().err]
+    outputs += [p.read_text() for p in (tmp_path / "outbox").glob("*.json")]
+    outputs.append(repr(sql("SELECT * FROM etl_audit.run_log")))
+    for text in outputs:
+        assert "wJalrXUtnFEMI" not in text and "PATH=" not in text
+
+
+def test_mapping_file_may_be_anywhere_under_the_config_root(tmp_path, monkeypatch):
+    root = tmp_path / "root"
+    (root / "tables").mkdir(parents=True)
+    (root / "mappings").mkdir()
+    (root / "mappings" / "m.csv").write_text("source_column,target_column,data_type\na,a,string\n")
+    config = root / "tables" / "t.json"
+    config.write_text(json.dumps({"table_name": "t", "mapping_file": "../mappings/m.csv"}))
+    with pytest.raises(ConfigError, match="is outside the config root"):
+        load_table_config(str(config))
+    monkeypatch.setenv("REFLOAD_CONFIG_ROOT", str(root))
+    assert load_table_config(str(config)).mapping.targets == ["a"]
+
+
+@pytest.mark.parametrize(
+    ("mapping_file", "allowed"),
+    [
+        ("s3://config-bucket/mappings/m.csv", True),
+        ("../mappings/m.csv", True),
+        ("s3://other-bucket/mappings/m.csv", False),
+        ("s3://config-bucket/../other-bucket/mappings/m.csv", False),
+    ],
+)
+def test_mapping_file_of_an_s3_config_stays_in_the_config_bucket(s3, mapping_file, allowed):
+    sheet = b"source_column,target_column,data_type\na,a,string\n"
+    for bucket in ("config-bucket", "other-bucket"):
+        if bucket == "other-bucket":
+            s3.create_bucket(Bucket=bucket)
+        s3.put_object(Bucket=bucket, Key="mappings/m.csv", Body=sheet)
+    body = json.dumps({"table_name": "t", "mapping_file": mapping_file})
+    s3.put_object(Bucket="config-bucket", Key="tables/t.json", Body=body.encode())
+    if allowed:
+        assert load_table_config("s3://config-bucket/tables/t.json").mapping.targets == ["a"]
+    else:
+        with pytest.raises(ConfigError, match="outside the config root s3://config-bucket/"):
+            load_table_config("s3://config-bucket/tables/t.json")
+
+
+def test_a_sheet_that_is_not_a_mapping_sheet_is_not_quoted(tmp_path):
+    (tmp_path / "m.csv").write_text(SECRET_LINE + "\n")
+    (tmp_path / "c.json").write_text(json.dumps({"table_name": "t", "mapping_file": "m.csv"}))
+    with pytest.raises(ConfigError) as caught:
+        load_table_config(str(tmp_path / "c.json"))
+    assert "row 1 is not a mapping sheet header" in str(caught.value)
+    assert "wJalrXUtnFEMI" not in str(caught.value)
+
+
+@pytest.mark.parametrize("warehouse_url", ["duckdb"], indirect=True)
+def test_table_name_with_a_trailing_newline_is_refused(table_dir, write, run_cli, sql):
+    config = table_dir("source_column,target_column,data_type\ncode,code,varchar(3)\n")
+    config.write_text(json.dumps({**json.loads(config.read_text()), "table_name": "t_codes\n"}))
+    code, summary = run_cli(config, write("t.csv", "code\nAA\n"))
+    assert code == 2
+    assert (
+        "table_name: identifier 't_codes\\n' must be lower-case letters"
+        in (summary["error"]["message"])
+    )
+    assert sql("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'ref'") == [
+        (0,)
+    ]

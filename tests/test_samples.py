@@ -39,7 +39,12 @@ def test_seed_config_with_local_mapping_loads_every_us_zip(tmp_path: Path):
         with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as con:
             return con.execute(statement).fetchall()
 
-    config = dict(SEED_CONFIG, mapping_file=str(CONFIGS / "mappings" / "zipcode_mapping.xlsx"))
+    # An absolute local path in place of the S3 URI; the sheet lives under the config's
+    # folder, as every mapping sheet must.
+    sheet = tmp_path / "mappings" / "zipcode_mapping.xlsx"
+    sheet.parent.mkdir()
+    sheet.write_bytes((CONFIGS / "mappings" / "zipcode_mapping.xlsx").read_bytes())
+    config = dict(SEED_CONFIG, mapping_file=str(sheet))
     path = tmp_path / "dim_zipcode.json"
     path.write_text(json.dumps(config))
     done = subprocess.run(
