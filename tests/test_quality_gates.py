@@ -288,3 +288,37 @@ def test_custom_sql_leaves_the_statement_timeout_as_it_was(
             # A later statement on this connection has the session's limit, not the check's.
             assert warehouse.scalar("SHOW statement_timeout") == "7s"
         assert warehouse.scalar("SHOW statement_timeout") == "7s"
+
+
+@pytest.mark.parametrize("warehouse_url", ["duckdb", "postgresql"], indirect=True)
+@pytest.mark.parametrize("store_samples", [False, True])
+def test_custom_sql_rows_reach_audit_and_alert_only_when_asked(
+    store_samples, table_dir, write, run_cli, sql, tmp_path
+):
+    # custom_sql can read any table the warehouse user can; what it returns is not copied
+    # into audit rows and alerts unless the config asks for it.
+    sql("CREATE SCHEMA hr")
+    sql("CREATE TABLE hr.people (name VARCHAR(20), ssn VARCHAR(11))")
+    sql("INSERT INTO hr.people VALUES ('Ann', '078-05-1120')")
+    check = {
+        "type": "custom_sql",
+        "name": "peek",
+        "sql": "SELECT p.name, p.ssn FROM {table} t CROSS JOIN hr.people p",
+        "store_samples": store_samples,
+    }
+    config = table_dir(MAPPING, quality_tests=[check])
+    code, summary = run_cli(config, write("a.csv", GOOD))
+    assert code == 1
+    assert (summary["checks"][0]["status"], summary["checks"][0]["observed"]) == ("fail", 2)
+    [(details,)] = sql("SELECT details FROM etl_audit.data_quality_tests")
+    [alert] = [p.read_text() for p in (tmp_path / "outbox").glob("*.alert.json")]
+    if store_samples:
+        assert json.loads(details)["sample_rows"][0] == {"name": "Ann", "ssn": "078-05-1120"}
+        assert "078-05-1120" in alert
+    else:
+        assert json.loads(details) == {
+            "note": "sample rows not stored: set store_samples to keep them",
+            "sample_rows": [],
+        }
+        assert "078-05-1120" not in alert
+        assert "078-05-1120" not in repr(sql("SELECT * FROM etl_audit.run_log"))
