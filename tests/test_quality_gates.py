@@ -271,7 +271,7 @@ def test_custom_sql_leaves_the_statement_timeout_as_it_was(
     from contextlib import nullcontext
 
     from steps.checks import CheckContext, run_check
-    from steps.config import load_table_config
+    from steps.table import load_table_config
     from steps.warehouse import open_warehouse
 
     check = {"type": "custom_sql", "sql": "SELECT code FROM {table} WHERE n > 1"}
