@@ -21,6 +21,7 @@ from typing import Any
 
 import structlog
 
+from steps import secrets
 from steps.errors import ConfigError, InfrastructureError, QualityCheckFailed, error_class
 from steps.names import unknown_name
 from steps.secrets import URL_PASSWORD as _URL_PASSWORD
@@ -280,6 +281,8 @@ def _servicenow_auth() -> dict[str, str]:
             "user": os.environ.get("REFLOAD_SERVICENOW_USER"),
             "password": os.environ.get("REFLOAD_SERVICENOW_PASSWORD"),
         }
+    for credential in ("token", "password"):
+        secrets.remember(secret.get(credential))  # masked wherever an error may quote it
     if secret.get("token"):
         return {"Authorization": f"Bearer {secret['token']}"}
     user = secret.get("user") or secret.get("username")

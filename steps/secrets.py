@@ -86,7 +86,3 @@ def redact_value(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [redact_value(v) for v in value]
     return value
-
-
-def has_password(url: str) -> bool:
-    return bool(URL_PASSWORD.search(url))
