@@ -366,9 +366,10 @@ def test_the_rerun_file_replays_the_failed_step(
     [
         ("s3cr%zzet-pw", False),  # an invalid % escape: the driver quotes the password alone
         ("it's-a-s3cret", False),  # a quote once ended the URL pattern
-        ("l0cals-s3cret", True),  # an unexpected error: its traceback had frame locals
+        # A failure before the warehouse is opened: only the URL pattern knows the password.
+        ("l0cals-s3cret", True),
     ],
-    ids=["percent", "quote", "traceback-locals"],
+    ids=["percent", "quote", "before-the-warehouse-opens"],
 )
 def test_no_output_channel_shows_a_warehouse_password(
     password, unexpected, postgres_database, table_dir, write, tmp_path, capsys
@@ -380,7 +381,7 @@ def test_no_output_channel_shows_a_warehouse_password(
     url = f"postgresql://refload:{password}@127.0.0.1:5432/{postgres_database.rsplit('/', 1)[1]}"
     config = table_dir("source_column,target_column,data_type\ncode,code,varchar(3)\n")
     curated = tmp_path / "curated"
-    if unexpected:  # writing the curated file fails with an error refload does not expect
+    if unexpected:  # writing the curated file fails
         curated.write_text("a file where a folder should be")
     capsys.readouterr()
     code = main(
@@ -417,3 +418,28 @@ def test_no_output_channel_shows_a_warehouse_password(
     for name, text in channels.items():
         for form in forms:
             assert form not in text, f"{name} shows the password as {form!r}"
+
+
+def test_an_unexpected_error_is_logged_without_frame_locals(capsys):
+    # The CLI's logging: a traceback's frame locals once printed the warehouse URL (and
+    # any local holding a password or a row of data) in the log line.
+    import structlog
+
+    from handler.log import configure_logging
+
+    configure_logging(force=True)
+
+    def connect(url: str) -> None:
+        password = url.split(":")[2].split("@")[0]
+        raise RuntimeError(f"cannot connect as {len(password)}-character password")
+
+    capsys.readouterr()
+    try:
+        connect("postgresql://refload:fr4me-l0cal-s3cret@127.0.0.1:5432/db")
+    except RuntimeError:
+        structlog.get_logger("refload").exception("unexpected error")
+    [line] = capsys.readouterr().err.splitlines()
+    record = json.loads(line)
+    assert record["exception"][0]["exc_value"] == "cannot connect as 18-character password"
+    assert "fr4me-l0cal-s3cret" not in line
+    assert "locals" not in record["exception"][0]["frames"][-1]
