@@ -83,7 +83,10 @@ def test_failed_tests_are_counted_and_a_failed_step_still_reports(
 ):
     monkeypatch.setenv("REFLOAD_METRICS", "stderr")
     config = json.loads((CONFIGS / "dim_currency.json").read_text())
-    config["mapping_file"] = str(CONFIGS / config["mapping_file"])
+    # The sheet beside the copied config: a mapping sheet must lie under the config's folder.
+    sheet = tmp_path / config["mapping_file"]
+    sheet.parent.mkdir(parents=True, exist_ok=True)
+    sheet.write_bytes((CONFIGS / config["mapping_file"]).read_bytes())
     config["quality_tests"] += [
         {"type": "row_count_between", "min": 500},  # error: only 178 rows
         {"type": "row_count_between", "max": 10, "severity": "warn"},  # a warning, not counted
