@@ -321,11 +321,12 @@ class _NoAnswer(InfrastructureError):
     """ServiceNow was busy or the answer was lost: the request may or may not have run."""
 
 
-def send_servicenow(report: dict[str, Any], payload: dict[str, Any]) -> str:
-    """Open an incident, or add a work note to the open one with the same signature."""
-    import time
-    from urllib.parse import quote
+ServiceNowCall = Callable[..., dict[str, Any]]
 
+
+def servicenow_client() -> ServiceNowCall:
+    """`call(method, path, body=None)` on the Table API: JSON in and out; a refused login
+    is InfrastructureError, a busy server or a lost answer `_NoAnswer` (it may have run)."""
     import urllib3
 
     base = os.environ.get("REFLOAD_SERVICENOW_URL", "").rstrip("/")
@@ -360,6 +361,15 @@ def send_servicenow(report: dict[str, Any], payload: dict[str, Any]) -> str:
             raise InfrastructureError(f"ServiceNow answered HTTP {response.status} to {where}")
         return dict(json.loads(response.data or b"{}"))
 
+    return call
+
+
+def send_servicenow(report: dict[str, Any], payload: dict[str, Any]) -> str:
+    """Open an incident, or add a work note to the open one with the same signature."""
+    import time
+    from urllib.parse import quote
+
+    call = servicenow_client()
     correlation = report["signature"]
     query = quote(f"correlation_id={correlation}^active=true", safe="=^")
 

@@ -21,14 +21,12 @@ from urllib.parse import quote
 import structlog
 
 from steps.alerts import (
-    _http,
-    _servicenow_auth,
     channels_from_env,
     redact,
     send_ses,
     send_smtp,
+    servicenow_client,
 )
-from steps.errors import ConfigError, InfrastructureError
 from steps.warehouse.base import AUDIT_SCHEMA, Warehouse
 
 log = structlog.get_logger("refload.recovery")
@@ -91,26 +89,7 @@ def recovered_report(payload: dict[str, Any], failed_run: str | None) -> dict[st
 
 def resolve_servicenow(table: str, run_id: str) -> list[str]:
     """Resolve every open incident of the table; returns their numbers."""
-    base = os.environ.get("REFLOAD_SERVICENOW_URL", "").rstrip("/")
-    if not base:
-        raise ConfigError("the servicenow channel needs REFLOAD_SERVICENOW_URL")
-    headers = {
-        **_servicenow_auth(),
-        "Accept": "application/json",
-        "Content-Type": "application/json",
-    }
-    http = _http()
-
-    def call(method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        response = http.request(
-            method, base + path, headers=headers, body=None if body is None else json.dumps(body)
-        )
-        if response.status >= 300:
-            raise InfrastructureError(
-                f"ServiceNow answered HTTP {response.status} to {method} {path.split('?')[0]}"
-            )
-        return dict(json.loads(response.data or b"{}"))
-
+    call = servicenow_client()
     query = quote(f"correlation_idSTARTSWITHrefload:{table}:^active=true", safe="=^")
     found = call(
         "GET",
