@@ -11,7 +11,7 @@ COPY handler/ handler/
 COPY steps/ steps/
 COPY hooks/ hooks/
 # pandas only for tables with a python_transform hook: in its own folder, which
-# steps/hooks.py puts on sys.path for them alone (pyarrow imports pandas and numpy whenever
+# steps/ingest/hooks.py puts on sys.path for them alone (pyarrow imports pandas and numpy whenever
 # they are importable, and every other table would pay for it; ADR 5).
 ENV REFLOAD_PANDAS_SITE=/opt/refload-pandas
 # Bytecode compiled here: /var/task is read-only, so it could not be cached at run time

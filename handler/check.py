@@ -267,7 +267,7 @@ def check_configs(root: str, warehouse_url: str | None = None) -> Report:
         specs.append(spec)
         _check_identifiers(report, spec, target_url)
         if config.python_transform:
-            from steps import hooks
+            from steps.ingest import hooks
 
             try:
                 hooks.load(config.python_transform)

@@ -201,7 +201,7 @@ def print_history(runs: list[dict[str, Any]], table: str) -> None:
 
 
 def history(args: argparse.Namespace) -> int:
-    from steps.history import recent_runs
+    from handler.history import recent_runs
     from steps.warehouse import open_warehouse
 
     with open_warehouse(args.warehouse) as warehouse:
@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
                 event["force"] = True
         elif args.command == "rollback":
             from handler.events import config_root
-            from steps.rollback import load_event
+            from handler.rollback import load_event
 
             root = args.config_root or config_root()
             event = load_event(args.table, args.to, root, args.warehouse)

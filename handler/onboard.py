@@ -1,6 +1,6 @@
 """`python -m handler init`: a table config and mapping sheet inferred from a sample file.
 
-The file is read by refload's own readers (`steps.sources`) once its layout is known, and
+The file is read by refload's own readers (`steps.ingest.sources`) once its layout is known, and
 every type is proposed only when `steps.mapping.cast_values`, the cast `run` uses, accepts
 every value of the column (handler.infer_columns): what init writes is what run loads. Only
 the CLI imports this; docs/adr/0009-init-proposes-what-run-accepts.md says why.
@@ -25,9 +25,10 @@ from handler.infer_columns import ColumnGuess, guess_column, propose_key, unique
 from steps import progress, storage
 from steps.config import SourceFormat, TableConfig, parse_config
 from steps.errors import ConfigError, RejectedInput, at
-from steps.mapping import SHEET_COLUMNS, Mapping, apply_mapping
+from steps.ingest.sources import FORMAT_READERS, format_of, read_source
+from steps.ingest.transform import apply_mapping
+from steps.mapping import SHEET_COLUMNS, Mapping
 from steps.names import identifier_problem, unknown_name
-from steps.sources import FORMAT_READERS, format_of, read_source
 
 DELIMITERS = (",", ";", "|", "\t")
 DELIMITER_NAMES = {",": "comma", ";": "semicolon", "|": "pipe", "\t": "tab"}
@@ -296,7 +297,7 @@ def infer(
     progress.phase("infer", total=len(targets), unit="columns")
     for name, target in zip(text.column_names, targets, strict=True):
         progress.advance(1)
-        if not name or BLANK_HEADER.fullmatch(name):  # as steps.sources names blank headers
+        if not name or BLANK_HEADER.fullmatch(name):  # as steps.ingest.sources names blank headers
             warnings.append(f"column {name or target} has no name in the header: left out")
             continue
         guess = guess_column(name, target, text.column(name).combine_chunks(), warnings)

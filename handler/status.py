@@ -33,8 +33,8 @@ def fleet_status(
     config_root: str, warehouse_url: str | None, now: dt.datetime | None = None
 ) -> dict[str, Any]:
     """Each configured table's last run, rows, tests, freshness and recent history."""
+    from handler.history import fleet_history
     from steps.freshness import assess, iso, last_received, parse_now, table_configs
-    from steps.history import fleet_history
     from steps.warehouse import open_warehouse
 
     now = now or parse_now(None)

@@ -278,7 +278,7 @@ class TableConfig(_Strict):
         default=None,
         pattern=r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$",
         description="'package.module:function': a pandas function run on the mapped rows "
-        "before dedupe and key checks (steps.hooks); deployed code, never from the config "
+        "before dedupe and key checks (steps.ingest.hooks); deployed code, never from the config "
         "bucket.",
     )
     freshness: Freshness | None = Field(

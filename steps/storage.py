@@ -266,7 +266,7 @@ def upload_file(uri: str, path: Path) -> None:
 
 def object_version(uri: str, path: Path) -> str:
     """S3 version id or ETag; for a local file its mtime. (The content hash is taken while
-    the source is read: steps.sources.)"""
+    the source is read: steps.ingest.sources.)"""
     if is_s3(uri):
         bucket, key = split_s3(uri)
         try:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from steps.dedupe import POSITION, ArrowFinder, DuckDBFinder, RepeatedKeys
+from steps.ingest.dedupe import POSITION, ArrowFinder, DuckDBFinder, RepeatedKeys
 
 SMALL = pa.table(
     {

@@ -77,7 +77,7 @@ def test_every_step_can_be_started_at():
 NOT_IN_LAMBDA = {"steps/frames.py": {"pandas"}}
 # Modules that import what the image keeps in its own folder (REFLOAD_PANDAS_SITE), on
 # sys.path only for the tables that need it.
-FROM_OWN_SITE = {"steps/hooks.py": {"pandas"}}
+FROM_OWN_SITE = {"steps/ingest/hooks.py": {"pandas"}}
 
 
 def _imports(folder: str, *, lambda_only: bool = True) -> set[str]:
@@ -578,5 +578,5 @@ def test_curated_files_are_kept_as_long_as_rollback_may_reach_back():
     assert [r["ExpirationInDays"] for r in expiring] == [{"Ref": "CuratedRetentionDays"}]
     assert TEMPLATE["Parameters"]["CuratedRetentionDays"]["Default"] == 400
     # The rollback command's message names the parameter users raise.
-    assert "CuratedRetentionDays" in (ROOT / "steps" / "rollback.py").read_text()
+    assert "CuratedRetentionDays" in (ROOT / "handler" / "rollback.py").read_text()
     assert "CuratedRetentionDays" in (ROOT / "README.md").read_text()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from handler.cli import main
-from steps import hooks
+from steps.ingest import hooks
 
 MAPPING = (
     "source_column,target_column,data_type,transform,default,nullable,format\n"

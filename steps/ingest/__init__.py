@@ -21,11 +21,12 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from steps import progress, storage
-from steps.dedupe import POSITION, ArrowFinder, DuckDBFinder
 from steps.errors import RefloadError, RejectedInput, at
-from steps.mapping import Mapping, Rejection, apply_mapping
+from steps.ingest.dedupe import POSITION, ArrowFinder, DuckDBFinder
+from steps.ingest.sources import BadCell, BadRecord, SourceTable, read_source
+from steps.ingest.transform import Rejection, apply_mapping
+from steps.mapping import Mapping
 from steps.names import did_you_mean
-from steps.sources import BadCell, BadRecord, SourceTable, read_source
 from steps.table import TableSpec, load_table_config
 
 DEFAULT_CURATED_ROOT = "curated"
@@ -252,7 +253,7 @@ def _ingest(spec: TableSpec, payload: dict[str, Any]) -> dict[str, Any]:
 
 def _hooked(reference: str, typed: pa.Table, spec: TableSpec, source: SourceTable) -> pa.Table:
     """The team's python_transform on this chunk's good rows; positions are kept."""
-    from steps import hooks
+    from steps.ingest import hooks
 
     positions = typed.column(POSITION)
     mapped = hooks.apply(

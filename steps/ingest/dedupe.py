@@ -101,7 +101,7 @@ class DuckDBFinder:
     def __init__(self, scratch: Path) -> None:
         import duckdb
 
-        from steps.sources import chunk_bytes
+        from steps.ingest.sources import chunk_bytes
 
         limit = f"{max(8 * chunk_bytes(), 64 << 20) >> 20}MB"
         self.con = duckdb.connect(
