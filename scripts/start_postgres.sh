@@ -23,6 +23,9 @@ as_postgres -c "SET password_encryption = 'md5'" -c "ALTER ROLE refload CREATEDB
 if [ "$(as_postgres -c "SELECT 1 FROM pg_roles WHERE rolname = 'refload_limited'")" != "1" ]; then
   as_postgres -c "CREATE ROLE refload_limited LOGIN PASSWORD 'refload_limited'"
 fi
+# DROP DATABASE ... WITH (FORCE) at the end of a test session ends every connection to
+# it, also those of refload_limited: without this it fails now and then.
+as_postgres -c "GRANT pg_signal_backend TO refload"
 hba=$(as_postgres -c "SHOW hba_file")
 rule="host all refload 127.0.0.1/32 md5"
 if ! grep -qF "$rule" "$hba"; then
