@@ -324,25 +324,39 @@ def _set_rejects_aside(
     """Rejected rows go to the rejects file; above the allowed share, the file is refused."""
     positions, records = _reject_rows(source, mapped.rejections, mapped.bad_records)
     rows_rejected = len(positions) + len(mapped.bad_records)
+    uri = keep_rejects(source, records, rows_rejected, mapped.rows_read, out_uri, max_reject_pct)
+    return _Rejected(uri, positions, rows_rejected)
+
+
+def keep_rejects(
+    source: SourceTable,
+    records: list[dict[str, Any]],
+    rows_rejected: int,
+    rows_read: int,
+    out_uri: str,
+    max_reject_pct: float,
+) -> str | None:
+    """Write the rejects file beside `out_uri` and refuse the file above the allowed share
+    (the Spark engine calls it with the records it collected). Returns the file's URI."""
     if not rows_rejected:
-        return _Rejected(None, positions, 0)
+        return None
     rejects_uri = out_uri.removesuffix(".parquet") + ".rejects.parquet"
     _write_rejects(rejects_uri, source.unit, records)
-    share = rows_rejected * 100 / mapped.rows_read
+    share = rows_rejected * 100 / rows_read
     if share > max_reject_pct:
         raise _rejected_error(
             source,
             records[0],
             details={
                 "rows_rejected": rows_rejected,
-                "rows_read": mapped.rows_read,
+                "rows_read": rows_read,
                 "rejects_uri": rejects_uri,
                 "problems": len(records),
             },
-            note=f"{rows_rejected} of {mapped.rows_read} row(s) rejected ({share:.2f}% > "
+            note=f"{rows_rejected} of {rows_read} row(s) rejected ({share:.2f}% > "
             f"max_reject_pct {max_reject_pct:g}); all problems are listed in {rejects_uri}",
         )
-    return _Rejected(rejects_uri, positions, rows_rejected)
+    return rejects_uri
 
 
 def _curated_schema(

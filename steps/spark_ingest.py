@@ -1,0 +1,656 @@
+"""ingest on Spark: the same config, mapping sheet and curated contract, for big files.
+
+What a row means is refload's own Arrow code, run inside Spark: each task reads its part
+of the source with `steps.sources.read_source` and maps it with `steps.mapping.apply_mapping`
+(and the table's `python_transform`) in `DataFrame.mapInArrow`, so `zfill(5)`,
+`decimal(9,2)` or a date format have one implementation. Spark does what needs the whole
+table: exact-duplicate removal, empty and repeated primary keys, the rejects and the
+`max_reject_pct` threshold.
+
+Line numbers. A CSV is cut into byte ranges on the driver, each starting at a record, by
+one pass that counts quote characters and newlines (bytes.count, about 1 GB/s): a newline
+outside quotes starts a record, so quoted values that span lines stay whole. Each task
+parses its range behind the file's own header lines, and shifts the lines it reports by
+where the range starts. Files that cannot be cut that way (gzip, encodings in which a
+newline is not the byte 0x0A, Excel, JSON, Parquet, or small ones) are one range.
+A row's position is `range << 32 | index in range`: file order, and enough to find its line.
+
+Output: part files `part-NNNNN.parquet` under the run's curated prefix (typed and tagged
+exactly as the Lambda engine's single file), a Redshift-style manifest listing exactly
+those parts (the `curated_uri`), and the same rejects file and summary as `steps.ingest`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import itertools
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from steps import errors, storage
+from steps.dedupe import POSITION
+from steps.errors import RefloadError, RejectedInput, at
+from steps.ingest import (
+    DEFAULT_CURATED_ROOT,
+    MAX_LISTED,
+    _cell_rejections,
+    _check_columns,
+    _curated_schema,
+    _hooked,
+    _source_key,
+    curated_uri,
+    keep_rejects,
+)
+from steps.mapping import apply_mapping
+from steps.sources import SourceTable, chunk_bytes, read_source
+from steps.table import TableSpec
+
+DEFAULT_MASTER = "local[2]"
+PROBLEMS = "__refload_problems"  # a rejected row's problems (null for a good row)
+ERROR = "__refload_error"  # a task's RefloadError, as JSON (the row carries nothing else)
+MANIFEST_NAME = "parts.manifest"
+_PROBLEM = pa.struct(
+    [
+        ("at", pa.int64()),
+        ("column", pa.string()),
+        ("value", pa.string()),
+        ("reason", pa.string()),
+    ]
+)
+
+
+def split_bytes() -> int:
+    """Target size of one CSV range (one Spark task): REFLOAD_SPARK_SPLIT_BYTES."""
+    return int(os.environ.get("REFLOAD_SPARK_SPLIT_BYTES", chunk_bytes()))
+
+
+def spark_session() -> Any:
+    """The running SparkSession, or a new one on REFLOAD_SPARK_MASTER (default local[2]).
+
+    Under spark-submit (EMR Serverless) the master comes from the submit and is kept.
+    """
+    from pyspark import SparkConf
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    builder = SparkSession.builder.appName("refload")
+    if "REFLOAD_SPARK_MASTER" in os.environ or not SparkConf().contains("spark.master"):
+        builder = builder.master(os.environ.get("REFLOAD_SPARK_MASTER", DEFAULT_MASTER))
+        # Local workers must run this interpreter (the one with refload and pyarrow).
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        # A small local machine: a handful of shuffle partitions, not 200.
+        builder = builder.config("spark.sql.shuffle.partitions", "4")
+    session = (
+        builder.config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    return session
+
+
+# --- cutting a CSV into ranges --------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """Bytes [start, end) of the source, whose first byte is on line `first_line`."""
+
+    index: int
+    start: int
+    end: int
+    first_line: int
+    whole: bool  # the whole file, read as the Lambda engine reads it
+
+
+def _cuttable(path: Path, spec: TableSpec) -> bool:
+    config = spec.config
+    if config.source_format != "csv":
+        return False
+    with path.open("rb") as probe:
+        if probe.read(2) == b"\x1f\x8b":
+            return False
+    try:
+        return "\n".encode(config.encoding) == b"\n" and config.quote_char.encode(
+            config.encoding
+        ) == config.quote_char.encode("ascii")
+    except (UnicodeEncodeError, LookupError):
+        return False
+
+
+def plan_splits(path: Path, spec: TableSpec, target: int) -> tuple[list[Split], bytes]:
+    """The ranges of the source, and the header lines every range is parsed behind."""
+    size = path.stat().st_size
+    whole = [Split(0, 0, size, 1, whole=True)]
+    if size <= target or not _cuttable(path, spec):
+        return whole, b""
+    header_row = spec.config.header_row
+    with path.open("rb") as stream:
+        head = stream.read(1 << 20)
+        lines = head.split(b"\n", header_row)
+        if len(lines) <= header_row:  # the header is not in the first MB: leave it whole
+            return whole, b""
+        data_start = len(head) - len(lines[-1])
+        stream.seek(data_start)
+        cuts = _record_starts(stream, data_start, header_row + 1, target, spec.config.quote_char)
+    bounds = [*cuts, (size, 0)]
+    ranges = [(a, b, line) for (a, line), (b, _) in itertools.pairwise(bounds) if b > a]
+    splits = [Split(i, a, b, line, whole=False) for i, (a, b, line) in enumerate(ranges)]
+    return splits or whole, head[:data_start]
+
+
+def _record_starts(
+    stream: Any, offset: int, line: int, target: int, quote: str
+) -> list[tuple[int, int]]:
+    """(byte offset, line) of a record start about every `target` bytes from `offset`.
+
+    A quote character toggles "inside a quoted value" (a doubled one toggles twice), so a
+    newline seen with an even count of quotes before it ends a record.
+    """
+    quote_byte = quote.encode("ascii")
+    starts = [(offset, line)]
+    inside = False
+    next_cut = offset + target
+    position = offset
+    while block := stream.read(16 << 20):
+        i = 0
+        while position + len(block) > next_cut:
+            if next_cut > position + i:  # count up to the cut
+                part = block[i : next_cut - position]
+                inside ^= bool(part.count(quote_byte) & 1)
+                line += part.count(b"\n")
+                i = next_cut - position
+            newline = block.find(b"\n", i)
+            if newline < 0:  # the record goes on in the next block
+                next_cut = position + len(block)
+                break
+            part = block[i : newline + 1]
+            inside ^= bool(part.count(quote_byte) & 1)
+            line += 1
+            i = newline + 1
+            if not inside:
+                starts.append((position + i, line))
+                next_cut = position + i + target
+            else:
+                next_cut = position + i
+        part = block[i:]
+        inside ^= bool(part.count(quote_byte) & 1)
+        line += part.count(b"\n")
+        position += len(block)
+    return starts
+
+
+def _read_range(uri: str, start: int, end: int) -> bytes:
+    if storage.is_s3(uri):
+        bucket, key = storage.split_s3(uri)
+        try:
+            response = storage.s3_client().get_object(
+                Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}"
+            )
+        except Exception as error:
+            raise storage._s3_error(error, uri) from error
+        data: bytes = response["Body"].read()
+        return data
+    with open(uri.removeprefix("file://"), "rb") as stream:
+        stream.seek(start)
+        return stream.read(end - start)
+
+
+@contextlib.contextmanager
+def _split_source(split: Split, job: _Job) -> Iterator[SourceTable]:
+    """The split read by refload's reader, reporting lines and rows of the whole file."""
+    if split.whole:
+        with storage.local_file(job.uri) as path:
+            yield read_source(path, job.uri, job.spec.config)
+        return
+    header_row = job.spec.config.header_row
+
+    def shift(line: int) -> int:
+        return line if line <= header_row else line - (header_row + 1) + split.first_line
+
+    with tempfile.TemporaryDirectory(prefix="refload-split-") as folder:
+        path = Path(folder) / "split.csv"
+        path.write_bytes(job.header + _read_range(job.uri, split.start, split.end))
+        try:
+            source = read_source(path, job.uri, job.spec.config)
+            found = source.bad_records
+            yield dataclasses.replace(
+                source,
+                locate=lambda ps: [shift(line) for line in source.locate(ps)],
+                bad_records=lambda: [dataclasses.replace(b, where=shift(b.where)) for b in found()],
+            )
+        except RefloadError as error:
+            if error.line is not None:
+                error.line = shift(error.line)
+            raise
+
+
+# --- the tasks ------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Job:
+    """What every task needs (pickled to the executors once per stage)."""
+
+    spec: TableSpec
+    uri: str
+    header: bytes
+    context: dict[str, str]
+    splits: tuple[Split, ...]
+
+
+def _error_json(error: RefloadError) -> str:
+    fields = ("reason", "file", "line", "row", "column", "value", "key", "details", "note")
+    return json.dumps(
+        {"type": type(error).__name__, **{f: getattr(error, f) for f in fields}}, default=str
+    )
+
+
+def _error_from_json(text: str) -> RefloadError:
+    fields = json.loads(text)
+    error_type = getattr(errors, fields.pop("type"), RefloadError)
+    reason = fields.pop("reason")
+    error: RefloadError = error_type(reason, **fields)
+    return error
+
+
+def _typed_schema(spec: TableSpec) -> pa.Schema:
+    return pa.schema([pa.field(c.target, c.data_type.arrow()) for c in spec.mapping.columns])
+
+
+def _task_schema(spec: TableSpec) -> pa.Schema:
+    return (
+        _typed_schema(spec)
+        .append(pa.field(POSITION, pa.int64()))
+        .append(pa.field(PROBLEMS, pa.list_(_PROBLEM)))
+        .append(pa.field(ERROR, pa.string()))
+    )
+
+
+def _rows_with(spec: TableSpec, typed: pa.Table | None, count: int, **meta: Any) -> pa.RecordBatch:
+    """`count` rows of the task schema: `typed` columns (or nulls) and the given extras."""
+    schema = _task_schema(spec)
+    arrays = []
+    for field in schema:
+        if typed is not None and field.name in typed.column_names:
+            arrays.append(typed.column(field.name).combine_chunks().cast(field.type))
+        elif field.name in meta:
+            arrays.append(pa.array(meta[field.name], field.type))
+        else:
+            arrays.append(pa.nulls(count, field.type))
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def _map_split(split: Split, job: _Job) -> Iterator[pa.RecordBatch]:
+    """One range: parse, map, set rejected rows aside (with their lines), hook the rest."""
+    spec = job.spec
+    base = split.index << 32
+    rows = 0
+    try:
+        with _split_source(split, job) as source:
+            for chunk in source.chunks:
+                typed, found = apply_mapping(chunk, spec.mapping, job.context)
+                found += _cell_rejections(
+                    [c for c in source.bad_cells if rows <= c.position < rows + chunk.num_rows],
+                    spec.mapping,
+                )
+                # Positions in this range while refload's code runs (hooks locate lines).
+                typed = typed.append_column(
+                    POSITION, pa.array(range(rows, rows + typed.num_rows), pa.int64())
+                )
+                if found:
+                    rejected = sorted(
+                        (dataclasses.replace(r, position=r.position + rows) for r in found),
+                        key=lambda r: r.position,
+                    )
+                    bad = sorted({r.position for r in rejected})
+                    lines = dict(zip(bad, source.locate(bad), strict=True))
+                    problems: dict[int, list[dict[str, Any]]] = {}
+                    for r in rejected:
+                        problems.setdefault(r.position, []).append(
+                            {
+                                "at": lines[r.position],
+                                "column": r.column,
+                                "value": r.value,
+                                "reason": r.reason,
+                            }
+                        )
+                    yield _rows_with(
+                        spec,
+                        None,
+                        len(bad),
+                        **{POSITION: [base + p for p in bad], PROBLEMS: list(problems.values())},
+                    )
+                    typed = typed.filter(
+                        pc.invert(pc.is_in(typed.column(POSITION), pa.array(bad, pa.int64())))
+                    )
+                if spec.config.python_transform:
+                    typed = _hooked(spec.config.python_transform, typed, spec, source)
+                if typed.num_rows:
+                    index = typed.schema.get_field_index(POSITION)
+                    typed = typed.set_column(
+                        index, POSITION, pc.add(typed.column(POSITION), pa.scalar(base, pa.int64()))
+                    )
+                    yield _rows_with(spec, typed, typed.num_rows)
+                rows += chunk.num_rows
+            unreadable = source.bad_records()
+            if unreadable:
+                yield _rows_with(
+                    spec,
+                    None,
+                    len(unreadable),
+                    **{
+                        PROBLEMS: [
+                            [{"at": b.where, "column": None, "value": b.text, "reason": b.reason}]
+                            for b in unreadable
+                        ]
+                    },
+                )
+    except RefloadError as error:
+        yield _rows_with(spec, None, 1, **{POSITION: [base + rows], ERROR: [_error_json(error)]})
+
+
+def _write_part(batches: Iterator[pa.RecordBatch], schema: pa.Schema, prefix: str) -> Iterator[Any]:
+    """One partition's kept rows as one part file; yields (uri, rows, bytes) when it has rows."""
+    from pyspark import TaskContext
+
+    context = TaskContext.get()
+    number = context.partitionId() if context else 0
+    uri = storage.join(prefix, f"part-{number:05d}.parquet")
+    rows = 0
+    with tempfile.TemporaryDirectory(prefix="refload-part-") as folder:
+        path = Path(folder) / "part.parquet"
+        with pq.ParquetWriter(path, schema, compression="snappy", coerce_timestamps="us") as out:
+            for batch in batches:
+                table = pa.Table.from_batches([batch]).select(schema.names)
+                out.write_table(table.cast(schema))
+                rows += batch.num_rows
+        if rows:
+            storage.upload_file(uri, path)
+            yield pa.RecordBatch.from_pylist(
+                [{"uri": uri, "rows": rows, "bytes": path.stat().st_size}],
+                schema=pa.schema(
+                    [("uri", pa.string()), ("rows", pa.int64()), ("bytes", pa.int64())]
+                ),
+            )
+
+
+# --- the driver -----------------------------------------------------------------------
+
+
+def _spark_type(data_type: Any) -> Any:
+    from pyspark.sql import types as T
+
+    kind = data_type.kind
+    if kind == "decimal":
+        return T.DecimalType(data_type.precision, data_type.scale)
+    return {
+        "string": T.StringType(),
+        "varchar": T.StringType(),
+        "smallint": T.ShortType(),
+        "integer": T.IntegerType(),
+        "bigint": T.LongType(),
+        "double": T.DoubleType(),
+        "boolean": T.BooleanType(),
+        "date": T.DateType(),
+        "timestamp": T.TimestampNTZType(),
+    }[kind]
+
+
+def _spark_schema(spec: TableSpec) -> Any:
+    from pyspark.sql import types as T
+
+    problem = T.StructType(
+        [
+            T.StructField("at", T.LongType()),
+            T.StructField("column", T.StringType()),
+            T.StructField("value", T.StringType()),
+            T.StructField("reason", T.StringType()),
+        ]
+    )
+    return T.StructType(
+        [T.StructField(c.target, _spark_type(c.data_type)) for c in spec.mapping.columns]
+        + [
+            T.StructField(POSITION, T.LongType()),
+            T.StructField(PROBLEMS, T.ArrayType(problem)),
+            T.StructField(ERROR, T.StringType()),
+        ]
+    )
+
+
+def dataset_prefix(root: str, spec: TableSpec, content_hash: str) -> str:
+    """Same source bytes and same config give the same prefix, so re-runs overwrite."""
+    return curated_uri(root, spec, content_hash).removesuffix(".parquet")
+
+
+def write_manifest(uri: str, parts: list[tuple[str, int]]) -> None:
+    """Redshift's COPY manifest: every part, mandatory, with its size (Parquet needs it)."""
+    entries = [
+        {"url": part, "mandatory": True, "meta": {"content_length": size}} for part, size in parts
+    ]
+    storage.write_bytes(uri, json.dumps({"entries": entries}, indent=1).encode())
+
+
+def run(spec: TableSpec, payload: dict[str, Any], session: Any = None) -> dict[str, Any]:
+    """Ingest `payload["source"]` on Spark; returns what `steps.ingest.run` returns."""
+    try:
+        with storage.local_file(payload["source"]) as path:
+            info = storage.describe(payload["source"], path)
+            return _ingest(spec, payload, path, info, session or spark_session())
+    except RefloadError as error:
+        error.table = error.table or spec.config.table_name
+        raise
+
+
+def _ingest(
+    spec: TableSpec, payload: dict[str, Any], path: Path, info: storage.ObjectInfo, spark: Any
+) -> dict[str, Any]:
+    from pyspark import StorageLevel
+
+    config = spec.config
+    run_id = payload["run_id"]
+    uri = payload["source"]
+    curated_root = payload.get("curated_root") or DEFAULT_CURATED_ROOT
+    # The driver reads the header only (and the whole file only for non-CSV formats).
+    source = read_source(path, uri, config)
+    _check_columns(source, spec)
+    splits, header = plan_splits(path, spec, split_bytes())
+    job = _Job(
+        spec,
+        uri,
+        header,
+        {
+            "load_date": dt.datetime.now(dt.UTC).date().isoformat(),
+            "run_id": run_id,
+            "source_key": _source_key(uri),
+        },
+        tuple(splits),
+    )
+
+    def map_splits(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            for index in batch.column(0).to_pylist():
+                yield from _map_split(job.splits[index], job)
+
+    # One partition per range, so partition order is file order.
+    numbers = spark.createDataFrame(
+        spark.sparkContext.parallelize([(s.index,) for s in splits], len(splits)), "split long"
+    )
+    mapped = numbers.mapInArrow(map_splits, _spark_schema(spec)).persist(
+        StorageLevel.MEMORY_AND_DISK
+    )
+    try:
+        return _finish(spec, payload, job, source, info, mapped, spark, curated_root)
+    finally:
+        mapped.unpersist()
+
+
+def _finish(
+    spec: TableSpec,
+    payload: dict[str, Any],
+    job: _Job,
+    source: SourceTable,
+    info: storage.ObjectInfo,
+    mapped: Any,
+    spark: Any,
+    curated_root: str,
+) -> dict[str, Any]:
+    from pyspark.sql import functions as F
+
+    config = spec.config
+    run_id = payload["run_id"]
+    unit = source.unit
+    counts = mapped.agg(
+        F.count(F.when(F.col(ERROR).isNotNull(), 1)).alias("errors"),
+        F.count(F.when(F.col(PROBLEMS).isNull() & F.col(ERROR).isNull(), 1)).alias("good"),
+        F.count(F.when(F.col(PROBLEMS).isNotNull() & F.col(POSITION).isNotNull(), 1)).alias(
+            "rejected"
+        ),
+        F.count(F.when(F.col(PROBLEMS).isNotNull() & F.col(POSITION).isNull(), 1)).alias(
+            "unreadable"
+        ),
+    ).first()
+    if counts["errors"]:
+        first = mapped.where(F.col(ERROR).isNotNull()).orderBy(POSITION).first()
+        raise _error_from_json(first[ERROR])
+    rows = counts["good"] + counts["rejected"]
+    rows_read = rows + counts["unreadable"]
+    if rows_read == 0:
+        raise RejectedInput("file has a header but no data rows", file=source.uri)
+
+    # Rejected rows: the same rejects file and threshold as the Lambda engine.
+    out_uri = curated_uri(curated_root, spec, info.content_hash)
+    rows_rejected = counts["rejected"] + counts["unreadable"]
+    reject_records: list[dict[str, Any]] = []
+    if rows_rejected:
+        found = mapped.where(F.col(PROBLEMS).isNotNull()).select(PROBLEMS).toArrow()
+        for problems in found.column(0).to_pylist():
+            reject_records += [
+                {unit: p["at"], "column": p["column"], "value": p["value"], "reason": p["reason"]}
+                for p in problems
+            ]
+        reject_records.sort(key=lambda r: int(r[unit]))
+    rejects_uri = keep_rejects(
+        source, reject_records, rows_rejected, rows_read, out_uri, config.max_reject_pct
+    )
+
+    # Duplicates and keys, over the whole table.
+    good = mapped.where(F.col(PROBLEMS).isNull() & F.col(ERROR).isNull()).drop(PROBLEMS, ERROR)
+    kept = _without_duplicates(good, spec, job, source)
+    prefix = dataset_prefix(curated_root, spec, info.content_hash)
+    schema = _curated_schema(spec, run_id, source.uri, info)
+    written = kept.mapInArrow(
+        lambda batches: _write_part(batches, schema, prefix), "uri string, rows long, bytes long"
+    ).collect()
+    parts = sorted((r["uri"], r["bytes"], r["rows"]) for r in written)
+    if not parts:  # nothing kept: one empty part still carries the schema
+        empty = storage.join(prefix, "part-00000.parquet")
+        with tempfile.TemporaryDirectory(prefix="refload-part-") as folder:
+            path = Path(folder) / "part.parquet"
+            pq.write_table(schema.empty_table(), path, compression="snappy")
+            storage.upload_file(empty, path)
+            parts = [(empty, path.stat().st_size, 0)]
+    manifest = storage.join(prefix, MANIFEST_NAME)
+    write_manifest(manifest, [(part, size) for part, size, _ in parts])
+    rows_written = sum(r for _, _, r in parts)
+    return {
+        "table": config.table_name,
+        "run_id": run_id,
+        "config": spec.config_uri,
+        "config_hash": spec.config_hash,
+        "source": source.uri,
+        "source_version": info.version,
+        "content_hash": info.content_hash,
+        "curated_uri": manifest,
+        "rejects_uri": rejects_uri,
+        "rows_read": rows_read,
+        "rows_rejected": rows_rejected,
+        "duplicates_dropped": counts["good"] - rows_written,
+        "rows_written": rows_written,
+    }
+
+
+def _locate(positions: list[int], job: _Job) -> list[int]:
+    """The lines (or rows) of positions, on the driver: each range is read again."""
+    by_split: dict[int, list[int]] = {}
+    for position in positions:
+        by_split.setdefault(position >> 32, []).append(position & 0xFFFFFFFF)
+    where: dict[int, int] = {}
+    for index, local in by_split.items():
+        with _split_source(job.splits[index], job) as source:
+            for p, line in zip(local, source.locate(local), strict=True):
+                where[(index << 32) + p] = line
+    return [where[p] for p in positions]
+
+
+def _without_duplicates(good: Any, spec: TableSpec, job: _Job, source: SourceTable) -> Any:
+    """The good rows less exact duplicates (the first is kept); refuses empty or repeated keys."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    config = spec.config
+    key = config.primary_key
+    if not (key or config.dedupe):
+        return good
+    if key:
+        firsts = good.agg(
+            *[F.min(F.when(F.col(k).isNull(), F.col(POSITION))).alias(k) for k in key]
+        ).first()
+        for name in key:
+            if firsts[name] is not None:
+                raise RejectedInput(
+                    "primary key column is empty",
+                    file=source.uri,
+                    column=name,
+                    **at(source.unit, _locate([firsts[name]], job)[0]),
+                )
+    kept = good
+    if config.dedupe:
+        columns = spec.mapping.targets
+        first = F.min(POSITION).over(Window.partitionBy(*[F.col(c) for c in columns]))
+        drop = (
+            good.select(POSITION, first.alias("__first"))
+            .where(F.col(POSITION) != F.col("__first"))
+            .select(POSITION)
+        )
+        # Computed once (eagerly), then tested and joined.
+        drop = drop.localCheckpoint()
+        if not drop.isEmpty():
+            # A broadcast anti join keeps each partition's rows in file order.
+            kept = good.join(F.broadcast(drop), on=POSITION, how="left_anti")
+    if key:
+        repeated = (
+            kept.groupBy(*key)
+            .agg(
+                F.min(POSITION).alias("__first"),
+                F.slice(F.sort_array(F.collect_list(POSITION)), 1, MAX_LISTED).alias("__where"),
+            )
+            .where(F.size(F.col("__where")) > 1)
+        )
+        count = repeated.count()
+        if count:
+            first_key = repeated.orderBy("__first").first()
+            value = ", ".join(f"{k}={first_key[k]!r}" for k in key)
+            places = _locate(list(first_key["__where"]), job)
+            raise RejectedInput(
+                f"duplicate primary key ({value}) on {source.unit}s "
+                f"{', '.join(map(str, places))}; {count} key(s) appear more "
+                "than once in this file",
+                file=source.uri,
+                column=",".join(key),
+                details={"duplicate_keys": count},
+            )
+    return kept
