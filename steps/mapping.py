@@ -581,7 +581,12 @@ def _cast_one_by_one(
                 number = decimal.Decimal(stripped)
                 if not number.is_finite():
                     raise ValueError
-                value = number.quantize(decimal.Decimal(1).scaleb(-scale), decimal.ROUND_HALF_UP)
+                # The default context holds 28 digits; decimal(38,s) needs 38 (and more to
+                # count the digits of a value that is too long).
+                with decimal.localcontext(prec=80):
+                    value = number.quantize(
+                        decimal.Decimal(1).scaleb(-scale), decimal.ROUND_HALF_UP
+                    )
                 if len(value.as_tuple().digits) > (spec.data_type.precision or 18):
                     value, reason = None, f"has more digits than {spec.data_type}"
             elif kind == "date":

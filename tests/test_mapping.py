@@ -290,3 +290,17 @@ def test_sheet_structure_errors(text, message):
     with pytest.raises(ConfigError) as caught:
         parse_sheet(text.encode(), "m.csv")
     assert str(caught.value).startswith(message)
+
+
+def test_a_38_digit_decimal_beside_a_bad_value_still_loads(table_dir, write, run_cli, sql):
+    # One bad value makes the column cast value by value; that path must hold 38 digits too.
+    config = table_dir(
+        SHEET_HEAD + 'id,id,integer,,,false,\nv,v,"decimal(38,10)",,,,\n', max_reject_pct=50
+    )
+    source = write("t.csv", "id,v\n1,1234567890123456789012345678.0123456789\n2,x\n")
+    code, summary = run_cli(config, source)
+    assert code == 0, summary["error"]
+    assert (summary["rows_loaded"], summary["rows_rejected"]) == (1, 1)
+    assert sql("SELECT v FROM ref.t_codes") == [
+        (Decimal("1234567890123456789012345678.0123456789"),)
+    ]
