@@ -35,6 +35,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--outbox", help="folder for local alerts (default: ./outbox; env REFLOAD_OUTBOX)"
     )
     parser.add_argument("--run-id", help="run id (default: time-based and unique)")
+    parser.add_argument(
+        "--engine",
+        choices=["lambda", "spark"],
+        help="who runs the ingest, whatever the config's 'engine' says (spark: PySpark on "
+        "REFLOAD_SPARK_MASTER, default local[2])",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
     _quiet(parser)
 
@@ -129,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _options(args: argparse.Namespace) -> dict[str, Any]:
     options = {
         name: getattr(args, name, None)
-        for name in ("warehouse", "curated_root", "outbox", "run_id")
+        for name in ("warehouse", "curated_root", "outbox", "run_id", "engine")
     }
     return {k: v for k, v in options.items() if v}
 

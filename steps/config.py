@@ -33,6 +33,7 @@ SourceFormat = Literal["csv", "excel", "json", "parquet", "xlsx", "xls", "jsonl"
 Severity = Literal["error", "warn"]
 When = Literal["after_publish", "before_publish"]
 Period = Literal["minute", "hour", "day"]
+Engine = Literal["lambda", "spark", "auto"]
 
 
 def _identifier(value: str) -> str:
@@ -274,6 +275,18 @@ class TableConfig(_Strict):
         "(default: '<table_name>/').",
     )
     quality_tests: list[QualityTest] = Field(default_factory=list)
+    engine: Engine = Field(
+        default="lambda",
+        description="Who runs the ingest: 'lambda' (in process), 'spark' (PySpark; EMR "
+        "Serverless in AWS), or 'auto' (Spark when the source is larger than "
+        "spark_above_bytes).",
+    )
+    spark_above_bytes: int | None = Field(
+        default=None,
+        ge=0,
+        description="With engine 'auto': the source size in bytes above which Spark runs "
+        "the ingest.",
+    )
     python_transform: str | None = Field(
         default=None,
         pattern=r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$",
@@ -331,6 +344,8 @@ class TableConfig(_Strict):
                 raise ValueError(
                     f"quality_tests[{i}]: changes_within counts keys and needs primary_key"
                 )
+        if self.engine == "auto" and self.spark_above_bytes is None:
+            raise ValueError("engine 'auto' needs spark_above_bytes")
         return self
 
     @property

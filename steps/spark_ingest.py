@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import hashlib
 import itertools
 import json
 import os
@@ -59,7 +60,7 @@ from steps.table import TableSpec
 DEFAULT_MASTER = "local[2]"
 PROBLEMS = "__refload_problems"  # a rejected row's problems (null for a good row)
 ERROR = "__refload_error"  # a task's RefloadError, as JSON (the row carries nothing else)
-MANIFEST_NAME = "parts.manifest"
+MANIFEST_NAME = "parts" + storage.MANIFEST_SUFFIX
 _PROBLEM = pa.struct(
     [
         ("at", pa.int64()),
@@ -448,11 +449,22 @@ def run(spec: TableSpec, payload: dict[str, Any], session: Any = None) -> dict[s
     """Ingest `payload["source"]` on Spark; returns what `steps.ingest.run` returns."""
     try:
         with storage.local_file(payload["source"]) as path:
-            info = storage.describe(payload["source"], path)
+            version = storage.object_version(payload["source"], path)
+            info = storage.ObjectInfo(version, _stored_sha256(path))
             return _ingest(spec, payload, path, info, session or spark_session())
     except RefloadError as error:
         error.table = error.table or spec.config.table_name
         raise
+
+
+def _stored_sha256(path: Path) -> str:
+    """The content hash the Lambda engine takes while reading: sha256 of the stored bytes.
+    (The driver reads the file once more for it; the tasks read only their ranges.)"""
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while block := stream.read(8 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _ingest(

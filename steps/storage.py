@@ -252,6 +252,32 @@ def local_file(uri: str) -> Iterator[Path]:
         yield path
 
 
+MANIFEST_SUFFIX = ".manifest"
+
+
+def curated_parts(curated_uri: str) -> list[str]:
+    """The Parquet files of a curated output: the file itself, or every part a manifest
+    lists (the Spark engine's dataset; Redshift's COPY manifest format)."""
+    if not curated_uri.endswith(MANIFEST_SUFFIX):
+        return [curated_uri]
+    import json
+
+    try:
+        entries = json.loads(read_bytes(curated_uri))["entries"]
+        return [str(entry["url"]) for entry in entries]
+    except (ValueError, KeyError, TypeError) as error:
+        raise RejectedInput(f"not a curated manifest: {error}", file=curated_uri) from None
+
+
+@contextmanager
+def local_files(uris: list[str]) -> Iterator[list[Path]]:
+    """`local_file` for several URIs at once (downloaded ones are kept until the end)."""
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:
+        yield [stack.enter_context(local_file(uri)) for uri in uris]
+
+
 def upload_file(uri: str, path: Path) -> None:
     """Put a local file at `uri` (atomically for local targets)."""
     if is_s3(uri):

@@ -181,6 +181,17 @@ def run_cli(
     return run
 
 
+@pytest.fixture(scope="session")
+def spark() -> Any:
+    """One small local SparkSession for the whole test session (the Spark engine's tests)."""
+    os.environ.setdefault("REFLOAD_SPARK_MASTER", "local[2]")
+    from steps.spark_ingest import spark_session
+
+    session = spark_session()
+    yield session
+    session.stop()
+
+
 @pytest.fixture
 def table_dir(tmp_path: Path) -> Callable[..., Path]:
     """Write a config plus mapping sheet into a folder; returns the config path."""

@@ -216,6 +216,14 @@ def test_dedupe_off_keeps_duplicates(table_dir, write, run_cli, sql):
         ),
         ('{"table_name": "t_codes", "mapping_file": "nope.csv"}', "nope.csv: file does not exist"),
         ("{not json", "line 1: not valid JSON"),
+        (
+            '{"table_name": "t_codes", "mapping_file": "t_codes_mapping.csv", "engine": "auto"}',
+            "engine 'auto' needs spark_above_bytes",
+        ),
+        (
+            '{"table_name": "t_codes", "mapping_file": "t_codes_mapping.csv", "engine": "sprak"}',
+            "engine: Input should be 'lambda', 'spark' or 'auto'",
+        ),
     ],
 )
 def test_invalid_config_exits_2(config_text, message, table_dir, write, run_cli):

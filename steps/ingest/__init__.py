@@ -13,7 +13,7 @@ import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -21,17 +21,19 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from steps import progress, storage
-from steps.errors import RefloadError, RejectedInput, at
+from steps.config import Engine
+from steps.errors import ConfigError, RefloadError, RejectedInput, at
 from steps.ingest.dedupe import POSITION, ArrowFinder, DuckDBFinder
 from steps.ingest.sources import BadCell, BadRecord, SourceTable, read_source
 from steps.ingest.transform import Rejection, apply_mapping
 from steps.mapping import Mapping
-from steps.names import did_you_mean
+from steps.names import did_you_mean, unknown_name
 from steps.table import TableSpec, load_table_config
 
 DEFAULT_CURATED_ROOT = "curated"
 MAX_LISTED = 5
 BATCH_ROWS = 256_000
+ENGINES: tuple[str, ...] = get_args(Engine)
 
 
 def curated_uri(root: str, spec: TableSpec, content_hash: str) -> str:
@@ -228,7 +230,22 @@ def _duplicates_to_drop(
 
 def run(payload: dict[str, Any]) -> dict[str, Any]:
     spec = load_table_config(payload["config"], mapping_override=payload.get("mapping"))
+    if choose_engine(spec, payload) == "spark":
+        from steps import spark_ingest  # pyspark: only where Spark runs, never in Lambda
+
+        return spark_ingest.run(spec, payload)
     return ingest_spec(spec, payload)
+
+
+def choose_engine(spec: TableSpec, payload: dict[str, Any]) -> Literal["lambda", "spark"]:
+    """The payload's `engine` (run --engine) wins; else the config's, `auto` by size."""
+    engine = payload.get("engine") or spec.config.engine
+    if engine not in ENGINES:
+        raise ConfigError(unknown_name("engine", str(engine), ENGINES))
+    if engine != "auto":
+        return "spark" if engine == "spark" else "lambda"
+    threshold = spec.config.spark_above_bytes or 0
+    return "spark" if storage.size(payload["source"]) > threshold else "lambda"
 
 
 def ingest_spec(spec: TableSpec, payload: dict[str, Any]) -> dict[str, Any]:

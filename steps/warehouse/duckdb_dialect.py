@@ -49,8 +49,8 @@ class DuckDBWarehouse(Warehouse):
     placeholder = "?"
     TYPE_NAMES: ClassVar[dict[str, str]] = {**Warehouse.TYPE_NAMES, "double": "DOUBLE"}
 
-    # The curated file (or its downloaded copy) while `publish` runs; the view reads it.
-    _curated_path: Path | None = None
+    # The curated file(s) (or downloaded copies) while `publish` runs; the view reads them.
+    _curated_paths: list[Path] | None = None
 
     def _connect(self) -> Any:
         import duckdb
@@ -119,21 +119,22 @@ class DuckDBWarehouse(Warehouse):
     ) -> PublishResult:
         # The staging view reads the curated file while the publish runs: keep the file
         # (or, from S3, its downloaded copy) until the publish is over.
-        with storage.local_file(entry.curated_uri) as path:
-            self._curated_path = path
+        with storage.local_files(storage.curated_parts(entry.curated_uri)) as paths:
+            self._curated_paths = paths
             try:
                 return super().publish(entry, target, before_publish, force=force)
             finally:
-                self._curated_path = None
+                self._curated_paths = None
 
     def stage(self, staging: str, mapping: Mapping, curated_uri: str) -> None:
         # A view, not a copy: each statement scans the Parquet file in parallel, and the
         # copy would cost more than it saves (5M rows: 1.6 s against 2.2 s, with the insert).
-        literal = "'" + str(self._curated_path).replace("'", "''") + "'"
+        # A list of exactly the run's files (a Spark dataset's parts), never a glob.
+        files = ", ".join("'" + str(p).replace("'", "''") + "'" for p in self._curated_paths or [])
         cols = ", ".join(self.quote(c) for c in mapping.targets)
         self.execute(
             f"CREATE TEMPORARY VIEW {self.quote(staging)} AS SELECT {cols} "
-            f"FROM read_parquet({literal})"
+            f"FROM read_parquet([{files}])"
         )
 
     def drop_staging_sql(self, staging: str) -> str:

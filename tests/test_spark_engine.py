@@ -1,0 +1,267 @@
+"""The Spark engine gives what the Lambda engine gives: the same curated rows, rejects,
+summary and error messages, on the shared source, transform, type and bad-input cases.
+
+Every CSV is cut into ranges of a few bytes (REFLOAD_SPARK_SPLIT_BYTES), so records and
+line numbers cross range boundaries, quoted newlines included.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from handler.cli import main
+from steps import ingest, spark_ingest, storage
+from steps.errors import RefloadError
+from steps.table import load_table_config
+from tests.conftest import CONFIGS, SAMPLES
+from tests.test_bad_input import BAD_INPUTS, GOOD, MAPPING
+from tests.test_mapping import DATA_TYPES, SHEET_HEAD, TRANSFORMS
+from tests.test_sources import CSV_CASES, EXPECTED
+from tests.test_sources import MAPPING as CODES_MAPPING
+
+SPLIT_BYTES = 24
+
+
+@pytest.fixture
+def both(spark: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Ingest a file with both engines; returns each one's outcome, paths made neutral."""
+    monkeypatch.setenv("REFLOAD_SPARK_SPLIT_BYTES", str(SPLIT_BYTES))
+
+    def outcome(engine: str, config: Path, source: Path) -> dict[str, Any]:
+        root = tmp_path / engine
+        payload = {"source": str(source), "run_id": "r1", "curated_root": str(root)}
+        spec = load_table_config(str(config))
+        rejects = sorted(root.rglob("*.rejects.parquet"))
+        try:
+            if engine == "lambda":
+                result = ingest.ingest_spec(spec, payload)
+            else:
+                result = spark_ingest.run(spec, payload, spark)
+        except RefloadError as error:
+            rejects = sorted(root.rglob("*.rejects.parquet"))
+            return {
+                "error": (type(error).__name__, error.message.replace(str(root), "<root>")),
+                "rejects": pq.read_table(rejects[0]).to_pylist() if rejects else None,
+            }
+        parts = storage.curated_parts(result["curated_uri"])
+        curated = pa.concat_tables(pq.read_table(p) for p in parts)
+        return {
+            "summary": {k: v for k, v in result.items() if not k.endswith("_uri")},
+            "rows": curated.to_pylist(),
+            "schema": curated.schema,
+            "rejects": pq.read_table(result["rejects_uri"]).to_pylist()
+            if result["rejects_uri"]
+            else None,
+        }
+
+    def run(config: Path, source: Path) -> dict[str, Any]:
+        lambda_outcome = outcome("lambda", config, source)
+        spark_outcome = outcome("spark", config, source)
+        assert spark_outcome == lambda_outcome
+        return lambda_outcome
+
+    return run
+
+
+@pytest.mark.parametrize(
+    ("content", "message"), [c[1:] for c in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS]
+)
+def test_bad_input_gives_the_same_error(content, message, both, table_dir, write):
+    result = both(table_dir(MAPPING), write("t.csv", content))
+    assert message in result["error"][1]
+
+
+@pytest.mark.parametrize(
+    ("options", "content"), [c[1:] for c in CSV_CASES], ids=[c[0] for c in CSV_CASES]
+)
+def test_csv_variants_give_the_same_rows(options, content, both, table_dir, write):
+    result = both(table_dir(CODES_MAPPING, **options), write("t.csv", content))
+    assert [(r["code"], r["name"]) for r in result["rows"]] == EXPECTED
+
+
+def _csv_text(rows: list[list[Any]]) -> str:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(rows)
+    return out.getvalue()
+
+
+def test_every_transform_gives_the_same_value(both, table_dir, write):
+    sheet = (
+        SHEET_HEAD
+        + "id,id,integer,,,false,\n"
+        + "".join(
+            f'v{i},v{i},string,"{t.replace(chr(34), chr(34) * 2)}",,,\n'
+            for i, (t, _, _) in enumerate(TRANSFORMS)
+        )
+    )
+    header = ["id"] + [f"v{i}" for i in range(len(TRANSFORMS))]
+    source = _csv_text([header, [1] + [raw for _, raw, _ in TRANSFORMS]])
+    result = both(table_dir(sheet), write("t.csv", source))
+    assert result["rows"] == [{"id": 1} | {f"v{i}": e for i, (_, _, e) in enumerate(TRANSFORMS)}]
+
+
+def test_every_data_type_gives_the_same_value_and_the_same_rejects(both, table_dir, write):
+    sheet = (
+        SHEET_HEAD
+        + "id,id,integer,,,false,\n"
+        + "".join(f'v{i},v{i},"{t}",strip,,,{fmt}\n' for i, (t, fmt, _, _) in enumerate(DATA_TYPES))
+    )
+    header = ["id"] + [f"v{i}" for i in range(len(DATA_TYPES))]
+    rows = [
+        header,
+        [1] + [raw for _, _, raw, _ in DATA_TYPES],
+        [2] + [""] * len(DATA_TYPES),
+        [3] + ["not\na value"] * len(DATA_TYPES),  # one bad row, a problem per typed column
+    ]
+    result = both(table_dir(sheet, max_reject_pct=50), write("t.csv", _csv_text(rows)))
+    assert result["rows"] == [
+        {"id": 1} | {f"v{i}": e for i, (_, _, _, e) in enumerate(DATA_TYPES)},
+        {"id": 2} | {f"v{i}": None for i in range(len(DATA_TYPES))},
+    ]
+    assert {r["line"] for r in result["rejects"]} == {4}
+    assert {r["column"] for r in result["rejects"]} == {
+        f"v{i}" for i, (t, _, _, _) in enumerate(DATA_TYPES) if t != "string"
+    }
+
+
+MULTILINE = (
+    'code,n\nAA,1\n"B\nB",x\n"C,""",3\nDD,4,extra\n"EE",5\nAA,1\n"F\n\nF",\n"GG","y"\nHH,8\n'
+)
+
+
+def test_quoted_newlines_across_ranges_keep_lines_rejects_and_duplicates(both, table_dir, write):
+    result = both(table_dir(MAPPING, max_reject_pct=50), write("t.csv", MULTILINE))
+    assert [(r["code"], r["n"]) for r in result["rows"]] == [
+        ("AA", 1),
+        ('C,"', 3),
+        ("EE", 5),
+        ("HH", 8),
+    ]
+    assert [(r["line"], r["column"], r["value"]) for r in result["rejects"]] == [
+        (3, "n", "x"),
+        (6, None, "DD,4,extra"),
+        (9, "code", "F\n\nF"),
+        (12, "n", "y"),
+    ]
+    assert result["summary"]["duplicates_dropped"] == 1
+
+
+# (case, config options, file, the error it gives or the duplicates it drops)
+KEYED = [
+    (
+        "repeated key",
+        {"primary_key": ["code"]},
+        'code,n\nAA,1\nBB,2\n"A\nA",0\nAA,3\nBB,2\nAA,4\n',
+        "column 'code': duplicate primary key (code='AA') on lines 2, 6, 8; 1 key(s) appear",
+    ),
+    (
+        "empty key",
+        {"primary_key": ["n", "code"]},
+        "code,n\nAA,1\nBB,\nCC,\n",
+        "t.csv, line 3, column 'n': primary key column is empty",
+    ),
+    ("exact duplicates, key", {"primary_key": ["code"]}, "code,n\nAA,1\nBB,2\nAA,1\n AA ,1\n", 2),
+    ("exact duplicates, no key", {}, "code,n\nAA,1\nAA,1\nBB,2\nAA,1\n", 2),
+    ("dedupe off", {"dedupe": False, "load_mode": "append"}, "code,n\nAA,1\nAA,1\n", 0),
+    (
+        "repeated key, dedupe off",
+        {"dedupe": False, "primary_key": ["code"]},
+        "code,n\nAA,1\nAA,1\n",
+        "duplicate primary key (code='AA') on lines 2, 3",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("options", "content", "expected"), [c[1:] for c in KEYED], ids=[c[0] for c in KEYED]
+)
+def test_keys_and_duplicates_give_the_same_outcome(
+    options, content, expected, both, table_dir, write
+):
+    result = both(table_dir(MAPPING, **options), write("t.csv", content))
+    if isinstance(expected, str):
+        assert expected in result["error"][1]
+    else:
+        assert result["summary"]["duplicates_dropped"] == expected
+
+
+def test_a_file_of_one_range_is_read_as_the_lambda_engine_reads_it(tmp_path: Path):
+    spec = load_table_config(str(CONFIGS / "dim_currency.json"))
+    path = tmp_path / "t.csv"
+    path.write_bytes(b"code\n" + b"AA\n" * 10)
+    splits, header = spark_ingest.plan_splits(path, spec, 1 << 20)
+    assert [(s.start, s.end, s.whole) for s in splits] == [(0, 35, True)] and header == b""
+
+
+def _table_rows(warehouse: Path, table: str) -> list[tuple[Any, ...]]:
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        return con.execute(f"SELECT * FROM public.{table} ORDER BY ALL").fetchall()
+
+
+def test_every_sample_loads_with_engine_spark_as_with_the_default(
+    spark, tmp_path, capsys, monkeypatch
+):
+    """`python -m handler run --engine spark`: the same tables, tests and summaries."""
+    monkeypatch.setenv("REFLOAD_SPARK_SPLIT_BYTES", str(1 << 20))  # the ZIP file: 3 ranges
+    summaries: dict[str, list[dict[str, Any]]] = {}
+    for engine in ("default", "spark"):
+        warehouse = tmp_path / f"{engine}.duckdb"
+        summaries[engine] = []
+        for name in ("zipcode", "country", "currency", "subdivision"):
+            capsys.readouterr()
+            code = main(
+                [
+                    "run",
+                    "--config",
+                    str(CONFIGS / f"dim_{name}.json"),
+                    "--source",
+                    str(next((SAMPLES / name).glob("*/*"))),
+                    "--warehouse",
+                    f"duckdb:///{warehouse}",
+                    "--curated-root",
+                    str(tmp_path / engine),
+                    "--run-id",
+                    f"run-{name}",
+                    "--json",
+                    *(["--engine", "spark"] if engine == "spark" else []),
+                ]
+            )
+            summary = json.loads(capsys.readouterr().out)
+            assert code == 0, summary["error"]
+            summaries[engine].append({k: v for k, v in summary.items() if not k.endswith("_uri")})
+    assert summaries["spark"] == summaries["default"]
+    assert [s["rows_loaded"] for s in summaries["spark"]] == [42_789, 249, 178, 5046]
+    for name in ("dim_zipcode", "dim_country", "dim_currency", "dim_subdivision"):
+        assert _table_rows(tmp_path / "spark.duckdb", name) == _table_rows(
+            tmp_path / "default.duckdb", name
+        )
+
+
+@pytest.mark.parametrize(
+    ("options", "flags", "engine"),
+    [
+        ({"engine": "spark"}, [], "spark"),
+        ({"engine": "spark"}, ["--engine", "lambda"], "lambda"),
+        ({}, ["--engine", "spark"], "spark"),
+        ({"engine": "auto", "spark_above_bytes": 16}, [], "spark"),  # the file has 17 bytes
+        ({"engine": "auto", "spark_above_bytes": 17}, [], "lambda"),
+    ],
+)
+def test_the_config_or_the_command_line_chooses_the_engine(
+    options, flags, engine, spark, table_dir, write, run_cli, sql
+):
+    code, summary = run_cli(table_dir(MAPPING, **options), write("t.csv", GOOD), *flags)
+    assert code == 0, summary["error"]
+    # The Spark engine's curated output is a manifest of part files; Lambda's one file.
+    suffix = ".manifest" if engine == "spark" else ".parquet"
+    assert summary["curated_uri"].endswith(suffix)
+    assert sql("SELECT code, n FROM ref.t_codes ORDER BY code") == [("AA", 1), ("BB", 2)]
