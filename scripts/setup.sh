@@ -14,3 +14,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -qq -c constraints.txt -e ".${extra}"
   echo "$want" > "$stamp"
 fi
+# The Spark engine's tests run PySpark in local mode, which needs a Java 17 (or 21) runtime.
+if [ "${1:-}" = "dev" ] && ! command -v java >/dev/null; then
+  echo "installing Java 17 for PySpark" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless >/dev/null
+fi
