@@ -58,6 +58,9 @@ from steps.sources import SourceTable, chunk_bytes, read_source
 from steps.table import TableSpec
 
 DEFAULT_MASTER = "local[2]"
+# Set on the Lambda function when the stack has an EMR Serverless application: ingest then
+# hands a Spark table to the state machine instead of running it.
+APPLICATION_ENV = "REFLOAD_SPARK_APPLICATION_ID"
 PROBLEMS = "__refload_problems"  # a rejected row's problems (null for a good row)
 ERROR = "__refload_error"  # a task's RefloadError, as JSON (the row carries nothing else)
 MANIFEST_NAME = "parts" + storage.MANIFEST_SUFFIX
@@ -81,12 +84,11 @@ def spark_session() -> Any:
 
     Under spark-submit (EMR Serverless) the master comes from the submit and is kept.
     """
-    from pyspark import SparkConf
+    from pyspark import SparkConf, SparkContext
     from pyspark.sql import SparkSession
 
-    active = SparkSession.getActiveSession()
-    if active is not None:
-        return active
+    if SparkContext._active_spark_context is not None:  # one per process, whatever the thread
+        return SparkSession.builder.getOrCreate()
     builder = SparkSession.builder.appName("refload")
     if "REFLOAD_SPARK_MASTER" in os.environ or not SparkConf().contains("spark.master"):
         builder = builder.master(os.environ.get("REFLOAD_SPARK_MASTER", DEFAULT_MASTER))
@@ -548,11 +550,10 @@ def _finish(
     rows_rejected = counts["rejected"] + counts["unreadable"]
     reject_records: list[dict[str, Any]] = []
     if rows_rejected:
-        found = mapped.where(F.col(PROBLEMS).isNotNull()).select(PROBLEMS).toArrow()
-        for problems in found.column(0).to_pylist():
+        for row in mapped.where(F.col(PROBLEMS).isNotNull()).select(PROBLEMS).collect():
             reject_records += [
                 {unit: p["at"], "column": p["column"], "value": p["value"], "reason": p["reason"]}
-                for p in problems
+                for p in row[PROBLEMS]
             ]
         reject_records.sort(key=lambda r: int(r[unit]))
     rejects_uri = keep_rejects(
@@ -666,3 +667,61 @@ def _without_duplicates(good: Any, spec: TableSpec, job: _Job, source: SourceTab
                 details={"duplicate_keys": count},
             )
     return kept
+
+
+# --- EMR Serverless: the hand-off, the job, its result ----------------------------------
+
+
+def hand_off(spec: TableSpec, payload: dict[str, Any]) -> dict[str, Any]:
+    """What the state machine needs to run this ingest as an EMR Serverless job.
+
+    The job gets the ingest payload as its one argument and writes its result (or its
+    refload error) as JSON to `spark_result_uri`; the next Lambda step reads it back.
+    """
+    root = payload.get("curated_root") or DEFAULT_CURATED_ROOT
+    result_uri = storage.join(root, spec.config.table_name, "_spark", f"{payload['run_id']}.json")
+    job_payload = {
+        k: payload[k]
+        for k in ("config", "mapping", "source", "run_id", "curated_root", "warehouse")
+        if payload.get(k)
+    }
+    job_payload["spark_result_uri"] = result_uri
+    return {
+        **job_payload,
+        "step": "ingest",
+        "table": spec.config.table_name,
+        "engine": "spark",
+        "spark_job": {"arguments": [json.dumps(job_payload)]},
+    }
+
+
+def job_main(argv: list[str]) -> int:
+    """The EMR Serverless job (scripts/spark_job.py): ingest, then write the outcome.
+
+    A refload error (a rejected file) is an outcome, not a crash: it is written for the
+    Lambda step after the job to raise, so the alert says what the Lambda engine says.
+    """
+    from steps.table import load_table_config
+
+    payload = json.loads(argv[0])
+    result_uri = payload.pop("spark_result_uri")
+    try:
+        spec = load_table_config(payload["config"], mapping_override=payload.get("mapping"))
+        outcome: dict[str, Any] = {"result": run(spec, payload)}
+    except RefloadError as error:
+        outcome = {"error": json.loads(_error_json(error)) | {"table": error.table}}
+    storage.write_bytes(result_uri, json.dumps(outcome, default=str).encode())
+    return 0
+
+
+def job_result(result_uri: str) -> dict[str, Any]:
+    """The Spark job's ingest result, or its error raised again."""
+    outcome = json.loads(storage.read_bytes(result_uri))
+    if "error" in outcome:
+        fields = outcome["error"]
+        table = fields.pop("table", None)
+        error = _error_from_json(json.dumps(fields))
+        error.table = table
+        raise error
+    result: dict[str, Any] = outcome["result"]
+    return result

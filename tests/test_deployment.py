@@ -34,7 +34,12 @@ LAMBDA_ERRORS = {
 
 
 def _tasks() -> dict[str, dict]:
-    return {name: s for name, s in ASL["States"].items() if s["Type"] == "Task"}
+    """The Lambda tasks (the handler's steps); the EMR Serverless one is checked apart."""
+    return {
+        name: s
+        for name, s in ASL["States"].items()
+        if s["Type"] == "Task" and s["Resource"] == "arn:aws:states:::lambda:invoke"
+    }
 
 
 def test_every_step_has_a_task_and_every_task_a_step():
@@ -70,11 +75,27 @@ def test_every_task_retries_exactly_the_transient_errors_and_catches_everything(
 def test_every_step_can_be_started_at():
     choice = ASL["States"][ASL["StartAt"]]
     targets = {rule["Next"] for rule in choice["Choices"]} | {choice["Default"]}
-    assert targets == {name for name, t in _tasks().items()}
+    # SparkIngestResult only follows SparkIngest: starting at ingest reaches it.
+    assert targets == {name for name in _tasks() if name != "SparkIngestResult"}
+
+
+def test_a_spark_table_runs_on_emr_serverless_then_continues_as_any_other():
+    states = ASL["States"]
+    choice = states[states["Ingest"]["Next"]]
+    assert [r["Next"] for r in choice["Choices"]] == ["Ignored", "SparkIngest"]
+    assert choice["Default"] == "Load"
+    spark = states["SparkIngest"]
+    assert spark["Resource"] == "arn:aws:states:::emr-serverless:startJobRun.sync"
+    assert spark["ResultPath"] is None  # the state (the hand-off) goes on to the next step
+    assert spark["Catch"] == [
+        {"ErrorEquals": ["States.ALL"], "ResultPath": "$.failure", "Next": "IngestFailed"}
+    ]
+    assert (spark["Next"], states["SparkIngestResult"]["Next"]) == ("SparkIngestResult", "Load")
+    assert states["SparkIngestResult"]["Parameters"]["Payload"]["step"] == "ingest"
 
 
 # Local-only modules: what they import is an optional extra the image leaves out.
-NOT_IN_LAMBDA = {"steps/frames.py": {"pandas"}}
+NOT_IN_LAMBDA = {"steps/frames.py": {"pandas"}, "steps/spark_ingest.py": {"pyspark"}}
 # Modules that import what the image keeps in its own folder (REFLOAD_PANDAS_SITE), on
 # sys.path only for the tables that need it.
 FROM_OWN_SITE = {"steps/ingest/hooks.py": {"pandas"}}
@@ -362,6 +383,11 @@ def test_every_task_times_out_after_the_function_and_the_execution_after_every_r
         [retry] = task["Retry"]
         attempts = 1 + retry["MaxAttempts"]
         worst_case += attempts * timeout + retry["MaxAttempts"] * retry["MaxDelaySeconds"]
+    spark = ASL["States"]["SparkIngest"]  # a job's own time limit, with its retries
+    [retry] = spark["Retry"]
+    worst_case += (1 + retry["MaxAttempts"]) * spark["TimeoutSeconds"] + retry[
+        "MaxAttempts"
+    ] * retry["MaxDelaySeconds"]
     # A whole execution (every Task, each with every retry) ends within the state machine's
     # timeout, so a timed-out execution means something is stuck (and alarms).
     assert worst_case <= ASL["TimeoutSeconds"] <= worst_case * 1.1

@@ -21,12 +21,21 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import yaml
 from moto import mock_aws
 from moto.awslambda.models import LambdaFunction
 from moto.stepfunctions.parser import models as sfn_models
 from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
+from moto.stepfunctions.parser.asl.component.state.exec.state_task import state_task_factory
+from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.resource import (
+    ResourceCondition,
+)
+from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_callback import (  # noqa: E501
+    StateTaskServiceCallback,
+)
 
 from handler import lambda_handler
 from steps import storage
@@ -533,3 +542,114 @@ def test_a_huge_rejected_value_is_shortened_so_notify_still_runs(workflow):
     assert "ää… (100000 characters)" in alert["error"]["message"]
     assert len(alert["error"]["message"]) < 1000
     _assert_states_fit(workflow, done)
+
+
+class _EmrServerlessJob(StateTaskServiceCallback):
+    """`emr-serverless:startJobRun.sync` at the integration boundary (moto does not run EMR
+    Serverless): the job's entry point runs in process on the tests' local Spark session,
+    as EMR Serverless runs scripts/spark_job.py, and the task ends when it ends."""
+
+    def __init__(self, runs: list[dict[str, Any]]) -> None:
+        super().__init__(supported_integration_patterns={ResourceCondition.Sync})
+        self.runs = runs
+
+    def _get_supported_parameters(self) -> set[str]:  # EMR Serverless StartJobRun's
+        return {"ApplicationId", "ExecutionRoleArn", "Name", "JobDriver", "ClientToken"}
+
+    def _eval_service_task(self, env, **task: Any) -> None:  # moto passes keywords
+        from steps.spark_ingest import job_main
+
+        parameters = task["normalised_parameters"]
+        self.runs.append(parameters)
+        arguments = parameters["JobDriver"]["SparkSubmit"]["EntryPointArguments"]
+        state = "SUCCESS" if job_main(arguments) == 0 else "FAILED"
+        env.stack.append({"JobRunId": f"job-{len(self.runs)}", "State": state})
+
+    def _eval_integration_pattern(self, env, **task: Any) -> None:
+        return None  # the job has finished: its description stays on the stack
+
+
+@pytest.fixture
+def emr_job_runs(monkeypatch) -> list[dict[str, Any]]:
+    """The EMR Serverless task stood in; set before the state machine is created (parsed)."""
+    runs: list[dict[str, Any]] = []
+    original = state_task_factory.state_task_service_for
+
+    def service_for(service_name: str):
+        if service_name == "emr-serverless":
+            return _EmrServerlessJob(runs)
+        return original(service_name=service_name)
+
+    monkeypatch.setattr(state_task_factory, "state_task_service_for", service_for)
+    return runs
+
+
+@pytest.fixture
+def spark_workflow(emr_job_runs, workflow, spark, monkeypatch):
+    """The workflow with an EMR Serverless application configured: dim_currency on Spark."""
+    monkeypatch.setenv("REFLOAD_SPARK_APPLICATION_ID", "00fabcd1234")
+    config_path = workflow.tmp / "configs" / "dim_currency.json"
+    config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "engine": "spark"}))
+    workflow.spark_runs = emr_job_runs  # type: ignore[attr-defined]
+    return workflow
+
+
+def _spark_event(workflow: Workflow, source: Path) -> dict[str, Any]:
+    # Local paths: the local Spark workers are processes of their own, outside moto's S3.
+    return {
+        "step": "ingest",
+        "config": str(workflow.tmp / "configs" / "dim_currency.json"),
+        "source": str(source),
+        "curated_root": str(workflow.tmp / "curated"),
+    }
+
+
+def test_a_spark_table_is_ingested_on_emr_serverless_and_load_publishes_its_parts(
+    spark_workflow,
+):
+    source = next((SAMPLES / "currency").glob("*/*"))
+    done = spark_workflow.run(_spark_event(spark_workflow, source), timeout=180)
+    assert done["status"] == "SUCCEEDED", done
+    assert spark_workflow.states(done) == [
+        "ChooseFirstStep",
+        "Ingest",
+        "IngestedOrIgnored",
+        "SparkIngest",
+        "SparkIngestResult",
+        "Load",
+        "Validate",
+        "ValidationPassed",
+        "Loaded",
+    ]
+    assert spark_workflow.invocations == ["ingest", "ingest", "load", "validate"]
+    [job] = spark_workflow.spark_runs
+    assert job["ApplicationId"] == "${SparkApplicationId}"  # the template substitutes it
+    [argument] = job["JobDriver"]["SparkSubmit"]["EntryPointArguments"]
+    assert json.loads(argument)["source"] == str(source)
+    output = json.loads(done["output"])
+    assert output["curated_uri"].endswith("parts.manifest")
+    written = pa.concat_tables(
+        pq.read_table(part) for part in storage.curated_parts(output["curated_uri"])
+    )
+    published = _count(spark_workflow, "SELECT * FROM public.dim_currency ORDER BY ALL")
+    assert published == sorted(tuple(row.values()) for row in written.to_pylist())
+    assert len(published) == 178
+
+
+def test_a_file_the_spark_job_rejects_alerts_as_the_lambda_engine_would(spark_workflow):
+    source = spark_workflow.tmp / "iso4217.csv"
+    source.write_bytes(b"ISO 4217;;\nAlphabetic code;Numeric code;Currency\nEUR;978\n")
+    done = spark_workflow.run(_spark_event(spark_workflow, source), timeout=180)
+    assert done["status"] == "FAILED"
+    assert spark_workflow.states(done)[-5:] == [
+        "SparkIngest",
+        "SparkIngestResult",
+        "IngestFailed",
+        "Notify",
+        "Failed",
+    ]
+    [alert] = spark_workflow.alerts()
+    assert alert["error"]["type"] == "RejectedInput"
+    assert alert["error"]["message"].startswith(
+        f"{source}, line 3: has 2 field(s), the header has 3 (value 'EUR;978')"
+    )

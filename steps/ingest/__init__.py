@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import io
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -229,10 +230,17 @@ def _duplicates_to_drop(
 
 
 def run(payload: dict[str, Any]) -> dict[str, Any]:
+    # steps.spark_ingest imports pyspark only where Spark runs, never in Lambda.
+    if payload.get("spark_result_uri"):  # after the EMR Serverless job: its result
+        from steps import spark_ingest
+
+        return spark_ingest.job_result(payload["spark_result_uri"])
     spec = load_table_config(payload["config"], mapping_override=payload.get("mapping"))
     if choose_engine(spec, payload) == "spark":
-        from steps import spark_ingest  # pyspark: only where Spark runs, never in Lambda
+        from steps import spark_ingest
 
+        if os.environ.get(spark_ingest.APPLICATION_ENV):  # in AWS: the state machine runs it
+            return spark_ingest.hand_off(spec, payload)
         return spark_ingest.run(spec, payload)
     return ingest_spec(spec, payload)
 
