@@ -18,7 +18,10 @@ fresh process on the same file:
 - pandas: the same job written the usual way in pandas;
 - hook (smallest size only): refload with a trivial `python_transform` (identity), the
   cost of a table that has a pandas hook;
-- pyspark: the same job on local Spark, when pyspark is installed.
+- pyspark: the same job on local Spark, when pyspark is installed;
+- refload_spark (5M rows and up, when pyspark is installed): `run --engine spark` on
+  local[2] (REFLOAD_SPARK_MASTER), its peak memory summed over the process tree (the
+  driver, the JVM and its Python workers).
 
 Each run starts from an empty database. Each job runs `--repeat` times per size, the
 jobs taking turns (floor, refload, pandas; again) so that a noisy moment on the machine
@@ -462,6 +465,67 @@ def job_pyspark(csv: Path, work: Path) -> dict[str, Any]:
     return {}
 
 
+def _tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its descendants (Linux /proc), in MB."""
+    total, pending = 0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+            total += int(
+                next(ln.split()[1] for ln in status.splitlines() if ln.startswith("VmRSS"))
+            )
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, StopIteration, ValueError):
+            continue
+    return total / 1024
+
+
+def job_refload_spark(csv: Path, work: Path) -> dict[str, Any]:
+    """refload's Spark engine on local[2]; the JVM and the Python workers are children of
+    this process, so its peak memory is sampled over the whole tree."""
+    import threading
+
+    from handler.cli import main
+
+    os.environ.setdefault("REFLOAD_SPARK_MASTER", "local[2]")
+    (work / "mapping.csv").write_text(MAPPING)
+    (work / "config.json").write_text(json.dumps(CONFIG))
+    peak = [0.0]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.25):
+            peak[0] = max(peak[0], _tree_rss_mb(os.getpid()))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    code = main(
+        [
+            "run",
+            "--config",
+            str(work / "config.json"),
+            "--source",
+            str(csv),
+            "--engine",
+            "spark",
+            "--warehouse",
+            f"duckdb:///{work / 'refload.duckdb'}",
+            "--curated-root",
+            str(work / "curated"),
+            "--outbox",
+            str(work / "outbox"),
+            "--json",
+            "--run-id",
+            f"bench-{time.time_ns()}",
+        ]
+    )
+    done.set()
+    sampler.join()
+    return {"exit": code, "tree_rss_mb": peak[0]}
+
+
 def job_imports(csv: Path, work: Path) -> dict[str, Any]:
     sys.meta_path.insert(0, _AsInTheImage())
     started = time.perf_counter()
@@ -552,6 +616,7 @@ JOBS = {
     "refload_pg": job_refload_pg,
     "floor_pg": job_floor_pg,
     "pyspark": job_pyspark,
+    "refload_spark": job_refload_spark,
     "imports": job_imports,
     "floor_warm": job_floor_warm,
     "refload_warm": job_refload_warm,
@@ -575,7 +640,8 @@ def child(kind: str, csv: Path, work: Path) -> None:
     started = time.perf_counter()
     result = JOBS[kind](csv, work)
     result["seconds_in_process"] = time.perf_counter() - started
-    result["max_rss_mb"] = _peak_rss_mb()
+    # The Spark job's JVM and Python workers are children: their memory is sampled apart.
+    result["max_rss_mb"] = max(_peak_rss_mb(), result.get("tree_rss_mb", 0))
     print("BENCH " + json.dumps(result, default=str))
 
 
@@ -655,6 +721,7 @@ def main() -> int:
         action="store_true",
         help="PostgreSQL as the warehouse: refload against psql \\copy + DELETE/INSERT",
     )
+    parser.add_argument("--jobs", help="only these jobs (comma list), e.g. refload,refload_spark")
     args = parser.parse_args()
     if args.child:
         child(args.child[0], Path(args.child[1]), Path(args.child[2]))
@@ -669,11 +736,14 @@ def main() -> int:
         compileall.compile_dir(ROOT / package, quiet=1)
     kinds = ["floor", "duckdb_sql", "refload", "pandas"]
     if importlib.util.find_spec("pyspark"):
-        kinds.append("pyspark")
+        kinds += ["pyspark", "refload_spark"]
     # With --postgres the same table compares the PostgreSQL jobs under the same names.
     job_of = {"floor": "floor_pg", "refload": "refload_pg"} if args.postgres else {}
     if args.postgres:
         kinds = ["floor", "refload"]
+    everything = not args.jobs  # --jobs: those jobs alone, without the import timings
+    if args.jobs:
+        kinds = [k for k in kinds if k in args.jobs.split(",")]
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     print(
@@ -697,8 +767,10 @@ def main() -> int:
         rounds: list[dict[str, dict[str, Any]]] = []
         for _ in range(args.repeat):
             done: dict[str, dict[str, Any]] = {}
-            small_extras = ["hook"] if size == smallest and not args.postgres else []
+            small_extras = ["hook"] if size == smallest and everything and not args.postgres else []
             for kind in [*kinds, *small_extras]:
+                if kind == "refload_spark" and size < 5_000_000:
+                    continue  # Spark's start-up alone is longer than smaller files take
                 folder = work / f"{kind}_{size}"
                 folder.mkdir(exist_ok=True)
                 for database in folder.glob("*.duckdb*"):  # every run loads a new database
@@ -745,8 +817,10 @@ def main() -> int:
                     f"the rest (ingest, connections, Python) {rest:.2f}"
                 )
             continue
-        if size == smallest:
+        if size == smallest and everything:
             explain_small_run(csv, work / f"refload_{size}", args.repeat)
+    if not everything:
+        return 0
     imports = [run_child("imports", work / "none.csv", work) for _ in range(3)]
     notify = min(i["handler_and_notify"] for i in imports if i)
     print(
