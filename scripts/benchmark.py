@@ -750,7 +750,7 @@ def main() -> int:
         f"refload benchmark: {os.cpu_count()} cores, median of {args.repeat} run(s), "
         f"Lambda {args.memory_mb} MB at "
         f"${args.price_per_gb_second}/GB-s"
-        + ("" if "pyspark" in kinds else "; pyspark not installed")
+        + ("" if importlib.util.find_spec("pyspark") else "; pyspark not installed")
     )
     header = (
         f"{'rows':>10} {'job':<10} {'wall s':>8} {'peak RSS MB':>12} {'rows/s':>12} "
