@@ -25,7 +25,7 @@ from steps.table import load_table_config
 from tests.conftest import CONFIGS, SAMPLES
 from tests.test_bad_input import BAD_INPUTS, GOOD, MAPPING
 from tests.test_mapping import DATA_TYPES, SHEET_HEAD, TRANSFORMS
-from tests.test_sources import CSV_CASES, EXPECTED
+from tests.test_sources import COUNTRY_ROWS, CSV_CASES, EXPECTED, _workbook
 from tests.test_sources import MAPPING as CODES_MAPPING
 
 SPLIT_BYTES = 24
@@ -86,6 +86,37 @@ def test_bad_input_gives_the_same_error(content, message, both, table_dir, write
 def test_csv_variants_give_the_same_rows(options, content, both, table_dir, write):
     result = both(table_dir(CODES_MAPPING, **options), write("t.csv", content))
     assert [(r["code"], r["name"]) for r in result["rows"]] == EXPECTED
+
+
+# Other formats are one range, read by the same reader: rows, row numbers and rejects.
+OTHER_FORMATS = [
+    (
+        "excel with a preamble and a bad row",
+        {"source_format": "excel", "header_row": 2, "max_reject_pct": 50},
+        "t.xlsx",
+        _workbook({"S": [*COUNTRY_ROWS, [123456, "too long a code"]]}),
+    ),
+    (
+        "json lines with a bad line",
+        {"source_format": "json", "max_reject_pct": 50},
+        "t.json",
+        '{"code": 4, "name": "Afghanistan"}\n{"code": "248", "name": "x"}\n'
+        '{"code": "123456", "name": "too long"}\n',
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("options", "name", "content"),
+    [c[1:] for c in OTHER_FORMATS],
+    ids=[c[0] for c in OTHER_FORMATS],
+)
+def test_other_formats_give_the_same_rows_and_rejects(
+    options, name, content, both, table_dir, write
+):
+    result = both(table_dir(CODES_MAPPING, **options), write(name, content))
+    assert [r["code"] for r in result["rows"]] == ["004", "248"]
+    assert [r["value"] for r in result["rejects"]] == ["123456"]
 
 
 def _csv_text(rows: list[list[Any]]) -> str:
