@@ -609,8 +609,28 @@ def _locate(positions: list[int], job: _Job) -> list[int]:
     return [where[p] for p in positions]
 
 
+BROADCAST_ROWS = 1_000_000  # row sets joined by broadcast (no shuffle of the big side)
+
+
+def _without(rows: Any, drop: Any, count: int) -> Any:
+    """`rows` less the positions in `drop`, each partition still in file order."""
+    from pyspark.sql import functions as F
+
+    if count <= BROADCAST_ROWS:
+        return rows.join(F.broadcast(drop), on=POSITION, how="left_anti")
+    # A shuffled anti join loses the order: range-partition by position to get it back.
+    kept = rows.join(drop, on=POSITION, how="left_anti")
+    return kept.repartitionByRange(rows.rdd.getNumPartitions(), POSITION).sortWithinPartitions(
+        POSITION
+    )
+
+
 def _without_duplicates(good: Any, spec: TableSpec, job: _Job, source: SourceTable) -> Any:
-    """The good rows less exact duplicates (the first is kept); refuses empty or repeated keys."""
+    """The good rows less exact duplicates (the first is kept); refuses empty or repeated keys.
+
+    With a key, as in the Lambda engine, only rows whose key repeats can be exact duplicates:
+    the key columns are grouped for every row, whole rows only for those.
+    """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
@@ -618,6 +638,7 @@ def _without_duplicates(good: Any, spec: TableSpec, job: _Job, source: SourceTab
     key = config.primary_key
     if not (key or config.dedupe):
         return good
+    suspects = good
     if key:
         firsts = good.agg(
             *[F.min(F.when(F.col(k).isNull(), F.col(POSITION))).alias(k) for k in key]
@@ -630,43 +651,54 @@ def _without_duplicates(good: Any, spec: TableSpec, job: _Job, source: SourceTab
                     column=name,
                     **at(source.unit, _locate([firsts[name]], job)[0]),
                 )
-    kept = good
+        repeated = good.groupBy(*key).count().where(F.col("count") > 1).drop("count")
+        repeated = repeated.localCheckpoint()  # computed once, eagerly
+        repeated_count = repeated.count()
+        if not repeated_count:
+            return good
+        small = repeated_count <= BROADCAST_ROWS
+        suspects = good.join(F.broadcast(repeated) if small else repeated, on=key, how="left_semi")
+    drop, drop_count = None, 0
     if config.dedupe:
         columns = spec.mapping.targets
         first = F.min(POSITION).over(Window.partitionBy(*[F.col(c) for c in columns]))
         drop = (
-            good.select(POSITION, first.alias("__first"))
+            suspects.select(POSITION, first.alias("__first"))
             .where(F.col(POSITION) != F.col("__first"))
             .select(POSITION)
+            .localCheckpoint()
         )
-        # Computed once (eagerly), then tested and joined.
-        drop = drop.localCheckpoint()
-        if not drop.isEmpty():
-            # A broadcast anti join keeps each partition's rows in file order.
-            kept = good.join(F.broadcast(drop), on=POSITION, how="left_anti")
+        drop_count = drop.count()
     if key:
-        repeated = (
-            kept.groupBy(*key)
-            .agg(
-                F.min(POSITION).alias("__first"),
-                F.slice(F.sort_array(F.collect_list(POSITION)), 1, MAX_LISTED).alias("__where"),
-            )
-            .where(F.size(F.col("__where")) > 1)
+        remaining = _without(suspects, drop, drop_count) if drop_count else suspects
+        _refuse_repeated_keys(remaining, key, job, source)
+    return _without(good, drop, drop_count) if drop_count else good
+
+
+def _refuse_repeated_keys(rows: Any, key: list[str], job: _Job, source: SourceTable) -> None:
+    from pyspark.sql import functions as F
+
+    repeated = (
+        rows.groupBy(*key)
+        .agg(
+            F.min(POSITION).alias("__first"),
+            F.slice(F.sort_array(F.collect_list(POSITION)), 1, MAX_LISTED).alias("__where"),
         )
-        count = repeated.count()
-        if count:
-            first_key = repeated.orderBy("__first").first()
-            value = ", ".join(f"{k}={first_key[k]!r}" for k in key)
-            places = _locate(list(first_key["__where"]), job)
-            raise RejectedInput(
-                f"duplicate primary key ({value}) on {source.unit}s "
-                f"{', '.join(map(str, places))}; {count} key(s) appear more "
-                "than once in this file",
-                file=source.uri,
-                column=",".join(key),
-                details={"duplicate_keys": count},
-            )
-    return kept
+        .where(F.size(F.col("__where")) > 1)
+    )
+    count = repeated.count()
+    if count:
+        first_key = repeated.orderBy("__first").first()
+        value = ", ".join(f"{k}={first_key[k]!r}" for k in key)
+        places = _locate(list(first_key["__where"]), job)
+        raise RejectedInput(
+            f"duplicate primary key ({value}) on {source.unit}s "
+            f"{', '.join(map(str, places))}; {count} key(s) appear more "
+            "than once in this file",
+            file=source.uri,
+            column=",".join(key),
+            details={"duplicate_keys": count},
+        )
 
 
 # --- EMR Serverless: the hand-off, the job, its result ----------------------------------

@@ -296,3 +296,14 @@ def test_the_config_or_the_command_line_chooses_the_engine(
     suffix = ".manifest" if engine == "spark" else ".parquet"
     assert summary["curated_uri"].endswith(suffix)
     assert sql("SELECT code, n FROM ref.t_codes ORDER BY code") == [("AA", 1), ("BB", 2)]
+
+
+@pytest.mark.parametrize("options", [{}, {"primary_key": ["code"]}], ids=["no key", "key"])
+def test_duplicates_too_many_to_broadcast_keep_file_order(
+    options, both, table_dir, write, monkeypatch
+):
+    monkeypatch.setattr(spark_ingest, "BROADCAST_ROWS", 0)  # the shuffled joins, re-sorted
+    rows = "".join(f"C{i % 7},{i % 7}\n" for i in range(40))
+    result = both(table_dir(MAPPING, **options), write("t.csv", "code,n\n" + rows))
+    assert [r["code"] for r in result["rows"]] == [f"C{i}" for i in range(7)]
+    assert result["summary"]["duplicates_dropped"] == 33
