@@ -226,6 +226,20 @@ class IngestResult(_Model):
     rows_written: int
 
 
+class SparkHandOff(_Model):
+    """ingest's result for a table on the Spark engine in AWS: not rows but the job the state
+    machine runs on EMR Serverless (steps.spark_ingest.hand_off), whose result the next
+    ingest call reads from `spark_result_uri`."""
+
+    table: str
+    run_id: str
+    config: str
+    source: str
+    engine: Literal["spark"]
+    spark_result_uri: str
+    spark_job: dict[str, list[str]]
+
+
 class LoadResult(_Model):
     table: str
     run_id: str
@@ -282,7 +296,8 @@ RESULTS: dict[str, type[_Model]] = {
 
 def step_result(step: str, result: dict[str, Any]) -> dict[str, Any]:
     """A step's result, checked against its model and bounded."""
-    return RESULTS[step].model_validate(result).model_dump()
+    handed_off = step == "ingest" and result.get("engine") == "spark"
+    return (SparkHandOff if handed_off else RESULTS[step]).model_validate(result).model_dump()
 
 
 # --- landed objects ----------------------------------------------------------------------

@@ -33,7 +33,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -54,8 +54,11 @@ from steps.ingest import (
     keep_rejects,
 )
 from steps.mapping import apply_mapping
-from steps.sources import SourceTable, chunk_bytes, read_source
+from steps.sources import SourceTable, chunk_bytes, read_source, reading_config
 from steps.table import TableSpec
+
+if TYPE_CHECKING:
+    from steps.config import TableConfig
 
 DEFAULT_MASTER = "local[2]"
 # Set on the Lambda function when the stack has an EMR Serverless application: ingest then
@@ -119,8 +122,7 @@ class Split:
     whole: bool  # the whole file, read as the Lambda engine reads it
 
 
-def _cuttable(path: Path, spec: TableSpec) -> bool:
-    config = spec.config
+def _cuttable(path: Path, config: TableConfig) -> bool:
     if config.source_format != "csv":
         return False
     with path.open("rb") as probe:
@@ -134,13 +136,14 @@ def _cuttable(path: Path, spec: TableSpec) -> bool:
         return False
 
 
-def plan_splits(path: Path, spec: TableSpec, target: int) -> tuple[list[Split], bytes]:
+def plan_splits(path: Path, uri: str, spec: TableSpec, target: int) -> tuple[list[Split], bytes]:
     """The ranges of the source, and the header lines every range is parsed behind."""
+    config = reading_config(uri, spec.config)  # the format as the reader sees it
     size = path.stat().st_size
     whole = [Split(0, 0, size, 1, whole=True)]
-    if size <= target or not _cuttable(path, spec):
+    if size <= target or not _cuttable(path, config):
         return whole, b""
-    header_row = spec.config.header_row
+    header_row = config.header_row
     with path.open("rb") as stream:
         head = stream.read(1 << 20)
         lines = head.split(b"\n", header_row)
@@ -148,7 +151,7 @@ def plan_splits(path: Path, spec: TableSpec, target: int) -> tuple[list[Split], 
             return whole, b""
         data_start = len(head) - len(lines[-1])
         stream.seek(data_start)
-        cuts = _record_starts(stream, data_start, header_row + 1, target, spec.config.quote_char)
+        cuts = _record_starts(stream, data_start, header_row + 1, target, config.quote_char)
     bounds = [*cuts, (size, 0)]
     ranges = [(a, b, line) for (a, line), (b, _) in itertools.pairwise(bounds) if b > a]
     splits = [Split(i, a, b, line, whole=False) for i, (a, b, line) in enumerate(ranges)]
@@ -481,7 +484,7 @@ def _ingest(
     # The driver reads the header only (and the whole file only for non-CSV formats).
     source = read_source(path, uri, config)
     _check_columns(source, spec)
-    splits, header = plan_splits(path, spec, split_bytes())
+    splits, header = plan_splits(path, uri, spec, split_bytes())
     job = _Job(
         spec,
         uri,

@@ -27,6 +27,7 @@ from tests.test_bad_input import BAD_INPUTS, GOOD, MAPPING
 from tests.test_mapping import DATA_TYPES, SHEET_HEAD, TRANSFORMS
 from tests.test_sources import COUNTRY_ROWS, CSV_CASES, EXPECTED, _workbook
 from tests.test_sources import MAPPING as CODES_MAPPING
+from tests.warehouses import STATEMENTS
 
 SPLIT_BYTES = 24
 
@@ -170,7 +171,18 @@ MULTILINE = (
 
 
 def test_quoted_newlines_across_ranges_keep_lines_rejects_and_duplicates(both, table_dir, write):
-    result = both(table_dir(MAPPING, max_reject_pct=50), write("t.csv", MULTILINE))
+    config, source = table_dir(MAPPING, max_reject_pct=50), write("t.csv", MULTILINE)
+    splits, header = spark_ingest.plan_splits(
+        source, str(source), load_table_config(str(config)), SPLIT_BYTES
+    )
+    # Each range starts at a record: "B\nB" and "F\n\nF" (quoted newlines) stay whole.
+    assert [(s.first_line, MULTILINE.encode()[s.start : s.start + 4]) for s in splits] == [
+        (2, b"AA,1"),
+        (7, b'"EE"'),
+        (13, b"HH,8"),
+    ]
+    assert header == b"code,n\n"
+    result = both(config, source)
     assert [(r["code"], r["n"]) for r in result["rows"]] == [
         ("AA", 1),
         ('C,"', 3),
@@ -229,7 +241,7 @@ def test_a_file_of_one_range_is_read_as_the_lambda_engine_reads_it(tmp_path: Pat
     spec = load_table_config(str(CONFIGS / "dim_currency.json"))
     path = tmp_path / "t.csv"
     path.write_bytes(b"code\n" + b"AA\n" * 10)
-    splits, header = spark_ingest.plan_splits(path, spec, 1 << 20)
+    splits, header = spark_ingest.plan_splits(path, str(path), spec, 1 << 20)
     assert [(s.start, s.end, s.whole) for s in splits] == [(0, 35, True)] and header == b""
 
 
@@ -307,3 +319,27 @@ def test_duplicates_too_many_to_broadcast_keep_file_order(
     result = both(table_dir(MAPPING, **options), write("t.csv", "code,n\n" + rows))
     assert [r["code"] for r in result["rows"]] == [f"C{i}" for i in range(7)]
     assert result["summary"]["duplicates_dropped"] == 33
+
+
+@pytest.mark.all_warehouses
+def test_load_publishes_exactly_the_spark_runs_parts_on_every_warehouse(
+    spark, table_dir, write, run_cli, sql, dialect, monkeypatch
+):
+    monkeypatch.setenv("REFLOAD_SPARK_SPLIT_BYTES", "24")
+    config = table_dir(MAPPING)
+    source = write("t.csv", "code,n\n" + "".join(f"C{i},{i}\n" for i in range(12)))
+    code, summary = run_cli(config, source, "--engine", "spark")
+    assert code == 0, summary["error"]
+    parts = storage.curated_parts(summary["curated_uri"])
+    assert len(parts) > 1
+    # A part left in the folder by another run is not the run's: a list, never a glob.
+    stale = Path(parts[0]).with_name("part-99999.parquet")
+    stale.write_bytes(Path(parts[0]).read_bytes())
+    code, summary = run_cli(config, source, "--engine", "spark", "--force")
+    assert code == 0, summary["error"]
+    assert sql("SELECT code, n FROM ref.t_codes ORDER BY n") == [(f"C{i}", i) for i in range(12)]
+    if dialect == "redshift":
+        copies = [s for s in STATEMENTS if s.startswith("COPY")]
+        assert copies and all(
+            f"FROM '{summary['curated_uri']}'" in s and s.endswith("MANIFEST") for s in copies
+        )

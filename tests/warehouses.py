@@ -164,17 +164,19 @@ class RedshiftThroughProxy(RedshiftWarehouse):
         self.execute(self.create_staging_sql(staging, mapping))
         # The manifest is written to (moto) S3 as the real dialect does; local curated
         # files have none.
-        manifest = self.write_manifest(curated_uri) if storage.is_s3(curated_uri) else curated_uri
+        manifest = self.copy_manifest(curated_uri) if storage.is_s3(curated_uri) else curated_uri
         STATEMENTS.append(self.copy_sql(staging, columns, manifest))
         names = ", ".join(self.quote(c) for c in columns)
         marks = "(" + ", ".join(["%s"] * len(columns)) + ")"
-        with storage.local_file(curated_uri) as path:
-            for batch in pq.ParquetFile(path).iter_batches(INSERT_BATCH_ROWS, columns=columns):
-                rows = list(zip(*(c.to_pylist() for c in batch.columns), strict=True))
-                values = ", ".join([marks] * len(rows))
-                params = [v for row in rows for v in row]
-                super()._run(
-                    f"INSERT INTO {self.quote(staging)} ({names}) VALUES {values}",
-                    params,
-                    fetch=False,
-                )
+        # What COPY would read: the file, or every part the (Spark engine's) manifest lists.
+        with storage.local_files(storage.curated_parts(curated_uri)) as paths:
+            for path in paths:
+                for batch in pq.ParquetFile(path).iter_batches(INSERT_BATCH_ROWS, columns=columns):
+                    rows = list(zip(*(c.to_pylist() for c in batch.columns), strict=True))
+                    values = ", ".join([marks] * len(rows))
+                    params = [v for row in rows for v in row]
+                    super()._run(
+                        f"INSERT INTO {self.quote(staging)} ({names}) VALUES {values}",
+                        params,
+                        fetch=False,
+                    )

@@ -100,14 +100,17 @@ class PostgresWarehouse(Warehouse):
         options = pacsv.WriteOptions(include_header=False, quoting_style="needed")
         try:
             with (
-                storage.local_file(curated_uri) as path,
                 self.conn.cursor() as cursor,
                 cursor.copy(f"COPY {self.quote(staging)} ({cols}) FROM STDIN (FORMAT csv)") as copy,
             ):
-                for batch in pq.ParquetFile(path).iter_batches(COPY_BATCH_ROWS, columns=columns):
-                    text = pa.BufferOutputStream()
-                    pacsv.write_csv(pa.Table.from_batches([batch]), text, options)
-                    copy.write(text.getvalue())
+                # One file, or each part a manifest lists (the Spark engine's), in batches.
+                for part in storage.curated_parts(curated_uri):
+                    with storage.local_file(part) as path:
+                        parquet = pq.ParquetFile(path)
+                        for batch in parquet.iter_batches(COPY_BATCH_ROWS, columns=columns):
+                            text = pa.BufferOutputStream()
+                            pacsv.write_csv(pa.Table.from_batches([batch]), text, options)
+                            copy.write(text.getvalue())
         except RefloadError:
             raise
         except Exception as error:

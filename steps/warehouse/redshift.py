@@ -197,5 +197,11 @@ class RedshiftWarehouse(PostgresWarehouse):
 
     def stage(self, staging: str, mapping: Mapping, curated_uri: str) -> None:
         self.execute(self.create_staging_sql(staging, mapping))
-        manifest = self.write_manifest(curated_uri)
-        self.execute(self.copy_sql(staging, mapping.targets, manifest))
+        self.execute(self.copy_sql(staging, mapping.targets, self.copy_manifest(curated_uri)))
+
+    def copy_manifest(self, curated_uri: str) -> str:
+        """The manifest COPY reads: the Spark engine's curated output already is one
+        (exactly its part files); a single curated file gets one written beside it."""
+        if curated_uri.endswith(storage.MANIFEST_SUFFIX):
+            return curated_uri
+        return self.write_manifest(curated_uri)
