@@ -229,15 +229,14 @@ class IngestResult(_Model):
 class SparkHandOff(_Model):
     """ingest's result for a table on the Spark engine in AWS: not rows but the job the state
     machine runs on EMR Serverless (steps.spark_ingest.hand_off), whose result the next
-    ingest call reads from `spark_result_uri`."""
+    ingest call reads from `spark_job.result_uri`."""
 
     table: str
     run_id: str
     config: str
     source: str
     engine: Literal["spark"]
-    spark_result_uri: str
-    spark_job: dict[str, list[str]]
+    spark_job: dict[str, Any]  # arguments (the job's), result_uri (where it writes)
 
 
 class LoadResult(_Model):

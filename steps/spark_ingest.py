@@ -711,7 +711,8 @@ def hand_off(spec: TableSpec, payload: dict[str, Any]) -> dict[str, Any]:
     """What the state machine needs to run this ingest as an EMR Serverless job.
 
     The job gets the ingest payload as its one argument and writes its result (or its
-    refload error) as JSON to `spark_result_uri`; the next Lambda step reads it back.
+    refload error) as JSON to `spark_job.result_uri`; the Lambda step after it gets that URI
+    as `spark_result_uri` and reads it back.
     """
     root = payload.get("curated_root") or DEFAULT_CURATED_ROOT
     result_uri = storage.join(root, spec.config.table_name, "_spark", f"{payload['run_id']}.json")
@@ -720,13 +721,15 @@ def hand_off(spec: TableSpec, payload: dict[str, Any]) -> dict[str, Any]:
         for k in ("config", "mapping", "source", "run_id", "curated_root", "warehouse")
         if payload.get(k)
     }
-    job_payload["spark_result_uri"] = result_uri
+    arguments = [json.dumps({**job_payload, "spark_result_uri": result_uri})]
+    # The result's URI only inside spark_job: the state machine hands it to the Lambda step
+    # after the job, while a re-run of this state (an alert's) hands the file off again.
     return {
         **job_payload,
         "step": "ingest",
         "table": spec.config.table_name,
         "engine": "spark",
-        "spark_job": {"arguments": [json.dumps(job_payload)]},
+        "spark_job": {"arguments": arguments, "result_uri": result_uri},
     }
 
 

@@ -91,7 +91,13 @@ def test_a_spark_table_runs_on_emr_serverless_then_continues_as_any_other():
         {"ErrorEquals": ["States.ALL"], "ResultPath": "$.failure", "Next": "IngestFailed"}
     ]
     assert (spark["Next"], states["SparkIngestResult"]["Next"]) == ("SparkIngestResult", "Load")
-    assert states["SparkIngestResult"]["Parameters"]["Payload"]["step"] == "ingest"
+    # Only this step reads the job's result: a re-run of the state from Ingest runs the job again.
+    assert states["SparkIngestResult"]["Parameters"]["Payload"] == {
+        "step": "ingest",
+        "state.$": "$",
+        "execution_id.$": "$$.Execution.Id",
+        "spark_result_uri.$": "$.spark_job.result_uri",
+    }
 
 
 # Local-only modules: what they import is an optional extra the image leaves out.

@@ -653,3 +653,6 @@ def test_a_file_the_spark_job_rejects_alerts_as_the_lambda_engine_would(spark_wo
     assert alert["error"]["message"].startswith(
         f"{source}, line 3: has 2 field(s), the header has 3 (value 'EUR;978')"
     )
+    # Re-run from ingest (after the file is fixed) runs the job again, not its old result.
+    assert alert["rerun_input"]["start_at"] == "ingest"
+    assert "spark_result_uri" not in alert["rerun_input"]
