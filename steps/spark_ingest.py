@@ -1,9 +1,10 @@
 """ingest on Spark: the same config, mapping sheet and curated contract, for big files.
 
 What a row means is refload's own Arrow code, run inside Spark: each task reads its part
-of the source with `steps.sources.read_source` and maps it with `steps.mapping.apply_mapping`
-(and the table's `python_transform`) in `DataFrame.mapInArrow`, so `zfill(5)`,
-`decimal(9,2)` or a date format have one implementation. Spark does what needs the whole
+of the source with `steps.ingest.sources.read_source` and maps it with
+`steps.ingest.transform.apply_mapping` (and the table's `python_transform`) in
+`DataFrame.mapInArrow`, so `zfill(5)`, `decimal(9,2)` or a date format have one
+implementation. Spark does what needs the whole
 table: exact-duplicate removal, empty and repeated primary keys, the rejects and the
 `max_reject_pct` threshold.
 
@@ -40,7 +41,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from steps import errors, storage
-from steps.dedupe import POSITION
 from steps.errors import RefloadError, RejectedInput, at
 from steps.ingest import (
     DEFAULT_CURATED_ROOT,
@@ -53,8 +53,9 @@ from steps.ingest import (
     curated_uri,
     keep_rejects,
 )
-from steps.mapping import apply_mapping
-from steps.sources import SourceTable, chunk_bytes, read_source, reading_config
+from steps.ingest.dedupe import POSITION
+from steps.ingest.sources import SourceTable, chunk_bytes, read_source, reading_config
+from steps.ingest.transform import apply_mapping
 from steps.table import TableSpec
 
 if TYPE_CHECKING:
