@@ -10,6 +10,7 @@ The steps (handler.dispatch.STEPS runs each from its payload):
       transform      the mapping applied to a table of text, a thread per column
       dedupe         exact duplicates and repeated or empty keys (Arrow, or DuckDB on disk)
       hooks          a table's python_transform (pandas), held to the mapping
+      spark          the same ingest on PySpark (engine: spark; EMR Serverless in AWS)
     load         curated Parquet -> staging -> target in ONE transaction, with the ledger
     validate     the table's after-publish tests, one audit row each
     notify       one report of any failure, sent through the alert channels

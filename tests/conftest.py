@@ -185,7 +185,7 @@ def run_cli(
 def spark() -> Any:
     """One small local SparkSession for the whole test session (the Spark engine's tests)."""
     os.environ.setdefault("REFLOAD_SPARK_MASTER", "local[2]")
-    from steps.spark_ingest import spark_session
+    from steps.ingest.spark import spark_session
 
     session = spark_session()
     yield session

@@ -101,7 +101,7 @@ def test_a_spark_table_runs_on_emr_serverless_then_continues_as_any_other():
 
 
 # Local-only modules: what they import is an optional extra the image leaves out.
-NOT_IN_LAMBDA = {"steps/frames.py": {"pandas"}, "steps/spark_ingest.py": {"pyspark"}}
+NOT_IN_LAMBDA = {"steps/frames.py": {"pandas"}, "steps/ingest/spark.py": {"pyspark"}}
 # Modules that import what the image keeps in its own folder (REFLOAD_PANDAS_SITE), on
 # sys.path only for the tables that need it.
 FROM_OWN_SITE = {"steps/ingest/hooks.py": {"pandas"}}

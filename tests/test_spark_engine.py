@@ -19,8 +19,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from handler.cli import main
-from steps import ingest, spark_ingest, storage
+from steps import ingest, storage
 from steps.errors import RefloadError
+from steps.ingest import spark as spark_ingest
 from steps.table import load_table_config
 from tests.conftest import CONFIGS, SAMPLES
 from tests.test_bad_input import BAD_INPUTS, GOOD, MAPPING

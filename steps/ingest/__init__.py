@@ -230,14 +230,14 @@ def _duplicates_to_drop(
 
 
 def run(payload: dict[str, Any]) -> dict[str, Any]:
-    # steps.spark_ingest imports pyspark only where Spark runs, never in Lambda.
+    # steps.ingest.spark imports pyspark only where Spark runs, never in Lambda.
     if payload.get("spark_result_uri"):  # after the EMR Serverless job: its result
-        from steps import spark_ingest
+        from steps.ingest import spark as spark_ingest
 
         return spark_ingest.job_result(payload["spark_result_uri"])
     spec = load_table_config(payload["config"], mapping_override=payload.get("mapping"))
     if choose_engine(spec, payload) == "spark":
-        from steps import spark_ingest
+        from steps.ingest import spark as spark_ingest
 
         if os.environ.get(spark_ingest.APPLICATION_ENV):  # in AWS: the state machine runs it
             return spark_ingest.hand_off(spec, payload)
