@@ -442,18 +442,46 @@ def _ingest_file(
     schema = _curated_schema(spec, run_id, source.uri, info)
     rows_written = _write_curated(mapped.staged, drop, schema, curated)
     storage.upload_file(out_uri, curated)
+    return ingest_result(
+        spec,
+        run_id,
+        source.uri,
+        info,
+        curated=out_uri,
+        rejects=rejected.uri,
+        read=mapped.rows_read,
+        rejected=rejected.rows,
+        duplicates=mapped.rows - len(rejected.positions) - rows_written,
+        written=rows_written,
+    )
+
+
+def ingest_result(
+    spec: TableSpec,
+    run_id: str,
+    source_uri: str,
+    info: storage.ObjectInfo,
+    *,
+    curated: str,
+    rejects: str | None,
+    read: int,
+    rejected: int,
+    duplicates: int,
+    written: int,
+) -> dict[str, Any]:
+    """What ingest hands to load, on either engine (handler.events.IngestResult)."""
     return {
-        "table": config.table_name,
+        "table": spec.config.table_name,
         "run_id": run_id,
         "config": spec.config_uri,
         "config_hash": spec.config_hash,
-        "source": source.uri,
+        "source": source_uri,
         "source_version": info.version,
         "content_hash": info.content_hash,
-        "curated_uri": out_uri,
-        "rejects_uri": rejected.uri,
-        "rows_read": mapped.rows_read,
-        "rows_rejected": rejected.rows,
-        "duplicates_dropped": mapped.rows - len(rejected.positions) - rows_written,
-        "rows_written": rows_written,
+        "curated_uri": curated,
+        "rejects_uri": rejects,
+        "rows_read": read,
+        "rows_rejected": rejected,
+        "duplicates_dropped": duplicates,
+        "rows_written": written,
     }

@@ -51,6 +51,7 @@ from steps.ingest import (
     _hooked,
     _source_key,
     curated_uri,
+    ingest_result,
     keep_rejects,
 )
 from steps.ingest.dedupe import POSITION
@@ -583,21 +584,18 @@ def _finish(
     manifest = storage.join(prefix, MANIFEST_NAME)
     write_manifest(manifest, [(part, size) for part, size, _ in parts])
     rows_written = sum(r for _, _, r in parts)
-    return {
-        "table": config.table_name,
-        "run_id": run_id,
-        "config": spec.config_uri,
-        "config_hash": spec.config_hash,
-        "source": source.uri,
-        "source_version": info.version,
-        "content_hash": info.content_hash,
-        "curated_uri": manifest,
-        "rejects_uri": rejects_uri,
-        "rows_read": rows_read,
-        "rows_rejected": rows_rejected,
-        "duplicates_dropped": counts["good"] - rows_written,
-        "rows_written": rows_written,
-    }
+    return ingest_result(
+        spec,
+        run_id,
+        source.uri,
+        info,
+        curated=manifest,
+        rejects=rejects_uri,
+        read=rows_read,
+        rejected=rows_rejected,
+        duplicates=counts["good"] - rows_written,
+        written=rows_written,
+    )
 
 
 def _locate(positions: list[int], job: _Job) -> list[int]:
