@@ -149,14 +149,13 @@ class _AsInTheImage:
 SAME_FOOTING = {"preserve_insertion_order": False}
 
 
-def job_refload(csv: Path, work: Path, database: str = "refload.duckdb") -> dict[str, Any]:
-    sys.meta_path.insert(0, _AsInTheImage())
+def _run_refload(csv: Path, work: Path, warehouse: str, *extra: str, **config: Any) -> int:
+    """`python -m handler run` on the benchmark's table in-process; returns the exit code."""
     from handler.cli import main
 
     (work / "mapping.csv").write_text(MAPPING)
-    (work / "config.json").write_text(json.dumps(CONFIG))
-    out = work / "summary.json"
-    code = main(
+    (work / "config.json").write_text(json.dumps({**CONFIG, **config}))
+    return main(
         [
             "run",
             "--config",
@@ -164,17 +163,24 @@ def job_refload(csv: Path, work: Path, database: str = "refload.duckdb") -> dict
             "--source",
             str(csv),
             "--warehouse",
-            f"duckdb:///{work / database}",
+            warehouse,
             "--curated-root",
             str(work / "curated"),
             "--outbox",
             str(work / "outbox"),
             "--json",
-            "--run-id",
-            f"bench-{time.time_ns()}",
+            "--quiet",
+            *extra,
         ]
     )
-    return {"exit": code, "summary": str(out)}
+
+
+def job_refload(csv: Path, work: Path, database: str = "refload.duckdb") -> dict[str, Any]:
+    sys.meta_path.insert(0, _AsInTheImage())
+    code = _run_refload(
+        csv, work, f"duckdb:///{work / database}", "--run-id", f"bench-{time.time_ns()}"
+    )
+    return {"exit": code}
 
 
 # PostgreSQL as the warehouse (--postgres): the server scripts/start_postgres.sh starts.
@@ -198,7 +204,6 @@ def job_refload_pg(csv: Path, work: Path) -> dict[str, Any]:
     """refload into PostgreSQL, timing where the warehouse's share goes: the COPY of the
     staging rows, the publish statements, the tests and the audit rows."""
     sys.meta_path.insert(0, _AsInTheImage())
-    from handler.cli import main
     from steps.warehouse import base, postgres
 
     _fresh_postgres()
@@ -230,26 +235,8 @@ def job_refload_pg(csv: Path, work: Path) -> dict[str, Any]:
         return timed(label, run)(self, sql, params, fetch)
 
     base.Warehouse._run = statement  # type: ignore[method-assign]
-    (work / "mapping.csv").write_text(MAPPING)
-    (work / "config.json").write_text(json.dumps(CONFIG))
     started = time.perf_counter()
-    code = main(
-        [
-            "run",
-            "--config",
-            str(work / "config.json"),
-            "--source",
-            str(csv),
-            "--warehouse",
-            POSTGRES_URL,
-            "--curated-root",
-            str(work / "curated"),
-            "--outbox",
-            str(work / "outbox"),
-            "--json",
-            "--quiet",
-        ]
-    )
+    code = _run_refload(csv, work, POSTGRES_URL)
     spent["whole run"] = time.perf_counter() - started
     return {"exit": code, "spent": spent}
 
@@ -285,25 +272,8 @@ def job_hook(csv: Path, work: Path) -> dict[str, Any]:
     that has a hook (pandas on sys.path, as REFLOAD_PANDAS_SITE puts it in the image)."""
     (work / "benchhooks.py").write_text("def same(rows):\n    return rows\n")
     sys.path.insert(0, str(work))
-    from handler.cli import main
-
-    (work / "mapping.csv").write_text(MAPPING)
-    (work / "config.json").write_text(json.dumps({**CONFIG, "python_transform": "benchhooks:same"}))
-    code = main(
-        [
-            "run",
-            "--config",
-            str(work / "config.json"),
-            "--source",
-            str(csv),
-            "--warehouse",
-            f"duckdb:///{work / 'hook.duckdb'}",
-            "--curated-root",
-            str(work / "curated"),
-            "--outbox",
-            str(work / "outbox"),
-            "--json",
-        ]
+    code = _run_refload(
+        csv, work, f"duckdb:///{work / 'hook.duckdb'}", python_transform="benchhooks:same"
     )
     return {"exit": code}
 
@@ -487,11 +457,7 @@ def job_refload_spark(csv: Path, work: Path) -> dict[str, Any]:
     this process, so its peak memory is sampled over the whole tree."""
     import threading
 
-    from handler.cli import main
-
     os.environ.setdefault("REFLOAD_SPARK_MASTER", "local[2]")
-    (work / "mapping.csv").write_text(MAPPING)
-    (work / "config.json").write_text(json.dumps(CONFIG))
     peak = [0.0]
     done = threading.Event()
 
@@ -501,25 +467,14 @@ def job_refload_spark(csv: Path, work: Path) -> dict[str, Any]:
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    code = main(
-        [
-            "run",
-            "--config",
-            str(work / "config.json"),
-            "--source",
-            str(csv),
-            "--engine",
-            "spark",
-            "--warehouse",
-            f"duckdb:///{work / 'refload.duckdb'}",
-            "--curated-root",
-            str(work / "curated"),
-            "--outbox",
-            str(work / "outbox"),
-            "--json",
-            "--run-id",
-            f"bench-{time.time_ns()}",
-        ]
+    code = _run_refload(
+        csv,
+        work,
+        f"duckdb:///{work / 'refload.duckdb'}",
+        "--engine",
+        "spark",
+        "--run-id",
+        f"bench-{time.time_ns()}",
     )
     done.set()
     sampler.join()
