@@ -42,6 +42,16 @@ def test_each_publish_counts_keys_added_removed_and_changed(table_dir, write, ru
     code, first = run_cli(config, write("a.csv", FIRST))
     assert code == 0
     assert first["changes"] == {"added": 4, "removed": 0, "changed": 0}
+    # A first load (nothing before) records its keys without joining the empty target.
+    assert _ledger_changes(sql, first["run_id"]) == (
+        "truncate",
+        (4, 0, 0),
+        {
+            "added": [{"key": {"code": c}} for c in ("AA", "BB", "CC", "DD")],
+            "removed": [],
+            "changed": [],
+        },
+    )
 
     code, second = run_cli(config, write("b.csv", SECOND))
 
