@@ -152,6 +152,14 @@ def sql(warehouse_url: str) -> Callable[..., list[tuple[Any, ...]]]:
     return query
 
 
+def run_args(
+    config: Path | str, source: Path | str, warehouse: str, *extra: str, curated: Path | None = None
+) -> list[str]:
+    """The argv of `python -m handler run` on one file; options beyond these in `extra`."""
+    args = ["run", "--config", str(config), "--source", str(source), "--warehouse", warehouse]
+    return [*args, *(["--curated-root", str(curated)] if curated else []), *extra]
+
+
 @pytest.fixture
 def run_cli(
     warehouse_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -161,19 +169,7 @@ def run_cli(
     def run(config: Path | str, source: Path | str, *extra: str) -> tuple[int, dict[str, Any]]:
         capsys.readouterr()
         code = main(
-            [
-                "run",
-                "--config",
-                str(config),
-                "--source",
-                str(source),
-                "--warehouse",
-                warehouse_url,
-                "--curated-root",
-                str(tmp_path / "curated"),
-                "--json",
-                *extra,
-            ]
+            run_args(config, source, warehouse_url, "--json", *extra, curated=tmp_path / "curated")
         )
         out = capsys.readouterr().out
         return code, json.loads(out)

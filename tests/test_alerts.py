@@ -14,7 +14,7 @@ import pytest
 from werkzeug import Request, Response
 
 from handler.cli import main
-from tests.conftest import CONFIGS, SAMPLES
+from tests.conftest import CONFIGS, SAMPLES, run_args
 
 SENDER, ON_CALL = "refload@example.com", "data-oncall@example.com"
 SN_PASSWORD = "sn-pa55word"
@@ -129,18 +129,7 @@ def servicenow(httpserver) -> FakeServiceNow:
 
 def _run(config: Path, warehouse_url: str, capsys) -> tuple[int, dict[str, object]]:
     source = next((SAMPLES / "country").glob("*/*"))
-    code = main(
-        [
-            "run",
-            "--config",
-            str(config),
-            "--source",
-            str(source),
-            "--warehouse",
-            warehouse_url,
-            "--json",
-        ]
-    )
+    code = main(run_args(config, source, warehouse_url, "--json"))
     captured = capsys.readouterr()
     LOGS.append(captured.err)
     return code, json.loads(captured.out)
@@ -384,20 +373,8 @@ def test_no_output_channel_shows_a_warehouse_password(
     if unexpected:  # writing the curated file fails
         curated.write_text("a file where a folder should be")
     capsys.readouterr()
-    code = main(
-        [
-            "run",
-            "--config",
-            str(config),
-            "--source",
-            str(write("t.csv", "code\nAA\n")),
-            "--warehouse",
-            url,
-            "--curated-root",
-            str(curated / "sub"),
-            "--json",
-        ]
-    )
+    source = write("t.csv", "code\nAA\n")
+    code = main(run_args(config, source, url, "--json", curated=curated / "sub"))
     out, err = capsys.readouterr()
     assert code == 3
     assert json.loads(out)["status"] == "error"

@@ -12,7 +12,7 @@ import pytest
 from handler import lambda_handler
 from handler.cli import main
 from steps.metrics import DIMENSION_SETS, METRICS, NAMESPACE
-from tests.conftest import CONFIGS, ROOT, SAMPLES
+from tests.conftest import CONFIGS, ROOT, SAMPLES, run_args
 
 CURRENCY_CSV = next((SAMPLES / "currency").glob("*/*"))
 
@@ -95,18 +95,7 @@ def test_failed_tests_are_counted_and_a_failed_step_still_reports(
     path = tmp_path / "dim_currency.json"
     path.write_text(json.dumps(config))
     capsys.readouterr()
-    code = main(
-        [
-            "run",
-            "--config",
-            str(path),
-            "--source",
-            str(CURRENCY_CSV),
-            "--warehouse",
-            warehouse_url,
-            "--json",
-        ]
-    )
+    code = main(run_args(path, CURRENCY_CSV, warehouse_url, "--json"))
     captured = capsys.readouterr()
     assert code == 1
     json.loads(captured.out)  # stdout is still exactly the one summary
@@ -127,18 +116,7 @@ def test_failed_tests_are_counted_and_a_failed_step_still_reports(
 def test_locally_stdout_is_only_the_summary(warehouse_url, tmp_path, capsys, monkeypatch, setting):
     if setting:
         monkeypatch.setenv("REFLOAD_METRICS", setting)
-    code = main(
-        [
-            "run",
-            "--config",
-            str(CONFIGS / "dim_currency.json"),
-            "--source",
-            str(CURRENCY_CSV),
-            "--warehouse",
-            warehouse_url,
-            "--json",
-        ]
-    )
+    code = main(run_args(CONFIGS / "dim_currency.json", CURRENCY_CSV, warehouse_url, "--json"))
     captured = capsys.readouterr()
     assert code == 0
     assert len(captured.out.splitlines()) == 1 and json.loads(captured.out)["status"] == "passed"
@@ -182,18 +160,7 @@ def test_the_cli_in_a_lambda_environment_keeps_stdout_for_the_summary(
     warehouse_url, capsys, monkeypatch
 ):
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "refload")
-    code = main(
-        [
-            "run",
-            "--config",
-            str(CONFIGS / "dim_currency.json"),
-            "--source",
-            str(CURRENCY_CSV),
-            "--warehouse",
-            warehouse_url,
-            "--json",
-        ]
-    )
+    code = main(run_args(CONFIGS / "dim_currency.json", CURRENCY_CSV, warehouse_url, "--json"))
     captured = capsys.readouterr()
     assert code == 0 and json.loads(captured.out)["status"] == "passed"
     # stderr reaches CloudWatch Logs too in Lambda: the metrics are still there.

@@ -18,7 +18,7 @@ import pytest
 from werkzeug import Request, Response
 
 from handler.cli import main
-from tests.conftest import CONFIGS, SAMPLES
+from tests.conftest import CONFIGS, SAMPLES, run_args
 
 SENDER, ON_CALL = "refload@example.com", "data-oncall@example.com"
 COUNTRY_XLSX = next((SAMPLES / "country").glob("*/*"))
@@ -141,18 +141,7 @@ def _set_failing_test(config: Path, failing: bool) -> None:
 
 def _run(config: Path, source: Path, warehouse_url: str, capsys) -> tuple[int, dict[str, Any]]:
     capsys.readouterr()
-    code = main(
-        [
-            "run",
-            "--config",
-            str(config),
-            "--source",
-            str(source),
-            "--warehouse",
-            warehouse_url,
-            "--json",
-        ]
-    )
+    code = main(run_args(config, source, warehouse_url, "--json"))
     return code, json.loads(capsys.readouterr().out)
 
 
@@ -237,18 +226,7 @@ def test_a_broken_servicenow_never_fails_a_passing_run(
     monkeypatch.setenv("REFLOAD_HTTP_RETRIES", "0")
     httpserver.expect_request("/api/now/table/incident").respond_with_data("{}", status=500)
     capsys.readouterr()
-    code = main(
-        [
-            "run",
-            "--config",
-            str(country),
-            "--source",
-            str(COUNTRY_XLSX),
-            "--warehouse",
-            warehouse_url,
-            "--json",
-        ]
-    )
+    code = main(run_args(country, COUNTRY_XLSX, warehouse_url, "--json"))
     captured = capsys.readouterr()
     assert code == 0 and json.loads(captured.out)["status"] == "passed"
     assert "recovery channel failed" in captured.err and "HTTP 500" in captured.err

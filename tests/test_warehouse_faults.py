@@ -12,7 +12,7 @@ import pytest
 
 from steps.errors import InfrastructureError, WarehouseUnavailable
 from steps.warehouse import open_warehouse
-from tests.conftest import POSTGRES_URL
+from tests.conftest import POSTGRES_URL, run_args
 
 # SQL behaviour differs between warehouses here: every test runs on all three.
 pytestmark = pytest.mark.all_warehouses
@@ -208,19 +208,7 @@ def _cli(config, source, warehouse_url, tmp_path) -> int:
     """`python -m handler run` without --json (threads share stdout): the exit code."""
     from handler.cli import main
 
-    return main(
-        [
-            "run",
-            "--config",
-            str(config),
-            "--source",
-            str(source),
-            "--warehouse",
-            warehouse_url,
-            "--curated-root",
-            str(tmp_path / "curated"),
-        ]
-    )
+    return main(run_args(config, source, warehouse_url, curated=tmp_path / "curated"))
 
 
 @pytest.mark.parametrize("warehouse_url", SERVER_WAREHOUSES, indirect=True)
