@@ -11,7 +11,7 @@ import dataclasses
 import datetime as dt
 import io
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -216,17 +216,26 @@ def _duplicates_to_drop(
             suspects = suspects.filter(pc.invert(pc.is_in(suspects.column(POSITION), drop)))
         repeats = finder.repeated_keys(suspects, key)
     if repeats:
-        value = ", ".join(f"{k}={v!r}" for k, v in zip(key, repeats.first, strict=True))
-        places = source.locate(repeats.positions)
-        raise RejectedInput(
-            f"duplicate primary key ({value}) on {source.unit}s "
-            f"{', '.join(map(str, places[:MAX_LISTED]))}; {repeats.count} key(s) appear more "
-            "than once in this file",
-            file=source.uri,
-            column=",".join(key),
-            details={"duplicate_keys": repeats.count},
+        raise duplicate_key_error(
+            source, key, repeats.first, source.locate(repeats.positions), repeats.count
         )
     return drop
+
+
+def duplicate_key_error(
+    source: SourceTable, key: list[str], first: Sequence[Any], places: list[int], count: int
+) -> RejectedInput:
+    """A key that repeats in the file, with the lines (or rows) of its first repeat: the
+    same message on either engine."""
+    value = ", ".join(f"{k}={v!r}" for k, v in zip(key, first, strict=True))
+    return RejectedInput(
+        f"duplicate primary key ({value}) on {source.unit}s "
+        f"{', '.join(map(str, places[:MAX_LISTED]))}; {count} key(s) appear more "
+        "than once in this file",
+        file=source.uri,
+        column=",".join(key),
+        details={"duplicate_keys": count},
+    )
 
 
 def run(payload: dict[str, Any]) -> dict[str, Any]:

@@ -51,6 +51,7 @@ from steps.ingest import (
     _hooked,
     _source_key,
     curated_uri,
+    duplicate_key_error,
     ingest_result,
     keep_rejects,
 )
@@ -691,16 +692,8 @@ def _refuse_repeated_keys(rows: Any, key: list[str], job: _Job, source: SourceTa
     count = repeated.count()
     if count:
         first_key = repeated.orderBy("__first").first()
-        value = ", ".join(f"{k}={first_key[k]!r}" for k in key)
         places = _locate(list(first_key["__where"]), job)
-        raise RejectedInput(
-            f"duplicate primary key ({value}) on {source.unit}s "
-            f"{', '.join(map(str, places))}; {count} key(s) appear more "
-            "than once in this file",
-            file=source.uri,
-            column=",".join(key),
-            details={"duplicate_keys": count},
-        )
+        raise duplicate_key_error(source, key, [first_key[k] for k in key], places, count)
 
 
 # --- EMR Serverless: the hand-off, the job, its result ----------------------------------
