@@ -412,7 +412,27 @@ def _curated_schema(
 def _write_curated(staged: _Staged, drop: pa.Array, schema: pa.Schema, path: Path) -> int:
     """The staged rows less the dropped duplicates, as Parquet; returns the rows written."""
     rows_written = 0
-    with pq.ParquetWriter(path, schema, compression="snappy", coerce_timestamps="us") as out:
+    # Dictionaries for text, dates and flags (few distinct values in reference data), not
+    # for numbers; min/max statistics for all but text. At 1M rows: 0.18 s instead of
+    # 0.26 s, for a file of 22 MB instead of 16 MB that DuckDB loads as fast (ADR 16).
+    numeric = [
+        f.name
+        for f in schema
+        if pa.types.is_integer(f.type)
+        or pa.types.is_floating(f.type)
+        or pa.types.is_decimal(f.type)
+    ]
+    text = [
+        f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+    ]
+    with pq.ParquetWriter(
+        path,
+        schema,
+        compression="snappy",
+        coerce_timestamps="us",
+        use_dictionary=[n for n in schema.names if n not in numeric],
+        write_statistics=[n for n in schema.names if n not in text],
+    ) as out:
         for batch in staged.batches():
             kept = pa.Table.from_batches([batch])
             if len(drop):

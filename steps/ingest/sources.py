@@ -102,6 +102,13 @@ def chunk_bytes() -> int:
     return int(os.environ.get("REFLOAD_CHUNK_BYTES", 64 << 20))
 
 
+def whole_read_bytes() -> int:
+    """Largest CSV read in one go rather than streamed: up to 1.5 chunks. One read parses
+    on every core and keeps the rows in memory (no spill, Arrow's dedupe): 1.8 s instead of
+    2.3 s for a 65 MB file, at a peak of 600 MB, below the 5M-row streamed file's 800-900."""
+    return chunk_bytes() * 3 // 2
+
+
 def max_source_bytes() -> int:
     """Largest source, once decompressed. CSV streams through scratch (its typed rows
     spill there at ~0.9x, beside the curated file), so 4 GiB fits Lambda's 6 GB /tmp."""
@@ -334,7 +341,7 @@ class CsvSource:
         self.encoding = "utf-8-sig" if _is_utf8(config.encoding) else config.encoding
         self.header = self._read_header()
         self.size = path.stat().st_size
-        self.whole = not compression and self.size <= chunk_bytes()
+        self.whole = not compression and self.size <= whole_read_bytes()
         self.unreadable_rows = 0
         self._hashing: _HashingFile | None = None
 
@@ -435,7 +442,7 @@ class CsvSource:
         import pyarrow.csv as pacsv
 
         options = self._options(block_bytes)
-        if self.whole:  # it fits in one chunk: the multi-threaded reader is faster
+        if self.whole:  # small enough for one read: the multi-threaded reader is faster
             yield pacsv.read_csv(self._open(hashing=True), **options)
             return
         batches: list[pa.RecordBatch] = []
