@@ -520,18 +520,30 @@ def _non_finite(cast: pa.Array) -> list[tuple[int, str]]:
     ]
 
 
+def _after_30_day_months() -> Any:
+    import pyarrow as pa
+
+    return pa.array([5, 7, 10, 12], pa.int64())
+
+
 def _impossible_dates(values: pa.Array, parsed: pa.Array, fmt: str) -> list[int]:
     """Rows whose day does not exist in its month (02/30/2024, 04/31, 02/29/2023).
 
-    Arrow's strptime rolls such a day into the next month (02/30 -> 03/01), so its result
-    is then a day 1 to 3 that, formatted back, is not the text. Only those few rows are
+    Arrow's strptime rolls such a day into the next month (02/29-31 -> March 1-3; the
+    31st of April, June, September, November -> the 1st of the next), so its result is then
+    one of those days that, formatted back, is not the text. Only those few rows are
     formatted back, and only a mismatch is parsed again, strictly, by Python.
     """
     import datetime as dt
 
     import pyarrow.compute as pc
 
-    early = pc.indices_nonzero(pc.fill_null(pc.less_equal(pc.day(parsed), 3), False))
+    day, month = pc.day(parsed), pc.month(parsed)
+    rolled_into = pc.or_(
+        pc.and_(pc.equal(month, 3), pc.less_equal(day, 3)),
+        pc.and_(pc.is_in(month, value_set=_after_30_day_months()), pc.equal(day, 1)),
+    )
+    early = pc.indices_nonzero(pc.fill_null(rolled_into, False))
     if not len(early):
         return []
     texts = values.take(early)

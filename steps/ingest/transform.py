@@ -41,9 +41,8 @@ def derived_value(spec: ColumnSpec, context: dict[str, str]) -> str:
 
 def _map_column(
     table: pa.Table, spec: ColumnSpec, context: dict[str, str], mapping_uri: str
-) -> tuple[pa.Array, list[Rejection]]:
+) -> tuple[pa.Array | pa.ChunkedArray, list[Rejection]]:
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     if spec.derived:
         text = derived_value(spec, context)
@@ -56,17 +55,37 @@ def _map_column(
                 column="default",
             )
         return pa.repeat(cast[0], table.num_rows), []
-    raw = table.column(spec.source).combine_chunks()
+    column = table.column(spec.source)
+    # Chunk by chunk, as the reader parsed them: combining first would copy every value.
+    if column.num_chunks <= 1:
+        return _map_array(column.combine_chunks(), spec, context, 0)
+    arrays, rejections, start = [], [], 0
+    for chunk in column.chunks:
+        array, found = _map_array(chunk, spec, context, start)
+        arrays.append(array)
+        rejections += found
+        start += len(chunk)
+    return pa.chunked_array(arrays, arrays[0].type), rejections
+
+
+def _map_array(
+    raw: pa.Array, spec: ColumnSpec, context: dict[str, str], start: int
+) -> tuple[pa.Array, list[Rejection]]:
+    """One array of a column's text, the first at position `start`."""
+    import pyarrow.compute as pc
+
     values = blank_to_null(apply_transforms(raw, spec.transforms))
     if spec.default is not None:
         default = derived_value(spec, context)
         values = pc.fill_null(values, default)
     cast, failures = cast_values(values, spec)
-    rejections = [Rejection(i, spec.target, raw[i].as_py(), reason) for i, reason in failures]
+    rejections = [Rejection(start + i, spec.target, raw[i].as_py(), r) for i, r in failures]
     if not spec.nullable:
         nulls = pc.and_(pc.is_null(cast), pc.is_null(values))
         rejections += [
-            Rejection(i, spec.target, raw[i].as_py(), "is empty, and the column is not nullable")
+            Rejection(
+                start + i, spec.target, raw[i].as_py(), "is empty, and the column is not nullable"
+            )
             for i in pc.indices_nonzero(nulls).to_pylist()
         ]
     return cast, rejections
