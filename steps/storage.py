@@ -278,8 +278,20 @@ def local_files(uris: list[str]) -> Iterator[list[Path]]:
         yield [stack.enter_context(local_file(uri)) for uri in uris]
 
 
-def upload_file(uri: str, path: Path) -> None:
-    """Put a local file at `uri` (atomically for local targets)."""
+def _move_or_copy(path: Path, partial: Path) -> None:
+    """A scratch file is moved when it is on the target's file system (a 5M-row curated
+    file: a rename instead of a 0.15 s copy), else copied."""
+    try:
+        os.replace(path, partial)
+    except OSError as error:
+        if error.errno != errno.EXDEV:
+            raise
+        shutil.copyfile(path, partial)
+
+
+def upload_file(uri: str, path: Path, *, move: bool = False) -> None:
+    """Put a local file at `uri` (atomically for local targets). With `move`, the file is
+    scratch that may be moved there rather than copied."""
     if is_s3(uri):
         bucket, key = split_s3(uri)
         try:
@@ -287,7 +299,8 @@ def upload_file(uri: str, path: Path) -> None:
         except Exception as error:
             raise _s3_error(error, uri) from error
         return
-    _replace_atomically(_local(uri), lambda partial: shutil.copyfile(path, partial))
+    put = _move_or_copy if move else shutil.copyfile
+    _replace_atomically(_local(uri), lambda partial: put(path, partial))
 
 
 def object_version(uri: str, path: Path) -> str:

@@ -470,7 +470,7 @@ def _ingest_file(
     curated = scratch / "curated.parquet"
     schema = _curated_schema(spec, run_id, source.uri, info)
     rows_written = _write_curated(mapped.staged, drop, schema, curated)
-    storage.upload_file(out_uri, curated)
+    storage.upload_file(out_uri, curated, move=True)
     return ingest_result(
         spec,
         run_id,
