@@ -6,6 +6,7 @@ Steps call `phase()` when they move on and `advance()` as they read. With no lis
 
 from __future__ import annotations
 
+import threading
 from typing import Protocol
 
 
@@ -16,6 +17,7 @@ class Listener(Protocol):
 
 
 _listener: Listener | None = None
+_advancing = threading.Lock()  # the curated parts are written on threads
 
 
 def listen(listener: Listener | None) -> None:
@@ -32,4 +34,5 @@ def phase(name: str, total: int | None = None, unit: str = "") -> None:
 
 def advance(amount: int) -> None:
     if _listener is not None:
-        _listener.advance(amount)
+        with _advancing:
+            _listener.advance(amount)

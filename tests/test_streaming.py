@@ -178,3 +178,50 @@ def test_a_json_file_is_hashed_as_stored(table_dir, write, run_cli, sql):
     assert sql("SELECT content_hash FROM etl_audit.load_ledger") == [
         (hashlib.sha256(data).hexdigest(),)
     ]
+
+
+@pytest.mark.all_warehouses
+def test_a_large_output_is_written_as_parts_that_keep_the_files_order(
+    table_dir, write, run_cli, sql, monkeypatch
+):
+    """From PARTS_FROM_ROWS rows the curated output is one part per core, written at once
+    and listed by a manifest; read in manifest order the parts are the single file's rows,
+    in the file's order, and the warehouse loads them all."""
+    import json
+    import os
+
+    import pyarrow as pa
+
+    import steps.ingest
+
+    monkeypatch.setattr(steps.ingest, "BATCH_ROWS", 3_000)  # 7 batches of the 20,000 rows
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    source = write("zip.csv", _generated(duplicates=True))
+    outputs = {}
+    for name, parts_from in (("t_single", 10**9), ("t_parts", 6_000)):
+        monkeypatch.setattr(steps.ingest, "PARTS_FROM_ROWS", parts_from)
+        code, summary = run_cli(
+            table_dir(MAPPING, name=name, primary_key=["zipcode", "plus4"]), source
+        )
+        assert code == 0, summary["error"]
+        assert summary["rows_loaded"] == ROWS
+        outputs[name] = summary["curated_uri"]
+        assert sql(f"SELECT COUNT(*), COUNT(DISTINCT zipcode || plus4) FROM ref.{name}") == [
+            (ROWS, ROWS)
+        ]
+    assert outputs["t_single"].endswith(".parquet")
+    assert outputs["t_parts"].endswith("/parts.manifest")
+    with open(outputs["t_parts"]) as manifest:
+        entries = json.load(manifest)["entries"]
+    assert [e["url"].rsplit("/", 1)[1] for e in entries] == [
+        "part-00000.parquet",
+        "part-00001.parquet",
+    ]
+    assert all(e["meta"]["content_length"] == os.path.getsize(e["url"]) for e in entries)
+    parts = pa.concat_tables(pq.read_table(e["url"]) for e in entries)
+    single = pq.read_table(outputs["t_single"])
+    assert parts.num_rows == single.num_rows == ROWS
+    assert parts.equals(single.replace_schema_metadata(parts.schema.metadata))
+    assert sql(
+        "SELECT COUNT(*) FROM (SELECT * FROM ref.t_single EXCEPT SELECT * FROM ref.t_parts) d"
+    ) == [(0,)]

@@ -34,6 +34,10 @@ from steps.table import TableSpec, load_table_config
 DEFAULT_CURATED_ROOT = "curated"
 MAX_LISTED = 5
 BATCH_ROWS = 256_000
+# A curated output of this many rows or more is written as parts, one per core, in
+# parallel (Arrow's Parquet writer encodes on one thread), listed by a manifest.
+PARTS_FROM_ROWS = 2 * BATCH_ROWS
+MANIFEST_NAME = "parts" + storage.MANIFEST_SUFFIX
 ENGINES: tuple[str, ...] = get_args(Engine)
 
 
@@ -41,6 +45,21 @@ def curated_uri(root: str, spec: TableSpec, content_hash: str) -> str:
     """Same source bytes and same config give the same path, so re-runs overwrite."""
     name = f"{content_hash[:16]}-{spec.config_hash[:8]}.parquet"
     return storage.join(root, spec.config.table_name, name)
+
+
+def dataset_prefix(root: str, spec: TableSpec, content_hash: str) -> str:
+    """Where a curated output of parts goes: the single file's name, as a folder."""
+    return curated_uri(root, spec, content_hash).removesuffix(".parquet")
+
+
+def write_manifest(uri: str, parts: list[tuple[str, int]]) -> None:
+    """Redshift's COPY manifest: every part, mandatory, with its size (Parquet needs it)."""
+    import json
+
+    entries = [
+        {"url": part, "mandatory": True, "meta": {"content_length": size}} for part, size in parts
+    ]
+    storage.write_bytes(uri, json.dumps({"entries": entries}, indent=1).encode())
 
 
 def _positions(count: int, start: int = 0) -> pa.Array:
@@ -169,13 +188,22 @@ class _Staged:
 
         return ds.dataset(self.spill_path, format="ipc")
 
-    def batches(self) -> Iterator[pa.RecordBatch]:
+    def batch_count(self) -> int:
         if self._table is not None:
-            yield from self._table.to_batches(BATCH_ROWS)
+            return len(self._table.to_batches(BATCH_ROWS))
+        if self._writer is None:
+            return 0
+        with pa.OSFile(str(self.spill_path)) as spilled:
+            return int(ipc.open_file(spilled).num_record_batches)
+
+    def batches(self, first: int = 0, end: int | None = None) -> Iterator[pa.RecordBatch]:
+        """The staged rows a batch at a time (batches `first` to `end`, or all)."""
+        if self._table is not None:
+            yield from self._table.to_batches(BATCH_ROWS)[first:end]
         elif self._writer is not None:
             with pa.OSFile(str(self.spill_path)) as spilled:
                 reader = ipc.open_file(spilled)
-                for i in range(reader.num_record_batches):
+                for i in range(first, reader.num_record_batches if end is None else end):
                     yield reader.get_batch(i)
 
 
@@ -421,8 +449,15 @@ def _curated_schema(
     )
 
 
-def _write_curated(staged: _Staged, drop: pa.Array, schema: pa.Schema, path: Path) -> int:
-    """The staged rows less the dropped duplicates, as Parquet; returns the rows written."""
+def _write_curated(
+    staged: _Staged,
+    drop: pa.Array,
+    schema: pa.Schema,
+    path: Path,
+    batches: tuple[int, int | None] = (0, None),
+) -> int:
+    """The staged rows (of a range of batches) less the dropped duplicates, as Parquet;
+    returns the rows written."""
     rows_written = 0
     # Dictionaries for text, dates and flags (few distinct values in reference data), not
     # for numbers; min/max statistics for all but text. At 1M rows: 0.18 s instead of
@@ -445,7 +480,7 @@ def _write_curated(staged: _Staged, drop: pa.Array, schema: pa.Schema, path: Pat
         use_dictionary=[n for n in schema.names if n not in numeric],
         write_statistics=[n for n in schema.names if n not in text],
     ) as out:
-        for batch in staged.batches():
+        for batch in staged.batches(*batches):
             kept = pa.Table.from_batches([batch])
             if len(drop):
                 kept = kept.filter(pc.invert(pc.is_in(kept.column(POSITION), drop)))
@@ -453,6 +488,34 @@ def _write_curated(staged: _Staged, drop: pa.Array, schema: pa.Schema, path: Pat
             rows_written += kept.num_rows
             progress.advance(kept.num_rows)
     return rows_written
+
+
+def _write_parts(
+    staged: _Staged, drop: pa.Array, schema: pa.Schema, scratch: Path, prefix: str
+) -> tuple[str, int]:
+    """The curated rows as one part per core, written at once, and their manifest (as the
+    Spark engine writes them): a 5M-row output in 0.5 s instead of 0.9 s. Part i holds the
+    i-th run of batches, so the parts in manifest order keep the file's order. Returns the
+    manifest's URI and the rows written."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    count = staged.batch_count()
+    parts = max(1, min(os.cpu_count() or 1, count))
+    ranges = [(i * count // parts, (i + 1) * count // parts) for i in range(parts)]
+    paths = [scratch / f"part-{i:05d}.parquet" for i in range(parts)]
+    with ThreadPoolExecutor(max_workers=parts, thread_name_prefix="refload-write") as pool:
+        written = list(
+            pool.map(
+                lambda i: _write_curated(staged, drop, schema, paths[i], ranges[i]), range(parts)
+            )
+        )
+    uris = [storage.join(prefix, path.name) for path in paths]
+    sizes = [path.stat().st_size for path in paths]
+    for uri, path in zip(uris, paths, strict=True):
+        storage.upload_file(uri, path, move=True)
+    manifest = storage.join(prefix, MANIFEST_NAME)
+    write_manifest(manifest, list(zip(uris, sizes, strict=True)))
+    return manifest, sum(written)
 
 
 def _ingest_file(
@@ -479,10 +542,15 @@ def _ingest_file(
     progress.phase("dedupe")
     drop = _duplicates_to_drop(mapped.staged, source, config.primary_key, config.dedupe, scratch)
     progress.phase("write", unit="rows")
-    curated = scratch / "curated.parquet"
     schema = _curated_schema(spec, run_id, source.uri, info)
-    rows_written = _write_curated(mapped.staged, drop, schema, curated)
-    storage.upload_file(out_uri, curated, move=True)
+    staged_rows = mapped.rows - len(rejected.positions)
+    if staged_rows - len(drop) < PARTS_FROM_ROWS:
+        curated = scratch / "curated.parquet"
+        rows_written = _write_curated(mapped.staged, drop, schema, curated)
+        storage.upload_file(out_uri, curated, move=True)
+    else:
+        prefix = dataset_prefix(curated_root, spec, info.content_hash)
+        out_uri, rows_written = _write_parts(mapped.staged, drop, schema, scratch, prefix)
     return ingest_result(
         spec,
         run_id,

@@ -44,6 +44,7 @@ from steps import errors, storage
 from steps.errors import RefloadError, RejectedInput, at
 from steps.ingest import (
     DEFAULT_CURATED_ROOT,
+    MANIFEST_NAME,
     MAX_LISTED,
     _cell_rejections,
     _check_columns,
@@ -51,9 +52,11 @@ from steps.ingest import (
     _hooked,
     _source_key,
     curated_uri,
+    dataset_prefix,
     duplicate_key_error,
     ingest_result,
     keep_rejects,
+    write_manifest,
 )
 from steps.ingest.dedupe import POSITION
 from steps.ingest.sources import SourceTable, chunk_bytes, read_source, reading_config
@@ -69,7 +72,6 @@ DEFAULT_MASTER = "local[2]"
 APPLICATION_ENV = "REFLOAD_SPARK_APPLICATION_ID"
 PROBLEMS = "__refload_problems"  # a rejected row's problems (null for a good row)
 ERROR = "__refload_error"  # a task's RefloadError, as JSON (the row carries nothing else)
-MANIFEST_NAME = "parts" + storage.MANIFEST_SUFFIX
 _PROBLEM = pa.struct(
     [
         ("at", pa.int64()),
@@ -438,19 +440,6 @@ def _spark_schema(spec: TableSpec) -> Any:
             T.StructField(ERROR, T.StringType()),
         ]
     )
-
-
-def dataset_prefix(root: str, spec: TableSpec, content_hash: str) -> str:
-    """Same source bytes and same config give the same prefix, so re-runs overwrite."""
-    return curated_uri(root, spec, content_hash).removesuffix(".parquet")
-
-
-def write_manifest(uri: str, parts: list[tuple[str, int]]) -> None:
-    """Redshift's COPY manifest: every part, mandatory, with its size (Parquet needs it)."""
-    entries = [
-        {"url": part, "mandatory": True, "meta": {"content_length": size}} for part, size in parts
-    ]
-    storage.write_bytes(uri, json.dumps({"entries": entries}, indent=1).encode())
 
 
 def run(spec: TableSpec, payload: dict[str, Any], session: Any = None) -> dict[str, Any]:
