@@ -152,14 +152,18 @@ class _Staged:
     in 0.02 s instead of 0.1-0.25 s, for 0.9x the CSV's size on disk.
     """
 
-    def __init__(self, spill_path: Path) -> None:
+    def __init__(self, spill_path: Path, in_memory: bool = False) -> None:
         self.spill_path = spill_path
+        self.keep_in_memory = in_memory  # a source small enough to be held whole
         self._table: pa.Table | None = None
         self._writer: ipc.RecordBatchFileWriter | None = None
 
     def add(self, rows: pa.Table) -> None:
         if self.empty:
             self._table = rows
+            return
+        if self.keep_in_memory and self._table is not None:
+            self._table = pa.concat_tables([self._table, rows])  # no copy: chunks are kept
             return
         if self._writer is None:  # a second chunk: spill the first, and all that follow
             first, self._table = self._table, None
@@ -358,7 +362,7 @@ def _map_chunks(
     source: SourceTable, spec: TableSpec, context: dict[str, str], scratch: Path
 ) -> _Mapped:
     """Chunk by chunk: transform and cast, set bad rows aside, stage the rest."""
-    staged = _Staged(scratch / "typed.arrow")
+    staged = _Staged(scratch / "typed.arrow", in_memory=source.fits_in_memory)
     rejections: list[Rejection] = []
     rows = 0
     progress.phase("read", unit="rows")  # reading and mapping go chunk by chunk, together

@@ -83,6 +83,8 @@ class SourceTable:
     # sha256 of the file's bytes as stored (compressed or not), taken while they were
     # read for parsing: known once the chunks have been read.
     content_hash: Callable[[], str] = lambda: ""
+    # All the chunks may be held in memory at once (a small file); else they are streamed.
+    fits_in_memory: bool = True
 
 
 def _in_memory(
@@ -354,6 +356,7 @@ class CsvSource:
             self.locate,
             self.bad_records,
             content_hash=self.content_hash,
+            fits_in_memory=self.whole,
         )
 
     def content_hash(self) -> str:
@@ -442,9 +445,8 @@ class CsvSource:
         import pyarrow.csv as pacsv
 
         options = self._options(block_bytes)
-        if self.whole:  # small enough for one read: the multi-threaded reader is faster
-            yield pacsv.read_csv(self._open(hashing=True), **options)
-            return
+        # A small file comes in quarters: each is mapped while the next one is parsed.
+        limit = chunk_bytes() // 4 if self.whole else chunk_bytes()
         batches: list[pa.RecordBatch] = []
         held = 0
         for batch in pacsv.open_csv(self._open(hashing=True), **options):
@@ -453,7 +455,7 @@ class CsvSource:
                 batch, skip = batch.slice(dropped), skip - dropped
             batches.append(batch)
             held += batch.nbytes
-            if held >= chunk_bytes():
+            if held >= limit:
                 yield pa.Table.from_batches(batches)
                 batches, held = [], 0
         if batches:
