@@ -1235,7 +1235,10 @@ class Warehouse:
                 self.execute(statement)
             if delta:  # temporary; inside the transaction, so a rollback removes it too
                 self.execute(f"DROP TABLE {self.quote(delta)}")
-            loaded = int(self.scalar(f"SELECT COUNT(*) FROM {self.quote(staging)}"))
+            if changes is not None and delta is None:  # a first load: every staged row
+                loaded = changes.added
+            else:
+                loaded = int(self.scalar(f"SELECT COUNT(*) FROM {self.quote(staging)}"))
             if before_publish is not None:
                 before_publish(self, before, loaded, changes)
             after = self.count(ref, current=target.history)
