@@ -728,3 +728,34 @@ def test_importing_the_handler_leaves_pydantic_for_the_first_event(tmp_path):
         env={"PATH": "/usr/bin", "PYTHONPATH": str(ROOT)},
     )
     assert json.loads(done.stdout) == []
+
+
+@pytest.mark.parametrize(("setting", "expected"), [(None, "0"), ("1", "1")])
+def test_the_handler_process_runs_without_transparent_huge_pages(setting, expected):
+    """Importing the handler (Lambda's entry point; `python -m handler` too) turns THP off
+    for its process, unless REFLOAD_TRANSPARENT_HUGEPAGES=1 keeps the system's setting."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "REFLOAD_TRANSPARENT_HUGEPAGES"}
+    if setting:
+        env["REFLOAD_TRANSPARENT_HUGEPAGES"] = setting
+    probe = (
+        "import handler; print(next(line.split()[1] for line in open('/proc/self/status') "
+        "if line.startswith('THP_enabled')))"
+    )
+
+    def with_huge_pages() -> None:  # this test process imported the handler: undo it
+        import ctypes
+
+        ctypes.CDLL(None).prctl(41, 0, 0, 0, 0)
+
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        preexec_fn=with_huge_pages,
+    )
+    assert done.stdout.strip() == expected
