@@ -184,7 +184,7 @@ def test_a_json_file_is_hashed_as_stored(table_dir, write, run_cli, sql):
 def test_a_large_output_is_written_as_parts_that_keep_the_files_order(
     table_dir, write, run_cli, sql, monkeypatch
 ):
-    """From PARTS_FROM_ROWS rows the curated output is one part per core, written at once
+    """From PARTS_FROM_ROWS rows the curated output is CURATED_PARTS parts, written at once
     and listed by a manifest; read in manifest order the parts are the single file's rows,
     in the file's order, and the warehouse loads them all."""
     import json
@@ -195,7 +195,6 @@ def test_a_large_output_is_written_as_parts_that_keep_the_files_order(
     import steps.ingest
 
     monkeypatch.setattr(steps.ingest, "BATCH_ROWS", 3_000)  # 7 batches of the 20,000 rows
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)
     source = write("zip.csv", _generated(duplicates=True))
     outputs = {}
     for name, parts_from in (("t_single", 10**9), ("t_parts", 6_000)):
