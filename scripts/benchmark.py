@@ -46,6 +46,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -411,6 +413,13 @@ def job_pandas(csv: Path, work: Path) -> dict[str, Any]:
 
 
 def job_pyspark(csv: Path, work: Path) -> dict[str, Any]:
+    """The same job on local Spark; its JVM is a child process: memory over the tree."""
+    with _tree_peak() as peak:
+        _pyspark_job(csv, work)
+    return peak
+
+
+def _pyspark_job(csv: Path, work: Path) -> None:
     from pyspark.sql import SparkSession
     from pyspark.sql import functions as f
 
@@ -432,7 +441,6 @@ def job_pyspark(csv: Path, work: Path) -> dict[str, Any]:
         raise SystemExit("duplicate key")
     df.write.mode("overwrite").parquet(str(work / "spark.parquet"))
     spark.stop()
-    return {}
 
 
 def _tree_rss_mb(pid: int) -> float:
@@ -452,33 +460,43 @@ def _tree_rss_mb(pid: int) -> float:
     return total / 1024
 
 
-def job_refload_spark(csv: Path, work: Path) -> dict[str, Any]:
-    """refload's Spark engine on local[2]; the JVM and the Python workers are children of
-    this process, so its peak memory is sampled over the whole tree."""
+@contextmanager
+def _tree_peak() -> Iterator[dict[str, float]]:
+    """The peak memory of this process and its children (a JVM, Python workers), sampled
+    every 0.25 s while the block runs: {"tree_rss_mb": ...}."""
     import threading
 
-    os.environ.setdefault("REFLOAD_SPARK_MASTER", "local[2]")
-    peak = [0.0]
+    peak = {"tree_rss_mb": 0.0}
     done = threading.Event()
 
     def sample() -> None:
         while not done.wait(0.25):
-            peak[0] = max(peak[0], _tree_rss_mb(os.getpid()))
+            peak["tree_rss_mb"] = max(peak["tree_rss_mb"], _tree_rss_mb(os.getpid()))
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    code = _run_refload(
-        csv,
-        work,
-        f"duckdb:///{work / 'refload.duckdb'}",
-        "--engine",
-        "spark",
-        "--run-id",
-        f"bench-{time.time_ns()}",
-    )
-    done.set()
-    sampler.join()
-    return {"exit": code, "tree_rss_mb": peak[0]}
+    try:
+        yield peak
+    finally:
+        done.set()
+        sampler.join()
+
+
+def job_refload_spark(csv: Path, work: Path) -> dict[str, Any]:
+    """refload's Spark engine on local[2]; the JVM and the Python workers are children of
+    this process, so its peak memory is sampled over the whole tree."""
+    os.environ.setdefault("REFLOAD_SPARK_MASTER", "local[2]")
+    with _tree_peak() as peak:
+        code = _run_refload(
+            csv,
+            work,
+            f"duckdb:///{work / 'refload.duckdb'}",
+            "--engine",
+            "spark",
+            "--run-id",
+            f"bench-{time.time_ns()}",
+        )
+    return {"exit": code, **peak}
 
 
 def job_imports(csv: Path, work: Path) -> dict[str, Any]:
