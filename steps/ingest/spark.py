@@ -17,7 +17,7 @@ newline is not the byte 0x0A, Excel, JSON, Parquet, or small ones) are one range
 A row's position is `range << 32 | index in range`: file order, and enough to find its line.
 
 Output: part files `part-NNNNN.parquet` under the run's curated prefix (typed and tagged
-exactly as the Lambda engine's single file), a Redshift-style manifest listing exactly
+exactly as the Lambda engine's output), a Redshift-style manifest listing exactly
 those parts (the `curated_uri`), and the same rejects file and summary as `steps.ingest`.
 """
 
