@@ -32,8 +32,8 @@ handler (with a notify run) and of each step.
 
 For the smallest size it also shows where refload's time goes beyond the floor's: the
 imports refload makes and the floor does not (structlog, pydantic and the config models,
-pyarrow.compute, refload itself), and a warm run of each (a second file in the same
-process, as a reused Lambda container runs it).
+pyarrow.compute, refload itself), and a warm run of the floor, the SQL job and refload (a
+second file in the same process, as a reused Lambda container runs it).
 """
 
 from __future__ import annotations
@@ -536,6 +536,10 @@ def job_refload_warm(csv: Path, work: Path) -> dict[str, Any]:
     return _second_run(job_refload, csv, work)
 
 
+def job_duckdb_sql_warm(csv: Path, work: Path) -> dict[str, Any]:
+    return _second_run(job_duckdb_sql, csv, work)
+
+
 def job_stack(csv: Path, work: Path) -> dict[str, Any]:
     """Import time of what refload loads beyond the floor's own pyarrow.csv and duckdb."""
     sys.meta_path.insert(0, _AsInTheImage())
@@ -592,6 +596,7 @@ JOBS = {
     "refload_spark": job_refload_spark,
     "imports": job_imports,
     "floor_warm": job_floor_warm,
+    "duckdb_sql_warm": job_duckdb_sql_warm,
     "refload_warm": job_refload_warm,
     "stack": job_stack,
     "step_imports": job_step_imports,
@@ -647,7 +652,7 @@ def _median_ratio(rounds: list[dict[str, dict[str, Any]]], kind: str, peer: str)
 
 def explain_small_run(csv: Path, work: Path, repeat: int) -> None:
     """Where a small run's time goes beyond the floor's: imports, and the warm data path."""
-    warm: dict[str, list[float]] = {"floor_warm": [], "refload_warm": []}
+    warm: dict[str, list[float]] = {"floor_warm": [], "duckdb_sql_warm": [], "refload_warm": []}
     stacks = []
     for _ in range(repeat):
         for kind in warm:
@@ -662,7 +667,7 @@ def explain_small_run(csv: Path, work: Path, repeat: int) -> None:
     if not stacks or not all(warm.values()):
         return
     imports = {k: statistics.median(s[k] for s in stacks) for k in stacks[0]}
-    floor, ours = (statistics.median(warm[k]) for k in ("floor_warm", "refload_warm"))
+    floor, sql, ours = (statistics.median(warm[k]) for k in warm)
     print(
         f"    imports refload makes and the floor does not: {sum(imports.values()):.2f} s ("
         + ", ".join(f"{k} {v:.3f}" for k, v in imports.items())
@@ -670,7 +675,8 @@ def explain_small_run(csv: Path, work: Path, repeat: int) -> None:
     )
     print(
         f"    warm (a second file in the same process, as a reused Lambda): floor "
-        f"{floor:.3f} s, refload {ours:.3f} s, {ours / floor:.2f}x"
+        f"{floor:.3f} s, duckdb_sql {sql:.3f} s, refload {ours:.3f} s "
+        f"({ours / floor:.2f}x the floor, {ours / sql:.2f}x the SQL job)"
     )
 
 
