@@ -448,8 +448,9 @@ class CsvSource:
         # A small file comes in quarters: each is mapped while the next one is parsed.
         limit = chunk_bytes() // 4 if self.whole else chunk_bytes()
         batches: list[pa.RecordBatch] = []
-        held = 0
-        for batch in pacsv.open_csv(self._open(hashing=True), **options):
+        held, first_try = 0, not skip
+        reader = pacsv.open_csv(self._open(hashing=True), **options)
+        for batch in reader:
             if skip:
                 dropped = min(skip, batch.num_rows)
                 batch, skip = batch.slice(dropped), skip - dropped
@@ -457,9 +458,9 @@ class CsvSource:
             held += batch.nbytes
             if held >= limit:
                 yield pa.Table.from_batches(batches)
-                batches, held = [], 0
-        if batches:
-            yield pa.Table.from_batches(batches)
+                batches, held, first_try = [], 0, False
+        if batches or first_try:  # a file with no data rows is one empty table
+            yield pa.Table.from_batches(batches, schema=reader.schema)
 
     def chunks(self) -> Iterator[pa.Table]:
         block = parse_block_bytes(self.size if self.whole else None)
