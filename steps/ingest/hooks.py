@@ -10,8 +10,9 @@ file (exit 2) naming the function, the column and the value.
 
 Hooks are code, so they are deployed with the image (the top-level `hooks/` package) or
 found on `PYTHONPATH` locally; never read from the config bucket, which holds data that
-more people may write. A hook is called once per chunk of a streamed file, so it must be
-row-local: one row out for each row in, in the same order (line numbers stay exact).
+more people may write. A hook is called once per piece of the file (a quarter chunk, or
+a chunk when streamed), so it must be row-local: one row out for each row in, in the same
+order (line numbers stay exact).
 
 pandas is imported here only, for tables that have a hook: in the image it lives in a
 separate folder (`REFLOAD_PANDAS_SITE`) put on `sys.path` only then, because pyarrow
