@@ -129,3 +129,30 @@ def test_preview_without_pandas_says_how_to_get_it(table_dir, write, monkeypatch
 
     with pytest.raises(ConfigError, match=r"pip install 'refload\[pandas\]'"):
         preview(str(config), str(write("zips.csv", SOURCE)))
+
+
+def test_preview_of_an_output_written_as_parts_shows_every_row(
+    table_dir, write, capsys, monkeypatch
+):
+    """From PARTS_FROM_ROWS rows ingest writes parts and a manifest: the preview reads
+    every part, in the file's order, as a run would publish them."""
+    import steps.ingest
+
+    monkeypatch.setattr(steps.ingest, "BATCH_ROWS", 10)
+    monkeypatch.setattr(steps.ingest, "PARTS_FROM_ROWS", 20)
+    config = table_dir(MAPPING, primary_key=["zipcode"])
+    lines = [f"{zipcode},40.5,01/31/2024" for zipcode in range(100, 145)]
+    source = write("zips.csv", "zip,lat,since\n" + "\n".join(lines) + "\n")
+
+    result = preview(str(config), str(source))
+
+    assert list(result.rows["zipcode"]) == [f"{z:05d}" for z in range(100, 145)]
+    assert result.summary["rows_written"] == 45
+    code = main(["preview", "--config", str(config), "--source", str(source), "--rows", "2"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "t_codes: read 45  rejected 0  duplicates 0  would load 45" in out
+    assert out.split("first 2 row(s):\n")[1].splitlines()[1:] == [
+        "  00100   40.5000 2024-01-31",
+        "  00101   40.5000 2024-01-31",
+    ]
