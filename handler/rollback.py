@@ -7,6 +7,7 @@ rollback is the load and validate steps on that file, so it publishes in one tra
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from steps import storage
@@ -31,6 +32,14 @@ def find_config(root: str, table_name: str) -> str:
             return uri
         names.append(config.table_name)
     raise ConfigError(unknown_name("table", table_name, names), file=root)
+
+
+def _curated_files(curated_uri: str) -> Iterator[str]:
+    """The run's curated file; for an output of parts, its manifest and then every part it
+    lists (a load needs them all)."""
+    yield curated_uri
+    if curated_uri.endswith(storage.MANIFEST_SUFFIX):
+        yield from storage.curated_parts(curated_uri)
 
 
 def load_event(
@@ -60,15 +69,16 @@ def load_event(
             f"back to; `python -m handler history {table_name}` lists the runs"
         )
     curated_uri, content_hash, source_uri, source_version, rows_loaded = rows[0]
-    try:
-        storage.size(curated_uri)
-    except RejectedInput:
-        raise RejectedInput(
-            f"the curated file of run {run_id} is gone; curated files are kept "
-            "CuratedRetentionDays days (template.yaml), and a run older than that cannot be "
-            "rolled back to",
-            file=curated_uri,
-        ) from None
+    for uri in _curated_files(curated_uri):
+        try:
+            storage.size(uri)
+        except RejectedInput:
+            raise RejectedInput(
+                f"the curated file of run {run_id} is gone; curated files are kept "
+                "CuratedRetentionDays days (template.yaml), and a run older than that cannot "
+                "be rolled back to",
+                file=uri,
+            ) from None
     return {
         "step": "load",
         "config": config_uri,

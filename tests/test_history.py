@@ -466,6 +466,61 @@ def test_rollback_refuses_what_it_cannot_do(table_dir, write, run_cli, sql, roll
     assert sql("SELECT code, name, n FROM ref.t_codes ORDER BY code") == before
 
 
+def test_rollback_goes_back_to_an_output_written_as_parts(
+    table_dir, write, run_cli, sql, rollback, warehouse_url, capsys, monkeypatch
+):
+    """A large output is parts and a manifest (its curated_uri): rollback publishes every
+    part again, and refuses, as for a file that is gone, when one of them is gone."""
+    import os
+
+    import steps.ingest
+
+    monkeypatch.setattr(steps.ingest, "BATCH_ROWS", 2)
+    monkeypatch.setattr(steps.ingest, "PARTS_FROM_ROWS", 4)
+    config = table_dir(MAPPING, primary_key=["code"])
+    _, first = run_cli(config, write("a.csv", FIRST))
+    assert first["curated_uri"].endswith("/parts.manifest")
+    rows_of_first = sql("SELECT * FROM ref.t_codes ORDER BY code")
+    monkeypatch.setattr(steps.ingest, "PARTS_FROM_ROWS", 100)
+    _, second = run_cli(config, write("b.csv", SECOND))
+    assert second["curated_uri"].endswith(".parquet")
+
+    code, summary = rollback("t_codes", first["run_id"])
+
+    assert code == 0, summary["error"]
+    assert summary["rows_loaded"] == 4
+    assert sql("SELECT * FROM ref.t_codes ORDER BY code") == rows_of_first
+    assert sql(
+        "SELECT load_mode, curated_uri FROM etl_audit.load_ledger WHERE run_id = ?",
+        summary["run_id"],
+    ) == [("rollback", first["curated_uri"])]
+    capsys.readouterr()
+    assert main(["history", "t_codes", "--warehouse", warehouse_url, "--json"]) == 0
+    runs = json.loads(capsys.readouterr().out)
+    assert [(r["run_id"], r["rows_published"], r["load_mode"]) for r in runs] == [
+        (summary["run_id"], 4, "rollback"),
+        (second["run_id"], 4, "truncate"),
+        (first["run_id"], 4, "truncate"),
+    ]
+
+    gone = first["curated_uri"].replace("parts.manifest", "part-00001.parquet")
+    os.remove(gone)
+    code, summary = rollback("t_codes", second["run_id"])
+    assert code == 0, summary["error"]
+    rows_of_second = sql("SELECT * FROM ref.t_codes ORDER BY code")
+    runs_logged = sql("SELECT COUNT(*) FROM etl_audit.run_log")
+    code, summary = rollback("t_codes", first["run_id"])
+    assert code == 2
+    assert summary["error"]["message"] == (
+        f"{gone}: the curated file of run {first['run_id']} is gone; curated files are "
+        "kept CuratedRetentionDays days (template.yaml), and a run older than that cannot be "
+        "rolled back to"
+    )
+    # Refused before anything ran, as for a single file: no failed load, no alert.
+    assert sql("SELECT COUNT(*) FROM etl_audit.run_log") == runs_logged
+    assert sql("SELECT * FROM ref.t_codes ORDER BY code") == rows_of_second
+
+
 def test_the_readme_history_queries(table_dir, write, run_cli, sql):
     """As of a moment, current rows, what a run changed: as the README writes them."""
     config = table_dir(MAPPING, **SCD2)
