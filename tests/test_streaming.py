@@ -224,3 +224,58 @@ def test_a_large_output_is_written_as_parts_that_keep_the_files_order(
     assert sql(
         "SELECT COUNT(*) FROM (SELECT * FROM ref.t_single EXCEPT SELECT * FROM ref.t_parts) d"
     ) == [(0,)]
+
+
+@pytest.mark.all_warehouses
+def test_an_output_of_parts_on_s3_loads_and_a_replay_overwrites_it(
+    table_dir, write, s3, sql, warehouse_url, capsys, monkeypatch
+):
+    """With an s3:// curated root the parts, their manifest (the parts' URLs and sizes, as
+    Redshift's COPY needs them) and the rejects file beside the prefix are objects; every
+    warehouse loads the parts (Redshift COPYs that manifest as it is), and the same file
+    again rewrites the same objects and publishes nothing."""
+    import json
+
+    import steps.ingest
+    from handler.cli import main
+    from tests.warehouses import STATEMENTS
+
+    monkeypatch.setattr(steps.ingest, "BATCH_ROWS", 3_000)
+    monkeypatch.setattr(steps.ingest, "PARTS_FROM_ROWS", 6_000)
+    config = table_dir(MAPPING, primary_key=["zipcode", "plus4"], max_reject_pct=1)
+    s3.put_object(Bucket="raw", Key="zip/zip.csv", Body=_generated(False, bad_line=10).encode())
+    root = "s3://curated/refload"
+
+    def run() -> dict:
+        args = ["run", "--config", str(config), "--source", "s3://raw/zip/zip.csv"]
+        code = main([*args, "--warehouse", warehouse_url, "--curated-root", root, "--json"])
+        summary = json.loads(capsys.readouterr().out)
+        assert code == 0, summary["error"]
+        return summary
+
+    def objects() -> dict[str, int]:
+        listed = s3.list_objects_v2(Bucket="curated", Prefix="refload/")["Contents"]
+        return {f"s3://curated/{o['Key']}": o["Size"] for o in listed}
+
+    first = run()
+    prefix = first["curated_uri"].removesuffix("/parts.manifest")
+    assert first["rejects_uri"] == prefix + ".rejects.parquet"
+    assert (first["rows_loaded"], first["rows_rejected"]) == (ROWS - 1, 1)
+    assert sql("SELECT COUNT(*) FROM ref.t_codes") == [(ROWS - 1,)]
+    parts = [f"{prefix}/part-00000.parquet", f"{prefix}/part-00001.parquet"]
+    written = objects()
+    assert sorted(written) == sorted([first["rejects_uri"], first["curated_uri"], *parts])
+    if warehouse_url.startswith("redshift"):
+        [copy] = [s for s in STATEMENTS if s.startswith("COPY")]
+        assert f"FROM '{first['curated_uri']}' " in copy and copy.endswith(" MANIFEST")
+
+    second = run()
+
+    assert second["published"] is False and second["curated_uri"] == first["curated_uri"]
+    assert sorted(objects()) == sorted(written)
+    manifest = s3.get_object(Bucket="curated", Key=second["curated_uri"][len("s3://curated/") :])
+    entries = json.loads(manifest["Body"].read())["entries"]
+    assert [(e["url"], e["meta"]["content_length"]) for e in entries] == [
+        (part, objects()[part]) for part in parts
+    ]
+    assert sql("SELECT COUNT(*) FROM ref.t_codes") == [(ROWS - 1,)]
