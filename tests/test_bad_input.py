@@ -255,6 +255,10 @@ def test_missing_source_file_exits_2(table_dir, run_cli, tmp_path):
 FILES = Path(__file__).parent / "files"
 ANY_TEXT = "source_column,target_column,data_type\ncode,code,string\nn,n,string\n"
 DATES = "source_column,target_column,data_type,format\ncode,code,string,\nday,day,date,%m/%d/%Y\n"
+OFFSET_TIMES = (
+    "source_column,target_column,data_type,format\n"
+    "code,code,string,\nat,at,timestamp,%Y-%m-%dT%H:%M:%S%z\n"
+)
 DOUBLES = "source_column,target_column,data_type\ncode,code,string\nx,x,double\n"
 EXCEL = {"source_format": "excel"}
 
@@ -353,6 +357,28 @@ NASTY_FILES = [
         DATES,
         {},
         "t.csv, line 2, column 'day': is not a real date (format '%m/%d/%Y') (value '02/29/2023')",
+    ),
+    (
+        # rolled into 1 May 20:00 at UTC-5, which is 2 May in UTC
+        "impossible day 04/31 at an offset behind UTC",
+        "t.csv",
+        b"code,at\nAA,2024-04-30T20:00:00-0500\nBB,2024-04-31T20:00:00-0500\n",
+        {},
+        OFFSET_TIMES,
+        {},
+        "t.csv, line 3, column 'at': is not a real timestamp (format '%Y-%m-%dT%H:%M:%S%z') "
+        "(value '2024-04-31T20:00:00-0500')",
+    ),
+    (
+        # rolled into 1 May 01:00 at UTC+5, which is 30 April in UTC
+        "impossible day 04/31 at an offset ahead of UTC",
+        "t.csv",
+        b"code,at\nAA,2024-05-01T01:00:00+0500\nBB,2024-04-31T01:00:00+0500\n",
+        {},
+        OFFSET_TIMES,
+        {},
+        "t.csv, line 3, column 'at': is not a real timestamp (format '%Y-%m-%dT%H:%M:%S%z') "
+        "(value '2024-04-31T01:00:00+0500')",
     ),
     (
         "double overflows to infinity",
