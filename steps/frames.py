@@ -53,9 +53,10 @@ def preview(config: str, source: str, *, mapping: str | None = None) -> Preview:
     column, a duplicate primary key, an unreadable file.
     """
     pd = _pandas()
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from steps import ingest
+    from steps import ingest, storage
     from steps.table import load_table_config
 
     spec = load_table_config(config, mapping_override=mapping)
@@ -67,7 +68,10 @@ def preview(config: str, source: str, *, mapping: str | None = None) -> Preview:
         result = ingest.ingest_spec(
             everything, {"source": source, "run_id": "preview", "curated_root": root}
         )
-        rows = pq.read_table(result["curated_uri"]).to_pandas(types_mapper=pd.ArrowDtype)
+        parts = storage.curated_parts(result["curated_uri"])  # one file, or a manifest's parts
+        rows = pa.concat_tables(pq.read_table(part) for part in parts).to_pandas(
+            types_mapper=pd.ArrowDtype
+        )
         rejects_uri = result["rejects_uri"]
         rejects = (
             pq.read_table(rejects_uri).to_pandas(types_mapper=pd.ArrowDtype)

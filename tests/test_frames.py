@@ -129,3 +129,25 @@ def test_preview_without_pandas_says_how_to_get_it(table_dir, write, monkeypatch
 
     with pytest.raises(ConfigError, match=r"pip install 'refload\[pandas\]'"):
         preview(str(config), str(write("zips.csv", SOURCE)))
+
+
+def test_preview_of_an_output_written_in_parts_shows_every_row(
+    table_dir, write, capsys, monkeypatch
+):
+    """From PARTS_FROM_ROWS rows (512k) the curated output is parts listed by a manifest."""
+    import steps.ingest
+
+    monkeypatch.setattr(steps.ingest, "BATCH_ROWS", 1)  # a batch per row: two parts of 1
+    monkeypatch.setattr(steps.ingest, "PARTS_FROM_ROWS", 2)
+    config = table_dir(MAPPING, primary_key=["zipcode"])
+    source = write("zips.csv", SOURCE)
+
+    code = main(["preview", "--config", str(config), "--source", str(source)])
+
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert captured.out.split("first 2 row(s):\n")[1].splitlines() == [
+        "zipcode  latitude      since",
+        "  00501   40.8154 2024-01-31",
+        "  02134   42.3000 2024-02-29",
+    ]
