@@ -526,6 +526,17 @@ def _after_30_day_months() -> Any:
     return pa.array([5, 7, 10, 12], pa.int64())
 
 
+def _rolled_into(parsed: pa.Array) -> pa.Array:
+    """Days an impossible one rolls into: March 1-3, or the 1st after a 30-day month."""
+    import pyarrow.compute as pc
+
+    day, month = pc.day(parsed), pc.month(parsed)
+    return pc.or_(
+        pc.and_(pc.equal(month, 3), pc.less_equal(day, 3)),
+        pc.and_(pc.is_in(month, value_set=_after_30_day_months()), pc.equal(day, 1)),
+    )
+
+
 def _impossible_dates(values: pa.Array, parsed: pa.Array, fmt: str) -> list[int]:
     """Rows whose day does not exist in its month (02/30/2024, 04/31, 02/29/2023).
 
@@ -536,14 +547,17 @@ def _impossible_dates(values: pa.Array, parsed: pa.Array, fmt: str) -> list[int]
     """
     import datetime as dt
 
+    import pyarrow as pa
     import pyarrow.compute as pc
 
-    day, month = pc.day(parsed), pc.month(parsed)
-    rolled_into = pc.or_(
-        pc.and_(pc.equal(month, 3), pc.less_equal(day, 3)),
-        pc.and_(pc.is_in(month, value_set=_after_30_day_months()), pc.equal(day, 1)),
-    )
-    early = pc.indices_nonzero(pc.fill_null(rolled_into, False))
+    rolled = _rolled_into(parsed)
+    if getattr(parsed.type, "tz", None):
+        # Parsed with its offset (%z), the day is UTC's: the text's own day (04/31 20:00-05:00
+        # rolls into May 1, which is May 2 in UTC) may be the one before or after.
+        for days in (-1, 1):
+            shifted = pc.add(parsed, pa.scalar(dt.timedelta(days=days)))
+            rolled = pc.or_(rolled, _rolled_into(shifted))
+    early = pc.indices_nonzero(pc.fill_null(rolled, False))
     if not len(early):
         return []
     texts = values.take(early)

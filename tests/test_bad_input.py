@@ -3,6 +3,7 @@ the failed run recorded and alerted."""
 
 from __future__ import annotations
 
+import datetime as dt
 import errno
 import gzip
 import io
@@ -147,6 +148,46 @@ def test_bad_rows_within_max_reject_pct_go_to_rejects_and_the_rest_loads(
     ]
 
 
+IMPOSSIBLE_DAYS = [(2023, 2, 29), (2024, 2, 30), (2024, 2, 31), (2024, 4, 31), (2024, 6, 31)]
+IMPOSSIBLE_DAYS += [(2024, 9, 31), (2024, 11, 31)]
+# the days those roll into (Arrow's strptime turns 04/31 into 05/01), and one beside them
+REAL_DAYS = [(2024, 2, 29), (2023, 3, 1), (2023, 3, 3), (2024, 5, 1), (2024, 7, 1)]
+REAL_DAYS += [(2024, 10, 1), (2024, 12, 1), (2024, 1, 1)]
+
+
+@pytest.mark.parametrize(
+    ("data_type", "fmt", "written"),
+    [
+        ("date", "%m/%d/%Y", "{m:02d}/{d:02d}/{y}"),
+        ("date", "%d.%m.%Y", "{d:02d}.{m:02d}.{y}"),
+        ("date", "%Y-%m-%d", "{y}-{m:02d}-{d:02d}"),
+        ("timestamp", "%Y-%m-%d %H:%M:%S", "{y}-{m:02d}-{d:02d} 23:59:59"),
+    ],
+)
+def test_every_impossible_day_is_rejected_and_the_days_it_rolls_into_load(
+    data_type, fmt, written, table_dir, write, run_cli, sql
+):
+    days = [*IMPOSSIBLE_DAYS, *REAL_DAYS]
+    text = "".join(f"{i},{written.format(y=y, m=m, d=d)}\n" for i, (y, m, d) in enumerate(days))
+    mapping = "source_column,target_column,data_type,format\ncode,code,integer,\n"
+    config = table_dir(mapping + f"day,day,{data_type},{fmt}\n", max_reject_pct=50)
+    code, summary = run_cli(config, write("t.csv", "code,day\n" + text))
+    assert code == 0, summary["error"]
+    assert pq.read_table(summary["rejects_uri"]).to_pylist() == [
+        {
+            "line": line,
+            "column": "day",
+            "value": written.format(y=y, m=m, d=d),
+            "reason": f"is not a real {data_type} (format '{fmt}')",
+        }
+        for line, (y, m, d) in enumerate(IMPOSSIBLE_DAYS, start=2)
+    ]
+    loaded = [dt.datetime(y, m, d, 23, 59, 59) for y, m, d in REAL_DAYS]
+    if data_type == "date":
+        loaded = [moment.date() for moment in loaded]
+    assert sql("SELECT day FROM ref.t_codes ORDER BY code") == [(day,) for day in loaded]
+
+
 def test_duplicate_primary_key_in_the_file_names_the_key_and_lines(table_dir, write, run_cli, sql):
     config = table_dir(MAPPING, load_mode="upsert", primary_key=["code"])
     code, summary = run_cli(config, write("t.csv", "code,n\nAA,1\nBB,2\nAA,3\n"))
@@ -255,6 +296,10 @@ def test_missing_source_file_exits_2(table_dir, run_cli, tmp_path):
 FILES = Path(__file__).parent / "files"
 ANY_TEXT = "source_column,target_column,data_type\ncode,code,string\nn,n,string\n"
 DATES = "source_column,target_column,data_type,format\ncode,code,string,\nday,day,date,%m/%d/%Y\n"
+OFFSET_TIMES = (
+    "source_column,target_column,data_type,format\n"
+    "code,code,string,\nat,at,timestamp,%Y-%m-%dT%H:%M:%S%z\n"
+)
 DOUBLES = "source_column,target_column,data_type\ncode,code,string\nx,x,double\n"
 EXCEL = {"source_format": "excel"}
 
@@ -319,9 +364,9 @@ def _long_number() -> bytes:
     return _rewrite_sheet(data, lambda xml: xml.replace(b"<v>1</v>", b"<v>1234567890123456789</v>"))
 
 
-def _parquet(**columns: pa.Array) -> bytes:
+def _parquet(row_group_size: int | None = None, **columns: pa.Array) -> bytes:
     buffer = io.BytesIO()
-    pq.write_table(pa.table(columns), buffer)
+    pq.write_table(pa.table(columns), buffer, row_group_size=row_group_size)
     return buffer.getvalue()
 
 
@@ -353,6 +398,28 @@ NASTY_FILES = [
         DATES,
         {},
         "t.csv, line 2, column 'day': is not a real date (format '%m/%d/%Y') (value '02/29/2023')",
+    ),
+    (
+        # rolled into 1 May 20:00 at UTC-5, which is 2 May in UTC
+        "impossible day 04/31 at an offset behind UTC",
+        "t.csv",
+        b"code,at\nAA,2024-04-30T20:00:00-0500\nBB,2024-04-31T20:00:00-0500\n",
+        {},
+        OFFSET_TIMES,
+        {},
+        "t.csv, line 3, column 'at': is not a real timestamp (format '%Y-%m-%dT%H:%M:%S%z') "
+        "(value '2024-04-31T20:00:00-0500')",
+    ),
+    (
+        # rolled into 1 May 01:00 at UTC+5, which is 30 April in UTC
+        "impossible day 04/31 at an offset ahead of UTC",
+        "t.csv",
+        b"code,at\nAA,2024-05-01T01:00:00+0500\nBB,2024-04-31T01:00:00+0500\n",
+        {},
+        OFFSET_TIMES,
+        {},
+        "t.csv, line 3, column 'at': is not a real timestamp (format '%Y-%m-%dT%H:%M:%S%z') "
+        "(value '2024-04-31T01:00:00+0500')",
     ),
     (
         "double overflows to infinity",
@@ -422,6 +489,18 @@ NASTY_FILES = [
         {},
         "t.parquet, row 2, column 'n': is binary data, not UTF-8 text "
         "(value \"b'\\\\xff\\\\xfe'\")",
+    ),
+    (
+        # each row group is a chunk of the column, mapped on its own
+        "Parquet: a bad value in the third row group",
+        "t.parquet",
+        _parquet(
+            2, code=pa.array(["AA", "BB", "CC", "DD", "EE"]), n=pa.array(["1", "2", "3", "4", "x"])
+        ),
+        {"source_format": "parquet"},
+        MAPPING,
+        {},
+        "t.parquet, row 5, column 'n': is not a valid integer (value 'x')",
     ),
     (
         "Parquet NaN",

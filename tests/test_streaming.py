@@ -41,7 +41,8 @@ def test_chunked_and_whole_file_give_the_same_table(
 ):
     source = write("zip.csv", _generated())
     results = []
-    for name, chunk in (("t_whole", 1 << 30), ("t_chunked", 64 << 10)):  # 1 vs ~40 chunks
+    # one read; held in memory in two pieces (the file is 1.4 chunks); ~40 streamed chunks
+    for name, chunk in (("t_whole", 1 << 30), ("t_pieces", 512 << 10), ("t_chunked", 64 << 10)):
         monkeypatch.setenv("REFLOAD_CHUNK_BYTES", str(chunk))
         config = table_dir(MAPPING, name=name, primary_key=key)
         code, summary = run_cli(config, source)
@@ -56,10 +57,10 @@ def test_chunked_and_whole_file_give_the_same_table(
                 sql(f"SELECT * FROM ref.{name} ORDER BY zipcode, plus4"),
             )
         )
-    whole, chunked = results
-    assert whole[:3] == chunked[:3] == (ROWS + 3, 3, ROWS)
-    assert whole[3].equals(chunked[3])
-    assert whole[4] == chunked[4]
+    whole, pieces, chunked = results
+    assert whole[:3] == pieces[:3] == chunked[:3] == (ROWS + 3, 3, ROWS)
+    assert whole[3].equals(pieces[3]) and whole[3].equals(chunked[3])
+    assert whole[4] == pieces[4] == chunked[4]
 
 
 @pytest.mark.parametrize("warehouse_url", ["duckdb"], indirect=True)
@@ -75,7 +76,7 @@ def test_a_bad_row_in_a_later_chunk_is_named_by_its_line(table_dir, write, run_c
 
 
 @pytest.mark.parametrize("warehouse_url", ["duckdb"], indirect=True)
-@pytest.mark.parametrize("chunk", [1 << 30, 64 << 10])
+@pytest.mark.parametrize("chunk", [1 << 30, 512 << 10, 64 << 10])
 def test_a_key_repeated_across_chunks_names_both_lines(
     chunk, table_dir, write, run_cli, sql, monkeypatch
 ):
@@ -279,3 +280,61 @@ def test_an_output_of_parts_on_s3_loads_and_a_replay_overwrites_it(
         (part, objects()[part]) for part in parts
     ]
     assert sql("SELECT COUNT(*) FROM ref.t_codes") == [(ROWS - 1,)]
+
+
+PIECES = pytest.mark.parametrize(
+    "chunk", [512 << 10, 64 << 10], ids=["held-in-pieces", "streamed"]
+)  # the 0.75 MB file is 1.4 chunks (held in memory, two pieces) or ~12 streamed chunks
+
+
+@pytest.mark.parametrize("warehouse_url", ["duckdb"], indirect=True)
+@PIECES
+def test_bad_rows_in_later_pieces_are_named_by_their_lines(
+    chunk, table_dir, write, run_cli, sql, monkeypatch, tmp_path
+):
+    monkeypatch.setenv("REFLOAD_CHUNK_BYTES", str(chunk))
+    lines = _generated(duplicates=False).splitlines()
+    lines[100] = '99,0,"SPRING\nFIELD",40.0,01/01/2024'  # lines 101-102: later rows move by 1
+    lines[16_000] = "1,9999,X,not-a-number,01/01/2024"
+    lines[18_000] = "7,7,7"
+    lines[19_000] = "2,9999,X,40.0,04/31/2024"
+    lines[20_000] = "3,9999,X,40.0,02/30/2024"
+    config = table_dir(MAPPING, primary_key=["zipcode", "plus4"], max_reject_pct=1)
+    code, summary = run_cli(config, write("zip.csv", "\n".join(lines) + "\n"))
+    assert code == 0, summary["error"]
+    assert (summary["rows_read"], summary["rows_rejected"]) == (ROWS, 4)
+    [rejects] = (tmp_path / "curated").rglob("*.rejects.parquet")
+    assert [(r["line"], r["column"], r["value"]) for r in pq.read_table(rejects).to_pylist()] == [
+        (16_002, "latitude", "not-a-number"),
+        (18_002, None, "7,7,7"),
+        (19_002, "effective", "04/31/2024"),
+        (20_002, "effective", "02/30/2024"),
+    ]
+    assert sql("SELECT COUNT(*) FROM ref.t_codes") == [(ROWS - 4,)]
+    assert sql("SELECT city FROM ref.t_codes WHERE zipcode = '00099' AND plus4 = '0000'") == [
+        ("Spring\nField",)
+    ]
+
+
+@pytest.mark.parametrize("warehouse_url", ["duckdb"], indirect=True)
+@PIECES
+def test_undecodable_bytes_in_a_later_piece_stop_the_read_naming_the_line(
+    chunk, table_dir, write, run_cli, sql, monkeypatch
+):
+    """The next piece is parsed on a thread: its error is the run's, and the thread ends."""
+    import threading
+
+    monkeypatch.setenv("REFLOAD_CHUNK_BYTES", str(chunk))
+    lines = _generated(duplicates=False).splitlines()
+    lines[17_000] = lines[17_000].replace(",", ",\xff", 1)
+    source = write("zip.csv", ("\n".join(lines) + "\n").encode("latin-1"))
+    code, summary = run_cli(table_dir(MAPPING), source)
+    assert code == 2
+    assert summary["error"]["message"] == (
+        f"{source}, line 17001: cannot decode byte(s) b'\\xff' as utf-8 at character "
+        f"{lines[17_000].index(chr(0xFF)) + 1}; set 'encoding' in the config"
+    )
+    assert not [t for t in threading.enumerate() if t.name.startswith("refload-read")]
+    assert sql("SELECT COUNT(*) FROM information_schema.tables WHERE table_name = 't_codes'") == [
+        (0,)
+    ]
