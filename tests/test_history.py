@@ -458,12 +458,17 @@ def test_rollback_refuses_what_it_cannot_do(table_dir, write, run_cli, sql, roll
     shutil.move(curated, tmp_path / "gone" / "x.parquet")
     code, summary = rollback("t_codes", first["run_id"])
     assert code == 2
-    assert summary["error"]["message"] == (
-        f"{curated}: the curated file of run {first['run_id']} is gone; curated files are "
-        "kept CuratedRetentionDays days (template.yaml), and a run older than that cannot be "
+    assert summary["error"]["message"] == _gone(curated, first["run_id"])
+    assert sql("SELECT code, name, n FROM ref.t_codes ORDER BY code") == before
+
+
+def _gone(uri: object, run_id: str) -> str:
+    """rollback's message for a curated file (or part) that is no longer there."""
+    return (
+        f"{uri}: the curated file of run {run_id} is gone; curated files are kept "
+        "CuratedRetentionDays days (template.yaml), and a run older than that cannot be "
         "rolled back to"
     )
-    assert sql("SELECT code, name, n FROM ref.t_codes ORDER BY code") == before
 
 
 def test_rollback_goes_back_to_an_output_written_as_parts(
@@ -511,11 +516,7 @@ def test_rollback_goes_back_to_an_output_written_as_parts(
     runs_logged = sql("SELECT COUNT(*) FROM etl_audit.run_log")
     code, summary = rollback("t_codes", first["run_id"])
     assert code == 2
-    assert summary["error"]["message"] == (
-        f"{gone}: the curated file of run {first['run_id']} is gone; curated files are "
-        "kept CuratedRetentionDays days (template.yaml), and a run older than that cannot be "
-        "rolled back to"
-    )
+    assert summary["error"]["message"] == _gone(gone, first["run_id"])
     # Refused before anything ran, as for a single file: no failed load, no alert.
     assert sql("SELECT COUNT(*) FROM etl_audit.run_log") == runs_logged
     assert sql("SELECT * FROM ref.t_codes ORDER BY code") == rows_of_second
