@@ -152,6 +152,23 @@ def sql(warehouse_url: str) -> Callable[..., list[tuple[Any, ...]]]:
     return query
 
 
+def workbook(sheets: dict[str, list[list[object]]]) -> bytes:
+    """An .xlsx file's bytes: a sheet per entry, in order, each row appended as given."""
+    import io
+
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    book.remove(book.active)
+    for title, rows in sheets.items():
+        sheet = book.create_sheet(title)
+        for row in rows:
+            sheet.append(row)
+    buffer = io.BytesIO()
+    book.save(buffer)
+    return buffer.getvalue()
+
+
 def run_args(
     config: Path | str, source: Path | str, warehouse: str, *extra: str, curated: Path | None = None
 ) -> list[str]:

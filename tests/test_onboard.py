@@ -5,18 +5,16 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import gzip
-import io
 import json
 import subprocess
 import sys
 from decimal import Decimal
 from pathlib import Path
 
-import openpyxl
 import pytest
 
 from handler.cli import main
-from tests.conftest import ROOT, SAMPLES
+from tests.conftest import ROOT, SAMPLES, workbook
 
 
 @pytest.fixture
@@ -102,18 +100,6 @@ def test_excel_numbers_in_a_code_column_are_flagged(init):
     ) in out
 
 
-def _workbook(sheets: dict[str, list[list[object]]]) -> bytes:
-    book = openpyxl.Workbook()
-    book.remove(book.active)
-    for title, rows in sheets.items():
-        sheet = book.create_sheet(title)
-        for row in rows:
-            sheet.append(row)
-    buffer = io.BytesIO()
-    book.save(buffer)
-    return buffer.getvalue()
-
-
 CP1252_PREAMBLE = (
     "# exported 2026-11-24\n"
     "Country Code;Name;Rate %;Valid From;Updated At;Price\n"
@@ -172,7 +158,7 @@ AWKWARD = [
     (
         "excel title row on the second sheet",
         "export.xlsx",
-        _workbook(
+        workbook(
             {
                 "Notes": [["read me"]],
                 "Data": [

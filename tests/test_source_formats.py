@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import gzip
-import io
 import json
 
-import openpyxl
 import pytest
+
+from tests.conftest import workbook
 
 MAPPING = (
     "source_column,target_column,data_type,transform,default,nullable,format\n"
@@ -18,12 +18,7 @@ ROWS = [["code", "name"], ["004", "Afghanistan"], ["248", "Åland Islands"]]
 
 
 def _xlsx() -> bytes:
-    book = openpyxl.Workbook()
-    for row in ROWS:
-        book.active.append(row)
-    buffer = io.BytesIO()
-    book.save(buffer)
-    return buffer.getvalue()
+    return workbook({"Sheet": ROWS})
 
 
 def _lines(separator: str) -> bytes:

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from handler.cli import main
+from tests.conftest import workbook
 
 MAPPING = (
     "source_column,target_column,data_type,transform,default,nullable,format\n"
@@ -68,20 +69,8 @@ def test_csv_value_with_newline_and_null_values(table_dir, write, run_cli, sql):
     ]
 
 
-def _workbook(sheets: dict[str, list[list[object]]]) -> bytes:
-    book = openpyxl.Workbook()
-    book.remove(book.active)
-    for title, rows in sheets.items():
-        sheet = book.create_sheet(title)
-        for row in rows:
-            sheet.append(row)
-    buffer = io.BytesIO()
-    book.save(buffer)
-    return buffer.getvalue()
-
-
 def _workbook_bytes(rows: list[list[object]]) -> bytes:
-    return _workbook({"S": rows})
+    return workbook({"S": rows})
 
 
 def _workbook_with_hidden_first() -> bytes:
@@ -110,7 +99,7 @@ COUNTRY_ROWS = [
 def test_excel_sheet_by_name_or_index_with_numeric_codes(
     sheet_name, table_dir, write, run_cli, sql
 ):
-    data = _workbook({"Notes": [["ignore me"]], "Countries": COUNTRY_ROWS})
+    data = workbook({"Notes": [["ignore me"]], "Countries": COUNTRY_ROWS})
     config = table_dir(MAPPING, source_format="excel", sheet_name=sheet_name, header_row=2)
     code, summary = run_cli(config, write("t.xlsx", data))
     assert code == 0, summary["error"]
@@ -118,7 +107,7 @@ def test_excel_sheet_by_name_or_index_with_numeric_codes(
 
 
 def test_excel_dates_numbers_and_error_rows(table_dir, write, run_cli, sql):
-    data = _workbook(
+    data = workbook(
         {
             "S": [
                 ["id", "day", "rate"],
@@ -144,7 +133,7 @@ def test_excel_dates_numbers_and_error_rows(table_dir, write, run_cli, sql):
 
 def test_excel_unknown_sheet_lists_the_sheets(table_dir, write, run_cli):
     config = table_dir(MAPPING, source_format="excel", sheet_name="Countrys")
-    code, summary = run_cli(config, write("t.xlsx", _workbook({"Countries": COUNTRY_ROWS})))
+    code, summary = run_cli(config, write("t.xlsx", workbook({"Countries": COUNTRY_ROWS})))
     assert code == 2
     assert (
         "workbook has no sheet 'Countrys' (did you mean 'Countries'?)"
