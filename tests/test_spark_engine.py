@@ -23,10 +23,10 @@ from steps import ingest, storage
 from steps.errors import RefloadError
 from steps.ingest import spark as spark_ingest
 from steps.table import load_table_config
-from tests.conftest import CONFIGS, SAMPLES
+from tests.conftest import CONFIGS, SAMPLES, workbook
 from tests.test_bad_input import BAD_INPUTS, GOOD, MAPPING
 from tests.test_mapping import DATA_TYPES, SHEET_HEAD, TRANSFORMS
-from tests.test_sources import COUNTRY_ROWS, CSV_CASES, EXPECTED, _workbook
+from tests.test_sources import COUNTRY_ROWS, CSV_CASES, EXPECTED
 from tests.test_sources import MAPPING as CODES_MAPPING
 from tests.warehouses import STATEMENTS
 
@@ -96,7 +96,7 @@ OTHER_FORMATS = [
         "excel with a preamble and a bad row",
         {"source_format": "excel", "header_row": 2, "max_reject_pct": 50},
         "t.xlsx",
-        _workbook({"S": [*COUNTRY_ROWS, [123456, "too long a code"]]}),
+        workbook({"S": [*COUNTRY_ROWS, [123456, "too long a code"]]}),
     ),
     (
         "json lines with a bad line",
