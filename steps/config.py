@@ -467,9 +467,10 @@ def mapping_root(config_uri: str) -> str:
     return str(config_dir)
 
 
-def mapping_location(config_uri: str, mapping_file: str) -> str:
+def mapping_location(config_uri: str, mapping_file: str, key: str = "mapping_file") -> str:
     """The sheet a config names, only inside the config root: a config must not make
-    refload read (and quote in errors, logs and alerts) an arbitrary file."""
+    refload read (and quote in errors, logs and alerts) an arbitrary file. `key` is where
+    the name came from: the config's `mapping_file`, or a payload's `mapping`."""
     uri = resolve_relative(config_uri, mapping_file)
     root = mapping_root(config_uri)
     if "://" in root:
@@ -480,7 +481,7 @@ def mapping_location(config_uri: str, mapping_file: str) -> str:
         inside = "://" not in uri and Path(uri).resolve().is_relative_to(root)
     if not inside:
         raise ConfigError(
-            f"mapping_file '{mapping_file}' is outside the config root {root}: a mapping "
+            f"{key} '{mapping_file}' is outside the config root {root}: a mapping "
             "sheet must live under it",
             file=config_uri,
         )

@@ -62,7 +62,12 @@ def check_against_config(mapping: Mapping, config: TableConfig, config_uri: str)
 def load_table_config(config_uri: str, *, mapping_override: str | None = None) -> TableSpec:
     """Read and validate a config and its mapping sheet."""
     raw, config = read_config(config_uri)
-    mapping_uri = mapping_override or mapping_location(config_uri, config.mapping_file)
+    # A payload's `mapping` (a replayed or hand-made event) is held to the same root as the
+    # config's own `mapping_file`: an event must not read what a config may not.
+    if mapping_override:
+        mapping_uri = mapping_location(config_uri, mapping_override, "mapping")
+    else:
+        mapping_uri = mapping_location(config_uri, config.mapping_file)
     mapping_bytes = storage.read_bytes(mapping_uri)
     mapping = parse_sheet(mapping_bytes, mapping_uri)
     check_against_config(mapping, config, config_uri)

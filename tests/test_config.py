@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from handler.cli import main
 from steps.config import json_schema, parse_config
 from steps.errors import ConfigError
 from steps.table import load_table_config
@@ -275,3 +276,33 @@ def test_table_name_with_a_trailing_newline_is_refused(table_dir, write, run_cli
     assert sql("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'ref'") == [
         (0,)
     ]
+
+
+@pytest.mark.parametrize("step", ["load", "validate"])
+def test_a_payload_mapping_outside_the_config_root_is_refused_unread(
+    step, table_dir, warehouse_url, tmp_path, capsys
+):
+    # A sheet that parses, with a secret where a column name goes: read, it would be quoted.
+    secret = tmp_path / "elsewhere" / "sheet.csv"
+    secret.parent.mkdir()
+    secret.write_text("source_column,target_column,data_type\ncode,wJalrXUtnFEMI,varchar(3)\n")
+    config = table_dir("source_column,target_column,data_type\ncode,code,varchar(3)\n")
+    payload = {"step": step, "config": str(config), "mapping": str(secret)}
+    if step == "load":
+        payload |= {"curated_uri": str(tmp_path / "curated" / "x.parquet"), "content_hash": "0"}
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps(payload))
+
+    capsys.readouterr()
+    code = main(["replay", str(event), "--warehouse", warehouse_url, "--json"])
+    out, err = capsys.readouterr()
+
+    assert code == 2
+    assert json.loads(out)["error"] == {
+        "type": "ConfigError",
+        "message": f"{config}: mapping '{secret}' is outside the config root "
+        f"{config.parent.resolve()}: a mapping sheet must live under it",
+    }
+    outputs = [out, err] + [p.read_text() for p in (tmp_path / "outbox").glob("*.json")]
+    for text in outputs:
+        assert "wJalrXUtnFEMI" not in text
