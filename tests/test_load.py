@@ -333,3 +333,26 @@ def test_awkward_text_arrives_in_the_warehouse_as_it_was(table_dir, write, run_c
         ("E", " padded "),
         ("F", "Ünïcödé 🙂"),
     ]
+
+
+@pytest.mark.parametrize("warehouse_url", ["postgresql"], indirect=True)
+def test_the_publish_leaves_the_session_lock_timeout_as_it_was(
+    table_dir, write, run_cli, monkeypatch
+):
+    # validate runs on the connection load used: a custom_sql test sees its session settings.
+    monkeypatch.setenv("REFLOAD_LOCK_TIMEOUT_SECONDS", "42")
+    leak = {
+        "type": "custom_sql",
+        "name": "session_lock_timeout",
+        "sql": "SELECT current_setting('lock_timeout') AS lock_timeout FROM {table} "
+        "WHERE current_setting('lock_timeout') <> '0'",
+        "store_samples": True,
+    }
+    config = table_dir(MAPPING, quality_tests=[leak])
+
+    code, summary = run_cli(config, write("a.csv", "code,n\nAA,1\n"))
+
+    assert code == 0, summary["checks"]
+    assert [(c["name"], c["status"]) for c in summary["checks"]] == [
+        ("session_lock_timeout", "pass")
+    ]

@@ -911,8 +911,13 @@ class Warehouse:
         seconds = lock_timeout_seconds()
         milliseconds = max(1, int(seconds * 1000))
         caps = self.capabilities
+        # Outside a transaction the setting is the session's: put back when the block ends,
+        # so later statements on this connection (the next step's) keep their own.
+        session_lock_timeout = caps.lock_timeout and not (
+            self.in_transaction and caps.transaction_settings
+        )
         if caps.lock_timeout:
-            scope = "LOCAL " if self.in_transaction and caps.transaction_settings else ""
+            scope = "" if session_lock_timeout else "LOCAL "
             self.execute(f"SET {scope}lock_timeout = {milliseconds}")
         elif caps.statement_timeout:
             self.execute(f"SET statement_timeout = {milliseconds}")
@@ -929,6 +934,9 @@ class Warehouse:
                 table=target,
             ) from error
         finally:
+            if session_lock_timeout:
+                with suppress(RefloadError):
+                    self.execute("RESET lock_timeout")
             if caps.statement_timeout and not caps.lock_timeout:
                 # The session's own limit again; in a failed transaction this fails,
                 # and the rollback restores it instead.
