@@ -333,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
         if event.get("run_id"):
             # Checked before anything runs: a bad id is a typo, not a failure to alert on.
             check_run_id(str(event["run_id"]))
+        if event.get("step") in fleet.SCHEDULED:
+            # A schedule's event checks the fleet, not one file: its own report and exit.
+            return fleet.SCHEDULED[event["step"]](event, as_json=args.json)
         if event.get("step") == "notify":
             summary, code = replay_notify(event)
         else:

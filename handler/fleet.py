@@ -77,19 +77,54 @@ def print_freshness(outcome: dict[str, Any], results: list[Any]) -> None:
 
 
 def freshness(args: argparse.Namespace) -> int:
-    """Exit 0 when no table is past its error_after, 1 otherwise (ARCHITECTURE.md)."""
+    """Exit 0 when no table is past its error_after, 1 otherwise (ARCHITECTURE.md); 2 when a
+    config under the root does not validate (the others are still checked and alerted on)."""
     from handler.events import new_run_id
     from steps.freshness import evaluate, parse_now
 
     outcome = evaluate(
         _config_root(args), args.warehouse, parse_now(args.now), f"freshness-{new_run_id()}"
     )
+    return report_freshness(outcome, as_json=args.json)
+
+
+def report_freshness(outcome: dict[str, Any], *, as_json: bool) -> int:
+    """Print what `evaluate` found; the exit code. A broken config outranks a stale table:
+    the stale tables' alerts are sent, while the broken config reaches nobody but here."""
     results = outcome.pop("results")
-    if args.json:
-        print(json.dumps({"status": outcome["status"], "tables": outcome["tables"]}))
+    broken = outcome["broken_configs"]
+    if as_json:
+        print(json.dumps({k: outcome[k] for k in ("status", "tables", "broken_configs")}))
     else:
         print_freshness(outcome, results)
+    for config in broken:
+        error = config["error"]
+        print(f"{error['type']}: {error['message']} (skipped)", file=sys.stderr)
+    if broken:
+        return 2
     return 1 if any(r.status == "error" for r in results) else 0
+
+
+def replay_freshness(event: dict[str, Any], *, as_json: bool) -> int:
+    """A saved `{"step": "freshness"}` (what the schedule sends): the fleet check the handler
+    step runs, printed and exited as `freshness` does."""
+    from handler.events import config_root, to_payload
+    from steps.errors import RefloadError
+    from steps.freshness import evaluate, parse_now
+
+    try:
+        payload = to_payload(event)
+        outcome = evaluate(
+            payload.get("config_root") or config_root(),
+            payload.get("warehouse"),
+            parse_now(payload.get("now")),
+            payload["run_id"],
+            payload.get("outbox"),
+        )
+    except RefloadError as error:
+        print(f"{type(error).__name__}: {error.message}", file=sys.stderr)
+        return error.exit_code
+    return report_freshness(outcome, as_json=as_json)
 
 
 def write_page(target: str, page: str) -> None:
@@ -132,3 +167,7 @@ def main(args: argparse.Namespace) -> int:
     except RefloadError as error:
         print(f"{type(error).__name__}: {error.message}", file=sys.stderr)
         return error.exit_code
+
+
+# Scheduled steps (handler.dispatch.SCHEDULED_STEPS) as `replay` runs a saved event of theirs.
+SCHEDULED = {"freshness": replay_freshness}

@@ -38,7 +38,7 @@ def fleet_status(
     from steps.warehouse import open_warehouse
 
     now = now or parse_now(None)
-    configs = table_configs(config_root)
+    configs, _broken = table_configs(config_root)
     with open_warehouse(warehouse_url) as warehouse:
         warehouse.ensure_audit_tables()
         history = fleet_history(warehouse, RUNS_PER_TABLE)

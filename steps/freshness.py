@@ -20,7 +20,7 @@ import structlog
 from steps import storage
 from steps.alerts import send
 from steps.config import TableConfig, read_config
-from steps.errors import ConfigError
+from steps.errors import ConfigError, TerminalError
 from steps.warehouse import open_warehouse
 from steps.warehouse.base import AUDIT_SCHEMA, Warehouse
 
@@ -68,10 +68,34 @@ def parse_now(text: str | None) -> dt.datetime:
     return moment
 
 
-def table_configs(root: str) -> list[tuple[str, TableConfig]]:
-    """Every table config under the root (a folder or an s3:// prefix), validated."""
+@dataclass(frozen=True)
+class BrokenConfig:
+    """A config under the root that does not validate: skipped, and named in the report."""
+
+    config_uri: str
+    error_type: str
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.config_uri,
+            "error": {"type": self.error_type, "message": self.message},
+        }
+
+
+def table_configs(root: str) -> tuple[list[tuple[str, TableConfig]], list[BrokenConfig]]:
+    """Every table config under the root (a folder or an s3:// prefix), validated, and the
+    ones that do not validate. One broken file must not blind the fleet commands to every
+    other table: it is set aside with its error (`handler check` says how to fix it)."""
     uris = [u for u in storage.list_uris(root, suffix=".json") if not u.endswith(".schema.json")]
-    return [(uri, read_config(uri)[1]) for uri in uris]
+    configs, broken = [], []
+    for uri in uris:
+        try:
+            configs.append((uri, read_config(uri)[1]))
+        except TerminalError as error:  # a transient one (S3 busy) fails the whole command
+            log.error("config skipped: it does not validate", config=uri, error=error.message)
+            broken.append(BrokenConfig(uri, type(error).__name__, error.message))
+    return configs, broken
 
 
 def last_received(warehouse: Warehouse) -> dict[str, dt.datetime]:
@@ -106,14 +130,17 @@ def assess(
     return TableFreshness(config.table_name, status, last, age, config_uri, config)
 
 
-def check(config_root: str, warehouse_url: str | None, now: dt.datetime) -> list[TableFreshness]:
-    configs = [(uri, c) for uri, c in table_configs(config_root) if c.freshness]
+def check(
+    config_root: str, warehouse_url: str | None, now: dt.datetime
+) -> tuple[list[TableFreshness], list[BrokenConfig]]:
+    valid, broken = table_configs(config_root)
+    configs = [(uri, c) for uri, c in valid if c.freshness]
     if not configs:
-        return []
+        return [], broken
     with open_warehouse(warehouse_url) as warehouse:
         warehouse.ensure_audit_tables()
         latest = last_received(warehouse)
-    return [assess(uri, c, latest.get(c.table_name), now) for uri, c in configs]
+    return [assess(uri, c, latest.get(c.table_name), now) for uri, c in configs], broken
 
 
 def overall_status(results: list[TableFreshness]) -> str:
@@ -184,8 +211,9 @@ def evaluate(
     run_id: str,
     outbox: str | None = None,
 ) -> dict[str, Any]:
-    """Check every table with `freshness`, alert once per table past error_after."""
-    results = check(config_root, warehouse_url, now)
+    """Check every table with `freshness`, alert once per table past error_after; configs
+    that do not validate are skipped and listed in `broken_configs`."""
+    results, broken = check(config_root, warehouse_url, now)
     alerts: dict[str, Any] = {}
     for result in results:
         if result.status == "error":
@@ -196,6 +224,7 @@ def evaluate(
     return {
         "status": overall_status(results),
         "tables": [r.to_dict() for r in results],
+        "broken_configs": [b.to_dict() for b in broken],
         "alerts": alerts,
         "results": results,
     }

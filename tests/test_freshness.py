@@ -102,6 +102,7 @@ def test_never_loaded_table_is_listed_and_passes_the_exit_code(fleet, warehouse_
                 "age_hours": None,
             }
         ],
+        "broken_configs": [],
     }
 
 
@@ -170,3 +171,61 @@ def test_the_scheduled_lambda_event_checks_and_alerts(
     assert result["alerts"]["dim_currency"]["outbox"]["status"] == "sent"
     [alert_file] = (tmp_path / "outbox").glob("*.alert.json")
     assert "s3://acme-raw/currency/<yyyy-mm-dd>/<file>" in alert_file.read_text()
+
+
+@pytest.mark.parametrize("how", ["cli", "lambda"])
+def test_a_broken_config_is_skipped_and_the_others_still_checked(
+    how, fleet, warehouse_url, run_cli, capsys, monkeypatch, tmp_path
+):
+    run_cli(fleet / "dim_currency.json", CURRENCY_CSV)
+    broken = fleet / "dim_zipcode.json"
+    broken.write_text(json.dumps({**json.loads(broken.read_text()), "table_name": "Dim Zip"}))
+    message = f"{broken}: table_name: identifier 'Dim Zip' must be lower-case letters"
+
+    if how == "cli":
+        capsys.readouterr()
+        code = main(
+            ["freshness", "--config-root", str(fleet), "--warehouse", warehouse_url]
+            + ["--now", _at(60), "--json"]
+        )
+        out, err = capsys.readouterr()
+        assert code == 2  # a broken config outranks a stale table (whose alert went out)
+        assert message in err and "(skipped)" in err
+        report = json.loads(out)
+    else:
+        monkeypatch.setenv("REFLOAD_CONFIG_ROOT", str(fleet))
+        monkeypatch.setenv("REFLOAD_WAREHOUSE_URL", warehouse_url)
+        report = lambda_handler({"step": "freshness", "now": _at(60)}, None)
+
+    assert report["status"] == "error"
+    assert [(t["table"], t["status"]) for t in report["tables"]] == [("dim_currency", "error")]
+    [skipped] = report["broken_configs"]
+    assert skipped["config"] == str(broken)
+    assert skipped["error"]["type"] == "ConfigError"
+    assert skipped["error"]["message"].startswith(message)
+    [alert_file] = (tmp_path / "outbox").glob("*.alert.json")
+    assert json.loads(alert_file.read_text())["table"] == "dim_currency"
+
+
+def test_replaying_the_scheduled_event_runs_the_fleet_check(
+    fleet, warehouse_url, run_cli, capsys, tmp_path
+):
+    run_cli(fleet / "dim_currency.json", CURRENCY_CSV)
+    verdicts = {}
+    for hours in (1, 60):
+        event = tmp_path / f"freshness-{hours}.json"
+        event.write_text(
+            json.dumps({"step": "freshness", "config_root": str(fleet), "now": _at(hours)})
+        )
+        capsys.readouterr()
+        code = main(["replay", str(event), "--warehouse", warehouse_url, "--json"])
+        out, err = capsys.readouterr()
+        report = json.loads(out)
+        verdicts[hours] = (code, [(t["table"], t["status"]) for t in report["tables"]])
+        assert "internal error" not in out + err
+    assert verdicts == {1: (0, [("dim_currency", "pass")]), 60: (1, [("dim_currency", "error")])}
+    # One alert: the stale table's, none for an "unknown table".
+    [alert_file] = (tmp_path / "outbox").glob("*.alert.json")
+    assert json.loads(alert_file.read_text())["subject"] == (
+        "[refload] dim_currency stale: no file for 60 hours"
+    )
