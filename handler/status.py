@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from steps.freshness import BrokenConfig
 
 RUNS_PER_TABLE = 30
 FAILING = ("failed", "rejected", "error")
+# The status of a row whose config does not validate (its `error` says why).
+INVALID_CONFIG = "invalid_config"
 # Sort order of the fleet table (and the `status` value of the whole fleet).
 _ATTENTION = ("failing", "stale", "late", "unknown", "ok")
 
@@ -38,7 +43,7 @@ def fleet_status(
     from steps.warehouse import open_warehouse
 
     now = now or parse_now(None)
-    configs, _broken = table_configs(config_root)
+    configs, broken = table_configs(config_root)
     with open_warehouse(warehouse_url) as warehouse:
         warehouse.ensure_audit_tables()
         history = fleet_history(warehouse, RUNS_PER_TABLE)
@@ -70,9 +75,27 @@ def fleet_status(
                 "history": [{**r, "finished": iso(r["finished"])} for r in runs],
             }
         )
+    # A config that does not validate is a row too: no run of it can succeed until fixed.
+    tables += [_broken_row(b) for b in broken]
     tables.sort(key=lambda t: (_ATTENTION.index(t["attention"]), t["table"]))
     worst = tables[0]["attention"] if tables else "ok"
     return {"status": worst, "generated_at": iso(now), "tables": tables}
+
+
+def _broken_row(broken: BrokenConfig) -> dict[str, Any]:
+    empty = ("run_id", "when", "rows", "changes", "tests_passed", "tests_failed")
+    return {
+        "table": broken.table,
+        "status": INVALID_CONFIG,
+        **dict.fromkeys(empty),
+        "tests_warned": None,
+        "freshness": None,
+        "age_hours": None,
+        "attention": "failing",
+        "history": [],
+        "config": broken.config_uri,
+        "error": {"type": broken.error_type, "message": broken.message},
+    }
 
 
 def _total(run: dict[str, Any]) -> int:
@@ -87,6 +110,9 @@ def print_status(fleet: dict[str, Any]) -> None:
     if not fleet["tables"]:
         print("no table configs found")
     for t in fleet["tables"]:
+        if t["status"] == INVALID_CONFIG:
+            print(f"{t['table']:<18} {INVALID_CONFIG.upper()}  {t['error']['message']}")
+            continue
         tests = (
             "tests -"
             if t["tests_passed"] is None
@@ -122,7 +148,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .badge { display: inline-block; padding: 1px 8px; border-radius: 10px; font-size: 12px;
          font-weight: 600; color: #fff; background: #888; }
 .s-passed, .f-pass { background: #2e7d32; }
-.s-failed, .s-rejected, .s-error, .f-error { background: #c62828; }
+.s-failed, .s-rejected, .s-error, .s-invalid_config, .f-error { background: #c62828; }
 .s-running, .f-warn { background: #ef6c00; }
 .s-never_run, .f-never_loaded { background: #9e9e9e; }
 tr.a-failing td:first-child { border-left: 4px solid #c62828; }
@@ -232,10 +258,11 @@ def render_html(fleet: dict[str, Any]) -> str:
         tests = "-" if t["tests_passed"] is None else f"{t['tests_passed']}/{_total(t)}"
         age = "" if t["age_hours"] is None else f" <code>{t['age_hours']:,.1f} h</code>"
         when = e((t["when"] or "-").replace("T", " ").removesuffix("Z"))
+        error = f"<br><code>{e(t['error']['message'])}</code>" if t.get("error") else ""
         rows.append(
             f'<tr class="a-{t["attention"]}" data-table="{e(t["table"])}" '
             f'data-status="{e(t["status"])}" data-attention="{t["attention"]}">'
-            f"<td><b>{e(t['table'])}</b></td><td>{_badge('s', t['status'])}</td>"
+            f"<td><b>{e(t['table'])}</b>{error}</td><td>{_badge('s', t['status'])}</td>"
             f"<td>{when}<br><code>{e(t['run_id'] or '')}</code></td>"
             f'<td class="num">{_n(t["rows"])}</td><td class="num">{tests}</td>'
             f"<td>{_badge('f', t['freshness'])}{age}</td>"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 import os
+import posixpath
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -19,8 +20,8 @@ import structlog
 
 from steps import storage
 from steps.alerts import send
-from steps.config import TableConfig, read_config
-from steps.errors import ConfigError, TerminalError
+from steps.config import TableConfig, read_config, routing_entry
+from steps.errors import ConfigError, RefloadError, TerminalError
 from steps.warehouse import open_warehouse
 from steps.warehouse.base import AUDIT_SCHEMA, Warehouse
 
@@ -73,14 +74,25 @@ class BrokenConfig:
     """A config under the root that does not validate: skipped, and named in the report."""
 
     config_uri: str
+    table: str  # its table_name as written (maybe the invalid part), else the file's name
     error_type: str
     message: str
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "config": self.config_uri,
+            "table": self.table,
             "error": {"type": self.error_type, "message": self.message},
         }
+
+
+def _written_table_name(uri: str) -> str:
+    """What a broken config calls its table, read leniently (as routing reads it)."""
+    try:
+        table = routing_entry(uri, storage.read_bytes(uri)).table
+    except RefloadError:
+        table = None
+    return table or posixpath.basename(uri).removesuffix(".json")
 
 
 def table_configs(root: str) -> tuple[list[tuple[str, TableConfig]], list[BrokenConfig]]:
@@ -94,7 +106,9 @@ def table_configs(root: str) -> tuple[list[tuple[str, TableConfig]], list[Broken
             configs.append((uri, read_config(uri)[1]))
         except TerminalError as error:  # a transient one (S3 busy) fails the whole command
             log.error("config skipped: it does not validate", config=uri, error=error.message)
-            broken.append(BrokenConfig(uri, type(error).__name__, error.message))
+            broken.append(
+                BrokenConfig(uri, _written_table_name(uri), type(error).__name__, error.message)
+            )
     return configs, broken
 
 

@@ -228,3 +228,36 @@ def test_the_page_can_be_published_to_s3_as_html(fleet, warehouse_url, capsys, s
     page = s3.get_object(Bucket="curated", Key="site/status.html")
     assert page["ContentType"] == "text/html; charset=utf-8"
     assert b'data-table="t_failing"' in page["Body"].read()
+
+
+def test_a_broken_config_is_a_row_and_the_page_is_still_written(
+    fleet, table_dir, warehouse_url, capsys, tmp_path
+):
+    broken = table_dir(MAPPING, name="t_broken", table_name="T Broken")
+    page = tmp_path / "status.html"
+    message = f"{broken}: table_name: identifier 'T Broken' must be lower-case letters"
+
+    code, out = _status(fleet, warehouse_url, capsys, "--json", "--html", str(page))
+
+    assert code == 0
+    report = json.loads(out)
+    assert report["status"] == "failing"
+    [row] = [t for t in report["tables"] if t["status"] == "invalid_config"]
+    assert (row["table"], row["config"], row["attention"]) == ("T Broken", str(broken), "failing")
+    assert row["error"]["message"].startswith(message)
+    # Every valid table is still reported.
+    assert {t["table"] for t in report["tables"]} == {
+        "T Broken",
+        "t_failing",
+        "t_stale",
+        "t_new",
+        "t_ok",
+    }
+    source = page.read_text()
+    assert 'data-table="T Broken" data-status="invalid_config"' in source
+    assert "must be lower-case letters" in source
+
+    code, out = _status(fleet, warehouse_url, capsys)
+    assert code == 0
+    assert f"T Broken           INVALID_CONFIG  {message}" in out
+    assert len(out.splitlines()) == 5
