@@ -6,6 +6,7 @@ A config is validated once, here; every step downstream trusts `steps.table.Tabl
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import posixpath
@@ -56,10 +57,31 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# etl_audit.data_quality_tests.test_name is VARCHAR(256): bytes on Redshift, and the bound
+# every dialect shares (steps.warehouse.base.AUDIT_TABLES).
+MAX_TEST_NAME_BYTES = 256
+# A name made from the columns stays shorter still, so that it travels whole in the step
+# results (handler.events.VALUE_CHARS: longer values are cut there) and alert signatures.
+# Names up to this long are kept as they always were.
+MAX_DERIVED_NAME_CHARS = 200
+NAME_HASH_CHARS = 12
+
+
 class _QualityTest(_Strict):
     name: str | None = None
     severity: Severity = "error"
     when: When = "after_publish"
+
+    @field_validator("name")
+    @classmethod
+    def _fits_the_audit(cls, value: str | None) -> str | None:
+        size = len(value.encode()) if value is not None else 0
+        if size > MAX_TEST_NAME_BYTES:
+            raise ValueError(
+                f"is {size} bytes; etl_audit.data_quality_tests.test_name holds at most "
+                f"{MAX_TEST_NAME_BYTES}: give the test a shorter name"
+            )
+        return value
 
     @property
     def test_name(self) -> str:
@@ -67,7 +89,13 @@ class _QualityTest(_Strict):
             return self.name
         target = getattr(self, "columns", None) or [getattr(self, "column", None)]
         suffix = "_".join(c for c in target if c)
-        return f"{self.type}_{suffix}" if suffix else self.type  # type: ignore[attr-defined]
+        name = f"{self.type}_{suffix}" if suffix else self.type  # type: ignore[attr-defined]
+        if len(name) <= MAX_DERIVED_NAME_CHARS:  # type and column names are ASCII identifiers
+            return name
+        # A test over many columns (init proposes not_null over every never-empty column):
+        # the start of its name, and a hash of the whole that keeps two such tests apart.
+        digest = hashlib.sha256(name.encode()).hexdigest()[:NAME_HASH_CHARS]
+        return f"{name[: MAX_DERIVED_NAME_CHARS - NAME_HASH_CHARS - 1]}_{digest}"
 
 
 class _ColumnsTest(_QualityTest):

@@ -279,3 +279,27 @@ def test_check_a_config_bucket(s3, check):
         "s3://config-bucket/tables/mappings/old.csv: warning: mapping sheet that no config uses",
         "s3://config-bucket/tables/: 4 config(s) valid: 0 error(s), 1 warning(s)",
     ]
+
+
+def test_a_test_name_longer_than_the_audit_holds_is_refused(
+    sample_configs, check, run_cli, tmp_path
+):
+    name = "currency_codes_are_" + "n" * 281  # 300 bytes; test_name is VARCHAR(256)
+    config = json.loads((sample_configs / "dim_currency.json").read_text())
+    config["quality_tests"][0]["name"] = name
+    (sample_configs / "dim_currency.json").write_text(json.dumps(config))
+    message = (
+        "quality_tests[0].name: is 300 bytes; etl_audit.data_quality_tests.test_name holds at "
+        "most 256: give the test a shorter name"
+    )
+
+    code, lines = check(str(sample_configs))
+    assert code == 2
+    assert any(
+        line.startswith(f"{sample_configs}/dim_currency.json: {message}") for line in lines
+    ), lines
+
+    code, summary = run_cli(
+        sample_configs / "dim_currency.json", next(SAMPLES.glob("currency/*/*.csv"))
+    )
+    assert code == 2 and message in summary["error"]["message"]

@@ -184,10 +184,8 @@ def test_a_broken_config_is_skipped_and_the_others_still_checked(
 
     if how == "cli":
         capsys.readouterr()
-        code = main(
-            ["freshness", "--config-root", str(fleet), "--warehouse", warehouse_url]
-            + ["--now", _at(60), "--json"]
-        )
+        root = ["--config-root", str(fleet), "--warehouse", warehouse_url]
+        code = main(["freshness", *root, "--now", _at(60), "--json"])
         out, err = capsys.readouterr()
         assert code == 2  # a broken config outranks a stale table (whose alert went out)
         assert message in err and "(skipped)" in err

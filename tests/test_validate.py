@@ -288,3 +288,27 @@ def test_wide_rows_keep_every_audit_row_bounded(table_dir, write, run_cli, sql):
     )
     assert status == "failed" and len(details.encode()) <= 65535
     assert json.loads(details)
+
+
+@pytest.mark.parametrize("warehouse_url", ["postgresql"], indirect=True)  # enforces VARCHAR(n)
+def test_a_test_over_many_columns_gets_a_name_the_audit_holds(table_dir, write, run_cli, sql):
+    # What init proposes for a wide file: not_null over every never-empty column.
+    columns = [f"vendor_column_{i:02d}" for i in range(25)]
+    mapping = "source_column,target_column,data_type\n" + "".join(
+        f"{c},{c},varchar(8)\n" for c in columns
+    )
+    tests = [
+        {"type": "not_null", "columns": columns},
+        {"type": "not_null", "columns": columns[:-1]},  # a name with the same long start
+    ]
+    config = table_dir(mapping, quality_tests=tests)
+    data = ",".join(columns) + "\n" + ",".join("x" for _ in columns) + "\n"
+
+    code, summary = run_cli(config, write("wide.csv", data))
+
+    assert code == 0, summary["error"]
+    names = [c["name"] for c in summary["checks"]]
+    assert [len(n) for n in names] == [200, 200] and names[0] != names[1]
+    assert all(n.startswith("not_null_vendor_column_00_vendor_column_01_") for n in names)
+    recorded = sql("SELECT test_name, status FROM etl_audit.data_quality_tests ORDER BY test_name")
+    assert sorted(recorded) == sorted((n, "pass") for n in names)
