@@ -137,6 +137,32 @@ def _check_identifiers(report: Report, spec: TableSpec, warehouse_url: str | Non
             )
 
 
+def _check_column_count(report: Report, spec: TableSpec, warehouse_url: str | None) -> None:
+    # As for identifiers: the target warehouse's limit, else the strictest one's as a warning.
+    from steps.warehouse import DIALECTS
+    from steps.warehouse.base import HISTORY_COLUMNS, column_count_problem
+
+    target = dialect_class(warehouse_url) if warehouse_url else None
+    if target is not None:
+        dialect, cls = target
+    else:
+        found = [d for d in (dialect_class(f"{scheme}://") for scheme in DIALECTS) if d]
+        limited = [d for d in found if d[1].capabilities.max_columns is not None]
+        if not limited:
+            return
+        dialect, cls = min(limited, key=lambda d: d[1].capabilities.max_columns)
+        dialect = f"{dialect}, the strictest target,"
+    limit = cls.capabilities.max_columns
+    history = spec.config.mode == "scd2"
+    count = len(spec.mapping.columns) + (len(HISTORY_COLUMNS) if history else 0)
+    if limit is not None and count > limit:
+        report.add(
+            spec.mapping.uri,
+            column_count_problem(count, history, dialect, limit),
+            "error" if target is not None else "warning",
+        )
+
+
 def _check_routing(report: Report, configs: dict[str, TableConfig]) -> None:
     claimed: dict[str, str] = {}
     for uri, config in configs.items():
@@ -266,6 +292,7 @@ def check_configs(root: str, warehouse_url: str | None = None) -> Report:
             continue
         specs.append(spec)
         _check_identifiers(report, spec, target_url)
+        _check_column_count(report, spec, target_url)
         if config.python_transform:
             from steps.ingest import hooks
 

@@ -333,3 +333,38 @@ def test_the_same_file_twice_at_once_is_published_once(
         assert codes == [0, 0]
     assert sql("SELECT COUNT(*), COUNT(DISTINCT code) FROM ref.t_codes") == [(20_000, 20_000)]
     assert sql("SELECT COUNT(*) FROM etl_audit.load_ledger") == [(1,)]
+
+
+WIDE_COLUMNS = 1601  # PostgreSQL and Redshift allow 1,600 columns in a table
+
+
+@pytest.mark.parametrize("warehouse_url", SERVER_WAREHOUSES, indirect=True)
+def test_a_table_wider_than_the_warehouse_allows_is_refused_before_staging(
+    table_dir, write, run_cli, sql, dialect, warehouse_url, capsys
+):
+    from handler.cli import main
+
+    columns = [f"c{i:04d}" for i in range(WIDE_COLUMNS)]
+    mapping = "source_column,target_column,data_type\n" + "".join(
+        f"{c},{c},varchar(4)\n" for c in columns
+    )
+    config = table_dir(mapping)
+    sheet = config.parent / "t_codes_mapping.csv"
+    message = (
+        f"the table would have 1,601 columns; {dialect} allows at most 1,600: split the "
+        "table or leave columns out of the mapping sheet"
+    )
+
+    capsys.readouterr()
+    code = main(["check", str(config.parent), "--warehouse", warehouse_url])
+    assert code == 2
+    assert f"{sheet}: {message}" in capsys.readouterr().out.splitlines()
+
+    source = write("wide.csv", ",".join(columns) + "\n" + ",".join("x" for _ in columns) + "\n")
+    code, summary = run_cli(config, source)
+    assert code == 2
+    assert summary["error"] == {"type": "ConfigError", "message": f"{sheet}: {message}"}
+    assert sql("SELECT 1 FROM information_schema.tables WHERE table_schema = 'ref'") == []
+    assert sql("SELECT step, status FROM etl_audit.run_log WHERE step = 'load'") == [
+        ("load", "failed")
+    ]

@@ -325,6 +325,18 @@ class Capabilities:
     ddl_in_transactions: bool
     # MERGE INTO.
     supports_merge: bool
+    # Most columns a table may have (PostgreSQL's and Redshift's 1,600), history columns
+    # included; None: no limit of its own.
+    max_columns: int | None = None
+
+
+def column_count_problem(count: int, history: bool, dialect: str, limit: int) -> str:
+    """The message for a mapping with more columns than a warehouse allows in a table."""
+    extra = f" (with {', '.join(HISTORY_COLUMNS)} of load_mode scd2)" if history else ""
+    return (
+        f"the table would have {count:,} columns{extra}; {dialect} allows at most {limit:,}: "
+        "split the table or leave columns out of the mapping sheet"
+    )
 
 
 def utcnow() -> dt.datetime:
@@ -659,6 +671,7 @@ class Warehouse:
         PostgreSQL keeps the first 63 bytes of a longer name without a word: the table
         would load once and every later load would be refused as drift.
         """
+        self.check_column_count(target)
         limit = self.capabilities.max_identifier_bytes
         names = [("schema", target.schema), ("table", target.name)]
         names += [("column", c.target) for c in target.mapping.columns]
@@ -673,6 +686,17 @@ class Warehouse:
                     column=name if kind == "column" else None,
                     value=None if kind == "column" else name,
                 )
+
+    def check_column_count(self, target: TargetTable) -> None:
+        """Refuse a table wider than this warehouse allows (exit 2), before anything is staged:
+        CREATE TABLE would fail only after the ingest, as an infrastructure error."""
+        limit = self.capabilities.max_columns
+        count = len(target.mapping.columns) + (len(HISTORY_COLUMNS) if target.history else 0)
+        if limit is not None and count > limit:
+            raise ConfigError(
+                column_count_problem(count, target.history, self.dialect, limit),
+                file=target.mapping.uri,
+            )
 
     def create_table_sql(
         self,

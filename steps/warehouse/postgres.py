@@ -33,6 +33,7 @@ class PostgresWarehouse(Warehouse):
         publisher_lock=True,  # blocks other publishers of the table, never its readers
         ddl_in_transactions=True,
         supports_merge=True,  # PostgreSQL 15
+        max_columns=1600,  # MaxHeapAttributeNumber
     )
 
     def _connect(self) -> Any:

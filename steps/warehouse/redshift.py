@@ -97,6 +97,7 @@ class RedshiftWarehouse(PostgresWarehouse):
         publisher_lock=False,
         ddl_in_transactions=True,  # all but TRUNCATE, which commits (not used)
         supports_merge=True,
+        max_columns=1600,  # CREATE TABLE: "at most 1,600 columns"
     )
 
     def _connect(self) -> Any:
