@@ -266,8 +266,12 @@ def check_configs(root: str, warehouse_url: str | None = None) -> Report:
     if not storage.is_s3(root) and not Path(root).is_dir():
         raise ConfigError("config folder does not exist", file=root)
     uris = [u for u in storage.list_uris(root, ".json") if not u.endswith(".schema.json")]
-    report.configs = len(uris)
-    if not uris:
+    # A link to no file is no config routing can read: named, never skipped in silence.
+    links = storage.unreadable_links(root, ".json")
+    report.configs = len(uris) + len(links)
+    for link, reason in links.items():
+        report.add(link, reason)
+    if not uris and not links:
         report.add(root, "no table configs (*.json) in this folder")
     configs: dict[str, TableConfig] = {}
     specs: list[TableSpec] = []

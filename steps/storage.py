@@ -94,6 +94,32 @@ def read_bytes(uri: str) -> bytes:
         raise RejectedInput("is a directory, not a file", file=uri) from None
     except PermissionError:
         raise InfrastructureError("permission denied", file=uri) from None
+    except OSError as error:
+        if error.errno != errno.ELOOP:
+            raise
+        raise RejectedInput(SYMLINK_LOOP, file=uri) from None
+
+
+SYMLINK_LOOP = "is a symbolic link that loops (to itself, or through others back to itself)"
+
+
+def unreadable_links(prefix: str, suffix: str = "") -> dict[str, str]:
+    """Symbolic links directly under a local folder that lead to no file (`list_uris` leaves
+    them out), each with why: a loop, or a target that does not exist."""
+    if is_s3(prefix):
+        return {}
+    found = {}
+    for path in sorted(_local(prefix).iterdir()):
+        if path.name.endswith(suffix) and path.is_symlink() and not path.exists():
+            try:
+                path.stat()
+            except OSError as error:
+                found[str(path)] = (
+                    SYMLINK_LOOP
+                    if error.errno == errno.ELOOP
+                    else f"is a symbolic link to {os.readlink(path)}, which does not exist"
+                )
+    return found
 
 
 def size(uri: str) -> int:
@@ -108,6 +134,10 @@ def size(uri: str) -> int:
         return _local(uri).stat().st_size
     except FileNotFoundError:
         raise RejectedInput("file does not exist", file=uri) from None
+    except OSError as error:
+        if error.errno != errno.ELOOP:
+            raise
+        raise RejectedInput(SYMLINK_LOOP, file=uri) from None
 
 
 def write_bytes(uri: str, data: bytes, content_type: str | None = None) -> None:

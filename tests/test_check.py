@@ -303,3 +303,20 @@ def test_a_test_name_longer_than_the_audit_holds_is_refused(
         sample_configs / "dim_currency.json", next(SAMPLES.glob("currency/*/*.csv"))
     )
     assert code == 2 and message in summary["error"]["message"]
+
+
+def test_a_config_that_links_to_itself_is_named_by_check_and_run(
+    sample_configs, check, run_cli, tmp_path
+):
+    loop = sample_configs / "dim_loop.json"
+    loop.symlink_to(loop.name)
+    reason = "is a symbolic link that loops (to itself, or through others back to itself)"
+
+    code, lines = check(str(sample_configs))
+    assert code == 2
+    assert f"{loop}: {reason}" in lines
+    assert lines[-1].startswith(f"{sample_configs}: 5 config(s) invalid: 1 error(s)")
+
+    code, summary = run_cli(loop, ZIP_CSV)
+    assert code == 2
+    assert summary["error"] == {"type": "RejectedInput", "message": f"{loop}: {reason}"}
