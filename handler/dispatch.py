@@ -136,8 +136,20 @@ def record_outcomes(outcomes: list[StepOutcome]) -> None:
 
 
 def log_ignored(payload: dict[str, Any]) -> None:
-    """The one log line of a landed marker object: no step runs, no alert, no run_log row."""
+    """The one log line of a landed marker object: no step runs, no alert, no run_log row.
+
+    An object no config routes, or an empty one (`not_loaded`), may be a file someone
+    expected to load: a warning and a metric (an alarm's business, not a page at 3 a.m.).
+    """
     structlog.contextvars.bind_contextvars(run_id=payload.get("run_id"), step=payload["step"])
+    kind = payload.get("not_loaded")
+    if kind:
+        structlog.contextvars.bind_contextvars(table=payload.get("table"))
+        log.warning(
+            "object not loaded", source=payload.get("source"), reason=payload["skipped_reason"]
+        )
+        metrics.emit_not_loaded(kind, payload.get("table"))
+        return
     log.info("object ignored", source=payload.get("source"), reason=payload["skipped_reason"])
 
 

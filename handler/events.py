@@ -325,6 +325,51 @@ def _landed_object(event: dict[str, Any]) -> tuple[str, str] | None:
     return None
 
 
+def _object_size(event: dict[str, Any]) -> int | None:
+    """The landed object's size in bytes, as the event states it (both kinds carry it)."""
+    records = event.get("Records")
+    if isinstance(records, list) and records:
+        size = records[0].get("s3", {}).get("object", {}).get("size")
+    else:
+        size = event.get("detail", {}).get("object", {}).get("size")
+    return size if isinstance(size, int) else None
+
+
+# What to do with a landed object no config routes, or an empty one: `ignore` (default: a
+# warning log line and an EMF metric, no page) or `alert` (fail it, and alert, as any file).
+UNROUTED_ENV = "REFLOAD_UNROUTED"
+UNROUTED_CHOICES = ("ignore", "alert")
+
+
+def _unrouted_policy() -> str:
+    choice = os.environ.get(UNROUTED_ENV, "ignore").strip().lower() or "ignore"
+    if choice not in UNROUTED_CHOICES:
+        import structlog
+
+        # A typo must not hide files: it alerts, and says why.
+        structlog.get_logger("refload").warning(
+            f"{UNROUTED_ENV}: {unknown_name('choice', choice, UNROUTED_CHOICES)}; alerting"
+        )
+        return "alert"
+    return choice
+
+
+def _not_loaded(event: dict[str, Any], bucket: str, key: str) -> dict[str, Any]:
+    """The ingest payload of a landed object, or, for one no config routes or an empty one,
+    an ignored payload whose `not_loaded` says which (unless REFLOAD_UNROUTED=alert)."""
+    try:
+        routed = payload_for_object(bucket, key)
+    except ConfigError as error:
+        if not error.details.get("unrouted") or _unrouted_policy() == "alert":
+            raise
+        reason = f"not loaded: {error.reason}"
+        return {"ignored": True, "not_loaded": "unrouted", "skipped_reason": reason}
+    if _object_size(event) == 0 and _unrouted_policy() != "alert":
+        reason = "not loaded: an empty object (0 bytes)"
+        return {**routed, "ignored": True, "not_loaded": "empty", "skipped_reason": reason}
+    return routed
+
+
 def ignored_reason(key: str) -> str | None:
     """Why a landed object is no file to load: folder markers and marker files."""
     if key.endswith("/"):
@@ -435,7 +480,8 @@ def to_payload(event: dict[str, Any]) -> dict[str, Any]:
             payload = {**own, "ignored": True, "skipped_reason": f"ignored: {reason}"}
             payload["source"] = f"s3://{bucket}/{key}"
         elif own.get("step", "ingest") == "ingest":
-            payload = {**own, **payload_for_object(bucket, key)}
+            payload = {**own, **_not_loaded(event, bucket, key)}
+            payload["source"] = f"s3://{bucket}/{key}"
         else:
             # A later step (notify after a failed ingest) still carries the S3 event: keep
             # the step, and name the object and, when a config routes it, the table.

@@ -576,7 +576,9 @@ def route_key(key: str, entries: list[RoutingEntry]) -> RoutingEntry:
         unreadable = [f"{e.uri} ({e.problem})" for e in entries if e.prefix is None]
         if unreadable:
             message += "; not routable: " + ", ".join(unreadable)
-        raise ConfigError(message, key=key)
+        # Unrouted for sure only when every config could be read: else the file may be one
+        # the unreadable config would have taken.
+        raise ConfigError(message, key=key, details={"unrouted": not unreadable})
     longest = max(len(str(e.prefix)) for e in matches)
     best = [e for e in matches if len(str(e.prefix)) == longest]
     if len(best) > 1:

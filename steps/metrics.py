@@ -111,3 +111,34 @@ def emit(step: str, result: dict[str, Any], started: float) -> None:
     values = {**result, "duration_ms": round((time.perf_counter() - started) * 1000)}
     stream.write(json.dumps(emf_record(table, step, values), default=str) + "\n")
     stream.flush()
+
+
+# A landed object that was not loaded and alerted nobody (handler.events): kind -> metric.
+NOT_LOADED_METRICS = {"unrouted": "ObjectsUnrouted", "empty": "ObjectsEmpty"}
+
+
+def emit_not_loaded(kind: str, table: str | None = None) -> None:
+    """One EMF line counting an object no config routes (`unrouted`) or an empty one
+    (`empty`): per Step across the fleet, and per Table when a config routes it."""
+    stream = destination()
+    if stream is None:
+        return
+    name = NOT_LOADED_METRICS[kind]
+    dimensions = [["Step"], ["Table", "Step"]] if table else [["Step"]]
+    record = {
+        "_aws": {
+            "Timestamp": int(time.time() * 1000),
+            "CloudWatchMetrics": [
+                {
+                    "Namespace": NAMESPACE,
+                    "Dimensions": dimensions,
+                    "Metrics": [{"Name": name, "Unit": "Count"}],
+                }
+            ],
+        },
+        "Step": "ingest",
+        **({"Table": table} if table else {}),
+        name: 1,
+    }
+    stream.write(json.dumps(record) + "\n")
+    stream.flush()

@@ -226,6 +226,7 @@ def test_seed_config_verbatim_from_s3_via_eventbridge(s3, warehouse_url, sql, mo
 
 def test_object_key_no_config_routes_is_rejected(s3, monkeypatch, warehouse_url, capsys):
     monkeypatch.setenv("REFLOAD_CONFIG_ROOT", str(CONFIGS))
+    monkeypatch.setenv("REFLOAD_UNROUTED", "alert")  # the default ignores it: see below
     event = json.loads((EVENTS / "s3_notification_put.json").read_text())
     event["Records"][0]["s3"]["object"]["key"] = "vendor%2Bx/2026-11-01/feed.csv"
     path = Path("event.json")
@@ -759,3 +760,57 @@ def test_the_handler_process_runs_without_transparent_huge_pages(setting, expect
         preexec_fn=with_huge_pages,
     )
     assert done.stdout.strip() == expected
+
+
+def _replay_landed(event: dict, warehouse_url: str, capsys) -> tuple[int, dict, str]:
+    path = Path("landed.json")
+    path.write_text(json.dumps(event))
+    capsys.readouterr()
+    code = main(["replay", str(path), "--warehouse", warehouse_url, "--json"])
+    out, err = capsys.readouterr()
+    return code, json.loads(out), err
+
+
+def _emf(err: str) -> list[dict]:
+    return [json.loads(line) for line in err.splitlines() if '"_aws"' in line]
+
+
+@pytest.mark.parametrize("how", ["unrouted", "empty"])
+def test_an_unrouted_or_empty_object_is_a_warning_and_a_metric_not_a_page(
+    how, s3, monkeypatch, warehouse_url, capsys, tmp_path
+):
+    monkeypatch.setenv("REFLOAD_CONFIG_ROOT", str(CONFIGS))
+    monkeypatch.setenv("REFLOAD_METRICS", "stderr")
+    event = json.loads((EVENTS / "eventbridge_object_created.json").read_text())
+    if how == "unrouted":
+        event["detail"]["object"]["key"] = "vendor%2Bx/2026-11-01/feed.csv"
+    else:
+        event["detail"]["object"]["size"] = 0
+    s3.put_object(Bucket="raw", Key=event["detail"]["object"]["key"], Body=b"")
+
+    code, summary, err = _replay_landed(event, warehouse_url, capsys)
+
+    assert code == 0
+    assert summary["status"] == "ignored" and summary["error"] is None
+    expected = {
+        "unrouted": "not loaded: no table config routes this object key; known prefixes: "
+        "country/, currency/, dim_zipcode/, subdivision/",
+        "empty": "not loaded: an empty object (0 bytes)",
+    }[how]
+    assert summary["skipped_reason"] == expected
+    [warning] = [json.loads(line) for line in err.splitlines() if "object not loaded" in line]
+    assert (warning["level"], warning["reason"]) == ("warning", expected)
+    [metric] = _emf(err)
+    name = {"unrouted": "ObjectsUnrouted", "empty": "ObjectsEmpty"}[how]
+    assert metric[name] == 1 and metric["Step"] == "ingest"
+    assert metric["_aws"]["CloudWatchMetrics"][0]["Metrics"] == [{"Name": name, "Unit": "Count"}]
+    assert metric.get("Table") == (None if how == "unrouted" else "dim_zipcode")
+    assert not (tmp_path / "outbox").exists() or not list((tmp_path / "outbox").iterdir())
+    # In AWS the state machine's IngestedOrIgnored choice ends such an execution quietly.
+    assert lambda_handler(event, None)["ignored"] is True
+
+    # Opted in: it fails and alerts, as any file.
+    monkeypatch.setenv("REFLOAD_UNROUTED", "alert")
+    code, summary, err = _replay_landed(event, warehouse_url, capsys)
+    assert code == 2 and summary["status"] == "rejected"
+    assert summary["alert"]["outbox"]["status"] == "sent"
