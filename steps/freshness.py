@@ -109,6 +109,9 @@ def table_configs(root: str) -> tuple[list[tuple[str, TableConfig]], list[Broken
             broken.append(
                 BrokenConfig(uri, _written_table_name(uri), type(error).__name__, error.message)
             )
+    for link, reason in storage.unreadable_links(root, ".json").items():  # listed as no file
+        name = posixpath.basename(link).removesuffix(".json")
+        broken.append(BrokenConfig(link, name, "RejectedInput", f"{link}: {reason}"))
     return configs, broken
 
 

@@ -227,3 +227,21 @@ def test_replaying_the_scheduled_event_runs_the_fleet_check(
     assert json.loads(alert_file.read_text())["subject"] == (
         "[refload] dim_currency stale: no file for 60 hours"
     )
+
+
+def test_a_config_that_links_to_itself_is_named_not_skipped(fleet, warehouse_url, capsys):
+    loop = fleet / "dim_loop.json"
+    loop.symlink_to(loop.name)
+    code, out = _freshness(fleet, warehouse_url, capsys, "--json")
+    assert code == 2
+    assert json.loads(out)["broken_configs"] == [
+        {
+            "config": str(loop),
+            "table": "dim_loop",
+            "error": {
+                "type": "RejectedInput",
+                "message": f"{loop}: is a symbolic link that loops (to itself, or through "
+                "others back to itself)",
+            },
+        }
+    ]
