@@ -1313,7 +1313,11 @@ def _samples_json(samples: dict[str, list[dict[str, Any]]]) -> str:
     text = json.dumps(samples, default=str)
     if len(text) > 65_000:  # the column's limit: keys only
         text = json.dumps({k: [{"key": s["key"]} for s in v] for k, v in samples.items()})
-    return text[:65_000]
+    if len(text) > 65_000:
+        # Keys too wide even alone: no samples rather than JSON cut mid-document, which
+        # every reader of the ledger row (validate's changes_within) would fail to parse.
+        text = json.dumps({k: [] for k in samples})
+    return text
 
 
 def _setting_literal(value: str) -> str:
