@@ -154,6 +154,14 @@ def lambda_handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]
 
     configure_logging()
     structlog.contextvars.clear_contextvars()
+    # Every record of this invocation names it: the Lambda request (CloudWatch's
+    # RequestId) and, under Step Functions, the execution (from the execution id every
+    # Task passes), besides the table and run id run_step binds.
+    invocation = {
+        "request_id": getattr(context, "aws_request_id", None),
+        "execution": _execution_name(event),
+    }
+    structlog.contextvars.bind_contextvars(**{k: v for k, v in invocation.items() if v})
     payload = events.to_payload(event)
     if payload.get("ignored"):
         log_ignored(payload)
@@ -166,3 +174,9 @@ def lambda_handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]
     # Steps pass pointers on: the next state's input is this payload plus the result,
     # bounded as a whole (the payload carries load's checks beside validate's).
     return events.fit_state({**payload, **result})
+
+
+def _execution_name(event: Any) -> str | None:
+    """The execution's name: the last part of the ARN in `execution_id`, if any."""
+    execution_id = event.get("execution_id") if isinstance(event, dict) else None
+    return execution_id.rsplit(":", 1)[-1] if isinstance(execution_id, str) else None

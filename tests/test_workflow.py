@@ -52,6 +52,7 @@ class Workflow:
     arn: str
     tmp: Path
     invocations: list[str] = field(default_factory=list)
+    request_ids: list[str] = field(default_factory=list)
     sleeps: list[float] = field(default_factory=list)
     on_sleep: list[Any] = field(default_factory=list)
 
@@ -87,8 +88,10 @@ def _in_process(workflow: Workflow):
     def invoke(self: LambdaFunction, event: Any = None) -> tuple[str, bool, str]:
         payload = json.loads(event) if isinstance(event, str) else event
         workflow.invocations.append(payload.get("step", "event"))
+        context = types.SimpleNamespace(aws_request_id=str(uuid.uuid4()))  # as the runtime's
+        workflow.request_ids.append(context.aws_request_id)
         try:
-            return json.dumps(lambda_handler(payload, None), default=str), False, ""
+            return json.dumps(lambda_handler(payload, context), default=str), False, ""
         except Exception as error:  # what the Lambda runtime reports for an unhandled error
             body = {"errorMessage": str(error), "errorType": type(error).__name__, "stackTrace": []}
             return json.dumps(body), True, ""
@@ -782,3 +785,21 @@ def test_a_one_megabyte_hook_message_still_notifies(aws_state_limits, workflow, 
     )
     assert "A" * 60_000 in logged and len(logged.encode()) <= 65535
     assert "A" * 60_000 in json.loads(details)["error"]
+
+
+def test_every_log_record_names_the_request_the_execution_the_table_and_the_run(workflow, capsys):
+    _land_currency(workflow, b"ISO 4217;;\nAlphabetic code;Numeric code;Currency\nEUR;978\n")
+    capsys.readouterr()
+    done = workflow.run(_object_created(CURRENCY_KEY))
+    assert workflow.invocations == ["ingest", "notify"]
+    records = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert {r["event"] for r in records} >= {"step started", "step failed", "refload run failed"}
+    for record in records:
+        assert (record["execution"], record["run_id"], record["table"]) == (
+            done["name"],
+            done["name"],
+            "dim_currency",
+        ), record
+    # One Lambda request per Task, each record under its own.
+    by_step = {(r["step"], r["request_id"]) for r in records}
+    assert by_step == set(zip(workflow.invocations, workflow.request_ids, strict=True))
