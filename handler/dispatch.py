@@ -44,7 +44,7 @@ def run_step(
     (the local pipeline writes them in one connection); otherwise it is written now.
     """
     from handler import events
-    from steps.errors import RefloadError
+    from steps.errors import FULL_TEXT_BYTES, RefloadError, shortened, truncate_bytes
 
     module = importlib.import_module(STEPS[step])
     structlog.contextvars.bind_contextvars(
@@ -70,7 +70,7 @@ def run_step(
                     payload,
                     payload.get("table") or error.table,
                     "failed",
-                    error.to_dict(),
+                    {"type": type(error).__name__, "message": error.full_message},
                     error.details,
                 )
             )
@@ -78,14 +78,21 @@ def run_step(
             record_outcomes(outcomes)
         raise
     except Exception as error:  # a bug or an unwrapped library error: still on record
+        failure = {
+            "type": type(error).__name__,
+            "message": truncate_bytes(f"internal error: {error}", FULL_TEXT_BYTES),
+        }
+        # What the log line, the Lambda runtime's errorMessage and so the state carry.
+        short = shortened(error)
         log.exception("step failed unexpectedly", error_type=type(error).__name__)
         metrics.emit(step, {"table": payload.get("table")}, started)
         if step in RECORDED_STEPS:
-            failure = {"type": type(error).__name__, "message": f"internal error: {error}"}
             outcomes.append(_outcome(step, payload, payload.get("table"), "failed", failure, {}))
         if record_now:
             record_outcomes(outcomes)
-        raise
+        if short is error:
+            raise
+        raise short from error
     metrics.emit(step, result, started)
     if step in RECORDED_STEPS:
         status = result.get("validation") or (
@@ -159,6 +166,14 @@ def lambda_handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]
 
     configure_logging()
     structlog.contextvars.clear_contextvars()
+    # Every record of this invocation names it: the Lambda request (CloudWatch's
+    # RequestId) and, under Step Functions, the execution (from the execution id every
+    # Task passes), besides the table and run id run_step binds.
+    invocation = {
+        "request_id": getattr(context, "aws_request_id", None),
+        "execution": _execution_name(event),
+    }
+    structlog.contextvars.bind_contextvars(**{k: v for k, v in invocation.items() if v})
     payload = events.to_payload(event)
     if payload.get("ignored"):
         log_ignored(payload)
@@ -168,5 +183,12 @@ def lambda_handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]
     if payload["step"] == "notify":
         # Step Functions keeps the state and adds this small result beside it.
         return result
-    # Steps pass pointers on: the next state's input is this payload plus the result.
-    return {**payload, **result}
+    # Steps pass pointers on: the next state's input is this payload plus the result,
+    # bounded as a whole (the payload carries load's checks beside validate's).
+    return events.fit_state({**payload, **result})
+
+
+def _execution_name(event: Any) -> str | None:
+    """The execution's name: the last part of the ARN in `execution_id`, if any."""
+    execution_id = event.get("execution_id") if isinstance(event, dict) else None
+    return execution_id.rsplit(":", 1)[-1] if isinstance(execution_id, str) else None

@@ -23,7 +23,7 @@ import secrets
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote_plus
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from steps.errors import ConfigError
 from steps.names import unknown_name
@@ -164,6 +164,10 @@ PAYLOADS: dict[str, type[StepPayload]] = {
 # What one check may carry in the state: the full samples are in
 # etl_audit.data_quality_tests and the rejects file.
 SAMPLE_ROWS_IN_STATE = 3
+# ARCHITECTURE.md: a step returns at most 32 KiB, with at most 20 check results in it.
+STATE_BYTES = 32 * 1024
+CHECKS_IN_STATE = 20
+CHECK_LISTS = ("checks_before_publish", "checks")  # the first gives up room first
 SAMPLE_ROW_BYTES = 1000
 VALUE_CHARS = 200
 
@@ -206,8 +210,62 @@ def bounded_check(check: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _bounded_checks(value: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
-    return None if value is None else [bounded_check(c) for c in value]
+def _failing_first(checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(checks, key=lambda c: (c.get("status") == "pass", c.get("severity") != "error"))
+
+
+def bounded_checks(checks: list[dict[str, Any]], key: str = "checks") -> dict[str, Any]:
+    """At most CHECKS_IN_STATE results under `key` (failing first, error severity before
+    warn), each bounded, with `<key>_total` and `<key>_failed` counting them all."""
+    return {
+        key: [bounded_check(c) for c in _failing_first(checks)[:CHECKS_IN_STATE]],
+        f"{key}_total": len(checks),
+        f"{key}_failed": sum(c.get("status") != "pass" for c in checks),
+    }
+
+
+def _bounded(data: Any, key: str) -> Any:
+    """A result's check list bounded, with the counts beside it (counts the step gave
+    itself are kept: validate adds up load's and its own)."""
+    if isinstance(data, dict) and isinstance(data.get(key), list):
+        bounded = bounded_checks(data[key], key)
+        data = {**bounded, **data, key: bounded[key]}
+    return data
+
+
+def _drop(state: dict[str, Any], fields: tuple[str, ...]) -> None:
+    """Remove `fields` from every check's details, last checks first, until the state fits."""
+    lists = [state[k] for k in CHECK_LISTS if isinstance(state.get(k), list)]
+    for checks in lists:
+        for check in reversed(checks):
+            if _size(state) <= STATE_BYTES:
+                return
+            details = check.get("details")
+            if isinstance(details, dict):
+                for name in fields:
+                    details.pop(name, None)
+
+
+def _size(state: dict[str, Any]) -> int:
+    return len(json.dumps(state, default=str).encode())
+
+
+def fit_state(state: dict[str, Any]) -> dict[str, Any]:
+    """The state a step returns, at most STATE_BYTES whatever the data: sample rows go
+    first, then the checks' details, then the last checks listed (the counts stay)."""
+    if _size(state) <= STATE_BYTES:
+        return state
+    state = json.loads(json.dumps(state, default=str))
+    _drop(state, ("sample_rows",))
+    _drop(state, tuple({n for c in _checks_of(state) for n in c.get("details") or {}}))
+    for key in CHECK_LISTS:
+        while isinstance(state.get(key), list) and state[key] and _size(state) > STATE_BYTES:
+            state[key].pop()
+    return state
+
+
+def _checks_of(state: dict[str, Any]) -> list[dict[str, Any]]:
+    return [c for k in CHECK_LISTS if isinstance(state.get(k), list) for c in state[k]]
 
 
 class IngestResult(_Model):
@@ -253,8 +311,13 @@ class LoadResult(_Model):
     # Keys added/removed/changed (tables with a primary key); the samples are in the ledger.
     changes: dict[str, int] | None = None
     checks_before_publish: list[dict[str, Any]] = []
+    checks_before_publish_total: int = 0
+    checks_before_publish_failed: int = 0
 
-    _bound = field_validator("checks_before_publish")(_bounded_checks)
+    @model_validator(mode="before")
+    @classmethod
+    def _bound(cls, data: Any) -> Any:
+        return _bounded(data, "checks_before_publish")
 
 
 class ValidateResult(_Model):
@@ -262,8 +325,13 @@ class ValidateResult(_Model):
     run_id: str
     validation: Literal["passed", "failed"]
     checks: list[dict[str, Any]]
+    checks_total: int
+    checks_failed: int
 
-    _bound = field_validator("checks")(_bounded_checks)
+    @model_validator(mode="before")
+    @classmethod
+    def _bound(cls, data: Any) -> Any:
+        return _bounded(data, "checks")
 
 
 class NotifyResult(_Model):
@@ -296,7 +364,8 @@ RESULTS: dict[str, type[_Model]] = {
 def step_result(step: str, result: dict[str, Any]) -> dict[str, Any]:
     """A step's result, checked against its model and bounded."""
     handed_off = step == "ingest" and result.get("engine") == "spark"
-    return (SparkHandOff if handed_off else RESULTS[step]).model_validate(result).model_dump()
+    model = SparkHandOff if handed_off else RESULTS[step]
+    return fit_state(model.model_validate(result).model_dump())
 
 
 # --- landed objects ----------------------------------------------------------------------

@@ -11,7 +11,7 @@ from typing import Any
 import structlog
 
 from handler.dispatch import StepOutcome, log_ignored, record_outcomes, run_step
-from handler.events import bounded_check, new_run_id, to_payload
+from handler.events import bounded_checks, new_run_id, to_payload
 
 ORDER = ("ingest", "load", "validate")
 log = structlog.get_logger("refload")
@@ -42,13 +42,15 @@ def summarize(state: dict[str, Any], status: str, error: dict[str, str] | None) 
         "curated_uri": state.get("curated_uri"),
         "rejects_uri": state.get("rejects_uri"),
         "checks": checks,
+        "checks_total": state.get("checks_total", len(checks)),
+        "checks_failed": state.get("checks_failed", sum(c["status"] != "pass" for c in checks)),
         "error": error,
         "alert": state.get("alert"),
     }
 
 
 def _notify(state: dict[str, Any], failed_step: str, error: dict[str, str] | None) -> None:
-    from steps.errors import AlertNotDelivered
+    from steps.errors import MESSAGE_BYTES, AlertNotDelivered, truncate_bytes
 
     payload = {
         **state,
@@ -61,8 +63,9 @@ def _notify(state: dict[str, Any], failed_step: str, error: dict[str, str] | Non
     except AlertNotDelivered as failure:  # the run keeps its own outcome and exit code
         state["alert"] = failure.details["notified"]
     except Exception as failure:  # alerting must never hide the run's own outcome
-        log.error("notify failed", error=str(failure))
-        state["alert"] = {"error": str(failure)}
+        reason = truncate_bytes(str(failure), MESSAGE_BYTES)
+        log.error("notify failed", error=reason)
+        state["alert"] = {"error": reason}
 
 
 def run_pipeline(event: dict[str, Any], start_at: str | None = None) -> tuple[dict[str, Any], int]:
@@ -80,7 +83,7 @@ def run_pipeline(event: dict[str, Any], start_at: str | None = None) -> tuple[di
 def _run_steps(
     event: dict[str, Any], start_at: str | None, outcomes: list[StepOutcome]
 ) -> tuple[dict[str, Any], int]:
-    from steps.errors import QualityCheckFailed, RefloadError
+    from steps.errors import MESSAGE_BYTES, QualityCheckFailed, RefloadError, truncate_bytes
 
     # The run id is fixed before anything can fail, so a failure's alert, its logs and
     # etl_audit.run_log all name the same run.
@@ -100,12 +103,15 @@ def _run_steps(
         if not state.get("table"):
             state["table"] = error.table
         if "checks" in error.details:  # before-publish tests that stopped the load
-            state["checks"] = [bounded_check(c) for c in error.details["checks"]]
+            state.update(bounded_checks(error.details["checks"]))
+        record_outcomes(outcomes)  # notify reads a cut error's full text from run_log
         _notify(state, step, summary_error)
         return summarize(state, error.status, summary_error), error.exit_code
     except Exception as error:
         log.exception("unexpected error", step=step)
-        summary_error = {"type": type(error).__name__, "message": f"internal error: {error}"}
+        message = truncate_bytes(f"internal error: {error}", MESSAGE_BYTES)
+        summary_error = {"type": type(error).__name__, "message": message}
+        record_outcomes(outcomes)
         _notify(state, step, summary_error)
         return summarize(state, RefloadError.status, summary_error), RefloadError.exit_code
     if state.get("validation") == "failed":

@@ -22,7 +22,15 @@ from typing import Any
 import structlog
 
 from steps import secrets
-from steps.errors import ConfigError, InfrastructureError, QualityCheckFailed, error_class
+from steps.errors import (
+    FULL_TEXT_BYTES,
+    MESSAGE_BYTES,
+    ConfigError,
+    InfrastructureError,
+    QualityCheckFailed,
+    error_class,
+    truncate_bytes,
+)
 from steps.names import unknown_name
 from steps.secrets import URL_PASSWORD as _URL_PASSWORD
 from steps.secrets import redact
@@ -47,8 +55,16 @@ NOT_FOR_RERUN = {
 }
 
 
+def error_of(payload: dict[str, Any]) -> dict[str, str] | None:
+    """The error (its message at most MESSAGE_BYTES), from our own shape or from a Step
+    Functions Catch (Error/Cause)."""
+    error = _error_of(payload)
+    if error:
+        error["message"] = truncate_bytes(str(error.get("message", "")), MESSAGE_BYTES)
+    return error
+
+
 def _error_of(payload: dict[str, Any]) -> dict[str, str] | None:
-    """The error, from our own shape or from a Step Functions Catch (Error/Cause)."""
     if payload.get("error"):
         return dict(payload["error"])
     failure = payload.get("failure")
@@ -104,10 +120,23 @@ def _changes_line(changes: Any) -> str | None:
     return ", ".join(f"{kind} {changes.get(kind, 0):,}" for kind in ("added", "removed", "changed"))
 
 
-def build_report(payload: dict[str, Any]) -> dict[str, Any]:
+def _unlisted(payload: dict[str, Any], failed: list[dict[str, Any]]) -> str | None:
+    """A line for the failing tests the state did not carry (it carries at most 20)."""
+    more = int(payload.get("checks_failed") or 0) - len(failed)
+    if more <= 0:
+        return None
+    return (
+        f"{more} more failing test(s) are not listed here; etl_audit.data_quality_tests "
+        f"has every result of run {payload.get('run_id')}."
+    )
+
+
+def build_report(payload: dict[str, Any], full_error: str | None = None) -> dict[str, Any]:
+    """The report; `full_error` is the error's full text (etl_audit.run_log) for the body,
+    when the message the payload carries was cut."""
     failed = [c for c in payload.get("checks") or [] if c["status"] != "pass"]
     failed_errors = [c for c in failed if c["severity"] == "error"]
-    error = _error_of(payload)
+    error = error_of(payload)
     table = payload.get("table") or "unknown table"
     status = _status(error)
     today = dt.datetime.now(dt.UTC).date().isoformat()
@@ -124,8 +153,12 @@ def build_report(payload: dict[str, Any]) -> dict[str, Any]:
     ]
     facts = [(k, v) for k, v in facts if v]
     lines = [f"{k + ':':<14} {v}" for k, v in facts]
-    if error:
-        lines += ["", f"Error: {error['type']}: {error['message']}"]
+    body_error = error and {
+        **error,
+        "message": truncate_bytes(full_error or error["message"], FULL_TEXT_BYTES),
+    }
+    if body_error:
+        lines += ["", f"Error: {body_error['type']}: {body_error['message']}"]
     for check in failed:
         lines += [
             "",
@@ -137,6 +170,9 @@ def build_report(payload: dict[str, Any]) -> dict[str, Any]:
             lines.append(f"  error: {check['details']['error']}")
         for row in (check.get("details") or {}).get("sample_rows", [])[:SAMPLE_ROWS_IN_ALERT]:
             lines.append(f"  sample: {json.dumps(row, default=str, ensure_ascii=False)}")
+    unlisted = _unlisted(payload, failed)
+    if unlisted:
+        lines += ["", unlisted]
     rerun_json = json.dumps(rerun, default=str)
     lines += [
         "",
@@ -146,18 +182,21 @@ def build_report(payload: dict[str, Any]) -> dict[str, Any]:
         f"  {rerun_json}",
     ]
     report = {
-        "subject": f"[refload] {table} {status} on {today}",
+        # The subject is also ServiceNow's short description: bounded like a message.
+        "subject": truncate_bytes(f"[refload] {table} {status} on {today}", MESSAGE_BYTES),
         "table": table,
         "status": status,
         "run_id": payload.get("run_id"),
         "failed_step": payload.get("failed_step"),
         "error": error,
         "failed_checks": failed,
+        "checks_total": payload.get("checks_total", len(payload.get("checks") or [])),
+        "checks_failed": payload.get("checks_failed", len(failed)),
         "signature": signature(payload, error, failed_errors or failed),
         "rerun_command": "python -m handler replay rerun.json",
         "rerun_input": rerun,
         "text": "\n".join(lines) + "\n",
-        "html": _html(facts, error, failed, rerun_json),
+        "html": _html(facts, body_error, failed, rerun_json, unlisted),
     }
     return json.loads(redact(json.dumps(report, default=str)))
 
@@ -167,6 +206,7 @@ def _html(
     error: dict[str, str] | None,
     failed: list[dict[str, Any]],
     rerun_json: str,
+    unlisted: str | None = None,
 ) -> str:
     e = html.escape
     rows = "".join(f"<tr><th align='left'>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in facts)
@@ -186,6 +226,8 @@ def _html(
             f"<b>{e(str(check.get('observed')))}</b>, expected {e(str(check.get('expected')))}"
             f"{'<br>' + e(str(reason)) if reason else ''}</p><ul>{items}</ul>"
         )
+    if unlisted:
+        parts.append(f"<p>{e(unlisted)}</p>")
     parts.append(
         "<p>Re-run from the failed step: save the input as <code>rerun.json</code> and "
         "run <code>python -m handler replay rerun.json</code>, or start a Step "
@@ -456,7 +498,7 @@ def send(report: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
         try:
             sent[name] = {"status": "sent", "ref": CHANNELS[name](report, payload)}
         except Exception as error:  # a broken channel must not hide the original failure
-            reason = redact(f"{type(error).__name__}: {error}")
+            reason = truncate_bytes(redact(f"{type(error).__name__}: {error}"), MESSAGE_BYTES)
             log.error("alert channel failed", channel=name, error=reason)
             sent[name] = {"status": "failed", "error": reason}
     return sent

@@ -8,9 +8,40 @@ lists their names); `TerminalError` subclasses are not.
 
 from __future__ import annotations
 
+from contextlib import suppress
 from typing import Any, ClassVar
 
 VALUE_CHARS = 200  # of a value quoted in an error message
+# An error's text where it travels (Step Functions state, `--json`, log lines, an alert's
+# subject) and where it is kept in full (etl_audit.run_log, the alert's body).
+MESSAGE_BYTES = 2048
+FULL_TEXT_BYTES = 65535
+TRUNCATED = "…(truncated, "  # the start of truncate_bytes' marker
+
+
+def truncate_bytes(text: str, max_bytes: int) -> str:
+    """At most `max_bytes` of UTF-8, with a visible marker saying how long it was."""
+    data = text.encode()
+    if len(data) <= max_bytes:
+        return text
+    marker = f"{TRUNCATED}{len(data)} bytes)"
+    keep = max(max_bytes - len(marker.encode()), 0)
+    return data[:keep].decode(errors="ignore") + marker
+
+
+def shortened(error: BaseException) -> BaseException:
+    """`error` with a text of at most MESSAGE_BYTES. The Lambda runtime reports str(error)
+    as the errorMessage that a Step Functions Catch puts in the state (256 KiB at most)."""
+    text = str(error)
+    if len(text.encode()) <= MESSAGE_BYTES:
+        return error
+    short = truncate_bytes(text, MESSAGE_BYTES - 64)
+    with suppress(Exception):
+        error.args = (short,)
+    if len(str(error).encode()) <= MESSAGE_BYTES:
+        return error
+    # A class whose __str__ ignores args: the same text, bounded, under a plain type.
+    return RuntimeError(truncate_bytes(f"{type(error).__name__}: {text}", MESSAGE_BYTES))
 
 
 class RefloadError(Exception):
@@ -49,6 +80,15 @@ class RefloadError(Exception):
 
     @property
     def message(self) -> str:
+        """The text as it travels: at most MESSAGE_BYTES (the full one is `full_message`)."""
+        return truncate_bytes(self._text(), MESSAGE_BYTES)
+
+    @property
+    def full_message(self) -> str:
+        """The text as etl_audit.run_log and the alert's body keep it: at most 64 KiB."""
+        return truncate_bytes(self._text(), FULL_TEXT_BYTES)
+
+    def _text(self) -> str:
         where = [self.file] if self.file else []
         if self.line is not None:
             where.append(f"line {self.line}")

@@ -12,14 +12,14 @@ from typing import Any
 
 import structlog
 
-from steps.alerts import build_report, send
-from steps.errors import AlertNotDelivered
+from steps.alerts import build_report, error_of, send
+from steps.errors import TRUNCATED, AlertNotDelivered
 
 log = structlog.get_logger("refload.notify")
 
 
 def run(payload: dict[str, Any]) -> dict[str, Any]:
-    report = build_report(payload)
+    report = build_report(payload, full_error=_full_error(payload))
     log.error(
         "refload run failed",
         subject=report["subject"],
@@ -42,3 +42,23 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
         "failed_channels": failed,
         "subject": report["subject"],
     }
+
+
+def _full_error(payload: dict[str, Any]) -> str | None:
+    """The full text of an error whose message was cut to travel (2 KiB): the failed step
+    wrote it to etl_audit.run_log. Best effort, and only then: the warehouse (and its
+    driver) is not needed to send an alert."""
+    error = error_of(payload)
+    step, run_id = payload.get("failed_step"), payload.get("run_id")
+    if not (error and TRUNCATED in error["message"] and step and run_id):
+        return None
+    head = error["message"].split(TRUNCATED)[0]
+    try:
+        from steps.warehouse import open_warehouse
+
+        with open_warehouse(payload.get("warehouse")) as warehouse:
+            full = warehouse.step_error(run_id, step)
+    except Exception as failure:  # the alert goes out with the cut message
+        log.warning("could not read the full error from etl_audit.run_log", error=str(failure))
+        return None
+    return full if full and head in full else None

@@ -31,8 +31,16 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
         )
         checks = [run_check(ctx, test) for test in tests]
         warehouse.record_checks(payload["run_id"], config.table_name, checks)
-        # The summary lists every test of the run: those load ran before publishing first.
-        checks = list(payload.get("checks_before_publish") or []) + checks
+        # The summary lists every test of the run: those load ran before publishing first
+        # (at most 20 of them travel in the state; their counts beside them).
+        before = list(payload.get("checks_before_publish") or [])
+        totals = {
+            "checks_total": (payload.get("checks_before_publish_total") or len(before))
+            + len(checks),
+            "checks_failed": (payload.get("checks_before_publish_failed") or _failing(before))
+            + _failing(checks),
+        }
+        checks = before + checks
         validation = "failed" if failed_checks(checks) else "passed"
         recovered = None
         if validation == "passed":
@@ -42,5 +50,10 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
         "run_id": payload["run_id"],
         "validation": validation,
         "checks": checks,
+        **totals,
         "recovered": recovered,
     }
+
+
+def _failing(checks: list[dict[str, Any]]) -> int:
+    return sum(c["status"] != "pass" for c in checks)

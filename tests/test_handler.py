@@ -814,3 +814,29 @@ def test_an_unrouted_or_empty_object_is_a_warning_and_a_metric_not_a_page(
     code, summary, err = _replay_landed(event, warehouse_url, capsys)
     assert code == 2 and summary["status"] == "rejected"
     assert summary["alert"]["outbox"]["status"] == "sent"
+
+
+def test_an_unexpected_error_leaves_the_handler_with_its_text_cut(
+    warehouse_url, sql, tmp_path, monkeypatch
+):
+    # A stand-in for a bug whose exception carries a whole 1 MB document in its text.
+    import steps.validate
+
+    def bug(payload):
+        raise KeyError("k" * 1_000_000)
+
+    monkeypatch.setattr(steps.validate, "run", bug)
+    event = {
+        "step": "validate",
+        "config": str(CONFIGS / "dim_currency.json"),
+        "run_id": "bug-1",
+        "curated_root": str(tmp_path / "c"),
+        "warehouse": warehouse_url,
+    }
+    with pytest.raises(KeyError) as raised:  # the type the Lambda runtime reports stays
+        lambda_handler(event, None)
+    # str(error) is the Lambda errorMessage, which a Step Functions Catch puts in the state.
+    assert len(str(raised.value).encode()) <= 2048
+    assert "kkk…(truncated, 1000002 bytes)" in str(raised.value)
+    [(message,)] = sql("SELECT error_message FROM etl_audit.run_log WHERE run_id = 'bug-1'")
+    assert message.startswith("internal error: 'kkk") and len(message.encode()) == 65535

@@ -622,3 +622,34 @@ def test_status_shows_the_last_change_set(table_dir, write, run_cli, warehouse_u
     ]
     assert main(["status", "--config-root", root, "--warehouse", warehouse_url]) == 0
     assert capsys.readouterr().out.rstrip().endswith("keys added 1, removed 1, changed 2")
+
+
+@pytest.mark.parametrize("warehouse_url", ["duckdb"], indirect=True)
+def test_change_samples_too_wide_even_as_keys_are_dropped_not_cut(table_dir, write, run_cli, sql):
+    # A 40-column primary key of 100-character values: ten keys added and ten removed do
+    # not fit the ledger's 65,000 characters even as bare keys.
+    columns = [f"key_part_{i:02d}" for i in range(40)]
+    mapping = "source_column,target_column,data_type,transform,default,nullable,format\n"
+    mapping += "".join(f"{c},{c},string,,,false,\n" for c in columns)
+    config = table_dir(
+        mapping,
+        primary_key=columns,
+        quality_tests=[{"type": "changes_within", "max_added_pct": 1000}],
+    )
+
+    def rows(letter: str) -> str:
+        return (
+            ",".join(columns)
+            + "\n"
+            + "".join(",".join([f"{letter}{k}" * 50] * len(columns)) + "\n" for k in range(10))
+        )
+
+    assert run_cli(config, write("a.csv", rows("a")))[0] == 0
+    code, summary = run_cli(config, write("b.csv", rows("b")))
+
+    assert code == 0, summary["error"]
+    assert summary["changes"] == {"added": 10, "removed": 10, "changed": 0}
+    assert [c["status"] for c in summary["checks"]] == ["pass"]
+    _, counts, samples = _ledger_changes(sql, summary["run_id"])  # valid JSON
+    assert counts == (10, 10, 0)
+    assert samples == {"added": [], "removed": [], "changed": []}

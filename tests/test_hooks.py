@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -218,3 +220,28 @@ def test_a_hook_module_that_does_not_import_is_a_config_error(hook, table_dir, w
         "python_transform 'teamhooks:shape': importing teamhooks failed: IndentationError"
         in (summary["error"]["message"])
     )
+
+
+def test_a_one_megabyte_hook_message_is_cut_where_it_travels_and_kept_where_it_is_read(
+    hook, table_dir, write, run_cli, sql, tmp_path, capsys
+):
+    reference = hook("raise ValueError('too loud: ' + 'A' * 1_000_000)")
+    code, summary = run_cli(table_dir(MAPPING, python_transform=reference), write("t.csv", SOURCE))
+    assert code == 2
+    message = summary["error"]["message"]
+    assert message.startswith(f"{tmp_path / 'in' / 't.csv'}: python_transform {reference}: ")
+    assert re.search(r"AAA…\(truncated, \d{7} bytes\)$", message), message[-100:]
+    assert len(message.encode()) <= 2048
+    assert all(len(line) < 8192 for line in capsys.readouterr().err.splitlines())  # logs
+    # The full text, up to 64 KiB: in etl_audit.run_log and in the alert's body.
+    [(logged, details)] = sql(
+        "SELECT error_message, details FROM etl_audit.run_log WHERE step = 'ingest'"
+    )
+    assert "A" * 60_000 in logged and len(logged.encode()) <= 65535
+    assert "A" * 60_000 in json.loads(details)["error"] and len(details.encode()) <= 65535
+    [path] = (tmp_path / "outbox").glob("*.alert.json")
+    assert path.stat().st_size < 300_000
+    alert = json.loads(path.read_text())
+    assert alert["error"]["message"] == message
+    assert len(alert["subject"].encode()) <= 2048
+    assert "A" * 60_000 in alert["text"] and "A" * 60_000 in alert["html"]

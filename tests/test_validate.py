@@ -312,3 +312,26 @@ def test_a_test_over_many_columns_gets_a_name_the_audit_holds(table_dir, write, 
     assert all(n.startswith("not_null_vendor_column_00_vendor_column_01_") for n in names)
     recorded = sql("SELECT test_name, status FROM etl_audit.data_quality_tests ORDER BY test_name")
     assert sorted(recorded) == sorted((n, "pass") for n in names)
+
+
+def test_a_thousand_failing_checks_list_twenty_failing_first_with_the_counts(
+    table_dir, write, run_cli, sql, tmp_path
+):
+    tests = [{"type": "not_null", "columns": ["code"]}]  # passes: listed after the failures
+    tests += [
+        {"type": "row_count_between", "max": 1, "name": f"rows_{i:04d}_{'n' * 240}"}
+        for i in range(1000)
+    ]
+    tests.append({"type": "row_count_between", "max": 1, "name": "warned", "severity": "warn"})
+    code, summary = run_cli(table_dir(MAPPING, quality_tests=tests), write("t.csv", DATA))
+    assert code == 1, summary["error"]
+    assert (summary["checks_total"], summary["checks_failed"]) == (1002, 1001)
+    assert len(summary["checks"]) == 20
+    assert [c["status"] for c in summary["checks"]] == ["fail"] * 20
+    assert summary["checks"][0]["name"].startswith("rows_0000_")
+    assert sql("SELECT COUNT(*) FROM etl_audit.data_quality_tests WHERE status = 'fail'") == [
+        (1001,)
+    ]
+    [alert] = [json.loads(p.read_text()) for p in (tmp_path / "outbox").glob("*.alert.json")]
+    assert (alert["checks_total"], alert["checks_failed"]) == (1002, 1001)
+    assert "981 more failing test(s) are not listed here" in alert["text"]

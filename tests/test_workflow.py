@@ -52,6 +52,7 @@ class Workflow:
     arn: str
     tmp: Path
     invocations: list[str] = field(default_factory=list)
+    request_ids: list[str] = field(default_factory=list)
     sleeps: list[float] = field(default_factory=list)
     on_sleep: list[Any] = field(default_factory=list)
 
@@ -87,8 +88,10 @@ def _in_process(workflow: Workflow):
     def invoke(self: LambdaFunction, event: Any = None) -> tuple[str, bool, str]:
         payload = json.loads(event) if isinstance(event, str) else event
         workflow.invocations.append(payload.get("step", "event"))
+        context = types.SimpleNamespace(aws_request_id=str(uuid.uuid4()))  # as the runtime's
+        workflow.request_ids.append(context.aws_request_id)
         try:
-            return json.dumps(lambda_handler(payload, None), default=str), False, ""
+            return json.dumps(lambda_handler(payload, context), default=str), False, ""
         except Exception as error:  # what the Lambda runtime reports for an unhandled error
             body = {"errorMessage": str(error), "errorType": type(error).__name__, "stackTrace": []}
             return json.dumps(body), True, ""
@@ -656,3 +659,147 @@ def test_a_file_the_spark_job_rejects_alerts_as_the_lambda_engine_would(spark_wo
     # Re-run from ingest (after the file is fixed) runs the job again, not its old result.
     assert alert["rerun_input"]["start_at"] == "ingest"
     assert "spark_result_uri" not in alert["rerun_input"]
+
+
+@pytest.fixture
+def aws_state_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Step Functions' payload quota as AWS enforces it: every state's input (and, as moto
+    already checks, its output) at most 256 KiB, and `States.DataLimitExceeded` terminal:
+    no Catch traps it, `States.ALL` included, so the execution fails without Notify.
+    moto lets `States.ALL` catch it, which would hide the failure these tests look for."""
+    from moto.stepfunctions.parser.asl.component.common.error_name.error_equals_decl import (
+        ErrorEqualsDecl,
+    )
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import (
+        StatesErrorName,
+    )
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import (
+        StatesErrorNameType,
+    )
+    from moto.stepfunctions.parser.asl.component.state.state import CommonStateField
+
+    limit = StatesErrorNameType.StatesStatesDataLimitExceeded
+    matches = ErrorEqualsDecl._eval_body
+
+    def error_equals(self: Any, env: Any) -> None:
+        error_name = env.stack[-1]
+        if isinstance(error_name, StatesErrorName) and error_name.typ == limit:
+            env.stack.pop()
+            env.stack.append(False)  # terminal: matches no Retry or Catch
+            return
+        matches(self, env)
+
+    state_input = CommonStateField._eval_state_input
+
+    def checked_input(self: Any, env: Any) -> None:
+        CommonStateField._verify_size_quota(self, env, env.states.get_input())
+        state_input(self, env)
+
+    monkeypatch.setattr(ErrorEqualsDecl, "_eval_body", error_equals)
+    monkeypatch.setattr(CommonStateField, "_eval_state_input", checked_input)
+
+
+def test_the_state_limit_wrapper_fails_an_execution_as_aws_does(aws_state_limits, workflow):
+    # The wrapper itself: an input over 256 KiB fails the execution, and no Catch runs.
+    _land_currency(workflow)
+    event = {**_object_created(CURRENCY_KEY), "padding": "x" * STATE_LIMIT}
+    done = workflow.run(event)
+    assert (done["status"], done["error"]) == ("FAILED", "States.DataLimitExceeded")
+    assert workflow.invocations == []
+    assert workflow.alerts() == []
+
+
+def test_a_thousand_failing_checks_with_long_names_still_notify(aws_state_limits, workflow):
+    config_path = workflow.tmp / "configs" / "dim_currency.json"
+    config = json.loads(config_path.read_text())
+    config["quality_tests"] += [
+        {"type": "row_count_between", "max": 1, "name": f"rows_{i:04d}_{'n' * 240}"}
+        for i in range(1000)
+    ]
+    config_path.write_text(json.dumps(config))
+    _land_currency(workflow)
+    done = workflow.run(_object_created(CURRENCY_KEY))
+    assert (done["status"], done["error"]) == ("FAILED", "RefloadRunFailed"), done
+    assert workflow.invocations == ["ingest", "load", "validate", "notify"]
+    _assert_states_fit(workflow, done)
+    validated = next(
+        json.loads(e["stateExitedEventDetails"]["output"])
+        for e in workflow.history(done)
+        if e.get("stateExitedEventDetails", {}).get("name") == "Validate"
+    )
+    # The contract: at most 20 checks in the payload, failing first, with the counts.
+    assert len(json.dumps(validated).encode()) <= 32 * 1024
+    assert (validated["checks_total"], validated["checks_failed"]) == (1005, 1000)
+    assert len(validated["checks"]) == 20
+    assert {c["status"] for c in validated["checks"]} == {"fail"}
+    [alert] = workflow.alerts()
+    assert alert["failed_step"] == "validate"
+    assert (alert["checks_total"], alert["checks_failed"]) == (1005, 1000)
+    assert len(alert["failed_checks"]) == 20
+    assert "980 more failing test(s)" in alert["text"]
+    # Every result is on record.
+    assert _count(
+        workflow, "SELECT COUNT(*) FROM etl_audit.data_quality_tests WHERE status = 'fail'"
+    ) == [(1000,)]
+
+
+def test_a_one_megabyte_hook_message_still_notifies(aws_state_limits, workflow, monkeypatch):
+    code = workflow.tmp / "code"
+    code.mkdir()
+    (code / "bighooks.py").write_text(
+        "def shout(rows):\n    raise ValueError('too loud: ' + 'A' * 1_000_000)\n"
+    )
+    monkeypatch.syspath_prepend(str(code))
+    config_path = workflow.tmp / "configs" / "dim_currency.json"
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({**config, "python_transform": "bighooks:shout"}))
+    _land_currency(workflow)
+    try:
+        done = workflow.run(_object_created(CURRENCY_KEY))
+    finally:
+        import sys
+
+        from steps.ingest import hooks
+
+        sys.modules.pop("bighooks", None)
+        hooks._loaded.clear()
+    assert (done["status"], done["error"]) == ("FAILED", "RefloadRunFailed"), done
+    assert workflow.invocations == ["ingest", "notify"]
+    _assert_states_fit(workflow, done)
+    [path] = (workflow.tmp / "outbox").glob("*.alert.json")
+    assert path.stat().st_size < 300_000
+    alert = json.loads(path.read_text())
+    assert alert["error"]["type"] == "RejectedInput"
+    message = alert["error"]["message"]
+    assert message.startswith(
+        f"s3://raw/{CURRENCY_KEY}: python_transform bighooks:shout: raised ValueError: too loud: A"
+    )
+    assert message.endswith("…(truncated, 1000104 bytes)")
+    assert len(message.encode()) <= 2048
+    # The subject and the body: the subject short, the body with the full text (64 KiB).
+    assert len(alert["subject"].encode()) <= 2048
+    assert "A" * 60_000 in alert["text"] and "A" * 70_000 not in alert["text"]
+    [(logged, details)] = _count(
+        workflow,
+        "SELECT error_message, details FROM etl_audit.run_log WHERE step = 'ingest'",
+    )
+    assert "A" * 60_000 in logged and len(logged.encode()) <= 65535
+    assert "A" * 60_000 in json.loads(details)["error"]
+
+
+def test_every_log_record_names_the_request_the_execution_the_table_and_the_run(workflow, capsys):
+    _land_currency(workflow, b"ISO 4217;;\nAlphabetic code;Numeric code;Currency\nEUR;978\n")
+    capsys.readouterr()
+    done = workflow.run(_object_created(CURRENCY_KEY))
+    assert workflow.invocations == ["ingest", "notify"]
+    records = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert {r["event"] for r in records} >= {"step started", "step failed", "refload run failed"}
+    for record in records:
+        assert (record["execution"], record["run_id"], record["table"]) == (
+            done["name"],
+            done["name"],
+            "dim_currency",
+        ), record
+    # One Lambda request per Task, each record under its own.
+    by_step = {(r["step"], r["request_id"]) for r in records}
+    assert by_step == set(zip(workflow.invocations, workflow.request_ids, strict=True))

@@ -25,6 +25,7 @@ from steps.errors import (
     RefloadError,
     RejectedInput,
     WarehouseUnavailable,
+    truncate_bytes,
 )
 from steps.secrets import redact, redact_value
 
@@ -1292,7 +1293,7 @@ class Warehouse:
                     (
                         run_id,
                         table_name,
-                        r["name"],
+                        _text(r["name"], 256),  # the column's bytes: a long name is cut
                         r["type"],
                         r["severity"],
                         r["status"],
@@ -1325,10 +1326,22 @@ class Warehouse:
                 error and _text(error["type"], 128),
                 error and _text(error["message"], LONG_TEXT_BYTES),
                 source_uri,
-                audit_json(details),
+                # A failed step's full error text (up to 64 KiB) also in details: payloads,
+                # logs and alert subjects carry 2 KiB of it (steps.errors.MESSAGE_BYTES).
+                audit_json(details, long_text=("error", error["message"]) if error else None),
                 utcnow(),
             ),
         )
+
+    def step_error(self, run_id: str, step: str) -> str | None:
+        """The full error text a failed step of this run left in etl_audit.run_log."""
+        rows = self.query(
+            f"SELECT error_message FROM {self.table(AUDIT_SCHEMA, 'run_log')} "
+            "WHERE run_id = %s AND step = %s AND status = 'failed' "
+            "ORDER BY logged_at DESC LIMIT 1",
+            (run_id, step),
+        )
+        return str(rows[0][0]) if rows and rows[0][0] is not None else None
 
 
 def _sample_value(value: Any) -> Any:
@@ -1345,7 +1358,11 @@ def _samples_json(samples: dict[str, list[dict[str, Any]]]) -> str:
     text = json.dumps(samples, default=str)
     if len(text) > 65_000:  # the column's limit: keys only
         text = json.dumps({k: [{"key": s["key"]} for s in v] for k, v in samples.items()})
-    return text[:65_000]
+    if len(text) > 65_000:
+        # Keys too wide even alone: no samples rather than JSON cut mid-document, which
+        # every reader of the ledger row (validate's changes_within) would fail to parse.
+        text = json.dumps({k: [] for k in samples})
+    return text
 
 
 def _setting_literal(value: str) -> str:
@@ -1354,16 +1371,6 @@ def _setting_literal(value: str) -> str:
 
 def _text(value: Any, max_bytes: int) -> str | None:
     return None if value is None else truncate_bytes(redact(str(value)), max_bytes)
-
-
-def truncate_bytes(text: str, max_bytes: int) -> str:
-    """At most `max_bytes` of UTF-8, with a visible marker saying how long it was."""
-    data = text.encode()
-    if len(data) <= max_bytes:
-        return text
-    marker = f"…(truncated, {len(data)} bytes)"
-    keep = max(max_bytes - len(marker.encode()), 0)
-    return data[:keep].decode(errors="ignore") + marker
 
 
 def _shorten_strings(value: Any, max_bytes: int) -> Any:
@@ -1376,10 +1383,26 @@ def _shorten_strings(value: Any, max_bytes: int) -> Any:
     return value
 
 
-def audit_json(details: Any) -> str:
+def audit_json(details: Any, long_text: tuple[str, str] | None = None) -> str:
     """JSON for an audit `details` column: credentials masked, long values cut, and at most
-    LONG_TEXT_BYTES, still valid JSON (with a visible marker where anything was cut)."""
+    LONG_TEXT_BYTES, still valid JSON (with a visible marker where anything was cut).
+
+    `long_text` (key, text): one top-level value kept in the room the others leave."""
     value = _shorten_strings(redact_value(json.loads(json.dumps(details, default=str))), 1024)
+    if long_text and isinstance(value, dict):
+        key, full = long_text[0], redact(long_text[1])
+        value.pop(key, None)
+        room = LONG_TEXT_BYTES - len(json.dumps(value, ensure_ascii=False).encode()) - 16
+        room -= len(json.dumps(key, ensure_ascii=False).encode())
+        kept, limit = truncate_bytes(full, room), room
+        while len(json.dumps(kept, ensure_ascii=False).encode()) > room:
+            # JSON escapes (quotes, control characters) make the text longer: cut more.
+            encoded = len(json.dumps(kept, ensure_ascii=False).encode())
+            limit = limit * room // encoded - 64
+            kept = truncate_bytes(full, max(limit, 0))
+            if limit <= 0:
+                break
+        value[key] = kept
     text = json.dumps(value, ensure_ascii=False)
     size = len(text.encode())
     head_bytes = LONG_TEXT_BYTES // 2  # the head is a JSON string: escaping may double it
