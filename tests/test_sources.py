@@ -307,3 +307,89 @@ def test_a_skipped_hidden_sheet_is_logged(warehouse_url, table_dir, write, tmp_p
         if "hidden sheets skipped" in line
     ]
     assert (record["skipped"], record["sheet"]) == (["Scratch"], "Countries")
+
+
+# (case, file name, content, config options, message after '<tmp>/in/')
+NOT_TEXT = [
+    (
+        "pdf",
+        "t.csv",
+        b"%PDF-1.4\n1 0 obj\n",
+        {},
+        "t.csv: not a text file (looks like: pdf), but source_format is csv",
+    ),
+    (
+        "png as tsv",
+        "t.tsv",
+        b"\x89PNG\r\n\x1a\n" + bytes(20),
+        {},
+        "t.tsv: not a text file (looks like: png), but source_format is tsv",
+    ),
+    (
+        "jpeg as json",
+        "t.json",
+        b"\xff\xd8\xff\xe0" + bytes(20),
+        {},
+        "t.json: not a text file (looks like: jpeg), but source_format is json",
+    ),
+    (
+        "plain zip",
+        "t.csv",
+        b"PK\x03\x04\x14\x00" + bytes(40),
+        {},
+        "t.csv: not a text file (looks like: zip), but source_format is csv",
+    ),
+    (
+        "gzip of a pdf",
+        "t.csv.gz",
+        gzip.compress(b"%PDF-1.4\n"),
+        {},
+        "t.csv.gz: not a text file (looks like: pdf)",
+    ),
+    (
+        "a workbook, configured as csv",
+        "t.csv",
+        workbook({"S": [["code", "name"], ["004", "Afghanistan"]]}),
+        {"source_format": "csv"},
+        "t.csv: not a text file (looks like: xlsx), but source_format is csv; set source_format "
+        "to xlsx",
+    ),
+    (
+        "parquet named csv",
+        "t.csv",
+        b"PAR1" + bytes(20),
+        {},
+        "t.csv: not a text file (looks like: parquet), but source_format is csv; set "
+        "source_format to parquet",
+    ),
+    (
+        "a repeated column name",
+        "t.csv",
+        b"code,name,name\n004,a,b\n",
+        {},
+        "t.csv, line 1: header names column 'name' twice (columns 2 and 3): a repeated column "
+        "name; rename one",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "options", "message"),
+    [c[1:] for c in NOT_TEXT],
+    ids=[c[0] for c in NOT_TEXT],
+)
+def test_a_file_that_is_not_text_is_named_for_what_it_is(
+    name, content, options, message, table_dir, write, run_cli, sql, tmp_path
+):
+    config = table_dir(TEXT_MAPPING, **options)
+    good = write("good.csv", b"code,name\n004,Afghanistan\n")
+    assert run_cli(config, good)[0] == 0
+    source = write(name, content)
+    code, summary = run_cli(config, source)
+    assert code == 2
+    assert summary["error"]["message"].startswith(f"{tmp_path}/in/{message}")
+    assert sql("SELECT code, name FROM ref.t_codes") == [("004", "Afghanistan")]
+    assert source.read_bytes() == content
+    assert sql(
+        "SELECT status, error_type FROM etl_audit.run_log WHERE run_id = ?", summary["run_id"]
+    ) == [("failed", "RejectedInput")]
