@@ -363,6 +363,13 @@ NOT_TEXT = [
         "source_format to parquet",
     ),
     (
+        "tar",
+        "t.csv",
+        b"a.csv".ljust(257, b"\x00") + b"ustar\x0000" + bytes(40),
+        {},
+        "t.csv: not a text file (looks like: tar)",
+    ),
+    (
         "a repeated column name",
         "t.csv",
         b"code,name,name\n004,a,b\n",
@@ -393,3 +400,12 @@ def test_a_file_that_is_not_text_is_named_for_what_it_is(
     assert sql(
         "SELECT status, error_type FROM etl_audit.run_log WHERE run_id = ?", summary["run_id"]
     ) == [("failed", "RejectedInput")]
+
+
+def test_a_csv_whose_header_starts_like_a_signature_is_text(table_dir, write, run_cli, sql):
+    # 'PAR1' opens a Parquet file too; there, bytes no text has follow it.
+    mapping = "source_column,target_column,data_type\nPAR1,par1,string\nPAR2,par2,string\n"
+    source = write("t.csv", b"PAR1,PAR2\n0.5,1.5\n")
+    code, summary = run_cli(table_dir(mapping), source)
+    assert code == 0, summary["error"]
+    assert sql("SELECT par1, par2 FROM ref.t_codes") == [("0.5", "1.5")]

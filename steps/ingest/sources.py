@@ -293,6 +293,8 @@ BINARY_SIGNATURES = (
     (b"ARROW1", "arrow"),
     (b"\x7fELF", "an executable"),
 )
+# Signatures a header could start with ('PAR1,PAR2'): binary only with control bytes after.
+TEXT_LIKE_KINDS = ("parquet", "arrow")
 # What a zip holds, told by the folder of its first members.
 ZIP_KINDS = ((b"xl/", "xlsx"), (b"word/", "docx"), (b"ppt/", "pptx"))
 
@@ -300,7 +302,9 @@ ZIP_KINDS = ((b"xl/", "xlsx"), (b"word/", "docx"), (b"ppt/", "pptx"))
 def binary_kind(head: bytes) -> str | None:
     """What the file is when its first bytes say it is not text ('pdf', 'xlsx', ...)."""
     kind = next((k for magic, k in BINARY_SIGNATURES if head.startswith(magic)), None)
-    if kind is None and head[257:262] == b"ustar":
+    if kind in TEXT_LIKE_KINDS and not re.search(rb"[\x00-\x08\x0e-\x1f]", head[:1024]):
+        return None
+    if kind is None and head[257:265] in (b"ustar\x0000", b"ustar  \x00"):
         return "tar"
     if kind == "zip":
         return next((k for folder, k in ZIP_KINDS if folder in head), kind)
