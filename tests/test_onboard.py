@@ -542,7 +542,15 @@ def test_init_names_what_a_sample_is_when_it_cannot_be_one(
     assert not (tmp_path / "cfg").exists()
 
 
-def test_a_header_of_long_names_is_read(init, run_cli, write, tmp_path):
+@pytest.fixture
+def fresh_csv_limit():
+    """The csv module's field limit of a fresh process (refload raises it, process-wide)."""
+    before = csv.field_size_limit(128 << 10)
+    yield
+    csv.field_size_limit(before)
+
+
+def test_a_header_of_long_names_is_read(init, run_cli, write, tmp_path, fresh_csv_limit):
     source = write("wide.csv", f"{WIDE_HEADER}\n{','.join(map(str, range(150)))}\n".encode())
     code, out, err = init(source, "t_wide")
     assert code == 0, err

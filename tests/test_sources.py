@@ -409,3 +409,24 @@ def test_a_csv_whose_header_starts_like_a_signature_is_text(table_dir, write, ru
     code, summary = run_cli(table_dir(mapping), source)
     assert code == 0, summary["error"]
     assert sql("SELECT par1, par2 FROM ref.t_codes") == [("0.5", "1.5")]
+
+
+@pytest.fixture
+def fresh_csv_limit():
+    """The csv module's field limit of a fresh process (refload raises it, process-wide)."""
+    before = csv.field_size_limit(128 << 10)
+    yield
+    csv.field_size_limit(before)
+
+
+def test_a_wide_header_split_on_another_delimiter_is_bad_input(
+    table_dir, write, run_cli, fresh_csv_limit
+):
+    # 300 names of 1 KB, split on ';': one field of 300 KB, beyond the csv module's limit.
+    header = ",".join(f"{'c' * 1000}{i}" for i in range(300))
+    source = write("t.csv", f"{header}\n{','.join('1' * 300)}\n")
+    code, summary = run_cli(table_dir(TEXT_MAPPING, delimiter=";"), source)
+    assert code == 2
+    assert summary["error"]["message"].startswith(
+        f"{source}, line 1, column 'code': mapped source column 'code' is not in the header"
+    )

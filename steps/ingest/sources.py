@@ -459,6 +459,8 @@ class CsvSource:
                 file=self.uri,
             )
         header_text = _decode(b"\n".join(lines), self.uri, self.encoding).split("\n")[header_index]
+        # A wide header split on another delimiter is one field, beyond the csv module's 128 KB.
+        csv.field_size_limit(min(max_source_bytes(), 2**31 - 1))
         fields = next(
             csv.reader([header_text], delimiter=config.delimiter, quotechar=config.quote_char)
         )
