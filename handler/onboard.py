@@ -25,7 +25,14 @@ from handler.infer_columns import ColumnGuess, guess_column, propose_key, unique
 from steps import progress, storage
 from steps.config import SourceFormat, TableConfig, parse_config
 from steps.errors import ConfigError, RejectedInput, at
-from steps.ingest.sources import FORMAT_READERS, format_of, read_source
+from steps.ingest.sources import (
+    FORMAT_READERS,
+    binary_kind,
+    format_of,
+    max_source_bytes,
+    not_text,
+    read_source,
+)
 from steps.ingest.transform import apply_mapping
 from steps.mapping import SHEET_COLUMNS, Mapping
 from steps.names import identifier_problem, unknown_name
@@ -103,18 +110,20 @@ class Proposal:
 # --- layout --------------------------------------------------------------------------
 
 
-def _sniff(data: bytes) -> str:
-    if data.startswith(b"PK\x03\x04"):
-        return "xlsx"
-    if data.startswith(b"\xd0\xcf\x11\xe0"):
-        return "xls"
-    if data.startswith(b"PAR1"):
-        return "parquet"
+# The binary files init reads, by what their first bytes say they are (steps.ingest.sources).
+SNIFFED_FORMATS = {"xlsx": "xlsx", "xls (or another OLE2 document)": "xls", "parquet": "parquet"}
+
+
+def _sniff(data: bytes, kind: str | None) -> str | None:
+    """The format the first bytes say; None for a file that is not text nor a format
+    refload reads (a pdf, a plain zip, ...)."""
+    if kind:
+        return SNIFFED_FORMATS.get(kind)
     head = data.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
     return "json" if head in (b"{", b"[") else "csv"
 
 
-def _encoding(data: bytes) -> tuple[str, str]:
+def _encoding(data: bytes, uri: str) -> tuple[str, str]:
     if data.startswith(b"\xef\xbb\xbf"):
         return "utf-8", "UTF-8 with a byte-order mark"
     try:
@@ -122,6 +131,7 @@ def _encoding(data: bytes) -> tuple[str, str]:
     except UnicodeDecodeError as error:
         line = data.count(b"\n", 0, error.start) + 1
         byte = data[error.start : error.start + 1]
+        _refuse_mixed(data, uri, byte, line)
         why = f"not UTF-8 (byte {byte!r} on line {line})"
         try:
             data.decode("cp1252")
@@ -131,17 +141,43 @@ def _encoding(data: bytes) -> tuple[str, str]:
     return "utf-8", "UTF-8"
 
 
+def _refuse_mixed(data: bytes, uri: str, byte: bytes, line: int) -> None:
+    """A UTF-8 file with a stray byte of another encoding: as cp1252, every other accent
+    would load as mojibake ('Zoë' as 'ZoÃ«'), and as UTF-8 `run` rejects the line, so
+    the sample is refused, naming the line. A file whose accents are mostly not UTF-8
+    is cp1252 (a UTF-8 pair in it is a coincidence)."""
+    text = data.decode("utf-8", "replace")
+    bad = text.count("\ufffd")
+    good = len(text) - len(text.encode("ascii", "ignore")) - bad
+    found = re.search(r"[^\x00-\x7f\ufffd]", text)
+    if good <= bad or found is None:
+        return
+    example = found.group()
+    count = f" ({bad:,} such in all)" if bad > 1 else ""
+    raise RejectedInput(
+        f"byte {byte!r} is not UTF-8{count}, but the file's other {good:,} non-ASCII "
+        f"character(s) are (read as cp1252, {example!r} would load as "
+        f"{example.encode().decode('cp1252', 'replace')!r}): the file mixes encodings; "
+        "write this line as UTF-8 and run init again",
+        file=uri,
+        line=line,
+    )
+
+
 def _filled_names(cells: list[str]) -> int:
-    """How many names a header candidate has (0 when it cannot be a header: a comment,
-    or a name twice). A trailing delimiter leaves an empty name, which init leaves out."""
+    """How many names a header candidate has (0 for a comment). A trailing delimiter
+    leaves an empty name, which init leaves out. A name twice still counts: the header
+    is refused for it when read, rather than a data row taken for the header."""
     names = [c.strip() for c in cells if c.strip()]
-    if not names or cells[0].startswith("#") or len(set(names)) < len(names):
+    if not names or cells[0].startswith("#"):
         return 0
     return len(names)
 
 
 def _text_layout(data: bytes, uri: str, source_format: str) -> Layout:
-    encoding, why = _encoding(data)
+    encoding, why = _encoding(data, uri)
+    # A wide header split on the wrong delimiter is one long field: as large as run allows.
+    csv.field_size_limit(min(max_source_bytes(), 2**31 - 1))
     text = data.decode(encoding).removeprefix("\ufeff")
     # Lines as read_csv counts them for header_row: split on "\n" only.
     lines = text.split("\n")
@@ -236,17 +272,24 @@ def _layout(data: bytes, uri: str, source_format: str | None, sheet_name: str | 
     if source_format is not None and source_format not in get_args(SourceFormat):
         raise ConfigError(unknown_name("--format", source_format, get_args(SourceFormat)))
     by_extension = format_of(uri)
-    sniffed = _sniff(data)
-    # Vendors name CSV exports .xls; a workbook or Parquet file says so in its first bytes.
+    kind = binary_kind(data)
+    sniffed = _sniff(data, kind)
+    # Vendors name CSV exports .xls; a workbook or Parquet file says so in its first bytes,
+    # whatever its name says.
     claimed = FORMAT_READERS[by_extension] if by_extension else None
-    if claimed in ("excel", "parquet") and FORMAT_READERS[sniffed] != claimed:
+    overrides = kind or claimed in ("excel", "parquet")
+    if sniffed and claimed and FORMAT_READERS[sniffed] != claimed and overrides:
         by_extension = None
     chosen = source_format or by_extension or sniffed
+    if chosen is None or (kind and FORMAT_READERS[chosen] in ("csv", "json")):
+        raise not_text(uri, kind or "", source_format)  # chosen is None only for a kind
     why = (
         "--format"
         if source_format
         else ("the file's extension" if by_extension else "the file's first bytes")
     )
+    if not source_format and not by_extension and format_of(uri) not in (None, chosen):
+        why += f" (the name says {format_of(uri)})"
     reader = FORMAT_READERS[chosen]
     if reader == "excel":
         index: str | int | None = sheet_name
@@ -258,7 +301,7 @@ def _layout(data: bytes, uri: str, source_format: str | None, sheet_name: str | 
     else:
         layout = Layout(chosen)
         if reader == "json":
-            layout.encoding, encoding_why = _encoding(data)
+            layout.encoding, encoding_why = _encoding(data, uri)
             layout.notes.append(f"encoding {layout.encoding}: {encoding_why}")
     layout.notes.insert(0, f"format {chosen}: from {why}")
     return layout

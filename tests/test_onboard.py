@@ -429,3 +429,148 @@ def test_null_tokens_become_null_values(init, run_cli, sql, write, tmp_path):
         (2, 12, None, "DE"),
         (3, 7, dt.date(2024, 2, 1), None),
     ]
+
+
+def _names(rows: int, stray_line: int | None = None) -> bytes:
+    """A UTF-8 file of accented names; `stray_line` holds 'Zoë' in cp1252 instead."""
+    data = "id,name\n" + "".join(f"{i},Zoë {i}\n" for i in range(1, rows + 1))
+    if stray_line is None:
+        return data.encode()
+    bad = f"\n{stray_line - 1},Zoë".encode()
+    return data.encode().replace(bad, bad.replace("ë".encode(), "ë".encode("cp1252")))
+
+
+def test_a_utf8_sample_with_one_stray_cp1252_byte_is_refused_naming_its_line(
+    init, run_cli, sql, write, tmp_path
+):
+    source = write("names.csv", _names(2000, stray_line=1501))
+    code, out, err = init(source, "t_names")
+    assert code == 2 and out == ""
+    assert (
+        f"RejectedInput: {source}, line 1501: byte b'\\xeb' is not UTF-8, but the file's other "
+        "1,999 non-ASCII character(s) are (read as cp1252, 'ë' would load as 'Ã«'): the file "
+        "mixes encodings; write this line as UTF-8 and run init again"
+    ) in err
+    assert not (tmp_path / "cfg").exists()
+    # Fixed, the sample gives a UTF-8 config; run names the line when the byte comes back.
+    fixed = write("fixed.csv", _names(2000))
+    code, out, _ = init(fixed, "t_names")
+    assert code == 0 and "encoding utf-8: UTF-8" in out
+    config = tmp_path / "cfg" / "t_names.json"
+    assert run_cli(config, fixed)[0] == 0
+    code, summary = run_cli(config, source)
+    assert code == 2
+    assert summary["error"]["message"] == (
+        f"{source}, line 1501: cannot decode byte(s) b'\\xeb' as utf-8 at character 8; set "
+        "'encoding' in the config"
+    )
+    assert sql("SELECT COUNT(*), MIN(name) FROM public.t_names") == [(2000, "Zoë 1")]
+
+
+def test_a_cp1252_sample_with_one_accent_is_still_cp1252(init, run_cli, sql, write, tmp_path):
+    # One lone accent, no UTF-8 anywhere: cp1252, as before (and the same for many).
+    source = write("one.csv", "id,name\n1,Zoë\n2,Ann\n".encode("cp1252"))
+    code, out, _ = init(source, "t_one")
+    assert code == 0
+    assert "encoding cp1252: not UTF-8 (byte b'\\xeb' on line 2)" in out
+    assert run_cli(tmp_path / "cfg" / "t_one.json", source)[0] == 0
+    assert sql("SELECT name FROM public.t_one ORDER BY id") == [("Zoë",), ("Ann",)]
+
+
+WIDE_HEADER = ",".join(f"{'column ' * 146}{i}" for i in range(150))  # ~1 KB a name
+
+
+# (case, file name, content, message on stderr after '<tmp>/in/')
+NOT_A_SAMPLE = [
+    (
+        "repeated column name",
+        "d.csv",
+        b"id,name,name\n1,a,b\n2,c,d\n",
+        "d.csv, line 1: header names column 'name' twice (columns 2 and 3): a repeated column "
+        "name; rename one",
+    ),
+    (
+        "repeated column name, one data row",
+        "d.csv",
+        b"id,name,name\n1,a,b\n",
+        "d.csv, line 1: header names column 'name' twice (columns 2 and 3)",
+    ),
+    (
+        "repeated column name below a title",
+        "d.csv",
+        b"Vendor list;;\nid;name;name\n1;a;b\n2;c;d\n",
+        "d.csv, line 2: header names column 'name' twice (columns 2 and 3)",
+    ),
+    (
+        "pdf",
+        "p.csv",
+        b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n",
+        "p.csv: not a text file (looks like: pdf)",
+    ),
+    (
+        "png",
+        "i.csv",
+        b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(20),
+        "i.csv: not a text file (looks like: png)",
+    ),
+    (
+        "jpeg",
+        "j.json",
+        b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(20),
+        "j.json: not a text file (looks like: jpeg)",
+    ),
+    ("zip", "z.csv", b"PK\x03\x04\x14\x00" + bytes(40), "z.csv: not a text file (looks like: zip)"),
+    ("no extension", "export", b"%PDF-1.7\n", "export: not a text file (looks like: pdf)"),
+    (
+        "gzip of a pdf",
+        "p.csv.gz",
+        gzip.compress(b"%PDF-1.4\nx\n"),
+        "p.csv.gz: not a text file (looks like: pdf)",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"), [c[1:] for c in NOT_A_SAMPLE], ids=[c[0] for c in NOT_A_SAMPLE]
+)
+def test_init_names_what_a_sample_is_when_it_cannot_be_one(
+    name, content, message, init, write, tmp_path
+):
+    code, out, err = init(write(name, content), "t_bad")
+    assert code == 2 and out == ""
+    assert f"RejectedInput: {tmp_path}/in/{message}" in err
+    assert not (tmp_path / "cfg").exists()
+
+
+@pytest.fixture
+def fresh_csv_limit():
+    """The csv module's field limit of a fresh process (refload raises it, process-wide)."""
+    before = csv.field_size_limit(128 << 10)
+    yield
+    csv.field_size_limit(before)
+
+
+def test_a_header_of_long_names_is_read(init, run_cli, write, tmp_path, fresh_csv_limit):
+    source = write("wide.csv", f"{WIDE_HEADER}\n{','.join(map(str, range(150)))}\n".encode())
+    code, out, err = init(source, "t_wide")
+    assert code == 0, err
+    assert "delimiter comma: splits the lines into 150 fields" in out
+    assert len(_sheet(tmp_path, "t_wide")) == 150
+    assert run_cli(tmp_path / "cfg" / "t_wide.json", source)[0] == 0
+
+
+def test_a_workbook_named_csv_is_read_as_one_and_a_text_format_refuses_it(
+    init, run_cli, sql, write, tmp_path
+):
+    source = write("export.csv", workbook({"Data": [["code", "name"], ["004", "Afghanistan"]]}))
+    code, out, err = init(source, "t_export")
+    assert code == 0, err
+    assert "format xlsx: from the file's first bytes (the name says csv)" in out
+    assert run_cli(tmp_path / "cfg" / "t_export.json", source)[0] == 0
+    assert sql("SELECT code, name FROM public.t_export") == [("004", "Afghanistan")]
+    code, _, err = init(source, "t_export2", "--format", "csv")
+    assert code == 2
+    assert (
+        f"{source}: not a text file (looks like: xlsx), but source_format is csv; set "
+        "source_format to xlsx"
+    ) in err

@@ -307,3 +307,126 @@ def test_a_skipped_hidden_sheet_is_logged(warehouse_url, table_dir, write, tmp_p
         if "hidden sheets skipped" in line
     ]
     assert (record["skipped"], record["sheet"]) == (["Scratch"], "Countries")
+
+
+# (case, file name, content, config options, message after '<tmp>/in/')
+NOT_TEXT = [
+    (
+        "pdf",
+        "t.csv",
+        b"%PDF-1.4\n1 0 obj\n",
+        {},
+        "t.csv: not a text file (looks like: pdf), but source_format is csv",
+    ),
+    (
+        "png as tsv",
+        "t.tsv",
+        b"\x89PNG\r\n\x1a\n" + bytes(20),
+        {},
+        "t.tsv: not a text file (looks like: png), but source_format is tsv",
+    ),
+    (
+        "jpeg as json",
+        "t.json",
+        b"\xff\xd8\xff\xe0" + bytes(20),
+        {},
+        "t.json: not a text file (looks like: jpeg), but source_format is json",
+    ),
+    (
+        "plain zip",
+        "t.csv",
+        b"PK\x03\x04\x14\x00" + bytes(40),
+        {},
+        "t.csv: not a text file (looks like: zip), but source_format is csv",
+    ),
+    (
+        "gzip of a pdf",
+        "t.csv.gz",
+        gzip.compress(b"%PDF-1.4\n"),
+        {},
+        "t.csv.gz: not a text file (looks like: pdf)",
+    ),
+    (
+        "a workbook, configured as csv",
+        "t.csv",
+        workbook({"S": [["code", "name"], ["004", "Afghanistan"]]}),
+        {"source_format": "csv"},
+        "t.csv: not a text file (looks like: xlsx), but source_format is csv; set source_format "
+        "to xlsx",
+    ),
+    (
+        "parquet named csv",
+        "t.csv",
+        b"PAR1" + bytes(20),
+        {},
+        "t.csv: not a text file (looks like: parquet), but source_format is csv; set "
+        "source_format to parquet",
+    ),
+    (
+        "tar",
+        "t.csv",
+        b"a.csv".ljust(257, b"\x00") + b"ustar\x0000" + bytes(40),
+        {},
+        "t.csv: not a text file (looks like: tar)",
+    ),
+    (
+        "a repeated column name",
+        "t.csv",
+        b"code,name,name\n004,a,b\n",
+        {},
+        "t.csv, line 1: header names column 'name' twice (columns 2 and 3): a repeated column "
+        "name; rename one",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "options", "message"),
+    [c[1:] for c in NOT_TEXT],
+    ids=[c[0] for c in NOT_TEXT],
+)
+def test_a_file_that_is_not_text_is_named_for_what_it_is(
+    name, content, options, message, table_dir, write, run_cli, sql, tmp_path
+):
+    config = table_dir(TEXT_MAPPING, **options)
+    good = write("good.csv", b"code,name\n004,Afghanistan\n")
+    assert run_cli(config, good)[0] == 0
+    source = write(name, content)
+    code, summary = run_cli(config, source)
+    assert code == 2
+    assert summary["error"]["message"].startswith(f"{tmp_path}/in/{message}")
+    assert sql("SELECT code, name FROM ref.t_codes") == [("004", "Afghanistan")]
+    assert source.read_bytes() == content
+    assert sql(
+        "SELECT status, error_type FROM etl_audit.run_log WHERE run_id = ?", summary["run_id"]
+    ) == [("failed", "RejectedInput")]
+
+
+def test_a_csv_whose_header_starts_like_a_signature_is_text(table_dir, write, run_cli, sql):
+    # 'PAR1' opens a Parquet file too; there, bytes no text has follow it.
+    mapping = "source_column,target_column,data_type\nPAR1,par1,string\nPAR2,par2,string\n"
+    source = write("t.csv", b"PAR1,PAR2\n0.5,1.5\n")
+    code, summary = run_cli(table_dir(mapping), source)
+    assert code == 0, summary["error"]
+    assert sql("SELECT par1, par2 FROM ref.t_codes") == [("0.5", "1.5")]
+
+
+@pytest.fixture
+def fresh_csv_limit():
+    """The csv module's field limit of a fresh process (refload raises it, process-wide)."""
+    before = csv.field_size_limit(128 << 10)
+    yield
+    csv.field_size_limit(before)
+
+
+def test_a_wide_header_split_on_another_delimiter_is_bad_input(
+    table_dir, write, run_cli, fresh_csv_limit
+):
+    # 300 names of 1 KB, split on ';': one field of 300 KB, beyond the csv module's limit.
+    header = ",".join(f"{'c' * 1000}{i}" for i in range(300))
+    source = write("t.csv", f"{header}\n{','.join('1' * 300)}\n")
+    code, summary = run_cli(table_dir(TEXT_MAPPING, delimiter=";"), source)
+    assert code == 2
+    assert summary["error"]["message"].startswith(
+        f"{source}, line 1, column 'code': mapped source column 'code' is not in the header"
+    )

@@ -272,7 +272,57 @@ def reading_config(uri: str, config: TableConfig) -> TableConfig:
     return config.model_copy(update=update)
 
 
+# First bytes of files that are not text, by what they are. Only signatures no vendor's
+# text starts with (not 'BM' or 'ORC': a header may); gzip is read through instead.
+BINARY_SIGNATURES = (
+    (b"PK\x03\x04", "zip"),
+    (b"PK\x05\x06", "zip"),
+    (b"%PDF-", "pdf"),
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"\xff\xd8\xff", "jpeg"),
+    (b"GIF87a", "gif"),
+    (b"GIF89a", "gif"),
+    (b"PAR1", "parquet"),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "xls (or another OLE2 document)"),
+    (b"7z\xbc\xaf\x27\x1c", "7z"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+    (b"Rar!\x1a\x07", "rar"),
+    (b"SQLite format 3\x00", "sqlite"),
+    (b"Obj\x01", "avro"),
+    (b"ARROW1", "arrow"),
+    (b"\x7fELF", "an executable"),
+)
+# Signatures a header could start with ('PAR1,PAR2'): binary only with control bytes after.
+TEXT_LIKE_KINDS = ("parquet", "arrow")
+# What a zip holds, told by the folder of its first members.
+ZIP_KINDS = ((b"xl/", "xlsx"), (b"word/", "docx"), (b"ppt/", "pptx"))
+
+
+def binary_kind(head: bytes) -> str | None:
+    """What the file is when its first bytes say it is not text ('pdf', 'xlsx', ...)."""
+    kind = next((k for magic, k in BINARY_SIGNATURES if head.startswith(magic)), None)
+    if kind in TEXT_LIKE_KINDS and not re.search(rb"[\x00-\x08\x0e-\x1f]", head[:1024]):
+        return None
+    if kind is None and head[257:265] in (b"ustar\x0000", b"ustar  \x00"):
+        return "tar"
+    if kind == "zip":
+        return next((k for folder, k in ZIP_KINDS if folder in head), kind)
+    if kind is None and head.startswith(b"BZh") and head[4:10] == b"1AY&SY":
+        return "bzip2"
+    return kind
+
+
+def not_text(uri: str, kind: str, source_format: str | None) -> RejectedInput:
+    """A file whose first bytes say it is `kind`, given to a text format (or to none)."""
+    readable = kind.split()[0]  # 'xls (or another OLE2 document)' -> 'xls'
+    said = f", but source_format is {source_format}" if source_format else ""
+    hint = f"; set source_format to {readable}" if readable in FORMAT_READERS else ""
+    return RejectedInput(f"not a text file (looks like: {kind}){said}{hint}", file=uri)
+
+
 def read_source(path: Path, uri: str, config: TableConfig) -> SourceTable:
+    declared = config.source_format or format_of(uri) or "csv"
     config = reading_config(uri, config)
     with path.open("rb") as probe:
         compression = "gzip" if probe.read(2) == b"\x1f\x8b" else None
@@ -283,6 +333,9 @@ def read_source(path: Path, uri: str, config: TableConfig) -> SourceTable:
         raise _corrupt_gzip(uri, error) from None
     if len(head) < 1 << 16 and not head.removeprefix(codecs.BOM_UTF8).strip():
         raise RejectedInput("file is empty", file=uri)
+    kind = binary_kind(head)
+    if kind and config.source_format in ("csv", "json"):
+        raise not_text(uri, kind, declared)
     if config.source_format == "csv":
         return CsvSource(path, compression, uri, config).table()
     data, content_hash = _read_whole(path, compression, uri)
@@ -406,6 +459,8 @@ class CsvSource:
                 file=self.uri,
             )
         header_text = _decode(b"\n".join(lines), self.uri, self.encoding).split("\n")[header_index]
+        # A wide header split on another delimiter is one field, beyond the csv module's 128 KB.
+        csv.field_size_limit(min(max_source_bytes(), 2**31 - 1))
         fields = next(
             csv.reader([header_text], delimiter=config.delimiter, quotechar=config.quote_char)
         )
@@ -573,7 +628,13 @@ def _check_header(header: list[str], uri: str, line: int, unit: str) -> None:
     seen: set[str] = set()
     for name in header:
         if name in seen:
-            raise RejectedInput(f"header names column '{name}' twice", file=uri, **at(unit, line))
+            first, second = [i for i, n in enumerate(header, 1) if n == name][:2]
+            raise RejectedInput(
+                f"header names column '{name}' twice (columns {first} and {second}): a "
+                "repeated column name; rename one",
+                file=uri,
+                **at(unit, line),
+            )
         seen.add(name)
 
 
