@@ -218,3 +218,59 @@ def test_a_hook_module_that_does_not_import_is_a_config_error(hook, table_dir, w
         "python_transform 'teamhooks:shape': importing teamhooks failed: IndentationError"
         in (summary["error"]["message"])
     )
+
+
+SCORED = MAPPING + "score,score,double,,,true,\n"
+SCORED_SOURCE = "code,name,rate,day,score\n00501,a,1.50,01/31/2024,1.5\n02134,b,2,02/01/2024,2\n"
+
+
+@pytest.mark.parametrize("warehouse_url", ["postgresql"], indirect=True)
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            'rows["name"] = rows["name"] + "\\x00"\nreturn rows',
+            "line 2, column 'name': python_transform teamhooks:shape: returned a value that "
+            "contains a NUL character (\\x00), which warehouses cannot store as text "
+            "(value 'a\\x00')",
+        ),
+        (
+            'rows["score"] = rows["score"] / (rows["score"] - 2)\nreturn rows',
+            "line 3, column 'score': python_transform teamhooks:shape: returned a value that "
+            "is NaN or infinite as a double; set format 'allow_nan_inf' to keep such values "
+            "(value inf)",
+        ),
+        (
+            "import pyarrow as pa\n"
+            'rows["score"] = pd.Series(pa.array([1.0, float("nan")]), '
+            "dtype=pd.ArrowDtype(pa.float64()))\nreturn rows",
+            "line 3, column 'score': python_transform teamhooks:shape: returned a value that "
+            "is NaN or infinite as a double; set format 'allow_nan_inf' to keep such values "
+            "(value nan)",
+        ),
+    ],
+    ids=["nul", "infinity", "nan"],
+)
+def test_hook_output_is_held_to_the_value_rules_of_mapped_input(
+    body, message, hook, table_dir, write, run_cli, sql
+):
+    # A NUL once failed PostgreSQL's COPY (exit 3, no row named); NaN and infinity loaded
+    # where mapped input refuses them.
+    config = table_dir(SCORED, python_transform=hook(body))
+    code, summary = run_cli(config, write("t.csv", SCORED_SOURCE))
+    assert (code, (summary["error"] or {}).get("type")) == (2, "RejectedInput"), summary
+    assert message in summary["error"]["message"]
+    assert sql("SELECT status FROM etl_audit.run_log WHERE step = 'ingest'") == [("failed",)]
+    assert sql("SELECT to_regclass('ref.t_codes')") == [(None,)]
+
+
+def test_a_hook_may_return_infinity_where_the_mapping_allows_it(
+    hook, table_dir, write, run_cli, sql
+):
+    reference = hook('rows["score"] = rows["score"] / (rows["score"] - 2)\nreturn rows')
+    config = table_dir(
+        SCORED.replace("double,,,true,", "double,,,true,allow_nan_inf"), python_transform=reference
+    )
+    code, summary = run_cli(config, write("t.csv", SCORED_SOURCE))
+    assert code == 0, summary["error"]
+    assert sql("SELECT score FROM ref.t_codes ORDER BY code") == [(-3.0,), (float("inf"),)]

@@ -5,7 +5,8 @@ mapped, typed rows as a pandas DataFrame with Arrow-backed dtypes (exact decimal
 `02134` as text), after the mapping and before dedupe and key checks, and returns a
 DataFrame with exactly the mapping's target columns. refload then holds the result to the
 mapping: the same columns, types castable without loss (Arrow's safe cast), `varchar(n)`
-lengths and `nullable: false`. Anything else, or an exception in the hook, rejects the
+lengths, `nullable: false`, and the values mapped input may not hold either (a NUL in
+text, NaN or infinity in a double). Anything else, or an exception in the hook, rejects the
 file (exit 2) naming the function, the column and the value.
 
 Hooks are code, so they are deployed with the image (the top-level `hooks/` package) or
@@ -131,6 +132,8 @@ def _checked(values: Any, spec: Any, reject: Callable[..., RejectedInput], lines
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    from steps.mapping import unstorable
+
     wanted = spec.data_type.arrow()
     values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
     if values.type != wanted:
@@ -150,6 +153,15 @@ def _checked(values: Any, spec: Any, reject: Callable[..., RejectedInput], lines
                 value=value,
                 **({"line": lines(index)} if index is not None else {}),
             ) from None
+    refused = unstorable(values, spec)
+    if refused:
+        index, reason = refused[0]
+        raise reject(
+            f"returned a value that {reason}",
+            column=spec.target,
+            value=values[index].as_py(),
+            line=lines(index),
+        )
     if spec.data_type.kind == "varchar":
         too_long = pc.fill_null(pc.greater(pc.binary_length(values), spec.data_type.length), False)
         if pc.any(too_long).as_py():
