@@ -5,9 +5,12 @@ summary and the audit rows all redact with it.
 
 Two nets: the password part of any `scheme://user:password@host` URL, whatever
 characters it holds; and every credential refload was given (the warehouse URL's
-password, the ServiceNow and SMTP passwords), in the forms an error message may
-quote it: as written, percent-decoded, JSON-escaped. A driver that refuses a
-malformed URL quotes the password alone, which only the second net catches.
+password, or the one its `secret_arn` holds, the ServiceNow and SMTP passwords, the AWS
+secret key and session token), in the forms an error message may quote it: as written,
+percent-decoded, JSON-escaped. A driver that refuses a malformed URL quotes the password
+alone, which only the second net catches. A credential of any length is masked; one under
+8 characters only where it stands as a word of its own (between spaces, quotes, `=` or the
+ends), so a 4-character password does not blank out the identifiers that contain it.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
@@ -27,27 +30,37 @@ URL_PASSWORD = re.compile(
     r"(?<![a-z0-9+.-])([a-z][a-z0-9+.-]*://[^/\s:@'\"]*):[^\s/]*@", re.IGNORECASE
 )
 # Environment variables that hold a credential (URLs: only their password).
-SECRET_VARIABLES = ("REFLOAD_SERVICENOW_PASSWORD", "REFLOAD_SMTP_PASSWORD")
+SECRET_VARIABLES = (
+    "REFLOAD_SERVICENOW_PASSWORD",
+    "REFLOAD_SMTP_PASSWORD",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+)
 URL_VARIABLES = ("REFLOAD_WAREHOUSE_URL",)
-# Shorter values would mask ordinary words (Redshift passwords have at least 8 characters).
-MIN_SECRET_CHARS = 8
+# Below this length a credential is masked only as a word of its own: "refload" as a
+# password must not turn the correlation id `refload:dim_country:...` into `***:...`.
+WORD_SECRET_CHARS = 8
 
 _known: set[str] = set()
 
 
+def _forms(secret: str | None) -> set[str]:
+    """The ways a message may quote a credential: as written, percent-decoded or -encoded,
+    JSON-escaped."""
+    if not secret:
+        return set()
+    forms = {secret, unquote(secret), quote(secret, safe="")}
+    return forms | {json.dumps(form)[1:-1] for form in forms}
+
+
 def remember(secret: str | None) -> None:
     """Mask this value wherever it appears from now on, in every form a message may quote."""
-    if not secret or len(secret) < MIN_SECRET_CHARS:
-        return
-    for form in (secret, unquote(secret), quote(secret, safe="")):
-        _known.add(form)
-        _known.add(json.dumps(form)[1:-1])
+    _known.update(_forms(secret))
 
 
-def remember_url(url: str | None) -> None:
-    """Mask the password of a URL (the warehouse's) wherever it appears from now on."""
+def _url_password(url: str | None) -> str | None:
     if not url:
-        return
+        return None
     try:
         password = urlsplit(url).password
     except ValueError:
@@ -56,15 +69,33 @@ def remember_url(url: str | None) -> None:
         # A URL urllib cannot split still carries its password between ':' and '@'.
         userinfo = url.split("://", 1)[1].rpartition("@")[0]
         password = userinfo.partition(":")[2] or None
-    remember(password)
+    return password
 
 
-def _secrets() -> Iterable[str]:
+def remember_url(url: str | None) -> None:
+    """Mask the password of a URL (the warehouse's) wherever it appears from now on."""
+    remember(_url_password(url))
+
+
+def _secrets() -> list[str]:
+    # The environment's credentials as they are now (read each time: a credential rotated
+    # or unset is no longer looked for), plus every one remembered.
+    current = set(_known)
     for name in SECRET_VARIABLES:
-        remember(os.environ.get(name))
+        current |= _forms(os.environ.get(name))
     for name in URL_VARIABLES:
-        remember_url(os.environ.get(name))
-    return sorted(_known, key=len, reverse=True)  # longest first: no partial leftovers
+        current |= _forms(_url_password(os.environ.get(name)))
+    return sorted(current, key=len, reverse=True)  # longest first: no partial leftovers
+
+
+@lru_cache(maxsize=64)
+def _as_word(secret: str) -> re.Pattern[str]:
+    """`secret` standing alone: after a space, quote, `=`, `(` or the start; before a space,
+    quote or the end (sentence punctuation between them allowed). Also inside JSON text
+    (a quote is `\\"`, a line break `\\n`) and HTML (`&quot;`, `<td>...</td>`)."""
+    before = r"(?:(?<![^\s'\"`=(;>])|(?<=\\n)|(?<=\\t))"
+    after = r"(?=[.,;:!?)]*(?:[\s'\"`\\&<]|$))"
+    return re.compile(before + re.escape(secret) + after)
 
 
 def redact(text: str) -> str:
@@ -73,7 +104,10 @@ def redact(text: str) -> str:
         text = URL_PASSWORD.sub(rf"\1:{MASK}@", text)
     for secret in _secrets():
         if secret in text:
-            text = text.replace(secret, MASK)
+            if len(secret) >= WORD_SECRET_CHARS:
+                text = text.replace(secret, MASK)
+            else:
+                text = _as_word(secret).sub(MASK, text)
     return text
 
 
