@@ -15,6 +15,14 @@ more people may write. A hook is called once per piece of the file (a quarter ch
 a chunk when streamed), so it must be row-local: one row out for each row in, in the same
 order (line numbers stay exact).
 
+A hook has a time limit on each file (`python_transform_timeout_seconds`, default 300 s,
+its calls on the file's pieces added up): past it the hook is stopped and the file rejected,
+so a hook that sleeps or spins ends the run with a run_log row instead of running into the
+function's timeout. It is stopped in process (ADR 17): SIGALRM on the main thread (where
+Lambda, the CLI and a Spark worker call it), an exception set on the calling thread
+elsewhere. A subprocess would need pickling both ways and multiprocessing's semaphores,
+which Lambda lacks (no /dev/shm). A hook stuck inside one C call is stopped when it returns.
+
 pandas is imported here only, for tables that have a hook: in the image it lives in a
 separate folder (`REFLOAD_PANDAS_SITE`) put on `sys.path` only then, because pyarrow
 imports pandas and numpy whenever they can be imported, and every other table would pay
@@ -23,11 +31,19 @@ for it (ADR 5).
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import importlib
+import io
 import os
+import signal
 import sys
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
+
+import structlog
 
 from steps.errors import ConfigError, RejectedInput
 
@@ -38,6 +54,104 @@ if TYPE_CHECKING:
 
 Hook = Callable[[Any], Any]
 _loaded: dict[str, Hook] = {}
+log = structlog.get_logger("refload.hooks")
+
+
+class _TimedOut(BaseException):
+    """Raised inside a hook past its time limit. A BaseException, as KeyboardInterrupt is:
+    a hook's own `except Exception` must not swallow it."""
+
+
+class TimeLimit:
+    """The time a hook has left on one file: its calls on the file's pieces add up."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.left = seconds
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        if self.left <= 0:
+            raise _TimedOut
+        start = time.monotonic()
+        try:
+            with _stopped_after(self.left):
+                yield
+        finally:
+            self.left -= time.monotonic() - start
+
+
+@contextlib.contextmanager
+def _stopped_after(seconds: float) -> Iterator[None]:
+    """Raise _TimedOut in this thread after `seconds`, and each second after that (a hook
+    that catches it once is stopped the next time)."""
+    if threading.current_thread() is not threading.main_thread():
+        with _async_stop_after(seconds):
+            yield
+        return
+
+    def expire(_signum: int, _frame: Any) -> None:
+        raise _TimedOut
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    start = time.monotonic()
+    outer, _ = signal.setitimer(signal.ITIMER_REAL, seconds, 1.0)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous if previous is not None else signal.SIG_DFL)
+        if outer:  # someone else's alarm (a test runner's, a tracer's): theirs again
+            signal.setitimer(signal.ITIMER_REAL, max(outer - (time.monotonic() - start), 0.001))
+
+
+@contextlib.contextmanager
+def _async_stop_after(seconds: float) -> Iterator[None]:
+    """Off the main thread no signal reaches the hook: a watchdog sets _TimedOut on the
+    calling thread instead (raised at its next bytecode; a sleep ends first)."""
+    target = ctypes.c_ulong(threading.get_ident())
+    done = threading.Event()
+    lock = threading.Lock()
+
+    def watch() -> None:
+        wait = seconds
+        while not done.wait(wait):
+            with lock:
+                if not done.is_set():
+                    ctypes.pythonapi.PyThreadState_SetAsyncExc(target, ctypes.py_object(_TimedOut))
+            wait = 1.0
+
+    watchdog = threading.Thread(target=watch, name="refload-hook-limit", daemon=True)
+    watchdog.start()
+    try:
+        yield
+    finally:
+        with lock:
+            done.set()
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(target, None)  # one set but not yet raised
+        watchdog.join()
+
+
+class _PrintsToLog(io.TextIOBase):
+    """A hook's stdout, one log record per line: stdout carries `--json`'s one object, and
+    log records pass through the redaction."""
+
+    def __init__(self, reference: str) -> None:
+        self.reference = reference
+        self.pending = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        *lines, self.pending = (self.pending + text).split("\n")
+        for line in lines:
+            log.info("python_transform printed", python_transform=self.reference, text=line)
+        return len(text)
+
+    def flush(self) -> None:
+        if self.pending:
+            self.write("\n")
 
 
 def _pandas() -> Any:
@@ -81,10 +195,13 @@ def load(reference: str) -> Hook:
     return function
 
 
-def apply(reference: str, rows: pa.Table, mapping: Mapping, uri: str, lines: Any) -> pa.Table:
+def apply(
+    reference: str, rows: pa.Table, mapping: Mapping, uri: str, lines: Any, limit: TimeLimit
+) -> pa.Table:
     """Run the hook on `rows` (the mapped columns) and hold what it returns to the mapping.
 
-    `lines(i)` gives the source line (or row) of the i-th row, to name it in errors.
+    `lines(i)` gives the source line (or row) of the i-th row, to name it in errors; `limit`
+    is the time the hook has left on this file.
     """
     import pyarrow as pa
 
@@ -95,10 +212,19 @@ def apply(reference: str, rows: pa.Table, mapping: Mapping, uri: str, lines: Any
         return RejectedInput(f"python_transform {reference}: {reason}", file=uri, **where)
 
     frame = rows.to_pandas(types_mapper=pd.ArrowDtype)
+    printed = _PrintsToLog(reference)
     try:
-        result = hook(frame)
+        with limit.running(), contextlib.redirect_stdout(printed):
+            result = hook(frame)
+    except _TimedOut:
+        raise reject(
+            f"was stopped after {limit.seconds:g} s, its time limit on one file "
+            "(python_transform_timeout_seconds)"
+        ) from None
     except Exception as error:  # the team's code: its own message, named
         raise reject(f"raised {type(error).__name__}: {error}") from None
+    finally:
+        printed.flush()
     if not isinstance(result, pd.DataFrame):
         raise reject(f"returned {type(result).__name__}, not a pandas DataFrame")
     names = [str(c) for c in result.columns]
