@@ -9,8 +9,8 @@ password, or the one its `secret_arn` holds, the ServiceNow and SMTP passwords, 
 secret key and session token), in the forms an error message may quote it: as written,
 percent-decoded, JSON-escaped. A driver that refuses a malformed URL quotes the password
 alone, which only the second net catches. A credential of any length is masked; one under
-8 characters only where it stands as a word of its own (between spaces, quotes, `=` or the
-ends), so a 4-character password does not blank out the identifiers that contain it.
+8 characters where a message sets it off as a value (quoted, after `=` or `password`, or
+the whole text), so a 4-character password does not blank out every word that holds it.
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ SECRET_VARIABLES = (
     "AWS_SESSION_TOKEN",
 )
 URL_VARIABLES = ("REFLOAD_WAREHOUSE_URL",)
-# Below this length a credential is masked only as a word of its own: "refload" as a
-# password must not turn the correlation id `refload:dim_country:...` into `***:...`.
-WORD_SECRET_CHARS = 8
+# Below this length a credential is masked only where a message sets it off as a value:
+# "refload" as a password must not turn `refload:dim_country:...` into `***:...`.
+SHORT_SECRET_CHARS = 8
 
 _known: set[str] = set()
 
@@ -89,13 +89,22 @@ def _secrets() -> list[str]:
 
 
 @lru_cache(maxsize=64)
-def _as_word(secret: str) -> re.Pattern[str]:
-    """`secret` standing alone: after a space, quote, `=`, `(` or the start; before a space,
-    quote or the end (sentence punctuation between them allowed). Also inside JSON text
-    (a quote is `\\"`, a line break `\\n`) and HTML (`&quot;`, `<td>...</td>`)."""
-    before = r"(?:(?<![^\s'\"`=(;>])|(?<=\\n)|(?<=\\t))"
-    after = r"(?=[.,;:!?)]*(?:[\s'\"`\\&<]|$))"
-    return re.compile(before + re.escape(secret) + after)
+def _as_value(secret: str) -> re.Pattern[str]:
+    """`secret` where a message sets it off as a value: quoted (also as JSON and HTML quote
+    it), after `=` or a credential's name (`password abcd`, `token: abcd`), or the whole
+    text; not a bare word of prose, which may be refload's own (`refload runs ...`)."""
+    value = re.escape(secret)
+    return re.compile(
+        rf"(?P<quote>['\"`]|\\\"|&quot;|&#x27;|&#39;){value}(?P=quote)"
+        rf"|(?P<key>=|(?<![A-Za-z0-9_])(?i:password|passwd|pwd|secret|token|key)s?"
+        rf"\s*[:=]?\s*(?:is\s+)?){value}(?![A-Za-z0-9_])"
+        rf"|^{value}$"
+    )
+
+
+def _masked(match: re.Match[str]) -> str:
+    quote_ = match.group("quote") or ""
+    return f"{quote_}{MASK}{quote_}" if quote_ else f"{match.group('key') or ''}{MASK}"
 
 
 def redact(text: str) -> str:
@@ -104,10 +113,10 @@ def redact(text: str) -> str:
         text = URL_PASSWORD.sub(rf"\1:{MASK}@", text)
     for secret in _secrets():
         if secret in text:
-            if len(secret) >= WORD_SECRET_CHARS:
+            if len(secret) >= SHORT_SECRET_CHARS:
                 text = text.replace(secret, MASK)
             else:
-                text = _as_word(secret).sub(MASK, text)
+                text = _as_value(secret).sub(_masked, text)
     return text
 
 
