@@ -80,11 +80,19 @@ def remember_url(url: str | None) -> None:
 def _secrets() -> list[str]:
     # The environment's credentials as they are now (read each time: a credential rotated
     # or unset is no longer looked for), plus every one remembered.
+    environment = tuple(os.environ.get(name) for name in SECRET_VARIABLES + URL_VARIABLES)
+    return _sorted_secrets(environment, len(_known))
+
+
+@lru_cache(maxsize=8)
+def _sorted_secrets(environment: tuple[str | None, ...], _remembered: int) -> list[str]:
+    """Cached while the environment and the remembered set (it only grows) stay the same."""
+    secrets, urls = environment[: len(SECRET_VARIABLES)], environment[len(SECRET_VARIABLES) :]
     current = set(_known)
-    for name in SECRET_VARIABLES:
-        current |= _forms(os.environ.get(name))
-    for name in URL_VARIABLES:
-        current |= _forms(_url_password(os.environ.get(name)))
+    for secret in secrets:
+        current |= _forms(secret)
+    for url in urls:
+        current |= _forms(_url_password(url))
     return sorted(current, key=len, reverse=True)  # longest first: no partial leftovers
 
 
