@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import textwrap
 from pathlib import Path
@@ -284,6 +285,9 @@ STALLS = {
     # Its own `except Exception` does not keep it running.
     "swallows-errors": "while True:\n    try:\n        sum(range(10**6))\n    except Exception:\n"
     "        pass",
+    # Even the stop itself, once: it comes again a second later.
+    "catches-the-stop": "try:\n    while True:\n        pass\nexcept BaseException:\n    pass\n"
+    "while True:\n    pass",
 }
 
 
@@ -307,6 +311,8 @@ def test_a_hook_past_its_time_limit_is_stopped_and_the_file_rejected(
         f"{source}: python_transform teamhooks:shape: was stopped "
         "after 0.5 s, its time limit on one file (python_transform_timeout_seconds)"
     )
+    assert signal.getsignal(signal.SIGALRM) is signal.SIG_DFL  # nothing left armed
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
     runs = "SELECT run_id, status FROM etl_audit.run_log WHERE step = 'ingest' ORDER BY logged_at"
     assert sql(runs) == [
         (passed["run_id"], "ok"),

@@ -85,7 +85,9 @@ class TimeLimit:
 def _stopped_after(seconds: float) -> Iterator[None]:
     """Raise _TimedOut in this thread after `seconds`, and each second after that (a hook
     that catches it once is stopped the next time)."""
-    if threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread() or not hasattr(
+        signal, "setitimer"
+    ):
         with _async_stop_after(seconds):
             yield
         return
@@ -96,13 +98,29 @@ def _stopped_after(seconds: float) -> Iterator[None]:
     previous = signal.signal(signal.SIGALRM, expire)
     start = time.monotonic()
     outer, _ = signal.setitimer(signal.ITIMER_REAL, seconds, 1.0)
+
+    def disarm() -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous if previous is not None else signal.SIG_DFL)
+
     try:
         yield
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous if previous is not None else signal.SIG_DFL)
+        _to_the_end(disarm)
         if outer:  # someone else's alarm (a test runner's, a tracer's): theirs again
             signal.setitimer(signal.ITIMER_REAL, max(outer - (time.monotonic() - start), 0.001))
+
+
+def _to_the_end(cleanup: Callable[[], None]) -> None:
+    """Run an idempotent `cleanup` to its end: a _TimedOut due just then (a signal already
+    tripped, an exception already set) would otherwise skip its last steps and leave the
+    alarm armed for whatever runs next."""
+    while True:
+        try:
+            cleanup()
+            return
+        except _TimedOut:
+            continue
 
 
 @contextlib.contextmanager
@@ -121,14 +139,17 @@ def _async_stop_after(seconds: float) -> Iterator[None]:
                     ctypes.pythonapi.PyThreadState_SetAsyncExc(target, ctypes.py_object(_TimedOut))
             wait = 1.0
 
+    def disarm() -> None:
+        with lock:
+            done.set()
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(target, None)  # one set but not yet raised
+
     watchdog = threading.Thread(target=watch, name="refload-hook-limit", daemon=True)
     watchdog.start()
     try:
         yield
     finally:
-        with lock:
-            done.set()
-        ctypes.pythonapi.PyThreadState_SetAsyncExc(target, None)  # one set but not yet raised
+        _to_the_end(disarm)
         watchdog.join()
 
 
