@@ -47,7 +47,7 @@ _known: set[str] = set()
 def _forms(secret: str | None) -> set[str]:
     """The ways a message may quote a credential: as written, percent-decoded or -encoded,
     JSON-escaped."""
-    if not secret:
+    if not secret or not secret.strip():  # a blank one would mask every space
         return set()
     forms = {secret, unquote(secret), quote(secret, safe="")}
     return forms | {json.dumps(form)[1:-1] for form in forms}
