@@ -322,6 +322,13 @@ class TableConfig(_Strict):
         "before dedupe and key checks (steps.ingest.hooks); deployed code, never from the config "
         "bucket.",
     )
+    python_transform_timeout_seconds: float = Field(
+        default=300,
+        gt=0,
+        description="Time the python_transform may take on one file, its calls on the "
+        "file's pieces added up (per range on Spark); past it the hook is stopped and the "
+        "file rejected.",
+    )
     freshness: Freshness | None = Field(
         default=None,
         description="Age of the last received file past which `python -m handler freshness` "

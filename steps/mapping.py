@@ -487,6 +487,18 @@ def cast_values(values: Any, spec: ColumnSpec) -> tuple[pa.Array, list[tuple[int
     return cast, []
 
 
+def unstorable(values: pa.Array, spec: ColumnSpec) -> list[tuple[int, str]]:
+    """Typed values refused as cast_values refuses them in text: a NUL character in text,
+    NaN or an infinity in a double without format 'allow_nan_inf'. A hook's output is held
+    to the same rules (steps.ingest.hooks)."""
+    kind = spec.data_type.kind
+    if kind in ("string", "varchar"):
+        return _with_nul(values)
+    if kind == "double" and spec.format != ALLOW_NAN_INF:
+        return _non_finite(values)
+    return []
+
+
 def _mask(length: int, indices: list[int]) -> pa.Array:
     import pyarrow as pa
 

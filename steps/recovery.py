@@ -33,6 +33,9 @@ log = structlog.get_logger("refload.recovery")
 # ServiceNow's incident states: 6 = Resolved. Close codes differ between releases.
 RESOLVED_STATE = "6"
 DEFAULT_CLOSE_CODE = "Solution provided"
+PAGE_SIZE = 100  # incidents per Table API request
+# Incident numbers named in the run's summary; the rest are counted (the payload stays small).
+NAMED_INCIDENTS = 20
 
 
 def auto_resolve() -> bool:
@@ -87,15 +90,28 @@ def recovered_report(payload: dict[str, Any], failed_run: str | None) -> dict[st
     return dict(json.loads(redact(json.dumps(report, default=str))))
 
 
+def open_incidents(call: Any, table: str) -> list[dict[str, Any]]:
+    """Every open incident of the table, page by page (ordered by sys_id, so pages neither
+    overlap nor skip), all read before any is resolved: resolving shifts the pages."""
+    query = quote(f"correlation_idSTARTSWITHrefload:{table}:^active=true^ORDERBYsys_id", safe="=^")
+    found: dict[str, dict[str, Any]] = {}
+    while True:
+        page = call(
+            "GET",
+            f"/api/now/table/incident?sysparm_query={query}"
+            f"&sysparm_fields=sys_id,number,correlation_id&sysparm_limit={PAGE_SIZE}"
+            f"&sysparm_offset={len(found)}",
+        ).get("result", [])
+        new = {i["sys_id"]: i for i in page if i["sys_id"] not in found}
+        found |= new
+        if len(page) < PAGE_SIZE or not new:
+            return list(found.values())
+
+
 def resolve_servicenow(table: str, run_id: str) -> list[str]:
     """Resolve every open incident of the table; returns their numbers."""
     call = servicenow_client()
-    query = quote(f"correlation_idSTARTSWITHrefload:{table}:^active=true", safe="=^")
-    found = call(
-        "GET",
-        f"/api/now/table/incident?sysparm_query={query}"
-        "&sysparm_fields=sys_id,number,correlation_id&sysparm_limit=50",
-    ).get("result", [])
+    found = open_incidents(call, table)
     note = f"Recovered: run {run_id} loaded {table} and passed its tests."
     resolved = []
     for incident in found:
@@ -138,7 +154,11 @@ def on_success(warehouse: Warehouse, payload: dict[str, Any]) -> dict[str, Any]:
             if name == "servicenow" and auto_resolve():
                 numbers = resolve_servicenow(payload["table"], payload["run_id"])
                 if numbers:
-                    sent[name] = {"status": "resolved", "ref": ", ".join(numbers)}
+                    more = len(numbers) - NAMED_INCIDENTS
+                    ref = ", ".join(numbers[:NAMED_INCIDENTS]) + (
+                        f" and {more} more" if more > 0 else ""
+                    )
+                    sent[name] = {"status": "resolved", "ref": ref}
             elif name in senders and failed_run:
                 sent[name] = {"status": "sent", "ref": senders[name](report, payload)}
         except Exception as error:

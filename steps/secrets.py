@@ -5,9 +5,12 @@ summary and the audit rows all redact with it.
 
 Two nets: the password part of any `scheme://user:password@host` URL, whatever
 characters it holds; and every credential refload was given (the warehouse URL's
-password, the ServiceNow and SMTP passwords), in the forms an error message may
-quote it: as written, percent-decoded, JSON-escaped. A driver that refuses a
-malformed URL quotes the password alone, which only the second net catches.
+password, or the one its `secret_arn` holds, the ServiceNow and SMTP passwords, the AWS
+secret key and session token), in the forms an error message may quote it: as written,
+percent-decoded, JSON-escaped. A driver that refuses a malformed URL quotes the password
+alone, which only the second net catches. A credential of any length is masked; one under
+8 characters where a message sets it off as a value (quoted, after `=` or `password`, or
+the whole text), so a 4-character password does not blank out every word that holds it.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
@@ -27,27 +30,37 @@ URL_PASSWORD = re.compile(
     r"(?<![a-z0-9+.-])([a-z][a-z0-9+.-]*://[^/\s:@'\"]*):[^\s/]*@", re.IGNORECASE
 )
 # Environment variables that hold a credential (URLs: only their password).
-SECRET_VARIABLES = ("REFLOAD_SERVICENOW_PASSWORD", "REFLOAD_SMTP_PASSWORD")
+SECRET_VARIABLES = (
+    "REFLOAD_SERVICENOW_PASSWORD",
+    "REFLOAD_SMTP_PASSWORD",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+)
 URL_VARIABLES = ("REFLOAD_WAREHOUSE_URL",)
-# Shorter values would mask ordinary words (Redshift passwords have at least 8 characters).
-MIN_SECRET_CHARS = 8
+# Below this length a credential is masked only where a message sets it off as a value:
+# "refload" as a password must not turn `refload:dim_country:...` into `***:...`.
+SHORT_SECRET_CHARS = 8
 
 _known: set[str] = set()
 
 
+def _forms(secret: str | None) -> set[str]:
+    """The ways a message may quote a credential: as written, percent-decoded or -encoded,
+    JSON-escaped."""
+    if not secret or not secret.strip():  # a blank one would mask every space
+        return set()
+    forms = {secret, unquote(secret), quote(secret, safe="")}
+    return forms | {json.dumps(form)[1:-1] for form in forms}
+
+
 def remember(secret: str | None) -> None:
     """Mask this value wherever it appears from now on, in every form a message may quote."""
-    if not secret or len(secret) < MIN_SECRET_CHARS:
-        return
-    for form in (secret, unquote(secret), quote(secret, safe="")):
-        _known.add(form)
-        _known.add(json.dumps(form)[1:-1])
+    _known.update(_forms(secret))
 
 
-def remember_url(url: str | None) -> None:
-    """Mask the password of a URL (the warehouse's) wherever it appears from now on."""
+def _url_password(url: str | None) -> str | None:
     if not url:
-        return
+        return None
     try:
         password = urlsplit(url).password
     except ValueError:
@@ -56,15 +69,50 @@ def remember_url(url: str | None) -> None:
         # A URL urllib cannot split still carries its password between ':' and '@'.
         userinfo = url.split("://", 1)[1].rpartition("@")[0]
         password = userinfo.partition(":")[2] or None
-    remember(password)
+    return password
 
 
-def _secrets() -> Iterable[str]:
-    for name in SECRET_VARIABLES:
-        remember(os.environ.get(name))
-    for name in URL_VARIABLES:
-        remember_url(os.environ.get(name))
-    return sorted(_known, key=len, reverse=True)  # longest first: no partial leftovers
+def remember_url(url: str | None) -> None:
+    """Mask the password of a URL (the warehouse's) wherever it appears from now on."""
+    remember(_url_password(url))
+
+
+def _secrets() -> list[str]:
+    # The environment's credentials as they are now (read each time: a credential rotated
+    # or unset is no longer looked for), plus every one remembered.
+    environment = tuple(os.environ.get(name) for name in SECRET_VARIABLES + URL_VARIABLES)
+    return _sorted_secrets(environment, len(_known))
+
+
+@lru_cache(maxsize=8)
+def _sorted_secrets(environment: tuple[str | None, ...], _remembered: int) -> list[str]:
+    """Cached while the environment and the remembered set (it only grows) stay the same."""
+    secrets, urls = environment[: len(SECRET_VARIABLES)], environment[len(SECRET_VARIABLES) :]
+    current = set(_known)
+    for secret in secrets:
+        current |= _forms(secret)
+    for url in urls:
+        current |= _forms(_url_password(url))
+    return sorted(current, key=len, reverse=True)  # longest first: no partial leftovers
+
+
+@lru_cache(maxsize=64)
+def _as_value(secret: str) -> re.Pattern[str]:
+    """`secret` where a message sets it off as a value: quoted (also as JSON and HTML quote
+    it), after `=` or a credential's name (`password abcd`, `token: abcd`), or the whole
+    text; not a bare word of prose, which may be refload's own (`refload runs ...`)."""
+    value = re.escape(secret)
+    return re.compile(
+        rf"(?P<quote>['\"`]|\\\"|&quot;|&#x27;|&#39;){value}(?P=quote)"
+        rf"|(?P<key>=|(?<![A-Za-z0-9_])(?i:password|passwd|pwd|secret|token|key)s?"
+        rf"\s*[:=]?\s*(?:is\s+)?){value}(?![A-Za-z0-9_])"
+        rf"|^{value}$"
+    )
+
+
+def _masked(match: re.Match[str]) -> str:
+    quote_ = match.group("quote") or ""
+    return f"{quote_}{MASK}{quote_}" if quote_ else f"{match.group('key') or ''}{MASK}"
 
 
 def redact(text: str) -> str:
@@ -73,7 +121,10 @@ def redact(text: str) -> str:
         text = URL_PASSWORD.sub(rf"\1:{MASK}@", text)
     for secret in _secrets():
         if secret in text:
-            text = text.replace(secret, MASK)
+            if len(secret) >= SHORT_SECRET_CHARS:
+                text = text.replace(secret, MASK)
+            else:
+                text = _as_value(secret).sub(_masked, text)
     return text
 
 

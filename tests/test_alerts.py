@@ -357,8 +357,9 @@ def test_the_rerun_file_replays_the_failed_step(
         ("it's-a-s3cret", False),  # a quote once ended the URL pattern
         # A failure before the warehouse is opened: only the URL pattern knows the password.
         ("l0cals-s3cret", True),
+        ("p%zz", False),  # 4 characters: once never masked outside a URL
     ],
-    ids=["percent", "quote", "before-the-warehouse-opens"],
+    ids=["percent", "quote", "before-the-warehouse-opens", "four-characters"],
 )
 def test_no_output_channel_shows_a_warehouse_password(
     password, unexpected, postgres_database, table_dir, write, tmp_path, capsys

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import sys
 import textwrap
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from handler.cli import main
 from steps.ingest import hooks
+from tests.conftest import run_args
 
 MAPPING = (
     "source_column,target_column,data_type,transform,default,nullable,format\n"
@@ -245,3 +247,190 @@ def test_a_one_megabyte_hook_message_is_cut_where_it_travels_and_kept_where_it_i
     assert alert["error"]["message"] == message
     assert len(alert["subject"].encode()) <= 2048
     assert "A" * 60_000 in alert["text"] and "A" * 60_000 in alert["html"]
+
+
+SCORED = MAPPING + "score,score,double,,,true,\n"
+SCORED_SOURCE = "code,name,rate,day,score\n00501,a,1.50,01/31/2024,1.5\n02134,b,2,02/01/2024,2\n"
+
+
+@pytest.mark.parametrize("warehouse_url", ["postgresql"], indirect=True)
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            'rows["name"] = rows["name"] + "\\x00"\nreturn rows',
+            "line 2, column 'name': python_transform teamhooks:shape: returned a value that "
+            "contains a NUL character (\\x00), which warehouses cannot store as text "
+            "(value 'a\\x00')",
+        ),
+        (
+            'rows["score"] = rows["score"] / (rows["score"] - 2)\nreturn rows',
+            "line 3, column 'score': python_transform teamhooks:shape: returned a value that "
+            "is NaN or infinite as a double; set format 'allow_nan_inf' to keep such values "
+            "(value inf)",
+        ),
+        (
+            "import pyarrow as pa\n"
+            'rows["score"] = pd.Series(pa.array([1.0, float("nan")]), '
+            "dtype=pd.ArrowDtype(pa.float64()))\nreturn rows",
+            "line 3, column 'score': python_transform teamhooks:shape: returned a value that "
+            "is NaN or infinite as a double; set format 'allow_nan_inf' to keep such values "
+            "(value nan)",
+        ),
+    ],
+    ids=["nul", "infinity", "nan"],
+)
+def test_hook_output_is_held_to_the_value_rules_of_mapped_input(
+    body, message, hook, table_dir, write, run_cli, sql
+):
+    # A NUL once failed PostgreSQL's COPY (exit 3, no row named); NaN and infinity loaded
+    # where mapped input refuses them.
+    config = table_dir(SCORED, python_transform=hook(body))
+    code, summary = run_cli(config, write("t.csv", SCORED_SOURCE))
+    assert (code, (summary["error"] or {}).get("type")) == (2, "RejectedInput"), summary
+    assert message in summary["error"]["message"]
+    assert sql("SELECT status FROM etl_audit.run_log WHERE step = 'ingest'") == [("failed",)]
+    assert sql("SELECT to_regclass('ref.t_codes')") == [(None,)]
+
+
+def test_a_hook_may_return_infinity_where_the_mapping_allows_it(
+    hook, table_dir, write, run_cli, sql
+):
+    reference = hook('rows["score"] = rows["score"] / (rows["score"] - 2)\nreturn rows')
+    config = table_dir(
+        SCORED.replace("double,,,true,", "double,,,true,allow_nan_inf"), python_transform=reference
+    )
+    code, summary = run_cli(config, write("t.csv", SCORED_SOURCE))
+    assert code == 0, summary["error"]
+    assert sql("SELECT score FROM ref.t_codes ORDER BY code") == [(-3.0,), (float("inf"),)]
+
+
+STALLS = {
+    "sleeps": "import time\ntime.sleep(600)",
+    "spins": "while True:\n    pass",
+    # Its own `except Exception` does not keep it running.
+    "swallows-errors": "while True:\n    try:\n        sum(range(10**6))\n    except Exception:\n"
+    "        pass",
+    # Even the stop itself, once: it comes again a second later.
+    "catches-the-stop": "try:\n    while True:\n        pass\nexcept BaseException:\n    pass\n"
+    "while True:\n    pass",
+}
+
+
+@pytest.mark.parametrize("stall", STALLS.values(), ids=STALLS.keys())
+def test_a_hook_past_its_time_limit_is_stopped_and_the_file_rejected(
+    stall, hook, table_dir, write, run_cli, sql, warehouse_url, capsys
+):
+    import time
+
+    body = f'if (rows["name"] == "stall").any():\n{textwrap.indent(stall, "    ")}\nreturn rows'
+    config = table_dir(MAPPING, python_transform=hook(body), python_transform_timeout_seconds=0.5)
+    code, passed = run_cli(config, write("t.csv", SOURCE))
+    assert code == 0, passed["error"]
+
+    started = time.monotonic()
+    source = write("t.csv", SOURCE.replace("allston", "stall"))
+    code, summary = run_cli(config, source)
+    assert time.monotonic() - started < 10
+    assert (code, summary["status"], summary["error"]["type"]) == (2, "rejected", "RejectedInput")
+    assert summary["error"]["message"] == (
+        f"{source}: python_transform teamhooks:shape: was stopped "
+        "after 0.5 s, its time limit on one file (python_transform_timeout_seconds)"
+    )
+    assert signal.getsignal(signal.SIGALRM) is signal.SIG_DFL  # nothing left armed
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    runs = "SELECT run_id, status FROM etl_audit.run_log WHERE step = 'ingest' ORDER BY logged_at"
+    assert sql(runs) == [
+        (passed["run_id"], "ok"),
+        (summary["run_id"], "failed"),
+    ]
+    capsys.readouterr()  # `status` shows the rejected run, not the passed one before it
+    assert (
+        main(
+            ["status", "--config-root", str(config.parent), "--warehouse", warehouse_url, "--json"]
+        )
+        == 0
+    )
+    [table] = json.loads(capsys.readouterr().out)["tables"]
+    assert (table["run_id"], table["status"]) == (summary["run_id"], "rejected")
+
+
+def test_the_time_limit_counts_every_piece_of_a_file(hook, table_dir, write, run_cli, monkeypatch):
+    reference = hook(
+        """
+        import time, teamhooks
+        teamhooks.CALLS = getattr(teamhooks, "CALLS", 0) + 1
+        time.sleep(0.2)
+        return rows
+        """
+    )
+    monkeypatch.setenv("REFLOAD_CHUNK_BYTES", "4096")
+    body = "".join(f"{i:05d},name {i},1.00,01/31/2024\n" for i in range(3000))
+    config = table_dir(MAPPING, python_transform=reference, python_transform_timeout_seconds=1)
+    code, summary = run_cli(config, write("big.csv", "code,name,rate,day\n" + body))
+    assert code == 2
+    assert "was stopped after 1 s, its time limit on one file" in summary["error"]["message"]
+    assert 5 <= sys.modules["teamhooks"].CALLS <= 6  # 0.2 s each: the sixth is stopped
+
+
+def test_a_hook_called_off_the_main_thread_is_stopped_too(
+    hook, table_dir, write, warehouse_url, tmp_path, capsys
+):
+    import threading
+
+    # No signal reaches another thread: an embedding service may call refload from one.
+    config = table_dir(
+        MAPPING,
+        python_transform=hook("while True:\n    pass"),
+        python_transform_timeout_seconds=0.5,
+    )
+    args = run_args(config, write("t.csv", SOURCE), warehouse_url, "--json")
+    codes: list[int] = []
+    worker = threading.Thread(target=lambda: codes.append(main(args)))
+    worker.start()
+    worker.join(timeout=20)
+    assert not worker.is_alive() and codes == [2]
+    summary = json.loads(capsys.readouterr().out)
+    assert (
+        "python_transform teamhooks:shape: was stopped after 0.5 s" in summary["error"]["message"]
+    )
+
+
+def test_a_hook_prints_to_the_log_and_shows_no_aws_credential(
+    hook, table_dir, write, warehouse_url, tmp_path, sql, monkeypatch, capsys
+):
+    key, token = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "IQoJb3JpZ2luX2Vj+EXAMPLE/TOKEN=="
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key)
+    monkeypatch.setenv("AWS_SESSION_TOKEN", token)
+    reference = hook(
+        """
+        import os
+        print("looking up", len(rows), "rows")
+        print("with", os.environ["AWS_SECRET_ACCESS_KEY"])
+        raise PermissionError(
+            f"S3 refused {os.environ['AWS_SECRET_ACCESS_KEY']} {os.environ['AWS_SESSION_TOKEN']}"
+        )
+        """
+    )
+    config = table_dir(MAPPING, python_transform=reference)
+    capsys.readouterr()
+    code = main(run_args(config, write("t.csv", SOURCE), warehouse_url, "--json"))
+    out, err = capsys.readouterr()
+    assert code == 2
+    summary = json.loads(out)  # stdout is the one JSON object, the hook's prints are not in it
+    assert summary["error"]["message"].endswith(
+        "python_transform teamhooks:shape: raised PermissionError: S3 refused *** ***"
+    )
+    printed = [
+        json.loads(line)["text"] for line in err.splitlines() if "python_transform printed" in line
+    ]
+    assert printed == ["looking up 2 rows", "with ***"]
+    outputs = {
+        "stdout": out,
+        "stderr": err,
+        "run_log": repr(sql("SELECT * FROM etl_audit.run_log")),
+    }
+    outputs |= {p.name: p.read_text() for p in (tmp_path / "outbox").glob("*.json")}
+    for name, text in outputs.items():
+        for secret in (key, token, json.dumps(key)[1:-1], json.dumps(token)[1:-1]):
+            assert secret not in text, f"{name} shows {secret}"

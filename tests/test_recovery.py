@@ -50,8 +50,8 @@ class ServiceNow:
     def query(self, request: Request) -> Response:
         if refused := self._refused(request):
             return refused
-        condition, active = request.args["sysparm_query"].split("^")
-        assert active == "active=true"
+        condition, active, *order = request.args["sysparm_query"].split("^")
+        assert active == "active=true" and order in ([], ["ORDERBYsys_id"])
         field_op, _, value = re.match(r"(correlation_id(=|STARTSWITH))(.*)", condition).groups()
         found = [
             {"sys_id": i["sys_id"], "number": i["number"], "correlation_id": i["correlation_id"]}
@@ -63,6 +63,10 @@ class ServiceNow:
                 else i["correlation_id"].startswith(value)
             )
         ]
+        # Pages as the Table API gives them (its default limit is 10,000 rows).
+        offset = int(request.args.get("sysparm_offset", 0))
+        limit = int(request.args.get("sysparm_limit", 10_000))
+        found = sorted(found, key=lambda i: i["sys_id"])[offset : offset + limit]
         return Response(json.dumps({"result": found}), 200)
 
     def create(self, request: Request) -> Response:
@@ -230,3 +234,35 @@ def test_a_broken_servicenow_never_fails_a_passing_run(
     captured = capsys.readouterr()
     assert code == 0 and json.loads(captured.out)["status"] == "passed"
     assert "recovery channel failed" in captured.err and "HTTP 500" in captured.err
+
+
+def test_a_passing_run_resolves_every_open_incident_of_its_table_page_by_page(
+    country, warehouse_url, servicenow, monkeypatch, capsys
+):
+    monkeypatch.setenv("REFLOAD_ALERT_CHANNELS", "servicenow")
+    # Open incidents left by past failures, one per cause; and one of another table.
+    tables = [("dim_country", f"cause-{n}") for n in range(1, 131)] + [("dim_currency", "x")]
+    for number, (table, cause) in enumerate(tables, start=1):
+        sys_id = f"sys-{number:03d}"
+        servicenow.incidents[sys_id] = {
+            "sys_id": sys_id,
+            "number": f"INC{number:04d}",
+            "correlation_id": f"refload:{table}:{cause}",
+            "active": True,
+            "state": "1",
+            "work_notes": [],
+        }
+    capsys.readouterr()
+    code = main(run_args(country, COUNTRY_XLSX, warehouse_url, "--json"))
+    out, err = capsys.readouterr()
+    passed = json.loads(out)
+    assert code == 0
+    [line] = [json.loads(x) for x in err.splitlines() if '"table recovered"' in x]
+    named = ", ".join(f"INC{n:04d}" for n in range(1, 21))  # the step's payload stays small
+    assert line["servicenow"] == {"status": "resolved", "ref": f"{named} and 110 more"}
+    still_open = [i["number"] for i in servicenow.incidents.values() if i["active"]]
+    assert still_open == ["INC0131"]  # dim_currency's
+    note = f"Recovered: run {passed['run_id']} loaded dim_country and passed its tests."
+    resolved = [i for i in servicenow.incidents.values() if not i["active"]]
+    assert len(resolved) == 130
+    assert all(i["work_notes"] == [f"{note} Resolved by refload."] for i in resolved)

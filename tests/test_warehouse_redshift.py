@@ -241,3 +241,51 @@ def test_curated_timestamps_are_int64_microseconds_as_redshift_copy_reads_them(
     logical = json.loads(column.logical_type.to_json())
     assert (logical["Type"], logical["timeUnit"]) == ("Timestamp", "microseconds")
     assert [str(v) for (v,) in sql("SELECT at FROM ref.t_codes")] == ["2026-11-01 10:30:15"]
+
+
+def test_a_password_read_through_secret_arn_is_masked_like_any_other(
+    s3, table_dir, write, tmp_path, capsys, monkeypatch
+):
+    """A warm function: once a run has read the warehouse secret, a later error that quotes
+    its password (here a team's hook, whose lookup shares it) shows it masked."""
+    import sys
+
+    import boto3
+
+    from handler.cli import main
+    from steps.ingest import hooks
+    from tests.conftest import run_args
+
+    password = "V4ult-pw-from-the-secret"
+    arn = boto3.client("secretsmanager", region_name="us-east-1").create_secret(
+        Name="refload/warehouse",
+        SecretString=json.dumps(
+            {"username": "loader", "password": password, "host": "127.0.0.1", "port": 9}
+        ),
+    )["ARN"]
+    code_dir = tmp_path / "code"
+    code_dir.mkdir()
+    (code_dir / "lookuphook.py").write_text(
+        "def shape(rows):\n"
+        "    if (rows['code'] == 'BAD').any():\n"
+        f"        raise RuntimeError('lookup service refused password {password}')\n"
+        "    return rows\n"
+    )
+    monkeypatch.syspath_prepend(str(code_dir))
+    monkeypatch.setattr(hooks, "_loaded", {})
+    monkeypatch.delitem(sys.modules, "lookuphook", raising=False)
+    config = table_dir(MAPPING, python_transform="lookuphook:shape")
+    url = f"redshift://placeholder/dev?secret_arn={arn}&region=us-east-1&ssl=false&iam_role={COPY_ROLE}"
+    extra = ("--json", "--curated-root", "s3://curated/lake")
+
+    # The warehouse (host and port from the secret) is down: the run reads the secret.
+    assert main(run_args(config, write("a.csv", "code,n\nAB,1\n"), url, *extra)) == 3
+    capsys.readouterr()
+    assert main(run_args(config, write("b.csv", "code,n\nBAD,1\n"), url, *extra)) == 2
+    out, err = capsys.readouterr()
+    assert json.loads(out)["error"]["message"].endswith("refused password ***")
+    outputs = {"stdout": out, "stderr": err}
+    outputs |= {p.name: p.read_text() for p in (tmp_path / "outbox").glob("*.json")}
+    assert len(outputs) > 2
+    for name, text in outputs.items():
+        assert password not in text, f"{name} shows the password"

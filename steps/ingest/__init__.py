@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -30,6 +30,9 @@ from steps.ingest.transform import Rejection, apply_mapping
 from steps.mapping import Mapping
 from steps.names import did_you_mean, unknown_name
 from steps.table import TableSpec, load_table_config
+
+if TYPE_CHECKING:
+    from steps.ingest.hooks import TimeLimit
 
 DEFAULT_CURATED_ROOT = "curated"
 MAX_LISTED = 5
@@ -320,7 +323,16 @@ def _ingest(spec: TableSpec, payload: dict[str, Any]) -> dict[str, Any]:
         return _ingest_file(spec, payload, source, version, scratch)
 
 
-def _hooked(reference: str, typed: pa.Table, spec: TableSpec, source: SourceTable) -> pa.Table:
+def hook_time_limit(spec: TableSpec) -> TimeLimit:
+    """The time the table's hook has on one file (shared by its calls on the file's pieces)."""
+    from steps.ingest.hooks import TimeLimit
+
+    return TimeLimit(spec.config.python_transform_timeout_seconds)
+
+
+def _hooked(
+    reference: str, typed: pa.Table, spec: TableSpec, source: SourceTable, limit: TimeLimit
+) -> pa.Table:
     """The team's python_transform on this chunk's good rows; positions are kept."""
     from steps.ingest import hooks
 
@@ -331,6 +343,7 @@ def _hooked(reference: str, typed: pa.Table, spec: TableSpec, source: SourceTabl
         spec.mapping,
         source.uri,
         lambda i: source.locate([positions[i].as_py()])[0],
+        limit,
     )
     return mapped.append_column(POSITION, positions)
 
@@ -368,6 +381,7 @@ def _map_chunks(
     staged = _Staged(scratch / "typed.arrow", in_memory=source.fits_in_memory)
     rejections: list[Rejection] = []
     rows = 0
+    limit: TimeLimit | None = None
     progress.phase("read", unit="rows")  # reading and mapping go chunk by chunk, together
     for chunk in _read_ahead(source.chunks):
         typed, found = apply_mapping(chunk, spec.mapping, context)
@@ -381,7 +395,8 @@ def _map_chunks(
             bad = pa.array(sorted({r.position + rows for r in found}), pa.int64())
             typed = typed.filter(pc.invert(pc.is_in(typed.column(POSITION), bad)))
         if spec.config.python_transform:
-            typed = _hooked(spec.config.python_transform, typed, spec, source)
+            limit = limit or hook_time_limit(spec)
+            typed = _hooked(spec.config.python_transform, typed, spec, source, limit)
         staged.add(typed)
         rows += chunk.num_rows
         progress.advance(chunk.num_rows)

@@ -5,7 +5,8 @@ mapped, typed rows as a pandas DataFrame with Arrow-backed dtypes (exact decimal
 `02134` as text), after the mapping and before dedupe and key checks, and returns a
 DataFrame with exactly the mapping's target columns. refload then holds the result to the
 mapping: the same columns, types castable without loss (Arrow's safe cast), `varchar(n)`
-lengths and `nullable: false`. Anything else, or an exception in the hook, rejects the
+lengths, `nullable: false`, and the values mapped input may not hold either (a NUL in
+text, NaN or infinity in a double). Anything else, or an exception in the hook, rejects the
 file (exit 2) naming the function, the column and the value.
 
 Hooks are code, so they are deployed with the image (the top-level `hooks/` package) or
@@ -13,6 +14,14 @@ found on `PYTHONPATH` locally; never read from the config bucket, which holds da
 more people may write. A hook is called once per piece of the file (a quarter chunk, or
 a chunk when streamed), so it must be row-local: one row out for each row in, in the same
 order (line numbers stay exact).
+
+A hook has a time limit on each file (`python_transform_timeout_seconds`, default 300 s,
+its calls on the file's pieces added up): past it the hook is stopped and the file rejected,
+so a hook that sleeps or spins ends the run with a run_log row instead of running into the
+function's timeout. It is stopped in process (ADR 17): SIGALRM on the main thread (where
+Lambda, the CLI and a Spark worker call it), an exception set on the calling thread
+elsewhere. A subprocess would need pickling both ways and multiprocessing's semaphores,
+which Lambda lacks (no /dev/shm). A hook stuck inside one C call is stopped when it returns.
 
 pandas is imported here only, for tables that have a hook: in the image it lives in a
 separate folder (`REFLOAD_PANDAS_SITE`) put on `sys.path` only then, because pyarrow
@@ -22,11 +31,19 @@ for it (ADR 5).
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import importlib
+import io
 import os
+import signal
 import sys
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
+
+import structlog
 
 from steps.errors import ConfigError, RejectedInput
 
@@ -37,6 +54,125 @@ if TYPE_CHECKING:
 
 Hook = Callable[[Any], Any]
 _loaded: dict[str, Hook] = {}
+log = structlog.get_logger("refload.hooks")
+
+
+class _TimedOut(BaseException):
+    """Raised inside a hook past its time limit. A BaseException, as KeyboardInterrupt is:
+    a hook's own `except Exception` must not swallow it."""
+
+
+class TimeLimit:
+    """The time a hook has left on one file: its calls on the file's pieces add up."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.left = seconds
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        if self.left <= 0:
+            raise _TimedOut
+        start = time.monotonic()
+        try:
+            with _stopped_after(self.left):
+                yield
+        finally:
+            self.left -= time.monotonic() - start
+
+
+@contextlib.contextmanager
+def _stopped_after(seconds: float) -> Iterator[None]:
+    """Raise _TimedOut in this thread after `seconds`, and each second after that (a hook
+    that catches it once is stopped the next time)."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(
+        signal, "setitimer"
+    ):
+        with _async_stop_after(seconds):
+            yield
+        return
+
+    def expire(_signum: int, _frame: Any) -> None:
+        raise _TimedOut
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    start = time.monotonic()
+    outer, _ = signal.setitimer(signal.ITIMER_REAL, seconds, 1.0)
+
+    def disarm() -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous if previous is not None else signal.SIG_DFL)
+
+    try:
+        yield
+    finally:
+        _to_the_end(disarm)
+        if outer:  # someone else's alarm (a test runner's, a tracer's): theirs again
+            signal.setitimer(signal.ITIMER_REAL, max(outer - (time.monotonic() - start), 0.001))
+
+
+def _to_the_end(cleanup: Callable[[], None]) -> None:
+    """Run an idempotent `cleanup` to its end: a _TimedOut due just then (a signal already
+    tripped, an exception already set) would otherwise skip its last steps and leave the
+    alarm armed for whatever runs next."""
+    while True:
+        try:
+            cleanup()
+            return
+        except _TimedOut:
+            continue
+
+
+@contextlib.contextmanager
+def _async_stop_after(seconds: float) -> Iterator[None]:
+    """Off the main thread no signal reaches the hook: a watchdog sets _TimedOut on the
+    calling thread instead (raised at its next bytecode; a sleep ends first)."""
+    target = ctypes.c_ulong(threading.get_ident())
+    done = threading.Event()
+    lock = threading.Lock()
+
+    def watch() -> None:
+        wait = seconds
+        while not done.wait(wait):
+            with lock:
+                if not done.is_set():
+                    ctypes.pythonapi.PyThreadState_SetAsyncExc(target, ctypes.py_object(_TimedOut))
+            wait = 1.0
+
+    def disarm() -> None:
+        with lock:
+            done.set()
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(target, None)  # one set but not yet raised
+
+    watchdog = threading.Thread(target=watch, name="refload-hook-limit", daemon=True)
+    watchdog.start()
+    try:
+        yield
+    finally:
+        _to_the_end(disarm)
+        watchdog.join()
+
+
+class _PrintsToLog(io.TextIOBase):
+    """A hook's stdout, one log record per line: stdout carries `--json`'s one object, and
+    log records pass through the redaction."""
+
+    def __init__(self, reference: str) -> None:
+        self.reference = reference
+        self.pending = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        *lines, self.pending = (self.pending + text).split("\n")
+        for line in lines:
+            log.info("python_transform printed", python_transform=self.reference, text=line)
+        return len(text)
+
+    def flush(self) -> None:
+        if self.pending:
+            self.write("\n")
 
 
 def _pandas() -> Any:
@@ -80,10 +216,13 @@ def load(reference: str) -> Hook:
     return function
 
 
-def apply(reference: str, rows: pa.Table, mapping: Mapping, uri: str, lines: Any) -> pa.Table:
+def apply(
+    reference: str, rows: pa.Table, mapping: Mapping, uri: str, lines: Any, limit: TimeLimit
+) -> pa.Table:
     """Run the hook on `rows` (the mapped columns) and hold what it returns to the mapping.
 
-    `lines(i)` gives the source line (or row) of the i-th row, to name it in errors.
+    `lines(i)` gives the source line (or row) of the i-th row, to name it in errors; `limit`
+    is the time the hook has left on this file.
     """
     import pyarrow as pa
 
@@ -94,10 +233,19 @@ def apply(reference: str, rows: pa.Table, mapping: Mapping, uri: str, lines: Any
         return RejectedInput(f"python_transform {reference}: {reason}", file=uri, **where)
 
     frame = rows.to_pandas(types_mapper=pd.ArrowDtype)
+    printed = _PrintsToLog(reference)
     try:
-        result = hook(frame)
+        with limit.running(), contextlib.redirect_stdout(printed):
+            result = hook(frame)
+    except _TimedOut:
+        raise reject(
+            f"was stopped after {limit.seconds:g} s, its time limit on one file "
+            "(python_transform_timeout_seconds)"
+        ) from None
     except Exception as error:  # the team's code: its own message, named
         raise reject(f"raised {type(error).__name__}: {error}") from None
+    finally:
+        printed.flush()
     if not isinstance(result, pd.DataFrame):
         raise reject(f"returned {type(result).__name__}, not a pandas DataFrame")
     names = [str(c) for c in result.columns]
@@ -131,6 +279,8 @@ def _checked(values: Any, spec: Any, reject: Callable[..., RejectedInput], lines
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    from steps.mapping import unstorable
+
     wanted = spec.data_type.arrow()
     values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
     if values.type != wanted:
@@ -150,6 +300,15 @@ def _checked(values: Any, spec: Any, reject: Callable[..., RejectedInput], lines
                 value=value,
                 **({"line": lines(index)} if index is not None else {}),
             ) from None
+    refused = unstorable(values, spec)
+    if refused:
+        index, reason = refused[0]
+        raise reject(
+            f"returned a value that {reason}",
+            column=spec.target,
+            value=values[index].as_py(),
+            line=lines(index),
+        )
     if spec.data_type.kind == "varchar":
         too_long = pc.fill_null(pc.greater(pc.binary_length(values), spec.data_type.length), False)
         if pc.any(too_long).as_py():

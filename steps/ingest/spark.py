@@ -54,6 +54,7 @@ from steps.ingest import (
     curated_uri,
     dataset_prefix,
     duplicate_key_error,
+    hook_time_limit,
     ingest_result,
     keep_rejects,
     write_manifest,
@@ -65,6 +66,7 @@ from steps.table import TableSpec
 
 if TYPE_CHECKING:
     from steps.config import TableConfig
+    from steps.ingest.hooks import TimeLimit
 
 DEFAULT_MASTER = "local[2]"
 # Set on the Lambda function when the stack has an EMR Serverless application: ingest then
@@ -310,6 +312,7 @@ def _map_split(split: Split, job: _Job) -> Iterator[pa.RecordBatch]:
     spec = job.spec
     base = split.index << 32
     rows = 0
+    limit: TimeLimit | None = None
     try:
         with _split_source(split, job) as source:
             for chunk in source.chunks:
@@ -349,7 +352,8 @@ def _map_split(split: Split, job: _Job) -> Iterator[pa.RecordBatch]:
                         pc.invert(pc.is_in(typed.column(POSITION), pa.array(bad, pa.int64())))
                     )
                 if spec.config.python_transform:
-                    typed = _hooked(spec.config.python_transform, typed, spec, source)
+                    limit = limit or hook_time_limit(spec)  # per range: its own process
+                    typed = _hooked(spec.config.python_transform, typed, spec, source, limit)
                 if typed.num_rows:
                     index = typed.schema.get_field_index(POSITION)
                     typed = typed.set_column(

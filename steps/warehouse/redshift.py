@@ -12,7 +12,7 @@ import os
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from steps import storage
+from steps import secrets, storage
 from steps.errors import ConfigError, InfrastructureError, RefloadError, WarehouseUnavailable
 from steps.warehouse.base import Capabilities, is_transient_sqlstate
 from steps.warehouse.postgres import PostgresWarehouse
@@ -69,6 +69,8 @@ def _secret_arguments(arn: str, region: str | None) -> dict[str, Any]:
         raise InfrastructureError(
             f"cannot read the warehouse secret: {type(error).__name__}", key=arn
         ) from None
+    if secret.get("password") is not None:  # masked like the password of a URL
+        secrets.remember(str(secret["password"]))
     mapped = {
         "username": "user",
         "password": "password",
