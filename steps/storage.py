@@ -110,6 +110,20 @@ def size(uri: str) -> int:
         raise RejectedInput("file does not exist", file=uri) from None
 
 
+# GetBucketLocation answers no constraint for us-east-1, and "EU" (legacy) for eu-west-1.
+LEGACY_LOCATIONS = {"": "us-east-1", "EU": "eu-west-1"}
+
+
+def bucket_region(uri: str) -> str:
+    """The AWS region of an s3:// URI's bucket (GetBucketLocation)."""
+    bucket, _ = split_s3(uri)
+    try:
+        location = s3_client().get_bucket_location(Bucket=bucket).get("LocationConstraint")
+    except Exception as error:
+        raise _s3_error(error, f"s3://{bucket}") from error
+    return LEGACY_LOCATIONS.get(location or "", location or "us-east-1")
+
+
 def write_bytes(uri: str, data: bytes, content_type: str | None = None) -> None:
     if is_s3(uri):
         bucket, key = split_s3(uri)

@@ -241,3 +241,41 @@ def test_curated_timestamps_are_int64_microseconds_as_redshift_copy_reads_them(
     logical = json.loads(column.logical_type.to_json())
     assert (logical["Type"], logical["timeUnit"]) == ("Timestamp", "microseconds")
     assert [str(v) for (v,) in sql("SELECT at FROM ref.t_codes")] == ["2026-11-01 10:30:15"]
+
+
+@pytest.mark.parametrize("warehouse_url", ["redshift"], indirect=True)
+def test_a_redshift_load_refuses_a_curated_bucket_in_another_region(
+    s3, table_dir, write, warehouse_url, capsys, sql
+):
+    from handler.cli import main
+    from steps.warehouse import DIALECTS
+
+    DIALECTS["redshift"] = "steps.warehouse.redshift:RedshiftWarehouse"  # the real COPY path
+    s3.create_bucket(
+        Bucket="curated-eu", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
+    )
+    config = table_dir("source_column,target_column,data_type\ncode,code,varchar(3)\n")
+    code = main(
+        [
+            "run",
+            "--config",
+            str(config),
+            "--source",
+            str(write("a.csv", "code\nAA\n")),
+            "--warehouse",
+            f"{warehouse_url}&region=us-east-1",
+            "--curated-root",
+            "s3://curated-eu",
+            "--json",
+        ]
+    )
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 2, summary["error"]
+    assert (
+        "is in eu-west-1 and the Redshift warehouse (127.0.0.1) is in us-east-1"
+        in (summary["error"]["message"])
+    )
+    # Refused before anything was created.
+    assert sql("SELECT count(*) FROM information_schema.tables WHERE table_name = 't_codes'") == [
+        (0,)
+    ]
