@@ -99,11 +99,10 @@ def region_problem(url: str, curated_uri: str) -> str | None:
 
 
 def _secret_arguments(arn: str, region: str | None) -> dict[str, Any]:
-    import boto3
+    from steps.secrets import read_secret
 
-    client = boto3.client("secretsmanager", **({"region_name": region} if region else {}))
     try:
-        secret = json.loads(client.get_secret_value(SecretId=arn)["SecretString"])
+        secret = read_secret(arn, region)
     except Exception as error:
         raise InfrastructureError(
             f"cannot read the warehouse secret: {type(error).__name__}", key=arn
