@@ -281,7 +281,7 @@ def _servicenow_auth() -> dict[str, str]:
             secret = secrets.read_secret(arn)
         except Exception as error:
             raise InfrastructureError(
-                f"cannot read the ServiceNow secret ({type(error).__name__})", key=arn
+                f"cannot read the ServiceNow secret ({secrets.aws_reason(error)})", key=arn
             ) from None
     else:
         secret = {

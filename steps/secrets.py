@@ -116,3 +116,16 @@ def read_secret(arn: str, region: str | None = None) -> dict[str, Any]:
     )
     secret = json.loads(client.get_secret_value(SecretId=arn)["SecretString"])
     return dict(secret)
+
+
+def aws_reason(error: Exception) -> str:
+    """A failed AWS call in a few words: the error's class and AWS's code for it
+    (`ClientError AccessDeniedException`), never its message (it may quote a request)."""
+    response = getattr(error, "response", None)
+    if isinstance(response, dict):
+        code = response.get("Error", {}).get("Code") or response.get("ResponseMetadata", {}).get(
+            "HTTPStatusCode"
+        )
+        if code:
+            return f"{type(error).__name__} {code}"
+    return type(error).__name__

@@ -59,8 +59,11 @@ def join(root: str, *parts: str) -> str:
 
 
 def _s3_error(error: Exception, uri: str) -> Exception:
+    from boto3.exceptions import S3UploadFailedError
     from botocore.exceptions import BotoCoreError, ClientError
 
+    if isinstance(error, S3UploadFailedError) and isinstance(error.__context__, ClientError):
+        error = error.__context__  # upload_file's wrapper: S3's own answer is inside
     if isinstance(error, ClientError):
         code = error.response.get("Error", {}).get("Code", "")
         status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)

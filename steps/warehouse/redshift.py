@@ -99,13 +99,13 @@ def region_problem(url: str, curated_uri: str) -> str | None:
 
 
 def _secret_arguments(arn: str, region: str | None) -> dict[str, Any]:
-    from steps.secrets import read_secret
+    from steps.secrets import aws_reason, read_secret
 
     try:
         secret = read_secret(arn, region)
     except Exception as error:
         raise InfrastructureError(
-            f"cannot read the warehouse secret: {type(error).__name__}", key=arn
+            f"cannot read the warehouse secret: {aws_reason(error)}", key=arn
         ) from None
     mapped = {
         "username": "user",
