@@ -260,8 +260,23 @@ def _mapping_file(config_uri: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def check_configs(root: str, warehouse_url: str | None = None) -> Report:
-    """Every config directly under `root` (as routing sees them) and its mapping sheet."""
+def _check_curated_region(report: Report, warehouse_url: str, curated_root: str | None) -> None:
+    """Redshift's COPY reads curated Parquet only from a bucket in the cluster's region."""
+    found = dialect_class(warehouse_url)
+    if not curated_root or found is None or found[0] != "redshift":
+        return
+    from steps.warehouse.redshift import region_problem
+
+    problem = region_problem(warehouse_url, curated_root)
+    if problem:
+        report.add(curated_root, problem)
+
+
+def check_configs(
+    root: str, warehouse_url: str | None = None, curated_root: str | None = None
+) -> Report:
+    """Every config directly under `root` (as routing sees them) and its mapping sheet;
+    with a warehouse, also where its loads would read curated files from."""
     report = Report(root)
     if not storage.is_s3(root) and not Path(root).is_dir():
         raise ConfigError("config folder does not exist", file=root)
@@ -310,6 +325,7 @@ def check_configs(root: str, warehouse_url: str | None = None) -> Report:
     if warehouse_url:
         from steps.warehouse import open_warehouse
 
+        _check_curated_region(report, warehouse_url, curated_root)
         progress.phase("plans", total=len(specs), unit="tables")
         with open_warehouse(warehouse_url) as warehouse:
             report.plans = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder or s3:// prefix (default: env REFLOAD_CONFIG_ROOT or configs)",
     )
     check.add_argument("--warehouse", help="as for run; nothing is created or altered")
+    check.add_argument(
+        "--curated-root",
+        help="as for run (env REFLOAD_CURATED_ROOT): with a redshift:// warehouse, its "
+        "bucket must be in the cluster's region",
+    )
     check.add_argument("--json", action="store_true", help="print JSON on stdout")
     _quiet(check)
     fleet.add_parsers(commands)
@@ -264,7 +270,8 @@ def check(args: argparse.Namespace) -> int:
     from handler.check import check_configs, print_report
     from handler.events import config_root
 
-    report = check_configs(args.config_root or config_root(), args.warehouse)
+    curated_root = args.curated_root or os.environ.get("REFLOAD_CURATED_ROOT")
+    report = check_configs(args.config_root or config_root(), args.warehouse, curated_root)
     if args.json:
         print(json.dumps(report.to_dict()))
     else:

@@ -16,6 +16,7 @@ scripts/install_chromium.sh
   npm install --prefix .tools --no-save --no-audit --no-fund --silent asl-validator@4.0.0
 .tools/node_modules/.bin/asl-validator --json-path statemachine.asl.json
 .venv/bin/cfn-lint template.yaml
+.venv/bin/python scripts/lint_template.py
 # The image: every runtime package has a binary wheel for its base (OS, CPU, Python).
 .venv/bin/python scripts/check_wheels.py
 .venv/bin/python -m pytest "$@"

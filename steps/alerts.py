@@ -276,7 +276,13 @@ def send_ses(report: dict[str, Any], payload: dict[str, Any]) -> str:
     from botocore.config import Config
 
     message = email_message(report, payload)
-    client = boto3.client("sesv2", config=Config(retries={"mode": "standard", "max_attempts": 5}))
+    connect, read = secrets.timeouts()
+    config = Config(
+        connect_timeout=connect,
+        read_timeout=read,
+        retries={"mode": "standard", "max_attempts": 3},
+    )
+    client = boto3.client("sesv2", config=config)
     response = client.send_email(
         FromEmailAddress=message["From"],
         Destination={"ToAddresses": [a.strip() for a in message["To"].split(",")]},
@@ -291,7 +297,12 @@ def send_smtp(report: dict[str, Any], payload: dict[str, Any]) -> str:
     message = email_message(report, payload)
     host = os.environ.get("REFLOAD_SMTP_HOST", "localhost")
     port = int(os.environ.get("REFLOAD_SMTP_PORT", "25"))
-    with smtplib.SMTP(host, port, timeout=30) as smtp:
+    connect, read = secrets.timeouts()
+    with smtplib.SMTP(timeout=connect) as smtp:
+        smtp.connect(host, port)  # its greeting too is awaited for the connect timeout
+        assert smtp.sock is not None
+        smtp.sock.settimeout(read)
+        smtp.timeout = read  # and the socket STARTTLS wraps
         if os.environ.get("REFLOAD_SMTP_STARTTLS", "").lower() == "true":
             smtp.starttls()
         if os.environ.get("REFLOAD_SMTP_USER"):
@@ -308,15 +319,11 @@ def _servicenow_auth() -> dict[str, str]:
 
     arn = os.environ.get("REFLOAD_SERVICENOW_SECRET_ARN")
     if arn:
-        import boto3
-
         try:
-            secret = json.loads(
-                boto3.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"]
-            )
+            secret = secrets.read_secret(arn)
         except Exception as error:
             raise InfrastructureError(
-                f"cannot read the ServiceNow secret ({type(error).__name__})", key=arn
+                f"cannot read the ServiceNow secret ({secrets.aws_reason(error)})", key=arn
             ) from None
     else:
         secret = {
@@ -356,7 +363,8 @@ def _http() -> Any:
         allowed_methods=frozenset({"GET", "PATCH"}),
         raise_on_status=False,
     )
-    return urllib3.PoolManager(retries=retry, timeout=urllib3.Timeout(connect=10, read=30))
+    connect, read = secrets.timeouts()
+    return urllib3.PoolManager(retries=retry, timeout=urllib3.Timeout(connect=connect, read=read))
 
 
 class _NoAnswer(InfrastructureError):
@@ -391,7 +399,8 @@ def servicenow_client() -> ServiceNowCall:
                 body=json.dumps(body) if body is not None else None,
             )
         except urllib3.exceptions.HTTPError as error:
-            raise _NoAnswer(f"ServiceNow did not answer {where} ({type(error).__name__})") from None
+            cause = getattr(error, "reason", None) or error  # MaxRetryError: the last failure
+            raise _NoAnswer(f"ServiceNow did not answer {where} ({type(cause).__name__})") from None
         if response.status in (401, 403):
             raise InfrastructureError(
                 f"ServiceNow refused the credentials (HTTP "

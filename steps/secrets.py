@@ -137,3 +137,46 @@ def redact_value(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [redact_value(v) for v in value]
     return value
+
+
+# --- network timeouts and Secrets Manager ----------------------------------------------
+
+
+def timeouts() -> tuple[float, float]:
+    """(connect, read) seconds for each call to an alert channel or Secrets Manager.
+
+    REFLOAD_CONNECT_TIMEOUT (default 5) and REFLOAD_READ_TIMEOUT (default 20): in a VPC
+    without a route to a service, its call fails after these (botocore waits 60 s per
+    attempt), is logged, and the other channels still run.
+    """
+    return (
+        float(os.environ.get("REFLOAD_CONNECT_TIMEOUT", "5")),
+        float(os.environ.get("REFLOAD_READ_TIMEOUT", "20")),
+    )
+
+
+def read_secret(arn: str, region: str | None = None) -> dict[str, Any]:
+    """A Secrets Manager secret's JSON (boto3 imported only here), within the timeouts."""
+    import boto3
+    from botocore.config import Config
+
+    connect, read = timeouts()
+    config = Config(connect_timeout=connect, read_timeout=read, retries={"max_attempts": 3})
+    client = boto3.client(
+        "secretsmanager", config=config, **({"region_name": region} if region else {})
+    )
+    secret = json.loads(client.get_secret_value(SecretId=arn)["SecretString"])
+    return dict(secret)
+
+
+def aws_reason(error: Exception) -> str:
+    """A failed AWS call in a few words: the error's class and AWS's code for it
+    (`ClientError AccessDeniedException`), never its message (it may quote a request)."""
+    response = getattr(error, "response", None)
+    if isinstance(response, dict):
+        code = response.get("Error", {}).get("Code") or response.get("ResponseMetadata", {}).get(
+            "HTTPStatusCode"
+        )
+        if code:
+            return f"{type(error).__name__} {code}"
+    return type(error).__name__

@@ -59,8 +59,11 @@ def join(root: str, *parts: str) -> str:
 
 
 def _s3_error(error: Exception, uri: str) -> Exception:
+    from boto3.exceptions import S3UploadFailedError
     from botocore.exceptions import BotoCoreError, ClientError
 
+    if isinstance(error, S3UploadFailedError) and isinstance(error.__context__, ClientError):
+        error = error.__context__  # upload_file's wrapper: S3's own answer is inside
     if isinstance(error, ClientError):
         code = error.response.get("Error", {}).get("Code", "")
         status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
@@ -138,6 +141,20 @@ def size(uri: str) -> int:
         if error.errno != errno.ELOOP:
             raise
         raise RejectedInput(SYMLINK_LOOP, file=uri) from None
+
+
+# GetBucketLocation answers no constraint for us-east-1, and "EU" (legacy) for eu-west-1.
+LEGACY_LOCATIONS = {"": "us-east-1", "EU": "eu-west-1"}
+
+
+def bucket_region(uri: str) -> str:
+    """The AWS region of an s3:// URI's bucket (GetBucketLocation)."""
+    bucket, _ = split_s3(uri)
+    try:
+        location = s3_client().get_bucket_location(Bucket=bucket).get("LocationConstraint")
+    except Exception as error:
+        raise _s3_error(error, f"s3://{bucket}") from error
+    return LEGACY_LOCATIONS.get(location or "", location or "us-east-1")
 
 
 def write_bytes(uri: str, data: bytes, content_type: str | None = None) -> None:

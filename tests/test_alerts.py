@@ -6,6 +6,7 @@ import base64
 import email
 import email.policy
 import json
+import re
 import shutil
 import socket
 from pathlib import Path
@@ -421,3 +422,67 @@ def test_an_unexpected_error_is_logged_without_frame_locals(capsys):
     assert record["exception"][0]["exc_value"] == "cannot connect as 18-character password"
     assert "fr4me-l0cal-s3cret" not in line
     assert "locals" not in record["exception"][0]["frames"][-1]
+
+
+@pytest.fixture
+def silent_server():
+    """A port that accepts connections (the kernel completes them from its backlog) and
+    never answers: a channel behind a firewall that drops replies, or a VPC with no route."""
+    with socket.create_server(("127.0.0.1", 0), backlog=32) as server:
+        yield server.getsockname()[1]
+
+
+# The blocked channel -> how it is pointed at the silent port.
+BLOCKED = {
+    "smtp": {"REFLOAD_SMTP_HOST": "127.0.0.1", "REFLOAD_SMTP_PORT": "{port}"},
+    "servicenow": {"REFLOAD_SERVICENOW_URL": "http://127.0.0.1:{port}"},
+    "ses": {"AWS_ENDPOINT_URL_SESV2": "http://127.0.0.1:{port}"},
+    # The ServiceNow credentials' Secrets Manager lookup is what hangs.
+    "servicenow secret": {
+        "REFLOAD_SERVICENOW_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:123456789012:secret:sn",
+        "AWS_ENDPOINT_URL_SECRETS_MANAGER": "http://127.0.0.1:{port}",
+    },
+}
+
+
+@pytest.mark.parametrize("blocked", BLOCKED)
+def test_a_channel_that_never_answers_fails_within_the_timeout_and_the_others_deliver(
+    blocked, silent_server, alert_env, monkeypatch, capsys
+):
+    import threading
+    import time
+
+    from tests.conftest import ROOT
+
+    channel = blocked.split()[0]
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "REFLOAD_ALERT_CHANNELS": f"{channel},outbox",
+        "REFLOAD_CONNECT_TIMEOUT": "0.5",
+        "REFLOAD_READ_TIMEOUT": "0.5",
+        "REFLOAD_HTTP_RETRIES": "1",
+        **{k: v.format(port=silent_server) for k, v in BLOCKED[blocked].items()},
+    }.items():
+        monkeypatch.setenv(name, value)
+    event = ROOT / "tests" / "events" / "step_notify_catch.json"
+    codes: list[int] = []
+    started = time.monotonic()
+    notify = threading.Thread(
+        target=lambda: codes.append(main(["replay", str(event), "--json"])), daemon=True
+    )
+    notify.start()
+    notify.join(timeout=15)  # the defaults' 60 s per attempt would still be waiting
+    assert not notify.is_alive(), f"{blocked} still blocks notify"
+    assert time.monotonic() - started < 15
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert codes == [1]
+    assert summary["alert"][channel]["status"] == "failed"
+    assert summary["alert"]["outbox"]["status"] == "sent"
+    [logged] = [
+        json.loads(line) for line in captured.err.splitlines() if '"alert channel failed"' in line
+    ]
+    assert logged["channel"] == channel and logged["level"] == "error"
+    assert re.search(r"timed out|timeout", logged["error"], re.I), logged["error"]

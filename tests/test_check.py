@@ -320,3 +320,36 @@ def test_a_config_that_links_to_itself_is_named_by_check_and_run(
     code, summary = run_cli(loop, ZIP_CSV)
     assert code == 2
     assert summary["error"] == {"type": "RejectedInput", "message": f"{loop}: {reason}"}
+
+
+@pytest.mark.parametrize("warehouse_url", ["redshift"], indirect=True)
+def test_check_refuses_a_curated_bucket_in_another_region_than_redshift(
+    s3, sample_configs, warehouse_url, check, monkeypatch
+):
+    # COPY from Parquet reads only a bucket in the cluster's region (and takes no REGION).
+    s3.create_bucket(
+        Bucket="curated-eu", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
+    )
+    in_us_east_1 = f"{warehouse_url}&region=us-east-1"
+    code, lines = check(
+        str(sample_configs), "--warehouse", in_us_east_1, "--curated-root", "s3://curated-eu/"
+    )
+    assert code == 2
+    assert (
+        "s3://curated-eu/: the curated bucket 'curated-eu' is in eu-west-1 and the Redshift "
+        "warehouse (127.0.0.1) is in us-east-1: COPY from Parquet reads only a bucket in the "
+        "warehouse's region; use a curated bucket in us-east-1"
+    ) in lines
+    # The bucket of the cluster's region (us-east-1 answers no LocationConstraint), from
+    # the environment as run takes it: no problem.
+    monkeypatch.setenv("REFLOAD_CURATED_ROOT", "s3://curated/")
+    code, lines = check(str(sample_configs), "--warehouse", in_us_east_1)
+    assert code == 0, lines
+    # The region from the endpoint's name, as an AWS endpoint spells it.
+    from steps.warehouse.redshift import cluster_region
+
+    host = "redshift://u:p@analytics.c1x2y3.eu-central-1.redshift.amazonaws.com:5439/dev"
+    serverless = "redshift://wg.123456789012.ap-southeast-2.redshift-serverless.amazonaws.com/d"
+    assert cluster_region(host) == "eu-central-1"
+    assert cluster_region(serverless) == "ap-southeast-2"
+    assert cluster_region(warehouse_url) is None

@@ -5,10 +5,12 @@ from __future__ import annotations
 import ast
 import importlib.util
 import json
+import os
 import re
 import subprocess
 import sys
 import tomllib
+import uuid
 import zipfile
 from importlib import metadata
 from pathlib import Path
@@ -22,7 +24,7 @@ from packaging.specifiers import SpecifierSet
 from handler import STEPS
 from handler.dispatch import SCHEDULED_STEPS
 from steps.errors import transient_error_names
-from tests.conftest import ROOT
+from tests.conftest import CONFIGS, ROOT, SAMPLES
 
 ASL = json.loads((ROOT / "statemachine.asl.json").read_text())
 LAMBDA_ERRORS = {
@@ -349,17 +351,23 @@ def _statements(document: Any, conditions: dict[str, bool]) -> list[dict]:
     if document is None:
         return []
     statements = document.get("Statement", [])
-    return [statements] if isinstance(statements, dict) else list(statements)
+    statements = [statements] if isinstance(statements, dict) else list(statements)
+    return [c for c in (_chosen(s, conditions) for s in statements) if c is not None]
 
 
 def _function_statements(conditions: dict[str, bool]) -> list[dict]:
-    """The function's own policy statements (SAM policy templates are named, not expanded)."""
+    """The statements of the function's role (its own: SAM generates none)."""
     found = []
-    for policy in RESOURCES["RefloadFunction"]["Properties"]["Policies"]:
-        policy = _chosen(policy, conditions)
-        if policy and "Statement" in policy:
-            found += _statements(policy, conditions)
+    for policy in RESOURCES["FunctionRole"]["Properties"]["Policies"]:
+        found += _statements(policy["PolicyDocument"], conditions)
     return found
+
+
+def _managed_policies(conditions: dict[str, bool]) -> list[str]:
+    arns = RESOURCES["FunctionRole"]["Properties"]["ManagedPolicyArns"]
+    return [
+        str(a["Fn::Sub"]).rsplit("/", 1)[1] for a in (_chosen(x, conditions) for x in arns) if a
+    ]
 
 
 def _actions(statement: dict) -> list[str]:
@@ -406,7 +414,10 @@ ALARMED_METRICS = {
     ("AWS/Lambda", "Errors"),
     ("AWS/Lambda", "Throttles"),
     ("refload", "ChecksFailed"),  # the steps' EMF metric, summed over its Step series
+    ("AWS/Events", "FailedInvocations"),  # a landed file whose execution never started
+    ("AWS/SQS", "ApproximateNumberOfMessagesVisible"),  # ... and waits in the DLQ
 }
+RULE_NAME = {"Fn::Sub": "${AWS::StackName}-raw-object-created"}
 
 
 def _watched(alarm: dict) -> list[dict]:
@@ -441,6 +452,8 @@ def test_every_alarm_reaches_someone(given: dict[str, str], topic: dict):
                 {"Ref": "RefloadFunction"},
                 "load",  # ChecksFailed by Step: the tests load runs before publishing,
                 "validate",  # and those validate runs after
+                RULE_NAME,
+                {"Fn::GetAtt": ["EventDeadLetterQueue", "QueueName"]},
             )
     if "AlarmEmail" in given:
         assert {"AlarmTopic", "AlarmEmailSubscription"} <= created
@@ -494,9 +507,13 @@ def test_the_function_runs_in_the_vpc_with_endpoints_when_given_subnets():
     assert _chosen(
         vpc_config["SecurityGroupIds"], _conditions(**{**VPC, "SecurityGroupIds": ""})
     ) == [{"Ref": "FunctionSecurityGroup"}]
-    # Attaching to subnets needs the network-interface permissions.
-    ec2 = {a for s in _function_statements(inside) for a in _actions(s) if a.startswith("ec2:")}
-    assert {"ec2:CreateNetworkInterface", "ec2:DeleteNetworkInterface"} <= ec2
+    # Attaching to subnets needs the network-interface permissions: Lambda's managed
+    # policy, only in a VPC.
+    assert _managed_policies(outside) == ["AWSLambdaBasicExecutionRole"]
+    assert _managed_policies(inside) == [
+        "AWSLambdaBasicExecutionRole",
+        "AWSLambdaVPCAccessExecutionRole",
+    ]
 
     created = _created(**VPC)
     endpoints = _endpoints(created)
@@ -521,24 +538,24 @@ def test_the_function_runs_in_the_vpc_with_endpoints_when_given_subnets():
 
 
 def _all_statements(conditions: dict[str, bool]) -> list[dict]:
-    found = _function_statements(conditions)
+    """Every statement of every role: IAM roles' policies and SAM resources' inline ones."""
+    found = []
     for resource in RESOURCES.values():
         for policy in resource.get("Properties", {}).get("Policies", []):
             policy = _chosen(policy, conditions)
             if policy and "PolicyDocument" in policy:
                 found += _statements(policy["PolicyDocument"], conditions)
+            elif policy and "Statement" in policy:
+                found += _statements(policy, conditions)
     return found
 
 
 def test_the_function_cannot_change_acls_or_lifecycles():
-    templates = {
-        name
-        for policy in RESOURCES["RefloadFunction"]["Properties"]["Policies"]
-        for name in (policy if isinstance(policy, dict) else {})
-        if name.endswith("Policy")
-    }
-    # SAM's S3WritePolicy and S3CrudPolicy grant s3:PutObjectAcl and s3:PutLifecycleConfiguration.
-    assert templates == {"S3ReadPolicy"}
+    function = RESOURCES["RefloadFunction"]["Properties"]
+    # Its own role, no SAM policy templates: S3ReadPolicy also grants lifecycle reads, and
+    # S3WritePolicy / S3CrudPolicy s3:PutObjectAcl and s3:PutLifecycleConfiguration.
+    assert function["Role"] == {"Fn::GetAtt": ["FunctionRole", "Arn"]}
+    assert "Policies" not in function
     actions = {a for s in _all_statements(_conditions(**VPC)) for a in _actions(s)}
     assert "s3:PutObject" in actions
     assert not {"s3:PutObjectAcl", "s3:PutLifecycleConfiguration", "s3:*"} & actions
@@ -612,3 +629,343 @@ def test_curated_files_are_kept_as_long_as_rollback_may_reach_back():
     # The rollback command's message names the parameter users raise.
     assert "CuratedRetentionDays" in (ROOT / "handler" / "rollback.py").read_text()
     assert "CuratedRetentionDays" in (ROOT / "README.md").read_text()
+
+
+# --- the function's role, enforced: every step runs with exactly its statements ---------
+
+# What the template's Refs and GetAtts resolve to in the test account.
+TEST_NAMES = {
+    "AWS::Region": "us-east-1",
+    "AWS::AccountId": "123456789012",
+    "AWS::Partition": "aws",
+    "AWS::StackName": "refload",
+    "RawBucket": "refload-raw",
+    "ConfigBucket": "refload-config",
+    "CuratedBucket": "refload-curated",
+}
+_NO_VALUE = object()
+
+
+def _render(node: Any, values: dict[str, Any], conditions: dict[str, bool]) -> Any:
+    """A template value made concrete: Fn::If, Ref, GetAtt (a bucket's Arn), Sub, Select
+    and Split, as CloudFormation resolves them; AWS::NoValue entries dropped."""
+    if isinstance(node, list):
+        items = [_render(n, values, conditions) for n in node]
+        return [i for i in items if i is not _NO_VALUE]
+    if not isinstance(node, dict):
+        return node
+    if len(node) == 1:
+        [(function, argument)] = node.items()
+        if function == "Fn::If":
+            name, yes, no = argument
+            return _render(yes if conditions[name] else no, values, conditions)
+        if function == "Ref":
+            return _NO_VALUE if argument == "AWS::NoValue" else values[argument]
+        if function == "Fn::GetAtt":
+            resource, attribute = argument
+            assert attribute == "Arn" and resource.endswith("Bucket"), argument
+            return f"arn:aws:s3:::{values[resource]}"
+        if function == "Fn::Sub":
+            text, local = (argument, {}) if isinstance(argument, str) else argument
+            local = {k: _render(v, values, conditions) for k, v in local.items()}
+
+            def variable(match: re.Match[str]) -> str:
+                name = match.group(1)
+                if name in local:
+                    return str(local[name])
+                if name.endswith(".Arn"):
+                    return str(_render({"Fn::GetAtt": name.split(".")}, values, conditions))
+                return str(values[name])
+
+            return re.sub(r"\$\{([\w:.]+)\}", variable, text)
+        if function == "Fn::Select":
+            index, items = _render(argument, values, conditions)
+            return items[int(index)]
+        if function == "Fn::Split":
+            separator, text = _render(argument, values, conditions)
+            return text.split(separator)
+    rendered = {k: _render(v, values, conditions) for k, v in node.items()}
+    return {k: v for k, v in rendered.items() if v is not _NO_VALUE}
+
+
+def _function_policy(**given: str) -> dict[str, Any]:
+    """The function role's inline policy, rendered for these parameters."""
+    values = {**_parameters(**given), **TEST_NAMES}
+    [policy] = RESOURCES["FunctionRole"]["Properties"]["Policies"]
+    document = _render(policy["PolicyDocument"], values, _conditions(**given))
+    assert isinstance(document, dict)
+    return document
+
+
+def _as_moto_enforces(document: dict[str, Any], used: dict[str, str]) -> dict[str, Any]:
+    """The policy moto is given. moto matches resources for S3 only (SES and Secrets
+    Manager requests are checked against "*"): for those statements, this first asserts
+    that the rendered resources name exactly the ARN the steps use, then widens them."""
+    statements = []
+    for statement in document["Statement"]:
+        actions = _actions(statement)
+        if all(a.startswith("s3:") for a in actions):
+            statements.append(statement)
+            continue
+        service = actions[0].split(":")[0]
+        assert used[service] in _resources(statement), (statement["Sid"], used[service])
+        statements.append({**statement, "Resource": "*"})
+    return {**document, "Statement": statements}
+
+
+SENDER = "refload@example.com"
+CURRENCY_KEY = "currency/2026-11-01/iso4217.csv"
+
+
+def _steps_with(policy: dict[str, Any], credentials: dict[str, str]) -> list[str]:
+    """Every step of one landed file (ingest, load, validate; notify; the freshness
+    schedule) as the function runs them with these credentials; what was refused."""
+    import boto3
+    from moto.core.authorization import enable_iam_authentication
+
+    from handler import lambda_handler
+    from steps import storage
+    from steps.errors import RefloadError
+
+    iam = boto3.client("iam", **credentials)
+    user = f"refload-{uuid.uuid4().hex[:8]}"
+    iam.create_user(UserName=user)
+    iam.put_user_policy(UserName=user, PolicyName="refload", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName=user)["AccessKey"]
+    as_function = {
+        "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+        "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+    }
+    refused: list[str] = []
+    event = json.loads((ROOT / "tests" / "events" / "eventbridge_object_created.json").read_text())
+    event["detail"]["bucket"]["name"] = TEST_NAMES["RawBucket"]
+    event["detail"]["object"]["key"] = CURRENCY_KEY
+    saved = {name: os.environ.get(name) for name in as_function}
+    os.environ.update(as_function)
+    # Clients made again, with the function's credentials (boto3's default session keeps
+    # the credentials it found first).
+    boto3.DEFAULT_SESSION = None
+    storage.set_s3_client(None)
+    try:
+        with enable_iam_authentication():
+            state: dict[str, Any] = event  # the rule's input: ingest routes its key
+            for step in ("ingest", "load", "validate"):
+                try:
+                    state = lambda_handler(
+                        state if step == "ingest" else {**state, "step": step}, None
+                    )
+                except RefloadError as error:
+                    refused.append(f"{step}: {error.message}")
+                    state = {**state, "failed_step": step, "error": error.to_dict()}
+                    break
+            failure = {"Error": "QualityCheckFailed", "Cause": "{}"}
+            try:
+                notified = lambda_handler({**state, "step": "notify", "failure": failure}, None)
+                refused += [f"notify: {n}" for n in notified["failed_channels"]]
+            except RefloadError as error:
+                refused.append(f"notify: {error.message}")
+            try:
+                lambda_handler({"step": "freshness"}, None)
+            except RefloadError as error:
+                refused.append(f"freshness: {error.message}")
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        boto3.DEFAULT_SESSION = None
+        storage.set_s3_client(None)
+    return refused
+
+
+@pytest.fixture
+def function_account(warehouse_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """moto with the template's buckets, a config, a landed file, a verified sender and the
+    warehouse's credentials in a secret; the function's environment as the template sets it."""
+    from urllib.parse import urlsplit
+
+    import boto3
+    from moto import mock_aws
+
+    credentials = {"region_name": "us-east-1"}
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        s3 = boto3.client("s3", **credentials)
+        for bucket in ("RawBucket", "ConfigBucket", "CuratedBucket"):
+            s3.create_bucket(Bucket=TEST_NAMES[bucket])
+        s3.put_bucket_versioning(
+            Bucket=TEST_NAMES["RawBucket"], VersioningConfiguration={"Status": "Enabled"}
+        )
+        for path in ("dim_currency.json", "mappings/currency_mapping.csv"):
+            s3.put_object(
+                Bucket=TEST_NAMES["ConfigBucket"],
+                Key=f"tables/{path}",
+                Body=(CONFIGS / path).read_bytes(),
+            )
+        source = next((SAMPLES / "currency").glob("*/*")).read_bytes()
+        s3.put_object(Bucket=TEST_NAMES["RawBucket"], Key=CURRENCY_KEY, Body=source)
+        boto3.client("ses", **credentials).verify_email_identity(EmailAddress=SENDER)
+        # The warehouse's user and password live in the secret, not in the URL.
+        parts = urlsplit(warehouse_url)
+        secret = boto3.client("secretsmanager", **credentials).create_secret(
+            Name="refload/warehouse",
+            SecretString=json.dumps({"username": parts.username, "password": parts.password}),
+        )["ARN"]
+        url = (
+            f"redshift://{parts.hostname}:{parts.port}{parts.path}?{parts.query}"
+            f"&secret_arn={secret}&region=us-east-1"
+        )
+        for name, value in {
+            "REFLOAD_WAREHOUSE_URL": url,
+            "REFLOAD_CONFIG_ROOT": f"s3://{TEST_NAMES['ConfigBucket']}/tables/",
+            "REFLOAD_CURATED_ROOT": f"s3://{TEST_NAMES['CuratedBucket']}",
+            "REFLOAD_RAW_ROOT": f"s3://{TEST_NAMES['RawBucket']}/",
+            "REFLOAD_ALERT_CHANNELS": "ses",
+            "REFLOAD_ALERT_EMAIL_FROM": SENDER,
+            "REFLOAD_ALERT_EMAIL_TO": "data-oncall@example.com",
+        }.items():
+            monkeypatch.setenv(name, value)
+        given = {"AlertEmailFrom": SENDER, "WarehouseSecretArn": secret}
+        used = {
+            "ses": f"arn:aws:ses:us-east-1:123456789012:identity/{SENDER}",
+            "secretsmanager": secret,
+        }
+        yield given, used, credentials
+
+
+@pytest.mark.parametrize("warehouse_url", ["redshift"], indirect=True)
+def test_every_step_runs_with_exactly_the_function_roles_statements(function_account, sql):
+    given, used, credentials = function_account
+    policy = _as_moto_enforces(_function_policy(**given), used)
+    assert _steps_with(policy, credentials) == []
+    # What the steps did with those rights: the table published (COPY's manifest was
+    # written and its object read back), tests recorded, the alert sent through SES.
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.ses.models import ses_backends
+
+    assert sql("SELECT COUNT(*) FROM public.dim_currency") == [(178,)]
+    assert sql("SELECT COUNT(*) FROM etl_audit.data_quality_tests") == [(5,)]
+    [mail] = ses_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].sent_messages
+    assert "dim_currency" in str(mail.raw_data)
+
+
+# Each statement the run needs -> where its absence is refused.
+NEEDED = {
+    "ReadSources": "ingest: ",
+    "ReadConfigs": "ingest: ",
+    "ListBuckets": "ingest: ",  # routing lists the config bucket
+    "CuratedFiles": "ingest: ",
+    "CuratedBucketRegion": "load: ",
+    "WarehouseSecret": "load: ",
+    "SendAlertEmail": "notify: ",
+}
+
+
+@pytest.mark.parametrize("warehouse_url", ["redshift"], indirect=True)
+@pytest.mark.parametrize("removed", NEEDED)
+def test_without_any_one_statement_a_step_is_refused(removed, function_account):
+    given, used, credentials = function_account
+    policy = _as_moto_enforces(_function_policy(**given), used)
+    sids = [s["Sid"] for s in policy["Statement"]]
+    assert sorted(sids) == sorted(NEEDED)  # every statement this run renders is needed
+    policy["Statement"] = [s for s in policy["Statement"] if s["Sid"] != removed]
+    refused = _steps_with(policy, credentials)
+    assert refused, f"nothing needed {removed}"
+    assert refused[0].startswith(NEEDED[removed]), refused
+    assert re.search(r"access denied|AccessDenied|\b403\b", refused[0], re.I), refused
+
+
+def test_a_passed_role_goes_only_to_the_service_that_runs_as_it():
+    # The function passes no role (COPY names the Redshift role, which the cluster holds).
+    spark = _conditions(SparkEngine="create")
+    assert not [s for s in _function_statements(spark) if "iam:PassRole" in _actions(s)]
+    passing = [s for s in _all_statements(spark) if "iam:PassRole" in _actions(s)]
+    assert passing
+    for statement in passing:
+        assert _actions(statement) == ["iam:PassRole"]
+        assert statement["Resource"] == {"Fn::GetAtt": ["SparkJobRole", "Arn"]}
+        assert statement["Condition"] == {
+            "StringEquals": {"iam:PassedToService": "emr-serverless.amazonaws.com"}
+        }
+
+
+def _lint_template():
+    spec = importlib.util.spec_from_file_location(
+        "lint_template", ROOT / "scripts/lint_template.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_an_undelivered_event_is_retried_then_kept_in_a_dead_letter_queue():
+    # As CloudFormation creates it: the SAM transform's rule and its target.
+    translated = _lint_template().translate(ROOT / "template.yaml")["Resources"]
+    [rule] = [r["Properties"] for r in translated.values() if r["Type"] == "AWS::Events::Rule"]
+    assert rule["Name"] == RULE_NAME
+    [target] = rule["Targets"]
+    assert target["Arn"] == {"Ref": "RefloadStateMachine"}
+    assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["EventDeadLetterQueue", "Arn"]}}
+    assert target["RetryPolicy"] == {"MaximumRetryAttempts": 185, "MaximumEventAgeInSeconds": 3600}
+    # Only this rule may put events into the queue, kept as long as SQS keeps anything.
+    queue = RESOURCES["EventDeadLetterQueue"]["Properties"]
+    assert queue["MessageRetentionPeriod"] == 14 * 24 * 3600
+    [statement] = RESOURCES["EventDeadLetterQueuePolicy"]["Properties"]["PolicyDocument"][
+        "Statement"
+    ]
+    assert (statement["Principal"], statement["Action"]) == (
+        {"Service": "events.amazonaws.com"},
+        "sqs:SendMessage",
+    )
+    source = statement["Condition"]["ArnEquals"]["aws:SourceArn"]["Fn::Sub"]
+    assert source.endswith(":rule/" + RULE_NAME["Fn::Sub"])
+    # Both the rule's failures and the queue's depth page someone.
+    alarms = [r["Properties"] for r in RESOURCES.values() if r["Type"] == "AWS::CloudWatch::Alarm"]
+    watched = {(a.get("MetricName"), str(a.get("Dimensions"))) for a in alarms}
+    assert ("FailedInvocations", str([{"Name": "RuleName", "Value": RULE_NAME}])) in watched
+    queue_depth = [
+        {"Name": "QueueName", "Value": {"Fn::GetAtt": ["EventDeadLetterQueue", "QueueName"]}}
+    ]
+    assert ("ApproximateNumberOfMessagesVisible", str(queue_depth)) in watched
+
+
+@pytest.mark.parametrize(
+    ("given", "reserved"), [("", None), ("20", {"Ref": "FunctionReservedConcurrency"})]
+)
+def test_the_functions_reserved_concurrency_is_a_parameter(given: str, reserved: Any):
+    function = RESOURCES["RefloadFunction"]["Properties"]
+    conditions = _conditions(FunctionReservedConcurrency=given)
+    assert _chosen(function["ReservedConcurrentExecutions"], conditions) == reserved
+    assert TEMPLATE["Parameters"]["FunctionReservedConcurrency"]["Default"] == ""
+
+
+def test_the_sam_transform_is_linted_deeply(tmp_path: Path):
+    # cfn-lint alone checks SAM resources against SAM's schema; after the transform it
+    # checks the CloudFormation they become (a retry policy past EventBridge's 185 tries).
+    assert ".venv/bin/python scripts/lint_template.py\n" in (ROOT / "scripts/test.sh").read_text()
+    text = (ROOT / "template.yaml").read_text()
+    assert "MaximumRetryAttempts: 185\n" in text
+    broken = tmp_path / "template.yaml"
+    broken.write_text(text.replace("MaximumRetryAttempts: 185\n", "MaximumRetryAttempts: 500\n"))
+    (tmp_path / "statemachine.asl.json").write_text("{}")
+    lint = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/lint_template.py"), str(broken)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert lint.returncode == 1, lint.stdout
+    assert "E3034 500 is greater than the maximum of 185" in lint.stdout + lint.stderr
+    # The function has the role the template gives it, and SAM adds none of its own.
+    translated = _lint_template().translate(ROOT / "template.yaml")["Resources"]
+    [function] = [r for r in translated.values() if r["Type"] == "AWS::Lambda::Function"]
+    assert function["Properties"]["Role"] == {"Fn::GetAtt": ["FunctionRole", "Arn"]}
+    assert "RefloadFunctionRole" not in translated

@@ -289,3 +289,41 @@ def test_a_password_read_through_secret_arn_is_masked_like_any_other(
     assert len(outputs) > 2
     for name, text in outputs.items():
         assert password not in text, f"{name} shows the password"
+
+
+@pytest.mark.parametrize("warehouse_url", ["redshift"], indirect=True)
+def test_a_redshift_load_refuses_a_curated_bucket_in_another_region(
+    s3, table_dir, write, warehouse_url, capsys, sql
+):
+    from handler.cli import main
+    from steps.warehouse import DIALECTS
+
+    DIALECTS["redshift"] = "steps.warehouse.redshift:RedshiftWarehouse"  # the real COPY path
+    s3.create_bucket(
+        Bucket="curated-eu", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
+    )
+    config = table_dir("source_column,target_column,data_type\ncode,code,varchar(3)\n")
+    code = main(
+        [
+            "run",
+            "--config",
+            str(config),
+            "--source",
+            str(write("a.csv", "code\nAA\n")),
+            "--warehouse",
+            f"{warehouse_url}&region=us-east-1",
+            "--curated-root",
+            "s3://curated-eu",
+            "--json",
+        ]
+    )
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 2, summary["error"]
+    assert (
+        "is in eu-west-1 and the Redshift warehouse (127.0.0.1) is in us-east-1"
+        in (summary["error"]["message"])
+    )
+    # Refused before anything was created.
+    assert sql("SELECT count(*) FROM information_schema.tables WHERE table_name = 't_codes'") == [
+        (0,)
+    ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -59,15 +60,52 @@ def connect_arguments(url: str) -> dict[str, Any]:
     return {k: v for k, v in args.items() if v is not None}
 
 
-def _secret_arguments(arn: str, region: str | None) -> dict[str, Any]:
-    import boto3
+# Endpoints name their region: CLUSTER.ID.REGION.redshift.amazonaws.com, and
+# WORKGROUP.ACCOUNT.REGION.redshift-serverless.amazonaws.com.
+ENDPOINT_REGION = re.compile(
+    r"\.([a-z]{2}(?:-[a-z]+)+-\d+)\.redshift(?:-serverless)?\.amazonaws\.com(?:\.cn)?$"
+)
 
-    client = boto3.client("secretsmanager", **({"region_name": region} if region else {}))
+
+def cluster_region(url: str) -> str | None:
+    """The warehouse's AWS region: the URL's region= option, else its endpoint's name;
+    None when neither says (a custom DNS name, a tunnel)."""
+    parts = urlsplit(url)
+    options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    if options.get("region"):
+        return options["region"]
+    found = ENDPOINT_REGION.search((parts.hostname or "").lower())
+    return found.group(1) if found else None
+
+
+def region_problem(url: str, curated_uri: str) -> str | None:
+    """Why COPY cannot read `curated_uri` from this warehouse's region, or None.
+
+    COPY from Parquet does not take the REGION option: the bucket must be in the
+    cluster's region. Unknown when the URL names no region (then COPY will say).
+    """
+    cluster = cluster_region(url)
+    if cluster is None or not storage.is_s3(curated_uri):
+        return None
+    bucket = storage.bucket_region(curated_uri)
+    if bucket == cluster:
+        return None
+    name = storage.split_s3(curated_uri)[0]
+    return (
+        f"the curated bucket '{name}' is in {bucket} and the Redshift warehouse "
+        f"({urlsplit(url).hostname}) is in {cluster}: COPY from Parquet reads only a bucket "
+        f"in the warehouse's region; use a curated bucket in {cluster}"
+    )
+
+
+def _secret_arguments(arn: str, region: str | None) -> dict[str, Any]:
+    from steps.secrets import aws_reason, read_secret
+
     try:
-        secret = json.loads(client.get_secret_value(SecretId=arn)["SecretString"])
+        secret = read_secret(arn, region)
     except Exception as error:
         raise InfrastructureError(
-            f"cannot read the warehouse secret: {type(error).__name__}", key=arn
+            f"cannot read the warehouse secret: {aws_reason(error)}", key=arn
         ) from None
     if secret.get("password") is not None:  # masked like the password of a URL
         secrets.remember(str(secret["password"]))
@@ -197,6 +235,9 @@ class RedshiftWarehouse(PostgresWarehouse):
                 f"REFLOAD_CURATED_ROOT to an s3:// prefix (got {curated_uri})"
             )
         self.iam_role()
+        problem = region_problem(self.url, curated_uri)
+        if problem:
+            raise ConfigError(problem, file=curated_uri)
 
     def stage(self, staging: str, mapping: Mapping, curated_uri: str) -> None:
         self.execute(self.create_staging_sql(staging, mapping))
