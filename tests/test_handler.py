@@ -763,7 +763,7 @@ def test_the_handler_process_runs_without_transparent_huge_pages(setting, expect
 
 # --- object versions and long keys ----------------------------------------------------
 
-CODES_MAPPING = (
+CODE_AND_N_MAPPING = (
     "source_column,target_column,data_type,transform,default,nullable,format\n"
     "code,code,varchar(3),strip,,false,\nn,n,integer,,,,\n"
 )
@@ -790,7 +790,7 @@ def test_an_event_loads_the_version_it_names_not_the_latest(
     """Two quick uploads on a versioned bucket: each event loads its own upload, and a
     replay of the first event loads the first version again."""
     s3.put_bucket_versioning(Bucket="raw", VersioningConfiguration={"Status": "Enabled"})
-    config = table_dir(CODES_MAPPING, source_prefix="codes/", primary_key=["code"])
+    config = table_dir(CODE_AND_N_MAPPING, source_prefix="codes/", primary_key=["code"])
     monkeypatch.setenv("REFLOAD_CONFIG_ROOT", str(config.parent))
     key = "codes/2026-11-01/codes.csv"
     first = s3.put_object(Bucket="raw", Key=key, Body=b"code,n\nAA,1\nBB,2\n")["VersionId"]
@@ -824,7 +824,7 @@ def test_an_event_naming_a_version_that_is_gone_is_rejected(
     s3, table_dir, warehouse_url, sql, tmp_path, monkeypatch, capsys
 ):
     s3.put_bucket_versioning(Bucket="raw", VersioningConfiguration={"Status": "Enabled"})
-    config = table_dir(CODES_MAPPING, source_prefix="codes/")
+    config = table_dir(CODE_AND_N_MAPPING, source_prefix="codes/")
     monkeypatch.setenv("REFLOAD_CONFIG_ROOT", str(config.parent))
     key = "codes/2026-11-01/codes.csv"
     version = s3.put_object(Bucket="raw", Key=key, Body=b"code,n\nAA,1\n")["VersionId"]
@@ -846,7 +846,7 @@ def test_a_key_of_1024_bytes_with_a_long_last_part_loads(
 ):
     """A key's last part may be longer than a file name may be (255 bytes): the scratch
     copy of the object is named by a hash, and the file loads."""
-    config = table_dir(CODES_MAPPING, source_prefix="codes/")
+    config = table_dir(CODE_AND_N_MAPPING, source_prefix="codes/")
     monkeypatch.setenv("REFLOAD_CONFIG_ROOT", str(config.parent))
     key = "codes/2026-11-01/" + "ä" * 500 + "xyz.csv"
     assert len(key.encode()) == 1024 and len(key.rsplit("/", 1)[1].encode()) > 255
