@@ -96,7 +96,11 @@ def run_step(
     metrics.emit(step, result, started)
     if step in RECORDED_STEPS:
         status = result.get("validation") or (
-            "skipped" if result.get("published") is False else "ok"
+            "stale"
+            if result.get("stale")
+            else "skipped"
+            if result.get("published") is False
+            else "ok"
         )
         outcomes.append(_outcome(step, payload, result.get("table"), status, None, result))
     if record_now:

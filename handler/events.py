@@ -108,6 +108,9 @@ class StepPayload(_Model):
 class IngestPayload(StepPayload):
     config: str
     source: str
+    # The S3 version an event named: that version is loaded, not the latest (a replay of an
+    # older event loads its own file). Absent for an unversioned bucket and a local file.
+    source_version_id: str | None = None
 
 
 class LoadPayload(StepPayload):
@@ -116,6 +119,7 @@ class LoadPayload(StepPayload):
     content_hash: str
     source: str | None = None
     source_version: str | None = None
+    source_modified_at: str | None = None  # ISO; orders the table's files (stale ones)
     config_hash: str | None = None
     rows_written: int | None = None
 
@@ -275,6 +279,7 @@ class IngestResult(_Model):
     config_hash: str
     source: str
     source_version: str
+    source_modified_at: str | None = None
     content_hash: str
     curated_uri: str
     rejects_uri: str | None = None
@@ -305,6 +310,8 @@ class LoadResult(_Model):
     target_created: bool
     published: bool
     skipped_reason: str | None = None
+    # The target holds a newer file: nothing to validate, the run ends `stale`.
+    stale: bool = False
     rows_loaded: int
     rows_before: int | None = None
     rows_after: int | None = None
@@ -371,11 +378,11 @@ def step_result(step: str, result: dict[str, Any]) -> dict[str, Any]:
 # --- landed objects ----------------------------------------------------------------------
 
 
-def _landed_object(event: dict[str, Any]) -> tuple[str, str] | None:
-    """(bucket, key) of an S3 notification or EventBridge Object Created event.
+def _landed_object(event: dict[str, Any]) -> tuple[str, str, str | None] | None:
+    """(bucket, key, version id) of an S3 notification or EventBridge Object Created event.
 
     Both carry the key URL-encoded (`+` for a space, `%C3%A4` for `ä`), as Powertools'
-    S3 data classes decode it.
+    S3 data classes decode it. The version id is there (not null) on a versioned bucket.
     """
     records = event.get("Records")
     if isinstance(records, list) and records and "s3" in records[0]:
@@ -387,10 +394,12 @@ def _landed_object(event: dict[str, Any]) -> tuple[str, str] | None:
                 "per event: replay each record as its own event"
             )
         s3 = records[0]["s3"]
-        return s3["bucket"]["name"], unquote_plus(s3["object"]["key"])
+        landed = s3["object"]
+        return s3["bucket"]["name"], unquote_plus(landed["key"]), landed.get("versionId")
     if event.get("source") == "aws.s3" and event.get("detail-type") == "Object Created":
         detail = event["detail"]
-        return detail["bucket"]["name"], unquote_plus(detail["object"]["key"])
+        landed = detail["object"]
+        return detail["bucket"]["name"], unquote_plus(landed["key"]), landed.get("version-id")
     return None
 
 
@@ -423,11 +432,13 @@ def _unrouted_policy() -> str:
     return choice
 
 
-def _not_loaded(event: dict[str, Any], bucket: str, key: str) -> dict[str, Any]:
+def _not_loaded(
+    event: dict[str, Any], bucket: str, key: str, version_id: str | None
+) -> dict[str, Any]:
     """The ingest payload of a landed object, or, for one no config routes or an empty one,
     an ignored payload whose `not_loaded` says which (unless REFLOAD_UNROUTED=alert)."""
     try:
-        routed = payload_for_object(bucket, key)
+        routed = payload_for_object(bucket, key, version_id=version_id)
     except ConfigError as error:
         if not error.details.get("unrouted") or _unrouted_policy() == "alert":
             raise
@@ -473,16 +484,21 @@ def routing_entries(root: str) -> list[RoutingEntry]:
     return entries
 
 
-def payload_for_object(bucket: str, key: str, root: str | None = None) -> dict[str, Any]:
+def payload_for_object(
+    bucket: str, key: str, root: str | None = None, version_id: str | None = None
+) -> dict[str, Any]:
     from steps.config import route_key
 
     routed = route_key(key, routing_entries(root or config_root()))
-    return {
+    payload = {
         "step": "ingest",
         "config": routed.uri,
         "table": routed.table,
         "source": f"s3://{bucket}/{key}",
     }
+    if version_id and version_id != "null":
+        payload["source_version_id"] = version_id
+    return payload
 
 
 def _routed_or_empty(bucket: str, key: str) -> dict[str, Any]:
@@ -542,14 +558,14 @@ def to_payload(event: dict[str, Any]) -> dict[str, Any]:
             raise
         landed = None  # the event is what failed: Notify still reports it
     if landed:
-        bucket, key = landed
+        bucket, key, version_id = landed
         own = {k: v for k, v in event.items() if k not in EVENT_ENVELOPE}
         reason = ignored_reason(key)
         if reason:
             payload = {**own, "ignored": True, "skipped_reason": f"ignored: {reason}"}
             payload["source"] = f"s3://{bucket}/{key}"
         elif own.get("step", "ingest") == "ingest":
-            payload = {**own, **_not_loaded(event, bucket, key)}
+            payload = {**own, **_not_loaded(event, bucket, key, version_id)}
             payload["source"] = f"s3://{bucket}/{key}"
         else:
             # A later step (notify after a failed ingest) still carries the S3 event: keep

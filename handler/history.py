@@ -40,7 +40,11 @@ def recent_runs(warehouse: Warehouse, table_name: str, limit: int = 10) -> list[
                 "run_id": run_id,
                 "started": str(started),
                 "finished": str(finished),
-                "status": "failed" if failed or test_failed else "passed",
+                "status": "failed"
+                if failed or test_failed
+                else "stale"
+                if any(s[1] == "stale" for s in steps)
+                else "passed",
                 "steps": [
                     {"step": s[0], "status": s[1], "error_type": s[2], "error": s[3]} for s in steps
                 ],
@@ -75,13 +79,15 @@ def _changes(added: Any, removed: Any, changed: Any) -> dict[str, int] | None:
     return {"added": int(added), "removed": int(removed), "changed": int(changed)}
 
 
-def _run_status(failures: int, error_type: str | None, validated: int) -> str:
+def _run_status(failures: int, error_type: str | None, validated: int, stale: int = 0) -> str:
     """A run's outcome from its run_log rows, as `run --json` reports it."""
     if failures:
         if error_type in ("RejectedInput", "ConfigError"):
             return "rejected"
         # A failed validate row has no error type; a before-publish test raises this one.
         return "failed" if error_type in (None, "QualityCheckFailed") else "error"
+    if stale:  # a file older than the table's: the run ends at load, nothing validated
+        return "stale"
     return "passed" if validated else "running"
 
 
@@ -97,11 +103,12 @@ def fleet_history(
     limit = int(runs_per_table)
     run_log = warehouse.table(AUDIT_SCHEMA, "run_log")
     runs = warehouse.query(
-        "SELECT table_name, run_id, finished, failures, error_type, validated FROM ("
+        "SELECT table_name, run_id, finished, failures, error_type, validated, stale FROM ("
         "SELECT table_name, run_id, MAX(logged_at) AS finished, "
         "SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END) AS failures, "
         "MAX(error_type) AS error_type, "
         "SUM(CASE WHEN step = 'validate' THEN 1 ELSE 0 END) AS validated, "
+        "SUM(CASE WHEN status = 'stale' THEN 1 ELSE 0 END) AS stale, "
         "ROW_NUMBER() OVER (PARTITION BY table_name ORDER BY MAX(logged_at) DESC) AS newest "
         f"FROM {run_log} WHERE table_name IS NOT NULL GROUP BY table_name, run_id"
         f") recent WHERE newest <= {limit}"
@@ -132,7 +139,7 @@ def fleet_history(
         )
     }
     history: dict[str, list[dict[str, Any]]] = {}
-    for table, run_id, finished, failures, error_type, validated in sorted(
+    for table, run_id, finished, failures, error_type, validated, stale in sorted(
         runs, key=lambda r: (r[0], r[2])
     ):
         rows, _, changes = published.get((table, run_id), (None, None, None))
@@ -141,7 +148,7 @@ def fleet_history(
             {
                 "run_id": run_id,
                 "finished": finished,
-                "status": _run_status(int(failures), error_type, int(validated)),
+                "status": _run_status(int(failures), error_type, int(validated), int(stale)),
                 "published": rows is not None,
                 "rows": None if rows is None else int(rows),
                 "changes": changes,

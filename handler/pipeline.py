@@ -19,7 +19,8 @@ log = structlog.get_logger("refload")
 # Summary status -> exit code (ARCHITECTURE.md: 0 passed, 1 failed, 2 rejected, 3 error;
 # `ignored`: a landed marker object, nothing to load). Errors carry their own status and
 # exit code (steps.errors); these are for the outcomes that are no error.
-EXIT_CODES = {"passed": 0, "ignored": 0, "failed": 1, "rejected": 2, "error": 3}
+# `stale`: the target holds a newer file, nothing published, no alert.
+EXIT_CODES = {"passed": 0, "ignored": 0, "stale": 0, "failed": 1, "rejected": 2, "error": 3}
 
 
 def summarize(state: dict[str, Any], status: str, error: dict[str, str] | None) -> dict[str, Any]:
@@ -98,6 +99,8 @@ def _run_steps(
             return summarize(state, "ignored", None), EXIT_CODES["ignored"]
         for step in ORDER[ORDER.index(state["step"]) :]:  # step names the failure
             state.update(run_step(step, {**state, "step": step}, outcomes))
+            if state.get("stale"):  # as the state machine's PublishedOrStale: no validate
+                return summarize(state, "stale", None), EXIT_CODES["stale"]
     except RefloadError as error:
         summary_error = error.to_dict()
         if not state.get("table"):

@@ -57,7 +57,8 @@ def load_event(
     with open_warehouse(warehouse) as connection:
         connection.ensure_audit_tables()
         rows = connection.query(
-            "SELECT curated_uri, content_hash, source_uri, source_version, rows_loaded FROM "
+            "SELECT curated_uri, content_hash, source_uri, source_version, rows_loaded, "
+            "source_modified_at FROM "
             f"{connection.table(AUDIT_SCHEMA, 'load_ledger')} WHERE run_id = %s AND target = %s "
             "ORDER BY loaded_at DESC LIMIT 1",
             (run_id, config.target),
@@ -68,7 +69,7 @@ def load_event(
             "(failed, blocked or skipped as already published), so there is no file to go "
             f"back to; `python -m handler history {table_name}` lists the runs"
         )
-    curated_uri, content_hash, source_uri, source_version, rows_loaded = rows[0]
+    curated_uri, content_hash, source_uri, source_version, rows_loaded, modified_at = rows[0]
     for uri in _curated_files(curated_uri):
         try:
             storage.size(uri)
@@ -87,6 +88,9 @@ def load_event(
         "source": source_uri or "",
         "source_version": source_version or "",
         "rows_written": int(rows_loaded),
+        # The file's own time, kept on the rollback's ledger row: later files are compared
+        # with the file the table went back to.
+        "source_modified_at": modified_at and str(modified_at),
         "rollback_to": run_id,
         # The ledger may hold this very file as the latest publish: go back all the same.
         "force": True,

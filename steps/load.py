@@ -7,7 +7,10 @@ creation included, on a first load).
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
+
+import structlog
 
 from steps.checks import CheckContext, failed_checks, refuse_unsafe_gates, run_check
 from steps.errors import QualityCheckFailed
@@ -22,6 +25,8 @@ from steps.warehouse.base import (
     TargetTable,
     Warehouse,
 )
+
+log = structlog.get_logger("refload")
 
 
 def run(payload: dict[str, Any]) -> dict[str, Any]:
@@ -40,6 +45,8 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
         finally:
             # After the publish transaction, so a rolled-back publish keeps its audit rows.
             warehouse.record_checks(entry.run_id, spec.config.table_name, checks)
+    if result.stale:  # the run's one line about it: no alert, the state machine ends here
+        log.warning("stale file not published", target=entry.target, reason=result.skipped_reason)
     return summary(spec, entry, result, checks)
 
 
@@ -57,7 +64,16 @@ def ledger_entry(spec: TableSpec, payload: dict[str, Any]) -> LedgerEntry:
         curated_uri=payload["curated_uri"],
         # `handler rollback` re-publishes an earlier run's curated file (replace tables).
         load_mode="rollback" if payload.get("rollback_to") else config.mode,
+        source_modified_at=_timestamp(payload.get("source_modified_at")),
     )
+
+
+def _timestamp(text: str | None) -> dt.datetime | None:
+    """An ISO time from the payload as the ledger keeps it: UTC, without a zone."""
+    if not text:
+        return None
+    value = dt.datetime.fromisoformat(text)
+    return value.astimezone(dt.UTC).replace(tzinfo=None) if value.tzinfo else value
 
 
 def target_table(spec: TableSpec) -> TargetTable:
@@ -130,6 +146,7 @@ def summary(
         "target_created": result.target_created,
         "published": result.published,
         "skipped_reason": result.skipped_reason,
+        "stale": result.stale,
         # A skipped replay loaded nothing; rows_in_target says what is there.
         "rows_loaded": result.rows_loaded,
         "rows_before": result.rows_before,

@@ -5,7 +5,9 @@ boto3 honours AWS_ENDPOINT_URL itself, so a local S3 (moto, MinIO) needs no code
 
 from __future__ import annotations
 
+import datetime as dt
 import errno
+import hashlib
 import os
 import posixpath
 import re
@@ -15,7 +17,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from steps.errors import InfrastructureError, RefloadError, RejectedInput, StorageUnavailable
@@ -190,13 +192,30 @@ def local_error(error: OSError, where: str) -> RefloadError:
     return InfrastructureError(f"cannot write: {reason}", file=where)
 
 
+# A file name is at most 255 bytes on Linux (and in Lambda's /tmp); an S3 key's last part
+# may have up to 1,024.
+MAX_NAME_BYTES = 255
+
+
+def short_name(name: str, room: int = 0) -> str:
+    """`name`, or when it (plus `room` bytes the caller adds) would pass MAX_NAME_BYTES, a
+    hash of it that keeps its extensions (`.csv.gz`), which the readers may look at."""
+    if len(name.encode()) + room <= MAX_NAME_BYTES:
+        return name
+    suffixes = "".join(PurePosixPath(name).suffixes[-2:])
+    kept = suffixes if len(suffixes.encode()) <= 32 else ""
+    return hashlib.sha256(name.encode()).hexdigest()[:32] + kept
+
+
 def _replace_atomically(target: Path, fill: Callable[[Path], object]) -> None:
     """Write beside the target, then rename, so a reader never sees half a file.
 
     The partial file's name is unique per call: two runs writing the same target at once
     each rename their own complete file, and a failed write leaves nothing behind.
     """
-    partial = target.with_name(f"{target.name}.{uuid.uuid4().hex[:12]}.partial")
+    partial = target.with_name(
+        f"{short_name(target.name, room=21)}.{uuid.uuid4().hex[:12]}.partial"
+    )
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fill(partial)
@@ -271,11 +290,13 @@ class ObjectInfo:
 
     version: str
     content_hash: str
+    modified_at: dt.datetime | None = None  # LastModified / mtime: orders a table's files
 
 
 @contextmanager
-def local_file(uri: str) -> Iterator[Path]:
-    """A path to read `uri` from: the file itself, or an S3 object downloaded to a temp file.
+def local_file(uri: str, version_id: str | None = None) -> Iterator[Path]:
+    """A path to read `uri` from: the file itself, or an S3 object downloaded to a temp file
+    (that version of it, with `version_id`).
 
     Large sources are read from disk in blocks, never held whole in memory.
     """
@@ -289,9 +310,11 @@ def local_file(uri: str) -> Iterator[Path]:
         return
     bucket, key = split_s3(uri)
     with scratch_folder("refload-") as folder:
-        path = folder / (posixpath.basename(key) or "object")
+        # Named after the key's last part, hashed when that is longer than a file name may be.
+        path = folder / short_name(posixpath.basename(key) or "object")
+        extra = {"VersionId": version_id} if version_id else None
         try:
-            s3_client().download_file(bucket, key, str(path))
+            s3_client().download_file(bucket, key, str(path), ExtraArgs=extra)
         except OSError as error:
             raise local_error(error, str(path)) from None
         except Exception as error:
@@ -350,14 +373,41 @@ def upload_file(uri: str, path: Path, *, move: bool = False) -> None:
     _replace_atomically(_local(uri), lambda partial: put(path, partial))
 
 
-def object_version(uri: str, path: Path) -> str:
-    """S3 version id or ETag; for a local file its mtime. (The content hash is taken while
-    the source is read: steps.ingest.sources.)"""
+@dataclass(frozen=True)
+class SourceStamp:
+    """Which version of a source is read, and when it was written."""
+
+    version: str  # S3 version id or ETag; a local file's mtime
+    modified_at: dt.datetime  # S3 LastModified or the file's mtime (UTC, no zone)
+    version_id: str | None = None  # the S3 version to download (None: unversioned, local)
+
+
+def source_stamp(uri: str, version_id: str | None = None) -> SourceStamp:
+    """HEAD of the object (of `version_id`, when an event names one). Taken before the
+    download, which then reads the version it names: a newer upload meanwhile is not mixed
+    in. (The content hash is taken while the source is read: steps.ingest.sources.)"""
     if is_s3(uri):
         bucket, key = split_s3(uri)
+        extra = {"VersionId": version_id} if version_id else {}
         try:
-            head = s3_client().head_object(Bucket=bucket, Key=key)
+            head = s3_client().head_object(Bucket=bucket, Key=key, **extra)
         except Exception as error:
-            raise _s3_error(error, uri) from error
-        return str(head.get("VersionId") or head.get("ETag", "").strip('"'))
-    return f"mtime:{int(path.stat().st_mtime)}"
+            failure = _s3_error(error, uri)
+            if version_id and isinstance(failure, (RejectedInput, InfrastructureError)):
+                # HEAD carries no error code: a 400 or 404 for a version the event named.
+                status = getattr(error, "response", {}).get("ResponseMetadata", {})
+                if status.get("HTTPStatusCode") in {400, 404}:
+                    failure = RejectedInput(f"version {version_id!r} does not exist", file=uri)
+            raise failure from error
+        found = head.get("VersionId")
+        modified = head["LastModified"].astimezone(dt.UTC).replace(tzinfo=None)
+        # "null": an object written while versioning was off; GetObject takes no id for it.
+        pinned = found if found and found != "null" else None
+        return SourceStamp(str(found or head.get("ETag", "").strip('"')), modified, pinned)
+    path = _local(uri)
+    try:
+        mtime = path.stat().st_mtime
+    except FileNotFoundError:
+        raise RejectedInput("file does not exist", file=uri) from None
+    modified = dt.datetime.fromtimestamp(mtime, dt.UTC).replace(tzinfo=None)
+    return SourceStamp(f"mtime:{int(mtime)}", modified)

@@ -14,7 +14,7 @@ import duckdb
 import pytest
 
 from handler.cli import main
-from steps import storage
+from steps import secrets, storage
 from steps.warehouse import DIALECTS
 from tests.warehouses import STATEMENTS, RedshiftProxy
 
@@ -37,6 +37,10 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("REFLOAD_OUTBOX", str(tmp_path / "outbox"))
+    # Credentials remembered by an earlier test (a one-letter password, say) are not this
+    # test's: a warm Lambda container keeps one warehouse's, a test session many.
+    monkeypatch.setattr(secrets, "_known", set())
+    secrets._sorted_secrets.cache_clear()
     yield
     storage.set_s3_client(None)
 

@@ -665,7 +665,7 @@ def test_a_curated_root_that_is_not_a_folder_is_a_storage_error(
     assert code == 3
     assert summary["error"]["type"] == "InfrastructureError"
     assert re.fullmatch(
-        rf"{not_a_folder}/t_codes/\w+-\w+\.parquet: cannot write: Not a directory .*",
+        rf"{not_a_folder}/t_codes/[\w-]+\.parquet: cannot write: Not a directory .*",
         summary["error"]["message"],
     )
     assert "Traceback" not in output.err
@@ -685,15 +685,15 @@ def test_an_unusable_scratch_folder_is_a_storage_error(
 
 
 def test_temporary_files_are_unique_per_run(table_dir, write, run_cli):
-    """Two runs of one file write the same curated file: each through its own partial file
-    (a run that found the other's in its way used to fail as an internal error)."""
+    """Two attempts of one run (a retry) write the same curated file: each through its own
+    partial file (one that found the other's in its way used to fail as an internal error)."""
     config, source = table_dir(MAPPING), write("t.csv", GOOD)
-    code, summary = run_cli(config, source)
+    code, summary = run_cli(config, source, "--run-id", "one-run")
     assert code == 0, summary["error"]
     curated = Path(summary["curated_uri"])
-    Path(f"{curated}.partial").mkdir()  # where the other run's partial file used to be
+    Path(f"{curated}.partial").mkdir()  # where the other attempt's partial file used to be
 
-    code, summary = run_cli(config, source, "--run-id", "second-run")
+    code, summary = run_cli(config, source, "--run-id", "one-run")
 
     assert code == 0, summary["error"]
     assert summary["curated_uri"] == str(curated)

@@ -840,3 +840,104 @@ def test_an_unexpected_error_leaves_the_handler_with_its_text_cut(
     assert "kkk…(truncated, 1000002 bytes)" in str(raised.value)
     [(message,)] = sql("SELECT error_message FROM etl_audit.run_log WHERE run_id = 'bug-1'")
     assert message.startswith("internal error: 'kkk") and len(message.encode()) == 65535
+
+
+# --- object versions and long keys ----------------------------------------------------
+
+CODE_AND_N_MAPPING = (
+    "source_column,target_column,data_type,transform,default,nullable,format\n"
+    "code,code,varchar(3),strip,,false,\nn,n,integer,,,,\n"
+)
+
+
+def _landed(name: str, key: str, version_id: str | None) -> dict:
+    """A saved S3 notification or EventBridge event, for `key` (URL-encoded, as AWS sends
+    it) and, on a versioned bucket, the version the upload made."""
+    from urllib.parse import quote_plus
+
+    event = json.loads((EVENTS / name).read_text())
+    s3_notification = "Records" in event
+    landed = event["Records"][0]["s3"]["object"] if s3_notification else event["detail"]["object"]
+    landed["key"] = quote_plus(key)
+    if version_id:
+        landed["versionId" if s3_notification else "version-id"] = version_id
+    return event
+
+
+@pytest.mark.parametrize("name", ["s3_notification_put.json", "eventbridge_object_created.json"])
+def test_an_event_loads_the_version_it_names_not_the_latest(
+    name, s3, table_dir, warehouse_url, sql, tmp_path, monkeypatch, capsys
+):
+    """Two quick uploads on a versioned bucket: each event loads its own upload, and a
+    replay of the first event loads the first version again."""
+    s3.put_bucket_versioning(Bucket="raw", VersioningConfiguration={"Status": "Enabled"})
+    config = table_dir(CODE_AND_N_MAPPING, source_prefix="codes/", primary_key=["code"])
+    monkeypatch.setenv("REFLOAD_CONFIG_ROOT", str(config.parent))
+    key = "codes/2026-11-01/codes.csv"
+    first = s3.put_object(Bucket="raw", Key=key, Body=b"code,n\nAA,1\nBB,2\n")["VersionId"]
+    second = s3.put_object(Bucket="raw", Key=key, Body=b"code,n\nCC,3\n")["VersionId"]
+
+    def replay(version_id: str) -> dict:
+        path = tmp_path / f"{version_id}.json"
+        path.write_text(json.dumps(_landed(name, key, version_id)))
+        capsys.readouterr()
+        code = main(["replay", str(path), "--warehouse", warehouse_url, "--json"])
+        summary = json.loads(capsys.readouterr().out)
+        assert code == 0, summary["error"]
+        return summary
+
+    replay(first)
+    assert sql("SELECT code, n FROM ref.t_codes ORDER BY code") == [("AA", 1), ("BB", 2)]
+    replay(second)
+    assert sql("SELECT code, n FROM ref.t_codes ORDER BY code") == [("CC", 3)]
+    summary = replay(first)
+
+    assert summary["published"] is True
+    assert sql("SELECT code, n FROM ref.t_codes ORDER BY code") == [("AA", 1), ("BB", 2)]
+    assert sql("SELECT source_version FROM etl_audit.load_ledger ORDER BY loaded_at") == [
+        (first,),
+        (second,),
+        (first,),
+    ]
+
+
+def test_an_event_naming_a_version_that_is_gone_is_rejected(
+    s3, table_dir, warehouse_url, sql, tmp_path, monkeypatch, capsys
+):
+    s3.put_bucket_versioning(Bucket="raw", VersioningConfiguration={"Status": "Enabled"})
+    config = table_dir(CODE_AND_N_MAPPING, source_prefix="codes/")
+    monkeypatch.setenv("REFLOAD_CONFIG_ROOT", str(config.parent))
+    key = "codes/2026-11-01/codes.csv"
+    version = s3.put_object(Bucket="raw", Key=key, Body=b"code,n\nAA,1\n")["VersionId"]
+    s3.put_object(Bucket="raw", Key=key, Body=b"code,n\nCC,3\n")
+    s3.delete_object(Bucket="raw", Key=key, VersionId=version)
+    path = tmp_path / "event.json"
+    path.write_text(json.dumps(_landed("s3_notification_put.json", key, version)))
+
+    code = main(["replay", str(path), "--warehouse", warehouse_url, "--json"])
+
+    summary = json.loads(capsys.readouterr().out)
+    assert (code, summary["status"]) == (2, "rejected")
+    assert summary["error"]["message"] == (f"s3://raw/{key}: version '{version}' does not exist")
+    assert sql("SELECT COUNT(*) FROM etl_audit.load_ledger") == [(0,)]
+
+
+def test_a_key_of_1024_bytes_with_a_long_last_part_loads(
+    s3, table_dir, warehouse_url, sql, tmp_path, monkeypatch, capsys
+):
+    """A key's last part may be longer than a file name may be (255 bytes): the scratch
+    copy of the object is named by a hash, and the file loads."""
+    config = table_dir(CODE_AND_N_MAPPING, source_prefix="codes/")
+    monkeypatch.setenv("REFLOAD_CONFIG_ROOT", str(config.parent))
+    key = "codes/2026-11-01/" + "ä" * 500 + "xyz.csv"
+    assert len(key.encode()) == 1024 and len(key.rsplit("/", 1)[1].encode()) > 255
+    s3.put_object(Bucket="raw", Key=key, Body=b"code,n\nAA,1\nBB,2\n")
+    path = tmp_path / "event.json"
+    path.write_text(json.dumps(_landed("s3_notification_put.json", key, None)))
+
+    code = main(["replay", str(path), "--warehouse", warehouse_url, "--json"])
+
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 0, summary["error"]
+    assert sql("SELECT code, n FROM ref.t_codes ORDER BY code") == [("AA", 1), ("BB", 2)]
+    assert sql("SELECT source_uri FROM etl_audit.load_ledger") == [(f"s3://raw/{key}",)]

@@ -653,3 +653,46 @@ def test_change_samples_too_wide_even_as_keys_are_dropped_not_cut(table_dir, wri
     _, counts, samples = _ledger_changes(sql, summary["run_id"])  # valid JSON
     assert counts == (10, 10, 0)
     assert samples == {"added": [], "removed": [], "changed": []}
+
+
+@pytest.mark.parametrize("parts", [False, True], ids=["one file", "parts"])
+def test_rollback_to_a_run_publishes_that_runs_rows_after_a_rerun_of_its_file(
+    parts, table_dir, write, run_cli, sql, rollback, monkeypatch
+):
+    """The curated output holds `{run_id}`: a re-run of the same file (a retry, --force, S3
+    delivering twice) writes its own output and leaves the first run's as it was, parts and
+    manifest alike, so rolling back to the first run publishes rows stamped with its id."""
+    from pathlib import Path
+
+    import steps.ingest
+    from steps import storage
+
+    if parts:
+        monkeypatch.setattr(steps.ingest, "BATCH_ROWS", 2)
+        monkeypatch.setattr(steps.ingest, "PARTS_FROM_ROWS", 4)
+    config = table_dir(MAPPING, primary_key=["code"])
+    source = write("a.csv", FIRST)
+    _, first = run_cli(config, source)
+    run_cli(config, write("b.csv", SECOND))
+    code, again = run_cli(config, source, "--force")
+    assert code == 0, again["error"]
+    assert sql("SELECT DISTINCT loaded_by FROM ref.t_codes") == [(again["run_id"],)]
+
+    code, summary = rollback("t_codes", first["run_id"])
+
+    assert code == 0, summary["error"]
+    assert sql("SELECT DISTINCT loaded_by FROM ref.t_codes") == [(first["run_id"],)]
+    assert sql("SELECT code FROM ref.t_codes ORDER BY code") == [
+        ("AA",),
+        ("BB",),
+        ("CC",),
+        ("DD",),
+    ]
+    assert again["curated_uri"] != first["curated_uri"]
+    if parts:  # each output's folder holds exactly the parts its manifest lists
+        for run in (first, again):
+            manifest = json.loads(Path(run["curated_uri"]).read_text())["entries"]
+            listed = {e["url"]: e["meta"]["content_length"] for e in manifest}
+            folder = Path(run["curated_uri"]).parent
+            assert listed == {str(p): p.stat().st_size for p in folder.glob("*.parquet")}
+            assert storage.curated_parts(run["curated_uri"]) == sorted(listed)

@@ -81,12 +81,17 @@ def test_replaying_the_same_file_publishes_nothing_new(options, table_dir, write
     assert len(_ledger(sql)) == 1
 
 
-def test_reloading_an_older_file_after_a_newer_one_is_a_rollback(table_dir, write, run_cli, sql):
+def test_reloading_an_older_file_after_a_newer_one_is_stale_unless_forced(
+    table_dir, write, run_cli, sql
+):
     config = table_dir(MAPPING)
-    old = write("old.csv", "code,n\nAA,1\n")
+    old, new = _files_written_in_order(write)
     assert run_cli(config, old)[0] == 0
-    assert run_cli(config, write("new.csv", "code,n\nBB,2\n"))[0] == 0
+    assert run_cli(config, new)[0] == 0
     code, summary = run_cli(config, old)
+    assert (code, summary["status"], summary["published"]) == (0, "stale", False)
+    assert sql("SELECT code FROM ref.t_codes") == [("BB",)]
+    code, summary = run_cli(config, old, "--force")  # going back on purpose
     assert code == 0 and summary["published"] is True
     assert sql("SELECT code FROM ref.t_codes") == [("AA",)]
 
@@ -355,4 +360,193 @@ def test_the_publish_leaves_the_session_lock_timeout_as_it_was(
     assert code == 0, summary["checks"]
     assert [(c["name"], c["status"]) for c in summary["checks"]] == [
         ("session_lock_timeout", "pass")
+    ]
+
+
+# --- files out of order -------------------------------------------------------------------
+
+OLDER, NEWER = 1_790_000_000, 1_790_000_600  # mtimes: the older file was written first
+
+
+def _files_written_in_order(write):
+    import os
+
+    older = write("older.csv", "code,n\nAA,1\n")
+    newer = write("newer.csv", "code,n\nBB,2\n")
+    os.utime(older, (OLDER, OLDER))
+    os.utime(newer, (NEWER, NEWER))
+    return older, newer
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"load_mode": "upsert", "primary_key": ["code"]},
+        {"load_mode": "scd2", "primary_key": ["code"]},
+    ],
+    ids=["truncate", "upsert", "scd2"],
+)
+def test_a_file_older_than_the_last_published_one_is_stale(
+    options, table_dir, write, run_cli, sql, warehouse_url, tmp_path, capsys
+):
+    import datetime as dt
+    import json
+
+    from handler.cli import main
+    from tests.conftest import run_args
+
+    config = table_dir(MAPPING, **options)
+    older, newer = _files_written_in_order(write)
+    code, first = run_cli(config, newer)
+    assert code == 0, first["error"]
+    rows = sql("SELECT code, n FROM ref.t_codes ORDER BY code")
+
+    capsys.readouterr()
+    code = main(run_args(config, older, warehouse_url, "--json", curated=tmp_path / "curated"))
+    out, err = capsys.readouterr()
+    summary = json.loads(out)
+
+    assert (code, summary["status"], summary["published"], summary["error"]) == (
+        0,
+        "stale",
+        False,
+        None,
+    )
+    older_at, newer_at = (
+        dt.datetime.fromtimestamp(t, dt.UTC).replace(tzinfo=None) for t in (OLDER, NEWER)
+    )
+    assert summary["skipped_reason"] == (
+        f"stale: the file was written at {older_at.isoformat()}, before the file run "
+        f"{first['run_id']} published ({newer_at.isoformat()}); --force publishes it"
+    )
+    assert sql("SELECT code, n FROM ref.t_codes ORDER BY code") == rows
+    assert sql(
+        "SELECT step, status FROM etl_audit.run_log WHERE run_id = ? AND status = 'stale'",
+        summary["run_id"],
+    ) == [("load", "stale")]
+    assert sql("SELECT COUNT(*) FROM etl_audit.data_quality_tests") == [(0,)]
+    records = [json.loads(line) for line in err.splitlines()]
+    assert [r["event"] for r in records if "stale" in r["event"]] == ["stale file not published"]
+    assert not (tmp_path / "outbox").exists() or not list((tmp_path / "outbox").iterdir())
+    assert sql("SELECT run_id, source_modified_at FROM etl_audit.load_ledger") == [
+        (first["run_id"], newer_at)
+    ]
+
+    # The fleet's views call the run stale: not a failure, not a run still going.
+    assert main(["history", "t_codes", "--warehouse", warehouse_url, "--json"]) == 0
+    newest = json.loads(capsys.readouterr().out)[0]
+    assert (newest["run_id"], newest["status"]) == (summary["run_id"], "stale")
+    status = ["status", "--config-root", str(config.parent), "--warehouse", warehouse_url]
+    main([*status, "--json"])
+    [table] = json.loads(capsys.readouterr().out)["tables"]
+    assert (table["run_id"], table["status"], table["attention"]) == (
+        summary["run_id"],
+        "stale",
+        "ok",
+    )
+
+    code, forced = run_cli(config, older, "--force")
+    assert (code, forced["status"], forced["published"]) == (0, "passed", True)
+    assert [r[0] for r in sql("SELECT code FROM ref.t_codes WHERE code = 'AA'")] == ["AA"]
+
+
+def test_an_append_table_takes_files_in_any_order(table_dir, write, run_cli, sql):
+    config = table_dir(MAPPING, load_mode="append")
+    older, newer = _files_written_in_order(write)
+    assert run_cli(config, newer)[0] == 0
+    code, summary = run_cli(config, older)
+    assert (code, summary["status"], summary["published"]) == (0, "passed", True)
+    assert sql("SELECT code FROM ref.t_codes ORDER BY code") == [("AA",), ("BB",)]
+
+
+@pytest.mark.parametrize("warehouse_url", ["postgresql"], indirect=True)
+def test_of_two_runs_at_once_the_newer_file_wins_whichever_commits_last(
+    table_dir, write, run_cli, sql, warehouse_url, tmp_path
+):
+    """Two processes publish one table: the newer file's run takes the publish lock first
+    and commits, then the older file's run gets the lock. It must find the newer file in
+    the ledger under the lock and publish nothing (stale), so the target keeps the newer
+    file's rows although the older run committed last."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import psycopg
+
+    from tests.conftest import POSTGRES_URL, ROOT, run_args
+
+    config = table_dir(MAPPING)
+    older, newer = _files_written_in_order(write)
+    seed = write("seed.csv", "code,n\nZZ,0\n")
+    os.utime(seed, (OLDER - 600, OLDER - 600))
+    assert run_cli(config, seed)[0] == 0  # the target and the ledger exist
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    def start(source):
+        args = run_args(config, source, warehouse_url, "--json", curated=tmp_path / "curated")
+        return subprocess.Popen(
+            [sys.executable, "-m", "handler", *args],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def waiting_for_the_target(count: int, watcher) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            waiting = watcher.execute(
+                "SELECT COUNT(*) FROM pg_locks WHERE NOT granted "
+                "AND relation = 'ref.t_codes'::regclass"
+            ).fetchone()[0]
+            if waiting == count:
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"{count} run(s) never waited for the target's lock")
+
+    with (
+        psycopg.connect(POSTGRES_URL) as holder,
+        psycopg.connect(POSTGRES_URL, autocommit=True) as watcher,
+    ):
+        holder.execute("LOCK TABLE ref.t_codes IN ACCESS EXCLUSIVE MODE")
+        runs = {"newer": start(newer)}
+        waiting_for_the_target(1, watcher)
+        runs["older"] = start(older)
+        waiting_for_the_target(2, watcher)
+        holder.commit()  # the newer run's publish goes first, the older one's after it
+        outcomes = {}
+        for name, process in runs.items():
+            out, _ = process.communicate(timeout=120)
+            outcomes[name] = (process.returncode, json.loads(out))
+
+    assert outcomes["newer"][0] == 0 and outcomes["newer"][1]["status"] == "passed"
+    code, summary = outcomes["older"]
+    assert (code, summary["status"], summary["published"]) == (0, "stale", False)
+    assert sql("SELECT code, n FROM ref.t_codes") == [("BB", 2)]
+    assert sql("SELECT run_id FROM etl_audit.load_ledger ORDER BY loaded_at DESC LIMIT 1") == [
+        (outcomes["newer"][1]["run_id"],)
+    ]
+
+
+def test_a_ledger_made_by_an_earlier_version_gets_the_time_column_and_its_rows_stale_nothing(
+    table_dir, write, run_cli, sql
+):
+    import datetime as dt
+
+    config = table_dir(MAPPING)
+    older, newer = _files_written_in_order(write)
+    assert run_cli(config, newer)[0] == 0
+    sql("ALTER TABLE etl_audit.load_ledger DROP COLUMN source_modified_at")  # as it was made
+
+    code, summary = run_cli(config, older)
+
+    assert (code, summary["status"], summary["published"]) == (0, "passed", True)
+    older_at = dt.datetime.fromtimestamp(OLDER, dt.UTC).replace(tzinfo=None)
+    assert sql("SELECT source_modified_at FROM etl_audit.load_ledger ORDER BY loaded_at") == [
+        (None,),
+        (older_at,),
     ]

@@ -344,3 +344,31 @@ def test_load_publishes_exactly_the_spark_runs_parts_on_every_warehouse(
         assert copies and all(
             f"FROM '{summary['curated_uri']}'" in s and s.endswith("MANIFEST") for s in copies
         )
+
+
+def test_switching_engine_on_the_same_file_leaves_no_part_a_manifest_does_not_list(
+    spark, table_dir, write, run_cli, sql, tmp_path, monkeypatch
+):
+    """Both engines write an output of parts; one run written again on the other engine (the
+    same run id: a retry) writes a folder of its own, so no folder holds a part its
+    manifest does not list, and what the earlier manifest lists stays as it listed it."""
+    monkeypatch.setenv("REFLOAD_SPARK_SPLIT_BYTES", "24")
+    monkeypatch.setattr(ingest, "BATCH_ROWS", 2)
+    monkeypatch.setattr(ingest, "PARTS_FROM_ROWS", 4)
+    config = table_dir(MAPPING)
+    source = write("t.csv", "code,n\n" + "".join(f"C{i},{i}\n" for i in range(12)))
+    outputs = []
+    for engine in ("spark", "lambda", "spark"):
+        code, summary = run_cli(config, source, "--engine", engine, "--run-id", "r1", "--force")
+        assert code == 0, summary["error"]
+        outputs.append(summary["curated_uri"])
+        assert sql("SELECT code, n FROM ref.t_codes ORDER BY n") == [
+            (f"C{i}", i) for i in range(12)
+        ]
+
+    manifests = sorted((tmp_path / "curated" / "t_codes").rglob("*.manifest"))
+    assert sorted(map(str, manifests)) == sorted(outputs)
+    for manifest in manifests:
+        entries = json.loads(manifest.read_text())["entries"]
+        listed = {e["url"]: e["meta"]["content_length"] for e in entries}
+        assert listed == {str(p): p.stat().st_size for p in manifest.parent.glob("*.parquet")}

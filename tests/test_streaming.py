@@ -228,13 +228,14 @@ def test_a_large_output_is_written_as_parts_that_keep_the_files_order(
 
 
 @pytest.mark.all_warehouses
-def test_an_output_of_parts_on_s3_loads_and_a_replay_overwrites_it(
+def test_an_output_of_parts_on_s3_loads_and_a_replay_writes_its_own(
     table_dir, write, s3, sql, warehouse_url, capsys, monkeypatch
 ):
     """With an s3:// curated root the parts, their manifest (the parts' URLs and sizes, as
-    Redshift's COPY needs them) and the rejects file beside the prefix are objects; every
-    warehouse loads the parts (Redshift COPYs that manifest as it is), and the same file
-    again rewrites the same objects and publishes nothing."""
+    Redshift's COPY needs them) and the run's rejects file are objects; every warehouse
+    loads the parts (Redshift COPYs that manifest as it is), and the same file again (a new
+    run) writes objects of its own beside them, leaves the first run's as they were, and
+    publishes nothing."""
     import json
 
     import steps.ingest
@@ -260,7 +261,7 @@ def test_an_output_of_parts_on_s3_loads_and_a_replay_overwrites_it(
 
     first = run()
     prefix = first["curated_uri"].removesuffix("/parts.manifest")
-    assert first["rejects_uri"] == prefix + ".rejects.parquet"
+    assert first["rejects_uri"] == prefix.rsplit("-", 1)[0] + ".rejects.parquet"
     assert (first["rows_loaded"], first["rows_rejected"]) == (ROWS - 1, 1)
     assert sql("SELECT COUNT(*) FROM ref.t_codes") == [(ROWS - 1,)]
     parts = [f"{prefix}/part-00000.parquet", f"{prefix}/part-00001.parquet"]
@@ -272,13 +273,18 @@ def test_an_output_of_parts_on_s3_loads_and_a_replay_overwrites_it(
 
     second = run()
 
-    assert second["published"] is False and second["curated_uri"] == first["curated_uri"]
-    assert sorted(objects()) == sorted(written)
-    manifest = s3.get_object(Bucket="curated", Key=second["curated_uri"][len("s3://curated/") :])
-    entries = json.loads(manifest["Body"].read())["entries"]
-    assert [(e["url"], e["meta"]["content_length"]) for e in entries] == [
-        (part, objects()[part]) for part in parts
-    ]
+    assert second["published"] is False and second["curated_uri"] != first["curated_uri"]
+    now = objects()
+    assert {uri: now[uri] for uri in written} == written
+    for summary in (first, second):
+        key = summary["curated_uri"][len("s3://curated/") :]
+        entries = json.loads(s3.get_object(Bucket="curated", Key=key)["Body"].read())["entries"]
+        folder = summary["curated_uri"].removesuffix("parts.manifest")
+        assert [(e["url"], e["meta"]["content_length"]) for e in entries] == [
+            (uri, size)
+            for uri, size in sorted(now.items())
+            if uri.startswith(folder) and uri.endswith(".parquet")
+        ]
     assert sql("SELECT COUNT(*) FROM ref.t_codes") == [(ROWS - 1,)]
 
 

@@ -187,6 +187,7 @@ def test_happy_path(workflow):
         "Ingest",
         "IngestedOrIgnored",
         "Load",
+        "PublishedOrStale",
         "Validate",
         "ValidationPassed",
         "Loaded",
@@ -620,6 +621,7 @@ def test_a_spark_table_is_ingested_on_emr_serverless_and_load_publishes_its_part
         "SparkIngest",
         "SparkIngestResult",
         "Load",
+        "PublishedOrStale",
         "Validate",
         "ValidationPassed",
         "Loaded",
@@ -803,3 +805,34 @@ def test_every_log_record_names_the_request_the_execution_the_table_and_the_run(
     # One Lambda request per Task, each record under its own.
     by_step = {(r["step"], r["request_id"]) for r in records}
     assert by_step == set(zip(workflow.invocations, workflow.request_ids, strict=True))
+
+
+def test_a_file_older_than_the_published_one_ends_stale_without_validate_or_alert(workflow):
+    """S3 delivers out of order: the newer upload is loaded first; the older one then runs
+    ingest and load, publishes nothing and ends in the Stale state: no validate, no alert."""
+    older_key, newer_key = "currency/2026-11-01/iso4217.csv", "currency/2026-11-02/iso4217.csv"
+    source = next((SAMPLES / "currency").glob("*/*")).read_bytes()
+    workflow.s3.put_object(Bucket="raw", Key=older_key, Body=source)
+    time.sleep(1.1)  # S3's LastModified counts whole seconds
+    workflow.s3.put_object(Bucket="raw", Key=newer_key, Body=source + b"\n")  # other bytes
+    assert workflow.run(_object_created(newer_key))["status"] == "SUCCEEDED"
+    workflow.invocations.clear()
+
+    done = workflow.run(_object_created(older_key))
+
+    assert done["status"] == "SUCCEEDED", done
+    assert workflow.states(done) == [
+        "ChooseFirstStep",
+        "Ingest",
+        "IngestedOrIgnored",
+        "Load",
+        "PublishedOrStale",
+        "Stale",
+    ]
+    assert workflow.invocations == ["ingest", "load"]
+    output = json.loads(done["output"])
+    assert (output["stale"], output["published"]) == (True, False)
+    assert _count(workflow, "SELECT source_uri FROM etl_audit.load_ledger") == [
+        (f"s3://raw/{newer_key}",)
+    ]
+    assert workflow.alerts() == []

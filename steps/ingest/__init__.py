@@ -11,6 +11,7 @@ import dataclasses
 import datetime as dt
 import io
 import os
+import secrets
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,24 +39,29 @@ DEFAULT_CURATED_ROOT = "curated"
 MAX_LISTED = 5
 BATCH_ROWS = 256_000
 # A curated output of this many rows or more is written as CURATED_PARTS parts at once
-# (Arrow's Parquet writer encodes on one thread), listed by a manifest. A fixed count, not
-# one per core: a re-run on another machine overwrites the same parts and leaves no
-# stale one beside them for a reader of the folder to count twice.
+# (Arrow's Parquet writer encodes on one thread), listed by a manifest.
 PARTS_FROM_ROWS = 2 * BATCH_ROWS
 CURATED_PARTS = 2  # Lambda has 2 vCPUs at 2 GB
 MANIFEST_NAME = "parts" + storage.MANIFEST_SUFFIX
 ENGINES: tuple[str, ...] = get_args(Engine)
 
 
-def curated_uri(root: str, spec: TableSpec, content_hash: str) -> str:
-    """Same source bytes and same config give the same path, so re-runs overwrite."""
-    name = f"{content_hash[:16]}-{spec.config_hash[:8]}.parquet"
+def curated_uri(root: str, spec: TableSpec, content_hash: str, run_id: str) -> str:
+    """Each run's curated file is its own: it holds the run's `{run_id}` and `{load_date}`,
+    so another run of the same file (a retry, a --force, S3 delivering twice) must not
+    overwrite what this run's ledger row points to (`rollback --to` publishes it again).
+    Content and config lead the name, so a folder listing groups the runs of one file."""
+    name = f"{content_hash[:16]}-{spec.config_hash[:8]}-{run_id}.parquet"
     return storage.join(root, spec.config.table_name, name)
 
 
-def dataset_prefix(root: str, spec: TableSpec, content_hash: str) -> str:
-    """Where a curated output of parts goes: the single file's name, as a folder."""
-    return curated_uri(root, spec, content_hash).removesuffix(".parquet")
+def dataset_prefix(root: str, spec: TableSpec, content_hash: str, run_id: str) -> str:
+    """Where one write of a curated output of parts goes: a folder of its own for every
+    attempt (the run's file name plus a random suffix), so a retry of the same run never
+    rewrites parts that an earlier manifest lists, and each folder holds exactly the parts
+    its manifest names, whichever engine wrote them. The manifest is written last."""
+    base = curated_uri(root, spec, content_hash, run_id).removesuffix(".parquet")
+    return f"{base}-{secrets.token_hex(4)}"
 
 
 def write_manifest(uri: str, parts: list[tuple[str, int]]) -> None:
@@ -314,13 +320,13 @@ def ingest_spec(spec: TableSpec, payload: dict[str, Any]) -> dict[str, Any]:
 
 def _ingest(spec: TableSpec, payload: dict[str, Any]) -> dict[str, Any]:
     source_uri = payload["source"]
+    stamp = storage.source_stamp(source_uri, payload.get("source_version_id"))
     with (
-        storage.local_file(source_uri) as path,
+        storage.local_file(source_uri, stamp.version_id) as path,
         storage.scratch_folder("refload-ingest-") as scratch,
     ):
-        version = storage.object_version(source_uri, path)
         source = read_source(path, source_uri, spec.config)
-        return _ingest_file(spec, payload, source, version, scratch)
+        return _ingest_file(spec, payload, source, stamp, scratch)
 
 
 def hook_time_limit(spec: TableSpec) -> TimeLimit:
@@ -544,7 +550,7 @@ def _ingest_file(
     spec: TableSpec,
     payload: dict[str, Any],
     source: SourceTable,
-    version: str,
+    stamp: storage.SourceStamp,
     scratch: Path,
 ) -> dict[str, Any]:
     config = spec.config
@@ -558,8 +564,8 @@ def _ingest_file(
     }
     mapped = _map_chunks(source, spec, context, scratch)
     # Hashed while the chunks were read: the same bytes, one pass.
-    info = storage.ObjectInfo(version, source.content_hash())
-    out_uri = curated_uri(curated_root, spec, info.content_hash)
+    info = storage.ObjectInfo(stamp.version, source.content_hash(), stamp.modified_at)
+    out_uri = curated_uri(curated_root, spec, info.content_hash, run_id)
     rejected = _set_rejects_aside(source, mapped, out_uri, config.max_reject_pct)
     progress.phase("dedupe")
     drop = _duplicates_to_drop(mapped.staged, source, config.primary_key, config.dedupe, scratch)
@@ -571,7 +577,7 @@ def _ingest_file(
         rows_written = _write_curated(mapped.staged, drop, schema, curated)
         storage.upload_file(out_uri, curated, move=True)
     else:
-        prefix = dataset_prefix(curated_root, spec, info.content_hash)
+        prefix = dataset_prefix(curated_root, spec, info.content_hash, run_id)
         out_uri, rows_written = _write_parts(mapped.staged, drop, schema, scratch, prefix)
     return ingest_result(
         spec,
@@ -608,6 +614,7 @@ def ingest_result(
         "config_hash": spec.config_hash,
         "source": source_uri,
         "source_version": info.version,
+        "source_modified_at": info.modified_at and info.modified_at.isoformat(),
         "content_hash": info.content_hash,
         "curated_uri": curated,
         "rejects_uri": rejects,

@@ -206,12 +206,13 @@ def _record_starts(
     return starts
 
 
-def _read_range(uri: str, start: int, end: int) -> bytes:
+def _read_range(uri: str, start: int, end: int, version_id: str | None = None) -> bytes:
     if storage.is_s3(uri):
         bucket, key = storage.split_s3(uri)
+        version = {"VersionId": version_id} if version_id else {}
         try:
             response = storage.s3_client().get_object(
-                Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}"
+                Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}", **version
             )
         except Exception as error:
             raise storage._s3_error(error, uri) from error
@@ -226,7 +227,7 @@ def _read_range(uri: str, start: int, end: int) -> bytes:
 def _split_source(split: Split, job: _Job) -> Iterator[SourceTable]:
     """The split read by refload's reader, reporting lines and rows of the whole file."""
     if split.whole:
-        with storage.local_file(job.uri) as path:
+        with storage.local_file(job.uri, job.version_id) as path:
             yield read_source(path, job.uri, job.spec.config)
         return
     header_row = job.spec.config.header_row
@@ -236,7 +237,7 @@ def _split_source(split: Split, job: _Job) -> Iterator[SourceTable]:
 
     with tempfile.TemporaryDirectory(prefix="refload-split-") as folder:
         path = Path(folder) / "split.csv"
-        path.write_bytes(job.header + _read_range(job.uri, split.start, split.end))
+        path.write_bytes(job.header + _read_range(job.uri, split.start, split.end, job.version_id))
         try:
             source = read_source(path, job.uri, job.spec.config)
             found = source.bad_records
@@ -263,6 +264,7 @@ class _Job:
     header: bytes
     context: dict[str, str]
     splits: tuple[Split, ...]
+    version_id: str | None = None  # the S3 version the driver read: every task reads it too
 
 
 def _error_json(error: RefloadError) -> str:
@@ -449,10 +451,10 @@ def _spark_schema(spec: TableSpec) -> Any:
 def run(spec: TableSpec, payload: dict[str, Any], session: Any = None) -> dict[str, Any]:
     """Ingest `payload["source"]` on Spark; returns what `steps.ingest.run` returns."""
     try:
-        with storage.local_file(payload["source"]) as path:
-            version = storage.object_version(payload["source"], path)
-            info = storage.ObjectInfo(version, _stored_sha256(path))
-            return _ingest(spec, payload, path, info, session or spark_session())
+        stamp = storage.source_stamp(payload["source"], payload.get("source_version_id"))
+        with storage.local_file(payload["source"], stamp.version_id) as path:
+            info = storage.ObjectInfo(stamp.version, _stored_sha256(path), stamp.modified_at)
+            return _ingest(spec, payload, path, info, session or spark_session(), stamp.version_id)
     except RefloadError as error:
         error.table = error.table or spec.config.table_name
         raise
@@ -469,7 +471,12 @@ def _stored_sha256(path: Path) -> str:
 
 
 def _ingest(
-    spec: TableSpec, payload: dict[str, Any], path: Path, info: storage.ObjectInfo, spark: Any
+    spec: TableSpec,
+    payload: dict[str, Any],
+    path: Path,
+    info: storage.ObjectInfo,
+    spark: Any,
+    version_id: str | None = None,
 ) -> dict[str, Any]:
     from pyspark import StorageLevel
 
@@ -491,6 +498,7 @@ def _ingest(
             "source_key": _source_key(uri),
         },
         tuple(splits),
+        version_id,
     )
 
     def map_splits(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -545,7 +553,7 @@ def _finish(
         raise RejectedInput("file has a header but no data rows", file=source.uri)
 
     # Rejected rows: the same rejects file and threshold as the Lambda engine.
-    out_uri = curated_uri(curated_root, spec, info.content_hash)
+    out_uri = curated_uri(curated_root, spec, info.content_hash, run_id)
     rows_rejected = counts["rejected"] + counts["unreadable"]
     reject_records: list[dict[str, Any]] = []
     if rows_rejected:
@@ -562,7 +570,7 @@ def _finish(
     # Duplicates and keys, over the whole table.
     good = mapped.where(F.col(PROBLEMS).isNull() & F.col(ERROR).isNull()).drop(PROBLEMS, ERROR)
     kept = _without_duplicates(good, spec, job, source)
-    prefix = dataset_prefix(curated_root, spec, info.content_hash)
+    prefix = dataset_prefix(curated_root, spec, info.content_hash, run_id)
     schema = _curated_schema(spec, run_id, source.uri, info)
     written = kept.mapInArrow(
         lambda batches: _write_part(batches, schema, prefix), "uri string, rows long, bytes long"
@@ -703,7 +711,15 @@ def hand_off(spec: TableSpec, payload: dict[str, Any]) -> dict[str, Any]:
     result_uri = storage.join(root, spec.config.table_name, "_spark", f"{payload['run_id']}.json")
     job_payload = {
         k: payload[k]
-        for k in ("config", "mapping", "source", "run_id", "curated_root", "warehouse")
+        for k in (
+            "config",
+            "mapping",
+            "source",
+            "source_version_id",
+            "run_id",
+            "curated_root",
+            "warehouse",
+        )
         if payload.get(k)
     }
     arguments = [json.dumps({**job_payload, "spark_result_uri": result_uri})]

@@ -162,8 +162,14 @@ AUDIT_COLUMNS_ADDED = {
         "keys_removed": "BIGINT",
         "keys_changed": "BIGINT",
         "change_samples": "VARCHAR(65535)",
+        # The published file's LastModified (a local file's mtime): a later, older file is
+        # stale (see `Warehouse._stale`).
+        "source_modified_at": "TIMESTAMP",
     },
 }
+# Ledger modes in which a file older than the target's last published file is stale:
+# all but append (each appended file adds its own rows, whatever its age).
+ORDERED_MODES = frozenset({"truncate", "upsert", "scd2"})
 
 
 @dataclass(frozen=True)
@@ -177,6 +183,7 @@ class LedgerEntry:
     config_hash: str
     curated_uri: str
     load_mode: LedgerMode
+    source_modified_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -185,6 +192,7 @@ class LedgerRow:
     content_hash: str
     config_hash: str
     rows_after: int
+    source_modified_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -244,6 +252,8 @@ class PublishResult:
     skipped_reason: str | None = None
     target_created: bool = False
     changes: ChangeSet | None = None
+    # Not published because the target holds a newer file (`Warehouse._stale`).
+    stale: bool = False
 
 
 _TYPE_FAMILIES = {
@@ -846,12 +856,16 @@ class Warehouse:
     def last_publish(self, target: str) -> LedgerRow | None:
         """The latest ledger row of a target."""
         rows = self.query(
-            f"SELECT run_id, content_hash, config_hash, rows_after FROM "
+            f"SELECT run_id, content_hash, config_hash, rows_after, source_modified_at FROM "
             f"{self.table(AUDIT_SCHEMA, 'load_ledger')} WHERE target = %s "
             "ORDER BY loaded_at DESC LIMIT 1",
             (target,),
         )
-        return LedgerRow(rows[0][0], rows[0][1], rows[0][2], int(rows[0][3])) if rows else None
+        if not rows:
+            return None
+        run_id, content_hash, config_hash, rows_after, modified_at = rows[0]
+        modified = None if modified_at is None else _naive(modified_at)
+        return LedgerRow(run_id, content_hash, config_hash, int(rows_after), modified)
 
     def published_changes(self, run_id: str, counts: dict[str, int] | None) -> ChangeSet | None:
         """A run's change set after its publish: the counts it reported, the samples its
@@ -921,6 +935,32 @@ class Warehouse:
             count,
             count,
             f"already published by run {run_id} (same content and config)",
+        )
+
+    def _stale(self, entry: LedgerEntry, ref: str, history: bool) -> PublishResult | None:
+        """A result that publishes nothing, when the target's last published file was
+        written after this one (S3 delivers out of order; two files may run at once).
+
+        Runs under the publish lock, so the ledger it reads is the one this publish would
+        follow. A target's first file, a file or ledger row without a time (published by
+        an earlier version), and append tables are never stale.
+        """
+        if entry.load_mode not in ORDERED_MODES or entry.source_modified_at is None:
+            return None
+        latest = self.last_publish(entry.target)
+        newest = latest.source_modified_at if latest else None
+        if latest is None or newest is None or entry.source_modified_at >= newest:
+            return None
+        run_id = latest.run_id
+        count = self.count(ref, current=history)
+        return PublishResult(
+            False,
+            0,
+            count,
+            count,
+            f"stale: the file was written at {entry.source_modified_at.isoformat()}, before "
+            f"the file run {run_id} published ({newest.isoformat()}); --force publishes it",
+            stale=True,
         )
 
     @contextmanager
@@ -1152,8 +1192,8 @@ class Warehouse:
             f"INSERT INTO {self.table(AUDIT_SCHEMA, 'load_ledger')} (run_id, table_name, target, "
             "source_uri, source_version, content_hash, config_hash, curated_uri, load_mode, "
             "rows_loaded, rows_before, rows_after, loaded_at, keys_added, keys_removed, "
-            "keys_changed, change_samples) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            "keys_changed, change_samples, source_modified_at) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (
                 entry.run_id,
                 entry.table_name,
@@ -1172,6 +1212,7 @@ class Warehouse:
                 changes and changes.removed,
                 changes and changes.changed,
                 changes and _samples_json(changes.samples),
+                entry.source_modified_at,
             ),
         )
 
@@ -1250,8 +1291,10 @@ class Warehouse:
             with self._bounded_lock_wait(where):
                 created = self._ensure_target(target, existed)
             self._take_publish_lock(ref, where)
-            # Again under the lock: a concurrent run may have published this file meanwhile.
+            # Again under the lock: a concurrent run may have published this file meanwhile,
+            # or a newer one (which wins, whichever run commits first).
             skipped = None if force else self._skip_if_published(entry, target)
+            skipped = skipped or (None if force else self._stale(entry, ref, target.history))
             if skipped:
                 return skipped
             before = self.count(ref, current=target.history)
@@ -1342,6 +1385,17 @@ class Warehouse:
             (run_id, step),
         )
         return str(rows[0][0]) if rows and rows[0][0] is not None else None
+
+
+def _naive(value: Any) -> dt.datetime:
+    """A timestamp as the ledger's TIMESTAMP columns hold it: UTC without a zone (drivers
+    may hand back an ISO string or an aware value)."""
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    if isinstance(value, dt.datetime) and value.tzinfo is not None:
+        value = value.astimezone(dt.UTC).replace(tzinfo=None)
+    assert isinstance(value, dt.datetime)
+    return value
 
 
 def _sample_value(value: Any) -> Any:
