@@ -25,7 +25,7 @@ from handler.infer_columns import ColumnGuess, guess_column, propose_key, unique
 from steps import progress, storage
 from steps.config import SourceFormat, TableConfig, parse_config
 from steps.errors import ConfigError, RejectedInput, at
-from steps.ingest.sources import FORMAT_READERS, format_of, read_source
+from steps.ingest.sources import FORMAT_READERS, format_of, oversized_sheets, read_source
 from steps.ingest.transform import apply_mapping
 from steps.mapping import SHEET_COLUMNS, Mapping
 from steps.names import identifier_problem, unknown_name
@@ -199,6 +199,9 @@ def _excel_layout(
     except Exception as error:
         raise RejectedInput(f"cannot open as an Excel workbook: {error}", file=uri) from None
     names = list(book.sheet_names)
+    too_large = oversized_sheets(data, names)  # every sheet is read to choose one
+    if too_large:
+        raise RejectedInput(too_large, file=uri)
     sheets = {n: book.get_sheet_by_name(n).to_python(skip_empty_area=False) for n in names}
 
     def filled(row: list[Any]) -> list[Any]:

@@ -429,3 +429,16 @@ def test_null_tokens_become_null_values(init, run_cli, sql, write, tmp_path):
         (2, 12, None, "DE"),
         (3, 7, dt.date(2024, 2, 1), None),
     ]
+
+
+def test_init_refuses_a_workbook_with_a_stray_far_cell(init, write, tmp_path):
+    from tests.test_bad_input import stray_cell_workbook
+
+    source = write("export.xlsx", stray_cell_workbook())
+    code, out, err = init(source, "t_export")
+    assert code == 2 and out == ""
+    assert (
+        f"RejectedInput: {source}: sheet 'S' spans A1:XFD1048576 (1,048,576 rows x 16,384 "
+        "columns), more than the 20,000,000 cells refload reads (REFLOAD_MAX_SHEET_CELLS)"
+    ) in err
+    assert not (tmp_path / "cfg").exists()

@@ -735,6 +735,73 @@ def _unreadable_cells(data: bytes, sheet: str) -> dict[tuple[int, int], tuple[st
     return found
 
 
+def max_sheet_cells() -> int:
+    """Largest used range (rows x columns, from A1) of a worksheet calamine is given: it
+    allocates the whole range, so one stray cell at XFD1048576 would ask for 512 GiB."""
+    return int(os.environ.get("REFLOAD_MAX_SHEET_CELLS", 20_000_000))
+
+
+# A cell's or a row's reference in the sheet XML: <c r="XFD1048576" ...>, <row r="12" ...>.
+_REFERENCE = re.compile(rb'<(?:[\w.-]+:)?(?:c|row)\s[^>]*?\br="([A-Za-z]*)([0-9]+)"')
+
+
+def _used_range(stream: IO[bytes]) -> tuple[int, int]:
+    """The largest row and column (1-based) any cell or row names, read a block at a time.
+    The sheet's own <dimension> is not trusted: writers leave it stale, and calamine sizes
+    the range by the cells."""
+    rows = columns = 0
+    carry = b""
+    while block := stream.read(1 << 20):
+        text = carry + block
+        cut = text.rfind(b">") + 1  # a tag cut by the block boundary is scanned with the next
+        for letters, digits in _REFERENCE.findall(text, 0, cut):
+            rows = max(rows, int(digits))
+            if letters:
+                columns = max(columns, _column_index(letters.decode()) + 1)
+        carry = text[cut:]
+    return rows, columns
+
+
+def _column_name(number: int) -> str:
+    """1-based column number as Excel's letters (16384 -> 'XFD')."""
+    name = ""
+    while number:
+        number, rest = divmod(number - 1, 26)
+        name = chr(65 + rest) + name
+    return name
+
+
+def oversized_sheets(data: bytes, sheets: list[str] | None = None) -> str | None:
+    """Why calamine must not be given this workbook: a worksheet (of `sheets`, or any)
+    whose used range is over `max_sheet_cells()`, named with its range. None when every
+    sheet fits, or the file is not an xlsx zip (calamine alone decides then)."""
+    limit = max_sheet_cells()
+    try:
+        book = zipfile.ZipFile(io.BytesIO(data))
+        if sheets is None:
+            sheets = [
+                element.get("name", "")
+                for element in ElementTree.fromstring(book.read("xl/workbook.xml")).iter()
+                if element.tag.rsplit("}", 1)[-1] == "sheet"
+            ]
+        for sheet in sheets:
+            part = _sheet_part(book, sheet)
+            if not part:
+                continue
+            with book.open(part) as stream:
+                rows, columns = _used_range(stream)
+            if rows * columns > limit:
+                return (
+                    f"sheet '{sheet}' spans A1:{_column_name(columns)}{rows} ({rows:,} rows x "
+                    f"{columns:,} columns), more than the {limit:,} cells refload reads "
+                    "(REFLOAD_MAX_SHEET_CELLS); a stray cell far from the data is the usual "
+                    "cause: delete the empty rows and columns after the data"
+                )
+    except (zipfile.BadZipFile, KeyError, ElementTree.ParseError):
+        return None
+    return None
+
+
 def read_excel(data: bytes, uri: str, config: TableConfig) -> SourceTable:
     from python_calamine import CalamineWorkbook
 
@@ -744,6 +811,9 @@ def read_excel(data: bytes, uri: str, config: TableConfig) -> SourceTable:
     except Exception as error:
         raise RejectedInput(f"cannot open as an Excel workbook: {error}", file=uri) from None
     wanted = _pick_sheet(book, uri, config)
+    too_large = oversized_sheets(data, [wanted])
+    if too_large:
+        raise RejectedInput(too_large, file=uri)
     try:
         rows = book.get_sheet_by_name(wanted).to_python(skip_empty_area=False)
     except Exception as error:  # calamine's XML, zip and format errors share no base class
@@ -812,27 +882,79 @@ JSON_SHAPES = (
 )
 
 
+class _RepeatedKeys:
+    """json's object_pairs_hook: builds each object as json would, and notes the objects
+    given a key twice (json silently keeps the last value)."""
+
+    def __init__(self) -> None:
+        self.found: list[tuple[dict[str, Any], str]] = []
+
+    def __call__(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        built = dict(pairs)
+        if len(built) != len(pairs):
+            seen: set[str] = set()
+            for key, _ in pairs:
+                if key in seen:
+                    self.found.append((built, key))
+                    break
+                seen.add(key)
+        return built
+
+
+def _holds(value: Any, wanted: dict[str, Any]) -> bool:
+    """`wanted` is `value` or nested in it (the same object, not an equal one)."""
+    if value is wanted:
+        return True
+    if isinstance(value, dict):
+        return any(_holds(child, wanted) for child in value.values())
+    return isinstance(value, list) and any(_holds(child, wanted) for child in value)
+
+
+def _refuse_repeated_key(
+    repeated: _RepeatedKeys, records: list[Any], labels: list[int], uri: str, unit: str
+) -> None:
+    """The first record holding an object with a key twice, named with that key."""
+    if not repeated.found:
+        return
+    inner, key = repeated.found[0]  # objects complete in file order, so this is the first
+    for label, record in zip(labels, records, strict=True):
+        if _holds(record, inner):
+            top = record is inner
+            raise RejectedInput(
+                f"{'record' if top else 'an object in the record'} has the key '{key}' twice; "
+                "refused rather than keep only the last value",
+                file=uri,
+                column=key if top else None,
+                **at(unit, label),
+            )
+    raise RejectedInput(f"the document has the key '{key}' twice", file=uri)
+
+
 def _json_document(text: str, uri: str) -> list[Any] | None:
     """The records of a file that is one JSON document: an array, or an array wrapped in
     an object with one key ({"data": [...]}). None for JSON Lines."""
     stripped = text.lstrip()
+    repeated = _RepeatedKeys()
     if stripped.startswith("["):
         try:
-            records: list[Any] = json.loads(text)
+            records: list[Any] = json.loads(text, object_pairs_hook=repeated)
         except json.JSONDecodeError as error:
             raise RejectedInput(
                 f"not valid JSON: {error.msg}", file=uri, line=error.lineno
             ) from None
+        if isinstance(records, list):
+            _refuse_repeated_key(repeated, records, list(range(1, len(records) + 1)), uri, "row")
         return records
     if not stripped.startswith("{"):
         return None
     try:
-        document = json.loads(text)
+        document = json.loads(text, object_pairs_hook=repeated)
     except json.JSONDecodeError:
         return None  # JSON Lines (or broken: the line-by-line read names the line)
     if len(document) == 1:
         [(_, inner)] = document.items()
         if isinstance(inner, list) and all(isinstance(r, dict) for r in inner):
+            _refuse_repeated_key(repeated, inner, list(range(1, len(inner) + 1)), uri, "row")
             return inner
     if len(stripped.rstrip().splitlines()) == 1:
         return None  # a single JSON Lines record
@@ -853,12 +975,15 @@ def read_json(data: bytes, uri: str, config: TableConfig) -> SourceTable:
         for number, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
+            repeated = _RepeatedKeys()
             try:
-                records.append(json.loads(line))
+                record = json.loads(line, object_pairs_hook=repeated)
             except json.JSONDecodeError as error:
                 raise RejectedInput(
                     f"not valid JSON: {error.msg}; {JSON_SHAPES}", file=uri, line=number
                 ) from None
+            _refuse_repeated_key(repeated, [record], [number], uri, "line")
+            records.append(record)
             labels.append(number)
         unit = "line"
     columns: dict[str, None] = {}
