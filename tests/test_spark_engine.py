@@ -344,3 +344,13 @@ def test_load_publishes_exactly_the_spark_runs_parts_on_every_warehouse(
         assert copies and all(
             f"FROM '{summary['curated_uri']}'" in s and s.endswith("MANIFEST") for s in copies
         )
+
+
+def test_minus_zero_and_zero_are_one_value_on_both_engines(both, table_dir, write):
+    from tests.test_dedupe import SIGNED_ZEROS
+
+    result = both(table_dir(SIGNED_ZEROS), write("t.csv", "code,x\nAA,0.0\nAA,-0.0\nBB,-0\n"))
+    assert result["summary"]["duplicates_dropped"] == 1
+    keyed = table_dir(SIGNED_ZEROS, name="t_keyed", primary_key=["x"])
+    result = both(keyed, write("k.csv", "code,x\nAA,0.0\nBB,1\nCC,-0.0\n"))
+    assert "column 'x': duplicate primary key (x=0.0) on lines 2, 4" in result["error"][1]
