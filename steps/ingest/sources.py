@@ -17,6 +17,7 @@ import datetime as dt
 import gzip
 import hashlib
 import io
+import itertools
 import json
 import math
 import os
@@ -77,8 +78,11 @@ class SourceTable:
     unit: str  # what `locate` returns: "line" or "row"
     locate: Callable[[list[int]], list[int]]
     # Records that could not be split into the header's columns; complete once the
-    # chunks have been read.
-    bad_records: Callable[[], list[BadRecord]] = lambda: []
+    # chunks have been read. Called with (limit, last_line): at most `limit` of them, on
+    # lines up to `last_line`.
+    bad_records: Callable[..., list[BadRecord]] = lambda *_: []
+    # How many such records the chunks read so far held.
+    unreadable: Callable[[], int] = lambda: 0
     bad_cells: list[BadCell] = field(default_factory=list)
     # sha256 of the file's bytes as stored (compressed or not), taken while they were
     # read for parsing: known once the chunks have been read.
@@ -355,6 +359,7 @@ class CsvSource:
             "line",
             self.locate,
             self.bad_records,
+            lambda: self.unreadable_rows,
             content_hash=self.content_hash,
             fits_in_memory=self.whole,
         )
@@ -555,18 +560,26 @@ class CsvSource:
             good += 1
         return [found.get(p, self.config.header_row + 1 + p) for p in positions]
 
-    def bad_records(self) -> list[BadRecord]:
+    def bad_records(
+        self, limit: int | None = None, last_line: int | None = None
+    ) -> list[BadRecord]:
+        """The unreadable records, found by streaming the file again: the first `limit`
+        of them (memory follows the limit, not the file), up to `last_line`."""
         if not self.unreadable_rows:
             return []
-        return [
+        records = itertools.takewhile(
+            lambda record: last_line is None or record[0] <= last_line, self._records()
+        )
+        found = (
             BadRecord(
                 line,
                 f"has {width} field(s), the header has {len(self.header)}",
                 "".join(raw).rstrip("\r\n"),
             )
-            for line, width, raw in self._records()
+            for line, width, raw in records
             if width != len(self.header)
-        ]
+        )
+        return list(itertools.islice(found, limit))
 
 
 def _check_header(header: list[str], uri: str, line: int, unit: str) -> None:
