@@ -406,12 +406,13 @@ def _map_chunks(
                 rows_rejected += len(bad)
                 problems += len(found)
                 typed = typed.filter(pc.invert(pc.is_in(typed.column(POSITION), bad)))
-            if spec.config.python_transform:
+            stop = bool(found) and spec.config.max_reject_pct == 0  # refused, whatever follows
+            if spec.config.python_transform and not stop:
                 typed = _hooked(spec.config.python_transform, typed, spec, source)
             staged.add(typed)
             rows += chunk.num_rows
             progress.advance(chunk.num_rows)
-            if found and spec.config.max_reject_pct == 0:
+            if stop:
                 try:  # whether any rows were left unread: the message says so
                     stopped = next(chunks, None) is not None
                 except RefloadError:  # the next chunk is bad too: this one is reported

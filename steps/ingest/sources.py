@@ -132,9 +132,11 @@ def parse_block_bytes(file_bytes: int | None) -> int:
 
     Measured on ZIP-like files: one 64 MB block parses at half the speed of 1-8 MB ones.
     A record must fit in a block, hence no smaller than 1 MB (or the chunk); a larger
-    record makes the reader retry with larger blocks.
+    record makes the reader retry with larger blocks. A streamed file's block is a 32nd
+    of a chunk: Arrow reads up to 32 blocks ahead of the parser, which held 256 MB of a
+    large file (8 MB blocks) whatever the chunk size; so memory follows the chunk.
     """
-    size = file_bytes // 16 if file_bytes else 8 << 20
+    size = file_bytes // 16 if file_bytes else chunk_bytes() // 32
     return min(chunk_bytes(), max(1 << 20, min(8 << 20, size)))
 
 
