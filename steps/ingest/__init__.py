@@ -103,7 +103,7 @@ def _cell_rejections(cells: list[BadCell], mapping: Mapping) -> list[Rejection]:
 def max_rejects_kept() -> int:
     """Problems kept for the rejects file and the message; past it they are only counted,
     so memory follows the chunk size even when every row of a large file is bad."""
-    return int(os.environ.get("REFLOAD_MAX_REJECTS_KEPT", 10_000))
+    return max(1, int(os.environ.get("REFLOAD_MAX_REJECTS_KEPT", 10_000)))  # the message quotes one
 
 
 def _reject_rows(
