@@ -31,6 +31,7 @@ from steps.ingest.sources import (
     format_of,
     max_source_bytes,
     not_text,
+    oversized_sheets,
     read_source,
 )
 from steps.ingest.transform import apply_mapping
@@ -235,6 +236,9 @@ def _excel_layout(
     except Exception as error:
         raise RejectedInput(f"cannot open as an Excel workbook: {error}", file=uri) from None
     names = list(book.sheet_names)
+    too_large = oversized_sheets(data, names)  # every sheet is read to choose one
+    if too_large:
+        raise RejectedInput(too_large, file=uri)
     sheets = {n: book.get_sheet_by_name(n).to_python(skip_empty_area=False) for n in names}
 
     def filled(row: list[Any]) -> list[Any]:

@@ -30,6 +30,12 @@ rows/s, the ratio to the floor (the median of each round's ratio) and the AWS La
 of the run (duration x memory setting x price per GB-second), then the import time of the
 handler (with a notify run) and of each step.
 
+`--bad-rows` runs only the bad-input case instead: at each size, the same rows good, then
+every row bad (its latitude not a number) read to the end (max_reject_pct 100) and
+refused at the first chunk (max_reject_pct 0), with wall time and peak RSS: once a file
+streams, peak RSS stays flat as it grows (`--sizes 2000000,4000000 --repeat 1`, or a
+smaller REFLOAD_CHUNK_BYTES with smaller sizes).
+
 For the smallest size it also shows where refload's time goes beyond the floor's: the
 imports refload makes and the floor does not (structlog, pydantic and the config models,
 pyarrow.compute, refload itself), and a warm run of the floor, the SQL job and refload (a
@@ -95,8 +101,9 @@ STATES = ["ny", "ca", "tx", "mo", "nd", "ut", "la", "mi", "il", "ma", "wa", "fl"
 # --- data ----------------------------------------------------------------------------
 
 
-def generate(rows: int, path: Path) -> None:
-    """ZIP-like rows: unique (zip, plus4) keys with leading zeros, plus 1% exact duplicates."""
+def generate(rows: int, path: Path, all_bad: bool = False) -> None:
+    """ZIP-like rows: unique (zip, plus4) keys with leading zeros, plus 1% exact duplicates.
+    `all_bad`: every row's latitude is not a number, so every row is rejected."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -112,6 +119,8 @@ def generate(rows: int, path: Path) -> None:
     city = pa.array(np.array([f" {c} " for c in CITIES])[ids % len(CITIES)])
     state = pa.array(np.array(STATES)[(ids // 7) % len(STATES)])
     lat = pa.array(np.round(18 + (ids % 9973) / 9973 * 50, 4)).cast(pa.string())
+    if all_bad:
+        lat = pc.binary_join_element_wise("x", lat, "")
     lon = pa.array(np.round(-160 + (ids % 7919) / 7919 * 90, 6)).cast(pa.string())
     population = pa.array(ids % 120_000).cast(pa.string())
     day = 1 + ids % 28
@@ -175,6 +184,24 @@ def _run_refload(csv: Path, work: Path, warehouse: str, *extra: str, **config: A
             *extra,
         ]
     )
+
+
+def _refload_on_bad_rows(csv: Path, work: Path, max_reject_pct: float) -> dict[str, Any]:
+    sys.meta_path.insert(0, _AsInTheImage())
+    database = f"duckdb:///{work / 'refload.duckdb'}"
+    code = _run_refload(csv, work, database, max_reject_pct=max_reject_pct)
+    return {"exit": code}
+
+
+def job_bad_all_read(csv: Path, work: Path) -> dict[str, Any]:
+    """Every row rejected and every row read (max_reject_pct 100): the rejects are counted,
+    and only the first REFLOAD_MAX_REJECTS_KEPT are kept."""
+    return _refload_on_bad_rows(csv, work, 100)
+
+
+def job_bad_stop(csv: Path, work: Path) -> dict[str, Any]:
+    """Every row rejected, max_reject_pct 0: refused at the first chunk."""
+    return _refload_on_bad_rows(csv, work, 0)
 
 
 def job_refload(csv: Path, work: Path, database: str = "refload.duckdb") -> dict[str, Any]:
@@ -598,6 +625,8 @@ JOBS = {
     "floor_warm": job_floor_warm,
     "duckdb_sql_warm": job_duckdb_sql_warm,
     "refload_warm": job_refload_warm,
+    "bad_all_read": job_bad_all_read,
+    "bad_stop": job_bad_stop,
     "stack": job_stack,
     "step_imports": job_step_imports,
 }
@@ -680,6 +709,50 @@ def explain_small_run(csv: Path, work: Path, repeat: int) -> None:
     )
 
 
+def bad_rows(sizes: list[int], work: Path, repeat: int) -> int:
+    """--bad-rows: files where every row is bad, at each size, beside the same rows good.
+
+    Memory must follow the chunk size (REFLOAD_CHUNK_BYTES), not the file: once a file
+    streams (over 1.5 chunks), peak RSS stays flat as it grows, however many rows are bad.
+    """
+    chunk = int(os.environ.get("REFLOAD_CHUNK_BYTES", 64 << 20))
+    print(f"every row bad, REFLOAD_CHUNK_BYTES {chunk >> 20} MB, median of {repeat} run(s)")
+    header = (
+        f"{'rows':>10} {'file MB':>8} {'job':<13} {'wall s':>8} {'peak RSS MB':>12} {'exit':>5}"
+    )
+    print(header)
+    print("-" * len(header))
+    peaks: dict[str, list[float]] = {}
+    for size in sizes:
+        good, bad = work / f"zip_{size}.csv", work / f"zip_{size}_bad.csv"
+        if not good.exists():
+            generate(size, good)
+        if not bad.exists():
+            generate(size, bad, all_bad=True)
+        for kind, csv in (("refload", good), ("bad_all_read", bad), ("bad_stop", bad)):
+            runs = []
+            for _ in range(repeat):
+                folder = work / f"{kind}_{size}"
+                folder.mkdir(exist_ok=True)
+                for database in folder.glob("*.duckdb*"):
+                    database.unlink()
+                result = run_child(kind, csv, folder)
+                if result:
+                    runs.append(result)
+            if not runs:
+                continue
+            rss = max(r["max_rss_mb"] for r in runs)
+            peaks.setdefault(kind, []).append(rss)
+            print(
+                f"{size:>10,} {csv.stat().st_size / 1e6:>8.0f} {kind:<13} "
+                f"{statistics.median(r['wall'] for r in runs):>8.2f} {rss:>12.0f} "
+                f"{runs[0]['exit']:>4}"
+            )
+    for kind, values in peaks.items():
+        print(f"peak RSS of {kind}, largest over smallest file: {values[-1] / values[0]:.2f}x")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -701,10 +774,18 @@ def main() -> int:
         help="PostgreSQL as the warehouse: refload against psql \\copy + DELETE/INSERT",
     )
     parser.add_argument("--jobs", help="only these jobs (comma list), e.g. refload,refload_spark")
+    parser.add_argument(
+        "--bad-rows",
+        action="store_true",
+        help="only the all-bad-rows case: peak RSS as the file grows (sizes: --sizes)",
+    )
     args = parser.parse_args()
     if args.child:
         child(args.child[0], Path(args.child[1]), Path(args.child[2]))
         return 0
+    if args.bad_rows:
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
+        return bad_rows([int(s) for s in args.sizes.split(",")], Path(args.workdir), args.repeat)
 
     import compileall
     import importlib.util

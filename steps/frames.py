@@ -48,9 +48,10 @@ def _pandas() -> Any:
 def preview(config: str, source: str, *, mapping: str | None = None) -> Preview:
     """Ingest `source` as `config` says, into a scratch folder; nothing reaches a warehouse.
 
-    Every rejected row is shown, even past `max_reject_pct` (the summary's `refused` then
-    says a real run would stop). Other bad input raises as in a real run: a missing
-    column, a duplicate primary key, an unreadable file.
+    Every rejected row is shown (the first REFLOAD_MAX_REJECTS_KEPT problems), even past
+    `max_reject_pct` (the summary's `refused` then says a real run would stop). Other bad
+    input raises as in a real run: a missing column, a duplicate primary key, an unreadable
+    file.
     """
     pd = _pandas()
     import pyarrow as pa

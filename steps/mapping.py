@@ -296,8 +296,17 @@ def _sheet_rows(data: bytes, uri: str) -> list[list[str]]:
     if uri.lower().endswith((".xlsx", ".xlsm", ".xls", ".ods")):
         from python_calamine import CalamineWorkbook
 
+        from steps.ingest.sources import oversized_sheets
+
         try:
-            sheet = CalamineWorkbook.from_filelike(io.BytesIO(data)).get_sheet_by_index(0)
+            book = CalamineWorkbook.from_filelike(io.BytesIO(data))
+        except Exception as error:
+            raise ConfigError(f"cannot read the mapping workbook: {error}", file=uri) from None
+        too_large = oversized_sheets(data, list(book.sheet_names)[:1])
+        if too_large:
+            raise ConfigError(too_large, file=uri)
+        try:
+            sheet = book.get_sheet_by_index(0)
             rows = sheet.to_python(skip_empty_area=False)
         except Exception as error:
             raise ConfigError(f"cannot read the mapping workbook: {error}", file=uri) from None
@@ -466,6 +475,9 @@ def cast_values(values: Any, spec: ColumnSpec) -> tuple[pa.Array, list[tuple[int
         ]
         impossible = _impossible_dates(values, parsed, spec.format)
         failures += [(i, f"is not a real {kind} (format '{spec.format}')") for i in impossible]
+        loose = _loosely_parsed(values, parsed, spec.format, kind, set(impossible))
+        failures += loose
+        impossible += [i for i, _ in loose]
         if impossible:
             parsed = pc.if_else(
                 _mask(len(values), impossible), pa.scalar(None, parsed.type), parsed
@@ -583,6 +595,56 @@ def _impossible_dates(values: pa.Array, parsed: pa.Array, fmt: str) -> list[int]
     return impossible
 
 
+# What the one-by-one casts accept: only what Arrow's own cast reads. Python's int(),
+# float(), Decimal() and fromisoformat() are looser: they take "1_000", digits of any
+# script ("١٢٣") and ISO week dates ("2024-W01-1"), which Arrow refuses.
+_INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
+_NUMBER_TEXT = re.compile(
+    r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[+-]?(?:inf|infinity|nan)",
+    re.IGNORECASE,
+)
+_DATE_TEXT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_TIMESTAMP_TEXT = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[T ][0-9]{2}(?::[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,9})?)?)?)?"
+    r"(?:Z|[+-][0-9]{2}(?::?[0-9]{2})?)?"
+)
+
+
+# Directives Arrow's strptime reads more loosely than their definition: %y takes one
+# digit ("1/2/4" is 2004), %j takes 366 in a common year (and lands in another year).
+LOOSE_DIRECTIVES = ("%y", "%j")
+
+
+def _loosely_parsed(
+    values: pa.Array, parsed: pa.Array, fmt: str, kind: str, known: set[int]
+) -> list[tuple[int, str]]:
+    """Rows Arrow parsed with a loose directive that Python's strict strptime refuses, as
+    (index, reason), less the `known` ones. Only rows that do not format back to their own
+    text (unpadded numbers, or those loose readings) are parsed again, one by one."""
+    import datetime as dt
+    import time
+
+    import pyarrow.compute as pc
+
+    if not any(directive in fmt for directive in LOOSE_DIRECTIVES):
+        return []
+    differ = pc.fill_null(pc.not_equal(pc.strftime(parsed, format=fmt), values), False)
+    found = []
+    for i in pc.indices_nonzero(differ).to_pylist():
+        if i in known:
+            continue
+        text = values[i].as_py()
+        try:
+            strict = time.strptime(text, fmt)
+        except ValueError:
+            found.append((i, f"does not match format '{fmt}'"))
+            continue
+        day = dt.date(strict.tm_year, strict.tm_mon, strict.tm_mday)
+        if "%j" in fmt and day.timetuple().tm_yday != strict.tm_yday:  # 366 in a common year
+            found.append((i, f"is not a real {kind} (format '{fmt}')"))
+    return found
+
+
 def _cast_one_by_one(
     texts: list[str | None], spec: ColumnSpec, target: pa.DataType
 ) -> tuple[pa.Array, list[tuple[int, str]]]:
@@ -604,18 +666,22 @@ def _cast_one_by_one(
         stripped = text.strip()
         try:
             if kind in INTEGER_RANGES:
-                if not re.fullmatch(r"[+-]?\d+", stripped):
+                if not _INTEGER_TEXT.fullmatch(stripped):
                     raise ValueError
                 value = int(stripped)
                 bound = INTEGER_RANGES[kind]
                 if not -bound <= value < bound:
                     value, reason = None, f"is out of range for {kind}"
             elif kind == "double":
+                if not _NUMBER_TEXT.fullmatch(stripped):
+                    raise ValueError
                 value = float(stripped)
                 if not math.isfinite(value) and spec.format != ALLOW_NAN_INF:
                     value, reason = None, _non_finite(pa.array([value]))[0][1]
             elif kind == "decimal":
                 scale = spec.data_type.scale or 0
+                if not _NUMBER_TEXT.fullmatch(stripped):
+                    raise ValueError
                 number = decimal.Decimal(stripped)
                 if not number.is_finite():
                     raise ValueError
@@ -628,8 +694,12 @@ def _cast_one_by_one(
                 if len(value.as_tuple().digits) > (spec.data_type.precision or 18):
                     value, reason = None, f"has more digits than {spec.data_type}"
             elif kind == "date":
+                if not _DATE_TEXT.fullmatch(stripped):
+                    raise ValueError
                 value = dt.date.fromisoformat(stripped)
             elif kind == "timestamp":
+                if not _TIMESTAMP_TEXT.fullmatch(stripped):
+                    raise ValueError
                 value = dt.datetime.fromisoformat(stripped)
                 if value.tzinfo is not None:  # stored as UTC, never with the offset dropped
                     value = value.astimezone(dt.UTC).replace(tzinfo=None)

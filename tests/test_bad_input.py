@@ -14,6 +14,7 @@ import re
 import tempfile
 import zipfile
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 
 import openpyxl
@@ -719,3 +720,180 @@ def test_local_storage_errors_are_retryable_only_when_it_may_help(error, kind):
     found = storage.local_error(error, "/c/x")
     assert type(found) is kind
     assert found.message.startswith("/c/x: cannot write: ")
+
+
+def stray_cell_workbook() -> bytes:
+    """A 5 KB workbook with one cell at XFD1048576: calamine would allocate 512 GiB."""
+    data = _workbook([["code", "n"], ["AA", 1]])
+    return _rewrite_sheet(
+        data,
+        lambda xml: xml.replace(
+            b"</sheetData>",
+            b'<row r="1048576"><c r="XFD1048576" t="inlineStr"><is><t>x</t></is></c></row>'
+            b"</sheetData>",
+        ),
+    )
+
+
+NUMBERS = (
+    "source_column,target_column,data_type\ncode,code,string\nn,n,integer\n"
+    'x,x,double\nd,d,"decimal(10,2)"\n'
+)
+ISO_DAYS = "source_column,target_column,data_type\ncode,code,string\nday,day,date\nat,at,timestamp"
+SHORT_YEARS = DATES.replace("%m/%d/%Y", "%m/%d/%y")
+ORDINAL_DAYS = DATES.replace("%m/%d/%Y", "%Y-%j")
+
+# id, file name, content, config options, mapping sheet, message after the file's name
+STRICT_READS = [
+    (
+        "stray cell at XFD1048576",
+        "t.xlsx",
+        stray_cell_workbook(),
+        EXCEL,
+        ANY_TEXT,
+        "t.xlsx: sheet 'S' spans A1:XFD1048576 (1,048,576 rows x 16,384 columns), more than "
+        "the 20,000,000 cells refload reads (REFLOAD_MAX_SHEET_CELLS)",
+    ),
+    (
+        "decimal with an underscore",
+        "t.csv",
+        b"code,n,x,d\nAA,1,1,1\nBB,1,1,1_000\n",
+        {},
+        NUMBERS,
+        "t.csv, line 3, column 'd': is not a valid decimal(10,2) (value '1_000')",
+    ),
+    (
+        "integer in Arabic-Indic digits",
+        "t.csv",
+        "code,n,x,d\nAA,1,1,1\nBB,\u0661\u0662,1,1\n".encode(),
+        {},
+        NUMBERS,
+        "t.csv, line 3, column 'n': is not a valid integer (value '\u0661\u0662')",
+    ),
+    (
+        "double with an underscore",
+        "t.csv",
+        b"code,n,x,d\nAA,1,1.5,1\nBB,1,1_0.5,1\n",
+        {},
+        NUMBERS,
+        "t.csv, line 3, column 'x': is not a valid double (value '1_0.5')",
+    ),
+    (
+        "decimal in Arabic-Indic digits",
+        "t.csv",
+        "code,n,x,d\nAA,1,1,1.5\nBB,1,1,\u0661.\u0665\n".encode(),
+        {},
+        NUMBERS,
+        "t.csv, line 3, column 'd': is not a valid decimal(10,2) (value '\u0661.\u0665')",
+    ),
+    (
+        "ISO week date as a date",
+        "t.csv",
+        b"code,day,at\nAA,2024-01-01,2024-01-01 10:00\nBB,2024-W01-1,2024-01-01 10:00\n",
+        {},
+        ISO_DAYS,
+        "t.csv, line 3, column 'day': is not a valid date (value '2024-W01-1')",
+    ),
+    (
+        "ISO week date as a timestamp",
+        "t.csv",
+        b"code,day,at\nAA,2024-01-01,2024-01-01 10:00\nBB,2024-01-01,2024-W01-1T10:00\n",
+        {},
+        ISO_DAYS,
+        "t.csv, line 3, column 'at': is not a valid timestamp (value '2024-W01-1T10:00')",
+    ),
+    (
+        "one-digit %y",
+        "t.csv",
+        b"code,day\nAA,01/02/24\nBB,01/02/4\n",
+        {},
+        SHORT_YEARS,
+        "t.csv, line 3, column 'day': does not match format '%m/%d/%y' (value '01/02/4')",
+    ),
+    (
+        "%j 366 in a common year",
+        "t.csv",
+        b"code,day\nAA,2024-366\nBB,2023-366\n",
+        {},
+        ORDINAL_DAYS,
+        "t.csv, line 3, column 'day': is not a real date (format '%Y-%j') (value '2023-366')",
+    ),
+    (
+        "JSON Lines record with a key twice",
+        "t.jsonl",
+        b'{"code": "AA", "n": "1"}\n{"code": "BB", "n": "2", "code": "CC"}\n',
+        {},
+        ANY_TEXT,
+        "t.jsonl, line 2, column 'code': record has the key 'code' twice",
+    ),
+    (
+        "JSON array record with a nested key twice",
+        "t.json",
+        b'[{"code": "AA", "n": "1"},\n {"code": "BB", "n": {"a": 1, "a": 2}}]',
+        {},
+        ANY_TEXT,
+        "t.json, row 2: an object in the record has the key 'a' twice",
+    ),
+    (
+        "wrapped JSON array with a key twice",
+        "t.json",
+        b'{"data": [{"code": "AA", "n": "1", "n": "2"}]}',
+        {},
+        ANY_TEXT,
+        "t.json, row 1, column 'n': record has the key 'n' twice",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "options", "mapping", "message"),
+    [c[1:] for c in STRICT_READS],
+    ids=[c[0] for c in STRICT_READS],
+)
+def test_what_arrow_or_calamine_would_read_loosely_is_refused(
+    name, content, options, mapping, message, table_dir, write, run_cli, sql
+):
+    config = table_dir(mapping, **options)
+    source = write(name, content)
+
+    code, summary = run_cli(config, source)
+
+    assert code == 2, summary["error"]
+    assert summary["error"]["type"] == "RejectedInput"
+    assert summary["error"]["message"].startswith(f"{source.parent}/{message}")
+    assert source.read_bytes() == content
+    assert sql("SELECT COUNT(*) FROM information_schema.tables WHERE table_name = 't_codes'") == [
+        (0,)
+    ]
+    assert sql(
+        "SELECT status, error_type FROM etl_audit.run_log WHERE run_id = ?", summary["run_id"]
+    ) == [("failed", "RejectedInput")]
+
+
+def test_the_strict_reads_still_load_what_arrow_reads(table_dir, write, run_cli, sql):
+    """One bad row sends a column to the one-by-one casts: its good rows load as Arrow's
+    cast reads them (signs, exponents, offsets, unpadded %y and %j days)."""
+    mapping = (
+        "source_column,target_column,data_type,format\ncode,code,string,\nn,n,integer,\n"
+        'x,x,double,\nd,d,"decimal(10,2)",\nat,at,timestamp,\nday,day,date,%m/%d/%y\n'
+        "yday,yday,date,%Y-%j\n"
+    )
+    source = write(
+        "t.csv",
+        "code,n,x,d,at,day,yday\n"
+        "AA,+12,-1.5e3,.5,2024-01-01T10:00:00+01:00,1/2/24,2024-366\n"
+        "BB,x,x,x,x,x,x\n",
+    )
+    code, summary = run_cli(table_dir(mapping, max_reject_pct=50), source)
+    assert code == 0, summary["error"]
+    assert sql('SELECT code, n, x, d, "at", "day", yday FROM ref.t_codes') == [
+        (
+            "AA",
+            12,
+            -1500.0,
+            Decimal("0.50"),
+            dt.datetime(2024, 1, 1, 9, 0),
+            dt.date(2024, 1, 2),
+            dt.date(2024, 12, 31),
+        )
+    ]

@@ -112,3 +112,31 @@ def test_duckdb_searches_a_spilled_file_as_it_would_the_table(tmp_path: Path):
         )
         assert duck.first_null_key(on_disk, key) == arrow.first_null_key(rows, key)
         assert duck.first_null_key(on_disk, key) is not None
+
+
+SIGNED_ZEROS = "source_column,target_column,data_type\ncode,code,string\nx,x,double\n"
+FILLER = "".join(f"F{i},{i + 2}\n" for i in range(40))  # rows enough for many chunks
+
+
+@pytest.mark.parametrize("chunk", [None, 16], ids=["in-memory", "streamed"])
+def test_minus_zero_and_zero_are_one_value_on_every_path(
+    chunk, table_dir, write, run_cli, sql, monkeypatch
+):
+    if chunk:  # a few rows per chunk: the rows spill and DuckDB looks for repeats
+        monkeypatch.setenv("REFLOAD_CHUNK_BYTES", str(chunk))
+    source = write("t.csv", f"code,x\nAA,0.0\nBB,-0\n{FILLER}AA,-0.0\nBB,1\n")
+    code, summary = run_cli(table_dir(SIGNED_ZEROS), source)
+    assert code == 0, summary["error"]
+    assert (summary["rows_read"], summary["duplicates_dropped"]) == (44, 1)
+    assert sql("SELECT code, x FROM ref.t_codes WHERE code < 'F' ORDER BY code, x") == [
+        ("AA", 0.0),
+        ("BB", -0.0),
+        ("BB", 1.0),
+    ]
+
+    keyed = table_dir(SIGNED_ZEROS, name="t_keyed", primary_key=["x"])
+    code, summary = run_cli(keyed, write("k.csv", f"code,x\nAA,0.0\n{FILLER}CC,-0.0\n"))
+    assert code == 2
+    assert summary["error"]["message"].startswith(
+        f"{source.parent}/k.csv, column 'x': duplicate primary key (x=0.0) on lines 2, 43"
+    )

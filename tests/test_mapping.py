@@ -304,3 +304,24 @@ def test_a_38_digit_decimal_beside_a_bad_value_still_loads(table_dir, write, run
     assert sql("SELECT v FROM ref.t_codes") == [
         (Decimal("1234567890123456789012345678.0123456789"),)
     ]
+
+
+def test_a_mapping_workbook_with_a_stray_far_cell_is_refused_before_it_is_read(
+    table_dir, write, run_cli, sql
+):
+    from tests.test_bad_input import stray_cell_workbook
+
+    config = table_dir(SHEET_HEAD, mapping_file="m.xlsx")
+    (config.parent / "m.xlsx").write_bytes(stray_cell_workbook())
+
+    code, summary = run_cli(config, write("t.csv", "code,n\nAA,1\n"))
+
+    assert code == 2, summary["error"]
+    assert summary["error"]["type"] == "ConfigError"
+    assert summary["error"]["message"].startswith(
+        f"{config.parent}/m.xlsx: sheet 'S' spans A1:XFD1048576 (1,048,576 rows x 16,384 "
+        "columns), more than the 20,000,000 cells refload reads"
+    )
+    assert sql(
+        "SELECT status, error_type FROM etl_audit.run_log WHERE run_id = ?", summary["run_id"]
+    ) == [("failed", "ConfigError")]

@@ -574,3 +574,16 @@ def test_a_workbook_named_csv_is_read_as_one_and_a_text_format_refuses_it(
         f"{source}: not a text file (looks like: xlsx), but source_format is csv; set "
         "source_format to xlsx"
     ) in err
+
+
+def test_init_refuses_a_workbook_with_a_stray_far_cell(init, write, tmp_path):
+    from tests.test_bad_input import stray_cell_workbook
+
+    source = write("export.xlsx", stray_cell_workbook())
+    code, out, err = init(source, "t_export")
+    assert code == 2 and out == ""
+    assert (
+        f"RejectedInput: {source}: sheet 'S' spans A1:XFD1048576 (1,048,576 rows x 16,384 "
+        "columns), more than the 20,000,000 cells refload reads (REFLOAD_MAX_SHEET_CELLS)"
+    ) in err
+    assert not (tmp_path / "cfg").exists()

@@ -372,3 +372,28 @@ def test_switching_engine_on_the_same_file_leaves_no_part_a_manifest_does_not_li
         entries = json.loads(manifest.read_text())["entries"]
         listed = {e["url"]: e["meta"]["content_length"] for e in entries}
         assert listed == {str(p): p.stat().st_size for p in manifest.parent.glob("*.parquet")}
+
+
+def test_minus_zero_and_zero_are_one_value_on_both_engines(both, table_dir, write):
+    from tests.test_dedupe import SIGNED_ZEROS
+
+    result = both(table_dir(SIGNED_ZEROS), write("t.csv", "code,x\nAA,0.0\nAA,-0.0\nBB,-0\n"))
+    assert result["summary"]["duplicates_dropped"] == 1
+    keyed = table_dir(SIGNED_ZEROS, name="t_keyed", primary_key=["x"])
+    result = both(keyed, write("k.csv", "code,x\nAA,0.0\nBB,1\nCC,-0.0\n"))
+    assert "column 'x': duplicate primary key (x=0.0) on lines 2, 4" in result["error"][1]
+
+
+def test_the_first_rejections_are_kept_and_all_counted_on_both_engines(
+    both, table_dir, write, monkeypatch
+):
+    monkeypatch.setenv("REFLOAD_MAX_REJECTS_KEPT", "2")
+    source = write("t.csv", "code,n\nAA,x\nBB,2\nCC,y\nDD,z\nEE,5,6\n")
+    result = both(table_dir(MAPPING, max_reject_pct=100), source)
+    assert (result["summary"]["rows_read"], result["summary"]["rows_rejected"]) == (5, 4)
+    assert [r["line"] for r in result["rejects"]] == [2, 4]
+    result = both(table_dir(MAPPING, name="t_strict", max_reject_pct=50), source)
+    assert (
+        "4 of 5 row(s) rejected (80.00% > max_reject_pct 50); the first 2 of 4 problems are "
+        "listed in " in result["error"][1]
+    )

@@ -344,3 +344,72 @@ def test_undecodable_bytes_in_a_later_piece_stop_the_read_naming_the_line(
     assert sql("SELECT COUNT(*) FROM information_schema.tables WHERE table_name = 't_codes'") == [
         (0,)
     ]
+
+
+@pytest.mark.parametrize("warehouse_url", ["duckdb"], indirect=True)
+def test_the_first_rejections_are_kept_and_all_are_counted(
+    table_dir, write, run_cli, sql, monkeypatch, tmp_path
+):
+    monkeypatch.setenv("REFLOAD_CHUNK_BYTES", str(64 << 10))  # ~12 streamed chunks
+    monkeypatch.setenv("REFLOAD_MAX_REJECTS_KEPT", "5")
+    lines = _generated(duplicates=False).splitlines()
+    for line in range(1_000, ROWS, 1_000):  # 19 bad rows, one per ~chunk, lines 1001...
+        lines[line - 1] = f"{line},1,X,not-a-number,01/01/2024"
+    lines[3_000 - 1] = "3000,1,X,not-a-number,13/45/2024"  # two problems on line 3000
+    lines[3_500 - 1] = "7,7,7"  # unreadable
+    source = write("zip.csv", "\n".join(lines) + "\n")
+
+    code, summary = run_cli(table_dir(MAPPING, max_reject_pct=100), source)
+
+    assert code == 0, summary["error"]
+    assert (summary["rows_read"], summary["rows_rejected"]) == (ROWS, 20)
+    assert sql("SELECT COUNT(*) FROM ref.t_codes") == [(ROWS - 20,)]
+    [rejects] = (tmp_path / "curated").rglob("*.rejects.parquet")
+    assert [(r["line"], r["column"]) for r in pq.read_table(rejects).to_pylist()] == [
+        (1_000, "latitude"),
+        (2_000, "latitude"),
+        (3_000, "latitude"),
+        (3_000, "effective"),
+        (3_500, None),
+    ]
+
+    code, summary = run_cli(table_dir(MAPPING, name="t_strict", max_reject_pct=0.05), source)
+    assert code == 2
+    assert summary["error"]["message"].startswith(
+        f"{source}, line 1000, column 'latitude': is not a valid decimal(9,4) (value "
+        "'not-a-number'); 20 of 20000 row(s) rejected (0.10% > max_reject_pct 0.05); the first "
+        "5 of 21 problems are listed in "
+    )
+
+
+@pytest.mark.parametrize("warehouse_url", ["duckdb"], indirect=True)
+def test_with_max_reject_pct_0_reading_stops_at_the_first_bad_chunk(
+    table_dir, write, run_cli, sql, monkeypatch, tmp_path
+):
+    import re
+
+    monkeypatch.setenv("REFLOAD_CHUNK_BYTES", str(64 << 10))  # ~12 streamed chunks
+    lines = _generated(duplicates=False).splitlines()
+    lines[300 - 1] = "300,1,X,not-a-number,01/01/2024"
+    lines[18_000 - 1] = "18000,1,X,not-a-number,01/01/2024"  # in a chunk never read
+    source = write("zip.csv", "\n".join(lines) + "\n")
+
+    code, summary = run_cli(table_dir(MAPPING), source)
+
+    assert code == 2
+    message = summary["error"]["message"]
+    assert message.startswith(
+        f"{source}, line 300, column 'latitude': is not a valid decimal(9,4) (value 'not-a-number')"
+    )
+    read = re.search(
+        r"1 of the first (\d+) row\(s\) rejected; max_reject_pct 0, so reading "
+        r"stopped at the first chunk with a rejected row; all problems found so "
+        r"far are listed in ",
+        message,
+    )
+    assert read and 300 <= int(read.group(1)) < 18_000
+    [rejects] = (tmp_path / "curated").rglob("*.rejects.parquet")
+    assert [r["line"] for r in pq.read_table(rejects).to_pylist()] == [300]
+    assert sql(
+        "SELECT status, error_type FROM etl_audit.run_log WHERE run_id = ?", summary["run_id"]
+    ) == [("failed", "RejectedInput")]

@@ -7,12 +7,13 @@ and writes the typed rows to a deterministic path under the curated root.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import io
 import os
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
@@ -108,10 +109,16 @@ def _cell_rejections(cells: list[BadCell], mapping: Mapping) -> list[Rejection]:
     ]
 
 
+def max_rejects_kept() -> int:
+    """Problems kept for the rejects file and the message; past it they are only counted,
+    so memory follows the chunk size even when every row of a large file is bad."""
+    return max(1, int(os.environ.get("REFLOAD_MAX_REJECTS_KEPT", 10_000)))  # the message quotes one
+
+
 def _reject_rows(
     source: SourceTable, rejections: list[Rejection], bad_records: list[BadRecord]
-) -> tuple[list[int], list[dict[str, Any]]]:
-    """Positions of rejected rows, and one record per problem for the rejects file."""
+) -> list[dict[str, Any]]:
+    """One record per problem for the rejects file, the first `max_rejects_kept()` by line."""
     positions = sorted({r.position for r in rejections})
     where = dict(zip(positions, source.locate(positions), strict=True))
     records: list[dict[str, Any]] = [
@@ -123,7 +130,7 @@ def _reject_rows(
         for r in sorted(rejections, key=lambda r: r.position)
     ]
     records.sort(key=lambda r: int(r[source.unit]))
-    return positions, records
+    return records[: max_rejects_kept()]
 
 
 def _write_rejects(uri: str, unit: str, records: list[dict[str, Any]]) -> None:
@@ -356,19 +363,24 @@ def _hooked(
 
 @dataclass
 class _Mapped:
-    """What mapping every chunk gave: the typed rows staged, and the rows set aside."""
+    """What mapping every chunk gave: the typed rows staged, and the rows set aside (the
+    first `max_rejects_kept()` of them, with counts of all)."""
 
     staged: _Staged
-    rejections: list[Rejection]
+    rejections: list[Rejection]  # the first problems of readable rows, in file order
     rows: int  # readable records, rejected ones included
-    bad_records: list[BadRecord]
+    rows_rejected: int  # readable records rejected
+    problems: int  # problems of readable records, kept or not
+    bad_records: list[BadRecord]  # the first unreadable records
+    unreadable: int  # unreadable records, kept or not
+    stopped: bool  # reading stopped at the first chunk with a rejected row
 
     @property
     def rows_read(self) -> int:
-        return self.rows + len(self.bad_records)
+        return self.rows + self.unreadable
 
 
-def _read_ahead(chunks: Iterator[pa.Table]) -> Iterator[pa.Table]:
+def _read_ahead(chunks: Iterator[pa.Table]) -> Generator[pa.Table, None, None]:
     """The chunks, the next one parsed on a thread while this one is mapped: a streamed
     5M-row file reads and maps in 2.1 s instead of 2.7 s, for one more chunk in memory."""
     from concurrent.futures import ThreadPoolExecutor
@@ -383,31 +395,58 @@ def _read_ahead(chunks: Iterator[pa.Table]) -> Iterator[pa.Table]:
 def _map_chunks(
     source: SourceTable, spec: TableSpec, context: dict[str, str], scratch: Path
 ) -> _Mapped:
-    """Chunk by chunk: transform and cast, set bad rows aside, stage the rest."""
+    """Chunk by chunk: transform and cast, set bad rows aside, stage the rest.
+
+    Only the first `max_rejects_kept()` problems are kept, the rest counted. With
+    max_reject_pct 0 the file is refused at its first chunk with a rejected row, so the
+    rest is not read.
+    """
     staged = _Staged(scratch / "typed.arrow", in_memory=source.fits_in_memory)
+    limit = max_rejects_kept()
     rejections: list[Rejection] = []
-    rows = 0
-    limit: TimeLimit | None = None
+    rows = rows_rejected = problems = 0
+    time_limit: TimeLimit | None = None
+    stopped = False
     progress.phase("read", unit="rows")  # reading and mapping go chunk by chunk, together
-    for chunk in _read_ahead(source.chunks):
-        typed, found = apply_mapping(chunk, spec.mapping, context)
-        found += _cell_rejections(
-            [c for c in source.bad_cells if rows <= c.position < rows + chunk.num_rows],
-            spec.mapping,
-        )
-        typed = typed.append_column(POSITION, _positions(typed.num_rows, start=rows))
-        if found:
-            rejections += [dataclasses.replace(r, position=r.position + rows) for r in found]
-            bad = pa.array(sorted({r.position + rows for r in found}), pa.int64())
-            typed = typed.filter(pc.invert(pc.is_in(typed.column(POSITION), bad)))
-        if spec.config.python_transform:
-            limit = limit or hook_time_limit(spec)
-            typed = _hooked(spec.config.python_transform, typed, spec, source, limit)
-        staged.add(typed)
-        rows += chunk.num_rows
-        progress.advance(chunk.num_rows)
+    with contextlib.closing(_read_ahead(source.chunks)) as chunks:
+        for chunk in chunks:
+            typed, found = apply_mapping(chunk, spec.mapping, context)
+            found += _cell_rejections(
+                [c for c in source.bad_cells if rows <= c.position < rows + chunk.num_rows],
+                spec.mapping,
+            )
+            typed = typed.append_column(POSITION, _positions(typed.num_rows, start=rows))
+            if found:
+                found = sorted(found, key=lambda r: r.position)
+                rejections += [
+                    dataclasses.replace(r, position=r.position + rows)
+                    for r in found[: limit - len(rejections)]
+                ]
+                bad = pa.array(sorted({r.position + rows for r in found}), pa.int64())
+                rows_rejected += len(bad)
+                problems += len(found)
+                typed = typed.filter(pc.invert(pc.is_in(typed.column(POSITION), bad)))
+            stop = bool(found) and spec.config.max_reject_pct == 0  # refused, whatever follows
+            if spec.config.python_transform and not stop:
+                time_limit = time_limit or hook_time_limit(spec)
+                typed = _hooked(spec.config.python_transform, typed, spec, source, time_limit)
+            staged.add(typed)
+            rows += chunk.num_rows
+            progress.advance(chunk.num_rows)
+            if stop:
+                try:  # whether any rows were left unread: the message says so
+                    stopped = next(chunks, None) is not None
+                except RefloadError:  # the next chunk is bad too: this one is reported
+                    stopped = True
+                break
     staged.close()
-    mapped = _Mapped(staged, rejections, rows, source.bad_records())
+    # Unreadable records up to the last row read (all of them unless reading stopped).
+    last_line = source.locate([rows - 1])[0] if stopped and source.unreadable() else None
+    bad_records = source.bad_records(limit, last_line)
+    unreadable = len(bad_records) if len(bad_records) < limit else source.unreadable()
+    mapped = _Mapped(
+        staged, rejections, rows, rows_rejected, problems, bad_records, unreadable, stopped
+    )
     if mapped.rows_read == 0:
         raise RejectedInput("file has a header but no data rows", file=source.uri)
     return mapped
@@ -416,7 +455,7 @@ def _map_chunks(
 @dataclass(frozen=True)
 class _Rejected:
     uri: str | None  # the rejects file, when any row was rejected
-    positions: list[int]  # readable rows rejected
+    readable: int  # readable rows rejected
     rows: int  # every row rejected, unreadable records included
 
 
@@ -424,10 +463,19 @@ def _set_rejects_aside(
     source: SourceTable, mapped: _Mapped, out_uri: str, max_reject_pct: float
 ) -> _Rejected:
     """Rejected rows go to the rejects file; above the allowed share, the file is refused."""
-    positions, records = _reject_rows(source, mapped.rejections, mapped.bad_records)
-    rows_rejected = len(positions) + len(mapped.bad_records)
-    uri = keep_rejects(source, records, rows_rejected, mapped.rows_read, out_uri, max_reject_pct)
-    return _Rejected(uri, positions, rows_rejected)
+    records = _reject_rows(source, mapped.rejections, mapped.bad_records)
+    rows_rejected = mapped.rows_rejected + mapped.unreadable
+    uri = keep_rejects(
+        source,
+        records,
+        rows_rejected,
+        mapped.rows_read,
+        out_uri,
+        max_reject_pct,
+        problems=mapped.problems + mapped.unreadable,
+        stopped=mapped.stopped,
+    )
+    return _Rejected(uri, mapped.rows_rejected, rows_rejected)
 
 
 def keep_rejects(
@@ -437,15 +485,34 @@ def keep_rejects(
     rows_read: int,
     out_uri: str,
     max_reject_pct: float,
+    problems: int | None = None,
+    stopped: bool = False,
 ) -> str | None:
     """Write the rejects file beside `out_uri` and refuse the file above the allowed share
-    (the Spark engine calls it with the records it collected). Returns the file's URI."""
+    (the Spark engine calls it with the records it collected). Returns the file's URI.
+
+    `records` may be the first of `problems`; `stopped`: reading stopped at the first
+    chunk with a rejected row, so `rows_read` counts the rows read until then."""
     if not rows_rejected:
         return None
     rejects_uri = out_uri.removesuffix(".parquet") + ".rejects.parquet"
     _write_rejects(rejects_uri, source.unit, records)
+    problems = len(records) if problems is None else problems
     share = rows_rejected * 100 / rows_read
     if share > max_reject_pct:
+        so_far = " found so far" if stopped else ""
+        listed = (
+            f"all problems{so_far} are listed"
+            if len(records) == problems
+            else f"the first {len(records):,} of {problems:,} problems{so_far} are listed"
+        )
+        counted = (
+            f"{rows_rejected} of the first {rows_read} row(s) rejected; max_reject_pct 0, so "
+            "reading stopped at the first chunk with a rejected row"
+            if stopped
+            else f"{rows_rejected} of {rows_read} row(s) rejected ({share:.2f}% > "
+            f"max_reject_pct {max_reject_pct:g})"
+        )
         raise _rejected_error(
             source,
             records[0],
@@ -453,10 +520,11 @@ def keep_rejects(
                 "rows_rejected": rows_rejected,
                 "rows_read": rows_read,
                 "rejects_uri": rejects_uri,
-                "problems": len(records),
+                "problems": problems,
+                "problems_listed": len(records),
+                "stopped_early": stopped,
             },
-            note=f"{rows_rejected} of {rows_read} row(s) rejected ({share:.2f}% > "
-            f"max_reject_pct {max_reject_pct:g}); all problems are listed in {rejects_uri}",
+            note=f"{counted}; {listed} in {rejects_uri}",
         )
     return rejects_uri
 
@@ -571,7 +639,7 @@ def _ingest_file(
     drop = _duplicates_to_drop(mapped.staged, source, config.primary_key, config.dedupe, scratch)
     progress.phase("write", unit="rows")
     schema = _curated_schema(spec, run_id, source.uri, info)
-    staged_rows = mapped.rows - len(rejected.positions)
+    staged_rows = mapped.rows - rejected.readable
     if staged_rows - len(drop) < PARTS_FROM_ROWS:
         curated = scratch / "curated.parquet"
         rows_written = _write_curated(mapped.staged, drop, schema, curated)
@@ -588,7 +656,7 @@ def _ingest_file(
         rejects=rejected.uri,
         read=mapped.rows_read,
         rejected=rejected.rows,
-        duplicates=mapped.rows - len(rejected.positions) - rows_written,
+        duplicates=mapped.rows - rejected.readable - rows_written,
         written=rows_written,
     )
 

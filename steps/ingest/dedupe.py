@@ -4,7 +4,8 @@ Two finders with one interface, chosen by size (ADR 4). A file read in one chunk
 searched with Arrow's hash group-by: about 10 ms at 50k rows and 0.12 s at 1M, where an
 in-memory DuckDB needs 60-80 ms just to start and plan. A streamed file is searched by DuckDB, which
 reads the Arrow columns in place and groups on all cores: 1.0 s at 5M rows, where Arrow
-took 2.0-4.7 s. Both see nulls as equal values, and both report keys in file order.
+took 2.0-4.7 s. Both see nulls as equal values and -0.0 as 0.0, and both report keys in
+file order.
 """
 
 from __future__ import annotations
@@ -40,6 +41,13 @@ class ArrowFinder:
 
     @staticmethod
     def _groups(rows: pa.Table, columns: list[str], aggregate: str) -> pa.Table:
+        # -0.0 and 0.0 are one value, as for DuckDB, Spark and SQL's `=`; Arrow's hash
+        # group-by tells them apart by their bits, so -0.0 becomes 0.0 (x + 0.0) here.
+        for name in columns:
+            column = rows.column(name)
+            if pa.types.is_floating(column.type):
+                zero = pa.scalar(0.0, column.type)
+                rows = rows.set_column(rows.column_names.index(name), name, pc.add(column, zero))
         # One thread: on 2 cores Arrow's threaded group-by is no faster for a key, and it
         # would return groups out of file order.
         return rows.group_by(columns, use_threads=False).aggregate([(POSITION, aggregate)])

@@ -17,6 +17,7 @@ import datetime as dt
 import gzip
 import hashlib
 import io
+import itertools
 import json
 import math
 import os
@@ -77,8 +78,11 @@ class SourceTable:
     unit: str  # what `locate` returns: "line" or "row"
     locate: Callable[[list[int]], list[int]]
     # Records that could not be split into the header's columns; complete once the
-    # chunks have been read.
-    bad_records: Callable[[], list[BadRecord]] = lambda: []
+    # chunks have been read. Called with (limit, last_line): at most `limit` of them, on
+    # lines up to `last_line`.
+    bad_records: Callable[..., list[BadRecord]] = lambda *_: []
+    # How many such records the chunks read so far held.
+    unreadable: Callable[[], int] = lambda: 0
     bad_cells: list[BadCell] = field(default_factory=list)
     # sha256 of the file's bytes as stored (compressed or not), taken while they were
     # read for parsing: known once the chunks have been read.
@@ -128,9 +132,11 @@ def parse_block_bytes(file_bytes: int | None) -> int:
 
     Measured on ZIP-like files: one 64 MB block parses at half the speed of 1-8 MB ones.
     A record must fit in a block, hence no smaller than 1 MB (or the chunk); a larger
-    record makes the reader retry with larger blocks.
+    record makes the reader retry with larger blocks. A streamed file's block is a 32nd
+    of a chunk: Arrow reads up to 32 blocks ahead of the parser, which held 256 MB of a
+    large file (8 MB blocks) whatever the chunk size; so memory follows the chunk.
     """
-    size = file_bytes // 16 if file_bytes else 8 << 20
+    size = file_bytes // 16 if file_bytes else chunk_bytes() // 32
     return min(chunk_bytes(), max(1 << 20, min(8 << 20, size)))
 
 
@@ -408,6 +414,7 @@ class CsvSource:
             "line",
             self.locate,
             self.bad_records,
+            lambda: self.unreadable_rows,
             content_hash=self.content_hash,
             fits_in_memory=self.whole,
         )
@@ -610,18 +617,26 @@ class CsvSource:
             good += 1
         return [found.get(p, self.config.header_row + 1 + p) for p in positions]
 
-    def bad_records(self) -> list[BadRecord]:
+    def bad_records(
+        self, limit: int | None = None, last_line: int | None = None
+    ) -> list[BadRecord]:
+        """The unreadable records, found by streaming the file again: the first `limit`
+        of them (memory follows the limit, not the file), up to `last_line`."""
         if not self.unreadable_rows:
             return []
-        return [
+        records = itertools.takewhile(
+            lambda record: last_line is None or record[0] <= last_line, self._records()
+        )
+        found = (
             BadRecord(
                 line,
                 f"has {width} field(s), the header has {len(self.header)}",
                 "".join(raw).rstrip("\r\n"),
             )
-            for line, width, raw in self._records()
+            for line, width, raw in records
             if width != len(self.header)
-        ]
+        )
+        return list(itertools.islice(found, limit))
 
 
 def _check_header(header: list[str], uri: str, line: int, unit: str) -> None:
@@ -796,6 +811,73 @@ def _unreadable_cells(data: bytes, sheet: str) -> dict[tuple[int, int], tuple[st
     return found
 
 
+def max_sheet_cells() -> int:
+    """Largest used range (rows x columns, from A1) of a worksheet calamine is given: it
+    allocates the whole range, so one stray cell at XFD1048576 would ask for 512 GiB."""
+    return int(os.environ.get("REFLOAD_MAX_SHEET_CELLS", 20_000_000))
+
+
+# A cell's or a row's reference in the sheet XML: <c r="XFD1048576" ...>, <row r="12" ...>.
+_REFERENCE = re.compile(rb'<(?:[\w.-]+:)?(?:c|row)\s[^>]*?\br="([A-Za-z]*)([0-9]+)"')
+
+
+def _used_range(stream: IO[bytes]) -> tuple[int, int]:
+    """The largest row and column (1-based) any cell or row names, read a block at a time.
+    The sheet's own <dimension> is not trusted: writers leave it stale, and calamine sizes
+    the range by the cells."""
+    rows = columns = 0
+    carry = b""
+    while block := stream.read(1 << 20):
+        text = carry + block
+        cut = text.rfind(b">") + 1  # a tag cut by the block boundary is scanned with the next
+        for letters, digits in _REFERENCE.findall(text, 0, cut):
+            rows = max(rows, int(digits))
+            if letters:
+                columns = max(columns, _column_index(letters.decode()) + 1)
+        carry = text[cut:]
+    return rows, columns
+
+
+def _column_name(number: int) -> str:
+    """1-based column number as Excel's letters (16384 -> 'XFD')."""
+    name = ""
+    while number:
+        number, rest = divmod(number - 1, 26)
+        name = chr(65 + rest) + name
+    return name
+
+
+def oversized_sheets(data: bytes, sheets: list[str] | None = None) -> str | None:
+    """Why calamine must not be given this workbook: a worksheet (of `sheets`, or any)
+    whose used range is over `max_sheet_cells()`, named with its range. None when every
+    sheet fits, or the file is not an xlsx zip (calamine alone decides then)."""
+    limit = max_sheet_cells()
+    try:
+        book = zipfile.ZipFile(io.BytesIO(data))
+        if sheets is None:
+            sheets = [
+                element.get("name", "")
+                for element in ElementTree.fromstring(book.read("xl/workbook.xml")).iter()
+                if element.tag.rsplit("}", 1)[-1] == "sheet"
+            ]
+        for sheet in sheets:
+            part = _sheet_part(book, sheet)
+            if not part:
+                continue
+            with book.open(part) as stream:
+                rows, columns = _used_range(stream)
+            if rows * columns > limit:
+                return (
+                    f"sheet '{sheet}' spans A1:{_column_name(columns)}{rows} ({rows:,} rows x "
+                    f"{columns:,} columns), more than the {limit:,} cells refload reads "
+                    "(REFLOAD_MAX_SHEET_CELLS); a stray cell far from the data is the usual "
+                    "cause: delete the empty rows and columns after the data"
+                )
+    except (zipfile.BadZipFile, KeyError, ElementTree.ParseError):
+        return None
+    return None
+
+
 def read_excel(data: bytes, uri: str, config: TableConfig) -> SourceTable:
     from python_calamine import CalamineWorkbook
 
@@ -805,6 +887,9 @@ def read_excel(data: bytes, uri: str, config: TableConfig) -> SourceTable:
     except Exception as error:
         raise RejectedInput(f"cannot open as an Excel workbook: {error}", file=uri) from None
     wanted = _pick_sheet(book, uri, config)
+    too_large = oversized_sheets(data, [wanted])
+    if too_large:
+        raise RejectedInput(too_large, file=uri)
     try:
         rows = book.get_sheet_by_name(wanted).to_python(skip_empty_area=False)
     except Exception as error:  # calamine's XML, zip and format errors share no base class
@@ -873,27 +958,79 @@ JSON_SHAPES = (
 )
 
 
+class _RepeatedKeys:
+    """json's object_pairs_hook: builds each object as json would, and notes the objects
+    given a key twice (json silently keeps the last value)."""
+
+    def __init__(self) -> None:
+        self.found: list[tuple[dict[str, Any], str]] = []
+
+    def __call__(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        built = dict(pairs)
+        if len(built) != len(pairs):
+            seen: set[str] = set()
+            for key, _ in pairs:
+                if key in seen:
+                    self.found.append((built, key))
+                    break
+                seen.add(key)
+        return built
+
+
+def _holds(value: Any, wanted: dict[str, Any]) -> bool:
+    """`wanted` is `value` or nested in it (the same object, not an equal one)."""
+    if value is wanted:
+        return True
+    if isinstance(value, dict):
+        return any(_holds(child, wanted) for child in value.values())
+    return isinstance(value, list) and any(_holds(child, wanted) for child in value)
+
+
+def _refuse_repeated_key(
+    repeated: _RepeatedKeys, records: list[Any], labels: list[int], uri: str, unit: str
+) -> None:
+    """The first record holding an object with a key twice, named with that key."""
+    if not repeated.found:
+        return
+    inner, key = repeated.found[0]  # objects complete in file order, so this is the first
+    for label, record in zip(labels, records, strict=True):
+        if _holds(record, inner):
+            top = record is inner
+            raise RejectedInput(
+                f"{'record' if top else 'an object in the record'} has the key '{key}' twice; "
+                "refused rather than keep only the last value",
+                file=uri,
+                column=key if top else None,
+                **at(unit, label),
+            )
+    raise RejectedInput(f"the document has the key '{key}' twice", file=uri)
+
+
 def _json_document(text: str, uri: str) -> list[Any] | None:
     """The records of a file that is one JSON document: an array, or an array wrapped in
     an object with one key ({"data": [...]}). None for JSON Lines."""
     stripped = text.lstrip()
+    repeated = _RepeatedKeys()
     if stripped.startswith("["):
         try:
-            records: list[Any] = json.loads(text)
+            records: list[Any] = json.loads(text, object_pairs_hook=repeated)
         except json.JSONDecodeError as error:
             raise RejectedInput(
                 f"not valid JSON: {error.msg}", file=uri, line=error.lineno
             ) from None
+        if isinstance(records, list):
+            _refuse_repeated_key(repeated, records, list(range(1, len(records) + 1)), uri, "row")
         return records
     if not stripped.startswith("{"):
         return None
     try:
-        document = json.loads(text)
+        document = json.loads(text, object_pairs_hook=repeated)
     except json.JSONDecodeError:
         return None  # JSON Lines (or broken: the line-by-line read names the line)
     if len(document) == 1:
         [(_, inner)] = document.items()
         if isinstance(inner, list) and all(isinstance(r, dict) for r in inner):
+            _refuse_repeated_key(repeated, inner, list(range(1, len(inner) + 1)), uri, "row")
             return inner
     if len(stripped.rstrip().splitlines()) == 1:
         return None  # a single JSON Lines record
@@ -914,12 +1051,15 @@ def read_json(data: bytes, uri: str, config: TableConfig) -> SourceTable:
         for number, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
+            repeated = _RepeatedKeys()
             try:
-                records.append(json.loads(line))
+                record = json.loads(line, object_pairs_hook=repeated)
             except json.JSONDecodeError as error:
                 raise RejectedInput(
                     f"not valid JSON: {error.msg}; {JSON_SHAPES}", file=uri, line=number
                 ) from None
+            _refuse_repeated_key(repeated, [record], [number], uri, "line")
+            records.append(record)
             labels.append(number)
         unit = "line"
     columns: dict[str, None] = {}

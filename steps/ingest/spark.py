@@ -57,6 +57,7 @@ from steps.ingest import (
     hook_time_limit,
     ingest_result,
     keep_rejects,
+    max_rejects_kept,
     write_manifest,
 )
 from steps.ingest.dedupe import POSITION
@@ -556,15 +557,28 @@ def _finish(
     out_uri = curated_uri(curated_root, spec, info.content_hash, run_id)
     rows_rejected = counts["rejected"] + counts["unreadable"]
     reject_records: list[dict[str, Any]] = []
+    problems = 0
     if rows_rejected:
-        for row in mapped.where(F.col(PROBLEMS).isNotNull()).select(PROBLEMS).collect():
+        # The first rows' problems reach the driver, as many as the Lambda engine keeps.
+        limit = max_rejects_kept()
+        rejected = mapped.where(F.col(PROBLEMS).isNotNull())
+        problems = rejected.agg(F.sum(F.size(PROBLEMS))).first()[0]
+        first = rejected.orderBy(F.col(PROBLEMS)[0]["at"]).limit(limit).select(PROBLEMS)
+        for row in first.collect():
             reject_records += [
                 {unit: p["at"], "column": p["column"], "value": p["value"], "reason": p["reason"]}
                 for p in row[PROBLEMS]
             ]
         reject_records.sort(key=lambda r: int(r[unit]))
+        reject_records = reject_records[:limit]
     rejects_uri = keep_rejects(
-        source, reject_records, rows_rejected, rows_read, out_uri, config.max_reject_pct
+        source,
+        reject_records,
+        rows_rejected,
+        rows_read,
+        out_uri,
+        config.max_reject_pct,
+        problems=problems,
     )
 
     # Duplicates and keys, over the whole table.
