@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from steps import storage
 from steps.errors import ConfigError, InfrastructureError, RefloadError, WarehouseUnavailable
-from steps.warehouse.base import Capabilities, is_transient_sqlstate
+from steps.warehouse.base import Capabilities, Warehouse, is_transient_sqlstate
 from steps.warehouse.postgres import PostgresWarehouse
 
 if TYPE_CHECKING:
@@ -106,6 +106,10 @@ class RedshiftWarehouse(PostgresWarehouse):
         connection = redshift_connector.connect(**connect_arguments(self.url))
         connection.autocommit = True
         return connection
+
+    def _bound_statements(self) -> None:
+        # No startup options in redshift-connector: one SET per connection, as the base does.
+        Warehouse._bound_statements(self)
 
     def translate_error(self, error: Exception) -> RefloadError:
         import redshift_connector
