@@ -312,3 +312,45 @@ def test_a_test_over_many_columns_gets_a_name_the_audit_holds(table_dir, write, 
     assert all(n.startswith("not_null_vendor_column_00_vendor_column_01_") for n in names)
     recorded = sql("SELECT test_name, status FROM etl_audit.data_quality_tests ORDER BY test_name")
     assert sorted(recorded) == sorted((n, "pass") for n in names)
+
+
+KEYED_MAPPING = (
+    "source_column,target_column,data_type,transform,default,nullable,format\n"
+    "code,code,varchar(3),strip,,false,\nname,name,varchar(20),,,,\n"
+)
+
+
+def test_changes_within_reads_the_change_set_of_its_own_target(
+    table_dir, write, run_cli, warehouse_url
+):
+    # One run id publishes two tables (--run-id); the guard of the first must see the
+    # first table's changed keys, not the ones the other table's ledger row keeps.
+    guard = {"type": "changes_within", "max_added_pct": 10}
+    codes = table_dir(KEYED_MAPPING, "t_codes", primary_key=["code"], quality_tests=[guard])
+    other = table_dir(KEYED_MAPPING, "t_other", primary_key=["code"])
+    assert run_cli(codes, write("a.csv", "code,name\nAA,Alpha\nBB,Beta\n"))[0] == 0
+    code, summary = run_cli(
+        codes, write("b.csv", "code,name\nAA,Alpha\nBB,Beta\nCC,Gamma\n"), "--run-id", "shared-1"
+    )
+    assert code == 1 and summary["changes"] == {"added": 1, "removed": 0, "changed": 0}
+    assert run_cli(other, write("c.csv", "code,name\nXX,Xray\n"))[0] == 0
+    again = run_cli(
+        other, write("d.csv", "code,name\nXX,Xray\nYY,Yankee\n"), "--run-id", "shared-1"
+    )
+    assert again[0] == 0, again[1]["error"]
+
+    # A manual re-run of the first table's validate, as an operator would after a fix.
+    result = lambda_handler(
+        {
+            "step": "validate",
+            "config": str(codes),
+            "run_id": "shared-1",
+            "rows_before": 2,
+            "changes": summary["changes"],
+            "warehouse": warehouse_url,
+        }
+    )
+
+    check = result["checks"][0]
+    assert (check["type"], check["status"]) == ("changes_within", "fail")
+    assert check["details"]["sample_rows"] == [{"change": "added", "code": "CC"}]

@@ -9,7 +9,7 @@ import pytest
 
 from steps.errors import ConfigError
 from steps.warehouse.redshift import RedshiftWarehouse, connect_arguments
-from tests.conftest import COPY_ROLE
+from tests.conftest import COPY_ROLE, run_args
 from tests.warehouses import STATEMENTS
 
 MAPPING = (
@@ -241,3 +241,30 @@ def test_curated_timestamps_are_int64_microseconds_as_redshift_copy_reads_them(
     logical = json.loads(column.logical_type.to_json())
     assert (logical["Type"], logical["timeUnit"]) == ("Timestamp", "microseconds")
     assert [str(v) for (v,) in sql("SELECT at FROM ref.t_codes")] == ["2026-11-01 10:30:15"]
+
+
+@pytest.mark.parametrize("warehouse_url", ["redshift"], indirect=True)
+def test_copy_quotes_the_curated_key_and_the_role_as_redshift_literals(
+    s3, table_dir, write, warehouse_url, capsys
+):
+    import sqlglot
+
+    from handler.cli import main
+
+    # A quote in a key (and in a role, as written in the URL) would end the literal early;
+    # a backslash escapes the next character in a Redshift literal.
+    role = COPY_ROLE + "'x"
+    url = warehouse_url.replace(f"iam_role={COPY_ROLE}", f"iam_role={COPY_ROLE}%27x")
+    config = table_dir(MAPPING)
+    source = write("a.csv", "code,n\nAA,1\n")
+    curated_root = "s3://curated/o'brien\\team"
+    code = main([*run_args(config, source, url), "--curated-root", curated_root, "--json"])
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 0, summary["error"]
+
+    [copy] = [s for s in STATEMENTS if s.startswith("COPY ")]
+    parsed = sqlglot.parse_one(copy, read="redshift")
+    manifest = summary["curated_uri"].removesuffix(".parquet") + ".manifest"
+    assert manifest.startswith(curated_root + "/")
+    assert [f.name for f in parsed.args["files"]] == [manifest]
+    assert parsed.args["credentials"].args["iam_role"].name == role

@@ -616,6 +616,10 @@ class Warehouse:
     def quote(self, identifier: str) -> str:
         return '"' + identifier.replace('"', '""') + '"'
 
+    def literal(self, text: str) -> str:
+        """A string as a SQL literal, where a statement takes no parameter (COPY's source)."""
+        return "'" + text.replace("'", "''") + "'"
+
     def table(self, schema: str, name: str) -> str:
         return f"{self.quote(schema)}.{self.quote(name)}"
 
@@ -901,15 +905,18 @@ class Warehouse:
         )
         return LedgerRow(rows[0][0], rows[0][1], rows[0][2], int(rows[0][3])) if rows else None
 
-    def published_changes(self, run_id: str, counts: dict[str, int] | None) -> ChangeSet | None:
-        """A run's change set after its publish: the counts it reported, the samples its
-        ledger row keeps. None when the run published none."""
+    def published_changes(
+        self, run_id: str, target: str, counts: dict[str, int] | None
+    ) -> ChangeSet | None:
+        """A run's change set of one target after its publish: the counts it reported, the
+        samples its ledger row keeps. None when the run published none. By target too: one
+        run id may publish several tables (`--run-id`, a replayed event)."""
         if not counts:
             return None
         text = self.scalar(
             f"SELECT change_samples FROM {self.table(AUDIT_SCHEMA, 'load_ledger')} "
-            "WHERE run_id = %s ORDER BY loaded_at DESC LIMIT 1",
-            (run_id,),
+            "WHERE run_id = %s AND target = %s ORDER BY loaded_at DESC LIMIT 1",
+            (run_id, target),
         )
         samples = json.loads(text) if text else {}
         return ChangeSet(counts["added"], counts["removed"], counts["changed"], samples)

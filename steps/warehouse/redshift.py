@@ -168,9 +168,14 @@ class RedshiftWarehouse(PostgresWarehouse):
     def copy_sql(self, staging: str, columns: list[str], manifest_uri: str) -> str:
         cols = ", ".join(self.quote(c) for c in columns)
         return (
-            f"COPY {self.quote(staging)} ({cols}) FROM '{manifest_uri}' "
-            f"IAM_ROLE '{self.iam_role()}' FORMAT AS PARQUET MANIFEST"
+            f"COPY {self.quote(staging)} ({cols}) FROM {self.literal(manifest_uri)} "
+            f"IAM_ROLE {self.literal(self.iam_role())} FORMAT AS PARQUET MANIFEST"
         )
+
+    def literal(self, text: str) -> str:
+        # A backslash escapes the next character in a Redshift string literal: a key
+        # ending in one would swallow the closing quote.
+        return super().literal(text.replace("\\", "\\\\"))
 
     def write_manifest(self, curated_uri: str) -> str:
         """A COPY manifest that names exactly the curated object; returns its URI.
