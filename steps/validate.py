@@ -27,6 +27,7 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
             rows_loaded=payload.get("rows_loaded"),
             rows_before=payload.get("rows_before"),
             load_mode=config.mode,
+            published=payload.get("published"),
             changes=warehouse.published_changes(
                 payload["run_id"], config.target, payload.get("changes")
             ),

@@ -354,3 +354,50 @@ def test_changes_within_reads_the_change_set_of_its_own_target(
     check = result["checks"][0]
     assert (check["type"], check["status"]) == ("changes_within", "fail")
     assert check["details"]["sample_rows"] == [{"change": "added", "code": "CC"}]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"load_mode": "append"}, {"load_mode": "upsert", "primary_key": ["code"]}],
+    ids=["append", "upsert"],
+)
+@pytest.mark.parametrize("when", ["after_publish", "before_publish"])
+def test_row_count_match_on_tables_that_keep_their_rows(options, when, table_dir, write, run_cli):
+    # The target keeps rows of earlier files: this load's published rows are compared
+    # with the rows ingest wrote, not the table's count.
+    check = {"type": "row_count_match", "tolerance_pct": 0, "when": when}
+    config = table_dir(KEYED_MAPPING, quality_tests=[check], **options)
+    assert run_cli(config, write("a.csv", "code,name\nAA,Alpha\nBB,Beta\n"))[0] == 0
+    source = write("b.csv", "code,name\nBB,Bravo\nCC,Gamma\nDD,Delta\n")
+
+    code, summary = run_cli(config, source)
+
+    assert code == 0, summary["checks"]
+    [result] = summary["checks"]
+    assert (result["status"], result["observed"], result["expected"]) == ("pass", 3, 3)
+    assert summary["rows_in_target"] == {"append": 5, "upsert": 4}[options["load_mode"]]
+    # The same file again is skipped: nothing published, which is no mismatch.
+    code, replay = run_cli(config, source)
+    assert code == 0, replay["checks"]
+    assert replay["published"] is False
+    assert [c["status"] for c in replay["checks"]] == (["pass"] if when == "after_publish" else [])
+
+
+def test_changes_within_on_a_skipped_replay_passes_and_says_why(table_dir, write, run_cli, sql):
+    guard = {"type": "changes_within", "max_changed_pct": 10}
+    config = table_dir(KEYED_MAPPING, primary_key=["code"], quality_tests=[guard])
+    assert run_cli(config, write("a.csv", "code,name\nAA,Alpha\nBB,Beta\n"))[0] == 0
+    source = write("b.csv", "code,name\nAA,Alpha\nBB,Bravo\n")
+    code, summary = run_cli(config, source)
+    assert code == 1 and summary["published"] is True  # after publish: too late to block
+
+    code, replay = run_cli(config, source)
+
+    # The file is in the target already: this run changed nothing, so nothing is over.
+    assert (code, replay["published"]) == (0, False), replay["checks"]
+    [check] = replay["checks"]
+    assert (check["status"], check["observed"]) == ("pass", "no change set")
+    [(details,)] = sql(
+        "SELECT details FROM etl_audit.data_quality_tests WHERE run_id = ?", replay["run_id"]
+    )
+    assert json.loads(details)["note"] == "nothing was published"
