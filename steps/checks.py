@@ -320,14 +320,19 @@ def failed_checks(checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def run_check(ctx: CheckContext, test: Any) -> dict[str, Any]:
     """Run one test; a test whose SQL fails is status 'error', never a crash."""
-    head = {"name": test.test_name, "type": test.type, "severity": test.severity}
     check = CHECKS.get(test.type)
     if check is None:  # a model without a function: an error row, not a crashed step
-        return {**head, **_result("error", None, None, error=f"no check runs '{test.type}'")}
+        return errored(test, f"no check runs '{test.type}'")
     try:
         result = check(ctx, test)
     except ConfigError:
         raise
     except RefloadError as error:
-        result = _result("error", None, None, error=error.message)
-    return {**head, **result}
+        return errored(test, error.message)
+    return {"name": test.test_name, "type": test.type, "severity": test.severity, **result}
+
+
+def errored(test: Any, message: str) -> dict[str, Any]:
+    """The result of a test that could not run."""
+    head = {"name": test.test_name, "type": test.type, "severity": test.severity}
+    return {**head, **_result("error", None, None, error=message)}

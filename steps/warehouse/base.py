@@ -129,6 +129,17 @@ class _CreatedConcurrently(Exception):
     """The publish transaction lost a race to create the target; it was rolled back."""
 
 
+class UserSqlAbortedPublish(Exception):
+    """User SQL failed inside the publish transaction where no savepoint can undo the
+    failure (DuckDB): the transaction is aborted and rolls back. Not a RefloadError, so
+    that it passes the per-test error handling up to the load step, which publishes
+    again with the test's error as its result (`steps.load`)."""
+
+    def __init__(self, error: RefloadError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
 AUDIT_TABLES = {
     "load_ledger": """
         run_id VARCHAR(128) NOT NULL,
@@ -580,7 +591,10 @@ class Warehouse:
                 "undo it; run the test after_publish"
             )
         if not self.capabilities.savepoints:  # nothing to enforce: the parse guard applies
-            yield
+            try:
+                yield
+            except RefloadError as error:
+                raise UserSqlAbortedPublish(error) from error
             return
         self.execute("SAVEPOINT refload_user_sql")
         try:
