@@ -412,3 +412,18 @@ def test_an_upsert_changing_half_of_a_large_table_is_as_quick_as_a_plain_one(
         "after": {"name": "name100000x"},
     }
     assert seconds < 2 * plain_seconds, (seconds, plain_seconds)
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-5"])
+def test_a_statement_timeout_that_is_not_a_positive_number_is_refused(
+    value, table_dir, write, run_cli, sql, monkeypatch
+):
+    monkeypatch.setenv("REFLOAD_STATEMENT_TIMEOUT_SECONDS", value)
+
+    code, summary = run_cli(table_dir(MAPPING), write("a.csv", "code,n\nAA,1\n"))
+
+    assert code == 2
+    assert summary["error"]["message"] == (
+        f"REFLOAD_STATEMENT_TIMEOUT_SECONDS must be a number of seconds above 0 (value '{value}')"
+    )
+    assert _tables(sql) == []
