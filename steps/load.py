@@ -12,7 +12,7 @@ from typing import Any
 
 import structlog
 
-from steps.checks import CheckContext, failed_checks, refuse_unsafe_gates, run_check
+from steps.checks import CheckContext, errored, failed_checks, refuse_unsafe_gates, run_check
 from steps.errors import QualityCheckFailed
 from steps.table import TableSpec, load_table_config
 from steps.warehouse import open_warehouse
@@ -23,6 +23,7 @@ from steps.warehouse.base import (
     LedgerEntry,
     PublishResult,
     TargetTable,
+    UserSqlAbortedPublish,
     Warehouse,
 )
 
@@ -41,7 +42,19 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
         warehouse.check_names(target)  # before the audit tables are touched
         warehouse.ensure_audit_tables()
         try:
-            result = warehouse.publish(entry, target, gate, force=bool(payload.get("force")))
+            while True:
+                try:
+                    result = warehouse.publish(
+                        entry, target, gate, force=bool(payload.get("force"))
+                    )
+                    break
+                except UserSqlAbortedPublish as aborted:
+                    # Rolled back; the gate keeps the test's error and does not run it again.
+                    log.info(
+                        "custom SQL failed inside the publish; publishing again",
+                        table=spec.config.table_name,
+                        error=aborted.error.reason,
+                    )
         finally:
             # After the publish transaction, so a rolled-back publish keeps its audit rows.
             warehouse.record_checks(entry.run_id, spec.config.table_name, checks)
@@ -105,6 +118,9 @@ def before_publish_gate(
     tests = [t for t in config.quality_tests if t.when == "before_publish"]
     if not tests:
         return None
+    # Tests whose SQL failed inside an earlier attempt of this publish, where the failure
+    # aborted the transaction (`UserSqlAbortedPublish`): their result, not run again.
+    aborted: dict[str, dict[str, Any]] = {}
 
     def gate(
         warehouse: Warehouse, rows_before: int, rows_staged: int, changes: ChangeSet | None
@@ -121,7 +137,16 @@ def before_publish_gate(
             load_mode=config.mode,
             changes=changes,
         )
-        checks.extend(run_check(ctx, test) for test in tests)
+        checks.clear()  # a publish again after an aborted one runs every test again
+        for test in tests:
+            if test.test_name in aborted:
+                checks.append(aborted[test.test_name])
+                continue
+            try:
+                checks.append(run_check(ctx, test))
+            except UserSqlAbortedPublish as error:
+                aborted[test.test_name] = errored(test, error.error.message)
+                raise
         failed = failed_checks(checks)
         if failed:
             names = ", ".join(f"{c['name']} (observed {c['observed']})" for c in failed)

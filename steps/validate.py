@@ -27,7 +27,10 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
             rows_loaded=payload.get("rows_loaded"),
             rows_before=payload.get("rows_before"),
             load_mode=config.mode,
-            changes=warehouse.published_changes(payload["run_id"], payload.get("changes")),
+            published=payload.get("published"),
+            changes=warehouse.published_changes(
+                payload["run_id"], config.target, payload.get("changes")
+            ),
         )
         checks = [run_check(ctx, test) for test in tests]
         warehouse.record_checks(payload["run_id"], config.table_name, checks)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import json
+import time
 
 import pytest
 
@@ -550,3 +552,72 @@ def test_a_ledger_made_by_an_earlier_version_gets_the_time_column_and_its_rows_s
         (None,),
         (older_at,),
     ]
+
+
+LARGE_MAPPING = (
+    "source_column,target_column,data_type,transform,default,nullable,format\n"
+    "code,code,varchar(10),,,false,\nname,name,varchar(40),,,,\n"
+)
+
+
+def _large_csv(rows: int, suffix) -> str:
+    return "code,name\n" + "".join(f"K{i:07d},name{i}{suffix(i)}\n" for i in range(rows))
+
+
+@pytest.mark.parametrize("warehouse_url", ["postgresql"], indirect=True)
+def test_an_upsert_changing_half_of_a_large_table_is_as_quick_as_a_plain_one(
+    table_dir, write, run_cli, sql, monkeypatch
+):
+    # This hung for minutes in the change-set sample query (a nested loop of 2x10^10
+    # comparisons, under the target's lock); the bound makes a regression fail instead.
+    monkeypatch.setenv("REFLOAD_STATEMENT_TIMEOUT_SECONDS", "60")
+    rows = 200_000
+    config = table_dir(LARGE_MAPPING, load_mode="upsert", primary_key=["code"])
+    assert run_cli(config, write("a.csv", _large_csv(rows, lambda i: "")))[0] == 0
+    # As autovacuum does after a large load: the planner knows the target, not the
+    # temporary staging and delta tables of the next publish.
+    sql("ANALYZE ref.t_codes")
+    started = time.perf_counter()
+    code, plain = run_cli(config, write("b.csv", _large_csv(rows, lambda i: "p" * (i < 10))))
+    plain_seconds = time.perf_counter() - started
+    assert code == 0, plain["error"]
+    assert plain["changes"] == {"added": 0, "removed": 0, "changed": 10}
+    sql("ANALYZE ref.t_codes")
+
+    started = time.perf_counter()
+    # The upper half of the keys: a plan that walks the target in key order reaches the
+    # first changed key only after 100,000 others.
+    code, summary = run_cli(
+        config, write("c.csv", _large_csv(rows, lambda i: "p" * (i < 10) + "x" * (i >= rows // 2)))
+    )
+    seconds = time.perf_counter() - started
+
+    assert code == 0, summary["error"]
+    assert summary["changes"] == {"added": 0, "removed": 0, "changed": 100_000}
+    assert sql("SELECT COUNT(*) FROM ref.t_codes WHERE name LIKE '%x'") == [(100_000,)]
+    [(text,)] = sql(
+        "SELECT change_samples FROM etl_audit.load_ledger ORDER BY loaded_at DESC LIMIT 1"
+    )
+    changed = json.loads(text)["changed"]
+    assert [s["key"]["code"] for s in changed] == [f"K{i:07d}" for i in range(100_000, 100_010)]
+    assert changed[0] == {
+        "key": {"code": "K0100000"},
+        "before": {"name": "name100000"},
+        "after": {"name": "name100000x"},
+    }
+    assert seconds < 2 * plain_seconds, (seconds, plain_seconds)
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-5"])
+def test_a_statement_timeout_that_is_not_a_positive_number_is_refused(
+    value, table_dir, write, run_cli, sql, monkeypatch
+):
+    monkeypatch.setenv("REFLOAD_STATEMENT_TIMEOUT_SECONDS", value)
+
+    code, summary = run_cli(table_dir(MAPPING), write("a.csv", "code,n\nAA,1\n"))
+
+    assert code == 2
+    assert summary["error"]["message"] == (
+        f"REFLOAD_STATEMENT_TIMEOUT_SECONDS must be a number of seconds above 0 (value '{value}')"
+    )
+    assert _tables(sql) == []

@@ -322,3 +322,43 @@ def test_custom_sql_rows_reach_audit_and_alert_only_when_asked(
         }
         assert "078-05-1120" not in alert
         assert "078-05-1120" not in repr(sql("SELECT * FROM etl_audit.run_log"))
+
+
+# A query that parses and binds but fails while it runs, on every warehouse.
+FAILS_AT_RUNTIME = "SELECT * FROM {table} WHERE CAST(country AS INTEGER) > 0"
+
+
+@pytest.mark.parametrize("warehouse_url", ["duckdb", "postgresql"], indirect=True)
+@pytest.mark.parametrize(
+    ("severity", "exit_code", "published"), [("warn", 0, True), ("error", 1, False)]
+)
+def test_before_publish_custom_sql_that_fails_while_it_runs_is_an_error_result(
+    severity, exit_code, published, table_dir, write, run_cli, sql
+):
+    broken = {
+        "type": "custom_sql",
+        "name": "country_numeric",
+        "sql": FAILS_AT_RUNTIME,
+        "when": "before_publish",
+        "severity": severity,
+    }
+    config = table_dir(MAPPING, quality_tests=[broken, GATE])
+
+    code, summary = run_cli(config, write("a.csv", GOOD))
+
+    # The query's error is its test's result; the publish goes on (warn) or is blocked by
+    # the test (error), as any failing test would, never by an aborted transaction.
+    assert code == exit_code, summary["error"]
+    assert [(c["name"], c["status"]) for c in summary["checks"]] == [
+        ("country_numeric", "error"),
+        ("country_present", "pass"),
+    ]
+    rows = sql("SELECT test_name, status, details FROM etl_audit.data_quality_tests")
+    assert [(name, status) for name, status, _ in rows] == [
+        ("country_numeric", "error"),
+        ("country_present", "pass"),
+    ]
+    assert "US" in json.loads(rows[0][2])["error"]  # the warehouse's own message
+    assert sql("SELECT COUNT(*) FROM etl_audit.load_ledger") == [(int(published),)]
+    tables = sql("SELECT COUNT(*) FROM information_schema.tables WHERE table_name = 't_codes'")
+    assert tables == [(int(published),)]

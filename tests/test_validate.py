@@ -335,3 +335,92 @@ def test_a_thousand_failing_checks_list_twenty_failing_first_with_the_counts(
     [alert] = [json.loads(p.read_text()) for p in (tmp_path / "outbox").glob("*.alert.json")]
     assert (alert["checks_total"], alert["checks_failed"]) == (1002, 1001)
     assert "981 more failing test(s) are not listed here" in alert["text"]
+
+
+KEYED_MAPPING = (
+    "source_column,target_column,data_type,transform,default,nullable,format\n"
+    "code,code,varchar(3),strip,,false,\nname,name,varchar(20),,,,\n"
+)
+
+
+def test_changes_within_reads_the_change_set_of_its_own_target(
+    table_dir, write, run_cli, warehouse_url
+):
+    # One run id publishes two tables (--run-id); the guard of the first must see the
+    # first table's changed keys, not the ones the other table's ledger row keeps.
+    guard = {"type": "changes_within", "max_added_pct": 10}
+    codes = table_dir(KEYED_MAPPING, "t_codes", primary_key=["code"], quality_tests=[guard])
+    other = table_dir(KEYED_MAPPING, "t_other", primary_key=["code"])
+    assert run_cli(codes, write("a.csv", "code,name\nAA,Alpha\nBB,Beta\n"))[0] == 0
+    code, summary = run_cli(
+        codes, write("b.csv", "code,name\nAA,Alpha\nBB,Beta\nCC,Gamma\n"), "--run-id", "shared-1"
+    )
+    assert code == 1 and summary["changes"] == {"added": 1, "removed": 0, "changed": 0}
+    assert run_cli(other, write("c.csv", "code,name\nXX,Xray\n"))[0] == 0
+    again = run_cli(
+        other, write("d.csv", "code,name\nXX,Xray\nYY,Yankee\n"), "--run-id", "shared-1"
+    )
+    assert again[0] == 0, again[1]["error"]
+
+    # A manual re-run of the first table's validate, as an operator would after a fix.
+    result = lambda_handler(
+        {
+            "step": "validate",
+            "config": str(codes),
+            "run_id": "shared-1",
+            "rows_before": 2,
+            "changes": summary["changes"],
+            "warehouse": warehouse_url,
+        }
+    )
+
+    check = result["checks"][0]
+    assert (check["type"], check["status"]) == ("changes_within", "fail")
+    assert check["details"]["sample_rows"] == [{"change": "added", "code": "CC"}]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"load_mode": "append"}, {"load_mode": "upsert", "primary_key": ["code"]}],
+    ids=["append", "upsert"],
+)
+@pytest.mark.parametrize("when", ["after_publish", "before_publish"])
+def test_row_count_match_on_tables_that_keep_their_rows(options, when, table_dir, write, run_cli):
+    # The target keeps rows of earlier files: this load's published rows are compared
+    # with the rows ingest wrote, not the table's count.
+    check = {"type": "row_count_match", "tolerance_pct": 0, "when": when}
+    config = table_dir(KEYED_MAPPING, quality_tests=[check], **options)
+    assert run_cli(config, write("a.csv", "code,name\nAA,Alpha\nBB,Beta\n"))[0] == 0
+    source = write("b.csv", "code,name\nBB,Bravo\nCC,Gamma\nDD,Delta\n")
+
+    code, summary = run_cli(config, source)
+
+    assert code == 0, summary["checks"]
+    [result] = summary["checks"]
+    assert (result["status"], result["observed"], result["expected"]) == ("pass", 3, 3)
+    assert summary["rows_in_target"] == {"append": 5, "upsert": 4}[options["load_mode"]]
+    # The same file again is skipped: nothing published, which is no mismatch.
+    code, replay = run_cli(config, source)
+    assert code == 0, replay["checks"]
+    assert replay["published"] is False
+    assert [c["status"] for c in replay["checks"]] == (["pass"] if when == "after_publish" else [])
+
+
+def test_changes_within_on_a_skipped_replay_passes_and_says_why(table_dir, write, run_cli, sql):
+    guard = {"type": "changes_within", "max_changed_pct": 10}
+    config = table_dir(KEYED_MAPPING, primary_key=["code"], quality_tests=[guard])
+    assert run_cli(config, write("a.csv", "code,name\nAA,Alpha\nBB,Beta\n"))[0] == 0
+    source = write("b.csv", "code,name\nAA,Alpha\nBB,Bravo\n")
+    code, summary = run_cli(config, source)
+    assert code == 1 and summary["published"] is True  # after publish: too late to block
+
+    code, replay = run_cli(config, source)
+
+    # The file is in the target already: this run changed nothing, so nothing is over.
+    assert (code, replay["published"]) == (0, False), replay["checks"]
+    [check] = replay["checks"]
+    assert (check["status"], check["observed"]) == ("pass", "no change set")
+    [(details,)] = sql(
+        "SELECT details FROM etl_audit.data_quality_tests WHERE run_id = ?", replay["run_id"]
+    )
+    assert json.loads(details)["note"] == "nothing was published"

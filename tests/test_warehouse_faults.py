@@ -368,3 +368,31 @@ def test_a_table_wider_than_the_warehouse_allows_is_refused_before_staging(
     assert sql("SELECT step, status FROM etl_audit.run_log WHERE step = 'load'") == [
         ("load", "failed")
     ]
+
+
+@pytest.mark.parametrize("warehouse_url", SERVER_WAREHOUSES, indirect=True)
+def test_a_statement_over_the_statement_timeout_fails_fast_and_changes_nothing(
+    table_dir, write, run_cli, sql, monkeypatch
+):
+    config = _prepare(table_dir, write, run_cli, sql, "truncate")
+    _on_insert(sql, "crawl", "PERFORM pg_sleep(30);")  # a runaway statement, holding the lock
+    monkeypatch.setenv("REFLOAD_STATEMENT_TIMEOUT_SECONDS", "1")
+    source = write("b.csv", "code,n\nBB,20\nCC,30\n")
+
+    started = time.monotonic()
+    code, summary = run_cli(config, source)
+
+    assert time.monotonic() - started < 20
+    assert code == 3
+    # Terminal: a retry would run the same statement as long again, under the same lock.
+    assert summary["error"]["type"] == "InfrastructureError"
+    assert (
+        "statement ran longer than 1 s (REFLOAD_STATEMENT_TIMEOUT_SECONDS) and was cancelled; "
+        "its transaction was rolled back, the target is unchanged"
+    ) in summary["error"]["message"]
+    assert not sql(
+        "SELECT pid FROM pg_stat_activity "
+        "WHERE state = 'active' AND query LIKE 'INSERT INTO \"ref\"%'"
+    )
+    sql("DROP TRIGGER crawl ON ref.t_codes")
+    _after_failure(sql, summary, run_cli, config, source, EXPECTED["truncate"])

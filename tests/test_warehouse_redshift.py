@@ -9,7 +9,7 @@ import pytest
 
 from steps.errors import ConfigError
 from steps.warehouse.redshift import RedshiftWarehouse, connect_arguments
-from tests.conftest import COPY_ROLE
+from tests.conftest import COPY_ROLE, run_args
 from tests.warehouses import STATEMENTS
 
 MAPPING = (
@@ -254,7 +254,6 @@ def test_a_password_read_through_secret_arn_is_masked_like_any_other(
 
     from handler.cli import main
     from steps.ingest import hooks
-    from tests.conftest import run_args
 
     password = "V4ult-pw-from-the-secret"
     arn = boto3.client("secretsmanager", region_name="us-east-1").create_secret(
@@ -327,3 +326,30 @@ def test_a_redshift_load_refuses_a_curated_bucket_in_another_region(
     assert sql("SELECT count(*) FROM information_schema.tables WHERE table_name = 't_codes'") == [
         (0,)
     ]
+
+
+@pytest.mark.parametrize("warehouse_url", ["redshift"], indirect=True)
+def test_copy_quotes_the_curated_key_and_the_role_as_redshift_literals(
+    s3, table_dir, write, warehouse_url, capsys
+):
+    import sqlglot
+
+    from handler.cli import main
+
+    # A quote in a key (and in a role, as written in the URL) would end the literal early;
+    # a backslash escapes the next character in a Redshift literal.
+    role = COPY_ROLE + "'x"
+    url = warehouse_url.replace(f"iam_role={COPY_ROLE}", f"iam_role={COPY_ROLE}%27x")
+    config = table_dir(MAPPING)
+    source = write("a.csv", "code,n\nAA,1\n")
+    curated_root = "s3://curated/o'brien\\team"
+    code = main([*run_args(config, source, url), "--curated-root", curated_root, "--json"])
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 0, summary["error"]
+
+    [copy] = [s for s in STATEMENTS if s.startswith("COPY ")]
+    parsed = sqlglot.parse_one(copy, read="redshift")
+    manifest = summary["curated_uri"].removesuffix(".parquet") + ".manifest"
+    assert manifest.startswith(curated_root + "/")
+    assert [f.name for f in parsed.args["files"]] == [manifest]
+    assert parsed.args["credentials"].args["iam_role"].name == role

@@ -46,6 +46,13 @@ LONG_TEXT_BYTES = 65535
 # client must not make a load hang until the function times out.
 LOCK_TIMEOUT_ENV = "REFLOAD_LOCK_TIMEOUT_SECONDS"
 DEFAULT_LOCK_TIMEOUT_SECONDS = 180.0
+# How long one warehouse statement may run before the server cancels it: well below
+# Lambda's 15 minutes, so that a runaway query never holds the target's lock until the
+# function is killed (and on, server-side, after that), and the failure is recorded.
+# Where the server has no such limit (DuckDB, in-process) the process's end stops it.
+STATEMENT_TIMEOUT_ENV = "REFLOAD_STATEMENT_TIMEOUT_SECONDS"
+DEFAULT_STATEMENT_TIMEOUT_SECONDS = 600.0
+QUERY_CANCELED = "57014"  # statement_timeout, or a cancel request
 
 # SQLSTATEs (PostgreSQL's codes, which Redshift shares) that a retry can clear:
 # connection exceptions (class 08), serialization failure, deadlock, lock not
@@ -99,20 +106,39 @@ def is_transient_sqlstate(code: str | None) -> bool:
 
 
 def lock_timeout_seconds() -> float:
-    raw = os.environ.get(LOCK_TIMEOUT_ENV, "").strip()
+    return _seconds_setting(LOCK_TIMEOUT_ENV, DEFAULT_LOCK_TIMEOUT_SECONDS)
+
+
+def statement_timeout_seconds() -> float:
+    return _seconds_setting(STATEMENT_TIMEOUT_ENV, DEFAULT_STATEMENT_TIMEOUT_SECONDS)
+
+
+def _seconds_setting(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
     if not raw:
-        return DEFAULT_LOCK_TIMEOUT_SECONDS
+        return default
     try:
         seconds = float(raw)
     except ValueError:
         seconds = -1.0
     if not seconds > 0:
-        raise ConfigError(f"{LOCK_TIMEOUT_ENV} must be a number of seconds above 0", value=raw)
+        raise ConfigError(f"{name} must be a number of seconds above 0", value=raw)
     return seconds
 
 
 class _CreatedConcurrently(Exception):
     """The publish transaction lost a race to create the target; it was rolled back."""
+
+
+class UserSqlAbortedPublish(Exception):
+    """User SQL failed inside the publish transaction where no savepoint can undo the
+    failure (DuckDB): the transaction is aborted and rolls back. Not a RefloadError, so
+    that it passes the per-test error handling up to the load step, which publishes
+    again with the test's error as its result (`steps.load`)."""
+
+    def __init__(self, error: RefloadError) -> None:
+        super().__init__(error.message)
+        self.error = error
 
 
 AUDIT_TABLES = {
@@ -396,6 +422,9 @@ class Warehouse:
         # Set while steps in one process share this warehouse (`shared_connections`).
         self.shared = False
         self._audit_tables_ready = False
+        # What a cancelled statement ran under (see `_error`): the setting and its seconds.
+        self._statement_limit = (STATEMENT_TIMEOUT_ENV, statement_timeout_seconds())
+        self._waiting_for_lock = False
 
     # --- connection ------------------------------------------------------------------
 
@@ -406,6 +435,23 @@ class Warehouse:
         """Driver error -> refload error (transient when a retry may help)."""
         return InfrastructureError(f"{self.dialect} error: {error}")
 
+    def _error(self, error: Exception) -> RefloadError:
+        """`translate_error`, except for a statement the server cancelled for running too
+        long. That one is terminal: a retry would run the same statement on the same rows
+        for as long again, holding the target's lock each time. A lock wait that gave up
+        stays retryable (`_bounded_lock_wait`)."""
+        if sqlstate(error) != QUERY_CANCELED or self._waiting_for_lock:
+            return self.translate_error(error)
+        setting, seconds = self._statement_limit
+        return InfrastructureError(
+            f"a {self.dialect} statement ran longer than {seconds:g} s ({setting}) and was "
+            f"cancelled; its transaction was rolled back, the target is unchanged: find what "
+            f"made it slow, or raise {setting} ({self.translate_error(error).reason})"
+        )
+
+    def statement_timeout_ms(self) -> int:
+        return max(1, int(self._statement_limit[1] * 1000))
+
     @property
     def conn(self) -> Any:
         if self._conn is None:
@@ -415,7 +461,18 @@ class Warehouse:
                 raise
             except Exception as error:
                 raise self.translate_error(error) from error
+            try:
+                self._bound_statements()
+            except RefloadError:
+                self.close()
+                raise
         return self._conn
+
+    def _bound_statements(self) -> None:
+        """Every statement of a new session under `statement_timeout_seconds()`, where the
+        server has such a limit; a dialect that sets it at connect overrides this."""
+        if self.capabilities.statement_timeout:
+            self.execute(f"SET statement_timeout = {self.statement_timeout_ms()}")
 
     def close(self) -> None:
         if self._conn is not None:
@@ -453,7 +510,7 @@ class Warehouse:
         except RefloadError:
             raise
         except Exception as error:
-            raise self.translate_error(error) from error
+            raise self._error(error) from error
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self.query_with_names(sql, params)[1]
@@ -466,7 +523,7 @@ class Warehouse:
         except RefloadError:
             raise
         except Exception as error:
-            raise self.translate_error(error) from error
+            raise self._error(error) from error
         return names, [tuple(r) for r in rows]
 
     def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
@@ -516,6 +573,8 @@ class Warehouse:
         it was, also where it can only be set for the whole session.
         """
         previous_timeout = self._session_timeout()
+        limit = self._statement_limit
+        self._statement_limit = ("the custom_sql time limit", float(timeout_seconds))
         try:
             if self.in_transaction:
                 with self._read_only_savepoint(timeout_seconds):
@@ -530,6 +589,7 @@ class Warehouse:
                 self.in_transaction = False
                 self.rollback()
         finally:
+            self._statement_limit = limit
             if previous_timeout is not None:
                 self.execute(f"SET statement_timeout TO {_setting_literal(previous_timeout)}")
 
@@ -542,7 +602,10 @@ class Warehouse:
                 "undo it; run the test after_publish"
             )
         if not self.capabilities.savepoints:  # nothing to enforce: the parse guard applies
-            yield
+            try:
+                yield
+            except RefloadError as error:
+                raise UserSqlAbortedPublish(error) from error
             return
         self.execute("SAVEPOINT refload_user_sql")
         try:
@@ -577,6 +640,10 @@ class Warehouse:
 
     def quote(self, identifier: str) -> str:
         return '"' + identifier.replace('"', '""') + '"'
+
+    def literal(self, text: str) -> str:
+        """A string as a SQL literal, where a statement takes no parameter (COPY's source)."""
+        return "'" + text.replace("'", "''") + "'"
 
     def table(self, schema: str, name: str) -> str:
         return f"{self.quote(schema)}.{self.quote(name)}"
@@ -867,15 +934,18 @@ class Warehouse:
         modified = None if modified_at is None else _naive(modified_at)
         return LedgerRow(run_id, content_hash, config_hash, int(rows_after), modified)
 
-    def published_changes(self, run_id: str, counts: dict[str, int] | None) -> ChangeSet | None:
-        """A run's change set after its publish: the counts it reported, the samples its
-        ledger row keeps. None when the run published none."""
+    def published_changes(
+        self, run_id: str, target: str, counts: dict[str, int] | None
+    ) -> ChangeSet | None:
+        """A run's change set of one target after its publish: the counts it reported, the
+        samples its ledger row keeps. None when the run published none. By target too: one
+        run id may publish several tables (`--run-id`, a replayed event)."""
         if not counts:
             return None
         text = self.scalar(
             f"SELECT change_samples FROM {self.table(AUDIT_SCHEMA, 'load_ledger')} "
-            "WHERE run_id = %s ORDER BY loaded_at DESC LIMIT 1",
-            (run_id,),
+            "WHERE run_id = %s AND target = %s ORDER BY loaded_at DESC LIMIT 1",
+            (run_id, target),
         )
         samples = json.loads(text) if text else {}
         return ChangeSet(counts["added"], counts["removed"], counts["changed"], samples)
@@ -988,6 +1058,7 @@ class Warehouse:
             self.execute(f"SET statement_timeout = {milliseconds}")
         if announce:
             log.info("waiting for the target's lock", target=target, at_most_seconds=seconds)
+        waiting, self._waiting_for_lock = self._waiting_for_lock, True
         try:
             yield
         except WarehouseUnavailable as error:
@@ -999,14 +1070,15 @@ class Warehouse:
                 table=target,
             ) from error
         finally:
+            self._waiting_for_lock = waiting
             if session_lock_timeout:
                 with suppress(RefloadError):
                     self.execute("RESET lock_timeout")
             if caps.statement_timeout and not caps.lock_timeout:
-                # The session's own limit again; in a failed transaction this fails,
-                # and the rollback restores it instead.
+                # The session's own limit again (`_bound_statements`); in a failed
+                # transaction this fails, and the rollback restores it instead.
                 with suppress(RefloadError):
-                    self.execute("RESET statement_timeout")
+                    self.execute(f"SET statement_timeout = {self.statement_timeout_ms()}")
 
     def _take_publish_lock(self, target: str, where: str) -> None:
         """Serialise publishers of the target, waiting a bounded time for other writers."""
@@ -1143,13 +1215,22 @@ class Warehouse:
         q = self.quote
         key, compared = target.key, target.compared_columns
         key_cols = ", ".join(f"d.{q(k)}" for k in key)
+        keys = ", ".join(q(k) for k in key)
+        # The sample keys first, then the join: with ORDER BY ... LIMIT over the whole
+        # join, PostgreSQL, which has no statistics on the temporary tables, walks the
+        # target in key order in a nested loop against the delta (2x10^10 comparisons at
+        # 100,000 changed keys of 200,000 rows), holding the target's lock meanwhile.
+        sampled = (
+            f"(SELECT {keys} FROM {q(delta)} WHERE {q(CHANGE_COLUMN)} = 'changed' "
+            f"ORDER BY {keys} LIMIT {SAMPLE_KEYS}) d"
+        )
         rows = self.query(
             f"SELECT {key_cols}, "
             + ", ".join([*(f"t.{q(c)}" for c in compared), *(f"s.{q(c)}" for c in compared)])
-            + f" FROM {q(delta)} d "
+            + f" FROM {sampled} "
             f"JOIN {q(staging)} s ON {' AND '.join(f's.{q(k)} = d.{q(k)}' for k in key)} "
             f"JOIN {current} t ON {' AND '.join(f't.{q(k)} = d.{q(k)}' for k in key)} "
-            f"WHERE d.{q(CHANGE_COLUMN)} = 'changed' ORDER BY {key_cols} LIMIT {SAMPLE_KEYS}"
+            f"ORDER BY {key_cols}"
         )
         samples = []
         for row in rows:

@@ -38,9 +38,17 @@ class PostgresWarehouse(Warehouse):
 
     def _connect(self) -> Any:
         import psycopg
+        from psycopg.conninfo import conninfo_to_dict
 
         url = self.url.replace("postgresql+psycopg://", "postgresql://", 1)
-        return psycopg.connect(url, autocommit=True, connect_timeout=10)
+        # The statement bound as a startup option: no round trip of its own. Options the
+        # URL gives are kept; a later one of the same name wins, so ours goes last.
+        given = str(conninfo_to_dict(url).get("options") or "")
+        options = f"{given} -c statement_timeout={self.statement_timeout_ms()}".strip()
+        return psycopg.connect(url, autocommit=True, connect_timeout=10, options=options)
+
+    def _bound_statements(self) -> None:
+        """Set at connect (`_connect`)."""
 
     def translate_error(self, error: Exception) -> RefloadError:
         import psycopg

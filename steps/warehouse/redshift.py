@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from steps import secrets, storage
 from steps.errors import ConfigError, InfrastructureError, RefloadError, WarehouseUnavailable
-from steps.warehouse.base import Capabilities, is_transient_sqlstate
+from steps.warehouse.base import Capabilities, Warehouse, is_transient_sqlstate
 from steps.warehouse.postgres import PostgresWarehouse
 
 if TYPE_CHECKING:
@@ -147,6 +147,10 @@ class RedshiftWarehouse(PostgresWarehouse):
         connection.autocommit = True
         return connection
 
+    def _bound_statements(self) -> None:
+        # No startup options in redshift-connector: one SET per connection, as the base does.
+        Warehouse._bound_statements(self)
+
     def translate_error(self, error: Exception) -> RefloadError:
         import redshift_connector
 
@@ -204,9 +208,14 @@ class RedshiftWarehouse(PostgresWarehouse):
     def copy_sql(self, staging: str, columns: list[str], manifest_uri: str) -> str:
         cols = ", ".join(self.quote(c) for c in columns)
         return (
-            f"COPY {self.quote(staging)} ({cols}) FROM '{manifest_uri}' "
-            f"IAM_ROLE '{self.iam_role()}' FORMAT AS PARQUET MANIFEST"
+            f"COPY {self.quote(staging)} ({cols}) FROM {self.literal(manifest_uri)} "
+            f"IAM_ROLE {self.literal(self.iam_role())} FORMAT AS PARQUET MANIFEST"
         )
+
+    def literal(self, text: str) -> str:
+        # A backslash escapes the next character in a Redshift string literal: a key
+        # ending in one would swallow the closing quote.
+        return super().literal(text.replace("\\", "\\\\"))
 
     def write_manifest(self, curated_uri: str) -> str:
         """A COPY manifest that names exactly the curated object; returns its URI.
