@@ -70,6 +70,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="replay a saved S3/EventBridge event or step payload (its step and the ones after it)",
     )
     replay.add_argument("event", help="JSON file")
+    replay.add_argument(
+        "--force",
+        action="store_true",
+        help="publish even when the ledger says this file is already in the target",
+    )
+    replay.add_argument(
+        "--config-root",
+        help="folder or s3:// prefix whose configs route a landed object's key "
+        "(default: env REFLOAD_CONFIG_ROOT, else configs)",
+    )
+    replay.add_argument(
+        "--raw-root",
+        help="local folder standing in for the raw bucket: an event's s3://BUCKET/KEY is "
+        "read from DIR/KEY (env REFLOAD_RAW_ROOT, when it is a folder)",
+    )
     _common(replay)
     preview = commands.add_parser(
         "preview",
@@ -133,10 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
-    options = {
-        name: getattr(args, name, None)
-        for name in ("warehouse", "curated_root", "outbox", "run_id", "engine")
-    }
+    names = ("warehouse", "curated_root", "outbox", "run_id", "engine", "force")
+    options = {name: getattr(args, name, None) for name in (*names, "config_root", "raw_root")}
     return {k: v for k, v in options.items() if v}
 
 
@@ -319,8 +332,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             event = {"step": "ingest", "config": args.config, "source": args.source}
-            if args.force:
-                event["force"] = True
         elif args.command == "rollback":
             from handler.events import config_root
             from handler.rollback import load_event

@@ -22,6 +22,7 @@ import structlog
 
 from steps.alerts import (
     channels_from_env,
+    outbox_name,
     redact,
     send_ses,
     send_smtp,
@@ -132,8 +133,7 @@ def resolve_servicenow(table: str, run_id: str) -> list[str]:
 def write_outbox(report: dict[str, Any], payload: dict[str, Any]) -> str:
     folder = Path(payload.get("outbox") or os.environ.get("REFLOAD_OUTBOX") or "outbox")
     folder.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    path = folder / f"{stamp}-{report['table']}-{report['run_id']}.recovered.json"
+    path = folder / f"{outbox_name(report)}.recovered.json"
     path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return str(path)
 
