@@ -599,6 +599,12 @@ def to_payload(event: dict[str, Any]) -> dict[str, Any]:
             payload = {**own, **_routed_or_empty(bucket, key, own.get("config_root"))}
     elif "step" in event:
         payload = dict(event)
+        raw_root = local_raw_root(payload)
+        source = str(payload.get("source") or "")
+        if raw_root and payload["step"] == "ingest" and source.startswith("s3://"):
+            # An alert's rerun.json from AWS, replayed on a laptop.
+            payload["source"] = raw_path(raw_root, source.removeprefix("s3://").partition("/")[2])
+            payload.pop("source_version_id", None)
     else:
         raise ConfigError(
             "event is neither a step payload (with 'step') nor an S3 / EventBridge "

@@ -974,3 +974,23 @@ def test_a_routing_failure_says_where_configs_are_read_and_alerts_into_the_outbo
     code = main(["replay", rerun, *args, "--config-root", str(CONFIGS), "--json"])
     summary = json.loads(capsys.readouterr().out)
     assert (code, summary["table"], summary["rows_loaded"]) == (0, "dim_currency", 178)
+
+
+def test_an_alerts_rerun_input_from_aws_replays_from_a_raw_root(
+    no_s3, warehouse_url, sql, tmp_path, capsys
+):
+    key = "currency/2026-11-01/iso4217.csv"
+    raw = _raw_folder(tmp_path, key)
+    # What an alert's rerun.json holds after an ingest failed in AWS.
+    rerun = {
+        "step": "ingest",
+        "start_at": "ingest",
+        "config": str(CONFIGS / "dim_currency.json"),
+        "source": f"s3://raw-bucket-123/{key}",
+        "table": "dim_currency",
+        "run_id": "20261101T041209Z-abc123",
+    }
+    Path("rerun.json").write_text(json.dumps(rerun))
+    code = main(["replay", "rerun.json", "--raw-root", str(raw), "--warehouse", warehouse_url])
+    assert code == 0, capsys.readouterr().out
+    assert sql("SELECT source_uri FROM etl_audit.load_ledger") == [(str(raw / key),)]
