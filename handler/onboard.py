@@ -28,10 +28,12 @@ from steps.errors import ConfigError, RejectedInput, at
 from steps.ingest.sources import (
     FORMAT_READERS,
     binary_kind,
+    bomless_utf16,
     format_of,
     max_source_bytes,
     not_text,
     read_source,
+    wide_encoding,
 )
 from steps.ingest.transform import apply_mapping
 from steps.mapping import SHEET_COLUMNS, Mapping
@@ -119,11 +121,21 @@ def _sniff(data: bytes, kind: str | None) -> str | None:
     refload reads (a pdf, a plain zip, ...)."""
     if kind:
         return SNIFFED_FORMATS.get(kind)
-    head = data.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
+    wide = wide_encoding(data) or bomless_utf16(data)
+    text = data[:64].decode(wide, "ignore").encode() if wide else data
+    head = text.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
     return "json" if head in (b"{", b"[") else "csv"
 
 
 def _encoding(data: bytes, uri: str) -> tuple[str, str]:
+    wide = wide_encoding(data)
+    if wide:
+        form = wide.upper().replace("-LE", " LE").replace("-BE", " BE")
+        why = f"{form} with a byte-order mark"
+        return wide, why + (' (Excel\'s "Unicode Text")' if wide == "utf-16-le" else "")
+    unmarked = bomless_utf16(data)
+    if unmarked:
+        return unmarked, "every other byte is NUL: UTF-16 without a byte-order mark"
     if data.startswith(b"\xef\xbb\xbf"):
         return "utf-8", "UTF-8 with a byte-order mark"
     try:

@@ -574,3 +574,57 @@ def test_a_workbook_named_csv_is_read_as_one_and_a_text_format_refuses_it(
         f"{source}: not a text file (looks like: xlsx), but source_format is csv; set "
         "source_format to xlsx"
     ) in err
+
+
+def _unicode_text(rows: list[list[str]]) -> bytes:
+    """Excel's "Unicode Text" export: UTF-16 LE with a BOM, tab-separated, CRLF."""
+    text = "".join("\t".join(row) + "\r\n" for row in rows)
+    return b"\xff\xfe" + text.encode("utf-16-le")
+
+
+CURRENCY_NAMES = [
+    ["CLDR currency names (babel)"],
+    ["Code", "Name", "Symbol"],
+    ["EUR", "Euro", "€"],
+    ["JPY", "Japanese Yen", "¥"],
+    ["ZAR", "South African Rand", "R"],
+]
+
+
+def test_excel_unicode_text_is_read_and_its_encoding_written(init, run_cli, sql, write, tmp_path):
+    source = write("currency_names.txt", _unicode_text(CURRENCY_NAMES))
+    code, out, err = init(source, "t_names")
+    assert code == 0, err
+    assert 'encoding utf-16-le: UTF-16 LE with a byte-order mark (Excel\'s "Unicode Text")' in out
+    assert "delimiter tab: splits the lines into 3 fields" in out
+    assert "header on line 2" in out
+    config = json.loads((tmp_path / "cfg" / "t_names.json").read_text())
+    assert (config["encoding"], config["delimiter"], config["header_row"]) == (
+        "utf-16-le",
+        "\t",
+        2,
+    )
+    code, summary = run_cli(tmp_path / "cfg" / "t_names.json", source)
+    assert code == 0, summary["error"]
+    assert sql("SELECT code, name, symbol FROM public.t_names ORDER BY code") == [
+        tuple(r) for r in CURRENCY_NAMES[2:]
+    ]
+
+
+def test_utf16_json_and_bomless_utf16_are_detected(init, run_cli, sql, write, tmp_path):
+    records = [{"alpha3": "BUR", "name": "Burma"}, {"alpha3": "ZAR", "name": "Zaïre"}]
+    for name, data, encoding in (
+        ("iso3166_3.json", json.dumps(records, ensure_ascii=False).encode("utf-16"), "utf-16-le"),
+        ("nobom.csv", "alpha3,name\nBUR,Burma\nZAR,Zaïre\n".encode("utf-16-be"), "utf-16-be"),
+    ):
+        source = write(name, data)
+        code, _, err = init(source, "t_former", "--force")
+        assert code == 0, err
+        config = json.loads((tmp_path / "cfg" / "t_former.json").read_text())
+        assert config["encoding"] == encoding
+        code, summary = run_cli(tmp_path / "cfg" / "t_former.json", source)
+        assert code == 0, summary["error"]
+        assert sql("SELECT alpha3, name FROM public.t_former ORDER BY alpha3") == [
+            ("BUR", "Burma"),
+            ("ZAR", "Zaïre"),
+        ]

@@ -26,7 +26,7 @@ from steps.table import load_table_config
 from tests.conftest import CONFIGS, SAMPLES, workbook
 from tests.test_bad_input import BAD_INPUTS, GOOD, MAPPING
 from tests.test_mapping import DATA_TYPES, SHEET_HEAD, TRANSFORMS
-from tests.test_sources import COUNTRY_ROWS, CSV_CASES, EXPECTED
+from tests.test_sources import COUNTRY_ROWS, CSV_CASES, EXPECTED, WIDE_CASES
 from tests.test_sources import MAPPING as CODES_MAPPING
 from tests.warehouses import STATEMENTS
 
@@ -344,3 +344,17 @@ def test_load_publishes_exactly_the_spark_runs_parts_on_every_warehouse(
         assert copies and all(
             f"FROM '{summary['curated_uri']}'" in s and s.endswith("MANIFEST") for s in copies
         )
+
+
+@pytest.mark.parametrize(
+    ("options", "content"),
+    [c[1:] for c in WIDE_CASES[:2]],
+    ids=[c[0] for c in WIDE_CASES[:2]],
+)
+def test_utf16_is_one_range_read_as_the_lambda_engine_reads_it(
+    options, content, both, table_dir, write
+):
+    """A UTF-16 file (by its BOM or the config) is not cut on the byte 0x0A: one range,
+    transcoded by the same reader."""
+    result = both(table_dir(CODES_MAPPING, **options), write("t.txt", content))
+    assert [(r["code"], r["name"]) for r in result["rows"]] == EXPECTED

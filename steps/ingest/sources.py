@@ -301,6 +301,8 @@ ZIP_KINDS = ((b"xl/", "xlsx"), (b"word/", "docx"), (b"ppt/", "pptx"))
 
 def binary_kind(head: bytes) -> str | None:
     """What the file is when its first bytes say it is not text ('pdf', 'xlsx', ...)."""
+    if wide_encoding(head):  # UTF-16/32 text is full of NUL bytes, and still text
+        return None
     kind = next((k for magic, k in BINARY_SIGNATURES if head.startswith(magic)), None)
     if kind in TEXT_LIKE_KINDS and not re.search(rb"[\x00-\x08\x0e-\x1f]", head[:1024]):
         return None
@@ -311,6 +313,120 @@ def binary_kind(head: bytes) -> str | None:
     if kind is None and head.startswith(b"BZh") and head[4:10] == b"1AY&SY":
         return "bzip2"
     return kind
+
+
+# Byte-order marks of the wide Unicode encodings, UTF-32's first (FF FE 00 00 starts with
+# UTF-16 LE's FF FE): Excel's "Unicode Text" is UTF-16 LE with a BOM.
+WIDE_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
+
+
+def wide_encoding(head: bytes, declared: str = "utf-8") -> str | None:
+    """The UTF-16/32 codec a text file is in: its byte-order mark's (whatever the config
+    declares, as a UTF-8 BOM is always tolerated), else the declared one if it is wide;
+    a plain utf-16/utf-32 without a BOM is little-endian, as Windows writes it."""
+    bom = next((codec for mark, codec in WIDE_BOMS if head.startswith(mark)), None)
+    if bom:
+        return bom
+    try:
+        name = codecs.lookup(declared).name
+    except LookupError:
+        return None
+    if name in ("utf-16", "utf-32"):
+        return f"{name}-le"
+    return name if name.startswith(("utf-16", "utf-32")) else None
+
+
+def bomless_utf16(head: bytes) -> str | None:
+    """'utf-16-le' or 'utf-16-be' for text without a BOM whose every other byte is NUL
+    (ASCII written as UTF-16), which read as UTF-8 would be NUL-riddled columns."""
+    sample = head[: 1 << 12]
+    sample = sample[: len(sample) // 2 * 2]
+    if len(sample) < 4:
+        return None
+    for codec, nuls, chars in (
+        ("utf-16-le", sample[1::2], sample[::2]),
+        ("utf-16-be", sample[::2], sample[1::2]),
+    ):
+        if nuls.count(0) > 0.9 * len(nuls) and chars.count(0) < 0.1 * len(chars):
+            return codec
+    return None
+
+
+def _wide_error(
+    uri: str, encoding: str, data: bytes, error: UnicodeDecodeError, line: int, column: int
+) -> RejectedInput:
+    """`_undecodable` for UTF-16/32, where a line break is not the byte 0x0A: the line and
+    character are counted in the text decoded before the bad bytes."""
+    before = data[: error.start].decode(encoding, "replace")
+    breaks = re.findall(r"\r\n|\r|\n", before)
+    last = max(before.rfind("\n"), before.rfind("\r"))
+    column = len(before) - last - 1 if breaks else column + len(before)
+    return RejectedInput(
+        f"cannot decode byte(s) {data[error.start : error.end]!r} as {encoding} at character "
+        f"{column + 1}; set 'encoding' in the config",
+        file=uri,
+        line=line + len(breaks),
+    )
+
+
+def _decode_wide(data: bytes, uri: str, encoding: str) -> str:
+    try:
+        return data.decode(encoding).removeprefix("\ufeff")
+    except UnicodeDecodeError as error:
+        raise _wide_error(uri, encoding, data, error, 1, 0) from None
+
+
+class _Utf8Stream(io.RawIOBase):
+    """A UTF-16/32 stream as UTF-8 bytes, transcoded as it is read: Arrow's reader and the
+    csv module then read it as any UTF-8 file, streaming in the same bounded memory. Bytes
+    that are not text name their line, counted in the text decoded so far."""
+
+    def __init__(self, inner: Any, encoding: str, uri: str) -> None:
+        self.inner, self.encoding, self.uri = inner, encoding, uri
+        self.decoder = codecs.getincrementaldecoder(encoding)()
+        self.pending = bytearray()
+        self.ended = False
+        self.line, self.column, self.after_cr = 1, 0, False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while len(self.pending) < len(buffer) and not self.ended:
+            raw = self.inner.read(max(len(buffer), 1 << 16))
+            self.ended = not raw
+            self.pending += self._transcode(bytes(raw))
+        count = min(len(buffer), len(self.pending))
+        buffer[:count] = self.pending[:count]
+        del self.pending[:count]
+        return count
+
+    def _transcode(self, raw: bytes) -> bytes:
+        data = getattr(self.decoder, "buffer", b"") + raw  # with an unfinished character
+        try:
+            text = self.decoder.decode(raw, final=not raw)
+        except UnicodeDecodeError as error:
+            raise _wide_error(
+                self.uri, self.encoding, data, error, self.line, self.column
+            ) from None
+        breaks = len(re.findall(r"\r\n|\r|\n", text))
+        if self.after_cr and text.startswith("\n"):
+            breaks -= 1  # a CRLF split between two reads is one line end
+        if text:
+            self.after_cr = text.endswith("\r")
+            last = max(text.rfind("\n"), text.rfind("\r"))
+            self.column = len(text) - last - 1 if last >= 0 else self.column + len(text)
+        self.line += breaks
+        return text.encode("utf-8")
+
+    def close(self) -> None:
+        self.inner.close()
+        super().close()
 
 
 def not_text(uri: str, kind: str, source_format: str | None) -> RejectedInput:
@@ -331,13 +447,23 @@ def read_source(path: Path, uri: str, config: TableConfig) -> SourceTable:
             head = stream.read(1 << 16)
     except (OSError, pa.ArrowInvalid, EOFError) as error:
         raise _corrupt_gzip(uri, error) from None
-    if len(head) < 1 << 16 and not head.removeprefix(codecs.BOM_UTF8).strip():
+    text = config.source_format in ("csv", "json")
+    wide = wide_encoding(head, config.encoding) if text else None
+    shown = head.decode(wide, "replace").encode() if wide else head
+    if len(head) < 1 << 16 and not shown.removeprefix(codecs.BOM_UTF8).strip():
         raise RejectedInput("file is empty", file=uri)
     kind = binary_kind(head)
-    if kind and config.source_format in ("csv", "json"):
+    if kind and text:
         raise not_text(uri, kind, declared)
+    unmarked = bomless_utf16(head) if text and not wide else None
+    if unmarked:
+        raise RejectedInput(
+            f"looks like {unmarked.upper()} text without a byte-order mark (every other byte "
+            f"is NUL), not {config.encoding}; set 'encoding' to {unmarked} in the config",
+            file=uri,
+        )
     if config.source_format == "csv":
-        return CsvSource(path, compression, uri, config).table()
+        return CsvSource(path, compression, uri, config, wide).table()
     data, content_hash = _read_whole(path, compression, uri)
     source = READERS[config.source_format or "csv"](data, uri, config)
     return replace(source, content_hash=lambda: content_hash)
@@ -391,9 +517,19 @@ class CsvSource:
     error path, the records again with the csv module to name their lines.
     """
 
-    def __init__(self, path: Path, compression: str | None, uri: str, config: TableConfig):
+    def __init__(
+        self,
+        path: Path,
+        compression: str | None,
+        uri: str,
+        config: TableConfig,
+        wide: str | None = None,
+    ):
         self.path, self.compression, self.uri, self.config = path, compression, uri, config
-        self.encoding = "utf-8-sig" if _is_utf8(config.encoding) else config.encoding
+        # A UTF-16/32 file is read as UTF-8, transcoded as it streams (_Utf8Stream).
+        self.wide = wide
+        utf8 = wide or _is_utf8(config.encoding)
+        self.encoding = "utf-8-sig" if utf8 else config.encoding
         self.header = self._read_header()
         self.size = path.stat().st_size
         self.whole = not compression and self.size <= whole_read_bytes()
@@ -429,9 +565,10 @@ class CsvSource:
             stream = pa.CompressedInputStream(raw, self.compression) if self.compression else raw
         else:
             stream = pa.input_stream(str(self.path), compression=self.compression)
-        if not self.compression:
-            return stream
-        return _CappedStream(stream, max_source_bytes(), self.uri, "REFLOAD_MAX_SOURCE_BYTES")
+        if self.compression:
+            limit = max_source_bytes()
+            stream = _CappedStream(stream, limit, self.uri, "REFLOAD_MAX_SOURCE_BYTES")
+        return _Utf8Stream(stream, self.wide, self.uri) if self.wide else stream
 
     def _open_text(self) -> IO[str]:
         """The decoded text, every line ending (LF, CRLF, CR) kept for the csv module."""
@@ -439,6 +576,8 @@ class CsvSource:
 
     def _open_binary(self) -> BinaryIO:
         """The decompressed bytes as a Python file (for the csv module and codecs)."""
+        if self.wide:  # `_open` transcodes it to UTF-8
+            return cast(BinaryIO, io.BufferedReader(self._open()))
         if self.compression:
             return cast(BinaryIO, gzip.open(self.path, "rb"))
         return self.path.open("rb")
@@ -902,7 +1041,11 @@ def _json_document(text: str, uri: str) -> list[Any] | None:
 
 
 def read_json(data: bytes, uri: str, config: TableConfig) -> SourceTable:
-    text = _decode(data, uri, "utf-8-sig" if _is_utf8(config.encoding) else config.encoding)
+    wide = wide_encoding(data[:4], config.encoding)
+    if wide:
+        text = _decode_wide(data, uri, wide)
+    else:
+        text = _decode(data, uri, "utf-8-sig" if _is_utf8(config.encoding) else config.encoding)
     document = _json_document(text, uri)
     records: list[Any]
     if document is not None:
