@@ -97,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--format", help="source_format (default: from the extension)")
     init.add_argument("--sheet-name", help="Excel sheet (default: the one with most cells)")
     init.add_argument("--primary-key", help="COL,... (default: proposed from the values)")
+    init.add_argument("--encoding", help="the file's encoding (default: detected)")
+    init.add_argument(
+        "--delimiter", help="one character, or comma, semicolon, pipe, tab (default: detected)"
+    )
+    init.add_argument(
+        "--header-row", type=int, help="line (Excel row) of the header (default: detected)"
+    )
     init.add_argument("--force", action="store_true", help="overwrite existing files")
     init.add_argument("--json", action="store_true", help="print JSON on stdout")
     _quiet(init)
@@ -244,8 +251,9 @@ def preview(args: argparse.Namespace) -> int:
 def init(args: argparse.Namespace) -> int:
     """Exit 0 when the files are written, 2 when they exist (without --force) or the
     sample cannot be read."""
-    from handler.onboard import infer, print_proposal, write
+    from handler.onboard import Given, infer, print_proposal, write
 
+    given = Given.parse(args.encoding, args.delimiter, args.header_row)
     key = [c.strip() for c in args.primary_key.split(",")] if args.primary_key else None
     proposal = infer(
         args.source,
@@ -253,6 +261,7 @@ def init(args: argparse.Namespace) -> int:
         source_format=args.format,
         sheet_name=args.sheet_name,
         primary_key=key,
+        given=given,
     )
     config_path, mapping_path = write(proposal, args.out, args.sheet, args.force)
     print_proposal(proposal, config_path, mapping_path, as_json=args.json)

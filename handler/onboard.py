@@ -8,12 +8,12 @@ the CLI imports this; docs/adr/0009-init-proposes-what-run-accepts.md says why.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import io
 import json
 import re
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args
@@ -26,21 +26,21 @@ from steps import progress, storage
 from steps.config import SourceFormat, TableConfig, parse_config
 from steps.errors import ConfigError, RejectedInput, at
 from steps.ingest.sources import (
+    DELIMITER_NAMES,
+    DELIMITERS,
     FORMAT_READERS,
     binary_kind,
     bomless_utf16,
     format_of,
-    max_source_bytes,
     not_text,
     read_source,
+    sniff_csv,
     wide_encoding,
 )
 from steps.ingest.transform import apply_mapping
 from steps.mapping import SHEET_COLUMNS, Mapping
 from steps.names import identifier_problem, unknown_name
 
-DELIMITERS = (",", ";", "|", "\t")
-DELIMITER_NAMES = {",": "comma", ";": "semicolon", "|": "pipe", "\t": "tab"}
 # Whole values vendors write for "no value" ('NA' is not one: it is Namibia's ISO code).
 NULL_TOKENS = ("NULL", "null", "N/A", "n/a", "#N/A")
 BLANK_HEADER = re.compile(r"\(unnamed \d+\)")
@@ -74,6 +74,50 @@ class Layout:
         if self.null_values != [""]:
             keys["null_values"] = self.null_values
         return keys
+
+
+# --delimiter takes a character or its name (a tab is awkward to type).
+DELIMITER_WORDS = {name: char for char, name in DELIMITER_NAMES.items()} | {"\\t": "\t"}
+
+
+@dataclass(frozen=True)
+class Given:
+    """Layout keys stated with init's options (--encoding, --delimiter, --header-row):
+    they win over what init infers, for a file whose layout the sniffing gets wrong."""
+
+    encoding: str | None = None
+    delimiter: str | None = None
+    header_row: int | None = None
+
+    @classmethod
+    def parse(cls, encoding: str | None, delimiter: str | None, header_row: int | None) -> Given:
+        if encoding is not None:
+            try:
+                codecs.lookup(encoding)
+            except LookupError:
+                raise ConfigError(f"--encoding: unknown encoding '{encoding}'") from None
+        if delimiter is not None:
+            delimiter = DELIMITER_WORDS.get(delimiter.lower(), delimiter)
+            if len(delimiter) != 1:
+                words = ", ".join(DELIMITER_WORDS)
+                raise ConfigError(f"--delimiter: one character or one of {words}")
+        if header_row is not None and header_row < 1:
+            raise ConfigError("--header-row: lines count from 1")
+        return cls(encoding, delimiter, header_row)
+
+    def check_applies(self, reader: str) -> None:
+        """A text option given for a workbook (or a header row for JSON) is a mistake."""
+        unused = [
+            option
+            for option, value, readers in (
+                ("--encoding", self.encoding, ("csv", "json")),
+                ("--delimiter", self.delimiter, ("csv",)),
+                ("--header-row", self.header_row, ("csv", "excel")),
+            )
+            if value is not None and reader not in readers
+        ]
+        if unused:
+            raise ConfigError(f"{', '.join(unused)}: not used by {reader} files")
 
 
 @dataclass
@@ -176,69 +220,58 @@ def _refuse_mixed(data: bytes, uri: str, byte: bytes, line: int) -> None:
     )
 
 
-def _filled_names(cells: list[str]) -> int:
-    """How many names a header candidate has (0 for a comment). A trailing delimiter
-    leaves an empty name, which init leaves out. A name twice still counts: the header
-    is refused for it when read, rather than a data row taken for the header."""
-    names = [c.strip() for c in cells if c.strip()]
-    if not names or cells[0].startswith("#"):
-        return 0
-    return len(names)
+def _decoded(data: bytes, encoding: str, uri: str) -> str:
+    """The sample as text in `encoding` (a given one may not fit: the line is named)."""
+    try:
+        return data.decode(encoding).removeprefix("\ufeff")
+    except UnicodeDecodeError as error:
+        raise RejectedInput(
+            f"byte(s) {data[error.start : error.end]!r} are not {encoding} (--encoding)",
+            file=uri,
+            line=data.count(b"\n", 0, error.start) + 1,
+        ) from None
 
 
-def _text_layout(data: bytes, uri: str, source_format: str) -> Layout:
-    encoding, why = _encoding(data, uri)
-    # A wide header split on the wrong delimiter is one long field: as large as run allows.
-    csv.field_size_limit(min(max_source_bytes(), 2**31 - 1))
-    text = data.decode(encoding).removeprefix("\ufeff")
-    # Lines as read_csv counts them for header_row: split on "\n" only.
-    lines = text.split("\n")
-    head = "\n".join(lines[:1000])
-    candidates = ("\t",) if source_format == "tsv" else DELIMITERS
-    best: tuple[tuple[int, int], str, int] | None = None
-    for delimiter in candidates:
-        records: list[tuple[int, list[str]]] = []
-        reader = csv.reader(io.StringIO(head), delimiter=delimiter)
-        line = 1
-        try:
-            for record in reader:
-                if record:
-                    records.append((line, record))
-                line = reader.line_num + 1
-        except csv.Error as error:  # a NUL byte, a lone carriage return: not text
-            raise RejectedInput(
-                f"cannot read as text lines: {error}", file=uri, line=line
-            ) from None
-        widths = Counter(len(r) for _, r in records)
-        if not widths:
-            continue
-        width = max(widths, key=lambda w: (widths[w], w))
-        most = max(_filled_names(r) for _, r in records if len(r) == width)
-        header = next(n for n, r in records if len(r) == width and _filled_names(r) == most)
-        if width < 2 or most < 2:
-            continue
-        score = (widths[width], width)
-        if best is None or score > best[0]:
-            best = (score, delimiter, header)
-    notes = [f"encoding {encoding}: {why}"]
-    if best is None:
-        notes.append("one column: no , ; | or tab splits the lines evenly")
-        first = next((i for i, x in enumerate(lines, 1) if x.strip()), 1)
-        return Layout(source_format, encoding, ",", first, notes=notes)
-    (_, width), delimiter, header = best
-    notes.append(f"delimiter {DELIMITER_NAMES[delimiter]}: splits the lines into {width} fields")
-    if header > 1:
-        preamble = lines[0].strip()
-        notes.append(
-            f"header on line {header}: line(s) above are preamble (line 1: {preamble[:40]!r})"
-        )
+def _text_layout(data: bytes, uri: str, source_format: str, given: Given) -> Layout:
+    if given.encoding:
+        encoding, why = wide_encoding(data, given.encoding) or given.encoding, "--encoding"
     else:
-        notes.append("header on line 1")
+        encoding, why = _encoding(data, uri)
+    text = _decoded(data, encoding, uri)
+    lines = text.split("\n", 1)
+    if given.delimiter:
+        candidates: tuple[str, ...] = (given.delimiter,)
+    else:
+        candidates = ("\t",) if source_format == "tsv" else DELIMITERS
+    sniffed = sniff_csv(text, uri, candidates, given.header_row)
+    notes = [f"encoding {encoding}: {why}"]
+    delimiter = given.delimiter or (sniffed.delimiter if sniffed else ",")
+    shown = DELIMITER_NAMES.get(delimiter, repr(delimiter))
+    if given.delimiter:
+        notes.append(f"delimiter {shown}: --delimiter")
+    elif sniffed:
+        notes.append(f"delimiter {shown}: splits the lines into {sniffed.width} fields")
+    else:
+        notes.append("one column: no , ; | or tab splits the lines evenly")
+    if given.header_row:
+        header = given.header_row
+        notes.append(f"header on line {header}: --header-row")
+    elif sniffed:
+        header = sniffed.header_row
+        if header > 1:
+            preamble = lines[0].strip()
+            notes.append(
+                f"header on line {header}: line(s) above are preamble (line 1: {preamble[:40]!r})"
+            )
+        else:
+            notes.append("header on line 1")
+    else:
+        header = next((i for i, x in enumerate(text.split("\n"), 1) if x.strip()), 1)
     return Layout(source_format, encoding, delimiter, header, notes=notes)
 
 
 def _excel_layout(
-    data: bytes, uri: str, source_format: str, sheet_name: str | int | None
+    data: bytes, uri: str, source_format: str, sheet_name: str | int | None, given: Given
 ) -> Layout:
     from python_calamine import CalamineWorkbook
 
@@ -273,14 +306,19 @@ def _excel_layout(
         ),
         1,
     )
-    if header > 1:
+    if given.header_row:
+        header = given.header_row
+        notes.append(f"header on row {header}: --header-row")
+    elif header > 1:
         notes.append(f"header on row {header}: row(s) above are a title ({filled(rows[0])[:1]!r})")
     else:
         notes.append("header on row 1")
     return Layout(source_format, header_row=header, sheet_name=sheet_name, notes=notes)
 
 
-def _layout(data: bytes, uri: str, source_format: str | None, sheet_name: str | None) -> Layout:
+def _layout(
+    data: bytes, uri: str, source_format: str | None, sheet_name: str | None, given: Given
+) -> Layout:
     if source_format is not None and source_format not in get_args(SourceFormat):
         raise ConfigError(unknown_name("--format", source_format, get_args(SourceFormat)))
     by_extension = format_of(uri)
@@ -303,16 +341,21 @@ def _layout(data: bytes, uri: str, source_format: str | None, sheet_name: str | 
     if not source_format and not by_extension and format_of(uri) not in (None, chosen):
         why += f" (the name says {format_of(uri)})"
     reader = FORMAT_READERS[chosen]
+    given.check_applies(reader)
     if reader == "excel":
         index: str | int | None = sheet_name
         if sheet_name is not None and sheet_name.isdigit():
             index = int(sheet_name)
-        layout = _excel_layout(data, uri, chosen, index)
+        layout = _excel_layout(data, uri, chosen, index, given)
     elif reader == "csv":
-        layout = _text_layout(data, uri, chosen)
+        layout = _text_layout(data, uri, chosen, given)
     else:
         layout = Layout(chosen)
-        if reader == "json":
+        if reader == "json" and given.encoding:
+            layout.encoding = wide_encoding(data, given.encoding) or given.encoding
+            _decoded(data, layout.encoding, uri)
+            layout.notes.append(f"encoding {layout.encoding}: --encoding")
+        elif reader == "json":
             layout.encoding, encoding_why = _encoding(data, uri)
             layout.notes.append(f"encoding {layout.encoding}: {encoding_why}")
     layout.notes.insert(0, f"format {chosen}: from {why}")
@@ -340,12 +383,13 @@ def infer(
     source_format: str | None = None,
     sheet_name: str | None = None,
     primary_key: list[str] | None = None,
+    given: Given | None = None,
 ) -> Proposal:
     problem = identifier_problem(table)
     if problem:
         raise ConfigError(f"--table: {problem}")
     progress.phase("read")
-    layout, text = _read_sample(source, table, source_format, sheet_name)
+    layout, text = _read_sample(source, table, source_format, sheet_name, given or Given())
     warnings: list[str] = []
     targets = unique_names(text.column_names)
     guesses = []
@@ -400,7 +444,7 @@ def infer(
 
 
 def _read_sample(
-    source: str, table: str, source_format: str | None, sheet_name: str | None
+    source: str, table: str, source_format: str | None, sheet_name: str | None, given: Given
 ) -> tuple[Layout, pa.Table]:
     """The file's layout, and every row as text, read as `run` will read it."""
     with storage.local_file(source) as path:
@@ -412,7 +456,7 @@ def _read_sample(
                 raise RejectedInput(f"gzip data is corrupt: {error}", file=source) from None
         if not data.strip():
             raise RejectedInput("file is empty", file=source)
-        layout = _layout(data, source, source_format, sheet_name)
+        layout = _layout(data, source, source_format, sheet_name, given)
 
         def read() -> pa.Table:
             keys = {"table_name": table, "mapping_file": "-", **layout.config_keys()}

@@ -628,3 +628,47 @@ def test_utf16_json_and_bomless_utf16_are_detected(init, run_cli, sql, write, tm
             ("BUR", "Burma"),
             ("ZAR", "Zaïre"),
         ]
+
+
+def test_layout_options_win_over_what_init_infers(init, run_cli, sql, write, tmp_path):
+    # A preamble line that splits like the header: init would take it for the header.
+    source = write("names.txt", "Export;2026-11-01\nCode;Name\nAAA;Alpha\nBBB;Beta\n")
+    code, out, err = init(source, "t_given", "--header-row", "2", "--delimiter", "semicolon")
+    assert code == 0, err
+    assert "delimiter semicolon: --delimiter" in out and "header on line 2: --header-row" in out
+    config = json.loads((tmp_path / "cfg" / "t_given.json").read_text())
+    assert (config["delimiter"], config["header_row"]) == (";", 2)
+    assert run_cli(tmp_path / "cfg" / "t_given.json", source)[0] == 0
+    assert sql("SELECT code, name FROM public.t_given ORDER BY code") == [
+        ("AAA", "Alpha"),
+        ("BBB", "Beta"),
+    ]
+    # One column of values with commas, and a cp1252 file stated as latin-1.
+    source = write("people.txt", "Name\nDoe, John\nRoe, Zoë\n".encode("cp1252"))
+    code, out, err = init(
+        source, "t_one", "--delimiter", "tab", "--encoding", "latin-1", "--header-row", "1"
+    )
+    assert code == 0, err
+    config = json.loads((tmp_path / "cfg" / "t_one.json").read_text())
+    assert (config["encoding"], config["delimiter"]) == ("latin-1", "\t")
+    assert run_cli(tmp_path / "cfg" / "t_one.json", source)[0] == 0
+    assert sql("SELECT name FROM public.t_one ORDER BY name") == [("Doe, John",), ("Roe, Zoë",)]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--encoding", "utf-9"], "ConfigError: --encoding: unknown encoding 'utf-9'"),
+        (["--delimiter", "::"], "ConfigError: --delimiter: one character or one of comma"),
+        (["--header-row", "0"], "ConfigError: --header-row: lines count from 1"),
+        (["--encoding", "utf-8"], "RejectedInput: {source}, line 3: byte(s) b'\\xeb' are not"),
+        (["--sheet", "csv", "--format", "xlsx", "--delimiter", ";"], "--delimiter: not used"),
+    ],
+)
+def test_layout_options_bad_values_exit_2(args, message, init, write):
+    source = write("people.csv", "Name,Town\nDoe,X\nRoe,Zoë\n".encode("cp1252"))
+    if "xlsx" in args:
+        source = write("people.xlsx", workbook({"S": [["Name"], ["Doe"]]}))
+    code, _, err = init(source, "t_bad", *args)
+    assert code == 2
+    assert message.format(source=source) in err

@@ -22,6 +22,7 @@ import math
 import os
 import re
 import zipfile
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -470,6 +471,70 @@ def read_source(path: Path, uri: str, config: TableConfig) -> SourceTable:
 
 
 # --- CSV ---------------------------------------------------------------------------
+
+DELIMITERS = (",", ";", "|", "\t")
+DELIMITER_NAMES = {",": "comma", ";": "semicolon", "|": "pipe", "\t": "tab"}
+
+
+@dataclass(frozen=True)
+class CsvLayout:
+    """How a text file's first lines look split: `init` proposes it, and a rejected run
+    compares it with its config."""
+
+    delimiter: str
+    header_row: int
+    width: int  # fields in the header (and in most lines)
+
+
+def _filled_names(cells: list[str]) -> int:
+    """How many names a header candidate has (0 for a comment). A trailing delimiter
+    leaves an empty name, which init leaves out. A name twice still counts: the header
+    is refused for it when read, rather than a data row taken for the header."""
+    names = [c.strip() for c in cells if c.strip()]
+    if not names or cells[0].startswith("#"):
+        return 0
+    return len(names)
+
+
+def sniff_csv(
+    text: str,
+    uri: str,
+    delimiters: tuple[str, ...] = DELIMITERS,
+    header_row: int | None = None,
+) -> CsvLayout | None:
+    """The delimiter that splits the first 1,000 lines most evenly (two fields at least),
+    and the header: the first line with a name in every field (lines above it are a
+    preamble), unless `header_row` says. None when no delimiter splits them."""
+    # A wide header split on the wrong delimiter is one long field: as large as run allows.
+    csv.field_size_limit(min(max_source_bytes(), 2**31 - 1))
+    # Lines as read_csv counts them for header_row: split on "\n" only.
+    head = "\n".join(text.split("\n", 1000)[:1000])
+    best: tuple[tuple[int, int], CsvLayout] | None = None
+    for delimiter in delimiters:
+        records: list[tuple[int, list[str]]] = []
+        reader = csv.reader(io.StringIO(head), delimiter=delimiter)
+        line = 1
+        try:
+            for record in reader:
+                if record:
+                    records.append((line, record))
+                line = reader.line_num + 1
+        except csv.Error as error:  # a NUL byte, a lone carriage return: not text
+            raise RejectedInput(
+                f"cannot read as text lines: {error}", file=uri, line=line
+            ) from None
+        widths = Counter(len(r) for _, r in records)
+        if not widths:
+            continue
+        width = max(widths, key=lambda w: (widths[w], w))
+        most = max(_filled_names(r) for _, r in records if len(r) == width)
+        header = next(n for n, r in records if len(r) == width and _filled_names(r) == most)
+        if width < 2 or most < 2:
+            continue
+        score = (widths[width], width)
+        if best is None or score > best[0]:
+            best = (score, CsvLayout(delimiter, header_row or header, width))
+    return best[1] if best else None
 
 
 def _decode(data: bytes, uri: str, encoding: str) -> str:
