@@ -389,7 +389,7 @@ def infer(
     if problem:
         raise ConfigError(f"--table: {problem}")
     progress.phase("read")
-    layout, text = _read_sample(source, table, source_format, sheet_name, given or Given())
+    layout, text, quoted = _read_sample(source, table, source_format, sheet_name, given or Given())
     warnings: list[str] = []
     targets = unique_names(text.column_names)
     guesses = []
@@ -399,7 +399,8 @@ def infer(
         if not name or BLANK_HEADER.fullmatch(name):  # as steps.ingest.sources names blank headers
             warnings.append(f"column {name or target} has no name in the header: left out")
             continue
-        guess = guess_column(name, target, text.column(name).combine_chunks(), warnings)
+        values = text.column(name).combine_chunks()
+        guess = guess_column(name, target, values, warnings, name in quoted)
         guesses.append(guess)
     mapping = Mapping("init", tuple(g.spec() for g in guesses))
     progress.phase("key")
@@ -445,8 +446,9 @@ def infer(
 
 def _read_sample(
     source: str, table: str, source_format: str | None, sheet_name: str | None, given: Given
-) -> tuple[Layout, pa.Table]:
-    """The file's layout, and every row as text, read as `run` will read it."""
+) -> tuple[Layout, pa.Table, frozenset[str]]:
+    """The file's layout, every row as text, read as `run` will read it, and the columns the
+    file wrote as strings (JSON)."""
     with storage.local_file(source) as path:
         data = path.read_bytes()
         if data.startswith(b"\x1f\x8b"):
@@ -458,23 +460,23 @@ def _read_sample(
             raise RejectedInput("file is empty", file=source)
         layout = _layout(data, source, source_format, sheet_name, given)
 
-        def read() -> pa.Table:
+        def read() -> tuple[pa.Table, frozenset[str]]:
             keys = {"table_name": table, "mapping_file": "-", **layout.config_keys()}
             return _read_all(path, source, parse_config(keys, source="init"))
 
-        text = read()
+        text, quoted = read()
         found = [
             t for t in NULL_TOKENS if any(pc.any(pc.equal(c, t)).as_py() for c in text.columns)
         ]
         if found:  # read again, as run will: the tokens as nulls
             layout.null_values = ["", *found]
             layout.notes.append(f"null_values {layout.null_values}: {found} stand for empty")
-            text = read()
-        return layout, text
+            text, quoted = read()
+        return layout, text, quoted
 
 
-def _read_all(path: Path, uri: str, config: TableConfig) -> pa.Table:
-    """Every row, as text, by the reader run uses."""
+def _read_all(path: Path, uri: str, config: TableConfig) -> tuple[pa.Table, frozenset[str]]:
+    """Every row, as text, by the reader run uses, and the columns it wrote as strings."""
     table = read_source(path, uri, config)
     rows = pa.concat_tables(list(table.chunks)) if table.column_names else pa.table({})
     bad = table.bad_records()
@@ -482,7 +484,7 @@ def _read_all(path: Path, uri: str, config: TableConfig) -> pa.Table:
         raise RejectedInput(bad[0].reason, file=uri, **at(table.unit, bad[0].where))
     if not rows.num_rows:
         raise RejectedInput("file has a header but no data rows", file=uri)
-    return rows
+    return rows, table.quoted_columns
 
 
 # --- writing -------------------------------------------------------------------------

@@ -65,7 +65,7 @@ def test_zip_codes_stay_text_and_the_key_is_proposed(init, run_cli, sql, tmp_pat
     source = SAMPLES / "zipcode" / "2026-11-01" / "us_zipcodes.csv"
     code, out, _ = init(source, "dim_zip")
     assert code == 0
-    assert "zip       varchar(8)" in out and "code with leading zeros ('00501')" in out
+    assert "zip       varchar(5)" in out and "code with leading zeros ('00501')" in out
     assert "primary key: zip (unique and never empty" in out
     config = json.loads((tmp_path / "cfg" / "dim_zip.json").read_text())
     assert config["primary_key"] == ["zip"]
@@ -146,7 +146,7 @@ AWKWARD = [
         "rates.csv",
         CP1252_PREAMBLE,
         {
-            "country_code": ("varchar(4)", "", "false"),
+            "country_code": ("varchar(3)", "", "false"),
             "name": ("varchar(32)", "", "false"),
             "rate": ("decimal(5,3)", "", "false"),
             "valid_from": ("date", "%d.%m.%Y", "false"),
@@ -183,7 +183,7 @@ AWKWARD = [
         "feed.jsonl",
         JSON_LINES,
         {
-            "zip_code": ("varchar(8)", "", "false"),
+            "zip_code": ("varchar(5)", "", "false"),
             "is_active": ("boolean", "", "false"),
             "seen": ("timestamp", "", "false"),
             "n": ("integer", "", "false"),
@@ -195,14 +195,14 @@ AWKWARD = [
         "gzip tsv",
         "codes.tsv.gz",
         TSV_GZ,
-        {"code": ("varchar(4)", "", "false"), "label": ("varchar(8)", "", "false")},
+        {"code": ("varchar(32)", "", "false"), "label": ("varchar(32)", "", "false")},
         {"code": "VARCHAR"},
     ),
     (
         "trailing delimiter on every line",
         "trailing.csv",
         b"Vendor list;;\nid;label;\n1;x;\n2;y;\n3;z;\n",
-        {"id": ("smallint", "", "false"), "label": ("varchar(4)", "", "false")},
+        {"id": ("smallint", "", "false"), "label": ("varchar(1)", "", "false")},
         {"id": "SMALLINT"},
     ),
     (
@@ -421,7 +421,7 @@ def test_null_tokens_become_null_values(init, run_cli, sql, write, tmp_path):
         ("id", "smallint"),
         ("amount", "smallint"),
         ("since", "date"),
-        ("country", "varchar(4)"),
+        ("country", "varchar(2)"),
     ]
     assert run_cli(tmp_path / "cfg" / "t_nulls.json", source)[0] == 0
     assert sql("SELECT id, amount, since, country FROM public.t_nulls ORDER BY id") == [
@@ -672,3 +672,45 @@ def test_layout_options_bad_values_exit_2(args, message, init, write):
     code, _, err = init(source, "t_bad", *args)
     assert code == 2
     assert message.format(source=source) in err
+
+
+def test_codes_keep_their_width_and_free_text_gets_room(init, run_cli, sql, write, tmp_path):
+    source = write("langs.csv", "Code,Name,Note\nabk,Abkhazian,extinct\nace,Achinese,\n")
+    code, out, err = init(source, "t_langs")
+    assert code == 0, err
+    assert "'Code': text, fixed width 3 byte(s)" in out
+    assert "'Note': text, longest 7 byte(s), room for twice that" in out
+    sheet = {r["target_column"]: r["data_type"] for r in _sheet(tmp_path, "t_langs")}
+    assert sheet == {"code": "varchar(3)", "name": "varchar(32)", "note": "varchar(32)"}
+    # The next file's note is three times as long as the sample's: it still loads.
+    later = write("langs2.csv", "Code,Name,Note\nabk,Abkhazian,extinct since 1992\n")
+    code, summary = run_cli(tmp_path / "cfg" / "t_langs.json", later)
+    assert code == 0, summary["error"]
+    assert sql("SELECT note FROM public.t_langs") == [("extinct since 1992",)]
+
+
+def test_fixed_width_digit_codes_stay_text(init, run_cli, sql, write, tmp_path):
+    # ISO 3166-3: numeric codes written as JSON strings; none has a leading zero here.
+    records = [
+        {"alpha3": "BUR", "numeric": "104", "year": 1989},
+        {"alpha3": "ZAR", "numeric": "180", "year": 1997},
+    ]
+    source = write("iso3166_3.json", json.dumps(records))
+    code, out, err = init(source, "t_former")
+    assert code == 0, err
+    assert "'numeric': fixed-width digits written as JSON strings" in out
+    sheet = {r["target_column"]: r["data_type"] for r in _sheet(tmp_path, "t_former")}
+    assert sheet == {"alpha3": "varchar(3)", "numeric": "varchar(3)", "year": "smallint"}
+    # In a CSV the name tells a code from an amount (a year stays a number).
+    source = write("codes.csv", "Numeric code,Year,Count\n262,2024,10\n104,2025,11\n")
+    code, out, err = init(source, "t_codes")
+    assert code == 0, err
+    assert "'Numeric code': fixed-width digits named like a code" in out
+    sheet = {r["target_column"]: r["data_type"] for r in _sheet(tmp_path, "t_codes")}
+    assert sheet == {"numeric_code": "varchar(3)", "year": "smallint", "count": "smallint"}
+    code, summary = run_cli(
+        tmp_path / "cfg" / "t_codes.json",
+        write("next.csv", "Numeric code,Year,Count\n048,2026,12\n"),
+    )
+    assert code == 0, summary["error"]
+    assert sql("SELECT numeric_code FROM public.t_codes") == [("048",)]

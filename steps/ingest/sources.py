@@ -86,6 +86,9 @@ class SourceTable:
     content_hash: Callable[[], str] = lambda: ""
     # All the chunks may be held in memory at once (a small file); else they are streamed.
     fits_in_memory: bool = True
+    # Columns whose every value the file wrote as a string (JSON): `init` keeps their
+    # fixed-width digits ('262') as text.
+    quoted_columns: frozenset[str] = frozenset()
 
 
 def _in_memory(
@@ -1146,7 +1149,13 @@ def read_json(data: bytes, uri: str, config: TableConfig) -> SourceTable:
         }
     )
     table = _apply_null_values(table, config.null_values)
-    return _in_memory(uri, table, unit, lambda ps: [labels[p] for p in ps])
+    source = _in_memory(uri, table, unit, lambda ps: [labels[p] for p in ps])
+    source.quoted_columns = frozenset(
+        name
+        for name in columns
+        if all(isinstance(r[name], str) for r in records if r.get(name) is not None)
+    )
+    return source
 
 
 # --- Parquet -----------------------------------------------------------------------
