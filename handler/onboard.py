@@ -450,15 +450,7 @@ def _read_sample(
     """The file's layout, every row as text, read as `run` will read it, and the columns the
     file wrote as strings (JSON)."""
     with storage.local_file(source) as path:
-        data = path.read_bytes()
-        if data.startswith(b"\x1f\x8b"):
-            try:
-                data = gzip.decompress(data)
-            except (OSError, EOFError) as error:
-                raise RejectedInput(f"gzip data is corrupt: {error}", file=source) from None
-        if not data.strip():
-            raise RejectedInput("file is empty", file=source)
-        layout = _layout(data, source, source_format, sheet_name, given)
+        layout = _layout(_sample_bytes(path, source), source, source_format, sheet_name, given)
 
         def read() -> tuple[pa.Table, frozenset[str]]:
             keys = {"table_name": table, "mapping_file": "-", **layout.config_keys()}
@@ -475,6 +467,18 @@ def _read_sample(
         return layout, text, quoted
 
 
+def _sample_bytes(path: Path, source: str) -> bytes:
+    data = path.read_bytes()
+    if data.startswith(b"\x1f\x8b"):
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as error:
+            raise RejectedInput(f"gzip data is corrupt: {error}", file=source) from None
+    if not data.strip():
+        raise RejectedInput("file is empty", file=source)
+    return data
+
+
 def _read_all(path: Path, uri: str, config: TableConfig) -> tuple[pa.Table, frozenset[str]]:
     """Every row, as text, by the reader run uses, and the columns it wrote as strings."""
     table = read_source(path, uri, config)
@@ -485,6 +489,112 @@ def _read_all(path: Path, uri: str, config: TableConfig) -> tuple[pa.Table, froz
     if not rows.num_rows:
         raise RejectedInput("file has a header but no data rows", file=uri)
     return rows, table.quoted_columns
+
+
+# --- a vendor's new layout ---------------------------------------------------------
+
+# The config keys that say how a file is read: all that --update-layout rewrites.
+LAYOUT_KEYS = ("source_format", "encoding", "delimiter", "header_row", "sheet_name")
+
+
+@dataclass
+class LayoutUpdate:
+    config: str
+    source: str
+    layout: Layout
+    changes: dict[str, tuple[Any, Any]]  # key -> (before, after); None: not in the config
+
+
+def update_layout(
+    source: str,
+    config_path: str,
+    *,
+    source_format: str | None = None,
+    sheet_name: str | None = None,
+    given: Given | None = None,
+) -> LayoutUpdate:
+    """Rewrite only the layout keys of an existing config to read `source` (a vendor moved
+    the header, changed the delimiter or the encoding). The mapping sheet and every other
+    key stay; the config is left alone unless the sample reads with it, mapped columns
+    and all."""
+    from steps.config import read_config
+    from steps.table import load_table_config
+
+    if storage.is_s3(config_path):
+        raise ConfigError("--update-layout: give a config file on this machine, then upload it")
+    spec = load_table_config(config_path)  # the config and its mapping, valid as they are
+    raw, _ = read_config(config_path)
+    with storage.local_file(source) as path:
+        data = _sample_bytes(path, source)
+        layout = _layout(data, source, source_format, sheet_name, given or Given())
+        wanted = {k: v for k, v in layout.config_keys().items() if k in LAYOUT_KEYS}
+        updated: dict[str, Any] = {}
+        for key, value in raw.items():
+            if key == "mapping_file":  # new layout keys go where init writes them
+                updated |= {k: v for k, v in wanted.items() if k not in raw}
+            if key not in LAYOUT_KEYS:
+                updated[key] = value
+            elif key in wanted:
+                updated[key] = wanted[key]
+        updated |= {k: v for k, v in wanted.items() if k not in updated}
+        config = parse_config(updated, source=config_path)
+        header = read_source(path, source, config).column_names
+        missing = [name for name in spec.mapping.sources if name not in header]
+        if missing:
+            raise RejectedInput(
+                f"read as {_described(wanted)}, its header has no column "
+                f"{', '.join(repr(m) for m in missing)} that the mapping sheet maps (header: "
+                f"{', '.join(header)}); {config_path} is unchanged: map the new names first",
+                file=source,
+            )
+        _read_all(path, source, config)  # every row splits into the header's columns
+    changes = {
+        key: (raw.get(key), updated.get(key))
+        for key in LAYOUT_KEYS
+        if raw.get(key) != updated.get(key)
+    }
+    if changes:
+        Path(config_path).write_text(
+            json.dumps(updated, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
+        load_table_config(config_path)  # what run will read
+    return LayoutUpdate(config_path, source, layout, changes)
+
+
+def _described(keys: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v!r}" for k, v in keys.items())
+
+
+def print_update(update: LayoutUpdate, *, as_json: bool) -> None:
+    commands = next_commands(Path(update.config), update.source)
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "config": update.config,
+                    "source": update.source,
+                    "changes": {k: {"from": a, "to": b} for k, (a, b) in update.changes.items()},
+                    "written": bool(update.changes),
+                    "layout": update.layout.notes,
+                    "next": commands,
+                }
+            )
+        )
+        return
+    print(f"{update.source}: layout for {update.config}")
+    for note in update.layout.notes:
+        print(f"  {note}")
+    if not update.changes:
+        print(f"layout unchanged: {update.config} not written")
+        return
+    for key, (before, after) in update.changes.items():
+        print(
+            f"  {key}: {'(none)' if before is None else repr(before)} -> "
+            f"{'(none)' if after is None else repr(after)}"
+        )
+    print(f"wrote {update.config} (only its layout keys)\nnext:")
+    for command in commands:
+        print(f"  {command}")
 
 
 # --- writing -------------------------------------------------------------------------

@@ -714,3 +714,88 @@ def test_fixed_width_digit_codes_stay_text(init, run_cli, sql, write, tmp_path):
     )
     assert code == 0, summary["error"]
     assert sql("SELECT numeric_code FROM public.t_codes") == [("048",)]
+
+
+ISO_639 = [
+    ["# ISO 639-3 code set, exported 2026-11-01"],
+    ["Id", "Part1", "Ref_Name"],
+    ["aar", "aa", "Afar"],
+    ["abk", "ab", "Abkhazian"],
+    ["zul", "zu", "Zulu"],
+]
+
+
+def test_a_changed_layout_is_named_and_update_layout_rewrites_only_it(
+    init, run_cli, sql, write, tmp_path, capsys
+):
+    first = write("iso-639-3.tab", "".join("\t".join(r) + "\n" for r in ISO_639))
+    assert init(first, "t_langs")[0] == 0
+    config_path = tmp_path / "cfg" / "t_langs.json"
+    before = json.loads(config_path.read_text())
+    mapping_before = (tmp_path / "cfg" / "mappings" / "t_langs_mapping.csv").read_bytes()
+    assert (before["delimiter"], before["header_row"]) == ("\t", 2)
+    # The vendor drops the preamble, moves to commas and UTF-16 (Excel's "Unicode Text").
+    rows = ["Id,Part1,Ref_Name", "aar,aa,Afar", "ewe,ee,Ewe"]
+    second = write("iso-639-3.csv", ("\r\n".join(rows) + "\r\n").encode("utf-16"))
+    code, summary = run_cli(config_path, second)
+    assert code == 2
+    assert summary["error"]["message"].endswith(
+        "; this file's header looks to be on line 1, delimiter ','; the config says line 2, tab"
+    )
+    capsys.readouterr()
+    code = main(["init", str(second), "--update-layout", str(config_path), "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert result["changes"] == {
+        "source_format": {"from": "tsv", "to": "csv"},
+        "encoding": {"from": "utf-8", "to": "utf-16-le"},
+        "delimiter": {"from": "\t", "to": ","},
+        "header_row": {"from": 2, "to": 1},
+    }
+    after = json.loads(config_path.read_text())
+    layout = ("source_format", "encoding", "delimiter", "header_row")
+    assert {k: v for k, v in after.items() if k not in layout} == {
+        k: v for k, v in before.items() if k not in layout
+    }
+    assert list(after) == list(before)  # the keys stay where they were
+    assert (tmp_path / "cfg" / "mappings" / "t_langs_mapping.csv").read_bytes() == mapping_before
+    code, summary = run_cli(config_path, second)
+    assert code == 0, summary["error"]
+    assert sql("SELECT id, ref_name FROM public.t_langs ORDER BY id") == [
+        ("aar", "Afar"),
+        ("ewe", "Ewe"),
+    ]
+    # Again: nothing to change, nothing written.
+    code = main(["init", str(second), "--update-layout", str(config_path)])
+    assert code == 0
+    assert f"layout unchanged: {config_path} not written" in capsys.readouterr().out
+
+
+def test_update_layout_refuses_a_sample_whose_columns_were_renamed(init, write, tmp_path, capsys):
+    assert init(write("langs.csv", "Id,Name\naar,Afar\nabk,Abkhazian\n"), "t_langs")[0] == 0
+    config_path = tmp_path / "cfg" / "t_langs.json"
+    before = config_path.read_bytes()
+    renamed = write("langs2.csv", "Code;Name\naar;Afar\n")
+    capsys.readouterr()
+    code = main(["init", str(renamed), "--update-layout", str(config_path)])
+    assert code == 2
+    assert capsys.readouterr().err == (
+        f"RejectedInput: {renamed}: read as source_format 'csv', encoding 'utf-8', delimiter "
+        f"';', header_row 1, its header has no column 'Id' that the mapping sheet maps "
+        f"(header: Code, Name); {config_path} is unchanged: map the new names first\n"
+    )
+    assert config_path.read_bytes() == before
+    code = main(["init", str(renamed)])
+    assert code == 2
+    assert "init: --table is required (or --update-layout CONFIG)" in capsys.readouterr().err
+
+
+def test_a_config_saying_utf16_for_a_utf8_file_is_named(init, run_cli, write, tmp_path):
+    assert init(write("names.txt", _unicode_text(CURRENCY_NAMES)), "t_names")[0] == 0
+    rows = "Code\tName\tSymbol\r\nEUR\tEuro\t€\r\n"
+    code, summary = run_cli(tmp_path / "cfg" / "t_names.json", write("names2.txt", rows))
+    assert code == 2
+    assert summary["error"]["message"].endswith(
+        "; this file looks to be 8-bit text such as UTF-8 (no byte-order mark, no NUL byte); "
+        "the config says utf-16-le"
+    )

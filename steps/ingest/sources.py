@@ -89,6 +89,9 @@ class SourceTable:
     # Columns whose every value the file wrote as a string (JSON): `init` keeps their
     # fixed-width digits ('262') as text.
     quoted_columns: frozenset[str] = frozenset()
+    # How the file looks laid out when that is not what the config says (a vendor moved
+    # the header or changed the delimiter): said beside a rejection of its header.
+    layout_hint: Callable[[], str | None] = lambda: None
 
 
 def _in_memory(
@@ -614,6 +617,40 @@ class CsvSource:
             self.bad_records,
             content_hash=self.content_hash,
             fits_in_memory=self.whole,
+            layout_hint=self.layout_hint,
+        )
+
+    def layout_hint(self) -> str | None:
+        """'this file's header looks to be on line 1, delimiter ','; the config says line
+        2, tab', from the file's first MB sniffed as `init` does; None when they agree."""
+        config = self.config
+        try:
+            with pa.input_stream(str(self.path), compression=self.compression) as stream:
+                raw = stream.read(1 << 16)
+            if self.wide and not wide_encoding(raw) and b"\x00" not in raw:
+                return (
+                    "this file looks to be 8-bit text such as UTF-8 (no byte-order mark, no "
+                    f"NUL byte); the config says {config.encoding}"
+                )
+            with self._open() as opened:
+                head = opened.read(1 << 20)
+            text = head.decode(self.encoding, "replace").removeprefix("\ufeff")
+            sniffed = sniff_csv(text, self.uri)
+        except (RejectedInput, OSError, EOFError, LookupError, pa.ArrowInvalid):
+            return None
+        if sniffed is None or (sniffed.header_row, sniffed.delimiter) == (
+            config.header_row,
+            config.delimiter,
+        ):
+            return None
+
+        def shown(delimiter: str) -> str:
+            return "tab" if delimiter == "\t" else repr(delimiter)
+
+        return (
+            f"this file's header looks to be on line {sniffed.header_row}, delimiter "
+            f"{shown(sniffed.delimiter)}; the config says line {config.header_row}, "
+            f"{shown(config.delimiter)}"
         )
 
     def content_hash(self) -> str:
@@ -660,9 +697,10 @@ class CsvSource:
             raise _corrupt_gzip(self.uri, error) from None
         lines = re.split(rb"\r\n|\r|\n", head, maxsplit=config.header_row)[: config.header_row]
         if len(lines) <= header_index or (len(lines) == config.header_row == 1 and not lines[0]):
+            hint = self.layout_hint()
             raise RejectedInput(
                 f"file has fewer than {config.header_row} line(s); header_row is "
-                f"{config.header_row}",
+                f"{config.header_row}" + (f"; {hint}" if hint else ""),
                 file=self.uri,
             )
         header_text = _decode(b"\n".join(lines), self.uri, self.encoding).split("\n")[header_index]
