@@ -511,3 +511,14 @@ def test_utf16_without_a_bom_is_named_not_loaded_as_nul_bytes(table_dir, write, 
         f"{source}: looks like UTF-16-LE text without a byte-order mark (every other byte is "
         "NUL), not utf-8; set 'encoding' to utf-16-le in the config"
     )
+
+
+def test_preview_reads_utf16_as_run_does(table_dir, write, capsys):
+    config = table_dir(MAPPING, delimiter="\t")
+    source = write("t.txt", WIDE_CASES[0][2])
+    capsys.readouterr()
+    code = main(["preview", "--config", str(config), "--source", str(source), "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "read 2  rejected 0  duplicates 0  would load 2" in out
+    assert 'Åland; "Islands"' in out
