@@ -522,6 +522,8 @@ def update_layout(
 
     if storage.is_s3(config_path):
         raise ConfigError("--update-layout: give a config file on this machine, then upload it")
+    if not Path(config_path).is_file():
+        raise ConfigError("--update-layout: the config file does not exist", file=config_path)
     spec = load_table_config(config_path)  # the config and its mapping, valid as they are
     raw, _ = read_config(config_path)
     with storage.local_file(source) as path:

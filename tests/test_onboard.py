@@ -788,6 +788,9 @@ def test_update_layout_refuses_a_sample_whose_columns_were_renamed(init, write, 
     code = main(["init", str(renamed)])
     assert code == 2
     assert "init: --table is required (or --update-layout CONFIG)" in capsys.readouterr().err
+    code = main(["init", str(renamed), "--update-layout", str(tmp_path / "nope.json")])
+    assert code == 2
+    assert "--update-layout: the config file does not exist" in capsys.readouterr().err
 
 
 def test_a_config_saying_utf16_for_a_utf8_file_is_named(init, run_cli, write, tmp_path):

@@ -421,7 +421,7 @@ class _Utf8Stream(io.RawIOBase):
             raise _wide_error(
                 self.uri, self.encoding, data, error, self.line, self.column
             ) from None
-        breaks = len(re.findall(r"\r\n|\r|\n", text))
+        breaks = text.count("\n") + text.count("\r") - text.count("\r\n")
         if self.after_cr and text.startswith("\n"):
             breaks -= 1  # a CRLF split between two reads is one line end
         if text:
