@@ -530,6 +530,11 @@ def update_layout(
         data = _sample_bytes(path, source)
         layout = _layout(data, source, source_format, sheet_name, given or Given())
         wanted = {k: v for k, v in layout.config_keys().items() if k in LAYOUT_KEYS}
+        # A key the config leaves to its default (or to the extension) stays left out
+        # while that default still reads the file.
+        implied = spec.config.model_dump(include=set(LAYOUT_KEYS))
+        implied["source_format"] = format_of(source)
+        wanted = {k: v for k, v in wanted.items() if k in raw or implied.get(k) != v}
         updated: dict[str, Any] = {}
         for key, value in raw.items():
             if key == "mapping_file":  # new layout keys go where init writes them

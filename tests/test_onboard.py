@@ -802,3 +802,20 @@ def test_a_config_saying_utf16_for_a_utf8_file_is_named(init, run_cli, write, tm
         "; this file looks to be 8-bit text such as UTF-8 (no byte-order mark, no NUL byte); "
         "the config says utf-16-le"
     )
+
+
+def test_update_layout_leaves_defaults_left_out(write, tmp_path, capsys):
+    folder = tmp_path / "cfg"
+    folder.mkdir()
+    (folder / "m.csv").write_text("source_column,target_column,data_type\nId,id,varchar(3)\n")
+    config_path = folder / "t.json"
+    config_path.write_text('{"table_name": "t", "mapping_file": "m.csv", "header_row": 2}')
+    source = write("langs.csv", "Id,Name\naar,Afar\n")
+    code = main(["init", str(source), "--update-layout", str(config_path), "--json"])
+    assert code == 0
+    assert json.loads(capsys.readouterr().out)["changes"] == {"header_row": {"from": 2, "to": 1}}
+    assert json.loads(config_path.read_text()) == {
+        "table_name": "t",
+        "mapping_file": "m.csv",
+        "header_row": 1,
+    }
