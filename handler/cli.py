@@ -113,12 +113,27 @@ def build_parser() -> argparse.ArgumentParser:
         "init", help="write a table config and mapping sheet inferred from a sample file"
     )
     init.add_argument("source", help="sample file (path or s3:// URI)")
-    init.add_argument("--table", required=True, help="table_name (and target table)")
+    init.add_argument(
+        "--table", help="table_name (and target table); required unless --update-layout"
+    )
+    init.add_argument(
+        "--update-layout",
+        metavar="CONFIG",
+        help="rewrite only the layout keys (source_format, encoding, delimiter, header_row, "
+        "sheet_name) of this existing config to read SOURCE; nothing else is written",
+    )
     init.add_argument("--out", default="configs", help="folder to write to (default configs)")
     init.add_argument("--sheet", choices=("csv", "xlsx"), default="csv", help="mapping sheet")
     init.add_argument("--format", help="source_format (default: from the extension)")
     init.add_argument("--sheet-name", help="Excel sheet (default: the one with most cells)")
     init.add_argument("--primary-key", help="COL,... (default: proposed from the values)")
+    init.add_argument("--encoding", help="the file's encoding (default: detected)")
+    init.add_argument(
+        "--delimiter", help="one character, or comma, semicolon, pipe, tab (default: detected)"
+    )
+    init.add_argument(
+        "--header-row", type=int, help="line (Excel row) of the header (default: detected)"
+    )
     init.add_argument("--force", action="store_true", help="overwrite existing files")
     init.add_argument("--json", action="store_true", help="print JSON on stdout")
     _quiet(init)
@@ -303,8 +318,27 @@ def preview(args: argparse.Namespace) -> int:
 def init(args: argparse.Namespace) -> int:
     """Exit 0 when the files are written, 2 when they exist (without --force) or the
     sample cannot be read."""
-    from handler.onboard import infer, print_proposal, write
+    from handler.onboard import Given, infer, print_proposal, print_update, update_layout, write
+    from steps.errors import ConfigError
 
+    given = Given.parse(args.encoding, args.delimiter, args.header_row)
+    if args.update_layout:
+        if args.table or args.primary_key:
+            raise ConfigError(
+                "--update-layout keeps the config's table and key: leave out "
+                "--table and --primary-key"
+            )
+        update = update_layout(
+            args.source,
+            args.update_layout,
+            source_format=args.format,
+            sheet_name=args.sheet_name,
+            given=given,
+        )
+        print_update(update, as_json=args.json)
+        return 0
+    if not args.table:
+        raise ConfigError("init: --table is required (or --update-layout CONFIG)")
     key = [c.strip() for c in args.primary_key.split(",")] if args.primary_key else None
     proposal = infer(
         args.source,
@@ -312,6 +346,7 @@ def init(args: argparse.Namespace) -> int:
         source_format=args.format,
         sheet_name=args.sheet_name,
         primary_key=key,
+        given=given,
     )
     config_path, mapping_path = write(proposal, args.out, args.sheet, args.force)
     print_proposal(proposal, config_path, mapping_path, as_json=args.json)
