@@ -612,3 +612,19 @@ def test_curated_files_are_kept_as_long_as_rollback_may_reach_back():
     # The rollback command's message names the parameter users raise.
     assert "CuratedRetentionDays" in (ROOT / "handler" / "rollback.py").read_text()
     assert "CuratedRetentionDays" in (ROOT / "README.md").read_text()
+
+
+def test_the_tests_run_on_the_images_python():
+    # The suite vouches for what the image runs, so it runs on the base's Python (scripts/
+    # setup.sh dev builds it with scripts/install_python.sh when the machine has none), not on
+    # whatever python3 the machine has.
+    image = _wheel_check().image_python()
+    running = "{}.{}".format(*sys.version_info[:2])
+    assert running == image, f"the tests ran on Python {sys.version}; the image has {image}"
+    # A laptop may run the CLI and the demo on an older Python: lint and type checks hold the
+    # code to the oldest one pyproject admits.
+    tool = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]
+    floor = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert floor == f">={tool['mypy']['python_version']}"
+    assert tool["ruff"]["target-version"] == "py" + tool["mypy"]["python_version"].replace(".", "")
+    assert image in SpecifierSet(floor)
