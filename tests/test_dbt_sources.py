@@ -20,9 +20,10 @@ from tests.conftest import ROOT
 
 DBT = ROOT / ".tools" / "dbt-venv" / "bin" / "dbt"
 HEADER = "source_column,target_column,data_type,transform,default,nullable,format\n"
-TABLES: dict[str, tuple[str, str, dict[str, Any]]] = {
-    # name: (mapping rows, file, config) -- codes and orders pass their tests; bad_kinds
-    # publishes a kind its accepted_values refuses, so refload fails it after publishing.
+TABLES: dict[str, tuple[str, str | tuple[str, ...], dict[str, Any]]] = {
+    # name: (mapping rows, file(s) loaded in turn, config) -- codes, orders and rates pass
+    # their tests; bad_kinds publishes a kind its accepted_values refuses, so refload fails
+    # it after publishing. rates keeps history (scd2): its key repeats across versions.
     "codes": (
         "code,code,varchar(3),strip,,false,\nname,name,varchar(20),,,true,\n"
         "kind,kind,varchar(1),,,true,\nlevel,level,integer,,,true,\n"
@@ -56,6 +57,15 @@ TABLES: dict[str, tuple[str, str, dict[str, Any]]] = {
                     "ref_columns": ["code"],
                 },
             ]
+        },
+    ),
+    "rates": (
+        "code,code,varchar(3),,,false,\nrate,rate,integer,,,false,\n",
+        ("code,rate\nAA,1\nBB,1\n", "code,rate\nAA,2\nBB,1\n"),
+        {
+            "load_mode": "scd2",
+            "primary_key": ["code"],
+            "quality_tests": [{"type": "uniqueness", "columns": ["code"]}],
         },
     ),
     "bad_kinds": (
@@ -112,19 +122,22 @@ def _load_and_run_dbt(base: Path, warehouse: str, profile: dict[str, Any]) -> di
     """refload loads the three tables, writes the sources file; dbt parses, tests and checks
     freshness once. What each command returned and reported."""
     configs = _configs(base / "configs")
-    codes = {}
-    for name, (_, content, _) in TABLES.items():
-        source = base / "in" / f"{name}.csv"
-        source.parent.mkdir(exist_ok=True)
-        source.write_text(content, encoding="utf-8")
-        codes[name] = main(
-            [
-                "run",
-                *("--config", str(configs / f"{name}.json"), "--source", str(source)),
-                *("--warehouse", warehouse, "--curated-root", str(base / "curated")),
-                *("--outbox", str(base / "outbox"), "--quiet"),
-            ]
-        )
+    codes: dict[str, list[int]] = {}
+    for name, (_, contents, _) in TABLES.items():
+        for number, content in enumerate([contents] if isinstance(contents, str) else contents):
+            source = base / "in" / str(number) / f"{name}.csv"
+            source.parent.mkdir(parents=True, exist_ok=True)
+            source.write_text(content, encoding="utf-8")
+            run = ["run", "--config", str(configs / f"{name}.json"), "--source", str(source)]
+            codes.setdefault(name, []).append(
+                main(
+                    [
+                        *run,
+                        *("--warehouse", warehouse, "--curated-root", str(base / "curated")),
+                        *("--outbox", str(base / "outbox"), "--quiet"),
+                    ]
+                )
+            )
     project = _project(base / "project", profile)
     sources_file = project / "models" / "sources.yml"
     written = main(["dbt-sources", "--config-root", str(configs), "--out", str(sources_file)])
@@ -182,18 +195,20 @@ def _by_table(statuses: dict[str, str], table: str) -> list[str]:
 
 
 def test_dbt_parses_tests_and_checks_freshness_of_what_refload_loaded(dbt_run):
-    assert dbt_run["refload"] == {"codes": 0, "orders": 0, "bad_kinds": 1}
+    assert dbt_run["refload"] == {"codes": [0], "orders": [0], "rates": [0, 0], "bad_kinds": [1]}
     assert dbt_run["written"] == 0
     assert dbt_run["parse"].returncode == 0, dbt_run["parse"].stdout
     assert sorted(_by_table(dbt_run["tests"], "codes")) == ["pass"] * 5
     assert sorted(_by_table(dbt_run["tests"], "orders")) == ["pass"] * 2
+    # AA has two versions; its current one is unique, as refload's uniqueness test says.
+    assert _by_table(dbt_run["tests"], "rates") == ["pass"]
     # Freshness from refload's own record of the last file, within the config's day.
     assert dbt_run["source freshness"].returncode == 0, dbt_run["source freshness"].stdout
     assert list(dbt_run["freshness"].values()) == ["pass"]
 
 
 def test_a_table_whose_refload_checks_fail_fails_in_dbt(dbt_run):
-    assert dbt_run["refload"]["bad_kinds"] == 1  # accepted_values failed after publishing
+    assert dbt_run["refload"]["bad_kinds"] == [1]  # accepted_values failed after publishing
     assert _by_table(dbt_run["tests"], "bad_kinds") == ["fail"]
     assert dbt_run["test"].returncode == 1
 
@@ -203,7 +218,10 @@ def test_the_sources_file_maps_configs_to_sources_and_tests(dbt_on_duckdb):
     (source,) = written["sources"]
     assert (source["name"], source["schema"]) == ("dbt_ref", "dbt_ref")
     tables = {t["name"]: t for t in source["tables"]}
-    assert sorted(tables) == ["bad_kinds", "codes", "orders"]
+    assert sorted(tables) == ["bad_kinds", "codes", "orders", "rates"]
+    assert tables["rates"]["columns"] == [
+        {"name": "code", "data_tests": [{"unique": {"config": {"where": "valid_to is null"}}}]}
+    ]
     codes = tables["codes"]
     assert codes["freshness"] == {
         "warn_after": {"count": 1, "period": "day"},

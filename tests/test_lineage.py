@@ -7,6 +7,7 @@ import json
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jsonschema
 import pytest
@@ -139,6 +140,16 @@ def _events(path: Path) -> list[dict[str, Any]]:
     return _valid([json.loads(line) for line in path.read_text().splitlines() if line])
 
 
+def _target_name(warehouse_url: str, table: str) -> tuple[str, str]:
+    """The OpenLineage namespace and name of a table in the test warehouse."""
+    if warehouse_url.startswith("duckdb"):
+        return "duckdb", f"warehouse.{table}"
+    parts = urlsplit(warehouse_url)
+    scheme = "redshift" if parts.scheme == "redshift" else "postgres"
+    return f"{scheme}://127.0.0.1:{parts.port}", f"{parts.path.lstrip('/')}.{table}"
+
+
+@pytest.mark.all_warehouses  # each dialect names its namespace
 def test_a_run_sends_start_and_complete_with_its_datasets(
     file_transport, warehouse_url, sql, run_cli
 ):
@@ -157,7 +168,9 @@ def test_a_run_sends_start_and_complete_with_its_datasets(
         ("file", str(CURRENCY_CSV))
     ]
     (target,) = complete["outputs"]
-    assert (target["namespace"], target["name"]) == ("duckdb", "warehouse.public.dim_currency")
+    assert (target["namespace"], target["name"]) == _target_name(
+        warehouse_url, "public.dim_currency"
+    )
     assert [f["name"] for f in target["facets"]["schema"]["fields"]][:3] == [
         "currency_code",
         "numeric_code",
