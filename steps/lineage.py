@@ -6,7 +6,7 @@ notify stay light. Under Step Functions a run spans several invocations, so each
 belongs to the step whose outcome decides it, and a run gets one START and one end:
 
 - START when ingest has succeeded (its eventTime: when ingest began), so Step Functions'
-  retries of a failing ingest send nothing twice;
+  retries of a failing ingest send nothing twice; a rollback's when its load succeeded;
 - COMPLETE when validate passed (or load found the file stale), FAIL when validate failed;
 - FAIL from notify for a failed step (with the START first when ingest never succeeded);
   a validate that failed its tests already sent its FAIL.
@@ -73,14 +73,18 @@ def _states(step: str, payload: dict[str, Any], result: dict[str, Any]) -> list[
     if step == "ingest":
         # A Spark hand-off is not the end of ingest: its result comes in a later call.
         return [] if result.get("engine") == "spark" else ["START"]
+    begins = ["START"] if payload.get("rollback_to") else []  # a rollback begins at load
     if step == "load":
-        return ["COMPLETE"] if result.get("stale") else []
+        return begins + (["COMPLETE"] if result.get("stale") else [])
     if step == "validate":
         return ["COMPLETE" if result.get("validation") == "passed" else "FAIL"]
     if step == "notify":
         if payload.get("failed_step") == "validate" and payload.get("validation") == "failed":
             return []  # validate sent this run's FAIL
-        return ["START", "FAIL"] if payload.get("failed_step") in (None, "ingest") else ["FAIL"]
+        failed = payload.get("failed_step")
+        if failed in (None, "ingest") or (failed == "load" and begins):
+            return ["START", "FAIL"]  # the step that sends START never succeeded
+        return ["FAIL"]
     return []
 
 

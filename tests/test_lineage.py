@@ -293,3 +293,25 @@ def test_target_namespaces_follow_the_openlineage_naming():
         "duckdb",
         "ref.public.t",
     )
+
+
+def test_a_rollback_is_a_run_of_its_own(file_transport, warehouse_url, run_cli, table_dir, write):
+    config = table_dir(CODES_MAPPING)
+    code, first = run_cli(config, write("a.csv", "code\nAA\n"))
+    run_cli(config, write("b.csv", "code\nBB\n"))
+    sent = len(_events(file_transport))
+    assert sent == 4
+    code = main(
+        [
+            *("rollback", "t_codes", "--to", first["run_id"]),
+            *("--warehouse", warehouse_url, "--config-root", str(config.parent), "--quiet"),
+        ]
+    )
+    assert code == 0
+    start, complete = _events(file_transport)[sent:]
+    assert (start["eventType"], complete["eventType"]) == ("START", "COMPLETE")
+    assert (
+        start["run"]["runId"]
+        == complete["run"]["runId"]
+        != _events(file_transport)[0]["run"]["runId"]
+    )
