@@ -4,7 +4,9 @@ transports, every event checked against the RunEvent schema."""
 from __future__ import annotations
 
 import json
+import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -118,6 +120,15 @@ def _valid(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         jsonschema.validate(event, RUN_EVENT, format_checker=jsonschema.FormatChecker())
         uuid.UUID(event["run"]["runId"])
     return events
+
+
+@pytest.fixture(autouse=True)
+def _client_environment() -> Iterator[None]:
+    """The client copies OPENLINEAGE_URL into OPENLINEAGE__TRANSPORT__... variables of the
+    process, and then ignores a new OPENLINEAGE_URL: each test starts without them."""
+    yield
+    for name in [n for n in os.environ if n.startswith("OPENLINEAGE__")]:
+        del os.environ[name]
 
 
 @pytest.fixture
@@ -258,7 +269,14 @@ def test_a_step_functions_failure_ends_at_notify(file_transport, warehouse_url, 
 def test_a_transport_that_fails_never_fails_the_load(
     monkeypatch, warehouse_url, sql, capsys, tmp_path
 ):
-    monkeypatch.setenv("OPENLINEAGE_URL", "http://127.0.0.1:9")  # the discard port: refused
+    # The discard port refuses; no retries here (the client's default backs off 5 times).
+    config = tmp_path / "openlineage.yml"
+    config.write_text(
+        "transport:\n  type: http\n  url: http://127.0.0.1:9\n"
+        "  retry:\n    total: 0\n    connect: 0\n    read: 0\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("OPENLINEAGE_CONFIG", str(config))
     code = main(
         run_args(
             CONFIGS / "dim_currency.json",
