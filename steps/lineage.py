@@ -179,12 +179,13 @@ def _outputs(state: str, payload: dict[str, Any], result: dict[str, Any], output
         )
     checks = result.get("checks") if "validation" in result else payload.get("checks")
     if checks:
+        columns = {t.test_name: _column(t) for t in config.quality_tests}
         facets["dataQualityAssertions"] = dq.DataQualityAssertionsDatasetFacet(
             assertions=[
                 dq.Assertion(
                     assertion=str(c.get("type") or c.get("name")),
                     success=c.get("status") == "pass",
-                    column=_column(c),
+                    column=columns.get(str(c.get("name"))),
                     severity=c.get("severity"),
                     name=c.get("name"),
                     expected=None if c.get("expected") is None else str(c["expected"]),
@@ -205,10 +206,12 @@ def _outputs(state: str, payload: dict[str, Any], result: dict[str, Any], output
     return [output(namespace, name, facets=facets, outputFacets=output_facets)]
 
 
-def _column(check: dict[str, Any]) -> str | None:
-    """The one column a check is about, when its name says so (`not_null_code`)."""
-    columns = (check.get("details") or {}).get("columns")
-    return columns[0] if isinstance(columns, list) and len(columns) == 1 else None
+def _column(test: Any) -> str | None:
+    """The one column a quality test is about, if it is about one."""
+    if hasattr(test, "column"):
+        return str(test.column)
+    columns = getattr(test, "columns", None)
+    return str(columns[0]) if columns and len(columns) == 1 else None
 
 
 def _emit(events: list[Any]) -> None:

@@ -191,6 +191,9 @@ def test_a_run_sends_start_and_complete_with_its_datasets(
     assertions = target["facets"]["dataQualityAssertions"]["assertions"]
     assert len(assertions) == summary["checks_total"] == 5
     assert all(a["success"] for a in assertions)
+    assert {a["name"]: a.get("column") for a in assertions}["uniqueness_currency_code"] == (
+        "currency_code"
+    )
     # The lineage run id is on record beside the run's ingest.
     (details,) = sql(
         "SELECT details FROM etl_audit.run_log WHERE run_id = ? AND step = 'ingest'",
