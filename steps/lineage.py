@@ -161,7 +161,7 @@ def _outputs(state: str, payload: dict[str, Any], result: dict[str, Any], output
     if not config_uri:
         return []
     facets: dict[str, Any] = {}
-    if state == "FAIL" and not payload.get("validation"):
+    if state == "FAIL" and "validation" not in result:
         # A failed step may be the mapping sheet itself: the config alone names the target.
         from steps.config import read_config
 

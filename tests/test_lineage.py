@@ -216,6 +216,7 @@ def test_a_run_whose_tests_fail_sends_fail_over_http(
     (assertion,) = target["facets"]["dataQualityAssertions"]["assertions"]
     assert (assertion["assertion"], assertion["success"]) == ("row_count_between", False)
     assert target["name"] == "warehouse.ref.t_codes"
+    assert [f["name"] for f in target["facets"]["schema"]["fields"]] == ["code"]
 
 
 def test_a_rejected_file_sends_start_and_fail_from_notify(
