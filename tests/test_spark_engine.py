@@ -336,6 +336,7 @@ def test_load_publishes_exactly_the_spark_runs_parts_on_every_warehouse(
     # A part left in the folder by another run is not the run's: a list, never a glob.
     stale = Path(parts[0]).with_name("part-99999.parquet")
     stale.write_bytes(Path(parts[0]).read_bytes())
+    STATEMENTS.clear()  # the forced run's COPY only: each run writes its own curated output
     code, summary = run_cli(config, source, "--engine", "spark", "--force")
     assert code == 0, summary["error"]
     assert sql("SELECT code, n FROM ref.t_codes ORDER BY n") == [(f"C{i}", i) for i in range(12)]
