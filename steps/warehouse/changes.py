@@ -1,0 +1,158 @@
+"""Change sets: the keys a publish adds, removes and changes, against the rows before it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from steps.warehouse.catalog import (
+    VALID_TO,
+    Catalog,
+    TargetTable,
+)
+
+if TYPE_CHECKING:
+    from steps.config import LedgerMode
+
+# Ledger modes whose publish replaces the set of rows: keys missing from the file go.
+REPLACING_MODES = frozenset({"truncate", "scd2", "rollback"})
+CHANGE_KINDS = ("added", "removed", "changed")
+# Sample keys of each kind kept in the audit (the step result carries counts only).
+# Bounded whatever the table: keys x differing columns shown x characters of a value.
+SAMPLE_KEYS = 10
+SAMPLE_COLUMNS = 10
+SAMPLE_VALUE_CHARS = 100
+# The delta table's column that says what happened to a key.
+CHANGE_COLUMN = "refload_change"
+
+
+@dataclass(frozen=True)
+class ChangeSet:
+    """Keys a publish added, removed and changed, against the rows before it."""
+
+    added: int
+    removed: int
+    changed: int
+    # Per kind, up to SAMPLE_KEYS entries: {"key": {...}}, and for a changed key also
+    # "before" and "after" with the values that differ.
+    samples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def counts(self) -> dict[str, int]:
+        return {"added": self.added, "removed": self.removed, "changed": self.changed}
+
+
+class ChangeDetection(Catalog):
+    """The keys a publish adds, removes and changes, with sample keys."""
+
+    def changes_into_empty(self, target: TargetTable, staging: str) -> ChangeSet:
+        """A target with no rows before this publish (a first load): every staged key is
+        added, which needs no join of staging with the target (0.16 s at 1M rows)."""
+        q = self.quote
+        keys = ", ".join(q(k) for k in target.key)
+        added = int(self.scalar(f"SELECT COUNT(*) FROM {q(staging)}"))
+        rows = self.query(f"SELECT {keys} FROM {q(staging)} ORDER BY {keys} LIMIT {SAMPLE_KEYS}")
+        samples = {"added": [{"key": _row_dict(target.key, row)} for row in rows]}
+        return ChangeSet(added, 0, 0, {**samples, "removed": [], "changed": []})
+
+    def compute_changes(
+        self, mode: LedgerMode, target: TargetTable, ref: str, staging: str, delta: str
+    ) -> ChangeSet:
+        """Inside the publish transaction, before the target changes: the keys this publish
+        adds, removes (replacing modes only) and changes, kept in the temporary table `delta`
+        (key columns and CHANGE_COLUMN) for the publish statements."""
+        q = self.quote
+        key = target.key
+        current = f"(SELECT * FROM {ref} WHERE {q(VALID_TO)} IS NULL)" if target.history else ref
+        join = "FULL OUTER JOIN" if mode in REPLACING_MODES else "LEFT JOIN"
+        on = " AND ".join(f"s.{q(k)} = t.{q(k)}" for k in key)
+        first = q(key[0])  # never null in the staged rows (ingest rejects an empty key)
+        differs = [self._differs(f"s.{q(c)}", f"t.{q(c)}") for c in target.compared_columns]
+        kind = (
+            f"CASE WHEN s.{first} IS NULL THEN 'removed' "
+            f"WHEN t.{first} IS NULL THEN 'added' ELSE 'changed' END"
+        )
+        keys = ", ".join(f"COALESCE(s.{q(k)}, t.{q(k)}) AS {q(k)}" for k in key)
+        self.execute(
+            f"CREATE TEMPORARY TABLE {q(delta)} AS SELECT {keys}, {kind} AS {q(CHANGE_COLUMN)} "
+            f"FROM {q(staging)} s {join} {current} t ON {on} "
+            f"WHERE {' OR '.join([f's.{first} IS NULL', f't.{first} IS NULL', *differs])}"
+        )
+        counts = dict.fromkeys(CHANGE_KINDS, 0)
+        for change, number in self.query(
+            f"SELECT {q(CHANGE_COLUMN)}, COUNT(*) FROM {q(delta)} GROUP BY {q(CHANGE_COLUMN)}"
+        ):
+            counts[change] = int(number)
+        key_cols = ", ".join(f"d.{q(k)}" for k in key)
+        samples: dict[str, list[dict[str, Any]]] = {}
+        for change in ("added", "removed"):
+            rows = (
+                self.query(
+                    f"SELECT {key_cols} FROM {q(delta)} d WHERE d.{q(CHANGE_COLUMN)} = %s "
+                    f"ORDER BY {key_cols} LIMIT {SAMPLE_KEYS}",
+                    (change,),
+                )
+                if counts[change]
+                else []
+            )
+            samples[change] = [{"key": _row_dict(key, row)} for row in rows]
+        samples["changed"] = (
+            self._changed_samples(target, current, staging, delta) if counts["changed"] else []
+        )
+        return ChangeSet(counts["added"], counts["removed"], counts["changed"], samples)
+
+    def _changed_samples(
+        self, target: TargetTable, current: str, staging: str, delta: str
+    ) -> list[dict[str, Any]]:
+        q = self.quote
+        key, compared = target.key, target.compared_columns
+        key_cols = ", ".join(f"d.{q(k)}" for k in key)
+        keys = ", ".join(q(k) for k in key)
+        # The sample keys first, then the join: with ORDER BY ... LIMIT over the whole
+        # join, PostgreSQL, which has no statistics on the temporary tables, walks the
+        # target in key order in a nested loop against the delta (2x10^10 comparisons at
+        # 100,000 changed keys of 200,000 rows), holding the target's lock meanwhile.
+        sampled = (
+            f"(SELECT {keys} FROM {q(delta)} WHERE {q(CHANGE_COLUMN)} = 'changed' "
+            f"ORDER BY {keys} LIMIT {SAMPLE_KEYS}) d"
+        )
+        rows = self.query(
+            f"SELECT {key_cols}, "
+            + ", ".join([*(f"t.{q(c)}" for c in compared), *(f"s.{q(c)}" for c in compared)])
+            + f" FROM {sampled} "
+            f"JOIN {q(staging)} s ON {' AND '.join(f's.{q(k)} = d.{q(k)}' for k in key)} "
+            f"JOIN {current} t ON {' AND '.join(f't.{q(k)} = d.{q(k)}' for k in key)} "
+            f"ORDER BY {key_cols}"
+        )
+        samples = []
+        for row in rows:
+            before = row[len(key) : len(key) + len(compared)]
+            after = row[len(key) + len(compared) :]
+            differing = [i for i, (b, a) in enumerate(zip(before, after, strict=True)) if b != a]
+            differing = differing[:SAMPLE_COLUMNS]
+            samples.append(
+                {
+                    "key": _row_dict(key, row[: len(key)]),
+                    "before": {compared[i]: _sample_value(before[i]) for i in differing},
+                    "after": {compared[i]: _sample_value(after[i]) for i in differing},
+                }
+            )
+        return samples
+
+    @staticmethod
+    def _differs(left: str, right: str) -> str:
+        # IS DISTINCT FROM spelt out: Redshift has no such operator.
+        return (
+            f"({left} <> {right} OR ({left} IS NULL AND {right} IS NOT NULL) "
+            f"OR ({left} IS NOT NULL AND {right} IS NULL))"
+        )
+
+
+def _sample_value(value: Any) -> Any:
+    if value is None or isinstance(value, (int, float, bool)):
+        return value
+    return str(value)[:SAMPLE_VALUE_CHARS]
+
+
+def _row_dict(names: list[str], row: Sequence[Any]) -> dict[str, Any]:
+    return {n: _sample_value(v) for n, v in zip(names, row, strict=True)}

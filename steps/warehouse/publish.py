@@ -1,0 +1,310 @@
+"""The publisher: stage, then one transaction that publishes and writes the ledger row."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+import structlog
+
+from steps.errors import (
+    RefloadError,
+    RejectedInput,
+    WarehouseUnavailable,
+)
+from steps.warehouse.audit import (
+    ORDERED_MODES,
+    AuditStore,
+    LedgerEntry,
+)
+from steps.warehouse.catalog import (
+    VALID_FROM,
+    VALID_TO,
+    TargetTable,
+    _CreatedConcurrently,
+)
+from steps.warehouse.changes import (
+    CHANGE_COLUMN,
+    REPLACING_MODES,
+    ChangeSet,
+)
+from steps.warehouse.client import (
+    utcnow,
+)
+
+if TYPE_CHECKING:
+    from steps.config import LedgerMode
+    from steps.warehouse.base import Warehouse
+
+log = structlog.get_logger("refload")
+
+# before_publish(warehouse, rows_before, rows_staged, changes): see `Warehouse.publish`.
+BeforePublish = Callable[["Warehouse", int, int, ChangeSet | None], None]
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    published: bool
+    rows_loaded: int
+    rows_before: int
+    rows_after: int
+    skipped_reason: str | None = None
+    target_created: bool = False
+    changes: ChangeSet | None = None
+    # Not published because the target holds a newer file (`Warehouse._stale`).
+    stale: bool = False
+
+
+class Publisher(AuditStore):
+    """The one publish transaction: skip rules, locks, change detection, the load
+    mode's statements and the ledger row."""
+
+    def _skip_if_published(self, entry: LedgerEntry, target: TargetTable) -> PublishResult | None:
+        """A result that publishes nothing, when this file is already in the target.
+
+        The ledger alone is not enough: a target dropped or emptied out of band, then
+        the same file replayed, must be published again. Replace and upsert publish
+        again whenever the target's row count differs from what the last publish left
+        (both are safe to repeat); append only when the target is gone or empty (a
+        second append of the same rows would double them).
+        """
+        run_id = self.already_published(entry)
+        if run_id is None:
+            return None
+        where = f"{target.schema}.{target.name}"
+        if not self.table_columns(target.schema, target.name):
+            log.warning("target is gone; publishing the file again", target=where, run=run_id)
+            return None
+        count = self.count(self.table(target.schema, target.name), current=target.history)
+        latest = self.last_publish(entry.target)
+        left = latest.rows_after if latest else count
+        changed = count == 0 < left if entry.load_mode == "append" else count != left
+        if changed:
+            log.warning(
+                "target changed since the last publish; publishing the file again",
+                target=where,
+                rows_in_target=count,
+                rows_after_last_publish=left,
+                run=run_id,
+            )
+            return None
+        return PublishResult(
+            False,
+            0,
+            count,
+            count,
+            f"already published by run {run_id} (same content and config)",
+        )
+
+    def _stale(self, entry: LedgerEntry, ref: str, history: bool) -> PublishResult | None:
+        """A result that publishes nothing, when the target's last published file was
+        written after this one (S3 delivers out of order; two files may run at once).
+
+        Runs under the publish lock, so the ledger it reads is the one this publish would
+        follow. A target's first file, a file or ledger row without a time (published by
+        an earlier version), and append tables are never stale.
+        """
+        if entry.load_mode not in ORDERED_MODES or entry.source_modified_at is None:
+            return None
+        latest = self.last_publish(entry.target)
+        newest = latest.source_modified_at if latest else None
+        if latest is None or newest is None or entry.source_modified_at >= newest:
+            return None
+        run_id = latest.run_id
+        count = self.count(ref, current=history)
+        return PublishResult(
+            False,
+            0,
+            count,
+            count,
+            f"stale: the file was written at {entry.source_modified_at.isoformat()}, before "
+            f"the file run {run_id} published ({newest.isoformat()}); --force publishes it",
+            stale=True,
+        )
+
+    def _take_publish_lock(self, target: str, where: str) -> None:
+        """Serialise publishers of the target, waiting a bounded time for other writers."""
+        caps = self.capabilities
+        if caps.publisher_lock:
+            statement = f"LOCK TABLE {target} IN SHARE ROW EXCLUSIVE MODE"
+        elif caps.statement_timeout:
+            # Takes the table's write lock now (Redshift: ShareRowExclusiveLock), so that
+            # waiting for another writer happens here, under the statement_timeout bound.
+            statement = f"DELETE FROM {target} WHERE 1 = 0"
+        else:
+            return  # DuckDB: nothing to wait for
+        with self._bounded_lock_wait(where, announce=True):
+            self.execute(statement)
+
+    def duplicate_key_in(self, staging: str, key: list[str]) -> tuple[Any, ...] | None:
+        cols = ", ".join(self.quote(k) for k in key)
+        rows = self.query(
+            f"SELECT {cols} FROM {self.quote(staging)} GROUP BY {cols} HAVING COUNT(*) > 1 LIMIT 1"
+        )
+        return rows[0] if rows else None
+
+    def publish_statements(
+        self,
+        mode: LedgerMode,
+        target: str,
+        staging: str,
+        columns: list[str],
+        key: list[str],
+        delta: str | None = None,
+        loaded_at: dt.datetime | None = None,
+    ) -> list[str]:
+        """The statements that publish staged rows; scd2 needs `delta` (see `compute_changes`)."""
+        cols = ", ".join(self.quote(c) for c in columns)
+        insert = f"INSERT INTO {target} ({cols}) SELECT {cols} FROM {self.quote(staging)}"
+        if mode == "scd2":
+            assert delta is not None and loaded_at is not None
+            return self.history_statements(target, staging, columns, key, delta, loaded_at)
+        if mode in REPLACING_MODES:
+            return [f"DELETE FROM {target}", insert]
+        if mode == "upsert":
+            match = " AND ".join(
+                f"{target}.{self.quote(k)} = {self.quote(staging)}.{self.quote(k)}" for k in key
+            )
+            return [f"DELETE FROM {target} USING {self.quote(staging)} WHERE {match}", insert]
+        return [insert]
+
+    def history_statements(
+        self,
+        target: str,
+        staging: str,
+        columns: list[str],
+        key: list[str],
+        delta: str,
+        loaded_at: dt.datetime,
+    ) -> list[str]:
+        """scd2: close the current versions of removed and changed keys, insert a version
+        for each added and changed key; unchanged rows are not touched. UPDATE ... FROM and
+        INSERT ... SELECT, which DuckDB, PostgreSQL and Redshift all run (no MERGE)."""
+        q = self.quote
+        at = self.timestamp_literal(loaded_at)
+        closes = " AND ".join(f"{target}.{q(k)} = d.{q(k)}" for k in key)
+        picks = " AND ".join(f"s.{q(k)} = d.{q(k)}" for k in key)
+        cols = ", ".join(q(c) for c in columns)
+        values = ", ".join(f"s.{q(c)}" for c in columns)
+        return [
+            f"UPDATE {target} SET {q(VALID_TO)} = {at} FROM {q(delta)} d "
+            f"WHERE {target}.{q(VALID_TO)} IS NULL "
+            f"AND d.{q(CHANGE_COLUMN)} IN ('removed', 'changed') AND {closes}",
+            f"INSERT INTO {target} ({cols}, {q(VALID_FROM)}) SELECT {values}, {at} "
+            f"FROM {q(staging)} s JOIN {q(delta)} d ON {picks} "
+            f"WHERE d.{q(CHANGE_COLUMN)} IN ('added', 'changed')",
+        ]
+
+    def count(self, target: str, *, current: bool = False) -> int:
+        """Rows of a table; `current`: of a history table, the current versions only."""
+        where = f" WHERE {self.quote(VALID_TO)} IS NULL" if current else ""
+        return int(self.scalar(f"SELECT COUNT(*) FROM {target}{where}"))
+
+    def publish(
+        self,
+        entry: LedgerEntry,
+        target: TargetTable,
+        before_publish: BeforePublish | None = None,
+        *,
+        force: bool = False,
+    ) -> PublishResult:
+        """Stage, then create/replace/upsert/append/scd2 plus the ledger row in ONE transaction.
+
+        `before_publish(warehouse, rows_before, rows_staged, changes)` runs inside that
+        transaction after the rows are in place and before the ledger row; raising there
+        rolls everything back, the target's creation included. `changes` is the change set
+        (tables with a primary key), else None. `force` publishes even when the ledger says
+        this file is already in the target.
+        """
+        existed = self.check_target(target)
+        if force:
+            log.info("force: publishing whatever the ledger says", target=entry.target)
+        else:
+            with self._bounded_lock_wait(f"{target.schema}.{target.name}"):
+                skipped = self._skip_if_published(entry, target)
+            if skipped:
+                return skipped
+        staging = self.staging_name(entry.run_id)
+        self.execute(self.drop_staging_sql(staging))
+        self.stage(staging, target.mapping, entry.curated_uri)
+        try:
+            if entry.load_mode == "upsert":
+                doubled = self.duplicate_key_in(staging, target.key)
+                if doubled:
+                    value = ", ".join(
+                        f"{k}={v!r}" for k, v in zip(target.key, doubled, strict=True)
+                    )
+                    raise RejectedInput(
+                        f"duplicate primary key ({value}) in the incoming rows",
+                        file=entry.curated_uri,
+                    )
+            try:
+                return self._publish_staged(entry, target, existed, staging, before_publish, force)
+            except _CreatedConcurrently:
+                # Another run created the schema or table a moment ago and this
+                # transaction is rolled back: again, now that it exists.
+                log.info(
+                    "target created by a concurrent run; publishing again", target=entry.target
+                )
+                try:
+                    return self._publish_staged(entry, target, {}, staging, before_publish, force)
+                except _CreatedConcurrently as again:
+                    raise WarehouseUnavailable(
+                        f"{entry.target} was being created by another run twice in a row; "
+                        "a retry may succeed",
+                        table=entry.target,
+                    ) from again
+        finally:
+            # Best effort: a temporary table also goes with the session, and a failed
+            # cleanup must not hide why the publish failed.
+            with suppress(RefloadError):
+                self.execute(self.drop_staging_sql(staging))
+
+    def _publish_staged(
+        self,
+        entry: LedgerEntry,
+        target: TargetTable,
+        existed: dict[str, str],
+        staging: str,
+        before_publish: BeforePublish | None,
+        force: bool,
+    ) -> PublishResult:
+        ref = self.table(target.schema, target.name)
+        where = f"{target.schema}.{target.name}"
+        with self.transaction():
+            with self._bounded_lock_wait(where):
+                created = self._ensure_target(target, existed)
+            self._take_publish_lock(ref, where)
+            # Again under the lock: a concurrent run may have published this file meanwhile,
+            # or a newer one (which wins, whichever run commits first).
+            skipped = None if force else self._skip_if_published(entry, target)
+            skipped = skipped or (None if force else self._stale(entry, ref, target.history))
+            if skipped:
+                return skipped
+            before = self.count(ref, current=target.history)
+            loaded_at = utcnow()
+            changes, delta = None, None
+            if target.key and before == 0 and not target.history:
+                changes = self.changes_into_empty(target, staging)
+            elif target.key:
+                delta = f"refload_delta_{secrets.token_hex(4)}"
+                changes = self.compute_changes(entry.load_mode, target, ref, staging, delta)
+            for statement in self.publish_statements(
+                entry.load_mode, ref, staging, target.mapping.targets, target.key, delta, loaded_at
+            ):
+                self.execute(statement)
+            if delta:  # temporary; inside the transaction, so a rollback removes it too
+                self.execute(f"DROP TABLE {self.quote(delta)}")
+            if changes is not None and delta is None:  # a first load: every staged row
+                loaded = changes.added
+            else:
+                loaded = int(self.scalar(f"SELECT COUNT(*) FROM {self.quote(staging)}"))
+            if before_publish is not None:
+                before_publish(cast("Warehouse", self), before, loaded, changes)
+            after = self.count(ref, current=target.history)
+            self.write_ledger(entry, loaded, before, after, changes, loaded_at)
+        return PublishResult(True, loaded, before, after, target_created=created, changes=changes)
