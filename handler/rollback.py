@@ -48,7 +48,7 @@ def load_event(
     """The load-step payload that publishes `run_id`'s curated file again."""
     config_uri = find_config(config_root, table_name)
     config = load_table_config(config_uri).config
-    if config.mode != "truncate":
+    if not config.strategy.takes_rollback:
         raise ConfigError(
             f"{table_name} has load_mode '{config.mode}': rollback re-publishes one whole "
             "file, which only a replace table (load_mode 'truncate') takes",

@@ -14,6 +14,7 @@ from typing import Any
 from steps import config as cfg
 from steps.errors import ConfigError, RefloadError
 from steps.warehouse.base import CHANGE_KINDS, ChangeSet, Warehouse
+from steps.warehouse.modes import MODES
 
 SAMPLE_ROWS = 10
 SAMPLES_NOT_STORED = "sample rows not stored: set store_samples to keep them"
@@ -77,7 +78,7 @@ def _missing(what: str) -> dict[str, Any]:
 
 
 def row_count_match(ctx: CheckContext, test: cfg.RowCountMatch) -> dict[str, Any]:
-    replaces = ctx.load_mode in ("truncate", "scd2")
+    replaces = MODES[ctx.load_mode].replaces
     if ctx.rows_written is None:
         return _missing("rows_written (rows ingest wrote)")
     if not replaces and ctx.rows_loaded is None:

@@ -99,10 +99,10 @@ def target_table(spec: TableSpec) -> TargetTable:
         # scd2 on Redshift: most queries ask for the current rows (valid_to IS NULL), then
         # by key; sorted so, their zone maps skip the closed versions.
         sort_key=config.redshift_sort_key
-        or ([VALID_TO, *config.primary_key] if config.mode == "scd2" else []),
+        or ([VALID_TO, *config.primary_key] if config.strategy.history else []),
         dist_key=config.redshift_dist_key,
         allow_new_columns=config.allow_new_columns,
-        history=config.mode == "scd2",
+        history=config.strategy.history,
     )
 
 
@@ -128,7 +128,7 @@ def before_publish_gate(
         ctx = CheckContext(
             warehouse=warehouse,
             target=warehouse.checked_relation(
-                config.redshift_schema, config.target_table, config.mode == "scd2"
+                config.redshift_schema, config.target_table, config.strategy.history
             ),
             table=warehouse.table(config.redshift_schema, config.target_table),
             rows_written=payload.get("rows_written", rows_staged),

@@ -20,7 +20,7 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
         ctx = CheckContext(
             warehouse=warehouse,
             target=warehouse.checked_relation(
-                config.redshift_schema, config.target_table, config.mode == "scd2"
+                config.redshift_schema, config.target_table, config.strategy.history
             ),
             table=warehouse.table(config.redshift_schema, config.target_table),
             rows_written=payload.get("rows_written"),

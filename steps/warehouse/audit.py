@@ -14,7 +14,6 @@ from steps.errors import (
 )
 from steps.secrets import redact, redact_value
 from steps.warehouse.changes import (
-    REPLACING_MODES,
     ChangeDetection,
     ChangeSet,
 )
@@ -22,6 +21,7 @@ from steps.warehouse.client import (
     ADDED_CONCURRENTLY,
     utcnow,
 )
+from steps.warehouse.modes import MODES
 
 if TYPE_CHECKING:
     from steps.config import LedgerMode
@@ -87,9 +87,6 @@ AUDIT_COLUMNS_ADDED = {
         "source_modified_at": "TIMESTAMP",
     },
 }
-# Ledger modes in which a file older than the target's last published file is stale:
-# all but append (each appended file adds its own rows, whatever its age).
-ORDERED_MODES = frozenset({"truncate", "upsert", "scd2"})
 
 
 @dataclass(frozen=True)
@@ -182,7 +179,7 @@ class AuditStore(ChangeDetection):
         Replace and scd2: only the latest publish counts (loading an older file again is a
         legitimate roll-back, or new versions). Append and upsert: any earlier publish counts.
         """
-        if entry.load_mode in REPLACING_MODES:
+        if MODES[entry.load_mode].replaces:
             latest = self.last_publish(entry.target)
             same = latest and (latest.content_hash, latest.config_hash) == (
                 entry.content_hash,

@@ -17,13 +17,10 @@ from steps.warehouse.client import (
     SqlClient,
     sqlstate,
 )
+from steps.warehouse.modes.scd2 import HISTORY_COLUMNS, VALID_FROM, VALID_TO
 
 if TYPE_CHECKING:
     from steps.mapping import ColumnSpec, DataType, Mapping
-
-# scd2: the two columns a history target has besides the mapping's (valid_to NULL: current).
-VALID_FROM, VALID_TO = "valid_from", "valid_to"
-HISTORY_COLUMNS = (VALID_FROM, VALID_TO)
 
 
 class _CreatedConcurrently(Exception):

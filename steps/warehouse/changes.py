@@ -11,20 +11,17 @@ from steps.warehouse.catalog import (
     Catalog,
     TargetTable,
 )
+from steps.warehouse.modes.mode import CHANGE_COLUMN
 
 if TYPE_CHECKING:
-    from steps.config import LedgerMode
+    pass
 
-# Ledger modes whose publish replaces the set of rows: keys missing from the file go.
-REPLACING_MODES = frozenset({"truncate", "scd2", "rollback"})
 CHANGE_KINDS = ("added", "removed", "changed")
 # Sample keys of each kind kept in the audit (the step result carries counts only).
 # Bounded whatever the table: keys x differing columns shown x characters of a value.
 SAMPLE_KEYS = 10
 SAMPLE_COLUMNS = 10
 SAMPLE_VALUE_CHARS = 100
-# The delta table's column that says what happened to a key.
-CHANGE_COLUMN = "refload_change"
 
 
 @dataclass(frozen=True)
@@ -56,15 +53,15 @@ class ChangeDetection(Catalog):
         return ChangeSet(added, 0, 0, {**samples, "removed": [], "changed": []})
 
     def compute_changes(
-        self, mode: LedgerMode, target: TargetTable, ref: str, staging: str, delta: str
+        self, replaces: bool, target: TargetTable, ref: str, staging: str, delta: str
     ) -> ChangeSet:
         """Inside the publish transaction, before the target changes: the keys this publish
-        adds, removes (replacing modes only) and changes, kept in the temporary table `delta`
-        (key columns and CHANGE_COLUMN) for the publish statements."""
+        adds, removes (when the mode `replaces` the set of rows) and changes, kept in the
+        temporary table `delta` (key columns and CHANGE_COLUMN) for the publish statements."""
         q = self.quote
         key = target.key
         current = f"(SELECT * FROM {ref} WHERE {q(VALID_TO)} IS NULL)" if target.history else ref
-        join = "FULL OUTER JOIN" if mode in REPLACING_MODES else "LEFT JOIN"
+        join = "FULL OUTER JOIN" if replaces else "LEFT JOIN"
         on = " AND ".join(f"s.{q(k)} = t.{q(k)}" for k in key)
         first = q(key[0])  # never null in the staged rows (ingest rejects an empty key)
         differs = [self._differs(f"s.{q(c)}", f"t.{q(c)}") for c in target.compared_columns]

@@ -17,24 +17,21 @@ from steps.errors import (
     WarehouseUnavailable,
 )
 from steps.warehouse.audit import (
-    ORDERED_MODES,
     AuditStore,
     LedgerEntry,
 )
 from steps.warehouse.catalog import (
-    VALID_FROM,
     VALID_TO,
     TargetTable,
     _CreatedConcurrently,
 )
 from steps.warehouse.changes import (
-    CHANGE_COLUMN,
-    REPLACING_MODES,
     ChangeSet,
 )
 from steps.warehouse.client import (
     utcnow,
 )
+from steps.warehouse.modes import MODES, Staged
 
 if TYPE_CHECKING:
     from steps.config import LedgerMode
@@ -82,7 +79,7 @@ class Publisher(AuditStore):
         count = self.count(self.table(target.schema, target.name), current=target.history)
         latest = self.last_publish(entry.target)
         left = latest.rows_after if latest else count
-        changed = count == 0 < left if entry.load_mode == "append" else count != left
+        changed = MODES[entry.load_mode].republish(count, left)
         if changed:
             log.warning(
                 "target changed since the last publish; publishing the file again",
@@ -108,7 +105,7 @@ class Publisher(AuditStore):
         follow. A target's first file, a file or ledger row without a time (published by
         an earlier version), and append tables are never stale.
         """
-        if entry.load_mode not in ORDERED_MODES or entry.source_modified_at is None:
+        if not MODES[entry.load_mode].ordered or entry.source_modified_at is None:
             return None
         latest = self.last_publish(entry.target)
         newest = latest.source_modified_at if latest else None
@@ -157,47 +154,9 @@ class Publisher(AuditStore):
         delta: str | None = None,
         loaded_at: dt.datetime | None = None,
     ) -> list[str]:
-        """The statements that publish staged rows; scd2 needs `delta` (see `compute_changes`)."""
-        cols = ", ".join(self.quote(c) for c in columns)
-        insert = f"INSERT INTO {target} ({cols}) SELECT {cols} FROM {self.quote(staging)}"
-        if mode == "scd2":
-            assert delta is not None and loaded_at is not None
-            return self.history_statements(target, staging, columns, key, delta, loaded_at)
-        if mode in REPLACING_MODES:
-            return [f"DELETE FROM {target}", insert]
-        if mode == "upsert":
-            match = " AND ".join(
-                f"{target}.{self.quote(k)} = {self.quote(staging)}.{self.quote(k)}" for k in key
-            )
-            return [f"DELETE FROM {target} USING {self.quote(staging)} WHERE {match}", insert]
-        return [insert]
-
-    def history_statements(
-        self,
-        target: str,
-        staging: str,
-        columns: list[str],
-        key: list[str],
-        delta: str,
-        loaded_at: dt.datetime,
-    ) -> list[str]:
-        """scd2: close the current versions of removed and changed keys, insert a version
-        for each added and changed key; unchanged rows are not touched. UPDATE ... FROM and
-        INSERT ... SELECT, which DuckDB, PostgreSQL and Redshift all run (no MERGE)."""
-        q = self.quote
-        at = self.timestamp_literal(loaded_at)
-        closes = " AND ".join(f"{target}.{q(k)} = d.{q(k)}" for k in key)
-        picks = " AND ".join(f"s.{q(k)} = d.{q(k)}" for k in key)
-        cols = ", ".join(q(c) for c in columns)
-        values = ", ".join(f"s.{q(c)}" for c in columns)
-        return [
-            f"UPDATE {target} SET {q(VALID_TO)} = {at} FROM {q(delta)} d "
-            f"WHERE {target}.{q(VALID_TO)} IS NULL "
-            f"AND d.{q(CHANGE_COLUMN)} IN ('removed', 'changed') AND {closes}",
-            f"INSERT INTO {target} ({cols}, {q(VALID_FROM)}) SELECT {values}, {at} "
-            f"FROM {q(staging)} s JOIN {q(delta)} d ON {picks} "
-            f"WHERE d.{q(CHANGE_COLUMN)} IN ('added', 'changed')",
-        ]
+        """The statements that publish staged rows: the load mode's (`modes`)."""
+        staged = Staged(target, staging, columns, key, delta, loaded_at or utcnow())
+        return MODES[mode].statements(self, staged)
 
     def count(self, target: str, *, current: bool = False) -> int:
         """Rows of a table; `current`: of a history table, the current versions only."""
@@ -232,7 +191,7 @@ class Publisher(AuditStore):
         self.execute(self.drop_staging_sql(staging))
         self.stage(staging, target.mapping, entry.curated_uri)
         try:
-            if entry.load_mode == "upsert":
+            if MODES[entry.load_mode].unique_staged_keys:
                 doubled = self.duplicate_key_in(staging, target.key)
                 if doubled:
                     value = ", ".join(
@@ -292,7 +251,9 @@ class Publisher(AuditStore):
                 changes = self.changes_into_empty(target, staging)
             elif target.key:
                 delta = f"refload_delta_{secrets.token_hex(4)}"
-                changes = self.compute_changes(entry.load_mode, target, ref, staging, delta)
+                changes = self.compute_changes(
+                    MODES[entry.load_mode].replaces, target, ref, staging, delta
+                )
             for statement in self.publish_statements(
                 entry.load_mode, ref, staging, target.mapping.targets, target.key, delta, loaded_at
             ):
