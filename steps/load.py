@@ -40,7 +40,8 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
         warehouse.check_curated_uri(entry.curated_uri)
         refuse_unsafe_gates(spec.config, warehouse, spec.config_uri)
         warehouse.check_names(target)  # before the audit tables are touched
-        warehouse.ensure_audit_tables()
+        # The target's catalog entry in the same lookup as the audit tables'.
+        warehouse.ensure_audit_tables((target.schema, target.name))
         try:
             while True:
                 try:

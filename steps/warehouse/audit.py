@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,7 @@ from steps.warehouse.client import (
     utcnow,
 )
 from steps.warehouse.modes import MODES
+from steps.warehouse.modes.scd2 import VALID_TO
 
 if TYPE_CHECKING:
     from steps.config import LedgerMode
@@ -112,22 +114,40 @@ class LedgerRow:
     source_modified_at: dt.datetime | None = None
 
 
+@dataclass(frozen=True)
+class TargetState:
+    """A target as a publish finds it under its lock."""
+
+    rows: int  # its rows (a history table's current versions)
+    latest: LedgerRow | None  # its last ledger row
+    published_by: str | None  # the run that already published this file, if any
+
+
+# Audit rows per INSERT: a step's rows go in one statement (a run's checks are far fewer).
+INSERT_BATCH_ROWS = 500
+
+
 class AuditStore(ChangeDetection):
     """etl_audit: its tables, the load ledger, test results and the run log."""
 
-    def ensure_audit_tables(self) -> None:
+    def ensure_audit_tables(self, *also: tuple[str, str]) -> None:
         """Create the audit schema and tables that are missing.
 
+        `also`: tables whose columns the caller will need, read in the same catalog query.
         Two first runs may create them at the same moment: the one that loses the race
         finds them made and goes on (`_create_missing`).
         """
         if self._audit_tables_ready:  # once per warehouse object, even when shared by steps
             return
-        if not self.schema_exists(AUDIT_SCHEMA):
+        audit = [(AUDIT_SCHEMA, name) for name in AUDIT_TABLES]
+        found = self.columns_of([*audit, *also])
+        if not all(found[t] for t in audit) and not self.schema_exists(AUDIT_SCHEMA):
             self._create_missing(f"CREATE SCHEMA IF NOT EXISTS {self.quote(AUDIT_SCHEMA)}")
         for name, columns in AUDIT_TABLES.items():
-            existing = self.table_columns(AUDIT_SCHEMA, name)
+            existing = found[(AUDIT_SCHEMA, name)]
             added = AUDIT_COLUMNS_ADDED.get(name, {})
+            if not existing or any(column not in existing for column in added):
+                self.forget(AUDIT_SCHEMA, name)
             if not existing:
                 columns += "".join(f",\n        {c} {kind}" for c, kind in added.items())
                 self._create_missing(
@@ -156,6 +176,39 @@ class AuditStore(ChangeDetection):
         run_id, content_hash, config_hash, rows_after, modified_at = rows[0]
         modified = None if modified_at is None else _naive(modified_at)
         return LedgerRow(run_id, content_hash, config_hash, int(rows_after), modified)
+
+    def target_state(self, entry: LedgerEntry, ref: str, history: bool) -> TargetState:
+        """ONE query: the target's rows, its latest ledger row, and the run that already
+        published this content with this config (`already_published`'s rule)."""
+        q, ledger = self.quote, self.table(AUDIT_SCHEMA, "load_ledger")
+        current = f" WHERE {q(VALID_TO)} IS NULL" if history else ""
+        replaces = MODES[entry.load_mode].replaces
+        sql = (
+            f"SELECT c.n, l.run_id, l.content_hash, l.config_hash, l.rows_after, "
+            f"l.source_modified_at, {'NULL' if replaces else 'p.run_id'} "
+            f"FROM (SELECT COUNT(*) AS n FROM {ref}{current}) c "
+            "LEFT JOIN (SELECT run_id, content_hash, config_hash, rows_after, "
+            f"source_modified_at FROM {ledger} WHERE target = %s "
+            "ORDER BY loaded_at DESC LIMIT 1) l ON 1 = 1"
+        )
+        params = [entry.target]
+        if not replaces:  # any earlier publish of the file counts
+            sql += (
+                f" LEFT JOIN (SELECT run_id FROM {ledger} WHERE target = %s AND content_hash = %s "
+                "AND config_hash = %s ORDER BY loaded_at DESC LIMIT 1) p ON 1 = 1"
+            )
+            params += [entry.target, entry.content_hash, entry.config_hash]
+        rows, run_id, content_hash, config_hash, rows_after, modified, same = self.query(
+            sql, params
+        )[0]
+        latest = None
+        if run_id is not None:
+            at = None if modified is None else _naive(modified)
+            latest = LedgerRow(run_id, content_hash, config_hash, int(rows_after), at)
+        if replaces:  # only the latest publish counts
+            hashes = (entry.content_hash, entry.config_hash)
+            same = latest.run_id if latest and (content_hash, config_hash) == hashes else None
+        return TargetState(int(rows), latest, same)
 
     def published_changes(
         self, run_id: str, target: str, counts: dict[str, int] | None
@@ -230,29 +283,42 @@ class AuditStore(ChangeDetection):
             ),
         )
 
+    def insert_rows(self, table: str, columns: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Audit rows into one etl_audit table: one multi-row INSERT per INSERT_BATCH_ROWS."""
+        for start in range(0, len(rows), INSERT_BATCH_ROWS):
+            batch = rows[start : start + INSERT_BATCH_ROWS]
+            marks = "(" + ", ".join(["%s"] * len(batch[0])) + ")"
+            self.execute(
+                f"INSERT INTO {self.table(AUDIT_SCHEMA, table)} ({columns}) VALUES "
+                + ", ".join([marks] * len(batch)),
+                [value for row in batch for value in row],
+            )
+
     def record_checks(self, run_id: str, table_name: str, results: list[dict[str, Any]]) -> None:
-        if not results:
-            return
+        """A step's test results: one statement, so all of them or none."""
         now = utcnow()
-        with self.transaction():
-            for r in results:
-                self.execute(
-                    f"INSERT INTO {self.table(AUDIT_SCHEMA, 'data_quality_tests')} (run_id, "
-                    "table_name, test_name, test_type, severity, status, observed_value, expected, "
-                    "details, executed_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    (
-                        run_id,
-                        table_name,
-                        _text(r["name"], 256),  # the column's bytes: a long name is cut
-                        r["type"],
-                        r["severity"],
-                        r["status"],
-                        _text(r["observed"], SHORT_TEXT_BYTES),
-                        _text(r["expected"], SHORT_TEXT_BYTES),
-                        audit_json(r["details"]),
-                        now,
-                    ),
-                )
+        rows = [
+            (
+                run_id,
+                table_name,
+                _text(r["name"], 256),  # the column's bytes: a long name is cut
+                r["type"],
+                r["severity"],
+                r["status"],
+                _text(r["observed"], SHORT_TEXT_BYTES),
+                _text(r["expected"], SHORT_TEXT_BYTES),
+                audit_json(r["details"]),
+                now,
+            )
+            for r in results
+        ]
+        if rows:
+            self.insert_rows(
+                "data_quality_tests",
+                "run_id, table_name, test_name, test_type, severity, status, observed_value, "
+                "expected, details, executed_at",
+                rows,
+            )
 
     def record_step(
         self,
@@ -264,24 +330,49 @@ class AuditStore(ChangeDetection):
         source_uri: str | None,
         details: dict[str, Any],
     ) -> None:
-        self.execute(
-            f"INSERT INTO {self.table(AUDIT_SCHEMA, 'run_log')} (run_id, table_name, step, "
-            "status, error_type, error_message, source_uri, details, logged_at) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (
-                run_id,
-                table_name,
-                step,
-                status,
-                error and _text(error["type"], 128),
-                error and _text(error["message"], LONG_TEXT_BYTES),
-                source_uri,
-                # A failed step's full error text (up to 64 KiB) also in details: payloads,
-                # logs and alert subjects carry 2 KiB of it (steps.errors.MESSAGE_BYTES).
-                audit_json(details, long_text=("error", error["message"]) if error else None),
-                utcnow(),
-            ),
+        self.record_steps(
+            [
+                {
+                    "run_id": run_id,
+                    "table_name": table_name,
+                    "step": step,
+                    "status": status,
+                    "error": error,
+                    "source_uri": source_uri,
+                    "details": details,
+                }
+            ]
         )
+
+    def record_steps(self, steps: list[dict[str, Any]]) -> None:
+        """run_log rows (each as `record_step` takes it), in one statement."""
+        rows = []
+        for row in steps:
+            error = row["error"]
+            rows.append(
+                (
+                    row["run_id"],
+                    row["table_name"],
+                    row["step"],
+                    row["status"],
+                    error and _text(error["type"], 128),
+                    error and _text(error["message"], LONG_TEXT_BYTES),
+                    row["source_uri"],
+                    # A failed step's full error text (up to 64 KiB) also in details: payloads,
+                    # logs and alert subjects carry 2 KiB of it (steps.errors.MESSAGE_BYTES).
+                    audit_json(
+                        row["details"], long_text=("error", error["message"]) if error else None
+                    ),
+                    utcnow(),
+                )
+            )
+        if rows:
+            self.insert_rows(
+                "run_log",
+                "run_id, table_name, step, status, error_type, error_message, source_uri, "
+                "details, logged_at",
+                rows,
+            )
 
     def step_error(self, run_id: str, step: str) -> str | None:
         """The full error text a failed step of this run left in etl_audit.run_log."""

@@ -128,6 +128,19 @@ class Catalog(SqlClient):
         "timestamp": "TIMESTAMP",
     }
 
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        # (schema, table) -> its columns ({}: no such table), as this session last read
+        # them (`columns_of`); and, where the dialect has grants, the privileges it lacks.
+        self._catalog: dict[tuple[str, str], dict[str, str]] = {}
+        self._lacking: dict[tuple[str, str], list[str]] = {}
+
+    def rollback(self) -> None:
+        # DDL the transaction ran is undone: what the catalog said since may be untrue.
+        self._catalog.clear()
+        self._lacking.clear()
+        super().rollback()
+
     def current_rows(self, schema: str, name: str) -> str:
         """A history (scd2) table's current versions, as a FROM item that checks read."""
         return (
@@ -180,14 +193,39 @@ class Catalog(SqlClient):
         )
 
     def table_columns(self, schema: str, name: str) -> dict[str, str]:
-        """Column name -> declared type, normalised (see `type_signature`)."""
+        """Column name -> declared type, normalised (see `type_signature`); {}: no table."""
+        return self.columns_of([(schema, name)])[(schema, name)]
+
+    def columns_of(self, tables: list[tuple[str, str]]) -> dict[tuple[str, str], dict[str, str]]:
+        """The columns of each (schema, table), from ONE catalog query for those this
+        session has not read yet. Kept: refload's own DDL and a rollback forget them
+        (`forget`, `rollback`), so a run looks up its tables once."""
+        missing = [t for t in dict.fromkeys(tables) if t not in self._catalog]
+        if missing:
+            found = self.read_catalog(missing)
+            for table in missing:
+                self._catalog[table] = found.get(table, {})
+        return {t: self._catalog[t] for t in tables}
+
+    def forget(self, schema: str, name: str) -> None:
+        """The table changed (DDL) or may have: read its catalog entry again when asked."""
+        self._catalog.pop((schema, name), None)
+        self._lacking.pop((schema, name), None)
+
+    def read_catalog(self, tables: list[tuple[str, str]]) -> dict[tuple[str, str], dict[str, str]]:
+        """One query: the columns of these tables (a dialect whose catalog differs
+        overrides it, and may note the privileges it lacks in `_lacking`)."""
         rows = self.query(
-            "SELECT column_name, data_type, character_maximum_length, numeric_precision, "
-            "numeric_scale FROM information_schema.columns "
-            "WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
-            (schema, name),
+            "SELECT table_schema, table_name, column_name, data_type, character_maximum_length, "
+            "numeric_precision, numeric_scale FROM information_schema.columns WHERE "
+            + " OR ".join(["(table_schema = %s AND table_name = %s)"] * len(tables))
+            + " ORDER BY table_schema, table_name, ordinal_position",
+            [part for table in tables for part in table],
         )
-        return {r[0]: type_signature(*r[1:]) for r in rows}
+        found: dict[tuple[str, str], dict[str, str]] = {}
+        for schema, name, column, *declared in rows:
+            found.setdefault((schema, name), {})[column] = type_signature(*declared)
+        return found
 
     def missing_privileges(self, schema: str, name: str) -> list[str]:
         """Privileges publishing into an existing table needs and the user lacks."""
@@ -316,32 +354,44 @@ class Catalog(SqlClient):
         """
         # A table that was missing before staging may have been created since by a
         # concurrent run: look again, and check that one for drift too.
+        if not existed:
+            self.forget(target.schema, target.name)
         existing = existed or self.table_columns(target.schema, target.name)
+        where = f"{target.schema}.{target.name}"
         if existing:
-            for c in self.check_drift(target, existing):
-                self.execute(
-                    f"ALTER TABLE {self.table(target.schema, target.name)} ADD COLUMN "
-                    f"{self.quote(c.target)} {self.column_type(c.data_type)}"
-                )
+            added = self.check_drift(target, existing)
+            if added:  # DDL waits for the table's lock: a bounded time
+                with self._bounded_lock_wait(where):
+                    for c in added:
+                        self.execute(
+                            f"ALTER TABLE {self.table(target.schema, target.name)} ADD COLUMN "
+                            f"{self.quote(c.target)} {self.column_type(c.data_type)}"
+                        )
+                self.forget(target.schema, target.name)
             return False
+        self.forget(target.schema, target.name)
         try:
-            if not self.schema_exists(target.schema):
-                self.execute(f"CREATE SCHEMA IF NOT EXISTS {self.quote(target.schema)}")
-            self.execute(
-                self.create_table_sql(
-                    target.schema,
-                    target.name,
-                    target.mapping,
-                    target.sort_key,
-                    target.dist_key,
-                    history=target.history,
-                )
-            )
+            with self._bounded_lock_wait(where):
+                self._create_table(target)
         except RefloadError as error:
             if sqlstate(error.__cause__) in CREATED_CONCURRENTLY:
                 raise _CreatedConcurrently(str(error)) from error
             raise
         return True
+
+    def _create_table(self, target: TargetTable) -> None:
+        if not self.schema_exists(target.schema):
+            self.execute(f"CREATE SCHEMA IF NOT EXISTS {self.quote(target.schema)}")
+        self.execute(
+            self.create_table_sql(
+                target.schema,
+                target.name,
+                target.mapping,
+                target.sort_key,
+                target.dist_key,
+                history=target.history,
+            )
+        )
 
     # --- staging (dialects override) -------------------------------------------------
 
@@ -359,6 +409,10 @@ class Catalog(SqlClient):
         safe = "".join(ch if ch.isascii() and ch.isalnum() else "_" for ch in run_id.lower())
         name = f"refload_stage_{secrets.token_hex(4)}_{safe}"
         return name[: self.capabilities.max_identifier_bytes]
+
+    # Whether publish drops staging when done; else it is a temporary table that goes
+    # with the session (the step's, or the local run's), and dropping it costs a statement.
+    drops_staging: ClassVar[bool] = False
 
     def drop_staging_sql(self, staging: str) -> str:
         return f"DROP TABLE IF EXISTS {self.quote(staging)}"

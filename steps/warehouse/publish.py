@@ -19,6 +19,7 @@ from steps.errors import (
 from steps.warehouse.audit import (
     AuditStore,
     LedgerEntry,
+    TargetState,
 )
 from steps.warehouse.catalog import (
     VALID_TO,
@@ -60,27 +61,32 @@ class Publisher(AuditStore):
     """The one publish transaction: skip rules, locks, change detection, the load
     mode's statements and the ledger row."""
 
-    def _skip_if_published(self, entry: LedgerEntry, target: TargetTable) -> PublishResult | None:
-        """A result that publishes nothing, when this file is already in the target.
+    def _skipped(
+        self, entry: LedgerEntry, target: TargetTable, state: TargetState, created: bool
+    ) -> PublishResult | None:
+        """A result that publishes nothing: this file is already in the target, or the
+        target's last published file was written after this one (stale).
 
-        The ledger alone is not enough: a target dropped or emptied out of band, then
-        the same file replayed, must be published again. Replace and upsert publish
-        again whenever the target's row count differs from what the last publish left
-        (both are safe to repeat); append only when the target is gone or empty (a
-        second append of the same rows would double them).
+        The ledger alone is not enough: a target dropped or emptied out of band, then the
+        same file replayed, must be published again (the mode's `republish` rule). S3
+        delivers out of order and two files may run at once: a file older than the last
+        published one is stale, in the modes that are `ordered`. A target's first file, and
+        a file or ledger row without a time (published by an earlier version), never are.
         """
-        run_id = self.already_published(entry)
-        if run_id is None:
-            return None
         where = f"{target.schema}.{target.name}"
-        if not self.table_columns(target.schema, target.name):
+        count, latest, run_id = state.rows, state.latest, state.published_by
+        if run_id is not None and created:
             log.warning("target is gone; publishing the file again", target=where, run=run_id)
-            return None
-        count = self.count(self.table(target.schema, target.name), current=target.history)
-        latest = self.last_publish(entry.target)
-        left = latest.rows_after if latest else count
-        changed = MODES[entry.load_mode].republish(count, left)
-        if changed:
+        elif run_id is not None:
+            left = latest.rows_after if latest else count
+            if not MODES[entry.load_mode].republish(count, left):
+                return PublishResult(
+                    False,
+                    0,
+                    count,
+                    count,
+                    f"already published by run {run_id} (same content and config)",
+                )
             log.warning(
                 "target changed since the last publish; publishing the file again",
                 target=where,
@@ -88,38 +94,19 @@ class Publisher(AuditStore):
                 rows_after_last_publish=left,
                 run=run_id,
             )
-            return None
-        return PublishResult(
-            False,
-            0,
-            count,
-            count,
-            f"already published by run {run_id} (same content and config)",
-        )
-
-    def _stale(self, entry: LedgerEntry, ref: str, history: bool) -> PublishResult | None:
-        """A result that publishes nothing, when the target's last published file was
-        written after this one (S3 delivers out of order; two files may run at once).
-
-        Runs under the publish lock, so the ledger it reads is the one this publish would
-        follow. A target's first file, a file or ledger row without a time (published by
-        an earlier version), and append tables are never stale.
-        """
-        if not MODES[entry.load_mode].ordered or entry.source_modified_at is None:
-            return None
-        latest = self.last_publish(entry.target)
         newest = latest.source_modified_at if latest else None
-        if latest is None or newest is None or entry.source_modified_at >= newest:
+        modified = entry.source_modified_at
+        if not MODES[entry.load_mode].ordered or modified is None or newest is None:
             return None
-        run_id = latest.run_id
-        count = self.count(ref, current=history)
+        if latest is None or modified >= newest:
+            return None
         return PublishResult(
             False,
             0,
             count,
             count,
-            f"stale: the file was written at {entry.source_modified_at.isoformat()}, before "
-            f"the file run {run_id} published ({newest.isoformat()}); --force publishes it",
+            f"stale: the file was written at {modified.isoformat()}, before "
+            f"the file run {latest.run_id} published ({newest.isoformat()}); --force publishes it",
             stale=True,
         )
 
@@ -182,13 +169,9 @@ class Publisher(AuditStore):
         existed = self.check_target(target)
         if force:
             log.info("force: publishing whatever the ledger says", target=entry.target)
-        else:
-            with self._bounded_lock_wait(f"{target.schema}.{target.name}"):
-                skipped = self._skip_if_published(entry, target)
-            if skipped:
-                return skipped
+        # Staged before the publish transaction; whether the file is already in the target
+        # is asked once, under the publish lock (`_skipped`).
         staging = self.staging_name(entry.run_id)
-        self.execute(self.drop_staging_sql(staging))
         self.stage(staging, target.mapping, entry.curated_uri)
         try:
             if MODES[entry.load_mode].unique_staged_keys:
@@ -218,10 +201,12 @@ class Publisher(AuditStore):
                         table=entry.target,
                     ) from again
         finally:
-            # Best effort: a temporary table also goes with the session, and a failed
-            # cleanup must not hide why the publish failed.
-            with suppress(RefloadError):
-                self.execute(self.drop_staging_sql(staging))
+            # A temporary table goes with the session (the step's, or the local run's);
+            # where staging must go now, best effort: a failed cleanup must not hide why
+            # the publish failed.
+            if self.drops_staging:
+                with suppress(RefloadError):
+                    self.execute(self.drop_staging_sql(staging))
 
     def _publish_staged(
         self,
@@ -234,38 +219,39 @@ class Publisher(AuditStore):
     ) -> PublishResult:
         ref = self.table(target.schema, target.name)
         where = f"{target.schema}.{target.name}"
+        mode = MODES[entry.load_mode]
         with self.transaction():
-            with self._bounded_lock_wait(where):
-                created = self._ensure_target(target, existed)
+            created = self._ensure_target(target, existed)
             self._take_publish_lock(ref, where)
-            # Again under the lock: a concurrent run may have published this file meanwhile,
-            # or a newer one (which wins, whichever run commits first).
-            skipped = None if force else self._skip_if_published(entry, target)
-            skipped = skipped or (None if force else self._stale(entry, ref, target.history))
+            # Under the lock: a concurrent run may have published this file meanwhile, or
+            # a newer one (which wins, whichever run commits first).
+            state = self.target_state(entry, ref, target.history)
+            skipped = None if force else self._skipped(entry, target, state, created)
             if skipped:
                 return skipped
-            before = self.count(ref, current=target.history)
+            before = state.rows
             loaded_at = utcnow()
-            changes, delta = None, None
+            changes, delta, loaded = None, None, None
             if target.key and before == 0 and not target.history:
-                changes = self.changes_into_empty(target, staging)
-            elif target.key:
+                changes, loaded = self.changes_into_empty(target, staging)
+            elif target.key and not target.history:
+                changes, loaded = self.change_set(mode.replaces, target, ref, staging)
+            elif target.key:  # scd2 publishes from the delta table
                 delta = f"refload_delta_{secrets.token_hex(4)}"
-                changes = self.compute_changes(
-                    MODES[entry.load_mode].replaces, target, ref, staging, delta
-                )
+                changes = self.compute_changes(mode.replaces, target, ref, staging, delta)
             for statement in self.publish_statements(
                 entry.load_mode, ref, staging, target.mapping.targets, target.key, delta, loaded_at
             ):
                 self.execute(statement)
             if delta:  # temporary; inside the transaction, so a rollback removes it too
                 self.execute(f"DROP TABLE {self.quote(delta)}")
-            if changes is not None and delta is None:  # a first load: every staged row
-                loaded = changes.added
-            else:
+            if loaded is None:
                 loaded = int(self.scalar(f"SELECT COUNT(*) FROM {self.quote(staging)}"))
             if before_publish is not None:
                 before_publish(cast("Warehouse", self), before, loaded, changes)
-            after = self.count(ref, current=target.history)
+            # Known from the counts where the mode says so (before_publish only reads).
+            after = mode.rows_after(before, loaded, changes)
+            if after is None:
+                after = self.count(ref, current=target.history)
             self.write_ledger(entry, loaded, before, after, changes, loaded_at)
         return PublishResult(True, loaded, before, after, target_created=created, changes=changes)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from steps.warehouse.modes.mode import LoadMode, Spelling, Staged
+from steps.warehouse.modes.mode import ChangeCounts, LoadMode, Spelling, Staged
 
 
 @dataclass(frozen=True)
@@ -16,6 +16,9 @@ class Append(LoadMode):
         # Only when the target is gone or empty: a second append of the same rows
         # would double them.
         return rows_in_target == 0 < rows_after_last_publish
+
+    def rows_after(self, before: int, loaded: int, changes: ChangeCounts | None) -> int | None:
+        return before + loaded
 
 
 # Each appended file adds its own rows, whatever its age: never stale.

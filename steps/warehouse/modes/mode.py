@@ -10,6 +10,19 @@ from typing import Protocol
 CHANGE_COLUMN = "refload_change"
 
 
+class ChangeCounts(Protocol):
+    """A change set's counts (`steps.warehouse.changes.ChangeSet`)."""
+
+    @property
+    def added(self) -> int: ...
+
+    @property
+    def removed(self) -> int: ...
+
+    @property
+    def changed(self) -> int: ...
+
+
 class Spelling(Protocol):
     """The little of a warehouse a mode's statements need: quoting and literals."""
 
@@ -68,6 +81,11 @@ class LoadMode:
         changed since (dropped, emptied, edited out of band). Safe to repeat: whenever its
         row count differs from what the last publish left."""
         return rows_in_target != rows_after_last_publish
+
+    def rows_after(self, before: int, loaded: int, changes: ChangeCounts | None) -> int | None:
+        """The target's rows after the publish, where the counts already say it (None:
+        count them). `before` and the result count a history table's current versions."""
+        return None
 
     def insert_all(self, sql: Spelling, staged: Staged) -> str:
         cols = ", ".join(sql.quote(c) for c in staged.columns)

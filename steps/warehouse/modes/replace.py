@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from steps.warehouse.modes.mode import LoadMode, Spelling, Staged
+from steps.warehouse.modes.mode import ChangeCounts, LoadMode, Spelling, Staged
 
 
 @dataclass(frozen=True)
@@ -12,6 +12,9 @@ class Replace(LoadMode):
     def statements(self, sql: Spelling, staged: Staged) -> list[str]:
         # DELETE, never TRUNCATE: TRUNCATE commits implicitly on Redshift.
         return [f"DELETE FROM {staged.target}", self.insert_all(sql, staged)]
+
+    def rows_after(self, before: int, loaded: int, changes: ChangeCounts | None) -> int | None:
+        return loaded
 
 
 REPLACE = Replace("truncate", replaces=True, takes_rollback=True)

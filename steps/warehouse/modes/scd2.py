@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from steps.warehouse.modes.mode import CHANGE_COLUMN, LoadMode, Spelling, Staged
+from steps.warehouse.modes.mode import CHANGE_COLUMN, ChangeCounts, LoadMode, Spelling, Staged
 
 # The two columns a history target has besides the mapping's (valid_to NULL: current).
 VALID_FROM, VALID_TO = "valid_from", "valid_to"
@@ -32,6 +32,10 @@ class History(LoadMode):
             f"FROM {q(staged.staging)} s JOIN {q(delta)} d ON {picks} "
             f"WHERE d.{q(CHANGE_COLUMN)} IN ('added', 'changed')",
         ]
+
+    def rows_after(self, before: int, loaded: int, changes: ChangeCounts | None) -> int | None:
+        # Current versions: a removed key's is closed, an added key gets one.
+        return None if changes is None else before + changes.added - changes.removed
 
 
 SCD2 = History("scd2", replaces=True, needs_key=True, history=True)

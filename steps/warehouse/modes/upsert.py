@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from steps.warehouse.modes.mode import LoadMode, Spelling, Staged
+from steps.warehouse.modes.mode import ChangeCounts, LoadMode, Spelling, Staged
 
 
 @dataclass(frozen=True)
@@ -16,6 +16,10 @@ class Upsert(LoadMode):
             f"DELETE FROM {target} USING {staging} WHERE {match}",
             self.insert_all(sql, staged),
         ]
+
+    def rows_after(self, before: int, loaded: int, changes: ChangeCounts | None) -> int | None:
+        # Staged keys are unique: each replaces its row or adds one.
+        return None if changes is None else before + changes.added
 
 
 UPSERT = Upsert("upsert", replaces=False, needs_key=True, unique_staged_keys=True)
