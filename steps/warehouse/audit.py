@@ -123,6 +123,8 @@ class TargetState:
     published_by: str | None  # the run that already published this file, if any
 
 
+# Columns of `state_query`'s row.
+STATE_COLUMNS = 7
 # Audit rows per INSERT: a step's rows go in one statement (a run's checks are far fewer).
 INSERT_BATCH_ROWS = 500
 
@@ -180,32 +182,37 @@ class AuditStore(ChangeDetection):
     def target_state(self, entry: LedgerEntry, ref: str, history: bool) -> TargetState:
         """ONE query: the target's rows, its latest ledger row, and the run that already
         published this content with this config (`already_published`'s rule)."""
+        return self.read_state(entry, self.query(*self.state_query(entry, ref, history))[0])
+
+    def state_query(self, entry: LedgerEntry, ref: str, history: bool) -> tuple[str, list[Any]]:
+        """The one-row query `target_state` runs (`read_state` reads its STATE_COLUMNS)."""
         q, ledger = self.quote, self.table(AUDIT_SCHEMA, "load_ledger")
         current = f" WHERE {q(VALID_TO)} IS NULL" if history else ""
         replaces = MODES[entry.load_mode].replaces
         sql = (
             f"SELECT c.n, l.run_id, l.content_hash, l.config_hash, l.rows_after, "
-            f"l.source_modified_at, {'NULL' if replaces else 'p.run_id'} "
+            f"l.source_modified_at, {'NULL' if replaces else 'p.run_id'} AS same_run "
             f"FROM (SELECT COUNT(*) AS n FROM {ref}{current}) c "
             "LEFT JOIN (SELECT run_id, content_hash, config_hash, rows_after, "
             f"source_modified_at FROM {ledger} WHERE target = %s "
             "ORDER BY loaded_at DESC LIMIT 1) l ON 1 = 1"
         )
-        params = [entry.target]
+        params: list[Any] = [entry.target]
         if not replaces:  # any earlier publish of the file counts
             sql += (
                 f" LEFT JOIN (SELECT run_id FROM {ledger} WHERE target = %s AND content_hash = %s "
                 "AND config_hash = %s ORDER BY loaded_at DESC LIMIT 1) p ON 1 = 1"
             )
             params += [entry.target, entry.content_hash, entry.config_hash]
-        rows, run_id, content_hash, config_hash, rows_after, modified, same = self.query(
-            sql, params
-        )[0]
+        return sql, params
+
+    def read_state(self, entry: LedgerEntry, row: Sequence[Any]) -> TargetState:
+        rows, run_id, content_hash, config_hash, rows_after, modified, same = row[:STATE_COLUMNS]
         latest = None
         if run_id is not None:
             at = None if modified is None else _naive(modified)
             latest = LedgerRow(run_id, content_hash, config_hash, int(rows_after), at)
-        if replaces:  # only the latest publish counts
+        if MODES[entry.load_mode].replaces:  # only the latest publish counts
             hashes = (entry.content_hash, entry.config_hash)
             same = latest.run_id if latest and (content_hash, config_hash) == hashes else None
         return TargetState(int(rows), latest, same)

@@ -42,30 +42,19 @@ class ChangeSet:
 class ChangeDetection(Catalog):
     """The keys a publish adds, removes and changes, with sample keys."""
 
-    def changes_into_empty(self, target: TargetTable, staging: str) -> tuple[ChangeSet, int]:
-        """A target with no rows before this publish (a first load): every staged key is
-        added, which needs no join of staging with the target (0.16 s at 1M rows). With
-        the number of staged rows, in one query."""
-        q = self.quote
-        keys = ", ".join(f"{q(k)} AS {q(f'k{i}')}" for i, k in enumerate(target.key))
-        order = ", ".join(q(f"k{i}") for i in range(len(target.key)))
-        rows = self.query(
-            f"SELECT n.staged, r.* FROM (SELECT COUNT(*) AS staged FROM {q(staging)}) n "
-            f"LEFT JOIN (SELECT {keys} FROM {q(staging)} ORDER BY {order} LIMIT {SAMPLE_KEYS}) r "
-            f"ON 1 = 1 ORDER BY {order}"
-        )
-        staged = int(rows[0][0])
-        samples = [{"key": _row_dict(target.key, row[1:])} for row in rows if staged]
-        changes = ChangeSet(staged, 0, 0, {"added": samples, "removed": [], "changed": []})
-        return changes, staged
-
     def change_set(
-        self, replaces: bool, target: TargetTable, ref: str, staging: str
-    ) -> tuple[ChangeSet, int]:
+        self,
+        replaces: bool,
+        target: TargetTable,
+        ref: str,
+        staging: str,
+        head: tuple[str, list[Any]] = ("SELECT 1 AS refload_one", []),
+    ) -> tuple[ChangeSet, int, tuple[Any, ...]]:
         """Inside the publish transaction, before the target changes: the keys this publish
         adds, removes (when the mode `replaces` the set of rows) and changes, with sample
         keys of each kind (a changed key's differing values before and after), and the
-        number of staged rows: ONE query, no temporary table.
+        number of staged rows: ONE query, no temporary table. `head` (a one-row query and
+        its parameters) runs in the same query; its row is returned too.
 
         The join is ranked per kind (ROW_NUMBER by key) and cut at SAMPLE_KEYS: the
         counts come from a window over the whole join, the samples from its first ranks.
@@ -97,11 +86,16 @@ class ChangeDetection(Catalog):
             f"ROW_NUMBER() OVER (PARTITION BY refload_kind ORDER BY {', '.join(keys)}) "
             f"AS refload_rank FROM ({joined}) d"
         )
-        rows = self.query(
-            f"SELECT n.staged, r.* FROM (SELECT COUNT(*) AS staged FROM {q(staging)}) n "
+        found = self.query(
+            f"SELECT h.*, n.staged, r.* FROM ({head[0]}) h "
+            f"CROSS JOIN (SELECT COUNT(*) AS staged FROM {q(staging)}) n "
             f"LEFT JOIN ({ranked}) r ON r.refload_rank <= {SAMPLE_KEYS} "
-            "ORDER BY r.refload_kind, r.refload_rank"
+            "ORDER BY r.refload_kind, r.refload_rank",
+            head[1],
         )
+        # The head's columns, then what this query adds (as the one without a head).
+        width_of_head = len(found[0]) - (len(key) + 2 * len(compared) + 4)
+        rows = [row[width_of_head:] for row in found]
         counts = dict.fromkeys(CHANGE_KINDS, 0)
         samples: dict[str, list[dict[str, Any]]] = {k: [] for k in CHANGE_KINDS}
         width = len(compared)
@@ -122,7 +116,7 @@ class ChangeDetection(Catalog):
                 sample["after"] = {compared[i]: _sample_value(after[i]) for i in differing}
             samples[change].append(sample)
         changes = ChangeSet(counts["added"], counts["removed"], counts["changed"], samples)
-        return changes, int(rows[0][0])
+        return changes, int(rows[0][0]), tuple(found[0][:width_of_head])
 
     def compute_changes(
         self, replaces: bool, target: TargetTable, ref: str, staging: str, delta: str

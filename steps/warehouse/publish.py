@@ -225,18 +225,21 @@ class Publisher(AuditStore):
             self._take_publish_lock(ref, where)
             # Under the lock: a concurrent run may have published this file meanwhile, or
             # a newer one (which wins, whichever run commits first).
-            state = self.target_state(entry, ref, target.history)
+            changes, delta, loaded = None, None, None
+            if target.key and not target.history:
+                # The change set in the same query as the target's state: one round trip
+                # (computed for nothing when the file is then skipped, a replay).
+                head = self.state_query(entry, ref, target.history)
+                changes, loaded, row = self.change_set(mode.replaces, target, ref, staging, head)
+                state = self.read_state(entry, row)
+            else:
+                state = self.target_state(entry, ref, target.history)
             skipped = None if force else self._skipped(entry, target, state, created)
             if skipped:
                 return skipped
             before = state.rows
             loaded_at = utcnow()
-            changes, delta, loaded = None, None, None
-            if target.key and before == 0 and not target.history:
-                changes, loaded = self.changes_into_empty(target, staging)
-            elif target.key and not target.history:
-                changes, loaded = self.change_set(mode.replaces, target, ref, staging)
-            elif target.key:  # scd2 publishes from the delta table
+            if target.key and target.history:  # scd2 publishes from the delta table
                 delta = f"refload_delta_{secrets.token_hex(4)}"
                 changes = self.compute_changes(mode.replaces, target, ref, staging, delta)
             for statement in self.publish_statements(
