@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, replace
+from itertools import zip_longest
 from typing import Any
 
 from steps import config as cfg
@@ -295,10 +296,11 @@ def changes_within(ctx: CheckContext, test: cfg.ChangesWithin) -> dict[str, Any]
     share = {kind: counts[kind] * 100 / before for kind in CHANGE_KINDS}
     over = [k for k in CHANGE_KINDS if limits[k] is not None and share[k] > limits[k]]  # type: ignore[operator]
     observed = ", ".join(f"{k} {counts[k]} ({share[k]:.2f}%)" for k in CHANGE_KINDS)
-    # The kinds over their limit first, changed keys (with their values) before the others:
-    # an alert shows the first few samples.
+    # An alert shows the first few samples: one of each kind in turn, so every kind is
+    # seen, the kinds over their limit first and changed keys (with their values) first.
     shown = sorted(CHANGE_KINDS, key=lambda k: (k not in over, k != "changed", k))
-    samples = [_change_row(kind, s) for kind in shown for s in changes.samples.get(kind, [])]
+    by_kind = [[_change_row(kind, s) for s in changes.samples.get(kind, [])] for kind in shown]
+    samples = [row for turn in zip_longest(*by_kind) for row in turn if row is not None]
     return _result(
         "fail" if over else "pass",
         observed,

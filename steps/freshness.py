@@ -116,10 +116,11 @@ def table_configs(root: str) -> tuple[list[tuple[str, TableConfig]], list[Broken
 
 
 def last_received(warehouse: Warehouse) -> dict[str, dt.datetime]:
-    """Per table, the last time it received a file (published or skipped as unchanged)."""
+    """Per table, the last time it received a file (published or skipped as unchanged).
+    A rollback publishes an old file again: no file arrived."""
     rows = warehouse.query(
         f"SELECT table_name, MAX(loaded_at) FROM {warehouse.table(AUDIT_SCHEMA, 'load_ledger')} "
-        "GROUP BY table_name UNION ALL "
+        "WHERE load_mode <> 'rollback' GROUP BY table_name UNION ALL "
         f"SELECT table_name, MAX(logged_at) FROM {warehouse.table(AUDIT_SCHEMA, 'run_log')} "
         "WHERE status = 'skipped' AND table_name IS NOT NULL GROUP BY table_name"
     )
