@@ -10,10 +10,14 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from steps.errors import (
-    truncate_bytes,
+from steps.warehouse.audit_values import (
+    LONG_TEXT_BYTES,
+    SHORT_TEXT_BYTES,
+    _naive,
+    _samples_json,
+    _text,
+    audit_json,
 )
-from steps.secrets import redact, redact_value
 from steps.warehouse.changes import (
     ChangeDetection,
     ChangeSet,
@@ -31,10 +35,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger("refload")
 
 AUDIT_SCHEMA = "etl_audit"
-# What an audit column holds, in bytes: Redshift's VARCHAR(n) counts bytes, PostgreSQL's
-# characters, so a byte bound fits both.
-SHORT_TEXT_BYTES = 1024
-LONG_TEXT_BYTES = 65535
 
 
 AUDIT_TABLES = {
@@ -165,23 +165,10 @@ class AuditStore(ChangeDetection):
                     )
         self._audit_tables_ready = True
 
-    def last_publish(self, target: str) -> LedgerRow | None:
-        """The latest ledger row of a target."""
-        rows = self.query(
-            f"SELECT run_id, content_hash, config_hash, rows_after, source_modified_at FROM "
-            f"{self.table(AUDIT_SCHEMA, 'load_ledger')} WHERE target = %s "
-            "ORDER BY loaded_at DESC LIMIT 1",
-            (target,),
-        )
-        if not rows:
-            return None
-        run_id, content_hash, config_hash, rows_after, modified_at = rows[0]
-        modified = None if modified_at is None else _naive(modified_at)
-        return LedgerRow(run_id, content_hash, config_hash, int(rows_after), modified)
-
     def target_state(self, entry: LedgerEntry, ref: str, history: bool) -> TargetState:
         """ONE query: the target's rows, its latest ledger row, and the run that already
-        published this content with this config (`already_published`'s rule)."""
+        published this content with this config: in a mode that replaces the rows only the
+        latest publish counts (an older file again is a roll-back), in others any earlier one."""
         return self.read_state(entry, self.query(*self.state_query(entry, ref, history))[0])
 
     def state_query(self, entry: LedgerEntry, ref: str, history: bool) -> tuple[str, list[Any]]:
@@ -232,26 +219,6 @@ class AuditStore(ChangeDetection):
         )
         samples = json.loads(text) if text else {}
         return ChangeSet(counts["added"], counts["removed"], counts["changed"], samples)
-
-    def already_published(self, entry: LedgerEntry) -> str | None:
-        """The run that already published this content with this config, if any.
-
-        Replace and scd2: only the latest publish counts (loading an older file again is a
-        legitimate roll-back, or new versions). Append and upsert: any earlier publish counts.
-        """
-        if MODES[entry.load_mode].replaces:
-            latest = self.last_publish(entry.target)
-            same = latest and (latest.content_hash, latest.config_hash) == (
-                entry.content_hash,
-                entry.config_hash,
-            )
-            return latest.run_id if latest and same else None
-        rows = self.query(
-            f"SELECT run_id FROM {self.table(AUDIT_SCHEMA, 'load_ledger')} WHERE target = %s "
-            "AND content_hash = %s AND config_hash = %s ORDER BY loaded_at DESC LIMIT 1",
-            (entry.target, entry.content_hash, entry.config_hash),
-        )
-        return rows[0][0] if rows else None
 
     def write_ledger(
         self,
@@ -380,79 +347,3 @@ class AuditStore(ChangeDetection):
                 "details, logged_at",
                 rows,
             )
-
-    def step_error(self, run_id: str, step: str) -> str | None:
-        """The full error text a failed step of this run left in etl_audit.run_log."""
-        rows = self.query(
-            f"SELECT error_message FROM {self.table(AUDIT_SCHEMA, 'run_log')} "
-            "WHERE run_id = %s AND step = %s AND status = 'failed' "
-            "ORDER BY logged_at DESC LIMIT 1",
-            (run_id, step),
-        )
-        return str(rows[0][0]) if rows and rows[0][0] is not None else None
-
-
-def _naive(value: Any) -> dt.datetime:
-    """A timestamp as the ledger's TIMESTAMP columns hold it: UTC without a zone (drivers
-    may hand back an ISO string or an aware value)."""
-    if isinstance(value, str):
-        value = dt.datetime.fromisoformat(value)
-    if isinstance(value, dt.datetime) and value.tzinfo is not None:
-        value = value.astimezone(dt.UTC).replace(tzinfo=None)
-    assert isinstance(value, dt.datetime)
-    return value
-
-
-def _samples_json(samples: dict[str, list[dict[str, Any]]]) -> str:
-    text = json.dumps(samples, default=str)
-    if len(text) > 65_000:  # the column's limit: keys only
-        text = json.dumps({k: [{"key": s["key"]} for s in v] for k, v in samples.items()})
-    if len(text) > 65_000:
-        # Keys too wide even alone: no samples rather than JSON cut mid-document, which
-        # every reader of the ledger row (validate's changes_within) would fail to parse.
-        text = json.dumps({k: [] for k in samples})
-    return text
-
-
-def _text(value: Any, max_bytes: int) -> str | None:
-    return None if value is None else truncate_bytes(redact(str(value)), max_bytes)
-
-
-def _shorten_strings(value: Any, max_bytes: int) -> Any:
-    if isinstance(value, str):
-        return truncate_bytes(value, max_bytes)
-    if isinstance(value, dict):
-        return {k: _shorten_strings(v, max_bytes) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_shorten_strings(v, max_bytes) for v in value]
-    return value
-
-
-def audit_json(details: Any, long_text: tuple[str, str] | None = None) -> str:
-    """JSON for an audit `details` column: credentials masked, long values cut, and at most
-    LONG_TEXT_BYTES, still valid JSON (with a visible marker where anything was cut).
-
-    `long_text` (key, text): one top-level value kept in the room the others leave."""
-    value = _shorten_strings(redact_value(json.loads(json.dumps(details, default=str))), 1024)
-    if long_text and isinstance(value, dict):
-        key, full = long_text[0], redact(long_text[1])
-        value.pop(key, None)
-        room = LONG_TEXT_BYTES - len(json.dumps(value, ensure_ascii=False).encode()) - 16
-        room -= len(json.dumps(key, ensure_ascii=False).encode())
-        kept, limit = truncate_bytes(full, room), room
-        while len(json.dumps(kept, ensure_ascii=False).encode()) > room:
-            # JSON escapes (quotes, control characters) make the text longer: cut more.
-            encoded = len(json.dumps(kept, ensure_ascii=False).encode())
-            limit = limit * room // encoded - 64
-            kept = truncate_bytes(full, max(limit, 0))
-            if limit <= 0:
-                break
-        value[key] = kept
-    text = json.dumps(value, ensure_ascii=False)
-    size = len(text.encode())
-    head_bytes = LONG_TEXT_BYTES // 2  # the head is a JSON string: escaping may double it
-    while size > LONG_TEXT_BYTES:
-        cut = {"truncated": f"…(truncated, {size} bytes)", "head": text[:head_bytes]}
-        text = json.dumps(cut, ensure_ascii=False)
-        size, head_bytes = len(text.encode()), head_bytes // 2
-    return text

@@ -12,11 +12,14 @@ from steps.warehouse.audit import (
     AUDIT_COLUMNS_ADDED,
     AUDIT_SCHEMA,
     AUDIT_TABLES,
-    LONG_TEXT_BYTES,
-    SHORT_TEXT_BYTES,
     AuditStore,
     LedgerEntry,
     LedgerRow,
+)
+from steps.warehouse.audit_reads import AuditReads
+from steps.warehouse.audit_values import (
+    LONG_TEXT_BYTES,
+    SHORT_TEXT_BYTES,
     _naive,
     _samples_json,
     _shorten_strings,
@@ -124,6 +127,7 @@ __all__ = [
     "VALID_FROM",
     "VALID_TO",
     "_TYPE_FAMILIES",
+    "AuditReads",
     "AuditStore",
     "BeforePublish",
     "Capabilities",

@@ -17,10 +17,10 @@ from steps.errors import (
     WarehouseUnavailable,
 )
 from steps.warehouse.audit import (
-    AuditStore,
     LedgerEntry,
     TargetState,
 )
+from steps.warehouse.audit_reads import AuditReads
 from steps.warehouse.catalog import (
     VALID_TO,
     TargetTable,
@@ -57,7 +57,7 @@ class PublishResult:
     stale: bool = False
 
 
-class Publisher(AuditStore):
+class Publisher(AuditReads):
     """The one publish transaction: skip rules, locks, change detection, the load
     mode's statements and the ledger row."""
 
