@@ -97,3 +97,20 @@ def test_a_warm_run_sends_at_most_fifteen_statements(table_dir, write, run_cli, 
     assert code == 0, summary
     assert summary["rows_loaded"] == 2 and summary["checks_failed"] == 0
     assert len(sent) <= STATEMENT_BUDGET[dialect], "\n".join(sent)
+
+
+def test_only_the_audit_store_reads_or_writes_etl_audit():
+    """History, rollback, recovery, freshness and status read etl_audit through the audit
+    store (steps/warehouse/audit*.py); no other module names its tables in SQL."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    sql_on_audit = re.compile(r"table\(AUDIT_SCHEMA|etl_audit\.\w+ (WHERE|SET|VALUES)|FROM etl_audit")
+    offenders = [
+        str(path.relative_to(root))
+        for folder in ("handler", "steps")
+        for path in sorted((root / folder).rglob("*.py"))
+        if not path.name.startswith("audit") and sql_on_audit.search(path.read_text())
+    ]
+    assert offenders == []
