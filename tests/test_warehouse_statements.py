@@ -106,7 +106,9 @@ def test_only_the_audit_store_reads_or_writes_etl_audit():
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent
-    sql_on_audit = re.compile(r"table\(AUDIT_SCHEMA|etl_audit\.\w+ (WHERE|SET|VALUES)|FROM etl_audit")
+    sql_on_audit = re.compile(
+        r"table\(AUDIT_SCHEMA|etl_audit\.\w+ (WHERE|SET|VALUES)|FROM etl_audit"
+    )
     offenders = [
         str(path.relative_to(root))
         for folder in ("handler", "steps")
