@@ -155,6 +155,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--json", action="store_true", help="print JSON on stdout")
     _quiet(check)
+    dbt = commands.add_parser(
+        "dbt-sources",
+        help="write a dbt sources file for the configs: a source per schema, a table per "
+        "config, its freshness and its checks as dbt tests",
+    )
+    dbt.add_argument(
+        "--config-root",
+        help="folder or s3:// prefix (default: env REFLOAD_CONFIG_ROOT or configs)",
+    )
+    dbt.add_argument("--out", metavar="FILE", help="write here (default: stdout)")
+    _quiet(dbt)
     fleet.add_parsers(commands)
     rollback = commands.add_parser(
         "rollback",
@@ -367,8 +378,16 @@ def check(args: argparse.Namespace) -> int:
     return 2 if report.errors else 0
 
 
+def dbt_sources(args: argparse.Namespace) -> int:
+    """Exit 0 when the file is written, 2 when a config does not validate."""
+    from handler.dbt_sources import write
+    from handler.events import config_root
+
+    return write(args.config_root or config_root(), args.out)
+
+
 # Commands that publish nothing: a RefloadError is their whole answer.
-FLEET_COMMANDS = {"init": init, "check": check}
+FLEET_COMMANDS = {"init": init, "check": check, "dbt-sources": dbt_sources}
 
 
 def replay_notify(event: dict[str, Any]) -> tuple[dict[str, Any], int]:

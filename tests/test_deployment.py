@@ -217,7 +217,7 @@ def test_the_image_base_is_amazon_linux_2023_and_the_wheel_check_targets_it():
     assert target.python in SpecifierSet(requires)
     # Every `pip install` in the Dockerfile: refload with its extras, pandas for hooks.
     assert check_wheels.image_requirements() == [
-        *(str(r) for r in _project_requirements(extras=("postgres", "redshift"))),
+        *(str(r) for r in _project_requirements(extras=("postgres", "redshift", "lineage"))),
         "pandas",
     ]
     # CI runs the check on the image's own set.

@@ -451,7 +451,8 @@ def test_handler_and_notify_do_not_import_heavy_libraries(tmp_path):
         "import json, sys, handler\n"
         "event = json.load(open(sys.argv[1]))\n"
         "handler.lambda_handler(event, None)\n"
-        "heavy = sorted(m for m in ('pandas', 'pyarrow', 'duckdb', 'numpy') if m in sys.modules)\n"
+        "heavy = sorted(m for m in ('pandas', 'pyarrow', 'duckdb', 'numpy', 'openlineage') "
+        "if m in sys.modules)\n"
         "print(json.dumps(heavy))\n"
     )
     done = subprocess.run(
