@@ -69,7 +69,7 @@ def _table(
             if limit
         }
     settings: dict[str, Any] = {}
-    if config.mode == "scd2":
+    if config.strategy.history:
         settings["where"] = f"{VALID_TO} is null"
     columns: dict[str, list[Any]] = {}
     for test in config.quality_tests:

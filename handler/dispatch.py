@@ -149,8 +149,7 @@ def record_outcomes(outcomes: list[StepOutcome]) -> None:
         try:
             with open_warehouse(url) as warehouse:
                 warehouse.ensure_audit_tables()
-                for row in rows:
-                    warehouse.record_step(**row)
+                warehouse.record_steps(rows)
         except RefloadError as failure:
             log.warning("could not record the step in etl_audit.run_log", error=failure.message)
 

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from steps.warehouse.base import AUDIT_SCHEMA, Warehouse
+from steps.warehouse.base import Warehouse
 
 
 def recent_runs(
@@ -18,32 +18,11 @@ def recent_runs(
     A run's status and tests are its last attempt's (see `attempts`); every attempt's
     steps are listed, each with its `attempt` number.
     """
-    run_log = warehouse.table(AUDIT_SCHEMA, "run_log")
-    ledger = warehouse.table(AUDIT_SCHEMA, "load_ledger")
-    runs = warehouse.query(
-        f"SELECT run_id, MIN(logged_at) AS started, MAX(logged_at) AS finished FROM {run_log} "
-        f"WHERE table_name = %s GROUP BY run_id ORDER BY MAX(logged_at) DESC LIMIT {int(limit)}",
-        (table_name,),
-    )
     history = []
-    for run_id, started, finished in runs:
-        steps = warehouse.query(
-            f"SELECT step, status, error_type, error_message, logged_at FROM {run_log} "
-            "WHERE run_id = %s AND table_name = %s ORDER BY logged_at",
-            (run_id, table_name),
-        )
-        published = warehouse.query(
-            "SELECT rows_loaded, load_mode, keys_added, keys_removed, keys_changed, "
-            f"change_samples, target, curated_uri FROM {ledger} WHERE run_id = %s "
-            "ORDER BY loaded_at DESC",
-            (run_id,),
-        )
-        tests = warehouse.query(
-            "SELECT test_name, test_type, severity, status, observed_value, expected, "
-            f"executed_at FROM {warehouse.table(AUDIT_SCHEMA, 'data_quality_tests')} "
-            "WHERE run_id = %s ORDER BY executed_at, test_name",
-            (run_id,),
-        )
+    for run_id, started, finished in warehouse.table_runs(table_name, limit):
+        steps = warehouse.run_steps(run_id, table_name)
+        published = warehouse.run_publishes(run_id)
+        tests = warehouse.run_tests(run_id)
         tried = attempts([Step(*row) for row in steps])
         since = tried[-2][-1].logged_at if len(tried) > 1 else None
         history.append(
@@ -98,12 +77,7 @@ def recent_runs(
 
 def restored_run(warehouse: Warehouse, target: str, curated_uri: str) -> str | None:
     """The run that first published the curated file a rollback published again."""
-    rows = warehouse.query(
-        f"SELECT run_id FROM {warehouse.table(AUDIT_SCHEMA, 'load_ledger')} WHERE target = %s "
-        "AND curated_uri = %s AND load_mode <> 'rollback' ORDER BY loaded_at LIMIT 1",
-        (target, curated_uri),
-    )
-    return str(rows[0][0]) if rows else None
+    return warehouse.first_publish_of(target, curated_uri)
 
 
 def _samples(published: list[tuple[Any, ...]]) -> dict[str, list[dict[str, Any]]] | None:
@@ -180,44 +154,17 @@ def fleet_history(
     newest runs of each table.
     """
     limit = int(runs_per_table)
-    run_log = warehouse.table(AUDIT_SCHEMA, "run_log")
-    dq_tests = warehouse.table(AUDIT_SCHEMA, "data_quality_tests")
     # Every run_log row of the newest runs: a run's status is its last attempt's.
-    rows = warehouse.query(
-        "SELECT r.table_name, r.run_id, r.step, r.status, r.error_type, r.logged_at "
-        f"FROM {run_log} r JOIN ("
-        "SELECT table_name, run_id, "
-        "ROW_NUMBER() OVER (PARTITION BY table_name ORDER BY MAX(logged_at) DESC) AS newest "
-        f"FROM {run_log} WHERE table_name IS NOT NULL GROUP BY table_name, run_id"
-        ") recent ON r.table_name = recent.table_name AND r.run_id = recent.run_id "
-        f"WHERE recent.newest <= {limit} ORDER BY r.logged_at"
-    )
+    rows = warehouse.fleet_steps(limit)
     published = {
         (table, run_id): (rows_after, loaded_at, _changes(added, removed, changed))
-        for table, run_id, rows_after, loaded_at, added, removed, changed in warehouse.query(
-            "SELECT table_name, run_id, rows_after, loaded_at, keys_added, keys_removed, "
-            "keys_changed FROM ("
-            "SELECT table_name, run_id, rows_after, loaded_at, keys_added, keys_removed, "
-            "keys_changed, ROW_NUMBER() OVER "
-            "(PARTITION BY table_name ORDER BY loaded_at DESC) AS newest "
-            f"FROM {warehouse.table(AUDIT_SCHEMA, 'load_ledger')}"
-            f") recent WHERE newest <= {limit} ORDER BY loaded_at"
+        for table, run_id, rows_after, loaded_at, added, removed, changed in (
+            warehouse.fleet_publishes(limit)
         )
     }
     # Per run, its tests counted per write (one write per step and attempt, one time).
     tests: dict[tuple[str, str], list[tuple[Any, int, int, int]]] = {}
-    for table, run_id, executed_at, passed, failed, warned in warehouse.query(
-        "SELECT t.table_name, t.run_id, t.executed_at, "
-        "SUM(CASE WHEN t.status = 'pass' THEN 1 ELSE 0 END), "
-        "SUM(CASE WHEN t.status <> 'pass' AND t.severity = 'error' THEN 1 ELSE 0 END), "
-        "SUM(CASE WHEN t.status <> 'pass' AND t.severity <> 'error' THEN 1 ELSE 0 END) "
-        f"FROM {dq_tests} t JOIN ("
-        "SELECT table_name, run_id, "
-        "ROW_NUMBER() OVER (PARTITION BY table_name ORDER BY MAX(executed_at) DESC) AS newest "
-        f"FROM {dq_tests} GROUP BY table_name, run_id"
-        ") recent ON t.table_name = recent.table_name AND t.run_id = recent.run_id "
-        f"WHERE recent.newest <= {limit} GROUP BY t.table_name, t.run_id, t.executed_at"
-    ):
+    for table, run_id, executed_at, passed, failed, warned in warehouse.fleet_tests(limit):
         tests.setdefault((table, run_id), []).append(
             (executed_at, int(passed), int(failed), int(warned))
         )

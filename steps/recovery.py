@@ -29,7 +29,7 @@ from steps.alerts import (
     servicenow_client,
 )
 from steps.errors import transient_error_names
-from steps.warehouse.base import AUDIT_SCHEMA, Warehouse
+from steps.warehouse.base import Warehouse
 
 log = structlog.get_logger("refload.recovery")
 # ServiceNow's incident states: 6 = Resolved. Close codes differ between releases.
@@ -58,16 +58,7 @@ def previous_failure(warehouse: Warehouse, table: str, run_id: str) -> str | Non
     """
     # This run's own failures count when they were alerted: a transient one may have been
     # retried by Step Functions before anyone heard of it.
-    transient = ", ".join(f"'{name}'" for name in transient_error_names())
-    rows = warehouse.query(
-        "SELECT run_id, SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END), "
-        "SUM(CASE WHEN status = 'failed' AND COALESCE(error_type, '') NOT IN "
-        f"({transient}) THEN 1 ELSE 0 END) "
-        f"FROM {warehouse.table(AUDIT_SCHEMA, 'run_log')} WHERE table_name = %s "
-        "GROUP BY run_id "
-        "ORDER BY CASE WHEN run_id = %s THEN 0 ELSE 1 END, MAX(logged_at) DESC LIMIT 2",
-        (table, run_id),
-    )
+    rows = warehouse.recent_failures(table, run_id, transient_error_names())
     if rows and rows[0][0] == run_id and rows[0][2]:
         return run_id
     others = [row for row in rows if row[0] != run_id][:1]
