@@ -784,3 +784,40 @@ def test_history_piped_into_head_ends_without_a_traceback(
         process.wait(timeout=120)
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
     assert process.returncode == 1
+
+
+def test_a_rerun_that_fails_between_its_parts_leaves_the_earlier_output_whole(
+    table_dir, write, run_cli, sql, rollback, monkeypatch
+):
+    """A re-run of a file written in parts that fails after its first part is stored (the
+    Lambda times out, S3 refuses the second upload) leaves every earlier output exactly as
+    its manifest lists it: rolling back to the first run publishes only that run's rows."""
+    from pathlib import Path
+
+    import steps.ingest
+    from steps import storage
+
+    monkeypatch.setattr(steps.ingest, "BATCH_ROWS", 2)
+    monkeypatch.setattr(steps.ingest, "PARTS_FROM_ROWS", 4)
+    config = table_dir(MAPPING, primary_key=["code"])
+    source = write("a.csv", FIRST)
+    _, first = run_cli(config, source)
+    upload = storage.upload_file
+
+    def fails_on_the_second_part(uri: str, path: Path, **kwargs: object) -> None:
+        if uri.endswith("part-00001.parquet"):
+            raise OSError("the second part could not be stored")
+        upload(uri, path, **kwargs)
+
+    monkeypatch.setattr(storage, "upload_file", fails_on_the_second_part)
+    code, failed = run_cli(config, source, "--force")
+    assert code != 0 and failed["published"] is not True
+    monkeypatch.setattr(storage, "upload_file", upload)
+
+    manifest = json.loads(Path(first["curated_uri"]).read_text())["entries"]
+    assert {e["url"]: e["meta"]["content_length"] for e in manifest} == {
+        str(p): p.stat().st_size for p in Path(first["curated_uri"]).parent.glob("*.parquet")
+    }
+    code, summary = rollback("t_codes", first["run_id"])
+    assert code == 0, summary["error"]
+    assert sql("SELECT DISTINCT loaded_by FROM ref.t_codes") == [(first["run_id"],)]
