@@ -165,7 +165,9 @@ def accepted_values(ctx: CheckContext, test: cfg.AcceptedValues) -> dict[str, An
     kinds, total = int(found[0][2]), int(found[0][3])
     shown = [_value_count(value, int(n)) for value, n, _, _ in found]
     listed = sum(int(n) for _, n, _, _ in found)
-    more = f" and {kinds - len(found):,} more ({_rows(total - listed)})" if kinds > len(found) else ""
+    more = (
+        f" and {kinds - len(found):,} more ({_rows(total - listed)})" if kinds > len(found) else ""
+    )
     samples = _samples(ctx, f"SELECT * FROM {ctx.target} WHERE {where}", values)
     return _result(
         "fail",
