@@ -319,6 +319,9 @@ def _ingest(spec: TableSpec, payload: dict[str, Any]) -> dict[str, Any]:
         storage.scratch_folder("refload-ingest-") as scratch,
     ):
         version = storage.object_version(source_uri, path)
+        # The file's bytes as the readers take them in (the share read, the rate), and
+        # the rows they give beside them.
+        progress.phase("read", total=path.stat().st_size, unit="B")
         source = read_source(path, source_uri, spec.config)
         return _ingest_file(spec, payload, source, version, scratch)
 
@@ -382,7 +385,6 @@ def _map_chunks(
     rejections: list[Rejection] = []
     rows = 0
     limit: TimeLimit | None = None
-    progress.phase("read", unit="rows")  # reading and mapping go chunk by chunk, together
     for chunk in _read_ahead(source.chunks):
         typed, found = apply_mapping(chunk, spec.mapping, context)
         found += _cell_rejections(
@@ -399,7 +401,7 @@ def _map_chunks(
             typed = _hooked(spec.config.python_transform, typed, spec, source, limit)
         staged.add(typed)
         rows += chunk.num_rows
-        progress.advance(chunk.num_rows)
+        progress.count(chunk.num_rows)  # reading and mapping go chunk by chunk, together
     staged.close()
     mapped = _Mapped(staged, rejections, rows, source.bad_records())
     if mapped.rows_read == 0:
