@@ -107,6 +107,18 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("warehouse_url", WAREHOUSES if every else ["duckdb"], indirect=True)
 
 
+# The slow tests, marked by what they use (pyproject registers the markers), so that
+# `scripts/test.sh --quick` (-m "not spark and not browser") leaves them out.
+SLOW_FIXTURES = {"spark": "spark", "chromium": "browser"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for fixture, marker in SLOW_FIXTURES.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(marker)
+
+
 @pytest.fixture
 def warehouse_url(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
