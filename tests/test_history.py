@@ -653,3 +653,12 @@ def test_change_samples_too_wide_even_as_keys_are_dropped_not_cut(table_dir, wri
     _, counts, samples = _ledger_changes(sql, summary["run_id"])  # valid JSON
     assert counts == (10, 10, 0)
     assert samples == {"added": [], "removed": [], "changed": []}
+
+
+def test_changes_within_on_a_first_load_prints_the_counts(table_dir, write, run_cli, sql):
+    config = table_dir(MAPPING, primary_key=["code"], quality_tests=[GUARD])
+    code, summary = run_cli(config, write("a.csv", FIRST))
+    assert code == 0, summary["error"]
+    observed = "first load: added 4, removed 0, changed 0"  # not a Python dict
+    assert summary["checks"][0]["observed"] == observed
+    assert sql("SELECT observed_value FROM etl_audit.data_quality_tests") == [(observed,)]
