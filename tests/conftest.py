@@ -210,6 +210,12 @@ def run_cli(
 def spark() -> Any:
     """One small local SparkSession for the whole test session (the Spark engine's tests)."""
     os.environ.setdefault("REFLOAD_SPARK_MASTER", "local[2]")
+    # Short-lived test JVM: the first JIT tier only and the serial collector spend far less
+    # CPU on a test session's small jobs than the server defaults (2 cores, shared).
+    os.environ.setdefault(
+        "PYSPARK_SUBMIT_ARGS",
+        "--driver-java-options '-XX:TieredStopAtLevel=1 -XX:+UseSerialGC' pyspark-shell",
+    )
     from steps.ingest.spark import spark_session
 
     session = spark_session()
