@@ -235,6 +235,8 @@ def rewrite(text: str, is_python: bool) -> str:
     text = dotted_pattern().sub(lambda m: MODULES[m[1]], text)
     text = path_pattern().sub(lambda m: PATHS[m[1]], text)
     if is_python:
+        # code cites the repository's own page, never a file outside it
+        text = re.sub(r"(?<![\w/.])ARCHITECTURE\.md", "docs/architecture.md", text)
         text = wrap_long_lines(JOINED.sub(rewrite_joined, text))
     return text
 
@@ -343,9 +345,9 @@ def packages() -> list[str]:
 
 def rewrite_pyproject() -> None:
     pyproject = ROOT / "pyproject.toml"
-    listed = ", ".join(f'"{p}"' for p in packages())
+    listed = "".join(f'    "{p}",\n' for p in packages())
     text, count = re.subn(
-        r"^packages = \[[^\]]*\]", f"packages = [{listed}]", pyproject.read_text(), flags=re.M
+        r"^packages = \[[^\]]*\]", f"packages = [\n{listed}]", pyproject.read_text(), flags=re.M
     )
     if count != 1:
         sys.exit("relayout: pyproject.toml: no `packages = [...]` under [tool.setuptools]")
