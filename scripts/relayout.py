@@ -61,8 +61,15 @@ MOVES: list[tuple[str, str]] = [
 KEEP = {
     "handler": {"__init__.py", "__main__.py", "log.py", "progress.py"},
     # the steps (load may become a package with the load-layer work)
-    "steps": {"__init__.py", "ingest", "load.py", "load", "validate.py", "notify.py"}
-    | {"freshness.py"},
+    "steps": {
+        "__init__.py",
+        "ingest",
+        "load.py",
+        "load",
+        "validate.py",
+        "notify.py",
+        "freshness.py",
+    },
 }
 
 # New packages: one line saying what each holds.
