@@ -1,15 +1,17 @@
 """One-off: move refload to the layout of docs/architecture.md (issue #29), in one commit.
 
-    git status --porcelain        # must be empty
-    /work/main/.venv/bin/python scripts/relayout.py
-    git commit -qm "layout: ..."  # the script stages everything, itself removed
+    git status --porcelain --untracked-files=no      # must be empty
+    /work/main/.venv/bin/python scripts/relayout.py  # the venv's python: it runs its ruff
+    python3 ../shared/tools/import_cycles.py . && PYTHONPATH=$PWD mypy && pytest
+    git commit -qm "layout (#29): ..."               # staged already; this script removed
 
 Pure moves only (`git mv`), then every reference rewritten wherever it is, so files
 other branches added are rewritten too: imports (`from steps import storage`, `from
 steps.storage import x`, `import steps.mapping`), dotted strings (registries, STEPS,
 monkeypatch targets), paths (`steps/storage.py`, `ROOT / "handler" / "rollback.py"`),
-pyproject's package list. Driven by MOVES alone. Refuses to start when a listed source
-is missing or a module sits at a package root that no table row places.
+pyproject's package list, code citing ARCHITECTURE.md. Driven by MOVES alone. Refuses to
+start when a listed source is missing or a module sits at a package root that neither
+MOVES nor KEEP places (add a row, run again on a clean tree).
 """
 
 from __future__ import annotations
