@@ -41,6 +41,7 @@ MOVES: list[tuple[str, str]] = [
     ("handler/rollback.py", "handler/cli/commands/rollback.py"),
     ("handler/onboard.py", "handler/cli/commands/init/onboard.py"),
     ("handler/infer_columns.py", "handler/cli/commands/init/infer_columns.py"),
+    ("handler/dbt_sources.py", "handler/cli/commands/dbt_sources.py"),
     # steps/: the steps stay; what they share goes to steps/shared/, by concern.
     ("steps/frames.py", "steps/ingest/frames.py"),
     ("steps/config.py", "steps/shared/config/model.py"),
@@ -56,6 +57,7 @@ MOVES: list[tuple[str, str]] = [
     ("steps/errors.py", "steps/shared/errors.py"),
     ("steps/names.py", "steps/shared/names.py"),
     ("steps/metrics.py", "steps/shared/metrics.py"),
+    ("steps/lineage.py", "steps/shared/lineage.py"),
     ("steps/progress.py", "steps/shared/progress.py"),
 ]
 
@@ -109,14 +111,15 @@ extension point costs.
   - `aws/`: `events` (step payloads, S3 and EventBridge envelopes, routing), `dispatch`.
   - `cli/`: `handler.cli.main` and its parser, `pipeline` (the steps in order on one
     machine), and `commands/`: `check`, `fleet` (freshness, status), `status`, `history`,
-    `rollback`, `init/` (`onboard`, `infer_columns`).
+    `rollback`, `dbt_sources`, `init/` (`onboard`, `infer_columns`).
 - `steps/`: one module (or package) per step, each with `run(payload) -> dict`:
   `ingest/` (the step in `__init__`, `sources`, `transform`, `dedupe`, `hooks`, `spark`,
   `frames` for pandas), `load`, `validate`, `notify`, and the scheduled `freshness`.
   - `shared/`: what the steps share, by concern: `config/` (`model`, `table`), `mapping/`
-    (`sheet`), `checks/` (`registry`, `sql`), `warehouse/` (one loader; dialects with their
-    capabilities), `alerts/` (`report`, `recovery`), `io/` (`storage`, `secrets`),
-    `errors`, `names`, `metrics`, `progress`.
+    (`sheet`), `checks/` (`registry`, `sql`), `warehouse/` (the load layer: `client`,
+    `catalog`, `publish`, `audit`, `changes`, `modes/` one module per load mode, and each
+    dialect with its capabilities), `alerts/` (`report`, `recovery`), `io/` (`storage`,
+    `secrets`), `errors`, `names`, `metrics`, `lineage` (OpenLineage), `progress`.
 - `hooks/`: the team's `python_transform` functions · `configs/` table configs and mapping
   sheets · `samples/` sample sources · `tests/` (mirrors the code; saved events in
   `tests/events/`) · `scripts/` · `statemachine.asl.json` · `template.yaml` · `Dockerfile` ·
