@@ -1,0 +1,88 @@
+"""What an extension point costs (docs/architecture.md, "Extension points"): a toy of each,
+written as ONE file outside the repository and registered with ONE line, then run end to
+end through the CLI. A test here that needs more than that means the cost went up."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+TOY_TRANSFORM = '''
+"""A toy transform: each value reversed (`reverse` in a sheet's transform column)."""
+import pyarrow.compute as pc
+
+from steps.mapping import TransformSpec
+
+SPEC = TransformSpec(0, lambda values, args: pc.utf8_reverse(values))
+'''
+
+TOY_CHANNEL = '''
+"""A toy alert channel: the report's subject appended to the file REFLOAD_TOY_INBOX names."""
+import os
+
+
+def send(report, payload):
+    path = os.environ["REFLOAD_TOY_INBOX"]
+    with open(path, "a", encoding="utf-8") as inbox:
+        inbox.write(report["subject"] + "\\n")
+    return path
+'''
+
+
+def _toy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, source: str) -> ModuleType:
+    """The one file of an extension, in a folder of the team's own (not in refload)."""
+    folder = tmp_path / "team_extensions"
+    folder.mkdir(exist_ok=True)
+    (folder / f"{name}.py").write_text(source.lstrip(), encoding="utf-8")
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    return importlib.import_module(name)
+
+
+def test_a_transform_is_one_file_and_one_registry_line(
+    table_dir, write, run_cli, sql, tmp_path, monkeypatch
+):
+    from steps.mapping import TRANSFORMS
+
+    config = table_dir(
+        "source_column,target_column,data_type,transform\ncode,code,varchar(8),strip|reverse\n",
+        primary_key=["code"],
+    )
+    source = write("codes.csv", "code\n ABC \nxyz\n")
+    code, summary = run_cli(config, source)
+    assert code == 2  # not registered yet: the sheet is refused, naming the transform
+    assert "reverse" in summary["error"]["message"]
+
+    toy = _toy(tmp_path, monkeypatch, "toy_reverse", TOY_TRANSFORM)
+    monkeypatch.setitem(TRANSFORMS, "reverse", toy.SPEC)  # the registry line
+
+    code, summary = run_cli(config, source)
+    assert code == 0, summary
+    assert sql("SELECT code FROM ref.t_codes ORDER BY code") == [("CBA",), ("zyx",)]
+
+
+def test_an_alert_channel_is_one_file_and_one_registry_line(
+    table_dir, write, run_cli, tmp_path, monkeypatch
+):
+    from steps.alerts import CHANNELS
+
+    toy = _toy(tmp_path, monkeypatch, "toy_inbox", TOY_CHANNEL)
+    monkeypatch.setitem(CHANNELS, "toy", toy.send)  # the registry line
+    inbox = tmp_path / "inbox.txt"
+    monkeypatch.setenv("REFLOAD_TOY_INBOX", str(inbox))
+    monkeypatch.setenv("REFLOAD_ALERT_CHANNELS", "toy")
+    config = table_dir(
+        "source_column,target_column,data_type\ncode,code,varchar(3)\n",
+        quality_tests=[{"type": "row_count_between", "min": 2}],
+    )
+
+    code, summary = run_cli(config, write("codes.csv", "code\nAA\n"))
+
+    assert code == 1
+    assert summary["alert"] == {"toy": {"status": "sent", "ref": str(inbox)}}
+    [subject] = inbox.read_text(encoding="utf-8").splitlines()
+    assert subject.startswith("[refload] t_codes failed on ")
