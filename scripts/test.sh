@@ -35,6 +35,8 @@ scripts/install_chromium.sh
   .tools/dbt-venv/bin/pip install -q dbt-core==1.11.16 dbt-duckdb==1.11.1 dbt-postgres==1.11.0 \
     "$(grep -i '^duckdb==' constraints.txt)"
 }
+# The documentation site, its reference pages generated first (scripts/mkdocs_hooks.py).
+NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet
 .venv/bin/cfn-lint template.yaml
 .venv/bin/python scripts/lint_template.py
 # The image: every runtime package has a binary wheel for its base (OS, CPU, Python).

@@ -613,7 +613,7 @@ def test_only_redshift_in_this_account_can_assume_the_copy_role():
 
 
 def test_the_readme_builds_one_x86_64_image_manifest():
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "aws.md").read_text()  # the README's deployment page
     [build] = re.findall(r"^docker build .*$", readme, flags=re.M)
     # Lambda rejects an OCI image index (buildx makes one for its provenance attestation)
     # and runs the template's architecture.
@@ -628,7 +628,7 @@ def test_curated_files_are_kept_as_long_as_rollback_may_reach_back():
     assert TEMPLATE["Parameters"]["CuratedRetentionDays"]["Default"] == 400
     # The rollback command's message names the parameter users raise.
     assert "CuratedRetentionDays" in (ROOT / "handler" / "rollback.py").read_text()
-    assert "CuratedRetentionDays" in (ROOT / "README.md").read_text()
+    assert "CuratedRetentionDays" in (ROOT / "docs" / "operations.md").read_text()
 
 
 # --- the function's role, enforced: every step runs with exactly its statements ---------
