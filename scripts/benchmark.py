@@ -230,12 +230,12 @@ def _fresh_postgres() -> None:
 
 
 def job_refload_pg(csv: Path, work: Path) -> dict[str, Any]:
-    """refload into PostgreSQL, timing where the warehouse's share goes: the COPY of the
-    staging rows, the publish statements, the tests and the audit rows."""
+    """refload into PostgreSQL (an empty database: the driver made it), timing where the
+    warehouse's share goes: the COPY of the staging rows, the publish statements, the
+    tests and the audit rows."""
     sys.meta_path.insert(0, _AsInTheImage())
     from steps.warehouse import base, postgres
 
-    _fresh_postgres()
     spent: dict[str, float] = {}
 
     def timed(label: str, call: Any) -> Any:
@@ -403,21 +403,43 @@ def redshift_latency(work: Path, repeat: int, delay_ms: float) -> int:
     return 0
 
 
-def job_floor_pg(csv: Path, work: Path) -> dict[str, Any]:
-    """The least a PostgreSQL load can do: pyarrow reads the CSV, `psql \\copy` puts the
-    rows in a staging table, then DELETE + INSERT ... SELECT in one transaction."""
-    sys.meta_path.insert(0, _AsInTheImage())
-    import pyarrow.csv as pacsv
+# The floor's casts: each mapping type in PostgreSQL's spelling (a date with its format).
+PG_TYPES = {"double": "double precision", "integer": "integer", "boolean": "boolean"}
 
-    _fresh_postgres()
-    table = pacsv.read_csv(csv)
-    typed = work / "floor_pg.csv"
-    pacsv.write_csv(table, typed, pacsv.WriteOptions(include_header=False))
-    ddl = ", ".join(f'"{n}" text' for n in table.column_names)
+
+def _pg_floor_columns() -> list[tuple[str, str, str]]:
+    """(target, PostgreSQL type, cast of the text column) for each row of MAPPING."""
+    import csv as csvlib
+    import io
+
+    columns = []
+    for row in csvlib.DictReader(io.StringIO(MAPPING)):
+        kind = row["data_type"]
+        pg_type = PG_TYPES.get(kind, kind.replace("decimal", "numeric"))
+        source = f'"{row["source_column"]}"'
+        if row["format"]:  # %m/%d/%Y
+            pattern = row["format"].replace("%m", "MM").replace("%d", "DD").replace("%Y", "YYYY")
+            cast = f"to_date({source}, '{pattern}')"
+        else:
+            cast = f"{source}::{pg_type}"
+        columns.append((row["target_column"], pg_type, cast))
+    return columns
+
+
+def job_floor_pg(csv: Path, work: Path) -> dict[str, Any]:
+    """The least a PostgreSQL load can do (issue #28): `psql \\copy` of the CSV into a text
+    table, then DELETE + INSERT ... SELECT with the mapping's casts into a typed target, in
+    one transaction."""
+    header = [n.strip('"') for n in csv.open().readline().strip().split(",")]
+    columns = _pg_floor_columns()
+    text = ", ".join(f'"{n}" text' for n in header)
+    typed = ", ".join(f'"{target}" {pg_type}' for target, pg_type, _ in columns)
+    casts = ", ".join(cast for _, _, cast in columns)
     script = (
-        f"CREATE TABLE target ({ddl}); CREATE TABLE staging ({ddl});\n"
-        f"\\copy staging FROM '{typed}' CSV\n"
-        "BEGIN; DELETE FROM target; INSERT INTO target SELECT * FROM staging; COMMIT;\n"
+        f"CREATE TABLE target ({typed});\n"
+        f"BEGIN; CREATE TEMP TABLE staging ({text});\n"
+        f"\\copy staging FROM '{csv}' CSV HEADER\n"
+        f"DELETE FROM target; INSERT INTO target SELECT {casts} FROM staging; COMMIT;\n"
     )
     subprocess.run(
         ["psql", POSTGRES_URL, "-q", "-v", "ON_ERROR_STOP=1"],
@@ -426,7 +448,7 @@ def job_floor_pg(csv: Path, work: Path) -> dict[str, Any]:
         check=True,
         capture_output=True,
     )
-    return {"rows": table.num_rows}
+    return {}
 
 
 def job_hook(csv: Path, work: Path) -> dict[str, Any]:
@@ -978,6 +1000,8 @@ def main() -> int:
                 folder.mkdir(exist_ok=True)
                 for database in folder.glob("*.duckdb*"):  # every run loads a new database
                     database.unlink()
+                if args.postgres:  # an empty database, made before the timed run starts
+                    _fresh_postgres()
                 result = run_child(job_of.get(kind, kind), csv, folder)
                 if result is None:
                     continue
