@@ -6,9 +6,10 @@ unknown settings) and a `server_version` it parses as a plain version number.
 The proxy strips the first and rewrites the second; everything else passes
 through untouched, so the real driver runs real SQL on a real server.
 
-A real cluster is tens of milliseconds away: the proxy can hold each round trip
-for a delay (`delay` seconds, or REFLOAD_TEST_REDSHIFT_DELAY_MS), and it counts
-the round trips and the time the client waited on them (`round_trips`, `waited`).
+Each statement on a real cluster is a leader-node round trip of tens of
+milliseconds: the proxy can hold each one for a delay (`delay` seconds, or
+REFLOAD_TEST_REDSHIFT_DELAY_MS), and it counts the round trips, the statements
+and the time the client waited on them (`round_trips`, `statements`, `waited`).
 """
 
 from __future__ import annotations
@@ -66,24 +67,42 @@ def _plain_version(value: bytes) -> bytes:
 
 class _Turns:
     """One connection's round trips: a turn starts when the client speaks after the server
-    did (or first), and lasts until the server's last reply before the client speaks again."""
+    did (or first), and lasts until the server's last reply before the client speaks again.
+    It reads the client's messages for the statements among them (Query, Execute)."""
 
     def __init__(self, proxy: RedshiftProxy) -> None:
         self.proxy = proxy
         self.started = 0.0
         self.replied_at: float | None = None  # the open turn's last reply, if any yet
         self.open = False
+        self.partial = b""  # the start of a message header the next chunk completes
+        self.skip = 0  # bytes of the current message still to come
 
-    def request(self) -> None:
-        """The client sends: a new round trip if the server answered since (held `delay`)."""
+    def request(self, chunk: bytes = b"") -> None:
+        """The client sends: a new round trip if the server answered since; each statement
+        in it is held `delay`."""
         with self.proxy.lock:
-            if self.open and self.replied_at is None:
-                return  # more of the same request
-            self._close()
-            self.open, self.started, self.replied_at = True, time.perf_counter(), None
-            self.proxy.round_trips += 1
-        if self.proxy.delay:
-            time.sleep(self.proxy.delay)
+            if not (self.open and self.replied_at is None):  # else more of the same request
+                self._close()
+                self.open, self.started, self.replied_at = True, time.perf_counter(), None
+                self.proxy.round_trips += 1
+            statements = self._statements(chunk)
+            self.proxy.statements += statements
+        if self.proxy.delay and statements:
+            time.sleep(self.proxy.delay * statements)
+
+    def _statements(self, chunk: bytes) -> int:
+        """Query and Execute messages that start in `chunk` (type byte, then int32 length)."""
+        data, at, found = self.partial + chunk, self.skip, 0
+        self.partial, self.skip = b"", 0
+        while at < len(data):
+            if len(data) - at < 5:
+                self.partial = data[at:]
+                return found
+            found += data[at : at + 1] in (b"Q", b"E")
+            at += 1 + struct.unpack("!I", data[at + 1 : at + 5])[0]
+        self.skip = at - len(data)
+        return found
 
     def reply(self) -> None:
         with self.proxy.lock:
@@ -102,9 +121,11 @@ class _Turns:
 class RedshiftProxy:
     """Listens on 127.0.0.1; each client gets its own upstream PostgreSQL connection.
 
-    `delay` (seconds; default REFLOAD_TEST_REDSHIFT_DELAY_MS, else none) holds every round
-    trip as a cluster that far away would. `round_trips` and `waited` (seconds the clients
-    spent waiting on the wire, the delay included) add up over every connection."""
+    `delay` (seconds; default REFLOAD_TEST_REDSHIFT_DELAY_MS, else none) holds the round
+    trip of every statement (a Query, or an Execute) as a leader node that far away would;
+    the driver's other round trips (the login, the Parse of a new statement) pass on
+    loopback. `round_trips`, `statements` and `waited` (seconds the clients spent waiting
+    on the wire, the delay included) add up over every connection."""
 
     def __init__(
         self,
@@ -118,6 +139,7 @@ class RedshiftProxy:
         self.upstream = (upstream_host, upstream_port)
         self.lock = threading.Lock()
         self.round_trips = 0
+        self.statements = 0
         self.waited = 0.0
         self.server = socket.create_server(("127.0.0.1", 0))
         self.port: int = self.server.getsockname()[1]
@@ -126,7 +148,7 @@ class RedshiftProxy:
 
     def reset_counts(self) -> None:
         with self.lock:
-            self.round_trips, self.waited = 0, 0.0
+            self.round_trips, self.statements, self.waited = 0, 0, 0.0
 
     def close(self) -> None:
         self._stopping = True
@@ -170,10 +192,10 @@ class RedshiftProxy:
 
     @staticmethod
     def _pipe(source: socket.socket, target: socket.socket, turns: _Turns) -> None:
-        """Client -> server, as it comes; each new request waits out the delay first."""
+        """Client -> server, as it comes; a statement waits out the delay first."""
         try:
             while chunk := source.recv(65536):
-                turns.request()
+                turns.request(chunk)
                 target.sendall(chunk)
         except OSError:
             pass
