@@ -16,7 +16,7 @@ COPY hooks/ hooks/
 ENV REFLOAD_PANDAS_SITE=/opt/refload-pandas
 # Bytecode compiled here: /var/task is read-only, so it could not be cached at run time
 # and every cold start would compile refload's modules again.
-RUN pip install --no-cache-dir -c constraints.txt ".[postgres,redshift]" \
+RUN pip install --no-cache-dir -c constraints.txt ".[postgres,redshift,lineage]" \
     && pip install --no-cache-dir -c constraints.txt --target "${REFLOAD_PANDAS_SITE}" pandas \
     && rm -rf build ./*.egg-info \
     && python -m compileall -q handler steps hooks

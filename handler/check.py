@@ -153,7 +153,7 @@ def _check_column_count(report: Report, spec: TableSpec, warehouse_url: str | No
         dialect, cls = min(limited, key=lambda d: d[1].capabilities.max_columns)
         dialect = f"{dialect}, the strictest target,"
     limit = cls.capabilities.max_columns
-    history = spec.config.mode == "scd2"
+    history = spec.config.strategy.history
     count = len(spec.mapping.columns) + (len(HISTORY_COLUMNS) if history else 0)
     if limit is not None and count > limit:
         report.add(
@@ -228,7 +228,7 @@ def _plan(warehouse: Any, spec: TableSpec) -> Plan:
         config.target_table,
         mapping,
         allow_new_columns=config.allow_new_columns,
-        history=config.mode == "scd2",  # valid_from / valid_to are the table's own
+        history=config.strategy.history,  # valid_from / valid_to are the table's own
     )
     existing = warehouse.table_columns(target.schema, target.name)
     if not existing:

@@ -71,6 +71,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="replay a saved S3/EventBridge event or step payload (its step and the ones after it)",
     )
     replay.add_argument("event", help="JSON file")
+    replay.add_argument(
+        "--force",
+        action="store_true",
+        help="publish even when the ledger says this file is already in the target",
+    )
+    replay.add_argument(
+        "--config-root",
+        help="folder or s3:// prefix whose configs route a landed object's key "
+        "(default: env REFLOAD_CONFIG_ROOT, else configs)",
+    )
+    replay.add_argument(
+        "--raw-root",
+        help="local folder standing in for the raw bucket: an event's s3://BUCKET/KEY is "
+        "read from DIR/KEY (env REFLOAD_RAW_ROOT, when it is a folder)",
+    )
     _common(replay)
     preview = commands.add_parser(
         "preview",
@@ -87,17 +102,38 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("table", help="table_name from its config")
     history.add_argument("--warehouse", help="as for run")
     history.add_argument("--limit", type=int, default=10, help="how many runs (default 10)")
+    history.add_argument(
+        "--changes",
+        action="store_true",
+        help="also the sample keys each publish added, removed and changed, with the values "
+        "before and after (from etl_audit.load_ledger)",
+    )
     history.add_argument("--json", action="store_true", help="print JSON on stdout")
     init = commands.add_parser(
         "init", help="write a table config and mapping sheet inferred from a sample file"
     )
     init.add_argument("source", help="sample file (path or s3:// URI)")
-    init.add_argument("--table", required=True, help="table_name (and target table)")
+    init.add_argument(
+        "--table", help="table_name (and target table); required unless --update-layout"
+    )
+    init.add_argument(
+        "--update-layout",
+        metavar="CONFIG",
+        help="rewrite only the layout keys (source_format, encoding, delimiter, header_row, "
+        "sheet_name) of this existing config to read SOURCE; nothing else is written",
+    )
     init.add_argument("--out", default="configs", help="folder to write to (default configs)")
     init.add_argument("--sheet", choices=("csv", "xlsx"), default="csv", help="mapping sheet")
     init.add_argument("--format", help="source_format (default: from the extension)")
     init.add_argument("--sheet-name", help="Excel sheet (default: the one with most cells)")
     init.add_argument("--primary-key", help="COL,... (default: proposed from the values)")
+    init.add_argument("--encoding", help="the file's encoding (default: detected)")
+    init.add_argument(
+        "--delimiter", help="one character, or comma, semicolon, pipe, tab (default: detected)"
+    )
+    init.add_argument(
+        "--header-row", type=int, help="line (Excel row) of the header (default: detected)"
+    )
     init.add_argument("--force", action="store_true", help="overwrite existing files")
     init.add_argument("--json", action="store_true", help="print JSON on stdout")
     _quiet(init)
@@ -119,6 +155,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--json", action="store_true", help="print JSON on stdout")
     _quiet(check)
+    dbt = commands.add_parser(
+        "dbt-sources",
+        help="write a dbt sources file for the configs: a source per schema, a table per "
+        "config, its freshness and its checks as dbt tests",
+    )
+    dbt.add_argument(
+        "--config-root",
+        help="folder or s3:// prefix (default: env REFLOAD_CONFIG_ROOT or configs)",
+    )
+    dbt.add_argument("--out", metavar="FILE", help="write here (default: stdout)")
+    _quiet(dbt)
     fleet.add_parsers(commands)
     rollback = commands.add_parser(
         "rollback",
@@ -139,10 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
-    options = {
-        name: getattr(args, name, None)
-        for name in ("warehouse", "curated_root", "outbox", "run_id", "engine")
-    }
+    names = ("warehouse", "curated_root", "outbox", "run_id", "engine", "force")
+    options = {name: getattr(args, name, None) for name in (*names, "config_root", "raw_root")}
     return {k: v for k, v in options.items() if v}
 
 
@@ -187,20 +232,45 @@ def print_summary(summary: dict[str, Any]) -> None:
     print(line)
 
 
+def _steps_line(steps: list[dict[str, Any]]) -> str:
+    """`ingest ok · load ok · validate failed | replay: validate passed`."""
+    parts: list[str] = []
+    for i, step in enumerate(steps):
+        text = f"{step['step']} {step['status']}"
+        if i and step["attempt"] != steps[i - 1]["attempt"]:
+            parts[-1] += f" | replay: {text}"
+            continue
+        parts.append(text)
+    return " · ".join(parts)
+
+
+def _sample_line(kind: str, sample: dict[str, Any]) -> str:
+    """`changed  code=BB: name 'Beta' -> 'Bravo'`."""
+    key = ", ".join(f"{name}={value}" for name, value in sample.get("key", {}).items())
+    values = [
+        f"{column} {value!r} -> {sample['after'].get(column)!r}"
+        for column, value in (sample.get("before") or {}).items()
+    ]
+    return f"      {kind:<8} {key}" + (": " + "; ".join(values) if values else "")
+
+
 def print_history(runs: list[dict[str, Any]], table: str) -> None:
     if not runs:
         print(f"no runs of {table} recorded")
     for run in runs:
-        steps = " · ".join(f"{s['step']} {s['status']}" for s in run["steps"])
         rows = (
             ""
             if run["rows_published"] is None
             else (f"  published {run['rows_published']:,} ({run['load_mode']})")
         )
+        if run.get("restored_run"):
+            rows = rows.removesuffix(")") + f" of run {run['restored_run']})"
         if run.get("changes"):
             rows += "  keys " + ", ".join(f"{k} {v:,}" for k, v in run["changes"].items())
+        status = run["status"].upper() + (" on replay" if run["attempts"] > 1 else "")
         print(
-            f"{run['finished'][:19]}  {run['status'].upper():<7} run {run['run_id']}  {steps}{rows}"
+            f"{run['finished'][:19]}  {status:<7} run {run['run_id']}  "
+            f"{_steps_line(run['steps'])}{rows}"
         )
         for step in run["steps"]:
             if step["error"]:
@@ -210,6 +280,15 @@ def print_history(runs: list[dict[str, Any]], table: str) -> None:
                 f"    {check['status']:<5} {check['name']} ({check['severity']}): observed "
                 f"{check['observed']}, expected {check['expected']}"
             )
+        if "change_samples" in run and run.get("changes"):
+            samples = run["change_samples"] or {}
+            kinds = ("added", "removed", "changed")
+            shown = sum(len(samples.get(kind) or []) for kind in kinds)
+            total = sum(run["changes"].values())
+            print(f"    sample keys ({shown} of {total:,}, from the ledger):")
+            for kind in kinds:
+                for sample in samples.get(kind) or []:
+                    print(_sample_line(kind, sample))
 
 
 def history(args: argparse.Namespace) -> int:
@@ -218,7 +297,7 @@ def history(args: argparse.Namespace) -> int:
 
     with open_warehouse(args.warehouse) as warehouse:
         warehouse.ensure_audit_tables()
-        runs = recent_runs(warehouse, args.table, args.limit)
+        runs = recent_runs(warehouse, args.table, args.limit, samples=args.changes)
     if args.json:
         print(json.dumps(runs, default=str))
     else:
@@ -250,8 +329,27 @@ def preview(args: argparse.Namespace) -> int:
 def init(args: argparse.Namespace) -> int:
     """Exit 0 when the files are written, 2 when they exist (without --force) or the
     sample cannot be read."""
-    from handler.onboard import infer, print_proposal, write
+    from handler.onboard import Given, infer, print_proposal, print_update, update_layout, write
+    from steps.errors import ConfigError
 
+    given = Given.parse(args.encoding, args.delimiter, args.header_row)
+    if args.update_layout:
+        if args.table or args.primary_key:
+            raise ConfigError(
+                "--update-layout keeps the config's table and key: leave out "
+                "--table and --primary-key"
+            )
+        update = update_layout(
+            args.source,
+            args.update_layout,
+            source_format=args.format,
+            sheet_name=args.sheet_name,
+            given=given,
+        )
+        print_update(update, as_json=args.json)
+        return 0
+    if not args.table:
+        raise ConfigError("init: --table is required (or --update-layout CONFIG)")
     key = [c.strip() for c in args.primary_key.split(",")] if args.primary_key else None
     proposal = infer(
         args.source,
@@ -259,6 +357,7 @@ def init(args: argparse.Namespace) -> int:
         source_format=args.format,
         sheet_name=args.sheet_name,
         primary_key=key,
+        given=given,
     )
     config_path, mapping_path = write(proposal, args.out, args.sheet, args.force)
     print_proposal(proposal, config_path, mapping_path, as_json=args.json)
@@ -279,8 +378,16 @@ def check(args: argparse.Namespace) -> int:
     return 2 if report.errors else 0
 
 
+def dbt_sources(args: argparse.Namespace) -> int:
+    """Exit 0 when the file is written, 2 when a config does not validate."""
+    from handler.dbt_sources import write
+    from handler.events import config_root
+
+    return write(args.config_root or config_root(), args.out)
+
+
 # Commands that publish nothing: a RefloadError is their whole answer.
-FLEET_COMMANDS = {"init": init, "check": check}
+FLEET_COMMANDS = {"init": init, "check": check, "dbt-sources": dbt_sources}
 
 
 def replay_notify(event: dict[str, Any]) -> tuple[dict[str, Any], int]:
@@ -326,8 +433,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             event = {"step": "ingest", "config": args.config, "source": args.source}
-            if args.force:
-                event["force"] = True
         elif args.command == "rollback":
             from handler.events import config_root
             from handler.rollback import load_event

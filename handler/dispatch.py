@@ -6,6 +6,7 @@ of pandas, pyarrow and warehouse drivers (Lambda cold start).
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib
 import time
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import structlog
 
 from handler.log import configure_logging
-from steps import metrics
+from steps import lineage, metrics
 
 # step name -> module with a `run(payload) -> dict`
 STEPS: dict[str, str] = {
@@ -54,6 +55,9 @@ def run_step(
     record_now = outcomes is None
     outcomes = [] if outcomes is None else outcomes
     started = time.perf_counter()
+    started_at = dt.datetime.now(dt.UTC)
+    if step == "notify":  # the run's FAIL, whether or not an alert channel delivers
+        lineage.after_step(step, payload, {}, started_at)
     try:
         result = events.step_result(step, module.run(payload))
     except RefloadError as error:
@@ -94,7 +98,12 @@ def run_step(
             raise
         raise short from error
     metrics.emit(step, result, started)
+    lineage_run = (
+        None if step == "notify" else lineage.after_step(step, payload, result, started_at)
+    )
     if step in RECORDED_STEPS:
+        # The OpenLineage run id in run_log's details, beside the step that sent an event.
+        details = {**result, "lineage_run_id": lineage_run} if lineage_run else result
         status = result.get("validation") or (
             "stale"
             if result.get("stale")
@@ -102,7 +111,7 @@ def run_step(
             if result.get("published") is False
             else "ok"
         )
-        outcomes.append(_outcome(step, payload, result.get("table"), status, None, result))
+        outcomes.append(_outcome(step, payload, result.get("table"), status, None, details))
     if record_now:
         record_outcomes(outcomes)
     log.info("step finished", **{k: v for k, v in result.items() if k.startswith("rows_")})
@@ -140,8 +149,7 @@ def record_outcomes(outcomes: list[StepOutcome]) -> None:
         try:
             with open_warehouse(url) as warehouse:
                 warehouse.ensure_audit_tables()
-                for row in rows:
-                    warehouse.record_step(**row)
+                warehouse.record_steps(rows)
         except RefloadError as failure:
             log.warning("could not record the step in etl_audit.run_log", error=failure.message)
 

@@ -20,6 +20,7 @@ import os
 import posixpath
 import re
 import secrets
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote_plus
 
@@ -75,6 +76,30 @@ def run_id_of_execution(execution_id: str) -> str | None:
 
 def config_root() -> str:
     return os.environ.get("REFLOAD_CONFIG_ROOT", DEFAULT_CONFIG_ROOT)
+
+
+# A local folder standing in for the raw bucket (`replay --raw-root`): an event's
+# s3://BUCKET/KEY is read from DIR/KEY. In AWS the variable names the raw bucket's s3://
+# prefix (for freshness alerts), and the event's own object is read.
+RAW_ROOT_ENV = "REFLOAD_RAW_ROOT"
+
+
+def local_raw_root(payload: dict[str, Any]) -> str | None:
+    root = payload.get("raw_root") or os.environ.get(RAW_ROOT_ENV)
+    return None if not root or "://" in str(root) else str(root)
+
+
+def raw_path(root: str, key: str) -> str:
+    """DIR/KEY, never outside DIR: a key is any text, `..` included."""
+    parts = [part for part in key.split("/") if part]  # 'a//b' and '/a' stay under DIR
+    if not parts or any(part in (".", "..") for part in parts):
+        raise ConfigError(
+            "has a '.' or '..' segment, which would read a file outside the raw root; "
+            "copy the file under the raw root and replay a step payload naming it",
+            key=f"object key {key[:300]!r}",
+            file=root,
+        )
+    return str(Path(root, *parts))
 
 
 # --- step payloads ---------------------------------------------------------------------
@@ -438,7 +463,7 @@ def _not_loaded(
     """The ingest payload of a landed object, or, for one no config routes or an empty one,
     an ignored payload whose `not_loaded` says which (unless REFLOAD_UNROUTED=alert)."""
     try:
-        routed = payload_for_object(bucket, key, version_id=version_id)
+        routed = payload_for_object(bucket, key, event.get("config_root"), version_id)
     except ConfigError as error:
         if not error.details.get("unrouted") or _unrouted_policy() == "alert":
             raise
@@ -488,8 +513,20 @@ def payload_for_object(
     bucket: str, key: str, root: str | None = None, version_id: str | None = None
 ) -> dict[str, Any]:
     from steps.config import route_key
+    from steps.storage import CONFIG_ROOT_HINT
 
-    routed = route_key(key, routing_entries(root or config_root()))
+    root = root or config_root()
+    entries = routing_entries(root)
+    hint = f"routing reads the table configs under '{root}': set {CONFIG_ROOT_HINT}"
+    if not entries:
+        # Not "unrouted" (ignored by default): no config at all is a setting to fix.
+        raise ConfigError("no table config to route this object key", key=key, note=hint)
+    try:
+        routed = route_key(key, entries)
+    except ConfigError as error:
+        if "unrouted" in error.details:  # no prefix matched: perhaps the wrong folder
+            error.note = error.note or hint
+        raise
     payload = {
         "step": "ingest",
         "config": routed.uri,
@@ -501,11 +538,11 @@ def payload_for_object(
     return payload
 
 
-def _routed_or_empty(bucket: str, key: str) -> dict[str, Any]:
+def _routed_or_empty(bucket: str, key: str, root: str | None) -> dict[str, Any]:
     from steps.errors import RefloadError
 
     try:
-        routed = payload_for_object(bucket, key)
+        routed = payload_for_object(bucket, key, root)
     except RefloadError:
         return {"source": f"s3://{bucket}/{key}"}
     return {k: routed[k] for k in ("source", "config", "table")}
@@ -566,13 +603,24 @@ def to_payload(event: dict[str, Any]) -> dict[str, Any]:
             payload["source"] = f"s3://{bucket}/{key}"
         elif own.get("step", "ingest") == "ingest":
             payload = {**own, **_not_loaded(event, bucket, key, version_id)}
-            payload["source"] = f"s3://{bucket}/{key}"
+            raw_root = local_raw_root(own)
+            if raw_root and not payload.get("ignored"):
+                payload["source"] = raw_path(raw_root, key)
+                payload.pop("source_version_id", None)  # a local file has no S3 version
+            else:
+                payload["source"] = f"s3://{bucket}/{key}"
         else:
             # A later step (notify after a failed ingest) still carries the S3 event: keep
             # the step, and name the object and, when a config routes it, the table.
-            payload = {**own, **_routed_or_empty(bucket, key)}
+            payload = {**own, **_routed_or_empty(bucket, key, own.get("config_root"))}
     elif "step" in event:
         payload = dict(event)
+        raw_root = local_raw_root(payload)
+        source = str(payload.get("source") or "")
+        if raw_root and payload["step"] == "ingest" and source.startswith("s3://"):
+            # An alert's rerun.json from AWS, replayed on a laptop.
+            payload["source"] = raw_path(raw_root, source.removeprefix("s3://").partition("/")[2])
+            payload.pop("source_version_id", None)
     else:
         raise ConfigError(
             "event is neither a step payload (with 'step') nor an S3 / EventBridge "

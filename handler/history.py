@@ -2,60 +2,62 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from typing import Any
 
-from steps.warehouse.base import AUDIT_SCHEMA, Warehouse
+from steps.warehouse.base import Warehouse
 
 
-def recent_runs(warehouse: Warehouse, table_name: str, limit: int = 10) -> list[dict[str, Any]]:
-    """Newest first: each run's steps, rows published and test results."""
-    run_log = warehouse.table(AUDIT_SCHEMA, "run_log")
-    runs = warehouse.query(
-        f"SELECT run_id, MIN(logged_at) AS started, MAX(logged_at) AS finished FROM {run_log} "
-        f"WHERE table_name = %s GROUP BY run_id ORDER BY MAX(logged_at) DESC LIMIT {int(limit)}",
-        (table_name,),
-    )
+def recent_runs(
+    warehouse: Warehouse, table_name: str, limit: int = 10, samples: bool = False
+) -> list[dict[str, Any]]:
+    """Newest first: each run's steps, rows published and test results; with `samples`,
+    the sample keys its publish added, removed and changed (the ledger's change_samples).
+
+    A run's status and tests are its last attempt's (see `attempts`); every attempt's
+    steps are listed, each with its `attempt` number.
+    """
     history = []
-    for run_id, started, finished in runs:
-        steps = warehouse.query(
-            f"SELECT step, status, error_type, error_message FROM {run_log} "
-            "WHERE run_id = %s AND table_name = %s ORDER BY logged_at",
-            (run_id, table_name),
-        )
-        published = warehouse.query(
-            "SELECT rows_loaded, load_mode, keys_added, keys_removed, keys_changed FROM "
-            f"{warehouse.table(AUDIT_SCHEMA, 'load_ledger')} WHERE run_id = %s",
-            (run_id,),
-        )
-        tests = warehouse.query(
-            "SELECT test_name, test_type, severity, status, observed_value, expected FROM "
-            f"{warehouse.table(AUDIT_SCHEMA, 'data_quality_tests')} WHERE run_id = %s "
-            "ORDER BY executed_at, test_name",
-            (run_id,),
-        )
-        failed = [s for s in steps if s[1] == "failed"]
-        test_failed = any(t[2] == "error" and t[3] != "pass" for t in tests)
+    for run_id, started, finished in warehouse.table_runs(table_name, limit):
+        steps = warehouse.run_steps(run_id, table_name)
+        published = warehouse.run_publishes(run_id)
+        tests = warehouse.run_tests(run_id)
+        tried = attempts([Step(*row) for row in steps])
+        since = tried[-2][-1].logged_at if len(tried) > 1 else None
         history.append(
             {
                 "run_id": run_id,
                 "started": str(started),
                 "finished": str(finished),
-                "status": "failed"
-                if failed or test_failed
-                else "stale"
-                if any(s[1] == "stale" for s in steps)
-                else "passed",
+                "status": attempt_status(tried[-1]),
+                "attempts": len(tried),
                 "steps": [
-                    {"step": s[0], "status": s[1], "error_type": s[2], "error": s[3]} for s in steps
+                    {
+                        "step": s.step,
+                        "status": s.status,
+                        "error_type": s.error_type,
+                        "error": s.error,
+                        "attempt": number,
+                    }
+                    for number, attempt in enumerate(tried, 1)
+                    for s in attempt
                 ],
                 "rows_published": published[0][0] if published else None,
                 "load_mode": published[0][1] if published else None,
                 # Keys added/removed/changed by the publish (tables with a primary key).
                 "changes": (
-                    dict(zip(("added", "removed", "changed"), published[0][2:], strict=True))
+                    dict(zip(("added", "removed", "changed"), published[0][2:5], strict=True))
                     if published and published[0][2] is not None
                     else None
                 ),
+                # A rollback's: the run whose file it published again.
+                "restored_run": (
+                    restored_run(warehouse, published[0][6], published[0][7])
+                    if published and published[0][1] == "rollback"
+                    else None
+                ),
+                **({"change_samples": _samples(published)} if samples else {}),
                 "checks": [
                     {
                         "name": t[0],
@@ -66,10 +68,61 @@ def recent_runs(warehouse: Warehouse, table_name: str, limit: int = 10) -> list[
                         "expected": t[5],
                     }
                     for t in tests
+                    if since is None or t[6] > since
                 ],
             }
         )
     return history
+
+
+def restored_run(warehouse: Warehouse, target: str, curated_uri: str) -> str | None:
+    """The run that first published the curated file a rollback published again."""
+    return warehouse.first_publish_of(target, curated_uri)
+
+
+def _samples(published: list[tuple[Any, ...]]) -> dict[str, list[dict[str, Any]]] | None:
+    """The ledger row's sample keys per kind (None: no publish, or no primary key)."""
+    if not published or not published[0][5]:
+        return None
+    samples: dict[str, list[dict[str, Any]]] = json.loads(published[0][5])
+    return samples
+
+
+@dataclass(frozen=True)
+class Step:
+    """One etl_audit.run_log row of a run."""
+
+    step: str
+    status: str
+    error_type: str | None
+    error: str | None
+    logged_at: Any
+
+
+def attempts(steps: list[Step]) -> list[list[Step]]:
+    """A run's run_log rows (oldest first) split into attempts: the replay of an alert's
+    re-run input, or a Step Functions retry, runs the same run id again from a step.
+
+    An attempt ends where a run ends: at a failed step, at validate (the last step), or at
+    a load that found the file stale. Rows after the last end are an attempt under way.
+    """
+    tried: list[list[Step]] = [[]]
+    for step in steps:
+        tried[-1].append(step)
+        if step.status in ("failed", "stale") or step.step == "validate":
+            tried.append([])
+    return [attempt for attempt in tried if attempt] or [[]]
+
+
+def attempt_status(attempt: list[Step]) -> str:
+    """An attempt's outcome, as `run --json` reported it."""
+    failed = [s for s in attempt if s.status == "failed"]
+    if failed:
+        return _run_status(len(failed), failed[-1].error_type, 0)
+    if any(s.status == "stale" for s in attempt):
+        return "stale"  # a file older than the table's: nothing validated, no alert
+    validated = [s for s in attempt if s.step == "validate"]
+    return _run_status(0, None, len(validated))
 
 
 def _changes(added: Any, removed: Any, changed: Any) -> dict[str, int] | None:
@@ -101,60 +154,47 @@ def fleet_history(
     newest runs of each table.
     """
     limit = int(runs_per_table)
-    run_log = warehouse.table(AUDIT_SCHEMA, "run_log")
-    runs = warehouse.query(
-        "SELECT table_name, run_id, finished, failures, error_type, validated, stale FROM ("
-        "SELECT table_name, run_id, MAX(logged_at) AS finished, "
-        "SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END) AS failures, "
-        "MAX(error_type) AS error_type, "
-        "SUM(CASE WHEN step = 'validate' THEN 1 ELSE 0 END) AS validated, "
-        "SUM(CASE WHEN status = 'stale' THEN 1 ELSE 0 END) AS stale, "
-        "ROW_NUMBER() OVER (PARTITION BY table_name ORDER BY MAX(logged_at) DESC) AS newest "
-        f"FROM {run_log} WHERE table_name IS NOT NULL GROUP BY table_name, run_id"
-        f") recent WHERE newest <= {limit}"
-    )
+    # Every run_log row of the newest runs: a run's status is its last attempt's.
+    rows = warehouse.fleet_steps(limit)
     published = {
         (table, run_id): (rows_after, loaded_at, _changes(added, removed, changed))
-        for table, run_id, rows_after, loaded_at, added, removed, changed in warehouse.query(
-            "SELECT table_name, run_id, rows_after, loaded_at, keys_added, keys_removed, "
-            "keys_changed FROM ("
-            "SELECT table_name, run_id, rows_after, loaded_at, keys_added, keys_removed, "
-            "keys_changed, ROW_NUMBER() OVER "
-            "(PARTITION BY table_name ORDER BY loaded_at DESC) AS newest "
-            f"FROM {warehouse.table(AUDIT_SCHEMA, 'load_ledger')}"
-            f") recent WHERE newest <= {limit}"
+        for table, run_id, rows_after, loaded_at, added, removed, changed in (
+            warehouse.fleet_publishes(limit)
         )
     }
-    tests = {
-        (table, run_id): (int(passed), int(failed), int(warned))
-        for table, run_id, passed, failed, warned in warehouse.query(
-            "SELECT table_name, run_id, passed, failed, warned FROM ("
-            "SELECT table_name, run_id, "
-            "SUM(CASE WHEN status = 'pass' THEN 1 ELSE 0 END) AS passed, "
-            "SUM(CASE WHEN status <> 'pass' AND severity = 'error' THEN 1 ELSE 0 END) AS failed, "
-            "SUM(CASE WHEN status <> 'pass' AND severity <> 'error' THEN 1 ELSE 0 END) AS warned, "
-            "ROW_NUMBER() OVER (PARTITION BY table_name ORDER BY MAX(executed_at) DESC) "
-            f"AS newest FROM {warehouse.table(AUDIT_SCHEMA, 'data_quality_tests')} "
-            f"GROUP BY table_name, run_id) recent WHERE newest <= {limit}"
+    # Per run, its tests counted per write (one write per step and attempt, one time).
+    tests: dict[tuple[str, str], list[tuple[Any, int, int, int]]] = {}
+    for table, run_id, executed_at, passed, failed, warned in warehouse.fleet_tests(limit):
+        tests.setdefault((table, run_id), []).append(
+            (executed_at, int(passed), int(failed), int(warned))
         )
-    }
+    steps: dict[tuple[str, str], list[Step]] = {}
+    for table, run_id, step, status, error_type, logged_at in rows:
+        steps.setdefault((table, run_id), []).append(
+            Step(step, status, error_type, None, logged_at)
+        )
     history: dict[str, list[dict[str, Any]]] = {}
-    for table, run_id, finished, failures, error_type, validated, stale in sorted(
-        runs, key=lambda r: (r[0], r[2])
+    for (table, run_id), run_steps in sorted(
+        steps.items(), key=lambda item: (item[0][0], item[1][-1].logged_at)
     ):
-        rows, _, changes = published.get((table, run_id), (None, None, None))
-        passed, failed, warned = tests.get((table, run_id), (0, 0, 0))
+        tried = attempts(run_steps)
+        since = tried[-2][-1].logged_at if len(tried) > 1 else None
+        counted = [t for t in tests.get((table, run_id), []) if since is None or t[0] > since]
+        rows_after, _, changes = published.get((table, run_id), (None, None, None))
         history.setdefault(table, []).append(
             {
                 "run_id": run_id,
-                "finished": finished,
-                "status": _run_status(int(failures), error_type, int(validated), int(stale)),
-                "published": rows is not None,
-                "rows": None if rows is None else int(rows),
+                "finished": run_steps[-1].logged_at,
+                "status": attempt_status(tried[-1]),
+                "attempts": len(tried),
+                "published": rows_after is not None,
+                "rows": None if rows_after is None else int(rows_after),
                 "changes": changes,
-                "tests_passed": passed,
-                "tests_failed": failed,
-                "tests_warned": warned,
+                # No test ran in the last attempt: `status` shows `tests -`, not "0/0 passed".
+                "tests_ran": bool(counted),
+                "tests_passed": sum(t[1] for t in counted),
+                "tests_failed": sum(t[2] for t in counted),
+                "tests_warned": sum(t[3] for t in counted),
             }
         )
     return history

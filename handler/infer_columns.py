@@ -46,6 +46,8 @@ TIME_PARTS = (" %H:%M:%S", "T%H:%M:%S", " %H:%M")
 FORMAT_PARTS = {"%Y": r"\d{4}", "%y": r"\d{2}", "%b": "[A-Za-z]{3}"}
 # The same dates read month-first or day-first: which one is right, the values decide.
 SWAPPED = {"%m": "%d", "%d": "%m"}
+# Names of columns whose digits are codes, not amounts: ISO 3166's numeric, a FIPS code.
+DIGIT_CODE_NAME = re.compile(r"(^|_)(code|numeric|zip|postal|fips|iso|naics|sic|m49)(_|$)")
 KEY_NAME = re.compile(r"(^|_)(id|code|key|iso|alpha_\d|abbrev|symbol)(_|$)")
 INTEGER = r"^[+-]?\d+$"
 DECIMAL = r"^[+-]?(\d+\.?\d*|\.\d+)$"
@@ -113,9 +115,20 @@ def _fits(values: pa.Array, data_type: DataType, format: str | None = None) -> b
     return not cast_values(values, ColumnSpec("c", data_type, "c", format=format))[1]
 
 
-def _varchar(longest: int) -> DataType:
-    wanted = longest + (longest + 3) // 4  # a quarter more, at least one byte
-    return DataType("varchar", length=next((s for s in VARCHAR_SIZES if s >= wanted), 65535))
+def _same_width(values: pa.Array) -> bool:
+    bounds = pc.min_max(pc.binary_length(values))
+    return bool(bounds["min"].as_py() == bounds["max"].as_py())
+
+
+def _varchar(values: pa.Array, longest: int) -> tuple[DataType, str]:
+    """A code keeps its exact width: two values or more, every one as long, none with a
+    space (ISO 'AFN', '008'). Other text gets room to grow: twice its longest value, 32
+    at least, rounded up to a power of two (one sample's 6-byte note is not the limit)."""
+    if len(pc.unique(values)) > 1 and _same_width(values) and _all_match(values, r"^\S+$"):
+        return DataType("varchar", length=longest), f"fixed width {longest} byte(s)"
+    wanted = max(2 * longest, 32)
+    length = next((s for s in VARCHAR_SIZES if s >= wanted), 65535)
+    return DataType("varchar", length=length), f"longest {longest} byte(s), room for twice that"
 
 
 def _all_match(values: pa.Array, pattern: str) -> bool:
@@ -175,12 +188,20 @@ def _date_type(
     return kinds[fmt], fmt, f"every value fits {fmt}{midnight_note}"
 
 
-def _number_type(values: pa.Array, longest: int) -> tuple[DataType, str | None, str] | None:
+def _number_type(
+    values: pa.Array, longest: int, target: str, quoted: bool
+) -> tuple[DataType, str | None, str] | None:
     if _all_match(values, INTEGER):
         zeros = pc.match_substring_regex(values, r"^[+-]?0\d")
         if pc.any(zeros).as_py():
             example = _example(values, zeros)
-            return _varchar(longest), None, f"code with leading zeros ({example!r})"
+            return _varchar(values, longest)[0], None, f"code with leading zeros ({example!r})"
+        # '262' beside '048': a code whose next file may bring a leading zero.
+        coded = "written as JSON strings" if quoted else ""
+        if not coded and DIGIT_CODE_NAME.search(target):
+            coded = "named like a code"
+        if coded and _same_width(values) and _all_match(values, r"^\d+$"):
+            return DataType("varchar", length=longest), None, f"fixed-width digits {coded}"
         try:
             bounds = pc.min_max(pc.cast(values, pa.int64()))
             low, high = bounds["min"].as_py(), bounds["max"].as_py()
@@ -190,7 +211,7 @@ def _number_type(values: pa.Array, longest: int) -> tuple[DataType, str | None, 
         for kind, bound in INTEGER_RANGES.items():
             if -bound <= low and high < bound:
                 return DataType(kind), None, f"whole numbers from {low} to {high}"  # type: ignore[arg-type]
-        return _varchar(longest), None, "digits, too many for bigint"
+        return _varchar(values, longest)[0], None, "digits, too many for bigint"
     if _all_match(values, DECIMAL):
         texts = [str(v).lstrip("+-") for v in pc.unique(values).to_pylist()]
         digits = max(len(t.partition(".")[0].lstrip("0")) for t in texts) or 1
@@ -205,7 +226,7 @@ def _number_type(values: pa.Array, longest: int) -> tuple[DataType, str | None, 
 
 
 def _guess_type(
-    values: pa.Array, warnings: list[str], target: str
+    values: pa.Array, warnings: list[str], target: str, quoted: bool
 ) -> tuple[DataType, str | None, str]:
     """(type, format, why) for non-null stripped text values."""
     longest = int(pc.max(pc.binary_length(values)).as_py())
@@ -213,14 +234,15 @@ def _guess_type(
     words = {str(v).lower() for v in distinct.to_pylist()} if len(distinct) <= 10 else set()
     if words and words <= {*TRUE_WORDS, *FALSE_WORDS} and not words <= {"0", "1"}:
         return DataType("boolean"), None, f"only {', '.join(sorted(words))}"
-    guessed = _number_type(values, longest) or _date_type(values, warnings, target)
+    guessed = _number_type(values, longest, target, quoted) or _date_type(values, warnings, target)
     if guessed:
         data_type, fmt, why = guessed
     else:
         mixed = _all_match(values, r"^[0-9A-Za-z]+$") and _all_match(values, r"\d")
-        data_type, fmt, why = _varchar(longest), None, "digits and letters" if mixed else "text"
-    if data_type.kind == "varchar":
-        why += f", longest {longest} byte(s)"
+        data_type, fmt, why = None, None, "digits and letters" if mixed else "text"
+    if data_type is None or data_type.kind == "varchar":
+        data_type, width = _varchar(values, longest)
+        why += f", {width}"
     return data_type, fmt, why
 
 
@@ -232,7 +254,10 @@ def _decimal_comma(values: pa.Array) -> bool:
     return bool(pc.any(pc.match_substring_regex(values, r",(\d{1,2}|\d{4,})$")).as_py())
 
 
-def guess_column(source: str, target: str, raw: pa.Array, warnings: list[str]) -> ColumnGuess:
+def guess_column(
+    source: str, target: str, raw: pa.Array, warnings: list[str], quoted: bool = False
+) -> ColumnGuess:
+    """`quoted`: the file wrote every value as a string (JSON), digits included."""
     raw = raw.cast(pa.string())
     trimmed = pc.utf8_trim_whitespace(raw)
     # What the pipeline's blank_to_null leaves after `strip`, computed once on trimmed text.
@@ -247,9 +272,10 @@ def guess_column(source: str, target: str, raw: pa.Array, warnings: list[str]) -
         present = pc.replace_substring(present, ",", ".")
         notes.append('decimal commas: replace(",",".")')
     if not len(present):
-        data_type, fmt, why = _varchar(0), None, "every value is empty"
+        # Nothing to size it by: room for a line of text.
+        data_type, fmt, why = DataType("varchar", length=256), None, "every value is empty"
     else:
-        data_type, fmt, why = _guess_type(present, warnings, target)
+        data_type, fmt, why = _guess_type(present, warnings, target, quoted)
     reason = "; ".join([why, *notes])
     return ColumnGuess(source, target, data_type, bool(nulls), strip, fmt, reason, decimal_comma)
 

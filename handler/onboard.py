@@ -8,12 +8,12 @@ the CLI imports this; docs/adr/0009-init-proposes-what-run-accepts.md says why.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import io
 import json
 import re
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args
@@ -26,20 +26,22 @@ from steps import progress, storage
 from steps.config import SourceFormat, TableConfig, parse_config
 from steps.errors import ConfigError, RejectedInput, at
 from steps.ingest.sources import (
+    DELIMITER_NAMES,
+    DELIMITERS,
     FORMAT_READERS,
     binary_kind,
+    bomless_utf16,
     format_of,
-    max_source_bytes,
     not_text,
     oversized_sheets,
     read_source,
+    sniff_csv,
+    wide_encoding,
 )
 from steps.ingest.transform import apply_mapping
 from steps.mapping import SHEET_COLUMNS, Mapping
 from steps.names import identifier_problem, unknown_name
 
-DELIMITERS = (",", ";", "|", "\t")
-DELIMITER_NAMES = {",": "comma", ";": "semicolon", "|": "pipe", "\t": "tab"}
 # Whole values vendors write for "no value" ('NA' is not one: it is Namibia's ISO code).
 NULL_TOKENS = ("NULL", "null", "N/A", "n/a", "#N/A")
 BLANK_HEADER = re.compile(r"\(unnamed \d+\)")
@@ -73,6 +75,50 @@ class Layout:
         if self.null_values != [""]:
             keys["null_values"] = self.null_values
         return keys
+
+
+# --delimiter takes a character or its name (a tab is awkward to type).
+DELIMITER_WORDS = {name: char for char, name in DELIMITER_NAMES.items()} | {"\\t": "\t"}
+
+
+@dataclass(frozen=True)
+class Given:
+    """Layout keys stated with init's options (--encoding, --delimiter, --header-row):
+    they win over what init infers, for a file whose layout the sniffing gets wrong."""
+
+    encoding: str | None = None
+    delimiter: str | None = None
+    header_row: int | None = None
+
+    @classmethod
+    def parse(cls, encoding: str | None, delimiter: str | None, header_row: int | None) -> Given:
+        if encoding is not None:
+            try:
+                codecs.lookup(encoding)
+            except LookupError:
+                raise ConfigError(f"--encoding: unknown encoding '{encoding}'") from None
+        if delimiter is not None:
+            delimiter = DELIMITER_WORDS.get(delimiter.lower(), delimiter)
+            if len(delimiter) != 1:
+                words = ", ".join(DELIMITER_WORDS)
+                raise ConfigError(f"--delimiter: one character or one of {words}")
+        if header_row is not None and header_row < 1:
+            raise ConfigError("--header-row: lines count from 1")
+        return cls(encoding, delimiter, header_row)
+
+    def check_applies(self, reader: str) -> None:
+        """A text option given for a workbook (or a header row for JSON) is a mistake."""
+        unused = [
+            option
+            for option, value, readers in (
+                ("--encoding", self.encoding, ("csv", "json")),
+                ("--delimiter", self.delimiter, ("csv",)),
+                ("--header-row", self.header_row, ("csv", "excel")),
+            )
+            if value is not None and reader not in readers
+        ]
+        if unused:
+            raise ConfigError(f"{', '.join(unused)}: not used by {reader} files")
 
 
 @dataclass
@@ -120,11 +166,21 @@ def _sniff(data: bytes, kind: str | None) -> str | None:
     refload reads (a pdf, a plain zip, ...)."""
     if kind:
         return SNIFFED_FORMATS.get(kind)
-    head = data.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
+    wide = wide_encoding(data) or bomless_utf16(data)
+    text = data[:64].decode(wide, "ignore").encode() if wide else data
+    head = text.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
     return "json" if head in (b"{", b"[") else "csv"
 
 
 def _encoding(data: bytes, uri: str) -> tuple[str, str]:
+    wide = wide_encoding(data)
+    if wide:
+        form = wide.upper().replace("-LE", " LE").replace("-BE", " BE")
+        why = f"{form} with a byte-order mark"
+        return wide, why + (' (Excel\'s "Unicode Text")' if wide == "utf-16-le" else "")
+    unmarked = bomless_utf16(data)
+    if unmarked:
+        return unmarked, "every other byte is NUL: UTF-16 without a byte-order mark"
     if data.startswith(b"\xef\xbb\xbf"):
         return "utf-8", "UTF-8 with a byte-order mark"
     try:
@@ -165,69 +221,58 @@ def _refuse_mixed(data: bytes, uri: str, byte: bytes, line: int) -> None:
     )
 
 
-def _filled_names(cells: list[str]) -> int:
-    """How many names a header candidate has (0 for a comment). A trailing delimiter
-    leaves an empty name, which init leaves out. A name twice still counts: the header
-    is refused for it when read, rather than a data row taken for the header."""
-    names = [c.strip() for c in cells if c.strip()]
-    if not names or cells[0].startswith("#"):
-        return 0
-    return len(names)
+def _decoded(data: bytes, encoding: str, uri: str) -> str:
+    """The sample as text in `encoding` (a given one may not fit: the line is named)."""
+    try:
+        return data.decode(encoding).removeprefix("\ufeff")
+    except UnicodeDecodeError as error:
+        raise RejectedInput(
+            f"byte(s) {data[error.start : error.end]!r} are not {encoding} (--encoding)",
+            file=uri,
+            line=data.count(b"\n", 0, error.start) + 1,
+        ) from None
 
 
-def _text_layout(data: bytes, uri: str, source_format: str) -> Layout:
-    encoding, why = _encoding(data, uri)
-    # A wide header split on the wrong delimiter is one long field: as large as run allows.
-    csv.field_size_limit(min(max_source_bytes(), 2**31 - 1))
-    text = data.decode(encoding).removeprefix("\ufeff")
-    # Lines as read_csv counts them for header_row: split on "\n" only.
-    lines = text.split("\n")
-    head = "\n".join(lines[:1000])
-    candidates = ("\t",) if source_format == "tsv" else DELIMITERS
-    best: tuple[tuple[int, int], str, int] | None = None
-    for delimiter in candidates:
-        records: list[tuple[int, list[str]]] = []
-        reader = csv.reader(io.StringIO(head), delimiter=delimiter)
-        line = 1
-        try:
-            for record in reader:
-                if record:
-                    records.append((line, record))
-                line = reader.line_num + 1
-        except csv.Error as error:  # a NUL byte, a lone carriage return: not text
-            raise RejectedInput(
-                f"cannot read as text lines: {error}", file=uri, line=line
-            ) from None
-        widths = Counter(len(r) for _, r in records)
-        if not widths:
-            continue
-        width = max(widths, key=lambda w: (widths[w], w))
-        most = max(_filled_names(r) for _, r in records if len(r) == width)
-        header = next(n for n, r in records if len(r) == width and _filled_names(r) == most)
-        if width < 2 or most < 2:
-            continue
-        score = (widths[width], width)
-        if best is None or score > best[0]:
-            best = (score, delimiter, header)
-    notes = [f"encoding {encoding}: {why}"]
-    if best is None:
-        notes.append("one column: no , ; | or tab splits the lines evenly")
-        first = next((i for i, x in enumerate(lines, 1) if x.strip()), 1)
-        return Layout(source_format, encoding, ",", first, notes=notes)
-    (_, width), delimiter, header = best
-    notes.append(f"delimiter {DELIMITER_NAMES[delimiter]}: splits the lines into {width} fields")
-    if header > 1:
-        preamble = lines[0].strip()
-        notes.append(
-            f"header on line {header}: line(s) above are preamble (line 1: {preamble[:40]!r})"
-        )
+def _text_layout(data: bytes, uri: str, source_format: str, given: Given) -> Layout:
+    if given.encoding:
+        encoding, why = wide_encoding(data, given.encoding) or given.encoding, "--encoding"
     else:
-        notes.append("header on line 1")
+        encoding, why = _encoding(data, uri)
+    text = _decoded(data, encoding, uri)
+    lines = text.split("\n", 1)
+    if given.delimiter:
+        candidates: tuple[str, ...] = (given.delimiter,)
+    else:
+        candidates = ("\t",) if source_format == "tsv" else DELIMITERS
+    sniffed = sniff_csv(text, uri, candidates, given.header_row)
+    notes = [f"encoding {encoding}: {why}"]
+    delimiter = given.delimiter or (sniffed.delimiter if sniffed else ",")
+    shown = DELIMITER_NAMES.get(delimiter, repr(delimiter))
+    if given.delimiter:
+        notes.append(f"delimiter {shown}: --delimiter")
+    elif sniffed:
+        notes.append(f"delimiter {shown}: splits the lines into {sniffed.width} fields")
+    else:
+        notes.append("one column: no , ; | or tab splits the lines evenly")
+    if given.header_row:
+        header = given.header_row
+        notes.append(f"header on line {header}: --header-row")
+    elif sniffed:
+        header = sniffed.header_row
+        if header > 1:
+            preamble = lines[0].strip()
+            notes.append(
+                f"header on line {header}: line(s) above are preamble (line 1: {preamble[:40]!r})"
+            )
+        else:
+            notes.append("header on line 1")
+    else:
+        header = next((i for i, x in enumerate(text.split("\n"), 1) if x.strip()), 1)
     return Layout(source_format, encoding, delimiter, header, notes=notes)
 
 
 def _excel_layout(
-    data: bytes, uri: str, source_format: str, sheet_name: str | int | None
+    data: bytes, uri: str, source_format: str, sheet_name: str | int | None, given: Given
 ) -> Layout:
     from python_calamine import CalamineWorkbook
 
@@ -265,14 +310,19 @@ def _excel_layout(
         ),
         1,
     )
-    if header > 1:
+    if given.header_row:
+        header = given.header_row
+        notes.append(f"header on row {header}: --header-row")
+    elif header > 1:
         notes.append(f"header on row {header}: row(s) above are a title ({filled(rows[0])[:1]!r})")
     else:
         notes.append("header on row 1")
     return Layout(source_format, header_row=header, sheet_name=sheet_name, notes=notes)
 
 
-def _layout(data: bytes, uri: str, source_format: str | None, sheet_name: str | None) -> Layout:
+def _layout(
+    data: bytes, uri: str, source_format: str | None, sheet_name: str | None, given: Given
+) -> Layout:
     if source_format is not None and source_format not in get_args(SourceFormat):
         raise ConfigError(unknown_name("--format", source_format, get_args(SourceFormat)))
     by_extension = format_of(uri)
@@ -295,16 +345,21 @@ def _layout(data: bytes, uri: str, source_format: str | None, sheet_name: str | 
     if not source_format and not by_extension and format_of(uri) not in (None, chosen):
         why += f" (the name says {format_of(uri)})"
     reader = FORMAT_READERS[chosen]
+    given.check_applies(reader)
     if reader == "excel":
         index: str | int | None = sheet_name
         if sheet_name is not None and sheet_name.isdigit():
             index = int(sheet_name)
-        layout = _excel_layout(data, uri, chosen, index)
+        layout = _excel_layout(data, uri, chosen, index, given)
     elif reader == "csv":
-        layout = _text_layout(data, uri, chosen)
+        layout = _text_layout(data, uri, chosen, given)
     else:
         layout = Layout(chosen)
-        if reader == "json":
+        if reader == "json" and given.encoding:
+            layout.encoding = wide_encoding(data, given.encoding) or given.encoding
+            _decoded(data, layout.encoding, uri)
+            layout.notes.append(f"encoding {layout.encoding}: --encoding")
+        elif reader == "json":
             layout.encoding, encoding_why = _encoding(data, uri)
             layout.notes.append(f"encoding {layout.encoding}: {encoding_why}")
     layout.notes.insert(0, f"format {chosen}: from {why}")
@@ -332,12 +387,13 @@ def infer(
     source_format: str | None = None,
     sheet_name: str | None = None,
     primary_key: list[str] | None = None,
+    given: Given | None = None,
 ) -> Proposal:
     problem = identifier_problem(table)
     if problem:
         raise ConfigError(f"--table: {problem}")
     progress.phase("read")
-    layout, text = _read_sample(source, table, source_format, sheet_name)
+    layout, text, quoted = _read_sample(source, table, source_format, sheet_name, given or Given())
     warnings: list[str] = []
     targets = unique_names(text.column_names)
     guesses = []
@@ -347,7 +403,8 @@ def infer(
         if not name or BLANK_HEADER.fullmatch(name):  # as steps.ingest.sources names blank headers
             warnings.append(f"column {name or target} has no name in the header: left out")
             continue
-        guess = guess_column(name, target, text.column(name).combine_chunks(), warnings)
+        values = text.column(name).combine_chunks()
+        guess = guess_column(name, target, values, warnings, name in quoted)
         guesses.append(guess)
     mapping = Mapping("init", tuple(g.spec() for g in guesses))
     progress.phase("key")
@@ -392,37 +449,42 @@ def infer(
 
 
 def _read_sample(
-    source: str, table: str, source_format: str | None, sheet_name: str | None
-) -> tuple[Layout, pa.Table]:
-    """The file's layout, and every row as text, read as `run` will read it."""
+    source: str, table: str, source_format: str | None, sheet_name: str | None, given: Given
+) -> tuple[Layout, pa.Table, frozenset[str]]:
+    """The file's layout, every row as text, read as `run` will read it, and the columns the
+    file wrote as strings (JSON)."""
     with storage.local_file(source) as path:
-        data = path.read_bytes()
-        if data.startswith(b"\x1f\x8b"):
-            try:
-                data = gzip.decompress(data)
-            except (OSError, EOFError) as error:
-                raise RejectedInput(f"gzip data is corrupt: {error}", file=source) from None
-        if not data.strip():
-            raise RejectedInput("file is empty", file=source)
-        layout = _layout(data, source, source_format, sheet_name)
+        layout = _layout(_sample_bytes(path, source), source, source_format, sheet_name, given)
 
-        def read() -> pa.Table:
+        def read() -> tuple[pa.Table, frozenset[str]]:
             keys = {"table_name": table, "mapping_file": "-", **layout.config_keys()}
             return _read_all(path, source, parse_config(keys, source="init"))
 
-        text = read()
+        text, quoted = read()
         found = [
             t for t in NULL_TOKENS if any(pc.any(pc.equal(c, t)).as_py() for c in text.columns)
         ]
         if found:  # read again, as run will: the tokens as nulls
             layout.null_values = ["", *found]
             layout.notes.append(f"null_values {layout.null_values}: {found} stand for empty")
-            text = read()
-        return layout, text
+            text, quoted = read()
+        return layout, text, quoted
 
 
-def _read_all(path: Path, uri: str, config: TableConfig) -> pa.Table:
-    """Every row, as text, by the reader run uses."""
+def _sample_bytes(path: Path, source: str) -> bytes:
+    data = path.read_bytes()
+    if data.startswith(b"\x1f\x8b"):
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as error:
+            raise RejectedInput(f"gzip data is corrupt: {error}", file=source) from None
+    if not data.strip():
+        raise RejectedInput("file is empty", file=source)
+    return data
+
+
+def _read_all(path: Path, uri: str, config: TableConfig) -> tuple[pa.Table, frozenset[str]]:
+    """Every row, as text, by the reader run uses, and the columns it wrote as strings."""
     table = read_source(path, uri, config)
     rows = pa.concat_tables(list(table.chunks)) if table.column_names else pa.table({})
     bad = table.bad_records()
@@ -430,7 +492,120 @@ def _read_all(path: Path, uri: str, config: TableConfig) -> pa.Table:
         raise RejectedInput(bad[0].reason, file=uri, **at(table.unit, bad[0].where))
     if not rows.num_rows:
         raise RejectedInput("file has a header but no data rows", file=uri)
-    return rows
+    return rows, table.quoted_columns
+
+
+# --- a vendor's new layout ---------------------------------------------------------
+
+# The config keys that say how a file is read: all that --update-layout rewrites.
+LAYOUT_KEYS = ("source_format", "encoding", "delimiter", "header_row", "sheet_name")
+
+
+@dataclass
+class LayoutUpdate:
+    config: str
+    source: str
+    layout: Layout
+    changes: dict[str, tuple[Any, Any]]  # key -> (before, after); None: not in the config
+
+
+def update_layout(
+    source: str,
+    config_path: str,
+    *,
+    source_format: str | None = None,
+    sheet_name: str | None = None,
+    given: Given | None = None,
+) -> LayoutUpdate:
+    """Rewrite only the layout keys of an existing config to read `source` (a vendor moved
+    the header, changed the delimiter or the encoding). The mapping sheet and every other
+    key stay; the config is left alone unless the sample reads with it, mapped columns
+    and all."""
+    from steps.config import read_config
+    from steps.table import load_table_config
+
+    if storage.is_s3(config_path):
+        raise ConfigError("--update-layout: give a config file on this machine, then upload it")
+    if not Path(config_path).is_file():
+        raise ConfigError("--update-layout: the config file does not exist", file=config_path)
+    spec = load_table_config(config_path)  # the config and its mapping, valid as they are
+    raw, _ = read_config(config_path)
+    with storage.local_file(source) as path:
+        data = _sample_bytes(path, source)
+        layout = _layout(data, source, source_format, sheet_name, given or Given())
+        wanted = {k: v for k, v in layout.config_keys().items() if k in LAYOUT_KEYS}
+        # A key the config leaves to its default (or to the extension) stays left out
+        # while that default still reads the file.
+        implied = spec.config.model_dump(include=set(LAYOUT_KEYS))
+        implied["source_format"] = format_of(source)
+        wanted = {k: v for k, v in wanted.items() if k in raw or implied.get(k) != v}
+        updated: dict[str, Any] = {}
+        for key, value in raw.items():
+            if key == "mapping_file":  # new layout keys go where init writes them
+                updated |= {k: v for k, v in wanted.items() if k not in raw}
+            if key not in LAYOUT_KEYS:
+                updated[key] = value
+            elif key in wanted:
+                updated[key] = wanted[key]
+        updated |= {k: v for k, v in wanted.items() if k not in updated}
+        config = parse_config(updated, source=config_path)
+        header = read_source(path, source, config).column_names
+        missing = [name for name in spec.mapping.sources if name not in header]
+        if missing:
+            raise RejectedInput(
+                f"read as {_described(wanted)}, its header has no column "
+                f"{', '.join(repr(m) for m in missing)} that the mapping sheet maps (header: "
+                f"{', '.join(header)}); {config_path} is unchanged: map the new names first",
+                file=source,
+            )
+        _read_all(path, source, config)  # every row splits into the header's columns
+    changes = {
+        key: (raw.get(key), updated.get(key))
+        for key in LAYOUT_KEYS
+        if raw.get(key) != updated.get(key)
+    }
+    if changes:
+        Path(config_path).write_text(
+            json.dumps(updated, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
+        load_table_config(config_path)  # what run will read
+    return LayoutUpdate(config_path, source, layout, changes)
+
+
+def _described(keys: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v!r}" for k, v in keys.items())
+
+
+def print_update(update: LayoutUpdate, *, as_json: bool) -> None:
+    commands = next_commands(Path(update.config), update.source)
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "config": update.config,
+                    "source": update.source,
+                    "changes": {k: {"from": a, "to": b} for k, (a, b) in update.changes.items()},
+                    "written": bool(update.changes),
+                    "layout": update.layout.notes,
+                    "next": commands,
+                }
+            )
+        )
+        return
+    print(f"{update.source}: layout for {update.config}")
+    for note in update.layout.notes:
+        print(f"  {note}")
+    if not update.changes:
+        print(f"layout unchanged: {update.config} not written")
+        return
+    for key, (before, after) in update.changes.items():
+        print(
+            f"  {key}: {'(none)' if before is None else repr(before)} -> "
+            f"{'(none)' if after is None else repr(after)}"
+        )
+    print(f"wrote {update.config} (only its layout keys)\nnext:")
+    for command in commands:
+        print(f"  {command}")
 
 
 # --- writing -------------------------------------------------------------------------

@@ -90,7 +90,9 @@ def _run_steps(
     # etl_audit.run_log all name the same run.
     if not event.get("run_id") and not event.get("execution_id"):
         event = {**event, "run_id": new_run_id()}
-    state: dict[str, Any] = {"run_id": event.get("run_id")}
+    # Until the event becomes a payload, the state is the event: an alert of a failure to
+    # route it goes to the run's outbox, and its re-run input is the event itself.
+    state: dict[str, Any] = {**event, "run_id": event.get("run_id")}
     step = start_at or event.get("step") or "ingest"
     try:
         state = to_payload({**event, "step": step})

@@ -16,7 +16,6 @@ from steps.errors import ConfigError, RefloadError, RejectedInput
 from steps.names import unknown_name
 from steps.table import load_table_config
 from steps.warehouse import open_warehouse
-from steps.warehouse.base import AUDIT_SCHEMA
 
 
 def find_config(root: str, table_name: str) -> str:
@@ -48,7 +47,7 @@ def load_event(
     """The load-step payload that publishes `run_id`'s curated file again."""
     config_uri = find_config(config_root, table_name)
     config = load_table_config(config_uri).config
-    if config.mode != "truncate":
+    if not config.strategy.takes_rollback:
         raise ConfigError(
             f"{table_name} has load_mode '{config.mode}': rollback re-publishes one whole "
             "file, which only a replace table (load_mode 'truncate') takes",
@@ -56,20 +55,14 @@ def load_event(
         )
     with open_warehouse(warehouse) as connection:
         connection.ensure_audit_tables()
-        rows = connection.query(
-            "SELECT curated_uri, content_hash, source_uri, source_version, rows_loaded, "
-            "source_modified_at FROM "
-            f"{connection.table(AUDIT_SCHEMA, 'load_ledger')} WHERE run_id = %s AND target = %s "
-            "ORDER BY loaded_at DESC LIMIT 1",
-            (run_id, config.target),
-        )
-    if not rows:
+        published = connection.published_file(run_id, config.target)
+    if published is None:
         raise ConfigError(
             f"run {run_id} has no ledger row for {config.target}: it published nothing "
             "(failed, blocked or skipped as already published), so there is no file to go "
             f"back to; `python -m handler history {table_name}` lists the runs"
         )
-    curated_uri, content_hash, source_uri, source_version, rows_loaded, modified_at = rows[0]
+    curated_uri, content_hash, source_uri, source_version, rows_loaded, modified_at = published
     for uri in _curated_files(curated_uri):
         try:
             storage.size(uri)

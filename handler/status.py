@@ -66,9 +66,14 @@ def fleet_status(
                 "rows": rows,
                 # Keys the last run's publish added, removed and changed (keyed tables).
                 "changes": last.get("changes") if last else None,
-                "tests_passed": last["tests_passed"] if last else None,
-                "tests_failed": last["tests_failed"] if last else None,
-                "tests_warned": last["tests_warned"] if last else None,
+                # The last attempt's tests; None when none ran (a rejected file, a stale one).
+                **{
+                    name: last[name] if last and last["tests_ran"] else None
+                    for name in ("tests_passed", "tests_failed", "tests_warned")
+                },
+                # More than one: the run was replayed (its alert's rerun.json, a retry), and
+                # its status is the last attempt's.
+                "attempts": last["attempts"] if last else None,
                 "freshness": fresh.status if fresh else None,
                 "age_hours": fresh.age_hours if fresh else None,
                 "attention": attention(status if last else None, fresh.status if fresh else None),
@@ -83,7 +88,7 @@ def fleet_status(
 
 
 def _broken_row(broken: BrokenConfig) -> dict[str, Any]:
-    empty = ("run_id", "when", "rows", "changes", "tests_passed", "tests_failed")
+    empty = ("run_id", "when", "rows", "changes", "tests_passed", "tests_failed", "attempts")
     return {
         "table": broken.table,
         "status": INVALID_CONFIG,
@@ -106,9 +111,15 @@ def _n(value: Any) -> str:
     return "-" if value is None else f"{value:,}"
 
 
+def replayed(table: dict[str, Any]) -> str:
+    """' on replay' for a last run that took more than one attempt."""
+    return " on replay" if (table.get("attempts") or 0) > 1 else ""
+
+
 def print_status(fleet: dict[str, Any]) -> None:
     if not fleet["tables"]:
         print("no table configs found")
+    width = max([9, *(len(t["status"] + replayed(t)) for t in fleet["tables"])])
     for t in fleet["tables"]:
         if t["status"] == INVALID_CONFIG:
             print(f"{t['table']:<18} {INVALID_CONFIG.upper()}  {t['error']['message']}")
@@ -120,7 +131,8 @@ def print_status(fleet: dict[str, Any]) -> None:
         )
         when = (t["when"] or "-").replace("T", " ").removesuffix("Z")
         print(
-            f"{t['table']:<18} {t['status'].upper():<9} {when:<19}  rows {_n(t['rows']):>9}  "
+            f"{t['table']:<18} {t['status'].upper() + replayed(t):<{width}} {when:<19}  "
+            f"rows {_n(t['rows']):>9}  "
             f"{tests:<17} freshness {t['freshness'] or '-':<12} run {t['run_id'] or '-'}"
             + (
                 "  keys " + ", ".join(f"{k} {v:,}" for k, v in t["changes"].items())
@@ -262,7 +274,8 @@ def render_html(fleet: dict[str, Any]) -> str:
         rows.append(
             f'<tr class="a-{t["attention"]}" data-table="{e(t["table"])}" '
             f'data-status="{e(t["status"])}" data-attention="{t["attention"]}">'
-            f"<td><b>{e(t['table'])}</b>{error}</td><td>{_badge('s', t['status'])}</td>"
+            f"<td><b>{e(t['table'])}</b>{error}</td><td>{_badge('s', t['status'])}"
+            f"{e(replayed(t))}</td>"
             f"<td>{when}<br><code>{e(t['run_id'] or '')}</code></td>"
             f'<td class="num">{_n(t["rows"])}</td><td class="num">{tests}</td>'
             f"<td>{_badge('f', t['freshness'])}{age}</td>"

@@ -728,6 +728,34 @@ def job_duckdb_sql_warm(csv: Path, work: Path) -> dict[str, Any]:
     return _second_run(job_duckdb_sql, csv, work)
 
 
+class _Counting:
+    """A DB-API connection that counts the statements sent through it."""
+
+    def __init__(self, inner: Any, sent: list[str]) -> None:
+        self._inner, self._sent = inner, sent
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def execute(self, sql: str, *args: Any, **kwargs: Any) -> Any:
+        self._sent.append(sql)
+        return self._inner.execute(sql, *args, **kwargs)
+
+
+def job_statements(csv: Path, work: Path) -> dict[str, Any]:
+    """Statements a warm run sends (target and audit tables there): the file published
+    again (--force) into the same database, counted on the driver connection."""
+    from steps.warehouse.duckdb_dialect import DuckDBWarehouse
+
+    url = f"duckdb:///{work / 'statements.duckdb'}"
+    _run_refload(csv, work, url, "--run-id", f"bench-{time.time_ns()}")
+    sent: list[str] = []
+    connect = DuckDBWarehouse._connect
+    DuckDBWarehouse._connect = lambda self: _Counting(connect(self), sent)  # type: ignore[method-assign]
+    code = _run_refload(csv, work, url, "--force", "--run-id", f"bench-{time.time_ns()}")
+    return {"exit": code, "statements": len(sent)}
+
+
 def job_stack(csv: Path, work: Path) -> dict[str, Any]:
     """Import time of what refload loads beyond the floor's own pyarrow.csv and duckdb."""
     sys.meta_path.insert(0, _AsInTheImage())
@@ -789,6 +817,7 @@ JOBS = {
     "bad_all_read": job_bad_all_read,
     "bad_stop": job_bad_stop,
     "stack": job_stack,
+    "statements": job_statements,
     "step_imports": job_step_imports,
     "redshift_latency": job_redshift_latency,
 }
@@ -869,6 +898,9 @@ def explain_small_run(csv: Path, work: Path, repeat: int) -> None:
         f"{floor:.3f} s, duckdb_sql {sql:.3f} s, refload {ours:.3f} s "
         f"({ours / floor:.2f}x the floor, {ours / sql:.2f}x the SQL job)"
     )
+    counted = run_child("statements", csv, work)
+    if counted:  # ARCHITECTURE.md "Warehouse round trips"
+        print(f"    statements a warm run sends to DuckDB: {counted['statements']}")
 
 
 def bad_rows(sizes: list[int], work: Path, repeat: int) -> int:

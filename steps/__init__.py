@@ -27,11 +27,12 @@ Shared, grouped by concern:
     alerts       reports and channels (outbox, SES, SMTP, ServiceNow)
     recovery     when a table passes again: incidents resolved, "recovered" sent
     metrics      CloudWatch Embedded Metric Format lines
+    lineage      OpenLineage run events, when a transport is configured
     progress     phases reported to a terminal (handler.progress draws them)
     frames       pandas previews of what ingest makes (steps.frames.preview)
     errors       one error hierarchy with transient / terminal markers
     names        identifier checks and "did you mean"
     secrets      redaction for every output channel
 
-CLI-only code (init, check, status, history, rollback) lives in handler/.
+CLI-only code (init, check, status, history, rollback, dbt-sources) lives in handler/.
 """

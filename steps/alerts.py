@@ -13,6 +13,7 @@ import hashlib
 import html
 import json
 import os
+import re
 import shlex
 from collections.abc import Callable
 from email.message import EmailMessage
@@ -471,15 +472,23 @@ def send_servicenow(report: dict[str, Any], payload: dict[str, Any]) -> str:
 # --- outbox ---------------------------------------------------------------------------
 
 
+def outbox_name(report: dict[str, Any]) -> str:
+    """`<time>-<table>-<run>`: one word (no space, no '/'), so the printed re-run command
+    can be pasted into a shell as it is."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    table = re.sub(r"[^\w.-]+", "-", str(report.get("table") or "unknown-table")).strip("-")
+    return f"{stamp}-{table or 'unknown-table'}-{report['run_id']}"
+
+
 def send_outbox(report: dict[str, Any], payload: dict[str, Any]) -> str:
     """Write the alert as one JSON file, and its re-run input beside it."""
     folder = Path(payload.get("outbox") or os.environ.get("REFLOAD_OUTBOX") or "outbox")
     folder.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    name = f"{stamp}-{report['table']}-{report['run_id']}"
+    name = outbox_name(report)
     path, rerun = folder / f"{name}.alert.json", folder / f"{name}.rerun.json"
     rerun.write_text(json.dumps(report["rerun_input"], indent=2) + "\n", encoding="utf-8")
-    local = {**report, "rerun_command": f"python -m handler replay {rerun}"}
+    command = shlex.join(["python", "-m", "handler", "replay", str(rerun)])
+    local = {**report, "rerun_command": command}
     path.write_text(json.dumps(local, indent=2, default=str) + "\n", encoding="utf-8")
     return str(path)
 

@@ -8,12 +8,15 @@ expected values and up to SAMPLE_ROWS failing rows.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from contextlib import suppress
+from dataclasses import dataclass, replace
+from itertools import zip_longest
 from typing import Any
 
 from steps import config as cfg
 from steps.errors import ConfigError, RefloadError
 from steps.warehouse.base import CHANGE_KINDS, ChangeSet, Warehouse
+from steps.warehouse.modes import MODES
 
 SAMPLE_ROWS = 10
 SAMPLES_NOT_STORED = "sample rows not stored: set store_samples to keep them"
@@ -33,6 +36,10 @@ class CheckContext:
     changes: ChangeSet | None = None  # this publish's change set (tables with a primary key)
     table: str = ""  # quoted schema.table, every version of scd2 (custom_sql's {table})
     published: bool | None = None  # False: a replay the ledger skipped (nothing published)
+    # What `scan_target` counted in its one pass, by what `_count` / `_duplicates` ask.
+    scanned: dict[tuple[Any, ...], int] | None = None
+    # While `scan_target` collects what the tests will ask: the questions, nothing run.
+    asked: list[tuple[Any, ...]] | None = None
     primary_key: tuple[str, ...] = ()  # ingest refused a repeated or empty one
 
     @property
@@ -67,7 +74,24 @@ def _jsonable(value: Any) -> Any:
 
 
 def _count(ctx: CheckContext, where: str = "", params: tuple[Any, ...] = ()) -> int:
+    question = ("rows", where.removeprefix("WHERE "), params)
+    if ctx.asked is not None:
+        ctx.asked.append(question)
+        return 0
+    if ctx.scanned and question in ctx.scanned:
+        return ctx.scanned[question]
     return int(ctx.warehouse.scalar(f"SELECT COUNT(*) FROM {ctx.target} {where}", params))
+
+
+def _duplicates(ctx: CheckContext, cols: str, grouped: str) -> int:
+    """Key values that occur more than once (`grouped` lists them)."""
+    question = ("duplicates", cols)
+    if ctx.asked is not None:
+        ctx.asked.append(question)
+        return 0
+    if ctx.scanned and question in ctx.scanned:
+        return ctx.scanned[question]
+    return int(ctx.warehouse.scalar(f"SELECT COUNT(*) FROM ({grouped}) d"))
 
 
 def _missing(what: str) -> dict[str, Any]:
@@ -78,7 +102,7 @@ def _missing(what: str) -> dict[str, Any]:
 
 
 def row_count_match(ctx: CheckContext, test: cfg.RowCountMatch) -> dict[str, Any]:
-    replaces = ctx.load_mode in ("truncate", "scd2")
+    replaces = MODES[ctx.load_mode].replaces
     if ctx.rows_written is None:
         return _missing("rows_written (rows ingest wrote)")
     if not replaces and ctx.rows_loaded is None:
@@ -148,7 +172,7 @@ def uniqueness(ctx: CheckContext, test: cfg.Uniqueness) -> dict[str, Any]:
         f"SELECT {cols}, COUNT(*) AS occurrences FROM {ctx.target} "
         f"GROUP BY {cols} HAVING COUNT(*) > 1"
     )
-    observed = int(ctx.warehouse.scalar(f"SELECT COUNT(*) FROM ({grouped}) d"))
+    observed = _duplicates(ctx, cols, grouped)
     samples = _samples(ctx, f"{grouped} ORDER BY occurrences DESC") if observed else []
     return _result(
         "pass" if observed == 0 else "fail",
@@ -293,10 +317,11 @@ def changes_within(ctx: CheckContext, test: cfg.ChangesWithin) -> dict[str, Any]
     share = {kind: counts[kind] * 100 / before for kind in CHANGE_KINDS}
     over = [k for k in CHANGE_KINDS if limits[k] is not None and share[k] > limits[k]]  # type: ignore[operator]
     observed = ", ".join(f"{k} {counts[k]} ({share[k]:.2f}%)" for k in CHANGE_KINDS)
-    # The kinds over their limit first, changed keys (with their values) before the others:
-    # an alert shows the first few samples.
+    # An alert shows the first few samples: one of each kind in turn, so every kind is
+    # seen, the kinds over their limit first and changed keys (with their values) first.
     shown = sorted(CHANGE_KINDS, key=lambda k: (k not in over, k != "changed", k))
-    samples = [_change_row(kind, s) for kind in shown for s in changes.samples.get(kind, [])]
+    by_kind = [[_change_row(kind, s) for s in changes.samples.get(kind, [])] for kind in shown]
+    samples = [row for turn in zip_longest(*by_kind) for row in turn if row is not None]
     return _result(
         "fail" if over else "pass",
         observed,
@@ -332,6 +357,66 @@ CHECKS: dict[str, Callable[[CheckContext, Any], dict[str, Any]]] = {
     "custom_sql": custom_sql,
     "changes_within": changes_within,
 }
+
+
+# Tests whose query counts rows of the target: `scan_target` counts them all in one pass.
+SCANNED = frozenset(
+    {
+        "row_count_match",
+        "row_count_between",
+        "row_count_change",
+        "uniqueness",
+        "not_null",
+        "accepted_values",
+        "range",
+        "regex",
+        "max_length",
+    }
+)
+
+
+def scan_target(ctx: CheckContext, tests: list[Any]) -> None:
+    """Count what these tests ask of the target in ONE query (one pass, many aggregates),
+    for `run_check` to read from `ctx.scanned`; a failing test still reads its sample
+    rows on its own. Outside a transaction only: a scan that fails (a bad pattern, say)
+    then costs nothing, and each test runs, and errs, on its own as before."""
+    if ctx.warehouse.in_transaction:
+        return
+    asked: list[tuple[Any, ...]] = []
+    recorder = replace(ctx, asked=asked)
+    for test in tests:
+        if test.type in SCANNED:
+            with suppress(RefloadError):
+                CHECKS[test.type](recorder, test)
+    questions = list(dict.fromkeys(asked))
+    if not questions:
+        return
+    q = ctx.warehouse.quote
+    sums: list[str] = []
+    windows: list[str] = []
+    params: list[Any] = []
+    for question in questions:
+        if question[0] == "rows" and not question[1]:
+            sums.append("COUNT(*)")
+        elif question[0] == "rows":
+            sums.append(f"COALESCE(SUM(CASE WHEN {question[1]} THEN 1 ELSE 0 END), 0)")
+            params.extend(question[2])
+        else:  # duplicates: rows ranked within their key value
+            n, first = q(f"refload_n{len(windows)}"), q(f"refload_r{len(windows)}")
+            cols = question[1]
+            windows.append(
+                f"COUNT(*) OVER (PARTITION BY {cols}) AS {n}, "
+                f"ROW_NUMBER() OVER (PARTITION BY {cols} ORDER BY {cols}) AS {first}"
+            )
+            sums.append(f"COALESCE(SUM(CASE WHEN {n} > 1 AND {first} = 1 THEN 1 ELSE 0 END), 0)")
+    source = ctx.target
+    if windows:
+        source = f"(SELECT *, {', '.join(windows)} FROM {ctx.target}) refload_scan"
+    try:
+        row = ctx.warehouse.query(f"SELECT {', '.join(sums)} FROM {source}", params)[0]
+    except RefloadError:
+        return
+    ctx.scanned = {question: int(value) for question, value in zip(questions, row, strict=True)}
 
 
 def failed_checks(checks: list[dict[str, Any]]) -> list[dict[str, Any]]:

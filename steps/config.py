@@ -12,7 +12,7 @@ import os
 import posixpath
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -26,10 +26,17 @@ from pydantic import (
 from steps import storage
 from steps.errors import ConfigError
 from steps.names import did_you_mean, identifier_problem, unknown_name
+from steps.warehouse.modes import CONFIG_MODES, MODES
+from steps.warehouse.modes import LoadMode as LoadStrategy
 
-LoadMode = Literal["truncate", "upsert", "append", "scd2"]
-# What a ledger row's load_mode says: a config's mode, or a rollback (`handler rollback`).
-LedgerMode = Literal[LoadMode, "rollback"]
+# The load modes are the registry's (steps.warehouse.modes): a new mode needs no edit here.
+if TYPE_CHECKING:
+    LoadMode = str
+    LedgerMode = str
+else:
+    LoadMode = Literal[CONFIG_MODES]
+    # What a ledger row's load_mode says: a config's mode, or a rollback (`handler rollback`).
+    LedgerMode = Literal[tuple(MODES)]
 SourceFormat = Literal["csv", "excel", "json", "parquet", "xlsx", "xls", "jsonl", "ndjson", "tsv"]
 Severity = Literal["error", "warn"]
 When = Literal["after_publish", "before_publish"]
@@ -372,7 +379,7 @@ class TableConfig(_Strict):
                     f"truncate_before_load={str(self.truncate_before_load).lower()} "
                     f"contradicts load_mode='{self.load_mode}'"
                 )
-        if self.mode in ("upsert", "scd2") and not self.primary_key:
+        if MODES[self.mode].needs_key and not self.primary_key:
             raise ValueError(f"load_mode '{self.mode}' needs primary_key")
         for i, test in enumerate(self.quality_tests):
             if test.type == "changes_within" and not self.primary_key:
@@ -390,6 +397,11 @@ class TableConfig(_Strict):
         if self.truncate_before_load is False:
             return "append"
         return "truncate"
+
+    @property
+    def strategy(self) -> LoadStrategy:
+        """What the load mode means: its statements and rules (steps.warehouse.modes)."""
+        return MODES[self.mode]
 
     @property
     def target_table(self) -> str:

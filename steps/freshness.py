@@ -23,7 +23,7 @@ from steps.alerts import send
 from steps.config import TableConfig, read_config, routing_entry
 from steps.errors import ConfigError, RefloadError, TerminalError
 from steps.warehouse import open_warehouse
-from steps.warehouse.base import AUDIT_SCHEMA, Warehouse
+from steps.warehouse.base import Warehouse
 
 log = structlog.get_logger("refload.freshness")
 FreshnessStatus = Literal["pass", "warn", "error", "never_loaded"]
@@ -116,18 +116,9 @@ def table_configs(root: str) -> tuple[list[tuple[str, TableConfig]], list[Broken
 
 
 def last_received(warehouse: Warehouse) -> dict[str, dt.datetime]:
-    """Per table, the last time it received a file (published or skipped as unchanged)."""
-    rows = warehouse.query(
-        f"SELECT table_name, MAX(loaded_at) FROM {warehouse.table(AUDIT_SCHEMA, 'load_ledger')} "
-        "GROUP BY table_name UNION ALL "
-        f"SELECT table_name, MAX(logged_at) FROM {warehouse.table(AUDIT_SCHEMA, 'run_log')} "
-        "WHERE status = 'skipped' AND table_name IS NOT NULL GROUP BY table_name"
-    )
-    latest: dict[str, dt.datetime] = {}
-    for table, moment in rows:
-        if moment is not None and (table not in latest or moment > latest[table]):
-            latest[table] = moment
-    return latest
+    """Per table, the last time it received a file (published or skipped as unchanged).
+    A rollback publishes an old file again: no file arrived."""
+    return warehouse.last_received()
 
 
 def assess(

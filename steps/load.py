@@ -40,7 +40,8 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
         warehouse.check_curated_uri(entry.curated_uri)
         refuse_unsafe_gates(spec.config, warehouse, spec.config_uri)
         warehouse.check_names(target)  # before the audit tables are touched
-        warehouse.ensure_audit_tables()
+        # The target's catalog entry in the same lookup as the audit tables'.
+        warehouse.ensure_audit_tables((target.schema, target.name))
         try:
             while True:
                 try:
@@ -99,10 +100,10 @@ def target_table(spec: TableSpec) -> TargetTable:
         # scd2 on Redshift: most queries ask for the current rows (valid_to IS NULL), then
         # by key; sorted so, their zone maps skip the closed versions.
         sort_key=config.redshift_sort_key
-        or ([VALID_TO, *config.primary_key] if config.mode == "scd2" else []),
+        or ([VALID_TO, *config.primary_key] if config.strategy.history else []),
         dist_key=config.redshift_dist_key,
         allow_new_columns=config.allow_new_columns,
-        history=config.mode == "scd2",
+        history=config.strategy.history,
     )
 
 
@@ -128,7 +129,7 @@ def before_publish_gate(
         ctx = CheckContext(
             warehouse=warehouse,
             target=warehouse.checked_relation(
-                config.redshift_schema, config.target_table, config.mode == "scd2"
+                config.redshift_schema, config.target_table, config.strategy.history
             ),
             table=warehouse.table(config.redshift_schema, config.target_table),
             rows_written=payload.get("rows_written", rows_staged),

@@ -22,12 +22,14 @@ import structlog
 
 from steps.alerts import (
     channels_from_env,
+    outbox_name,
     redact,
     send_ses,
     send_smtp,
     servicenow_client,
 )
-from steps.warehouse.base import AUDIT_SCHEMA, Warehouse
+from steps.errors import transient_error_names
+from steps.warehouse.base import Warehouse
 
 log = structlog.get_logger("refload.recovery")
 # ServiceNow's incident states: 6 = Resolved. Close codes differ between releases.
@@ -48,18 +50,19 @@ def auto_resolve() -> bool:
 
 
 def previous_failure(warehouse: Warehouse, table: str, run_id: str) -> str | None:
-    """The id of the table's run before this one, when it failed.
+    """The id of the table's failed run this one recovers from: this very run, when an
+    earlier attempt of it failed (the alert's rerun.json replayed), else the run before it.
 
     One query: a failed step, or failed error-severity tests (validate's row is then
     `failed`, a before-publish test fails load), leave a `failed` run_log row.
     """
-    rows = warehouse.query(
-        "SELECT run_id, SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END) "
-        f"FROM {warehouse.table(AUDIT_SCHEMA, 'run_log')} WHERE table_name = %s AND run_id <> %s "
-        "GROUP BY run_id ORDER BY MAX(logged_at) DESC LIMIT 1",
-        (table, run_id),
-    )
-    return str(rows[0][0]) if rows and rows[0][1] else None
+    # This run's own failures count when they were alerted: a transient one may have been
+    # retried by Step Functions before anyone heard of it.
+    rows = warehouse.recent_failures(table, run_id, transient_error_names())
+    if rows and rows[0][0] == run_id and rows[0][2]:
+        return run_id
+    others = [row for row in rows if row[0] != run_id][:1]
+    return str(others[0][0]) if others and others[0][1] else None
 
 
 def recovered_report(payload: dict[str, Any], failed_run: str | None) -> dict[str, Any]:
@@ -132,8 +135,7 @@ def resolve_servicenow(table: str, run_id: str) -> list[str]:
 def write_outbox(report: dict[str, Any], payload: dict[str, Any]) -> str:
     folder = Path(payload.get("outbox") or os.environ.get("REFLOAD_OUTBOX") or "outbox")
     folder.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    path = folder / f"{stamp}-{report['table']}-{report['run_id']}.recovered.json"
+    path = folder / f"{outbox_name(report)}.recovered.json"
     path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return str(path)
 

@@ -20,7 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from steps.errors import InfrastructureError, RefloadError, RejectedInput, StorageUnavailable
+from steps.errors import (
+    ConfigError,
+    InfrastructureError,
+    RefloadError,
+    RejectedInput,
+    StorageUnavailable,
+)
 
 _s3_client: Any = None
 
@@ -259,13 +265,22 @@ def _s3_objects(prefix: str) -> dict[str, str]:
     return found
 
 
+# Where a message about the config root tells the user to look.
+CONFIG_ROOT_HINT = "REFLOAD_CONFIG_ROOT (or the command's --config-root)"
+
+
 def list_uris(prefix: str, suffix: str = "") -> list[str]:
     """Objects or files directly under a folder-like prefix, sorted."""
     if is_s3(prefix):
         return sorted(u for u in _s3_objects(prefix) if u.endswith(suffix))
     folder = _local(prefix)
     if not folder.is_dir():
-        raise InfrastructureError("config folder does not exist", file=prefix)
+        # A config root that is not there is a setting to fix (exit 2), not an outage.
+        raise ConfigError(
+            "config folder does not exist",
+            file=prefix,
+            note=f"set {CONFIG_ROOT_HINT} to the folder that holds the table configs",
+        )
     return sorted(str(p) for p in folder.iterdir() if p.is_file() and p.name.endswith(suffix))
 
 

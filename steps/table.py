@@ -39,7 +39,7 @@ def check_against_config(mapping: Mapping, config: TableConfig, config_uri: str)
                 )
 
     require("primary_key", config.primary_key)
-    if config.mode == "scd2":
+    if config.strategy.history:
         from steps.warehouse.base import HISTORY_COLUMNS
 
         taken = [c for c in HISTORY_COLUMNS if c in targets]

@@ -217,7 +217,7 @@ def test_the_image_base_is_amazon_linux_2023_and_the_wheel_check_targets_it():
     assert target.python in SpecifierSet(requires)
     # Every `pip install` in the Dockerfile: refload with its extras, pandas for hooks.
     assert check_wheels.image_requirements() == [
-        *(str(r) for r in _project_requirements(extras=("postgres", "redshift"))),
+        *(str(r) for r in _project_requirements(extras=("postgres", "redshift", "lineage"))),
         "pandas",
     ]
     # CI runs the check on the image's own set.
@@ -969,3 +969,19 @@ def test_the_sam_transform_is_linted_deeply(tmp_path: Path):
     [function] = [r for r in translated.values() if r["Type"] == "AWS::Lambda::Function"]
     assert function["Properties"]["Role"] == {"Fn::GetAtt": ["FunctionRole", "Arn"]}
     assert "RefloadFunctionRole" not in translated
+
+
+def test_the_tests_run_on_the_images_python():
+    # The suite vouches for what the image runs, so it runs on the base's Python (scripts/
+    # setup.sh dev builds it with scripts/install_python.sh when the machine has none), not on
+    # whatever python3 the machine has.
+    image = _wheel_check().image_python()
+    running = "{}.{}".format(*sys.version_info[:2])
+    assert running == image, f"the tests ran on Python {sys.version}; the image has {image}"
+    # A laptop may run the CLI and the demo on an older Python: lint and type checks hold the
+    # code to the oldest one pyproject admits.
+    tool = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]
+    floor = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert floor == f">={tool['mypy']['python_version']}"
+    assert tool["ruff"]["target-version"] == "py" + tool["mypy"]["python_version"].replace(".", "")
+    assert image in SpecifierSet(floor)

@@ -245,3 +245,19 @@ def test_a_config_that_links_to_itself_is_named_not_skipped(fleet, warehouse_url
             },
         }
     ]
+
+
+def test_a_rollback_is_no_file_received(fleet, warehouse_url, run_cli, sql, capsys):
+    code, first = run_cli(fleet / "dim_currency.json", CURRENCY_CSV)
+    assert code == 0
+    sql("UPDATE etl_audit.load_ledger SET loaded_at = loaded_at - INTERVAL '3 days'")
+    capsys.readouterr()
+    rollback = ["rollback", "dim_currency", "--to", first["run_id"], "--json"]
+    assert main([*rollback, "--warehouse", warehouse_url, "--config-root", str(fleet)]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "passed"
+
+    # The table still waits for a file: the rollback published an old one again.
+    code, out = _freshness(fleet, warehouse_url, capsys, "--json")
+    [table] = json.loads(out)["tables"]
+    assert (code, table["status"]) == (1, "error")
+    assert table["age_hours"] == pytest.approx(72, abs=0.1)

@@ -236,7 +236,8 @@ def test_object_key_no_config_routes_is_rejected(s3, monkeypatch, warehouse_url,
     assert code == 2
     assert summary["error"]["message"] == (
         "vendor+x/2026-11-01/feed.csv: no table config routes this object key; known prefixes: "
-        "country/, currency/, dim_zipcode/, subdivision/"
+        f"country/, currency/, dim_zipcode/, subdivision/; routing reads the table configs under "
+        f"'{CONFIGS}': set REFLOAD_CONFIG_ROOT (or the command's --config-root)"
     )
 
 
@@ -450,7 +451,8 @@ def test_handler_and_notify_do_not_import_heavy_libraries(tmp_path):
         "import json, sys, handler\n"
         "event = json.load(open(sys.argv[1]))\n"
         "handler.lambda_handler(event, None)\n"
-        "heavy = sorted(m for m in ('pandas', 'pyarrow', 'duckdb', 'numpy') if m in sys.modules)\n"
+        "heavy = sorted(m for m in ('pandas', 'pyarrow', 'duckdb', 'numpy', 'openlineage') "
+        "if m in sys.modules)\n"
         "print(json.dumps(heavy))\n"
     )
     done = subprocess.run(
@@ -941,3 +943,156 @@ def test_a_key_of_1024_bytes_with_a_long_last_part_loads(
     assert code == 0, summary["error"]
     assert sql("SELECT code, n FROM ref.t_codes ORDER BY code") == [("AA", 1), ("BB", 2)]
     assert sql("SELECT source_uri FROM etl_audit.load_ledger") == [(f"s3://raw/{key}",)]
+
+
+# --- replay on a laptop: a raw root stands in for the raw bucket (#30.2) ----------------
+
+LANDED_EVENTS = [
+    "eventbridge_object_created.json",
+    "eventbridge_object_created_encoded_key.json",
+    "s3_notification_encoded_key.json",
+    "s3_notification_put.json",
+]
+
+
+def _landed_key(event: dict) -> str:
+    from urllib.parse import unquote_plus
+
+    landed = event["Records"][0]["s3"] if "Records" in event else event["detail"]
+    return unquote_plus(landed["object"]["key"])
+
+
+def _raw_folder(tmp_path: Path, key: str) -> Path:
+    """The sample file of the key's table, saved under the raw root at the key's path."""
+    table = key.split("/")[0].removeprefix("dim_")
+    raw = tmp_path / "raw"
+    (raw / key).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(next((SAMPLES / table).glob("*/*")), raw / key)
+    return raw
+
+
+@pytest.fixture
+def no_s3(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A laptop without S3: any S3 call fails at once (nothing listens on port 9)."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    for name, value in {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("REFLOAD_RAW_ROOT", raising=False)
+
+
+@pytest.mark.parametrize("name", LANDED_EVENTS)
+def test_a_saved_event_replays_from_a_raw_root_with_no_s3(
+    name, no_s3, warehouse_url, sql, tmp_path, capsys
+):
+    event_file = EVENTS / name
+    key = _landed_key(json.loads(event_file.read_text()))
+    raw = _raw_folder(tmp_path, key)
+    replay = ["replay", str(event_file), "--raw-root", str(raw), "--config-root", str(CONFIGS)]
+    replay += ["--warehouse", warehouse_url, "--curated-root", str(tmp_path / "c"), "--json"]
+
+    code = main(replay)
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 0, summary["error"]
+    assert summary["status"] == "passed" and summary["published"] is True
+    assert summary["table"] == "dim_" + key.split("/")[0].removeprefix("dim_")
+    [(source,)] = sql(
+        "SELECT source_uri FROM etl_audit.load_ledger WHERE run_id = ?", summary["run_id"]
+    )
+    assert source == str(raw / key)
+
+    # The same file again is already in the target; --force publishes it all the same.
+    assert main(replay) == 0
+    assert json.loads(capsys.readouterr().out)["published"] is False
+    assert main([*replay, "--force"]) == 0
+    assert json.loads(capsys.readouterr().out)["published"] is True
+
+
+def test_the_raw_root_may_come_from_the_environment(
+    no_s3, warehouse_url, tmp_path, monkeypatch, capsys
+):
+    event_file = EVENTS / "s3_notification_put.json"
+    raw = _raw_folder(tmp_path, _landed_key(json.loads(event_file.read_text())))
+    monkeypatch.setenv("REFLOAD_RAW_ROOT", str(raw))
+    monkeypatch.setenv("REFLOAD_CONFIG_ROOT", str(CONFIGS))
+    code = main(["replay", str(event_file), "--warehouse", warehouse_url, "--json"])
+    summary = json.loads(capsys.readouterr().out)
+    assert (code, summary["table"], summary["rows_loaded"]) == (0, "dim_currency", 178)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "currency/..%2F..%2Fsecret.csv",
+        "currency/2026-11-01/..%2F..%2F..%2Fsecret.csv",
+        "currency/./iso4217.csv",
+    ],
+)
+def test_a_key_with_dot_segments_never_leaves_the_raw_root(
+    key, no_s3, warehouse_url, sql, tmp_path, capsys
+):
+    raw = tmp_path / "raw"
+    (raw / "currency").mkdir(parents=True)
+    shutil.copy(next((SAMPLES / "currency").glob("*/*")), tmp_path / "secret.csv")
+    shutil.copy(next((SAMPLES / "currency").glob("*/*")), raw / "currency" / "iso4217.csv")
+    event = json.loads((EVENTS / "s3_notification_put.json").read_text())
+    event["Records"][0]["s3"]["object"]["key"] = key
+    Path("event.json").write_text(json.dumps(event))
+
+    args = ["--raw-root", str(raw), "--config-root", str(CONFIGS), "--warehouse", warehouse_url]
+    code = main(["replay", "event.json", *args, "--json"])
+    summary = json.loads(capsys.readouterr().out)
+    assert (code, summary["status"], summary["error"]["type"]) == (2, "rejected", "ConfigError")
+    assert summary["error"]["message"].startswith(f"{raw}, object key ")
+    assert "outside the raw root" in summary["error"]["message"]
+    assert sql("SELECT COUNT(*) FROM information_schema.tables WHERE table_name = 'dim_currency'")[
+        0
+    ] == (0,)
+
+
+@pytest.mark.parametrize("configs", ["missing", "empty"])
+def test_a_routing_failure_says_where_configs_are_read_and_alerts_into_the_outbox(
+    configs, no_s3, warehouse_url, tmp_path, capsys
+):
+    event_file = EVENTS / "eventbridge_object_created_encoded_key.json"
+    raw = _raw_folder(tmp_path, _landed_key(json.loads(event_file.read_text())))
+    if configs == "empty":
+        Path("configs").mkdir()
+    outbox = tmp_path / "my alerts"
+    args = ["--raw-root", str(raw), "--warehouse", warehouse_url, "--outbox", str(outbox)]
+
+    code = main(["replay", str(event_file), *args, "--json"])
+    summary = json.loads(capsys.readouterr().out)
+    assert (code, summary["status"], summary["error"]["type"]) == (2, "rejected", "ConfigError")
+    assert (
+        "set REFLOAD_CONFIG_ROOT (or the command's --config-root)" in (summary["error"]["message"])
+    )
+    assert summary["alert"]["outbox"]["status"] == "sent"
+    [alert] = outbox.glob("*.alert.json")
+    assert " " not in alert.name and alert.name.endswith(f"-{summary['run_id']}.alert.json")
+    assert not (tmp_path / "outbox").exists()
+    # The alert's re-run input is the event itself: with the configs found, it loads.
+    command = json.loads(alert.read_text())["rerun_command"]
+    rerun = command.split(" replay ", 1)[1].strip("'")
+    code = main(["replay", rerun, *args, "--config-root", str(CONFIGS), "--json"])
+    summary = json.loads(capsys.readouterr().out)
+    assert (code, summary["table"], summary["rows_loaded"]) == (0, "dim_currency", 178)
+
+
+def test_an_alerts_rerun_input_from_aws_replays_from_a_raw_root(
+    no_s3, warehouse_url, sql, tmp_path, capsys
+):
+    key = "currency/2026-11-01/iso4217.csv"
+    raw = _raw_folder(tmp_path, key)
+    # What an alert's rerun.json holds after an ingest failed in AWS.
+    rerun = {
+        "step": "ingest",
+        "start_at": "ingest",
+        "config": str(CONFIGS / "dim_currency.json"),
+        "source": f"s3://raw-bucket-123/{key}",
+        "table": "dim_currency",
+        "run_id": "20261101T041209Z-abc123",
+    }
+    Path("rerun.json").write_text(json.dumps(rerun))
+    code = main(["replay", "rerun.json", "--raw-root", str(raw), "--warehouse", warehouse_url])
+    assert code == 0, capsys.readouterr().out
+    assert sql("SELECT source_uri FROM etl_audit.load_ledger") == [(str(raw / key),)]

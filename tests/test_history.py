@@ -156,10 +156,12 @@ def test_a_file_that_rewrites_the_table_is_blocked(table_dir, write, run_cli, sq
             summary["run_id"],
         )[0][0]
     )
-    assert details["sample_rows"][:3] == [
+    # One of each kind in turn (an alert shows three): over the limit and changed first.
+    assert details["sample_rows"] == [
         {"change": "changed", "code": "BB", "name before": "Beta", "name after": "Bravo"},
-        {"change": "changed", "code": "DD", "n before": None, "n after": 4},
         {"change": "removed", "code": "CC"},
+        {"change": "added", "code": "EE"},
+        {"change": "changed", "code": "DD", "n before": None, "n after": 4},
     ]
     # The alert lists the changed keys with their values before and after.
     alert = json.loads(next((tmp_path / "outbox").glob("*.alert.json")).read_text())["text"]
@@ -168,6 +170,8 @@ def test_a_file_that_rewrites_the_table_is_blocked(table_dir, write, run_cli, sq
         'sample: {"change": "changed", "code": "BB", "name before": "Beta", "name after": "Bravo"}'
         in alert
     )
+    assert 'sample: {"change": "removed", "code": "CC"}' in alert
+    assert 'sample: {"change": "added", "code": "EE"}' in alert
 
 
 def test_a_file_within_the_limits_publishes(table_dir, write, run_cli, sql):
@@ -696,3 +700,124 @@ def test_rollback_to_a_run_publishes_that_runs_rows_after_a_rerun_of_its_file(
             folder = Path(run["curated_uri"]).parent
             assert listed == {str(p): p.stat().st_size for p in folder.glob("*.parquet")}
             assert storage.curated_parts(run["curated_uri"]) == sorted(listed)
+
+
+# --- history shows what changed (#30.6) ---------------------------------------------------
+
+
+def test_history_changes_prints_the_sample_keys_before_and_after(
+    table_dir, write, run_cli, warehouse_url, capsys
+):
+    config = table_dir(MAPPING, primary_key=["code"])
+    run_cli(config, write("a.csv", FIRST))
+    _, second = run_cli(config, write("b.csv", SECOND))
+
+    history = ["history", "t_codes", "--warehouse", warehouse_url, "--changes"]
+    assert main(history) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert second["run_id"] in lines[0]
+    assert lines[1:6] == [
+        "    sample keys (4 of 4, from the ledger):",
+        "      added    code=EE",
+        "      removed  code=CC",
+        "      changed  code=BB: name 'Beta' -> 'Bravo'",
+        "      changed  code=DD: n None -> 4",
+    ]
+    assert main([*history, "--json"]) == 0
+    runs = json.loads(capsys.readouterr().out)
+    assert runs[0]["change_samples"]["changed"][0] == {
+        "key": {"code": "BB"},
+        "before": {"name": "Beta"},
+        "after": {"name": "Bravo"},
+    }
+    # Without --changes the lines and the JSON are as before.
+    assert main(history[:-1]) == 0
+    assert "sample keys" not in capsys.readouterr().out
+
+
+def test_a_rollback_in_history_names_the_run_it_restored(
+    table_dir, write, run_cli, rollback, warehouse_url, capsys
+):
+    config = table_dir(MAPPING, primary_key=["code"])
+    _, first = run_cli(config, write("a.csv", FIRST))
+    run_cli(config, write("b.csv", SECOND))
+    code, back = rollback("t_codes", first["run_id"])
+    assert code == 0, back["error"]
+
+    assert main(["history", "t_codes", "--warehouse", warehouse_url, "--json"]) == 0
+    runs = json.loads(capsys.readouterr().out)
+    assert [(r["load_mode"], r["restored_run"]) for r in runs] == [
+        ("rollback", first["run_id"]),
+        ("truncate", None),
+        ("truncate", None),
+    ]
+    assert main(["history", "t_codes", "--warehouse", warehouse_url]) == 0
+    line = capsys.readouterr().out.splitlines()[0]
+    assert f"published 4 (rollback of run {first['run_id']})" in line
+
+
+def test_history_piped_into_head_ends_without_a_traceback(
+    table_dir, write, run_cli, warehouse_url, tmp_path
+):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    config = table_dir(MAPPING, primary_key=["code"])
+    for i in range(3):
+        run_cli(config, write(f"{i}.csv", FIRST if i % 2 else SECOND))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # The reader goes away before the command prints, as `| head -1` does after a line.
+    command = [sys.executable, "-m", "handler", "history", "t_codes"]
+    with subprocess.Popen(
+        [*command, "--warehouse", warehouse_url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=tmp_path,
+    ) as process:
+        assert process.stdout is not None and process.stderr is not None
+        process.stdout.close()
+        err = process.stderr.read().decode()
+        process.wait(timeout=120)
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+    assert process.returncode == 1
+
+
+def test_a_rerun_that_fails_between_its_parts_leaves_the_earlier_output_whole(
+    table_dir, write, run_cli, sql, rollback, monkeypatch
+):
+    """A re-run of a file written in parts that fails after its first part is stored (the
+    Lambda times out, S3 refuses the second upload) leaves every earlier output exactly as
+    its manifest lists it: rolling back to the first run publishes only that run's rows."""
+    from pathlib import Path
+
+    import steps.ingest
+    from steps import storage
+
+    monkeypatch.setattr(steps.ingest, "BATCH_ROWS", 2)
+    monkeypatch.setattr(steps.ingest, "PARTS_FROM_ROWS", 4)
+    config = table_dir(MAPPING, primary_key=["code"])
+    source = write("a.csv", FIRST)
+    _, first = run_cli(config, source)
+    upload = storage.upload_file
+
+    def fails_on_the_second_part(uri: str, path: Path, **kwargs: object) -> None:
+        if uri.endswith("part-00001.parquet"):
+            raise OSError("the second part could not be stored")
+        upload(uri, path, **kwargs)
+
+    monkeypatch.setattr(storage, "upload_file", fails_on_the_second_part)
+    code, failed = run_cli(config, source, "--force")
+    assert code != 0 and failed["published"] is not True
+    monkeypatch.setattr(storage, "upload_file", upload)
+
+    manifest = json.loads(Path(first["curated_uri"]).read_text())["entries"]
+    assert {e["url"]: e["meta"]["content_length"] for e in manifest} == {
+        str(p): p.stat().st_size for p in Path(first["curated_uri"]).parent.glob("*.parquet")
+    }
+    code, summary = rollback("t_codes", first["run_id"])
+    assert code == 0, summary["error"]
+    assert sql("SELECT DISTINCT loaded_by FROM ref.t_codes") == [(first["run_id"],)]

@@ -65,7 +65,7 @@ def test_zip_codes_stay_text_and_the_key_is_proposed(init, run_cli, sql, tmp_pat
     source = SAMPLES / "zipcode" / "2026-11-01" / "us_zipcodes.csv"
     code, out, _ = init(source, "dim_zip")
     assert code == 0
-    assert "zip       varchar(8)" in out and "code with leading zeros ('00501')" in out
+    assert "zip       varchar(5)" in out and "code with leading zeros ('00501')" in out
     assert "primary key: zip (unique and never empty" in out
     config = json.loads((tmp_path / "cfg" / "dim_zip.json").read_text())
     assert config["primary_key"] == ["zip"]
@@ -146,7 +146,7 @@ AWKWARD = [
         "rates.csv",
         CP1252_PREAMBLE,
         {
-            "country_code": ("varchar(4)", "", "false"),
+            "country_code": ("varchar(3)", "", "false"),
             "name": ("varchar(32)", "", "false"),
             "rate": ("decimal(5,3)", "", "false"),
             "valid_from": ("date", "%d.%m.%Y", "false"),
@@ -183,7 +183,7 @@ AWKWARD = [
         "feed.jsonl",
         JSON_LINES,
         {
-            "zip_code": ("varchar(8)", "", "false"),
+            "zip_code": ("varchar(5)", "", "false"),
             "is_active": ("boolean", "", "false"),
             "seen": ("timestamp", "", "false"),
             "n": ("integer", "", "false"),
@@ -195,14 +195,14 @@ AWKWARD = [
         "gzip tsv",
         "codes.tsv.gz",
         TSV_GZ,
-        {"code": ("varchar(4)", "", "false"), "label": ("varchar(8)", "", "false")},
+        {"code": ("varchar(32)", "", "false"), "label": ("varchar(32)", "", "false")},
         {"code": "VARCHAR"},
     ),
     (
         "trailing delimiter on every line",
         "trailing.csv",
         b"Vendor list;;\nid;label;\n1;x;\n2;y;\n3;z;\n",
-        {"id": ("smallint", "", "false"), "label": ("varchar(4)", "", "false")},
+        {"id": ("smallint", "", "false"), "label": ("varchar(1)", "", "false")},
         {"id": "SMALLINT"},
     ),
     (
@@ -421,7 +421,7 @@ def test_null_tokens_become_null_values(init, run_cli, sql, write, tmp_path):
         ("id", "smallint"),
         ("amount", "smallint"),
         ("since", "date"),
-        ("country", "varchar(4)"),
+        ("country", "varchar(2)"),
     ]
     assert run_cli(tmp_path / "cfg" / "t_nulls.json", source)[0] == 0
     assert sql("SELECT id, amount, since, country FROM public.t_nulls ORDER BY id") == [
@@ -587,3 +587,248 @@ def test_init_refuses_a_workbook_with_a_stray_far_cell(init, write, tmp_path):
         "columns), more than the 20,000,000 cells refload reads (REFLOAD_MAX_SHEET_CELLS)"
     ) in err
     assert not (tmp_path / "cfg").exists()
+
+
+def _unicode_text(rows: list[list[str]]) -> bytes:
+    """Excel's "Unicode Text" export: UTF-16 LE with a BOM, tab-separated, CRLF."""
+    text = "".join("\t".join(row) + "\r\n" for row in rows)
+    return b"\xff\xfe" + text.encode("utf-16-le")
+
+
+CURRENCY_NAMES = [
+    ["CLDR currency names (babel)"],
+    ["Code", "Name", "Symbol"],
+    ["EUR", "Euro", "€"],
+    ["JPY", "Japanese Yen", "¥"],
+    ["ZAR", "South African Rand", "R"],
+]
+
+
+def test_excel_unicode_text_is_read_and_its_encoding_written(init, run_cli, sql, write, tmp_path):
+    source = write("currency_names.txt", _unicode_text(CURRENCY_NAMES))
+    code, out, err = init(source, "t_names")
+    assert code == 0, err
+    assert 'encoding utf-16-le: UTF-16 LE with a byte-order mark (Excel\'s "Unicode Text")' in out
+    assert "delimiter tab: splits the lines into 3 fields" in out
+    assert "header on line 2" in out
+    config = json.loads((tmp_path / "cfg" / "t_names.json").read_text())
+    assert (config["encoding"], config["delimiter"], config["header_row"]) == (
+        "utf-16-le",
+        "\t",
+        2,
+    )
+    code, summary = run_cli(tmp_path / "cfg" / "t_names.json", source)
+    assert code == 0, summary["error"]
+    assert sql("SELECT code, name, symbol FROM public.t_names ORDER BY code") == [
+        tuple(r) for r in CURRENCY_NAMES[2:]
+    ]
+
+
+def test_utf16_json_and_bomless_utf16_are_detected(init, run_cli, sql, write, tmp_path):
+    records = [{"alpha3": "BUR", "name": "Burma"}, {"alpha3": "ZAR", "name": "Zaïre"}]
+    for name, data, encoding in (
+        ("iso3166_3.json", json.dumps(records, ensure_ascii=False).encode("utf-16"), "utf-16-le"),
+        ("nobom.csv", "alpha3,name\nBUR,Burma\nZAR,Zaïre\n".encode("utf-16-be"), "utf-16-be"),
+    ):
+        source = write(name, data)
+        code, _, err = init(source, "t_former", "--force")
+        assert code == 0, err
+        config = json.loads((tmp_path / "cfg" / "t_former.json").read_text())
+        assert config["encoding"] == encoding
+        code, summary = run_cli(tmp_path / "cfg" / "t_former.json", source)
+        assert code == 0, summary["error"]
+        assert sql("SELECT alpha3, name FROM public.t_former ORDER BY alpha3") == [
+            ("BUR", "Burma"),
+            ("ZAR", "Zaïre"),
+        ]
+
+
+def test_layout_options_win_over_what_init_infers(init, run_cli, sql, write, tmp_path):
+    # A preamble line that splits like the header: init would take it for the header.
+    source = write("names.txt", "Export;2026-11-01\nCode;Name\nAAA;Alpha\nBBB;Beta\n")
+    code, out, err = init(source, "t_given", "--header-row", "2", "--delimiter", "semicolon")
+    assert code == 0, err
+    assert "delimiter semicolon: --delimiter" in out and "header on line 2: --header-row" in out
+    config = json.loads((tmp_path / "cfg" / "t_given.json").read_text())
+    assert (config["delimiter"], config["header_row"]) == (";", 2)
+    assert run_cli(tmp_path / "cfg" / "t_given.json", source)[0] == 0
+    assert sql("SELECT code, name FROM public.t_given ORDER BY code") == [
+        ("AAA", "Alpha"),
+        ("BBB", "Beta"),
+    ]
+    # One column of values with commas, and a cp1252 file stated as latin-1.
+    source = write("people.txt", "Name\nDoe, John\nRoe, Zoë\n".encode("cp1252"))
+    code, out, err = init(
+        source, "t_one", "--delimiter", "tab", "--encoding", "latin-1", "--header-row", "1"
+    )
+    assert code == 0, err
+    config = json.loads((tmp_path / "cfg" / "t_one.json").read_text())
+    assert (config["encoding"], config["delimiter"]) == ("latin-1", "\t")
+    assert run_cli(tmp_path / "cfg" / "t_one.json", source)[0] == 0
+    assert sql("SELECT name FROM public.t_one ORDER BY name") == [("Doe, John",), ("Roe, Zoë",)]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--encoding", "utf-9"], "ConfigError: --encoding: unknown encoding 'utf-9'"),
+        (["--delimiter", "::"], "ConfigError: --delimiter: one character or one of comma"),
+        (["--header-row", "0"], "ConfigError: --header-row: lines count from 1"),
+        (["--encoding", "utf-8"], "RejectedInput: {source}, line 3: byte(s) b'\\xeb' are not"),
+        (["--sheet", "csv", "--format", "xlsx", "--delimiter", ";"], "--delimiter: not used"),
+    ],
+)
+def test_layout_options_bad_values_exit_2(args, message, init, write):
+    source = write("people.csv", "Name,Town\nDoe,X\nRoe,Zoë\n".encode("cp1252"))
+    if "xlsx" in args:
+        source = write("people.xlsx", workbook({"S": [["Name"], ["Doe"]]}))
+    code, _, err = init(source, "t_bad", *args)
+    assert code == 2
+    assert message.format(source=source) in err
+
+
+def test_codes_keep_their_width_and_free_text_gets_room(init, run_cli, sql, write, tmp_path):
+    source = write("langs.csv", "Code,Name,Note\nabk,Abkhazian,extinct\nace,Achinese,\n")
+    code, out, err = init(source, "t_langs")
+    assert code == 0, err
+    assert "'Code': text, fixed width 3 byte(s)" in out
+    assert "'Note': text, longest 7 byte(s), room for twice that" in out
+    sheet = {r["target_column"]: r["data_type"] for r in _sheet(tmp_path, "t_langs")}
+    assert sheet == {"code": "varchar(3)", "name": "varchar(32)", "note": "varchar(32)"}
+    # The next file's note is three times as long as the sample's: it still loads.
+    later = write("langs2.csv", "Code,Name,Note\nabk,Abkhazian,extinct since 1992\n")
+    code, summary = run_cli(tmp_path / "cfg" / "t_langs.json", later)
+    assert code == 0, summary["error"]
+    assert sql("SELECT note FROM public.t_langs") == [("extinct since 1992",)]
+
+
+def test_fixed_width_digit_codes_stay_text(init, run_cli, sql, write, tmp_path):
+    # ISO 3166-3: numeric codes written as JSON strings; none has a leading zero here.
+    records = [
+        {"alpha3": "BUR", "numeric": "104", "year": 1989},
+        {"alpha3": "ZAR", "numeric": "180", "year": 1997},
+    ]
+    source = write("iso3166_3.json", json.dumps(records))
+    code, out, err = init(source, "t_former")
+    assert code == 0, err
+    assert "'numeric': fixed-width digits written as JSON strings" in out
+    sheet = {r["target_column"]: r["data_type"] for r in _sheet(tmp_path, "t_former")}
+    assert sheet == {"alpha3": "varchar(3)", "numeric": "varchar(3)", "year": "smallint"}
+    # In a CSV the name tells a code from an amount (a year stays a number).
+    source = write("codes.csv", "Numeric code,Year,Count\n262,2024,10\n104,2025,11\n")
+    code, out, err = init(source, "t_codes")
+    assert code == 0, err
+    assert "'Numeric code': fixed-width digits named like a code" in out
+    sheet = {r["target_column"]: r["data_type"] for r in _sheet(tmp_path, "t_codes")}
+    assert sheet == {"numeric_code": "varchar(3)", "year": "smallint", "count": "smallint"}
+    code, summary = run_cli(
+        tmp_path / "cfg" / "t_codes.json",
+        write("next.csv", "Numeric code,Year,Count\n048,2026,12\n"),
+    )
+    assert code == 0, summary["error"]
+    assert sql("SELECT numeric_code FROM public.t_codes") == [("048",)]
+
+
+ISO_639 = [
+    ["# ISO 639-3 code set, exported 2026-11-01"],
+    ["Id", "Part1", "Ref_Name"],
+    ["aar", "aa", "Afar"],
+    ["abk", "ab", "Abkhazian"],
+    ["zul", "zu", "Zulu"],
+]
+
+
+def test_a_changed_layout_is_named_and_update_layout_rewrites_only_it(
+    init, run_cli, sql, write, tmp_path, capsys
+):
+    first = write("iso-639-3.tab", "".join("\t".join(r) + "\n" for r in ISO_639))
+    assert init(first, "t_langs")[0] == 0
+    config_path = tmp_path / "cfg" / "t_langs.json"
+    before = json.loads(config_path.read_text())
+    mapping_before = (tmp_path / "cfg" / "mappings" / "t_langs_mapping.csv").read_bytes()
+    assert (before["delimiter"], before["header_row"]) == ("\t", 2)
+    # The vendor drops the preamble, moves to commas and UTF-16 (Excel's "Unicode Text").
+    rows = ["Id,Part1,Ref_Name", "aar,aa,Afar", "ewe,ee,Ewe"]
+    second = write("iso-639-3.csv", ("\r\n".join(rows) + "\r\n").encode("utf-16"))
+    code, summary = run_cli(config_path, second)
+    assert code == 2
+    assert summary["error"]["message"].endswith(
+        "; this file's header looks to be on line 1, delimiter ','; the config says line 2, tab"
+    )
+    capsys.readouterr()
+    code = main(["init", str(second), "--update-layout", str(config_path), "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert result["changes"] == {
+        "source_format": {"from": "tsv", "to": "csv"},
+        "encoding": {"from": "utf-8", "to": "utf-16-le"},
+        "delimiter": {"from": "\t", "to": ","},
+        "header_row": {"from": 2, "to": 1},
+    }
+    after = json.loads(config_path.read_text())
+    layout = ("source_format", "encoding", "delimiter", "header_row")
+    assert {k: v for k, v in after.items() if k not in layout} == {
+        k: v for k, v in before.items() if k not in layout
+    }
+    assert list(after) == list(before)  # the keys stay where they were
+    assert (tmp_path / "cfg" / "mappings" / "t_langs_mapping.csv").read_bytes() == mapping_before
+    code, summary = run_cli(config_path, second)
+    assert code == 0, summary["error"]
+    assert sql("SELECT id, ref_name FROM public.t_langs ORDER BY id") == [
+        ("aar", "Afar"),
+        ("ewe", "Ewe"),
+    ]
+    # Again: nothing to change, nothing written.
+    code = main(["init", str(second), "--update-layout", str(config_path)])
+    assert code == 0
+    assert f"layout unchanged: {config_path} not written" in capsys.readouterr().out
+
+
+def test_update_layout_refuses_a_sample_whose_columns_were_renamed(init, write, tmp_path, capsys):
+    assert init(write("langs.csv", "Id,Name\naar,Afar\nabk,Abkhazian\n"), "t_langs")[0] == 0
+    config_path = tmp_path / "cfg" / "t_langs.json"
+    before = config_path.read_bytes()
+    renamed = write("langs2.csv", "Code;Name\naar;Afar\n")
+    capsys.readouterr()
+    code = main(["init", str(renamed), "--update-layout", str(config_path)])
+    assert code == 2
+    assert capsys.readouterr().err == (
+        f"RejectedInput: {renamed}: read as source_format 'csv', encoding 'utf-8', delimiter "
+        f"';', header_row 1, its header has no column 'Id' that the mapping sheet maps "
+        f"(header: Code, Name); {config_path} is unchanged: map the new names first\n"
+    )
+    assert config_path.read_bytes() == before
+    code = main(["init", str(renamed)])
+    assert code == 2
+    assert "init: --table is required (or --update-layout CONFIG)" in capsys.readouterr().err
+    code = main(["init", str(renamed), "--update-layout", str(tmp_path / "nope.json")])
+    assert code == 2
+    assert "--update-layout: the config file does not exist" in capsys.readouterr().err
+
+
+def test_a_config_saying_utf16_for_a_utf8_file_is_named(init, run_cli, write, tmp_path):
+    assert init(write("names.txt", _unicode_text(CURRENCY_NAMES)), "t_names")[0] == 0
+    rows = "Code\tName\tSymbol\r\nEUR\tEuro\t€\r\n"
+    code, summary = run_cli(tmp_path / "cfg" / "t_names.json", write("names2.txt", rows))
+    assert code == 2
+    assert summary["error"]["message"].endswith(
+        "; this file looks to be 8-bit text such as UTF-8 (no byte-order mark, no NUL byte); "
+        "the config says utf-16-le"
+    )
+
+
+def test_update_layout_leaves_defaults_left_out(write, tmp_path, capsys):
+    folder = tmp_path / "cfg"
+    folder.mkdir()
+    (folder / "m.csv").write_text("source_column,target_column,data_type\nId,id,varchar(3)\n")
+    config_path = folder / "t.json"
+    config_path.write_text('{"table_name": "t", "mapping_file": "m.csv", "header_row": 2}')
+    source = write("langs.csv", "Id,Name\naar,Afar\n")
+    code = main(["init", str(source), "--update-layout", str(config_path), "--json"])
+    assert code == 0
+    assert json.loads(capsys.readouterr().out)["changes"] == {"header_row": {"from": 2, "to": 1}}
+    assert json.loads(config_path.read_text()) == {
+        "table_name": "t",
+        "mapping_file": "m.csv",
+        "header_row": 1,
+    }

@@ -175,13 +175,13 @@ def test_history_lists_recent_runs_newest_first(table_dir, write, run_cli, wareh
     assert main(["history", "t_codes", "--warehouse", warehouse_url, "--json"]) == 0
     runs = json.loads(capsys.readouterr().out)
     assert [r["run_id"] for r in runs] == [third["run_id"], second["run_id"], first["run_id"]]
-    assert [r["status"] for r in runs] == ["failed", "failed", "passed"]
+    assert [r["status"] for r in runs] == ["rejected", "failed", "passed"]
     assert runs[2]["rows_published"] == 2
     assert runs[1]["checks"][0]["status"] == "fail"
     assert runs[0]["steps"][0]["error_type"] == "RejectedInput"
     assert main(["history", "t_codes", "--warehouse", warehouse_url]) == 0
     text = capsys.readouterr().out.splitlines()
-    assert text[0].split()[2:4] == ["FAILED", "run"]
+    assert text[0].split()[2:4] == ["REJECTED", "run"]
     assert any("fail  country_present (error): observed 1, expected 0" in line for line in text)
 
 

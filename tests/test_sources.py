@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import datetime as dt
 import gzip
@@ -430,3 +431,94 @@ def test_a_wide_header_split_on_another_delimiter_is_bad_input(
     assert summary["error"]["message"].startswith(
         f"{source}, line 1, column 'code': mapped source column 'code' is not in the header"
     )
+
+
+def _wide(text: str, encoding: str, bom: bytes = b"") -> bytes:
+    return bom + text.encode(encoding)
+
+
+# UTF-16/32 text (Excel's "Unicode Text" is UTF-16 LE with a BOM, tab-separated, CRLF).
+WIDE_CASES = [
+    (
+        "utf-16 LE with BOM, tab, CRLF (Excel's Unicode Text)",
+        {"delimiter": "\t"},
+        _wide(_csv("\t").replace("\n", "\r\n"), "utf-16-le", codecs.BOM_UTF16_LE),
+    ),
+    (
+        "utf-16 BE declared, no BOM, preamble",
+        {"encoding": "utf-16-be", "header_row": 2},
+        _wide("Vendor export\n" + _csv(), "utf-16-be"),
+    ),
+    ("utf-16 BOM wins over the default", {}, _wide(_csv(), "utf-16")),
+    (
+        "utf-32 by its BOM, preamble",
+        {"header_row": 2},
+        _wide("Vendor export\n" + _csv(), "utf-32"),
+    ),
+    ("utf-16 gzip", {}, gzip.compress(_wide(_csv(), "utf-16"))),
+]
+
+
+@pytest.mark.parametrize(
+    ("options", "content"), [c[1:] for c in WIDE_CASES], ids=[c[0] for c in WIDE_CASES]
+)
+def test_utf16_and_utf32_csv(options, content, table_dir, write, run_cli, sql):
+    config = table_dir(MAPPING, **options)
+    code, summary = run_cli(config, write("t.txt", content))
+    assert code == 0, summary["error"]
+    assert sql("SELECT code, name FROM ref.t_codes ORDER BY code") == EXPECTED
+
+
+def test_utf16_json_lines_and_array(table_dir, write, run_cli, sql):
+    records = [{"code": "004", "name": "Afghanistan"}, {"code": "248", "name": 'Åland; "Islands"'}]
+    lines = "".join(json.dumps(r, ensure_ascii=False) + "\r\n" for r in records)
+    for name, text in (("t.jsonl", lines), ("t.json", json.dumps(records, ensure_ascii=False))):
+        code, summary = run_cli(table_dir(MAPPING), write(name, text.encode("utf-16")))
+        assert code == 0, summary["error"]
+        assert sql("SELECT code, name FROM ref.t_codes ORDER BY code") == EXPECTED
+
+
+def test_utf16_bad_input_names_the_line(table_dir, write, run_cli, sql, tmp_path):
+    text = _csv("\t").replace("\n", "\r\n") + "999\r\n"
+    code, summary = run_cli(
+        table_dir(MAPPING, delimiter="\t", max_reject_pct=50),
+        write("ragged.txt", text.encode("utf-16")),
+    )
+    assert code == 0, summary["error"]
+    [rejects] = (tmp_path / "curated").rglob("*.rejects.parquet")
+    assert [(r["line"], r["value"]) for r in pq.read_table(rejects).to_pylist()] == [(4, "999")]
+    # A lone surrogate is no UTF-16 text: named by its line and character.
+    data = codecs.BOM_UTF16_LE + _csv().replace("Åland", "Å\ud800land").encode(
+        "utf-16-le", "surrogatepass"
+    )
+    source = write("bad.txt", data)
+    code, summary = run_cli(table_dir(MAPPING, name="t_bad"), source)
+    assert code == 2
+    assert summary["error"]["message"] == (
+        f"{source}, line 3: cannot decode byte(s) b'\\x00\\xd8' as utf-16-le at character 7; "
+        "set 'encoding' in the config"
+    )
+    assert sql("SELECT COUNT(*) FROM information_schema.tables WHERE table_name = 't_bad'") == [
+        (0,)
+    ]
+
+
+def test_utf16_without_a_bom_is_named_not_loaded_as_nul_bytes(table_dir, write, run_cli):
+    source = write("t.csv", _csv().encode("utf-16-le"))
+    code, summary = run_cli(table_dir(MAPPING), source)
+    assert code == 2
+    assert summary["error"]["message"] == (
+        f"{source}: looks like UTF-16-LE text without a byte-order mark (every other byte is "
+        "NUL), not utf-8; set 'encoding' to utf-16-le in the config"
+    )
+
+
+def test_preview_reads_utf16_as_run_does(table_dir, write, capsys):
+    config = table_dir(MAPPING, delimiter="\t")
+    source = write("t.txt", WIDE_CASES[0][2])
+    capsys.readouterr()
+    code = main(["preview", "--config", str(config), "--source", str(source), "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "read 2  rejected 0  duplicates 0  would load 2" in out
+    assert 'Åland; "Islands"' in out

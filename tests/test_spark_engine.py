@@ -26,7 +26,7 @@ from steps.table import load_table_config
 from tests.conftest import CONFIGS, SAMPLES, workbook
 from tests.test_bad_input import BAD_INPUTS, GOOD, MAPPING
 from tests.test_mapping import DATA_TYPES, SHEET_HEAD, TRANSFORMS
-from tests.test_sources import COUNTRY_ROWS, CSV_CASES, EXPECTED
+from tests.test_sources import COUNTRY_ROWS, CSV_CASES, EXPECTED, WIDE_CASES
 from tests.test_sources import MAPPING as CODES_MAPPING
 from tests.warehouses import STATEMENTS
 
@@ -336,6 +336,7 @@ def test_load_publishes_exactly_the_spark_runs_parts_on_every_warehouse(
     # A part left in the folder by another run is not the run's: a list, never a glob.
     stale = Path(parts[0]).with_name("part-99999.parquet")
     stale.write_bytes(Path(parts[0]).read_bytes())
+    STATEMENTS.clear()  # the forced run's COPY only: each run writes its own curated output
     code, summary = run_cli(config, source, "--engine", "spark", "--force")
     assert code == 0, summary["error"]
     assert sql("SELECT code, n FROM ref.t_codes ORDER BY n") == [(f"C{i}", i) for i in range(12)]
@@ -397,3 +398,17 @@ def test_the_first_rejections_are_kept_and_all_counted_on_both_engines(
         "4 of 5 row(s) rejected (80.00% > max_reject_pct 50); the first 2 of 4 problems are "
         "listed in " in result["error"][1]
     )
+
+
+@pytest.mark.parametrize(
+    ("options", "content"),
+    [c[1:] for c in WIDE_CASES[:2]],
+    ids=[c[0] for c in WIDE_CASES[:2]],
+)
+def test_utf16_is_one_range_read_as_the_lambda_engine_reads_it(
+    options, content, both, table_dir, write
+):
+    """A UTF-16 file (by its BOM or the config) is not cut on the byte 0x0A: one range,
+    transcoded by the same reader."""
+    result = both(table_dir(CODES_MAPPING, **options), write("t.txt", content))
+    assert [(r["code"], r["name"]) for r in result["rows"]] == EXPECTED

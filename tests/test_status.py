@@ -88,6 +88,7 @@ def test_json_has_each_table_failures_and_stale_first(fleet, warehouse_url, caps
         "tests_passed": None,
         "tests_failed": None,
         "tests_warned": None,
+        "attempts": None,
         "freshness": "never_loaded",
         "age_hours": None,
         "attention": "unknown",
@@ -261,3 +262,72 @@ def test_a_broken_config_is_a_row_and_the_page_is_still_written(
     assert code == 0
     assert f"T Broken           INVALID_CONFIG  {message}" in out
     assert len(out.splitlines()) == 5
+
+
+# --- a run's status is its last attempt (#30.3) ---------------------------------------------
+
+
+@pytest.mark.all_warehouses
+def test_a_run_whose_rerun_passed_is_passed_on_replay_everywhere(
+    table_dir, write, run_cli, warehouse_url, capsys, tmp_path
+):
+    strict = [
+        {"type": "regex", "column": "label", "pattern": "^label"},
+        {"type": "not_null", "columns": ["code"]},
+    ]
+    config = table_dir(MAPPING, name="t_vendor", quality_tests=strict)
+    code, failed = run_cli(config, write("v.csv", _csv(3, bad_label=True)))
+    assert code == 1
+    [rerun] = (tmp_path / "outbox").glob("*.rerun.json")
+    # The owner agrees the new label is fine, relaxes the test and replays the alert's input.
+    loose = [{**strict[0], "pattern": "^(label|NOT)"}, strict[1]]
+    table_dir(MAPPING, name="t_vendor", quality_tests=loose)
+    assert main(["replay", str(rerun), "--warehouse", warehouse_url, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["run_id"] == failed["run_id"]
+    assert list((tmp_path / "outbox").glob("*.recovered.json"))
+
+    _, out = _status(config.parent, warehouse_url, capsys, "--json")
+    [table] = json.loads(out)["tables"]
+    assert (table["status"], table["attempts"], table["attention"]) == ("passed", 2, "ok")
+    # Tests of the last attempt only: not 3 of 4 (the failed attempt's two plus these two).
+    assert (table["tests_passed"], table["tests_failed"], table["tests_warned"]) == (2, 0, 0)
+    _, out = _status(config.parent, warehouse_url, capsys)
+    assert out.startswith("t_vendor           PASSED on replay 20")
+    assert "tests 2/2 passed" in out
+    page = tmp_path / "status.html"
+    _status(config.parent, warehouse_url, capsys, "--html", str(page))
+    html = page.read_text()
+    assert (
+        'data-status="passed"' in html
+        and "on replay" in html
+        and 'data-status="failed"' not in html
+    )
+
+    assert main(["history", "t_vendor", "--warehouse", warehouse_url, "--json"]) == 0
+    [run] = json.loads(capsys.readouterr().out)
+    assert (run["status"], run["attempts"]) == ("passed", 2)
+    assert [(s["step"], s["status"], s["attempt"]) for s in run["steps"]] == [
+        ("ingest", "ok", 1),
+        ("load", "ok", 1),
+        ("validate", "failed", 1),
+        ("validate", "passed", 2),
+    ]
+    assert {c["status"] for c in run["checks"]} == {"pass"} and len(run["checks"]) == 2
+    assert main(["history", "t_vendor", "--warehouse", warehouse_url]) == 0
+    line = capsys.readouterr().out.splitlines()[0]
+    assert "PASSED on replay run " in line
+    assert "ingest ok · load ok · validate failed | replay: validate passed" in line
+
+
+def test_a_rejected_run_is_rejected_with_no_tests(table_dir, write, run_cli, warehouse_url, capsys):
+    config = table_dir(MAPPING, name="t_vendor", quality_tests=[{"type": "row_count_match"}])
+    assert run_cli(config, write("v.csv", "code,label\n,no code\n"))[0] == 2
+
+    _, out = _status(config.parent, warehouse_url, capsys)
+    assert out.startswith("t_vendor           REJECTED  20")
+    assert "tests -" in out and "tests 0/0" not in out
+    _, out = _status(config.parent, warehouse_url, capsys, "--json")
+    [table] = json.loads(out)["tables"]
+    assert (table["status"], table["tests_passed"], table["attempts"]) == ("rejected", None, 1)
+    assert main(["history", "t_vendor", "--warehouse", warehouse_url]) == 0
+    assert capsys.readouterr().out.split()[2] == "REJECTED"

@@ -413,3 +413,32 @@ def test_with_max_reject_pct_0_reading_stops_at_the_first_bad_chunk(
     assert sql(
         "SELECT status, error_type FROM etl_audit.run_log WHERE run_id = ?", summary["run_id"]
     ) == [("failed", "RejectedInput")]
+
+
+@pytest.mark.parametrize("warehouse_url", ["duckdb"], indirect=True)
+def test_utf16_streams_in_chunks_like_utf8_and_names_lines(
+    table_dir, write, run_cli, sql, monkeypatch, tmp_path
+):
+    """Excel's "Unicode Text" (UTF-16 LE, BOM, CRLF) is transcoded as it streams: the same
+    table as the UTF-8 file, a bad row in a later chunk named by its line."""
+    import codecs
+
+    monkeypatch.setenv("REFLOAD_CHUNK_BYTES", str(64 << 10))
+    lines = _generated(duplicates=False).splitlines()
+    lines[17_000] = "1,9999,X,not-a-number,01/01/2024"
+    text = "\r\n".join(lines) + "\r\n"
+    code, summary = run_cli(
+        table_dir(MAPPING, name="t_utf8", max_reject_pct=1), write("zip.csv", text)
+    )
+    assert code == 0, summary["error"]
+    source = write("zip.txt", codecs.BOM_UTF16_LE + text.encode("utf-16-le"))
+    code, summary = run_cli(table_dir(MAPPING, name="t_utf16", max_reject_pct=1), source)
+    assert code == 0, summary["error"]
+    assert (summary["rows_read"], summary["rows_rejected"]) == (ROWS, 1)
+    [rejects] = (tmp_path / "curated").rglob("t_utf16/**/*.rejects.parquet")
+    assert [(r["line"], r["value"]) for r in pq.read_table(rejects).to_pylist()] == [
+        (17_001, "not-a-number")
+    ]
+    assert sql("SELECT * FROM ref.t_utf16 ORDER BY ALL") == sql(
+        "SELECT * FROM ref.t_utf8 ORDER BY ALL"
+    )

@@ -836,3 +836,34 @@ def test_a_file_older_than_the_published_one_ends_stale_without_validate_or_aler
         (f"s3://raw/{newer_key}",)
     ]
     assert workflow.alerts() == []
+
+
+def test_each_execution_sends_one_openlineage_start_and_one_end(workflow, monkeypatch, tmp_path):
+    # Through the real state machine: load fails once and is retried, then a rejected file.
+    events_file = tmp_path / "lineage.jsonl"
+    config = tmp_path / "openlineage.yml"
+    config.write_text(f"transport:\n  type: file\n  log_file_path: {events_file}\n  append: true\n")
+    monkeypatch.setenv("OPENLINEAGE_CONFIG", str(config))
+    good = f"duckdb:///{tmp_path / 'w.duckdb'}"
+    monkeypatch.setenv("REFLOAD_WAREHOUSE_URL", "postgresql://refload:x@127.0.0.1:9/down")
+    workflow.on_sleep.append(lambda: monkeypatch.setenv("REFLOAD_WAREHOUSE_URL", good))
+    _land_currency(workflow)
+    passed = workflow.run(_object_created(CURRENCY_KEY))
+    _land_currency(workflow, b"ISO 4217;;\nAlphabetic code;Numeric code;Currency\nEUR;978\n")
+    rejected = workflow.run(_object_created(CURRENCY_KEY))
+    assert (passed["status"], rejected["status"]) == ("SUCCEEDED", "FAILED")
+    assert workflow.invocations == ["ingest", "load", "load", "validate", "ingest", "notify"]
+    sent = [json.loads(line) for line in events_file.read_text().splitlines()]
+    first, second = (
+        str(uuid.uuid5(uuid.UUID("6f1c2b0e-5a43-4c1e-9d3e-7a0c5e2b9f41"), done["name"]))
+        for done in (passed, rejected)
+    )
+    assert [(e["run"]["runId"], e["eventType"]) for e in sent] == [
+        (first, "START"),
+        (first, "COMPLETE"),
+        (second, "START"),
+        (second, "FAIL"),
+    ]
+    assert {(d["namespace"], d["name"]) for e in sent for d in e["inputs"]} == {
+        ("s3://raw", CURRENCY_KEY)
+    }

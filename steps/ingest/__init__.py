@@ -89,9 +89,10 @@ def _check_columns(source: SourceTable, spec: TableSpec) -> None:
     header = source.column_names
     for name in spec.mapping.sources:
         if name not in header:
+            hint = source.layout_hint()  # a vendor that moved the header or the delimiter
             raise RejectedInput(
                 f"mapped source column '{name}' is not in the header{did_you_mean(name, header)}; "
-                f"header: {', '.join(header)}",
+                f"header: {', '.join(header)}" + (f"; {hint}" if hint else ""),
                 file=source.uri,
                 line=spec.config.header_row,
                 column=name,

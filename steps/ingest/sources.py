@@ -23,6 +23,7 @@ import math
 import os
 import re
 import zipfile
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -89,6 +90,12 @@ class SourceTable:
     content_hash: Callable[[], str] = lambda: ""
     # All the chunks may be held in memory at once (a small file); else they are streamed.
     fits_in_memory: bool = True
+    # Columns whose every value the file wrote as a string (JSON): `init` keeps their
+    # fixed-width digits ('262') as text.
+    quoted_columns: frozenset[str] = frozenset()
+    # How the file looks laid out when that is not what the config says (a vendor moved
+    # the header or changed the delimiter): said beside a rejection of its header.
+    layout_hint: Callable[[], str | None] = lambda: None
 
 
 def _in_memory(
@@ -307,6 +314,8 @@ ZIP_KINDS = ((b"xl/", "xlsx"), (b"word/", "docx"), (b"ppt/", "pptx"))
 
 def binary_kind(head: bytes) -> str | None:
     """What the file is when its first bytes say it is not text ('pdf', 'xlsx', ...)."""
+    if wide_encoding(head):  # UTF-16/32 text is full of NUL bytes, and still text
+        return None
     kind = next((k for magic, k in BINARY_SIGNATURES if head.startswith(magic)), None)
     if kind in TEXT_LIKE_KINDS and not re.search(rb"[\x00-\x08\x0e-\x1f]", head[:1024]):
         return None
@@ -317,6 +326,120 @@ def binary_kind(head: bytes) -> str | None:
     if kind is None and head.startswith(b"BZh") and head[4:10] == b"1AY&SY":
         return "bzip2"
     return kind
+
+
+# Byte-order marks of the wide Unicode encodings, UTF-32's first (FF FE 00 00 starts with
+# UTF-16 LE's FF FE): Excel's "Unicode Text" is UTF-16 LE with a BOM.
+WIDE_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
+
+
+def wide_encoding(head: bytes, declared: str = "utf-8") -> str | None:
+    """The UTF-16/32 codec a text file is in: its byte-order mark's (whatever the config
+    declares, as a UTF-8 BOM is always tolerated), else the declared one if it is wide;
+    a plain utf-16/utf-32 without a BOM is little-endian, as Windows writes it."""
+    bom = next((codec for mark, codec in WIDE_BOMS if head.startswith(mark)), None)
+    if bom:
+        return bom
+    try:
+        name = codecs.lookup(declared).name
+    except LookupError:
+        return None
+    if name in ("utf-16", "utf-32"):
+        return f"{name}-le"
+    return name if name.startswith(("utf-16", "utf-32")) else None
+
+
+def bomless_utf16(head: bytes) -> str | None:
+    """'utf-16-le' or 'utf-16-be' for text without a BOM whose every other byte is NUL
+    (ASCII written as UTF-16), which read as UTF-8 would be NUL-riddled columns."""
+    sample = head[: 1 << 12]
+    sample = sample[: len(sample) // 2 * 2]
+    if len(sample) < 4:
+        return None
+    for codec, nuls, chars in (
+        ("utf-16-le", sample[1::2], sample[::2]),
+        ("utf-16-be", sample[::2], sample[1::2]),
+    ):
+        if nuls.count(0) > 0.9 * len(nuls) and chars.count(0) < 0.1 * len(chars):
+            return codec
+    return None
+
+
+def _wide_error(
+    uri: str, encoding: str, data: bytes, error: UnicodeDecodeError, line: int, column: int
+) -> RejectedInput:
+    """`_undecodable` for UTF-16/32, where a line break is not the byte 0x0A: the line and
+    character are counted in the text decoded before the bad bytes."""
+    before = data[: error.start].decode(encoding, "replace")
+    breaks = re.findall(r"\r\n|\r|\n", before)
+    last = max(before.rfind("\n"), before.rfind("\r"))
+    column = len(before) - last - 1 if breaks else column + len(before)
+    return RejectedInput(
+        f"cannot decode byte(s) {data[error.start : error.end]!r} as {encoding} at character "
+        f"{column + 1}; set 'encoding' in the config",
+        file=uri,
+        line=line + len(breaks),
+    )
+
+
+def _decode_wide(data: bytes, uri: str, encoding: str) -> str:
+    try:
+        return data.decode(encoding).removeprefix("\ufeff")
+    except UnicodeDecodeError as error:
+        raise _wide_error(uri, encoding, data, error, 1, 0) from None
+
+
+class _Utf8Stream(io.RawIOBase):
+    """A UTF-16/32 stream as UTF-8 bytes, transcoded as it is read: Arrow's reader and the
+    csv module then read it as any UTF-8 file, streaming in the same bounded memory. Bytes
+    that are not text name their line, counted in the text decoded so far."""
+
+    def __init__(self, inner: Any, encoding: str, uri: str) -> None:
+        self.inner, self.encoding, self.uri = inner, encoding, uri
+        self.decoder = codecs.getincrementaldecoder(encoding)()
+        self.pending = bytearray()
+        self.ended = False
+        self.line, self.column, self.after_cr = 1, 0, False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while len(self.pending) < len(buffer) and not self.ended:
+            raw = self.inner.read(max(len(buffer), 1 << 16))
+            self.ended = not raw
+            self.pending += self._transcode(bytes(raw))
+        count = min(len(buffer), len(self.pending))
+        buffer[:count] = self.pending[:count]
+        del self.pending[:count]
+        return count
+
+    def _transcode(self, raw: bytes) -> bytes:
+        data = getattr(self.decoder, "buffer", b"") + raw  # with an unfinished character
+        try:
+            text = self.decoder.decode(raw, final=not raw)
+        except UnicodeDecodeError as error:
+            raise _wide_error(
+                self.uri, self.encoding, data, error, self.line, self.column
+            ) from None
+        breaks = text.count("\n") + text.count("\r") - text.count("\r\n")
+        if self.after_cr and text.startswith("\n"):
+            breaks -= 1  # a CRLF split between two reads is one line end
+        if text:
+            self.after_cr = text.endswith("\r")
+            last = max(text.rfind("\n"), text.rfind("\r"))
+            self.column = len(text) - last - 1 if last >= 0 else self.column + len(text)
+        self.line += breaks
+        return text.encode("utf-8")
+
+    def close(self) -> None:
+        self.inner.close()
+        super().close()
 
 
 def not_text(uri: str, kind: str, source_format: str | None) -> RejectedInput:
@@ -337,19 +460,93 @@ def read_source(path: Path, uri: str, config: TableConfig) -> SourceTable:
             head = stream.read(1 << 16)
     except (OSError, pa.ArrowInvalid, EOFError) as error:
         raise _corrupt_gzip(uri, error) from None
-    if len(head) < 1 << 16 and not head.removeprefix(codecs.BOM_UTF8).strip():
+    text = config.source_format in ("csv", "json")
+    wide = wide_encoding(head, config.encoding) if text else None
+    shown = head.decode(wide, "replace").encode() if wide else head
+    if len(head) < 1 << 16 and not shown.removeprefix(codecs.BOM_UTF8).strip():
         raise RejectedInput("file is empty", file=uri)
     kind = binary_kind(head)
-    if kind and config.source_format in ("csv", "json"):
+    if kind and text:
         raise not_text(uri, kind, declared)
+    unmarked = bomless_utf16(head) if text and not wide else None
+    if unmarked:
+        raise RejectedInput(
+            f"looks like {unmarked.upper()} text without a byte-order mark (every other byte "
+            f"is NUL), not {config.encoding}; set 'encoding' to {unmarked} in the config",
+            file=uri,
+        )
     if config.source_format == "csv":
-        return CsvSource(path, compression, uri, config).table()
+        return CsvSource(path, compression, uri, config, wide).table()
     data, content_hash = _read_whole(path, compression, uri)
     source = READERS[config.source_format or "csv"](data, uri, config)
     return replace(source, content_hash=lambda: content_hash)
 
 
 # --- CSV ---------------------------------------------------------------------------
+
+DELIMITERS = (",", ";", "|", "\t")
+DELIMITER_NAMES = {",": "comma", ";": "semicolon", "|": "pipe", "\t": "tab"}
+
+
+@dataclass(frozen=True)
+class CsvLayout:
+    """How a text file's first lines look split: `init` proposes it, and a rejected run
+    compares it with its config."""
+
+    delimiter: str
+    header_row: int
+    width: int  # fields in the header (and in most lines)
+
+
+def _filled_names(cells: list[str]) -> int:
+    """How many names a header candidate has (0 for a comment). A trailing delimiter
+    leaves an empty name, which init leaves out. A name twice still counts: the header
+    is refused for it when read, rather than a data row taken for the header."""
+    names = [c.strip() for c in cells if c.strip()]
+    if not names or cells[0].startswith("#"):
+        return 0
+    return len(names)
+
+
+def sniff_csv(
+    text: str,
+    uri: str,
+    delimiters: tuple[str, ...] = DELIMITERS,
+    header_row: int | None = None,
+) -> CsvLayout | None:
+    """The delimiter that splits the first 1,000 lines most evenly (two fields at least),
+    and the header: the first line with a name in every field (lines above it are a
+    preamble), unless `header_row` says. None when no delimiter splits them."""
+    # A wide header split on the wrong delimiter is one long field: as large as run allows.
+    csv.field_size_limit(min(max_source_bytes(), 2**31 - 1))
+    # Lines as read_csv counts them for header_row: split on "\n" only.
+    head = "\n".join(text.split("\n", 1000)[:1000])
+    best: tuple[tuple[int, int], CsvLayout] | None = None
+    for delimiter in delimiters:
+        records: list[tuple[int, list[str]]] = []
+        reader = csv.reader(io.StringIO(head), delimiter=delimiter)
+        line = 1
+        try:
+            for record in reader:
+                if record:
+                    records.append((line, record))
+                line = reader.line_num + 1
+        except csv.Error as error:  # a NUL byte, a lone carriage return: not text
+            raise RejectedInput(
+                f"cannot read as text lines: {error}", file=uri, line=line
+            ) from None
+        widths = Counter(len(r) for _, r in records)
+        if not widths:
+            continue
+        width = max(widths, key=lambda w: (widths[w], w))
+        most = max(_filled_names(r) for _, r in records if len(r) == width)
+        header = next(n for n, r in records if len(r) == width and _filled_names(r) == most)
+        if width < 2 or most < 2:
+            continue
+        score = (widths[width], width)
+        if best is None or score > best[0]:
+            best = (score, CsvLayout(delimiter, header_row or header, width))
+    return best[1] if best else None
 
 
 def _decode(data: bytes, uri: str, encoding: str) -> str:
@@ -397,9 +594,19 @@ class CsvSource:
     error path, the records again with the csv module to name their lines.
     """
 
-    def __init__(self, path: Path, compression: str | None, uri: str, config: TableConfig):
+    def __init__(
+        self,
+        path: Path,
+        compression: str | None,
+        uri: str,
+        config: TableConfig,
+        wide: str | None = None,
+    ):
         self.path, self.compression, self.uri, self.config = path, compression, uri, config
-        self.encoding = "utf-8-sig" if _is_utf8(config.encoding) else config.encoding
+        # A UTF-16/32 file is read as UTF-8, transcoded as it streams (_Utf8Stream).
+        self.wide = wide
+        utf8 = wide or _is_utf8(config.encoding)
+        self.encoding = "utf-8-sig" if utf8 else config.encoding
         self.header = self._read_header()
         self.size = path.stat().st_size
         self.whole = not compression and self.size <= whole_read_bytes()
@@ -417,6 +624,40 @@ class CsvSource:
             lambda: self.unreadable_rows,
             content_hash=self.content_hash,
             fits_in_memory=self.whole,
+            layout_hint=self.layout_hint,
+        )
+
+    def layout_hint(self) -> str | None:
+        """'this file's header looks to be on line 1, delimiter ','; the config says line
+        2, tab', from the file's first MB sniffed as `init` does; None when they agree."""
+        config = self.config
+        try:
+            with pa.input_stream(str(self.path), compression=self.compression) as stream:
+                raw = stream.read(1 << 16)
+            if self.wide and not wide_encoding(raw) and b"\x00" not in raw:
+                return (
+                    "this file looks to be 8-bit text such as UTF-8 (no byte-order mark, no "
+                    f"NUL byte); the config says {config.encoding}"
+                )
+            with self._open() as opened:
+                head = opened.read(1 << 20)
+            text = head.decode(self.encoding, "replace").removeprefix("\ufeff")
+            sniffed = sniff_csv(text, self.uri)
+        except (RejectedInput, OSError, EOFError, LookupError, pa.ArrowInvalid):
+            return None
+        if sniffed is None or (sniffed.header_row, sniffed.delimiter) == (
+            config.header_row,
+            config.delimiter,
+        ):
+            return None
+
+        def shown(delimiter: str) -> str:
+            return "tab" if delimiter == "\t" else repr(delimiter)
+
+        return (
+            f"this file's header looks to be on line {sniffed.header_row}, delimiter "
+            f"{shown(sniffed.delimiter)}; the config says line {config.header_row}, "
+            f"{shown(config.delimiter)}"
         )
 
     def content_hash(self) -> str:
@@ -436,9 +677,10 @@ class CsvSource:
             stream = pa.CompressedInputStream(raw, self.compression) if self.compression else raw
         else:
             stream = pa.input_stream(str(self.path), compression=self.compression)
-        if not self.compression:
-            return stream
-        return _CappedStream(stream, max_source_bytes(), self.uri, "REFLOAD_MAX_SOURCE_BYTES")
+        if self.compression:
+            limit = max_source_bytes()
+            stream = _CappedStream(stream, limit, self.uri, "REFLOAD_MAX_SOURCE_BYTES")
+        return _Utf8Stream(stream, self.wide, self.uri) if self.wide else stream
 
     def _open_text(self) -> IO[str]:
         """The decoded text, every line ending (LF, CRLF, CR) kept for the csv module."""
@@ -446,6 +688,8 @@ class CsvSource:
 
     def _open_binary(self) -> BinaryIO:
         """The decompressed bytes as a Python file (for the csv module and codecs)."""
+        if self.wide:  # `_open` transcodes it to UTF-8
+            return cast(BinaryIO, io.BufferedReader(self._open()))
         if self.compression:
             return cast(BinaryIO, gzip.open(self.path, "rb"))
         return self.path.open("rb")
@@ -460,9 +704,10 @@ class CsvSource:
             raise _corrupt_gzip(self.uri, error) from None
         lines = re.split(rb"\r\n|\r|\n", head, maxsplit=config.header_row)[: config.header_row]
         if len(lines) <= header_index or (len(lines) == config.header_row == 1 and not lines[0]):
+            hint = self.layout_hint()
             raise RejectedInput(
                 f"file has fewer than {config.header_row} line(s); header_row is "
-                f"{config.header_row}",
+                f"{config.header_row}" + (f"; {hint}" if hint else ""),
                 file=self.uri,
             )
         header_text = _decode(b"\n".join(lines), self.uri, self.encoding).split("\n")[header_index]
@@ -1039,7 +1284,11 @@ def _json_document(text: str, uri: str) -> list[Any] | None:
 
 
 def read_json(data: bytes, uri: str, config: TableConfig) -> SourceTable:
-    text = _decode(data, uri, "utf-8-sig" if _is_utf8(config.encoding) else config.encoding)
+    wide = wide_encoding(data[:4], config.encoding)
+    if wide:
+        text = _decode_wide(data, uri, wide)
+    else:
+        text = _decode(data, uri, "utf-8-sig" if _is_utf8(config.encoding) else config.encoding)
     document = _json_document(text, uri)
     records: list[Any]
     if document is not None:
@@ -1078,7 +1327,13 @@ def read_json(data: bytes, uri: str, config: TableConfig) -> SourceTable:
         }
     )
     table = _apply_null_values(table, config.null_values)
-    return _in_memory(uri, table, unit, lambda ps: [labels[p] for p in ps])
+    source = _in_memory(uri, table, unit, lambda ps: [labels[p] for p in ps])
+    source.quoted_columns = frozenset(
+        name
+        for name in columns
+        if all(isinstance(r[name], str) for r in records if r.get(name) is not None)
+    )
+    return source
 
 
 # --- Parquet -----------------------------------------------------------------------

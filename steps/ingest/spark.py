@@ -13,7 +13,8 @@ one pass that counts quote characters and newlines (bytes.count, about 1 GB/s): 
 outside quotes starts a record, so quoted values that span lines stay whole. Each task
 parses its range behind the file's own header lines, and shifts the lines it reports by
 where the range starts. Files that cannot be cut that way (gzip, encodings in which a
-newline is not the byte 0x0A, Excel, JSON, Parquet, or small ones) are one range.
+newline is not the byte 0x0A, such as UTF-16 by its BOM or the config; Excel, JSON, Parquet,
+or small ones) are one range.
 A row's position is `range << 32 | index in range`: file order, and enough to find its line.
 
 Output: part files `part-NNNNN.parquet` under the run's curated prefix (typed and tagged
@@ -61,7 +62,13 @@ from steps.ingest import (
     write_manifest,
 )
 from steps.ingest.dedupe import POSITION
-from steps.ingest.sources import SourceTable, chunk_bytes, read_source, reading_config
+from steps.ingest.sources import (
+    SourceTable,
+    chunk_bytes,
+    read_source,
+    reading_config,
+    wide_encoding,
+)
 from steps.ingest.transform import apply_mapping
 from steps.table import TableSpec
 
@@ -134,8 +141,11 @@ def _cuttable(path: Path, config: TableConfig) -> bool:
     if config.source_format != "csv":
         return False
     with path.open("rb") as probe:
-        if probe.read(2) == b"\x1f\x8b":
-            return False
+        head = probe.read(4)
+    # gzip; UTF-16/32 (by its BOM or the config), read whole by read_source, which
+    # transcodes it: its newline is not the byte 0x0A.
+    if head.startswith(b"\x1f\x8b") or wide_encoding(head, config.encoding):
+        return False
     try:
         return "\n".encode(config.encoding) == b"\n" and config.quote_char.encode(
             config.encoding

@@ -1,4 +1,8 @@
-"""Warehouses: pick a dialect from a URL. Dialect modules import their driver lazily."""
+"""Warehouses: pick a dialect from a URL. Dialect modules import their driver lazily.
+
+The package itself imports nothing of the load layer, so that reading the load modes
+(`steps.warehouse.modes`, which table configs validate against) stays light.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,10 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
 
-from steps import secrets
-from steps.errors import ConfigError
-from steps.names import unknown_name
-from steps.warehouse.base import Warehouse
+if TYPE_CHECKING:
+    from steps.warehouse.base import Warehouse
 
 DEFAULT_URL = "duckdb:///refload.duckdb"
 
@@ -32,7 +35,19 @@ def resolve_url(url: str | None = None) -> str:
 _shared: ContextVar[dict[str, Warehouse] | None] = ContextVar("refload_warehouses", default=None)
 
 
+def __getattr__(name: str) -> Any:
+    if name == "Warehouse":  # `from steps.warehouse import Warehouse`, as before
+        from steps.warehouse.base import Warehouse
+
+        return Warehouse
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def open_warehouse(url: str | None = None) -> Warehouse:
+    from steps import secrets
+    from steps.errors import ConfigError
+    from steps.names import unknown_name
+
     url = resolve_url(url)
     secrets.remember_url(url)  # masked in every log line, message and alert from now on
     shared = _shared.get()

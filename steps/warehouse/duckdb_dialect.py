@@ -71,28 +71,21 @@ class DuckDBWarehouse(Warehouse):
             return [], []
         return [d[0] for d in result.description or []], result.fetchall()
 
-    def table_columns(self, schema: str, name: str) -> dict[str, str]:
-        import duckdb
-
-        if self.in_transaction:
-            # A failed statement aborts a DuckDB transaction, so no "no such table"
-            # error here: the catalog function (~12 ms on a new connection).
-            rows = self.query(
-                "SELECT column_name, data_type FROM duckdb_columns() WHERE schema_name = ? "
-                "AND table_name = ? AND database_name = current_database() ORDER BY column_index",
-                (schema, name),
-            )
-            return {column: type_signature(declared) for column, declared in rows}
-        # information_schema takes ~20 ms on a new connection; the catalog entry, 1 ms.
-        try:
-            rows = self.query(
-                "SELECT name, type FROM pragma_table_info(?)", (self.table(schema, name),)
-            )
-        except InfrastructureError as error:
-            if isinstance(error.__cause__, duckdb.CatalogException):
-                return {}  # no such table (or schema)
-            raise
-        return {column: type_signature(declared) for column, declared in rows}
+    def read_catalog(self, tables: list[tuple[str, str]]) -> dict[tuple[str, str], dict[str, str]]:
+        # The catalog function, in or out of a transaction (a failed statement aborts a
+        # DuckDB transaction, so no "no such table" probing); this database's tables only,
+        # not the session's temporary ones.
+        rows = self.query(
+            "SELECT schema_name, table_name, column_name, data_type FROM duckdb_columns() "
+            "WHERE database_name = current_database() AND ("
+            + " OR ".join(["(schema_name = ? AND table_name = ?)"] * len(tables))
+            + ") ORDER BY schema_name, table_name, column_index",
+            [part for table in tables for part in table],
+        )
+        found: dict[tuple[str, str], dict[str, str]] = {}
+        for schema, name, column, declared in rows:
+            found.setdefault((schema, name), {})[column] = type_signature(declared)
+        return found
 
     def translate_error(self, error: Exception) -> RefloadError:
         import duckdb
@@ -136,6 +129,9 @@ class DuckDBWarehouse(Warehouse):
             f"CREATE TEMPORARY VIEW {self.quote(staging)} AS SELECT {cols} "
             f"FROM read_parquet([{files}])"
         )
+
+    # The view names the run's curated files, which go when the publish is over.
+    drops_staging = True
 
     def drop_staging_sql(self, staging: str) -> str:
         return f"DROP VIEW IF EXISTS {self.quote(staging)}"

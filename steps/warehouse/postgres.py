@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from steps.mapping import Mapping
 
 COPY_BATCH_ROWS = 50_000
+# What publishing into an existing table needs on it.
+PUBLISH_PRIVILEGES = ("SELECT", "INSERT", "DELETE")
 
 
 class PostgresWarehouse(Warehouse):
@@ -71,29 +73,43 @@ class PostgresWarehouse(Warehouse):
             self.query("SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s", (schema,))
         )
 
-    def table_columns(self, schema: str, name: str) -> dict[str, str]:
+    def read_catalog(self, tables: list[tuple[str, str]]) -> dict[tuple[str, str], dict[str, str]]:
+        # The privileges publishing needs, in the same query (`missing_privileges`).
+        table = "quote_ident(n.nspname) || '.' || quote_ident(c.relname)"
         rows = self.query(
-            "SELECT a.attname, format_type(a.atttypid, a.atttypmod) "
-            "FROM pg_catalog.pg_attribute a "
+            "SELECT n.nspname, c.relname, a.attname, format_type(a.atttypid, a.atttypmod), "
+            "has_schema_privilege(n.nspname, 'USAGE'), "
+            + ", ".join(f"has_table_privilege({table}, '{p}')" for p in PUBLISH_PRIVILEGES)
+            + " FROM pg_catalog.pg_attribute a "
             "JOIN pg_catalog.pg_class c ON c.oid = a.attrelid "
             "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p') "
-            "AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
-            (schema, name),
+            "WHERE c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped AND ("
+            + " OR ".join(["(n.nspname = %s AND c.relname = %s)"] * len(tables))
+            + ") ORDER BY n.nspname, c.relname, a.attnum",
+            [part for table in tables for part in table],
         )
-        return {column: type_signature(declared) for column, declared in rows}
+        found: dict[tuple[str, str], dict[str, str]] = {}
+        for schema, name, column, declared, usage, *granted in rows:
+            found.setdefault((schema, name), {})[column] = type_signature(declared)
+            self._lacking[(schema, name)] = (
+                [f"USAGE on schema {schema}"]
+                if not usage
+                else [p for p, ok in zip(PUBLISH_PRIVILEGES, granted, strict=True) if not ok]
+            )
+        return found
 
     def missing_privileges(self, schema: str, name: str) -> list[str]:
+        if (schema, name) in self._lacking:  # read with the table's columns
+            return self._lacking[(schema, name)]
         table = self.table(schema, name)
-        needed = ("SELECT", "INSERT", "DELETE")
         row = self.query(
             "SELECT has_schema_privilege(%s, 'USAGE'), "
-            + ", ".join(f"has_table_privilege(%s, '{p}')" for p in needed),
-            (schema, *[table] * len(needed)),
+            + ", ".join(f"has_table_privilege(%s, '{p}')" for p in PUBLISH_PRIVILEGES),
+            (schema, *[table] * len(PUBLISH_PRIVILEGES)),
         )[0]
         if not row[0]:
             return [f"USAGE on schema {schema}"]
-        return [p for p, granted in zip(needed, row[1:], strict=True) if not granted]
+        return [p for p, granted in zip(PUBLISH_PRIVILEGES, row[1:], strict=True) if not granted]
 
     def stage(self, staging: str, mapping: Mapping, curated_uri: str) -> None:
         import pyarrow as pa

@@ -7,6 +7,7 @@ both commit implicitly on Redshift).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -150,6 +151,18 @@ class RedshiftWarehouse(PostgresWarehouse):
     def _bound_statements(self) -> None:
         # No startup options in redshift-connector: one SET per connection, as the base does.
         Warehouse._bound_statements(self)
+
+    def close(self) -> None:
+        # On a connection the server dropped (a killed session, a failover) the driver's
+        # close() cannot send its goodbye and then leaves the socket's file object open,
+        # so the socket stays open until the garbage collector finds it.
+        stream = getattr(self._conn, "_sock", None)
+        try:
+            super().close()
+        finally:
+            if stream is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    stream.close()
 
     def translate_error(self, error: Exception) -> RefloadError:
         import redshift_connector

@@ -1,0 +1,118 @@
+"""The load layer's round trips: a warm run sends a bounded number of statements
+(ARCHITECTURE.md "Warehouse round trips"), counted on the driver connection itself."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+# A warm `run` of a replace table with a primary key and five quality tests: at most 15
+# statements (ARCHITECTURE.md). Redshift spends two more than PostgreSQL, which its
+# capabilities force: the statement bound is a SET after connecting (no startup options),
+# and the lock wait is bounded by SETting statement_timeout before and after the statement
+# that takes the lock (no lock_timeout, no SET LOCAL) where PostgreSQL sends one SET LOCAL.
+STATEMENT_BUDGET = {"duckdb": 15, "postgresql": 15, "redshift": 17}
+MAPPING = (
+    "source_column,target_column,data_type,transform,default,nullable,format\n"
+    "code,code,varchar(3),strip,,false,\n"
+    "name,name,varchar(20),strip,,true,\n"
+    "n,n,integer,,,true,\n"
+)
+TESTS = [
+    {"type": "row_count_match", "tolerance_pct": 0},
+    {"type": "uniqueness", "columns": ["code"]},
+    {"type": "not_null", "columns": ["code", "name"]},
+    {"type": "accepted_values", "column": "n", "values": [1, 2, 3, 20, 30]},
+    {"type": "range", "column": "n", "min": 0, "max": 100},
+]
+
+
+class _Counting:
+    """A DB-API connection (or cursor) that counts what it sends: each execute, executemany
+    and COPY is one statement (COPY's data stream is not)."""
+
+    def __init__(self, inner: Any, sent: list[str]) -> None:
+        self._inner, self._sent = inner, sent
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in ("_inner", "_sent"):
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self._inner, name, value)
+
+    def __enter__(self) -> _Counting:
+        self._inner.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> Any:
+        return self._inner.__exit__(*exc)
+
+    def execute(self, sql: str, *args: Any, **kwargs: Any) -> Any:
+        self._sent.append(sql)
+        result = self._inner.execute(sql, *args, **kwargs)
+        return self if result is self._inner else result
+
+    def copy(self, sql: str, *args: Any, **kwargs: Any) -> Any:
+        self._sent.append(sql)
+        return self._inner.copy(sql, *args, **kwargs)
+
+    def cursor(self, *args: Any, **kwargs: Any) -> _Counting:
+        return _Counting(self._inner.cursor(*args, **kwargs), self._sent)
+
+
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every statement any warehouse connection sends from now on."""
+    statements: list[str] = []
+    for cls in _dialect_classes():
+
+        def connect(self: Any, _connect: Any = cls._connect) -> Any:
+            return _Counting(_connect(self), statements)
+
+        monkeypatch.setattr(cls, "_connect", connect)
+    return statements
+
+
+def _dialect_classes() -> list[type]:
+    from steps.warehouse.duckdb_dialect import DuckDBWarehouse
+    from steps.warehouse.postgres import PostgresWarehouse
+    from steps.warehouse.redshift import RedshiftWarehouse
+
+    return [DuckDBWarehouse, PostgresWarehouse, RedshiftWarehouse]
+
+
+@pytest.mark.all_warehouses
+def test_a_warm_run_sends_at_most_fifteen_statements(table_dir, write, run_cli, sent, dialect):
+    config = table_dir(
+        MAPPING, truncate_before_load=True, primary_key=["code"], quality_tests=TESTS
+    )
+    code, summary = run_cli(config, write("a.csv", "code,name,n\nAA,Alpha,1\nBB,Beta,2\n"))
+    assert code == 0, summary
+    sent.clear()
+    code, summary = run_cli(config, write("b.csv", "code,name,n\nBB,Bravo,20\nCC,Gamma,30\n"))
+    assert code == 0, summary
+    assert summary["rows_loaded"] == 2 and summary["checks_failed"] == 0
+    assert len(sent) <= STATEMENT_BUDGET[dialect], "\n".join(sent)
+
+
+def test_only_the_audit_store_reads_or_writes_etl_audit():
+    """History, rollback, recovery, freshness and status read etl_audit through the audit
+    store (steps/warehouse/audit*.py); no other module names its tables in SQL."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    sql_on_audit = re.compile(
+        r"table\(AUDIT_SCHEMA|etl_audit\.\w+ (WHERE|SET|VALUES)|FROM etl_audit"
+    )
+    offenders = [
+        str(path.relative_to(root))
+        for folder in ("handler", "steps")
+        for path in sorted((root / folder).rglob("*.py"))
+        if not path.name.startswith("audit") and sql_on_audit.search(path.read_text())
+    ]
+    assert offenders == []
