@@ -130,6 +130,32 @@ class ChangeDetection(Catalog):
         changes = ChangeSet(counts["added"], counts["removed"], counts["changed"], samples)
         return changes, int(rows[0][0]), tuple(found[0][:width_of_head])
 
+    def changes_into_new(
+        self, target: TargetTable, staging: str, head: tuple[str, list[Any]]
+    ) -> tuple[ChangeSet, int, tuple[Any, ...]]:
+        """`change_set` for a target this transaction created (so empty): every staged key
+        is added, which needs no join of staging with the target, only its count and its
+        first keys (a first load of 1M rows: 0.3 s against 1.3 s on PostgreSQL)."""
+        q = self.quote
+        keys = ", ".join(q(k) for k in target.key)
+        firsts = ", ".join(f"r.{q(k)}" for k in target.key)
+        found = self.query(
+            f"SELECT h.*, n.staged, {firsts} FROM ({head[0]}) h "
+            f"CROSS JOIN (SELECT COUNT(*) AS staged FROM {q(staging)}) n "
+            f"LEFT JOIN (SELECT {keys} FROM {q(staging)} ORDER BY {keys} "
+            f"LIMIT {SAMPLE_KEYS}) r ON 1 = 1 ORDER BY {firsts}",
+            head[1],
+        )
+        width_of_head = len(found[0]) - len(target.key) - 1
+        staged = int(found[0][width_of_head])
+        samples: dict[str, list[dict[str, Any]]] = {k: [] for k in CHANGE_KINDS}
+        samples["added"] = [
+            {"key": _row_dict(target.key, row[width_of_head + 1 :])}
+            for row in found
+            if staged  # else the one row of the (empty) count
+        ]
+        return ChangeSet(staged, 0, 0, samples), staged, tuple(found[0][:width_of_head])
+
     def compute_changes(
         self, replaces: bool, target: TargetTable, ref: str, staging: str, delta: str
     ) -> ChangeSet:
