@@ -52,6 +52,12 @@ def _quiet(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="no progress on the terminal (also REFLOAD_PROGRESS=0; never shown in a pipe)",
     )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="at a terminal, every log record (each step's start and end) beside the "
+        "progress, not only warnings and errors (a pipe always gets every record as JSON)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -405,7 +411,7 @@ def replay_notify(event: dict[str, Any]) -> tuple[dict[str, Any], int]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging()
+    configure_logging(verbose=getattr(args, "verbose", False))
     if args.command in FLEET_COMMANDS:
         from steps.errors import RefloadError
 

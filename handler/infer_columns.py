@@ -5,9 +5,12 @@ and the primary key, each from every value and each checked with the cast `run` 
 
 from __future__ import annotations
 
+import contextlib
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -303,9 +306,64 @@ def _unique(typed: pa.Table, names: list[str]) -> bool:
     return typed.select(names).group_by(names).aggregate([]).num_rows == typed.num_rows
 
 
+# Where a sample row is: (unit, function from row positions to line or row numbers).
+Locate = tuple[str, Callable[[list[int]], list[int]]]
+KEY_REPEATS_SHOWN = 3  # repeated key values a refused --primary-key names
+
+
+def _key_problem(rows: pa.Table, key: list[str], locate: Locate | None) -> str:
+    """What run would refuse in the sample: the first empty key, else the repeated key
+    values (exact duplicate rows aside: run drops them) with their lines."""
+    position = "__position"
+    rows = rows.append_column(position, pa.array(range(rows.num_rows), pa.int64()))
+    for name in key:
+        empty = pc.indices_nonzero(pc.is_null(rows.column(name))).to_pylist()
+        if empty:
+            return f"{name} is empty on {_places(empty[:1], locate)}"
+    others = [n for n in rows.column_names if n != position]
+    firsts = rows.group_by(others).aggregate([(position, "min")])  # exact duplicates once
+    repeats = (
+        firsts.group_by(key)
+        .aggregate([(f"{position}_min", "list"), (f"{position}_min", "count")])
+        .filter(pc.greater(pc.field(f"{position}_min_count"), 1))
+    )
+    found = sorted(
+        zip(*(repeats.column(n).to_pylist() for n in [*key, f"{position}_min_list"]), strict=True),
+        key=lambda r: min(r[-1]),
+    )
+    shown = [
+        f"{', '.join(f'{k}={_shown(v)}' for k, v in zip(key, r[:-1], strict=True))} on "
+        f"{_places(sorted(r[-1])[:5], locate)}"
+        for r in found[:KEY_REPEATS_SHOWN]
+    ]
+    more = len(found) - len(shown)
+    return "repeated key " + "; ".join(shown) + (f"; and {more:,} more" if more > 0 else "")
+
+
+def _shown(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _places(positions: list[int], locate: Locate | None) -> str:
+    """`lines 4, 6` as the file numbers them; data rows counted from 1 when the file can no
+    longer be read (an s3:// sample is gone once read)."""
+    unit, numbers = "data row", [p + 1 for p in positions]
+    if locate is not None:
+        with contextlib.suppress(Exception):  # the downloaded copy is removed: data rows
+            unit, numbers = locate[0], locate[1](positions)
+    return f"{unit}{'s' if len(numbers) > 1 else ''} {', '.join(map(str, numbers))}"
+
+
 def propose_key(
-    typed: pa.Table, guesses: list[ColumnGuess], wanted: list[str] | None
+    typed: pa.Table,
+    guesses: list[ColumnGuess],
+    wanted: list[str] | None,
+    rows: pa.Table | None = None,
+    locate: Locate | None = None,
 ) -> tuple[list[str], str]:
+    """A key for the table: `wanted` (--primary-key) if the sample holds it, else the best
+    unique, never-empty column or pair. `typed` is the sample's distinct rows; `rows` every
+    row in file order and `locate` where they are, to name a refused key's lines."""
     by_name = {g.target: g for g in guesses}
     if wanted is not None:
         by_source = {g.source: g.target for g in guesses}
@@ -315,9 +373,10 @@ def propose_key(
                 raise ConfigError(f"--primary-key: {unknown_name('column', name, by_name)}")
             key.append(by_name[name].target if name in by_name else by_source[name])
         if not _unique(typed, key):
+            problem = _key_problem(rows if rows is not None else typed, key, locate)
             raise ConfigError(
-                f"--primary-key {','.join(key)}: the sample has an empty or repeated key, so "
-                "run would reject it; choose other columns"
+                f"--primary-key {','.join(key)}: {problem}; run would reject this file, "
+                "so choose other columns"
             )
         return key, "given with --primary-key"
     candidates = [g.target for g in guesses if not g.nullable]

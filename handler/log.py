@@ -36,15 +36,33 @@ def _redact_secrets(
     return {k: redact_value(v) for k, v in event.items()}
 
 
-def configure_logging(force: bool = False) -> None:
+class _WarningsOnly:
+    """The terminal renderer, for warnings and errors only. The last processor: the
+    progress drawer (handler.progress, inserted before it) still sees every step record."""
+
+    def __init__(self, renderer: Any) -> None:
+        self.renderer = renderer
+
+    def __call__(self, logger: Any, method: str, event: MutableMapping[str, Any]) -> Any:
+        if logging.getLevelNamesMapping().get(str(event.get("level", "")).upper(), 0) < (
+            logging.WARNING
+        ):
+            raise structlog.DropEvent
+        return self.renderer(logger, method, event)
+
+
+def configure_logging(force: bool = False, verbose: bool = False) -> None:
+    """JSON records at INFO on stderr. At a terminal, readable records, and only warnings
+    and errors unless `verbose` (`--verbose`) or REFLOAD_LOG_LEVEL asks for more: the
+    progress lines say what the step records say, and a person reads them there."""
     if structlog.is_configured() and not force:
         return
     level = getattr(logging, os.environ.get("REFLOAD_LOG_LEVEL", "INFO").upper(), logging.INFO)
-    renderer: structlog.typing.Processor = (
-        structlog.dev.ConsoleRenderer(colors=True)
-        if sys.stderr.isatty()
-        else structlog.processors.JSONRenderer()
-    )
+    renderer: structlog.typing.Processor = structlog.processors.JSONRenderer()
+    if sys.stderr.isatty():
+        renderer = structlog.dev.ConsoleRenderer(colors=True)
+        if not (verbose or os.environ.get("REFLOAD_LOG_LEVEL")):
+            renderer = _WarningsOnly(renderer)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -21,7 +21,13 @@ from typing import Any, get_args
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from handler.infer_columns import ColumnGuess, guess_column, propose_key, unique_names
+from handler.infer_columns import (
+    ColumnGuess,
+    Locate,
+    guess_column,
+    propose_key,
+    unique_names,
+)
 from steps import progress, storage
 from steps.config import SourceFormat, TableConfig, parse_config
 from steps.errors import ConfigError, RejectedInput, at
@@ -60,6 +66,8 @@ class Layout:
     sheet_name: str | int | None = None
     null_values: list[str] = field(default_factory=lambda: [""])
     notes: list[str] = field(default_factory=list)
+    # Where the sample's rows are in the file (`_read_all`): a refused key names its lines.
+    locate: Locate | None = field(default=None, repr=False, compare=False)
 
     def config_keys(self) -> dict[str, Any]:
         keys: dict[str, Any] = {"source_format": self.source_format}
@@ -422,7 +430,7 @@ def infer(
             f"{typed.num_rows - distinct.num_rows:,} exact duplicate row(s): run drops them "
             "(dedupe)"
         )
-    key, key_reason = propose_key(distinct, guesses, primary_key)
+    key, key_reason = propose_key(distinct, guesses, primary_key, typed, layout.locate)
     for guess in guesses:
         if guess.target in key:
             guess.nullable = False
@@ -458,7 +466,7 @@ def _read_sample(
 
         def read() -> tuple[pa.Table, frozenset[str]]:
             keys = {"table_name": table, "mapping_file": "-", **layout.config_keys()}
-            return _read_all(path, source, parse_config(keys, source="init"))
+            return _read_all(path, source, parse_config(keys, source="init"), layout)
 
         text, quoted = read()
         found = [
@@ -483,10 +491,14 @@ def _sample_bytes(path: Path, source: str) -> bytes:
     return data
 
 
-def _read_all(path: Path, uri: str, config: TableConfig) -> tuple[pa.Table, frozenset[str]]:
+def _read_all(
+    path: Path, uri: str, config: TableConfig, layout: Layout | None = None
+) -> tuple[pa.Table, frozenset[str]]:
     """Every row, as text, by the reader run uses, and the columns it wrote as strings."""
     table = read_source(path, uri, config)
     rows = pa.concat_tables(list(table.chunks)) if table.column_names else pa.table({})
+    if layout is not None:  # init's own sample: a repeated key is named by its lines
+        layout.locate = (table.unit, table.locate)
     bad = table.bad_records()
     if bad:
         raise RejectedInput(bad[0].reason, file=uri, **at(table.unit, bad[0].where))

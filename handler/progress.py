@@ -37,6 +37,7 @@ class TerminalProgress:
         from tqdm import tqdm  # only at a terminal: Lambda never imports it
 
         self._tqdm = tqdm
+        self._bar_class = _bar_class(tqdm)
         self.stream = stream
         self.bar: Any = None
         self.step: str | None = None
@@ -65,6 +66,11 @@ class TerminalProgress:
     def advance(self, amount: int) -> None:
         if self.bar is not None:
             self.bar.update(amount)
+
+    def count(self, rows: int) -> None:
+        if self.bar is not None:
+            self.bar.rows += rows
+            self.bar.update(0)  # drawn again when due, as update draws
 
     # -- output -----------------------------------------------------------------------
     def write(self, text: str) -> None:
@@ -101,14 +107,19 @@ class TerminalProgress:
 
     def _new_bar(self, label: str, total: int | None, unit: str) -> None:
         self._close_bar()
+        # As dlt and tqdm show a download: the share of a known size, sizes in KB/MB, a
+        # rate; counts with thousands separators (562,499 rows).
         bar_format = (
-            "{desc:<18} {percentage:3.0f}%|{bar:24}| {n_fmt}/{total_fmt} [{elapsed}]"
+            "{desc:<18} {percentage:3.0f}%|{bar:16}| {n_fmt}B/{total_fmt}B{rows} "
+            "[{elapsed}<{remaining}, {rate_fmt}]"
+            if total and unit == "B"
+            else "{desc:<18} {percentage:3.0f}%|{bar:24}| {n_sep}/{total_sep} {unit} [{elapsed}]"
             if total
-            else "{desc:<18} {n_fmt} {unit} [{elapsed}]"
+            else "{desc:<18} {n_sep} {unit} [{elapsed}, {rate_sep} {unit}/s]"
             if unit
             else "{desc:<18} [{elapsed}]"
         )
-        self.bar = self._tqdm(
+        self.bar = self._bar_class(
             total=total,
             unit=unit or "it",
             unit_scale=unit == "B",
@@ -133,8 +144,31 @@ class TerminalProgress:
 
     def _close_bar(self) -> None:
         if self.bar is not None:
+            # Drawn once more as it ends: a phase shorter than the redraw interval (a small
+            # .xlsx read whole) would otherwise show the counts it started with.
+            self.bar.refresh()
             self.bar.close()
             self.bar = None
+
+
+def _bar_class(tqdm: Any) -> Any:
+    """tqdm with the fields the bars show beside its own (tqdm's documented way to add
+    some: `format_dict`)."""
+
+    class Bar(tqdm):
+        rows = 0
+
+        @property
+        def format_dict(self) -> dict[str, Any]:
+            d = dict(super().format_dict)
+            rate = d.get("rate") or (d["n"] / d["elapsed"] if d.get("elapsed") else None)
+            d["n_sep"] = f"{d['n']:,}"
+            d["total_sep"] = f"{d['total']:,}" if d.get("total") else "?"
+            d["rate_sep"] = f"{rate:,.0f}" if rate else "?"
+            d["rows"] = f", {self.rows:,} rows" if self.rows else ""
+            return d
+
+    return Bar
 
 
 class _AboveTheBar:

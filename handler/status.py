@@ -145,6 +145,7 @@ def print_status(fleet: dict[str, Any]) -> None:
 # --- the page -------------------------------------------------------------------------
 
 CHART_WIDTH, CHART_HEIGHT, PAD, BAR_WIDTH = 180, 40, 4, 12
+LABEL_WIDTH = 66  # the rows chart's right side: its max and min, as numbers
 COLOURS = {"passed": "#2e7d32", "failed": "#c62828", "warn": "#ef6c00"}
 CSS = """
 body { font: 14px/1.4 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px;
@@ -180,6 +181,8 @@ document.getElementById("summary").textContent =
   `${count("late")} late, ${count("ok")} ok`;
 for (const svg of document.querySelectorAll("svg.chart")) {
   svg.dataset.renderedWidth = Math.round(svg.getBoundingClientRect().width);
+  const line = svg.querySelector("polyline");
+  if (line) svg.dataset.lineHeight = Math.round(line.getBoundingClientRect().height);
 }
 document.body.dataset.rendered = "yes";
 """
@@ -194,26 +197,40 @@ def _svg(kind: str, points: int, body: str, label: str) -> str:
 
 
 def rows_chart(history: list[dict[str, Any]]) -> str:
-    """Rows in the target after each publish: a line with one dot per publish."""
+    """Rows in the target after each publish: a line with one dot per publish, from zero
+    (the bottom) to the most rows (the top), with the max and min written beside it. From
+    zero, not from the min: 1,000 then 999 rows is a flat line, not a full-height zigzag."""
     points = [(r["finished"], r["rows"]) for r in history if r["rows"] is not None]
     if not points:
         return _svg("rows-chart", 0, f'<text x="{PAD}" y="24">no publish yet</text>', "no data")
     low, high = min(p[1] for p in points), max(p[1] for p in points)
-    step = (CHART_WIDTH - 2 * PAD) / max(len(points) - 1, 1)
+    right = CHART_WIDTH - PAD - LABEL_WIDTH
+    step = (right - PAD) / max(len(points) - 1, 1)
+    bottom = CHART_HEIGHT - PAD
 
     def y(rows: int) -> float:
-        if high == low:
-            return CHART_HEIGHT / 2
-        return CHART_HEIGHT - PAD - (rows - low) / (high - low) * (CHART_HEIGHT - 2 * PAD)
+        return bottom - (rows / high if high else 0) * (CHART_HEIGHT - 2 * PAD)
 
     xy = [(PAD + i * step, y(rows)) for i, (_, rows) in enumerate(points)]
+    labels = "".join(
+        f'<text class="{kind}" x="{CHART_WIDTH - PAD}" y="{top}" text-anchor="end">'
+        f"{kind} {value:,}</text>"
+        for kind, value, top in (("max", high, 11), ("min", low, 23))
+    )
+    zero = (
+        f'<line x1="{PAD}" y1="{bottom}" x2="{right:.1f}" y2="{bottom}" stroke="#ddd"/>'
+        f'<text class="zero" x="{CHART_WIDTH - PAD}" y="{bottom}" text-anchor="end">0</text>'
+    )
     line = " ".join(f"{x:.1f},{yy:.1f}" for x, yy in xy)
     dots = "".join(
         f'<circle cx="{x:.1f}" cy="{yy:.1f}" r="2.5" fill="#1565c0">'
         f"<title>{html.escape(str(when))}: {rows:,} rows</title></circle>"
         for (x, yy), (when, rows) in zip(xy, points, strict=True)
     )
-    body = f'<polyline points="{line}" fill="none" stroke="#1565c0" stroke-width="1.5"/>{dots}'
+    body = (
+        f'{zero}<polyline points="{line}" fill="none" stroke="#1565c0" stroke-width="1.5"/>'
+        f"{dots}{labels}"
+    )
     return _svg("rows-chart", len(points), body, f"rows: {low:,} to {high:,}")
 
 

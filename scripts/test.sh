@@ -1,9 +1,22 @@
 #!/usr/bin/env bash
 # Set up (with dev tools), start what the tests need, then lint, type-check and test.
+# --quick: the inner loop: lint, types and every test but the Spark and browser ones
+# (pytest markers `spark`, `browser`); .ci/run runs everything. Other arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+quick=""
+if [ "${1:-}" = "--quick" ]; then
+  quick=1
+  shift
+fi
 scripts/setup.sh dev
 scripts/start_postgres.sh
+if [ -n "$quick" ]; then
+  .venv/bin/ruff check .
+  .venv/bin/ruff format --check .
+  .venv/bin/mypy
+  exec .venv/bin/python -m pytest -m "not spark and not browser" "$@"
+fi
 scripts/install_chromium.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

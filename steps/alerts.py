@@ -132,9 +132,43 @@ def _unlisted(payload: dict[str, Any], failed: list[dict[str, Any]]) -> str | No
     )
 
 
-def build_report(payload: dict[str, Any], full_error: str | None = None) -> dict[str, Any]:
+def published_lines(payload: dict[str, Any], rollback_to: str | None) -> list[str]:
+    """For tests that failed after the publish: the rows ARE in the table (nothing rolled
+    them back), and how to go back to the last run that passed (`rollback_to`: its run id,
+    "" when there is none, None when it could not be looked up)."""
+    if not (payload.get("published") and payload.get("failed_step") == "validate"):
+        return []
+    table = payload.get("table") or "the table"
+    rows = payload.get("rows_loaded")
+    lines = [
+        f"The rows ARE published: {payload.get('target') or table} holds this run's "
+        f"{f'{rows:,} ' if isinstance(rows, int) else ''}rows (after-publish tests do not "
+        "stop a publish)."
+    ]
+    history = shlex.join(["python", "-m", "handler", "history", table])
+    if payload.get("load_mode") not in (None, "truncate", "rollback"):
+        lines.append(
+            f"rollback takes only replace tables (load_mode truncate); this one is "
+            f"{payload.get('load_mode')}: fix the data and run again ({history} lists the runs)."
+        )
+    elif rollback_to:
+        command = shlex.join(["python", "-m", "handler", "rollback", table, "--to", rollback_to])
+        lines += ["To go back to the last run that passed its tests:", f"  {command}"]
+    elif rollback_to == "":
+        lines.append(
+            f"No earlier run of {table} published and passed its tests: there is no run to "
+            "roll back to."
+        )
+    else:
+        lines.append(f"To go back, find the last run that passed with: {history}")
+    return lines
+
+
+def build_report(
+    payload: dict[str, Any], full_error: str | None = None, rollback_to: str | None = None
+) -> dict[str, Any]:
     """The report; `full_error` is the error's full text (etl_audit.run_log) for the body,
-    when the message the payload carries was cut."""
+    when the message the payload carries was cut; `rollback_to` as `published_lines`."""
     failed = [c for c in payload.get("checks") or [] if c["status"] != "pass"]
     failed_errors = [c for c in failed if c["severity"] == "error"]
     error = error_of(payload)
@@ -154,6 +188,9 @@ def build_report(payload: dict[str, Any], full_error: str | None = None) -> dict
     ]
     facts = [(k, v) for k, v in facts if v]
     lines = [f"{k + ':':<14} {v}" for k, v in facts]
+    published = published_lines(payload, rollback_to)
+    if published:  # first: what a paged engineer must know before reading the tests
+        lines += ["", *published]
     body_error = error and {
         **error,
         "message": truncate_bytes(full_error or error["message"], FULL_TEXT_BYTES),
@@ -197,7 +234,7 @@ def build_report(payload: dict[str, Any], full_error: str | None = None) -> dict
         "rerun_command": "python -m handler replay rerun.json",
         "rerun_input": rerun,
         "text": "\n".join(lines) + "\n",
-        "html": _html(facts, body_error, failed, rerun_json, unlisted),
+        "html": _html(facts, body_error, failed, rerun_json, unlisted, published),
     }
     return json.loads(redact(json.dumps(report, default=str)))
 
@@ -208,10 +245,13 @@ def _html(
     failed: list[dict[str, Any]],
     rerun_json: str,
     unlisted: str | None = None,
+    published: list[str] | None = None,
 ) -> str:
     e = html.escape
     rows = "".join(f"<tr><th align='left'>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in facts)
     parts = [f"<table>{rows}</table>"]
+    if published:
+        parts.append("<p><b>" + "<br>".join(e(line.strip()) for line in published) + "</b></p>")
     if error:
         parts.append(f"<p><b>Error:</b> {e(error['type'])}: {e(error['message'])}</p>")
     for check in failed:
@@ -481,14 +521,16 @@ def outbox_name(report: dict[str, Any]) -> str:
 
 
 def send_outbox(report: dict[str, Any], payload: dict[str, Any]) -> str:
-    """Write the alert as one JSON file, and its re-run input beside it."""
+    """Write the alert as one JSON file, and its re-run input (if any) beside it."""
     folder = Path(payload.get("outbox") or os.environ.get("REFLOAD_OUTBOX") or "outbox")
     folder.mkdir(parents=True, exist_ok=True)
     name = outbox_name(report)
     path, rerun = folder / f"{name}.alert.json", folder / f"{name}.rerun.json"
-    rerun.write_text(json.dumps(report["rerun_input"], indent=2) + "\n", encoding="utf-8")
-    command = shlex.join(["python", "-m", "handler", "replay", str(rerun)])
-    local = {**report, "rerun_command": command}
+    local = report
+    if report.get("rerun_input"):  # a freshness alert has none: no file came, nothing to re-run
+        rerun.write_text(json.dumps(report["rerun_input"], indent=2) + "\n", encoding="utf-8")
+        command = shlex.join(["python", "-m", "handler", "replay", str(rerun)])
+        local = {**report, "rerun_command": command}
     path.write_text(json.dumps(local, indent=2, default=str) + "\n", encoding="utf-8")
     return str(path)
 

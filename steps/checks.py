@@ -21,6 +21,7 @@ from steps.warehouse.modes import MODES
 SAMPLE_ROWS = 10
 SAMPLES_NOT_STORED = "sample rows not stored: set store_samples to keep them"
 CUSTOM_SQL_TIMEOUT_SECONDS = 120
+UNEXPECTED_VALUES_SHOWN = 5  # accepted_values names this many, then "and K more"
 
 
 @dataclass
@@ -205,7 +206,43 @@ def accepted_values(ctx: CheckContext, test: cfg.AcceptedValues) -> dict[str, An
     mark = f"CAST(%s AS {cast})" if cast else "%s"
     values = tuple(_param_text(v) for v in test.values)
     where = f"{column} IS NOT NULL AND {column} NOT IN ({', '.join([mark] * len(values))})"
-    return _rows_where(ctx, where, values, f"one of {list(test.values)}")
+    expected = f"one of {list(test.values)}"
+    # The unexpected values with their counts, most rows first: `ZA (151 rows)` says what
+    # to add to the list or ask the vendor about; a row count alone does not.
+    found = ctx.warehouse.query(
+        f"SELECT {column}, COUNT(*), COUNT(*) OVER (), SUM(COUNT(*)) OVER () "
+        f"FROM {ctx.target} WHERE {where} GROUP BY {column} ORDER BY 2 DESC, 1 "
+        f"LIMIT {UNEXPECTED_VALUES_SHOWN}",
+        values,
+    )
+    if not found:
+        return _result("pass", 0, expected)
+    kinds, total = int(found[0][2]), int(found[0][3])
+    shown = [_value_count(value, int(n)) for value, n, _, _ in found]
+    listed = sum(int(n) for _, n, _, _ in found)
+    more = (
+        f" and {kinds - len(found):,} more ({_rows(total - listed)})" if kinds > len(found) else ""
+    )
+    samples = _samples(ctx, f"SELECT * FROM {ctx.target} WHERE {where}", values)
+    return _result(
+        "fail",
+        f"unexpected values: {', '.join(shown)}{more}",
+        expected,
+        samples,
+        failing_rows=total,
+        unexpected_values=kinds,
+    )
+
+
+def _rows(count: int) -> str:
+    return f"{count:,} row{'' if count == 1 else 's'}"
+
+
+def _value_count(value: Any, count: int) -> str:
+    text = str(_jsonable(value))
+    if len(text) > 40:  # a long value is named by its start: the audit column is bounded
+        text = text[:39] + "…"
+    return f"{text} ({_rows(count)})"
 
 
 def _cast_type(ctx: CheckContext, column: str) -> str | None:
@@ -313,7 +350,9 @@ def changes_within(ctx: CheckContext, test: cfg.ChangesWithin) -> dict[str, Any]
         return _result("pass", "no change set", expected, note="nothing was published")
     counts = changes.counts()
     if before == 0:
-        return _result("pass", counts, expected, note="first load", changes=counts)
+        # Counts, as a later load shows them (no share: there was nothing to compare with).
+        observed = "first load: " + ", ".join(f"{k} {counts[k]:,}" for k in CHANGE_KINDS)
+        return _result("pass", observed, expected, note="first load", changes=counts)
     share = {kind: counts[kind] * 100 / before for kind in CHANGE_KINDS}
     over = [k for k in CHANGE_KINDS if limits[k] is not None and share[k] > limits[k]]  # type: ignore[operator]
     observed = ", ".join(f"{k} {counts[k]} ({share[k]:.2f}%)" for k in CHANGE_KINDS)

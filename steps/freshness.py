@@ -172,6 +172,16 @@ def landing_place(config: TableConfig) -> str:
     return f"object key prefix '{config.routing_prefix}' in the raw bucket"
 
 
+def age_text(hours: float | None) -> str:
+    """An age as a person on call reads it: hours up to 48, whole days beyond
+    (72.4 hours is "3 days")."""
+    if hours is None:
+        return "ever"
+    if hours < 48:
+        return f"{hours:,.0f} hours"
+    return f"{int(hours // 24):,} days"
+
+
 def stale_report(result: TableFreshness, run_id: str) -> dict[str, Any]:
     """An alert report (steps.alerts shape) for a table past its error_after."""
     config = result.config
@@ -180,7 +190,7 @@ def stale_report(result: TableFreshness, run_id: str) -> dict[str, Any]:
     facts = [
         ("Table", result.table),
         ("Last load", iso(result.last_loaded_at)),
-        ("Age", f"{result.age_hours:,.1f} hours"),
+        ("Age", f"{age_text(result.age_hours)} ({result.age_hours:,.1f} hours)"),
         ("Expected", f"a file at least every {expected} ({cadence(config)})"),
         ("File lands at", landing_place(config)),
         ("Config", result.config_uri),
@@ -194,9 +204,8 @@ def stale_report(result: TableFreshness, run_id: str) -> dict[str, Any]:
         f"<tr><th align='left'>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
         for k, v in facts
     )
-    recheck = {"step": "freshness"}
     return {
-        "subject": f"[refload] {result.table} stale: no file for {result.age_hours:,.0f} hours",
+        "subject": f"[refload] {result.table} stale: no file for {age_text(result.age_hours)}",
         "table": result.table,
         "status": "stale",
         "run_id": run_id,
@@ -205,8 +214,10 @@ def stale_report(result: TableFreshness, run_id: str) -> dict[str, Any]:
         "failed_checks": [],
         # Same prefix as the table's failure incidents: its next successful load closes it.
         "signature": f"refload:{result.table}:freshness",
+        # Nothing to re-run (no file came): no re-run input, so the outbox writes no
+        # .rerun.json; the command checks again once the file has landed.
         "rerun_command": "python -m handler freshness",
-        "rerun_input": recheck,
+        "rerun_input": None,
         "text": text,
         "html": f"<html><body><table>{rows}</table><p>{html.escape(advice)}</p></body></html>",
     }

@@ -19,7 +19,9 @@ log = structlog.get_logger("refload.notify")
 
 
 def run(payload: dict[str, Any]) -> dict[str, Any]:
-    report = build_report(payload, full_error=_full_error(payload))
+    report = build_report(
+        payload, full_error=_full_error(payload), rollback_to=_last_passing_run(payload)
+    )
     log.error(
         "refload run failed",
         subject=report["subject"],
@@ -62,3 +64,28 @@ def _full_error(payload: dict[str, Any]) -> str | None:
         log.warning("could not read the full error from etl_audit.run_log", error=str(failure))
         return None
     return full if full and head in full else None
+
+
+def _last_passing_run(payload: dict[str, Any]) -> str | None:
+    """For tests that failed after the publish (the rows are in the table): the newest
+    earlier run of the table that published and passed its tests, "" when there is none,
+    None when it is not that failure or the warehouse cannot say (best effort, as above)."""
+    if not (payload.get("published") and payload.get("failed_step") == "validate"):
+        return None
+    try:
+        from steps.warehouse import open_warehouse
+        from steps.warehouse.base import AUDIT_SCHEMA
+
+        with open_warehouse(payload.get("warehouse")) as warehouse:
+            rows = warehouse.query(
+                f"SELECT l.run_id FROM {warehouse.table(AUDIT_SCHEMA, 'load_ledger')} l "
+                "WHERE l.table_name = %s AND l.run_id <> %s AND EXISTS (SELECT 1 FROM "
+                f"{warehouse.table(AUDIT_SCHEMA, 'run_log')} r WHERE r.run_id = l.run_id "
+                "AND r.step = 'validate' AND r.status = 'passed') "
+                "ORDER BY l.loaded_at DESC LIMIT 1",
+                (payload.get("table"), payload.get("run_id")),
+            )
+    except Exception as failure:  # the alert goes out, pointing at `history` instead
+        log.warning("could not look up the last passing run", error=str(failure))
+        return None
+    return str(rows[0][0]) if rows else ""

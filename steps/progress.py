@@ -1,7 +1,9 @@
 """Where a long run has got to, for a terminal to draw (handler.progress does).
 
-Steps call `phase()` when they move on and `advance()` as they read. With no listener
-(Lambda, a pipe, `--quiet`, `REFLOAD_PROGRESS=0`) each call is one global lookup.
+Steps call `phase()` when they move on, `advance()` as they get through it and `count()`
+for the rows a phase measured in bytes has produced (ingest's read: bytes of the file,
+and rows). With no listener (Lambda, a pipe, `--quiet`, `REFLOAD_PROGRESS=0`) each call is
+one global lookup.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ class Listener(Protocol):
     def phase(self, name: str, total: int | None, unit: str) -> None: ...
 
     def advance(self, amount: int) -> None: ...
+
+    def count(self, rows: int) -> None: ...
 
 
 _listener: Listener | None = None
@@ -36,3 +40,10 @@ def advance(amount: int) -> None:
     if _listener is not None:
         with _advancing:
             _listener.advance(amount)
+
+
+def count(rows: int) -> None:
+    """Rows the current phase has produced, shown beside its bar (of bytes)."""
+    if _listener is not None:
+        with _advancing:
+            _listener.count(rows)

@@ -111,6 +111,18 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("warehouse_url", WAREHOUSES if every else ["duckdb"], indirect=True)
 
 
+# The slow tests, marked by what they use (pyproject registers the markers), so that
+# `scripts/test.sh --quick` (-m "not spark and not browser") leaves them out.
+SLOW_FIXTURES = {"spark": "spark", "chromium": "browser"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for fixture, marker in SLOW_FIXTURES.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(marker)
+
+
 @pytest.fixture
 def warehouse_url(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -202,6 +214,12 @@ def run_cli(
 def spark() -> Any:
     """One small local SparkSession for the whole test session (the Spark engine's tests)."""
     os.environ.setdefault("REFLOAD_SPARK_MASTER", "local[2]")
+    # Short-lived test JVM: the first JIT tier only and the serial collector spend far less
+    # CPU on a test session's small jobs than the server defaults (2 cores, shared).
+    os.environ.setdefault(
+        "PYSPARK_SUBMIT_ARGS",
+        "--driver-java-options '-XX:TieredStopAtLevel=1 -XX:+UseSerialGC' pyspark-shell",
+    )
     from steps.ingest.spark import spark_session
 
     session = spark_session()

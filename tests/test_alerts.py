@@ -486,3 +486,38 @@ def test_a_channel_that_never_answers_fails_within_the_timeout_and_the_others_de
     ]
     assert logged["channel"] == channel and logged["level"] == "error"
     assert re.search(r"timed out|timeout", logged["error"], re.I), logged["error"]
+
+
+def test_an_after_publish_failure_says_the_rows_are_published_and_how_to_roll_back(
+    table_dir, write, run_cli, tmp_path, capsys, warehouse_url, sql
+):
+    mapping = "source_column,target_column,data_type\ncode,code,varchar(3)\n"
+    test = {"type": "accepted_values", "column": "code", "values": ["AA", "BB"]}
+    config = table_dir(mapping, quality_tests=[test])
+    outbox = tmp_path / "outbox"
+
+    def alert_text(run_id: str) -> str:
+        [alert] = [json.loads(p.read_text()) for p in outbox.glob(f"*-{run_id}.alert.json")]
+        return str(alert["text"])
+
+    # A first run that fails after publishing: the rows are there, and nothing to go back to.
+    code, first = run_cli(config, write("a.csv", "code\nAA\nZZ\n"))
+    assert code == 1 and first["published"] is True
+    text = alert_text(first["run_id"])
+    assert "The rows ARE published: ref.t_codes holds this run's 2 rows" in text
+    assert "No earlier run of t_codes published and passed its tests" in text
+
+    assert run_cli(config, write("b.csv", "code\nAA\nBB\n"))[0] == 0
+    passing = run_cli(config, write("c.csv", "code\nBB\n"))[1]["run_id"]
+    code, bad = run_cli(config, write("d.csv", "code\nAA\nZA\n"))
+    assert code == 1
+    text = alert_text(bad["run_id"])
+    command = f"python -m handler rollback t_codes --to {passing}"
+    assert "The rows ARE published" in text and f"  {command}\n" in text
+    assert sql("SELECT code FROM ref.t_codes ORDER BY code") == [("AA",), ("ZA",)]
+
+    # The command the alert gives puts the last passing run's rows back.
+    root = ["--config-root", str(config.parent), "--warehouse", warehouse_url, "--json"]
+    capsys.readouterr()
+    assert main([*command.split()[3:], *root]) == 0, capsys.readouterr()
+    assert sql("SELECT code FROM ref.t_codes") == [("BB",)]

@@ -64,7 +64,10 @@ def test_age_runs_from_the_last_publish(fleet, warehouse_url, run_cli, capsys, t
     # Only the error sent an alert, one for the stale table, saying what to do.
     [alert_file] = (tmp_path / "outbox").glob("*.alert.json")
     alert = json.loads(alert_file.read_text())
-    assert alert["subject"] == "[refload] dim_currency stale: no file for 60 hours"
+    # Past 48 hours the age is told in days; no file came, so there is nothing to re-run.
+    assert alert["subject"] == "[refload] dim_currency stale: no file for 2 days"
+    assert "Age:           2 days (60.0 hours)" in alert["text"]
+    assert not list((tmp_path / "outbox").glob("*.rerun.json"))
     assert f"Last load:     {table['last_loaded_at']}" in alert["text"]
     assert "a file at least every 2 days (warn after 26 hours, error after 2 days)" in alert["text"]
     assert "object key prefix 'currency/' in the raw bucket" in alert["text"]
@@ -225,7 +228,7 @@ def test_replaying_the_scheduled_event_runs_the_fleet_check(
     # One alert: the stale table's, none for an "unknown table".
     [alert_file] = (tmp_path / "outbox").glob("*.alert.json")
     assert json.loads(alert_file.read_text())["subject"] == (
-        "[refload] dim_currency stale: no file for 60 hours"
+        "[refload] dim_currency stale: no file for 2 days"
     )
 
 

@@ -821,3 +821,12 @@ def test_a_rerun_that_fails_between_its_parts_leaves_the_earlier_output_whole(
     code, summary = rollback("t_codes", first["run_id"])
     assert code == 0, summary["error"]
     assert sql("SELECT DISTINCT loaded_by FROM ref.t_codes") == [(first["run_id"],)]
+
+
+def test_changes_within_on_a_first_load_prints_the_counts(table_dir, write, run_cli, sql):
+    config = table_dir(MAPPING, primary_key=["code"], quality_tests=[GUARD])
+    code, summary = run_cli(config, write("a.csv", FIRST))
+    assert code == 0, summary["error"]
+    observed = "first load: added 4, removed 0, changed 0"  # not a Python dict
+    assert summary["checks"][0]["observed"] == observed
+    assert sql("SELECT observed_value FROM etl_audit.data_quality_tests") == [(observed,)]

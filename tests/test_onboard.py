@@ -316,7 +316,7 @@ def test_xlsx_sheet_primary_key_and_json(init, write, run_cli, tmp_path):
         (["--format", "xml"], "unknown --format 'xml'"),
         (
             ["--primary-key", "day", "--source", "dup"],
-            "--primary-key day: the sample has an empty or repeated key",
+            "--primary-key day: repeated key day=2024-04-13 on lines 3, 5;",
         ),
     ],
 )
@@ -832,3 +832,44 @@ def test_update_layout_leaves_defaults_left_out(write, tmp_path, capsys):
         "mapping_file": "m.csv",
         "header_row": 1,
     }
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "key", "message"),
+    [
+        (
+            "codes.csv",
+            # Line 4 repeats line 2 exactly (run drops it); AA's other repeat is line 6.
+            b"code,region,n\nAA,north,1\nBB,south,2\nAA,north,1\nCC,west,3\nAA,east,4\nBB,east,5\n",
+            "code",
+            "--primary-key code: repeated key code='AA' on lines 2, 6; code='BB' on lines 3, 7; "
+            "run would reject this file, so choose other columns",
+        ),
+        (
+            "pairs.csv",
+            b"code,region,n\nAA,north,1\nAA,south,\nAA,north,3\n",
+            "code,region",
+            "--primary-key code,region: repeated key code='AA', region='north' on lines 2, 4;",
+        ),
+        (
+            "empty.csv",
+            b"code,n\nAA,1\n,2\nBB,3\n",
+            "code",
+            "--primary-key code: code is empty on line 3;",
+        ),
+        (
+            "many.jsonl",
+            b"".join(b'{"k": %d, "n": %d}\n' % (i % 4, i) for i in range(12)),
+            "k",
+            "--primary-key k: repeated key k=0 on lines 1, 5, 9; k=1 on lines 2, 6, 10; "
+            "k=2 on lines 3, 7, 11; and 1 more;",
+        ),
+    ],
+    ids=["csv", "pair", "empty", "json-lines"],
+)
+def test_init_names_the_repeated_key_values_and_their_lines(
+    name, content, key, message, init, write
+):
+    code, _, err = init(write(name, content), "t_keys", "--primary-key", key)
+    assert code == 2
+    assert message in err, err

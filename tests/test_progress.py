@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CONFIGS, ROOT, ZIP_CSV
+from tests.conftest import CONFIGS, ROOT, SAMPLES, ZIP_CSV
 
 STEP_LINE = re.compile(r"^(ingest|load|validate)\s+OK\s+\d+\.\d\d s", re.M)
 
@@ -79,10 +79,18 @@ def test_a_terminal_shows_each_step_with_its_time_and_stdout_stays_one_json_obje
     assert [m.group(1) for m in STEP_LINE.finditer(terminal)] == ["ingest", "load", "validate"]
     ingest = next(line for line in terminal.splitlines() if re.match(r"ingest +OK", line))
     assert re.search(r"\(read \d+\.\d\d s, dedupe \d+\.\d\d s, write \d+\.\d\d s\)", ingest)
-    # The live bar: drawn as the phase starts (how far it gets before the next phase
-    # depends on the machine).
-    assert re.search(r"^ingest: read +\d+ rows \[", terminal, re.M)
-    assert json.loads(out)["status"] == "passed"  # nothing of the progress in stdout
+    # The live bar: the share of the file's bytes read, the rows they gave and the rate;
+    # drawn once more as the phase ends, so the whole file shows however fast it went.
+    summary = json.loads(out)  # nothing of the progress in stdout
+    assert summary["status"] == "passed"
+    size = r"[\d.]+[kMG]?B"
+    rows = f"{summary['rows_read']:,} rows"  # 42,789 rows: thousands separated
+    assert re.search(
+        rf"^ingest: read +100%\|.+\| {size}/{size}, {rows} \[.+<.+, {size}/s\]", terminal, re.M
+    ), terminal
+    assert re.search(rf"^ingest: write +{rows} \[.+, [\d,]+ rows/s\]", terminal, re.M)
+    # The step records are the progress lines' business at a terminal: not printed there.
+    assert "step started" not in terminal and "step finished" not in terminal
 
 
 def test_a_pipe_gets_json_log_lines_and_no_progress(tmp_path):
@@ -147,3 +155,39 @@ def test_check_prints_the_same_report_on_a_terminal_and_in_a_pipe(tmp_path):
         _command(tmp_path, ["check", str(CONFIGS)], tty=True)[1]
         == _command(tmp_path, ["check", str(CONFIGS)], tty=False)[1]
     )
+
+
+def test_a_terminal_gets_the_step_records_with_verbose_and_always_the_errors(tmp_path):
+    code, _, terminal = _run(tmp_path, "--verbose", tty=True)
+    assert code == 0, terminal
+    assert "step started" in terminal and "step finished" in terminal
+    assert STEP_LINE.search(terminal)  # and the progress as well
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("zip,city\nnot-a-zip,X\n")
+    code, _, terminal = _command(
+        tmp_path,
+        [
+            "run",
+            "--config",
+            str(CONFIGS / "dim_zipcode.json"),
+            "--source",
+            str(bad),
+            "--warehouse",
+            f"duckdb:///{tmp_path / 'w.duckdb'}",
+        ],
+        tty=True,
+    )
+    assert code == 2
+    assert "step failed" in terminal and "step started" not in terminal  # errors: always
+
+
+def test_an_xlsx_read_shows_its_rows_at_a_terminal(tmp_path):
+    source = next((SAMPLES / "country").glob("*/*.xlsx"))
+    arguments = ["run", "--config", str(CONFIGS / "dim_country.json"), "--source", str(source)]
+    warehouse = ["--warehouse", f"duckdb:///{tmp_path / 'w.duckdb'}", "--json"]
+    code, out, terminal = _command(tmp_path, [*arguments, *warehouse], tty=True)
+    assert code == 0, terminal
+    rows = json.loads(out)["rows_read"]
+    assert rows > 200
+    assert re.search(rf"^ingest: read +100%\|.+, {rows:,} rows \[", terminal, re.M), terminal

@@ -251,16 +251,19 @@ def _table_rows(warehouse: Path, table: str) -> list[tuple[Any, ...]]:
         return con.execute(f"SELECT * FROM public.{table} ORDER BY ALL").fetchall()
 
 
-def test_every_sample_loads_with_engine_spark_as_with_the_default(
+def test_the_zip_sample_loads_with_engine_spark_as_with_the_default(
     spark, tmp_path, capsys, monkeypatch
 ):
-    """`python -m handler run --engine spark`: the same tables, tests and summaries."""
+    """`python -m handler run --engine spark`: the same table, tests and summary, on the
+    one sample larger than the cases above (42,789 rows in 3 ranges of 1 MiB). The other
+    samples are their cases: country an .xlsx, currency a CSV, subdivision a gzipped
+    pipe-separated file (OTHER_FORMATS, CSV_CASES), so Spark does not run them again."""
     monkeypatch.setenv("REFLOAD_SPARK_SPLIT_BYTES", str(1 << 20))  # the ZIP file: 3 ranges
     summaries: dict[str, list[dict[str, Any]]] = {}
     for engine in ("default", "spark"):
         warehouse = tmp_path / f"{engine}.duckdb"
         summaries[engine] = []
-        for name in ("zipcode", "country", "currency", "subdivision"):
+        for name in ("zipcode",):
             capsys.readouterr()
             code = main(
                 [
@@ -283,8 +286,8 @@ def test_every_sample_loads_with_engine_spark_as_with_the_default(
             assert code == 0, summary["error"]
             summaries[engine].append({k: v for k, v in summary.items() if not k.endswith("_uri")})
     assert summaries["spark"] == summaries["default"]
-    assert [s["rows_loaded"] for s in summaries["spark"]] == [42_789, 249, 178, 5046]
-    for name in ("dim_zipcode", "dim_country", "dim_currency", "dim_subdivision"):
+    assert [s["rows_loaded"] for s in summaries["spark"]] == [42_789]
+    for name in ("dim_zipcode",):
         assert _table_rows(tmp_path / "spark.duckdb", name) == _table_rows(
             tmp_path / "default.duckdb", name
         )
@@ -324,7 +327,7 @@ def test_duplicates_too_many_to_broadcast_keep_file_order(
 
 @pytest.mark.all_warehouses
 def test_load_publishes_exactly_the_spark_runs_parts_on_every_warehouse(
-    spark, table_dir, write, run_cli, sql, dialect, monkeypatch
+    spark, table_dir, write, run_cli, sql, dialect, monkeypatch, tmp_path, capsys, warehouse_url
 ):
     monkeypatch.setenv("REFLOAD_SPARK_SPLIT_BYTES", "24")
     config = table_dir(MAPPING)
@@ -334,11 +337,30 @@ def test_load_publishes_exactly_the_spark_runs_parts_on_every_warehouse(
     parts = storage.curated_parts(summary["curated_uri"])
     assert len(parts) > 1
     # A part left in the folder by another run is not the run's: a list, never a glob.
+    # (The load step again, on the run's output: Spark need not run twice for that.)
     stale = Path(parts[0]).with_name("part-99999.parquet")
     stale.write_bytes(Path(parts[0]).read_bytes())
-    STATEMENTS.clear()  # the forced run's COPY only: each run writes its own curated output
-    code, summary = run_cli(config, source, "--engine", "spark", "--force")
+    [(content_hash,)] = sql(
+        "SELECT content_hash FROM etl_audit.load_ledger WHERE run_id = ?", summary["run_id"]
+    )
+    event = tmp_path / "load.json"
+    event.write_text(
+        json.dumps(
+            {
+                "step": "load",
+                "config": str(config),
+                "curated_uri": summary["curated_uri"],
+                "content_hash": content_hash,
+                "run_id": "reload-1",
+                "force": True,
+            }
+        )
+    )
+    capsys.readouterr()
+    code = main(["replay", str(event), "--warehouse", warehouse_url, "--json"])
+    summary = json.loads(capsys.readouterr().out)
     assert code == 0, summary["error"]
+    assert summary["published"] is True
     assert sql("SELECT code, n FROM ref.t_codes ORDER BY n") == [(f"C{i}", i) for i in range(12)]
     if dialect == "redshift":
         copies = [s for s in STATEMENTS if s.startswith("COPY")]

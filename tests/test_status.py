@@ -331,3 +331,40 @@ def test_a_rejected_run_is_rejected_with_no_tests(table_dir, write, run_cli, war
     assert (table["status"], table["tests_passed"], table["attempts"]) == ("rejected", None, 1)
     assert main(["history", "t_vendor", "--warehouse", warehouse_url]) == 0
     assert capsys.readouterr().out.split()[2] == "REJECTED"
+
+
+class _Labels(_Dom):
+    """The rendered DOM, with the text each chart writes (its max and min)."""
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        super().handle_starttag(tag, attrs)
+        if tag == "svg" and self._svg is not None:
+            self._svg["texts"] = []
+
+    def handle_data(self, data: str) -> None:
+        super().handle_data(data)
+        if self._svg is not None and data.strip():
+            self._svg["texts"].append(data.strip())
+
+
+def test_the_rows_sparkline_starts_at_zero_so_one_row_is_not_a_zigzag(
+    table_dir, write, run_cli, warehouse_url, capsys, chromium, tmp_path
+):
+    steady = table_dir(MAPPING, name="t_steady")
+    for rows in (1200, 1201, 1200):  # one row more, then one less
+        assert run_cli(steady, write(f"s{rows}.csv", _csv(rows)))[0] == 0
+    grown = table_dir(MAPPING, name="t_grown")
+    for rows in (1, 40):
+        assert run_cli(grown, write(f"g{rows}.csv", _csv(rows)))[0] == 0
+    page = tmp_path / "status.html"
+    assert _status(steady.parent, warehouse_url, capsys, "--html", str(page))[0] == 0
+
+    dom = _Labels()
+    dom.feed(chromium("--dump-dom", page.as_uri()).stdout)
+    charts = {r["data-table"]: r["charts"]["rows-chart"] for r in dom.rows}
+    # Drawn by the browser: a change of one row in 1,200 is under a pixel high; a table
+    # that grew from 1 to 40 rows spans the chart (32 px between its paddings).
+    assert int(charts["t_steady"]["data-line-height"]) <= 1
+    assert int(charts["t_grown"]["data-line-height"]) >= 30
+    assert {"0", "max 1,201", "min 1,200"} <= set(charts["t_steady"]["texts"])
+    assert {"0", "max 40", "min 1"} <= set(charts["t_grown"]["texts"])

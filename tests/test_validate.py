@@ -39,7 +39,7 @@ CASES = [
     (
         {"type": "accepted_values", "column": "country", "values": ["US"]},
         "fail",
-        "1",
+        "unexpected values: XX (1 row)",
         [{"code": "CC", "country": "XX", "n": 3, "name": "Ωmega"}],
     ),
     ({"type": "accepted_values", "column": "n", "values": [1, 2, 3, 40]}, "pass", "0", []),
@@ -247,8 +247,10 @@ def test_accepted_values_compares_as_the_column_type(
     )
     code, summary = run_cli(config, write("t.csv", TYPED_DATA))
     assert code == (1 if observed else 0), summary
-    assert summary["checks"][0]["observed"] == observed
-    assert sql("SELECT observed_value FROM etl_audit.data_quality_tests") == [(str(observed),)]
+    # A failure names the value the column holds (as stored), not the row count.
+    shown = summary["checks"][0]["observed"]
+    assert shown == 0 if not observed else shown.startswith("unexpected values: "), shown
+    assert sql("SELECT observed_value FROM etl_audit.data_quality_tests") == [(str(shown),)]
 
 
 def test_wide_rows_keep_every_audit_row_bounded(table_dir, write, run_cli, sql):
@@ -424,6 +426,26 @@ def test_changes_within_on_a_skipped_replay_passes_and_says_why(table_dir, write
         "SELECT details FROM etl_audit.data_quality_tests WHERE run_id = ?", replay["run_id"]
     )
     assert json.loads(details)["note"] == "nothing was published"
+
+
+def test_accepted_values_names_the_unexpected_values_most_rows_first(
+    table_dir, write, run_cli, sql, tmp_path
+):
+    # 151 rows of ZA, then six other codes: the five with most rows, then "and 2 more".
+    codes = ["ZA"] * 151 + ["YY"] * 4 + ["XX"] * 3 + ["WW"] * 2 + ["VV", "UU", "TT", "SS"]
+    rows = [f"{i:03d},{c},{i},n" for i, c in enumerate(["US", *codes])]
+    test = {"type": "accepted_values", "column": "country", "values": ["US"]}
+    config = table_dir(MAPPING, quality_tests=[test])
+    code, summary = run_cli(config, write("t.csv", "code,country,n,name\n" + "\n".join(rows)))
+    assert code == 1, summary["error"]
+    observed = (
+        "unexpected values: ZA (151 rows), YY (4 rows), XX (3 rows), WW (2 rows), "
+        "SS (1 row) and 3 more (3 rows)"
+    )
+    assert summary["checks"][0]["observed"] == observed
+    assert sql("SELECT observed_value FROM etl_audit.data_quality_tests") == [(observed,)]
+    [alert] = [json.loads(p.read_text()) for p in (tmp_path / "outbox").glob("*.alert.json")]
+    assert f"observed: {observed}" in alert["text"]
 
 
 def test_uniqueness_of_a_replaced_tables_primary_key_is_known_from_ingest(

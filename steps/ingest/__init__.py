@@ -333,6 +333,9 @@ def _ingest(spec: TableSpec, payload: dict[str, Any]) -> dict[str, Any]:
         storage.local_file(source_uri, stamp.version_id) as path,
         storage.scratch_folder("refload-ingest-") as scratch,
     ):
+        # The file's bytes as the readers take them in (the share read, the rate), and
+        # the rows they give beside them.
+        progress.phase("read", total=path.stat().st_size, unit="B")
         source = read_source(path, source_uri, spec.config)
         return _ingest_file(spec, payload, source, stamp, scratch)
 
@@ -408,7 +411,6 @@ def _map_chunks(
     rows = rows_rejected = problems = 0
     time_limit: TimeLimit | None = None
     stopped = False
-    progress.phase("read", unit="rows")  # reading and mapping go chunk by chunk, together
     with contextlib.closing(_read_ahead(source.chunks)) as chunks:
         for chunk in chunks:
             typed, found = apply_mapping(chunk, spec.mapping, context)
@@ -433,7 +435,7 @@ def _map_chunks(
                 typed = _hooked(spec.config.python_transform, typed, spec, source, time_limit)
             staged.add(typed)
             rows += chunk.num_rows
-            progress.advance(chunk.num_rows)
+            progress.count(chunk.num_rows)  # reading and mapping go chunk by chunk, together
             if stop:
                 try:  # whether any rows were left unread: the message says so
                     stopped = next(chunks, None) is not None

@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import structlog
 
+from steps import progress
 from steps.errors import ConfigError, RejectedInput, at
 from steps.names import did_you_mean
 
@@ -171,6 +172,7 @@ class _HashingFile(io.RawIOBase):
     def readinto(self, buffer: Any) -> int:
         count = self.file.readinto(buffer)
         self.digest.update(memoryview(buffer)[:count])
+        progress.advance(count)  # the stored bytes read: the share of the file, at a terminal
         return count
 
     def hexdigest(self) -> str:
@@ -227,8 +229,10 @@ def _read_whole(path: Path, compression: str | None, uri: str) -> tuple[bytes, s
         if path.stat().st_size > limit:
             raise _too_large(uri, limit, variable)
         data = path.read_bytes()
+        progress.advance(len(data))
         return data, hashlib.sha256(data).hexdigest()
     stored = path.read_bytes()  # compressed: small beside what it expands to
+    progress.advance(len(stored))
     try:
         with (
             pa.CompressedInputStream(pa.BufferReader(stored), compression) as stream,
