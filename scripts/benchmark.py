@@ -230,12 +230,12 @@ def _fresh_postgres() -> None:
 
 
 def job_refload_pg(csv: Path, work: Path) -> dict[str, Any]:
-    """refload into PostgreSQL, timing where the warehouse's share goes: the COPY of the
-    staging rows, the publish statements, the tests and the audit rows."""
+    """refload into PostgreSQL (an empty database: the driver made it), timing where the
+    warehouse's share goes: the COPY of the staging rows, the publish statements, the
+    tests and the audit rows."""
     sys.meta_path.insert(0, _AsInTheImage())
     from steps.warehouse import base, postgres
 
-    _fresh_postgres()
     spent: dict[str, float] = {}
 
     def timed(label: str, call: Any) -> Any:
@@ -270,21 +270,182 @@ def job_refload_pg(csv: Path, work: Path) -> dict[str, Any]:
     return {"exit": code, "spent": spent}
 
 
-def job_floor_pg(csv: Path, work: Path) -> dict[str, Any]:
-    """The least a PostgreSQL load can do: pyarrow reads the CSV, `psql \\copy` puts the
-    rows in a staging table, then DELETE + INSERT ... SELECT in one transaction."""
-    sys.meta_path.insert(0, _AsInTheImage())
-    import pyarrow.csv as pacsv
+# --redshift: one small table's run on the Redshift dialect, each statement held as a
+# leader node tens of milliseconds away holds it (the tests' proxy onto PostgreSQL).
+COUNTRY_MAPPING = """source_column,target_column,data_type,transform,default,nullable,format
+alpha_2,alpha_2,varchar(2),strip|upper,,false,
+alpha_3,alpha_3,varchar(3),strip|upper,,false,
+numeric_code,numeric_code,varchar(3),strip|zfill(3),,false,
+name,name,varchar(100),strip,,false,
+"""
+# A replace table with a primary key and five checks, as the shipped dim_country has.
+COUNTRY_CONFIG = {
+    "table_name": "bench_country",
+    "redshift_schema": "public",
+    "mapping_file": "mapping.csv",
+    "truncate_before_load": True,
+    "primary_key": ["alpha_2"],
+    "quality_tests": [
+        {"type": "row_count_between", "min": 240, "max": 260},
+        {"type": "uniqueness", "columns": ["alpha_3"]},
+        {"type": "not_null", "columns": ["alpha_2", "alpha_3", "numeric_code", "name"]},
+        {"type": "regex", "column": "alpha_2", "pattern": "^[A-Z]{2}$"},
+        {"type": "regex", "column": "numeric_code", "pattern": "^[0-9]{3}$"},
+    ],
+}
+COUNTRY_ROWS = 249
+COPY_ROLE = "arn:aws:iam::123456789012:role/refload-copy"
+
+
+def generate_countries(path: Path, edition: int = 1) -> None:
+    """249 country-like rows: unique two- and three-letter codes, a numeric code, a name
+    (every tenth name differs from one edition to the next)."""
+    letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    lines = ["alpha_2,alpha_3,numeric_code,name"]
+    for i in range(COUNTRY_ROWS):
+        a, b = letters[i // 26], letters[i % 26]
+        name = f"Country {a}{b}" + (f" ({edition})" if i % 10 == 0 else "")
+        lines.append(f"{a}{b},{a}{b}{letters[i % 7]},{i + 4:03d},{name}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def job_redshift_latency(csv: Path, work: Path) -> dict[str, Any]:
+    """A warm run (target and audit tables exist, a file with changes) of the country table
+    on the Redshift dialect through the tests' proxy, each statement held
+    REFLOAD_TEST_REDSHIFT_DELAY_MS.
+    Warehouse time is what the run waited on the wire: from each request to the last
+    reply before the next, the delay included."""
+    from urllib.parse import urlsplit
+
+    sys.path.insert(0, str(ROOT))  # tests.warehouses: the proxy and the COPY stand-in
+    from steps.warehouse import DIALECTS
+    from tests.warehouses import STATEMENTS, RedshiftProxy
 
     _fresh_postgres()
-    table = pacsv.read_csv(csv)
-    typed = work / "floor_pg.csv"
-    pacsv.write_csv(table, typed, pacsv.WriteOptions(include_header=False))
-    ddl = ", ".join(f'"{n}" text' for n in table.column_names)
+    parts = urlsplit(POSTGRES_URL)
+    proxy = RedshiftProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    DIALECTS["redshift"] = "tests.warehouses:RedshiftThroughProxy"
+    url = (
+        f"redshift://{parts.username}:{parts.password}@127.0.0.1:{proxy.port}{parts.path}"
+        f"?ssl=false&iam_role={COPY_ROLE}"
+    )
+    (work / "mapping.csv").write_text(COUNTRY_MAPPING)
+    (work / "config.json").write_text(json.dumps(COUNTRY_CONFIG))
+    from handler.cli import main
+
+    def run(source: Path) -> int:
+        return main(
+            [
+                "run",
+                "--config",
+                str(work / "config.json"),
+                "--source",
+                str(source),
+                "--warehouse",
+                url,
+                "--curated-root",
+                str(work / "curated"),
+                "--outbox",
+                str(work / "outbox"),
+                "--json",
+                "--quiet",
+            ]
+        )
+
+    cold = run(csv)  # creates the target and the audit tables
+    second = work / "countries_2.csv"  # the warm run publishes: some names changed
+    generate_countries(second, edition=2)
+    proxy.reset_counts()
+    STATEMENTS.clear()
+    started = time.perf_counter()
+    code = run(second)
+    warm = time.perf_counter() - started
+    proxy.close()
+    return {
+        "exit": cold or code,
+        "warm": warm,
+        "warehouse": proxy.waited,
+        "round_trips": proxy.round_trips,
+        "statements": proxy.statements,
+        "dialect_statements": len(STATEMENTS),
+    }
+
+
+def redshift_latency(work: Path, repeat: int, delay_ms: float) -> int:
+    """--redshift: the warm run's warehouse time with each statement held `delay_ms`, and
+    with none (what the server itself took), median of `repeat` runs taking turns."""
+    work.mkdir(parents=True, exist_ok=True)
+    csv = work / "countries.csv"
+    generate_countries(csv)
+    folder = work / "redshift_latency"
+    folder.mkdir(parents=True, exist_ok=True)
+    runs: dict[float, list[dict[str, Any]]] = {delay_ms: [], 0.0: []}
+    for _ in range(repeat):
+        for delay in runs:
+            os.environ["REFLOAD_TEST_REDSHIFT_DELAY_MS"] = str(delay)
+            result = run_child("redshift_latency", csv, folder)
+            if result and not result["exit"]:
+                runs[delay].append(result)
+            elif result:
+                print(f"  refload exited {result['exit']}", file=sys.stderr)
+    print(
+        f"Redshift dialect through the proxy, {COUNTRY_ROWS} rows, a replace table with a "
+        f"primary key and five checks, warm run, median of {repeat}"
+    )
+    for delay, results in runs.items():
+        if not results:
+            continue
+        waited = statistics.median(r["warehouse"] for r in results)
+        first = results[0]
+        # The driver's other round trips (login, the Parse of each new statement) are not
+        # held: on a real network each adds its latency, a millisecond within a region.
+        every = waited + (first["round_trips"] - first["statements"]) * delay / 1000
+        print(
+            f"  each statement +{delay:g} ms: warehouse {waited:.3f} s"
+            f" of a {statistics.median(r['warm'] for r in results):.3f} s run; "
+            f"{first['statements']} statements in {first['round_trips']} round trips "
+            f"(~{every:.2f} s were every round trip held)"
+        )
+    return 0
+
+
+# The floor's casts: each mapping type in PostgreSQL's spelling (a date with its format).
+PG_TYPES = {"double": "double precision", "integer": "integer", "boolean": "boolean"}
+
+
+def _pg_floor_columns() -> list[tuple[str, str, str]]:
+    """(target, PostgreSQL type, cast of the text column) for each row of MAPPING."""
+    import csv as csvlib
+    import io
+
+    columns = []
+    for row in csvlib.DictReader(io.StringIO(MAPPING)):
+        kind = row["data_type"]
+        pg_type = PG_TYPES.get(kind, kind.replace("decimal", "numeric"))
+        source = f'"{row["source_column"]}"'
+        if row["format"]:  # %m/%d/%Y
+            pattern = row["format"].replace("%m", "MM").replace("%d", "DD").replace("%Y", "YYYY")
+            cast = f"to_date({source}, '{pattern}')"
+        else:
+            cast = f"{source}::{pg_type}"
+        columns.append((row["target_column"], pg_type, cast))
+    return columns
+
+
+def job_floor_pg(csv: Path, work: Path) -> dict[str, Any]:
+    """The least a PostgreSQL load can do (issue #28): `psql \\copy` of the CSV into a text
+    table, then DELETE + INSERT ... SELECT with the mapping's casts into a typed target, in
+    one transaction."""
+    header = [n.strip('"') for n in csv.open().readline().strip().split(",")]
+    columns = _pg_floor_columns()
+    text = ", ".join(f'"{n}" text' for n in header)
+    typed = ", ".join(f'"{target}" {pg_type}' for target, pg_type, _ in columns)
+    casts = ", ".join(cast for _, _, cast in columns)
     script = (
-        f"CREATE TABLE target ({ddl}); CREATE TABLE staging ({ddl});\n"
-        f"\\copy staging FROM '{typed}' CSV\n"
-        "BEGIN; DELETE FROM target; INSERT INTO target SELECT * FROM staging; COMMIT;\n"
+        f"CREATE TABLE target ({typed});\n"
+        f"BEGIN; CREATE TEMP TABLE staging ({text});\n"
+        f"\\copy staging FROM '{csv}' CSV HEADER\n"
+        f"DELETE FROM target; INSERT INTO target SELECT {casts} FROM staging; COMMIT;\n"
     )
     subprocess.run(
         ["psql", POSTGRES_URL, "-q", "-v", "ON_ERROR_STOP=1"],
@@ -293,7 +454,7 @@ def job_floor_pg(csv: Path, work: Path) -> dict[str, Any]:
         check=True,
         capture_output=True,
     )
-    return {"rows": table.num_rows}
+    return {}
 
 
 def job_hook(csv: Path, work: Path) -> dict[str, Any]:
@@ -658,6 +819,7 @@ JOBS = {
     "stack": job_stack,
     "statements": job_statements,
     "step_imports": job_step_imports,
+    "redshift_latency": job_redshift_latency,
 }
 
 
@@ -811,10 +973,19 @@ def main() -> int:
         action="store_true",
         help="only the all-bad-rows case: peak RSS as the file grows (sizes: --sizes)",
     )
+    parser.add_argument(
+        "--redshift",
+        action="store_true",
+        help="only a 249-row table's warm run on the Redshift dialect, each statement "
+        "held --delay-ms (the tests' proxy onto PostgreSQL)",
+    )
+    parser.add_argument("--delay-ms", type=float, default=40, help="with --redshift")
     args = parser.parse_args()
     if args.child:
         child(args.child[0], Path(args.child[1]), Path(args.child[2]))
         return 0
+    if args.redshift:
+        return redshift_latency(Path(args.workdir), args.repeat, args.delay_ms)
     if args.bad_rows:
         Path(args.workdir).mkdir(parents=True, exist_ok=True)
         return bad_rows([int(s) for s in args.sizes.split(",")], Path(args.workdir), args.repeat)
@@ -867,6 +1038,8 @@ def main() -> int:
                 folder.mkdir(exist_ok=True)
                 for database in folder.glob("*.duckdb*"):  # every run loads a new database
                     database.unlink()
+                if args.postgres:  # an empty database, made before the timed run starts
+                    _fresh_postgres()
                 result = run_child(job_of.get(kind, kind), csv, folder)
                 if result is None:
                     continue

@@ -28,6 +28,8 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
             rows_before=payload.get("rows_before"),
             load_mode=config.mode,
             published=payload.get("published"),
+            # Known unique only for rows this run's ingest checked: not a rollback's file.
+            primary_key=tuple(config.primary_key) if payload.get("load_mode") == "truncate" else (),
             # The samples in the ledger row: only a test of the change set reads them.
             changes=warehouse.published_changes(
                 payload["run_id"], config.target, payload.get("changes")

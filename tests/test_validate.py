@@ -446,3 +446,43 @@ def test_accepted_values_names_the_unexpected_values_most_rows_first(
     assert sql("SELECT observed_value FROM etl_audit.data_quality_tests") == [(observed,)]
     [alert] = [json.loads(p.read_text()) for p in (tmp_path / "outbox").glob("*.alert.json")]
     assert f"observed: {observed}" in alert["text"]
+
+
+def test_uniqueness_of_a_replaced_tables_primary_key_is_known_from_ingest(
+    table_dir, write, run_cli, sql
+):
+    # Ingest refuses a repeated primary key, and a replace load leaves exactly its rows in
+    # the target: a test on columns that hold the key passes without scanning the table.
+    unique = {"type": "uniqueness", "columns": ["name", "code"]}
+    config = table_dir(KEYED_MAPPING, primary_key=["code"], quality_tests=[unique])
+
+    code, summary = run_cli(config, write("a.csv", "code,name\nAA,Alpha\nBB,Alpha\n"))
+
+    assert code == 0, summary["checks"]
+    [check] = summary["checks"]
+    assert (check["status"], check["observed"]) == ("pass", 0)
+    [(details,)] = sql(
+        "SELECT details FROM etl_audit.data_quality_tests WHERE run_id = ?", summary["run_id"]
+    )
+    assert json.loads(details)["known_from"] == (
+        "ingest: the primary key is unique, and this run replaced the table"
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "columns"),
+    [
+        ({"load_mode": "append", "primary_key": ["code"]}, ["code"]),  # earlier files' rows
+        ({"primary_key": ["code"]}, ["name"]),  # not the key
+    ],
+    ids=["append", "other-columns"],
+)
+def test_uniqueness_scans_where_ingest_cannot_know(options, columns, table_dir, write, run_cli):
+    unique = {"type": "uniqueness", "columns": columns}
+    config = table_dir(KEYED_MAPPING, quality_tests=[unique], **options)
+    assert run_cli(config, write("a.csv", "code,name\nAA,Alpha\n"))[0] == 0
+
+    code, summary = run_cli(config, write("b.csv", "code,name\nAA,Beta\nBB,Beta\n"))
+
+    [check] = summary["checks"]
+    assert (code, check["status"], check["observed"]) == (1, "fail", 1)

@@ -353,3 +353,27 @@ def test_copy_quotes_the_curated_key_and_the_role_as_redshift_literals(
     assert manifest.startswith(curated_root + "/")
     assert [f.name for f in parsed.args["files"]] == [manifest]
     assert parsed.args["credentials"].args["iam_role"].name == role
+
+
+@pytest.mark.parametrize("warehouse_url", ["redshift"], indirect=True)
+def test_the_proxy_holds_each_statement_as_a_distant_leader_node(
+    s3, table_dir, write, warehouse_url, redshift_proxy, capsys
+):
+    """The latency benchmark's proxy (scripts/benchmark.py --redshift): each statement a
+    run sends waits out the delay; the driver's other round trips do not."""
+    from handler.cli import main
+    from tests.warehouses import RedshiftProxy
+
+    far = RedshiftProxy(upstream_port=redshift_proxy.upstream[1], delay=0.05)
+    url = warehouse_url.replace(f":{redshift_proxy.port}/", f":{far.port}/")
+    config = table_dir(MAPPING, primary_key=["code"])
+    args = ["run", "--config", str(config), "--source", str(write("a.csv", "code,n\nAA,1\n"))]
+    try:
+        code = main([*args, "--warehouse", url, "--curated-root", "s3://curated", "--json"])
+    finally:
+        far.close()
+
+    assert code == 0, json.loads(capsys.readouterr().out)["error"]
+    assert far.statements >= 10
+    assert far.round_trips > far.statements  # the login and each new statement's Parse
+    assert far.waited >= far.statements * 0.05

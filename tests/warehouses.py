@@ -5,15 +5,22 @@ PostgreSQL refuses: extra startup parameters (which PostgreSQL rejects as
 unknown settings) and a `server_version` it parses as a plain version number.
 The proxy strips the first and rewrites the second; everything else passes
 through untouched, so the real driver runs real SQL on a real server.
+
+Each statement on a real cluster is a leader-node round trip of tens of
+milliseconds: the proxy can hold each one for a delay (`delay` seconds, or
+REFLOAD_TEST_REDSHIFT_DELAY_MS), and it counts the round trips, the statements
+and the time the client waited on them (`round_trips`, `statements`, `waited`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import socket
 import struct
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from steps.warehouse.redshift import RedshiftWarehouse
@@ -58,15 +65,90 @@ def _plain_version(value: bytes) -> bytes:
     return match.group(0) if match else b"8.0.2"
 
 
-class RedshiftProxy:
-    """Listens on 127.0.0.1; each client gets its own upstream PostgreSQL connection."""
+class _Turns:
+    """One connection's round trips: a turn starts when the client speaks after the server
+    did (or first), and lasts until the server's last reply before the client speaks again.
+    It reads the client's messages for the statements among them (Query, Execute)."""
 
-    def __init__(self, upstream_host: str = "127.0.0.1", upstream_port: int = 5432) -> None:
+    def __init__(self, proxy: RedshiftProxy) -> None:
+        self.proxy = proxy
+        self.started = 0.0
+        self.replied_at: float | None = None  # the open turn's last reply, if any yet
+        self.open = False
+        self.partial = b""  # the start of a message header the next chunk completes
+        self.skip = 0  # bytes of the current message still to come
+
+    def request(self, chunk: bytes = b"") -> None:
+        """The client sends: a new round trip if the server answered since; each statement
+        in it is held `delay`."""
+        with self.proxy.lock:
+            if not (self.open and self.replied_at is None):  # else more of the same request
+                self._close()
+                self.open, self.started, self.replied_at = True, time.perf_counter(), None
+                self.proxy.round_trips += 1
+            statements = self._statements(chunk)
+            self.proxy.statements += statements
+        if self.proxy.delay and statements:
+            time.sleep(self.proxy.delay * statements)
+
+    def _statements(self, chunk: bytes) -> int:
+        """Query and Execute messages that start in `chunk` (type byte, then int32 length)."""
+        data, at, found = self.partial + chunk, self.skip, 0
+        self.partial, self.skip = b"", 0
+        while at < len(data):
+            if len(data) - at < 5:
+                self.partial = data[at:]
+                return found
+            found += data[at : at + 1] in (b"Q", b"E")
+            at += 1 + struct.unpack("!I", data[at + 1 : at + 5])[0]
+        self.skip = at - len(data)
+        return found
+
+    def reply(self) -> None:
+        with self.proxy.lock:
+            self.replied_at = time.perf_counter()
+
+    def _close(self) -> None:
+        if self.open and self.replied_at is not None:
+            self.proxy.waited += self.replied_at - self.started
+        self.open = False
+
+    def end(self) -> None:
+        with self.proxy.lock:
+            self._close()
+
+
+class RedshiftProxy:
+    """Listens on 127.0.0.1; each client gets its own upstream PostgreSQL connection.
+
+    `delay` (seconds; default REFLOAD_TEST_REDSHIFT_DELAY_MS, else none) holds the round
+    trip of every statement (a Query, or an Execute) as a leader node that far away would;
+    the driver's other round trips (the login, the Parse of a new statement) pass on
+    loopback. `round_trips`, `statements` and `waited` (seconds the clients spent waiting
+    on the wire, the delay included) add up over every connection."""
+
+    def __init__(
+        self,
+        upstream_host: str = "127.0.0.1",
+        upstream_port: int = 5432,
+        delay: float | None = None,
+    ) -> None:
+        if delay is None:
+            delay = float(os.environ.get("REFLOAD_TEST_REDSHIFT_DELAY_MS") or 0) / 1000
+        self.delay = delay
         self.upstream = (upstream_host, upstream_port)
+        self.lock = threading.Lock()
+        self.round_trips = 0
+        self.statements = 0
+        self.waited = 0.0
         self.server = socket.create_server(("127.0.0.1", 0))
         self.port: int = self.server.getsockname()[1]
         self._stopping = False
         threading.Thread(target=self._accept, daemon=True).start()
+
+    def reset_counts(self) -> None:
+        with self.lock:
+            self.round_trips, self.statements, self.waited = 0, 0, 0.0
 
     def close(self) -> None:
         self._stopping = True
@@ -82,31 +164,38 @@ class RedshiftProxy:
 
     def _serve(self, client: socket.socket) -> None:
         upstream = None
+        turns = _Turns(self)
         try:
             length = struct.unpack("!I", _read_exact(client, 4))[0]
+            turns.request()
             body = _read_exact(client, length - 4)
             if struct.unpack("!I", body[:4])[0] == SSL_REQUEST:
                 client.sendall(b"N")  # no TLS on loopback
+                turns.reply()
                 length = struct.unpack("!I", _read_exact(client, 4))[0]
+                turns.request()
                 body = _read_exact(client, length - 4)
             upstream = socket.create_connection(self.upstream)
             # Small protocol messages: without NODELAY each round trip waits ~40 ms.
             for sock in (client, upstream):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             upstream.sendall(_rewrite_startup(body))
-            threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
-            self._pipe_messages(upstream, client)
+            threading.Thread(target=self._pipe, args=(client, upstream, turns), daemon=True).start()
+            self._pipe_messages(upstream, client, turns)
         except (ConnectionError, OSError):
             pass
         finally:
+            turns.end()
             for sock in (client, upstream):
                 if sock is not None:
                     _close(sock)
 
     @staticmethod
-    def _pipe(source: socket.socket, target: socket.socket) -> None:
+    def _pipe(source: socket.socket, target: socket.socket, turns: _Turns) -> None:
+        """Client -> server, as it comes; a statement waits out the delay first."""
         try:
             while chunk := source.recv(65536):
+                turns.request(chunk)
                 target.sendall(chunk)
         except OSError:
             pass
@@ -114,7 +203,7 @@ class RedshiftProxy:
             _close(target)
 
     @staticmethod
-    def _pipe_messages(server: socket.socket, client: socket.socket) -> None:
+    def _pipe_messages(server: socket.socket, client: socket.socket, turns: _Turns) -> None:
         """Server -> client, message by message, rewriting ParameterStatus server_version."""
         while True:
             kind = _read_exact(server, 1)
@@ -124,6 +213,7 @@ class RedshiftProxy:
                 value = body[len(b"server_version\x00") :].rstrip(b"\x00")
                 body = b"server_version\x00" + _plain_version(value) + b"\x00"
             client.sendall(kind + struct.pack("!I", len(body) + 4) + body)
+            turns.reply()
 
 
 def _close(sock: socket.socket) -> None:

@@ -81,10 +81,22 @@ class ChangeDetection(Catalog):
             f"SELECT {', '.join(columns)} FROM {q(staging)} s {join} {ref} t ON {on} "
             f"WHERE {' OR '.join([f's.{first} IS NULL', f't.{first} IS NULL', *differs])}"
         )
+        # Each kind's first SAMPLE_KEYS keys (a top-N, not a sort of the whole join: a
+        # window ranking every row sorted all of a first load's 1M wide rows, 4.5 s on
+        # PostgreSQL), and each kind's count from a grouping of the join. The join is
+        # written out each time, not a CTE: materialised, 1M wide rows cost 1.9 s.
+        order = ", ".join(keys)
+        firsts = " UNION ALL ".join(
+            f"SELECT * FROM (SELECT * FROM ({joined}) d WHERE refload_kind = '{change}' "
+            f"ORDER BY {order} LIMIT {SAMPLE_KEYS}) {q(f'first_{change}')}"
+            for change in CHANGE_KINDS
+        )
         ranked = (
-            "SELECT d.*, COUNT(*) OVER (PARTITION BY refload_kind) AS refload_count, "
-            f"ROW_NUMBER() OVER (PARTITION BY refload_kind ORDER BY {', '.join(keys)}) "
-            f"AS refload_rank FROM ({joined}) d"
+            "SELECT f.*, c.refload_count, "
+            f"ROW_NUMBER() OVER (PARTITION BY f.refload_kind ORDER BY {order}) AS refload_rank "
+            f"FROM ({firsts}) f JOIN (SELECT refload_kind AS refload_counted, COUNT(*) AS "
+            f"refload_count FROM ({joined}) d GROUP BY refload_kind) c "
+            "ON c.refload_counted = f.refload_kind"
         )
         found = self.query(
             f"SELECT h.*, n.staged, r.* FROM ({head[0]}) h "
@@ -117,6 +129,32 @@ class ChangeDetection(Catalog):
             samples[change].append(sample)
         changes = ChangeSet(counts["added"], counts["removed"], counts["changed"], samples)
         return changes, int(rows[0][0]), tuple(found[0][:width_of_head])
+
+    def changes_into_new(
+        self, target: TargetTable, staging: str, head: tuple[str, list[Any]]
+    ) -> tuple[ChangeSet, int, tuple[Any, ...]]:
+        """`change_set` for a target this transaction created (so empty): every staged key
+        is added, which needs no join of staging with the target, only its count and its
+        first keys (a first load of 1M rows: 0.3 s against 1.3 s on PostgreSQL)."""
+        q = self.quote
+        keys = ", ".join(q(k) for k in target.key)
+        firsts = ", ".join(f"r.{q(k)}" for k in target.key)
+        found = self.query(
+            f"SELECT h.*, n.staged, {firsts} FROM ({head[0]}) h "
+            f"CROSS JOIN (SELECT COUNT(*) AS staged FROM {q(staging)}) n "
+            f"LEFT JOIN (SELECT {keys} FROM {q(staging)} ORDER BY {keys} "
+            f"LIMIT {SAMPLE_KEYS}) r ON 1 = 1 ORDER BY {firsts}",
+            head[1],
+        )
+        width_of_head = len(found[0]) - len(target.key) - 1
+        staged = int(found[0][width_of_head])
+        samples: dict[str, list[dict[str, Any]]] = {k: [] for k in CHANGE_KINDS}
+        samples["added"] = [
+            {"key": _row_dict(target.key, row[width_of_head + 1 :])}
+            for row in found
+            if staged  # else the one row of the (empty) count
+        ]
+        return ChangeSet(staged, 0, 0, samples), staged, tuple(found[0][:width_of_head])
 
     def compute_changes(
         self, replaces: bool, target: TargetTable, ref: str, staging: str, delta: str

@@ -230,7 +230,12 @@ class Publisher(AuditReads):
                 # The change set in the same query as the target's state: one round trip
                 # (computed for nothing when the file is then skipped, a replay).
                 head = self.state_query(entry, ref, target.history)
-                changes, loaded, row = self.change_set(mode.replaces, target, ref, staging, head)
+                if created:  # empty: every staged key is added
+                    changes, loaded, row = self.changes_into_new(target, staging, head)
+                else:
+                    changes, loaded, row = self.change_set(
+                        mode.replaces, target, ref, staging, head
+                    )
                 state = self.read_state(entry, row)
             else:
                 state = self.target_state(entry, ref, target.history)
