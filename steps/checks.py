@@ -207,6 +207,9 @@ def accepted_values(ctx: CheckContext, test: cfg.AcceptedValues) -> dict[str, An
     values = tuple(_param_text(v) for v in test.values)
     where = f"{column} IS NOT NULL AND {column} NOT IN ({', '.join([mark] * len(values))})"
     expected = f"one of {list(test.values)}"
+    # Counted in the one-pass scan: a passing test costs no statement of its own.
+    if _count(ctx, f"WHERE {where}", values) == 0:
+        return _result("pass", 0, expected)
     # The unexpected values with their counts, most rows first: `ZA (151 rows)` says what
     # to add to the list or ask the vendor about; a row count alone does not.
     found = ctx.warehouse.query(

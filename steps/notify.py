@@ -74,18 +74,10 @@ def _last_passing_run(payload: dict[str, Any]) -> str | None:
         return None
     try:
         from steps.warehouse import open_warehouse
-        from steps.warehouse.base import AUDIT_SCHEMA
 
         with open_warehouse(payload.get("warehouse")) as warehouse:
-            rows = warehouse.query(
-                f"SELECT l.run_id FROM {warehouse.table(AUDIT_SCHEMA, 'load_ledger')} l "
-                "WHERE l.table_name = %s AND l.run_id <> %s AND EXISTS (SELECT 1 FROM "
-                f"{warehouse.table(AUDIT_SCHEMA, 'run_log')} r WHERE r.run_id = l.run_id "
-                "AND r.step = 'validate' AND r.status = 'passed') "
-                "ORDER BY l.loaded_at DESC LIMIT 1",
-                (payload.get("table"), payload.get("run_id")),
-            )
+            run = warehouse.last_passing_run(payload.get("table") or "", payload.get("run_id", ""))
     except Exception as failure:  # the alert goes out, pointing at `history` instead
         log.warning("could not look up the last passing run", error=str(failure))
         return None
-    return str(rows[0][0]) if rows else ""
+    return run or ""

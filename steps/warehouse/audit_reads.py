@@ -70,6 +70,19 @@ class AuditReads(AuditStore):
         )
         return str(rows[0][0]) if rows and rows[0][0] is not None else None
 
+    def last_passing_run(self, table_name: str, other_than: str) -> str | None:
+        """The newest run of the table, other than `other_than`, that published and passed
+        its tests: where an alert points `rollback --to`."""
+        rows = self.query(
+            f"SELECT l.run_id FROM {self.table(AUDIT_SCHEMA, 'load_ledger')} l "
+            "WHERE l.table_name = %s AND l.run_id <> %s AND EXISTS (SELECT 1 FROM "
+            f"{self.table(AUDIT_SCHEMA, 'run_log')} r WHERE r.run_id = l.run_id "
+            "AND r.step = 'validate' AND r.status = 'passed') "
+            "ORDER BY l.loaded_at DESC LIMIT 1",
+            (table_name, other_than),
+        )
+        return str(rows[0][0]) if rows else None
+
     # --- history ---------------------------------------------------------------------
 
     def table_runs(self, table_name: str, limit: int) -> list[tuple[Any, ...]]:
