@@ -27,6 +27,6 @@ def _without_transparent_huge_pages() -> None:
 
 _without_transparent_huge_pages()
 
-from handler.dispatch import STEPS, lambda_handler  # noqa: E402
+from handler.aws.dispatch import STEPS, lambda_handler  # noqa: E402
 
 __all__ = ["STEPS", "lambda_handler"]

@@ -11,7 +11,7 @@ from typing import Any
 import structlog
 from structlog.tracebacks import ExceptionDictTransformer
 
-from steps.secrets import redact_value
+from steps.shared.io.secrets import redact_value
 
 
 class _CurrentStderr:

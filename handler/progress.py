@@ -13,7 +13,7 @@ from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from typing import Any, TextIO
 
-# Log events (handler.dispatch) that open and close a step.
+# Log events (handler.aws.dispatch) that open and close a step.
 STEP_OPENED = "step started"
 STEP_CLOSED = {"step finished": "ok", "step failed": "failed", "step failed unexpectedly": "failed"}
 
@@ -30,7 +30,7 @@ def wanted(quiet: bool = False) -> bool:
 
 
 class TerminalProgress:
-    """A structlog processor (it watches the step records go by) and a steps.progress
+    """A structlog processor (it watches the step records go by) and a steps.shared.progress
     listener (ingest reports its phases and the bytes it has read)."""
 
     def __init__(self, stream: TextIO) -> None:
@@ -57,7 +57,7 @@ class TerminalProgress:
             self._close_step(STEP_CLOSED[name])
         return event
 
-    # -- steps.progress listener --------------------------------------------------------
+    # -- steps.shared.progress listener --------------------------------------------------------
     def phase(self, name: str, total: int | None, unit: str) -> None:
         self._end_phase()
         self.phase_name, self.phase_started = name, time.perf_counter()
@@ -196,7 +196,7 @@ def shown(quiet: bool = False, command: str | None = None) -> Iterator[None]:
         return
     import structlog
 
-    from steps import progress
+    from steps.shared import progress
 
     drawer = TerminalProgress(sys.stderr)
     stdout = sys.stdout

@@ -234,7 +234,7 @@ def job_refload_pg(csv: Path, work: Path) -> dict[str, Any]:
     warehouse's share goes: the COPY of the staging rows, the publish statements, the
     tests and the audit rows."""
     sys.meta_path.insert(0, _AsInTheImage())
-    from steps.warehouse import base, postgres
+    from steps.shared.warehouse import base, postgres
 
     spent: dict[str, float] = {}
 
@@ -318,7 +318,7 @@ def job_redshift_latency(csv: Path, work: Path) -> dict[str, Any]:
     from urllib.parse import urlsplit
 
     sys.path.insert(0, str(ROOT))  # tests.warehouses: the proxy and the COPY stand-in
-    from steps.warehouse import DIALECTS
+    from steps.shared.warehouse import DIALECTS
     from tests.warehouses import STATEMENTS, RedshiftProxy
 
     _fresh_postgres()
@@ -745,7 +745,7 @@ class _Counting:
 def job_statements(csv: Path, work: Path) -> dict[str, Any]:
     """Statements a warm run sends (target and audit tables there): the file published
     again (--force) into the same database, counted on the driver connection."""
-    from steps.warehouse.duckdb_dialect import DuckDBWarehouse
+    from steps.shared.warehouse.duckdb_dialect import DuckDBWarehouse
 
     url = f"duckdb:///{work / 'statements.duckdb'}"
     _run_refload(csv, work, url, "--run-id", f"bench-{time.time_ns()}")
@@ -767,7 +767,7 @@ def job_stack(csv: Path, work: Path) -> dict[str, Any]:
     seconds = {}
     for label, modules in [
         ("structlog", ["structlog"]),
-        ("pydantic + config models", ["pydantic", "steps.config"]),
+        ("pydantic + config models", ["pydantic", "steps.shared.config.model"]),
         ("pyarrow.compute", ["pyarrow.compute"]),
         ("refload's own modules", ["handler.cli", "steps.ingest", "steps.load", "steps.validate"]),
     ]:
@@ -781,8 +781,8 @@ def job_stack(csv: Path, work: Path) -> dict[str, Any]:
 # What each step imports when it runs (load and validate open the warehouse's driver).
 STEP_IMPORTS = {
     "ingest": ["steps.ingest"],
-    "load": ["steps.load", "steps.warehouse.duckdb_dialect", "duckdb"],
-    "validate": ["steps.validate", "steps.warehouse.duckdb_dialect", "duckdb"],
+    "load": ["steps.load", "steps.shared.warehouse.duckdb_dialect", "duckdb"],
+    "validate": ["steps.validate", "steps.shared.warehouse.duckdb_dialect", "duckdb"],
 }
 
 
@@ -899,7 +899,7 @@ def explain_small_run(csv: Path, work: Path, repeat: int) -> None:
         f"({ours / floor:.2f}x the floor, {ours / sql:.2f}x the SQL job)"
     )
     counted = run_child("statements", csv, work)
-    if counted:  # ARCHITECTURE.md "Warehouse round trips"
+    if counted:  # docs/architecture.md "Warehouse round trips"
         print(f"    statements a warm run sends to DuckDB: {counted['statements']}")
 
 

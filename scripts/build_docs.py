@@ -53,7 +53,7 @@ def cli_options(parser: argparse.ArgumentParser) -> dict[str, list[str]]:
 
 def render_cli(parser: argparse.ArgumentParser) -> str:
     os.environ["COLUMNS"] = "100"  # argparse wraps usage at the terminal's width
-    out = [HEADER.format(source="handler/cli.py"), "# CLI reference\n\n"]
+    out = [HEADER.format(source="handler/cli/__init__.py"), "# CLI reference\n\n"]
     out.append(
         "Every command and option of `python -m handler`, as its parser defines them. "
         "Exit codes, `--json` and the progress display: [Command line](../cli.md).\n"

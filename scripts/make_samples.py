@@ -18,7 +18,7 @@ import openpyxl
 import pycountry
 import zipcodes
 
-from steps.mapping import SHEET_COLUMNS
+from steps.shared.mapping.sheet import SHEET_COLUMNS
 
 ROOT = Path(__file__).resolve().parent.parent
 RAW = ROOT / "samples" / "raw"

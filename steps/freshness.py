@@ -18,12 +18,12 @@ from typing import Any, Literal
 
 import structlog
 
-from steps import storage
-from steps.alerts import send
-from steps.config import TableConfig, read_config, routing_entry
-from steps.errors import ConfigError, RefloadError, TerminalError
-from steps.warehouse import open_warehouse
-from steps.warehouse.base import Warehouse
+from steps.shared.alerts.report import send
+from steps.shared.config.model import TableConfig, read_config, routing_entry
+from steps.shared.errors import ConfigError, RefloadError, TerminalError
+from steps.shared.io import storage
+from steps.shared.warehouse import open_warehouse
+from steps.shared.warehouse.base import Warehouse
 
 log = structlog.get_logger("refload.freshness")
 FreshnessStatus = Literal["pass", "warn", "error", "never_loaded"]
@@ -183,7 +183,7 @@ def age_text(hours: float | None) -> str:
 
 
 def stale_report(result: TableFreshness, run_id: str) -> dict[str, Any]:
-    """An alert report (steps.alerts shape) for a table past its error_after."""
+    """An alert report (steps.shared.alerts.report shape) for a table past its error_after."""
     config = result.config
     assert config.freshness is not None
     expected = config.freshness.error_after or config.freshness.warn_after

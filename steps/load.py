@@ -12,11 +12,17 @@ from typing import Any
 
 import structlog
 
-from steps.checks import CheckContext, errored, failed_checks, refuse_unsafe_gates, run_check
-from steps.errors import QualityCheckFailed
-from steps.table import TableSpec, load_table_config
-from steps.warehouse import open_warehouse
-from steps.warehouse.base import (
+from steps.shared.checks.registry import (
+    CheckContext,
+    errored,
+    failed_checks,
+    refuse_unsafe_gates,
+    run_check,
+)
+from steps.shared.config.table import TableSpec, load_table_config
+from steps.shared.errors import QualityCheckFailed
+from steps.shared.warehouse import open_warehouse
+from steps.shared.warehouse.base import (
     VALID_TO,
     BeforePublish,
     ChangeSet,

@@ -1,5 +1,5 @@
 """notify: turn any failure into one report and send it through every configured channel
-(outbox, SES, SMTP, ServiceNow: steps.alerts.CHANNELS).
+(outbox, SES, SMTP, ServiceNow: steps.shared.alerts.report.CHANNELS).
 
 Succeeds when at least one channel delivered (the result lists the ones that failed);
 raises AlertNotDelivered when none did, so that Step Functions retries and the
@@ -12,8 +12,8 @@ from typing import Any
 
 import structlog
 
-from steps.alerts import build_report, error_of, send
-from steps.errors import TRUNCATED, AlertNotDelivered
+from steps.shared.alerts.report import build_report, error_of, send
+from steps.shared.errors import TRUNCATED, AlertNotDelivered
 
 log = structlog.get_logger("refload.notify")
 
@@ -56,7 +56,7 @@ def _full_error(payload: dict[str, Any]) -> str | None:
         return None
     head = error["message"].split(TRUNCATED)[0]
     try:
-        from steps.warehouse import open_warehouse
+        from steps.shared.warehouse import open_warehouse
 
         with open_warehouse(payload.get("warehouse")) as warehouse:
             full = warehouse.step_error(run_id, step)
@@ -73,7 +73,7 @@ def _last_passing_run(payload: dict[str, Any]) -> str | None:
     if not (payload.get("published") and payload.get("failed_step") == "validate"):
         return None
     try:
-        from steps.warehouse import open_warehouse
+        from steps.shared.warehouse import open_warehouse
 
         with open_warehouse(payload.get("warehouse")) as warehouse:
             run = warehouse.last_passing_run(payload.get("table") or "", payload.get("run_id", ""))

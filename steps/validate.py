@@ -1,14 +1,14 @@
 """validate: run the table's after-publish tests, one audit row each; when they pass,
-close what the table's earlier failures opened (steps.recovery)."""
+close what the table's earlier failures opened (steps.shared.alerts.recovery)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from steps.checks import CheckContext, failed_checks, run_check, scan_target
-from steps.recovery import on_success
-from steps.table import load_table_config
-from steps.warehouse import open_warehouse
+from steps.shared.alerts.recovery import on_success
+from steps.shared.checks.registry import CheckContext, failed_checks, run_check, scan_target
+from steps.shared.config.table import load_table_config
+from steps.shared.warehouse import open_warehouse
 
 
 def run(payload: dict[str, Any]) -> dict[str, Any]:

@@ -14,8 +14,8 @@ import duckdb
 import pytest
 
 from handler.cli import main
-from steps import secrets, storage
-from steps.warehouse import DIALECTS
+from steps.shared.io import secrets, storage
+from steps.shared.warehouse import DIALECTS
 from tests.warehouses import STATEMENTS, RedshiftProxy
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -23,8 +23,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from handler.cli import main
-from steps import storage
-from steps.errors import InfrastructureError, StorageUnavailable
+from steps.shared.errors import InfrastructureError, StorageUnavailable
+from steps.shared.io import storage
 
 MAPPING = (
     "source_column,target_column,data_type,transform,default,nullable,format\n"

@@ -1,4 +1,5 @@
-"""`python -m handler check`: a config folder validated before deploy (handler/check.py)."""
+"""`python -m handler check`: a config folder validated before deploy
+(handler/cli/commands/check.py)."""
 
 from __future__ import annotations
 
@@ -346,7 +347,7 @@ def test_check_refuses_a_curated_bucket_in_another_region_than_redshift(
     code, lines = check(str(sample_configs), "--warehouse", in_us_east_1)
     assert code == 0, lines
     # The region from the endpoint's name, as an AWS endpoint spells it.
-    from steps.warehouse.redshift import cluster_region
+    from steps.shared.warehouse.redshift import cluster_region
 
     host = "redshift://u:p@analytics.c1x2y3.eu-central-1.redshift.amazonaws.com:5439/dev"
     serverless = "redshift://wg.123456789012.ap-southeast-2.redshift-serverless.amazonaws.com/d"

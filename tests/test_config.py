@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from handler.cli import main
-from steps.config import json_schema, parse_config
-from steps.errors import ConfigError
-from steps.table import load_table_config
+from steps.shared.config.model import json_schema, parse_config
+from steps.shared.config.table import load_table_config
+from steps.shared.errors import ConfigError
 from tests.conftest import CONFIGS
 from tests.test_samples import SEED_CONFIG
 
@@ -144,7 +144,7 @@ def test_every_shipped_config_validates_with_its_mapping(path: Path):
 def test_json_schema_in_configs_is_in_sync():
     shipped = json.loads((CONFIGS / "table_config.schema.json").read_text())
     assert shipped == json_schema(), (
-        "regenerate: python -c 'import json,steps.config as c; "
+        "regenerate: python -c 'import json,steps.shared.config.model as c; "
         "print(json.dumps(c.json_schema(), indent=2))' > configs/table_config.schema.json"
     )
 

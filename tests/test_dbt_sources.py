@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from handler.cli import main
-from handler.dbt_sources import DBT_TESTS
+from handler.cli.commands.dbt_sources import DBT_TESTS
 from tests.conftest import ROOT
 
 DBT = ROOT / ".tools" / "dbt-venv" / "bin" / "dbt"

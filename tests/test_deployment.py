@@ -22,8 +22,8 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
 from handler import STEPS
-from handler.dispatch import SCHEDULED_STEPS
-from steps.errors import transient_error_names
+from handler.aws.dispatch import SCHEDULED_STEPS
+from steps.shared.errors import transient_error_names
 from tests.conftest import CONFIGS, ROOT, SAMPLES
 
 ASL = json.loads((ROOT / "statemachine.asl.json").read_text())
@@ -103,7 +103,7 @@ def test_a_spark_table_runs_on_emr_serverless_then_continues_as_any_other():
 
 
 # Local-only modules: what they import is an optional extra the image leaves out.
-NOT_IN_LAMBDA = {"steps/frames.py": {"pandas"}, "steps/ingest/spark.py": {"pyspark"}}
+NOT_IN_LAMBDA = {"steps/ingest/frames.py": {"pandas"}, "steps/ingest/spark.py": {"pyspark"}}
 # Modules that import what the image keeps in its own folder (REFLOAD_PANDAS_SITE), on
 # sys.path only for the tables that need it.
 FROM_OWN_SITE = {"steps/ingest/hooks.py": {"pandas"}}
@@ -627,7 +627,10 @@ def test_curated_files_are_kept_as_long_as_rollback_may_reach_back():
     assert [r["ExpirationInDays"] for r in expiring] == [{"Ref": "CuratedRetentionDays"}]
     assert TEMPLATE["Parameters"]["CuratedRetentionDays"]["Default"] == 400
     # The rollback command's message names the parameter users raise.
-    assert "CuratedRetentionDays" in (ROOT / "handler" / "rollback.py").read_text()
+    assert (
+        "CuratedRetentionDays"
+        in (ROOT / "handler" / "cli" / "commands" / "rollback.py").read_text()
+    )
     assert "CuratedRetentionDays" in (ROOT / "docs" / "operations.md").read_text()
 
 
@@ -724,8 +727,8 @@ def _steps_with(policy: dict[str, Any], credentials: dict[str, str]) -> list[str
     from moto.core.authorization import enable_iam_authentication
 
     from handler import lambda_handler
-    from steps import storage
-    from steps.errors import RefloadError
+    from steps.shared.errors import RefloadError
+    from steps.shared.io import storage
 
     iam = boto3.client("iam", **credentials)
     user = f"refload-{uuid.uuid4().hex[:8]}"

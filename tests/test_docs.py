@@ -14,10 +14,10 @@ from typing import get_args
 import pytest
 
 from handler.cli import build_parser
-from steps.alerts import CHANNELS
-from steps.checks import CHECKS
-from steps.config import CHECK_MODELS, LoadMode, SourceFormat
-from steps.mapping import TRANSFORMS, TYPE_KINDS
+from steps.shared.alerts.report import CHANNELS
+from steps.shared.checks.registry import CHECKS
+from steps.shared.config.model import CHECK_MODELS, LoadMode, SourceFormat
+from steps.shared.mapping.sheet import TRANSFORMS, TYPE_KINDS
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -101,7 +101,7 @@ def test_cli_command_is_documented(command):
 def test_a_check_model_without_a_function_is_an_error_row_not_a_crash():
     from types import SimpleNamespace
 
-    from steps.checks import run_check
+    from steps.shared.checks.registry import run_check
 
     test = SimpleNamespace(test_name="new_check", type="not_registered", severity="error")
     result = run_check(None, test)  # type: ignore[arg-type]

@@ -1,4 +1,4 @@
-"""pandas at the edge: `steps.frames.preview` and `python -m handler preview`."""
+"""pandas at the edge: `steps.ingest.frames.preview` and `python -m handler preview`."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from handler.cli import main
-from steps.errors import ConfigError
-from steps.frames import preview
+from steps.ingest.frames import preview
+from steps.shared.errors import ConfigError
 
 MAPPING = (
     "source_column,target_column,data_type,transform,default,nullable,format\n"

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from handler import STEPS, lambda_handler
+from handler.aws.events import to_payload
 from handler.cli import main
-from handler.events import to_payload
-from steps.errors import AlertNotDelivered, ConfigError, RejectedInput
+from steps.shared.errors import AlertNotDelivered, ConfigError, RejectedInput
 from tests.conftest import CONFIGS, ROOT, SAMPLES, ZIP_CSV
 
 EVENTS = ROOT / "tests" / "events"
@@ -50,7 +50,7 @@ CODES_MAPPING = (
 
 
 def _count_connections(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    from steps.warehouse.base import Warehouse
+    from steps.shared.warehouse.base import Warehouse
 
     opened: list[str] = []
     connect = Warehouse.conn.fget  # type: ignore[attr-defined]

@@ -669,7 +669,7 @@ def test_rollback_to_a_run_publishes_that_runs_rows_after_a_rerun_of_its_file(
     from pathlib import Path
 
     import steps.ingest
-    from steps import storage
+    from steps.shared.io import storage
 
     if parts:
         monkeypatch.setattr(steps.ingest, "BATCH_ROWS", 2)
@@ -795,7 +795,7 @@ def test_a_rerun_that_fails_between_its_parts_leaves_the_earlier_output_whole(
     from pathlib import Path
 
     import steps.ingest
-    from steps import storage
+    from steps.shared.io import storage
 
     monkeypatch.setattr(steps.ingest, "BATCH_ROWS", 2)
     monkeypatch.setattr(steps.ingest, "PARTS_FROM_ROWS", 4)

@@ -1,4 +1,4 @@
-"""OpenLineage run events (steps.lineage): through the CLI and the handler, file and HTTP
+"""OpenLineage run events (steps.shared.lineage): through the CLI and the handler, file and HTTP
 transports, every event checked against the RunEvent schema."""
 
 from __future__ import annotations
@@ -301,7 +301,7 @@ def test_a_transport_that_fails_never_fails_the_load(
 
 
 def test_target_namespaces_follow_the_openlineage_naming():
-    from steps.lineage import target_dataset
+    from steps.shared.lineage import target_dataset
 
     assert target_dataset("postgresql://u:p@db.example:6543/ref", "public", "t") == (
         "postgres://db.example:6543",

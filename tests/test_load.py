@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from steps.warehouse import DIALECTS
-from steps.warehouse.base import Capabilities
+from steps.shared.warehouse import DIALECTS
+from steps.shared.warehouse.base import Capabilities
 
 # SQL behaviour differs between warehouses here: every test runs on all three.
 pytestmark = pytest.mark.all_warehouses
@@ -312,7 +312,7 @@ def test_a_lock_timeout_that_is_not_a_positive_number_is_refused(
 def test_duckdb_publishes_without_keeping_insertion_order(tmp_path):
     """ADR 10: the connection refload publishes on does not pay for a row order SQL lacks
     (a DuckDB setting, so DuckDB only whatever the module's marker)."""
-    from steps.warehouse import open_warehouse
+    from steps.shared.warehouse import open_warehouse
 
     with open_warehouse(f"duckdb:///{tmp_path / 'w.duckdb'}") as warehouse:
         setting = warehouse.scalar("SELECT current_setting('preserve_insertion_order')")

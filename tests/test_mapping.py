@@ -11,8 +11,8 @@ import openpyxl
 import pyarrow.parquet as pq
 import pytest
 
-from steps.errors import ConfigError
-from steps.mapping import parse_sheet
+from steps.shared.errors import ConfigError
+from steps.shared.mapping.sheet import parse_sheet
 
 SHEET_HEAD = "source_column,target_column,data_type,transform,default,nullable,format\n"
 
@@ -81,7 +81,7 @@ def test_transform_gives_what_pandas_gives(transform):
     import pandas as pd
     import pyarrow as pa
 
-    from steps.mapping import apply_transforms, parse_transforms
+    from steps.shared.mapping.sheet import apply_transforms, parse_transforms
 
     ours = apply_transforms(pa.array(AWKWARD_TEXT, pa.string()), parse_transforms(transform))
     theirs = AS_IN_PANDAS[transform](pd.Series(AWKWARD_TEXT, dtype="str"))

@@ -11,7 +11,7 @@ import pytest
 
 from handler import lambda_handler
 from handler.cli import main
-from steps.metrics import DIMENSION_SETS, METRICS, NAMESPACE
+from steps.shared.metrics import DIMENSION_SETS, METRICS, NAMESPACE
 from tests.conftest import CONFIGS, ROOT, SAMPLES, run_args
 
 CURRENCY_CSV = next((SAMPLES / "currency").glob("*/*"))

@@ -399,7 +399,8 @@ def test_the_lambda_entry_point_does_not_import_the_fleet_commands():
     code = (
         "import sys, handler\n"
         "print(sorted(m for m in sys.modules if m in "
-        "('handler.cli', 'handler.onboard', 'handler.infer_columns', 'handler.check')))\n"
+        "('handler.cli', 'handler.cli.commands.init.onboard', "
+        "'handler.cli.commands.init.infer_columns', 'handler.cli.commands.check')))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from handler.cli import main
-from steps.config import parse_config
-from steps.errors import ConfigError
+from steps.shared.config.model import parse_config
+from steps.shared.errors import ConfigError
 
 # SQL behaviour differs between warehouses here: every test runs on all three.
 pytestmark = pytest.mark.all_warehouses
@@ -270,9 +270,9 @@ def test_custom_sql_leaves_the_statement_timeout_as_it_was(
 ):
     from contextlib import nullcontext
 
-    from steps.checks import CheckContext, run_check
-    from steps.table import load_table_config
-    from steps.warehouse import open_warehouse
+    from steps.shared.checks.registry import CheckContext, run_check
+    from steps.shared.config.table import load_table_config
+    from steps.shared.warehouse import open_warehouse
 
     check = {"type": "custom_sql", "sql": "SELECT code FROM {table} WHERE n > 1"}
     config = table_dir(MAPPING, quality_tests=[check])

@@ -19,10 +19,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from handler.cli import main
-from steps import ingest, storage
-from steps.errors import RefloadError
+from steps import ingest
 from steps.ingest import spark as spark_ingest
-from steps.table import load_table_config
+from steps.shared.config.table import load_table_config
+from steps.shared.errors import RefloadError
+from steps.shared.io import storage
 from tests.conftest import CONFIGS, SAMPLES, workbook
 from tests.test_bad_input import BAD_INPUTS, GOOD, MAPPING
 from tests.test_mapping import DATA_TYPES, SHEET_HEAD, TRANSFORMS

@@ -10,8 +10,8 @@ import time
 import psycopg
 import pytest
 
-from steps.errors import InfrastructureError, WarehouseUnavailable
-from steps.warehouse import open_warehouse
+from steps.shared.errors import InfrastructureError, WarehouseUnavailable
+from steps.shared.warehouse import open_warehouse
 from tests.conftest import POSTGRES_URL, run_args
 
 # SQL behaviour differs between warehouses here: every test runs on all three.
@@ -305,7 +305,7 @@ def test_a_user_without_privileges_on_the_target_is_told_so(
 def test_redshift_errors_are_classified_by_their_code(fields, kind):
     import redshift_connector
 
-    from steps.warehouse.redshift import RedshiftWarehouse
+    from steps.shared.warehouse.redshift import RedshiftWarehouse
 
     error = redshift_connector.ProgrammingError(fields)
     assert type(RedshiftWarehouse("redshift://u:p@h/db").translate_error(error)) is kind

@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from steps.errors import ConfigError
-from steps.warehouse.redshift import RedshiftWarehouse, connect_arguments
+from steps.shared.errors import ConfigError
+from steps.shared.warehouse.redshift import RedshiftWarehouse, connect_arguments
 from tests.conftest import COPY_ROLE, run_args
 from tests.warehouses import STATEMENTS
 
@@ -107,9 +107,9 @@ def test_redshift_refuses_a_curated_root_outside_s3(
     table_dir, write, warehouse_url, tmp_path, capsys
 ):
     from handler.cli import main
-    from steps.warehouse import DIALECTS
+    from steps.shared.warehouse import DIALECTS
 
-    DIALECTS["redshift"] = "steps.warehouse.redshift:RedshiftWarehouse"  # the real COPY path
+    DIALECTS["redshift"] = "steps.shared.warehouse.redshift:RedshiftWarehouse"  # the real COPY path
     code = main(
         [
             "run",
@@ -225,7 +225,7 @@ def test_curated_timestamps_are_int64_microseconds_as_redshift_copy_reads_them(
     import pyarrow.parquet as pq
 
     from handler.cli import main
-    from steps import storage
+    from steps.shared.io import storage
 
     mapping = MAPPING + "at,at,timestamp,,,,%Y-%m-%d %H:%M:%S\n"
     config = table_dir(mapping)
@@ -295,9 +295,9 @@ def test_a_redshift_load_refuses_a_curated_bucket_in_another_region(
     s3, table_dir, write, warehouse_url, capsys, sql
 ):
     from handler.cli import main
-    from steps.warehouse import DIALECTS
+    from steps.shared.warehouse import DIALECTS
 
-    DIALECTS["redshift"] = "steps.warehouse.redshift:RedshiftWarehouse"  # the real COPY path
+    DIALECTS["redshift"] = "steps.shared.warehouse.redshift:RedshiftWarehouse"  # the real COPY path
     s3.create_bucket(
         Bucket="curated-eu", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
     )

@@ -1,5 +1,5 @@
 """The load layer's round trips: a warm run sends a bounded number of statements
-(ARCHITECTURE.md "Warehouse round trips"), counted on the driver connection itself."""
+(docs/architecture.md "Warehouse round trips"), counted on the driver connection itself."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 # A warm `run` of a replace table with a primary key and five quality tests: at most 15
-# statements (ARCHITECTURE.md). Redshift spends two more than PostgreSQL, which its
+# statements (docs/architecture.md). Redshift spends two more than PostgreSQL, which its
 # capabilities force: the statement bound is a SET after connecting (no startup options),
 # and the lock wait is bounded by SETting statement_timeout before and after the statement
 # that takes the lock (no lock_timeout, no SET LOCAL) where PostgreSQL sends one SET LOCAL.
@@ -78,9 +78,9 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def _dialect_classes() -> list[type]:
-    from steps.warehouse.duckdb_dialect import DuckDBWarehouse
-    from steps.warehouse.postgres import PostgresWarehouse
-    from steps.warehouse.redshift import RedshiftWarehouse
+    from steps.shared.warehouse.duckdb_dialect import DuckDBWarehouse
+    from steps.shared.warehouse.postgres import PostgresWarehouse
+    from steps.shared.warehouse.redshift import RedshiftWarehouse
 
     return [DuckDBWarehouse, PostgresWarehouse, RedshiftWarehouse]
 
@@ -101,7 +101,7 @@ def test_a_warm_run_sends_at_most_fifteen_statements(table_dir, write, run_cli, 
 
 def test_only_the_audit_store_reads_or_writes_etl_audit():
     """History, rollback, recovery, freshness and status read etl_audit through the audit
-    store (steps/warehouse/audit*.py); no other module names its tables in SQL."""
+    store (steps/shared/warehouse/audit*.py); no other module names its tables in SQL."""
     import re
     from pathlib import Path
 

@@ -38,7 +38,7 @@ from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state
 )
 
 from handler import lambda_handler
-from steps import storage
+from steps.shared.io import storage
 from tests.conftest import CONFIGS, ROOT, SAMPLES
 
 CURRENCY_KEY = "currency/2026-11-01/iso4217.csv"

@@ -23,10 +23,10 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from steps.warehouse.redshift import RedshiftWarehouse
+from steps.shared.warehouse.redshift import RedshiftWarehouse
 
 if TYPE_CHECKING:
-    from steps.mapping import Mapping
+    from steps.shared.mapping.sheet import Mapping
 
 REDSHIFT_ONLY_PARAMETERS = {
     b"client_protocol_version",
@@ -243,7 +243,7 @@ class RedshiftThroughProxy(RedshiftWarehouse):
         return super()._run(REDSHIFT_TABLE_ATTRIBUTES.sub("", sql), params, fetch)
 
     def check_curated_uri(self, curated_uri: str) -> None:
-        from steps import storage
+        from steps.shared.io import storage
 
         if storage.is_s3(curated_uri):  # the real checks (the role, the bucket's region)
             super().check_curated_uri(curated_uri)
@@ -253,7 +253,7 @@ class RedshiftThroughProxy(RedshiftWarehouse):
     def stage(self, staging: str, mapping: Mapping, curated_uri: str) -> None:
         import pyarrow.parquet as pq
 
-        from steps import storage
+        from steps.shared.io import storage
 
         columns = mapping.targets
         self.execute(self.create_staging_sql(staging, mapping))

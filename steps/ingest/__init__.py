@@ -23,15 +23,16 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from steps import progress, storage
-from steps.config import Engine
-from steps.errors import ConfigError, RefloadError, RejectedInput, at
 from steps.ingest.dedupe import POSITION, ArrowFinder, DuckDBFinder
 from steps.ingest.sources import BadCell, BadRecord, SourceTable, read_source
 from steps.ingest.transform import Rejection, apply_mapping
-from steps.mapping import Mapping
-from steps.names import did_you_mean, unknown_name
-from steps.table import TableSpec, load_table_config
+from steps.shared import progress
+from steps.shared.config.model import Engine
+from steps.shared.config.table import TableSpec, load_table_config
+from steps.shared.errors import ConfigError, RefloadError, RejectedInput, at
+from steps.shared.io import storage
+from steps.shared.mapping.sheet import Mapping
+from steps.shared.names import did_you_mean, unknown_name
 
 if TYPE_CHECKING:
     from steps.ingest.hooks import TimeLimit
@@ -318,7 +319,8 @@ def choose_engine(spec: TableSpec, payload: dict[str, Any]) -> Literal["lambda",
 
 
 def ingest_spec(spec: TableSpec, payload: dict[str, Any]) -> dict[str, Any]:
-    """Ingest `payload["source"]` as a loaded table spec says (`steps.frames` uses it too)."""
+    """Ingest `payload["source"]` as a loaded table spec says (`steps.ingest.frames` uses it
+    too)."""
     try:
         return _ingest(spec, payload)
     except RefloadError as error:
@@ -677,7 +679,7 @@ def ingest_result(
     duplicates: int,
     written: int,
 ) -> dict[str, Any]:
-    """What ingest hands to load, on either engine (handler.events.IngestResult)."""
+    """What ingest hands to load, on either engine (handler.aws.events.IngestResult)."""
     return {
         "table": spec.config.table_name,
         "run_id": run_id,

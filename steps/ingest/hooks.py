@@ -45,12 +45,12 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from steps.errors import ConfigError, RejectedInput
+from steps.shared.errors import ConfigError, RejectedInput
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from steps.mapping import Mapping
+    from steps.shared.mapping.sheet import Mapping
 
 Hook = Callable[[Any], Any]
 _loaded: dict[str, Hook] = {}
@@ -279,7 +279,7 @@ def _checked(values: Any, spec: Any, reject: Callable[..., RejectedInput], lines
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from steps.mapping import unstorable
+    from steps.shared.mapping.sheet import unstorable
 
     wanted = spec.data_type.arrow()
     values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values

@@ -34,12 +34,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import structlog
 
-from steps import progress
-from steps.errors import ConfigError, RejectedInput, at
-from steps.names import did_you_mean
+from steps.shared import progress
+from steps.shared.errors import ConfigError, RejectedInput, at
+from steps.shared.names import did_you_mean
 
 if TYPE_CHECKING:
-    from steps.config import TableConfig
+    from steps.shared.config.model import TableConfig
 
 log = structlog.get_logger("refload.sources")
 

@@ -41,8 +41,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from steps import errors, storage
-from steps.errors import RefloadError, RejectedInput, at
 from steps.ingest import (
     DEFAULT_CURATED_ROOT,
     MANIFEST_NAME,
@@ -70,11 +68,14 @@ from steps.ingest.sources import (
     wide_encoding,
 )
 from steps.ingest.transform import apply_mapping
-from steps.table import TableSpec
+from steps.shared import errors
+from steps.shared.config.table import TableSpec
+from steps.shared.errors import RefloadError, RejectedInput, at
+from steps.shared.io import storage
 
 if TYPE_CHECKING:
-    from steps.config import TableConfig
     from steps.ingest.hooks import TimeLimit
+    from steps.shared.config.model import TableConfig
 
 DEFAULT_MASTER = "local[2]"
 # Set on the Lambda function when the stack has an EMR Serverless application: ingest then
@@ -764,7 +765,7 @@ def job_main(argv: list[str]) -> int:
     A refload error (a rejected file) is an outcome, not a crash: it is written for the
     Lambda step after the job to raise, so the alert says what the Lambda engine says.
     """
-    from steps.table import load_table_config
+    from steps.shared.config.table import load_table_config
 
     payload = json.loads(argv[0])
     result_uri = payload.pop("spark_result_uri")

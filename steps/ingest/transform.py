@@ -1,7 +1,7 @@
 """Applying a mapping sheet to a table of text: a thread per column, typed columns out,
 every bad cell set aside as a Rejection (file position, column, value, reason).
 
-What each transform and type means is steps.mapping's (the sheet parser checks defaults
+What each transform and type means is steps.shared.mapping.sheet's (the sheet parser checks defaults
 with the same casts); this module is what only ingest (and `init`, which checks its
 proposal the way ingest will read it) runs.
 """
@@ -13,13 +13,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from steps.errors import ConfigError
-from steps.mapping import PLACEHOLDERS, apply_transforms, blank_to_null, cast_values
+from steps.shared.errors import ConfigError
+from steps.shared.mapping.sheet import PLACEHOLDERS, apply_transforms, blank_to_null, cast_values
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from steps.mapping import ColumnSpec, Mapping
+    from steps.shared.mapping.sheet import ColumnSpec, Mapping
 
 
 THREADED_FROM_ROWS = 100_000  # a table this long is mapped a thread per column

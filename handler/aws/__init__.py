@@ -1,0 +1,1 @@
+"""The Lambda way in: event envelopes (S3, EventBridge), routing, dispatch."""

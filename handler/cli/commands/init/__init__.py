@@ -1,0 +1,1 @@
+"""`python -m handler init`: a config and sheet from a sample."""

@@ -1,0 +1,92 @@
+"""rollback: publish an earlier run's curated file again (`python -m handler rollback`).
+
+Only a replace-mode table can go back to a file: the file holds the whole table. The
+rollback is the load and validate steps on that file, so it publishes in one transaction
+(ledger row of mode `rollback`), runs the table's tests and alerts like any run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from steps.shared.config.model import read_config
+from steps.shared.config.table import load_table_config
+from steps.shared.errors import ConfigError, RefloadError, RejectedInput
+from steps.shared.io import storage
+from steps.shared.names import unknown_name
+from steps.shared.warehouse import open_warehouse
+
+
+def find_config(root: str, table_name: str) -> str:
+    """The config under `root` whose table_name is this one."""
+    uris = [u for u in storage.list_uris(root, suffix=".json") if not u.endswith(".schema.json")]
+    names = []
+    for uri in uris:
+        try:
+            config = read_config(uri)[1]
+        except RefloadError:
+            continue  # another table's broken config is `handler check`'s business
+        if config.table_name == table_name:
+            return uri
+        names.append(config.table_name)
+    raise ConfigError(unknown_name("table", table_name, names), file=root)
+
+
+def _curated_files(curated_uri: str) -> Iterator[str]:
+    """The run's curated file; for an output of parts, its manifest and then every part it
+    lists (a load needs them all)."""
+    yield curated_uri
+    if curated_uri.endswith(storage.MANIFEST_SUFFIX):
+        yield from storage.curated_parts(curated_uri)
+
+
+def load_event(
+    table_name: str, run_id: str, config_root: str, warehouse: str | None
+) -> dict[str, Any]:
+    """The load-step payload that publishes `run_id`'s curated file again."""
+    config_uri = find_config(config_root, table_name)
+    config = load_table_config(config_uri).config
+    if not config.strategy.takes_rollback:
+        raise ConfigError(
+            f"{table_name} has load_mode '{config.mode}': rollback re-publishes one whole "
+            "file, which only a replace table (load_mode 'truncate') takes",
+            file=config_uri,
+        )
+    with open_warehouse(warehouse) as connection:
+        connection.ensure_audit_tables()
+        published = connection.published_file(run_id, config.target)
+    if published is None:
+        raise ConfigError(
+            f"run {run_id} has no ledger row for {config.target}: it published nothing "
+            "(failed, blocked or skipped as already published), so there is no file to go "
+            f"back to; `python -m handler history {table_name}` lists the runs"
+        )
+    curated_uri, content_hash, source_uri, source_version, rows_loaded, modified_at = published
+    for uri in _curated_files(curated_uri):
+        try:
+            storage.size(uri)
+        except RejectedInput:
+            raise RejectedInput(
+                f"the curated file of run {run_id} is gone; curated files are kept "
+                "CuratedRetentionDays days (template.yaml), and a run older than that cannot "
+                "be rolled back to",
+                file=uri,
+            ) from None
+    return {
+        "step": "load",
+        "config": config_uri,
+        "curated_uri": curated_uri,
+        "content_hash": content_hash,
+        "source": source_uri or "",
+        "source_version": source_version or "",
+        "rows_written": int(rows_loaded),
+        # The file's own time, kept on the rollback's ledger row: later files are compared
+        # with the file the table went back to.
+        "source_modified_at": modified_at and str(modified_at),
+        "rollback_to": run_id,
+        # The ledger may hold this very file as the latest publish: go back all the same.
+        "force": True,
+        "table": table_name,
+        **({"warehouse": warehouse} if warehouse else {}),
+    }

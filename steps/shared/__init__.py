@@ -1,0 +1,1 @@
+"""What the steps share, by concern (docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""Failure reports, the channels, and recovery when a table passes."""

@@ -1,0 +1,1 @@
+"""Data-quality checks: the registry, and user SQL held to reading."""

@@ -1,0 +1,1 @@
+"""Table configs and a config with its mapping sheet (TableSpec)."""

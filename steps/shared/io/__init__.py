@@ -1,0 +1,1 @@
+"""Object storage (local paths, s3://) and secrets kept out of output."""

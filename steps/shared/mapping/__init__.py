@@ -1,0 +1,1 @@
+"""Mapping sheets: parsing, and what each type and transform means."""

@@ -1,0 +1,92 @@
+"""Warehouses: pick a dialect from a URL. Dialect modules import their driver lazily.
+
+The package itself imports nothing of the load layer, so that reading the load modes
+(`steps.shared.warehouse.modes`, which table configs validate against) stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from steps.shared.warehouse.base import Warehouse
+
+DEFAULT_URL = "duckdb:///refload.duckdb"
+
+# URL scheme -> "module:class"; the module is imported only when used.
+DIALECTS = {
+    "duckdb": "steps.shared.warehouse.duckdb_dialect:DuckDBWarehouse",
+    "postgresql": "steps.shared.warehouse.postgres:PostgresWarehouse",
+    "postgres": "steps.shared.warehouse.postgres:PostgresWarehouse",
+    "redshift": "steps.shared.warehouse.redshift:RedshiftWarehouse",
+}
+
+
+def resolve_url(url: str | None = None) -> str:
+    return url or os.environ.get("REFLOAD_WAREHOUSE_URL") or DEFAULT_URL
+
+
+# URL -> warehouse, while steps share connections (None: each step opens its own).
+_shared: ContextVar[dict[str, Warehouse] | None] = ContextVar("refload_warehouses", default=None)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Warehouse":  # `from steps.shared.warehouse import Warehouse`, as before
+        from steps.shared.warehouse.base import Warehouse
+
+        return Warehouse
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def open_warehouse(url: str | None = None) -> Warehouse:
+    from steps.shared.errors import ConfigError
+    from steps.shared.io import secrets
+    from steps.shared.names import unknown_name
+
+    url = resolve_url(url)
+    secrets.remember_url(url)  # masked in every log line, message and alert from now on
+    shared = _shared.get()
+    if shared is not None and url in shared:
+        return shared[url]
+    scheme = url.split("://", 1)[0].split("+", 1)[0].lower()
+    if scheme not in DIALECTS:
+        raise ConfigError(f"warehouse URL: {unknown_name('scheme', scheme, DIALECTS)}")
+    module_name, class_name = DIALECTS[scheme].split(":")
+    cls: type[Warehouse] = getattr(importlib.import_module(module_name), class_name)
+    warehouse = cls(url)
+    if shared is not None:
+        warehouse.shared = True
+        shared[url] = warehouse
+    return warehouse
+
+
+@contextmanager
+def shared_connections() -> Iterator[None]:
+    """Steps run in this block (the local pipeline) share one connection per warehouse.
+
+    Opening one costs more than a small table's whole load on DuckDB. A step that fails
+    drops the connection and the next step opens a new one; all are closed at the end.
+    """
+    shared: dict[str, Warehouse] = {}
+    token = _shared.set(shared)
+    try:
+        yield
+    finally:
+        _shared.reset(token)
+        for warehouse in shared.values():
+            warehouse.close()
+
+
+__all__ = [
+    "DEFAULT_URL",
+    "DIALECTS",
+    "Warehouse",
+    "open_warehouse",
+    "resolve_url",
+    "shared_connections",
+]

@@ -1,0 +1,428 @@
+"""The SQL client: one driver session, its transactions, timeouts and lock waits, the
+read-only sandbox for user SQL, and quoting."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import Any, ClassVar, Self
+
+import structlog
+
+from steps.shared.errors import ConfigError, InfrastructureError, RefloadError, WarehouseUnavailable
+
+log = structlog.get_logger("refload")
+
+# How long a publish waits for a lock another transaction holds on its target before
+# it gives up as retryable (WarehouseUnavailable): an open transaction left in a SQL
+# client must not make a load hang until the function times out.
+LOCK_TIMEOUT_ENV = "REFLOAD_LOCK_TIMEOUT_SECONDS"
+DEFAULT_LOCK_TIMEOUT_SECONDS = 180.0
+# How long one warehouse statement may run before the server cancels it: well below
+# Lambda's 15 minutes, so that a runaway query never holds the target's lock until the
+# function is killed (and on, server-side, after that), and the failure is recorded.
+# Where the server has no such limit (DuckDB, in-process) the process's end stops it.
+STATEMENT_TIMEOUT_ENV = "REFLOAD_STATEMENT_TIMEOUT_SECONDS"
+DEFAULT_STATEMENT_TIMEOUT_SECONDS = 600.0
+QUERY_CANCELED = "57014"  # statement_timeout, or a cancel request
+
+# SQLSTATEs (PostgreSQL's codes, which Redshift shares) that a retry can clear:
+# connection exceptions (class 08), serialization failure, deadlock, lock not
+# available, statement cancelled (a timeout), server shutting down or starting,
+# too many connections.
+TRANSIENT_SQLSTATE_CLASSES = frozenset({"08"})
+TRANSIENT_SQLSTATES = frozenset(
+    {"40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03", "53300", "53400"}
+)
+# Waiting for a lock gave up: lock_timeout (PostgreSQL) or statement_timeout (Redshift).
+LOCK_WAIT_GAVE_UP = frozenset({"55P03", "57014"})
+# Another session created the same schema or table at the same moment: unique
+# violation on the catalog, duplicate table, duplicate schema, or duplicate object
+# ("type ... already exists": the row type of a table created at the same moment).
+CREATED_CONCURRENTLY = frozenset({"23505", "42P07", "42P06", "42710"})
+# Another session added the same column at the same moment (duplicate column).
+ADDED_CONCURRENTLY = frozenset({"23505", "42701"})
+
+
+def sqlstate(error: BaseException | None) -> str | None:
+    """The SQLSTATE of a driver error: psycopg's `sqlstate`, or the 'C' field that
+    redshift-connector puts in the dict of the error's first argument."""
+    if error is None:
+        return None
+    code = getattr(error, "sqlstate", None)
+    if isinstance(code, str):
+        return code
+    fields = error.args[0] if error.args and isinstance(error.args[0], dict) else {}
+    code = fields.get("C")
+    return code if isinstance(code, str) else None
+
+
+def is_transient_sqlstate(code: str | None) -> bool:
+    if not code:
+        return False
+    return code in TRANSIENT_SQLSTATES or code[:2] in TRANSIENT_SQLSTATE_CLASSES
+
+
+def lock_timeout_seconds() -> float:
+    return _seconds_setting(LOCK_TIMEOUT_ENV, DEFAULT_LOCK_TIMEOUT_SECONDS)
+
+
+def statement_timeout_seconds() -> float:
+    return _seconds_setting(STATEMENT_TIMEOUT_ENV, DEFAULT_STATEMENT_TIMEOUT_SECONDS)
+
+
+def _seconds_setting(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise ConfigError(f"{name} must be a number of seconds above 0", value=raw)
+    return seconds
+
+
+class UserSqlAbortedPublish(Exception):
+    """User SQL failed inside the publish transaction where no savepoint can undo the
+    failure (DuckDB): the transaction is aborted and rolls back. Not a RefloadError, so
+    that it passes the per-test error handling up to the load step, which publishes
+    again with the test's error as its result (`steps.load`)."""
+
+    def __init__(self, error: RefloadError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a warehouse can do, stated as data (as dlt's destination capabilities).
+
+    The shared loader branches on these fields; a dialect states them and never
+    spells a missing feature as SQL that does nothing.
+    """
+
+    # Longest table, schema or column name, in bytes (PostgreSQL cuts longer ones).
+    max_identifier_bytes: int
+    # The unbounded text type: `string` columns and casts to text.
+    text_type: str
+    # BEGIN READ ONLY: the server refuses writes in the transaction.
+    read_only_transactions: bool
+    # SET statement_timeout: the server cancels a statement that runs too long.
+    statement_timeout: bool
+    # SET LOCAL: a setting that ends with its transaction.
+    transaction_settings: bool
+    # SET LOCAL lock_timeout: a statement waiting for a lock fails instead of hanging.
+    lock_timeout: bool
+    # SAVEPOINT / ROLLBACK TO SAVEPOINT inside a transaction.
+    savepoints: bool
+    # LOCK TABLE ... IN SHARE ROW EXCLUSIVE MODE: serialises publishers of a table
+    # while its readers go on.
+    publisher_lock: bool
+    # CREATE TABLE / ALTER TABLE ADD COLUMN roll back with the transaction. The publish
+    # creates the target inside its transaction and needs this (docs/adr/0008).
+    ddl_in_transactions: bool
+    # MERGE INTO.
+    supports_merge: bool
+    # Most columns a table may have (PostgreSQL's and Redshift's 1,600), history columns
+    # included; None: no limit of its own.
+    max_columns: int | None = None
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+class SqlClient:
+    """A driver session: statements, transactions (BEGIN ... COMMIT), timeouts, lock
+    waits, the read-only sandbox for user SQL, and quoting."""
+
+    dialect: ClassVar[str] = "base"
+    capabilities: ClassVar[Capabilities]
+    placeholder: ClassVar[str] = "%s"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._conn: Any = None
+        self.in_transaction = False
+        # Set while steps in one process share this warehouse (`shared_connections`).
+        self.shared = False
+        self._audit_tables_ready = False
+        # What a cancelled statement ran under (see `_error`): the setting and its seconds.
+        self._statement_limit = (STATEMENT_TIMEOUT_ENV, statement_timeout_seconds())
+        self._waiting_for_lock = False
+
+    # --- connection ------------------------------------------------------------------
+
+    def _connect(self) -> Any:
+        raise NotImplementedError
+
+    def translate_error(self, error: Exception) -> RefloadError:
+        """Driver error -> refload error (transient when a retry may help)."""
+        return InfrastructureError(f"{self.dialect} error: {error}")
+
+    def _error(self, error: Exception) -> RefloadError:
+        """`translate_error`, except for a statement the server cancelled for running too
+        long. That one is terminal: a retry would run the same statement on the same rows
+        for as long again, holding the target's lock each time. A lock wait that gave up
+        stays retryable (`_bounded_lock_wait`)."""
+        if sqlstate(error) != QUERY_CANCELED or self._waiting_for_lock:
+            return self.translate_error(error)
+        setting, seconds = self._statement_limit
+        return InfrastructureError(
+            f"a {self.dialect} statement ran longer than {seconds:g} s ({setting}) and was "
+            f"cancelled; its transaction was rolled back, the target is unchanged: find what "
+            f"made it slow, or raise {setting} ({self.translate_error(error).reason})"
+        )
+
+    def statement_timeout_ms(self) -> int:
+        return max(1, int(self._statement_limit[1] * 1000))
+
+    @property
+    def conn(self) -> Any:
+        if self._conn is None:
+            try:
+                self._conn = self._connect()
+            except RefloadError:
+                raise
+            except Exception as error:
+                raise self.translate_error(error) from error
+            try:
+                self._bound_statements()
+            except RefloadError:
+                self.close()
+                raise
+        return self._conn
+
+    def _bound_statements(self) -> None:
+        """Every statement of a new session under `statement_timeout_seconds()`, where the
+        server has such a limit; a dialect that sets it at connect overrides this."""
+        if self.capabilities.statement_timeout:
+            self.execute(f"SET statement_timeout = {self.statement_timeout_ms()}")
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, error_type: type[BaseException] | None, *exc: object) -> None:
+        # A shared connection stays open for the next step, unless this one failed:
+        # its session state is then unknown, so the next step reconnects.
+        if error_type is not None or not self.shared:
+            self.close()
+
+    def _sql(self, sql: str) -> str:
+        return sql if self.placeholder == "%s" else sql.replace("%s", self.placeholder)
+
+    def _run(self, sql: str, params: Sequence[Any], fetch: bool) -> tuple[list[str], list[Any]]:
+        """Run one statement on a fresh cursor; dialects whose cursors are not shared override."""
+        cursor = self.conn.cursor()
+        try:
+            cursor.execute(self._sql(sql), tuple(params) or None)
+            if not fetch:
+                return [], []
+            return [d[0] for d in cursor.description or []], list(cursor.fetchall())
+        finally:
+            cursor.close()
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        try:
+            self._run(sql, params, fetch=False)
+        except RefloadError:
+            raise
+        except Exception as error:
+            raise self._error(error) from error
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self.query_with_names(sql, params)[1]
+
+    def query_with_names(
+        self, sql: str, params: Sequence[Any] = ()
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        try:
+            names, rows = self._run(sql, params, fetch=True)
+        except RefloadError:
+            raise
+        except Exception as error:
+            raise self._error(error) from error
+        return names, [tuple(r) for r in rows]
+
+    def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        rows = self.query(sql, params)
+        return rows[0][0] if rows else None
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """BEGIN ... COMMIT; any failure, COMMIT's own included, rolls back and raises."""
+        self.execute("BEGIN")
+        self.in_transaction = True
+        try:
+            yield
+            self._commit()
+        except BaseException:
+            self.rollback()
+            raise
+        finally:
+            self.in_transaction = False
+
+    def _commit(self) -> None:
+        try:
+            self.execute("COMMIT")
+        except RefloadError as error:
+            # Redshift, for one, reports a serializable isolation conflict at COMMIT.
+            raise type(error)(
+                f"COMMIT failed, the transaction was rolled back: {error.reason}"
+            ) from error
+
+    @property
+    def user_sql_in_publish(self) -> bool:
+        """Whether user SQL can run inside the publish transaction as safely as outside it.
+
+        Where the server enforces read-only, that takes a savepoint to switch to read-only
+        and back; without savepoints (Redshift) it cannot. Where it never enforces it
+        (DuckDB), only the parse guard applies, inside the publish as outside.
+        """
+        return self.capabilities.savepoints or not self.capabilities.read_only_transactions
+
+    @contextmanager
+    def read_only(self, timeout_seconds: int) -> Iterator[None]:
+        """Run user SQL that may only read, with a time limit; whatever it did is undone.
+
+        Outside a transaction: a read-only transaction, rolled back. Inside one (before-
+        publish checks): a savepoint, read-only from there on, rolled back to, so that the
+        publish goes on as if the SQL had never run. The statement timeout is put back as
+        it was, also where it can only be set for the whole session.
+        """
+        previous_timeout = self._session_timeout()
+        limit = self._statement_limit
+        self._statement_limit = ("the custom_sql time limit", float(timeout_seconds))
+        try:
+            if self.in_transaction:
+                with self._read_only_savepoint(timeout_seconds):
+                    yield
+                return
+            self.execute("BEGIN READ ONLY" if self.capabilities.read_only_transactions else "BEGIN")
+            self.in_transaction = True
+            try:
+                self.set_statement_timeout(timeout_seconds)
+                yield
+            finally:
+                self.in_transaction = False
+                self.rollback()
+        finally:
+            self._statement_limit = limit
+            if previous_timeout is not None:
+                self.execute(f"SET statement_timeout TO {_setting_literal(previous_timeout)}")
+
+    @contextmanager
+    def _read_only_savepoint(self, timeout_seconds: int) -> Iterator[None]:
+        if not self.user_sql_in_publish:
+            raise ConfigError(
+                f"custom_sql cannot run before_publish on {self.dialect}: it has no "
+                "savepoints to make the publish transaction read-only for the query and "
+                "undo it; run the test after_publish"
+            )
+        if not self.capabilities.savepoints:  # nothing to enforce: the parse guard applies
+            try:
+                yield
+            except RefloadError as error:
+                raise UserSqlAbortedPublish(error) from error
+            return
+        self.execute("SAVEPOINT refload_user_sql")
+        try:
+            self.execute("SET LOCAL transaction_read_only = on")
+            self.set_statement_timeout(timeout_seconds)
+            yield
+        finally:
+            # Also undoes the two settings, and clears an error the query raised.
+            self.execute("ROLLBACK TO SAVEPOINT refload_user_sql")
+            self.execute("RELEASE SAVEPOINT refload_user_sql")
+
+    def _session_timeout(self) -> str | None:
+        """The session's statement timeout, when setting it for a check outlives the check."""
+        if not self.capabilities.statement_timeout or self.capabilities.transaction_settings:
+            return None
+        return str(self.scalar("SHOW statement_timeout"))
+
+    def set_statement_timeout(self, seconds: int) -> None:
+        """Limit each statement from here on: for the transaction where settings can be
+        local to it, else for the session; nothing where the server has no such limit."""
+        if not self.capabilities.statement_timeout:
+            return
+        scope = "LOCAL " if self.capabilities.transaction_settings else ""
+        self.execute(f"SET {scope}statement_timeout = {int(seconds) * 1000}")
+
+    def rollback(self) -> None:
+        # The connection may be gone; the server rolls back on its own then.
+        with suppress(RefloadError):
+            self.execute("ROLLBACK")
+
+    def quote(self, identifier: str) -> str:
+        return '"' + identifier.replace('"', '""') + '"'
+
+    def literal(self, text: str) -> str:
+        """A string as a SQL literal, where a statement takes no parameter (COPY's source)."""
+        return "'" + text.replace("'", "''") + "'"
+
+    def table(self, schema: str, name: str) -> str:
+        return f"{self.quote(schema)}.{self.quote(name)}"
+
+    @contextmanager
+    def _bounded_lock_wait(self, target: str, *, announce: bool = False) -> Iterator[None]:
+        """Statements in this block wait at most `lock_timeout_seconds()` for a lock that
+        another transaction holds, then fail as retryable.
+
+        PostgreSQL: lock_timeout. Redshift has none: a statement waits for a lock as
+        long as it runs, so the block runs under a statement_timeout of that length
+        (it holds only the short statements that take the locks). DuckDB: nothing
+        waits (one writer per file; a conflict fails at once).
+        """
+        seconds = lock_timeout_seconds()
+        milliseconds = max(1, int(seconds * 1000))
+        caps = self.capabilities
+        # Outside a transaction the setting is the session's: put back when the block ends,
+        # so later statements on this connection (the next step's) keep their own.
+        session_lock_timeout = caps.lock_timeout and not (
+            self.in_transaction and caps.transaction_settings
+        )
+        if caps.lock_timeout:
+            scope = "" if session_lock_timeout else "LOCAL "
+            self.execute(f"SET {scope}lock_timeout = {milliseconds}")
+        elif caps.statement_timeout:
+            self.execute(f"SET statement_timeout = {milliseconds}")
+        if announce:
+            log.info("waiting for the target's lock", target=target, at_most_seconds=seconds)
+        waiting, self._waiting_for_lock = self._waiting_for_lock, True
+        try:
+            yield
+        except WarehouseUnavailable as error:
+            if sqlstate(error.__cause__) not in LOCK_WAIT_GAVE_UP:
+                raise
+            raise WarehouseUnavailable(
+                f"{target} is locked by another transaction; gave up after {seconds:g} s "
+                f"({LOCK_TIMEOUT_ENV}); a retry may succeed ({error.reason})",
+                table=target,
+            ) from error
+        finally:
+            self._waiting_for_lock = waiting
+            if session_lock_timeout:
+                with suppress(RefloadError):
+                    self.execute("RESET lock_timeout")
+            if caps.statement_timeout and not caps.lock_timeout:
+                # The session's own limit again (`_bound_statements`); in a failed
+                # transaction this fails, and the rollback restores it instead.
+                with suppress(RefloadError):
+                    self.execute(f"SET statement_timeout = {self.statement_timeout_ms()}")
+
+
+def _setting_literal(value: str) -> str:
+    return value if value.isdigit() else "'" + value.replace("'", "''") + "'"

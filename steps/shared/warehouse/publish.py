@@ -1,0 +1,250 @@
+"""The publisher: stage, then one transaction that publishes and writes the ledger row."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+import structlog
+
+from steps.shared.errors import RefloadError, RejectedInput, WarehouseUnavailable
+from steps.shared.warehouse.audit import LedgerEntry, TargetState
+from steps.shared.warehouse.audit_reads import AuditReads
+from steps.shared.warehouse.catalog import VALID_TO, TargetTable, _CreatedConcurrently
+from steps.shared.warehouse.changes import ChangeSet
+from steps.shared.warehouse.client import utcnow
+from steps.shared.warehouse.modes import MODES, Staged
+
+if TYPE_CHECKING:
+    from steps.shared.config.model import LedgerMode
+    from steps.shared.warehouse.base import Warehouse
+
+log = structlog.get_logger("refload")
+
+# before_publish(warehouse, rows_before, rows_staged, changes): see `Warehouse.publish`.
+BeforePublish = Callable[["Warehouse", int, int, ChangeSet | None], None]
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    published: bool
+    rows_loaded: int
+    rows_before: int
+    rows_after: int
+    skipped_reason: str | None = None
+    target_created: bool = False
+    changes: ChangeSet | None = None
+    # Not published because the target holds a newer file (`Warehouse._stale`).
+    stale: bool = False
+
+
+class Publisher(AuditReads):
+    """The one publish transaction: skip rules, locks, change detection, the load
+    mode's statements and the ledger row."""
+
+    def _skipped(
+        self, entry: LedgerEntry, target: TargetTable, state: TargetState, created: bool
+    ) -> PublishResult | None:
+        """A result that publishes nothing: this file is already in the target, or the
+        target's last published file was written after this one (stale).
+
+        The ledger alone is not enough: a target dropped or emptied out of band, then the
+        same file replayed, must be published again (the mode's `republish` rule). S3
+        delivers out of order and two files may run at once: a file older than the last
+        published one is stale, in the modes that are `ordered`. A target's first file, and
+        a file or ledger row without a time (published by an earlier version), never are.
+        """
+        where = f"{target.schema}.{target.name}"
+        count, latest, run_id = state.rows, state.latest, state.published_by
+        if run_id is not None and created:
+            log.warning("target is gone; publishing the file again", target=where, run=run_id)
+        elif run_id is not None:
+            left = latest.rows_after if latest else count
+            if not MODES[entry.load_mode].republish(count, left):
+                return PublishResult(
+                    False,
+                    0,
+                    count,
+                    count,
+                    f"already published by run {run_id} (same content and config)",
+                )
+            log.warning(
+                "target changed since the last publish; publishing the file again",
+                target=where,
+                rows_in_target=count,
+                rows_after_last_publish=left,
+                run=run_id,
+            )
+        newest = latest.source_modified_at if latest else None
+        modified = entry.source_modified_at
+        if not MODES[entry.load_mode].ordered or modified is None or newest is None:
+            return None
+        if latest is None or modified >= newest:
+            return None
+        return PublishResult(
+            False,
+            0,
+            count,
+            count,
+            f"stale: the file was written at {modified.isoformat()}, before "
+            f"the file run {latest.run_id} published ({newest.isoformat()}); --force publishes it",
+            stale=True,
+        )
+
+    def _take_publish_lock(self, target: str, where: str) -> None:
+        """Serialise publishers of the target, waiting a bounded time for other writers."""
+        caps = self.capabilities
+        if caps.publisher_lock:
+            statement = f"LOCK TABLE {target} IN SHARE ROW EXCLUSIVE MODE"
+        elif caps.statement_timeout:
+            # Takes the table's write lock now (Redshift: ShareRowExclusiveLock), so that
+            # waiting for another writer happens here, under the statement_timeout bound.
+            statement = f"DELETE FROM {target} WHERE 1 = 0"
+        else:
+            return  # DuckDB: nothing to wait for
+        with self._bounded_lock_wait(where, announce=True):
+            self.execute(statement)
+
+    def duplicate_key_in(self, staging: str, key: list[str]) -> tuple[Any, ...] | None:
+        cols = ", ".join(self.quote(k) for k in key)
+        rows = self.query(
+            f"SELECT {cols} FROM {self.quote(staging)} GROUP BY {cols} HAVING COUNT(*) > 1 LIMIT 1"
+        )
+        return rows[0] if rows else None
+
+    def publish_statements(
+        self,
+        mode: LedgerMode,
+        target: str,
+        staging: str,
+        columns: list[str],
+        key: list[str],
+        delta: str | None = None,
+        loaded_at: dt.datetime | None = None,
+    ) -> list[str]:
+        """The statements that publish staged rows: the load mode's (`modes`)."""
+        staged = Staged(target, staging, columns, key, delta, loaded_at or utcnow())
+        return MODES[mode].statements(self, staged)
+
+    def count(self, target: str, *, current: bool = False) -> int:
+        """Rows of a table; `current`: of a history table, the current versions only."""
+        where = f" WHERE {self.quote(VALID_TO)} IS NULL" if current else ""
+        return int(self.scalar(f"SELECT COUNT(*) FROM {target}{where}"))
+
+    def publish(
+        self,
+        entry: LedgerEntry,
+        target: TargetTable,
+        before_publish: BeforePublish | None = None,
+        *,
+        force: bool = False,
+    ) -> PublishResult:
+        """Stage, then create/replace/upsert/append/scd2 plus the ledger row in ONE transaction.
+
+        `before_publish(warehouse, rows_before, rows_staged, changes)` runs inside that
+        transaction after the rows are in place and before the ledger row; raising there
+        rolls everything back, the target's creation included. `changes` is the change set
+        (tables with a primary key), else None. `force` publishes even when the ledger says
+        this file is already in the target.
+        """
+        existed = self.check_target(target)
+        if force:
+            log.info("force: publishing whatever the ledger says", target=entry.target)
+        # Staged before the publish transaction; whether the file is already in the target
+        # is asked once, under the publish lock (`_skipped`).
+        staging = self.staging_name(entry.run_id)
+        self.stage(staging, target.mapping, entry.curated_uri)
+        try:
+            if MODES[entry.load_mode].unique_staged_keys:
+                doubled = self.duplicate_key_in(staging, target.key)
+                if doubled:
+                    value = ", ".join(
+                        f"{k}={v!r}" for k, v in zip(target.key, doubled, strict=True)
+                    )
+                    raise RejectedInput(
+                        f"duplicate primary key ({value}) in the incoming rows",
+                        file=entry.curated_uri,
+                    )
+            try:
+                return self._publish_staged(entry, target, existed, staging, before_publish, force)
+            except _CreatedConcurrently:
+                # Another run created the schema or table a moment ago and this
+                # transaction is rolled back: again, now that it exists.
+                log.info(
+                    "target created by a concurrent run; publishing again", target=entry.target
+                )
+                try:
+                    return self._publish_staged(entry, target, {}, staging, before_publish, force)
+                except _CreatedConcurrently as again:
+                    raise WarehouseUnavailable(
+                        f"{entry.target} was being created by another run twice in a row; "
+                        "a retry may succeed",
+                        table=entry.target,
+                    ) from again
+        finally:
+            # A temporary table goes with the session (the step's, or the local run's);
+            # where staging must go now, best effort: a failed cleanup must not hide why
+            # the publish failed.
+            if self.drops_staging:
+                with suppress(RefloadError):
+                    self.execute(self.drop_staging_sql(staging))
+
+    def _publish_staged(
+        self,
+        entry: LedgerEntry,
+        target: TargetTable,
+        existed: dict[str, str],
+        staging: str,
+        before_publish: BeforePublish | None,
+        force: bool,
+    ) -> PublishResult:
+        ref = self.table(target.schema, target.name)
+        where = f"{target.schema}.{target.name}"
+        mode = MODES[entry.load_mode]
+        with self.transaction():
+            created = self._ensure_target(target, existed)
+            self._take_publish_lock(ref, where)
+            # Under the lock: a concurrent run may have published this file meanwhile, or
+            # a newer one (which wins, whichever run commits first).
+            changes, delta, loaded = None, None, None
+            if target.key and not target.history:
+                # The change set in the same query as the target's state: one round trip
+                # (computed for nothing when the file is then skipped, a replay).
+                head = self.state_query(entry, ref, target.history)
+                if created:  # empty: every staged key is added
+                    changes, loaded, row = self.changes_into_new(target, staging, head)
+                else:
+                    changes, loaded, row = self.change_set(
+                        mode.replaces, target, ref, staging, head
+                    )
+                state = self.read_state(entry, row)
+            else:
+                state = self.target_state(entry, ref, target.history)
+            skipped = None if force else self._skipped(entry, target, state, created)
+            if skipped:
+                return skipped
+            before = state.rows
+            loaded_at = utcnow()
+            if target.key and target.history:  # scd2 publishes from the delta table
+                delta = f"refload_delta_{secrets.token_hex(4)}"
+                changes = self.compute_changes(mode.replaces, target, ref, staging, delta)
+            for statement in self.publish_statements(
+                entry.load_mode, ref, staging, target.mapping.targets, target.key, delta, loaded_at
+            ):
+                self.execute(statement)
+            if delta:  # temporary; inside the transaction, so a rollback removes it too
+                self.execute(f"DROP TABLE {self.quote(delta)}")
+            if loaded is None:
+                loaded = int(self.scalar(f"SELECT COUNT(*) FROM {self.quote(staging)}"))
+            if before_publish is not None:
+                before_publish(cast("Warehouse", self), before, loaded, changes)
+            # Known from the counts where the mode says so (before_publish only reads).
+            after = mode.rows_after(before, loaded, changes)
+            if after is None:
+                after = self.count(ref, current=target.history)
+            self.write_ledger(entry, loaded, before, after, changes, loaded_at)
+        return PublishResult(True, loaded, before, after, target_created=created, changes=changes)
