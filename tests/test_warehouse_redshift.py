@@ -376,6 +376,6 @@ def test_the_proxy_holds_each_statement_as_a_distant_leader_node(
     assert code == 0, json.loads(capsys.readouterr().out)["error"]
     assert far.statements >= 10
     assert far.round_trips > far.statements  # the login and each new statement's Parse
-    # Held: without the delay the whole run waits ~0.1 s. (Not to the millisecond: the round
-    # trip still open when the connection closes is not counted.)
+    # Each statement waited out the delay (to 80%: a round trip still open when the
+    # connection closes is not counted).
     assert far.waited >= far.statements * 0.05 * 0.8
