@@ -86,3 +86,51 @@ def test_an_alert_channel_is_one_file_and_one_registry_line(
     assert summary["alert"] == {"toy": {"status": "sent", "ref": str(inbox)}}
     [subject] = inbox.read_text(encoding="utf-8").splitlines()
     assert subject.startswith("[refload] t_codes failed on ")
+
+
+TOY_COMMAND = '''
+"""A toy CLI command: `tables FOLDER` lists the table configs in a folder, one a line."""
+import json
+from pathlib import Path
+
+from handler.cli.command import Command
+from steps.shared.errors import ConfigError
+
+
+def add_arguments(parser):
+    parser.add_argument("folder", help="folder of table configs")
+    parser.add_argument("--json", action="store_true", help="print JSON on stdout")
+
+
+def run(args):
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        raise ConfigError("no such folder", file=args.folder)
+    tables = sorted(json.loads(p.read_text())["table_name"] for p in folder.glob("*.json"))
+    print(json.dumps(tables) if args.json else "\\n".join(tables))
+    return 0
+
+
+COMMAND = Command("list the table configs in a folder", add_arguments, run)
+'''
+
+
+def test_a_cli_command_is_one_file_and_one_registry_line(table_dir, tmp_path, monkeypatch, capsys):
+    from handler.cli import COMMANDS, main
+
+    config = table_dir("source_column,target_column,data_type\ncode,code,varchar(3)\n")
+    with pytest.raises(SystemExit) as refused:  # not registered yet: argparse refuses it
+        main(["tables", str(config.parent)])
+    assert refused.value.code == 2
+    assert "invalid choice: 'tables'" in capsys.readouterr().err
+
+    toy = _toy(tmp_path, monkeypatch, "toy_tables", TOY_COMMAND)
+    monkeypatch.setitem(COMMANDS, "tables", toy.COMMAND)  # the registry line
+
+    assert main(["tables", str(config.parent), "--json"]) == 0
+    assert capsys.readouterr().out.strip() == '["t_codes"]'
+    # The one error policy: a RefloadError is one line on stderr and its exit code.
+    assert main(["tables", str(tmp_path / "missing")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == f"ConfigError: {tmp_path / 'missing'}: no such folder\n"

@@ -44,7 +44,7 @@ def run_step(
     With `outcomes`, the row is collected for the caller to write with the others
     (the local pipeline writes them in one connection); otherwise it is written now.
     """
-    from handler.aws import events
+    from steps.contracts import step_result
     from steps.shared.errors import FULL_TEXT_BYTES, RefloadError, shortened, truncate_bytes
 
     module = importlib.import_module(STEPS[step])
@@ -59,7 +59,7 @@ def run_step(
     if step == "notify":  # the run's FAIL, whether or not an alert channel delivers
         lineage.after_step(step, payload, {}, started_at)
     try:
-        result = events.step_result(step, module.run(payload))
+        result = step_result(step, module.run(payload))
     except RefloadError as error:
         error.step = error.step or step
         if error.table and not payload.get("table"):
@@ -173,8 +173,9 @@ def log_ignored(payload: dict[str, Any]) -> None:
 
 
 def lambda_handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
-    # pydantic (the payload models) on first use: `import handler` stays light.
-    from handler.aws import events
+    # pydantic (the payload models, steps.contracts) on first use: `import handler` stays light.
+    from handler.aws.events import to_payload
+    from steps.contracts import fit_state
 
     configure_logging()
     structlog.contextvars.clear_contextvars()
@@ -186,7 +187,7 @@ def lambda_handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]
         "execution": _execution_name(event),
     }
     structlog.contextvars.bind_contextvars(**{k: v for k, v in invocation.items() if v})
-    payload = events.to_payload(event)
+    payload = to_payload(event)
     if payload.get("ignored"):
         log_ignored(payload)
         return payload
@@ -197,7 +198,7 @@ def lambda_handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]
         return result
     # Steps pass pointers on: the next state's input is this payload plus the result,
     # bounded as a whole (the payload carries load's checks beside validate's).
-    return events.fit_state({**payload, **result})
+    return fit_state({**payload, **result})
 
 
 def _execution_name(event: Any) -> str | None:

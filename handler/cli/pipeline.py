@@ -11,7 +11,8 @@ from typing import Any
 import structlog
 
 from handler.aws.dispatch import StepOutcome, log_ignored, record_outcomes, run_step
-from handler.aws.events import bounded_checks, new_run_id, to_payload
+from handler.aws.events import new_run_id, to_payload
+from steps.contracts import bounded_checks
 
 ORDER = ("ingest", "load", "validate")
 log = structlog.get_logger("refload")

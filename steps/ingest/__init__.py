@@ -679,7 +679,7 @@ def ingest_result(
     duplicates: int,
     written: int,
 ) -> dict[str, Any]:
-    """What ingest hands to load, on either engine (handler.aws.events.IngestResult)."""
+    """What ingest hands to load, on either engine (steps.contracts.IngestResult)."""
     return {
         "table": spec.config.table_name,
         "run_id": run_id,

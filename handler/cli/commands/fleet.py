@@ -11,33 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-COMMANDS = ("freshness", "status")
-
-
-def add_parsers(commands: Any) -> None:
-    """Add the fleet subcommands to `python -m handler`'s subparsers."""
-    freshness = commands.add_parser(
-        "freshness",
-        help="tables whose last file is older than their config's freshness allows; "
-        "alerts once per table past error_after (exit 1)",
-    )
-    _root_and_warehouse(freshness)
-    freshness.add_argument(
-        "--now", help="judge ages at this ISO 8601 time instead of now (UTC without an offset)"
-    )
-    freshness.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    status = commands.add_parser(
-        "status",
-        help="one line per configured table: last run, status, when, rows, tests, freshness",
-    )
-    _root_and_warehouse(status)
-    status.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    status.add_argument(
-        "--html",
-        metavar="FILE",
-        help="also write one self-contained page (inline CSS and SVG charts of each table's "
-        "rows and tests); a path or an s3:// URI (served as text/html)",
-    )
+from handler.cli.command import Command
+from handler.cli.output import print_freshness
 
 
 def _root_and_warehouse(parser: argparse.ArgumentParser) -> None:
@@ -55,27 +30,6 @@ def _config_root(args: argparse.Namespace) -> str:
     return str(args.config_root or config_root())
 
 
-def print_freshness(outcome: dict[str, Any], results: list[Any]) -> None:
-    from steps.freshness import cadence
-
-    if not results:
-        print("no table config has a freshness key: nothing to check")
-    for result in results:
-        if result.last_loaded_at is None:
-            seen = "never received a file"
-        else:
-            seen = (
-                f"last file {result.last_loaded_at:%Y-%m-%d %H:%M} UTC "
-                f"({result.age_hours:,.1f} h ago)"
-            )
-        line = f"{result.table:<18} {result.status.upper():<12} {seen}  [{cadence(result.config)}]"
-        alert = outcome["alerts"].get(result.table)
-        if alert:
-            sent = ", ".join(f"{name} {a['status']}" for name, a in alert.items())
-            line += f"  alert: {sent}"
-        print(line)
-
-
 def freshness(args: argparse.Namespace) -> int:
     """Exit 0 when no table is past its error_after, 1 otherwise (docs/architecture.md); 2 when a
     config under the root does not validate (the others are still checked and alerted on)."""
@@ -86,6 +40,22 @@ def freshness(args: argparse.Namespace) -> int:
         _config_root(args), args.warehouse, parse_now(args.now), f"freshness-{new_run_id()}"
     )
     return report_freshness(outcome, as_json=args.json)
+
+
+def freshness_arguments(parser: argparse.ArgumentParser) -> None:
+    _root_and_warehouse(parser)
+    parser.add_argument(
+        "--now", help="judge ages at this ISO 8601 time instead of now (UTC without an offset)"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+FRESHNESS = Command(
+    "tables whose last file is older than their config's freshness allows; "
+    "alerts once per table past error_after (exit 1)",
+    freshness_arguments,
+    freshness,
+)
 
 
 def report_freshness(outcome: dict[str, Any], *, as_json: bool) -> int:
@@ -159,14 +129,22 @@ def status(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(args: argparse.Namespace) -> int:
-    from steps.shared.errors import RefloadError
+def status_arguments(parser: argparse.ArgumentParser) -> None:
+    _root_and_warehouse(parser)
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    parser.add_argument(
+        "--html",
+        metavar="FILE",
+        help="also write one self-contained page (inline CSS and SVG charts of each table's "
+        "rows and tests); a path or an s3:// URI (served as text/html)",
+    )
 
-    try:
-        return freshness(args) if args.command == "freshness" else status(args)
-    except RefloadError as error:
-        print(f"{type(error).__name__}: {error.message}", file=sys.stderr)
-        return error.exit_code
+
+STATUS = Command(
+    "one line per configured table: last run, status, when, rows, tests, freshness",
+    status_arguments,
+    status,
+)
 
 
 # Scheduled steps (handler.aws.dispatch.SCHEDULED_STEPS) as `replay` runs a saved event of theirs.

@@ -68,7 +68,7 @@ class _Strict(BaseModel):
 # every dialect shares (steps.shared.warehouse.base.AUDIT_TABLES).
 MAX_TEST_NAME_BYTES = 256
 # A name made from the columns stays shorter still, so that it travels whole in the step
-# results (handler.aws.events.VALUE_CHARS: longer values are cut there) and alert signatures.
+# results (steps.contracts.VALUE_CHARS: longer values are cut there) and alert signatures.
 # Names up to this long are kept as they always were.
 MAX_DERIVED_NAME_CHARS = 200
 NAME_HASH_CHARS = 12

@@ -1,0 +1,67 @@
+"""`preview` and `history`: look at a file or a table without publishing anything."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from handler import progress
+from handler.cli.command import Command, quiet_options
+from handler.cli.output import print_history, print_preview
+
+
+def preview_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="table config (path or s3:// URI)")
+    parser.add_argument("--source", required=True, help="source file (path or s3:// URI)")
+    parser.add_argument("--rows", type=int, default=10, help="rows to show (default 10)")
+    quiet_options(parser)
+
+
+def preview(args: argparse.Namespace) -> int:
+    """Exit 0 when a run would load the file, 2 when it would refuse it."""
+    from steps.ingest.frames import preview as ingest_preview
+
+    with progress.shown(args.quiet):  # ingest's own phases
+        result = ingest_preview(args.config, args.source)
+        print_preview(result, args.rows)
+    return 2 if result.summary["refused"] else 0
+
+
+PREVIEW = Command(
+    "what ingest makes of a file (typed rows, rejected rows), as pandas prints it; "
+    "nothing is published",
+    preview_arguments,
+    preview,
+)
+
+
+def history_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("table", help="table_name from its config")
+    parser.add_argument("--warehouse", help="as for run")
+    parser.add_argument("--limit", type=int, default=10, help="how many runs (default 10)")
+    parser.add_argument(
+        "--changes",
+        action="store_true",
+        help="also the sample keys each publish added, removed and changed, with the values "
+        "before and after (from etl_audit.load_ledger)",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON on stdout")
+
+
+def history(args: argparse.Namespace) -> int:
+    from handler.cli.commands.history import recent_runs
+    from steps.shared.warehouse import open_warehouse
+
+    with open_warehouse(args.warehouse) as warehouse:
+        warehouse.ensure_audit_tables()
+        runs = recent_runs(warehouse, args.table, args.limit, samples=args.changes)
+    if args.json:
+        print(json.dumps(runs, default=str))
+    else:
+        print_history(runs, args.table)
+    return 0
+
+
+HISTORY = Command(
+    "recent runs of a table and their tests, newest first", history_arguments, history
+)
