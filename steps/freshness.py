@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import structlog
 
-from steps.shared.alerts.report import send
+from steps.shared.alerts.channels import send
 from steps.shared.config.model import TableConfig, read_config, routing_entry
 from steps.shared.errors import ConfigError, RefloadError, TerminalError
 from steps.shared.io import storage

@@ -12,13 +12,8 @@ from typing import Any
 
 import structlog
 
-from steps.shared.checks.registry import (
-    CheckContext,
-    errored,
-    failed_checks,
-    refuse_unsafe_gates,
-    run_check,
-)
+from steps.shared.checks.custom_sql import refuse_unsafe_gates
+from steps.shared.checks.registry import CheckContext, errored, failed_checks, run_check
 from steps.shared.config.table import TableSpec, load_table_config
 from steps.shared.errors import QualityCheckFailed
 from steps.shared.warehouse import open_warehouse

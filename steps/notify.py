@@ -1,5 +1,5 @@
 """notify: turn any failure into one report and send it through every configured channel
-(outbox, SES, SMTP, ServiceNow: steps.shared.alerts.report.CHANNELS).
+(outbox, SES, SMTP, ServiceNow: steps.shared.alerts.channels.CHANNELS).
 
 Succeeds when at least one channel delivered (the result lists the ones that failed);
 raises AlertNotDelivered when none did, so that Step Functions retries and the
@@ -12,7 +12,8 @@ from typing import Any
 
 import structlog
 
-from steps.shared.alerts.report import build_report, error_of, send
+from steps.shared.alerts.channels import send
+from steps.shared.alerts.report import build_report, error_of
 from steps.shared.errors import TRUNCATED, AlertNotDelivered
 
 log = structlog.get_logger("refload.notify")

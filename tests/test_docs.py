@@ -14,7 +14,7 @@ from typing import get_args
 import pytest
 
 from handler.cli import build_parser
-from steps.shared.alerts.report import CHANNELS
+from steps.shared.alerts.channels import CHANNELS
 from steps.shared.checks.registry import CHECKS
 from steps.shared.config.model import CHECK_MODELS, LoadMode, SourceFormat
 from steps.shared.mapping.sheet import TRANSFORMS, TYPE_KINDS

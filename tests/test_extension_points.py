@@ -68,7 +68,7 @@ def test_a_transform_is_one_file_and_one_registry_line(
 def test_an_alert_channel_is_one_file_and_one_registry_line(
     table_dir, write, run_cli, tmp_path, monkeypatch
 ):
-    from steps.shared.alerts.report import CHANNELS
+    from steps.shared.alerts.channels import CHANNELS
 
     toy = _toy(tmp_path, monkeypatch, "toy_inbox", TOY_CHANNEL)
     monkeypatch.setitem(CHANNELS, "toy", toy.send)  # the registry line
@@ -134,3 +134,27 @@ def test_a_cli_command_is_one_file_and_one_registry_line(table_dir, tmp_path, mo
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err == f"ConfigError: {tmp_path / 'missing'}: no such folder\n"
+
+
+def test_an_alert_channel_also_says_recovered_with_no_further_line(
+    table_dir, write, run_cli, tmp_path, monkeypatch
+):
+    from steps.shared.alerts.channels import CHANNELS
+
+    toy = _toy(tmp_path, monkeypatch, "toy_inbox", TOY_CHANNEL)
+    monkeypatch.setitem(CHANNELS, "toy", toy.send)  # the registry line, and nothing else
+    inbox = tmp_path / "inbox.txt"
+    monkeypatch.setenv("REFLOAD_TOY_INBOX", str(inbox))
+    monkeypatch.setenv("REFLOAD_ALERT_CHANNELS", "toy")
+    config = table_dir(
+        "source_column,target_column,data_type\ncode,code,varchar(3)\n",
+        quality_tests=[{"type": "row_count_between", "min": 2}],
+    )
+    assert run_cli(config, write("codes.csv", "code\nAA\n"))[0] == 1
+
+    code, summary = run_cli(config, write("codes2.csv", "code\nAA\nBB\n"))
+
+    assert code == 0, summary
+    failed, recovered = inbox.read_text(encoding="utf-8").splitlines()
+    assert failed.startswith("[refload] t_codes failed on ")
+    assert recovered.startswith("[refload] t_codes recovered on ")

@@ -33,7 +33,7 @@ class DuckDBWarehouse(Warehouse):
     # One process writes a DuckDB file at a time, and a conflicting transaction fails at
     # once: nothing waits for a lock. Custom SQL has neither a read-only transaction nor
     # a time limit here; it is still parsed and refused unless it is one SELECT
-    # (steps.shared.checks.registry).
+    # (steps.shared.checks.custom_sql).
     capabilities = Capabilities(
         max_identifier_bytes=65_536,  # no limit of its own; dlt states the same
         text_type="VARCHAR",
