@@ -59,10 +59,11 @@ from steps.ingest.sources.encodings import (
     bomless_utf16,
     wide_encoding,
 )
-from steps.ingest.sources.excel import OLE_MAGIC, max_sheet_cells, oversized_sheets, read_excel
+from steps.ingest.sources.excel import OLE_MAGIC, read_excel
 from steps.ingest.sources.json import JSON_SHAPES, read_json
 from steps.ingest.sources.parquet import read_parquet
 from steps.shared.errors import RejectedInput
+from steps.shared.io.workbook import max_sheet_cells, oversized_sheets
 
 if TYPE_CHECKING:
     from steps.shared.config.model import TableConfig
