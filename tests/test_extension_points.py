@@ -158,3 +158,59 @@ def test_an_alert_channel_also_says_recovered_with_no_further_line(
     failed, recovered = inbox.read_text(encoding="utf-8").splitlines()
     assert failed.startswith("[refload] t_codes failed on ")
     assert recovered.startswith("[refload] t_codes recovered on ")
+
+
+TOY_FORMAT = '''
+"""A toy source format: one record per line as a query string (code=AA&name=Alpha)."""
+from urllib.parse import parse_qsl
+
+import pyarrow as pa
+
+from steps.ingest.sources.base import FormatSpec, SourceTable
+
+
+def read(data, uri, config):
+    lines = [
+        (number, dict(parse_qsl(line)))
+        for number, line in enumerate(data.decode("utf-8").splitlines(), start=1)
+        if line.strip()
+    ]
+    names = list(dict.fromkeys(key for _, record in lines for key in record))
+    table = pa.table({n: pa.array([r.get(n) for _, r in lines], pa.string()) for n in names})
+    return SourceTable(uri, names, iter([table]), "line", lambda ps: [lines[p][0] for p in ps])
+
+
+FORMAT = FormatSpec(
+    aliases=("querystring",), extensions={".qs": "querystring"}, read=read, text=True
+)
+'''
+
+
+def test_a_source_format_is_one_file_and_one_registry_line(
+    table_dir, write, run_cli, sql, tmp_path, monkeypatch
+):
+    from steps.ingest.sources import FORMATS
+
+    config = table_dir(
+        "source_column,target_column,data_type\ncode,code,varchar(3)\nname,name,varchar(20)\n",
+        primary_key=["code"],
+    )
+    source = write("codes.qs", "code=AA&name=Alpha\n\ncode=BB&name=Beta%20Two\n")
+    code, summary = run_cli(config, source)
+    assert code == 2  # not registered yet: read as CSV, whose header has no column 'code'
+    assert "'code' is not in the header" in summary["error"]["message"]
+
+    toy = _toy(tmp_path, monkeypatch, "toy_querystring", TOY_FORMAT)
+    monkeypatch.setitem(FORMATS, "querystring", toy.FORMAT)  # the registry line
+
+    code, summary = run_cli(config, source)
+    assert code == 0, summary
+    assert sql("SELECT code, name FROM ref.t_codes ORDER BY code") == [
+        ("AA", "Alpha"),
+        ("BB", "Beta Two"),
+    ]
+
+    # A bad record is named by the line the toy's `locate` gives (line 3, after a blank one).
+    code, summary = run_cli(config, write("codes.qs", "code=AA&name=Alpha\n\ncode=TOOLONG\n"))
+    assert code == 2
+    assert "line 3" in summary["error"]["message"], summary["error"]["message"]

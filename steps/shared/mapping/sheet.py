@@ -296,7 +296,7 @@ def _sheet_rows(data: bytes, uri: str) -> list[list[str]]:
     if uri.lower().endswith((".xlsx", ".xlsm", ".xls", ".ods")):
         from python_calamine import CalamineWorkbook
 
-        from steps.ingest.sources import oversized_sheets
+        from steps.shared.io.workbook import oversized_sheets
 
         try:
             book = CalamineWorkbook.from_filelike(io.BytesIO(data))

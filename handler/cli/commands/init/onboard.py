@@ -32,6 +32,7 @@ from steps.ingest.sources import (
     DELIMITER_NAMES,
     DELIMITERS,
     FORMAT_READERS,
+    FORMATS,
     binary_kind,
     bomless_utf16,
     format_of,
@@ -39,6 +40,7 @@ from steps.ingest.sources import (
     oversized_sheets,
     read_source,
     sniff_csv,
+    sniff_format,
     wide_encoding,
 )
 from steps.ingest.transform import apply_mapping
@@ -72,15 +74,9 @@ class Layout:
 
     def config_keys(self) -> dict[str, Any]:
         keys: dict[str, Any] = {"source_format": self.source_format}
-        reader = FORMAT_READERS[self.source_format]
-        if reader in ("csv", "json"):
-            keys["encoding"] = self.encoding
-        if reader == "csv":
-            keys["delimiter"] = self.delimiter
-        if reader in ("csv", "excel"):
-            keys["header_row"] = self.header_row
-        if reader == "excel":
-            keys["sheet_name"] = self.sheet_name
+        # The layout keys the format's reader reads (its FormatSpec), in the config's order.
+        for key in FORMATS[FORMAT_READERS[self.source_format]].layout_keys:
+            keys[key] = getattr(self, key)
         if self.null_values != [""]:
             keys["null_values"] = self.null_values
         return keys
@@ -117,14 +113,15 @@ class Given:
 
     def check_applies(self, reader: str) -> None:
         """A text option given for a workbook (or a header row for JSON) is a mistake."""
+        keys = FORMATS[reader].layout_keys
         unused = [
             option
-            for option, value, readers in (
-                ("--encoding", self.encoding, ("csv", "json")),
-                ("--delimiter", self.delimiter, ("csv",)),
-                ("--header-row", self.header_row, ("csv", "excel")),
+            for option, value, key in (
+                ("--encoding", self.encoding, "encoding"),
+                ("--delimiter", self.delimiter, "delimiter"),
+                ("--header-row", self.header_row, "header_row"),
             )
-            if value is not None and reader not in readers
+            if value is not None and key not in keys
         ]
         if unused:
             raise ConfigError(f"{', '.join(unused)}: not used by {reader} files")
@@ -164,21 +161,6 @@ class Proposal:
 
 
 # --- layout --------------------------------------------------------------------------
-
-
-# The binary files init reads, by what their first bytes say they are (steps.ingest.sources).
-SNIFFED_FORMATS = {"xlsx": "xlsx", "xls (or another OLE2 document)": "xls", "parquet": "parquet"}
-
-
-def _sniff(data: bytes, kind: str | None) -> str | None:
-    """The format the first bytes say; None for a file that is not text nor a format
-    refload reads (a pdf, a plain zip, ...)."""
-    if kind:
-        return SNIFFED_FORMATS.get(kind)
-    wide = wide_encoding(data) or bomless_utf16(data)
-    text = data[:64].decode(wide, "ignore").encode() if wide else data
-    head = text.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
-    return "json" if head in (b"{", b"[") else "csv"
 
 
 def _encoding(data: bytes, uri: str) -> tuple[str, str]:
@@ -336,15 +318,15 @@ def _layout(
         raise ConfigError(unknown_name("--format", source_format, get_args(SourceFormat)))
     by_extension = format_of(uri)
     kind = binary_kind(data)
-    sniffed = _sniff(data, kind)
+    sniffed = sniff_format(data)  # each format's own sniff (steps.ingest.sources.FORMATS)
     # Vendors name CSV exports .xls; a workbook or Parquet file says so in its first bytes,
     # whatever its name says.
     claimed = FORMAT_READERS[by_extension] if by_extension else None
-    overrides = kind or claimed in ("excel", "parquet")
+    overrides = kind or (claimed and not FORMATS[claimed].text)
     if sniffed and claimed and FORMAT_READERS[sniffed] != claimed and overrides:
         by_extension = None
     chosen = source_format or by_extension or sniffed
-    if chosen is None or (kind and FORMAT_READERS[chosen] in ("csv", "json")):
+    if chosen is None or (kind and FORMATS[FORMAT_READERS[chosen]].text):
         raise not_text(uri, kind or "", source_format)  # chosen is None only for a kind
     why = (
         "--format"
@@ -355,20 +337,23 @@ def _layout(
         why += f" (the name says {format_of(uri)})"
     reader = FORMAT_READERS[chosen]
     given.check_applies(reader)
-    if reader == "excel":
+    # Laid out by the keys its config takes (its FormatSpec): a sheet, delimited text, or
+    # a file that needs at most an encoding.
+    keys = FORMATS[reader].layout_keys
+    if "sheet_name" in keys:
         index: str | int | None = sheet_name
         if sheet_name is not None and sheet_name.isdigit():
             index = int(sheet_name)
         layout = _excel_layout(data, uri, chosen, index, given)
-    elif reader == "csv":
+    elif "delimiter" in keys:
         layout = _text_layout(data, uri, chosen, given)
     else:
         layout = Layout(chosen)
-        if reader == "json" and given.encoding:
+        if "encoding" in keys and given.encoding:
             layout.encoding = wide_encoding(data, given.encoding) or given.encoding
             _decoded(data, layout.encoding, uri)
             layout.notes.append(f"encoding {layout.encoding}: --encoding")
-        elif reader == "json":
+        elif "encoding" in keys:
             layout.encoding, encoding_why = _encoding(data, uri)
             layout.notes.append(f"encoding {layout.encoding}: {encoding_why}")
     layout.notes.insert(0, f"format {chosen}: from {why}")
