@@ -15,7 +15,8 @@ if [ -n "$quick" ]; then
   .venv/bin/ruff check .
   .venv/bin/ruff format --check .
   .venv/bin/mypy
-  exec .venv/bin/python -m pytest -m "not spark and not browser" "$@"
+  # On every core (pytest-xdist): each worker has its own PostgreSQL database and folders.
+  exec .venv/bin/python -m pytest -n auto -m "not spark and not browser" "$@"
 fi
 scripts/install_chromium.sh
 .venv/bin/ruff check .
