@@ -270,12 +270,8 @@ def sample_configs(tmp_path: Path) -> Path:
     return target
 
 
-@pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """moto S3, handed to refload's storage module as its client."""
-    import boto3
-    from moto import mock_aws
-
+def fake_aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """moto's test credentials and region, and no endpoint override: boto3 talks to moto."""
     for name, value in {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
@@ -283,6 +279,15 @@ def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+
+
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """moto S3, handed to refload's storage module as its client."""
+    import boto3
+    from moto import mock_aws
+
+    fake_aws_credentials(monkeypatch)
     with mock_aws():
         client = boto3.client("s3", region_name="us-east-1")
         for bucket in ("raw", "curated", "config-bucket"):

@@ -792,13 +792,9 @@ def function_account(warehouse_url: str, monkeypatch: pytest.MonkeyPatch, tmp_pa
     from moto import mock_aws
 
     credentials = {"region_name": "us-east-1"}
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    from tests.conftest import fake_aws_credentials
+
+    fake_aws_credentials(monkeypatch)
     with mock_aws():
         s3 = boto3.client("s3", **credentials)
         for bucket in ("RawBucket", "ConfigBucket", "CuratedBucket"):
