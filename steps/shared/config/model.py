@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from steps.shared.config.owner import Owner, check_emails, merged_owner
 from steps.shared.errors import ConfigError
 from steps.shared.io import storage
 from steps.shared.names import did_you_mean, identifier_problem, unknown_name
@@ -302,7 +303,12 @@ class TableConfig(_Strict):
     )
     alert_emails: list[str] = Field(
         default_factory=list,
-        description="Recipients of this table's alerts (default: REFLOAD_ALERT_EMAIL_TO).",
+        description="Recipients of this table's alerts (default: REFLOAD_ALERT_EMAIL_TO); "
+        "an alias of owner.emails.",
+    )
+    owner: Owner | None = Field(
+        default=None,
+        description="Who gets this table's alerts: name, emails, servicenow_assignment_group.",
     )
     source_prefix: str | None = Field(
         default=None,
@@ -356,6 +362,21 @@ class TableConfig(_Strict):
     @classmethod
     def _check_dist_key(cls, value: str | None) -> str | None:
         return None if value is None else _identifier(value)
+
+    @field_validator("alert_emails")
+    @classmethod
+    def _check_alert_emails(cls, value: list[str]) -> list[str]:
+        return check_emails(value)
+
+    @model_validator(mode="after")
+    def _check_owner(self) -> TableConfig:
+        merged_owner(self.owner, self.alert_emails)  # raises when the two lists differ
+        return self
+
+    @property
+    def table_owner(self) -> Owner | None:
+        """The owner with `alert_emails` folded into its emails (None: nobody named)."""
+        return merged_owner(self.owner, self.alert_emails)
 
     @field_validator("encoding")
     @classmethod
