@@ -93,6 +93,7 @@ def test_json_has_each_table_failures_and_stale_first(fleet, warehouse_url, caps
         "age_hours": None,
         "attention": "unknown",
         "history": None,
+        "owner": None,
     }
     ok = by_table["t_ok"]
     assert [r["rows"] for r in ok["history"]] == [3, 5, 4]

@@ -78,6 +78,8 @@ def fleet_status(
                 "age_hours": fresh.age_hours if fresh else None,
                 "attention": attention(status if last else None, fresh.status if fresh else None),
                 "history": [{**r, "finished": iso(r["finished"])} for r in runs],
+                # Who gets its alerts (`owner`, with `alert_emails` as its emails).
+                "owner": owner.model_dump() if (owner := config.table_owner) else None,
             }
         )
     # A config that does not validate is a row too: no run of it can succeed until fixed.
@@ -139,6 +141,7 @@ def print_status(fleet: dict[str, Any]) -> None:
                 if t.get("changes")
                 else ""
             )
+            + (f"  owner {t['owner']['name']}" if (t.get("owner") or {}).get("name") else "")
         )
 
 
