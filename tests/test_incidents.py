@@ -209,26 +209,32 @@ def test_a_repeat_while_open_only_counts_until_a_reminder_is_due_and_a_pass_reso
 
 @pytest.mark.parametrize("warehouse_url", ["postgresql"], indirect=True)
 def test_two_runs_failing_at_once_open_one_incident(
-    country, warehouse_url, servicenow, sql, monkeypatch, tmp_path
+    warehouse_url, servicenow, sql, monkeypatch, tmp_path
 ):
+    """Two processes rejecting the same bad file at the same moment (ingest takes no lock,
+    so both reach notify together): one alert file, one ServiceNow incident, a count of 2."""
     monkeypatch.setenv("REFLOAD_ALERT_CHANNELS", "outbox,servicenow")
-    _set_failing_test(country, failing=True)
+    bad = tmp_path / "iso4217.csv"
+    bad.write_text("Entity,Something else\nAFGHANISTAN,x\n")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    argv = [sys.executable, "-m", "handler", *run_args(country, COUNTRY_XLSX, warehouse_url)]
+    config = CONFIGS / "dim_currency.json"
+    argv = [sys.executable, "-m", "handler", *run_args(config, bad, warehouse_url), "--json"]
     runs = [
         subprocess.Popen(
-            [*argv, "--json"], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            argv, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
         for _ in range(2)
     ]
     outcomes = [(run.communicate(timeout=120), run.returncode) for run in runs]
-    assert [code for _, code in outcomes] == [1, 1], [err[-2000:] for (_, err), _ in outcomes]
+    assert [code for _, code in outcomes] == [2, 2], [err[-2000:] for (_, err), _ in outcomes]
 
     assert len(_alerts(tmp_path)) == 1
     [incident] = servicenow.incidents.values()
     [note] = incident["work_notes"]
     assert "(occurrence 2, first seen " in note
-    assert sql("SELECT status, occurrences FROM etl_audit.incidents") == [("open", 2)]
+    assert sql("SELECT status, occurrences, cause FROM etl_audit.incidents") == [
+        ("open", 2, "RejectedInput")
+    ]
 
 
 @pytest.mark.parametrize(
