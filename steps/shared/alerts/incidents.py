@@ -116,20 +116,15 @@ def with_incident(
     where = route({} if fleet else payload)
     first = incident["first_seen"].replace(microsecond=0).isoformat(sep=" ")
     count = incident["occurrences"]
-    line = f"Occurrences:  {count} since {first} UTC (first seen)"
-    lines = [line]
+    facts = [("Occurrences", f"{count} since {first} UTC (first seen)")]
     extra: dict[str, Any] = {}
     if fleet:
         tables = incident.get("tables") or []
-        lines.append(f"Tables hit:   {len(tables)}: {', '.join(tables)}")
-        extra = {
-            "signature": fleet_incident.KEY,
-            "tables": tables,
-        }
+        facts.append(("Tables hit", f"{len(tables)}: {', '.join(tables)}"))
+        extra = {"signature": fleet_incident.KEY, "tables": tables}
+    text = "".join(f"{name + ':':<14}{value}\n" for name, value in facts)
     e = html.escape
-    head = "".join(
-        f"<p><b>{e(x.split(':', 1)[0])}:</b> {e(x.split(':', 1)[1].strip())}</p>" for x in lines
-    )
+    head = "".join(f"<p><b>{e(name)}:</b> {e(value)}</p>" for name, value in facts)
     return {
         **report,
         **extra,
@@ -139,7 +134,7 @@ def with_incident(
         "incident_key": incident["incident_key"],
         "occurrences": count,
         "first_seen": incident["first_seen"].isoformat(),
-        "text": "\n".join(lines) + "\n" + report["text"],
+        "text": text + report["text"],
         "html": report["html"].replace("<html><body>", "<html><body>" + head, 1),
     }
 
