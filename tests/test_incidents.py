@@ -277,3 +277,20 @@ def test_an_unreachable_warehouse_is_one_incident_for_the_fleet(
     [recovered] = (tmp_path / "outbox").glob("*.recovered.json")
     assert json.loads(recovered.read_text())["tables"] == ["dim_country", "dim_currency"]
     assert not (tmp_path / "outbox" / "incidents" / "infrastructure" / "open.json").exists()
+
+
+def test_an_alert_that_reached_nobody_is_sent_by_the_next_failure(
+    country, ses, monkeypatch, capsys, tmp_path
+):
+    monkeypatch.setenv("REFLOAD_ALERT_CHANNELS", "ses")  # no sender set yet: SES cannot send
+    _set_failing_test(country, failing=True)
+    warehouse = f"duckdb:///{tmp_path / 'w.duckdb'}"
+    code, first = _run(country, COUNTRY_XLSX, warehouse, capsys)
+    assert code == 1 and first["alert"]["ses"]["status"] == "failed"
+
+    monkeypatch.setenv("REFLOAD_ALERT_EMAIL_FROM", SENDER)
+    monkeypatch.setenv("REFLOAD_ALERT_EMAIL_TO", ON_CALL)
+    code, second = _run(country, COUNTRY_XLSX, warehouse, capsys)
+    assert code == 1 and second["alert"]["ses"]["status"] == "sent"  # not "suppressed"
+    [message] = _emails(ses)
+    assert "Occurrences:  2 since " in message.get_body(("plain",)).get_content()
