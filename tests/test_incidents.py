@@ -238,16 +238,20 @@ def test_two_runs_failing_at_once_open_one_incident(
 
 
 @pytest.mark.parametrize(
-    ("down", "error"),
+    ("down", "error", "markers"),
     [
-        ("duckdb", "InfrastructureError"),  # the file cannot be opened: retrying won't help
-        ("postgresql://refload:refload@127.0.0.1:1/refload_down", "WarehouseUnavailable"),
+        # The file cannot be opened (retrying won't help); the markers on S3 (moto).
+        ("duckdb", "InfrastructureError", "s3://curated/_refload/incidents"),
+        # Connection refused; the markers in the default folder, <outbox>/incidents.
+        ("postgresql://refload:refload@127.0.0.1:1/refload_down", "WarehouseUnavailable", None),
     ],
 )
 def test_an_unreachable_warehouse_is_one_incident_for_the_fleet(
-    down, error, servicenow, monkeypatch, capsys, tmp_path
+    down, error, markers, s3, servicenow, monkeypatch, capsys, tmp_path
 ):
     monkeypatch.setenv("REFLOAD_ALERT_CHANNELS", "outbox,servicenow")
+    if markers:
+        monkeypatch.setenv("REFLOAD_INCIDENT_ROOT", markers)
     if down == "duckdb":  # a folder that cannot be made: the warehouse file is unreachable
         (tmp_path / "blocker").write_text("")
         down = f"duckdb:///{tmp_path / 'blocker' / 'w.duckdb'}"
@@ -267,6 +271,13 @@ def test_an_unreachable_warehouse_is_one_incident_for_the_fleet(
     [note] = incident["work_notes"]
     assert "Tables hit:   2: dim_country, dim_currency" in note
 
+    # A reminder once REFLOAD_ALERT_REMIND_HOURS passed: one new file, with the count.
+    monkeypatch.setenv("REFLOAD_ALERT_REMIND_HOURS", "0.0002")  # 0.72 s
+    time.sleep(0.8)
+    assert _run(currency, CURRENCY_CSV, down, capsys)[0] == 3
+    assert [a["occurrences"] for a in _alerts(tmp_path)] == [1, 3]
+    assert _alerts(tmp_path)[1]["tables"] == ["dim_country", "dim_currency"]
+
     # The warehouse is back: the next run that reaches it resolves the fleet's incident.
     assert _run(currency, CURRENCY_CSV, f"duckdb:///{tmp_path / 'w.duckdb'}", capsys)[0] == 0
     assert incident["state"] == "6"
@@ -276,7 +287,11 @@ def test_an_unreachable_warehouse_is_one_incident_for_the_fleet(
     )
     [recovered] = (tmp_path / "outbox").glob("*.recovered.json")
     assert json.loads(recovered.read_text())["tables"] == ["dim_country", "dim_currency"]
-    assert not (tmp_path / "outbox" / "incidents" / "infrastructure" / "open.json").exists()
+    if markers:
+        assert s3.list_objects_v2(Bucket="curated", Prefix="_refload/").get("KeyCount") == 0
+    else:
+        folder = tmp_path / "outbox" / "incidents" / "infrastructure"
+        assert not [p for p in folder.rglob("*") if p.is_file()]
 
 
 def test_an_alert_that_reached_nobody_is_sent_by_the_next_failure(
