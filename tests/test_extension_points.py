@@ -15,7 +15,7 @@ TOY_TRANSFORM = '''
 """A toy transform: each value reversed (`reverse` in a sheet's transform column)."""
 import pyarrow.compute as pc
 
-from steps.shared.mapping.sheet import TransformSpec
+from steps.shared.mapping.transforms import TransformSpec
 
 SPEC = TransformSpec(0, lambda values, args: pc.utf8_reverse(values))
 '''
@@ -46,7 +46,7 @@ def _toy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, source: str
 def test_a_transform_is_one_file_and_one_registry_line(
     table_dir, write, run_cli, sql, tmp_path, monkeypatch
 ):
-    from steps.shared.mapping.sheet import TRANSFORMS
+    from steps.shared.mapping.transforms import TRANSFORMS
 
     config = table_dir(
         "source_column,target_column,data_type,transform\ncode,code,varchar(8),strip|reverse\n",

@@ -12,7 +12,8 @@ from steps.shared.warehouse.client import CREATED_CONCURRENTLY, SqlClient, sqlst
 from steps.shared.warehouse.modes.scd2 import HISTORY_COLUMNS, VALID_FROM, VALID_TO
 
 if TYPE_CHECKING:
-    from steps.shared.mapping.sheet import ColumnSpec, DataType, Mapping
+    from steps.shared.mapping.casts import DataType
+    from steps.shared.mapping.sheet import ColumnSpec, Mapping
 
 
 class _CreatedConcurrently(Exception):

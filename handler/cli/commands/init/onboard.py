@@ -1,7 +1,7 @@
 """`python -m handler init`: a table config and mapping sheet inferred from a sample file.
 
 The file is read by refload's own readers (`steps.ingest.sources`) once its layout is known, and
-every type is proposed only when `steps.shared.mapping.sheet.cast_values`, the cast `run` uses,
+every type is proposed only when `steps.shared.mapping.casts.cast_values`, the cast `run` uses,
 accepts every value of the column (handler.cli.commands.init.infer_columns): what init writes is
 what run loads. Only the CLI imports this; docs/adr/0009-init-proposes-what-run-accepts.md says why.
 """
