@@ -42,24 +42,24 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from steps.ingest import (
-    DEFAULT_CURATED_ROOT,
-    MANIFEST_NAME,
     MAX_LISTED,
-    _cell_rejections,
     _check_columns,
-    _curated_schema,
     _hooked,
     _source_key,
-    curated_uri,
-    dataset_prefix,
     duplicate_key_error,
     hook_time_limit,
     ingest_result,
-    keep_rejects,
-    max_rejects_kept,
+)
+from steps.ingest.curated import (
+    DEFAULT_CURATED_ROOT,
+    MANIFEST_NAME,
+    curated_schema,
+    curated_uri,
+    dataset_prefix,
     write_manifest,
 )
 from steps.ingest.dedupe import POSITION
+from steps.ingest.rejects import cell_rejections, keep_rejects, max_rejects_kept
 from steps.ingest.sources import (
     SourceTable,
     chunk_bytes,
@@ -331,7 +331,7 @@ def _map_split(split: Split, job: _Job) -> Iterator[pa.RecordBatch]:
         with _split_source(split, job) as source:
             for chunk in source.chunks:
                 typed, found = apply_mapping(chunk, spec.mapping, job.context)
-                found += _cell_rejections(
+                found += cell_rejections(
                     [c for c in source.bad_cells if rows <= c.position < rows + chunk.num_rows],
                     spec.mapping,
                 )
@@ -596,7 +596,7 @@ def _finish(
     good = mapped.where(F.col(PROBLEMS).isNull() & F.col(ERROR).isNull()).drop(PROBLEMS, ERROR)
     kept = _without_duplicates(good, spec, job, source)
     prefix = dataset_prefix(curated_root, spec, info.content_hash, run_id)
-    schema = _curated_schema(spec, run_id, source.uri, info)
+    schema = curated_schema(spec, run_id, source.uri, info)
     written = kept.mapInArrow(
         lambda batches: _write_part(batches, schema, prefix), "uri string, rows long, bytes long"
     ).collect()
