@@ -205,15 +205,17 @@ def duplicate_key_error(
 def run(payload: dict[str, Any]) -> dict[str, Any]:
     # steps.ingest.spark imports pyspark only where Spark runs, never in Lambda.
     if payload.get("spark_result_uri"):  # after the EMR Serverless job: its result
-        from steps.ingest import spark as spark_ingest
+        from steps.ingest import emr
 
-        return spark_ingest.job_result(payload["spark_result_uri"])
+        return emr.job_result(payload["spark_result_uri"])
     spec = load_table_config(payload["config"], mapping_override=payload.get("mapping"))
     if choose_engine(spec, payload) == "spark":
+        from steps.ingest import emr
+
+        if os.environ.get(emr.APPLICATION_ENV):  # in AWS: the state machine runs it
+            return emr.hand_off(spec, payload)
         from steps.ingest import spark as spark_ingest
 
-        if os.environ.get(spark_ingest.APPLICATION_ENV):  # in AWS: the state machine runs it
-            return spark_ingest.hand_off(spec, payload)
         return spark_ingest.run(spec, payload)
     return ingest_spec(spec, payload)
 
