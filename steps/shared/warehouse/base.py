@@ -1,13 +1,7 @@
-"""The `Warehouse` facade: one object per warehouse URL, composed of its parts.
-
-Statements are written once, in the SQL that DuckDB, PostgreSQL and Redshift all
-accept, in the parts: the SQL client (`client.py`), the catalog (`catalog.py`), change
-sets (`changes.py`), the audit store (`audit.py`, `audit_reads.py`), the load modes
-(`modes/`) and the publisher (`publish.py`). Each part receives what it needs; the
-facade makes them and keeps the methods callers use (`warehouse.publish(...)`).
-Publishing is DELETE + INSERT ... SELECT (never TRUNCATE, which commits implicitly on
-Redshift) inside one explicit transaction that also writes the load ledger row.
-"""
+"""The `Warehouse` facade: composes the SQL client, catalog, change sets, audit store
+and publisher (each given what it needs) and keeps the methods callers use
+(`warehouse.publish(...)`), each a call on one part. Statements are written once in the
+parts, in SQL that DuckDB, PostgreSQL and Redshift all accept (ADR 21)."""
 
 from __future__ import annotations
 
@@ -136,7 +130,7 @@ class Warehouse:
     def read_only(self, timeout_seconds: int) -> AbstractContextManager[None]:
         return self.client.read_only(timeout_seconds)
 
-    # --- client ----------------------------------------------------------------
+    # The SQL client.
 
     def translate_error(self, error: Exception) -> RefloadError:
         return self.client.translate_error(error)
@@ -180,7 +174,7 @@ class Warehouse:
     def table(self, schema: str, name: str) -> str:
         return self.client.table(schema, name)
 
-    # --- catalog ---------------------------------------------------------------
+    # The catalog.
 
     def current_rows(self, schema: str, name: str) -> str:
         return self.catalog.current_rows(schema, name)
@@ -262,7 +256,7 @@ class Warehouse:
     def create_staging_sql(self, staging: str, mapping: Mapping) -> str:
         return self.catalog.create_staging_sql(staging, mapping)
 
-    # --- change_sets -----------------------------------------------------------
+    # Change sets.
 
     def change_set(
         self,
@@ -284,7 +278,7 @@ class Warehouse:
     ) -> ChangeSet:
         return self.change_sets.compute_changes(replaces, target, ref, staging, delta)
 
-    # --- audit -----------------------------------------------------------------
+    # The audit store.
 
     def ensure_audit_tables(self, *also: tuple[str, str]) -> None:
         return self.audit.ensure_audit_tables(*also)
@@ -335,7 +329,7 @@ class Warehouse:
     def record_steps(self, steps: list[dict[str, Any]]) -> None:
         return self.audit.record_steps(steps)
 
-    # --- audit_reads -----------------------------------------------------------
+    # etl_audit read back.
 
     def recent_failures(
         self, table: str, run_id: str, ignored_errors: Sequence[str]
@@ -378,7 +372,7 @@ class Warehouse:
     def fleet_tests(self, limit: int) -> list[tuple[Any, ...]]:
         return self.audit_reads.fleet_tests(limit)
 
-    # --- publisher -------------------------------------------------------------
+    # The publisher.
 
     def duplicate_key_in(self, staging: str, key: list[str]) -> tuple[Any, ...] | None:
         return self.publisher.duplicate_key_in(staging, key)
