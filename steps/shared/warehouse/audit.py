@@ -80,7 +80,7 @@ AUDIT_COLUMNS_ADDED = {
         "keys_changed": "BIGINT",
         "change_samples": "VARCHAR(65535)",
         # The published file's LastModified (a local file's mtime): a later, older file is
-        # stale (see `Warehouse._stale`).
+        # stale (see `Publisher._skipped`).
         "source_modified_at": "TIMESTAMP",
     },
 }

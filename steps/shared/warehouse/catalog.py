@@ -270,7 +270,7 @@ class Catalog:
                 )
         return existing
 
-    def _ensure_target(self, target: TargetTable, existed: dict[str, str]) -> bool:
+    def ensure_target(self, target: TargetTable, existed: dict[str, str]) -> bool:
         """Inside the publish transaction: create the target when missing, or add the
         columns the config allows. `existed` is what `check_target` found before staging.
 
@@ -286,7 +286,7 @@ class Catalog:
         if existing:
             added = self.check_drift(target, existing)
             if added:  # DDL waits for the table's lock: a bounded time
-                with self.sql._bounded_lock_wait(where):
+                with self.sql.bounded_lock_wait(where):
                     for c in added:
                         self.sql.execute(
                             f"ALTER TABLE {self.table(target.schema, target.name)} ADD COLUMN "
@@ -296,7 +296,7 @@ class Catalog:
             return False
         self.forget(target.schema, target.name)
         try:
-            with self.sql._bounded_lock_wait(where):
+            with self.sql.bounded_lock_wait(where):
                 self._create_table(target)
         except RefloadError as error:
             if sqlstate(error.__cause__) in CREATED_CONCURRENTLY:

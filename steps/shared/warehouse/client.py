@@ -71,7 +71,7 @@ class SqlClient:
         """`translate_error`, except for a statement the server cancelled for running too
         long. That one is terminal: a retry would run the same statement on the same rows
         for as long again, holding the target's lock each time. A lock wait that gave up
-        stays retryable (`_bounded_lock_wait`)."""
+        stays retryable (`bounded_lock_wait`)."""
         if sqlstate(error) != QUERY_CANCELED or self._waiting_for_lock:
             return self.translate_error(error)
         setting, seconds = self._statement_limit
@@ -272,7 +272,7 @@ class SqlClient:
         return f"{self.quote(schema)}.{self.quote(name)}"
 
     @contextmanager
-    def _bounded_lock_wait(self, target: str, *, announce: bool = False) -> Iterator[None]:
+    def bounded_lock_wait(self, target: str, *, announce: bool = False) -> Iterator[None]:
         """Statements in this block wait at most `lock_timeout_seconds()` for a lock that
         another transaction holds, then fail as retryable.
 

@@ -70,7 +70,7 @@ class DuckDBCatalog(Catalog):
     TYPE_NAMES: ClassVar[dict[str, str]] = {**Catalog.TYPE_NAMES, "double": "DOUBLE"}
 
     # The curated file(s) (or downloaded copies) while `publish` runs; the view reads them.
-    _curated_paths: list[Path] | None = None
+    curated_paths: list[Path] | None = None
 
     def read_catalog(self, tables: list[tuple[str, str]]) -> dict[tuple[str, str], dict[str, str]]:
         # The catalog function, in or out of a transaction (a failed statement aborts a
@@ -98,7 +98,7 @@ class DuckDBCatalog(Catalog):
         # A view, not a copy: each statement scans the Parquet file in parallel, and the
         # copy would cost more than it saves (5M rows: 1.6 s against 2.2 s, with the insert).
         # A list of exactly the run's files (a Spark dataset's parts), never a glob.
-        files = ", ".join(self.sql.literal(str(p)) for p in self._curated_paths or [])
+        files = ", ".join(self.sql.literal(str(p)) for p in self.curated_paths or [])
         cols = ", ".join(self.quote(c) for c in mapping.targets)
         self.sql.execute(
             f"CREATE TEMPORARY VIEW {self.quote(staging)} AS SELECT {cols} "
@@ -145,8 +145,8 @@ class DuckDBWarehouse(Warehouse):
         # The staging view reads the curated file while the publish runs: keep the file
         # (or, from S3, its downloaded copy) until the publish is over.
         with storage.local_files(storage.curated_parts(entry.curated_uri)) as paths:
-            self.catalog._curated_paths = paths
+            self.catalog.curated_paths = paths
             try:
                 return super().publish(entry, target, before_publish, force=force)
             finally:
-                self.catalog._curated_paths = None
+                self.catalog.curated_paths = None

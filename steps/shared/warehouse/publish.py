@@ -39,7 +39,7 @@ class PublishResult:
     skipped_reason: str | None = None
     target_created: bool = False
     changes: ChangeSet | None = None
-    # Not published because the target holds a newer file (`Warehouse._stale`).
+    # Not published because the target holds a newer file (`Publisher._skipped`).
     stale: bool = False
 
 
@@ -117,7 +117,7 @@ class Publisher:
             statement = f"DELETE FROM {target} WHERE 1 = 0"
         else:
             return  # DuckDB: nothing to wait for
-        with self.sql._bounded_lock_wait(where, announce=True):
+        with self.sql.bounded_lock_wait(where, announce=True):
             self.sql.execute(statement)
 
     def duplicate_key_in(self, staging: str, key: list[str]) -> tuple[Any, ...] | None:
@@ -218,7 +218,7 @@ class Publisher:
         where = f"{target.schema}.{target.name}"
         mode = MODES[entry.load_mode]
         with self.sql.transaction():
-            created = self.catalog._ensure_target(target, existed)
+            created = self.catalog.ensure_target(target, existed)
             self._take_publish_lock(ref, where)
             # Under the lock: a concurrent run may have published this file meanwhile, or
             # a newer one (which wins, whichever run commits first).
