@@ -48,7 +48,7 @@ class Occurrence:
 def _ensure(warehouse: Warehouse) -> str:
     warehouse.ensure_audit_tables()
     name = warehouse.table(AUDIT_SCHEMA, INCIDENTS)
-    warehouse._create_missing(f"CREATE TABLE IF NOT EXISTS {name} ({COLUMNS})")
+    warehouse.catalog.create_missing(f"CREATE TABLE IF NOT EXISTS {name} ({COLUMNS})")
     return name
 
 
