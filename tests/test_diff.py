@@ -143,3 +143,96 @@ def test_a_changes_within_alert_gives_the_diff_that_lists_every_change(
     assert result["run"] == blocked["run_id"]
     assert result["keys"] == {"added": 0, "removed": len(gone), "changed": 0}
     assert [r["alpha_2"] for r in result["samples"]["removed"]] == gone[:20]
+
+
+def _why(capsys, table: str, row: str, root: Path, warehouse_url: str) -> dict:
+    code, out, err = _cli(
+        capsys, "why", table, row, "--config-root", str(root), "--warehouse", warehouse_url,
+        "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_why_names_the_source_line_of_a_row_in_csv_gzip_and_excel(
+    table_dir, write, run_cli, warehouse_url, capsys
+):
+    import gzip
+
+    from tests.conftest import workbook
+
+    config = table_dir(MAPPING, name="countries", primary_key=["alpha_2"], header_row=3)
+    rows = _csv(COUNTRIES).splitlines()
+    # A preamble of two lines above the header.
+    preamble = "\n".join(["Export of ISO 3166-1", "vendor: pycountry", *rows]) + "\n"
+    france = 3 + [r.split(",")[0] for r in rows[1:]].index("FR") + 1
+    assert preamble.splitlines()[france - 1].startswith("FR,")
+    assert run_cli(config, write("a.csv", preamble))[0] == 0
+    # gzip, with a blank line and a quoted line break above France: its line moves down 2.
+    rows_gz = [*rows[:3], "", rows[3].replace('"', '"Two\nlines ', 1), *rows[4:]]
+    text_gz = "\n".join(["Export of ISO 3166-1", "vendor: pycountry", *rows_gz]) + "\n"
+    assert run_cli(config, write("b.csv.gz", gzip.compress(text_gz.encode())))[0] == 0
+    # Excel: a title row, the header on row 2, an empty row above the data.
+    sheet = [["Export of ISO 3166-1"], ["alpha_2", "alpha_3", "name"], [None, None, None]]
+    sheet += [[c.alpha_2, c.alpha_3, c.name] for c in COUNTRIES]
+    excel = table_dir(
+        MAPPING, name="countries", primary_key=["alpha_2"], header_row=2, source_format="excel"
+    )
+    code, last = run_cli(excel, write("c.xlsx", workbook({"Countries": sheet})))
+    assert code == 0, last["error"]
+
+    result = _why(capsys, "countries", "alpha_2=FR", Path(config).parent, warehouse_url)
+
+    assert result["table"] == "countries" and result["key"] == {"alpha_2": "FR"}
+    assert [(Path(v["source"]).name, v["line"]) for v in result["versions"]] == [
+        ("c.xlsx", 3 + [c.alpha_2 for c in COUNTRIES].index("FR") + 1),
+        ("b.csv.gz", france + 2),
+        ("a.csv", france),
+    ]
+    assert result["versions"][0]["run_id"] == last["run_id"]
+    assert result["versions"][0]["values"] == {"alpha_2": "FR", "alpha_3": "FRA", "name": "France"}
+    published = [v["published_at"] for v in result["versions"]]
+    assert published == sorted(published, reverse=True)
+
+
+@pytest.mark.parametrize("warehouse_url", ["duckdb", "postgresql"], indirect=True)
+def test_why_gives_every_version_of_an_scd2_row(table_dir, write, run_cli, warehouse_url, capsys):
+    config = table_dir(MAPPING, name="countries", primary_key=["alpha_2"], load_mode="scd2")
+    code, first = run_cli(config, write("a.csv", _csv(COUNTRIES)))
+    assert code == 0, first["error"]
+    code, second = run_cli(config, write("b.csv", _csv(COUNTRIES, {"FR": "French Republic"})))
+    assert code == 0, second["error"]
+    line = 1 + [c.alpha_2 for c in COUNTRIES].index("FR") + 1
+    root = Path(config).parent
+
+    result = _why(capsys, "countries", "alpha_2=FR", root, warehouse_url)
+
+    assert [(v["run_id"], v["line"], v["values"]["name"]) for v in result["versions"]] == [
+        (second["run_id"], line, "French Republic"),
+        (first["run_id"], line, "France"),
+    ]
+    # The first run's curated file is gone: its version stays, without a line.
+    Path(first["curated_uri"]).unlink()
+    result = _why(capsys, "countries", "alpha_2=FR", root, warehouse_url)
+    assert [(v["run_id"], v["line"]) for v in result["versions"]] == [
+        (second["run_id"], line),
+        (first["run_id"], None),
+    ]
+    code, out, _ = _cli(
+        capsys, "why", "countries", "alpha_2=FR", "--config-root", str(root),
+        "--warehouse", warehouse_url,
+    )  # fmt: skip
+    assert code == 0 and f"b.csv, line {line}" in out and "a.csv, line ?" in out
+
+
+def test_why_of_a_column_the_table_lacks_is_exit_2(
+    table_dir, write, run_cli, warehouse_url, capsys
+):
+    config = table_dir(MAPPING, name="countries", primary_key=["alpha_2"])
+    assert run_cli(config, write("a.csv", _csv(COUNTRIES[:5])))[0] == 0
+    code, out, err = _cli(
+        capsys, "why", "countries", "alpha2=FR", "--config-root", str(Path(config).parent),
+        "--warehouse", warehouse_url,
+    )  # fmt: skip
+    assert code == 2 and out == ""
+    assert "alpha2" in err and "alpha_2" in err

@@ -24,6 +24,7 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from steps.ingest.dedupe import POSITION, ArrowFinder, DuckDBFinder
+from steps.ingest.provenance import Lines, line_finder, with_line_field, with_lines
 from steps.ingest.sources import BadCell, BadRecord, SourceTable, read_source
 from steps.ingest.transform import Rejection, apply_mapping
 from steps.shared import progress
@@ -556,6 +557,7 @@ def _write_curated(
     schema: pa.Schema,
     path: Path,
     batches: tuple[int, int | None] = (0, None),
+    lines: Lines | None = None,
 ) -> int:
     """The staged rows (of a range of batches) less the dropped duplicates, as Parquet;
     returns the rows written."""
@@ -585,14 +587,21 @@ def _write_curated(
             kept = pa.Table.from_batches([batch])
             if len(drop):
                 kept = kept.filter(pc.invert(pc.is_in(kept.column(POSITION), drop)))
-            out.write_table(kept.drop_columns([POSITION]).cast(schema))
+            # Each row's source line (steps.ingest.provenance) in place of its position.
+            kept = with_lines(kept, lines) if lines else kept.drop_columns([POSITION])
+            out.write_table(kept.cast(schema))
             rows_written += kept.num_rows
             progress.advance(kept.num_rows)
     return rows_written
 
 
 def _write_parts(
-    staged: _Staged, drop: pa.Array, schema: pa.Schema, scratch: Path, prefix: str
+    staged: _Staged,
+    drop: pa.Array,
+    schema: pa.Schema,
+    scratch: Path,
+    prefix: str,
+    lines: Lines | None = None,
 ) -> tuple[str, int]:
     """The curated rows as CURATED_PARTS parts, written at once, and their manifest (as the
     Spark engine writes them): a 5M-row output in 0.5 s instead of 0.9 s. Part i holds the
@@ -607,7 +616,8 @@ def _write_parts(
     with ThreadPoolExecutor(max_workers=parts, thread_name_prefix="refload-write") as pool:
         written = list(
             pool.map(
-                lambda i: _write_curated(staged, drop, schema, paths[i], ranges[i]), range(parts)
+                lambda i: _write_curated(staged, drop, schema, paths[i], ranges[i], lines),
+                range(parts),
             )
         )
     uris = [storage.join(prefix, path.name) for path in paths]
@@ -643,15 +653,16 @@ def _ingest_file(
     progress.phase("dedupe")
     drop = _duplicates_to_drop(mapped.staged, source, config.primary_key, config.dedupe, scratch)
     progress.phase("write", unit="rows")
-    schema = _curated_schema(spec, run_id, source.uri, info)
+    schema = with_line_field(_curated_schema(spec, run_id, source.uri, info))
+    lines = line_finder(source, mapped.rows)
     staged_rows = mapped.rows - rejected.readable
     if staged_rows - len(drop) < PARTS_FROM_ROWS:
         curated = scratch / "curated.parquet"
-        rows_written = _write_curated(mapped.staged, drop, schema, curated)
+        rows_written = _write_curated(mapped.staged, drop, schema, curated, lines=lines)
         storage.upload_file(out_uri, curated, move=True)
     else:
         prefix = dataset_prefix(curated_root, spec, info.content_hash, run_id)
-        out_uri, rows_written = _write_parts(mapped.staged, drop, schema, scratch, prefix)
+        out_uri, rows_written = _write_parts(mapped.staged, drop, schema, scratch, prefix, lines)
     return ingest_result(
         spec,
         run_id,

@@ -77,6 +77,9 @@ class SourceTable:
     # How the file looks laid out when that is not what the config says (a vendor moved
     # the header or changed the delimiter): said beside a rejection of its header.
     layout_hint: Callable[[], str | None] = lambda: None
+    # Given the readable records read, the line of the first when every line after the
+    # header is one record (a line is then first + position); None when not known so.
+    first_data_line: Callable[[int], int | None] = lambda rows: None
 
 
 def _in_memory(

@@ -16,6 +16,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from steps.shared.errors import ConfigError, InfrastructureError, RefloadError, WarehouseUnavailable
 from steps.shared.io import secrets, storage
+from steps.shared.provenance import LINE_COLUMN
 from steps.shared.warehouse.base import Capabilities, Warehouse, is_transient_sqlstate
 from steps.shared.warehouse.postgres import PostgresWarehouse
 
@@ -223,6 +224,7 @@ class RedshiftWarehouse(PostgresWarehouse):
         return (
             f"COPY {self.quote(staging)} ({cols}) FROM {self.literal(manifest_uri)} "
             f"IAM_ROLE {self.literal(self.iam_role())} FORMAT AS PARQUET MANIFEST"
+            + (" FILLRECORD" if LINE_COLUMN in columns else "")
         )
 
     def literal(self, text: str) -> str:
@@ -262,8 +264,14 @@ class RedshiftWarehouse(PostgresWarehouse):
             raise ConfigError(problem, file=curated_uri)
 
     def stage(self, staging: str, mapping: Mapping, curated_uri: str) -> None:
-        self.execute(self.create_staging_sql(staging, mapping))
-        self.execute(self.copy_sql(staging, mapping.targets, self.copy_manifest(curated_uri)))
+        # COPY from Parquet fills columns by position and wants every column of the file:
+        # staging also takes the rows' source lines (steps.shared.provenance), last, which
+        # the publish never selects; FILLRECORD loads a file without them (the Spark
+        # engine's, or one written before they were) with NULL there.
+        line = f",\n  {self.quote(LINE_COLUMN)} BIGINT\n)"
+        self.execute(self.create_staging_sql(staging, mapping).removesuffix("\n)") + line)
+        columns = [*mapping.targets, LINE_COLUMN]
+        self.execute(self.copy_sql(staging, columns, self.copy_manifest(curated_uri)))
 
     def copy_manifest(self, curated_uri: str) -> str:
         """The manifest COPY reads: the Spark engine's curated output already is one
