@@ -268,10 +268,14 @@ class RedshiftWarehouse(PostgresWarehouse):
         # staging also takes the rows' source lines (steps.shared.provenance), last, which
         # the publish never selects; FILLRECORD loads a file without them (the Spark
         # engine's, or one written before they were) with NULL there.
-        line = f",\n  {self.quote(LINE_COLUMN)} BIGINT\n)"
-        self.execute(self.create_staging_sql(staging, mapping).removesuffix("\n)") + line)
+        self.execute(self.lined_staging_sql(staging, mapping))
         columns = [*mapping.targets, LINE_COLUMN]
         self.execute(self.copy_sql(staging, columns, self.copy_manifest(curated_uri)))
+
+    def lined_staging_sql(self, staging: str, mapping: Mapping) -> str:
+        """Staging as the mapping types it, and the curated file's line column last."""
+        line = f",\n  {self.quote(LINE_COLUMN)} BIGINT\n)"
+        return self.create_staging_sql(staging, mapping).removesuffix("\n)") + line
 
     def copy_manifest(self, curated_uri: str) -> str:
         """The manifest COPY reads: the Spark engine's curated output already is one
