@@ -119,7 +119,15 @@ def status(args: argparse.Namespace) -> int:
 
     fleet = fleet_status(_config_root(args), args.warehouse)
     if args.html:
-        write_page(args.html, render_html(fleet))
+        from handler.cli.commands.last_change import last_changes
+
+        # The page's "last change" panel: each table's last two publishes compared.
+        changes = last_changes(_config_root(args), args.warehouse)
+        page = {
+            **fleet,
+            "tables": [{**t, "last_change": changes.get(t["table"])} for t in fleet["tables"]],
+        }
+        write_page(args.html, render_html(page))
     if args.json:
         print(json.dumps(fleet, default=str))
     else:

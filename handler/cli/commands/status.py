@@ -281,6 +281,8 @@ def _badge(prefix: str, value: str | None) -> str:
 
 
 def render_html(fleet: dict[str, Any]) -> str:
+    from handler.cli.commands.last_change import panel_html
+
     e = html.escape
     rows = []
     for t in fleet["tables"]:
@@ -296,7 +298,10 @@ def render_html(fleet: dict[str, Any]) -> str:
             f"<td>{when}<br><code>{e(t['run_id'] or '')}</code></td>"
             f'<td class="num">{_n(t["rows"])}</td><td class="num">{tests}</td>'
             f"<td>{_badge('f', t['freshness'])}{age}</td>"
-            f"<td>{rows_chart(t['history'])}</td><td>{tests_chart(t['history'])}</td></tr>"
+            f"<td>{rows_chart(t['history'])}</td><td>{tests_chart(t['history'])}</td>"
+            # The "last change" panel, when the page was asked with it (fleet.status).
+            + (panel_html(t["table"], t.get("last_change")) if "last_change" in t else "")
+            + "</tr>"
         )
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
@@ -311,6 +316,7 @@ def render_html(fleet: dict[str, Any]) -> str:
         "<table><thead><tr><th>table</th><th>last run</th><th>when (UTC)</th><th>rows</th>"
         "<th>tests passed</th><th>freshness</th>"
         "<th>rows after each publish</th><th>tests per run</th>"
-        f"</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        + ("<th>last change</th>" if any("last_change" in t for t in fleet["tables"]) else "")
+        + f"</tr></thead><tbody>{''.join(rows)}</tbody></table>"
         f"<script>{SCRIPT}</script></body></html>"
     )
