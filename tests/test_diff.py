@@ -19,7 +19,9 @@ MAPPING = (
     "alpha_3,alpha_3,varchar(3),,,false,\n"
     "name,name,varchar(100),,,,\n"
 )
-WITH_NUMERIC = MAPPING + "numeric,numeric,integer,,,,\n"
+# `loaded_by` differs on every load (a placeholder's value): never a change.
+STAMPED = MAPPING + ",loaded_by,string,,{run_id},,\n"
+WITH_NUMERIC = STAMPED + "numeric,numeric,integer,,,,\n"
 COUNTRIES = sorted(pycountry.countries, key=lambda c: c.alpha_2)
 
 
@@ -46,7 +48,7 @@ def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
 def test_diff_shows_the_columns_and_keys_two_publishes_changed(
     table_dir, write, run_cli, warehouse_url, capsys, sql
 ):
-    config = table_dir(MAPPING, name="countries", primary_key=["alpha_2"])
+    config = table_dir(STAMPED, name="countries", primary_key=["alpha_2"])
     code, first = run_cli(config, write("a.csv", _csv(COUNTRIES)))
     assert code == 0, first.get("error")
     # The vendor drops Germany, renames France, and adds the numeric code as a column.
@@ -70,7 +72,7 @@ def test_diff_shows_the_columns_and_keys_two_publishes_changed(
     assert result["keys"] == {"added": 0, "removed": 1, "changed": 1}
     germany = pycountry.countries.get(alpha_2="DE")
     assert result["samples"]["removed"] == [
-        {"alpha_2": "DE", "alpha_3": "DEU", "name": germany.name}
+        {"alpha_2": "DE", "alpha_3": "DEU", "name": germany.name, "loaded_by": first["run_id"]}
     ]
     assert result["samples"]["changed"] == [
         {

@@ -38,8 +38,7 @@ def diff(args: argparse.Namespace) -> int:
     from steps.shared.warehouse import open_warehouse
     from steps.shared.warehouse.audit_publishes import ingested_run, table_publishes
 
-    config_uri = find_config(args.config_root or config_root(), args.table)
-    key = list(load_table_config(config_uri).config.primary_key)
+    spec = load_table_config(find_config(args.config_root or config_root(), args.table))
     with open_warehouse(args.warehouse) as warehouse:
         warehouse.ensure_audit_tables()
         publishes = table_publishes(warehouse, args.table)
@@ -48,7 +47,7 @@ def diff(args: argparse.Namespace) -> int:
             blocked = ingested_run(warehouse, args.table, args.run)
             publishes = [blocked, *publishes] if blocked else publishes
     run, against = pick_runs(args.table, publishes, args.run, args.against)
-    result = compare(args.table, run, against, key)
+    result = compare(args.table, run, against, *compared(spec))
     if args.json:
         print(json.dumps(result, default=str))
     else:
@@ -124,12 +123,27 @@ def _read(table: str, publish: Any) -> _Side:
     return _Side(rows.column_names, rows)
 
 
-def compare(table: str, run: Any, against: Any, key: list[str]) -> dict[str, Any]:
-    """The diff of two publishes' curated files, in the `diff --json` shape."""
+def compared(spec: Any) -> tuple[list[str], list[str]]:
+    """A table's key, and the columns that differ on every load without the data changing
+    (a default that is a placeholder: load date, run id, source key), as the publish's
+    change set leaves them out (TargetTable.compared_columns)."""
+    from steps.shared.warehouse.catalog import TargetTable
+
+    key = list(spec.config.primary_key)
+    target = TargetTable("", "", spec.mapping, key)
+    kept = set(target.compared_columns) | set(key)
+    return key, [c for c in spec.mapping.targets if c not in kept]
+
+
+def compare(
+    table: str, run: Any, against: Any, key: list[str], ignored: list[str] | None = None
+) -> dict[str, Any]:
+    """The diff of two publishes' curated files, in the `diff --json` shape; `ignored`
+    columns are shown in samples but never make a row added, removed or changed."""
     import duckdb
 
     new, old = _read(table, run), _read(table, against)
-    common = [c for c in new.columns if c in old.columns]
+    common = [c for c in new.columns if c in old.columns and c not in (ignored or [])]
     # Without a primary key (or with a key column gone), a row is its own key: rows are
     # added or removed, never changed.
     keyed = [k for k in key if k in common] if key and all(k in common for k in key) else common

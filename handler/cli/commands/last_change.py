@@ -16,8 +16,9 @@ SHOWN_SAMPLES = 3  # rows of each kind in the panel; `diff` lists up to 20
 def last_changes(config_root: str, warehouse_url: str | None) -> dict[str, dict[str, Any]]:
     """Per table: the `diff --json` of its last two publishes, or {"note": why there is
     none} (a first publish, a curated file gone). One ledger query for the fleet."""
-    from handler.cli.commands.diff import compare
+    from handler.cli.commands.diff import compare, compared
     from steps.freshness import table_configs
+    from steps.shared.config.table import load_table_config
     from steps.shared.errors import RefloadError
     from steps.shared.warehouse import open_warehouse
     from steps.shared.warehouse.audit_publishes import last_publishes
@@ -27,16 +28,15 @@ def last_changes(config_root: str, warehouse_url: str | None) -> dict[str, dict[
         warehouse.ensure_audit_tables()
         publishes = last_publishes(warehouse, 2)
     panels: dict[str, dict[str, Any]] = {}
-    for _, config in configs:
+    for uri, config in configs:
         pair = publishes.get(config.table_name, [])
         if len(pair) < 2:
             panels[config.table_name] = {"note": "first publish" if pair else "no publish yet"}
             continue
         try:
-            panels[config.table_name] = compare(
-                config.table_name, pair[0], pair[1], list(config.primary_key)
-            )
-        except RefloadError as error:  # a curated file past its retention
+            key, ignored = compared(load_table_config(uri))
+            panels[config.table_name] = compare(config.table_name, pair[0], pair[1], key, ignored)
+        except RefloadError as error:  # a curated file past its retention, a broken sheet
             panels[config.table_name] = {"note": error.message}
     return panels
 
