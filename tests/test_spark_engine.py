@@ -366,7 +366,8 @@ def test_load_publishes_exactly_the_spark_runs_parts_on_every_warehouse(
     if dialect == "redshift":
         copies = [s for s in STATEMENTS if s.startswith("COPY")]
         assert copies and all(
-            f"FROM '{summary['curated_uri']}'" in s and s.endswith("MANIFEST") for s in copies
+            f"FROM '{summary['curated_uri']}'" in s and s.endswith("MANIFEST FILLRECORD")
+            for s in copies
         )
 
 
