@@ -24,6 +24,7 @@ from steps.ingest import spark as spark_ingest
 from steps.shared.config.table import load_table_config
 from steps.shared.errors import RefloadError
 from steps.shared.io import storage
+from steps.shared.provenance import LINE_COLUMN
 from tests.conftest import CONFIGS, SAMPLES, workbook
 from tests.test_bad_input import BAD_INPUTS, GOOD, MAPPING
 from tests.test_mapping import DATA_TYPES, SHEET_HEAD, TRANSFORMS
@@ -57,6 +58,8 @@ def both(spark: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
             }
         parts = storage.curated_parts(result["curated_uri"])
         curated = pa.concat_tables(pq.read_table(p) for p in parts)
+        if LINE_COLUMN in curated.column_names:  # each row's source line: Spark writes none
+            curated = curated.drop_columns([LINE_COLUMN])
         return {
             "summary": {k: v for k, v in result.items() if not k.endswith("_uri")},
             "rows": curated.to_pylist(),

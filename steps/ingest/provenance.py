@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -28,11 +29,13 @@ def line_finder(source: SourceTable, rows: int) -> Lines:
     other (blank lines, quoted line breaks, unreadable records) is streamed once more to
     find each record's first line. The other formats know their rows already.
     """
-    first = source.first_data_line(rows)
-    if first is not None:
-        offset = pa.scalar(first, pa.int64())
+    found = source.record_lines(rows)
+    if isinstance(found, int):
+        offset = pa.scalar(found, pa.int64())
         return lambda positions: pc.add(positions, offset)
-    table = pa.array(source.locate(list(range(rows))), pa.int64())
+    if found is None:
+        found = source.locate(list(range(rows)))
+    table = pa.array(np.asarray(found, dtype=np.int64))
     return lambda positions: pc.take(table, positions)
 
 

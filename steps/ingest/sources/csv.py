@@ -9,8 +9,9 @@ import gzip
 import io
 import itertools
 import re
+from array import array
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, cast
@@ -150,7 +151,7 @@ class CsvSource:
             content_hash=self.content_hash,
             fits_in_memory=self.whole,
             layout_hint=self.layout_hint,
-            first_data_line=self.first_data_line,
+            record_lines=self.record_lines,
         )
 
     def layout_hint(self) -> str | None:
@@ -371,7 +372,17 @@ class CsvSource:
                     yield start, len(record), raw
                 raw.clear()
 
-    def first_data_line(self, rows: int) -> int | None:
+    def record_lines(self, rows: int) -> int | Sequence[int]:
+        """header_row + 1 when every line after the header is one of the `rows` records;
+        else each readable record's first line, found by the csv module (as compact
+        integers: 8 bytes a row)."""
+        first = self._first_data_line(rows)
+        if first is not None:
+            return first
+        width = len(self.header)
+        return array("q", (line for line, fields, _ in self._records() if fields == width))
+
+    def _first_data_line(self, rows: int) -> int | None:
         """header_row + 1 when the file has exactly header_row + `rows` lines (no blank
         line, no record over two lines, no unreadable record): one pass counting line
         breaks in C, instead of the csv module's record by record."""
