@@ -238,3 +238,19 @@ def test_why_of_a_column_the_table_lacks_is_exit_2(
     )  # fmt: skip
     assert code == 2 and out == ""
     assert "alpha2" in err and "alpha_2" in err
+
+
+@pytest.mark.parametrize("quoted_break", [False, True])
+def test_why_counts_windows_line_ends_once(
+    quoted_break, table_dir, write, run_cli, warehouse_url, capsys
+):
+    config = table_dir(MAPPING, name="countries", primary_key=["alpha_2"])
+    rows = _csv(COUNTRIES[:30]).splitlines()
+    if quoted_break:  # the second record spans two lines: every later line moves down one
+        rows[2] = rows[2].replace('"', '"Two\r\nlines ', 1)
+    assert run_cli(config, write("a.csv", "\r\n".join(rows) + "\r\n"))[0] == 0
+    last = COUNTRIES[29].alpha_2
+
+    result = _why(capsys, "countries", f"alpha_2={last}", Path(config).parent, warehouse_url)
+
+    assert [v["line"] for v in result["versions"]] == [31 + quoted_break]

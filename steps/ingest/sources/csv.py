@@ -392,8 +392,8 @@ class CsvSource:
         with self._open() as stream:
             while block := stream.read(1 << 20):
                 # A CRLF split between two blocks counts twice: then the count is off and
-                # the lines are found record by record, as they would be anyway.
-                breaks += _line_breaks(block)
+                # the lines are found record by record instead.
+                breaks += block.count(b"\n") if b"\r" not in block else _line_breaks(block)
                 last = block[-1:]
         lines = breaks + (1 if last not in (b"\n", b"\r", b"") else 0)
         header = self.config.header_row
