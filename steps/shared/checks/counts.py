@@ -6,6 +6,7 @@ from __future__ import annotations
 from itertools import zip_longest
 from typing import Any
 
+from steps.shared.checks import learned
 from steps.shared.checks.context import (
     SAMPLE_ROWS,
     CheckContext,
@@ -47,6 +48,9 @@ def row_count_between(ctx: CheckContext, test: cfg.RowCountBetween) -> dict[str,
 
 
 def row_count_change(ctx: CheckContext, test: cfg.RowCountChange) -> dict[str, Any]:
+    if test.auto:
+        return learned.row_count_change(ctx, test)
+    assert test.max_pct is not None  # the model wants max_pct without auto
     if ctx.rows_before is None:
         return missing("rows_before (target rows before load)")
     observed = count_rows(ctx)
@@ -69,7 +73,18 @@ def changes_within(ctx: CheckContext, test: cfg.ChangesWithin) -> dict[str, Any]
         "removed": test.max_removed_pct,
         "changed": test.max_changed_pct,
     }
+    bounds: dict[str, learned.Bounds] = {}
+    if test.auto:  # the learned upper bounds, capped by any limit set beside them
+        if ctx.history is None:
+            return missing("history (the ledger's recent publishes)")
+        limits, bounds, publishes = learned.change_limits(ctx, limits)
     expected = ", ".join(f"{k} <= {v}%" for k, v in limits.items() if v is not None) or "any"
+    if bounds:
+        expected = ", ".join(f"{k} {b.text}" for k, b in bounds.items())
+    elif test.auto:
+        expected = f"learning: {publishes} of {learned.MIN_PUBLISHES} publishes" + (
+            f" ({expected})" if expected != "any" else ""
+        )
     changes, before = ctx.changes, ctx.rows_before or 0
     if changes is None:
         return check_result("pass", "no change set", expected, note="nothing was published")
@@ -86,14 +101,20 @@ def changes_within(ctx: CheckContext, test: cfg.ChangesWithin) -> dict[str, Any]
     shown = sorted(CHANGE_KINDS, key=lambda k: (k not in over, k != "changed", k))
     by_kind = [[_change_row(kind, s) for s in changes.samples.get(kind, [])] for kind in shown]
     samples = [row for turn in zip_longest(*by_kind) for row in turn if row is not None]
+    status = "fail" if over else ("learning" if test.auto and not bounds else "pass")
+    extra: dict[str, Any] = {}
+    if bounds:  # so a failure explains itself: "removed 50.00%; usual +0.0%..+1.3%"
+        extra["learned"] = {k: b.as_dict() for k, b in bounds.items()}
+        extra["explanation"] = "; ".join(f"{k} {share[k]:.2f}%; {bounds[k].text}" for k in over)
     return check_result(
-        "fail" if over else "pass",
+        status,
         observed,
         expected,
         samples[:SAMPLE_ROWS] if over else [],
         rows_before=before,
         over_limit=over,
         changes=counts,
+        **extra,
     )
 
 
