@@ -244,6 +244,12 @@ def test_learned_freshness_for_daily_weekday_and_monthly_files(
         "12 hours late" in alert["text"]
     )
 
+    # `status` shows what was learned, beside the freshness verdict.
+    capsys.readouterr()
+    assert main(["status", "--config-root", str(learned_fleet), "--warehouse", warehouse_url]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("t_monthly"))
+    assert line.endswith("expected monthly on day 1 around 05:00 UTC")
+
 
 def _st(daily: str, weekday: str, monthly: str) -> dict[str, str]:
     return {"t_daily": daily, "t_weekday": weekday, "t_monthly": monthly, "t_new": "learning"}
