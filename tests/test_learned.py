@@ -118,6 +118,14 @@ def test_check_validates_the_auto_keys(table_dir, capsys):
     table_dir(MAPPING, quality_tests=[{"type": "changes_within", "auto": "often"}])
     assert main(["check", str(config.parent)]) == 2
     assert "quality_tests[0].auto" in capsys.readouterr().out
+    table_dir(MAPPING, freshness={"warn_after": {"count": 1, "period": "day"}, "grace_hours": 3})
+    assert main(["check", str(config.parent)]) == 2
+    assert "freshness: grace_hours is the grace of expect: 'auto', which is not set" in (
+        capsys.readouterr().out
+    )
+    table_dir(MAPPING, freshness={"expect": "always"})
+    assert main(["check", str(config.parent)]) == 2
+    assert "freshness.expect: Input should be 'auto'" in capsys.readouterr().out
 
 
 # --- learned freshness ------------------------------------------------------------------
