@@ -87,12 +87,9 @@ def test_auto_with_max_pct_caps_the_bounds_and_holds_while_learning(table_dir, w
     assert check["expected"] == "<= 10.0% (learning: 0 of 5 publishes)"
 
 
-@pytest.mark.parametrize("warehouse_url", ["postgresql"], indirect=True)
-def test_auto_bounds_on_postgresql_learn_from_the_ledger(table_dir, write, run_cli, sql):
-    config = table_dir(MAPPING, quality_tests=[AUTO_TESTS[0]])
-    assert run_cli(config, write("a.csv", _rows(range(100))))[0] == 0
-    # Five earlier publishes, each shrinking the table by 2% (a ledger as months of runs
-    # leave it), older than the first real run.
+def _shrinking_history(sql) -> None:
+    """Five earlier publishes, each shrinking the table by 2% (a ledger as months of runs
+    leave it), older than the first real run."""
     for i in range(5):
         sql(
             "INSERT INTO etl_audit.load_ledger (run_id, table_name, target, content_hash, "
@@ -101,6 +98,29 @@ def test_auto_bounds_on_postgresql_learn_from_the_ledger(table_dir, write, run_c
             f"old-{i}",
             f"2026-01-0{i + 1} 06:00:00",
         )
+
+
+def test_a_max_pct_beside_auto_caps_the_learned_bounds(table_dir, write, run_cli, sql):
+    test = {"type": "row_count_change", "auto": True, "max_pct": 1.5}
+    config = table_dir(MAPPING, quality_tests=[test])
+    assert run_cli(config, write("a.csv", _rows(range(100))))[0] == 0
+    _shrinking_history(sql)
+    # Learned: -3%..-1%; capped at 1.5%: the usual -2% is now too much.
+    code, summary = run_cli(config, write("b.csv", _rows(range(98))))
+    assert code == 1
+    check = summary["checks"][0]
+    assert (check["status"], check["observed"], check["expected"]) == (
+        "fail",
+        "-2.0% rows",
+        "usual -1.5%..-1.0%",
+    )
+
+
+@pytest.mark.parametrize("warehouse_url", ["postgresql"], indirect=True)
+def test_auto_bounds_on_postgresql_learn_from_the_ledger(table_dir, write, run_cli, sql):
+    config = table_dir(MAPPING, quality_tests=[AUTO_TESTS[0]])
+    assert run_cli(config, write("a.csv", _rows(range(100))))[0] == 0
+    _shrinking_history(sql)
     code, summary = run_cli(config, write("b.csv", _rows(range(98))))
     assert code == 0 and summary["checks"][0]["status"] == "pass"
     code, summary = run_cli(config, write("c.csv", _rows(range(108))))

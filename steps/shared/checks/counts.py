@@ -105,7 +105,8 @@ def changes_within(ctx: CheckContext, test: cfg.ChangesWithin) -> dict[str, Any]
     extra: dict[str, Any] = {}
     if bounds:  # so a failure explains itself: "removed 50.00%; usual +0.0%..+1.3%"
         extra["learned"] = {k: b.as_dict() for k, b in bounds.items()}
-        extra["explanation"] = "; ".join(f"{k} {share[k]:.2f}%; {bounds[k].text}" for k in over)
+        if over:
+            extra["explanation"] = "; ".join(f"{k} {share[k]:.2f}%; {bounds[k].text}" for k in over)
     return check_result(
         status,
         observed,

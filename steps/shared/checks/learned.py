@@ -68,6 +68,8 @@ def learn(values: list[float], cap: float | None = None, floor: float | None = N
         low = max(low, floor)
     if cap is not None:
         low, high = max(low, -cap), min(high, cap)
+        if low > high:  # the usual change is itself past the cap: the cap alone holds
+            low, high = -cap if floor is None else floor, cap
     return Bounds(low, high, median, len(values))
 
 
