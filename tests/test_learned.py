@@ -9,6 +9,7 @@ import json
 
 import pytest
 
+from handler import lambda_handler
 from handler.cli import main
 
 MAPPING = (
@@ -208,7 +209,7 @@ def _learned_freshness(root, warehouse_url, capsys, now: str, *extra: str):
 
 @pytest.mark.parametrize("warehouse_url", ["duckdb", "postgresql"], indirect=True)
 def test_learned_freshness_for_daily_weekday_and_monthly_files(
-    learned_fleet, warehouse_url, capsys, tmp_path
+    learned_fleet, warehouse_url, capsys, tmp_path, monkeypatch
 ):
     verdicts = {}
     for now in (
@@ -251,6 +252,13 @@ def test_learned_freshness_for_daily_weekday_and_monthly_files(
         "late_hours": None,
         "grace_hours": 6.0,
     }
+
+    # The scheduled step (what EventBridge sends) learns the same.
+    monkeypatch.setenv("REFLOAD_CONFIG_ROOT", str(learned_fleet))
+    monkeypatch.setenv("REFLOAD_WAREHOUSE_URL", warehouse_url)
+    result = lambda_handler({"step": "freshness", "now": "2026-11-30T13:00:00Z"}, None)
+    assert {t["table"]: t["status"] for t in result["tables"]} == _st("warn", "warn", "pass")
+    assert result["tables"][0]["expect"]["grace_hours"] in (4.0, 6.0, 24.0)
 
     # The text output and the alert say what was expected and how late it is.
     for sent in (tmp_path / "outbox").glob("*"):
