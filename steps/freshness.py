@@ -4,7 +4,8 @@ A schedule invokes it (template.yaml, hourly by default), not the state machine:
 vendor file never arrives, nothing else runs and nobody would be told. A table's age runs
 from the last time it received a file: a publish (etl_audit.load_ledger) or a replay
 skipped as unchanged (etl_audit.run_log status `skipped`: the vendor sent the same file,
-and it still arrived). Only tables whose config has `freshness` are checked.
+and it still arrived). Only tables whose config has `freshness` are checked; with
+`"expect": "auto"` against the arrival pattern learned from the ledger (steps.shared.arrivals).
 """
 
 from __future__ import annotations
@@ -181,7 +182,9 @@ def grace_hours(config: TableConfig) -> float:
     return rule.grace_hours if rule.grace_hours is not None else DEFAULT_GRACE_HOURS
 
 
-def received_times(warehouse: Warehouse, configs: list[tuple[str, TableConfig]]) -> dict[str, Any]:
+def received_times(
+    warehouse: Warehouse, configs: list[tuple[str, TableConfig]]
+) -> dict[str, list[dt.datetime]]:
     """The recent arrivals of the tables that learn their freshness: one query, and none
     when no config asks (`expect: auto`)."""
     learning = [c.table_name for _, c in configs if c.freshness and c.freshness.expect]
