@@ -188,7 +188,7 @@ def received_times(
     """The recent arrivals of the tables that learn their freshness: one query, and none
     when no config asks (`expect: auto`)."""
     learning = [c.table_name for _, c in configs if c.freshness and c.freshness.expect]
-    return arrivals_of(warehouse, learning) if learning else {}
+    return arrivals_of(warehouse.client, learning) if learning else {}
 
 
 def check(

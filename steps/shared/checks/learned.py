@@ -54,7 +54,7 @@ def history(
     (and no query: a run without `auto` sends what it always sent)."""
     if not any(getattr(t, "auto", False) for t in tests):
         return None
-    return recent_publishes(warehouse, target, run_id, LEARN_FROM)
+    return recent_publishes(warehouse.client, target, run_id, LEARN_FROM)
 
 
 def learn(values: list[float], cap: float | None = None, floor: float | None = None) -> Bounds:
