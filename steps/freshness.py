@@ -22,12 +22,8 @@ import structlog
 from steps.shared import arrivals
 from steps.shared.alerts.channels import send
 from steps.shared.arrivals import Lateness, Pattern
-from steps.shared.config.model import (
-    DEFAULT_GRACE_HOURS,
-    TableConfig,
-    read_config,
-    routing_entry,
-)
+from steps.shared.config.model import DEFAULT_GRACE_HOURS, TableConfig, read_config
+from steps.shared.config.routing import routing_entry
 from steps.shared.errors import ConfigError, RefloadError, TerminalError
 from steps.shared.io import storage
 from steps.shared.warehouse import open_warehouse

@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 from itertools import zip_longest
-from typing import Any
+from typing import Any, Literal
 
-from steps.shared.checks import learned
+from pydantic import Field, model_validator
+
 from steps.shared.checks.context import (
     SAMPLE_ROWS,
     CheckContext,
@@ -14,12 +15,55 @@ from steps.shared.checks.context import (
     count_rows,
     missing,
 )
-from steps.shared.config import model as cfg
-from steps.shared.warehouse.base import CHANGE_KINDS
+from steps.shared.checks.models import QualityTest
 from steps.shared.warehouse.modes import MODES
 
 
-def row_count_match(ctx: CheckContext, test: cfg.RowCountMatch) -> dict[str, Any]:
+class RowCountMatch(QualityTest):
+    type: Literal["row_count_match"]
+    tolerance_pct: float = Field(default=0, ge=0)
+
+
+class RowCountBetween(QualityTest):
+    type: Literal["row_count_between"]
+    min: int | None = Field(default=None, ge=0)
+    max: int | None = Field(default=None, ge=0)
+
+
+class RowCountChange(QualityTest):
+    type: Literal["row_count_change"]
+    max_pct: float | None = Field(
+        default=None,
+        ge=0,
+        description="Largest change of the row count, in percent of the rows before. With "
+        "`auto`, a cap the learned bounds never exceed.",
+    )
+    auto: bool = Field(
+        default=False,
+        description="Learn the usual change from the table's last 30 publishes "
+        "(steps.shared.checks.learned); `learning` (passes) before 5.",
+    )
+
+    @model_validator(mode="after")
+    def _bounded(self) -> RowCountChange:
+        if self.max_pct is None and not self.auto:
+            raise ValueError("needs max_pct, auto: true, or both (max_pct then caps auto)")
+        return self
+
+
+class ChangesWithin(QualityTest):
+    type: Literal["changes_within"]
+    max_added_pct: float | None = Field(default=None, ge=0)
+    max_removed_pct: float | None = Field(default=None, ge=0)
+    max_changed_pct: float | None = Field(default=None, ge=0)
+    auto: bool = Field(
+        default=False,
+        description="Learn each kind's usual share from the table's last 30 publishes; a "
+        "max_*_pct set beside it caps that kind's learned bound.",
+    )
+
+
+def row_count_match(ctx: CheckContext, test: RowCountMatch) -> dict[str, Any]:
     replaces = MODES[ctx.load_mode].replaces
     if ctx.rows_written is None:
         return missing("rows_written (rows ingest wrote)")
@@ -41,14 +85,16 @@ def row_count_match(ctx: CheckContext, test: cfg.RowCountMatch) -> dict[str, Any
     return check_result(status, observed, expected, tolerance_pct=test.tolerance_pct)
 
 
-def row_count_between(ctx: CheckContext, test: cfg.RowCountBetween) -> dict[str, Any]:
+def row_count_between(ctx: CheckContext, test: RowCountBetween) -> dict[str, Any]:
     observed = count_rows(ctx)
     ok = (test.min is None or observed >= test.min) and (test.max is None or observed <= test.max)
     return check_result("pass" if ok else "fail", observed, f"between {test.min} and {test.max}")
 
 
-def row_count_change(ctx: CheckContext, test: cfg.RowCountChange) -> dict[str, Any]:
+def row_count_change(ctx: CheckContext, test: RowCountChange) -> dict[str, Any]:
     if test.auto:
+        from steps.shared.checks import learned  # here: the config imports this module
+
         return learned.row_count_change(ctx, test)
     assert test.max_pct is not None  # the model wants max_pct without auto
     if ctx.rows_before is None:
@@ -67,7 +113,11 @@ def row_count_change(ctx: CheckContext, test: cfg.RowCountChange) -> dict[str, A
     )
 
 
-def changes_within(ctx: CheckContext, test: cfg.ChangesWithin) -> dict[str, Any]:
+def changes_within(ctx: CheckContext, test: ChangesWithin) -> dict[str, Any]:
+    # Here, not at the top: the config imports this module for its models (cold start).
+    from steps.shared.checks import learned
+    from steps.shared.warehouse.changes import CHANGE_KINDS
+
     limits = {
         "added": test.max_added_pct,
         "removed": test.max_removed_pct,

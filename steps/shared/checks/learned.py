@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from steps.shared.checks.context import CheckContext, check_result, count_rows, missing
-from steps.shared.config import model as cfg
 from steps.shared.warehouse.audit_learned import LEARN_FROM, PastPublish, recent_publishes
-from steps.shared.warehouse.base import Warehouse
+
+if TYPE_CHECKING:
+    from steps.shared.checks.counts import RowCountChange
+    from steps.shared.warehouse.base import Warehouse
 
 MIN_PUBLISHES = 5
 MAD_SCALE = 1.4826
@@ -73,7 +75,7 @@ def learn(values: list[float], cap: float | None = None, floor: float | None = N
     return Bounds(low, high, median, len(values))
 
 
-def row_count_change(ctx: CheckContext, test: cfg.RowCountChange) -> dict[str, Any]:
+def row_count_change(ctx: CheckContext, test: RowCountChange) -> dict[str, Any]:
     """The change of the row count against the usual change (signed: a table that grows
     by 2% a day and suddenly shrinks by 2% is unusual)."""
     if ctx.rows_before is None:
