@@ -108,6 +108,13 @@ def check_arguments(parser: argparse.ArgumentParser) -> None:
         help="as for run (env REFLOAD_CURATED_ROOT): with a redshift:// warehouse, its "
         "bucket must be in the cluster's region",
     )
+    parser.add_argument(
+        "--suggest",
+        nargs=2,
+        metavar=("CONFIG", "SOURCE"),
+        help="print the quality tests SOURCE's profile suggests that CONFIG does not have yet "
+        "(as init proposes them); nothing is written",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON on stdout")
     quiet_options(parser)
 
@@ -115,6 +122,14 @@ def check_arguments(parser: argparse.ArgumentParser) -> None:
 def check(args: argparse.Namespace) -> int:
     """Exit 0 when every config is valid (warnings allowed), 2 otherwise."""
     from handler.aws.events import config_root
+
+    if args.suggest:
+        from handler.cli.commands.init.propose import print_suggestions, suggest
+
+        config_path, source = args.suggest
+        proposals = suggest(config_path, source)
+        print_suggestions(config_path, source, proposals, as_json=args.json)
+        return 0
     from handler.cli.commands.check import check_configs, print_report
 
     curated_root = args.curated_root or os.environ.get("REFLOAD_CURATED_ROOT")

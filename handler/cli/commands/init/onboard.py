@@ -28,6 +28,7 @@ from handler.cli.commands.init.infer_columns import (
     propose_key,
     unique_names,
 )
+from handler.cli.commands.init.propose import propose_checks
 from steps.ingest.sources import (
     DELIMITER_NAMES,
     DELIMITERS,
@@ -140,13 +141,11 @@ class Proposal:
     prefix_reason: str
     warnings: list[str] = field(default_factory=list)
 
+    # Proposed from the sample's profile (handler.cli.commands.init.propose).
+    checks: list[dict[str, Any]] = field(default_factory=list)
+
     def config(self, mapping_file: str) -> dict[str, Any]:
-        required = [c.target for c in self.columns if not c.nullable]
         tests: list[dict[str, Any]] = [{"type": "row_count_match", "tolerance_pct": 0}]
-        if self.primary_key:
-            tests.append({"type": "uniqueness", "columns": self.primary_key})
-        if required:
-            tests.append({"type": "not_null", "columns": required})
         return {
             "table_name": self.table,
             "redshift_schema": "public",
@@ -156,7 +155,7 @@ class Proposal:
             "load_mode": "truncate",
             "primary_key": self.primary_key,
             "source_prefix": self.source_prefix,
-            "quality_tests": tests,
+            "quality_tests": tests + self.checks,
         }
 
 
@@ -428,6 +427,7 @@ def infer(
             if g.data_type.kind in ("smallint", "integer", "bigint") and CODE_NAME.search(g.target)
         ]
     prefix, prefix_reason = _source_prefix(source, table)
+    required = [g.target for g in guesses if not g.nullable]
     return Proposal(
         table,
         source,
@@ -439,6 +439,7 @@ def infer(
         prefix,
         prefix_reason,
         warnings,
+        propose_checks(distinct, key, required, {g.target: g.data_type.length for g in guesses}),
     )
 
 
