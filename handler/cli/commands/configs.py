@@ -23,6 +23,17 @@ def init_arguments(parser: argparse.ArgumentParser) -> None:
         help="rewrite only the layout keys (source_format, encoding, delimiter, header_row, "
         "sheet_name) of this existing config to read SOURCE; nothing else is written",
     )
+    parser.add_argument(
+        "--update",
+        metavar="CONFIG",
+        help="rewrite this existing config's mapping sheet for SOURCE's header: renamed "
+        "columns re-pointed, new ones added, removed ones reported; prints the diff",
+    )
+    parser.add_argument(
+        "--curated-root",
+        help="with --update: the curated root whose newest file of the table holds the "
+        "values renamed columns are matched by (default: env REFLOAD_CURATED_ROOT or curated)",
+    )
     parser.add_argument("--out", default="configs", help="folder to write to (default configs)")
     parser.add_argument("--sheet", choices=("csv", "xlsx"), default="csv", help="mapping sheet")
     parser.add_argument("--format", help="source_format (default: from the extension)")
@@ -54,6 +65,17 @@ def init(args: argparse.Namespace) -> int:
     from steps.shared.errors import ConfigError
 
     given = Given.parse(args.encoding, args.delimiter, args.header_row)
+    if args.update:
+        from handler.cli.commands.init.update import print_sheet_update, update_mapping
+
+        if args.update_layout or args.table or args.primary_key:
+            raise ConfigError(
+                "--update keeps the config's layout, table and key: leave out "
+                "--update-layout, --table and --primary-key"
+            )
+        root = args.curated_root or os.environ.get("REFLOAD_CURATED_ROOT") or "curated"
+        print_sheet_update(update_mapping(args.source, args.update, root), as_json=args.json)
+        return 0
     if args.update_layout:
         if args.table or args.primary_key:
             raise ConfigError(
