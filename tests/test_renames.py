@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 
 import pycountry
 import pytest
@@ -72,3 +73,27 @@ def test_a_rename_plus_a_new_column_names_the_rename_and_the_unmatched_column(
         "missing column; header: Alpha-2 code, Alpha-3 code, Numeric code, Short title, Region"
     )
     assert sql("SELECT COUNT(*) FROM ref.dim_country") == [(COUNT,)]
+
+
+def test_on_s3_the_values_come_from_the_newest_curated_object(s3, table_dir, warehouse_url, capsys):
+    from handler.cli import main
+    from tests.conftest import run_args
+
+    config = table_dir(COUNTRY_MAPPING, name="dim_country", primary_key=["alpha_2"])
+    s3.put_object(Bucket="raw", Key="country/2026-11-01/c.csv", Body=countries(HEADER).encode())
+    renamed = countries(["ISO2", "Alpha-3 code", "Numeric code", "Name"])
+    s3.put_object(Bucket="raw", Key="country/2026-11-02/c.csv", Body=renamed.encode())
+
+    def run(key: str) -> tuple[int, dict]:
+        capsys.readouterr()
+        args = run_args(config, f"s3://raw/{key}", warehouse_url, "--json")
+        code = main([*args, "--curated-root", "s3://curated"])
+        return code, json.loads(capsys.readouterr().out)
+
+    assert run("country/2026-11-01/c.csv")[0] == 0
+    code, summary = run("country/2026-11-02/c.csv")
+    assert code == 2
+    assert (
+        f"column 'Alpha-2 code' is missing; new column 'ISO2' matches its values in {COUNT} "
+        f"of {COUNT} rows"
+    ) in summary["error"]["message"]
