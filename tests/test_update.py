@@ -124,3 +124,20 @@ def test_a_file_that_matches_nothing_is_refused_and_nothing_is_written(
     assert code == 2 and not out
     assert f"RejectedInput: {source}: nothing matches: no column the mapping sheet maps" in err
     assert (config.read_bytes(), sheet.read_bytes()) == before
+
+
+def test_a_removed_column_is_reported_and_its_row_deleted(table_dir, write, update, run_cli):
+    config = table_dir(COUNTRY_MAPPING, name="dim_country", primary_key=["alpha_2"])
+    assert run_cli(config, write("countries.csv", countries(HEADER)))[0] == 0
+    # The numeric code is gone; Alpha-3 is renamed and recognised by its values.
+    rows = [f'{c.alpha_2},{c.alpha_3},"{c.name}"\n' for c in pycountry.countries]
+    source = write("v2.csv", "".join(["Alpha-2 code,ISO3,Name\n", *rows]))
+    code, out, err = update(source, config)
+    assert code == 0, err
+    assert "-Numeric code,numeric_code,varchar(3),strip,,false,\n" in out
+    assert (
+        "removed: 'Numeric code' is not in the file: its row (numeric_code) is deleted; the "
+        "target's column numeric_code stays: drop it there, or run is refused as drift"
+    ) in out
+    sheet = (config.parent / "dim_country_mapping.csv").read_text()
+    assert "Numeric code" not in sheet and "ISO3,alpha_3," in sheet
