@@ -167,7 +167,12 @@ def renamed_columns(source: SourceTable, spec: TableSpec, curated_root: str) -> 
     unmapped = [n for n in header if n not in mapped and not BLANK_HEADER.fullmatch(n)]
     if not missing or not unmapped:
         return None
-    first = next(iter(source.chunks), None)
+    from steps.shared.errors import RefloadError
+
+    try:
+        first = next(iter(source.chunks), None)
+    except RefloadError:  # a bad first chunk: the plain message, not this hint, is the answer
+        return None
     if first is None:
         return None
     new = {n: first.column(n).combine_chunks() for n in unmapped}
