@@ -16,12 +16,16 @@ import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from handler.cli.commands.init.infer_columns import ColumnGuess, guess_column, snake_case
 from steps.ingest.renames import BLANK_HEADER, Candidate, curated_values, match_renames
 from steps.shared.errors import ConfigError, RejectedInput
 from steps.shared.io import storage
 from steps.shared.mapping.sheet import SHEET_COLUMNS, ColumnSpec
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 @dataclass
@@ -52,6 +56,8 @@ class _Edit:
 
 
 def update_mapping(source: str, config_path: str, curated_root: str) -> SheetUpdate:
+    """Read `source` with the config's layout, match its header against the sheet, and
+    rewrite the sheet (see the module's docstring); refuse when nothing matches."""
     from handler.cli.commands.init.onboard import _read_all
     from steps.shared.config.model import read_config
     from steps.shared.config.table import load_table_config
@@ -93,19 +99,8 @@ def update_mapping(source: str, config_path: str, curated_root: str) -> SheetUpd
             f"{config_path} is unchanged",
             file=source,
         )
-    targets = set(spec.mapping.targets)
-    for position, name in enumerate(header, 1):
-        if name not in unmapped or name in renamed.values():
-            continue
-        target, n = snake_case(name, position), 2
-        base = target
-        while target in targets:
-            target, n = f"{base}_{n}", n + 1
-        targets.add(target)
-        guess = guess_column(name, target, values[name], update.warnings, name in quoted)
-        # The table's earlier rows have no value for it: nullable, as run adds it.
-        guess.nullable = True
-        update.added.append(guess)
+    added = [n for n in unmapped if n not in renamed.values()]
+    update.added = _added_columns(header, added, values, quoted, spec.mapping.targets, update)
     for candidate in update.renamed:
         if candidate.known and candidate.matched < candidate.compared:
             update.warnings.append(
@@ -121,30 +116,65 @@ def update_mapping(source: str, config_path: str, curated_root: str) -> SheetUpd
             for g in update.added
         ],
     )
+    _write_checked(update, edit, raw, sheet_path)
+    return update
+
+
+def _added_columns(
+    header: list[str],
+    added: list[str],
+    values: dict[str, pa.Array],
+    quoted: frozenset[str],
+    taken: list[str],
+    update: SheetUpdate,
+) -> list[ColumnGuess]:
+    """The new columns as init infers them, named apart from the sheet's targets."""
+    targets, guesses = set(taken), []
+    for position, name in enumerate(header, 1):
+        if name not in added:
+            continue
+        target, n = snake_case(name, position), 2
+        base = target
+        while target in targets:
+            target, n = f"{base}_{n}", n + 1
+        targets.add(target)
+        guess = guess_column(name, target, values[name], update.warnings, name in quoted)
+        # The table's earlier rows have no value for it: nullable, as run adds it.
+        guess.nullable = True
+        guesses.append(guess)
+    return guesses
+
+
+def _write_checked(update: SheetUpdate, edit: _Edit, raw: dict[str, Any], sheet_path: Path) -> None:
+    """Write the sheet (and the config, when it needs allow_new_columns), the diff of both
+    in `update`; validated as run reads them, and put back as they were if they do not."""
+    from steps.shared.config.table import load_table_config
+
+    config_path = Path(update.config)
     before_sheet = sheet_path.read_bytes()
-    after_sheet = (_edit_xlsx if sheet_path.suffix.lower() == ".xlsx" else _edit_csv)(
-        before_sheet, edit
-    )
+    edited = _edit_xlsx if sheet_path.suffix.lower() == ".xlsx" else _edit_csv
+    after_sheet = edited(before_sheet, edit)
     updated_raw = dict(raw)
     if update.added and not raw.get("allow_new_columns"):
         updated_raw["allow_new_columns"] = True  # an existing target gets the new columns
-    before_config = Path(config_path).read_bytes()
+    before_config = config_path.read_bytes()
     after_config = (json.dumps(updated_raw, indent=2, ensure_ascii=False) + "\n").encode()
     update.diff = _diff(
         str(sheet_path), _as_text(before_sheet, sheet_path), _as_text(after_sheet, sheet_path)
     )
     if updated_raw != raw:
-        update.diff += _diff(config_path, before_config.decode("utf-8-sig"), after_config.decode())
-        Path(config_path).write_bytes(after_config)
+        update.diff += _diff(
+            update.config, before_config.decode("utf-8-sig"), after_config.decode()
+        )
+        config_path.write_bytes(after_config)
         update.config_written = True
     sheet_path.write_bytes(after_sheet)
     try:
-        load_table_config(config_path)  # what run will read
+        load_table_config(update.config)  # what run will read
     except Exception:
         sheet_path.write_bytes(before_sheet)
-        Path(config_path).write_bytes(before_config)
+        config_path.write_bytes(before_config)
         raise
-    return update
 
 
 # --- the sheet, edited in place --------------------------------------------------------
