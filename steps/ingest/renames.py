@@ -16,7 +16,8 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from steps.shared.mapping.sheet import apply_transforms, blank_to_null, cast_values
+from steps.shared.mapping.casts import blank_to_null, cast_values
+from steps.shared.mapping.transforms import apply_transforms
 
 if TYPE_CHECKING:
     import pyarrow as pa
