@@ -50,6 +50,9 @@ def test_init_proposes_checks_from_the_profile_and_they_pass_on_their_sample(
     assert {"type": "regex", "column": "state", "pattern": "^[A-Z]{2}$"} in tests
     # Free text and lists over 20 values (25 time zones) get neither a list nor a shape.
     assert not [t for t in tests if t.get("column") in ("city", "county", "timezone")]
+    out = capsys.readouterr().out
+    assert "proposed tests (quality_tests; delete the ones you do not want):\n" in out
+    assert "  row_count_between 2,751..3,363\n  regex zip_code ^[0-9]{5}$\n" in out
     code, summary = run_cli(config, source)
     assert code == 0, summary.get("error")
     assert summary["checks_total"] == len(tests)

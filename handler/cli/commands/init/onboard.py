@@ -27,7 +27,7 @@ from handler.cli.commands.init.infer_columns import (
     unique_names,
 )
 from handler.cli.commands.init.layout import Given, Layout, read_layout
-from handler.cli.commands.init.propose import propose_checks
+from handler.cli.commands.init.propose import described, propose_checks
 from steps.ingest.sources import FORMAT_READERS, format_of, read_source
 from steps.ingest.transform import apply_mapping
 from steps.shared import progress
@@ -396,6 +396,7 @@ def print_proposal(
                     "primary_key": proposal.primary_key,
                     "primary_key_reason": proposal.key_reason,
                     "source_prefix": proposal.source_prefix,
+                    "proposed_tests": proposal.checks,
                     "warnings": proposal.warnings,
                     "next": commands,
                 }
@@ -414,6 +415,9 @@ def print_proposal(
     key = ", ".join(proposal.primary_key) or "none"
     print(f"primary key: {key} ({proposal.key_reason})")
     print(f"source_prefix: {proposal.source_prefix} ({proposal.prefix_reason})")
+    print("proposed tests (quality_tests; delete the ones you do not want):")
+    for check in proposal.checks:
+        print(f"  {described(check)}")
     for warning in proposal.warnings:
         print(f"warning: {warning}")
     print(f"wrote {config_path}\nwrote {mapping_path}\nnext:")

@@ -165,3 +165,14 @@ def print_suggestions(
     )
     for proposal in proposals:
         print(f"  {json.dumps(proposal)},")
+
+
+def described(proposal: dict[str, Any]) -> str:
+    """One proposal on one line, as init lists them: `regex zip ^[0-9]{5}$`."""
+    kind = proposal["type"]
+    if kind == "row_count_between":
+        return f"{kind} {proposal['min']:,}..{proposal['max']:,}"
+    if "columns" in proposal:
+        return f"{kind} {', '.join(proposal['columns'])}"
+    detail = proposal.get("pattern") or ", ".join(map(str, proposal.get("values", [])))
+    return f"{kind} {proposal['column']} {detail}"
