@@ -141,3 +141,10 @@ def test_a_removed_column_is_reported_and_its_row_deleted(table_dir, write, upda
     ) in out
     sheet = (config.parent / "dim_country_mapping.csv").read_text()
     assert "Numeric code" not in sheet and "ISO3,alpha_3," in sheet
+
+
+def test_update_with_a_layout_option_is_refused(table_dir, write, update):
+    config = table_dir(COUNTRY_MAPPING, name="dim_country")
+    code, _, err = update(write("c.csv", countries(HEADER)), config, "--delimiter", ";")
+    assert code == 2
+    assert "--update reads SOURCE with the config's layout" in err

@@ -68,10 +68,12 @@ def init(args: argparse.Namespace) -> int:
     if args.update:
         from handler.cli.commands.init.update import print_sheet_update, update_mapping
 
-        if args.update_layout or args.table or args.primary_key:
+        layout = (args.format, args.sheet_name, args.encoding, args.delimiter, args.header_row)
+        if args.update_layout or args.table or args.primary_key or any(layout):
             raise ConfigError(
-                "--update keeps the config's layout, table and key: leave out "
-                "--update-layout, --table and --primary-key"
+                "--update reads SOURCE with the config's layout and keeps its table and key: "
+                "leave out --table, --primary-key and the layout options (a new layout is "
+                "--update-layout's, run first)"
             )
         root = args.curated_root or os.environ.get("REFLOAD_CURATED_ROOT") or "curated"
         print_sheet_update(update_mapping(args.source, args.update, root), as_json=args.json)
