@@ -12,6 +12,7 @@ from typing import Any
 
 import structlog
 
+from steps.shared.checks import learned
 from steps.shared.checks.custom_sql import refuse_unsafe_gates
 from steps.shared.checks.registry import CheckContext, errored, failed_checks, run_check
 from steps.shared.config.table import TableSpec, load_table_config
@@ -138,6 +139,7 @@ def before_publish_gate(
             rows_before=rows_before,
             load_mode=config.mode,
             changes=changes,
+            history=learned.history(warehouse, config.target, payload["run_id"], tests),
         )
         checks.clear()  # a publish again after an aborted one runs every test again
         for test in tests:
