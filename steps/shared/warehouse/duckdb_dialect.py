@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -20,6 +21,7 @@ from steps.shared.warehouse.base import (
 
 if TYPE_CHECKING:
     from steps.shared.mapping.sheet import Mapping
+    from steps.shared.warehouse.publish import GroupGate, GroupMember
 
 
 def database_path(url: str) -> str:
@@ -51,6 +53,7 @@ class DuckDBWarehouse(Warehouse):
 
     # The curated file(s) (or downloaded copies) while `publish` runs; the view reads them.
     _curated_paths: list[Path] | None = None
+    _group_paths: dict[str, list[Path]] | None = None  # a group's publish: by curated URI
 
     def _connect(self) -> Any:
         import duckdb
@@ -119,11 +122,32 @@ class DuckDBWarehouse(Warehouse):
             finally:
                 self._curated_paths = None
 
+    def publish_group(
+        self,
+        members: list[GroupMember],
+        group_gate: GroupGate | None = None,
+        *,
+        force: bool = False,
+    ) -> list[PublishResult]:
+        # As `publish`: every member's curated files kept until the group's publish is over.
+        with ExitStack() as files:
+            self._group_paths = {
+                m.entry.curated_uri: files.enter_context(
+                    storage.local_files(storage.curated_parts(m.entry.curated_uri))
+                )
+                for m in members
+            }
+            try:
+                return super().publish_group(members, group_gate, force=force)
+            finally:
+                self._group_paths = None
+
     def stage(self, staging: str, mapping: Mapping, curated_uri: str) -> None:
         # A view, not a copy: each statement scans the Parquet file in parallel, and the
         # copy would cost more than it saves (5M rows: 1.6 s against 2.2 s, with the insert).
         # A list of exactly the run's files (a Spark dataset's parts), never a glob.
-        files = ", ".join(self.literal(str(p)) for p in self._curated_paths or [])
+        paths = self._curated_paths or (self._group_paths or {}).get(curated_uri) or []
+        files = ", ".join(self.literal(str(p)) for p in paths)
         cols = ", ".join(self.quote(c) for c in mapping.targets)
         self.execute(
             f"CREATE TEMPORARY VIEW {self.quote(staging)} AS SELECT {cols} "

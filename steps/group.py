@@ -1,0 +1,109 @@
+"""A table group's publish: every member's curated file, staged, checked and published in
+ONE transaction, or none (docs: README "Table groups").
+
+Each member's payload is what its ingest returned (as `load` takes it). Inside the one
+transaction: each member as `load` publishes it (its before_publish tests), then the
+group's checks across members; any error-severity failure rolls every member back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import structlog
+
+from steps.load import before_publish_gate, ledger_entry, summary, target_table
+from steps.shared.checks.custom_sql import refuse_unsafe_gates
+from steps.shared.checks.group import run_group_checks
+from steps.shared.checks.registry import failed_checks
+from steps.shared.config.group import Group
+from steps.shared.errors import ConfigError, QualityCheckFailed
+from steps.shared.warehouse import open_warehouse
+from steps.shared.warehouse.base import UserSqlAbortedPublish, Warehouse
+from steps.shared.warehouse.publish import GroupMember
+
+log = structlog.get_logger("refload")
+
+
+def publish(
+    group: Group,
+    payloads: dict[str, dict[str, Any]],
+    group_run_id: str,
+    warehouse_url: str | None,
+    *,
+    force: bool = False,
+) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """Publish the group: (each member's load result by table, the group's check results).
+
+    A failing check raises QualityCheckFailed with every result in `details["checks"]`.
+    """
+    members: list[GroupMember] = []
+    checks: dict[str, list[dict[str, Any]]] = {}
+    for name, spec in group.members.items():
+        payload = payloads[name]
+        checks[name] = []
+        members.append(
+            GroupMember(
+                replace(ledger_entry(spec, payload), group_run_id=group_run_id),
+                target_table(spec),
+                before_publish_gate(spec, payload, checks[name]),
+            )
+        )
+    group_checks: list[dict[str, Any]] = []
+
+    def group_gate(warehouse: Warehouse) -> None:
+        group_checks[:] = run_group_checks(warehouse, group)
+        failed = failed_checks(group_checks)
+        if failed:
+            names = ", ".join(f"{c['name']} (observed {c['observed']})" for c in failed)
+            raise QualityCheckFailed(
+                f"group {group.name}: check(s) failed, no member was published: {names}",
+                table=group.name,
+                details={"checks": group_checks},
+            )
+
+    with open_warehouse(warehouse_url) as warehouse:
+        for member, spec in zip(members, group.members.values(), strict=True):
+            warehouse.check_curated_uri(member.entry.curated_uri)
+            refuse_unsafe_gates(spec.config, warehouse, spec.config_uri)
+            warehouse.check_names(member.target)
+        _refuse_unsafe_group_sql(group, warehouse)
+        warehouse.ensure_audit_tables(*((m.target.schema, m.target.name) for m in members))
+        try:
+            while True:
+                try:
+                    results = warehouse.publish_group(members, group_gate, force=force)
+                    break
+                except UserSqlAbortedPublish as aborted:
+                    log.info(
+                        "custom SQL failed inside the group publish; publishing again",
+                        group=group.name,
+                        error=aborted.error.reason,
+                    )
+        finally:
+            # After the transaction, so a rolled-back publish keeps its audit rows.
+            for member in members:
+                name = member.entry.table_name
+                warehouse.record_checks(group_run_id, name, checks[name])
+            warehouse.record_checks(group_run_id, group.name, group_checks)
+    return {
+        name: summary(spec, member.entry, result, checks[name])
+        for (name, spec), member, result in zip(
+            group.members.items(), members, results, strict=True
+        )
+    }, group_checks
+
+
+def _refuse_unsafe_group_sql(group: Group, warehouse: Warehouse) -> None:
+    """As `refuse_unsafe_gates`: a group's custom SQL runs inside the publish transaction."""
+    if warehouse.user_sql_in_publish:
+        return
+    for index, check in enumerate(group.config.checks):
+        if check.type == "custom_sql":
+            raise ConfigError(
+                f"custom_sql cannot run in a group's publish on {warehouse.dialect}: it has "
+                "no savepoints to keep the query read-only inside the transaction",
+                file=group.uri,
+                key=f"checks[{index}]",
+            )
