@@ -56,8 +56,9 @@ def relationships(warehouse: Warehouse, group: Group, check: Relationships) -> d
     (child, column), (parent, to) = (v.split(".") for v in (check.column, check.to))
     rel = {m: _relation(warehouse, group, m) for m in (child, parent)}
     orphans = (
-        f"SELECT c.{q(column)} FROM {rel[child]} c WHERE c.{q(column)} IS NOT NULL AND NOT "
-        f"EXISTS (SELECT 1 FROM {rel[parent]} p WHERE p.{q(to)} = c.{q(column)})"
+        f"SELECT c.{q(column)} FROM (SELECT * FROM {rel[child]}) c WHERE c.{q(column)} IS NOT "
+        f"NULL AND NOT EXISTS (SELECT 1 FROM (SELECT * FROM {rel[parent]}) p "
+        f"WHERE p.{q(to)} = c.{q(column)})"
     )
     observed = int(warehouse.scalar(f"SELECT COUNT(*) FROM ({orphans}) o"))
     samples = _samples(warehouse, orphans) if observed else []

@@ -213,3 +213,17 @@ def load_group(config_root: str, name: str) -> Group:
         raise ConfigError(problems[0], file=uri, details={"problems": problems})
     config = groups[uri]
     return Group(uri, config, {t: tables[t] for t in config.tables})
+
+
+def check_groups(config_root: str, tables: dict[str, TableSpec]) -> list[tuple[str, str]]:
+    """`check`'s problems with the group files under the root: (file, message) each."""
+    problems: list[tuple[str, str]] = []
+    claimed: dict[str, str] = {}
+    for uri in group_uris(config_root):
+        try:
+            group = read_group(uri)
+        except ConfigError as error:
+            problems += [(uri, p) for p in error.details.get("problems") or [error.reason]]
+            continue
+        problems += [(uri, p) for p in group_problems(uri, group, tables, claimed)]
+    return problems
