@@ -206,9 +206,10 @@ def _check_references(report: Report, configs: dict[str, TableConfig]) -> None:
 
 def _check_groups(report: Report, root: str, specs: list[TableSpec]) -> None:
     """The group files under root/groups (steps.shared.config.group)."""
-    from steps.shared.config.group import check_groups
+    from steps.shared.config.group import check_groups, table_names
 
-    for path, message in check_groups(root, {s.config.table_name: s for s in specs}):
+    known = table_names(root)
+    for path, message in check_groups(root, known, {s.config.table_name: s for s in specs}):
         report.add(path, message)
 
 

@@ -9,6 +9,7 @@ against the members' configs and mapping sheets; `handler group run` and `check`
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -132,31 +133,39 @@ def read_group(uri: str) -> GroupConfig:
         raise ConfigError(problems[0], file=uri, details={"problems": problems}) from None
 
 
-def table_configs(config_root: str) -> dict[str, TableSpec]:
-    """table_name -> its config, of every valid config under the root (the broken ones are
-    `check`'s business, reported there)."""
-    found: dict[str, TableSpec] = {}
+def table_names(config_root: str) -> dict[str, str]:
+    """table_name -> config file under the root, read leniently (as routing does): a
+    config broken in another way is `check`'s business, or the member's own error when its
+    group loads it, never an "unknown table" of the group."""
+    found: dict[str, str] = {}
     for uri in storage.list_uris(config_root, ".json"):
         if uri.endswith(".schema.json"):
             continue
         try:
-            spec = load_table_config(uri)
-        except RefloadError:
+            raw = json.loads(storage.read_bytes(uri).decode("utf-8-sig"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RefloadError):
             continue
-        found[spec.config.table_name] = spec
+        name = raw.get("table_name") if isinstance(raw, dict) else None
+        if isinstance(name, str):
+            found.setdefault(name, uri)
     return found
 
 
 def group_problems(
-    uri: str, group: GroupConfig, tables: dict[str, TableSpec], claimed: dict[str, str]
+    uri: str,
+    group: GroupConfig,
+    known: Collection[str],
+    tables: dict[str, TableSpec],
+    claimed: dict[str, str],
 ) -> list[str]:
-    """What is wrong with one group against the configs: unknown members, a member that
-    another group (in `claimed`: table -> group file) has, a check naming a column a
-    member's sheet does not have. Fills `claimed` with this group's members."""
+    """What is wrong with one group against the configs (`known` table names; `tables` the
+    ones whose config and sheet load): unknown members, a member that another group (in
+    `claimed`: table -> group file) has, a check naming a column a member's sheet does not
+    have. Fills `claimed` with this group's members."""
     problems = []
     for table in group.tables:
-        if table not in tables:
-            problems.append(f"tables: {unknown_name('table', table, tables)}")
+        if table not in known:
+            problems.append(f"tables: {unknown_name('table', table, known)}")
         elif table in claimed and claimed[table] != uri:
             problems.append(
                 f"tables: '{table}' is also a member of {claimed[table]}: a table belongs "
@@ -202,20 +211,24 @@ def load_group(config_root: str, name: str) -> Group:
         names = [g.group for g in groups.values()]
         raise ConfigError(unknown_name("group", name, names), file=groups_root(config_root))
     uri = found[0]
-    tables = table_configs(config_root)
+    known = table_names(config_root)
+    # A member's broken config or sheet is its own error, named as `run` names it.
+    tables = {t: load_table_config(known[t]) for t in groups[uri].tables if t in known}
     # Members claimed by the other groups first: this one is the one in the wrong.
     claimed: dict[str, str] = {}
     for other, group in groups.items():
         if other != uri:
-            group_problems(other, group, tables, claimed)
-    problems = group_problems(uri, groups[uri], tables, claimed)
+            group_problems(other, group, known, {}, claimed)
+    problems = group_problems(uri, groups[uri], known, tables, claimed)
     if problems:
         raise ConfigError(problems[0], file=uri, details={"problems": problems})
     config = groups[uri]
     return Group(uri, config, {t: tables[t] for t in config.tables})
 
 
-def check_groups(config_root: str, tables: dict[str, TableSpec]) -> list[tuple[str, str]]:
+def check_groups(
+    config_root: str, known: Collection[str], tables: dict[str, TableSpec]
+) -> list[tuple[str, str]]:
     """`check`'s problems with the group files under the root: (file, message) each."""
     problems: list[tuple[str, str]] = []
     claimed: dict[str, str] = {}
@@ -225,5 +238,5 @@ def check_groups(config_root: str, tables: dict[str, TableSpec]) -> list[tuple[s
         except ConfigError as error:
             problems += [(uri, p) for p in error.details.get("problems") or [error.reason]]
             continue
-        problems += [(uri, p) for p in group_problems(uri, group, tables, claimed)]
+        problems += [(uri, p) for p in group_problems(uri, group, known, tables, claimed)]
     return problems
