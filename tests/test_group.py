@@ -34,13 +34,16 @@ MODES: dict[str, dict[str, Any]] = {
 }
 
 
-def _configs(root: Path, mode: dict[str, Any], checks: list[dict[str, Any]]) -> Path:
-    """dim_country and dim_subdivision in `mode`, and the group `iso` of both."""
+def _configs(
+    root: Path, mode: dict[str, Any], checks: list[dict[str, Any]], **modes: dict[str, Any]
+) -> Path:
+    """dim_country and dim_subdivision in `mode` (or `modes[table]`), and the group `iso`."""
     root.mkdir(exist_ok=True)
     for name, mapping, key in (
         ("dim_country", COUNTRY, "alpha_2"),
         ("dim_subdivision", SUBDIVISION, "subdivision_code"),
     ):
+        mode = modes.get(name, mode)
         (root / f"{name}.csv").write_text(mapping, encoding="utf-8")
         keyed = {"primary_key": [key]} if mode.get("load_mode") in ("upsert", "scd2") else {}
         config = {
@@ -260,3 +263,56 @@ def test_check_refuses_a_group_file_that_does_not_validate(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"{root / 'groups' / 'bad.json'}: checks.0.relationships.column" in out
     assert "'alpha_2' must be 'member.column'" in out
+
+
+@pytest.mark.parametrize("warehouse_url", ["duckdb", "postgresql"], indirect=True)
+def test_rollback_group_puts_every_member_back_to_what_it_held(
+    group_run, sql, tmp_path, warehouse_url, capsys
+):
+    # A replace member goes back to its file, an scd2 member by its validity columns.
+    root = _configs(tmp_path / "cfg", MODES["replace"], [], dim_subdivision=MODES["scd2"])
+    code, first = group_run("FR,France\n", "FR-75,FR\n", root)
+    assert code == 0, first
+    (at,) = sql(
+        "SELECT MAX(loaded_at) FROM etl_audit.load_ledger WHERE group_run_id = ?",
+        first["group_run_id"],
+    )[0]
+    assert group_run("DE,Germany\nFR,France\n", "DE-BY,DE\nFR-75,FR\n", root)[0] == 0
+    rollback = ["rollback", "--group", "iso", "--config-root", str(root)]
+    capsys.readouterr()
+    code = main([*rollback, "--to", at.isoformat(), "--warehouse", warehouse_url, "--json"])
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 0, summary
+    assert summary["status"] == "passed"
+    assert {t: m["restored_run"] for t, m in summary["members"].items()} == {
+        "dim_country": first["group_run_id"],
+        "dim_subdivision": first["group_run_id"],
+    }
+    assert sql("SELECT alpha_2 FROM ref.dim_country") == [("FR",)]
+    assert _current(sql, "dim_subdivision", "subdivision_code", True) == [("FR-75",)]
+    # History is kept: Bavaria's version is closed, not deleted.
+    assert sql("SELECT COUNT(*) FROM ref.dim_subdivision") == [(2,)]
+    gid = summary["group_run_id"]
+    assert sql(
+        "SELECT table_name, load_mode, group_run_id FROM etl_audit.load_ledger "
+        "WHERE run_id = ? ORDER BY table_name",
+        gid,
+    ) == [("dim_country", "rollback", gid), ("dim_subdivision", "scd2", gid)]
+
+
+def test_rollback_group_refuses_a_member_with_nothing_to_go_back_to(
+    group_run, sql, tmp_path, warehouse_url, capsys
+):
+    root = _configs(tmp_path / "cfg", MODES["replace"], [], dim_subdivision=MODES["upsert"])
+    assert group_run("FR,France\n", "FR-75,FR\n", root)[0] == 0
+    before = {t: _checksum(sql, t) for t in ("dim_country", "dim_subdivision")}
+    rollback = ["rollback", "--group", "iso", "--config-root", str(root)]
+    capsys.readouterr()
+    assert main([*rollback, "--to", "2020-01-01T00:00:00Z", "--warehouse", warehouse_url]) == 2
+    err = capsys.readouterr().err
+    assert str(root / "groups" / "iso.json") in err
+    assert "dim_country has no publish at or before 2020-01-01T00:00:00" in err
+    assert "dim_subdivision has load_mode 'upsert': only replace and scd2 members" in err
+    assert main([*rollback, "--to", "yesterday", "--warehouse", warehouse_url]) == 2
+    assert "--to: not an ISO timestamp" in capsys.readouterr().err
+    assert {t: _checksum(sql, t) for t in before} == before

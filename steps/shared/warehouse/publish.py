@@ -18,6 +18,7 @@ from steps.shared.warehouse.catalog import VALID_TO, TargetTable, _CreatedConcur
 from steps.shared.warehouse.changes import ChangeSet
 from steps.shared.warehouse.client import utcnow
 from steps.shared.warehouse.modes import MODES, Staged
+from steps.shared.warehouse.modes.scd2 import VALID_FROM
 
 if TYPE_CHECKING:
     from steps.shared.config.model import LedgerMode
@@ -49,6 +50,9 @@ class GroupMember:
     entry: LedgerEntry
     target: TargetTable
     before_publish: BeforePublish | None = None
+    # A history (scd2) target's own rows as they were at this time, staged in place of a
+    # curated file: `handler rollback --group` publishes them as a new version.
+    as_of: dt.datetime | None = None
 
 
 # group_gate(warehouse): the group's checks, inside its publish transaction.
@@ -248,6 +252,9 @@ class Publisher(AuditReads):
         try:
             for member in members:
                 stagings.append(self.staging_name(member.entry.run_id))
+                if member.as_of is not None:
+                    self._stage_as_of(stagings[-1], member.target, member.as_of)
+                    continue
                 self.stage(stagings[-1], member.target.mapping, member.entry.curated_uri)
                 self._refuse_doubled_keys(member.entry, member.target, stagings[-1])
             for attempt in (1, 2):
@@ -276,8 +283,23 @@ class Publisher(AuditReads):
                     existed = [{} for _ in members]
             raise AssertionError("unreachable")
         finally:
-            for staging in stagings:
-                self._drop_staging(staging)
+            for member, staging in zip(members, stagings, strict=False):
+                if member.as_of is None:
+                    self._drop_staging(staging)
+                else:
+                    with suppress(RefloadError):
+                        self.execute(f"DROP TABLE IF EXISTS {self.quote(staging)}")
+
+    def _stage_as_of(self, staging: str, target: TargetTable, at: dt.datetime) -> None:
+        """A history table's versions valid at `at`, copied (the publish changes the table)."""
+        q = self.quote
+        cols = ", ".join(q(c) for c in target.mapping.targets)
+        self.execute(
+            f"CREATE TEMPORARY TABLE {q(staging)} AS SELECT {cols} "
+            f"FROM {self.table(target.schema, target.name)} WHERE {q(VALID_FROM)} <= %s "
+            f"AND ({q(VALID_TO)} IS NULL OR {q(VALID_TO)} > %s)",
+            (at, at),
+        )
 
     def _publish_staged(
         self,
