@@ -316,3 +316,48 @@ def test_rollback_group_refuses_a_member_with_nothing_to_go_back_to(
     assert main([*rollback, "--to", "yesterday", "--warehouse", warehouse_url]) == 2
     assert "--to: not an ISO timestamp" in capsys.readouterr().err
     assert {t: _checksum(sql, t) for t in before} == before
+
+
+def test_status_shows_each_group_its_last_run_and_pending_members(
+    group_run, tmp_path, warehouse_url, capsys
+):
+    root = _configs(tmp_path / "cfg", MODES["replace"], [RELATIONSHIP])
+    status = ["status", "--config-root", str(root), "--warehouse", warehouse_url]
+
+    def groups() -> list[dict[str, Any]]:
+        capsys.readouterr()
+        assert main([*status, "--json"]) == 0
+        return json.loads(capsys.readouterr().out)["groups"]
+
+    assert groups() == [
+        {
+            "group": "iso",
+            "members": ["dim_country", "dim_subdivision"],
+            "last_group_run": None,
+            "pending": [],
+            "waiting_since": None,
+        }
+    ]
+    code, passed = group_run("FR,France\n", "FR-75,FR\n", root)
+    assert code == 0
+    # A failed group run leaves both files ingested and not published: pending.
+    assert group_run("FR,France\n", "XX-01,XX\n", root)[0] == 1
+    (group,) = groups()
+    assert group["last_group_run"]["run_id"] == passed["group_run_id"]
+    assert group["pending"] == ["dim_country", "dim_subdivision"]
+    assert group["waiting_since"] is not None
+    page = tmp_path / "status.html"
+    assert main([*status, "--html", str(page)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        f"group iso          members dim_country, dim_subdivision; last group run "
+        f"{passed['group_run_id']} at {group['last_group_run']['published_at']}; pending "
+        f"dim_country, dim_subdivision since {group['waiting_since']}"
+    ) in out
+    text = page.read_text()
+    assert '<h2 style="font-size:16px;margin:20px 0 6px">Groups</h2>' in text
+    assert 'data-group="iso" data-pending="dim_country,dim_subdivision"' in text
+    code, fixed = group_run("FR,France\nDE,Germany\n", "FR-75,FR\n", root)
+    assert code == 0
+    (group,) = groups()
+    assert (group["last_group_run"]["run_id"], group["pending"]) == (fixed["group_run_id"], [])

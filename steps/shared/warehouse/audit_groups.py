@@ -22,3 +22,40 @@ def published_before(warehouse: Warehouse, target: str, at: dt.datetime) -> tupl
         (target, at),
     )
     return rows[0] if rows else None
+
+
+def last_group_publish(warehouse: Warehouse, tables: list[str]) -> tuple[str, dt.datetime] | None:
+    """The last group run that published any of these tables: its id and time."""
+    if not tables:
+        return None
+    marks = ", ".join(["%s"] * len(tables))
+    rows = warehouse.query(
+        f"SELECT group_run_id, MAX(loaded_at) FROM {warehouse.table(AUDIT_SCHEMA, 'load_ledger')} "
+        f"WHERE table_name IN ({marks}) AND group_run_id IS NOT NULL "
+        "GROUP BY group_run_id ORDER BY 2 DESC LIMIT 1",
+        tables,
+    )
+    return (str(rows[0][0]), rows[0][1]) if rows else None
+
+
+def pending_members(warehouse: Warehouse, tables: list[str]) -> dict[str, dt.datetime]:
+    """Tables holding a file that was ingested and not published (a group waiting for its
+    other members, or a group run that failed): table -> when the first such file came.
+
+    A file is pending when its run's ingest passed and neither that run nor a later one
+    published the table or found its file already there (a load `ok`, `skipped` or `stale`
+    in run_log)."""
+    if not tables:
+        return {}
+    marks = ", ".join(["%s"] * len(tables))
+    log = warehouse.table(AUDIT_SCHEMA, "run_log")
+    done = "l.step = 'load' AND l.status IN ('ok', 'skipped', 'stale')"
+    rows = warehouse.query(
+        f"SELECT i.table_name, MIN(i.logged_at) FROM {log} i "
+        f"WHERE i.step = 'ingest' AND i.status = 'ok' AND i.table_name IN ({marks}) "
+        f"AND NOT EXISTS (SELECT 1 FROM {log} l WHERE l.table_name = i.table_name AND {done} "
+        "AND (l.run_id = i.run_id OR l.logged_at >= i.logged_at)) "
+        "GROUP BY i.table_name",
+        tables,
+    )
+    return {str(table): at for table, at in rows}
