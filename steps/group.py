@@ -17,7 +17,8 @@ from steps.load import before_publish_gate, ledger_entry, summary, target_table
 from steps.shared.checks.custom_sql import refuse_unsafe_gates
 from steps.shared.checks.group import run_group_checks
 from steps.shared.checks.registry import failed_checks
-from steps.shared.config.group import Group
+from steps.shared.config.group import Group, load_group
+from steps.shared.config.table import TableSpec
 from steps.shared.errors import ConfigError, QualityCheckFailed
 from steps.shared.warehouse import open_warehouse
 from steps.shared.warehouse.base import UserSqlAbortedPublish, Warehouse
@@ -107,3 +108,88 @@ def _refuse_unsafe_group_sql(group: Group, warehouse: Warehouse) -> None:
                 file=group.uri,
                 key=f"checks[{index}]",
             )
+
+
+# --- a member's file arriving alone (AWS) -------------------------------------------------
+
+
+def group_of(config_root: str, table: str) -> str | None:
+    """The name of the group whose member `table` is, if any (broken group files skipped:
+    `check`'s business)."""
+    from steps.shared.config.group import group_uris, read_group
+
+    for uri in group_uris(config_root):
+        try:
+            group = read_group(uri)
+        except ConfigError:
+            continue
+        if table in group.tables:
+            return group.group
+    return None
+
+
+def arrival(spec: TableSpec, payload: dict[str, Any]) -> dict[str, Any] | None:
+    """A group member's file in a state machine execution: held as pending for its group
+    (a result with `held`), or, when it completes the set (every member holds a file newer
+    than its last publish), the group published (this member's load result, with the
+    group's). None when the table is in no group, or the file is already its target's
+    (a replay: the single-table load skips it)."""
+    import os
+
+    from steps.shared.warehouse.audit_groups import holds_published_file, pending_files
+
+    root = payload.get("config_root") or os.environ.get("REFLOAD_CONFIG_ROOT", "configs")
+    table = spec.config.table_name
+    name = group_of(root, table)
+    if name is None:
+        return None
+    url = payload.get("warehouse")
+    with open_warehouse(url) as warehouse:
+        warehouse.ensure_audit_tables()
+        hashes = (payload["content_hash"], payload.get("config_hash") or spec.config_hash)
+        if holds_published_file(warehouse, spec.config.target, *hashes):
+            return None
+        group = load_group(root, name)
+        pending = pending_files(warehouse, group.config.tables)
+    pending[table] = payload  # this execution's file is the member's newest
+    waiting = [t for t in group.config.tables if t not in pending]
+    if waiting:
+        log.info("file held for its group", group=name, waiting_for=waiting)
+        return {
+            "table": table,
+            "run_id": payload["run_id"],
+            "target": spec.config.target,
+            "load_mode": spec.config.mode,
+            "target_created": False,
+            "rows_loaded": 0,
+            "published": False,
+            "held": True,
+            "group": name,
+            "waiting_for": waiting,
+            "skipped_reason": f"held for group {name}: waiting for {', '.join(waiting)}",
+        }
+    payloads = {t: {**pending[t], "warehouse": url} for t in group.config.tables}
+    loads, checks = publish(group, payloads, payload["run_id"], url)
+    with open_warehouse(url) as warehouse:
+        # The other members' files are published: their run_log says so (not pending).
+        warehouse.record_steps(
+            [
+                {
+                    "run_id": payload["run_id"],
+                    "table_name": member,
+                    "step": "load",
+                    "status": "ok" if result["published"] else "skipped",
+                    "error": None,
+                    "source_uri": payloads[member].get("source"),
+                    "details": {**result, "group": name},
+                }
+                for member, result in loads.items()
+                if member != table
+            ]
+        )
+    return {
+        **loads[table],
+        "group": name,
+        "group_run_id": payload["run_id"],
+        "group_checks": checks,
+    }

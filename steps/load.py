@@ -33,6 +33,13 @@ log = structlog.get_logger("refload")
 
 def run(payload: dict[str, Any]) -> dict[str, Any]:
     spec = load_table_config(payload["config"], mapping_override=payload.get("mapping"))
+    if payload.get("execution_id") and not payload.get("rollback_to"):
+        # On AWS a group member's file arrives alone: held for its group (steps.group).
+        from steps.group import arrival
+
+        grouped = arrival(spec, payload)
+        if grouped is not None:
+            return grouped
     entry = ledger_entry(spec, payload)
     target = target_table(spec)
     checks: list[dict[str, Any]] = []

@@ -4,6 +4,7 @@ its members' last publishes (`handler rollback --group`, `status`)."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import TYPE_CHECKING, Any
 
 from steps.shared.warehouse.audit import AUDIT_SCHEMA
@@ -38,24 +39,52 @@ def last_group_publish(warehouse: Warehouse, tables: list[str]) -> tuple[str, dt
     return (str(rows[0][0]), rows[0][1]) if rows else None
 
 
+def _pending(warehouse: Warehouse, tables: list[str], columns: str) -> list[tuple[Any, ...]]:
+    """run_log ingest rows (`columns` of them, alias i) whose file is still pending."""
+    marks = ", ".join(["%s"] * len(tables))
+    log = warehouse.table(AUDIT_SCHEMA, "run_log")
+    done = "l.step = 'load' AND l.status IN ('ok', 'skipped', 'stale')"
+    return warehouse.query(
+        f"SELECT {columns} FROM {log} i "
+        f"WHERE i.step = 'ingest' AND i.status = 'ok' AND i.table_name IN ({marks}) "
+        f"AND NOT EXISTS (SELECT 1 FROM {log} l WHERE l.table_name = i.table_name AND {done} "
+        "AND (l.run_id = i.run_id OR l.logged_at >= i.logged_at))",
+        tables,
+    )
+
+
 def pending_members(warehouse: Warehouse, tables: list[str]) -> dict[str, dt.datetime]:
     """Tables holding a file that was ingested and not published (a group waiting for its
     other members, or a group run that failed): table -> when the first such file came.
 
     A file is pending when its run's ingest passed and neither that run nor a later one
     published the table or found its file already there (a load `ok`, `skipped` or `stale`
-    in run_log)."""
+    in run_log; a file held for its group is `held`)."""
     if not tables:
         return {}
-    marks = ", ".join(["%s"] * len(tables))
-    log = warehouse.table(AUDIT_SCHEMA, "run_log")
-    done = "l.step = 'load' AND l.status IN ('ok', 'skipped', 'stale')"
+    first: dict[str, dt.datetime] = {}
+    for table, at in _pending(warehouse, tables, "i.table_name, i.logged_at"):
+        if table not in first or at < first[table]:
+            first[str(table)] = at
+    return first
+
+
+def pending_files(warehouse: Warehouse, tables: list[str]) -> dict[str, dict[str, Any]]:
+    """Each table's newest pending file: what its ingest handed to load (run_log details)."""
+    newest: dict[str, tuple[dt.datetime, str]] = {}
+    for table, at, details in _pending(warehouse, tables, "i.table_name, i.logged_at, i.details"):
+        if table not in newest or at > newest[table][0]:
+            newest[str(table)] = (at, details)
+    return {table: json.loads(details) for table, (_at, details) in newest.items()}
+
+
+def holds_published_file(
+    warehouse: Warehouse, target: str, content_hash: str, config_hash: str
+) -> bool:
+    """Whether the target's last publish was this very file with this config (a replay)."""
     rows = warehouse.query(
-        f"SELECT i.table_name, MIN(i.logged_at) FROM {log} i "
-        f"WHERE i.step = 'ingest' AND i.status = 'ok' AND i.table_name IN ({marks}) "
-        f"AND NOT EXISTS (SELECT 1 FROM {log} l WHERE l.table_name = i.table_name AND {done} "
-        "AND (l.run_id = i.run_id OR l.logged_at >= i.logged_at)) "
-        "GROUP BY i.table_name",
-        tables,
+        f"SELECT content_hash, config_hash FROM {warehouse.table(AUDIT_SCHEMA, 'load_ledger')} "
+        "WHERE target = %s ORDER BY loaded_at DESC LIMIT 1",
+        (target,),
     )
-    return {str(table): at for table, at in rows}
+    return bool(rows) and tuple(rows[0]) == (content_hash, config_hash)
