@@ -193,3 +193,38 @@ def arrival(spec: TableSpec, payload: dict[str, Any]) -> dict[str, Any] | None:
         "group_run_id": payload["run_id"],
         "group_checks": checks,
     }
+
+
+def waiting_groups(config_root: str, warehouse_url: str | None, now: Any) -> list[dict[str, Any]]:
+    """Groups some of whose members hold a pending file while others have none: each with
+    the members it waits for, and since when (`status`, `freshness`). No query without
+    group files."""
+    from steps.shared.config.group import group_uris, read_group
+    from steps.shared.warehouse.audit_groups import pending_members
+
+    groups = []
+    for uri in group_uris(config_root):
+        try:
+            groups.append(read_group(uri))
+        except ConfigError:
+            continue
+    if not groups:
+        return []
+    waiting = []
+    with open_warehouse(warehouse_url) as warehouse:
+        warehouse.ensure_audit_tables()
+        for group in groups:
+            pending = pending_members(warehouse, group.tables)
+            missing = [t for t in group.tables if t not in pending]
+            if pending and missing:
+                since = min(pending.values())
+                waiting.append(
+                    {
+                        "group": group.group,
+                        "waiting_for": missing,
+                        "pending": sorted(pending),
+                        "waiting_since": since.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                        "age_hours": round((now - since).total_seconds() / 3600, 2),
+                    }
+                )
+    return waiting

@@ -336,6 +336,7 @@ def test_status_shows_each_group_its_last_run_and_pending_members(
             "last_group_run": None,
             "pending": [],
             "waiting_since": None,
+            "waiting_for": [],
         }
     ]
     code, passed = group_run("FR,France\n", "FR-75,FR\n", root)

@@ -38,6 +38,7 @@ from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state
 )
 
 from handler import lambda_handler
+from handler.cli import main
 from steps.shared.io import storage
 from tests.conftest import CONFIGS, ROOT, SAMPLES
 
@@ -907,13 +908,25 @@ def _published(workflow: Workflow) -> list[tuple[Any, ...]]:
 
 
 @pytest.mark.parametrize("first", list(GROUP_KEYS))
-def test_group_members_arriving_in_either_order_publish_together(workflow, first):
+def test_group_members_arriving_in_either_order_publish_together(workflow, first, capsys):
     _iso_group(workflow)
     second = next(t for t in GROUP_KEYS if t != first)
     held = _arrive(workflow, first)
     assert workflow.states(held)[-2:] == ["PublishedOrStale", "HeldForGroup"]
     assert json.loads(held["output"])["waiting_for"] == [second]
     assert _published(workflow) == []
+    # `status` and `freshness` name the group and the member it waits for.
+    capsys.readouterr()
+    main(["freshness", "--json"])
+    (waiting,) = json.loads(capsys.readouterr().out)["groups_waiting"]
+    assert (waiting["group"], waiting["waiting_for"], waiting["pending"]) == (
+        "iso",
+        [second],
+        [first],
+    )
+    assert main(["status", "--json"]) == 0
+    (group,) = json.loads(capsys.readouterr().out)["groups"]
+    assert (group["pending"], group["waiting_for"]) == ([first], [second])
     done = _arrive(workflow, second)
     assert workflow.states(done)[-3:] == ["Validate", "ValidationPassed", "Loaded"]
     # Each member's ledger row names the run that ingested its file, and the group run

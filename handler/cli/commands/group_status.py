@@ -33,6 +33,8 @@ def group_rows(config_root: str, warehouse: Warehouse) -> list[dict[str, Any]]:
                 if last
                 else None,
                 "pending": sorted(pending),
+                # Some members' files wait for these members' (none, when all or none do).
+                "waiting_for": [t for t in group.tables if t not in pending] if pending else [],
                 "waiting_since": iso(min(pending.values())) if pending else None,
             }
         )
@@ -47,6 +49,8 @@ def _line(group: dict[str, Any]) -> str:
         if group["pending"]
         else "nothing pending"
     )
+    if group.get("waiting_for"):
+        pending += f", waiting for {', '.join(group['waiting_for'])}"
     return f"group {group['group']:<12} members {', '.join(group['members'])}; {run}; {pending}"
 
 
