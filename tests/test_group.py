@@ -244,6 +244,11 @@ def test_check_validates_group_files(tmp_path, capsys):
         "(it has alpha_2, name)"
     ) in out
     assert f"{broken}: checks (custom_sql): '{{dim_currency}}' is not a member" in out
+    _group(root, "iso2", [], []).write_text(json.dumps({"group": "iso", "tables": ["dim_x"]}))
+    assert main(["check", str(root)]) == 2
+    assert f"{root / 'groups' / 'iso2.json'}: group: 'iso' is also the name of {iso}" in (
+        capsys.readouterr().out
+    )
 
 
 def test_check_refuses_a_group_file_that_does_not_validate(tmp_path, capsys):

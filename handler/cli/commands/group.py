@@ -160,28 +160,17 @@ def _members(
 
 
 def _load_outcome(state: dict[str, Any], load: dict[str, Any]) -> Any:
+    from handler.aws.dispatch import _outcome
+
     status = "stale" if load.get("stale") else "skipped" if load["published"] is False else "ok"
-    return state.get("warehouse"), {
-        "run_id": state["run_id"],
-        "table_name": state["table"],
-        "step": "load",
-        "status": status,
-        "error": None,
-        "source_uri": state.get("source"),
-        "details": load,
-    }
+    return _outcome("load", state, state["table"], status, None, load)
 
 
 def _failed_outcome(state: dict[str, Any], error: Any) -> Any:
-    return state.get("warehouse"), {
-        "run_id": state["run_id"],
-        "table_name": state["table"],
-        "step": "load",
-        "status": "failed",
-        "error": {"type": type(error).__name__, "message": error.full_message},
-        "source_uri": state.get("source"),
-        "details": error.details,
-    }
+    from handler.aws.dispatch import _outcome
+
+    failure = {"type": type(error).__name__, "message": error.full_message}
+    return _outcome("load", state, state["table"], "failed", failure, error.details)
 
 
 def group(args: argparse.Namespace) -> int:

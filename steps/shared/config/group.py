@@ -232,11 +232,17 @@ def check_groups(
     """`check`'s problems with the group files under the root: (file, message) each."""
     problems: list[tuple[str, str]] = []
     claimed: dict[str, str] = {}
+    names: dict[str, str] = {}
     for uri in group_uris(config_root):
         try:
             group = read_group(uri)
         except ConfigError as error:
             problems += [(uri, p) for p in error.details.get("problems") or [error.reason]]
             continue
+        if group.group in names:
+            problems.append(
+                (uri, f"group: '{group.group}' is also the name of {names[group.group]}")
+            )
+        names.setdefault(group.group, uri)
         problems += [(uri, p) for p in group_problems(uri, group, known, tables, claimed)]
     return problems
