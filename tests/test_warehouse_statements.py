@@ -78,11 +78,11 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def _dialect_classes() -> list[type]:
-    from steps.shared.warehouse.duckdb_dialect import DuckDBWarehouse
-    from steps.shared.warehouse.postgres import PostgresWarehouse
-    from steps.shared.warehouse.redshift import RedshiftWarehouse
+    from steps.shared.warehouse.duckdb_dialect import DuckDBClient
+    from steps.shared.warehouse.postgres import PostgresClient
+    from steps.shared.warehouse.redshift import RedshiftClient
 
-    return [DuckDBWarehouse, PostgresWarehouse, RedshiftWarehouse]
+    return [DuckDBClient, PostgresClient, RedshiftClient]
 
 
 @pytest.mark.all_warehouses

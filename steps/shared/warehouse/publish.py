@@ -7,16 +7,15 @@ import secrets
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from steps.shared.errors import RefloadError, RejectedInput, WarehouseUnavailable
-from steps.shared.warehouse.audit import LedgerEntry, TargetState
-from steps.shared.warehouse.audit_reads import AuditReads
-from steps.shared.warehouse.catalog import VALID_TO, TargetTable, _CreatedConcurrently
-from steps.shared.warehouse.changes import ChangeSet
-from steps.shared.warehouse.client import utcnow
+from steps.shared.warehouse.audit import AuditStore, LedgerEntry, TargetState
+from steps.shared.warehouse.catalog import VALID_TO, Catalog, TargetTable, _CreatedConcurrently
+from steps.shared.warehouse.changes import ChangeDetection, ChangeSet
+from steps.shared.warehouse.client import SqlClient, utcnow
 from steps.shared.warehouse.modes import MODES, Staged
 from steps.shared.warehouse.modes.scd2 import VALID_FROM
 
@@ -28,6 +27,8 @@ log = structlog.get_logger("refload")
 
 # before_publish(warehouse, rows_before, rows_staged, changes): see `Warehouse.publish`.
 BeforePublish = Callable[["Warehouse", int, int, ChangeSet | None], None]
+# The same, as the publisher calls it: the facade passes itself as the warehouse.
+RowsBeforePublish = Callable[[int, int, ChangeSet | None], None]
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class PublishResult:
     skipped_reason: str | None = None
     target_created: bool = False
     changes: ChangeSet | None = None
-    # Not published because the target holds a newer file (`Warehouse._stale`).
+    # Not published because the target holds a newer file (`Publisher._skipped`).
     stale: bool = False
 
 
@@ -49,13 +50,15 @@ class GroupMember:
 
     entry: LedgerEntry
     target: TargetTable
-    before_publish: BeforePublish | None = None
+    # As `publish`'s before_publish: the publisher calls it with the rows' counts; the
+    # facade (`Warehouse.publish_group`) takes one that gets the warehouse first.
+    before_publish: Callable[..., None] | None = None
     # A history (scd2) target's own rows as they were at this time, staged in place of a
     # curated file: `handler rollback --group` publishes them as a new version.
     as_of: dt.datetime | None = None
 
 
-# group_gate(warehouse): the group's checks, inside its publish transaction.
+# group_gate(warehouse): the group's checks, inside its publish (`Warehouse.publish_group`).
 GroupGate = Callable[["Warehouse"], None]
 
 
@@ -77,9 +80,19 @@ class _GroupStale(Exception):
         ]
 
 
-class Publisher(AuditReads):
+class Publisher:
     """The one publish transaction: skip rules, locks, change detection, the load
-    mode's statements and the ledger row."""
+    mode's statements and the ledger row. It composes the parts it is given: the
+    session's SQL client, the catalog (the target's DDL, staging), change sets and the
+    audit store (the target's state, the ledger row)."""
+
+    def __init__(
+        self, sql: SqlClient, catalog: Catalog, changes: ChangeDetection, audit: AuditStore
+    ) -> None:
+        self.sql = sql
+        self.catalog = catalog
+        self.changes = changes
+        self.audit = audit
 
     def _skipped(
         self, entry: LedgerEntry, target: TargetTable, state: TargetState, created: bool
@@ -132,7 +145,7 @@ class Publisher(AuditReads):
 
     def _take_publish_lock(self, target: str, where: str) -> None:
         """Serialise publishers of the target, waiting a bounded time for other writers."""
-        caps = self.capabilities
+        caps = self.sql.capabilities
         if caps.publisher_lock:
             statement = f"LOCK TABLE {target} IN SHARE ROW EXCLUSIVE MODE"
         elif caps.statement_timeout:
@@ -141,13 +154,14 @@ class Publisher(AuditReads):
             statement = f"DELETE FROM {target} WHERE 1 = 0"
         else:
             return  # DuckDB: nothing to wait for
-        with self._bounded_lock_wait(where, announce=True):
-            self.execute(statement)
+        with self.sql.bounded_lock_wait(where, announce=True):
+            self.sql.execute(statement)
 
     def duplicate_key_in(self, staging: str, key: list[str]) -> tuple[Any, ...] | None:
-        cols = ", ".join(self.quote(k) for k in key)
-        rows = self.query(
-            f"SELECT {cols} FROM {self.quote(staging)} GROUP BY {cols} HAVING COUNT(*) > 1 LIMIT 1"
+        q = self.sql.quote
+        cols = ", ".join(q(k) for k in key)
+        rows = self.sql.query(
+            f"SELECT {cols} FROM {q(staging)} GROUP BY {cols} HAVING COUNT(*) > 1 LIMIT 1"
         )
         return rows[0] if rows else None
 
@@ -163,18 +177,18 @@ class Publisher(AuditReads):
     ) -> list[str]:
         """The statements that publish staged rows: the load mode's (`modes`)."""
         staged = Staged(target, staging, columns, key, delta, loaded_at or utcnow())
-        return MODES[mode].statements(self, staged)
+        return MODES[mode].statements(self.catalog, staged)
 
     def count(self, target: str, *, current: bool = False) -> int:
         """Rows of a table; `current`: of a history table, the current versions only."""
-        where = f" WHERE {self.quote(VALID_TO)} IS NULL" if current else ""
-        return int(self.scalar(f"SELECT COUNT(*) FROM {target}{where}"))
+        where = f" WHERE {self.sql.quote(VALID_TO)} IS NULL" if current else ""
+        return int(self.sql.scalar(f"SELECT COUNT(*) FROM {target}{where}"))
 
     def publish(
         self,
         entry: LedgerEntry,
         target: TargetTable,
-        before_publish: BeforePublish | None = None,
+        before_publish: RowsBeforePublish | None = None,
         *,
         force: bool = False,
     ) -> PublishResult:
@@ -186,13 +200,13 @@ class Publisher(AuditReads):
         (tables with a primary key), else None. `force` publishes even when the ledger says
         this file is already in the target.
         """
-        existed = self.check_target(target)
+        existed = self.catalog.check_target(target)
         if force:
             log.info("force: publishing whatever the ledger says", target=entry.target)
         # Staged before the publish transaction; whether the file is already in the target
         # is asked once, under the publish lock (`_skipped`).
-        staging = self.staging_name(entry.run_id)
-        self.stage(staging, target.mapping, entry.curated_uri)
+        staging = self.catalog.staging_name(entry.run_id)
+        self.catalog.stage(staging, target.mapping, entry.curated_uri)
         try:
             self._refuse_doubled_keys(entry, target, staging)
             try:
@@ -218,9 +232,9 @@ class Publisher(AuditReads):
         # A temporary table goes with the session (the step's, or the local run's);
         # where staging must go now, best effort: a failed cleanup must not hide why
         # the publish failed.
-        if self.drops_staging:
+        if self.catalog.drops_staging:
             with suppress(RefloadError):
-                self.execute(self.drop_staging_sql(staging))
+                self.sql.execute(self.catalog.drop_staging_sql(staging))
 
     def _refuse_doubled_keys(self, entry: LedgerEntry, target: TargetTable, staging: str) -> None:
         if MODES[entry.load_mode].unique_staged_keys:
@@ -235,7 +249,7 @@ class Publisher(AuditReads):
     def publish_group(
         self,
         members: list[GroupMember],
-        group_gate: GroupGate | None = None,
+        group_gate: Callable[[], None] | None = None,
         *,
         force: bool = False,
     ) -> list[PublishResult]:
@@ -243,23 +257,23 @@ class Publisher(AuditReads):
 
         Each member publishes as `publish` does (its skip rules, lock, before_publish gate
         and ledger row), in the members' order (so two group runs lock in the same order);
-        then `group_gate(warehouse)`, the checks across members, reads them all as they are
-        about to be published: raising there rolls every member back. A member whose file
-        is stale stops the whole group (nothing published, every result `stale`).
+        then `group_gate()`, the checks across members, reads them all as they are about
+        to be published: raising there rolls every member back. A member whose file is
+        stale stops the whole group (nothing published, every result `stale`).
         """
-        existed = [self.check_target(m.target) for m in members]
+        existed = [self.catalog.check_target(m.target) for m in members]
         stagings: list[str] = []
         try:
             for member in members:
-                stagings.append(self.staging_name(member.entry.run_id))
+                stagings.append(self.catalog.staging_name(member.entry.run_id))
                 if member.as_of is not None:
                     self._stage_as_of(stagings[-1], member.target, member.as_of)
                     continue
-                self.stage(stagings[-1], member.target.mapping, member.entry.curated_uri)
+                self.catalog.stage(stagings[-1], member.target.mapping, member.entry.curated_uri)
                 self._refuse_doubled_keys(member.entry, member.target, stagings[-1])
             for attempt in (1, 2):
                 try:
-                    with self.transaction():
+                    with self.sql.transaction():
                         results = [
                             self._publish_in_transaction(
                                 m.entry, m.target, found, staging, m.before_publish, force
@@ -269,7 +283,7 @@ class Publisher(AuditReads):
                         if any(r.stale for r in results):
                             raise _GroupStale(results)
                         if group_gate is not None:
-                            group_gate(cast("Warehouse", self))
+                            group_gate()
                     return results
                 except _GroupStale as stale:
                     return stale.held_back(members)
@@ -288,15 +302,15 @@ class Publisher(AuditReads):
                     self._drop_staging(staging)
                 else:
                     with suppress(RefloadError):
-                        self.execute(f"DROP TABLE IF EXISTS {self.quote(staging)}")
+                        self.sql.execute(f"DROP TABLE IF EXISTS {self.sql.quote(staging)}")
 
     def _stage_as_of(self, staging: str, target: TargetTable, at: dt.datetime) -> None:
         """A history table's versions valid at `at`, copied (the publish changes the table)."""
-        q = self.quote
+        q = self.sql.quote
         cols = ", ".join(q(c) for c in target.mapping.targets)
-        self.execute(
+        self.sql.execute(
             f"CREATE TEMPORARY TABLE {q(staging)} AS SELECT {cols} "
-            f"FROM {self.table(target.schema, target.name)} WHERE {q(VALID_FROM)} <= %s "
+            f"FROM {self.sql.table(target.schema, target.name)} WHERE {q(VALID_FROM)} <= %s "
             f"AND ({q(VALID_TO)} IS NULL OR {q(VALID_TO)} > %s)",
             (at, at),
         )
@@ -307,10 +321,10 @@ class Publisher(AuditReads):
         target: TargetTable,
         existed: dict[str, str],
         staging: str,
-        before_publish: BeforePublish | None,
+        before_publish: RowsBeforePublish | None,
         force: bool,
     ) -> PublishResult:
-        with self.transaction():
+        with self.sql.transaction():
             return self._publish_in_transaction(
                 entry, target, existed, staging, before_publish, force
             )
@@ -321,14 +335,14 @@ class Publisher(AuditReads):
         target: TargetTable,
         existed: dict[str, str],
         staging: str,
-        before_publish: BeforePublish | None,
+        before_publish: RowsBeforePublish | None,
         force: bool,
     ) -> PublishResult:
         """One target's publish inside the caller's transaction (one table's, or a group's)."""
-        ref = self.table(target.schema, target.name)
+        ref = self.sql.table(target.schema, target.name)
         where = f"{target.schema}.{target.name}"
         mode = MODES[entry.load_mode]
-        created = self._ensure_target(target, existed)
+        created = self.catalog.ensure_target(target, existed)
         self._take_publish_lock(ref, where)
         # Under the lock: a concurrent run may have published this file meanwhile, or
         # a newer one (which wins, whichever run commits first).
@@ -336,14 +350,16 @@ class Publisher(AuditReads):
         if target.key and not target.history:
             # The change set in the same query as the target's state: one round trip
             # (computed for nothing when the file is then skipped, a replay).
-            head = self.state_query(entry, ref, target.history)
+            head = self.audit.state_query(entry, ref, target.history)
             if created:  # empty: every staged key is added
-                changes, loaded, row = self.changes_into_new(target, staging, head)
+                changes, loaded, row = self.changes.changes_into_new(target, staging, head)
             else:
-                changes, loaded, row = self.change_set(mode.replaces, target, ref, staging, head)
-            state = self.read_state(entry, row)
+                changes, loaded, row = self.changes.change_set(
+                    mode.replaces, target, ref, staging, head
+                )
+            state = self.audit.read_state(entry, row)
         else:
-            state = self.target_state(entry, ref, target.history)
+            state = self.audit.target_state(entry, ref, target.history)
         skipped = None if force else self._skipped(entry, target, state, created)
         if skipped:
             return skipped
@@ -351,20 +367,20 @@ class Publisher(AuditReads):
         loaded_at = utcnow()
         if target.key and target.history:  # scd2 publishes from the delta table
             delta = f"refload_delta_{secrets.token_hex(4)}"
-            changes = self.compute_changes(mode.replaces, target, ref, staging, delta)
+            changes = self.changes.compute_changes(mode.replaces, target, ref, staging, delta)
         for statement in self.publish_statements(
             entry.load_mode, ref, staging, target.mapping.targets, target.key, delta, loaded_at
         ):
-            self.execute(statement)
+            self.sql.execute(statement)
         if delta:  # temporary; inside the transaction, so a rollback removes it too
-            self.execute(f"DROP TABLE {self.quote(delta)}")
+            self.sql.execute(f"DROP TABLE {self.sql.quote(delta)}")
         if loaded is None:
-            loaded = int(self.scalar(f"SELECT COUNT(*) FROM {self.quote(staging)}"))
+            loaded = int(self.sql.scalar(f"SELECT COUNT(*) FROM {self.sql.quote(staging)}"))
         if before_publish is not None:
-            before_publish(cast("Warehouse", self), before, loaded, changes)
+            before_publish(before, loaded, changes)
         # Known from the counts where the mode says so (before_publish only reads).
         after = mode.rows_after(before, loaded, changes)
         if after is None:
             after = self.count(ref, current=target.history)
-        self.write_ledger(entry, loaded, before, after, changes, loaded_at)
+        self.audit.write_ledger(entry, loaded, before, after, changes, loaded_at)
         return PublishResult(True, loaded, before, after, target_created=created, changes=changes)
