@@ -13,13 +13,13 @@ from typing import Any
 
 import structlog
 
-from steps.load import before_publish_gate, ledger_entry, summary, target_table
 from steps.shared.checks.custom_sql import refuse_unsafe_gates
 from steps.shared.checks.group import run_group_checks
 from steps.shared.checks.registry import failed_checks
 from steps.shared.config.group import Group, load_group
 from steps.shared.config.table import TableSpec
 from steps.shared.errors import ConfigError, QualityCheckFailed
+from steps.shared.loading import before_publish_gate, ledger_entry, summary, target_table
 from steps.shared.warehouse import open_warehouse
 from steps.shared.warehouse.base import UserSqlAbortedPublish, Warehouse
 from steps.shared.warehouse.publish import GroupMember

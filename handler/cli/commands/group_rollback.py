@@ -35,9 +35,9 @@ def rollback_group(args: argparse.Namespace) -> dict[str, Any]:
     from handler.aws.dispatch import StepOutcome, record_outcomes, run_step
     from handler.aws.events import config_root, new_run_id
     from handler.cli.commands.rollback import _curated_files
-    from steps.load import target_table
     from steps.shared.config.group import load_group
     from steps.shared.io import storage
+    from steps.shared.loading import target_table
     from steps.shared.warehouse import open_warehouse
     from steps.shared.warehouse.audit import LedgerEntry
     from steps.shared.warehouse.audit_groups import published_before
