@@ -13,6 +13,7 @@ from typing import Any
 
 import structlog
 
+from steps import validate
 from steps.shared.checks.custom_sql import refuse_unsafe_gates
 from steps.shared.checks.group import run_group_checks
 from steps.shared.checks.registry import failed_checks
@@ -187,8 +188,19 @@ def arrival(spec: TableSpec, payload: dict[str, Any]) -> dict[str, Any] | None:
                 if member != table
             ]
         )
+    # The other members' after-publish tests run here (their audit rows under their own
+    # runs); their results travel with this member's before-publish ones, so that this
+    # execution's Validate fails, and alerts, when any member's test fails.
+    others = [
+        {**check, "name": f"{member}: {check['name']}"}
+        for member, result in loads.items()
+        if member != table and result["published"]
+        for check in validate.run({**payloads[member], **result, "step": "validate"})["checks"]
+    ]
+    own = loads[table]
     return {
-        **loads[table],
+        **own,
+        "checks_before_publish": [*own["checks_before_publish"], *others],
         "group": name,
         "group_run_id": payload["run_id"],
         "group_checks": checks,

@@ -936,6 +936,19 @@ def test_group_members_arriving_in_either_order_publish_together(workflow, first
     assert _published(workflow) == [(t, runs[t], run_id) for t in sorted(GROUP_KEYS)]
     assert _count(workflow, "SELECT COUNT(*) FROM public.dim_subdivision") == [(5046,)]
     assert _count(workflow, "SELECT COUNT(*) FROM public.dim_country") == [(249,)]
+    # Both members' tests ran, each under the run that ingested its file; the group's
+    # check under the group's name.
+    assert _count(
+        workflow,
+        "SELECT table_name, run_id, COUNT(*), MIN(status) FROM etl_audit.data_quality_tests "
+        "GROUP BY table_name, run_id ORDER BY table_name",
+    ) == [
+        ("dim_country", runs["dim_country"], 6, "pass"),
+        ("dim_subdivision", runs["dim_subdivision"], 5, "pass"),
+        ("iso", run_id, 1, "pass"),
+    ]
+    output = json.loads(done["output"])
+    assert (output["checks_total"], output["checks_failed"]) == (11, 0)
 
 
 def test_a_group_member_arriving_twice_is_held_once_and_replays_are_idempotent(workflow):
