@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +70,12 @@ def _group(root: Path, name: str, tables: list[str], checks: list[dict[str, Any]
 def group_run(warehouse_url, tmp_path, write, capsys):
     """`group run iso --json` on a country and a subdivision file: (exit code, summary)."""
 
-    def run(countries: str, subdivisions: str, root: Path) -> tuple[int, dict[str, Any]]:
+    def run(
+        countries: str, subdivisions: str, root: Path, country_written: float | None = None
+    ) -> tuple[int, dict[str, Any]]:
         country = write(f"c{len(list(tmp_path.glob('in/*')))}.csv", "alpha_2,name\n" + countries)
+        if country_written is not None:  # the country file's modification time
+            os.utime(country, (country_written, country_written))
         subdivision = write(
             f"s{len(list(tmp_path.glob('in/*')))}.csv", "code,country\n" + subdivisions
         )
@@ -367,3 +372,18 @@ def test_status_shows_each_group_its_last_run_and_pending_members(
     assert code == 0
     (group,) = groups()
     assert (group["last_group_run"]["run_id"], group["pending"]) == (fixed["group_run_id"], [])
+
+
+def test_a_stale_member_file_holds_the_whole_group_back(group_run, sql, tmp_path):
+    root = _configs(tmp_path / "cfg", MODES["replace"], [RELATIONSHIP])
+    assert group_run("FR,France\n", "FR-75,FR\n", root)[0] == 0
+    before = {t: _checksum(sql, t) for t in ("dim_country", "dim_subdivision")}
+    # New files, but the country one was written in 2000: older than what its table holds.
+    code, summary = group_run(
+        "FR,France\nDE,Germany\n", "FR-75,FR\nDE-BY,DE\n", root, country_written=946684800
+    )
+    assert (code, summary["status"]) == (0, "stale")
+    reasons = {t: m["skipped_reason"] for t, m in summary["members"].items()}
+    assert reasons["dim_country"].startswith("stale: the file was written at 2000-01-01")
+    assert reasons["dim_subdivision"] == "not published: the file of dim_country is stale"
+    assert {t: _checksum(sql, t) for t in before} == before
