@@ -273,17 +273,21 @@ class SqlClient:
 
     @contextmanager
     def bounded_lock_wait(self, target: str, *, announce: bool = False) -> Iterator[None]:
-        """Statements in this block wait at most `lock_timeout_seconds()` for a lock that
-        another transaction holds, then fail as retryable.
+        """Statements in this block wait a bounded time for a lock that another
+        transaction holds, then fail as retryable.
 
-        PostgreSQL: lock_timeout. Redshift has none: a statement waits for a lock as
-        long as it runs, so the block runs under a statement_timeout of that length
-        (it holds only the short statements that take the locks). DuckDB: nothing
-        waits (one writer per file; a conflict fails at once).
+        PostgreSQL: `lock_timeout` of `lock_timeout_seconds()`. Redshift has no
+        lock_timeout and no SET LOCAL: there the session's statement_timeout bounds the
+        wait, as every statement's, since a shorter bound would cost a SET before the lock
+        and another after it, two of a warm run's 15 statements (docs/operations.md).
+        DuckDB: nothing waits (one writer per file; a conflict fails at once).
         """
-        seconds = lock_timeout_seconds()
-        milliseconds = max(1, int(seconds * 1000))
         caps = self.capabilities
+        lock_seconds = lock_timeout_seconds()  # a bad setting is refused on every dialect
+        if caps.lock_timeout:
+            setting, seconds = LOCK_TIMEOUT_ENV, lock_seconds
+        else:
+            setting, seconds = self._statement_limit
         # Outside a transaction the setting is the session's: put back when the block ends,
         # so later statements on this connection (the next step's) keep their own.
         session_lock_timeout = caps.lock_timeout and not (
@@ -291,9 +295,7 @@ class SqlClient:
         )
         if caps.lock_timeout:
             scope = "" if session_lock_timeout else "LOCAL "
-            self.execute(f"SET {scope}lock_timeout = {milliseconds}")
-        elif caps.statement_timeout:
-            self.execute(f"SET statement_timeout = {milliseconds}")
+            self.execute(f"SET {scope}lock_timeout = {max(1, int(seconds * 1000))}")
         if announce:
             log.info("waiting for the target's lock", target=target, at_most_seconds=seconds)
         waiting, self._waiting_for_lock = self._waiting_for_lock, True
@@ -304,7 +306,7 @@ class SqlClient:
                 raise
             raise WarehouseUnavailable(
                 f"{target} is locked by another transaction; gave up after {seconds:g} s "
-                f"({LOCK_TIMEOUT_ENV}); a retry may succeed ({error.reason})",
+                f"({setting}); a retry may succeed ({error.reason})",
                 table=target,
             ) from error
         finally:
@@ -312,11 +314,6 @@ class SqlClient:
             if session_lock_timeout:
                 with suppress(RefloadError):
                     self.execute("RESET lock_timeout")
-            if caps.statement_timeout and not caps.lock_timeout:
-                # The session's own limit again (`_bound_statements`); in a failed
-                # transaction this fails, and the rollback restores it instead.
-                with suppress(RefloadError):
-                    self.execute(f"SET statement_timeout = {self.statement_timeout_ms()}")
 
 
 def _setting_literal(value: str) -> str:
