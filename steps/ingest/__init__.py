@@ -60,10 +60,22 @@ def _source_key(uri: str) -> str:
     return storage.split_s3(uri)[1] if storage.is_s3(uri) else uri
 
 
-def _check_columns(source: SourceTable, spec: TableSpec) -> None:
+def _check_columns(source: SourceTable, spec: TableSpec, curated_root: str | None = None) -> None:
     header = source.column_names
     for name in spec.mapping.sources:
         if name not in header:
+            # Lost mapped columns and gained others: a rename, named with its evidence.
+            from steps.ingest.renames import renamed_columns
+
+            renamed = renamed_columns(source, spec, curated_root or DEFAULT_CURATED_ROOT)
+            if renamed:
+                raise RejectedInput(
+                    f"{renamed}; header: {', '.join(header)}; `python -m handler init "
+                    f"SOURCE --update {spec.config_uri}` re-points the mapping sheet",
+                    file=source.uri,
+                    line=spec.config.header_row,
+                    column=name,
+                )
             hint = source.layout_hint()  # a vendor that moved the header or the delimiter
             raise RejectedInput(
                 f"mapped source column '{name}' is not in the header{did_you_mean(name, header)}; "
@@ -406,7 +418,7 @@ def _ingest_file(
     config = spec.config
     run_id = payload["run_id"]
     curated_root = payload.get("curated_root") or DEFAULT_CURATED_ROOT
-    _check_columns(source, spec)
+    _check_columns(source, spec, curated_root)
     context = {
         "load_date": dt.datetime.now(dt.UTC).date().isoformat(),
         "run_id": run_id,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from steps.shared.checks import learned
 from steps.shared.checks.registry import CheckContext, errored, failed_checks, run_check
 from steps.shared.config.table import TableSpec
 from steps.shared.errors import QualityCheckFailed
@@ -94,6 +95,7 @@ def before_publish_gate(
             rows_before=rows_before,
             load_mode=config.mode,
             changes=changes,
+            history=learned.history(warehouse, config.target, payload["run_id"], tests),
         )
         checks.clear()  # a publish again after an aborted one runs every test again
         for test in tests:

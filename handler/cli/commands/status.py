@@ -40,7 +40,14 @@ def fleet_status(
     """Each configured table's last run, rows, tests, freshness and recent history."""
     from handler.cli.commands.group_status import group_rows
     from handler.cli.commands.history import fleet_history
-    from steps.freshness import assess, iso, last_received, parse_now, table_configs
+    from steps.freshness import (
+        assess,
+        iso,
+        last_received,
+        parse_now,
+        received_times,
+        table_configs,
+    )
     from steps.shared.warehouse import open_warehouse
 
     now = now or parse_now(None)
@@ -49,13 +56,17 @@ def fleet_status(
         warehouse.ensure_audit_tables()
         history = fleet_history(warehouse, RUNS_PER_TABLE)
         received = last_received(warehouse)
+        arrived = received_times(warehouse, configs)  # no query unless one has expect: auto
         groups = group_rows(config_root, warehouse)
     tables = []
     for uri, config in configs:
         runs = history.get(config.table_name, [])
         last = runs[-1] if runs else None
+        name = config.table_name
         fresh = (
-            assess(uri, config, received.get(config.table_name), now) if config.freshness else None
+            assess(uri, config, received.get(name), now, arrived.get(name))
+            if config.freshness
+            else None
         )
         rows = next((r["rows"] for r in reversed(runs) if r["rows"] is not None), None)
         status = last["status"] if last else "never_run"
@@ -80,6 +91,12 @@ def fleet_status(
                 "age_hours": fresh.age_hours if fresh else None,
                 "attention": attention(status if last else None, fresh.status if fresh else None),
                 "history": [{**r, "finished": iso(r["finished"])} for r in runs],
+                # `expect: auto`: the learned arrival pattern and the file due next.
+                **(
+                    {"freshness_expected": fresh.expectation()}
+                    if fresh and config.freshness and config.freshness.expect
+                    else {}
+                ),
             }
         )
     # A config that does not validate is a row too: no run of it can succeed until fixed.
@@ -136,6 +153,11 @@ def print_status(fleet: dict[str, Any]) -> None:
             f"{t['table']:<18} {t['status'].upper() + replayed(t):<{width}} {when:<19}  "
             f"rows {_n(t['rows']):>9}  "
             f"{tests:<17} freshness {t['freshness'] or '-':<12} run {t['run_id'] or '-'}"
+            + (
+                f"  expected {t['freshness_expected']['pattern'] or 'still learning'}"
+                if t.get("freshness_expected")
+                else ""
+            )
             + (
                 "  keys " + ", ".join(f"{k} {v:,}" for k, v in t["changes"].items())
                 if t.get("changes")

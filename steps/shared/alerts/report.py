@@ -13,6 +13,7 @@ import json
 import shlex
 from typing import Any
 
+from steps.shared.checks.status import passed
 from steps.shared.errors import (
     FULL_TEXT_BYTES,
     MESSAGE_BYTES,
@@ -155,7 +156,7 @@ def build_report(
 ) -> dict[str, Any]:
     """The report; `full_error` is the error's full text (etl_audit.run_log) for the body,
     when the message the payload carries was cut; `rollback_to` as `published_lines`."""
-    failed = [c for c in payload.get("checks") or [] if c["status"] != "pass"]
+    failed = [c for c in payload.get("checks") or [] if not passed(c)]
     failed_errors = [c for c in failed if c["severity"] == "error"]
     error = error_of(payload)
     table = payload.get("table") or "unknown table"
