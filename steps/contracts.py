@@ -265,6 +265,8 @@ class LoadResult(_Model):
     skipped_reason: str | None = None
     # The target holds a newer file: nothing to validate, the run ends `stale`.
     stale: bool = False
+    # A table group's member, held until its group's other files arrive (steps.group).
+    held: bool = False
     rows_loaded: int
     rows_before: int | None = None
     rows_after: int | None = None

@@ -303,9 +303,15 @@ def evaluate(
             log.error("table is stale", table=result.table, age_hours=result.age_hours)
             target = {"config": result.config_uri, "table": result.table, "outbox": outbox}
             alerts[result.table] = send(report, target)
+    from steps.group import waiting_groups
+
+    # Table groups some of whose members' files wait for the others (steps.group): a key
+    # only when there are some.
+    waiting = waiting_groups(config_root, warehouse_url, now)
     return {
         "status": overall_status(results),
         "tables": [r.to_dict() for r in results],
+        **({"groups_waiting": waiting} if waiting else {}),
         "broken_configs": [b.to_dict() for b in broken],
         "alerts": alerts,
         "results": results,

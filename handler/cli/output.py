@@ -136,3 +136,9 @@ def print_freshness(outcome: dict[str, Any], results: list[Any]) -> None:
             sent = ", ".join(f"{name} {a['status']}" for name, a in alert.items())
             line += f"  alert: {sent}"
         print(line)
+    for group in outcome.get("groups_waiting") or []:
+        print(
+            f"group {group['group']:<12} WAITING      for {', '.join(group['waiting_for'])} "
+            f"since {group['waiting_since']} ({group['age_hours']:,.1f} h; pending: "
+            f"{', '.join(group['pending'])})"
+        )

@@ -64,7 +64,8 @@ def report_freshness(outcome: dict[str, Any], *, as_json: bool) -> int:
     results = outcome.pop("results")
     broken = outcome["broken_configs"]
     if as_json:
-        print(json.dumps({k: outcome[k] for k in ("status", "tables", "broken_configs")}))
+        keys = ("status", "tables", "groups_waiting", "broken_configs")
+        print(json.dumps({k: outcome[k] for k in keys if k in outcome}))
     else:
         print_freshness(outcome, results)
     for config in broken:

@@ -38,6 +38,7 @@ def fleet_status(
     config_root: str, warehouse_url: str | None, now: dt.datetime | None = None
 ) -> dict[str, Any]:
     """Each configured table's last run, rows, tests, freshness and recent history."""
+    from handler.cli.commands.group_status import group_rows
     from handler.cli.commands.history import fleet_history
     from steps.freshness import (
         assess,
@@ -56,6 +57,7 @@ def fleet_status(
         history = fleet_history(warehouse, RUNS_PER_TABLE)
         received = last_received(warehouse)
         arrived = received_times(warehouse, configs)  # no query unless one has expect: auto
+        groups = group_rows(config_root, warehouse)
     tables = []
     for uri, config in configs:
         runs = history.get(config.table_name, [])
@@ -101,7 +103,7 @@ def fleet_status(
     tables += [_broken_row(b) for b in broken]
     tables.sort(key=lambda t: (_ATTENTION.index(t["attention"]), t["table"]))
     worst = tables[0]["attention"] if tables else "ok"
-    return {"status": worst, "generated_at": iso(now), "tables": tables}
+    return {"status": worst, "generated_at": iso(now), "tables": tables, "groups": groups}
 
 
 def _broken_row(broken: BrokenConfig) -> dict[str, Any]:
@@ -162,6 +164,9 @@ def print_status(fleet: dict[str, Any]) -> None:
                 else ""
             )
         )
+    from handler.cli.commands.group_status import print_groups
+
+    print_groups(fleet.get("groups") or [])
 
 
 # --- the page -------------------------------------------------------------------------
@@ -303,6 +308,7 @@ def _badge(prefix: str, value: str | None) -> str:
 
 
 def render_html(fleet: dict[str, Any]) -> str:
+    from handler.cli.commands.group_status import groups_html
     from handler.cli.commands.last_change import panel_html
 
     e = html.escape
@@ -340,5 +346,6 @@ def render_html(fleet: dict[str, Any]) -> str:
         "<th>rows after each publish</th><th>tests per run</th>"
         + ("<th>last change</th>" if any("last_change" in t for t in fleet["tables"]) else "")
         + f"</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        f"{groups_html(fleet.get('groups') or [])}"
         f"<script>{SCRIPT}</script></body></html>"
     )
