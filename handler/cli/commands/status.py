@@ -38,8 +38,16 @@ def fleet_status(
     config_root: str, warehouse_url: str | None, now: dt.datetime | None = None
 ) -> dict[str, Any]:
     """Each configured table's last run, rows, tests, freshness and recent history."""
+    from handler.cli.commands.group_status import group_rows
     from handler.cli.commands.history import fleet_history
-    from steps.freshness import assess, iso, last_received, parse_now, table_configs
+    from steps.freshness import (
+        assess,
+        iso,
+        last_received,
+        parse_now,
+        received_times,
+        table_configs,
+    )
     from steps.shared.warehouse import open_warehouse
 
     now = now or parse_now(None)
@@ -48,12 +56,17 @@ def fleet_status(
         warehouse.ensure_audit_tables()
         history = fleet_history(warehouse, RUNS_PER_TABLE)
         received = last_received(warehouse)
+        arrived = received_times(warehouse, configs)  # no query unless one has expect: auto
+        groups = group_rows(config_root, warehouse)
     tables = []
     for uri, config in configs:
         runs = history.get(config.table_name, [])
         last = runs[-1] if runs else None
+        name = config.table_name
         fresh = (
-            assess(uri, config, received.get(config.table_name), now) if config.freshness else None
+            assess(uri, config, received.get(name), now, arrived.get(name))
+            if config.freshness
+            else None
         )
         rows = next((r["rows"] for r in reversed(runs) if r["rows"] is not None), None)
         status = last["status"] if last else "never_run"
@@ -78,6 +91,12 @@ def fleet_status(
                 "age_hours": fresh.age_hours if fresh else None,
                 "attention": attention(status if last else None, fresh.status if fresh else None),
                 "history": [{**r, "finished": iso(r["finished"])} for r in runs],
+                # `expect: auto`: the learned arrival pattern and the file due next.
+                **(
+                    {"freshness_expected": fresh.expectation()}
+                    if fresh and config.freshness and config.freshness.expect
+                    else {}
+                ),
                 # Who gets its alerts (`owner`, with `alert_emails` as its emails).
                 "owner": owner.model_dump() if (owner := config.table_owner) else None,
             }
@@ -86,7 +105,7 @@ def fleet_status(
     tables += [_broken_row(b) for b in broken]
     tables.sort(key=lambda t: (_ATTENTION.index(t["attention"]), t["table"]))
     worst = tables[0]["attention"] if tables else "ok"
-    return {"status": worst, "generated_at": iso(now), "tables": tables}
+    return {"status": worst, "generated_at": iso(now), "tables": tables, "groups": groups}
 
 
 def _broken_row(broken: BrokenConfig) -> dict[str, Any]:
@@ -137,12 +156,20 @@ def print_status(fleet: dict[str, Any]) -> None:
             f"rows {_n(t['rows']):>9}  "
             f"{tests:<17} freshness {t['freshness'] or '-':<12} run {t['run_id'] or '-'}"
             + (
+                f"  expected {t['freshness_expected']['pattern'] or 'still learning'}"
+                if t.get("freshness_expected")
+                else ""
+            )
+            + (
                 "  keys " + ", ".join(f"{k} {v:,}" for k, v in t["changes"].items())
                 if t.get("changes")
                 else ""
             )
             + (f"  owner {t['owner']['name']}" if (t.get("owner") or {}).get("name") else "")
         )
+    from handler.cli.commands.group_status import print_groups
+
+    print_groups(fleet.get("groups") or [])
 
 
 # --- the page -------------------------------------------------------------------------
@@ -284,6 +311,9 @@ def _badge(prefix: str, value: str | None) -> str:
 
 
 def render_html(fleet: dict[str, Any]) -> str:
+    from handler.cli.commands.group_status import groups_html
+    from handler.cli.commands.last_change import panel_html
+
     e = html.escape
     rows = []
     for t in fleet["tables"]:
@@ -299,7 +329,10 @@ def render_html(fleet: dict[str, Any]) -> str:
             f"<td>{when}<br><code>{e(t['run_id'] or '')}</code></td>"
             f'<td class="num">{_n(t["rows"])}</td><td class="num">{tests}</td>'
             f"<td>{_badge('f', t['freshness'])}{age}</td>"
-            f"<td>{rows_chart(t['history'])}</td><td>{tests_chart(t['history'])}</td></tr>"
+            f"<td>{rows_chart(t['history'])}</td><td>{tests_chart(t['history'])}</td>"
+            # The "last change" panel, when the page was asked with it (fleet.status).
+            + (panel_html(t["table"], t.get("last_change")) if "last_change" in t else "")
+            + "</tr>"
         )
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
@@ -314,6 +347,8 @@ def render_html(fleet: dict[str, Any]) -> str:
         "<table><thead><tr><th>table</th><th>last run</th><th>when (UTC)</th><th>rows</th>"
         "<th>tests passed</th><th>freshness</th>"
         "<th>rows after each publish</th><th>tests per run</th>"
-        f"</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        + ("<th>last change</th>" if any("last_change" in t for t in fleet["tables"]) else "")
+        + f"</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        f"{groups_html(fleet.get('groups') or [])}"
         f"<script>{SCRIPT}</script></body></html>"
     )
