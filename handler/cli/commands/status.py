@@ -41,6 +41,7 @@ def fleet_status(
     from handler.cli.commands.history import fleet_history
     from steps.freshness import assess, iso, last_received, parse_now, table_configs
     from steps.shared.warehouse import open_warehouse
+    from steps.shared.warehouse.audit_window import cost_by_table
 
     now = now or parse_now(None)
     configs, broken = table_configs(config_root)
@@ -48,6 +49,7 @@ def fleet_status(
         warehouse.ensure_audit_tables()
         history = fleet_history(warehouse, RUNS_PER_TABLE)
         received = last_received(warehouse)
+        costs = cost_by_table(warehouse, now - dt.timedelta(days=30))
     tables = []
     for uri, config in configs:
         runs = history.get(config.table_name, [])
@@ -77,6 +79,8 @@ def fleet_status(
                 "freshness": fresh.status if fresh else None,
                 "age_hours": fresh.age_hours if fresh else None,
                 "attention": attention(status if last else None, fresh.status if fresh else None),
+                # What its runs of the last 30 days cost on AWS (steps.shared.cost).
+                "cost_usd_30d": costs.get(config.table_name, 0.0),
                 "history": [{**r, "finished": iso(r["finished"])} for r in runs],
             }
         )
@@ -97,6 +101,7 @@ def _broken_row(broken: BrokenConfig) -> dict[str, Any]:
         "freshness": None,
         "age_hours": None,
         "attention": "failing",
+        "cost_usd_30d": None,
         "history": [],
         "config": broken.config_uri,
         "error": {"type": broken.error_type, "message": broken.message},
