@@ -23,9 +23,10 @@ STEPS: dict[str, str] = {
     "validate": "steps.validate",
     "notify": "steps.notify",
     "freshness": "steps.freshness",
+    "digest": "steps.digest",
 }
 # Steps a schedule invokes (template.yaml), not the state machine.
-SCHEDULED_STEPS = ("freshness",)
+SCHEDULED_STEPS = ("freshness", "digest")
 # Steps whose outcome goes to etl_audit.run_log (notify must stay driver-free).
 RECORDED_STEPS = ("ingest", "load", "validate")
 

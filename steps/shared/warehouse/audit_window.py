@@ -15,10 +15,13 @@ from steps.shared.warehouse.audit import AUDIT_SCHEMA
 
 
 def run_costs(
-    warehouse: Any, since: dt.datetime | None = None, table: str | None = None
+    warehouse: Any,
+    since: dt.datetime | None = None,
+    table: str | None = None,
+    until: dt.datetime | None = None,
 ) -> dict[tuple[str, str], dict[str, Any]]:
     """(table, run id) -> `{"cost": the sum of its steps' costs, "month": "YYYY-MM",
-    "logged_at"}` for the runs with a step logged since `since` (all runs without it)."""
+    "logged_at"}` for the runs with a step logged from `since` to `until` (all without)."""
     from steps.shared.cost import total
 
     where = ["table_name IS NOT NULL", "POSITION('\"cost\"' IN details) > 0"]
@@ -26,6 +29,9 @@ def run_costs(
     if since is not None:
         where.append("logged_at >= %s")
         params.append(since.replace(tzinfo=None))
+    if until is not None:
+        where.append("logged_at <= %s")
+        params.append(until.replace(tzinfo=None))
     if table is not None:
         where.append("table_name = %s")
         params.append(table)
@@ -75,16 +81,27 @@ def cost_by_month(runs: dict[tuple[str, str], dict[str, Any]]) -> list[dict[str,
     return [{**m, "usd": round(m["usd"], 8)} for _, m in sorted(months.items())]
 
 
-def last_errors(warehouse: Any, since: dt.datetime) -> dict[str, dict[str, Any]]:
-    """Per table, its newest failed step since `since`: `{"type", "message", "run_id"}`."""
-    rows = warehouse.query(
-        "SELECT table_name, run_id, error_type, error_message, logged_at "
-        f"FROM {warehouse.table(AUDIT_SCHEMA, 'run_log')} "
-        "WHERE status = 'failed' AND table_name IS NOT NULL AND logged_at >= %s "
-        "ORDER BY logged_at",
-        [since.replace(tzinfo=None)],
+def window_steps(warehouse: Any, since: dt.datetime, until: dt.datetime) -> list[tuple[Any, ...]]:
+    """run_log rows logged in the window, oldest first: (table, run id, step, status,
+    error type, error message, logged_at)."""
+    return list(
+        warehouse.query(
+            "SELECT table_name, run_id, step, status, error_type, error_message, logged_at "
+            f"FROM {warehouse.table(AUDIT_SCHEMA, 'run_log')} WHERE table_name IS NOT NULL "
+            "AND logged_at >= %s AND logged_at <= %s ORDER BY logged_at",
+            [since.replace(tzinfo=None), until.replace(tzinfo=None)],
+        )
     )
-    return {
-        str(table): {"type": error_type, "message": message, "run_id": run_id}
-        for table, run_id, error_type, message, _ in rows
-    }
+
+
+def window_tests(warehouse: Any, since: dt.datetime, until: dt.datetime) -> list[tuple[Any, ...]]:
+    """Tests that did not pass in the window: (table, run id, test name, severity, status)."""
+    return list(
+        warehouse.query(
+            "SELECT table_name, run_id, test_name, severity, status "
+            f"FROM {warehouse.table(AUDIT_SCHEMA, 'data_quality_tests')} "
+            "WHERE executed_at >= %s AND executed_at <= %s AND status <> 'pass' "
+            "ORDER BY executed_at",
+            [since.replace(tzinfo=None), until.replace(tzinfo=None)],
+        )
+    )
