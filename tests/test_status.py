@@ -92,6 +92,7 @@ def test_json_has_each_table_failures_and_stale_first(fleet, warehouse_url, caps
         "freshness": "never_loaded",
         "age_hours": None,
         "attention": "unknown",
+        "owner": None,
         "cost_usd_30d": 0.0,
         "history": None,
     }
