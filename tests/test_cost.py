@@ -85,9 +85,9 @@ def test_a_failed_run_costs_the_steps_it_ran(run_cli, write, table_dir, monkeypa
     config = table_dir("source_column,target_column,data_type\ncode,code,int\n")
     code, summary = run_cli(config, write("bad.csv", "code\nnot-a-number\n"))
     assert code == 2
-    # ChooseFirstStep, Ingest, IngestFailed: the state machine goes on to Notify.
-    assert summary["cost"]["transitions"] == 3
-    assert summary["cost"]["usd"] > 3 * 0.0279 / 1000
+    # ChooseFirstStep, Ingest, IngestFailed, Notify, Failed.
+    assert summary["cost"]["transitions"] == 5
+    assert summary["cost"]["usd"] > 5 * 0.0279 / 1000
 
 
 def test_s3_requests_are_counted_and_priced(s3, warehouse_url, sql, monkeypatch):

@@ -10,9 +10,10 @@ storage import it on the cold path.
         + transitions x Step Functions transition price
         + S3 writes/lists x their price + S3 reads x theirs
 
-Not counted: notify (it runs only after a failure and is not in run_log), the warehouse,
-data transfer, CloudWatch Logs, free tiers, and S3 reads made by a driver itself (DuckDB's
-httpfs, Redshift's COPY): only what storage.py sends through boto3.
+Not counted: notify's Lambda time (it runs only after a failure and is not in run_log; its
+states are), the warehouse, data transfer, CloudWatch Logs, free tiers, and S3 reads made
+by a driver itself (DuckDB's httpfs, Redshift's COPY): only what storage.py sends through
+boto3.
 """
 
 from __future__ import annotations
@@ -62,14 +63,17 @@ PRICES["eu-central-1"] = {
 
 # The states of statemachine.asl.json a step's execution passes through, by its outcome:
 # the Task and the Choice/Pass/Succeed states around it (each one is a billed transition).
+# A failure also takes the run through Notify and Failed: counted on the failed step, as
+# notify itself is not in run_log (its Lambda time is not counted).
+_NOTIFIED = ("Notify", "Failed")
 TRANSITIONS: dict[tuple[str, str], tuple[str, ...]] = {
     ("ingest", "ok"): ("ChooseFirstStep", "Ingest", "IngestedOrIgnored"),
-    ("ingest", "failed"): ("ChooseFirstStep", "Ingest", "IngestFailed"),
+    ("ingest", "failed"): ("ChooseFirstStep", "Ingest", "IngestFailed", *_NOTIFIED),
     ("load", "ok"): ("Load", "PublishedOrStale"),
     ("load", "stale"): ("Load", "PublishedOrStale", "Stale"),
-    ("load", "failed"): ("Load", "LoadFailed"),
+    ("load", "failed"): ("Load", "LoadFailed", *_NOTIFIED),
     ("validate", "ok"): ("Validate", "ValidationPassed", "Loaded"),
-    ("validate", "failed"): ("Validate", "ValidationPassed", "ValidateFailed"),
+    ("validate", "failed"): ("Validate", "ValidationPassed", "ValidateFailed", *_NOTIFIED),
 }
 
 # S3 operations billed at the write/list price; other calls (GET, HEAD) at the read price,
