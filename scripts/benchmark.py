@@ -234,7 +234,7 @@ def job_refload_pg(csv: Path, work: Path) -> dict[str, Any]:
     warehouse's share goes: the COPY of the staging rows, the publish statements, the
     tests and the audit rows."""
     sys.meta_path.insert(0, _AsInTheImage())
-    from steps.shared.warehouse import base, postgres
+    from steps.shared.warehouse import client, postgres
 
     spent: dict[str, float] = {}
 
@@ -248,10 +248,10 @@ def job_refload_pg(csv: Path, work: Path) -> dict[str, Any]:
 
         return wrapper
 
-    postgres.PostgresWarehouse.stage = timed(  # type: ignore[method-assign]
-        "COPY to staging", postgres.PostgresWarehouse.stage
+    postgres.PostgresCatalog.stage = timed(  # type: ignore[method-assign]
+        "COPY to staging", postgres.PostgresCatalog.stage
     )
-    run = base.Warehouse._run
+    run = client.SqlClient._run
 
     def statement(self: Any, sql: str, params: Any, fetch: bool) -> Any:
         kind = sql.lstrip().split(None, 1)[0].upper()
@@ -263,7 +263,7 @@ def job_refload_pg(csv: Path, work: Path) -> dict[str, Any]:
             label = "tests, checks and other SQL"
         return timed(label, run)(self, sql, params, fetch)
 
-    base.Warehouse._run = statement  # type: ignore[method-assign]
+    client.SqlClient._run = statement  # type: ignore[method-assign]
     started = time.perf_counter()
     code = _run_refload(csv, work, POSTGRES_URL)
     spent["whole run"] = time.perf_counter() - started
@@ -745,13 +745,13 @@ class _Counting:
 def job_statements(csv: Path, work: Path) -> dict[str, Any]:
     """Statements a warm run sends (target and audit tables there): the file published
     again (--force) into the same database, counted on the driver connection."""
-    from steps.shared.warehouse.duckdb_dialect import DuckDBWarehouse
+    from steps.shared.warehouse.duckdb_dialect import DuckDBClient
 
     url = f"duckdb:///{work / 'statements.duckdb'}"
     _run_refload(csv, work, url, "--run-id", f"bench-{time.time_ns()}")
     sent: list[str] = []
-    connect = DuckDBWarehouse._connect
-    DuckDBWarehouse._connect = lambda self: _Counting(connect(self), sent)  # type: ignore[method-assign]
+    connect = DuckDBClient._connect
+    DuckDBClient._connect = lambda self: _Counting(connect(self), sent)  # type: ignore[method-assign]
     code = _run_refload(csv, work, url, "--force", "--run-id", f"bench-{time.time_ns()}")
     return {"exit": code, "statements": len(sent)}
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Set up (with dev tools), start what the tests need, then lint, type-check and test.
-# --quick: the inner loop: lint, types and every test but the Spark and browser ones
-# (pytest markers `spark`, `browser`); .ci/run runs everything. Other arguments go to pytest.
+# --quick: the inner loop: lint, types and every test but the Spark, browser and dbt ones
+# (pytest markers `spark`, `browser`, `dbt`); .ci/run runs everything. Other arguments go to
+# pytest. Both run on every core (pytest-xdist): each worker has its own PostgreSQL database
+# and folders, and one worker takes each slow group (tests/conftest.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 quick=""
@@ -15,8 +17,7 @@ if [ -n "$quick" ]; then
   .venv/bin/ruff check .
   .venv/bin/ruff format --check .
   .venv/bin/mypy
-  # On every core (pytest-xdist): each worker has its own PostgreSQL database and folders.
-  exec .venv/bin/python -m pytest -n auto -m "not spark and not browser" "$@"
+  exec .venv/bin/python -m pytest -n auto --dist loadgroup -m "not spark and not browser and not dbt" "$@"
 fi
 scripts/install_chromium.sh
 .venv/bin/ruff check .
@@ -48,4 +49,4 @@ if ! .venv/bin/python -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))'
   echo "WARNING: the tests run on $(.venv/bin/python -V), not the image's Python 3.12" >&2
   image_python=(--deselect tests/test_deployment.py::test_the_tests_run_on_the_images_python)
 fi
-.venv/bin/python -m pytest "${image_python[@]}" "$@"
+.venv/bin/python -m pytest -n auto --dist loadgroup "${image_python[@]}" "$@"

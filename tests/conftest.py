@@ -112,15 +112,18 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 # The slow tests, marked by what they use (pyproject registers the markers), so that
-# `scripts/test.sh --quick` (-m "not spark and not browser") leaves them out.
-SLOW_FIXTURES = {"spark": "spark", "chromium": "browser"}
+# `scripts/test.sh --quick` (-m "not spark and not browser and not dbt") leaves them out.
+SLOW_FIXTURES = {"spark": "spark", "chromium": "browser", "dbt_run": "dbt", "dbt_on_duckdb": "dbt"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         for fixture, marker in SLOW_FIXTURES.items():
-            if fixture in getattr(item, "fixturenames", ()):
+            if fixture in getattr(item, "fixturenames", ()) and marker not in item.keywords:
                 item.add_marker(marker)
+                # Under pytest-xdist's --dist loadgroup, one worker runs a group: one JVM
+                # (the SparkSession), one browser, one dbt project per run, not one each.
+                item.add_marker(pytest.mark.xdist_group(marker))
 
 
 @pytest.fixture

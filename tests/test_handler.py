@@ -50,17 +50,17 @@ CODES_MAPPING = (
 
 
 def _count_connections(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    from steps.shared.warehouse.base import Warehouse
+    from steps.shared.warehouse.client import SqlClient
 
     opened: list[str] = []
-    connect = Warehouse.conn.fget  # type: ignore[attr-defined]
+    connect = SqlClient.conn.fget  # type: ignore[attr-defined]
 
-    def counted(self: Warehouse) -> object:
+    def counted(self: SqlClient) -> object:
         if self._conn is None:
             opened.append(self.url)
         return connect(self)
 
-    monkeypatch.setattr(Warehouse, "conn", property(counted))
+    monkeypatch.setattr(SqlClient, "conn", property(counted))
     return opened
 
 

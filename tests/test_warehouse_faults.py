@@ -133,10 +133,16 @@ def test_unreachable_server_is_transient():
 
 @pytest.mark.parametrize("warehouse_url", SERVER_WAREHOUSES, indirect=True)
 def test_a_transaction_left_open_on_the_target_fails_the_load_as_retryable(
-    table_dir, write, run_cli, sql, monkeypatch
+    table_dir, write, run_cli, sql, monkeypatch, warehouse_url
 ):
     config = _prepare(table_dir, write, run_cli, sql, "truncate")
-    monkeypatch.setenv("REFLOAD_LOCK_TIMEOUT_SECONDS", "1")
+    # Redshift has no lock_timeout: its statement bound bounds the wait too.
+    setting = (
+        "REFLOAD_STATEMENT_TIMEOUT_SECONDS"
+        if "redshift" in warehouse_url
+        else ("REFLOAD_LOCK_TIMEOUT_SECONDS")
+    )
+    monkeypatch.setenv(setting, "1")
     source = write("b.csv", "code,n\nBB,20\nCC,30\n")
     outcome: dict[str, object] = {}
     with psycopg.connect(POSTGRES_URL) as holder:  # someone's SQL client, mid-transaction
@@ -153,8 +159,8 @@ def test_a_transaction_left_open_on_the_target_fails_the_load_as_retryable(
     assert code == 3
     assert summary["error"]["type"] == "WarehouseUnavailable"  # Step Functions retries it
     assert summary["error"]["message"].startswith(
-        "ref.t_codes is locked by another transaction; gave up after 1 s "
-        "(REFLOAD_LOCK_TIMEOUT_SECONDS); a retry may succeed"
+        f"ref.t_codes is locked by another transaction; gave up after 1 s ({setting}); "
+        "a retry may succeed"
     )
     assert waited < 30
     _after_failure(sql, summary, run_cli, config, source, EXPECTED["truncate"])

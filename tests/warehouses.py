@@ -23,7 +23,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from steps.shared.warehouse.redshift import RedshiftWarehouse
+from steps.shared.warehouse.redshift import RedshiftCatalog, RedshiftClient, RedshiftWarehouse
 
 if TYPE_CHECKING:
     from steps.shared.mapping.sheet import Mapping
@@ -228,19 +228,21 @@ INSERT_BATCH_ROWS = 500
 REDSHIFT_TABLE_ATTRIBUTES = re.compile(r"\n(DISTSTYLE|SORTKEY) [^\n]*")
 
 
-class RedshiftThroughProxy(RedshiftWarehouse):
-    """The real Redshift dialect; only COPY FROM S3 is replaced (PostgreSQL has no S3).
-
-    The COPY text is built by the real dialect and recorded; staging is filled
-    with the same rows through the same connection instead. Redshift-only table
-    attributes in CREATE TABLE are recorded and stripped before PostgreSQL runs it.
-    """
+class _ProxyClient(RedshiftClient):
+    """The real Redshift client; every statement is recorded, and Redshift-only table
+    attributes in CREATE TABLE are stripped before PostgreSQL runs it."""
 
     def _run(self, sql: str, params: Any, fetch: bool) -> tuple[list[str], list[Any]]:
         STATEMENTS.append(sql)
         # Redshift's table attributes (DISTSTYLE, DISTKEY, SORTKEY) are not PostgreSQL:
         # recorded as written above, executed without them.
         return super()._run(REDSHIFT_TABLE_ATTRIBUTES.sub("", sql), params, fetch)
+
+
+class _ProxyCatalog(RedshiftCatalog):
+    """The real Redshift catalog; only COPY FROM S3 is replaced (PostgreSQL has no S3):
+    the COPY text is built by the real dialect and recorded; staging is filled with the
+    same rows through the same connection instead."""
 
     def check_curated_uri(self, curated_uri: str) -> None:
         from steps.shared.io import storage
@@ -256,7 +258,7 @@ class RedshiftThroughProxy(RedshiftWarehouse):
         from steps.shared.io import storage
 
         columns = mapping.targets
-        self.execute(self.create_staging_sql(staging, mapping))
+        self.sql.execute(self.create_staging_sql(staging, mapping))
         # The manifest is written to (moto) S3 as the real dialect does; local curated
         # files have none.
         manifest = self.copy_manifest(curated_uri) if storage.is_s3(curated_uri) else curated_uri
@@ -270,8 +272,17 @@ class RedshiftThroughProxy(RedshiftWarehouse):
                     rows = list(zip(*(c.to_pylist() for c in batch.columns), strict=True))
                     values = ", ".join([marks] * len(rows))
                     params = [v for row in rows for v in row]
-                    super()._run(
+                    # The real client's run: the rows COPY would load are not statements.
+                    RedshiftClient._run(
+                        self.sql,
                         f"INSERT INTO {self.quote(staging)} ({names}) VALUES {values}",
                         params,
                         fetch=False,
                     )
+
+
+class RedshiftThroughProxy(RedshiftWarehouse):
+    """The real Redshift dialect with the proxy's client and catalog (above)."""
+
+    client_class = _ProxyClient
+    catalog_class = _ProxyCatalog

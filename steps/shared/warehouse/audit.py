@@ -18,8 +18,9 @@ from steps.shared.warehouse.audit_values import (
     _text,
     audit_json,
 )
-from steps.shared.warehouse.changes import ChangeDetection, ChangeSet
-from steps.shared.warehouse.client import ADDED_CONCURRENTLY, utcnow
+from steps.shared.warehouse.catalog import Catalog
+from steps.shared.warehouse.changes import ChangeSet
+from steps.shared.warehouse.client import ADDED_CONCURRENTLY, SqlClient, utcnow
 from steps.shared.warehouse.modes import MODES
 from steps.shared.warehouse.modes.scd2 import VALID_TO
 
@@ -79,7 +80,7 @@ AUDIT_COLUMNS_ADDED = {
         "keys_changed": "BIGINT",
         "change_samples": "VARCHAR(65535)",
         # The published file's LastModified (a local file's mtime): a later, older file is
-        # stale (see `Warehouse._stale`).
+        # stale (see `Publisher._skipped`).
         "source_modified_at": "TIMESTAMP",
     },
 }
@@ -123,38 +124,46 @@ STATE_COLUMNS = 7
 INSERT_BATCH_ROWS = 500
 
 
-class AuditStore(ChangeDetection):
-    """etl_audit: its tables, the load ledger, test results and the run log."""
+class AuditStore:
+    """etl_audit: its tables, the load ledger, test results and the run log. With
+    `AuditReads`, the only code that reads or writes etl_audit; it works through the
+    session's SQL client and the catalog (which tables exist, creating them)."""
+
+    def __init__(self, sql: SqlClient, catalog: Catalog) -> None:
+        self.sql = sql
+        self.catalog = catalog
+        self._audit_tables_ready = False
 
     def ensure_audit_tables(self, *also: tuple[str, str]) -> None:
         """Create the audit schema and tables that are missing.
 
         `also`: tables whose columns the caller will need, read in the same catalog query.
         Two first runs may create them at the same moment: the one that loses the race
-        finds them made and goes on (`_create_missing`).
+        finds them made and goes on (`create_missing`).
         """
         if self._audit_tables_ready:  # once per warehouse object, even when shared by steps
             return
         audit = [(AUDIT_SCHEMA, name) for name in AUDIT_TABLES]
-        found = self.columns_of([*audit, *also])
-        if not all(found[t] for t in audit) and not self.schema_exists(AUDIT_SCHEMA):
-            self._create_missing(f"CREATE SCHEMA IF NOT EXISTS {self.quote(AUDIT_SCHEMA)}")
+        found = self.catalog.columns_of([*audit, *also])
+        if not all(found[t] for t in audit) and not self.catalog.schema_exists(AUDIT_SCHEMA):
+            schema = self.sql.quote(AUDIT_SCHEMA)
+            self.catalog.create_missing(f"CREATE SCHEMA IF NOT EXISTS {schema}")
         for name, columns in AUDIT_TABLES.items():
             existing = found[(AUDIT_SCHEMA, name)]
             added = AUDIT_COLUMNS_ADDED.get(name, {})
             if not existing or any(column not in existing for column in added):
-                self.forget(AUDIT_SCHEMA, name)
+                self.catalog.forget(AUDIT_SCHEMA, name)
             if not existing:
                 columns += "".join(f",\n        {c} {kind}" for c, kind in added.items())
-                self._create_missing(
-                    f"CREATE TABLE IF NOT EXISTS {self.table(AUDIT_SCHEMA, name)} ({columns})"
+                self.catalog.create_missing(
+                    f"CREATE TABLE IF NOT EXISTS {self.sql.table(AUDIT_SCHEMA, name)} ({columns})"
                 )
                 continue
             for column, kind in added.items():
                 if column not in existing:  # a table an earlier version made
-                    self._create_missing(
-                        f"ALTER TABLE {self.table(AUDIT_SCHEMA, name)} ADD COLUMN "
-                        f"{self.quote(column)} {kind}",
+                    self.catalog.create_missing(
+                        f"ALTER TABLE {self.sql.table(AUDIT_SCHEMA, name)} ADD COLUMN "
+                        f"{self.sql.quote(column)} {kind}",
                         ADDED_CONCURRENTLY,
                     )
         self._audit_tables_ready = True
@@ -163,11 +172,11 @@ class AuditStore(ChangeDetection):
         """ONE query: the target's rows, its latest ledger row, and the run that already
         published this content with this config: in a mode that replaces the rows only the
         latest publish counts (an older file again is a roll-back), in others any earlier one."""
-        return self.read_state(entry, self.query(*self.state_query(entry, ref, history))[0])
+        return self.read_state(entry, self.sql.query(*self.state_query(entry, ref, history))[0])
 
     def state_query(self, entry: LedgerEntry, ref: str, history: bool) -> tuple[str, list[Any]]:
         """The one-row query `target_state` runs (`read_state` reads its STATE_COLUMNS)."""
-        q, ledger = self.quote, self.table(AUDIT_SCHEMA, "load_ledger")
+        q, ledger = self.sql.quote, self.sql.table(AUDIT_SCHEMA, "load_ledger")
         current = f" WHERE {q(VALID_TO)} IS NULL" if history else ""
         replaces = MODES[entry.load_mode].replaces
         sql = (
@@ -206,8 +215,8 @@ class AuditStore(ChangeDetection):
         run id may publish several tables (`--run-id`, a replayed event)."""
         if not counts:
             return None
-        text = self.scalar(
-            f"SELECT change_samples FROM {self.table(AUDIT_SCHEMA, 'load_ledger')} "
+        text = self.sql.scalar(
+            f"SELECT change_samples FROM {self.sql.table(AUDIT_SCHEMA, 'load_ledger')} "
             "WHERE run_id = %s AND target = %s ORDER BY loaded_at DESC LIMIT 1",
             (run_id, target),
         )
@@ -223,8 +232,9 @@ class AuditStore(ChangeDetection):
         changes: ChangeSet | None = None,
         loaded_at: dt.datetime | None = None,
     ) -> None:
-        self.execute(
-            f"INSERT INTO {self.table(AUDIT_SCHEMA, 'load_ledger')} (run_id, table_name, target, "
+        ledger = self.sql.table(AUDIT_SCHEMA, "load_ledger")
+        self.sql.execute(
+            f"INSERT INTO {ledger} (run_id, table_name, target, "
             "source_uri, source_version, content_hash, config_hash, curated_uri, load_mode, "
             "rows_loaded, rows_before, rows_after, loaded_at, keys_added, keys_removed, "
             "keys_changed, change_samples, source_modified_at) "
@@ -256,8 +266,8 @@ class AuditStore(ChangeDetection):
         for start in range(0, len(rows), INSERT_BATCH_ROWS):
             batch = rows[start : start + INSERT_BATCH_ROWS]
             marks = "(" + ", ".join(["%s"] * len(batch[0])) + ")"
-            self.execute(
-                f"INSERT INTO {self.table(AUDIT_SCHEMA, table)} ({columns}) VALUES "
+            self.sql.execute(
+                f"INSERT INTO {self.sql.table(AUDIT_SCHEMA, table)} ({columns}) VALUES "
                 + ", ".join([marks] * len(batch)),
                 [value for row in batch for value in row],
             )

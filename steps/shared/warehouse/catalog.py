@@ -4,111 +4,29 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from steps.shared.errors import ConfigError, InfrastructureError, RefloadError
-from steps.shared.warehouse.client import CREATED_CONCURRENTLY, SqlClient, sqlstate
+from steps.shared.warehouse.client import CREATED_CONCURRENTLY, Capabilities, SqlClient, sqlstate
 from steps.shared.warehouse.modes.scd2 import HISTORY_COLUMNS, VALID_FROM, VALID_TO
+from steps.shared.warehouse.tables import (
+    _TYPE_FAMILIES,
+    TargetTable,
+    _CreatedConcurrently,
+    _same_type,
+    column_count_problem,
+    type_signature,
+)
 
 if TYPE_CHECKING:
     from steps.shared.mapping.sheet import ColumnSpec, DataType, Mapping
 
 
-class _CreatedConcurrently(Exception):
-    """The publish transaction lost a race to create the target; it was rolled back."""
+class Catalog:
+    """Names, types and DDL: what a table looks like, drift, creating it, staging.
 
-
-@dataclass(frozen=True)
-class TargetTable:
-    """The table a config publishes into, as the mapping sheet defines it."""
-
-    schema: str
-    name: str
-    mapping: Mapping
-    key: list[str] = field(default_factory=list)
-    sort_key: list[str] | None = None
-    dist_key: str | None = None
-    allow_new_columns: bool = False
-    # scd2: the table keeps every version, with `valid_from` / `valid_to` (HISTORY_COLUMNS).
-    history: bool = False
-
-    @property
-    def compared_columns(self) -> list[str]:
-        """The columns whose change makes a changed key: all but the key and the derived
-        columns whose default is a placeholder (load date, run id, source key), which
-        differ on every load without the data changing."""
-        from steps.shared.mapping.sheet import PLACEHOLDERS
-
-        return [
-            c.target
-            for c in self.mapping.columns
-            if c.target not in self.key
-            and not (c.derived and c.default and any(p in c.default for p in PLACEHOLDERS))
-        ]
-
-
-_TYPE_FAMILIES = {
-    "character varying": "varchar",
-    "varchar": "varchar",
-    "text": "varchar",
-    "character": "varchar",
-    "smallint": "smallint",
-    "int2": "smallint",
-    "integer": "integer",
-    "int": "integer",
-    "int4": "integer",
-    "bigint": "bigint",
-    "int8": "bigint",
-    "numeric": "decimal",
-    "decimal": "decimal",
-    "double precision": "double",
-    "double": "double",
-    "float8": "double",
-    "boolean": "boolean",
-    "bool": "boolean",
-    "date": "date",
-    "timestamp without time zone": "timestamp",
-    "timestamp": "timestamp",
-}
-
-
-def type_signature(
-    data_type: str, length: Any = None, precision: Any = None, scale: Any = None
-) -> str:
-    """A declared type as one comparable string across dialects: varchar(5), decimal(9,4)."""
-    text = data_type.strip().lower()
-    base, _, args = text.partition("(")
-    family = _TYPE_FAMILIES.get(base.strip(), base.strip())
-    numbers = [a.strip() for a in args.rstrip(")").split(",") if a.strip()]
-    if family == "varchar":
-        size = length or (numbers[0] if numbers else None)
-        return f"varchar({size})" if size else "varchar"
-    if family == "decimal":
-        if numbers:
-            precision, scale = numbers[0], numbers[1] if len(numbers) > 1 else 0
-        return f"decimal({precision},{scale})" if precision is not None else "decimal"
-    return family
-
-
-def _same_type(declared: str, wanted: str) -> bool:
-    # DuckDB does not keep VARCHAR lengths; an unbounded side matches any length.
-    if declared.startswith("varchar") and wanted.startswith("varchar"):
-        return "(" not in declared or "(" not in wanted or declared == wanted
-    return declared == wanted
-
-
-def column_count_problem(count: int, history: bool, dialect: str, limit: int) -> str:
-    """The message for a mapping with more columns than a warehouse allows in a table."""
-    extra = f" (with {', '.join(HISTORY_COLUMNS)} of load_mode scd2)" if history else ""
-    return (
-        f"the table would have {count:,} columns{extra}; {dialect} allows at most {limit:,}: "
-        "split the table or leave columns out of the mapping sheet"
-    )
-
-
-class Catalog(SqlClient):
-    """Names, types and DDL: what a table looks like, drift, creating it, staging."""
+    Works through the session's SQL client; a dialect subclasses it where its catalog,
+    type names, DDL or staging differ."""
 
     TYPE_NAMES: ClassVar[dict[str, str]] = {
         "smallint": "SMALLINT",
@@ -120,18 +38,33 @@ class Catalog(SqlClient):
         "timestamp": "TIMESTAMP",
     }
 
-    def __init__(self, url: str) -> None:
-        super().__init__(url)
+    def __init__(self, sql: SqlClient) -> None:
+        self.sql = sql
         # (schema, table) -> its columns ({}: no such table), as this session last read
         # them (`columns_of`); and, where the dialect has grants, the privileges it lacks.
         self._catalog: dict[tuple[str, str], dict[str, str]] = {}
         self._lacking: dict[tuple[str, str], list[str]] = {}
 
-    def rollback(self) -> None:
-        # DDL the transaction ran is undone: what the catalog said since may be untrue.
+        # DDL a rolled-back transaction ran is undone: what the catalog said since may be untrue.
+        sql.on_rollback.append(self._forget_all)
+
+    def _forget_all(self) -> None:
         self._catalog.clear()
         self._lacking.clear()
-        super().rollback()
+
+    @property
+    def dialect(self) -> str:
+        return self.sql.dialect
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.sql.capabilities
+
+    def quote(self, identifier: str) -> str:
+        return self.sql.quote(identifier)
+
+    def table(self, schema: str, name: str) -> str:
+        return self.sql.table(schema, name)
 
     def current_rows(self, schema: str, name: str) -> str:
         """A history (scd2) table's current versions, as a FROM item that checks read."""
@@ -167,19 +100,19 @@ class Catalog(SqlClient):
     def as_text(self, column_sql: str) -> str:
         return f"CAST({column_sql} AS {self.capabilities.text_type})"
 
-    def _create_missing(self, ddl: str, raced: frozenset[str] = CREATED_CONCURRENTLY) -> None:
+    def create_missing(self, ddl: str, raced: frozenset[str] = CREATED_CONCURRENTLY) -> None:
         # IF NOT EXISTS does not make concurrent creators safe on PostgreSQL: the loser
         # waits for the winner and then fails on the catalog's unique index. The object
         # exists either way, which is all this statement wants (it runs in autocommit).
         try:
-            self.execute(ddl)
+            self.sql.execute(ddl)
         except RefloadError as error:
             if sqlstate(error.__cause__) not in raced:
                 raise
 
     def schema_exists(self, schema: str) -> bool:
         return bool(
-            self.query(
+            self.sql.query(
                 "SELECT 1 FROM information_schema.schemata WHERE schema_name = %s", (schema,)
             )
         )
@@ -207,7 +140,7 @@ class Catalog(SqlClient):
     def read_catalog(self, tables: list[tuple[str, str]]) -> dict[tuple[str, str], dict[str, str]]:
         """One query: the columns of these tables (a dialect whose catalog differs
         overrides it, and may note the privileges it lacks in `_lacking`)."""
-        rows = self.query(
+        rows = self.sql.query(
             "SELECT table_schema, table_name, column_name, data_type, character_maximum_length, "
             "numeric_precision, numeric_scale FROM information_schema.columns WHERE "
             + " OR ".join(["(table_schema = %s AND table_name = %s)"] * len(tables))
@@ -337,7 +270,7 @@ class Catalog(SqlClient):
                 )
         return existing
 
-    def _ensure_target(self, target: TargetTable, existed: dict[str, str]) -> bool:
+    def ensure_target(self, target: TargetTable, existed: dict[str, str]) -> bool:
         """Inside the publish transaction: create the target when missing, or add the
         columns the config allows. `existed` is what `check_target` found before staging.
 
@@ -353,9 +286,9 @@ class Catalog(SqlClient):
         if existing:
             added = self.check_drift(target, existing)
             if added:  # DDL waits for the table's lock: a bounded time
-                with self._bounded_lock_wait(where):
+                with self.sql.bounded_lock_wait(where):
                     for c in added:
-                        self.execute(
+                        self.sql.execute(
                             f"ALTER TABLE {self.table(target.schema, target.name)} ADD COLUMN "
                             f"{self.quote(c.target)} {self.column_type(c.data_type)}"
                         )
@@ -363,7 +296,7 @@ class Catalog(SqlClient):
             return False
         self.forget(target.schema, target.name)
         try:
-            with self._bounded_lock_wait(where):
+            with self.sql.bounded_lock_wait(where):
                 self._create_table(target)
         except RefloadError as error:
             if sqlstate(error.__cause__) in CREATED_CONCURRENTLY:
@@ -373,8 +306,8 @@ class Catalog(SqlClient):
 
     def _create_table(self, target: TargetTable) -> None:
         if not self.schema_exists(target.schema):
-            self.execute(f"CREATE SCHEMA IF NOT EXISTS {self.quote(target.schema)}")
-        self.execute(
+            self.sql.execute(f"CREATE SCHEMA IF NOT EXISTS {self.quote(target.schema)}")
+        self.sql.execute(
             self.create_table_sql(
                 target.schema,
                 target.name,
@@ -413,3 +346,17 @@ class Catalog(SqlClient):
         # From the mapping, not LIKE the target: the target may not exist before the
         # publish transaction creates it.
         return f"CREATE TEMPORARY TABLE {self.quote(staging)} (\n  {self._columns_sql(mapping)}\n)"
+
+
+__all__ = [
+    "HISTORY_COLUMNS",
+    "VALID_FROM",
+    "VALID_TO",
+    "_TYPE_FAMILIES",
+    "Catalog",
+    "TargetTable",
+    "_CreatedConcurrently",
+    "_same_type",
+    "column_count_problem",
+    "type_signature",
+]

@@ -1,157 +1,59 @@
 """The SQL client: one driver session, its transactions, timeouts and lock waits, the
-read-only sandbox for user SQL, and quoting."""
+read-only sandbox for user SQL, and quoting. A dialect supplies its own subclass for its
+driver's habits (connecting, running a statement, which errors are transient)."""
 
 from __future__ import annotations
 
-import datetime as dt
-import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 
 import structlog
 
 from steps.shared.errors import ConfigError, InfrastructureError, RefloadError, WarehouseUnavailable
+from steps.shared.warehouse.capabilities import (
+    ADDED_CONCURRENTLY,
+    CREATED_CONCURRENTLY,
+    DEFAULT_LOCK_TIMEOUT_SECONDS,
+    DEFAULT_STATEMENT_TIMEOUT_SECONDS,
+    LOCK_TIMEOUT_ENV,
+    LOCK_WAIT_GAVE_UP,
+    QUERY_CANCELED,
+    STATEMENT_TIMEOUT_ENV,
+    TRANSIENT_SQLSTATE_CLASSES,
+    TRANSIENT_SQLSTATES,
+    Capabilities,
+    UserSqlAbortedPublish,
+    _seconds_setting,
+    is_transient_sqlstate,
+    lock_timeout_seconds,
+    sqlstate,
+    statement_timeout_seconds,
+    utcnow,
+)
 
 log = structlog.get_logger("refload")
-
-# How long a publish waits for a lock another transaction holds on its target before
-# it gives up as retryable (WarehouseUnavailable): an open transaction left in a SQL
-# client must not make a load hang until the function times out.
-LOCK_TIMEOUT_ENV = "REFLOAD_LOCK_TIMEOUT_SECONDS"
-DEFAULT_LOCK_TIMEOUT_SECONDS = 180.0
-# How long one warehouse statement may run before the server cancels it: well below
-# Lambda's 15 minutes, so that a runaway query never holds the target's lock until the
-# function is killed (and on, server-side, after that), and the failure is recorded.
-# Where the server has no such limit (DuckDB, in-process) the process's end stops it.
-STATEMENT_TIMEOUT_ENV = "REFLOAD_STATEMENT_TIMEOUT_SECONDS"
-DEFAULT_STATEMENT_TIMEOUT_SECONDS = 600.0
-QUERY_CANCELED = "57014"  # statement_timeout, or a cancel request
-
-# SQLSTATEs (PostgreSQL's codes, which Redshift shares) that a retry can clear:
-# connection exceptions (class 08), serialization failure, deadlock, lock not
-# available, statement cancelled (a timeout), server shutting down or starting,
-# too many connections.
-TRANSIENT_SQLSTATE_CLASSES = frozenset({"08"})
-TRANSIENT_SQLSTATES = frozenset(
-    {"40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03", "53300", "53400"}
-)
-# Waiting for a lock gave up: lock_timeout (PostgreSQL) or statement_timeout (Redshift).
-LOCK_WAIT_GAVE_UP = frozenset({"55P03", "57014"})
-# Another session created the same schema or table at the same moment: unique
-# violation on the catalog, duplicate table, duplicate schema, or duplicate object
-# ("type ... already exists": the row type of a table created at the same moment).
-CREATED_CONCURRENTLY = frozenset({"23505", "42P07", "42P06", "42710"})
-# Another session added the same column at the same moment (duplicate column).
-ADDED_CONCURRENTLY = frozenset({"23505", "42701"})
-
-
-def sqlstate(error: BaseException | None) -> str | None:
-    """The SQLSTATE of a driver error: psycopg's `sqlstate`, or the 'C' field that
-    redshift-connector puts in the dict of the error's first argument."""
-    if error is None:
-        return None
-    code = getattr(error, "sqlstate", None)
-    if isinstance(code, str):
-        return code
-    fields = error.args[0] if error.args and isinstance(error.args[0], dict) else {}
-    code = fields.get("C")
-    return code if isinstance(code, str) else None
-
-
-def is_transient_sqlstate(code: str | None) -> bool:
-    if not code:
-        return False
-    return code in TRANSIENT_SQLSTATES or code[:2] in TRANSIENT_SQLSTATE_CLASSES
-
-
-def lock_timeout_seconds() -> float:
-    return _seconds_setting(LOCK_TIMEOUT_ENV, DEFAULT_LOCK_TIMEOUT_SECONDS)
-
-
-def statement_timeout_seconds() -> float:
-    return _seconds_setting(STATEMENT_TIMEOUT_ENV, DEFAULT_STATEMENT_TIMEOUT_SECONDS)
-
-
-def _seconds_setting(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = -1.0
-    if not seconds > 0:
-        raise ConfigError(f"{name} must be a number of seconds above 0", value=raw)
-    return seconds
-
-
-class UserSqlAbortedPublish(Exception):
-    """User SQL failed inside the publish transaction where no savepoint can undo the
-    failure (DuckDB): the transaction is aborted and rolls back. Not a RefloadError, so
-    that it passes the per-test error handling up to the load step, which publishes
-    again with the test's error as its result (`steps.load`)."""
-
-    def __init__(self, error: RefloadError) -> None:
-        super().__init__(error.message)
-        self.error = error
-
-
-@dataclass(frozen=True)
-class Capabilities:
-    """What a warehouse can do, stated as data (as dlt's destination capabilities).
-
-    The shared loader branches on these fields; a dialect states them and never
-    spells a missing feature as SQL that does nothing.
-    """
-
-    # Longest table, schema or column name, in bytes (PostgreSQL cuts longer ones).
-    max_identifier_bytes: int
-    # The unbounded text type: `string` columns and casts to text.
-    text_type: str
-    # BEGIN READ ONLY: the server refuses writes in the transaction.
-    read_only_transactions: bool
-    # SET statement_timeout: the server cancels a statement that runs too long.
-    statement_timeout: bool
-    # SET LOCAL: a setting that ends with its transaction.
-    transaction_settings: bool
-    # SET LOCAL lock_timeout: a statement waiting for a lock fails instead of hanging.
-    lock_timeout: bool
-    # SAVEPOINT / ROLLBACK TO SAVEPOINT inside a transaction.
-    savepoints: bool
-    # LOCK TABLE ... IN SHARE ROW EXCLUSIVE MODE: serialises publishers of a table
-    # while its readers go on.
-    publisher_lock: bool
-    # CREATE TABLE / ALTER TABLE ADD COLUMN roll back with the transaction. The publish
-    # creates the target inside its transaction and needs this (docs/adr/0008).
-    ddl_in_transactions: bool
-    # MERGE INTO.
-    supports_merge: bool
-    # Most columns a table may have (PostgreSQL's and Redshift's 1,600), history columns
-    # included; None: no limit of its own.
-    max_columns: int | None = None
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 class SqlClient:
     """A driver session: statements, transactions (BEGIN ... COMMIT), timeouts, lock
-    waits, the read-only sandbox for user SQL, and quoting."""
+    waits, the read-only sandbox for user SQL, and quoting.
 
-    dialect: ClassVar[str] = "base"
-    capabilities: ClassVar[Capabilities]
+    The dialect's `Warehouse` makes it with its name and `Capabilities`; a dialect whose
+    driver differs subclasses it (`_connect`, `_run`, `translate_error`, `placeholder`).
+    """
+
     placeholder: ClassVar[str] = "%s"
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, dialect: str, capabilities: Capabilities) -> None:
         self.url = url
+        self.dialect = dialect
+        self.capabilities = capabilities
         self._conn: Any = None
         self.in_transaction = False
-        # Set while steps in one process share this warehouse (`shared_connections`).
-        self.shared = False
-        self._audit_tables_ready = False
+        # Called on every rollback, before it: what others cached of this session (the
+        # catalog's columns) may be untrue after DDL the transaction ran is undone.
+        self.on_rollback: list[Callable[[], None]] = []
         # What a cancelled statement ran under (see `_error`): the setting and its seconds.
         self._statement_limit = (STATEMENT_TIMEOUT_ENV, statement_timeout_seconds())
         self._waiting_for_lock = False
@@ -169,7 +71,7 @@ class SqlClient:
         """`translate_error`, except for a statement the server cancelled for running too
         long. That one is terminal: a retry would run the same statement on the same rows
         for as long again, holding the target's lock each time. A lock wait that gave up
-        stays retryable (`_bounded_lock_wait`)."""
+        stays retryable (`bounded_lock_wait`)."""
         if sqlstate(error) != QUERY_CANCELED or self._waiting_for_lock:
             return self.translate_error(error)
         setting, seconds = self._statement_limit
@@ -210,15 +112,6 @@ class SqlClient:
                 self._conn.close()
             finally:
                 self._conn = None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, error_type: type[BaseException] | None, *exc: object) -> None:
-        # A shared connection stays open for the next step, unless this one failed:
-        # its session state is then unknown, so the next step reconnects.
-        if error_type is not None or not self.shared:
-            self.close()
 
     def _sql(self, sql: str) -> str:
         return sql if self.placeholder == "%s" else sql.replace("%s", self.placeholder)
@@ -362,6 +255,8 @@ class SqlClient:
         self.execute(f"SET {scope}statement_timeout = {int(seconds) * 1000}")
 
     def rollback(self) -> None:
+        for forget in self.on_rollback:
+            forget()
         # The connection may be gone; the server rolls back on its own then.
         with suppress(RefloadError):
             self.execute("ROLLBACK")
@@ -377,18 +272,22 @@ class SqlClient:
         return f"{self.quote(schema)}.{self.quote(name)}"
 
     @contextmanager
-    def _bounded_lock_wait(self, target: str, *, announce: bool = False) -> Iterator[None]:
-        """Statements in this block wait at most `lock_timeout_seconds()` for a lock that
-        another transaction holds, then fail as retryable.
+    def bounded_lock_wait(self, target: str, *, announce: bool = False) -> Iterator[None]:
+        """Statements in this block wait a bounded time for a lock that another
+        transaction holds, then fail as retryable.
 
-        PostgreSQL: lock_timeout. Redshift has none: a statement waits for a lock as
-        long as it runs, so the block runs under a statement_timeout of that length
-        (it holds only the short statements that take the locks). DuckDB: nothing
-        waits (one writer per file; a conflict fails at once).
+        PostgreSQL: `lock_timeout` of `lock_timeout_seconds()`. Redshift has no
+        lock_timeout and no SET LOCAL: there the session's statement_timeout bounds the
+        wait, as every statement's, since a shorter bound would cost a SET before the lock
+        and another after it, two of a warm run's 15 statements (docs/operations.md).
+        DuckDB: nothing waits (one writer per file; a conflict fails at once).
         """
-        seconds = lock_timeout_seconds()
-        milliseconds = max(1, int(seconds * 1000))
         caps = self.capabilities
+        lock_seconds = lock_timeout_seconds()  # a bad setting is refused on every dialect
+        if caps.lock_timeout:
+            setting, seconds = LOCK_TIMEOUT_ENV, lock_seconds
+        else:
+            setting, seconds = self._statement_limit
         # Outside a transaction the setting is the session's: put back when the block ends,
         # so later statements on this connection (the next step's) keep their own.
         session_lock_timeout = caps.lock_timeout and not (
@@ -396,9 +295,7 @@ class SqlClient:
         )
         if caps.lock_timeout:
             scope = "" if session_lock_timeout else "LOCAL "
-            self.execute(f"SET {scope}lock_timeout = {milliseconds}")
-        elif caps.statement_timeout:
-            self.execute(f"SET statement_timeout = {milliseconds}")
+            self.execute(f"SET {scope}lock_timeout = {max(1, int(seconds * 1000))}")
         if announce:
             log.info("waiting for the target's lock", target=target, at_most_seconds=seconds)
         waiting, self._waiting_for_lock = self._waiting_for_lock, True
@@ -409,7 +306,7 @@ class SqlClient:
                 raise
             raise WarehouseUnavailable(
                 f"{target} is locked by another transaction; gave up after {seconds:g} s "
-                f"({LOCK_TIMEOUT_ENV}); a retry may succeed ({error.reason})",
+                f"({setting}); a retry may succeed ({error.reason})",
                 table=target,
             ) from error
         finally:
@@ -417,12 +314,31 @@ class SqlClient:
             if session_lock_timeout:
                 with suppress(RefloadError):
                     self.execute("RESET lock_timeout")
-            if caps.statement_timeout and not caps.lock_timeout:
-                # The session's own limit again (`_bound_statements`); in a failed
-                # transaction this fails, and the rollback restores it instead.
-                with suppress(RefloadError):
-                    self.execute(f"SET statement_timeout = {self.statement_timeout_ms()}")
 
 
 def _setting_literal(value: str) -> str:
     return value if value.isdigit() else "'" + value.replace("'", "''") + "'"
+
+
+__all__ = [
+    "ADDED_CONCURRENTLY",
+    "CREATED_CONCURRENTLY",
+    "DEFAULT_LOCK_TIMEOUT_SECONDS",
+    "DEFAULT_STATEMENT_TIMEOUT_SECONDS",
+    "LOCK_TIMEOUT_ENV",
+    "LOCK_WAIT_GAVE_UP",
+    "QUERY_CANCELED",
+    "STATEMENT_TIMEOUT_ENV",
+    "TRANSIENT_SQLSTATES",
+    "TRANSIENT_SQLSTATE_CLASSES",
+    "Capabilities",
+    "SqlClient",
+    "UserSqlAbortedPublish",
+    "_seconds_setting",
+    "_setting_literal",
+    "is_transient_sqlstate",
+    "lock_timeout_seconds",
+    "sqlstate",
+    "statement_timeout_seconds",
+    "utcnow",
+]

@@ -11,8 +11,10 @@ from steps.shared.io import storage
 from steps.shared.warehouse.base import (
     BeforePublish,
     Capabilities,
+    Catalog,
     LedgerEntry,
     PublishResult,
+    SqlClient,
     TargetTable,
     Warehouse,
     type_signature,
@@ -28,29 +30,10 @@ def database_path(url: str) -> str:
     return path or ":memory:"
 
 
-class DuckDBWarehouse(Warehouse):
-    dialect = "duckdb"
-    # One process writes a DuckDB file at a time, and a conflicting transaction fails at
-    # once: nothing waits for a lock. Custom SQL has neither a read-only transaction nor
-    # a time limit here; it is still parsed and refused unless it is one SELECT
-    # (steps.shared.checks.custom_sql).
-    capabilities = Capabilities(
-        max_identifier_bytes=65_536,  # no limit of its own; dlt states the same
-        text_type="VARCHAR",
-        read_only_transactions=False,
-        statement_timeout=False,
-        transaction_settings=False,
-        lock_timeout=False,
-        savepoints=False,
-        publisher_lock=False,
-        ddl_in_transactions=True,
-        supports_merge=True,
-    )
-    placeholder = "?"
-    TYPE_NAMES: ClassVar[dict[str, str]] = {**Warehouse.TYPE_NAMES, "double": "DOUBLE"}
+class DuckDBClient(SqlClient):
+    """DuckDB's driver: `?` parameters, one connection for everything."""
 
-    # The curated file(s) (or downloaded copies) while `publish` runs; the view reads them.
-    _curated_paths: list[Path] | None = None
+    placeholder = "?"
 
     def _connect(self) -> Any:
         import duckdb
@@ -71,11 +54,29 @@ class DuckDBWarehouse(Warehouse):
             return [], []
         return [d[0] for d in result.description or []], result.fetchall()
 
+    def translate_error(self, error: Exception) -> RefloadError:
+        import duckdb
+
+        if isinstance(
+            error, (duckdb.IOException, duckdb.TransactionException, duckdb.ConnectionException)
+        ):
+            return WarehouseUnavailable(f"duckdb: {error}")
+        return InfrastructureError(f"duckdb error: {error}")
+
+
+class DuckDBCatalog(Catalog):
+    """DuckDB's catalog function, type names and functions; staging is a view."""
+
+    TYPE_NAMES: ClassVar[dict[str, str]] = {**Catalog.TYPE_NAMES, "double": "DOUBLE"}
+
+    # The curated file(s) (or downloaded copies) while `publish` runs; the view reads them.
+    curated_paths: list[Path] | None = None
+
     def read_catalog(self, tables: list[tuple[str, str]]) -> dict[tuple[str, str], dict[str, str]]:
         # The catalog function, in or out of a transaction (a failed statement aborts a
         # DuckDB transaction, so no "no such table" probing); this database's tables only,
         # not the session's temporary ones.
-        rows = self.query(
+        rows = self.sql.query(
             "SELECT schema_name, table_name, column_name, data_type FROM duckdb_columns() "
             "WHERE database_name = current_database() AND ("
             + " OR ".join(["(schema_name = ? AND table_name = ?)"] * len(tables))
@@ -87,20 +88,51 @@ class DuckDBWarehouse(Warehouse):
             found.setdefault((schema, name), {})[column] = type_signature(declared)
         return found
 
-    def translate_error(self, error: Exception) -> RefloadError:
-        import duckdb
-
-        if isinstance(
-            error, (duckdb.IOException, duckdb.TransactionException, duckdb.ConnectionException)
-        ):
-            return WarehouseUnavailable(f"duckdb: {error}")
-        return InfrastructureError(f"duckdb error: {error}")
-
     def byte_length(self, column_sql: str) -> str:
         return f"strlen({column_sql})"
 
     def regex_mismatch(self, column_sql: str) -> str:
         return f"NOT regexp_matches({column_sql}, ?)"
+
+    def stage(self, staging: str, mapping: Mapping, curated_uri: str) -> None:
+        # A view, not a copy: each statement scans the Parquet file in parallel, and the
+        # copy would cost more than it saves (5M rows: 1.6 s against 2.2 s, with the insert).
+        # A list of exactly the run's files (a Spark dataset's parts), never a glob.
+        files = ", ".join(self.sql.literal(str(p)) for p in self.curated_paths or [])
+        cols = ", ".join(self.quote(c) for c in mapping.targets)
+        self.sql.execute(
+            f"CREATE TEMPORARY VIEW {self.quote(staging)} AS SELECT {cols} "
+            f"FROM read_parquet([{files}])"
+        )
+
+    # The view names the run's curated files, which go when the publish is over.
+    drops_staging = True
+
+    def drop_staging_sql(self, staging: str) -> str:
+        return f"DROP VIEW IF EXISTS {self.quote(staging)}"
+
+
+class DuckDBWarehouse(Warehouse):
+    dialect = "duckdb"
+    # One process writes a DuckDB file at a time, and a conflicting transaction fails at
+    # once: nothing waits for a lock. Custom SQL has neither a read-only transaction nor
+    # a time limit here; it is still parsed and refused unless it is one SELECT
+    # (steps.shared.checks.custom_sql).
+    capabilities = Capabilities(
+        max_identifier_bytes=65_536,  # no limit of its own; dlt states the same
+        text_type="VARCHAR",
+        read_only_transactions=False,
+        statement_timeout=False,
+        transaction_settings=False,
+        lock_timeout=False,
+        savepoints=False,
+        publisher_lock=False,
+        ddl_in_transactions=True,
+        supports_merge=True,
+    )
+    client_class = DuckDBClient
+    catalog_class = DuckDBCatalog
+    catalog: DuckDBCatalog
 
     def publish(
         self,
@@ -113,25 +145,8 @@ class DuckDBWarehouse(Warehouse):
         # The staging view reads the curated file while the publish runs: keep the file
         # (or, from S3, its downloaded copy) until the publish is over.
         with storage.local_files(storage.curated_parts(entry.curated_uri)) as paths:
-            self._curated_paths = paths
+            self.catalog.curated_paths = paths
             try:
                 return super().publish(entry, target, before_publish, force=force)
             finally:
-                self._curated_paths = None
-
-    def stage(self, staging: str, mapping: Mapping, curated_uri: str) -> None:
-        # A view, not a copy: each statement scans the Parquet file in parallel, and the
-        # copy would cost more than it saves (5M rows: 1.6 s against 2.2 s, with the insert).
-        # A list of exactly the run's files (a Spark dataset's parts), never a glob.
-        files = ", ".join(self.literal(str(p)) for p in self._curated_paths or [])
-        cols = ", ".join(self.quote(c) for c in mapping.targets)
-        self.execute(
-            f"CREATE TEMPORARY VIEW {self.quote(staging)} AS SELECT {cols} "
-            f"FROM read_parquet([{files}])"
-        )
-
-    # The view names the run's curated files, which go when the publish is over.
-    drops_staging = True
-
-    def drop_staging_sql(self, staging: str) -> str:
-        return f"DROP VIEW IF EXISTS {self.quote(staging)}"
+                self.catalog.curated_paths = None

@@ -8,6 +8,8 @@ from steps.shared.errors import InfrastructureError, RefloadError, WarehouseUnav
 from steps.shared.io import storage
 from steps.shared.warehouse.base import (
     Capabilities,
+    Catalog,
+    SqlClient,
     Warehouse,
     is_transient_sqlstate,
     sqlstate,
@@ -22,21 +24,8 @@ COPY_BATCH_ROWS = 50_000
 PUBLISH_PRIVILEGES = ("SELECT", "INSERT", "DELETE")
 
 
-class PostgresWarehouse(Warehouse):
-    dialect = "postgresql"
-    capabilities = Capabilities(
-        max_identifier_bytes=63,  # NAMEDATALEN - 1: longer names are cut, not refused
-        text_type="TEXT",
-        read_only_transactions=True,
-        statement_timeout=True,
-        transaction_settings=True,
-        lock_timeout=True,
-        savepoints=True,
-        publisher_lock=True,  # blocks other publishers of the table, never its readers
-        ddl_in_transactions=True,
-        supports_merge=True,  # PostgreSQL 15
-        max_columns=1600,  # MaxHeapAttributeNumber
-    )
+class PostgresClient(SqlClient):
+    """psycopg 3: the statement bound as a startup option; errors by SQLSTATE."""
 
     def _connect(self) -> Any:
         import psycopg
@@ -66,17 +55,21 @@ class PostgresWarehouse(Warehouse):
             return WarehouseUnavailable(f"postgresql: {error}".strip())
         return InfrastructureError(f"postgresql error: {error}".strip())
 
+
+class PostgresCatalog(Catalog):
+    """pg_catalog (with the privileges publishing needs); staging filled by COPY."""
+
     # The catalog, not information_schema: information_schema hides the tables the
     # user has no privilege on, and a table that exists would look missing.
     def schema_exists(self, schema: str) -> bool:
         return bool(
-            self.query("SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s", (schema,))
+            self.sql.query("SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s", (schema,))
         )
 
     def read_catalog(self, tables: list[tuple[str, str]]) -> dict[tuple[str, str], dict[str, str]]:
         # The privileges publishing needs, in the same query (`missing_privileges`).
         table = "quote_ident(n.nspname) || '.' || quote_ident(c.relname)"
-        rows = self.query(
+        rows = self.sql.query(
             "SELECT n.nspname, c.relname, a.attname, format_type(a.atttypid, a.atttypmod), "
             "has_schema_privilege(n.nspname, 'USAGE'), "
             + ", ".join(f"has_table_privilege({table}, '{p}')" for p in PUBLISH_PRIVILEGES)
@@ -102,7 +95,7 @@ class PostgresWarehouse(Warehouse):
         if (schema, name) in self._lacking:  # read with the table's columns
             return self._lacking[(schema, name)]
         table = self.table(schema, name)
-        row = self.query(
+        row = self.sql.query(
             "SELECT has_schema_privilege(%s, 'USAGE'), "
             + ", ".join(f"has_table_privilege(%s, '{p}')" for p in PUBLISH_PRIVILEGES),
             (schema, *[table] * len(PUBLISH_PRIVILEGES)),
@@ -116,7 +109,7 @@ class PostgresWarehouse(Warehouse):
         import pyarrow.csv as pacsv
         import pyarrow.parquet as pq
 
-        self.execute(self.create_staging_sql(staging, mapping))
+        self.sql.execute(self.create_staging_sql(staging, mapping))
         columns = mapping.targets
         cols = ", ".join(self.quote(c) for c in columns)
         # Arrow writes each batch as CSV text and PostgreSQL parses it (5-10x faster than
@@ -125,7 +118,7 @@ class PostgresWarehouse(Warehouse):
         options = pacsv.WriteOptions(include_header=False, quoting_style="needed")
         try:
             with (
-                self.conn.cursor() as cursor,
+                self.sql.conn.cursor() as cursor,
                 cursor.copy(f"COPY {self.quote(staging)} ({cols}) FROM STDIN (FORMAT csv)") as copy,
             ):
                 # One file, or each part a manifest lists (the Spark engine's), in batches.
@@ -139,4 +132,24 @@ class PostgresWarehouse(Warehouse):
         except RefloadError:
             raise
         except Exception as error:
-            raise self.translate_error(error) from error
+            raise self.sql.translate_error(error) from error
+
+
+class PostgresWarehouse(Warehouse):
+    dialect = "postgresql"
+    capabilities = Capabilities(
+        max_identifier_bytes=63,  # NAMEDATALEN - 1: longer names are cut, not refused
+        text_type="TEXT",
+        read_only_transactions=True,
+        statement_timeout=True,
+        transaction_settings=True,
+        lock_timeout=True,
+        savepoints=True,
+        publisher_lock=True,  # blocks other publishers of the table, never its readers
+        ddl_in_transactions=True,
+        supports_merge=True,  # PostgreSQL 15
+        max_columns=1600,  # MaxHeapAttributeNumber
+    )
+
+    client_class = PostgresClient
+    catalog_class = PostgresCatalog

@@ -7,16 +7,15 @@ import secrets
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from steps.shared.errors import RefloadError, RejectedInput, WarehouseUnavailable
-from steps.shared.warehouse.audit import LedgerEntry, TargetState
-from steps.shared.warehouse.audit_reads import AuditReads
-from steps.shared.warehouse.catalog import VALID_TO, TargetTable, _CreatedConcurrently
-from steps.shared.warehouse.changes import ChangeSet
-from steps.shared.warehouse.client import utcnow
+from steps.shared.warehouse.audit import AuditStore, LedgerEntry, TargetState
+from steps.shared.warehouse.catalog import VALID_TO, Catalog, TargetTable, _CreatedConcurrently
+from steps.shared.warehouse.changes import ChangeDetection, ChangeSet
+from steps.shared.warehouse.client import SqlClient, utcnow
 from steps.shared.warehouse.modes import MODES, Staged
 
 if TYPE_CHECKING:
@@ -27,6 +26,8 @@ log = structlog.get_logger("refload")
 
 # before_publish(warehouse, rows_before, rows_staged, changes): see `Warehouse.publish`.
 BeforePublish = Callable[["Warehouse", int, int, ChangeSet | None], None]
+# The same, as the publisher calls it: the facade passes itself as the warehouse.
+RowsBeforePublish = Callable[[int, int, ChangeSet | None], None]
 
 
 @dataclass(frozen=True)
@@ -38,13 +39,23 @@ class PublishResult:
     skipped_reason: str | None = None
     target_created: bool = False
     changes: ChangeSet | None = None
-    # Not published because the target holds a newer file (`Warehouse._stale`).
+    # Not published because the target holds a newer file (`Publisher._skipped`).
     stale: bool = False
 
 
-class Publisher(AuditReads):
+class Publisher:
     """The one publish transaction: skip rules, locks, change detection, the load
-    mode's statements and the ledger row."""
+    mode's statements and the ledger row. It composes the parts it is given: the
+    session's SQL client, the catalog (the target's DDL, staging), change sets and the
+    audit store (the target's state, the ledger row)."""
+
+    def __init__(
+        self, sql: SqlClient, catalog: Catalog, changes: ChangeDetection, audit: AuditStore
+    ) -> None:
+        self.sql = sql
+        self.catalog = catalog
+        self.changes = changes
+        self.audit = audit
 
     def _skipped(
         self, entry: LedgerEntry, target: TargetTable, state: TargetState, created: bool
@@ -97,7 +108,7 @@ class Publisher(AuditReads):
 
     def _take_publish_lock(self, target: str, where: str) -> None:
         """Serialise publishers of the target, waiting a bounded time for other writers."""
-        caps = self.capabilities
+        caps = self.sql.capabilities
         if caps.publisher_lock:
             statement = f"LOCK TABLE {target} IN SHARE ROW EXCLUSIVE MODE"
         elif caps.statement_timeout:
@@ -106,13 +117,14 @@ class Publisher(AuditReads):
             statement = f"DELETE FROM {target} WHERE 1 = 0"
         else:
             return  # DuckDB: nothing to wait for
-        with self._bounded_lock_wait(where, announce=True):
-            self.execute(statement)
+        with self.sql.bounded_lock_wait(where, announce=True):
+            self.sql.execute(statement)
 
     def duplicate_key_in(self, staging: str, key: list[str]) -> tuple[Any, ...] | None:
-        cols = ", ".join(self.quote(k) for k in key)
-        rows = self.query(
-            f"SELECT {cols} FROM {self.quote(staging)} GROUP BY {cols} HAVING COUNT(*) > 1 LIMIT 1"
+        q = self.sql.quote
+        cols = ", ".join(q(k) for k in key)
+        rows = self.sql.query(
+            f"SELECT {cols} FROM {q(staging)} GROUP BY {cols} HAVING COUNT(*) > 1 LIMIT 1"
         )
         return rows[0] if rows else None
 
@@ -128,18 +140,18 @@ class Publisher(AuditReads):
     ) -> list[str]:
         """The statements that publish staged rows: the load mode's (`modes`)."""
         staged = Staged(target, staging, columns, key, delta, loaded_at or utcnow())
-        return MODES[mode].statements(self, staged)
+        return MODES[mode].statements(self.catalog, staged)
 
     def count(self, target: str, *, current: bool = False) -> int:
         """Rows of a table; `current`: of a history table, the current versions only."""
-        where = f" WHERE {self.quote(VALID_TO)} IS NULL" if current else ""
-        return int(self.scalar(f"SELECT COUNT(*) FROM {target}{where}"))
+        where = f" WHERE {self.sql.quote(VALID_TO)} IS NULL" if current else ""
+        return int(self.sql.scalar(f"SELECT COUNT(*) FROM {target}{where}"))
 
     def publish(
         self,
         entry: LedgerEntry,
         target: TargetTable,
-        before_publish: BeforePublish | None = None,
+        before_publish: RowsBeforePublish | None = None,
         *,
         force: bool = False,
     ) -> PublishResult:
@@ -151,13 +163,13 @@ class Publisher(AuditReads):
         (tables with a primary key), else None. `force` publishes even when the ledger says
         this file is already in the target.
         """
-        existed = self.check_target(target)
+        existed = self.catalog.check_target(target)
         if force:
             log.info("force: publishing whatever the ledger says", target=entry.target)
         # Staged before the publish transaction; whether the file is already in the target
         # is asked once, under the publish lock (`_skipped`).
-        staging = self.staging_name(entry.run_id)
-        self.stage(staging, target.mapping, entry.curated_uri)
+        staging = self.catalog.staging_name(entry.run_id)
+        self.catalog.stage(staging, target.mapping, entry.curated_uri)
         try:
             if MODES[entry.load_mode].unique_staged_keys:
                 doubled = self.duplicate_key_in(staging, target.key)
@@ -189,9 +201,9 @@ class Publisher(AuditReads):
             # A temporary table goes with the session (the step's, or the local run's);
             # where staging must go now, best effort: a failed cleanup must not hide why
             # the publish failed.
-            if self.drops_staging:
+            if self.catalog.drops_staging:
                 with suppress(RefloadError):
-                    self.execute(self.drop_staging_sql(staging))
+                    self.sql.execute(self.catalog.drop_staging_sql(staging))
 
     def _publish_staged(
         self,
@@ -199,14 +211,14 @@ class Publisher(AuditReads):
         target: TargetTable,
         existed: dict[str, str],
         staging: str,
-        before_publish: BeforePublish | None,
+        before_publish: RowsBeforePublish | None,
         force: bool,
     ) -> PublishResult:
-        ref = self.table(target.schema, target.name)
+        ref = self.sql.table(target.schema, target.name)
         where = f"{target.schema}.{target.name}"
         mode = MODES[entry.load_mode]
-        with self.transaction():
-            created = self._ensure_target(target, existed)
+        with self.sql.transaction():
+            created = self.catalog.ensure_target(target, existed)
             self._take_publish_lock(ref, where)
             # Under the lock: a concurrent run may have published this file meanwhile, or
             # a newer one (which wins, whichever run commits first).
@@ -214,16 +226,16 @@ class Publisher(AuditReads):
             if target.key and not target.history:
                 # The change set in the same query as the target's state: one round trip
                 # (computed for nothing when the file is then skipped, a replay).
-                head = self.state_query(entry, ref, target.history)
+                head = self.audit.state_query(entry, ref, target.history)
                 if created:  # empty: every staged key is added
-                    changes, loaded, row = self.changes_into_new(target, staging, head)
+                    changes, loaded, row = self.changes.changes_into_new(target, staging, head)
                 else:
-                    changes, loaded, row = self.change_set(
+                    changes, loaded, row = self.changes.change_set(
                         mode.replaces, target, ref, staging, head
                     )
-                state = self.read_state(entry, row)
+                state = self.audit.read_state(entry, row)
             else:
-                state = self.target_state(entry, ref, target.history)
+                state = self.audit.target_state(entry, ref, target.history)
             skipped = None if force else self._skipped(entry, target, state, created)
             if skipped:
                 return skipped
@@ -231,20 +243,20 @@ class Publisher(AuditReads):
             loaded_at = utcnow()
             if target.key and target.history:  # scd2 publishes from the delta table
                 delta = f"refload_delta_{secrets.token_hex(4)}"
-                changes = self.compute_changes(mode.replaces, target, ref, staging, delta)
+                changes = self.changes.compute_changes(mode.replaces, target, ref, staging, delta)
             for statement in self.publish_statements(
                 entry.load_mode, ref, staging, target.mapping.targets, target.key, delta, loaded_at
             ):
-                self.execute(statement)
+                self.sql.execute(statement)
             if delta:  # temporary; inside the transaction, so a rollback removes it too
-                self.execute(f"DROP TABLE {self.quote(delta)}")
+                self.sql.execute(f"DROP TABLE {self.sql.quote(delta)}")
             if loaded is None:
-                loaded = int(self.scalar(f"SELECT COUNT(*) FROM {self.quote(staging)}"))
+                loaded = int(self.sql.scalar(f"SELECT COUNT(*) FROM {self.sql.quote(staging)}"))
             if before_publish is not None:
-                before_publish(cast("Warehouse", self), before, loaded, changes)
+                before_publish(before, loaded, changes)
             # Known from the counts where the mode says so (before_publish only reads).
             after = mode.rows_after(before, loaded, changes)
             if after is None:
                 after = self.count(ref, current=target.history)
-            self.write_ledger(entry, loaded, before, after, changes, loaded_at)
+            self.audit.write_ledger(entry, loaded, before, after, changes, loaded_at)
         return PublishResult(True, loaded, before, after, target_created=created, changes=changes)

@@ -16,8 +16,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from steps.shared.errors import ConfigError, InfrastructureError, RefloadError, WarehouseUnavailable
 from steps.shared.io import secrets, storage
-from steps.shared.warehouse.base import Capabilities, Warehouse, is_transient_sqlstate
-from steps.shared.warehouse.postgres import PostgresWarehouse
+from steps.shared.warehouse.base import Capabilities, SqlClient, is_transient_sqlstate
+from steps.shared.warehouse.postgres import PostgresCatalog, PostgresClient, PostgresWarehouse
 
 if TYPE_CHECKING:
     from steps.shared.mapping.sheet import Mapping
@@ -120,26 +120,8 @@ def _secret_arguments(arn: str, region: str | None) -> dict[str, Any]:
     return {mapped[k]: v for k, v in secret.items() if k in mapped}
 
 
-class RedshiftWarehouse(PostgresWarehouse):
-    dialect = "redshift"
-    capabilities = Capabilities(
-        max_identifier_bytes=127,
-        # Redshift's TEXT is VARCHAR(256); its longest VARCHAR is 65535 bytes.
-        text_type="VARCHAR(65535)",
-        read_only_transactions=True,
-        statement_timeout=True,
-        # No SET LOCAL: the session setting is enough for a check.
-        transaction_settings=False,
-        # No lock_timeout: a statement waits for a conflicting lock as long as it runs.
-        lock_timeout=False,
-        savepoints=False,
-        # Redshift's LOCK takes an ACCESS EXCLUSIVE lock, which blocks readers too;
-        # concurrent publishers instead meet a serializable isolation error (retried).
-        publisher_lock=False,
-        ddl_in_transactions=True,  # all but TRUNCATE, which commits (not used)
-        supports_merge=True,
-        max_columns=1600,  # CREATE TABLE: "at most 1,600 columns"
-    )
+class RedshiftClient(PostgresClient):
+    """redshift-connector: PostgreSQL's SQLSTATEs and Redshift's own error numbers."""
 
     def _connect(self) -> Any:
         import redshift_connector
@@ -150,7 +132,7 @@ class RedshiftWarehouse(PostgresWarehouse):
 
     def _bound_statements(self) -> None:
         # No startup options in redshift-connector: one SET per connection, as the base does.
-        Warehouse._bound_statements(self)
+        SqlClient._bound_statements(self)
 
     def close(self) -> None:
         # On a connection the server dropped (a killed session, a failover) the driver's
@@ -190,6 +172,15 @@ class RedshiftWarehouse(PostgresWarehouse):
             return WarehouseUnavailable(f"redshift: {text}")
         return InfrastructureError(f"redshift error: {text}")
 
+    def literal(self, text: str) -> str:
+        # A backslash escapes the next character in a Redshift string literal: a key
+        # ending in one would swallow the closing quote.
+        return super().literal(text.replace("\\", "\\\\"))
+
+
+class RedshiftCatalog(PostgresCatalog):
+    """Table attributes (DISTSTYLE, SORTKEY); staging by COPY from S3 with a manifest."""
+
     def create_table_sql(
         self,
         schema: str,
@@ -209,7 +200,7 @@ class RedshiftWarehouse(PostgresWarehouse):
         return sql
 
     def iam_role(self) -> str:
-        options = {k: v[-1] for k, v in parse_qs(urlsplit(self.url).query).items()}
+        options = {k: v[-1] for k, v in parse_qs(urlsplit(self.sql.url).query).items()}
         role = options.get("iam_role") or os.environ.get("REFLOAD_REDSHIFT_IAM_ROLE")
         if not role:
             raise ConfigError(
@@ -221,14 +212,9 @@ class RedshiftWarehouse(PostgresWarehouse):
     def copy_sql(self, staging: str, columns: list[str], manifest_uri: str) -> str:
         cols = ", ".join(self.quote(c) for c in columns)
         return (
-            f"COPY {self.quote(staging)} ({cols}) FROM {self.literal(manifest_uri)} "
-            f"IAM_ROLE {self.literal(self.iam_role())} FORMAT AS PARQUET MANIFEST"
+            f"COPY {self.quote(staging)} ({cols}) FROM {self.sql.literal(manifest_uri)} "
+            f"IAM_ROLE {self.sql.literal(self.iam_role())} FORMAT AS PARQUET MANIFEST"
         )
-
-    def literal(self, text: str) -> str:
-        # A backslash escapes the next character in a Redshift string literal: a key
-        # ending in one would swallow the closing quote.
-        return super().literal(text.replace("\\", "\\\\"))
 
     def write_manifest(self, curated_uri: str) -> str:
         """A COPY manifest that names exactly the curated object; returns its URI.
@@ -257,13 +243,13 @@ class RedshiftWarehouse(PostgresWarehouse):
                 f"REFLOAD_CURATED_ROOT to an s3:// prefix (got {curated_uri})"
             )
         self.iam_role()
-        problem = region_problem(self.url, curated_uri)
+        problem = region_problem(self.sql.url, curated_uri)
         if problem:
             raise ConfigError(problem, file=curated_uri)
 
     def stage(self, staging: str, mapping: Mapping, curated_uri: str) -> None:
-        self.execute(self.create_staging_sql(staging, mapping))
-        self.execute(self.copy_sql(staging, mapping.targets, self.copy_manifest(curated_uri)))
+        self.sql.execute(self.create_staging_sql(staging, mapping))
+        self.sql.execute(self.copy_sql(staging, mapping.targets, self.copy_manifest(curated_uri)))
 
     def copy_manifest(self, curated_uri: str) -> str:
         """The manifest COPY reads: the Spark engine's curated output already is one
@@ -271,3 +257,38 @@ class RedshiftWarehouse(PostgresWarehouse):
         if curated_uri.endswith(storage.MANIFEST_SUFFIX):
             return curated_uri
         return self.write_manifest(curated_uri)
+
+
+class RedshiftWarehouse(PostgresWarehouse):
+    dialect = "redshift"
+    capabilities = Capabilities(
+        max_identifier_bytes=127,
+        # Redshift's TEXT is VARCHAR(256); its longest VARCHAR is 65535 bytes.
+        text_type="VARCHAR(65535)",
+        read_only_transactions=True,
+        statement_timeout=True,
+        # No SET LOCAL: the session setting is enough for a check.
+        transaction_settings=False,
+        # No lock_timeout: a statement waits for a conflicting lock as long as it runs.
+        lock_timeout=False,
+        savepoints=False,
+        # Redshift's LOCK takes an ACCESS EXCLUSIVE lock, which blocks readers too;
+        # concurrent publishers instead meet a serializable isolation error (retried).
+        publisher_lock=False,
+        ddl_in_transactions=True,  # all but TRUNCATE, which commits (not used)
+        supports_merge=True,
+        max_columns=1600,  # CREATE TABLE: "at most 1,600 columns"
+    )
+
+    client_class = RedshiftClient
+    catalog_class = RedshiftCatalog
+    catalog: RedshiftCatalog
+
+    def iam_role(self) -> str:
+        return self.catalog.iam_role()
+
+    def copy_sql(self, staging: str, columns: list[str], manifest_uri: str) -> str:
+        return self.catalog.copy_sql(staging, columns, manifest_uri)
+
+    def copy_manifest(self, curated_uri: str) -> str:
+        return self.catalog.copy_manifest(curated_uri)
