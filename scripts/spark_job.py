@@ -5,7 +5,7 @@ spark-submit spark_job.py '<ingest payload as JSON, with spark_result_uri>'
 
 import sys
 
-from steps.ingest.spark import job_main
+from steps.ingest.emr import job_main
 
 if __name__ == "__main__":
     sys.exit(job_main(sys.argv[1:]))

@@ -260,7 +260,7 @@ class IngestResult(_Model):
 
 class SparkHandOff(_Model):
     """ingest's result for a table on the Spark engine in AWS: not rows but the job the state
-    machine runs on EMR Serverless (steps.ingest.spark.hand_off), whose result the next
+    machine runs on EMR Serverless (steps.ingest.emr.hand_off), whose result the next
     ingest call reads from `spark_job.result_uri`."""
 
     table: str

@@ -19,7 +19,8 @@ from typing import Any, Literal
 import structlog
 
 from steps.shared.alerts.channels import send
-from steps.shared.config.model import TableConfig, read_config, routing_entry
+from steps.shared.config.model import TableConfig, read_config
+from steps.shared.config.routing import routing_entry
 from steps.shared.errors import ConfigError, RefloadError, TerminalError
 from steps.shared.io import storage
 from steps.shared.warehouse import open_warehouse

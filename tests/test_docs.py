@@ -17,7 +17,8 @@ from handler.cli import build_parser
 from steps.shared.alerts.channels import CHANNELS
 from steps.shared.checks.registry import CHECKS
 from steps.shared.config.model import CHECK_MODELS, LoadMode, SourceFormat
-from steps.shared.mapping.sheet import TRANSFORMS, TYPE_KINDS
+from steps.shared.mapping.casts import TYPE_KINDS
+from steps.shared.mapping.transforms import TRANSFORMS
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"

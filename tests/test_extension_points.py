@@ -15,7 +15,7 @@ TOY_TRANSFORM = '''
 """A toy transform: each value reversed (`reverse` in a sheet's transform column)."""
 import pyarrow.compute as pc
 
-from steps.shared.mapping.sheet import TransformSpec
+from steps.shared.mapping.transforms import TransformSpec
 
 SPEC = TransformSpec(0, lambda values, args: pc.utf8_reverse(values))
 '''
@@ -46,7 +46,7 @@ def _toy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, source: str
 def test_a_transform_is_one_file_and_one_registry_line(
     table_dir, write, run_cli, sql, tmp_path, monkeypatch
 ):
-    from steps.shared.mapping.sheet import TRANSFORMS
+    from steps.shared.mapping.transforms import TRANSFORMS
 
     config = table_dir(
         "source_column,target_column,data_type,transform\ncode,code,varchar(8),strip|reverse\n",
@@ -214,3 +214,60 @@ def test_a_source_format_is_one_file_and_one_registry_line(
     code, summary = run_cli(config, write("codes.qs", "code=AA&name=Alpha\n\ncode=TOOLONG\n"))
     assert code == 2
     assert "line 3" in summary["error"]["message"], summary["error"]["message"]
+
+
+TOY_CHECK = '''
+"""A toy check type: `no_lowercase` fails for each row whose column holds a lowercase letter."""
+from typing import Literal
+
+from steps.shared.checks.context import check_result, count_rows
+from steps.shared.checks.models import CheckType, ColumnTest
+
+
+class NoLowercase(ColumnTest):
+    type: Literal["no_lowercase"]
+
+
+def run(ctx, test):
+    observed = count_rows(ctx, f"WHERE UPPER({ctx.warehouse.quote(test.column)}) <> "
+                          f"{ctx.warehouse.quote(test.column)}")
+    return check_result("pass" if observed == 0 else "fail", observed, 0)
+
+
+CHECK = CheckType(NoLowercase, run)
+'''
+
+
+def test_a_check_type_is_one_file_and_one_registry_line(
+    table_dir, write, run_cli, sql, tmp_path, monkeypatch
+):
+    from steps.shared.checks.registry import CHECKS
+
+    config = table_dir(
+        "source_column,target_column,data_type\ncode,code,varchar(3)\n",
+        quality_tests=[{"type": "no_lowercase", "column": "code"}],
+    )
+    code, summary = run_cli(config, write("codes.csv", "code\nAA\nbb\n"))
+    assert code == 2  # not registered yet: the config is refused, naming the check type
+    assert "unknown check type 'no_lowercase'" in summary["error"]["message"]
+
+    toy = _toy(tmp_path, monkeypatch, "toy_no_lowercase", TOY_CHECK)
+    monkeypatch.setitem(CHECKS, "no_lowercase", toy.CHECK)  # the registry line
+
+    code, summary = run_cli(config, write("codes.csv", "code\nAA\nbb\n"))
+    assert code == 1, summary
+    assert sql("SELECT test_name, status, observed_value FROM etl_audit.data_quality_tests") == [
+        ("no_lowercase_code", "fail", "1")
+    ]
+    # Its model is the config's: a key it does not know is refused by name.
+    bad = table_dir(
+        "source_column,target_column,data_type\ncode,code,varchar(3)\n",
+        name="t_other",
+        quality_tests=[{"type": "no_lowercase", "column": "code", "colour": "red"}],
+    )
+    code, summary = run_cli(bad, write("codes.csv", "code\nAA\n"))
+    assert code == 2
+    assert (
+        "unknown key 'colour' in quality_tests[0] (did you mean 'column'?)"
+        in summary["error"]["message"]
+    )

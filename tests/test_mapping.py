@@ -81,7 +81,7 @@ def test_transform_gives_what_pandas_gives(transform):
     import pandas as pd
     import pyarrow as pa
 
-    from steps.shared.mapping.sheet import apply_transforms, parse_transforms
+    from steps.shared.mapping.transforms import apply_transforms, parse_transforms
 
     ours = apply_transforms(pa.array(AWKWARD_TEXT, pa.string()), parse_transforms(transform))
     theirs = AS_IN_PANDAS[transform](pd.Series(AWKWARD_TEXT, dtype="str"))

@@ -21,6 +21,7 @@ import pytest
 from handler.cli import main
 from steps import ingest
 from steps.ingest import spark as spark_ingest
+from steps.ingest.splits import plan_splits
 from steps.shared.config.table import load_table_config
 from steps.shared.errors import RefloadError
 from steps.shared.io import storage
@@ -174,9 +175,7 @@ MULTILINE = (
 
 def test_quoted_newlines_across_ranges_keep_lines_rejects_and_duplicates(both, table_dir, write):
     config, source = table_dir(MAPPING, max_reject_pct=50), write("t.csv", MULTILINE)
-    splits, header = spark_ingest.plan_splits(
-        source, str(source), load_table_config(str(config)), SPLIT_BYTES
-    )
+    splits, header = plan_splits(source, str(source), load_table_config(str(config)), SPLIT_BYTES)
     # Each range starts at a record: "B\nB" and "F\n\nF" (quoted newlines) stay whole.
     assert [(s.first_line, MULTILINE.encode()[s.start : s.start + 4]) for s in splits] == [
         (2, b"AA,1"),
@@ -243,7 +242,7 @@ def test_a_file_of_one_range_is_read_as_the_lambda_engine_reads_it(tmp_path: Pat
     spec = load_table_config(str(CONFIGS / "dim_currency.json"))
     path = tmp_path / "t.csv"
     path.write_bytes(b"code\n" + b"AA\n" * 10)
-    splits, header = spark_ingest.plan_splits(path, str(path), spec, 1 << 20)
+    splits, header = plan_splits(path, str(path), spec, 1 << 20)
     assert [(s.start, s.end, s.whole) for s in splits] == [(0, 35, True)] and header == b""
 
 

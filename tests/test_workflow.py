@@ -561,7 +561,7 @@ class _EmrServerlessJob(StateTaskServiceCallback):
         return {"ApplicationId", "ExecutionRoleArn", "Name", "JobDriver", "ClientToken"}
 
     def _eval_service_task(self, env, **task: Any) -> None:  # moto passes keywords
-        from steps.ingest.spark import job_main
+        from steps.ingest.emr import job_main
 
         parameters = task["normalised_parameters"]
         self.runs.append(parameters)

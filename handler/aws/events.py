@@ -23,7 +23,7 @@ from steps.shared.errors import ConfigError
 from steps.shared.names import unknown_name
 
 if TYPE_CHECKING:
-    from steps.shared.config.model import RoutingEntry
+    from steps.shared.config.routing import RoutingEntry
 
 DEFAULT_CONFIG_ROOT = "configs"
 
@@ -179,7 +179,7 @@ _routing_cache: dict[str, tuple[str, RoutingEntry]] = {}
 def routing_entries(root: str) -> list[RoutingEntry]:
     """Every config's routing entry, re-read only when the file changed (ETag or mtime):
     a warm Lambda container reads the configs once, and sees an upload at once."""
-    from steps.shared.config.model import routing_entry
+    from steps.shared.config.routing import routing_entry
     from steps.shared.io import storage
 
     entries = []
@@ -200,7 +200,7 @@ def routing_entries(root: str) -> list[RoutingEntry]:
 def payload_for_object(
     bucket: str, key: str, root: str | None = None, version_id: str | None = None
 ) -> dict[str, Any]:
-    from steps.shared.config.model import route_key
+    from steps.shared.config.routing import route_key
     from steps.shared.io.storage import CONFIG_ROOT_HINT
 
     root = root or config_root()
@@ -238,7 +238,7 @@ def _routed_or_empty(bucket: str, key: str, root: str | None) -> dict[str, Any]:
 
 def table_of(config_uri: str) -> str | None:
     """The table a config names, read leniently (a broken config fails in its step)."""
-    from steps.shared.config.model import routing_entry
+    from steps.shared.config.routing import routing_entry
     from steps.shared.errors import RefloadError
     from steps.shared.io import storage
 

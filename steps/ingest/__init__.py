@@ -10,9 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import io
 import os
-import secrets
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,59 +19,35 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc as ipc
-import pyarrow.parquet as pq
 
+from steps.ingest.curated import (
+    DEFAULT_CURATED_ROOT,
+    curated_schema,
+    curated_uri,
+    dataset_prefix,
+    write_curated,
+    write_parts,
+)
 from steps.ingest.dedupe import POSITION, ArrowFinder, DuckDBFinder
-from steps.ingest.sources import BadCell, BadRecord, SourceTable, read_source
+from steps.ingest.rejects import cell_rejections, keep_rejects, max_rejects_kept, reject_rows
+from steps.ingest.sources import BadRecord, SourceTable, read_source
 from steps.ingest.transform import Rejection, apply_mapping
 from steps.shared import progress
 from steps.shared.config.model import Engine
 from steps.shared.config.table import TableSpec, load_table_config
 from steps.shared.errors import ConfigError, RefloadError, RejectedInput, at
 from steps.shared.io import storage
-from steps.shared.mapping.sheet import Mapping
 from steps.shared.names import did_you_mean, unknown_name
 
 if TYPE_CHECKING:
     from steps.ingest.hooks import TimeLimit
 
-DEFAULT_CURATED_ROOT = "curated"
 MAX_LISTED = 5
 BATCH_ROWS = 256_000
 # A curated output of this many rows or more is written as CURATED_PARTS parts at once
 # (Arrow's Parquet writer encodes on one thread), listed by a manifest.
 PARTS_FROM_ROWS = 2 * BATCH_ROWS
-CURATED_PARTS = 2  # Lambda has 2 vCPUs at 2 GB
-MANIFEST_NAME = "parts" + storage.MANIFEST_SUFFIX
 ENGINES: tuple[str, ...] = get_args(Engine)
-
-
-def curated_uri(root: str, spec: TableSpec, content_hash: str, run_id: str) -> str:
-    """Each run's curated file is its own: it holds the run's `{run_id}` and `{load_date}`,
-    so another run of the same file (a retry, a --force, S3 delivering twice) must not
-    overwrite what this run's ledger row points to (`rollback --to` publishes it again).
-    Content and config lead the name, so a folder listing groups the runs of one file."""
-    name = f"{content_hash[:16]}-{spec.config_hash[:8]}-{run_id}.parquet"
-    return storage.join(root, spec.config.table_name, name)
-
-
-def dataset_prefix(root: str, spec: TableSpec, content_hash: str, run_id: str) -> str:
-    """Where one write of a curated output of parts goes: a folder of its own for every
-    attempt (the run's file name plus a random suffix), so a retry of the same run never
-    rewrites parts that an earlier manifest lists, and each folder holds exactly the parts
-    its manifest names, whichever engine wrote them. The manifest is written last."""
-    base = curated_uri(root, spec, content_hash, run_id).removesuffix(".parquet")
-    return f"{base}-{secrets.token_hex(4)}"
-
-
-def write_manifest(uri: str, parts: list[tuple[str, int]]) -> None:
-    """Redshift's COPY manifest: every part, mandatory, with its size (Parquet needs it)."""
-    import json
-
-    entries = [
-        {"url": part, "mandatory": True, "meta": {"content_length": size}} for part, size in parts
-    ]
-    storage.write_bytes(uri, json.dumps({"entries": entries}, indent=1).encode())
 
 
 def _positions(count: int, start: int = 0) -> pa.Array:
@@ -98,69 +72,6 @@ def _check_columns(source: SourceTable, spec: TableSpec) -> None:
                 line=spec.config.header_row,
                 column=name,
             )
-
-
-def _cell_rejections(cells: list[BadCell], mapping: Mapping) -> list[Rejection]:
-    """The source's unreadable cells, as rejections of the target columns they feed."""
-    return [
-        Rejection(cell.position, column.target, cell.value, cell.reason)
-        for cell in cells
-        for column in mapping.columns
-        if column.source == cell.column
-        and not (cell.inexact_number and column.data_type.kind == "double")
-    ]
-
-
-def max_rejects_kept() -> int:
-    """Problems kept for the rejects file and the message; past it they are only counted,
-    so memory follows the chunk size even when every row of a large file is bad."""
-    return max(1, int(os.environ.get("REFLOAD_MAX_REJECTS_KEPT", 10_000)))  # the message quotes one
-
-
-def _reject_rows(
-    source: SourceTable, rejections: list[Rejection], bad_records: list[BadRecord]
-) -> list[dict[str, Any]]:
-    """One record per problem for the rejects file, the first `max_rejects_kept()` by line."""
-    positions = sorted({r.position for r in rejections})
-    where = dict(zip(positions, source.locate(positions), strict=True))
-    records: list[dict[str, Any]] = [
-        {source.unit: b.where, "column": None, "value": b.text, "reason": b.reason}
-        for b in bad_records
-    ]
-    records += [
-        {source.unit: where[r.position], "column": r.column, "value": r.value, "reason": r.reason}
-        for r in sorted(rejections, key=lambda r: r.position)
-    ]
-    records.sort(key=lambda r: int(r[source.unit]))
-    return records[: max_rejects_kept()]
-
-
-def _write_rejects(uri: str, unit: str, records: list[dict[str, Any]]) -> None:
-    table = pa.Table.from_pylist(
-        records,
-        schema=pa.schema(
-            [
-                (unit, pa.int64()),
-                ("column", pa.string()),
-                ("value", pa.string()),
-                ("reason", pa.string()),
-            ]
-        ),
-    )
-    sink = io.BytesIO()
-    pq.write_table(table, sink)
-    storage.write_bytes(uri, sink.getvalue())
-
-
-def _rejected_error(source: SourceTable, record: dict[str, Any], **extra: Any) -> RejectedInput:
-    return RejectedInput(
-        record["reason"],
-        file=source.uri,
-        column=record["column"],
-        value=record["value"],
-        **at(source.unit, record[source.unit]),
-        **extra,
-    )
 
 
 class _Staged:
@@ -294,15 +205,17 @@ def duplicate_key_error(
 def run(payload: dict[str, Any]) -> dict[str, Any]:
     # steps.ingest.spark imports pyspark only where Spark runs, never in Lambda.
     if payload.get("spark_result_uri"):  # after the EMR Serverless job: its result
-        from steps.ingest import spark as spark_ingest
+        from steps.ingest import emr
 
-        return spark_ingest.job_result(payload["spark_result_uri"])
+        return emr.job_result(payload["spark_result_uri"])
     spec = load_table_config(payload["config"], mapping_override=payload.get("mapping"))
     if choose_engine(spec, payload) == "spark":
+        from steps.ingest import emr
+
+        if os.environ.get(emr.APPLICATION_ENV):  # in AWS: the state machine runs it
+            return emr.hand_off(spec, payload)
         from steps.ingest import spark as spark_ingest
 
-        if os.environ.get(spark_ingest.APPLICATION_ENV):  # in AWS: the state machine runs it
-            return spark_ingest.hand_off(spec, payload)
         return spark_ingest.run(spec, payload)
     return ingest_spec(spec, payload)
 
@@ -416,7 +329,7 @@ def _map_chunks(
     with contextlib.closing(_read_ahead(source.chunks)) as chunks:
         for chunk in chunks:
             typed, found = apply_mapping(chunk, spec.mapping, context)
-            found += _cell_rejections(
+            found += cell_rejections(
                 [c for c in source.bad_cells if rows <= c.position < rows + chunk.num_rows],
                 spec.mapping,
             )
@@ -468,7 +381,7 @@ def _set_rejects_aside(
     source: SourceTable, mapped: _Mapped, out_uri: str, max_reject_pct: float
 ) -> _Rejected:
     """Rejected rows go to the rejects file; above the allowed share, the file is refused."""
-    records = _reject_rows(source, mapped.rejections, mapped.bad_records)
+    records = reject_rows(source, mapped.rejections, mapped.bad_records)
     rows_rejected = mapped.rows_rejected + mapped.unreadable
     uri = keep_rejects(
         source,
@@ -481,142 +394,6 @@ def _set_rejects_aside(
         stopped=mapped.stopped,
     )
     return _Rejected(uri, mapped.rows_rejected, rows_rejected)
-
-
-def keep_rejects(
-    source: SourceTable,
-    records: list[dict[str, Any]],
-    rows_rejected: int,
-    rows_read: int,
-    out_uri: str,
-    max_reject_pct: float,
-    problems: int | None = None,
-    stopped: bool = False,
-) -> str | None:
-    """Write the rejects file beside `out_uri` and refuse the file above the allowed share
-    (the Spark engine calls it with the records it collected). Returns the file's URI.
-
-    `records` may be the first of `problems`; `stopped`: reading stopped at the first
-    chunk with a rejected row, so `rows_read` counts the rows read until then."""
-    if not rows_rejected:
-        return None
-    rejects_uri = out_uri.removesuffix(".parquet") + ".rejects.parquet"
-    _write_rejects(rejects_uri, source.unit, records)
-    problems = len(records) if problems is None else problems
-    share = rows_rejected * 100 / rows_read
-    if share > max_reject_pct:
-        so_far = " found so far" if stopped else ""
-        listed = (
-            f"all problems{so_far} are listed"
-            if len(records) == problems
-            else f"the first {len(records):,} of {problems:,} problems{so_far} are listed"
-        )
-        counted = (
-            f"{rows_rejected} of the first {rows_read} row(s) rejected; max_reject_pct 0, so "
-            "reading stopped at the first chunk with a rejected row"
-            if stopped
-            else f"{rows_rejected} of {rows_read} row(s) rejected ({share:.2f}% > "
-            f"max_reject_pct {max_reject_pct:g})"
-        )
-        raise _rejected_error(
-            source,
-            records[0],
-            details={
-                "rows_rejected": rows_rejected,
-                "rows_read": rows_read,
-                "rejects_uri": rejects_uri,
-                "problems": problems,
-                "problems_listed": len(records),
-                "stopped_early": stopped,
-            },
-            note=f"{counted}; {listed} in {rejects_uri}",
-        )
-    return rejects_uri
-
-
-def _curated_schema(
-    spec: TableSpec, run_id: str, source_uri: str, info: storage.ObjectInfo
-) -> pa.Schema:
-    """The curated file's schema: typed exactly as the mapping says, with its provenance."""
-    return pa.schema(
-        [pa.field(c.target, c.data_type.arrow(), nullable=c.nullable) for c in spec.mapping.columns]
-    ).with_metadata(
-        {
-            "refload.run_id": run_id,
-            "refload.source_uri": source_uri,
-            "refload.content_hash": info.content_hash,
-            "refload.config_hash": spec.config_hash,
-        }
-    )
-
-
-def _write_curated(
-    staged: _Staged,
-    drop: pa.Array,
-    schema: pa.Schema,
-    path: Path,
-    batches: tuple[int, int | None] = (0, None),
-) -> int:
-    """The staged rows (of a range of batches) less the dropped duplicates, as Parquet;
-    returns the rows written."""
-    rows_written = 0
-    # Dictionaries for text, dates and flags (few distinct values in reference data), not
-    # for numbers; min/max statistics for all but text. At 1M rows: 0.18 s instead of
-    # 0.26 s, for a file of 22 MB instead of 16 MB that DuckDB loads as fast (ADR 16).
-    numeric = [
-        f.name
-        for f in schema
-        if pa.types.is_integer(f.type)
-        or pa.types.is_floating(f.type)
-        or pa.types.is_decimal(f.type)
-    ]
-    text = [
-        f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
-    ]
-    with pq.ParquetWriter(
-        path,
-        schema,
-        compression="snappy",
-        coerce_timestamps="us",
-        use_dictionary=[n for n in schema.names if n not in numeric],
-        write_statistics=[n for n in schema.names if n not in text],
-    ) as out:
-        for batch in staged.batches(*batches):
-            kept = pa.Table.from_batches([batch])
-            if len(drop):
-                kept = kept.filter(pc.invert(pc.is_in(kept.column(POSITION), drop)))
-            out.write_table(kept.drop_columns([POSITION]).cast(schema))
-            rows_written += kept.num_rows
-            progress.advance(kept.num_rows)
-    return rows_written
-
-
-def _write_parts(
-    staged: _Staged, drop: pa.Array, schema: pa.Schema, scratch: Path, prefix: str
-) -> tuple[str, int]:
-    """The curated rows as CURATED_PARTS parts, written at once, and their manifest (as the
-    Spark engine writes them): a 5M-row output in 0.5 s instead of 0.9 s. Part i holds the
-    i-th run of batches, so the parts in manifest order keep the file's order. Returns the
-    manifest's URI and the rows written."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    count = staged.batch_count()
-    parts = max(1, min(CURATED_PARTS, count))
-    ranges = [(i * count // parts, (i + 1) * count // parts) for i in range(parts)]
-    paths = [scratch / f"part-{i:05d}.parquet" for i in range(parts)]
-    with ThreadPoolExecutor(max_workers=parts, thread_name_prefix="refload-write") as pool:
-        written = list(
-            pool.map(
-                lambda i: _write_curated(staged, drop, schema, paths[i], ranges[i]), range(parts)
-            )
-        )
-    uris = [storage.join(prefix, path.name) for path in paths]
-    sizes = [path.stat().st_size for path in paths]
-    for uri, path in zip(uris, paths, strict=True):
-        storage.upload_file(uri, path, move=True)
-    manifest = storage.join(prefix, MANIFEST_NAME)
-    write_manifest(manifest, list(zip(uris, sizes, strict=True)))
-    return manifest, sum(written)
 
 
 def _ingest_file(
@@ -643,15 +420,15 @@ def _ingest_file(
     progress.phase("dedupe")
     drop = _duplicates_to_drop(mapped.staged, source, config.primary_key, config.dedupe, scratch)
     progress.phase("write", unit="rows")
-    schema = _curated_schema(spec, run_id, source.uri, info)
+    schema = curated_schema(spec, run_id, source.uri, info)
     staged_rows = mapped.rows - rejected.readable
     if staged_rows - len(drop) < PARTS_FROM_ROWS:
         curated = scratch / "curated.parquet"
-        rows_written = _write_curated(mapped.staged, drop, schema, curated)
+        rows_written = write_curated(mapped.staged, drop, schema, curated)
         storage.upload_file(out_uri, curated, move=True)
     else:
         prefix = dataset_prefix(curated_root, spec, info.content_hash, run_id)
-        out_uri, rows_written = _write_parts(mapped.staged, drop, schema, scratch, prefix)
+        out_uri, rows_written = write_parts(mapped.staged, drop, schema, scratch, prefix)
     return ingest_result(
         spec,
         run_id,

@@ -279,7 +279,7 @@ def _checked(values: Any, spec: Any, reject: Callable[..., RejectedInput], lines
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from steps.shared.mapping.sheet import unstorable
+    from steps.shared.mapping.casts import unstorable
 
     wanted = spec.data_type.arrow()
     values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values

@@ -28,7 +28,6 @@ import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
-import itertools
 import json
 import os
 import sys
@@ -42,31 +41,30 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from steps.ingest import (
-    DEFAULT_CURATED_ROOT,
-    MANIFEST_NAME,
     MAX_LISTED,
-    _cell_rejections,
     _check_columns,
-    _curated_schema,
     _hooked,
     _source_key,
-    curated_uri,
-    dataset_prefix,
     duplicate_key_error,
     hook_time_limit,
     ingest_result,
-    keep_rejects,
-    max_rejects_kept,
+)
+from steps.ingest.curated import (
+    DEFAULT_CURATED_ROOT,
+    MANIFEST_NAME,
+    curated_schema,
+    curated_uri,
+    dataset_prefix,
     write_manifest,
 )
 from steps.ingest.dedupe import POSITION
+from steps.ingest.rejects import cell_rejections, keep_rejects, max_rejects_kept
 from steps.ingest.sources import (
     SourceTable,
     chunk_bytes,
     read_source,
-    reading_config,
-    wide_encoding,
 )
+from steps.ingest.splits import Split, plan_splits, read_range
 from steps.ingest.transform import apply_mapping
 from steps.shared import errors
 from steps.shared.config.table import TableSpec
@@ -75,12 +73,8 @@ from steps.shared.io import storage
 
 if TYPE_CHECKING:
     from steps.ingest.hooks import TimeLimit
-    from steps.shared.config.model import TableConfig
 
 DEFAULT_MASTER = "local[2]"
-# Set on the Lambda function when the stack has an EMR Serverless application: ingest then
-# hands a Spark table to the state machine instead of running it.
-APPLICATION_ENV = "REFLOAD_SPARK_APPLICATION_ID"
 PROBLEMS = "__refload_problems"  # a rejected row's problems (null for a good row)
 ERROR = "__refload_error"  # a task's RefloadError, as JSON (the row carries nothing else)
 _PROBLEM = pa.struct(
@@ -124,117 +118,6 @@ def spark_session() -> Any:
     return session
 
 
-# --- cutting a CSV into ranges --------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Split:
-    """Bytes [start, end) of the source, whose first byte is on line `first_line`."""
-
-    index: int
-    start: int
-    end: int
-    first_line: int
-    whole: bool  # the whole file, read as the Lambda engine reads it
-
-
-def _cuttable(path: Path, config: TableConfig) -> bool:
-    if config.source_format != "csv":
-        return False
-    with path.open("rb") as probe:
-        head = probe.read(4)
-    # gzip; UTF-16/32 (by its BOM or the config), read whole by read_source, which
-    # transcodes it: its newline is not the byte 0x0A.
-    if head.startswith(b"\x1f\x8b") or wide_encoding(head, config.encoding):
-        return False
-    try:
-        return "\n".encode(config.encoding) == b"\n" and config.quote_char.encode(
-            config.encoding
-        ) == config.quote_char.encode("ascii")
-    except (UnicodeEncodeError, LookupError):
-        return False
-
-
-def plan_splits(path: Path, uri: str, spec: TableSpec, target: int) -> tuple[list[Split], bytes]:
-    """The ranges of the source, and the header lines every range is parsed behind."""
-    config = reading_config(uri, spec.config)  # the format as the reader sees it
-    size = path.stat().st_size
-    whole = [Split(0, 0, size, 1, whole=True)]
-    if size <= target or not _cuttable(path, config):
-        return whole, b""
-    header_row = config.header_row
-    with path.open("rb") as stream:
-        head = stream.read(1 << 20)
-        lines = head.split(b"\n", header_row)
-        if len(lines) <= header_row:  # the header is not in the first MB: leave it whole
-            return whole, b""
-        data_start = len(head) - len(lines[-1])
-        stream.seek(data_start)
-        cuts = _record_starts(stream, data_start, header_row + 1, target, config.quote_char)
-    bounds = [*cuts, (size, 0)]
-    ranges = [(a, b, line) for (a, line), (b, _) in itertools.pairwise(bounds) if b > a]
-    splits = [Split(i, a, b, line, whole=False) for i, (a, b, line) in enumerate(ranges)]
-    return splits or whole, head[:data_start]
-
-
-def _record_starts(
-    stream: Any, offset: int, line: int, target: int, quote: str
-) -> list[tuple[int, int]]:
-    """(byte offset, line) of a record start about every `target` bytes from `offset`.
-
-    A quote character toggles "inside a quoted value" (a doubled one toggles twice), so a
-    newline seen with an even count of quotes before it ends a record.
-    """
-    quote_byte = quote.encode("ascii")
-    starts = [(offset, line)]
-    inside = False
-    next_cut = offset + target
-    position = offset
-    while block := stream.read(16 << 20):
-        i = 0
-        while position + len(block) > next_cut:
-            if next_cut > position + i:  # count up to the cut
-                part = block[i : next_cut - position]
-                inside ^= bool(part.count(quote_byte) & 1)
-                line += part.count(b"\n")
-                i = next_cut - position
-            newline = block.find(b"\n", i)
-            if newline < 0:  # the record goes on in the next block
-                next_cut = position + len(block)
-                break
-            part = block[i : newline + 1]
-            inside ^= bool(part.count(quote_byte) & 1)
-            line += 1
-            i = newline + 1
-            if not inside:
-                starts.append((position + i, line))
-                next_cut = position + i + target
-            else:
-                next_cut = position + i
-        part = block[i:]
-        inside ^= bool(part.count(quote_byte) & 1)
-        line += part.count(b"\n")
-        position += len(block)
-    return starts
-
-
-def _read_range(uri: str, start: int, end: int, version_id: str | None = None) -> bytes:
-    if storage.is_s3(uri):
-        bucket, key = storage.split_s3(uri)
-        version = {"VersionId": version_id} if version_id else {}
-        try:
-            response = storage.s3_client().get_object(
-                Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}", **version
-            )
-        except Exception as error:
-            raise storage._s3_error(error, uri) from error
-        data: bytes = response["Body"].read()
-        return data
-    with open(uri.removeprefix("file://"), "rb") as stream:
-        stream.seek(start)
-        return stream.read(end - start)
-
-
 @contextlib.contextmanager
 def _split_source(split: Split, job: _Job) -> Iterator[SourceTable]:
     """The split read by refload's reader, reporting lines and rows of the whole file."""
@@ -249,7 +132,7 @@ def _split_source(split: Split, job: _Job) -> Iterator[SourceTable]:
 
     with tempfile.TemporaryDirectory(prefix="refload-split-") as folder:
         path = Path(folder) / "split.csv"
-        path.write_bytes(job.header + _read_range(job.uri, split.start, split.end, job.version_id))
+        path.write_bytes(job.header + read_range(job.uri, split.start, split.end, job.version_id))
         try:
             source = read_source(path, job.uri, job.spec.config)
             found = source.bad_records
@@ -279,14 +162,14 @@ class _Job:
     version_id: str | None = None  # the S3 version the driver read: every task reads it too
 
 
-def _error_json(error: RefloadError) -> str:
+def error_json(error: RefloadError) -> str:
     fields = ("reason", "file", "line", "row", "column", "value", "key", "details", "note")
     return json.dumps(
         {"type": type(error).__name__, **{f: getattr(error, f) for f in fields}}, default=str
     )
 
 
-def _error_from_json(text: str) -> RefloadError:
+def error_from_json(text: str) -> RefloadError:
     fields = json.loads(text)
     error_type = getattr(errors, fields.pop("type"), RefloadError)
     reason = fields.pop("reason")
@@ -331,7 +214,7 @@ def _map_split(split: Split, job: _Job) -> Iterator[pa.RecordBatch]:
         with _split_source(split, job) as source:
             for chunk in source.chunks:
                 typed, found = apply_mapping(chunk, spec.mapping, job.context)
-                found += _cell_rejections(
+                found += cell_rejections(
                     [c for c in source.bad_cells if rows <= c.position < rows + chunk.num_rows],
                     spec.mapping,
                 )
@@ -389,7 +272,7 @@ def _map_split(split: Split, job: _Job) -> Iterator[pa.RecordBatch]:
                     },
                 )
     except RefloadError as error:
-        yield _rows_with(spec, None, 1, **{POSITION: [base + rows], ERROR: [_error_json(error)]})
+        yield _rows_with(spec, None, 1, **{POSITION: [base + rows], ERROR: [error_json(error)]})
 
 
 def _write_part(batches: Iterator[pa.RecordBatch], schema: pa.Schema, prefix: str) -> Iterator[Any]:
@@ -558,7 +441,7 @@ def _finish(
     ).first()
     if counts["errors"]:
         first = mapped.where(F.col(ERROR).isNotNull()).orderBy(POSITION).first()
-        raise _error_from_json(first[ERROR])
+        raise error_from_json(first[ERROR])
     rows = counts["good"] + counts["rejected"]
     rows_read = rows + counts["unreadable"]
     if rows_read == 0:
@@ -596,7 +479,7 @@ def _finish(
     good = mapped.where(F.col(PROBLEMS).isNull() & F.col(ERROR).isNull()).drop(PROBLEMS, ERROR)
     kept = _without_duplicates(good, spec, job, source)
     prefix = dataset_prefix(curated_root, spec, info.content_hash, run_id)
-    schema = _curated_schema(spec, run_id, source.uri, info)
+    schema = curated_schema(spec, run_id, source.uri, info)
     written = kept.mapInArrow(
         lambda batches: _write_part(batches, schema, prefix), "uri string, rows long, bytes long"
     ).collect()
@@ -720,72 +603,3 @@ def _refuse_repeated_keys(rows: Any, key: list[str], job: _Job, source: SourceTa
         first_key = repeated.orderBy("__first").first()
         places = _locate(list(first_key["__where"]), job)
         raise duplicate_key_error(source, key, [first_key[k] for k in key], places, count)
-
-
-# --- EMR Serverless: the hand-off, the job, its result ----------------------------------
-
-
-def hand_off(spec: TableSpec, payload: dict[str, Any]) -> dict[str, Any]:
-    """What the state machine needs to run this ingest as an EMR Serverless job.
-
-    The job gets the ingest payload as its one argument and writes its result (or its
-    refload error) as JSON to `spark_job.result_uri`; the Lambda step after it gets that URI
-    as `spark_result_uri` and reads it back.
-    """
-    root = payload.get("curated_root") or DEFAULT_CURATED_ROOT
-    result_uri = storage.join(root, spec.config.table_name, "_spark", f"{payload['run_id']}.json")
-    job_payload = {
-        k: payload[k]
-        for k in (
-            "config",
-            "mapping",
-            "source",
-            "source_version_id",
-            "run_id",
-            "curated_root",
-            "warehouse",
-        )
-        if payload.get(k)
-    }
-    arguments = [json.dumps({**job_payload, "spark_result_uri": result_uri})]
-    # The result's URI only inside spark_job: the state machine hands it to the Lambda step
-    # after the job, while a re-run of this state (an alert's) hands the file off again.
-    return {
-        **job_payload,
-        "step": "ingest",
-        "table": spec.config.table_name,
-        "engine": "spark",
-        "spark_job": {"arguments": arguments, "result_uri": result_uri},
-    }
-
-
-def job_main(argv: list[str]) -> int:
-    """The EMR Serverless job (scripts/spark_job.py): ingest, then write the outcome.
-
-    A refload error (a rejected file) is an outcome, not a crash: it is written for the
-    Lambda step after the job to raise, so the alert says what the Lambda engine says.
-    """
-    from steps.shared.config.table import load_table_config
-
-    payload = json.loads(argv[0])
-    result_uri = payload.pop("spark_result_uri")
-    try:
-        spec = load_table_config(payload["config"], mapping_override=payload.get("mapping"))
-        outcome: dict[str, Any] = {"result": run(spec, payload)}
-    except RefloadError as error:
-        outcome = {"error": json.loads(_error_json(error)) | {"table": error.table}}
-    storage.write_bytes(result_uri, json.dumps(outcome, default=str).encode())
-    return 0
-
-
-def job_result(result_uri: str) -> dict[str, Any]:
-    """The Spark job's ingest result, or its error raised again."""
-    outcome = json.loads(storage.read_bytes(result_uri))
-    if "error" in outcome:
-        fields = outcome["error"]
-        table = fields.pop("table", None)
-        error = _error_from_json(json.dumps(fields))
-        error.table = table
-        raise error
-    result: dict[str, Any] = outcome["result"]
-    return result

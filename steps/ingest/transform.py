@@ -1,9 +1,9 @@
 """Applying a mapping sheet to a table of text: a thread per column, typed columns out,
 every bad cell set aside as a Rejection (file position, column, value, reason).
 
-What each transform and type means is steps.shared.mapping.sheet's (the sheet parser checks defaults
-with the same casts); this module is what only ingest (and `init`, which checks its
-proposal the way ingest will read it) runs.
+What each transform and type means is steps.shared.mapping's (`transforms`, `casts`; the
+sheet parser checks defaults with the same casts); this module is what only ingest (and
+`init`, which checks its proposal the way ingest will read it) runs.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from steps.shared.errors import ConfigError
-from steps.shared.mapping.sheet import PLACEHOLDERS, apply_transforms, blank_to_null, cast_values
+from steps.shared.mapping.casts import blank_to_null, cast_values
+from steps.shared.mapping.sheet import PLACEHOLDERS
+from steps.shared.mapping.transforms import apply_transforms
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -43,8 +43,8 @@ def init_arguments(parser: argparse.ArgumentParser) -> None:
 def init(args: argparse.Namespace) -> int:
     """Exit 0 when the files are written, 2 when they exist (without --force) or the
     sample cannot be read."""
+    from handler.cli.commands.init.layout import Given
     from handler.cli.commands.init.onboard import (
-        Given,
         infer,
         print_proposal,
         print_update,

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
 
 from steps.shared.checks.context import (
     CheckContext,
@@ -13,9 +15,60 @@ from steps.shared.checks.context import (
     jsonable,
     sample_rows,
 )
-from steps.shared.config import model as cfg
+from steps.shared.checks.models import ColumnsTest, ColumnTest, identifier, table_reference
 
 UNEXPECTED_VALUES_SHOWN = 5  # accepted_values names this many, then "and K more"
+
+
+class Uniqueness(ColumnsTest):
+    type: Literal["uniqueness"]
+
+
+class NotNull(ColumnsTest):
+    type: Literal["not_null"]
+
+
+class AcceptedValues(ColumnTest):
+    type: Literal["accepted_values"]
+    values: list[str | int | float | bool] = Field(min_length=1)
+
+
+class Range(ColumnTest):
+    type: Literal["range"]
+    min: float | int | str | None = None
+    max: float | int | str | None = None
+
+
+class Regex(ColumnTest):
+    type: Literal["regex"]
+    pattern: str
+
+
+class MaxLength(ColumnTest):
+    type: Literal["max_length"]
+    bytes: int = Field(gt=0)
+
+
+class ReferentialIntegrity(ColumnsTest):
+    type: Literal["referential_integrity"]
+    ref_table: str
+    ref_columns: list[str] = Field(min_length=1)
+
+    @field_validator("ref_table")
+    @classmethod
+    def _check_ref_table(cls, value: str) -> str:
+        return table_reference(value)
+
+    @field_validator("ref_columns")
+    @classmethod
+    def _check_ref_columns(cls, value: list[str]) -> list[str]:
+        return [identifier(c) for c in value]
+
+    @model_validator(mode="after")
+    def _same_arity(self) -> ReferentialIntegrity:
+        if len(self.columns) != len(self.ref_columns):
+            raise ValueError("columns and ref_columns must have the same length")
+        return self
 
 
 def _unique_by_ingest(ctx: CheckContext, columns: list[str]) -> bool:
@@ -30,7 +83,7 @@ def _unique_by_ingest(ctx: CheckContext, columns: list[str]) -> bool:
     )
 
 
-def uniqueness(ctx: CheckContext, test: cfg.Uniqueness) -> dict[str, Any]:
+def uniqueness(ctx: CheckContext, test: Uniqueness) -> dict[str, Any]:
     if _unique_by_ingest(ctx, test.columns):
         return check_result(
             "pass",
@@ -55,7 +108,7 @@ def uniqueness(ctx: CheckContext, test: cfg.Uniqueness) -> dict[str, Any]:
     )
 
 
-def not_null(ctx: CheckContext, test: cfg.NotNull) -> dict[str, Any]:
+def not_null(ctx: CheckContext, test: NotNull) -> dict[str, Any]:
     where = "WHERE " + " OR ".join(f"{ctx.warehouse.quote(c)} IS NULL" for c in test.columns)
     observed = count_rows(ctx, where)
     samples = sample_rows(ctx, f"SELECT * FROM {ctx.target} {where}") if observed else []
@@ -72,7 +125,7 @@ def _rows_where(
     return check_result("pass" if observed == 0 else "fail", observed, expected, samples)
 
 
-def accepted_values(ctx: CheckContext, test: cfg.AcceptedValues) -> dict[str, Any]:
+def accepted_values(ctx: CheckContext, test: AcceptedValues) -> dict[str, Any]:
     # Compared as the column's type, not as text: on decimal(9,2), 1.5 is the stored 1.50.
     column = ctx.warehouse.quote(test.column)
     cast = _cast_type(ctx, test.column)
@@ -139,7 +192,7 @@ def _param_text(value: str | int | float | bool) -> str:
     return str(value)
 
 
-def range_check(ctx: CheckContext, test: cfg.Range) -> dict[str, Any]:
+def range_check(ctx: CheckContext, test: Range) -> dict[str, Any]:
     column = ctx.warehouse.quote(test.column)
     parts, params = [], []
     if test.min is not None:
@@ -153,19 +206,19 @@ def range_check(ctx: CheckContext, test: cfg.Range) -> dict[str, Any]:
     return _rows_where(ctx, " OR ".join(parts), tuple(params), f"between {test.min} and {test.max}")
 
 
-def regex(ctx: CheckContext, test: cfg.Regex) -> dict[str, Any]:
+def regex(ctx: CheckContext, test: Regex) -> dict[str, Any]:
     column = ctx.warehouse.quote(test.column)
     where = f"{column} IS NOT NULL AND {ctx.warehouse.regex_mismatch(column)}"
     return _rows_where(ctx, where, (test.pattern,), f"matches {test.pattern}")
 
 
-def max_length(ctx: CheckContext, test: cfg.MaxLength) -> dict[str, Any]:
+def max_length(ctx: CheckContext, test: MaxLength) -> dict[str, Any]:
     column = ctx.warehouse.quote(test.column)
     where = f"{ctx.warehouse.byte_length(column)} > {int(test.bytes)}"
     return _rows_where(ctx, where, (), f"<= {test.bytes} bytes")
 
 
-def referential_integrity(ctx: CheckContext, test: cfg.ReferentialIntegrity) -> dict[str, Any]:
+def referential_integrity(ctx: CheckContext, test: ReferentialIntegrity) -> dict[str, Any]:
     q = ctx.warehouse.quote
     ref = ctx.warehouse.table_ref(test.ref_table)
     join = " AND ".join(

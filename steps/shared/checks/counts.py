@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 from itertools import zip_longest
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from steps.shared.checks.context import (
     SAMPLE_ROWS,
@@ -13,12 +15,34 @@ from steps.shared.checks.context import (
     count_rows,
     missing,
 )
-from steps.shared.config import model as cfg
-from steps.shared.warehouse.base import CHANGE_KINDS
+from steps.shared.checks.models import QualityTest
 from steps.shared.warehouse.modes import MODES
 
 
-def row_count_match(ctx: CheckContext, test: cfg.RowCountMatch) -> dict[str, Any]:
+class RowCountMatch(QualityTest):
+    type: Literal["row_count_match"]
+    tolerance_pct: float = Field(default=0, ge=0)
+
+
+class RowCountBetween(QualityTest):
+    type: Literal["row_count_between"]
+    min: int | None = Field(default=None, ge=0)
+    max: int | None = Field(default=None, ge=0)
+
+
+class RowCountChange(QualityTest):
+    type: Literal["row_count_change"]
+    max_pct: float = Field(ge=0)
+
+
+class ChangesWithin(QualityTest):
+    type: Literal["changes_within"]
+    max_added_pct: float | None = Field(default=None, ge=0)
+    max_removed_pct: float | None = Field(default=None, ge=0)
+    max_changed_pct: float | None = Field(default=None, ge=0)
+
+
+def row_count_match(ctx: CheckContext, test: RowCountMatch) -> dict[str, Any]:
     replaces = MODES[ctx.load_mode].replaces
     if ctx.rows_written is None:
         return missing("rows_written (rows ingest wrote)")
@@ -40,13 +64,13 @@ def row_count_match(ctx: CheckContext, test: cfg.RowCountMatch) -> dict[str, Any
     return check_result(status, observed, expected, tolerance_pct=test.tolerance_pct)
 
 
-def row_count_between(ctx: CheckContext, test: cfg.RowCountBetween) -> dict[str, Any]:
+def row_count_between(ctx: CheckContext, test: RowCountBetween) -> dict[str, Any]:
     observed = count_rows(ctx)
     ok = (test.min is None or observed >= test.min) and (test.max is None or observed <= test.max)
     return check_result("pass" if ok else "fail", observed, f"between {test.min} and {test.max}")
 
 
-def row_count_change(ctx: CheckContext, test: cfg.RowCountChange) -> dict[str, Any]:
+def row_count_change(ctx: CheckContext, test: RowCountChange) -> dict[str, Any]:
     if ctx.rows_before is None:
         return missing("rows_before (target rows before load)")
     observed = count_rows(ctx)
@@ -63,7 +87,10 @@ def row_count_change(ctx: CheckContext, test: cfg.RowCountChange) -> dict[str, A
     )
 
 
-def changes_within(ctx: CheckContext, test: cfg.ChangesWithin) -> dict[str, Any]:
+def changes_within(ctx: CheckContext, test: ChangesWithin) -> dict[str, Any]:
+    # Here, not at the top: the config imports this module for its models (cold start).
+    from steps.shared.warehouse.changes import CHANGE_KINDS
+
     limits = {
         "added": test.max_added_pct,
         "removed": test.max_removed_pct,

@@ -3,18 +3,42 @@ and the gate that refuses it before a publish on a warehouse that cannot hold it
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field, field_validator
 
 from steps.shared.checks.context import CheckContext, check_result, sample_rows
-from steps.shared.config import model as cfg
+from steps.shared.checks.models import QualityTest
 from steps.shared.errors import ConfigError
-from steps.shared.warehouse.base import Warehouse
+
+if TYPE_CHECKING:
+    from steps.shared.config import model as cfg
+    from steps.shared.warehouse.base import Warehouse
 
 SAMPLES_NOT_STORED = "sample rows not stored: set store_samples to keep them"
 CUSTOM_SQL_TIMEOUT_SECONDS = 120
 
 
-def custom_sql(ctx: CheckContext, test: cfg.CustomSql) -> dict[str, Any]:
+class CustomSql(QualityTest):
+    type: Literal["custom_sql"]
+    sql: str = Field(min_length=1)
+    store_samples: bool = Field(
+        default=False,
+        description="Keep up to 10 of the rows the query returns in the audit row and the "
+        "alert. Off by default: the query may read any table the warehouse user can read.",
+    )
+
+    @field_validator("sql")
+    @classmethod
+    def _read_only(cls, value: str) -> str:
+        # sqlglot is imported only by configs that have custom SQL (cold start).
+        from steps.shared.checks.sql import parse_read_only_select
+
+        parse_read_only_select(value)
+        return value
+
+
+def custom_sql(ctx: CheckContext, test: CustomSql) -> dict[str, Any]:
     from steps.shared.checks.sql import render_custom_sql
 
     schema, table = ctx.schema_and_table

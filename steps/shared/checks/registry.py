@@ -1,4 +1,5 @@
-"""Data-quality checks: one function per check type, in one plain registry (`CHECKS`).
+"""Data-quality checks: one `CheckType` (config model and function) per check type, in one
+plain registry (`CHECKS`).
 
 Each check runs SQL shared by every dialect (the dialect supplies the few
 expressions that differ) and returns a result with status, observed and
@@ -9,12 +10,18 @@ module runs them, counting what they ask of the target in one pass first.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import replace
 from typing import Any
 
 from steps.shared.checks.columns import (
+    AcceptedValues,
+    MaxLength,
+    NotNull,
+    Range,
+    ReferentialIntegrity,
+    Regex,
+    Uniqueness,
     accepted_values,
     max_length,
     not_null,
@@ -25,27 +32,34 @@ from steps.shared.checks.columns import (
 )
 from steps.shared.checks.context import CheckContext, check_result
 from steps.shared.checks.counts import (
+    ChangesWithin,
+    RowCountBetween,
+    RowCountChange,
+    RowCountMatch,
     changes_within,
     row_count_between,
     row_count_change,
     row_count_match,
 )
-from steps.shared.checks.custom_sql import custom_sql
+from steps.shared.checks.custom_sql import CustomSql, custom_sql
+from steps.shared.checks.models import CheckType
 from steps.shared.errors import ConfigError, RefloadError
 
-CHECKS: dict[str, Callable[[CheckContext, Any], dict[str, Any]]] = {
-    "row_count_match": row_count_match,
-    "row_count_between": row_count_between,
-    "row_count_change": row_count_change,
-    "uniqueness": uniqueness,
-    "not_null": not_null,
-    "accepted_values": accepted_values,
-    "range": range_check,
-    "regex": regex,
-    "max_length": max_length,
-    "referential_integrity": referential_integrity,
-    "custom_sql": custom_sql,
-    "changes_within": changes_within,
+# The one list of check types: the config's `quality_tests` union is built from it
+# (steps.shared.config.model), in this order.
+CHECKS: dict[str, CheckType] = {
+    "row_count_match": CheckType(RowCountMatch, row_count_match),
+    "row_count_between": CheckType(RowCountBetween, row_count_between),
+    "row_count_change": CheckType(RowCountChange, row_count_change),
+    "uniqueness": CheckType(Uniqueness, uniqueness),
+    "not_null": CheckType(NotNull, not_null),
+    "accepted_values": CheckType(AcceptedValues, accepted_values),
+    "range": CheckType(Range, range_check),
+    "regex": CheckType(Regex, regex),
+    "max_length": CheckType(MaxLength, max_length),
+    "referential_integrity": CheckType(ReferentialIntegrity, referential_integrity),
+    "custom_sql": CheckType(CustomSql, custom_sql),
+    "changes_within": CheckType(ChangesWithin, changes_within),
 }
 
 
@@ -77,7 +91,7 @@ def scan_target(ctx: CheckContext, tests: list[Any]) -> None:
     for test in tests:
         if test.type in SCANNED:
             with suppress(RefloadError):
-                CHECKS[test.type](recorder, test)
+                CHECKS[test.type].run(recorder, test)
     questions = list(dict.fromkeys(asked))
     if not questions:
         return
@@ -120,7 +134,7 @@ def run_check(ctx: CheckContext, test: Any) -> dict[str, Any]:
     if check is None:  # a model without a function: an error row, not a crashed step
         return errored(test, f"no check runs '{test.type}'")
     try:
-        result = check(ctx, test)
+        result = check.run(ctx, test)
     except ConfigError:
         raise
     except RefloadError as error:

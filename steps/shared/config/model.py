@@ -1,4 +1,4 @@
-"""Table configs: the pydantic model, loading, validation messages, routing.
+"""Table configs: the pydantic model, loading, validation messages (routing: `routing`).
 
 A config is validated once, here; every step downstream trusts `steps.shared.config.table.TableSpec`
 (the config with its mapping sheet).
@@ -6,26 +6,22 @@ A config is validated once, here; every step downstream trusts `steps.shared.con
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import json
 import os
 import posixpath
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, ValidationError, create_model, field_validator, model_validator
 
+from steps.shared.checks.models import QualityTest as QualityTestBase
+from steps.shared.checks.models import Strict, identifier
+from steps.shared.checks.registry import CHECKS
 from steps.shared.errors import ConfigError
 from steps.shared.io import storage
-from steps.shared.names import did_you_mean, identifier_problem, unknown_name
+from steps.shared.names import did_you_mean, unknown_name
 from steps.shared.warehouse.modes import CONFIG_MODES, MODES
 from steps.shared.warehouse.modes import LoadMode as LoadStrategy
 
@@ -38,210 +34,47 @@ else:
     # What a ledger row's load_mode says: a config's mode, or a rollback (`handler rollback`).
     LedgerMode = Literal[tuple(MODES)]
 SourceFormat = Literal["csv", "excel", "json", "parquet", "xlsx", "xls", "jsonl", "ndjson", "tsv"]
-Severity = Literal["error", "warn"]
-When = Literal["after_publish", "before_publish"]
 Period = Literal["minute", "hour", "day"]
 Engine = Literal["lambda", "spark", "auto"]
 
 
-def _identifier(value: str) -> str:
-    problem = identifier_problem(value)
-    if problem:
-        raise ValueError(problem)
-    return value
+def _check_models() -> dict[str, type[QualityTestBase]]:
+    return {name: check.model for name, check in CHECKS.items()}
 
 
-def _table_reference(value: str) -> str:
-    parts = value.split(".")
-    if len(parts) > 2:
-        raise ValueError(f"'{value}' must be 'table' or 'schema.table'")
-    for part in parts:
-        _identifier(part)
-    return value
+def _check_union(models: tuple[type[QualityTestBase], ...]) -> Any:
+    """The `quality_tests` item: a union of the check types' models, told apart by `type`."""
+    return Annotated[Union[models], Field(discriminator="type")]  # noqa: UP007
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+# The check types are the registry's (steps.shared.checks.registry.CHECKS: each type's model
+# beside its function): a new check type needs no edit here.
+if TYPE_CHECKING:
+    QualityTest = QualityTestBase
+else:
+    QualityTest = _check_union(tuple(_check_models().values()))
 
 
-# etl_audit.data_quality_tests.test_name is VARCHAR(256): bytes on Redshift, and the bound
-# every dialect shares (steps.shared.warehouse.base.AUDIT_TABLES).
-MAX_TEST_NAME_BYTES = 256
-# A name made from the columns stays shorter still, so that it travels whole in the step
-# results (steps.contracts.VALUE_CHARS: longer values are cut there) and alert signatures.
-# Names up to this long are kept as they always were.
-MAX_DERIVED_NAME_CHARS = 200
-NAME_HASH_CHARS = 12
+class _LiveCheckModels(Mapping[str, type[QualityTestBase]]):
+    """check type -> its model, read from CHECKS on every use (a type added later counts)."""
+
+    def __getitem__(self, key: str) -> type[QualityTestBase]:
+        return CHECKS[key].model
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(CHECKS)
+
+    def __len__(self) -> int:
+        return len(CHECKS)
 
 
-class _QualityTest(_Strict):
-    name: str | None = None
-    severity: Severity = "error"
-    when: When = "after_publish"
-
-    @field_validator("name")
-    @classmethod
-    def _fits_the_audit(cls, value: str | None) -> str | None:
-        size = len(value.encode()) if value is not None else 0
-        if size > MAX_TEST_NAME_BYTES:
-            raise ValueError(
-                f"is {size} bytes; etl_audit.data_quality_tests.test_name holds at most "
-                f"{MAX_TEST_NAME_BYTES}: give the test a shorter name"
-            )
-        return value
-
-    @property
-    def test_name(self) -> str:
-        if self.name:
-            return self.name
-        target = getattr(self, "columns", None) or [getattr(self, "column", None)]
-        suffix = "_".join(c for c in target if c)
-        name = f"{self.type}_{suffix}" if suffix else self.type  # type: ignore[attr-defined]
-        if len(name) <= MAX_DERIVED_NAME_CHARS:  # type and column names are ASCII identifiers
-            return name
-        # A test over many columns (init proposes not_null over every never-empty column):
-        # the start of its name, and a hash of the whole that keeps two such tests apart.
-        digest = hashlib.sha256(name.encode()).hexdigest()[:NAME_HASH_CHARS]
-        return f"{name[: MAX_DERIVED_NAME_CHARS - NAME_HASH_CHARS - 1]}_{digest}"
-
-
-class _ColumnsTest(_QualityTest):
-    columns: list[str] = Field(min_length=1)
-
-    @field_validator("columns")
-    @classmethod
-    def _check_columns(cls, value: list[str]) -> list[str]:
-        return [_identifier(c) for c in value]
-
-
-class _ColumnTest(_QualityTest):
-    column: str
-
-    @field_validator("column")
-    @classmethod
-    def _check_column(cls, value: str) -> str:
-        return _identifier(value)
-
-
-class RowCountMatch(_QualityTest):
-    type: Literal["row_count_match"]
-    tolerance_pct: float = Field(default=0, ge=0)
-
-
-class RowCountBetween(_QualityTest):
-    type: Literal["row_count_between"]
-    min: int | None = Field(default=None, ge=0)
-    max: int | None = Field(default=None, ge=0)
-
-
-class RowCountChange(_QualityTest):
-    type: Literal["row_count_change"]
-    max_pct: float = Field(ge=0)
-
-
-class Uniqueness(_ColumnsTest):
-    type: Literal["uniqueness"]
-
-
-class NotNull(_ColumnsTest):
-    type: Literal["not_null"]
-
-
-class AcceptedValues(_ColumnTest):
-    type: Literal["accepted_values"]
-    values: list[str | int | float | bool] = Field(min_length=1)
-
-
-class Range(_ColumnTest):
-    type: Literal["range"]
-    min: float | int | str | None = None
-    max: float | int | str | None = None
-
-
-class Regex(_ColumnTest):
-    type: Literal["regex"]
-    pattern: str
-
-
-class MaxLength(_ColumnTest):
-    type: Literal["max_length"]
-    bytes: int = Field(gt=0)
-
-
-class ReferentialIntegrity(_ColumnsTest):
-    type: Literal["referential_integrity"]
-    ref_table: str
-    ref_columns: list[str] = Field(min_length=1)
-
-    @field_validator("ref_table")
-    @classmethod
-    def _check_ref_table(cls, value: str) -> str:
-        return _table_reference(value)
-
-    @field_validator("ref_columns")
-    @classmethod
-    def _check_ref_columns(cls, value: list[str]) -> list[str]:
-        return [_identifier(c) for c in value]
-
-    @model_validator(mode="after")
-    def _same_arity(self) -> ReferentialIntegrity:
-        if len(self.columns) != len(self.ref_columns):
-            raise ValueError("columns and ref_columns must have the same length")
-        return self
-
-
-class ChangesWithin(_QualityTest):
-    type: Literal["changes_within"]
-    max_added_pct: float | None = Field(default=None, ge=0)
-    max_removed_pct: float | None = Field(default=None, ge=0)
-    max_changed_pct: float | None = Field(default=None, ge=0)
-
-
-class CustomSql(_QualityTest):
-    type: Literal["custom_sql"]
-    sql: str = Field(min_length=1)
-    store_samples: bool = Field(
-        default=False,
-        description="Keep up to 10 of the rows the query returns in the audit row and the "
-        "alert. Off by default: the query may read any table the warehouse user can read.",
-    )
-
-    @field_validator("sql")
-    @classmethod
-    def _read_only(cls, value: str) -> str:
-        # sqlglot is imported only by configs that have custom SQL (cold start).
-        from steps.shared.checks.sql import parse_read_only_select
-
-        parse_read_only_select(value)
-        return value
-
-
-# The one list of check models: the config's union, and the type -> model registry
-# derived from it (steps.shared.checks.registry.CHECKS holds the functions; a test sweeps both).
-AnyCheck = (
-    RowCountMatch
-    | RowCountBetween
-    | RowCountChange
-    | Uniqueness
-    | NotNull
-    | AcceptedValues
-    | Range
-    | Regex
-    | MaxLength
-    | ReferentialIntegrity
-    | CustomSql
-    | ChangesWithin
-)
-QualityTest = Annotated[AnyCheck, Field(discriminator="type")]
-CHECK_MODELS: dict[str, type[_QualityTest]] = {
-    get_args(model.model_fields["type"].annotation)[0]: model for model in get_args(AnyCheck)
-}
+CHECK_MODELS: Mapping[str, type[QualityTestBase]] = _LiveCheckModels()
 
 
 PERIOD_HOURS: dict[str, float] = {"minute": 1 / 60, "hour": 1, "day": 24}
 
 
-class FreshnessThreshold(_Strict):
+class FreshnessThreshold(Strict):
     count: int = Field(gt=0)
     period: Period
 
@@ -253,7 +86,7 @@ class FreshnessThreshold(_Strict):
         return f"{self.count} {self.period}{'' if self.count == 1 else 's'}"
 
 
-class Freshness(_Strict):
+class Freshness(Strict):
     """dbt's source freshness: how old the last received file may get."""
 
     warn_after: FreshnessThreshold | None = None
@@ -270,7 +103,7 @@ class Freshness(_Strict):
         return self
 
 
-class TableConfig(_Strict):
+class TableConfig(Strict):
     """One table's config file, as users write it."""
 
     table_name: str
@@ -344,18 +177,18 @@ class TableConfig(_Strict):
 
     @field_validator("table_name", "redshift_schema", "redshift_table")
     @classmethod
-    def _check_identifier(cls, value: str | None) -> str | None:
-        return None if value is None else _identifier(value)
+    def _checkidentifier(cls, value: str | None) -> str | None:
+        return None if value is None else identifier(value)
 
     @field_validator("primary_key", "redshift_sort_key")
     @classmethod
     def _check_column_list(cls, value: list[str]) -> list[str]:
-        return [_identifier(c) for c in value]
+        return [identifier(c) for c in value]
 
     @field_validator("redshift_dist_key")
     @classmethod
     def _check_dist_key(cls, value: str | None) -> str | None:
-        return None if value is None else _identifier(value)
+        return None if value is None else identifier(value)
 
     @field_validator("encoding")
     @classmethod
@@ -475,12 +308,29 @@ def describe_validation_error(error: ValidationError, raw: Any) -> list[str]:
     return lines
 
 
+_BUILT_WITH = tuple(_check_models().values())
+
+
+def config_model() -> type[TableConfig]:
+    """`TableConfig`, its `quality_tests` taking the check types CHECKS holds now: a check
+    type registered after this module was imported (one line) is known to the configs read
+    after it. The shipped types' model is `TableConfig` itself."""
+    models = tuple(_check_models().values())
+    return TableConfig if models == _BUILT_WITH else _config_with(models)
+
+
+@functools.cache
+def _config_with(models: tuple[type[QualityTestBase], ...]) -> type[TableConfig]:
+    tests: Any = (list[_check_union(models)], Field(default_factory=list))  # type: ignore[misc]
+    return create_model("TableConfig", __base__=TableConfig, quality_tests=tests)
+
+
 def parse_config(raw: Any, *, source: str) -> TableConfig:
     """Validate a decoded config; errors name the file and the path inside it."""
     if not isinstance(raw, dict):
         raise ConfigError("a table config must be a JSON object", file=source)
     try:
-        return TableConfig.model_validate(raw)
+        return config_model().model_validate(raw)
     except ValidationError as error:
         lines = describe_validation_error(error, raw)
         raise ConfigError("; ".join(lines), file=source, details={"problems": lines}) from None
@@ -551,60 +401,3 @@ def json_schema() -> dict[str, Any]:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "refload table config"
     return schema
-
-
-@dataclass(frozen=True)
-class RoutingEntry:
-    """What routing reads from one config file, leniently: a config that is broken in any
-    other way still routes its own files (and fails them with its ConfigError), never
-    another table's."""
-
-    uri: str
-    table: str | None
-    prefix: str | None  # None: the file says nothing routing can use
-    problem: str | None = None
-
-
-def routing_entry(uri: str, data: bytes) -> RoutingEntry:
-    """`source_prefix` (default `<table_name>/`) and `table_name`, if the file has them."""
-    try:
-        raw = json.loads(data.decode("utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        return RoutingEntry(uri, None, None, f"not valid JSON ({error})")
-    if not isinstance(raw, dict):
-        return RoutingEntry(uri, None, None, "not a JSON object")
-    table = raw.get("table_name") if isinstance(raw.get("table_name"), str) else None
-    prefix = raw.get("source_prefix")
-    if not isinstance(prefix, str):
-        prefix = f"{table}/" if table else None
-    return RoutingEntry(uri, table, prefix, None if prefix else "no table_name or source_prefix")
-
-
-def route_key(key: str, entries: list[RoutingEntry]) -> RoutingEntry:
-    """The config whose routing prefix is the longest match for an object key.
-
-    Two configs with that same longest prefix are an error naming both: which one wins
-    must not depend on file names.
-    """
-    routable = [e for e in entries if e.prefix is not None]
-    matches = [e for e in routable if key.startswith(str(e.prefix))]
-    if not matches:
-        message = "no table config routes this object key; known prefixes: " + ", ".join(
-            sorted(str(e.prefix) for e in routable)
-        )
-        unreadable = [f"{e.uri} ({e.problem})" for e in entries if e.prefix is None]
-        if unreadable:
-            message += "; not routable: " + ", ".join(unreadable)
-        # Unrouted for sure only when every config could be read: else the file may be one
-        # the unreadable config would have taken.
-        raise ConfigError(message, key=key, details={"unrouted": not unreadable})
-    longest = max(len(str(e.prefix)) for e in matches)
-    best = [e for e in matches if len(str(e.prefix)) == longest]
-    if len(best) > 1:
-        raise ConfigError(
-            f"{len(best)} table configs claim this object key with the same source_prefix "
-            f"'{best[0].prefix}': {', '.join(e.uri for e in best)}; give each table its own "
-            "prefix",
-            key=key,
-        )
-    return best[0]

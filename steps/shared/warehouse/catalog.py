@@ -19,7 +19,8 @@ from steps.shared.warehouse.tables import (
 )
 
 if TYPE_CHECKING:
-    from steps.shared.mapping.sheet import ColumnSpec, DataType, Mapping
+    from steps.shared.mapping.casts import DataType
+    from steps.shared.mapping.sheet import ColumnSpec, Mapping
 
 
 class Catalog:

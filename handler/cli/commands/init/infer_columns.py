@@ -1,6 +1,6 @@
 """What `init` infers per column: a target name, a type and format, nullability, `strip`,
 and the primary key, each from every value and each checked with the cast `run` uses
-(`steps.shared.mapping.sheet.cast_values`). Only `handler.cli.commands.init.onboard` imports this.
+(`steps.shared.mapping.casts.cast_values`). Only `handler.cli.commands.init.onboard` imports this.
 """
 
 from __future__ import annotations
@@ -16,15 +16,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from steps.shared.errors import ConfigError
-from steps.shared.mapping.sheet import (
+from steps.shared.mapping.casts import (
     FALSE_WORDS,
     INTEGER_RANGES,
     TRUE_WORDS,
-    ColumnSpec,
     DataType,
-    Transform,
     cast_values,
 )
+from steps.shared.mapping.sheet import ColumnSpec
+from steps.shared.mapping.transforms import Transform
 from steps.shared.names import unknown_name
 
 # Identifiers are cut to PostgreSQL's 63 bytes, the smallest limit of the warehouses.
