@@ -142,6 +142,7 @@ class _Dom(HTMLParser):
         super().__init__()
         self.body: dict[str, str | None] = {}
         self.rows: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str | None]] = []  # the block and owner rows
         self.summary = ""
         self._in_summary = False
         self._svg: dict[str, Any] | None = None
@@ -152,6 +153,8 @@ class _Dom(HTMLParser):
             self.body = a
         elif tag == "tr" and "data-table" in a:
             self.rows.append({**a, "charts": {}})
+        elif tag == "tr" and a.get("class") in ("block-row", "owner-row"):
+            self.headers.append(a)
         elif tag == "svg" and self.rows:
             kind = next(c for c in (a["class"] or "").split() if c.endswith("-chart"))
             self._svg = {**a, "circles": 0, "runs": 0}
@@ -173,7 +176,7 @@ class _Dom(HTMLParser):
 
 
 def test_page_renders_in_chromium_with_a_chart_per_table(
-    fleet, warehouse_url, capsys, chromium, tmp_path
+    fleet, warehouse_url, capsys, chromium, tmp_path, table_dir
 ):
     page = tmp_path / "site" / "status.html"
     code, out = _status(fleet, warehouse_url, capsys, "--html", str(page))
@@ -212,6 +215,44 @@ def test_page_renders_in_chromium_with_a_chart_per_table(
     header = shot.read_bytes()[:24]
     assert header[:8] == b"\x89PNG\r\n\x1a\n"
     assert struct.unpack(">II", header[16:24]) == (1280, 400)
+
+    # 150 tables: the ones that need a look in a block of their own at the top, grouped by
+    # owner ("no owner" here), the counts per status above them, and a filter box.
+    for i in range(146):
+        table_dir(MAPPING, name=f"t_bulk_{i:03d}")
+    code, _ = _status(fleet, warehouse_url, capsys, "--html", str(page))
+    assert code == 0
+    dom = _Dom()
+    dom.feed(chromium("--dump-dom", page.as_uri()).stdout)
+    assert dom.summary == "150 tables: 1 failing, 1 stale, 0 late, 1 ok"
+    assert dom.body.get("data-shown") == "150"
+    order = [r["data-table"] for r in dom.rows]
+    assert order[:2] == ["t_failing", "t_stale"] and order[-1] == "t_ok"
+    assert [(h["class"], h.get("data-owner"), h.get("data-block")) for h in dom.headers] == [
+        ("block-row", None, "attention"),
+        ("owner-row", "no owner", "attention"),
+        ("block-row", None, "rest"),
+        ("owner-row", "no owner", "rest"),
+    ]
+    source = page.read_text()
+    for kind, count in {"failing": 1, "stale": 1, "late": 0, "unknown": 147, "ok": 1}.items():
+        assert f'data-filter="{kind}" class="count-{kind}">{kind}<b>{count}</b>' in source
+    assert "last runs: 1 failed, 147 never run, 2 passed" in source
+    assert 'id="filter" type="search"' in source and "href=" not in source
+    assert 'id="table-t_stale"' in source  # where the digest links
+
+    # The filter, as a link shares it: every word must match the table, owner or status;
+    # the rest of the rows are hidden, and the headers of groups left empty.
+    dom = _Dom()
+    dom.feed(chromium("--dump-dom", page.as_uri() + "#filter=bulk_00%20never").stdout)
+    assert [r["data-table"] for r in dom.rows if "hidden" not in r] == [
+        f"t_bulk_{i:03d}" for i in range(10)
+    ]
+    assert dom.body.get("data-shown") == "10"
+    assert [h.get("data-block") for h in dom.headers if "hidden" not in h] == ["rest", "rest"]
+    dom = _Dom()
+    dom.feed(chromium("--dump-dom", page.as_uri() + "#filter=failing").stdout)
+    assert [r["data-table"] for r in dom.rows if "hidden" not in r] == ["t_failing"]
 
 
 def test_an_unwritable_page_is_exit_2_naming_the_file(fleet, warehouse_url, capsys, tmp_path):
