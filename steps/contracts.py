@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
+from steps.shared.checks.status import passed
 from steps.shared.errors import ConfigError
 
 # freshness, digest: invoked by a schedule, not by the state machine.
@@ -184,7 +185,7 @@ def bounded_check(check: dict[str, Any]) -> dict[str, Any]:
 
 
 def _failing_first(checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return sorted(checks, key=lambda c: (c.get("status") == "pass", c.get("severity") != "error"))
+    return sorted(checks, key=lambda c: (passed(c), c.get("severity") != "error"))
 
 
 def bounded_checks(checks: list[dict[str, Any]], key: str = "checks") -> dict[str, Any]:
@@ -193,7 +194,7 @@ def bounded_checks(checks: list[dict[str, Any]], key: str = "checks") -> dict[st
     return {
         key: [bounded_check(c) for c in _failing_first(checks)[:CHECKS_IN_STATE]],
         f"{key}_total": len(checks),
-        f"{key}_failed": sum(c.get("status") != "pass" for c in checks),
+        f"{key}_failed": sum(not passed(c) for c in checks),
     }
 
 
@@ -281,6 +282,8 @@ class LoadResult(_Model):
     skipped_reason: str | None = None
     # The target holds a newer file: nothing to validate, the run ends `stale`.
     stale: bool = False
+    # A table group's member, held until its group's other files arrive (steps.group).
+    held: bool = False
     rows_loaded: int
     rows_before: int | None = None
     rows_after: int | None = None

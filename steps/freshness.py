@@ -4,7 +4,8 @@ A schedule invokes it (template.yaml, hourly by default), not the state machine:
 vendor file never arrives, nothing else runs and nobody would be told. A table's age runs
 from the last time it received a file: a publish (etl_audit.load_ledger) or a replay
 skipped as unchanged (etl_audit.run_log status `skipped`: the vendor sent the same file,
-and it still arrived). Only tables whose config has `freshness` are checked.
+and it still arrived). Only tables whose config has `freshness` are checked; with
+`"expect": "auto"` against the arrival pattern learned from the ledger (steps.shared.arrivals).
 """
 
 from __future__ import annotations
@@ -18,18 +19,22 @@ from typing import Any, Literal
 
 import structlog
 
+from steps.shared import arrivals
 from steps.shared.alerts.channels import send
-from steps.shared.config.model import TableConfig, read_config
+from steps.shared.arrivals import Lateness, Pattern
+from steps.shared.config.model import DEFAULT_GRACE_HOURS, TableConfig, read_config
 from steps.shared.config.routing import routing_entry
 from steps.shared.errors import ConfigError, RefloadError, TerminalError
 from steps.shared.io import storage
 from steps.shared.warehouse import open_warehouse
+from steps.shared.warehouse.audit_learned import arrivals as arrivals_of
 from steps.shared.warehouse.base import Warehouse
 
 log = structlog.get_logger("refload.freshness")
-FreshnessStatus = Literal["pass", "warn", "error", "never_loaded"]
-# The overall status is the worst table's; a table never loaded asks for a look, no more.
-_RANK = {"pass": 0, "never_loaded": 1, "warn": 1, "error": 2}
+FreshnessStatus = Literal["pass", "learning", "warn", "error", "never_loaded"]
+# The overall status is the worst table's; a table never loaded asks for a look, no more;
+# one still learning its arrival pattern (`expect: auto`) passes.
+_RANK = {"pass": 0, "learning": 0, "never_loaded": 1, "warn": 1, "error": 2}
 
 
 @dataclass(frozen=True)
@@ -40,13 +45,29 @@ class TableFreshness:
     age_hours: float | None
     config_uri: str
     config: TableConfig
+    # `expect: auto`: the learned pattern and the file due next (None while learning).
+    pattern: Pattern | None = None
+    due: Lateness | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        found: dict[str, Any] = {
             "table": self.table,
             "status": self.status,
             "last_loaded_at": iso(self.last_loaded_at),
             "age_hours": self.age_hours,
+        }
+        if self.config.freshness and self.config.freshness.expect:
+            found["expect"] = self.expectation()
+        return found
+
+    def expectation(self) -> dict[str, Any]:
+        """What `expect: auto` learned: {"pattern", "due", "late_hours", "grace_hours"};
+        pattern None while learning."""
+        return {
+            "pattern": self.pattern.text if self.pattern else None,
+            "due": iso(self.due.due) if self.due else None,
+            "late_hours": self.due.late_hours if self.due else None,
+            "grace_hours": grace_hours(self.config),
         }
 
 
@@ -123,12 +144,17 @@ def last_received(warehouse: Warehouse) -> dict[str, dt.datetime]:
 
 
 def assess(
-    config_uri: str, config: TableConfig, last: dt.datetime | None, now: dt.datetime
+    config_uri: str,
+    config: TableConfig,
+    last: dt.datetime | None,
+    now: dt.datetime,
+    received: list[dt.datetime] | None = None,
 ) -> TableFreshness:
+    """A table's freshness at `now`; `received`: its recent arrivals (`expect: auto`)."""
     rule = config.freshness
     assert rule is not None  # only configs with the key are assessed
     status: FreshnessStatus = "never_loaded"
-    age = None
+    age = pattern = due = None
     if last is not None:
         age = round((now - last).total_seconds() / 3600, 2)
         status = "pass"
@@ -136,7 +162,29 @@ def assess(
             status = "error"
         elif rule.warn_after and age > rule.warn_after.hours:
             status = "warn"
-    return TableFreshness(config.table_name, status, last, age, config_uri, config)
+        if rule.expect == "auto":  # the worse of the fixed ages and the learned pattern
+            pattern = arrivals.learn(received or [last])
+            if pattern is None:
+                status = "learning" if status == "pass" else status
+            else:
+                due = arrivals.lateness(pattern, last, now, grace_hours(config))
+                status = max(status, due.status, key=_RANK.__getitem__)
+    return TableFreshness(config.table_name, status, last, age, config_uri, config, pattern, due)
+
+
+def grace_hours(config: TableConfig) -> float:
+    rule = config.freshness
+    assert rule is not None
+    return rule.grace_hours if rule.grace_hours is not None else DEFAULT_GRACE_HOURS
+
+
+def received_times(
+    warehouse: Warehouse, configs: list[tuple[str, TableConfig]]
+) -> dict[str, list[dt.datetime]]:
+    """The recent arrivals of the tables that learn their freshness: one query, and none
+    when no config asks (`expect: auto`)."""
+    learning = [c.table_name for _, c in configs if c.freshness and c.freshness.expect]
+    return arrivals_of(warehouse.client, learning) if learning else {}
 
 
 def check(
@@ -149,7 +197,12 @@ def check(
     with open_warehouse(warehouse_url) as warehouse:
         warehouse.ensure_audit_tables()
         latest = last_received(warehouse)
-    return [assess(uri, c, latest.get(c.table_name), now) for uri, c in configs], broken
+        received = received_times(warehouse, configs)
+    results = [
+        assess(uri, c, latest.get(c.table_name), now, received.get(c.table_name))
+        for uri, c in configs
+    ]
+    return results, broken
 
 
 def overall_status(results: list[TableFreshness]) -> str:
@@ -157,11 +210,14 @@ def overall_status(results: list[TableFreshness]) -> str:
     return "warn" if worst == "never_loaded" else worst
 
 
-def cadence(config: TableConfig) -> str:
+def cadence(config: TableConfig, pattern: Pattern | None = None) -> str:
     rule = config.freshness
     assert rule is not None
     parts = [f"warn after {rule.warn_after}" if rule.warn_after else ""]
     parts.append(f"error after {rule.error_after}" if rule.error_after else "")
+    if rule.expect:
+        learned = pattern.text if pattern else "still learning"
+        parts.append(f"expected {learned}, grace {grace_hours(config):g} hours")
     return ", ".join(p for p in parts if p)
 
 
@@ -188,11 +244,17 @@ def stale_report(result: TableFreshness, run_id: str) -> dict[str, Any]:
     config = result.config
     assert config.freshness is not None
     expected = config.freshness.error_after or config.freshness.warn_after
+    if result.pattern and result.due and result.due.status == "error":
+        # The learned pattern is what failed: say which file it expected, and when.
+        wanted = f"a file {result.pattern.text}; the one due {iso(result.due.due)} is "
+        wanted += f"{age_text(result.due.late_hours)} late ({cadence(config, result.pattern)})"
+    else:
+        wanted = f"a file at least every {expected} ({cadence(config, result.pattern)})"
     facts = [
         ("Table", result.table),
         ("Last load", iso(result.last_loaded_at)),
         ("Age", f"{age_text(result.age_hours)} ({result.age_hours:,.1f} hours)"),
-        ("Expected", f"a file at least every {expected} ({cadence(config)})"),
+        ("Expected", wanted),
         ("File lands at", landing_place(config)),
         ("Config", result.config_uri),
     ]
@@ -241,9 +303,15 @@ def evaluate(
             log.error("table is stale", table=result.table, age_hours=result.age_hours)
             target = {"config": result.config_uri, "table": result.table, "outbox": outbox}
             alerts[result.table] = send(report, target)
+    from steps.group import waiting_groups
+
+    # Table groups some of whose members' files wait for the others (steps.group): a key
+    # only when there are some.
+    waiting = waiting_groups(config_root, warehouse_url, now)
     return {
         "status": overall_status(results),
         "tables": [r.to_dict() for r in results],
+        **({"groups_waiting": waiting} if waiting else {}),
         "broken_configs": [b.to_dict() for b in broken],
         "alerts": alerts,
         "results": results,

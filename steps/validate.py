@@ -6,7 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from steps.shared.alerts.recovery import on_success
+from steps.shared.checks import learned
 from steps.shared.checks.registry import CheckContext, failed_checks, run_check, scan_target
+from steps.shared.checks.status import passed
 from steps.shared.config.table import load_table_config
 from steps.shared.warehouse import open_warehouse
 
@@ -36,6 +38,8 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
             )
             if any(t.type == "changes_within" for t in tests)
             else None,
+            # One ledger read, only when a test learns its bounds (`"auto": true`).
+            history=learned.history(warehouse, config.target, payload["run_id"], tests),
         )
         scan_target(ctx, tests)  # one pass over the target for the tests that count rows
         checks = [run_check(ctx, test) for test in tests]
@@ -65,4 +69,4 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def _failing(checks: list[dict[str, Any]]) -> int:
-    return sum(c["status"] != "pass" for c in checks)
+    return sum(not passed(c) for c in checks)

@@ -38,11 +38,11 @@ BAD_INPUTS = [
     ("header only", b"code,n\n", "t.csv: file has a header but no data rows"),
     (
         "missing mapped column",
-        b"label,n\nAA,1\n",
+        b"label,n\nZZ,1\n",  # values unlike code's: not a rename (tests/test_renames.py)
         "t.csv, line 1, column 'code': mapped source column 'code' is not in the header; "
         "header: label, n",
     ),
-    ("misspelt header", b"cod,n\nAA,1\n", "is not in the header (did you mean 'cod'?)"),
+    ("misspelt header", b"cod,n\nZZ,1\n", "is not in the header (did you mean 'cod'?)"),
     (
         "ragged row, too many",
         b"code,n\nAA,1\nBB,2,extra\nCC,3\n",

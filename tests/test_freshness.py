@@ -132,7 +132,7 @@ def test_bad_now_is_exit_2_naming_the_value(fleet, warehouse_url, capsys):
 @pytest.mark.parametrize(
     ("freshness", "message"),
     [
-        ({}, "freshness: needs warn_after, error_after or both"),
+        ({}, "freshness: needs warn_after, error_after or expect: 'auto'"),
         (
             {"warn_after": {"count": 1, "period": "week"}},
             "freshness.warn_after.period: Input should be 'minute', 'hour' or 'day'",

@@ -434,3 +434,23 @@ def test_a_hook_prints_to_the_log_and_shows_no_aws_credential(
     for name, text in outputs.items():
         for secret in (key, token, json.dumps(key)[1:-1], json.dumps(token)[1:-1]):
             assert secret not in text, f"{name} shows {secret}"
+
+
+def test_the_source_line_survives_a_hook(hook, table_dir, write, run_cli, warehouse_url, capsys):
+    reference = hook(
+        """
+        rows["name"] = rows["name"].str.upper()
+        return rows
+        """
+    )
+    config = table_dir(MAPPING, python_transform=reference, primary_key=["code"], header_row=2)
+    code, summary = run_cli(config, write("t.csv", "# vendor export\n" + SOURCE))
+    assert code == 0, summary["error"]
+    capsys.readouterr()
+    code = main(
+        ["why", "t_codes", "code=02134", "--config-root", str(config.parent),
+         "--warehouse", warehouse_url, "--json"]
+    )  # fmt: skip
+    versions = json.loads(capsys.readouterr().out)["versions"]
+    assert code == 0
+    assert [(v["line"], v["values"]["name"]) for v in versions] == [(4, "ALLSTON")]

@@ -155,6 +155,8 @@ class _Dom(HTMLParser):
             self.rows.append({**a, "charts": {}})
         elif tag == "tr" and a.get("class") in ("block-row", "owner-row"):
             self.headers.append(a)
+        elif tag == "td" and "last-change" in (a.get("class") or "") and self.rows:
+            self.rows[-1]["last_change"] = a
         elif tag == "svg" and self.rows:
             kind = next(c for c in (a["class"] or "").split() if c.endswith("-chart"))
             self._svg = {**a, "circles": 0, "runs": 0}
@@ -209,6 +211,19 @@ def test_page_renders_in_chromium_with_a_chart_per_table(
         for svg in chart.values():
             assert svg["data-points"] == str(svg["circles"] or svg["runs"]), table
             assert svg["data-rendered-width"] == "180", table
+
+    # The "last change" panel: each table's last publish against the one before (`diff`).
+    assert {
+        r["data-table"]: tuple(
+            r["last_change"].get(f"data-{k}") for k in ("state", "added", "removed")
+        )
+        for r in dom.rows
+    } == {
+        "t_failing": ("diff", "1", "0"),
+        "t_stale": ("none", None, None),
+        "t_new": ("none", None, None),
+        "t_ok": ("diff", "0", "1"),
+    }
 
     shot = tmp_path / "status.png"
     chromium(f"--screenshot={shot}", "--window-size=1280,400", page.as_uri())

@@ -65,8 +65,8 @@ def test_publish_is_one_transaction_without_truncate(
     curated = summary["curated_uri"]
     manifest = curated.removesuffix(".parquet") + ".manifest"
     assert re.fullmatch(
-        rf'COPY "refload_stage_\w+" \("code", "n"\) FROM \'{manifest}\' '
-        rf"IAM_ROLE '{COPY_ROLE}' FORMAT AS PARQUET MANIFEST",
+        rf'COPY "refload_stage_\w+" \("code", "n", "refload:line"\) FROM \'{manifest}\' '
+        rf"IAM_ROLE '{COPY_ROLE}' FORMAT AS PARQUET MANIFEST FILLRECORD",
         copy,
     )
     bucket, key = manifest.removeprefix("s3://").split("/", 1)
@@ -379,3 +379,22 @@ def test_the_proxy_holds_each_statement_as_a_distant_leader_node(
     # Each statement waited out the delay (to 80%: a round trip still open when the
     # connection closes is not counted).
     assert far.waited >= far.statements * 0.05 * 0.8
+
+
+@pytest.mark.parametrize("warehouse_url", ["redshift"], indirect=True)
+def test_copy_stages_the_rows_source_lines_that_the_publish_leaves_out(
+    table_dir, write, warehouse_url, capsys, sql
+):
+    from handler.cli import main
+
+    config = table_dir(MAPPING)
+    code = main(
+        [*run_args(config, write("a.csv", "code,n\nAA,1\nBB,2\n"), warehouse_url), "--json"]
+    )
+    assert code == 0, capsys.readouterr().out
+    # COPY from Parquet fills staging by position and wants every column of the file.
+    [copy] = [s for s in STATEMENTS if s.startswith("COPY ")]
+    assert '"n", "refload:line") FROM' in copy and copy.endswith(" FILLRECORD")
+    [create] = [s for s in STATEMENTS if s.startswith("CREATE TEMPORARY TABLE")]
+    assert create.endswith('"refload:line" BIGINT\n)')
+    assert sql("SELECT code, n FROM ref.t_codes ORDER BY code") == [("AA", 1), ("BB", 2)]

@@ -115,3 +115,20 @@ def test_only_the_audit_store_reads_or_writes_etl_audit():
         if not path.name.startswith("audit") and sql_on_audit.search(path.read_text())
     ]
     assert offenders == []
+
+
+def test_learned_bounds_read_the_ledger_in_one_statement(table_dir, write, run_cli, sent, dialect):
+    # `"auto": true` reads the table's recent publishes: one statement for both tests,
+    # and only where a test asks (the run above, without `auto`, sends none).
+    auto = [{"type": "row_count_change", "auto": True}, {"type": "changes_within", "auto": True}]
+    config = table_dir(
+        MAPPING, truncate_before_load=True, primary_key=["code"], quality_tests=TESTS[:3] + auto
+    )
+    assert run_cli(config, write("a.csv", "code,name,n\nAA,Alpha,1\nBB,Beta,2\n"))[0] == 0
+    sent.clear()
+    code, summary = run_cli(config, write("b.csv", "code,name,n\nBB,Bravo,20\nCC,Gamma,30\n"))
+    assert code == 0, summary
+    assert [c["status"] for c in summary["checks"][-2:]] == ["learning", "learning"]
+    history = [s for s in sent if "rows_before, rows_after, keys_added" in s]
+    assert len(history) == 1
+    assert len(sent) <= STATEMENT_BUDGET[dialect] + 1, "\n".join(sent)

@@ -38,6 +38,7 @@ from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state
 )
 
 from handler import lambda_handler
+from handler.cli import main
 from steps.shared.io import storage
 from tests.conftest import CONFIGS, ROOT, SAMPLES
 
@@ -867,3 +868,104 @@ def test_each_execution_sends_one_openlineage_start_and_one_end(workflow, monkey
     assert {(d["namespace"], d["name"]) for e in sent for d in e["inputs"]} == {
         ("s3://raw", CURRENCY_KEY)
     }
+
+
+# --- table groups: a member's file arriving alone (steps.group.arrival) ---------------------
+
+GROUP_KEYS = {
+    "dim_country": "country/2026-11-01/iso3166_countries.xlsx",
+    "dim_subdivision": "subdivision/2026-11-01/iso3166_2.psv.gz",
+}
+
+
+def _iso_group(workflow: Workflow) -> None:
+    groups = workflow.tmp / "configs" / "groups"
+    groups.mkdir()
+    relationship = {
+        "type": "relationships",
+        "column": "dim_subdivision.country_code",
+        "to": "dim_country.alpha_2",
+    }
+    (groups / "iso.json").write_text(
+        json.dumps({"group": "iso", "tables": list(GROUP_KEYS), "checks": [relationship]})
+    )
+
+
+def _arrive(workflow: Workflow, table: str) -> dict[str, Any]:
+    key = GROUP_KEYS[table]
+    source = SAMPLES / key
+    workflow.s3.put_object(Bucket="raw", Key=key, Body=source.read_bytes())
+    done = workflow.run(_object_created(key))
+    assert done["status"] == "SUCCEEDED", done
+    return done
+
+
+def _published(workflow: Workflow) -> list[tuple[Any, ...]]:
+    return _count(
+        workflow,
+        "SELECT table_name, run_id, group_run_id FROM etl_audit.load_ledger ORDER BY table_name",
+    )
+
+
+@pytest.mark.parametrize("first", list(GROUP_KEYS))
+def test_group_members_arriving_in_either_order_publish_together(workflow, first, capsys):
+    _iso_group(workflow)
+    second = next(t for t in GROUP_KEYS if t != first)
+    held = _arrive(workflow, first)
+    assert workflow.states(held)[-2:] == ["PublishedOrStale", "HeldForGroup"]
+    assert json.loads(held["output"])["waiting_for"] == [second]
+    assert _published(workflow) == []
+    # `status` and `freshness` name the group and the member it waits for.
+    capsys.readouterr()
+    main(["freshness", "--json"])
+    (waiting,) = json.loads(capsys.readouterr().out)["groups_waiting"]
+    assert (waiting["group"], waiting["waiting_for"], waiting["pending"]) == (
+        "iso",
+        [second],
+        [first],
+    )
+    assert main(["status", "--json"]) == 0
+    (group,) = json.loads(capsys.readouterr().out)["groups"]
+    assert (group["pending"], group["waiting_for"]) == ([first], [second])
+    done = _arrive(workflow, second)
+    assert workflow.states(done)[-3:] == ["Validate", "ValidationPassed", "Loaded"]
+    # Each member's ledger row names the run that ingested its file, and the group run
+    # (the execution that completed the set) that published them both.
+    run_id = json.loads(done["output"])["run_id"]
+    runs = {first: json.loads(held["output"])["run_id"], second: run_id}
+    assert _published(workflow) == [(t, runs[t], run_id) for t in sorted(GROUP_KEYS)]
+    assert _count(workflow, "SELECT COUNT(*) FROM public.dim_subdivision") == [(5046,)]
+    assert _count(workflow, "SELECT COUNT(*) FROM public.dim_country") == [(249,)]
+    # Both members' tests ran, each under the run that ingested its file; the group's
+    # check under the group's name.
+    assert _count(
+        workflow,
+        "SELECT table_name, run_id, COUNT(*), MIN(status) FROM etl_audit.data_quality_tests "
+        "GROUP BY table_name, run_id ORDER BY table_name",
+    ) == [
+        ("dim_country", runs["dim_country"], 6, "pass"),
+        ("dim_subdivision", runs["dim_subdivision"], 5, "pass"),
+        ("iso", run_id, 1, "pass"),
+    ]
+    output = json.loads(done["output"])
+    assert (output["checks_total"], output["checks_failed"]) == (11, 0)
+
+
+def test_a_group_member_arriving_twice_is_held_once_and_replays_are_idempotent(workflow):
+    _iso_group(workflow)
+    for _ in range(2):  # the same file twice: still one member, waiting for the other
+        held = _arrive(workflow, "dim_country")
+        assert json.loads(held["output"])["waiting_for"] == ["dim_subdivision"]
+    assert _published(workflow) == []
+    run_id = json.loads(_arrive(workflow, "dim_subdivision")["output"])["run_id"]
+    country_run = json.loads(held["output"])["run_id"]  # the newest of the two
+    assert _published(workflow) == [
+        ("dim_country", country_run, run_id),
+        ("dim_subdivision", run_id, run_id),
+    ]
+    # Once published, the same file again is a replay: skipped, not held for the group.
+    replay = _arrive(workflow, "dim_country")
+    output = json.loads(replay["output"])
+    assert output["held"] is False and output["published"] is False
+    assert output["skipped_reason"].startswith(f"already published by run {country_run}")
+    assert len(_published(workflow)) == 2

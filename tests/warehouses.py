@@ -23,6 +23,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from steps.shared.provenance import LINE_COLUMN
 from steps.shared.warehouse.redshift import RedshiftCatalog, RedshiftClient, RedshiftWarehouse
 
 if TYPE_CHECKING:
@@ -257,18 +258,23 @@ class _ProxyCatalog(RedshiftCatalog):
 
         from steps.shared.io import storage
 
-        columns = mapping.targets
-        self.sql.execute(self.create_staging_sql(staging, mapping))
+        # Staging and COPY as the real dialect writes them: the mapped columns and the
+        # rows' source lines last.
+        staged = [*mapping.targets, LINE_COLUMN]
+        self.sql.execute(self.lined_staging_sql(staging, mapping))
         # The manifest is written to (moto) S3 as the real dialect does; local curated
         # files have none.
         manifest = self.copy_manifest(curated_uri) if storage.is_s3(curated_uri) else curated_uri
-        STATEMENTS.append(self.copy_sql(staging, columns, manifest))
-        names = ", ".join(self.quote(c) for c in columns)
-        marks = "(" + ", ".join(["%s"] * len(columns)) + ")"
-        # What COPY would read: the file, or every part the (Spark engine's) manifest lists.
+        STATEMENTS.append(self.copy_sql(staging, staged, manifest))
+        # What COPY would read: the file, or every part the (Spark engine's) manifest lists;
+        # FILLRECORD leaves the line NULL for a file without it.
         with storage.local_files(storage.curated_parts(curated_uri)) as paths:
             for path in paths:
-                for batch in pq.ParquetFile(path).iter_batches(INSERT_BATCH_ROWS, columns=columns):
+                parquet = pq.ParquetFile(path)
+                columns = [c for c in staged if c in parquet.schema_arrow.names]
+                names = ", ".join(self.quote(c) for c in columns)
+                marks = "(" + ", ".join(["%s"] * len(columns)) + ")"
+                for batch in parquet.iter_batches(INSERT_BATCH_ROWS, columns=columns):
                     rows = list(zip(*(c.to_pylist() for c in batch.columns), strict=True))
                     values = ", ".join([marks] * len(rows))
                     params = [v for row in rows for v in row]

@@ -115,7 +115,9 @@ def run_step(
         # The OpenLineage run id in run_log's details, beside the step that sent an event.
         details = {**result, "lineage_run_id": lineage_run} if lineage_run else result
         status = result.get("validation") or (
-            "stale"
+            "held"  # a group member's file, waiting for the others (steps.group)
+            if result.get("held")
+            else "stale"
             if result.get("stale")
             else "skipped"
             if result.get("published") is False

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from steps.shared.checks.status import passed as test_passed
+
 
 def print_summary(summary: dict[str, Any]) -> None:
     def n(value: Any) -> str:
         return "-" if value is None else f"{value:,}"
 
     checks = summary["checks"]
-    passed = sum(c["status"] == "pass" for c in checks)
+    passed = sum(test_passed(c) for c in checks)
     line = (
         f"{summary['table'] or '?':<18} {summary['status'].upper():<9} "
         f"read {n(summary['rows_read'])}  rejected {n(summary['rows_rejected'])}  "
@@ -132,9 +134,21 @@ def print_freshness(outcome: dict[str, Any], results: list[Any]) -> None:
                 f"last file {result.last_loaded_at:%Y-%m-%d %H:%M} UTC "
                 f"({result.age_hours:,.1f} h ago)"
             )
-        line = f"{result.table:<18} {result.status.upper():<12} {seen}  [{cadence(result.config)}]"
+        line = (
+            f"{result.table:<18} {result.status.upper():<12} {seen}  "
+            f"[{cadence(result.config, result.pattern)}]"
+        )
+        if result.due:  # `expect: auto`: the file it waits for
+            late = f", {result.due.late_hours:,.1f} h late" if result.due.late_hours else ""
+            line += f"  due {result.due.due:%Y-%m-%d %H:%M} UTC{late}"
         alert = outcome["alerts"].get(result.table)
         if alert:
             sent = ", ".join(f"{name} {a['status']}" for name, a in alert.items())
             line += f"  alert: {sent}"
         print(line)
+    for group in outcome.get("groups_waiting") or []:
+        print(
+            f"group {group['group']:<12} WAITING      for {', '.join(group['waiting_for'])} "
+            f"since {group['waiting_since']} ({group['age_hours']:,.1f} h; pending: "
+            f"{', '.join(group['pending'])})"
+        )

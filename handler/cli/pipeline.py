@@ -13,6 +13,7 @@ import structlog
 from handler.aws.dispatch import StepOutcome, log_ignored, record_outcomes, run_step
 from handler.aws.events import new_run_id, to_payload
 from steps.contracts import bounded_checks
+from steps.shared.checks.status import passed
 
 ORDER = ("ingest", "load", "validate")
 log = structlog.get_logger("refload")
@@ -45,7 +46,7 @@ def summarize(state: dict[str, Any], status: str, error: dict[str, str] | None) 
         "rejects_uri": state.get("rejects_uri"),
         "checks": checks,
         "checks_total": state.get("checks_total", len(checks)),
-        "checks_failed": state.get("checks_failed", sum(c["status"] != "pass" for c in checks)),
+        "checks_failed": state.get("checks_failed", sum(not passed(c) for c in checks)),
         "error": error,
         "alert": state.get("alert"),
     }

@@ -29,6 +29,7 @@ from steps.ingest.curated import (
     write_parts,
 )
 from steps.ingest.dedupe import POSITION, ArrowFinder, DuckDBFinder
+from steps.ingest.provenance import line_finder, with_line_field
 from steps.ingest.rejects import cell_rejections, keep_rejects, max_rejects_kept, reject_rows
 from steps.ingest.sources import BadRecord, SourceTable, read_source
 from steps.ingest.transform import Rejection, apply_mapping
@@ -60,10 +61,22 @@ def _source_key(uri: str) -> str:
     return storage.split_s3(uri)[1] if storage.is_s3(uri) else uri
 
 
-def _check_columns(source: SourceTable, spec: TableSpec) -> None:
+def _check_columns(source: SourceTable, spec: TableSpec, curated_root: str | None = None) -> None:
     header = source.column_names
     for name in spec.mapping.sources:
         if name not in header:
+            # Lost mapped columns and gained others: a rename, named with its evidence.
+            from steps.ingest.renames import renamed_columns
+
+            renamed = renamed_columns(source, spec, curated_root or DEFAULT_CURATED_ROOT)
+            if renamed:
+                raise RejectedInput(
+                    f"{renamed}; header: {', '.join(header)}; `python -m handler init "
+                    f"SOURCE --update {spec.config_uri}` re-points the mapping sheet",
+                    file=source.uri,
+                    line=spec.config.header_row,
+                    column=name,
+                )
             hint = source.layout_hint()  # a vendor that moved the header or the delimiter
             raise RejectedInput(
                 f"mapped source column '{name}' is not in the header{did_you_mean(name, header)}; "
@@ -406,7 +419,7 @@ def _ingest_file(
     config = spec.config
     run_id = payload["run_id"]
     curated_root = payload.get("curated_root") or DEFAULT_CURATED_ROOT
-    _check_columns(source, spec)
+    _check_columns(source, spec, curated_root)
     context = {
         "load_date": dt.datetime.now(dt.UTC).date().isoformat(),
         "run_id": run_id,
@@ -420,15 +433,16 @@ def _ingest_file(
     progress.phase("dedupe")
     drop = _duplicates_to_drop(mapped.staged, source, config.primary_key, config.dedupe, scratch)
     progress.phase("write", unit="rows")
-    schema = curated_schema(spec, run_id, source.uri, info)
+    schema = with_line_field(curated_schema(spec, run_id, source.uri, info))
+    lines = line_finder(source, mapped.rows)
     staged_rows = mapped.rows - rejected.readable
     if staged_rows - len(drop) < PARTS_FROM_ROWS:
         curated = scratch / "curated.parquet"
-        rows_written = write_curated(mapped.staged, drop, schema, curated)
+        rows_written = write_curated(mapped.staged, drop, schema, curated, lines=lines)
         storage.upload_file(out_uri, curated, move=True)
     else:
         prefix = dataset_prefix(curated_root, spec, info.content_hash, run_id)
-        out_uri, rows_written = write_parts(mapped.staged, drop, schema, scratch, prefix)
+        out_uri, rows_written = write_parts(mapped.staged, drop, schema, scratch, prefix, lines)
     return ingest_result(
         spec,
         run_id,

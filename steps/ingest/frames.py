@@ -60,6 +60,7 @@ def preview(config: str, source: str, *, mapping: str | None = None) -> Preview:
     from steps import ingest
     from steps.shared.config.table import load_table_config
     from steps.shared.io import storage
+    from steps.shared.provenance import LINE_COLUMN
 
     spec = load_table_config(config, mapping_override=mapping)
     limit = spec.config.max_reject_pct
@@ -72,9 +73,10 @@ def preview(config: str, source: str, *, mapping: str | None = None) -> Preview:
         )
         # One file, or (from ingest.PARTS_FROM_ROWS rows) every part its manifest lists.
         parts = storage.curated_parts(result["curated_uri"])
-        rows = pa.concat_tables(pq.read_table(part) for part in parts).to_pandas(
-            types_mapper=pd.ArrowDtype
-        )
+        rows = pa.concat_tables(pq.read_table(part) for part in parts)
+        if LINE_COLUMN in rows.column_names:  # the rows a load would publish, as typed
+            rows = rows.drop_columns([LINE_COLUMN])
+        rows = rows.to_pandas(types_mapper=pd.ArrowDtype)
         rejects_uri = result["rejects_uri"]
         rejects = (
             pq.read_table(rejects_uri).to_pandas(types_mapper=pd.ArrowDtype)

@@ -381,7 +381,7 @@ def _ingest(
     curated_root = payload.get("curated_root") or DEFAULT_CURATED_ROOT
     # The driver reads the header only (and the whole file only for non-CSV formats).
     source = read_source(path, uri, config)
-    _check_columns(source, spec)
+    _check_columns(source, spec, curated_root)
     splits, header = plan_splits(path, uri, spec, split_bytes())
     job = _Job(
         spec,

@@ -25,6 +25,8 @@ from urllib.parse import urlsplit
 
 import structlog
 
+from steps.shared.checks.status import passed
+
 log = structlog.get_logger("refload.lineage")
 
 JOB_NAMESPACE = "refload"
@@ -184,7 +186,7 @@ def _outputs(state: str, payload: dict[str, Any], result: dict[str, Any], output
             assertions=[
                 dq.Assertion(
                     assertion=str(c.get("type") or c.get("name")),
-                    success=c.get("status") == "pass",
+                    success=passed(c),
                     column=columns.get(str(c.get("name"))),
                     severity=c.get("severity"),
                     name=c.get("name"),

@@ -21,6 +21,7 @@ from typing import Any
 
 import structlog
 
+from steps.shared.checks.status import passed
 from steps.shared.names import unknown_name
 
 log = structlog.get_logger("refload.metrics")
@@ -57,7 +58,7 @@ def checks_failed(checks: list[dict[str, Any]] | None) -> int | None:
     """Error-severity tests that did not pass (a warning is not a failure)."""
     if checks is None:
         return None
-    return sum(c.get("status") != "pass" and c.get("severity") == "error" for c in checks)
+    return sum(not passed(c) and c.get("severity") == "error" for c in checks)
 
 
 def _value(values: dict[str, Any], source: str) -> Any:

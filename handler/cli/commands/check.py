@@ -204,6 +204,15 @@ def _check_references(report: Report, configs: dict[str, TableConfig]) -> None:
                 )
 
 
+def _check_groups(report: Report, root: str, specs: list[TableSpec]) -> None:
+    """The group files under root/groups (steps.shared.config.group)."""
+    from steps.shared.config.group import check_groups, table_names
+
+    known = table_names(root)
+    for path, message in check_groups(root, known, {s.config.table_name: s for s in specs}):
+        report.add(path, message)
+
+
 def _sheets_under(root: str) -> list[str]:
     if storage.is_s3(root):
         found = storage.list_uris(root) + storage.list_uris(storage.join(root, "mappings"))
@@ -322,6 +331,7 @@ def check_configs(
                 report.add(uri, f"python_transform: {error.reason}")
     _check_routing(report, configs)
     _check_references(report, configs)
+    _check_groups(report, root, specs)
     _check_unused_sheets(report, root, used)
     if warehouse_url:
         from steps.shared.warehouse import open_warehouse

@@ -23,6 +23,17 @@ def init_arguments(parser: argparse.ArgumentParser) -> None:
         help="rewrite only the layout keys (source_format, encoding, delimiter, header_row, "
         "sheet_name) of this existing config to read SOURCE; nothing else is written",
     )
+    parser.add_argument(
+        "--update",
+        metavar="CONFIG",
+        help="rewrite this existing config's mapping sheet for SOURCE's header: renamed "
+        "columns re-pointed, new ones added, removed ones reported; prints the diff",
+    )
+    parser.add_argument(
+        "--curated-root",
+        help="with --update: the curated root whose newest file of the table holds the "
+        "values renamed columns are matched by (default: env REFLOAD_CURATED_ROOT or curated)",
+    )
     parser.add_argument("--out", default="configs", help="folder to write to (default configs)")
     parser.add_argument("--sheet", choices=("csv", "xlsx"), default="csv", help="mapping sheet")
     parser.add_argument("--format", help="source_format (default: from the extension)")
@@ -54,6 +65,19 @@ def init(args: argparse.Namespace) -> int:
     from steps.shared.errors import ConfigError
 
     given = Given.parse(args.encoding, args.delimiter, args.header_row)
+    if args.update:
+        from handler.cli.commands.init.update import print_sheet_update, update_mapping
+
+        layout = (args.format, args.sheet_name, args.encoding, args.delimiter, args.header_row)
+        if args.update_layout or args.table or args.primary_key or any(layout):
+            raise ConfigError(
+                "--update reads SOURCE with the config's layout and keeps its table and key: "
+                "leave out --table, --primary-key and the layout options (a new layout is "
+                "--update-layout's, run first)"
+            )
+        root = args.curated_root or os.environ.get("REFLOAD_CURATED_ROOT") or "curated"
+        print_sheet_update(update_mapping(args.source, args.update, root), as_json=args.json)
+        return 0
     if args.update_layout:
         if args.table or args.primary_key:
             raise ConfigError(
@@ -108,6 +132,13 @@ def check_arguments(parser: argparse.ArgumentParser) -> None:
         help="as for run (env REFLOAD_CURATED_ROOT): with a redshift:// warehouse, its "
         "bucket must be in the cluster's region",
     )
+    parser.add_argument(
+        "--suggest",
+        nargs=2,
+        metavar=("CONFIG", "SOURCE"),
+        help="print the quality tests SOURCE's profile suggests that CONFIG does not have yet "
+        "(as init proposes them); nothing is written",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON on stdout")
     quiet_options(parser)
 
@@ -115,6 +146,14 @@ def check_arguments(parser: argparse.ArgumentParser) -> None:
 def check(args: argparse.Namespace) -> int:
     """Exit 0 when every config is valid (warnings allowed), 2 otherwise."""
     from handler.aws.events import config_root
+
+    if args.suggest:
+        from handler.cli.commands.init.propose import print_suggestions, suggest
+
+        config_path, source = args.suggest
+        proposals = suggest(config_path, source)
+        print_suggestions(config_path, source, proposals, as_json=args.json)
+        return 0
     from handler.cli.commands.check import check_configs, print_report
 
     curated_root = args.curated_root or os.environ.get("REFLOAD_CURATED_ROOT")

@@ -64,7 +64,8 @@ def report_freshness(outcome: dict[str, Any], *, as_json: bool) -> int:
     results = outcome.pop("results")
     broken = outcome["broken_configs"]
     if as_json:
-        print(json.dumps({k: outcome[k] for k in ("status", "tables", "broken_configs")}))
+        keys = ("status", "tables", "groups_waiting", "broken_configs")
+        print(json.dumps({k: outcome[k] for k in keys if k in outcome}))
     else:
         print_freshness(outcome, results)
     for config in broken:
@@ -119,7 +120,15 @@ def status(args: argparse.Namespace) -> int:
 
     fleet = fleet_status(_config_root(args), args.warehouse)
     if args.html:
-        write_page(args.html, render_html(fleet))
+        from handler.cli.commands.last_change import last_changes
+
+        # The page's "last change" panel: each table's last two publishes compared.
+        changes = last_changes(_config_root(args), args.warehouse)
+        page = {
+            **fleet,
+            "tables": [{**t, "last_change": changes.get(t["table"])} for t in fleet["tables"]],
+        }
+        write_page(args.html, render_html(page))
     if args.json:
         print(json.dumps(fleet, default=str))
     else:

@@ -170,8 +170,18 @@ REPLAY = Command(
 
 
 def rollback_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("table", help="table_name from its config")
-    parser.add_argument("--to", required=True, metavar="RUN_ID", help="the run to go back to")
+    parser.add_argument("table", nargs="?", help="table_name from its config")
+    parser.add_argument(
+        "--to",
+        required=True,
+        metavar="RUN_ID",
+        help="the run to go back to; with --group, an ISO timestamp",
+    )
+    parser.add_argument(
+        "--group",
+        metavar="NAME",
+        help="a table group: every member back to what it held at --to, in one transaction",
+    )
     parser.add_argument("--warehouse", help="as for run")
     parser.add_argument(
         "--config-root",
@@ -191,7 +201,28 @@ def _rollback_event(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def rollback(args: argparse.Namespace) -> int:
+    from steps.shared.errors import ConfigError
+
+    if bool(args.table) == bool(args.group):
+        raise ConfigError("rollback takes a TABLE or --group NAME (one of them)")
+    if args.group:
+        from handler.cli.commands.group_rollback import rollback_group
+
+        summary = rollback_group(args)
+        code = int(summary.pop("exit_code"))
+        print(json.dumps(summary, default=str) if args.json else _group_rollback_text(summary))
+        return code
     return publish(args, _rollback_event)
+
+
+def _group_rollback_text(summary: dict[str, Any]) -> str:
+    lines = [f"group {summary['group']}: {summary['status'].upper()} back to {summary['to']}"]
+    for name, member in summary["members"].items():
+        lines.append(
+            f"  {name}: run {member['restored_run']} ({member['load_mode']}), "
+            f"{member['rows_in_target']} row(s), tests {member['validation']}"
+        )
+    return "\n".join(lines)
 
 
 ROLLBACK = Command(

@@ -38,8 +38,16 @@ def fleet_status(
     config_root: str, warehouse_url: str | None, now: dt.datetime | None = None
 ) -> dict[str, Any]:
     """Each configured table's last run, rows, tests, freshness and recent history."""
+    from handler.cli.commands.group_status import group_rows
     from handler.cli.commands.history import fleet_history
-    from steps.freshness import assess, iso, last_received, parse_now, table_configs
+    from steps.freshness import (
+        assess,
+        iso,
+        last_received,
+        parse_now,
+        received_times,
+        table_configs,
+    )
     from steps.shared.warehouse import open_warehouse
     from steps.shared.warehouse.audit_window import cost_by_table
 
@@ -50,12 +58,17 @@ def fleet_status(
         history = fleet_history(warehouse, RUNS_PER_TABLE)
         received = last_received(warehouse)
         costs = cost_by_table(warehouse, now - dt.timedelta(days=30))
+        arrived = received_times(warehouse, configs)  # no query unless one has expect: auto
+        groups = group_rows(config_root, warehouse)
     tables = []
     for uri, config in configs:
         runs = history.get(config.table_name, [])
         last = runs[-1] if runs else None
+        name = config.table_name
         fresh = (
-            assess(uri, config, received.get(config.table_name), now) if config.freshness else None
+            assess(uri, config, received.get(name), now, arrived.get(name))
+            if config.freshness
+            else None
         )
         rows = next((r["rows"] for r in reversed(runs) if r["rows"] is not None), None)
         status = last["status"] if last else "never_run"
@@ -83,13 +96,19 @@ def fleet_status(
                 # What its runs of the last 30 days cost on AWS (steps.shared.cost).
                 "cost_usd_30d": costs.get(config.table_name, 0.0),
                 "history": [{**r, "finished": iso(r["finished"])} for r in runs],
+                # `expect: auto`: the learned arrival pattern and the file due next.
+                **(
+                    {"freshness_expected": fresh.expectation()}
+                    if fresh and config.freshness and config.freshness.expect
+                    else {}
+                ),
             }
         )
     # A config that does not validate is a row too: no run of it can succeed until fixed.
     tables += [_broken_row(b) for b in broken]
     tables.sort(key=lambda t: (_ATTENTION.index(t["attention"]), t["table"]))
     worst = tables[0]["attention"] if tables else "ok"
-    return {"status": worst, "generated_at": iso(now), "tables": tables}
+    return {"status": worst, "generated_at": iso(now), "tables": tables, "groups": groups}
 
 
 def owner_of(config: Any) -> dict[str, Any] | None:
@@ -154,11 +173,19 @@ def print_status(fleet: dict[str, Any]) -> None:
             f"rows {_n(t['rows']):>9}  "
             f"{tests:<17} freshness {t['freshness'] or '-':<12} run {t['run_id'] or '-'}"
             + (
+                f"  expected {t['freshness_expected']['pattern'] or 'still learning'}"
+                if t.get("freshness_expected")
+                else ""
+            )
+            + (
                 "  keys " + ", ".join(f"{k} {v:,}" for k, v in t["changes"].items())
                 if t.get("changes")
                 else ""
             )
         )
+    from handler.cli.commands.group_status import print_groups
+
+    print_groups(fleet.get("groups") or [])
 
 
 # --- the page -------------------------------------------------------------------------
@@ -301,16 +328,19 @@ def _badge(prefix: str, value: str | None) -> str:
 
 def render_html(fleet: dict[str, Any]) -> str:
     from handler.cli.commands import status_page as page
+    from handler.cli.commands.group_status import groups_html
 
     e = html.escape
+    columns = 8 + any("last_change" in t for t in fleet["tables"])
     rows = []
     block = None
     groups = page.grouped(fleet["tables"])
     for index, (group_block, owner, members) in enumerate(groups):
         if group_block != block:
             block = group_block
-            rows.append(page.block_header(block, sum(len(m) for b, _, m in groups if b == block)))
-        rows.append(page.group_header(block, owner, index, members))
+            count = sum(len(m) for b, _, m in groups if b == block)
+            rows.append(page.block_header(block, count, columns))
+        rows.append(page.group_header(block, owner, index, members, columns))
         rows += [_row(t, block, owner, index) for t in members]
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
@@ -326,12 +356,16 @@ def render_html(fleet: dict[str, Any]) -> str:
         "<table><thead><tr><th>table</th><th>last run</th><th>when (UTC)</th><th>rows</th>"
         "<th>tests passed</th><th>freshness</th>"
         "<th>rows after each publish</th><th>tests per run</th>"
-        f"</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        + ("<th>last change</th>" if columns > 8 else "")
+        + f"</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        f"{groups_html(fleet.get('groups') or [])}"
         f"<script>{SCRIPT}{page.SCRIPT}</script></body></html>"
     )
 
 
 def _row(t: dict[str, Any], block: str, owner: str, group: int) -> str:
+    from handler.cli.commands.last_change import panel_html
+
     e = html.escape
     tests = "-" if t["tests_passed"] is None else f"{t['tests_passed']}/{_total(t)}"
     age = "" if t["age_hours"] is None else f" <code>{t['age_hours']:,.1f} h</code>"
@@ -346,5 +380,8 @@ def _row(t: dict[str, Any], block: str, owner: str, group: int) -> str:
         f"<td>{when}<br><code>{e(t['run_id'] or '')}</code></td>"
         f'<td class="num">{_n(t["rows"])}</td><td class="num">{tests}</td>'
         f"<td>{_badge('f', t['freshness'])}{age}</td>"
-        f"<td>{rows_chart(t['history'])}</td><td>{tests_chart(t['history'])}</td></tr>"
+        f"<td>{rows_chart(t['history'])}</td><td>{tests_chart(t['history'])}</td>"
+        # The "last change" panel, when the page was asked with it (fleet.status).
+        + (panel_html(t["table"], t.get("last_change")) if "last_change" in t else "")
+        + "</tr>"
     )

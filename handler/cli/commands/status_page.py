@@ -98,19 +98,21 @@ def counts_bar(tables: list[dict[str, Any]], attentions: tuple[str, ...]) -> str
     )
 
 
-def group_header(block: str, owner: str, index: int, members: list[dict[str, Any]]) -> str:
+def group_header(
+    block: str, owner: str, index: int, members: list[dict[str, Any]], columns: int = 8
+) -> str:
     emails = ", ".join((members[0].get("owner") or {}).get("emails") or [])
     needs = sum(t["attention"] in NEEDS_LOOK for t in members)
     what = f"{len(members)} tables" + (f", {needs} need a look" if needs else "")
     return (
         f'<tr class="owner-row" data-block="{block}" data-group="{index}" '
-        f'data-owner="{html.escape(owner)}"><th colspan="8">{html.escape(owner)}'
+        f'data-owner="{html.escape(owner)}"><th colspan="{columns}">{html.escape(owner)}'
         f"<span>{html.escape(emails)}{' · ' if emails else ''}{what}</span></th></tr>"
     )
 
 
-def block_header(block: str, count: int) -> str:
+def block_header(block: str, count: int, columns: int = 8) -> str:
     return (
-        f'<tr class="block-row" data-block="{block}"><th colspan="8">'
+        f'<tr class="block-row" data-block="{block}"><th colspan="{columns}">'
         f"{BLOCKS[block]}: {count} tables</th></tr>"
     )

@@ -11,7 +11,7 @@ import io
 import json
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -77,6 +77,10 @@ class SourceTable:
     # How the file looks laid out when that is not what the config says (a vendor moved
     # the header or changed the delimiter): said beside a rejection of its header.
     layout_hint: Callable[[], str | None] = lambda: None
+    # Given the readable records read: the line of the first when every line after the
+    # header is one record (a line is then first + position), else each record's line;
+    # None when the source has no cheaper way than `locate`.
+    record_lines: Callable[[int], int | Sequence[int] | None] = lambda rows: None
 
 
 def _in_memory(

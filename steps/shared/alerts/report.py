@@ -13,6 +13,7 @@ import json
 import shlex
 from typing import Any
 
+from steps.shared.checks.status import passed
 from steps.shared.errors import (
     FULL_TEXT_BYTES,
     MESSAGE_BYTES,
@@ -150,12 +151,21 @@ def published_lines(payload: dict[str, Any], rollback_to: str | None) -> list[st
     return lines
 
 
+def diff_command(payload: dict[str, Any]) -> str:
+    """The `diff` that lists every key a changes_within failure counted (this run's file
+    against the table's last publish, whether or not this run published)."""
+    table = payload.get("table") or "TABLE"
+    return shlex.join(
+        ["python", "-m", "handler", "diff", table, "--run", str(payload.get("run_id"))]
+    )
+
+
 def build_report(
     payload: dict[str, Any], full_error: str | None = None, rollback_to: str | None = None
 ) -> dict[str, Any]:
     """The report; `full_error` is the error's full text (etl_audit.run_log) for the body,
     when the message the payload carries was cut; `rollback_to` as `published_lines`."""
-    failed = [c for c in payload.get("checks") or [] if c["status"] != "pass"]
+    failed = [c for c in payload.get("checks") or [] if not passed(c)]
     failed_errors = [c for c in failed if c["severity"] == "error"]
     error = error_of(payload)
     table = payload.get("table") or "unknown table"
@@ -194,6 +204,8 @@ def build_report(
             lines.append(f"  error: {check['details']['error']}")
         for row in (check.get("details") or {}).get("sample_rows", [])[:SAMPLE_ROWS_IN_ALERT]:
             lines.append(f"  sample: {json.dumps(row, default=str, ensure_ascii=False)}")
+        if check.get("type") == "changes_within":
+            lines.append(f"  every change: {diff_command(payload)}")
     unlisted = _unlisted(payload, failed)
     if unlisted:
         lines += ["", unlisted]
@@ -220,7 +232,9 @@ def build_report(
         "rerun_command": "python -m handler replay rerun.json",
         "rerun_input": rerun,
         "text": "\n".join(lines) + "\n",
-        "html": _html(facts, body_error, failed, rerun_json, unlisted, published),
+        "html": _html(
+            facts, body_error, failed, rerun_json, unlisted, published, diff_command(payload)
+        ),
     }
     return json.loads(redact(json.dumps(report, default=str)))
 
@@ -232,6 +246,7 @@ def _html(
     rerun_json: str,
     unlisted: str | None = None,
     published: list[str] | None = None,
+    diff: str | None = None,
 ) -> str:
     e = html.escape
     rows = "".join(f"<tr><th align='left'>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in facts)
@@ -253,6 +268,8 @@ def _html(
             f"<b>{e(str(check.get('observed')))}</b>, expected {e(str(check.get('expected')))}"
             f"{'<br>' + e(str(reason)) if reason else ''}</p><ul>{items}</ul>"
         )
+        if check.get("type") == "changes_within" and diff:
+            parts.append(f"<p>Every change: <code>{e(diff)}</code></p>")
     if unlisted:
         parts.append(f"<p>{e(unlisted)}</p>")
     parts.append(

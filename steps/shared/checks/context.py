@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the config imports the checks' models: it stays clear of the warehouse
+    from steps.shared.warehouse.audit_learned import PastPublish
     from steps.shared.warehouse.base import ChangeSet, Warehouse
 
 SAMPLE_ROWS = 10
@@ -30,6 +31,8 @@ class CheckContext:
     # While `scan_target` collects what the tests will ask: the questions, nothing run.
     asked: list[tuple[Any, ...]] | None = None
     primary_key: tuple[str, ...] = ()  # ingest refused a repeated or empty one
+    # The target's recent publishes, read only when a test learns its bounds (`learned`).
+    history: list[PastPublish] | None = None
 
     @property
     def schema_and_table(self) -> tuple[str, str]:

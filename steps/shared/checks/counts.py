@@ -6,7 +6,7 @@ from __future__ import annotations
 from itertools import zip_longest
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from steps.shared.checks.context import (
     SAMPLE_ROWS,
@@ -32,7 +32,23 @@ class RowCountBetween(QualityTest):
 
 class RowCountChange(QualityTest):
     type: Literal["row_count_change"]
-    max_pct: float = Field(ge=0)
+    max_pct: float | None = Field(
+        default=None,
+        ge=0,
+        description="Largest change of the row count, in percent of the rows before. With "
+        "`auto`, a cap the learned bounds never exceed.",
+    )
+    auto: bool = Field(
+        default=False,
+        description="Learn the usual change from the table's last 30 publishes "
+        "(steps.shared.checks.learned); `learning` (passes) before 5.",
+    )
+
+    @model_validator(mode="after")
+    def _bounded(self) -> RowCountChange:
+        if self.max_pct is None and not self.auto:
+            raise ValueError("needs max_pct, auto: true, or both (max_pct then caps auto)")
+        return self
 
 
 class ChangesWithin(QualityTest):
@@ -40,6 +56,11 @@ class ChangesWithin(QualityTest):
     max_added_pct: float | None = Field(default=None, ge=0)
     max_removed_pct: float | None = Field(default=None, ge=0)
     max_changed_pct: float | None = Field(default=None, ge=0)
+    auto: bool = Field(
+        default=False,
+        description="Learn each kind's usual share from the table's last 30 publishes; a "
+        "max_*_pct set beside it caps that kind's learned bound.",
+    )
 
 
 def row_count_match(ctx: CheckContext, test: RowCountMatch) -> dict[str, Any]:
@@ -71,6 +92,11 @@ def row_count_between(ctx: CheckContext, test: RowCountBetween) -> dict[str, Any
 
 
 def row_count_change(ctx: CheckContext, test: RowCountChange) -> dict[str, Any]:
+    if test.auto:
+        from steps.shared.checks import learned  # here: the config imports this module
+
+        return learned.row_count_change(ctx, test)
+    assert test.max_pct is not None  # the model wants max_pct without auto
     if ctx.rows_before is None:
         return missing("rows_before (target rows before load)")
     observed = count_rows(ctx)
@@ -89,6 +115,7 @@ def row_count_change(ctx: CheckContext, test: RowCountChange) -> dict[str, Any]:
 
 def changes_within(ctx: CheckContext, test: ChangesWithin) -> dict[str, Any]:
     # Here, not at the top: the config imports this module for its models (cold start).
+    from steps.shared.checks import learned
     from steps.shared.warehouse.changes import CHANGE_KINDS
 
     limits = {
@@ -96,7 +123,18 @@ def changes_within(ctx: CheckContext, test: ChangesWithin) -> dict[str, Any]:
         "removed": test.max_removed_pct,
         "changed": test.max_changed_pct,
     }
+    bounds: dict[str, learned.Bounds] = {}
+    if test.auto:  # the learned upper bounds, capped by any limit set beside them
+        if ctx.history is None:
+            return missing("history (the ledger's recent publishes)")
+        limits, bounds, publishes = learned.change_limits(ctx, limits)
     expected = ", ".join(f"{k} <= {v}%" for k, v in limits.items() if v is not None) or "any"
+    if bounds:
+        expected = ", ".join(f"{k} {b.text}" for k, b in bounds.items())
+    elif test.auto:
+        expected = f"learning: {publishes} of {learned.MIN_PUBLISHES} publishes" + (
+            f" ({expected})" if expected != "any" else ""
+        )
     changes, before = ctx.changes, ctx.rows_before or 0
     if changes is None:
         return check_result("pass", "no change set", expected, note="nothing was published")
@@ -113,14 +151,21 @@ def changes_within(ctx: CheckContext, test: ChangesWithin) -> dict[str, Any]:
     shown = sorted(CHANGE_KINDS, key=lambda k: (k not in over, k != "changed", k))
     by_kind = [[_change_row(kind, s) for s in changes.samples.get(kind, [])] for kind in shown]
     samples = [row for turn in zip_longest(*by_kind) for row in turn if row is not None]
+    status = "fail" if over else ("learning" if test.auto and not bounds else "pass")
+    extra: dict[str, Any] = {}
+    if bounds:  # so a failure explains itself: "removed 50.00%; usual +0.0%..+1.3%"
+        extra["learned"] = {k: b.as_dict() for k, b in bounds.items()}
+        if over:
+            extra["explanation"] = "; ".join(f"{k} {share[k]:.2f}%; {bounds[k].text}" for k in over)
     return check_result(
-        "fail" if over else "pass",
+        status,
         observed,
         expected,
         samples[:SAMPLE_ROWS] if over else [],
         rows_before=before,
         over_limit=over,
         changes=counts,
+        **extra,
     )
 
 

@@ -43,6 +43,7 @@ from steps.shared.checks.counts import (
 )
 from steps.shared.checks.custom_sql import CustomSql, custom_sql
 from steps.shared.checks.models import CheckType
+from steps.shared.checks.status import passed
 from steps.shared.errors import ConfigError, RefloadError
 
 # The one list of check types: the config's `quality_tests` union is built from it
@@ -125,7 +126,7 @@ def scan_target(ctx: CheckContext, tests: list[Any]) -> None:
 
 def failed_checks(checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Error-severity tests that did not pass: these fail the run."""
-    return [c for c in checks if c["severity"] == "error" and c["status"] != "pass"]
+    return [c for c in checks if c["severity"] == "error" and not passed(c)]
 
 
 def run_check(ctx: CheckContext, test: Any) -> dict[str, Any]:

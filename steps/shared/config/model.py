@@ -86,16 +86,35 @@ class FreshnessThreshold(Strict):
         return f"{self.count} {self.period}{'' if self.count == 1 else 's'}"
 
 
+# A learned expectation's grace when the config gives none (steps.shared.arrivals).
+DEFAULT_GRACE_HOURS = 6.0
+
+
 class Freshness(Strict):
-    """dbt's source freshness: how old the last received file may get."""
+    """dbt's source freshness: how old the last received file may get; or, with
+    `expect: auto`, when the next file is due, as learned from the ledger."""
 
     warn_after: FreshnessThreshold | None = None
     error_after: FreshnessThreshold | None = None
+    expect: Literal["auto"] | None = Field(
+        default=None,
+        description="'auto': learn the arrival pattern (daily, some weekdays, monthly) from "
+        "the ledger; warn when a due file is later than grace_hours, error past twice the "
+        "grace or when the next one is late too. warn_after/error_after still apply.",
+    )
+    grace_hours: float | None = Field(
+        default=None,
+        gt=0,
+        description=f"How late a due file may be before `expect: auto` warns (default "
+        f"{DEFAULT_GRACE_HOURS:g}).",
+    )
 
     @model_validator(mode="after")
     def _check_thresholds(self) -> Freshness:
-        if self.warn_after is None and self.error_after is None:
-            raise ValueError("needs warn_after, error_after or both")
+        if self.warn_after is None and self.error_after is None and self.expect is None:
+            raise ValueError("needs warn_after, error_after or expect: 'auto'")
+        if self.grace_hours is not None and self.expect is None:
+            raise ValueError("grace_hours is the grace of expect: 'auto', which is not set")
         if self.warn_after and self.error_after and self.warn_after.hours > self.error_after.hours:
             raise ValueError(
                 f"warn_after ({self.warn_after}) is later than error_after ({self.error_after})"
@@ -172,7 +191,8 @@ class TableConfig(Strict):
     freshness: Freshness | None = Field(
         default=None,
         description="Age of the last received file past which `python -m handler freshness` "
-        "warns or errors (default: not checked).",
+        "warns or errors, or the learned arrival pattern (`expect: auto`); default: not "
+        "checked.",
     )
 
     @field_validator("table_name", "redshift_schema", "redshift_table")

@@ -311,6 +311,34 @@ def list_versions(prefix: str, suffix: str = "") -> dict[str, str]:
     return versions
 
 
+def newest_uri(prefix: str, suffix: str = "") -> str | None:
+    """The object or file directly under a prefix written last (S3 LastModified, mtime),
+    or None when there is none (or no such folder)."""
+    if is_s3(prefix):
+        bucket, key = split_s3(prefix.rstrip("/") + "/")
+        latest: tuple[Any, str] | None = None
+        try:
+            pages = (
+                s3_client()
+                .get_paginator("list_objects_v2")
+                .paginate(Bucket=bucket, Prefix=key, Delimiter="/")
+            )
+            for page in pages:
+                for item in page.get("Contents", []):
+                    if item["Key"].endswith(suffix) and (
+                        latest is None or item["LastModified"] > latest[0]
+                    ):
+                        latest = (item["LastModified"], f"s3://{bucket}/{item['Key']}")
+        except Exception as error:
+            raise _s3_error(error, prefix) from error
+        return latest[1] if latest else None
+    folder = _local(prefix)
+    if not folder.is_dir():
+        return None
+    files = [p for p in folder.iterdir() if p.is_file() and p.name.endswith(suffix)]
+    return str(max(files, key=lambda p: p.stat().st_mtime_ns)) if files else None
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     """What identifies one version of a source object, for the load ledger."""

@@ -82,6 +82,8 @@ AUDIT_COLUMNS_ADDED = {
         # The published file's LastModified (a local file's mtime): a later, older file is
         # stale (see `Publisher._skipped`).
         "source_modified_at": "TIMESTAMP",
+        # The group run that published this row with its group's other members, if any.
+        "group_run_id": "VARCHAR(128)",
     },
 }
 
@@ -98,6 +100,7 @@ class LedgerEntry:
     curated_uri: str
     load_mode: LedgerMode
     source_modified_at: dt.datetime | None = None
+    group_run_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -237,8 +240,8 @@ class AuditStore:
             f"INSERT INTO {ledger} (run_id, table_name, target, "
             "source_uri, source_version, content_hash, config_hash, curated_uri, load_mode, "
             "rows_loaded, rows_before, rows_after, loaded_at, keys_added, keys_removed, "
-            "keys_changed, change_samples, source_modified_at) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            "keys_changed, change_samples, source_modified_at, group_run_id) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (
                 entry.run_id,
                 entry.table_name,
@@ -258,6 +261,7 @@ class AuditStore:
                 changes and changes.changed,
                 changes and _samples_json(changes.samples),
                 entry.source_modified_at,
+                entry.group_run_id,
             ),
         )
 

@@ -162,11 +162,12 @@ class AuditReads:
         """Per table and run of the newest `limit`, its tests counted per write: passed,
         failed (error severity), warned."""
         dq_tests = self.sql.table(AUDIT_SCHEMA, "data_quality_tests")
+        passing = "t.status IN ('pass', 'learning')"  # steps.shared.checks.status.PASSING
         return self.sql.query(
             "SELECT t.table_name, t.run_id, t.executed_at, "
-            "SUM(CASE WHEN t.status = 'pass' THEN 1 ELSE 0 END), "
-            "SUM(CASE WHEN t.status <> 'pass' AND t.severity = 'error' THEN 1 ELSE 0 END), "
-            "SUM(CASE WHEN t.status <> 'pass' AND t.severity <> 'error' THEN 1 ELSE 0 END) "
+            f"SUM(CASE WHEN {passing} THEN 1 ELSE 0 END), "
+            f"SUM(CASE WHEN NOT {passing} AND t.severity = 'error' THEN 1 ELSE 0 END), "
+            f"SUM(CASE WHEN NOT {passing} AND t.severity <> 'error' THEN 1 ELSE 0 END) "
             f"FROM {dq_tests} t JOIN ("
             "SELECT table_name, run_id, "
             "ROW_NUMBER() OVER (PARTITION BY table_name ORDER BY MAX(executed_at) DESC) AS newest "

@@ -8,6 +8,8 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
+from dataclasses import replace
+from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from steps.shared.errors import RefloadError
@@ -32,6 +34,8 @@ from steps.shared.warehouse.client import (
 )
 from steps.shared.warehouse.publish import (
     BeforePublish,
+    GroupGate,
+    GroupMember,
     Publisher,
     PublishResult,
     RowsBeforePublish,
@@ -103,6 +107,24 @@ class Warehouse:
                 check(self, before, loaded, changes)
 
         return self.publisher.publish(entry, target, rows_before_publish, force=force)
+
+    def publish_group(
+        self,
+        members: list[GroupMember],
+        group_gate: GroupGate | None = None,
+        *,
+        force: bool = False,
+    ) -> list[PublishResult]:
+        """Several staged tables in ONE transaction (`Publisher.publish_group`): each
+        member's before_publish and the `group_gate` get this warehouse, as in `publish`."""
+        bound = [
+            replace(m, before_publish=partial(m.before_publish, self))
+            if m.before_publish is not None
+            else m
+            for m in members
+        ]
+        gate = partial(group_gate, self) if group_gate is not None else None
+        return self.publisher.publish_group(bound, gate, force=force)
 
     @property
     def conn(self) -> Any:

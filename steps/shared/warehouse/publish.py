@@ -17,6 +17,7 @@ from steps.shared.warehouse.catalog import VALID_TO, Catalog, TargetTable, _Crea
 from steps.shared.warehouse.changes import ChangeDetection, ChangeSet
 from steps.shared.warehouse.client import SqlClient, utcnow
 from steps.shared.warehouse.modes import MODES, Staged
+from steps.shared.warehouse.modes.scd2 import VALID_FROM
 
 if TYPE_CHECKING:
     from steps.shared.config.model import LedgerMode
@@ -41,6 +42,42 @@ class PublishResult:
     changes: ChangeSet | None = None
     # Not published because the target holds a newer file (`Publisher._skipped`).
     stale: bool = False
+
+
+@dataclass(frozen=True)
+class GroupMember:
+    """One table of a group's publish (`Publisher.publish_group`)."""
+
+    entry: LedgerEntry
+    target: TargetTable
+    # As `publish`'s before_publish: the publisher calls it with the rows' counts; the
+    # facade (`Warehouse.publish_group`) takes one that gets the warehouse first.
+    before_publish: Callable[..., None] | None = None
+    # A history (scd2) target's own rows as they were at this time, staged in place of a
+    # curated file: `handler rollback --group` publishes them as a new version.
+    as_of: dt.datetime | None = None
+
+
+# group_gate(warehouse): the group's checks, inside its publish (`Warehouse.publish_group`).
+GroupGate = Callable[["Warehouse"], None]
+
+
+class _GroupStale(Exception):
+    """A member's file is older than its target's: the group's transaction rolls back."""
+
+    def __init__(self, results: list[PublishResult]) -> None:
+        super().__init__("stale member")
+        self.results = results
+
+    def held_back(self, members: list[GroupMember]) -> list[PublishResult]:
+        stale = [m.entry.table_name for m, r in zip(members, self.results, strict=True) if r.stale]
+        reason = f"not published: the file of {', '.join(stale)} is stale"
+        return [
+            r
+            if r.stale or not r.published
+            else PublishResult(False, 0, r.rows_before, r.rows_before, reason, stale=True)
+            for r in self.results
+        ]
 
 
 class Publisher:
@@ -171,16 +208,7 @@ class Publisher:
         staging = self.catalog.staging_name(entry.run_id)
         self.catalog.stage(staging, target.mapping, entry.curated_uri)
         try:
-            if MODES[entry.load_mode].unique_staged_keys:
-                doubled = self.duplicate_key_in(staging, target.key)
-                if doubled:
-                    value = ", ".join(
-                        f"{k}={v!r}" for k, v in zip(target.key, doubled, strict=True)
-                    )
-                    raise RejectedInput(
-                        f"duplicate primary key ({value}) in the incoming rows",
-                        file=entry.curated_uri,
-                    )
+            self._refuse_doubled_keys(entry, target, staging)
             try:
                 return self._publish_staged(entry, target, existed, staging, before_publish, force)
             except _CreatedConcurrently:
@@ -198,12 +226,94 @@ class Publisher:
                         table=entry.target,
                     ) from again
         finally:
-            # A temporary table goes with the session (the step's, or the local run's);
-            # where staging must go now, best effort: a failed cleanup must not hide why
-            # the publish failed.
-            if self.catalog.drops_staging:
-                with suppress(RefloadError):
-                    self.sql.execute(self.catalog.drop_staging_sql(staging))
+            self._drop_staging(staging)
+
+    def _drop_staging(self, staging: str) -> None:
+        # A temporary table goes with the session (the step's, or the local run's);
+        # where staging must go now, best effort: a failed cleanup must not hide why
+        # the publish failed.
+        if self.catalog.drops_staging:
+            with suppress(RefloadError):
+                self.sql.execute(self.catalog.drop_staging_sql(staging))
+
+    def _refuse_doubled_keys(self, entry: LedgerEntry, target: TargetTable, staging: str) -> None:
+        if MODES[entry.load_mode].unique_staged_keys:
+            doubled = self.duplicate_key_in(staging, target.key)
+            if doubled:
+                value = ", ".join(f"{k}={v!r}" for k, v in zip(target.key, doubled, strict=True))
+                raise RejectedInput(
+                    f"duplicate primary key ({value}) in the incoming rows",
+                    file=entry.curated_uri,
+                )
+
+    def publish_group(
+        self,
+        members: list[GroupMember],
+        group_gate: Callable[[], None] | None = None,
+        *,
+        force: bool = False,
+    ) -> list[PublishResult]:
+        """Stage every member, then publish them all in ONE transaction, or none.
+
+        Each member publishes as `publish` does (its skip rules, lock, before_publish gate
+        and ledger row), in the members' order (so two group runs lock in the same order);
+        then `group_gate()`, the checks across members, reads them all as they are about
+        to be published: raising there rolls every member back. A member whose file is
+        stale stops the whole group (nothing published, every result `stale`).
+        """
+        existed = [self.catalog.check_target(m.target) for m in members]
+        stagings: list[str] = []
+        try:
+            for member in members:
+                stagings.append(self.catalog.staging_name(member.entry.run_id))
+                if member.as_of is not None:
+                    self._stage_as_of(stagings[-1], member.target, member.as_of)
+                    continue
+                self.catalog.stage(stagings[-1], member.target.mapping, member.entry.curated_uri)
+                self._refuse_doubled_keys(member.entry, member.target, stagings[-1])
+            for attempt in (1, 2):
+                try:
+                    with self.sql.transaction():
+                        results = [
+                            self._publish_in_transaction(
+                                m.entry, m.target, found, staging, m.before_publish, force
+                            )
+                            for m, found, staging in zip(members, existed, stagings, strict=True)
+                        ]
+                        if any(r.stale for r in results):
+                            raise _GroupStale(results)
+                        if group_gate is not None:
+                            group_gate()
+                    return results
+                except _GroupStale as stale:
+                    return stale.held_back(members)
+                except _CreatedConcurrently as again:
+                    if attempt == 2:
+                        raise WarehouseUnavailable(
+                            "a member of the group was being created by another run twice "
+                            "in a row; a retry may succeed"
+                        ) from again
+                    log.info("target created by a concurrent run; publishing the group again")
+                    existed = [{} for _ in members]
+            raise AssertionError("unreachable")
+        finally:
+            for member, staging in zip(members, stagings, strict=False):
+                if member.as_of is None:
+                    self._drop_staging(staging)
+                else:
+                    with suppress(RefloadError):
+                        self.sql.execute(f"DROP TABLE IF EXISTS {self.sql.quote(staging)}")
+
+    def _stage_as_of(self, staging: str, target: TargetTable, at: dt.datetime) -> None:
+        """A history table's versions valid at `at`, copied (the publish changes the table)."""
+        q = self.sql.quote
+        cols = ", ".join(q(c) for c in target.mapping.targets)
+        self.sql.execute(
+            f"CREATE TEMPORARY TABLE {q(staging)} AS SELECT {cols} "
+            f"FROM {self.sql.table(target.schema, target.name)} WHERE {q(VALID_FROM)} <= %s "
+            f"AND ({q(VALID_TO)} IS NULL OR {q(VALID_TO)} > %s)",
+            (at, at),
+        )
 
     def _publish_staged(
         self,
@@ -214,49 +324,63 @@ class Publisher:
         before_publish: RowsBeforePublish | None,
         force: bool,
     ) -> PublishResult:
+        with self.sql.transaction():
+            return self._publish_in_transaction(
+                entry, target, existed, staging, before_publish, force
+            )
+
+    def _publish_in_transaction(
+        self,
+        entry: LedgerEntry,
+        target: TargetTable,
+        existed: dict[str, str],
+        staging: str,
+        before_publish: RowsBeforePublish | None,
+        force: bool,
+    ) -> PublishResult:
+        """One target's publish inside the caller's transaction (one table's, or a group's)."""
         ref = self.sql.table(target.schema, target.name)
         where = f"{target.schema}.{target.name}"
         mode = MODES[entry.load_mode]
-        with self.sql.transaction():
-            created = self.catalog.ensure_target(target, existed)
-            self._take_publish_lock(ref, where)
-            # Under the lock: a concurrent run may have published this file meanwhile, or
-            # a newer one (which wins, whichever run commits first).
-            changes, delta, loaded = None, None, None
-            if target.key and not target.history:
-                # The change set in the same query as the target's state: one round trip
-                # (computed for nothing when the file is then skipped, a replay).
-                head = self.audit.state_query(entry, ref, target.history)
-                if created:  # empty: every staged key is added
-                    changes, loaded, row = self.changes.changes_into_new(target, staging, head)
-                else:
-                    changes, loaded, row = self.changes.change_set(
-                        mode.replaces, target, ref, staging, head
-                    )
-                state = self.audit.read_state(entry, row)
+        created = self.catalog.ensure_target(target, existed)
+        self._take_publish_lock(ref, where)
+        # Under the lock: a concurrent run may have published this file meanwhile, or
+        # a newer one (which wins, whichever run commits first).
+        changes, delta, loaded = None, None, None
+        if target.key and not target.history:
+            # The change set in the same query as the target's state: one round trip
+            # (computed for nothing when the file is then skipped, a replay).
+            head = self.audit.state_query(entry, ref, target.history)
+            if created:  # empty: every staged key is added
+                changes, loaded, row = self.changes.changes_into_new(target, staging, head)
             else:
-                state = self.audit.target_state(entry, ref, target.history)
-            skipped = None if force else self._skipped(entry, target, state, created)
-            if skipped:
-                return skipped
-            before = state.rows
-            loaded_at = utcnow()
-            if target.key and target.history:  # scd2 publishes from the delta table
-                delta = f"refload_delta_{secrets.token_hex(4)}"
-                changes = self.changes.compute_changes(mode.replaces, target, ref, staging, delta)
-            for statement in self.publish_statements(
-                entry.load_mode, ref, staging, target.mapping.targets, target.key, delta, loaded_at
-            ):
-                self.sql.execute(statement)
-            if delta:  # temporary; inside the transaction, so a rollback removes it too
-                self.sql.execute(f"DROP TABLE {self.sql.quote(delta)}")
-            if loaded is None:
-                loaded = int(self.sql.scalar(f"SELECT COUNT(*) FROM {self.sql.quote(staging)}"))
-            if before_publish is not None:
-                before_publish(before, loaded, changes)
-            # Known from the counts where the mode says so (before_publish only reads).
-            after = mode.rows_after(before, loaded, changes)
-            if after is None:
-                after = self.count(ref, current=target.history)
-            self.audit.write_ledger(entry, loaded, before, after, changes, loaded_at)
+                changes, loaded, row = self.changes.change_set(
+                    mode.replaces, target, ref, staging, head
+                )
+            state = self.audit.read_state(entry, row)
+        else:
+            state = self.audit.target_state(entry, ref, target.history)
+        skipped = None if force else self._skipped(entry, target, state, created)
+        if skipped:
+            return skipped
+        before = state.rows
+        loaded_at = utcnow()
+        if target.key and target.history:  # scd2 publishes from the delta table
+            delta = f"refload_delta_{secrets.token_hex(4)}"
+            changes = self.changes.compute_changes(mode.replaces, target, ref, staging, delta)
+        for statement in self.publish_statements(
+            entry.load_mode, ref, staging, target.mapping.targets, target.key, delta, loaded_at
+        ):
+            self.sql.execute(statement)
+        if delta:  # temporary; inside the transaction, so a rollback removes it too
+            self.sql.execute(f"DROP TABLE {self.sql.quote(delta)}")
+        if loaded is None:
+            loaded = int(self.sql.scalar(f"SELECT COUNT(*) FROM {self.sql.quote(staging)}"))
+        if before_publish is not None:
+            before_publish(before, loaded, changes)
+        # Known from the counts where the mode says so (before_publish only reads).
+        after = mode.rows_after(before, loaded, changes)
+        if after is None:
+            after = self.count(ref, current=target.history)
+        self.audit.write_ledger(entry, loaded, before, after, changes, loaded_at)
         return PublishResult(True, loaded, before, after, target_created=created, changes=changes)

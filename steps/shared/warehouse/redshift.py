@@ -16,6 +16,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from steps.shared.errors import ConfigError, InfrastructureError, RefloadError, WarehouseUnavailable
 from steps.shared.io import secrets, storage
+from steps.shared.provenance import LINE_COLUMN
 from steps.shared.warehouse.base import Capabilities, SqlClient, is_transient_sqlstate
 from steps.shared.warehouse.postgres import PostgresCatalog, PostgresClient, PostgresWarehouse
 
@@ -214,6 +215,7 @@ class RedshiftCatalog(PostgresCatalog):
         return (
             f"COPY {self.quote(staging)} ({cols}) FROM {self.sql.literal(manifest_uri)} "
             f"IAM_ROLE {self.sql.literal(self.iam_role())} FORMAT AS PARQUET MANIFEST"
+            + (" FILLRECORD" if LINE_COLUMN in columns else "")
         )
 
     def write_manifest(self, curated_uri: str) -> str:
@@ -248,8 +250,18 @@ class RedshiftCatalog(PostgresCatalog):
             raise ConfigError(problem, file=curated_uri)
 
     def stage(self, staging: str, mapping: Mapping, curated_uri: str) -> None:
-        self.sql.execute(self.create_staging_sql(staging, mapping))
-        self.sql.execute(self.copy_sql(staging, mapping.targets, self.copy_manifest(curated_uri)))
+        # COPY from Parquet fills columns by position and wants every column of the file:
+        # staging also takes the rows' source lines (steps.shared.provenance), last, which
+        # the publish never selects; FILLRECORD loads a file without them (the Spark
+        # engine's, or one written before they were) with NULL there.
+        self.sql.execute(self.lined_staging_sql(staging, mapping))
+        columns = [*mapping.targets, LINE_COLUMN]
+        self.sql.execute(self.copy_sql(staging, columns, self.copy_manifest(curated_uri)))
+
+    def lined_staging_sql(self, staging: str, mapping: Mapping) -> str:
+        """Staging as the mapping types it, and the curated file's line column last."""
+        line = f",\n  {self.quote(LINE_COLUMN)} BIGINT\n)"
+        return self.create_staging_sql(staging, mapping).removesuffix("\n)") + line
 
     def copy_manifest(self, curated_uri: str) -> str:
         """The manifest COPY reads: the Spark engine's curated output already is one

@@ -27,6 +27,7 @@ from handler.cli.commands.init.infer_columns import (
     unique_names,
 )
 from handler.cli.commands.init.layout import Given, Layout, read_layout
+from handler.cli.commands.init.propose import described, propose_checks
 from steps.ingest.sources import FORMAT_READERS, format_of, read_source
 from steps.ingest.transform import apply_mapping
 from steps.shared import progress
@@ -56,13 +57,11 @@ class Proposal:
     prefix_reason: str
     warnings: list[str] = field(default_factory=list)
 
+    # Proposed from the sample's profile (handler.cli.commands.init.propose).
+    checks: list[dict[str, Any]] = field(default_factory=list)
+
     def config(self, mapping_file: str) -> dict[str, Any]:
-        required = [c.target for c in self.columns if not c.nullable]
         tests: list[dict[str, Any]] = [{"type": "row_count_match", "tolerance_pct": 0}]
-        if self.primary_key:
-            tests.append({"type": "uniqueness", "columns": self.primary_key})
-        if required:
-            tests.append({"type": "not_null", "columns": required})
         return {
             "table_name": self.table,
             "redshift_schema": "public",
@@ -72,7 +71,7 @@ class Proposal:
             "load_mode": "truncate",
             "primary_key": self.primary_key,
             "source_prefix": self.source_prefix,
-            "quality_tests": tests,
+            "quality_tests": tests + self.checks,
         }
 
 
@@ -144,6 +143,7 @@ def infer(
             if g.data_type.kind in ("smallint", "integer", "bigint") and CODE_NAME.search(g.target)
         ]
     prefix, prefix_reason = _source_prefix(source, table)
+    required = [g.target for g in guesses if not g.nullable]
     return Proposal(
         table,
         source,
@@ -155,6 +155,7 @@ def infer(
         prefix,
         prefix_reason,
         warnings,
+        propose_checks(distinct, key, required, {g.target: g.data_type.length for g in guesses}),
     )
 
 
@@ -395,6 +396,7 @@ def print_proposal(
                     "primary_key": proposal.primary_key,
                     "primary_key_reason": proposal.key_reason,
                     "source_prefix": proposal.source_prefix,
+                    "proposed_tests": proposal.checks,
                     "warnings": proposal.warnings,
                     "next": commands,
                 }
@@ -413,6 +415,9 @@ def print_proposal(
     key = ", ".join(proposal.primary_key) or "none"
     print(f"primary key: {key} ({proposal.key_reason})")
     print(f"source_prefix: {proposal.source_prefix} ({proposal.prefix_reason})")
+    print("proposed tests (quality_tests; delete the ones you do not want):")
+    for check in proposal.checks:
+        print(f"  {described(check)}")
     for warning in proposal.warnings:
         print(f"warning: {warning}")
     print(f"wrote {config_path}\nwrote {mapping_path}\nnext:")
