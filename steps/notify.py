@@ -12,11 +12,13 @@ from typing import Any
 
 import structlog
 
-from steps.shared.alerts.channels import send
+from steps.shared.alerts import incidents
+from steps.shared.alerts.channels import channels_from_env, send
 from steps.shared.alerts.report import build_report, error_of
 from steps.shared.errors import TRUNCATED, AlertNotDelivered
 
 log = structlog.get_logger("refload.notify")
+SENT_OR_SUPPRESSED = ("sent", "suppressed")
 
 
 def run(payload: dict[str, Any]) -> dict[str, Any]:
@@ -29,8 +31,20 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
         error=report["error"],
         failed_checks=[c["name"] for c in report["failed_checks"]],
     )
-    channels = send(report, payload)
-    failed = [name for name, outcome in channels.items() if outcome["status"] != "sent"]
+    incident = incidents.occurrence(report, payload)
+    report = incidents.with_incident(report, incident, payload)
+    if incident["notify"]:
+        channels = send(report, payload)
+    else:  # a repeat while open: a work note and the count, no new email or outbox file
+        channels = send(report, payload, only=("servicenow",))
+        ref = f"{report['incident_key']}, occurrence {report['occurrences']}"
+        suppressed = {"status": "suppressed", "ref": ref}
+        channels |= {name: suppressed for name in channels_from_env() if name not in channels}
+    failed = [
+        name for name, outcome in channels.items() if outcome["status"] not in SENT_OR_SUPPRESSED
+    ]
+    if incident["notify"] and channels and len(failed) == len(channels):
+        incidents.forget(payload, incident)
     if channels and len(failed) == len(channels):
         reasons = "; ".join(f"{name}: {channels[name]['error']}" for name in failed)
         raise AlertNotDelivered(

@@ -79,8 +79,17 @@ def both(spark: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     return run
 
 
+# With no earlier curated file to compare values with, a misspelt header is named as a
+# rename by its name alone (tests/test_renames.py).
+FIRST_RUN_MESSAGES = {
+    "misspelt header": "column 'code' is missing; new column 'cod' has the closest name",
+}
+
+
 @pytest.mark.parametrize(
-    ("content", "message"), [c[1:] for c in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS]
+    ("content", "message"),
+    [(c[1], FIRST_RUN_MESSAGES.get(c[0], c[2])) for c in BAD_INPUTS],
+    ids=[c[0] for c in BAD_INPUTS],
 )
 def test_bad_input_gives_the_same_error(content, message, both, table_dir, write):
     result = both(table_dir(MAPPING), write("t.csv", content))

@@ -92,9 +92,9 @@ def test_json_has_each_table_failures_and_stale_first(fleet, warehouse_url, caps
         "freshness": "never_loaded",
         "age_hours": None,
         "attention": "unknown",
-        "owner": None,
         "cost_usd_30d": 0.0,
         "history": None,
+        "owner": None,
     }
     ok = by_table["t_ok"]
     assert [r["rows"] for r in ok["history"]] == [3, 5, 4]
@@ -233,8 +233,13 @@ def test_page_renders_in_chromium_with_a_chart_per_table(
 
     # 150 tables: the ones that need a look in a block of their own at the top, grouped by
     # owner ("no owner" here), the counts per status above them, and a filter box.
+    geo = {"name": "geo-data", "emails": ["geo@example.com"]}
+    finance = {"name": "finance", "emails": ["fin@example.com"]}
+    for name, owner in {"t_failing": geo, "t_stale": finance, "t_ok": geo}.items():
+        config = json.loads((fleet / f"{name}.json").read_text())
+        (fleet / f"{name}.json").write_text(json.dumps({**config, "owner": owner}))
     for i in range(146):
-        table_dir(MAPPING, name=f"t_bulk_{i:03d}")
+        table_dir(MAPPING, name=f"t_bulk_{i:03d}", owner=finance if i % 2 else geo)
     code, _ = _status(fleet, warehouse_url, capsys, "--html", str(page))
     assert code == 0
     dom = _Dom()
@@ -242,13 +247,20 @@ def test_page_renders_in_chromium_with_a_chart_per_table(
     assert dom.summary == "150 tables: 1 failing, 1 stale, 0 late, 1 ok"
     assert dom.body.get("data-shown") == "150"
     order = [r["data-table"] for r in dom.rows]
-    assert order[:2] == ["t_failing", "t_stale"] and order[-1] == "t_ok"
+    assert order[:2] == ["t_failing", "t_stale"] and order[-1] == "t_new"
+    # The worst table's owner leads each block; each owner's tables together.
     assert [(h["class"], h.get("data-owner"), h.get("data-block")) for h in dom.headers] == [
         ("block-row", None, "attention"),
-        ("owner-row", "no owner", "attention"),
+        ("owner-row", "geo-data", "attention"),
+        ("owner-row", "finance", "attention"),
         ("block-row", None, "rest"),
-        ("owner-row", "no owner", "rest"),
+        ("owner-row", "geo-data", "rest"),  # t_bulk_000's, the first never-run table
+        ("owner-row", "finance", "rest"),
+        ("owner-row", "no owner", "rest"),  # t_new
     ]
+    owners = [r["data-owner"] for r in dom.rows[2:]]
+    assert owners == sorted(owners, key=["geo-data", "finance", "no owner"].index)
+    assert "geo@example.com" in page.read_text()
     source = page.read_text()
     for kind, count in {"failing": 1, "stale": 1, "late": 0, "unknown": 147, "ok": 1}.items():
         assert f'data-filter="{kind}" class="count-{kind}">{kind}<b>{count}</b>' in source
@@ -260,11 +272,20 @@ def test_page_renders_in_chromium_with_a_chart_per_table(
     # the rest of the rows are hidden, and the headers of groups left empty.
     dom = _Dom()
     dom.feed(chromium("--dump-dom", page.as_uri() + "#filter=bulk_00%20never").stdout)
-    assert [r["data-table"] for r in dom.rows if "hidden" not in r] == [
+    assert sorted(r["data-table"] for r in dom.rows if "hidden" not in r) == [
         f"t_bulk_{i:03d}" for i in range(10)
     ]
     assert dom.body.get("data-shown") == "10"
-    assert [h.get("data-block") for h in dom.headers if "hidden" not in h] == ["rest", "rest"]
+    assert [h.get("data-block") for h in dom.headers if "hidden" not in h] == ["rest"] * 3
+    dom = _Dom()
+    dom.feed(chromium("--dump-dom", page.as_uri() + "#filter=finance").stdout)
+    assert dom.body.get("data-shown") == "74"  # t_stale and 73 never-run tables
+    assert [h.get("data-owner") for h in dom.headers if "hidden" not in h] == [
+        None,
+        "finance",
+        None,
+        "finance",
+    ]
     dom = _Dom()
     dom.feed(chromium("--dump-dom", page.as_uri() + "#filter=failing").stdout)
     assert [r["data-table"] for r in dom.rows if "hidden" not in r] == ["t_failing"]

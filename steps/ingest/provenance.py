@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -35,7 +34,7 @@ def line_finder(source: SourceTable, rows: int) -> Lines:
         return lambda positions: pc.add(positions, offset)
     if found is None:
         found = source.locate(list(range(rows)))
-    table = pa.array(np.asarray(found, dtype=np.int64))
+    table = pa.array(found, type=pa.int64())  # numpy is not in the Lambda image
     return lambda positions: pc.take(table, positions)
 
 

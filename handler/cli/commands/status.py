@@ -92,7 +92,6 @@ def fleet_status(
                 "freshness": fresh.status if fresh else None,
                 "age_hours": fresh.age_hours if fresh else None,
                 "attention": attention(status if last else None, fresh.status if fresh else None),
-                "owner": owner_of(config),
                 # What its runs of the last 30 days cost on AWS (steps.shared.cost).
                 "cost_usd_30d": costs.get(config.table_name, 0.0),
                 "history": [{**r, "finished": iso(r["finished"])} for r in runs],
@@ -102,6 +101,8 @@ def fleet_status(
                     if fresh and config.freshness and config.freshness.expect
                     else {}
                 ),
+                # Who gets its alerts (`owner`, with `alert_emails` as its emails).
+                "owner": owner.model_dump() if (owner := config.table_owner) else None,
             }
         )
     # A config that does not validate is a row too: no run of it can succeed until fixed.
@@ -109,18 +110,6 @@ def fleet_status(
     tables.sort(key=lambda t: (_ATTENTION.index(t["attention"]), t["table"]))
     worst = tables[0]["attention"] if tables else "ok"
     return {"status": worst, "generated_at": iso(now), "tables": tables, "groups": groups}
-
-
-def owner_of(config: Any) -> dict[str, Any] | None:
-    """The config's `owner` (`alert_emails` folded in, where the config model does that),
-    read defensively: a config model without the key gives None."""
-    owner = getattr(config, "table_owner", None) or getattr(config, "owner", None)
-    if owner is None:
-        return None
-    if not isinstance(owner, dict):
-        owner = owner.model_dump() if hasattr(owner, "model_dump") else vars(owner)
-    keys = ("name", "emails", "servicenow_assignment_group")
-    return {k: owner.get(k) for k in keys}
 
 
 def _broken_row(broken: BrokenConfig) -> dict[str, Any]:
@@ -182,6 +171,7 @@ def print_status(fleet: dict[str, Any]) -> None:
                 if t.get("changes")
                 else ""
             )
+            + (f"  owner {t['owner']['name']}" if (t.get("owner") or {}).get("name") else "")
         )
     from handler.cli.commands.group_status import print_groups
 

@@ -21,6 +21,7 @@ from typing import Any
 import structlog
 
 from steps.shared.alerts.channels import CHANNELS, channels_from_env, servicenow
+from steps.shared.alerts.incidents import resolve_fleet
 from steps.shared.errors import transient_error_names
 from steps.shared.io.secrets import redact
 from steps.shared.warehouse.base import Warehouse
@@ -93,6 +94,14 @@ def on_success(warehouse: Warehouse, payload: dict[str, Any]) -> dict[str, Any]:
     except Exception as error:  # recovery must never turn a passed run into a failure
         log.error("recovery check failed", error=redact(f"{type(error).__name__}: {error}"))
         return {"error": redact(str(error))}
+    if failed_run:  # only then can an incident be open: a passing run's path stays as it was
+        try:
+            from steps.shared.warehouse.audit_incidents import resolve_incidents
+
+            resolve_incidents(warehouse, payload["table"], payload["run_id"])
+        except Exception as error:
+            log.error("could not resolve the incidents", error=redact(f"{error}"))
+    resolve_fleet(payload)  # this run reached the warehouse
     report = recovered_report(payload, failed_run)
     for name in channels:
         try:

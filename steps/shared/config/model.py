@@ -19,6 +19,7 @@ from pydantic import Field, ValidationError, create_model, field_validator, mode
 from steps.shared.checks.models import QualityTest as QualityTestBase
 from steps.shared.checks.models import Strict, identifier
 from steps.shared.checks.registry import CHECKS
+from steps.shared.config.owner import Owner, check_emails, merged_owner
 from steps.shared.errors import ConfigError
 from steps.shared.io import storage
 from steps.shared.names import did_you_mean, unknown_name
@@ -154,7 +155,12 @@ class TableConfig(Strict):
     )
     alert_emails: list[str] = Field(
         default_factory=list,
-        description="Recipients of this table's alerts (default: REFLOAD_ALERT_EMAIL_TO).",
+        description="Recipients of this table's alerts (default: REFLOAD_ALERT_EMAIL_TO); "
+        "an alias of owner.emails.",
+    )
+    owner: Owner | None = Field(
+        default=None,
+        description="Who gets this table's alerts: name, emails, servicenow_assignment_group.",
     )
     source_prefix: str | None = Field(
         default=None,
@@ -209,6 +215,21 @@ class TableConfig(Strict):
     @classmethod
     def _check_dist_key(cls, value: str | None) -> str | None:
         return None if value is None else identifier(value)
+
+    @field_validator("alert_emails")
+    @classmethod
+    def _check_alert_emails(cls, value: list[str]) -> list[str]:
+        return check_emails(value)
+
+    @model_validator(mode="after")
+    def _check_owner(self) -> TableConfig:
+        merged_owner(self.owner, self.alert_emails)  # raises when the two lists differ
+        return self
+
+    @property
+    def table_owner(self) -> Owner | None:
+        """The owner with `alert_emails` folded into its emails (None: nobody named)."""
+        return merged_owner(self.owner, self.alert_emails)
 
     @field_validator("encoding")
     @classmethod

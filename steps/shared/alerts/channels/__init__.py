@@ -38,10 +38,15 @@ def channels_from_env() -> list[str]:
     return [n for n in names if n]
 
 
-def send(report: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
-    """Send through every channel; a channel that fails is logged, never raised."""
+def send(
+    report: dict[str, Any], payload: dict[str, Any], only: tuple[str, ...] | None = None
+) -> dict[str, Any]:
+    """Send through every channel (or those of them in `only`); a channel that fails is
+    logged, never raised."""
     sent: dict[str, Any] = {}
     for name in channels_from_env():
+        if only is not None and name not in only:
+            continue
         try:
             sent[name] = {"status": "sent", "ref": CHANNELS[name](report, payload)}
         except Exception as error:  # a broken channel must not hide the original failure

@@ -6,35 +6,24 @@ import os
 from email.message import EmailMessage
 from typing import Any
 
-import structlog
-
 from steps.shared.errors import ConfigError
-
-log = structlog.get_logger("refload.alerts")
 
 
 def recipients(payload: dict[str, Any]) -> list[str]:
-    """Per-table `alert_emails` from the config, else REFLOAD_ALERT_EMAIL_TO."""
-    if payload.get("config"):
-        try:
-            from steps.shared.config.model import read_config
+    """The table owner's emails (`owner.emails`, alias `alert_emails`), else
+    REFLOAD_ALERT_EMAIL_TO."""
+    from steps.shared.alerts.routing import route
 
-            table_emails = read_config(payload["config"])[1].alert_emails
-            if table_emails:
-                return table_emails
-        except Exception as error:  # the config may be what failed; fall back to the default
-            log.warning("could not read alert_emails from the config", error=str(error))
-    to = [a.strip() for a in os.environ.get("REFLOAD_ALERT_EMAIL_TO", "").split(",")]
-    return [a for a in to if a]
+    return list(route(payload)["to"])
 
 
 def email_message(report: dict[str, Any], payload: dict[str, Any]) -> EmailMessage:
     sender = os.environ.get("REFLOAD_ALERT_EMAIL_FROM")
-    to = recipients(payload)
+    to = report.get("to") or recipients(payload)
     if not sender or not to:
         raise ConfigError(
             "email alerts need REFLOAD_ALERT_EMAIL_FROM and REFLOAD_ALERT_EMAIL_TO "
-            "(or alert_emails in the table config)"
+            "(or owner.emails in the table config)"
         )
     message = EmailMessage()
     message["Subject"] = report["subject"]

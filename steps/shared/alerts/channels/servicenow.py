@@ -19,6 +19,7 @@ log = structlog.get_logger("refload.alerts")
 RESOLVED_STATE = "6"
 DEFAULT_CLOSE_CODE = "Solution provided"
 PAGE_SIZE = 100  # incidents per Table API request
+OPENER_WAIT_SECONDS = 10.0  # how long a repeat waits for a concurrent run's create
 
 
 def _servicenow_auth() -> dict[str, str]:
@@ -139,11 +140,20 @@ def send(report: dict[str, Any], payload: dict[str, Any]) -> str:
         return dict(found[0]) if found else None
 
     incident = open_incident()
+    # A repeat (etl_audit.incidents counted an earlier occurrence): the run that opened the
+    # incident may be creating it right now; wait for it rather than open a second one.
+    waited = 0.0
+    while not incident and (report.get("occurrences") or 1) > 1 and waited < OPENER_WAIT_SECONDS:
+        time.sleep(0.5)
+        waited += 0.5
+        incident = open_incident()
     if incident:
+        count = report.get("occurrences")
+        seen = f" (occurrence {count}, first seen {report.get('first_seen')})" if count else ""
         call(
             "PATCH",
             f"/api/now/table/incident/{incident['sys_id']}",
-            {"work_notes": f"Failed again: run {report['run_id']}\n\n{report['text']}"},
+            {"work_notes": f"Failed again: run {report['run_id']}{seen}\n\n{report['text']}"},
         )
         return f"updated {incident.get('number', incident['sys_id'])}"
     fields = {
@@ -154,8 +164,9 @@ def send(report: dict[str, Any], payload: dict[str, Any]) -> str:
         "correlation_id": correlation,
         "correlation_display": "refload",
     }
-    if os.environ.get("REFLOAD_SERVICENOW_ASSIGNMENT_GROUP"):
-        fields["assignment_group"] = os.environ["REFLOAD_SERVICENOW_ASSIGNMENT_GROUP"]
+    group = report.get("assignment_group") or os.environ.get("REFLOAD_SERVICENOW_ASSIGNMENT_GROUP")
+    if group:  # the table owner's group (steps.shared.alerts.routing), else the default
+        fields["assignment_group"] = group
     # A create is retried only after looking the incident up by its correlation id: a
     # 5xx or a lost answer does not mean that ServiceNow did not create it.
     attempt = 0
@@ -192,11 +203,12 @@ def open_incidents(call: Any, table: str) -> list[dict[str, Any]]:
             return list(found.values())
 
 
-def resolve(table: str, run_id: str) -> list[str]:
-    """Resolve every open incident of the table; returns their numbers."""
+def resolve(table: str, run_id: str, note: str | None = None) -> list[str]:
+    """Resolve every open incident of the table (table "": the fleet's infrastructure
+    incident); returns their numbers."""
     call = servicenow_client()
     found = open_incidents(call, table)
-    note = f"Recovered: run {run_id} loaded {table} and passed its tests."
+    note = note or f"Recovered: run {run_id} loaded {table} and passed its tests."
     resolved = []
     for incident in found:
         call(
