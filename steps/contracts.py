@@ -21,8 +21,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 from steps.shared.checks.status import passed
 from steps.shared.errors import ConfigError
 
-# freshness: invoked by a schedule, not by the state machine (steps.freshness).
-StepName = Literal["ingest", "load", "validate", "notify", "freshness"]
+# freshness, digest: invoked by a schedule, not by the state machine.
+StepName = Literal["ingest", "load", "validate", "notify", "freshness", "digest"]
 
 # A run id names outbox files, staging tables and audit rows, and mapping sheets derive
 # columns from it (`{run_id}`, varchar(64) in the samples): no '/', at most 64 characters.
@@ -107,12 +107,29 @@ class FreshnessPayload(StepPayload):
     outbox: str | None = None
 
 
+class DigestPayload(StepPayload):
+    """The daily fleet digest: the window is the `since` hours before `now` (ISO)."""
+
+    config_root: str | None = None
+    since: float | None = None
+    now: str | None = None
+    outbox: str | None = None
+
+    @field_validator("since")
+    @classmethod
+    def _positive(cls, value: float | None) -> float | None:
+        if value is not None and value <= 0:
+            raise ValueError("must be a number of hours above 0")
+        return value
+
+
 PAYLOADS: dict[str, type[StepPayload]] = {
     "ingest": IngestPayload,
     "load": LoadPayload,
     "validate": ValidatePayload,
     "notify": NotifyPayload,
     "freshness": FreshnessPayload,
+    "digest": DigestPayload,
 }
 
 
@@ -314,12 +331,21 @@ class FreshnessResult(_Model):
     alerts: Any = None
 
 
+class DigestResult(_Model):
+    """`--json` of `digest` (the schedule's response, never Step Functions state)."""
+
+    since: str
+    tables: list[dict[str, Any]]
+    sent: Any = None
+
+
 RESULTS: dict[str, type[_Model]] = {
     "ingest": IngestResult,
     "load": LoadResult,
     "validate": ValidateResult,
     "notify": NotifyResult,
     "freshness": FreshnessResult,
+    "digest": DigestResult,
 }
 
 

@@ -60,7 +60,10 @@ def test_every_scheduled_step_has_a_schedule_that_invokes_the_function_with_it()
     schedules = [e["Properties"] for e in function["Events"].values() if e["Type"] == "ScheduleV2"]
     scheduled = {json.loads(s["Input"])["step"] for s in schedules}
     assert scheduled == set(SCHEDULED_STEPS)
-    [freshness] = schedules
+    by_step = {json.loads(s["Input"])["step"]: s for s in schedules}
+    freshness, digest = by_step["freshness"], by_step["digest"]
+    assert digest["ScheduleExpression"] == {"Ref": "DigestSchedule"}
+    assert template["Parameters"]["DigestSchedule"]["Default"] == "cron(0 7 * * ? *)"
     assert freshness["ScheduleExpression"] == {"Ref": "FreshnessSchedule"}
     assert template["Parameters"]["FreshnessSchedule"]["Default"] == "rate(1 hour)"
 

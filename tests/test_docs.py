@@ -212,6 +212,7 @@ def test_the_site_lists_every_page_and_the_readme_links_to_them():
     readme = (ROOT / "README.md").read_text()
     assert readme.startswith("# refload\n\n```bash\nscripts/demo.sh ")
     assert readme.splitlines()[4].startswith("scripts/test.sh ")
-    assert len(readme.splitlines()) <= 150
+    # A front page: every wave's sections, in two lines or so each (#31 added two).
+    assert len(readme.splitlines()) <= 160
     for page in sorted(hand_written - {"index.md"}):
         assert f"(docs/{page}" in readme, f"README does not link docs/{page}"

@@ -120,7 +120,7 @@ def test_an_unexpected_error_is_recorded_and_alerted(
         (
             {"step": "ingset", "config": "c", "source": "s"},
             "unknown step 'ingset' (did you mean 'ingest'?); "
-            "known: freshness, ingest, load, notify, validate",
+            "known: digest, freshness, ingest, load, notify, validate",
         ),
         ({"step": "load", "config": "c"}, "'load' payload is missing curated_uri, content_hash"),
         (

@@ -109,7 +109,7 @@ def test_failed_tests_are_counted_and_a_failed_step_still_reports(
     code = main(["run", "--config", str(path), "--source", str(bad), "--warehouse", warehouse_url])
     records = {r["Step"]: r for r in _emf_lines(capsys.readouterr().err)}
     assert code == 2
-    assert set(records["ingest"]) == {"_aws", "Table", "Step", "DurationMs"}
+    assert set(records["ingest"]) == {"_aws", "Table", "Step", "DurationMs", "CostUsd"}
 
 
 @pytest.mark.parametrize("setting", [None, "auto", "off", "bogus"])

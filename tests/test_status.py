@@ -92,6 +92,7 @@ def test_json_has_each_table_failures_and_stale_first(fleet, warehouse_url, caps
         "freshness": "never_loaded",
         "age_hours": None,
         "attention": "unknown",
+        "cost_usd_30d": 0.0,
         "history": None,
         "owner": None,
     }
@@ -141,6 +142,7 @@ class _Dom(HTMLParser):
         super().__init__()
         self.body: dict[str, str | None] = {}
         self.rows: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str | None]] = []  # the block and owner rows
         self.summary = ""
         self._in_summary = False
         self._svg: dict[str, Any] | None = None
@@ -151,6 +153,8 @@ class _Dom(HTMLParser):
             self.body = a
         elif tag == "tr" and "data-table" in a:
             self.rows.append({**a, "charts": {}})
+        elif tag == "tr" and a.get("class") in ("block-row", "owner-row"):
+            self.headers.append(a)
         elif tag == "td" and "last-change" in (a.get("class") or "") and self.rows:
             self.rows[-1]["last_change"] = a
         elif tag == "svg" and self.rows:
@@ -174,7 +178,7 @@ class _Dom(HTMLParser):
 
 
 def test_page_renders_in_chromium_with_a_chart_per_table(
-    fleet, warehouse_url, capsys, chromium, tmp_path
+    fleet, warehouse_url, capsys, chromium, tmp_path, table_dir
 ):
     page = tmp_path / "site" / "status.html"
     code, out = _status(fleet, warehouse_url, capsys, "--html", str(page))
@@ -226,6 +230,65 @@ def test_page_renders_in_chromium_with_a_chart_per_table(
     header = shot.read_bytes()[:24]
     assert header[:8] == b"\x89PNG\r\n\x1a\n"
     assert struct.unpack(">II", header[16:24]) == (1280, 400)
+
+    # 150 tables: the ones that need a look in a block of their own at the top, grouped by
+    # owner ("no owner" here), the counts per status above them, and a filter box.
+    geo = {"name": "geo-data", "emails": ["geo@example.com"]}
+    finance = {"name": "finance", "emails": ["fin@example.com"]}
+    for name, owner in {"t_failing": geo, "t_stale": finance, "t_ok": geo}.items():
+        config = json.loads((fleet / f"{name}.json").read_text())
+        (fleet / f"{name}.json").write_text(json.dumps({**config, "owner": owner}))
+    for i in range(146):
+        table_dir(MAPPING, name=f"t_bulk_{i:03d}", owner=finance if i % 2 else geo)
+    code, _ = _status(fleet, warehouse_url, capsys, "--html", str(page))
+    assert code == 0
+    dom = _Dom()
+    dom.feed(chromium("--dump-dom", page.as_uri()).stdout)
+    assert dom.summary == "150 tables: 1 failing, 1 stale, 0 late, 1 ok"
+    assert dom.body.get("data-shown") == "150"
+    order = [r["data-table"] for r in dom.rows]
+    assert order[:2] == ["t_failing", "t_stale"] and order[-1] == "t_new"
+    # The worst table's owner leads each block; each owner's tables together.
+    assert [(h["class"], h.get("data-owner"), h.get("data-block")) for h in dom.headers] == [
+        ("block-row", None, "attention"),
+        ("owner-row", "geo-data", "attention"),
+        ("owner-row", "finance", "attention"),
+        ("block-row", None, "rest"),
+        ("owner-row", "geo-data", "rest"),  # t_bulk_000's, the first never-run table
+        ("owner-row", "finance", "rest"),
+        ("owner-row", "no owner", "rest"),  # t_new
+    ]
+    owners = [r["data-owner"] for r in dom.rows[2:]]
+    assert owners == sorted(owners, key=["geo-data", "finance", "no owner"].index)
+    assert "geo@example.com" in page.read_text()
+    source = page.read_text()
+    for kind, count in {"failing": 1, "stale": 1, "late": 0, "unknown": 147, "ok": 1}.items():
+        assert f'data-filter="{kind}" class="count-{kind}">{kind}<b>{count}</b>' in source
+    assert "last runs: 1 failed, 147 never run, 2 passed" in source
+    assert 'id="filter" type="search"' in source and "href=" not in source
+    assert 'id="table-t_stale"' in source  # where the digest links
+
+    # The filter, as a link shares it: every word must match the table, owner or status;
+    # the rest of the rows are hidden, and the headers of groups left empty.
+    dom = _Dom()
+    dom.feed(chromium("--dump-dom", page.as_uri() + "#filter=bulk_00%20never").stdout)
+    assert sorted(r["data-table"] for r in dom.rows if "hidden" not in r) == [
+        f"t_bulk_{i:03d}" for i in range(10)
+    ]
+    assert dom.body.get("data-shown") == "10"
+    assert [h.get("data-block") for h in dom.headers if "hidden" not in h] == ["rest"] * 3
+    dom = _Dom()
+    dom.feed(chromium("--dump-dom", page.as_uri() + "#filter=finance").stdout)
+    assert dom.body.get("data-shown") == "74"  # t_stale and 73 never-run tables
+    assert [h.get("data-owner") for h in dom.headers if "hidden" not in h] == [
+        None,
+        "finance",
+        None,
+        "finance",
+    ]
+    dom = _Dom()
+    dom.feed(chromium("--dump-dom", page.as_uri() + "#filter=failing").stdout)
+    assert [r["data-table"] for r in dom.rows if "hidden" not in r] == ["t_failing"]
 
 
 def test_an_unwritable_page_is_exit_2_naming_the_file(fleet, warehouse_url, capsys, tmp_path):

@@ -14,7 +14,7 @@ from typing import Any
 import structlog
 
 from handler.log import configure_logging
-from steps.shared import lineage, metrics
+from steps.shared import cost, lineage, metrics
 
 # step name -> module with a `run(payload) -> dict`
 STEPS: dict[str, str] = {
@@ -23,9 +23,10 @@ STEPS: dict[str, str] = {
     "validate": "steps.validate",
     "notify": "steps.notify",
     "freshness": "steps.freshness",
+    "digest": "steps.digest",
 }
 # Steps a schedule invokes (template.yaml), not the state machine.
-SCHEDULED_STEPS = ("freshness",)
+SCHEDULED_STEPS = ("freshness", "digest")
 # Steps whose outcome goes to etl_audit.run_log (notify must stay driver-free).
 RECORDED_STEPS = ("ingest", "load", "validate")
 
@@ -58,13 +59,16 @@ def run_step(
     started_at = dt.datetime.now(dt.UTC)
     if step == "notify":  # the run's FAIL, whether or not an alert channel delivers
         lineage.after_step(step, payload, {}, started_at)
+    meter = cost.Meter()
     try:
-        result = step_result(step, module.run(payload))
+        with cost.metering() as meter:
+            result = step_result(step, module.run(payload))
     except RefloadError as error:
         error.step = error.step or step
         if error.table and not payload.get("table"):
             structlog.contextvars.bind_contextvars(table=error.table)
-        failed = {**error.details, "table": payload.get("table") or error.table}
+        spent = _cost(step, "failed", started, meter)
+        failed = {**error.details, "table": payload.get("table") or error.table, **spent}
         metrics.emit(step, failed, started)
         log.error("step failed", error_type=type(error).__name__, error=error.message)
         if step in RECORDED_STEPS:
@@ -75,7 +79,7 @@ def run_step(
                     payload.get("table") or error.table,
                     "failed",
                     {"type": type(error).__name__, "message": error.full_message},
-                    error.details,
+                    {**error.details, **spent},
                 )
             )
         if record_now:
@@ -89,14 +93,20 @@ def run_step(
         # What the log line, the Lambda runtime's errorMessage and so the state carry.
         short = shortened(error)
         log.exception("step failed unexpectedly", error_type=type(error).__name__)
-        metrics.emit(step, {"table": payload.get("table")}, started)
+        spent = _cost(step, "failed", started, meter)
+        metrics.emit(step, {"table": payload.get("table"), **spent}, started)
         if step in RECORDED_STEPS:
-            outcomes.append(_outcome(step, payload, payload.get("table"), "failed", failure, {}))
+            outcomes.append(_outcome(step, payload, payload.get("table"), "failed", failure, spent))
         if record_now:
             record_outcomes(outcomes)
         if short is error:
             raise
         raise short from error
+    if step in RECORDED_STEPS:
+        outcome = "stale" if result.get("stale") else "ok"
+        if result.get("validation") == "failed":
+            outcome = "failed"
+        result = {**result, **_cost(step, outcome, started, meter)}
     metrics.emit(step, result, started)
     lineage_run = (
         None if step == "notify" else lineage.after_step(step, payload, result, started_at)
@@ -118,6 +128,15 @@ def run_step(
         record_outcomes(outcomes)
     log.info("step finished", **{k: v for k, v in result.items() if k.startswith("rows_")})
     return result
+
+
+def _cost(step: str, outcome: str, started: float, meter: cost.Meter) -> dict[str, Any]:
+    """`{"cost": ...}` for a recorded step (its run_log row and result), else nothing."""
+    if step not in RECORDED_STEPS:
+        return {}
+    spent = cost.step_cost(step, outcome, time.perf_counter() - started, meter)
+    cost.collect(spent)
+    return {"cost": spent}
 
 
 def _outcome(
@@ -193,7 +212,7 @@ def lambda_handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]
     if payload.get("ignored"):
         log_ignored(payload)
         return payload
-    with metrics.lambda_invocation():
+    with metrics.lambda_invocation(), cost.lambda_memory(context):
         result = run_step(payload["step"], payload)
     if payload["step"] == "notify":
         # Step Functions keeps the state and adds this small result beside it.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from handler.cli.command import Command, run_command
-from handler.cli.commands import configs, diff, fleet, group, publish, reads, why
+from handler.cli.commands import configs, diff, digest, fleet, group, publish, reads, why
 from handler.log import configure_logging
 
 # Every command, in the order `--help` lists them: a new command is a module in
@@ -25,6 +25,7 @@ COMMANDS: dict[str, Command] = {
     "dbt-sources": configs.DBT_SOURCES,
     "freshness": fleet.FRESHNESS,
     "status": fleet.STATUS,
+    "digest": digest.DIGEST,
     "rollback": publish.ROLLBACK,
     "diff": diff.DIFF,
     "why": why.WHY,

@@ -72,9 +72,10 @@ def print_history(runs: list[dict[str, Any]], table: str) -> None:
         if run.get("changes"):
             rows += "  keys " + ", ".join(f"{k} {v:,}" for k, v in run["changes"].items())
         status = run["status"].upper() + (" on replay" if run["attempts"] > 1 else "")
+        spent = f"  cost ${run['cost']['usd']:.6f}" if run.get("cost") else ""
         print(
             f"{run['finished'][:19]}  {status:<7} run {run['run_id']}  "
-            f"{_steps_line(run['steps'])}{rows}"
+            f"{_steps_line(run['steps'])}{rows}{spent}"
         )
         for step in run["steps"]:
             if step["error"]:
@@ -93,6 +94,15 @@ def print_history(runs: list[dict[str, Any]], table: str) -> None:
             for kind in kinds:
                 for sample in samples.get(kind) or []:
                     print(_sample_line(kind, sample))
+
+
+def print_cost_by_month(months: list[dict[str, Any]], table: str) -> None:
+    """`history --cost`: what the table's runs cost on AWS, per month (steps.shared.cost)."""
+    print(f"cost of {table} per month (USD, on AWS):")
+    if not months:
+        print("    no run with a recorded cost")
+    for month in months:
+        print(f"    {month['month']}  ${month['usd']:.6f}  {month['runs']} runs")
 
 
 def print_preview(result: Any, rows: int) -> None:

@@ -72,15 +72,18 @@ def _notify(state: dict[str, Any], failed_step: str, error: dict[str, str] | Non
 
 
 def run_pipeline(event: dict[str, Any], start_at: str | None = None) -> tuple[dict[str, Any], int]:
+    from steps.shared import cost
     from steps.shared.warehouse import shared_connections
 
     # The steps share one warehouse connection; their run_log rows are written at the end.
     outcomes: list[StepOutcome] = []
-    with shared_connections():
+    with shared_connections(), cost.collecting() as costs:
         try:
-            return _run_steps(event, start_at, outcomes)
+            summary, code = _run_steps(event, start_at, outcomes)
         finally:
             record_outcomes(outcomes)
+    # What the run's recorded steps cost on AWS (each run_log row carries its step's).
+    return {**summary, "cost": cost.total(costs)}, code
 
 
 def _run_steps(

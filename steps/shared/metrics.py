@@ -37,6 +37,8 @@ METRICS: dict[str, tuple[str, str]] = {
     "DuplicatesDropped": ("Count", "duplicates_dropped"),
     "ChecksFailed": ("Count", "checks"),
     "DurationMs": ("Milliseconds", "duration_ms"),
+    # What the step cost on AWS, in USD (steps.shared.cost): EMF has no currency unit.
+    "CostUsd": ("None", "cost"),
 }
 DESTINATIONS = ("auto", "stdout", "stderr", "off")
 # Set while handler.lambda_handler runs a step: stdout is then the function's log.
@@ -59,12 +61,21 @@ def checks_failed(checks: list[dict[str, Any]] | None) -> int | None:
     return sum(not passed(c) and c.get("severity") == "error" for c in checks)
 
 
+def _value(values: dict[str, Any], source: str) -> Any:
+    if source == "checks":
+        return checks_failed(values.get("checks"))
+    if source == "cost":
+        spent = values.get("cost")
+        return spent.get("usd") if isinstance(spent, dict) else None
+    return values[source]
+
+
 def emf_record(
     table: str, step: str, values: dict[str, Any], timestamp_ms: int | None = None
 ) -> dict[str, Any]:
     """One EMF document: the metrics present in `values` (numbers), Table and Step."""
     found = {
-        name: values[source] if source != "checks" else checks_failed(values.get("checks"))
+        name: _value(values, source)
         for name, (_unit, source) in METRICS.items()
         if source in values
     }

@@ -156,5 +156,11 @@ STATUS = Command(
 )
 
 
+def _replay_digest(event: dict[str, Any], *, as_json: bool) -> int:
+    from handler.cli.commands.digest import replay_digest
+
+    return replay_digest(event, as_json=as_json)
+
+
 # Scheduled steps (handler.aws.dispatch.SCHEDULED_STEPS) as `replay` runs a saved event of theirs.
-SCHEDULED = {"freshness": replay_freshness}
+SCHEDULED = {"freshness": replay_freshness, "digest": _replay_digest}

@@ -45,20 +45,35 @@ def history_arguments(parser: argparse.ArgumentParser) -> None:
         help="also the sample keys each publish added, removed and changed, with the values "
         "before and after (from etl_audit.load_ledger)",
     )
+    parser.add_argument(
+        "--cost",
+        action="store_true",
+        help="also what the table's runs cost on AWS per month (every run in the run log); "
+        'with --json: {"runs": [...], "months": [{"month", "runs", "usd"}]}',
+    )
     parser.add_argument("--json", action="store_true", help="print JSON on stdout")
 
 
 def history(args: argparse.Namespace) -> int:
     from handler.cli.commands.history import recent_runs
+    from handler.cli.output import print_cost_by_month
     from steps.shared.warehouse import open_warehouse
+    from steps.shared.warehouse.audit_window import cost_by_month, run_costs
 
     with open_warehouse(args.warehouse) as warehouse:
         warehouse.ensure_audit_tables()
         runs = recent_runs(warehouse, args.table, args.limit, samples=args.changes)
+        costs = run_costs(warehouse, table=args.table)
+    for run in runs:  # what each run cost on AWS (None: recorded before costs were)
+        found = costs.get((args.table, run["run_id"]))
+        run["cost"] = found["cost"] if found else None
+    months = cost_by_month(costs)
     if args.json:
-        print(json.dumps(runs, default=str))
-    else:
-        print_history(runs, args.table)
+        print(json.dumps({"runs": runs, "months": months} if args.cost else runs, default=str))
+        return 0
+    print_history(runs, args.table)
+    if args.cost:
+        print_cost_by_month(months, args.table)
     return 0
 
 

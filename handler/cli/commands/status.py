@@ -49,6 +49,7 @@ def fleet_status(
         table_configs,
     )
     from steps.shared.warehouse import open_warehouse
+    from steps.shared.warehouse.audit_window import cost_by_table
 
     now = now or parse_now(None)
     configs, broken = table_configs(config_root)
@@ -56,6 +57,7 @@ def fleet_status(
         warehouse.ensure_audit_tables()
         history = fleet_history(warehouse, RUNS_PER_TABLE)
         received = last_received(warehouse)
+        costs = cost_by_table(warehouse, now - dt.timedelta(days=30))
         arrived = received_times(warehouse, configs)  # no query unless one has expect: auto
         groups = group_rows(config_root, warehouse)
     tables = []
@@ -90,6 +92,8 @@ def fleet_status(
                 "freshness": fresh.status if fresh else None,
                 "age_hours": fresh.age_hours if fresh else None,
                 "attention": attention(status if last else None, fresh.status if fresh else None),
+                # What its runs of the last 30 days cost on AWS (steps.shared.cost).
+                "cost_usd_30d": costs.get(config.table_name, 0.0),
                 "history": [{**r, "finished": iso(r["finished"])} for r in runs],
                 # `expect: auto`: the learned arrival pattern and the file due next.
                 **(
@@ -118,6 +122,8 @@ def _broken_row(broken: BrokenConfig) -> dict[str, Any]:
         "freshness": None,
         "age_hours": None,
         "attention": "failing",
+        "owner": None,
+        "cost_usd_30d": None,
         "history": [],
         "config": broken.config_uri,
         "error": {"type": broken.error_type, "message": broken.message},
@@ -204,7 +210,7 @@ code { font-size: 12px; color: #555; }
 # Counts the rows by what they need and writes the summary: the page reads the same
 # whether a browser or a test renders it (tests check the summary the browser wrote).
 SCRIPT = """
-const rows = [...document.querySelectorAll("tbody tr")];
+const rows = [...document.querySelectorAll("tbody tr[data-table]")];
 const count = a => rows.filter(r => r.dataset.attention === a).length;
 document.getElementById("summary").textContent =
   `${rows.length} tables: ${count("failing")} failing, ${count("stale")} stale, ` +
@@ -311,44 +317,61 @@ def _badge(prefix: str, value: str | None) -> str:
 
 
 def render_html(fleet: dict[str, Any]) -> str:
+    from handler.cli.commands import status_page as page
     from handler.cli.commands.group_status import groups_html
-    from handler.cli.commands.last_change import panel_html
 
     e = html.escape
+    columns = 8 + any("last_change" in t for t in fleet["tables"])
     rows = []
-    for t in fleet["tables"]:
-        tests = "-" if t["tests_passed"] is None else f"{t['tests_passed']}/{_total(t)}"
-        age = "" if t["age_hours"] is None else f" <code>{t['age_hours']:,.1f} h</code>"
-        when = e((t["when"] or "-").replace("T", " ").removesuffix("Z"))
-        error = f"<br><code>{e(t['error']['message'])}</code>" if t.get("error") else ""
-        rows.append(
-            f'<tr class="a-{t["attention"]}" data-table="{e(t["table"])}" '
-            f'data-status="{e(t["status"])}" data-attention="{t["attention"]}">'
-            f"<td><b>{e(t['table'])}</b>{error}</td><td>{_badge('s', t['status'])}"
-            f"{e(replayed(t))}</td>"
-            f"<td>{when}<br><code>{e(t['run_id'] or '')}</code></td>"
-            f'<td class="num">{_n(t["rows"])}</td><td class="num">{tests}</td>'
-            f"<td>{_badge('f', t['freshness'])}{age}</td>"
-            f"<td>{rows_chart(t['history'])}</td><td>{tests_chart(t['history'])}</td>"
-            # The "last change" panel, when the page was asked with it (fleet.status).
-            + (panel_html(t["table"], t.get("last_change")) if "last_change" in t else "")
-            + "</tr>"
-        )
+    block = None
+    groups = page.grouped(fleet["tables"])
+    for index, (group_block, owner, members) in enumerate(groups):
+        if group_block != block:
+            block = group_block
+            count = sum(len(m) for b, _, m in groups if b == block)
+            rows.append(page.block_header(block, count, columns))
+        rows.append(page.group_header(block, owner, index, members, columns))
+        rows += [_row(t, block, owner, index) for t in members]
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>refload fleet status</title><style>{CSS}</style></head><body>"
+        f"<title>refload fleet status</title><style>{CSS}{page.CSS}</style></head><body>"
         "<h1>refload fleet status</h1>"
         f'<div class="meta">generated {e(str(fleet["generated_at"]))} · '
         f'<span id="summary">{len(fleet["tables"])} tables</span> · tests per run: '
         f'<b style="color:{COLOURS["passed"]}">passed</b>, '
         f'<b style="color:{COLOURS["warn"]}">warned</b>, '
         f'<b style="color:{COLOURS["failed"]}">failed</b></div>'
+        f"{page.counts_bar(fleet['tables'], _ATTENTION)}"
         "<table><thead><tr><th>table</th><th>last run</th><th>when (UTC)</th><th>rows</th>"
         "<th>tests passed</th><th>freshness</th>"
         "<th>rows after each publish</th><th>tests per run</th>"
-        + ("<th>last change</th>" if any("last_change" in t for t in fleet["tables"]) else "")
+        + ("<th>last change</th>" if columns > 8 else "")
         + f"</tr></thead><tbody>{''.join(rows)}</tbody></table>"
         f"{groups_html(fleet.get('groups') or [])}"
-        f"<script>{SCRIPT}</script></body></html>"
+        f"<script>{SCRIPT}{page.SCRIPT}</script></body></html>"
+    )
+
+
+def _row(t: dict[str, Any], block: str, owner: str, group: int) -> str:
+    from handler.cli.commands.last_change import panel_html
+
+    e = html.escape
+    tests = "-" if t["tests_passed"] is None else f"{t['tests_passed']}/{_total(t)}"
+    age = "" if t["age_hours"] is None else f" <code>{t['age_hours']:,.1f} h</code>"
+    when = e((t["when"] or "-").replace("T", " ").removesuffix("Z"))
+    error = f"<br><code>{e(t['error']['message'])}</code>" if t.get("error") else ""
+    return (
+        f'<tr class="a-{t["attention"]}" id="table-{e(t["table"])}" data-table="{e(t["table"])}" '
+        f'data-status="{e(t["status"])}" data-attention="{t["attention"]}" '
+        f'data-owner="{e(owner)}" data-block="{block}" data-group="{group}">'
+        f"<td><b>{e(t['table'])}</b>{error}</td><td>{_badge('s', t['status'])}"
+        f"{e(replayed(t))}</td>"
+        f"<td>{when}<br><code>{e(t['run_id'] or '')}</code></td>"
+        f'<td class="num">{_n(t["rows"])}</td><td class="num">{tests}</td>'
+        f"<td>{_badge('f', t['freshness'])}{age}</td>"
+        f"<td>{rows_chart(t['history'])}</td><td>{tests_chart(t['history'])}</td>"
+        # The "last change" panel, when the page was asked with it (fleet.status).
+        + (panel_html(t["table"], t.get("last_change")) if "last_change" in t else "")
+        + "</tr>"
     )

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from steps.shared import cost
 from steps.shared.errors import (
     ConfigError,
     InfrastructureError,
@@ -37,14 +38,25 @@ def s3_client() -> Any:
     if _s3_client is None:
         import boto3
 
-        _s3_client = boto3.client("s3")
+        _s3_client = _metered(boto3.client("s3"))
     return _s3_client
 
 
 def set_s3_client(client: Any) -> None:
     """Hand in a client (tests, or a caller with its own session)."""
     global _s3_client
-    _s3_client = client
+    _s3_client = _metered(client) if client is not None else None
+
+
+def _count_request(model: Any, **_: Any) -> None:
+    cost.count_s3_request(model.name)
+
+
+def _metered(client: Any) -> Any:
+    """Every S3 call this client makes is counted in the running step's cost (a retry of
+    a call is not: botocore's before-call event fires once per call)."""
+    client.meta.events.register("before-call.s3", _count_request, unique_id="refload-cost")
+    return client
 
 
 def is_s3(uri: str) -> bool:

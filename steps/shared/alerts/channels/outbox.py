@@ -25,7 +25,8 @@ def send(report: dict[str, Any], payload: dict[str, Any]) -> str:
     folder = Path(payload.get("outbox") or os.environ.get("REFLOAD_OUTBOX") or "outbox")
     folder.mkdir(parents=True, exist_ok=True)
     name = outbox_name(report)
-    kind = "recovered" if report.get("status") == "recovered" else "alert"
+    # `.digest.json` for the fleet digest (steps.digest)
+    kind = report.get("kind") or ("recovered" if report.get("status") == "recovered" else "alert")
     path, rerun = folder / f"{name}.{kind}.json", folder / f"{name}.rerun.json"
     local = report
     if report.get("rerun_input"):  # a freshness alert has none: no file came, nothing to re-run
