@@ -57,8 +57,9 @@ def job_main(argv: list[str]) -> int:
     A refload error (a rejected file) is an outcome, not a crash: it is written for the
     Lambda step after the job to raise, so the alert says what the Lambda engine says.
     """
-    from steps.ingest.spark import error_json, run
+    from steps.ingest.spark import run
     from steps.shared.config.table import load_table_config
+    from steps.shared.errors import error_json
 
     payload = json.loads(argv[0])
     result_uri = payload.pop("spark_result_uri")
@@ -77,7 +78,7 @@ def job_result(result_uri: str) -> dict[str, Any]:
     if "error" in outcome:
         fields = outcome["error"]
         table = fields.pop("table", None)
-        from steps.ingest.spark import error_from_json
+        from steps.shared.errors import error_from_json
 
         error = error_from_json(json.dumps(fields))
         error.table = table

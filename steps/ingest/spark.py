@@ -28,7 +28,6 @@ import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
-import json
 import os
 import sys
 import tempfile
@@ -66,9 +65,8 @@ from steps.ingest.sources import (
 )
 from steps.ingest.splits import Split, plan_splits, read_range
 from steps.ingest.transform import apply_mapping
-from steps.shared import errors
 from steps.shared.config.table import TableSpec
-from steps.shared.errors import RefloadError, RejectedInput, at
+from steps.shared.errors import RefloadError, RejectedInput, at, error_from_json, error_json
 from steps.shared.io import storage
 
 if TYPE_CHECKING:
@@ -160,21 +158,6 @@ class _Job:
     context: dict[str, str]
     splits: tuple[Split, ...]
     version_id: str | None = None  # the S3 version the driver read: every task reads it too
-
-
-def error_json(error: RefloadError) -> str:
-    fields = ("reason", "file", "line", "row", "column", "value", "key", "details", "note")
-    return json.dumps(
-        {"type": type(error).__name__, **{f: getattr(error, f) for f in fields}}, default=str
-    )
-
-
-def error_from_json(text: str) -> RefloadError:
-    fields = json.loads(text)
-    error_type = getattr(errors, fields.pop("type"), RefloadError)
-    reason = fields.pop("reason")
-    error: RefloadError = error_type(reason, **fields)
-    return error
 
 
 def _typed_schema(spec: TableSpec) -> pa.Schema:

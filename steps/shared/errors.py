@@ -195,3 +195,26 @@ def error_class(name: str) -> type[RefloadError] | None:
             return cls
         pending.extend(cls.__subclasses__())
     return None
+
+
+# A RefloadError across a process boundary (a Spark task to its driver, the EMR job to the
+# Lambda that waits for it): every field that locates it, as JSON, and back.
+def error_json(error: RefloadError) -> str:
+    import json
+
+    fields = ("reason", "file", "line", "row", "column", "value", "key", "details", "note")
+    return json.dumps(
+        {"type": type(error).__name__, **{f: getattr(error, f) for f in fields}}, default=str
+    )
+
+
+def error_from_json(text: str) -> RefloadError:
+    import json
+
+    fields = json.loads(text)
+    error_type = globals().get(fields.pop("type"), RefloadError)
+    if not (isinstance(error_type, type) and issubclass(error_type, RefloadError)):
+        error_type = RefloadError
+    reason = fields.pop("reason")
+    error: RefloadError = error_type(reason, **fields)
+    return error

@@ -1,6 +1,6 @@
 """Quality tests proposed from a sample's profile: what `init` writes into a new config and
-`check --suggest` prints for an existing one (issue #33; ../shared/ARCHITECTURE.md,
-"Vendor changes"). Each is a plain `quality_tests` entry the user may delete, and each
+`check --suggest` prints for an existing one (issue #33; docs/data-quality.md,
+"Proposed tests"). Each is a plain `quality_tests` entry the user may delete, and each
 passes on the rows it was proposed from: they are the typed rows `run` would load.
 """
 
