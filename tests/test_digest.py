@@ -165,3 +165,15 @@ def test_a_bad_window_is_a_config_error(tmp_path, warehouse_url, capsys):
     )
     assert code == 2
     assert "since: must be a number of hours above 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("since", ["1e9", "nan", "inf", "99999999999999"])
+def test_a_window_no_clock_holds_is_a_config_error(tmp_path, warehouse_url, capsys, since):
+    capsys.readouterr()
+    argv = ["digest", "--config-root", str(tmp_path), "--warehouse", warehouse_url]
+    code = main([*argv, "--since", since, "--outbox", str(tmp_path / "outbox")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "since: must be a number of hours above 0 and at most 878400" in err
+    assert "Error:" not in err.replace("ConfigError:", "")  # no OverflowError/ValueError
+    assert not (tmp_path / "outbox").exists()
