@@ -387,3 +387,20 @@ def test_a_stale_member_file_holds_the_whole_group_back(group_run, sql, tmp_path
     assert reasons["dim_country"].startswith("stale: the file was written at 2000-01-01")
     assert reasons["dim_subdivision"] == "not published: the file of dim_country is stale"
     assert {t: _checksum(sql, t) for t in before} == before
+
+
+def test_a_broken_group_file_is_named_not_an_unknown_group(tmp_path, warehouse_url, capsys):
+    root = _configs(tmp_path / "cfg", MODES["replace"], [])
+    broken = root / "groups" / "iso.json"
+    broken.write_text('{"group": "iso", "tables": ["dim_country"')  # a save cut short
+    source = tmp_path / "c.csv"
+    source.write_text("alpha_2,name\nFR,France\n")
+    capsys.readouterr()
+    run = ["group", "run", "iso", "--config-root", str(root), "--warehouse", warehouse_url]
+    assert main([*run, "--source", f"dim_country={source}"]) == 2
+    err = capsys.readouterr().err
+    assert f"{broken}" in err and "not valid JSON" in err and "unknown group" not in err
+    rollback = ["rollback", "--group", "iso", "--config-root", str(root)]
+    assert main([*rollback, "--to", "2026-01-01T00:00:00Z", "--warehouse", warehouse_url]) == 2
+    err = capsys.readouterr().err
+    assert f"{broken}" in err and "not valid JSON" in err and "unknown group" not in err

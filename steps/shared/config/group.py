@@ -205,6 +205,8 @@ def load_group(config_root: str, name: str) -> Group:
         try:
             groups[uri] = read_group(uri)
         except ConfigError:
+            if uri.rsplit("/", 1)[-1] == f"{name}.json":
+                raise  # NAME.json is the group asked for: its own error, not "unknown group"
             continue  # another group's broken file is `check`'s business
     found = [uri for uri, group in groups.items() if group.group == name]
     if not found:
