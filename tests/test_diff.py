@@ -254,3 +254,26 @@ def test_why_counts_windows_line_ends_once(
     result = _why(capsys, "countries", f"alpha_2={last}", Path(config).parent, warehouse_url)
 
     assert [v["line"] for v in result["versions"]] == [31 + quoted_break]
+
+
+def test_why_finds_a_value_holding_commas_and_refuses_a_column_twice(
+    table_dir, write, run_cli, warehouse_url, capsys
+):
+    config = table_dir(MAPPING, name="countries", primary_key=["alpha_2"])
+    assert run_cli(config, write("a.csv", _csv(COUNTRIES)))[0] == 0
+    root = Path(config).parent
+    iran = pycountry.countries.get(alpha_2="IR")
+    assert "," in iran.name
+
+    result = _why(capsys, "countries", f"name={iran.name}", root, warehouse_url)
+    assert [v["values"]["alpha_2"] for v in result["versions"]] == ["IR"]
+    result = _why(capsys, "countries", f"alpha_2=IR,name={iran.name}", root, warehouse_url)
+    assert result["key"] == {"alpha_2": "IR", "name": iran.name}
+    assert len(result["versions"]) == 1
+
+    code, out, err = _cli(
+        capsys, "why", "countries", "alpha_2=IR,alpha_2=FR", "--config-root", str(root),
+        "--warehouse", warehouse_url,
+    )  # fmt: skip
+    assert code == 2 and out == ""
+    assert "column 'alpha_2' is given twice" in err
