@@ -404,3 +404,20 @@ def test_a_broken_group_file_is_named_not_an_unknown_group(tmp_path, warehouse_u
     assert main([*rollback, "--to", "2026-01-01T00:00:00Z", "--warehouse", warehouse_url]) == 2
     err = capsys.readouterr().err
     assert f"{broken}" in err and "not valid JSON" in err and "unknown group" not in err
+
+
+def test_a_refused_member_file_ends_every_member_run_rejected_not_running(
+    group_run, tmp_path, warehouse_url, capsys
+):
+    root = _configs(tmp_path / "cfg", MODES["replace"], [RELATIONSHIP])
+    # The first day: the country file ingests, the subdivision file breaks its mapping.
+    code, summary = group_run("FR,France\n", "FR-75,FR\n,FR\n", root)
+    assert code == 2, summary
+    capsys.readouterr()
+    assert main(["history", "dim_country", "--warehouse", warehouse_url, "--json"]) == 0
+    [run] = json.loads(capsys.readouterr().out)
+    assert run["run_id"] == summary["group_run_id"]
+    assert run["status"] == summary["status"] == "rejected"
+    assert main(["status", "--config-root", str(root), "--warehouse", warehouse_url]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("dim_country"))
+    assert "RUNNING" not in line and "REJECTED" in line
