@@ -277,3 +277,21 @@ def test_why_finds_a_value_holding_commas_and_refuses_a_column_twice(
     )  # fmt: skip
     assert code == 2 and out == ""
     assert "column 'alpha_2' is given twice" in err
+
+
+@pytest.mark.parametrize("warehouse_url", ["duckdb", "postgresql"], indirect=True)
+def test_why_diff_and_digest_on_the_first_day_before_any_run(
+    table_dir, warehouse_url, capsys, tmp_path
+):
+    config = table_dir(MAPPING, name="countries", primary_key=["alpha_2"], load_mode="scd2")
+    root = str(Path(config).parent)
+    argv = ["--config-root", root, "--warehouse", warehouse_url]
+
+    code, out, err = _cli(capsys, "why", "countries", "alpha_2=FR", *argv, "--json")
+    assert code == 0, err
+    assert json.loads(out) == {"table": "countries", "key": {"alpha_2": "FR"}, "versions": []}
+    code, out, err = _cli(capsys, "diff", "countries", *argv)
+    assert code == 2 and "countries has no publish in etl_audit.load_ledger" in err
+    code, out, err = _cli(capsys, "digest", *argv, "--outbox", str(tmp_path / "outbox"), "--json")
+    assert code == 0, err
+    assert json.loads(out)["tables"] == []

@@ -45,7 +45,7 @@ def why(args: argparse.Namespace) -> int:
     with open_warehouse(args.warehouse) as warehouse:
         warehouse.ensure_audit_tables()
         publishes = table_publishes(warehouse, args.table)
-        if spec.config.mode == "scd2":
+        if spec.config.mode == "scd2" and publishes:  # none yet: maybe no target either
             versions = history_versions(warehouse, spec, key, publishes)
         else:
             versions = [v for p in publishes for v in delivered(p, key)]
