@@ -421,3 +421,18 @@ def test_a_refused_member_file_ends_every_member_run_rejected_not_running(
     assert main(["status", "--config-root", str(root), "--warehouse", warehouse_url]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("dim_country"))
     assert "RUNNING" not in line and "REJECTED" in line
+
+
+def test_status_names_a_group_file_that_does_not_validate(tmp_path, warehouse_url, capsys):
+    root = _configs(tmp_path / "cfg", MODES["replace"], [])
+    broken = root / "groups" / "iso.json"
+    broken.write_text('{"group": "iso", "tables": "dim_country"}')
+    status = ["status", "--config-root", str(root), "--warehouse", warehouse_url]
+    capsys.readouterr()
+    assert main([*status, "--json"]) == 0
+    [group] = json.loads(capsys.readouterr().out)["groups"]
+    assert group["group"] == "iso" and group["config"] == str(broken)
+    assert "tables: Input should be a valid list" in group["error"]["message"]
+    assert main(status) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("group iso"))
+    assert "INVALID_CONFIG" in line and str(broken) in line
