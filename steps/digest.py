@@ -208,8 +208,10 @@ def digest_report(found: dict[str, Any], run_id: str) -> dict[str, Any]:
     counts = found["counts"]
     total = sum(counts.values())
     told = ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in counts.items() if s != "ok")
+    # No run at all in the window is no news of health (a stopped schedule looks the same).
+    quiet = "all fine" if found["runs"] else "nothing ran"
     subject = (
-        f"[refload] digest {found['hours']:g} h: {told or 'all fine'} of {total} tables, "
+        f"[refload] digest {found['hours']:g} h: {told or quiet} of {total} tables, "
         f"{found['runs']} runs, ${found['cost_usd']:.4f}"
     )
     lines = [
@@ -227,7 +229,11 @@ def digest_report(found: dict[str, Any], run_id: str) -> dict[str, Any]:
             lines.append(f"    last error: {t['last_error']}")
         lines.append(f"    history: {t['history_url'] or t['history_command']}")
     if not found["tables"]:
-        lines.append("Every table ran as usual.")
+        lines.append(
+            "Every table ran as usual."
+            if found["runs"]
+            else "No table ran in the window: nothing failed, and nothing was loaded either."
+        )
     e = html.escape
     rows = "".join(
         f"<tr><td><b>{e(t['status'].replace('_', ' '))}</b></td><td>{_link(t)}</td>"

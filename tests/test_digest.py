@@ -177,3 +177,17 @@ def test_a_window_no_clock_holds_is_a_config_error(tmp_path, warehouse_url, caps
     assert "since: must be a number of hours above 0 and at most 878400" in err
     assert "Error:" not in err.replace("ConfigError:", "")  # no OverflowError/ValueError
     assert not (tmp_path / "outbox").exists()
+
+
+def test_a_window_in_which_nothing_ran_is_not_all_fine(table_dir, warehouse_url, capsys, tmp_path):
+    root = table_dir(MAPPING, name="t_quiet").parent
+    outbox = tmp_path / "outbox"
+    capsys.readouterr()
+    argv = ["digest", "--config-root", str(root), "--warehouse", warehouse_url]
+    assert main([*argv, "--outbox", str(outbox)]) == 0
+    text = capsys.readouterr().out
+    assert "No table ran in the window: nothing failed, and nothing was loaded either." in text
+    assert "as usual" not in text
+    [sent] = list(outbox.iterdir())
+    subject = json.loads(sent.read_text())["subject"]
+    assert subject.startswith("[refload] digest 24 h: nothing ran of 1 tables, 0 runs")
