@@ -436,3 +436,15 @@ def test_status_names_a_group_file_that_does_not_validate(tmp_path, warehouse_ur
     assert main(status) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("group iso"))
     assert "INVALID_CONFIG" in line and str(broken) in line
+
+
+def test_a_config_root_that_is_not_there_is_named_not_an_unknown_group(tmp_path, capsys):
+    missing = tmp_path / "confgs"  # a typo
+    capsys.readouterr()
+    args = ["--config-root", str(missing), "--warehouse", f"duckdb:///{tmp_path / 'w.duckdb'}"]
+    assert main(["group", "run", "iso", "--source", "dim_country=c.csv", *args]) == 2
+    err = capsys.readouterr().err
+    assert f"{missing}: config folder does not exist" in err and "unknown group" not in err
+    assert main(["rollback", "--group", "iso", "--to", "2026-01-01T00:00:00Z", *args]) == 2
+    err = capsys.readouterr().err
+    assert f"{missing}: config folder does not exist" in err and "unknown group" not in err

@@ -210,6 +210,8 @@ def load_group(config_root: str, name: str) -> Group:
             continue  # another group's broken file is `check`'s business
     found = [uri for uri, group in groups.items() if group.group == name]
     if not found:
+        if not uris:
+            storage.list_uris(config_root, ".json")  # a config root that is not there says so
         names = [g.group for g in groups.values()]
         raise ConfigError(unknown_name("group", name, names), file=groups_root(config_root))
     uri = found[0]
