@@ -448,3 +448,14 @@ def test_a_config_root_that_is_not_there_is_named_not_an_unknown_group(tmp_path,
     assert main(["rollback", "--group", "iso", "--to", "2026-01-01T00:00:00Z", *args]) == 2
     err = capsys.readouterr().err
     assert f"{missing}: config folder does not exist" in err and "unknown group" not in err
+
+
+def test_rollback_group_to_a_time_past_the_calendar_is_exit_2(tmp_path, capsys):
+    root = _configs(tmp_path / "cfg", MODES["replace"], [])
+    args = ["--config-root", str(root), "--warehouse", f"duckdb:///{tmp_path / 'w.duckdb'}"]
+    capsys.readouterr()
+    # In UTC this is year 10000: no datetime holds it.
+    assert main(["rollback", "--group", "iso", "--to", "9999-12-31T23:59:59-05:00", *args]) == 2
+    err = capsys.readouterr().err
+    assert "--to: not an ISO timestamp" in err and "'9999-12-31T23:59:59-05:00'" in err
+    assert "OverflowError" not in err
