@@ -18,7 +18,7 @@ import structlog
 
 from steps.freshness import assess, iso, last_received, parse_now, table_configs
 from steps.shared.alerts.channels import CHANNELS, channels_from_env
-from steps.shared.errors import MESSAGE_BYTES, truncate_bytes
+from steps.shared.errors import MESSAGE_BYTES, ConfigError, truncate_bytes
 from steps.shared.io.secrets import redact
 from steps.shared.warehouse import open_warehouse
 from steps.shared.warehouse.audit_window import run_costs, window_steps, window_tests
@@ -56,7 +56,12 @@ def fleet_digest(
     config_root: str, warehouse_url: str | None, hours: float, now: dt.datetime
 ) -> dict[str, Any]:
     """What happened to every configured table in the `hours` before `now`."""
-    since = now - dt.timedelta(hours=hours)
+    try:
+        since = now - dt.timedelta(hours=hours)
+    except OverflowError:
+        raise ConfigError(
+            f"--since {hours:g} hours before --now {now.isoformat()} is before year 1"
+        ) from None
     configs, broken = table_configs(config_root)
     with open_warehouse(warehouse_url) as warehouse:
         warehouse.ensure_audit_tables()
