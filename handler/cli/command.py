@@ -55,3 +55,14 @@ def quiet_options(parser: argparse.ArgumentParser) -> None:
         help="at a terminal, every log record (each step's start and end) beside the "
         "progress, not only warnings and errors (a pipe always gets every record as JSON)",
     )
+
+
+def root_and_warehouse(parser: argparse.ArgumentParser) -> None:
+    """--config-root and --warehouse, as the commands that read tables' configs and the
+    warehouse (status, freshness, diff, why, digest) all take them."""
+    parser.add_argument(
+        "--config-root",
+        help="folder or s3:// prefix with the table configs "
+        "(default: env REFLOAD_CONFIG_ROOT, else configs)",
+    )
+    parser.add_argument("--warehouse", help="as for run; env REFLOAD_WAREHOUSE_URL")

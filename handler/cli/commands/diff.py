@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from handler.cli.command import Command
+from handler.cli.command import Command, root_and_warehouse
 
 MAX_SAMPLES = 20
 
@@ -22,12 +22,7 @@ def diff_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("table", help="table_name from its config")
     parser.add_argument("--run", help="the newer run (default: the table's last publish)")
     parser.add_argument("--against", help="the older run (default: the publish before --run)")
-    parser.add_argument(
-        "--config-root",
-        help="folder or s3:// prefix with the table configs "
-        "(default: env REFLOAD_CONFIG_ROOT, else configs)",
-    )
-    parser.add_argument("--warehouse", help="as for run; env REFLOAD_WAREHOUSE_URL")
+    root_and_warehouse(parser)
     parser.add_argument("--json", action="store_true", help="print JSON on stdout")
 
 

@@ -11,7 +11,7 @@ import json
 import sys
 from typing import Any
 
-from handler.cli.command import Command
+from handler.cli.command import Command, root_and_warehouse
 
 
 def digest_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,12 +21,7 @@ def digest_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="HOURS",
         help="the window: the last HOURS hours (default 24)",
     )
-    parser.add_argument(
-        "--config-root",
-        help="folder or s3:// prefix with the table configs "
-        "(default: env REFLOAD_CONFIG_ROOT, else configs)",
-    )
-    parser.add_argument("--warehouse", help="as for run; env REFLOAD_WAREHOUSE_URL")
+    root_and_warehouse(parser)
     parser.add_argument(
         "--outbox", help="folder for the outbox channel's file (default: env REFLOAD_OUTBOX)"
     )

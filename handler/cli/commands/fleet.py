@@ -11,17 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from handler.cli.command import Command
+from handler.cli.command import Command, root_and_warehouse
 from handler.cli.output import print_freshness
-
-
-def _root_and_warehouse(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config-root",
-        help="folder or s3:// prefix with the table configs "
-        "(default: env REFLOAD_CONFIG_ROOT, else configs)",
-    )
-    parser.add_argument("--warehouse", help="as for run; env REFLOAD_WAREHOUSE_URL")
 
 
 def _config_root(args: argparse.Namespace) -> str:
@@ -43,7 +34,7 @@ def freshness(args: argparse.Namespace) -> int:
 
 
 def freshness_arguments(parser: argparse.ArgumentParser) -> None:
-    _root_and_warehouse(parser)
+    root_and_warehouse(parser)
     parser.add_argument(
         "--now", help="judge ages at this ISO 8601 time instead of now (UTC without an offset)"
     )
@@ -139,7 +130,7 @@ def status(args: argparse.Namespace) -> int:
 
 
 def status_arguments(parser: argparse.ArgumentParser) -> None:
-    _root_and_warehouse(parser)
+    root_and_warehouse(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.add_argument(
         "--html",

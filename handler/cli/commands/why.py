@@ -14,7 +14,7 @@ import argparse
 import json
 from typing import Any
 
-from handler.cli.command import Command
+from handler.cli.command import Command, root_and_warehouse
 
 
 def why_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,12 +24,7 @@ def why_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="COLUMN=VALUE[,COLUMN=VALUE]",
         help="the row: target columns and their values (usually the primary key)",
     )
-    parser.add_argument(
-        "--config-root",
-        help="folder or s3:// prefix with the table configs "
-        "(default: env REFLOAD_CONFIG_ROOT, else configs)",
-    )
-    parser.add_argument("--warehouse", help="as for run; env REFLOAD_WAREHOUSE_URL")
+    root_and_warehouse(parser)
     parser.add_argument("--json", action="store_true", help="print JSON on stdout")
 
 
