@@ -459,3 +459,16 @@ def test_rollback_group_to_a_time_past_the_calendar_is_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--to: not an ISO timestamp" in err and "'9999-12-31T23:59:59-05:00'" in err
     assert "OverflowError" not in err
+
+
+def test_a_member_listed_twice_is_named_by_check_and_group_run(tmp_path, capsys):
+    root = _configs(tmp_path / "cfg", MODES["replace"], [])
+    iso = _group(root, "iso", ["dim_country", "dim_subdivision", "dim_country"], [])
+    capsys.readouterr()
+    assert main(["check", str(root)]) == 2
+    assert f"{iso}: tables: 'dim_country' is listed twice" in capsys.readouterr().out
+    source = tmp_path / "c.csv"
+    source.write_text("alpha_2,name\nFR,France\n")
+    run = ["group", "run", "iso", "--config-root", str(root), "--source", f"dim_country={source}"]
+    assert main([*run, "--warehouse", f"duckdb:///{tmp_path / 'w.duckdb'}"]) == 2
+    assert f"{iso}: tables: 'dim_country' is listed twice" in capsys.readouterr().err

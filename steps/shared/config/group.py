@@ -163,8 +163,10 @@ def group_problems(
     `claimed`: table -> group file) has, a check naming a column a member's sheet does not
     have. Fills `claimed` with this group's members."""
     problems = []
-    for table in group.tables:
-        if table not in known:
+    for index, table in enumerate(group.tables):
+        if table in group.tables[:index]:
+            problems.append(f"tables: '{table}' is listed twice")
+        elif table not in known:
             problems.append(f"tables: {unknown_name('table', table, known)}")
         elif table in claimed and claimed[table] != uri:
             problems.append(
