@@ -180,16 +180,14 @@ def read(data, uri, config):
     return SourceTable(uri, names, iter([table]), "line", lambda ps: [lines[p][0] for p in ps])
 
 
-FORMAT = FormatSpec(
-    aliases=("querystring",), extensions={".qs": "querystring"}, read=read, text=True
-)
+FORMAT = FormatSpec(extensions={".qs": "querystring"}, read=read, text=True)
 '''
 
 
 def test_a_source_format_is_one_file_and_one_registry_line(
     table_dir, write, run_cli, sql, tmp_path, monkeypatch
 ):
-    from steps.ingest.sources import FORMATS
+    from steps.shared.formats import FORMATS
 
     config = table_dir(
         "source_column,target_column,data_type\ncode,code,varchar(3)\nname,name,varchar(20)\n",
@@ -200,8 +198,8 @@ def test_a_source_format_is_one_file_and_one_registry_line(
     assert code == 2  # not registered yet: read as CSV, whose header has no column 'code'
     assert "'code' is not in the header" in summary["error"]["message"]
 
-    toy = _toy(tmp_path, monkeypatch, "toy_querystring", TOY_FORMAT)
-    monkeypatch.setitem(FORMATS, "querystring", toy.FORMAT)  # the registry line
+    _toy(tmp_path, monkeypatch, "toy_querystring", TOY_FORMAT)
+    monkeypatch.setitem(FORMATS, "querystring", "toy_querystring:FORMAT")  # the registry line
 
     code, summary = run_cli(config, source)
     assert code == 0, summary
@@ -214,6 +212,31 @@ def test_a_source_format_is_one_file_and_one_registry_line(
     code, summary = run_cli(config, write("codes.qs", "code=AA&name=Alpha\n\ncode=TOOLONG\n"))
     assert code == 2
     assert "line 3" in summary["error"]["message"], summary["error"]["message"]
+
+
+def test_a_source_format_one_file_and_one_line_is_a_configs_source_format(
+    table_dir, write, run_cli, sql, tmp_path, monkeypatch
+):
+    from steps.shared.formats import FORMATS
+
+    mapping = "source_column,target_column,data_type\ncode,code,varchar(3)\nname,name,varchar(20)\n"
+    config = table_dir(mapping, primary_key=["code"], source_format="querystring")
+    source = write("codes.txt", "code=AA&name=Alpha\ncode=BB&name=Beta%20Two\n")
+    code, summary = run_cli(config, source)
+    assert code == 2  # not registered yet: the config is refused, naming the known formats
+    message = summary["error"]["message"]
+    assert "source_format: Input should be 'csv', 'excel'," in message
+    assert "(got 'querystring')" in message
+
+    _toy(tmp_path, monkeypatch, "toy_querystring", TOY_FORMAT)
+    monkeypatch.setitem(FORMATS, "querystring", "toy_querystring:FORMAT")  # the registry line
+
+    code, summary = run_cli(config, source)  # .txt says nothing: the config's format reads it
+    assert code == 0, summary
+    assert sql("SELECT code, name FROM ref.t_codes ORDER BY code") == [
+        ("AA", "Alpha"),
+        ("BB", "Beta Two"),
+    ]
 
 
 TOY_CHECK = '''

@@ -9,13 +9,16 @@ Sizes are bounded on every path: CSV streams (and a compressed CSV stops at
 `max_whole_source_bytes()`, so a small compressed file cannot expand into GBs.
 
 One module per format (`csv`, `excel`, `json`, `parquet`), each ending in its `FORMAT`
-(a `FormatSpec`); `FORMATS` below is the registry. A new format is one module and one
-line there: `run` reads it, and `init` sniffs and lays it out, from its `FormatSpec`.
+(a `FormatSpec`). The registry is `steps.shared.formats.FORMATS` (names as data, which
+the config validates `source_format` against); `FORMATS` below resolves it. A new format
+is one module and one line there: a config names it, `run` reads it, and `init` sniffs
+and lays it out, from its `FormatSpec`.
 """
 
 from __future__ import annotations
 
 import codecs
+import importlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -23,9 +26,6 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from steps.ingest.sources import csv as csv_format
-from steps.ingest.sources import excel, parquet
-from steps.ingest.sources import json as json_format
 from steps.ingest.sources.base import (
     EXACT_DOUBLE_LIMIT,
     INEXACT_REASON,
@@ -62,6 +62,7 @@ from steps.ingest.sources.encodings import (
 from steps.ingest.sources.excel import OLE_MAGIC, read_excel
 from steps.ingest.sources.json import JSON_SHAPES, read_json
 from steps.ingest.sources.parquet import read_parquet
+from steps.shared import formats as registry
 from steps.shared.errors import RejectedInput
 from steps.shared.io.workbook import max_sheet_cells, oversized_sheets
 
@@ -111,18 +112,11 @@ __all__ = [
     "wide_encoding",
 ]
 
-# The registry: a reader's name -> its FormatSpec. Text no format's `sniff` claims is CSV.
-FORMATS: dict[str, FormatSpec] = {
-    "csv": csv_format.FORMAT,
-    "excel": excel.FORMAT,
-    "json": json_format.FORMAT,
-    "parquet": parquet.FORMAT,
-}
-FALLBACK = "csv"
+FALLBACK = "csv"  # text no format's `sniff` claims
 
 
 class _FromRegistry(Mapping[str, Any]):
-    """A dict derived from FORMATS, read afresh on every use: a format added to FORMATS
+    """A dict derived from the registry, read afresh on every use: a format added to it
     (one line) is known at once to everything that asks these."""
 
     def __init__(self, derive: Callable[[], dict[str, Any]]) -> None:
@@ -141,9 +135,26 @@ class _FromRegistry(Mapping[str, Any]):
         return repr(self.derive())
 
 
-# source_format aliases -> the reader that reads them; tsv is csv split on tabs.
+class _Specs(Mapping[str, FormatSpec]):
+    """The registry (`steps.shared.formats.FORMATS`, names as data) resolved: a format's
+    name -> its FormatSpec, imported from where its line says on first use."""
+
+    def __getitem__(self, name: str) -> FormatSpec:
+        module, attribute = registry.FORMATS[name].split(":")
+        spec: FormatSpec = getattr(importlib.import_module(module), attribute)
+        return spec
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(registry.FORMATS)
+
+    def __len__(self) -> int:
+        return len(registry.FORMATS)
+
+
+FORMATS: Mapping[str, FormatSpec] = _Specs()
+# source_format values -> the reader that reads them; tsv is csv split on tabs.
 FORMAT_READERS: Mapping[str, str] = _FromRegistry(
-    lambda: {alias: name for name, spec in FORMATS.items() for alias in spec.aliases}
+    lambda: {value: registry.reader_of(value) for value in registry.source_formats()}
 )
 # A file's extension -> the source_format it implies.
 EXTENSION_FORMATS: Mapping[str, str] = _FromRegistry(

@@ -238,11 +238,10 @@ StreamReader = Callable[[Path, str | None, str, "TableConfig", str | None], Sour
 
 @dataclass(frozen=True)
 class FormatSpec:
-    """A source format as the registry (`sources.FORMATS`) holds it: how it reads, the
-    source_format names and file extensions it answers to, and what `init` needs to know
-    of its layout."""
+    """A source format as the registry (`steps.shared.formats.FORMATS`) names it: how it
+    reads, the file extensions it answers to, and what `init` needs to know of its layout.
+    Its name and aliases (the `source_format` values it reads) are the registry's."""
 
-    aliases: tuple[str, ...]  # the source_format values it reads, its own name first
     extensions: dict[str, str]  # '.ext' -> the alias a file so named implies
     read: WholeReader | None = None  # read whole (bounded by max_whole_source_bytes)
     stream: StreamReader | None = None  # or streamed (CSV)

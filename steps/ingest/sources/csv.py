@@ -440,7 +440,6 @@ class CsvSource:
 
 # tsv is csv split on tabs (unless the config names a delimiter).
 FORMAT = FormatSpec(
-    aliases=("csv", "tsv"),
     extensions={".csv": "csv", ".tsv": "tsv", ".tab": "tsv"},
     stream=lambda path, compression, uri, config, wide: CsvSource(
         path, compression, uri, config, wide

@@ -186,7 +186,6 @@ def read_excel(data: bytes, uri: str, config: TableConfig) -> SourceTable:
 WORKBOOK_KINDS = {"xlsx": "xlsx", "xls (or another OLE2 document)": "xls"}
 
 FORMAT = FormatSpec(
-    aliases=("excel", "xlsx", "xls"),
     extensions={".xlsx": "xlsx", ".xlsm": "xlsx", ".xls": "xls"},
     read=read_excel,
     sniff=lambda head, kind: WORKBOOK_KINDS.get(kind or ""),

@@ -176,7 +176,6 @@ def sniff(head: bytes, kind: str | None) -> str | None:
 
 
 FORMAT = FormatSpec(
-    aliases=("json", "jsonl", "ndjson"),
     extensions={".json": "json", ".jsonl": "jsonl", ".ndjson": "ndjson"},
     read=read_json,
     text=True,

@@ -73,7 +73,6 @@ def read_parquet(data: bytes, uri: str, config: TableConfig) -> SourceTable:
 
 
 FORMAT = FormatSpec(
-    aliases=("parquet",),
     extensions={".parquet": "parquet"},
     read=read_parquet,
     sniff=lambda head, kind: "parquet" if kind == "parquet" else None,

@@ -21,6 +21,7 @@ from steps.shared.checks.models import Strict, identifier
 from steps.shared.checks.registry import CHECKS
 from steps.shared.config.owner import Owner, check_emails, merged_owner
 from steps.shared.errors import ConfigError
+from steps.shared.formats import source_formats
 from steps.shared.io import storage
 from steps.shared.names import did_you_mean, unknown_name
 from steps.shared.warehouse.modes import CONFIG_MODES, MODES
@@ -34,7 +35,12 @@ else:
     LoadMode = Literal[CONFIG_MODES]
     # What a ledger row's load_mode says: a config's mode, or a rollback (`handler rollback`).
     LedgerMode = Literal[tuple(MODES)]
-SourceFormat = Literal["csv", "excel", "json", "parquet", "xlsx", "xls", "jsonl", "ndjson", "tsv"]
+# The source formats are the registry's (steps.shared.formats: names as data, no reader
+# imported): a new format needs no edit here.
+if TYPE_CHECKING:
+    SourceFormat = str
+else:
+    SourceFormat = Literal[source_formats()]
 Period = Literal["minute", "hour", "day"]
 Engine = Literal["lambda", "spark", "auto"]
 
@@ -350,21 +356,34 @@ def describe_validation_error(error: ValidationError, raw: Any) -> list[str]:
     return lines
 
 
-_BUILT_WITH = tuple(_check_models().values())
+def _registries() -> tuple[tuple[type[QualityTestBase], ...], tuple[str, ...]]:
+    return tuple(_check_models().values()), source_formats()
+
+
+_BUILT_WITH = _registries()
 
 
 def config_model() -> type[TableConfig]:
-    """`TableConfig`, its `quality_tests` taking the check types CHECKS holds now: a check
-    type registered after this module was imported (one line) is known to the configs read
-    after it. The shipped types' model is `TableConfig` itself."""
-    models = tuple(_check_models().values())
-    return TableConfig if models == _BUILT_WITH else _config_with(models)
+    """`TableConfig`, its `quality_tests` taking the check types CHECKS holds now and its
+    `source_format` the formats `steps.shared.formats` names now: a check type or format
+    registered after this module was imported (one line) is known to the configs read
+    after it. The shipped ones' model is `TableConfig` itself."""
+    built = _registries()
+    return TableConfig if built == _BUILT_WITH else _config_with(*built)
 
 
 @functools.cache
-def _config_with(models: tuple[type[QualityTestBase], ...]) -> type[TableConfig]:
+def _config_with(
+    models: tuple[type[QualityTestBase], ...], formats: tuple[str, ...]
+) -> type[TableConfig]:
     tests: Any = (list[_check_union(models)], Field(default_factory=list))  # type: ignore[misc]
-    return create_model("TableConfig", __base__=TableConfig, quality_tests=tests)
+    source_format: Any = (
+        Literal[formats] | None,
+        TableConfig.model_fields["source_format"],
+    )
+    return create_model(
+        "TableConfig", __base__=TableConfig, quality_tests=tests, source_format=source_format
+    )
 
 
 def parse_config(raw: Any, *, source: str) -> TableConfig:

@@ -8,7 +8,7 @@ import codecs
 import io
 import re
 from dataclasses import dataclass, field
-from typing import Any, get_args
+from typing import Any
 
 from handler.cli.commands.init.infer_columns import Locate
 from steps.ingest.sources import (
@@ -25,8 +25,8 @@ from steps.ingest.sources import (
     sniff_format,
     wide_encoding,
 )
-from steps.shared.config.model import SourceFormat
 from steps.shared.errors import ConfigError, RejectedInput
+from steps.shared.formats import source_formats
 from steps.shared.names import unknown_name
 
 
@@ -250,8 +250,8 @@ def _excel_layout(
 def read_layout(
     data: bytes, uri: str, source_format: str | None, sheet_name: str | None, given: Given
 ) -> Layout:
-    if source_format is not None and source_format not in get_args(SourceFormat):
-        raise ConfigError(unknown_name("--format", source_format, get_args(SourceFormat)))
+    if source_format is not None and source_format not in source_formats():
+        raise ConfigError(unknown_name("--format", source_format, source_formats()))
     by_extension = format_of(uri)
     kind = binary_kind(data)
     sniffed = sniff_format(data)  # each format's own sniff (steps.ingest.sources.FORMATS)
