@@ -107,6 +107,9 @@ class FreshnessPayload(StepPayload):
     outbox: str | None = None
 
 
+MAX_DIGEST_HOURS = 24 * 366 * 100  # a century: far past any ledger, inside datetime's range
+
+
 class DigestPayload(StepPayload):
     """The daily fleet digest: the window is the `since` hours before `now` (ISO)."""
 
@@ -118,8 +121,9 @@ class DigestPayload(StepPayload):
     @field_validator("since")
     @classmethod
     def _positive(cls, value: float | None) -> float | None:
-        if value is not None and value <= 0:
-            raise ValueError("must be a number of hours above 0")
+        # `not 0 < value <= MAX` also turns away nan and inf (no datetime holds them).
+        if value is not None and not 0 < value <= MAX_DIGEST_HOURS:
+            raise ValueError(f"must be a number of hours above 0 and at most {MAX_DIGEST_HOURS}")
         return value
 
 

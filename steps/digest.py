@@ -18,7 +18,7 @@ import structlog
 
 from steps.freshness import assess, iso, last_received, parse_now, table_configs
 from steps.shared.alerts.channels import CHANNELS, channels_from_env
-from steps.shared.errors import MESSAGE_BYTES, truncate_bytes
+from steps.shared.errors import MESSAGE_BYTES, ConfigError, truncate_bytes
 from steps.shared.io.secrets import redact
 from steps.shared.warehouse import open_warehouse
 from steps.shared.warehouse.audit_window import run_costs, window_steps, window_tests
@@ -56,7 +56,12 @@ def fleet_digest(
     config_root: str, warehouse_url: str | None, hours: float, now: dt.datetime
 ) -> dict[str, Any]:
     """What happened to every configured table in the `hours` before `now`."""
-    since = now - dt.timedelta(hours=hours)
+    try:
+        since = now - dt.timedelta(hours=hours)
+    except OverflowError:
+        raise ConfigError(
+            f"--since {hours:g} hours before --now {now.isoformat()} is before year 1"
+        ) from None
     configs, broken = table_configs(config_root)
     with open_warehouse(warehouse_url) as warehouse:
         warehouse.ensure_audit_tables()
@@ -208,8 +213,10 @@ def digest_report(found: dict[str, Any], run_id: str) -> dict[str, Any]:
     counts = found["counts"]
     total = sum(counts.values())
     told = ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in counts.items() if s != "ok")
+    # No run at all in the window is no news of health (a stopped schedule looks the same).
+    quiet = "all fine" if found["runs"] else "nothing ran"
     subject = (
-        f"[refload] digest {found['hours']:g} h: {told or 'all fine'} of {total} tables, "
+        f"[refload] digest {found['hours']:g} h: {told or quiet} of {total} tables, "
         f"{found['runs']} runs, ${found['cost_usd']:.4f}"
     )
     lines = [
@@ -227,7 +234,11 @@ def digest_report(found: dict[str, Any], run_id: str) -> dict[str, Any]:
             lines.append(f"    last error: {t['last_error']}")
         lines.append(f"    history: {t['history_url'] or t['history_command']}")
     if not found["tables"]:
-        lines.append("Every table ran as usual.")
+        lines.append(
+            "Every table ran as usual."
+            if found["runs"]
+            else "No table ran in the window: nothing failed, and nothing was loaded either."
+        )
     e = html.escape
     rows = "".join(
         f"<tr><td><b>{e(t['status'].replace('_', ' '))}</b></td><td>{_link(t)}</td>"

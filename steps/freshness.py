@@ -82,12 +82,12 @@ def parse_now(text: str | None) -> dt.datetime:
         return dt.datetime.now(dt.UTC).replace(tzinfo=None)
     try:
         moment = dt.datetime.fromisoformat(text)
-    except ValueError:
+        if moment.tzinfo is not None:  # OverflowError: its UTC time is past year 9999
+            moment = moment.astimezone(dt.UTC).replace(tzinfo=None)
+    except (ValueError, OverflowError):
         raise ConfigError(
             f"--now: '{text}' is not an ISO 8601 time (e.g. 2026-11-25T08:00:00Z)"
         ) from None
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(dt.UTC).replace(tzinfo=None)
     return moment
 
 

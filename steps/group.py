@@ -115,14 +115,18 @@ def _refuse_unsafe_group_sql(group: Group, warehouse: Warehouse) -> None:
 
 
 def group_of(config_root: str, table: str) -> str | None:
-    """The name of the group whose member `table` is, if any (broken group files skipped:
-    `check`'s business)."""
+    """The name of the group whose member `table` is, if any (another table's broken group
+    file is `check`'s business). A broken group file that names `table` is this file's
+    error: publishing it alone would break the group's all-or-nothing."""
     from steps.shared.config.group import group_uris, read_group
+    from steps.shared.io import storage
 
     for uri in group_uris(config_root):
         try:
             group = read_group(uri)
         except ConfigError:
+            if f'"{table}"' in storage.read_bytes(uri).decode("utf-8", "replace"):
+                raise
             continue
         if table in group.tables:
             return group.group

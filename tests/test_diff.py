@@ -254,3 +254,44 @@ def test_why_counts_windows_line_ends_once(
     result = _why(capsys, "countries", f"alpha_2={last}", Path(config).parent, warehouse_url)
 
     assert [v["line"] for v in result["versions"]] == [31 + quoted_break]
+
+
+def test_why_finds_a_value_holding_commas_and_refuses_a_column_twice(
+    table_dir, write, run_cli, warehouse_url, capsys
+):
+    config = table_dir(MAPPING, name="countries", primary_key=["alpha_2"])
+    assert run_cli(config, write("a.csv", _csv(COUNTRIES)))[0] == 0
+    root = Path(config).parent
+    iran = pycountry.countries.get(alpha_2="IR")
+    assert "," in iran.name
+
+    result = _why(capsys, "countries", f"name={iran.name}", root, warehouse_url)
+    assert [v["values"]["alpha_2"] for v in result["versions"]] == ["IR"]
+    result = _why(capsys, "countries", f"alpha_2=IR,name={iran.name}", root, warehouse_url)
+    assert result["key"] == {"alpha_2": "IR", "name": iran.name}
+    assert len(result["versions"]) == 1
+
+    code, out, err = _cli(
+        capsys, "why", "countries", "alpha_2=IR,alpha_2=FR", "--config-root", str(root),
+        "--warehouse", warehouse_url,
+    )  # fmt: skip
+    assert code == 2 and out == ""
+    assert "column 'alpha_2' is given twice" in err
+
+
+@pytest.mark.parametrize("warehouse_url", ["duckdb", "postgresql"], indirect=True)
+def test_why_diff_and_digest_on_the_first_day_before_any_run(
+    table_dir, warehouse_url, capsys, tmp_path
+):
+    config = table_dir(MAPPING, name="countries", primary_key=["alpha_2"], load_mode="scd2")
+    root = str(Path(config).parent)
+    argv = ["--config-root", root, "--warehouse", warehouse_url]
+
+    code, out, err = _cli(capsys, "why", "countries", "alpha_2=FR", *argv, "--json")
+    assert code == 0, err
+    assert json.loads(out) == {"table": "countries", "key": {"alpha_2": "FR"}, "versions": []}
+    code, out, err = _cli(capsys, "diff", "countries", *argv)
+    assert code == 2 and "countries has no publish in etl_audit.load_ledger" in err
+    code, out, err = _cli(capsys, "digest", *argv, "--outbox", str(tmp_path / "outbox"), "--json")
+    assert code == 0, err
+    assert json.loads(out)["tables"] == []

@@ -165,3 +165,47 @@ def test_a_bad_window_is_a_config_error(tmp_path, warehouse_url, capsys):
     )
     assert code == 2
     assert "since: must be a number of hours above 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("since", ["1e9", "nan", "inf", "99999999999999"])
+def test_a_window_no_clock_holds_is_a_config_error(tmp_path, warehouse_url, capsys, since):
+    capsys.readouterr()
+    argv = ["digest", "--config-root", str(tmp_path), "--warehouse", warehouse_url]
+    code = main([*argv, "--since", since, "--outbox", str(tmp_path / "outbox")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "since: must be a number of hours above 0 and at most 878400" in err
+    assert "Error:" not in err.replace("ConfigError:", "")  # no OverflowError/ValueError
+    assert not (tmp_path / "outbox").exists()
+
+
+def test_a_window_in_which_nothing_ran_is_not_all_fine(table_dir, warehouse_url, capsys, tmp_path):
+    root = table_dir(MAPPING, name="t_quiet").parent
+    outbox = tmp_path / "outbox"
+    capsys.readouterr()
+    argv = ["digest", "--config-root", str(root), "--warehouse", warehouse_url]
+    assert main([*argv, "--outbox", str(outbox)]) == 0
+    text = capsys.readouterr().out
+    assert "No table ran in the window: nothing failed, and nothing was loaded either." in text
+    assert "as usual" not in text
+    [sent] = list(outbox.iterdir())
+    subject = json.loads(sent.read_text())["subject"]
+    assert subject.startswith("[refload] digest 24 h: nothing ran of 1 tables, 0 runs")
+
+
+@pytest.mark.parametrize(
+    ("now", "message"),
+    [
+        ("9999-12-31T23:59:59-05:00", "--now: '9999-12-31T23:59:59-05:00' is not an ISO 8601"),
+        ("0001-01-01T00:00:00", "--since 24 hours before --now 0001-01-01T00:00:00 is before"),
+    ],
+)
+def test_a_now_at_the_calendar_s_edge_is_a_config_error(
+    tmp_path, warehouse_url, capsys, now, message
+):
+    capsys.readouterr()
+    argv = ["digest", "--config-root", str(tmp_path), "--warehouse", warehouse_url]
+    assert main([*argv, "--now", now, "--outbox", str(tmp_path / "outbox")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "OverflowError" not in err
+    assert not (tmp_path / "outbox").exists()

@@ -387,3 +387,88 @@ def test_a_stale_member_file_holds_the_whole_group_back(group_run, sql, tmp_path
     assert reasons["dim_country"].startswith("stale: the file was written at 2000-01-01")
     assert reasons["dim_subdivision"] == "not published: the file of dim_country is stale"
     assert {t: _checksum(sql, t) for t in before} == before
+
+
+def test_a_broken_group_file_is_named_not_an_unknown_group(tmp_path, warehouse_url, capsys):
+    root = _configs(tmp_path / "cfg", MODES["replace"], [])
+    broken = root / "groups" / "iso.json"
+    broken.write_text('{"group": "iso", "tables": ["dim_country"')  # a save cut short
+    source = tmp_path / "c.csv"
+    source.write_text("alpha_2,name\nFR,France\n")
+    capsys.readouterr()
+    run = ["group", "run", "iso", "--config-root", str(root), "--warehouse", warehouse_url]
+    assert main([*run, "--source", f"dim_country={source}"]) == 2
+    err = capsys.readouterr().err
+    assert f"{broken}" in err and "not valid JSON" in err and "unknown group" not in err
+    rollback = ["rollback", "--group", "iso", "--config-root", str(root)]
+    assert main([*rollback, "--to", "2026-01-01T00:00:00Z", "--warehouse", warehouse_url]) == 2
+    err = capsys.readouterr().err
+    assert f"{broken}" in err and "not valid JSON" in err and "unknown group" not in err
+
+
+def test_a_refused_member_file_ends_every_member_run_rejected_not_running(
+    group_run, tmp_path, warehouse_url, capsys
+):
+    root = _configs(tmp_path / "cfg", MODES["replace"], [RELATIONSHIP])
+    # The first day: the country file ingests, the subdivision file breaks its mapping.
+    code, summary = group_run("FR,France\n", "FR-75,FR\n,FR\n", root)
+    assert code == 2, summary
+    capsys.readouterr()
+    assert main(["history", "dim_country", "--warehouse", warehouse_url, "--json"]) == 0
+    [run] = json.loads(capsys.readouterr().out)
+    assert run["run_id"] == summary["group_run_id"]
+    assert run["status"] == summary["status"] == "rejected"
+    assert main(["status", "--config-root", str(root), "--warehouse", warehouse_url]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("dim_country"))
+    assert "RUNNING" not in line and "REJECTED" in line
+
+
+def test_status_names_a_group_file_that_does_not_validate(tmp_path, warehouse_url, capsys):
+    root = _configs(tmp_path / "cfg", MODES["replace"], [])
+    broken = root / "groups" / "iso.json"
+    broken.write_text('{"group": "iso", "tables": "dim_country"}')
+    status = ["status", "--config-root", str(root), "--warehouse", warehouse_url]
+    capsys.readouterr()
+    assert main([*status, "--json"]) == 0
+    [group] = json.loads(capsys.readouterr().out)["groups"]
+    assert group["group"] == "iso" and group["config"] == str(broken)
+    assert "tables: Input should be a valid list" in group["error"]["message"]
+    assert main(status) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("group iso"))
+    assert "INVALID_CONFIG" in line and str(broken) in line
+
+
+def test_a_config_root_that_is_not_there_is_named_not_an_unknown_group(tmp_path, capsys):
+    missing = tmp_path / "confgs"  # a typo
+    capsys.readouterr()
+    args = ["--config-root", str(missing), "--warehouse", f"duckdb:///{tmp_path / 'w.duckdb'}"]
+    assert main(["group", "run", "iso", "--source", "dim_country=c.csv", *args]) == 2
+    err = capsys.readouterr().err
+    assert f"{missing}: config folder does not exist" in err and "unknown group" not in err
+    assert main(["rollback", "--group", "iso", "--to", "2026-01-01T00:00:00Z", *args]) == 2
+    err = capsys.readouterr().err
+    assert f"{missing}: config folder does not exist" in err and "unknown group" not in err
+
+
+def test_rollback_group_to_a_time_past_the_calendar_is_exit_2(tmp_path, capsys):
+    root = _configs(tmp_path / "cfg", MODES["replace"], [])
+    args = ["--config-root", str(root), "--warehouse", f"duckdb:///{tmp_path / 'w.duckdb'}"]
+    capsys.readouterr()
+    # In UTC this is year 10000: no datetime holds it.
+    assert main(["rollback", "--group", "iso", "--to", "9999-12-31T23:59:59-05:00", *args]) == 2
+    err = capsys.readouterr().err
+    assert "--to: not an ISO timestamp" in err and "'9999-12-31T23:59:59-05:00'" in err
+    assert "OverflowError" not in err
+
+
+def test_a_member_listed_twice_is_named_by_check_and_group_run(tmp_path, capsys):
+    root = _configs(tmp_path / "cfg", MODES["replace"], [])
+    iso = _group(root, "iso", ["dim_country", "dim_subdivision", "dim_country"], [])
+    capsys.readouterr()
+    assert main(["check", str(root)]) == 2
+    assert f"{iso}: tables: 'dim_country' is listed twice" in capsys.readouterr().out
+    source = tmp_path / "c.csv"
+    source.write_text("alpha_2,name\nFR,France\n")
+    run = ["group", "run", "iso", "--config-root", str(root), "--source", f"dim_country={source}"]
+    assert main([*run, "--warehouse", f"duckdb:///{tmp_path / 'w.duckdb'}"]) == 2
+    assert f"{iso}: tables: 'dim_country' is listed twice" in capsys.readouterr().err

@@ -830,3 +830,13 @@ def test_changes_within_on_a_first_load_prints_the_counts(table_dir, write, run_
     observed = "first load: added 4, removed 0, changed 0"  # not a Python dict
     assert summary["checks"][0]["observed"] == observed
     assert sql("SELECT observed_value FROM etl_audit.data_quality_tests") == [(observed,)]
+
+
+@pytest.mark.parametrize("limit", ["-1", "0", "99999999999999999999"])
+def test_a_limit_no_warehouse_takes_is_a_usage_error_not_an_outage(warehouse_url, capsys, limit):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as refused:
+        main(["history", "t_codes", "--cost", "--limit", limit, "--warehouse", warehouse_url])
+    assert refused.value.code == 2  # not 3 (InfrastructureError: LIMIT cannot be negative)
+    err = capsys.readouterr().err
+    assert f"--limit: must be a whole number from 1 to 1,000,000 (got '{limit}')" in err

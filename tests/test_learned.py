@@ -289,3 +289,20 @@ def test_learned_freshness_for_daily_weekday_and_monthly_files(
 
 def _st(daily: str, weekday: str, monthly: str) -> dict[str, str]:
     return {"t_daily": daily, "t_weekday": weekday, "t_monthly": monthly, "t_new": "learning"}
+
+
+def test_a_grace_no_clock_holds_is_exit_2_not_a_crash(table_dir, warehouse_url, sql, capsys):
+    root = table_dir(MAPPING, "t_daily", freshness={"expect": "auto"}).parent
+    assert _learned_freshness(root, warehouse_url, capsys, "2026-11-01T00:00:00")[0] == 0
+    _received(sql, "t_daily", _days("2026-10-31", "2026-11-29"), "06:00")
+    config = table_dir(MAPPING, "t_daily", freshness={"expect": "auto", "grace_hours": 1e12})
+
+    capsys.readouterr()
+    argv = ["--config-root", str(root), "--warehouse", warehouse_url]
+    code = main(["freshness", *argv, "--now", "2026-12-01T00:00:00"])
+    out, err = capsys.readouterr()
+    assert code == 2, out + err
+    assert "freshness.grace_hours: Input should be less than or equal to 8784" in out + err
+    assert "OverflowError" not in out + err
+    assert main(["check", str(root)]) == 2
+    assert f"{config}: freshness.grace_hours" in capsys.readouterr().out

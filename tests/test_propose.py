@@ -92,3 +92,21 @@ def test_check_suggest_prints_only_the_proposals_the_config_lacks(table_dir, wri
     out = capsys.readouterr().out
     assert f"{config}: 4 test(s) proposed from {source}" in out
     assert '  {"type": "regex", "column": "alpha_3", "pattern": "^[A-Z]{3}$"},' in out
+
+
+def test_check_suggest_on_a_refused_sample_names_no_rejects_file_it_deleted(
+    table_dir, write, capsys
+):
+    mapping = (
+        "source_column,target_column,data_type,transform,default,nullable,format\n"
+        "Alpha-2 code,alpha_2,varchar(2),strip,,false,\n"
+        "Name,name,varchar(10),strip,,false,\n"  # too narrow for most names
+    )
+    config = table_dir(mapping, name="dim_country", primary_key=["alpha_2"])
+    source = write("countries.csv", country_csv())
+    capsys.readouterr()
+    assert main(["check", "--suggest", str(config), str(source)]) == 2
+    err = capsys.readouterr().err
+    assert f"{source}, line " in err and "longer than varchar(10)" in err
+    assert "rejects.parquet" not in err
+    assert f"`python -m handler preview --config {config} --source {source}`" in err

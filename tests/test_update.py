@@ -148,3 +148,30 @@ def test_update_with_a_layout_option_is_refused(table_dir, write, update):
     code, _, err = update(write("c.csv", countries(HEADER)), config, "--delimiter", ";")
     assert code == 2
     assert "--update reads SOURCE with the config's layout" in err
+
+
+def test_a_read_only_sheet_is_exit_2_and_leaves_config_and_sheet_as_they_were(
+    table_dir, write, update, monkeypatch
+):
+    import errno
+    from pathlib import Path
+
+    config = table_dir(COUNTRY_MAPPING, name="dim_country", primary_key=["alpha_2"])
+    sheet = config.parent / "dim_country_mapping.csv"
+    before = {config: config.read_bytes(), sheet: sheet.read_bytes()}
+    rows = countries(["Alpha-2 code", "ISO3", "Numeric code", "Name"]).splitlines()
+    # A rename and a new column: the config would gain allow_new_columns, the sheet a row.
+    source = write("v2.csv", "\n".join(f"{r},x" for r in rows) + "\n")
+    write_bytes = Path.write_bytes
+
+    def read_only(path: Path, data: bytes) -> int:  # the sheet is read-only (chmod 444)
+        if path == sheet:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return write_bytes(path, data)
+
+    monkeypatch.setattr(Path, "write_bytes", read_only)
+    code, out, err = update(source, config)
+    assert code == 2, out + err
+    assert f"{sheet}: --update: cannot write: Permission denied; nothing changed" in err
+    assert "Traceback" not in err
+    assert {p: p.read_bytes() for p in before} == before

@@ -969,3 +969,19 @@ def test_a_group_member_arriving_twice_is_held_once_and_replays_are_idempotent(w
     assert output["held"] is False and output["published"] is False
     assert output["skipped_reason"].startswith(f"already published by run {country_run}")
     assert len(_published(workflow)) == 2
+
+
+def test_a_member_whose_group_file_is_broken_is_refused_not_published_alone(workflow):
+    _iso_group(workflow)
+    iso = workflow.tmp / "configs" / "groups" / "iso.json"
+    iso.write_text(iso.read_text()[:60])  # a save cut short: still names dim_country
+    assert '"dim_country"' in iso.read_text()
+    key = GROUP_KEYS["dim_country"]
+    workflow.s3.put_object(Bucket="raw", Key=key, Body=(SAMPLES / key).read_bytes())
+    done = workflow.run(_object_created(key))
+    assert done["status"] == "FAILED"
+    assert workflow.states(done)[-2:] == ["Notify", "Failed"]
+    [alert] = workflow.alerts()
+    assert alert["failed_step"] == "load"
+    assert f"{iso}" in alert["error"]["message"] and "not valid JSON" in alert["error"]["message"]
+    assert _published(workflow) == []  # not published outside its group

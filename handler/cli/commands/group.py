@@ -118,10 +118,13 @@ def run_group(args: argparse.Namespace) -> dict[str, Any]:
                 if not state.get("stale"):  # as the state machine: a stale file, no tests
                     state.update(run_step("validate", {**state, "step": "validate"}, outcomes))
         except RefloadError as error:
-            if step == "load":
-                # The group's publish failed: every member names the failure.
-                for state in states.values():
-                    outcomes.append(_failed_outcome(state, error))
+            if step == "load" or step == "ingest":
+                # The group's publish failed, or a member's file was refused so none
+                # publishes: every member names the failure (an ingested member's run
+                # ends failed, not running forever).
+                for member, state in states.items():
+                    if step == "load" or member != table:
+                        outcomes.append(_failed_outcome(state, error))
                 checks = error.details.get("checks") or []
                 if error.table == group.name:  # the group's own checks
                     result["checks"] = checks

@@ -23,11 +23,12 @@ def parse_time(text: str) -> dt.datetime:
     """An ISO time as the ledger keeps it: UTC, without a zone (a zoneless one is UTC)."""
     try:
         value = dt.datetime.fromisoformat(text)
-    except ValueError:
+        # OverflowError: a zone that moves the time past year 9999 (or before year 1).
+        return value.astimezone(dt.UTC).replace(tzinfo=None) if value.tzinfo else value
+    except (ValueError, OverflowError):
         raise ConfigError(
             "--to: not an ISO timestamp (e.g. 2026-11-01T12:00:00Z)", value=text
         ) from None
-    return value.astimezone(dt.UTC).replace(tzinfo=None) if value.tzinfo else value
 
 
 def rollback_group(args: argparse.Namespace) -> dict[str, Any]:

@@ -21,8 +21,10 @@ def group_rows(config_root: str, warehouse: Warehouse) -> list[dict[str, Any]]:
     for uri in group_uris(config_root):
         try:
             group = read_group(uri)
-        except ConfigError:
-            continue  # `check` names what is wrong with it
+        except ConfigError as error:
+            # As a broken table config: a row saying so, or the group is silently gone.
+            rows.append(_broken_row(uri, error))
+            continue
         last = last_group_publish(warehouse, group.tables)
         pending = pending_members(warehouse, group.tables)
         rows.append(
@@ -41,7 +43,22 @@ def group_rows(config_root: str, warehouse: Warehouse) -> list[dict[str, Any]]:
     return rows
 
 
+def _broken_row(uri: str, error: Exception) -> dict[str, Any]:
+    return {
+        "group": uri.rsplit("/", 1)[-1].removesuffix(".json"),
+        "members": [],
+        "last_group_run": None,
+        "pending": [],
+        "waiting_for": [],
+        "waiting_since": None,
+        "config": uri,
+        "error": {"type": type(error).__name__, "message": str(error)},
+    }
+
+
 def _line(group: dict[str, Any]) -> str:
+    if group.get("error"):
+        return f"group {group['group']:<12} INVALID_CONFIG  {group['error']['message']}"
     last = group["last_group_run"]
     run = f"last group run {last['run_id']} at {last['published_at']}" if last else "never run"
     pending = (
@@ -79,6 +96,12 @@ def groups_html(groups: list[dict[str, Any]]) -> str:
             if g["pending"]
             else "nothing pending"
         )
+        if g.get("error"):
+            items.append(
+                f'<li data-group="{e(g["group"])}" data-pending=""><b>{e(g["group"])}</b>: '
+                f"INVALID_CONFIG · {e(g['error']['message'])}</li>"
+            )
+            continue
         items.append(
             f'<li data-group="{e(g["group"])}" data-pending="{e(",".join(g["pending"]))}">'
             f"<b>{e(g['group'])}</b>: {e(', '.join(g['members']))} · {run} · {pending}</li>"

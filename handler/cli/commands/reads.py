@@ -35,10 +35,27 @@ PREVIEW = Command(
 )
 
 
+MAX_LIMIT = 1_000_000
+
+
+def _limit(text: str) -> int:
+    """`--limit`: a count of runs, checked here (a usage error, exit 2): the warehouse would
+    refuse a negative or 64-bit-overflowing LIMIT as an outage (exit 3)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_LIMIT:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number from 1 to {MAX_LIMIT:,} (got '{text}')"
+        )
+    return value
+
+
 def history_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("table", help="table_name from its config")
     parser.add_argument("--warehouse", help="as for run")
-    parser.add_argument("--limit", type=int, default=10, help="how many runs (default 10)")
+    parser.add_argument("--limit", type=_limit, default=10, help="how many runs (default 10)")
     parser.add_argument(
         "--changes",
         action="store_true",

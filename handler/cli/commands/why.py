@@ -40,7 +40,7 @@ def why(args: argparse.Namespace) -> int:
     with open_warehouse(args.warehouse) as warehouse:
         warehouse.ensure_audit_tables()
         publishes = table_publishes(warehouse, args.table)
-        if spec.config.mode == "scd2":
+        if spec.config.mode == "scd2" and publishes:  # none yet: maybe no target either
             versions = history_versions(warehouse, spec, key, publishes)
         else:
             versions = [v for p in publishes for v in delivered(p, key)]
@@ -60,7 +60,8 @@ WHY = Command(
 
 
 def parse_row(text: str, columns: list[str]) -> dict[str, str]:
-    """`code=FR,kind=x` as {column: value}; a column the table does not have is exit 2."""
+    """`code=FR,kind=x` as {column: value}; a column the table does not have is exit 2.
+    A part without `=` continues the value before it (a value may hold commas)."""
     from steps.shared.errors import ConfigError
     from steps.shared.names import unknown_name
 
@@ -68,10 +69,17 @@ def parse_row(text: str, columns: list[str]) -> dict[str, str]:
     for part in text.split(","):
         column, equals, value = part.partition("=")
         column = column.strip()
+        if row and part and not equals:
+            # A comma inside a value (`name=Korea, Republic of`): it goes on that value.
+            last = list(row)[-1]
+            row[last] += "," + part
+            continue
         if not equals or not column:
             raise ConfigError(f"'{part}' is not COLUMN=VALUE (a row is COLUMN=VALUE[,...])")
         if column not in columns:
             raise ConfigError(unknown_name("column", column, columns))
+        if column in row:
+            raise ConfigError(f"column '{column}' is given twice in '{text}'")
         row[column] = value
     return row
 

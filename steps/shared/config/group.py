@@ -163,8 +163,10 @@ def group_problems(
     `claimed`: table -> group file) has, a check naming a column a member's sheet does not
     have. Fills `claimed` with this group's members."""
     problems = []
-    for table in group.tables:
-        if table not in known:
+    for index, table in enumerate(group.tables):
+        if table in group.tables[:index]:
+            problems.append(f"tables: '{table}' is listed twice")
+        elif table not in known:
             problems.append(f"tables: {unknown_name('table', table, known)}")
         elif table in claimed and claimed[table] != uri:
             problems.append(
@@ -205,9 +207,13 @@ def load_group(config_root: str, name: str) -> Group:
         try:
             groups[uri] = read_group(uri)
         except ConfigError:
+            if uri.rsplit("/", 1)[-1] == f"{name}.json":
+                raise  # NAME.json is the group asked for: its own error, not "unknown group"
             continue  # another group's broken file is `check`'s business
     found = [uri for uri, group in groups.items() if group.group == name]
     if not found:
+        if not uris:
+            storage.list_uris(config_root, ".json")  # a config root that is not there says so
         names = [g.group for g in groups.values()]
         raise ConfigError(unknown_name("group", name, names), file=groups_root(config_root))
     uri = found[0]

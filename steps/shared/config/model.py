@@ -112,6 +112,7 @@ class Freshness(Strict):
     grace_hours: float | None = Field(
         default=None,
         gt=0,
+        le=24 * 366,  # a year: past that no arrival is expected, and no timedelta holds 1e12
         description=f"How late a due file may be before `expect: auto` warns (default "
         f"{DEFAULT_GRACE_HOURS:g}).",
     )

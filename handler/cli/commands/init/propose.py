@@ -129,14 +129,26 @@ def suggest(config_path: str, source: str) -> list[dict[str, Any]]:
     from steps import ingest
     from steps.shared.config.model import read_config
     from steps.shared.config.table import load_table_config
+    from steps.shared.errors import RejectedInput
     from steps.shared.io import storage
 
     spec = load_table_config(config_path)
     raw, _ = read_config(config_path)
     with tempfile.TemporaryDirectory(prefix="refload-suggest-") as root:
-        result = ingest.ingest_spec(
-            spec, {"source": source, "run_id": "suggest", "curated_root": root}
-        )
+        try:
+            result = ingest.ingest_spec(
+                spec, {"source": source, "run_id": "suggest", "curated_root": root}
+            )
+        except RejectedInput as error:
+            if error.note and error.details.get("rejects_uri"):
+                # The rejects file is in the scratch folder, gone on return: point to preview.
+                error.details.pop("rejects_uri")
+                counted = error.note.rpartition("; ")[0]
+                error.note = (
+                    f"{counted}; `python -m handler preview --config {config_path} "
+                    f"--source {source}` lists every problem"
+                )
+            raise
         parts = storage.curated_parts(result["curated_uri"])
         rows = pa.concat_tables(pq.read_table(part) for part in parts)
     # A derived column (`{load_date}`, ...) is the run's, not the vendor's: nothing to test.

@@ -166,9 +166,18 @@ def _write_checked(update: SheetUpdate, edit: _Edit, raw: dict[str, Any], sheet_
         update.diff += _diff(
             update.config, before_config.decode("utf-8-sig"), after_config.decode()
         )
-        config_path.write_bytes(after_config)
-        update.config_written = True
-    sheet_path.write_bytes(after_sheet)
+    try:
+        if updated_raw != raw:
+            config_path.write_bytes(after_config)
+            update.config_written = True
+        sheet_path.write_bytes(after_sheet)
+    except OSError as error:  # a read-only sheet or folder: both files as they were
+        if update.config_written:
+            config_path.write_bytes(before_config)
+        where = str(error.filename or sheet_path)
+        raise ConfigError(
+            f"--update: cannot write: {error.strerror or error}; nothing changed", file=where
+        ) from None
     try:
         load_table_config(update.config)  # what run will read
     except Exception:
