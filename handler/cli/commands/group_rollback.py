@@ -16,7 +16,7 @@ import argparse
 import datetime as dt
 from typing import Any
 
-from steps.shared.errors import ConfigError, RejectedInput
+from steps.shared.errors import ConfigError
 
 
 def parse_time(text: str) -> dt.datetime:
@@ -35,9 +35,8 @@ def rollback_group(args: argparse.Namespace) -> dict[str, Any]:
     """The rollback's summary, its `exit_code` beside it."""
     from handler.aws.dispatch import StepOutcome, record_outcomes, run_step
     from handler.aws.events import config_root, new_run_id
-    from handler.cli.commands.rollback import _curated_files
+    from handler.cli.commands.rollback import require_curated_files
     from steps.shared.config.group import load_group
-    from steps.shared.io import storage
     from steps.shared.loading import target_table
     from steps.shared.warehouse import open_warehouse
     from steps.shared.warehouse.audit import LedgerEntry
@@ -68,15 +67,11 @@ def rollback_group(args: argparse.Namespace) -> dict[str, Any]:
             restored[name] = run
             history = config.strategy.history
             if not history:
-                for uri in _curated_files(curated_uri):
-                    try:
-                        storage.size(uri)
-                    except RejectedInput:
-                        raise RejectedInput(
-                            f"{name}: the curated file of run {run} is gone; curated files "
-                            "are kept CuratedRetentionDays days (template.yaml)",
-                            file=uri,
-                        ) from None
+                require_curated_files(
+                    curated_uri,
+                    f"{name}: the curated file of run {run} is gone; curated files "
+                    "are kept CuratedRetentionDays days (template.yaml)",
+                )
             entry = LedgerEntry(
                 run_id=run_id,
                 table_name=name,

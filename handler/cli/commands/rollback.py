@@ -41,6 +41,15 @@ def _curated_files(curated_uri: str) -> Iterator[str]:
         yield from storage.curated_parts(curated_uri)
 
 
+def require_curated_files(curated_uri: str, gone: str) -> None:
+    """Refuse (exit 2, `gone` as the message) when any file the run's load needs is gone."""
+    for uri in _curated_files(curated_uri):
+        try:
+            storage.size(uri)
+        except RejectedInput:
+            raise RejectedInput(gone, file=uri) from None
+
+
 def load_event(
     table_name: str, run_id: str, config_root: str, warehouse: str | None
 ) -> dict[str, Any]:
@@ -63,16 +72,12 @@ def load_event(
             f"back to; `python -m handler history {table_name}` lists the runs"
         )
     curated_uri, content_hash, source_uri, source_version, rows_loaded, modified_at = published
-    for uri in _curated_files(curated_uri):
-        try:
-            storage.size(uri)
-        except RejectedInput:
-            raise RejectedInput(
-                f"the curated file of run {run_id} is gone; curated files are kept "
-                "CuratedRetentionDays days (template.yaml), and a run older than that cannot "
-                "be rolled back to",
-                file=uri,
-            ) from None
+    require_curated_files(
+        curated_uri,
+        f"the curated file of run {run_id} is gone; curated files are kept "
+        "CuratedRetentionDays days (template.yaml), and a run older than that cannot "
+        "be rolled back to",
+    )
     return {
         "step": "load",
         "config": config_uri,

@@ -259,22 +259,28 @@ def scratch_folder(prefix: str) -> Iterator[Path]:
             raise local_error(error, name) from None
 
 
-def _s3_objects(prefix: str) -> dict[str, str]:
-    """Objects directly under an s3:// folder-like prefix -> their ETag, from one listing."""
+def _s3_listing(prefix: str) -> list[dict[str, Any]]:
+    """The listing entries (Key, ETag, LastModified, ...) of the objects directly under an
+    s3:// folder-like prefix, every page of it."""
     bucket, key = split_s3(prefix.rstrip("/") + "/")
-    found = {}
     try:
         pages = (
             s3_client()
             .get_paginator("list_objects_v2")
             .paginate(Bucket=bucket, Prefix=key, Delimiter="/")
         )
-        for page in pages:
-            for item in page.get("Contents", []):
-                found[f"s3://{bucket}/{item['Key']}"] = str(item.get("ETag", "")).strip('"')
+        return [
+            {**item, "Uri": f"s3://{bucket}/{item['Key']}"}
+            for page in pages
+            for item in page.get("Contents", [])
+        ]
     except Exception as error:
         raise _s3_error(error, prefix) from error
-    return found
+
+
+def _s3_objects(prefix: str) -> dict[str, str]:
+    """Objects directly under an s3:// folder-like prefix -> their ETag, from one listing."""
+    return {item["Uri"]: str(item.get("ETag", "")).strip('"') for item in _s3_listing(prefix)}
 
 
 # Where a message about the config root tells the user to look.
@@ -315,23 +321,8 @@ def newest_uri(prefix: str, suffix: str = "") -> str | None:
     """The object or file directly under a prefix written last (S3 LastModified, mtime),
     or None when there is none (or no such folder)."""
     if is_s3(prefix):
-        bucket, key = split_s3(prefix.rstrip("/") + "/")
-        latest: tuple[Any, str] | None = None
-        try:
-            pages = (
-                s3_client()
-                .get_paginator("list_objects_v2")
-                .paginate(Bucket=bucket, Prefix=key, Delimiter="/")
-            )
-            for page in pages:
-                for item in page.get("Contents", []):
-                    if item["Key"].endswith(suffix) and (
-                        latest is None or item["LastModified"] > latest[0]
-                    ):
-                        latest = (item["LastModified"], f"s3://{bucket}/{item['Key']}")
-        except Exception as error:
-            raise _s3_error(error, prefix) from error
-        return latest[1] if latest else None
+        found = [i for i in _s3_listing(prefix) if i["Key"].endswith(suffix)]
+        return str(max(found, key=lambda i: i["LastModified"])["Uri"]) if found else None
     folder = _local(prefix)
     if not folder.is_dir():
         return None
