@@ -503,7 +503,8 @@ def test_of_two_runs_at_once_the_newer_file_wins_whichever_commits_last(
         while time.monotonic() < deadline:
             waiting = watcher.execute(
                 "SELECT COUNT(*) FROM pg_locks WHERE NOT granted "
-                "AND relation = 'ref.t_codes'::regclass"
+                "AND relation = 'ref.t_codes'::regclass "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
             ).fetchone()[0]
             if waiting == count:
                 return

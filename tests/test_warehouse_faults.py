@@ -95,7 +95,7 @@ def test_connection_killed_mid_publish(mode, table_dir, write, run_cli, sql):
             killed = admin.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                 "WHERE state = 'active' AND query LIKE 'INSERT INTO \"ref\".\"t_codes\"%' "
-                "AND pid <> pg_backend_pid()"
+                "AND pid <> pg_backend_pid() AND datname = current_database()"
             ).fetchall()
             time.sleep(0.05)
     loader.join(timeout=60)
@@ -397,8 +397,9 @@ def test_a_statement_over_the_statement_timeout_fails_fast_and_changes_nothing(
         "its transaction was rolled back, the target is unchanged"
     ) in summary["error"]["message"]
     assert not sql(
-        "SELECT pid FROM pg_stat_activity "
-        "WHERE state = 'active' AND query LIKE 'INSERT INTO \"ref\"%'"
+        # This test session's database only: other pytest workers load tables named alike.
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+        "AND state = 'active' AND query LIKE 'INSERT INTO \"ref\"%'"
     )
     sql("DROP TRIGGER crawl ON ref.t_codes")
     _after_failure(sql, summary, run_cli, config, source, EXPECTED["truncate"])
