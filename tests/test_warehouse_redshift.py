@@ -149,6 +149,7 @@ def test_copy_needs_an_iam_role(monkeypatch):
                 "user": "loader",
                 "password": "p@ss",
                 "timeout": 30,
+                "application_name": "refload",
             },
         ),
         (
@@ -159,6 +160,7 @@ def test_copy_needs_an_iam_role(monkeypatch):
                 "port": 5439,
                 "database": "analytics",
                 "timeout": 30,
+                "application_name": "refload",
                 "iam": True,
                 "cluster_identifier": "ref",
                 "db_user": "loader",
@@ -172,6 +174,7 @@ def test_copy_needs_an_iam_role(monkeypatch):
                 "port": 5439,
                 "database": "dev",
                 "timeout": 30,
+                "application_name": "refload",
                 "iam": True,
                 "serverless_work_group": "refload",
                 "is_serverless": True,
@@ -212,6 +215,7 @@ def test_credentials_from_a_secrets_manager_secret(monkeypatch):
         "user": "loader",
         "password": "s3cret",
         "timeout": 30,
+        "application_name": "refload",
         "region": "us-east-1",
     }
 
@@ -398,3 +402,14 @@ def test_copy_stages_the_rows_source_lines_that_the_publish_leaves_out(
     [create] = [s for s in STATEMENTS if s.startswith("CREATE TEMPORARY TABLE")]
     assert create.endswith('"refload:line" BIGINT\n)')
     assert sql("SELECT code, n FROM ref.t_codes ORDER BY code") == [("AA", 1), ("BB", 2)]
+
+
+@pytest.mark.parametrize("warehouse_url", ["redshift"], indirect=True)
+def test_the_cluster_sees_refload_as_the_connecting_application(warehouse_url):
+    """Named by refload, not by redshift_connector's walk of the caller's stack."""
+    import redshift_connector
+
+    with redshift_connector.connect(**connect_arguments(warehouse_url)) as connection:
+        cursor = connection.cursor()
+        cursor.execute("SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()")
+        assert [list(row) for row in cursor.fetchall()] == [["refload"]]
