@@ -472,3 +472,21 @@ def test_a_member_listed_twice_is_named_by_check_and_group_run(tmp_path, capsys)
     run = ["group", "run", "iso", "--config-root", str(root), "--source", f"dim_country={source}"]
     assert main([*run, "--warehouse", f"duckdb:///{tmp_path / 'w.duckdb'}"]) == 2
     assert f"{iso}: tables: 'dim_country' is listed twice" in capsys.readouterr().err
+
+
+def test_group_run_json_prints_one_object_for_a_broken_group_file(tmp_path, capsys):
+    root = _configs(tmp_path / "cfg", MODES["replace"], [])
+    broken = root / "groups" / "iso.json"
+    broken.write_text('{"group": "iso", "tables": ["dim_country"')  # a save cut short
+    source = tmp_path / "c.csv"
+    source.write_text("alpha_2,name\nFR,France\n")
+    run = ["group", "run", "iso", "--config-root", str(root), "--source", f"dim_country={source}"]
+    capsys.readouterr()
+    assert main([*run, "--warehouse", f"duckdb:///{tmp_path / 'w.duckdb'}", "--json"]) == 2
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["group"] == "iso" and summary["status"] == "rejected"
+    assert summary["error"]["type"] == "ConfigError"
+    assert (
+        f"{broken}" in summary["error"]["message"]
+        and "not valid JSON" in summary["error"]["message"]
+    )
