@@ -490,3 +490,27 @@ def test_group_run_json_prints_one_object_for_a_broken_group_file(tmp_path, caps
         f"{broken}" in summary["error"]["message"]
         and "not valid JSON" in summary["error"]["message"]
     )
+
+
+def test_a_groups_file_where_the_folder_belongs_is_named_by_check_status_and_group_run(
+    tmp_path, capsys
+):
+    root = _configs(tmp_path / "cfg", MODES["replace"], [])
+    groups = root / "groups"
+    for group_file in groups.iterdir():
+        group_file.unlink()
+    groups.rmdir()
+    groups.write_text('{"group": "iso", "tables": ["dim_country", "dim_subdivision"]}')
+    line = f"{groups}: is a file, not a folder: group files are groups/NAME.json"
+    warehouse = ["--warehouse", f"duckdb:///{tmp_path / 'w.duckdb'}"]
+    capsys.readouterr()
+    assert main(["check", str(root)]) == 2
+    assert line in capsys.readouterr().out.splitlines()
+    assert main(["status", "--config-root", str(root), *warehouse]) == 2
+    assert capsys.readouterr().err.strip() == f"ConfigError: {line}"
+    source = tmp_path / "c.csv"
+    source.write_text("alpha_2,name\nFR,France\n")
+    run = ["group", "run", "iso", "--config-root", str(root), "--source", f"dim_country={source}"]
+    assert main([*run, *warehouse]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"ConfigError: {line}" and "Traceback" not in err
