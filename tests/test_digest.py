@@ -179,7 +179,10 @@ def test_a_window_no_clock_holds_is_a_config_error(tmp_path, warehouse_url, caps
     assert not (tmp_path / "outbox").exists()
 
 
-def test_a_window_in_which_nothing_ran_is_not_all_fine(table_dir, warehouse_url, capsys, tmp_path):
+def test_a_window_in_which_nothing_ran_is_not_all_fine(
+    table_dir, warehouse_url, capsys, tmp_path, sql
+):
+    sql("SELECT 1")  # the warehouse is there (DuckDB's file too), no run yet
     root = table_dir(MAPPING, name="t_quiet").parent
     outbox = tmp_path / "outbox"
     capsys.readouterr()
@@ -209,3 +212,4 @@ def test_a_now_at_the_calendar_s_edge_is_a_config_error(
     err = capsys.readouterr().err
     assert message in err and "OverflowError" not in err
     assert not (tmp_path / "outbox").exists()
+
