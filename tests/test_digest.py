@@ -59,6 +59,7 @@ def fleet(table_dir, write, run_cli, sql) -> Path:
     return failing.parent
 
 
+@pytest.mark.slow
 def test_one_digest_for_the_fleet_with_counts_cost_and_history_links(
     fleet, warehouse_url, tmp_path, capsys, monkeypatch
 ):
@@ -139,6 +140,7 @@ def ses(s3):
     return ses_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].sent_messages
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("warehouse_url", ["postgresql"], indirect=True)
 def test_the_scheduled_step_emails_the_digest_through_ses(fleet, warehouse_url, ses, monkeypatch):
     monkeypatch.setenv("REFLOAD_ALERT_CHANNELS", "ses,servicenow")

@@ -156,6 +156,7 @@ def test_status_shows_the_owner(country, capsys, tmp_path):
     assert line.endswith("owner geo-data")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("warehouse_url", ["duckdb", "postgresql"], indirect=True)
 def test_a_repeat_while_open_only_counts_until_a_reminder_is_due_and_a_pass_resolves_it(
     country, warehouse_url, servicenow, ses, mail_env, sql, monkeypatch, capsys, tmp_path
@@ -209,6 +210,7 @@ def test_a_repeat_while_open_only_counts_until_a_reminder_is_due_and_a_pass_reso
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("warehouse_url", ["postgresql"], indirect=True)
 def test_two_runs_failing_at_once_open_one_incident(
     warehouse_url, servicenow, sql, monkeypatch, tmp_path
@@ -239,6 +241,7 @@ def test_two_runs_failing_at_once_open_one_incident(
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("down", "error", "markers"),
     [
