@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 
 from handler.cli import main
@@ -145,6 +146,7 @@ def test_check_rejects_a_bad_owner(country, keys, message, capsys):
 def test_status_shows_the_owner(country, capsys, tmp_path):
     _with_owner(country, owner=OWNER)
     root, warehouse = str(country.parent), f"duckdb:///{tmp_path / 'w.duckdb'}"
+    duckdb.connect(str(tmp_path / "w.duckdb")).close()  # status reads an existing one
     assert main(["status", "--config-root", root, "--warehouse", warehouse, "--json"]) == 0
     tables = {t["table"]: t for t in json.loads(capsys.readouterr().out)["tables"]}
     assert tables["dim_country"]["owner"] == OWNER
