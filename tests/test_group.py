@@ -275,7 +275,7 @@ def test_check_refuses_a_group_file_that_does_not_validate(tmp_path, capsys):
     assert "'alpha_2' must be 'member.column'" in out
 
 
-@pytest.mark.parametrize("warehouse_url", ["duckdb", "postgresql"], indirect=True)
+@pytest.mark.parametrize("warehouse_url", ["duckdb", "postgresql", "redshift"], indirect=True)
 def test_rollback_group_puts_every_member_back_to_what_it_held(
     group_run, sql, tmp_path, warehouse_url, capsys
 ):
