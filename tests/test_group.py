@@ -519,3 +519,53 @@ def test_a_groups_file_where_the_folder_belongs_is_named_by_check_status_and_gro
     assert main([*run, *warehouse]) == 2
     err = capsys.readouterr().err
     assert err.strip() == f"ConfigError: {line}" and "Traceback" not in err
+
+
+def test_each_member_of_a_group_published_on_arrival_has_its_validate_in_run_log(
+    tmp_path, warehouse_url, write, sql, monkeypatch
+):
+    """On AWS, the execution that completes the group runs the other member's after-publish
+    tests: that member's run records its validate step as a run of its own would."""
+    from handler import lambda_handler
+
+    root = _configs(tmp_path / "cfg", MODES["replace"], [RELATIONSHIP])
+    config = json.loads((root / "dim_country.json").read_text())
+    config["quality_tests"] = [{"type": "row_count_between", "min": 5, "max": 10}]
+    (root / "dim_country.json").write_text(json.dumps(config))
+    monkeypatch.setenv("REFLOAD_CONFIG_ROOT", str(root))
+    files = {
+        "dim_country": write("c.csv", "alpha_2,name\nFR,France\n"),
+        "dim_subdivision": write("s.csv", "code,country\nFR-75,FR\n"),
+    }
+    states = {}
+    for table, source in files.items():  # one execution per file, as they arrive
+        state = {
+            "config": str(root / f"{table}.json"),
+            "source": str(source),
+            "warehouse": warehouse_url,
+            "curated_root": str(tmp_path / "curated"),
+            # As the state machine passes it: a member's file is then held for its group.
+            "execution_id": f"arn:aws:states:us-east-1:1:execution:refload:{table}",
+        }
+        for step in ("ingest", "load", "validate"):
+            if state.get("held"):
+                break
+            state = lambda_handler({**state, "step": step}, None)
+        states[table] = state
+    assert states["dim_country"]["held"] is True
+    assert states["dim_subdivision"]["validation"] == "failed"  # the country's test failed
+    country_run = states["dim_country"]["run_id"]
+    ((status, details),) = sql(
+        "SELECT status, details FROM etl_audit.run_log WHERE run_id = ? "
+        "AND table_name = 'dim_country' AND step = 'validate'",
+        country_run,
+    )
+    assert status == "failed"
+    assert [(c["name"], c["status"]) for c in json.loads(details)["checks"]] == [
+        ("row_count_between", "fail")
+    ]
+    assert sql(
+        "SELECT test_name, status FROM etl_audit.data_quality_tests WHERE run_id = ? "
+        "AND table_name = 'dim_country'",
+        country_run,
+    ) == [("row_count_between", "fail")]
