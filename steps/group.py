@@ -53,12 +53,14 @@ def publish(
             )
         )
     group_checks: list[dict[str, Any]] = []
+    # Group checks whose SQL aborted an earlier attempt of this publish: their result.
+    aborted_checks: dict[str, dict[str, Any]] = {}
 
     def group_gate(warehouse: Warehouse) -> None:
-        group_checks[:] = run_group_checks(warehouse, group)
+        group_checks[:] = run_group_checks(warehouse, group, aborted_checks)
         failed = failed_checks(group_checks)
         if failed:
-            names = ", ".join(f"{c['name']} (observed {c['observed']})" for c in failed)
+            names = ", ".join(map(_failure, failed))
             raise QualityCheckFailed(
                 f"group {group.name}: check(s) failed, no member was published: {names}",
                 table=group.name,
@@ -95,6 +97,14 @@ def publish(
             group.members.items(), members, results, strict=True
         )
     }, group_checks
+
+
+def _failure(check: dict[str, Any]) -> str:
+    """A failed group check in the error's message; one that could not run, with the
+    database's message (its observed count is None)."""
+    if check["status"] == "error":
+        return f"{check['name']} ({check['details'].get('error')})"
+    return f"{check['name']} (observed {check['observed']})"
 
 
 def _refuse_unsafe_group_sql(group: Group, warehouse: Warehouse) -> None:

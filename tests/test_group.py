@@ -27,6 +27,7 @@ RELATIONSHIP = {
     "column": "dim_subdivision.country_code",
     "to": "dim_country.alpha_2",
 }
+RELATIONSHIP_NAME = "relationships_dim_subdivision_country_code_to_dim_country_alpha_2"
 MODES: dict[str, dict[str, Any]] = {
     "replace": {"truncate_before_load": True},
     "append": {"load_mode": "append"},
@@ -569,3 +570,42 @@ def test_each_member_of_a_group_published_on_arrival_has_its_validate_in_run_log
         "AND table_name = 'dim_country'",
         country_run,
     ) == [("row_count_between", "fail")]
+
+
+@pytest.mark.parametrize("warehouse_url", ["duckdb", "postgresql"], indirect=True)
+def test_a_group_check_whose_sql_fails_is_a_failed_check_and_publishes_nothing(
+    group_run, sql, tmp_path
+):
+    # A bad cast: on DuckDB it aborts the publish transaction (no savepoint), which runs
+    # again with the check's error as its result; on PostgreSQL a savepoint undoes it.
+    bad = {
+        "type": "custom_sql",
+        "name": "country_names_are_numbers",
+        "sql": "SELECT alpha_2 FROM {dim_country} WHERE CAST(name AS INTEGER) > 0",
+    }
+    root = _configs(tmp_path / "cfg", MODES["replace"], [RELATIONSHIP])
+    assert group_run("FR,France\n", "FR-75,FR\n", root)[0] == 0
+    before = {t: _checksum(sql, t) for t in ("dim_country", "dim_subdivision")}
+    _group(root, "iso", ["dim_country", "dim_subdivision"], [bad, RELATIONSHIP])
+    code, summary = group_run("DE,Germany\n", "DE-BY,DE\n", root)
+    assert code == 1, summary
+    assert summary["status"] == "failed"
+    checks = {c["name"]: c for c in summary["checks"]}
+    assert checks["country_names_are_numbers"]["status"] == "error"
+    assert "germany" in checks["country_names_are_numbers"]["details"]["error"].lower()
+    # The check after it ran on a usable transaction, not "current transaction is aborted".
+    assert checks[RELATIONSHIP_NAME]["status"] == "pass"
+    # The failure names the check and the database's message.
+    message = summary["error"]["message"]
+    assert "country_names_are_numbers (" in message and "germany" in message.lower()
+    assert {t: _checksum(sql, t) for t in before} == before
+    assert sql(
+        "SELECT table_name, status FROM etl_audit.run_log WHERE run_id = ? AND step = 'load' "
+        "ORDER BY table_name",
+        summary["group_run_id"],
+    ) == [("dim_country", "failed"), ("dim_subdivision", "failed")]
+    assert sql(
+        "SELECT test_name, status FROM etl_audit.data_quality_tests WHERE run_id = ? "
+        "AND table_name = 'iso' ORDER BY test_name",
+        summary["group_run_id"],
+    ) == [("country_names_are_numbers", "error"), (RELATIONSHIP_NAME, "pass")]
