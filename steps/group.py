@@ -186,18 +186,11 @@ def arrival(spec: TableSpec, payload: dict[str, Any]) -> dict[str, Any] | None:
     payloads = {t: {**pending[t], "warehouse": url} for t in group.config.tables}
     loads, checks = publish(group, payloads, payload["run_id"], url)
     with open_warehouse(url) as warehouse:
-        # The other members' files are published: their run_log says so (not pending).
+        # The other members' files are published: their run_log says so (not pending),
+        # each under the run that ingested its file, as its ledger and validate rows.
         warehouse.record_steps(
             [
-                {
-                    "run_id": payload["run_id"],
-                    "table_name": member,
-                    "step": "load",
-                    "status": "ok" if result["published"] else "skipped",
-                    "error": None,
-                    "source_uri": payloads[member].get("source"),
-                    "details": {**result, "group": name},
-                }
+                load_row(payloads[member], result, name)
                 for member, result in loads.items()
                 if member != table
             ]
@@ -218,6 +211,22 @@ def arrival(spec: TableSpec, payload: dict[str, Any]) -> dict[str, Any] | None:
         "group": name,
         "group_run_id": payload["run_id"],
         "group_checks": checks,
+    }
+
+
+def load_row(payload: dict[str, Any], result: dict[str, Any], group: str) -> dict[str, Any]:
+    """A member's `load` row in run_log after its group's publish (`group run`, or the
+    execution that completes the set): under the run that ingested its file, with the
+    status and details a single-table load writes."""
+    status = "stale" if result.get("stale") else "ok" if result["published"] else "skipped"
+    return {
+        "run_id": payload["run_id"],
+        "table_name": result["table"],
+        "step": "load",
+        "status": status,
+        "error": None,
+        "source_uri": payload.get("source"),
+        "details": {**result, "group": group},
     }
 
 

@@ -609,3 +609,55 @@ def test_a_group_check_whose_sql_fails_is_a_failed_check_and_publishes_nothing(
         "AND table_name = 'iso' ORDER BY test_name",
         summary["group_run_id"],
     ) == [("country_names_are_numbers", "error"), (RELATIONSHIP_NAME, "pass")]
+
+
+def test_a_member_published_on_arrival_has_its_load_under_its_own_run(
+    tmp_path, warehouse_url, write, sql, monkeypatch, capsys
+):
+    """The execution that completes the group records the other member's load under the
+    run that ingested its file, as that member's ledger row and validate row: `history`
+    shows one run per member with ingest, load and validate, none with a lone load."""
+    from handler import lambda_handler
+
+    root = _configs(tmp_path / "cfg", MODES["replace"], [RELATIONSHIP])
+    monkeypatch.setenv("REFLOAD_CONFIG_ROOT", str(root))
+    files = {
+        "dim_country": write("c.csv", "alpha_2,name\nFR,France\n"),
+        "dim_subdivision": write("s.csv", "code,country\nFR-75,FR\n"),
+    }
+    runs = {}
+    for table, source in files.items():  # one execution per file, as they arrive
+        state: dict[str, Any] = {
+            "config": str(root / f"{table}.json"),
+            "source": str(source),
+            "warehouse": warehouse_url,
+            "curated_root": str(tmp_path / "curated"),
+            "execution_id": f"arn:aws:states:us-east-1:1:execution:refload:{table}",
+        }
+        for step in ("ingest", "load", "validate"):
+            if state.get("held"):
+                break
+            state = lambda_handler({**state, "step": step}, None)
+        runs[table] = state["run_id"]
+    rows = sql(
+        "SELECT table_name, run_id, status, details FROM etl_audit.run_log "
+        "WHERE step = 'load' ORDER BY logged_at"
+    )
+    by_table: dict[str, list[tuple[str, str]]] = {}
+    for table, run_id, status, _details in rows:
+        by_table.setdefault(table, []).append((run_id, status))
+    # The country's file was held by its own run, then published under that run too.
+    assert by_table == {
+        "dim_country": [(runs["dim_country"], "held"), (runs["dim_country"], "ok")],
+        "dim_subdivision": [(runs["dim_subdivision"], "ok")],
+    }
+    details = json.loads(next(d for t, _r, st, d in rows if t == "dim_country" and st == "ok"))
+    assert details["run_id"] == runs["dim_country"] and details["published"] is True
+    assert details["group"] == "iso" and details["rows_loaded"] == 1
+    for table, run_id in runs.items():
+        capsys.readouterr()
+        assert main(["history", table, "--warehouse", warehouse_url, "--json"]) == 0
+        [run] = json.loads(capsys.readouterr().out)
+        assert run["run_id"] == run_id and run["status"] == "passed"
+        assert {s["step"] for s in run["steps"]} == {"ingest", "load", "validate"}
+        assert run["rows_published"] == 1

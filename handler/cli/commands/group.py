@@ -111,7 +111,9 @@ def run_group(args: argparse.Namespace) -> dict[str, Any]:
             )
             for table, load in loads.items():
                 states[table].update(load)
-                outcomes.append(_load_outcome(states[table], load))
+                # As the execution that completes a group on AWS writes it (steps.group).
+                row = group_step.load_row(states[table], load, group.name)
+                outcomes.append((states[table].get("warehouse"), row))
             step = "validate"
             for table in states:  # `table` names a failure
                 state = states[table]
@@ -160,13 +162,6 @@ def _members(
 
     members = {t: summarize(s, s.get("validation") or status, None) for t, s in states.items()}
     return {"members": members, "error": error}
-
-
-def _load_outcome(state: dict[str, Any], load: dict[str, Any]) -> Any:
-    from handler.aws.dispatch import _outcome
-
-    status = "stale" if load.get("stale") else "skipped" if load["published"] is False else "ok"
-    return _outcome("load", state, state["table"], status, None, load)
 
 
 def _failed_outcome(state: dict[str, Any], error: Any) -> Any:
