@@ -188,3 +188,24 @@ def test_update_with_out_is_refused_and_nothing_is_written(table_dir, write, upd
     assert "ConfigError: --update rewrites CONFIG and its mapping sheet where they are: " in err
     assert "leave out --out" in err and len(err.strip().splitlines()) == 1
     assert (config.read_bytes(), sheet.read_bytes()) == before and not out.exists()
+
+
+@pytest.mark.parametrize("given", [["--sheet", "xlsx"], ["--force"], ["--sheet", "csv", "--force"]])
+def test_update_with_sheet_or_force_is_refused_and_nothing_is_written(
+    table_dir, write, update, given
+):
+    """--update rewrites the sheet CONFIG names, in its format, always: --sheet and --force
+    are a new table's options, refused rather than silently ignored."""
+    config = table_dir(COUNTRY_MAPPING, name="dim_country", primary_key=["alpha_2"])
+    sheet = config.parent / "dim_country_mapping.csv"
+    before = {p: p.read_bytes() for p in config.parent.iterdir()}
+    source = write("v2.csv", countries(["ISO2", "ISO3", "Numeric code", "Name"]))
+    code, printed, err = update(source, config, *given)
+    assert code == 2 and not printed
+    named = " and ".join(o for o in given if o.startswith("--"))
+    assert err.strip() == (
+        "ConfigError: --update rewrites the mapping sheet CONFIG names, in place and in its "
+        f"own format: leave out {named} (for a new table's files)"
+    )
+    assert {p: p.read_bytes() for p in config.parent.iterdir()} == before
+    assert sheet.read_text() == COUNTRY_MAPPING

@@ -39,7 +39,11 @@ def init_arguments(parser: argparse.ArgumentParser) -> None:
         help="folder to write a new table's config and sheet to (default configs); not with "
         "--update or --update-layout, which rewrite CONFIG's files where they are",
     )
-    parser.add_argument("--sheet", choices=("csv", "xlsx"), default="csv", help="mapping sheet")
+    parser.add_argument(
+        "--sheet",
+        choices=("csv", "xlsx"),
+        help="a new table's mapping sheet format (default csv); not with --update",
+    )
     parser.add_argument("--format", help="source_format (default: from the extension)")
     parser.add_argument("--sheet-name", help="Excel sheet (default: the one with most cells)")
     parser.add_argument("--primary-key", help="COL,... (default: proposed from the values)")
@@ -50,7 +54,12 @@ def init_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--header-row", type=int, help="line (Excel row) of the header (default: detected)"
     )
-    parser.add_argument("--force", action="store_true", help="overwrite existing files")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="overwrite a new table's existing files; not with --update, which always "
+        "rewrites CONFIG's sheet",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON on stdout")
     quiet_options(parser)
 
@@ -60,6 +69,12 @@ def init_arguments(parser: argparse.ArgumentParser) -> None:
 OUT_WITH_UPDATE = (
     "{option} rewrites CONFIG and its mapping sheet where they are: leave out --out (to "
     "update a copy, copy the config and its sheet to a folder first and name that config)"
+)
+# --update edits the sheet CONFIG names, in its format and in place: --sheet would ask for
+# a conversion it does not do, --force for an overwrite it always does (refused, not ignored).
+NEW_FILES_WITH_UPDATE = (
+    "--update rewrites the mapping sheet CONFIG names, in place and in its own format: "
+    "leave out {options} (for a new table's files)"
 )
 
 
@@ -83,6 +98,9 @@ def init(args: argparse.Namespace) -> int:
         layout = (args.format, args.sheet_name, args.encoding, args.delimiter, args.header_row)
         if args.out:
             raise ConfigError(OUT_WITH_UPDATE.format(option="--update"))
+        new_files = [o for o, given in (("--sheet", args.sheet), ("--force", args.force)) if given]
+        if new_files:
+            raise ConfigError(NEW_FILES_WITH_UPDATE.format(options=" and ".join(new_files)))
         if args.update_layout or args.table or args.primary_key or any(layout):
             raise ConfigError(
                 "--update reads SOURCE with the config's layout and keeps its table and key: "
@@ -120,7 +138,9 @@ def init(args: argparse.Namespace) -> int:
         primary_key=key,
         given=given,
     )
-    config_path, mapping_path = write(proposal, args.out or "configs", args.sheet, args.force)
+    config_path, mapping_path = write(
+        proposal, args.out or "configs", args.sheet or "csv", args.force
+    )
     print_proposal(proposal, config_path, mapping_path, as_json=args.json)
     return 0
 
