@@ -100,6 +100,16 @@ def _checksum(sql: Any, table: str) -> str:
     return hashlib.sha256(repr(sorted(map(repr, rows))).encode()).hexdigest()
 
 
+def _published_nothing(sql, summary, before):
+    """Every member exactly as it was, and each member's load recorded as failed."""
+    assert {t: _checksum(sql, t) for t in before} == before
+    assert sql(
+        "SELECT table_name, status FROM etl_audit.run_log WHERE run_id = ? AND step = 'load' "
+        "ORDER BY table_name",
+        summary["group_run_id"],
+    ) == [("dim_country", "failed"), ("dim_subdivision", "failed")]
+
+
 def _current(sql: Any, table: str, column: str, history: bool) -> list[tuple[Any, ...]]:
     where = " WHERE valid_to IS NULL" if history else ""
     return sql(f"SELECT {column} FROM ref.{table}{where} ORDER BY {column}")
@@ -161,13 +171,8 @@ def test_failing_group_check_leaves_every_member_exactly_as_it_was(group_run, sq
         "every_country_has_a_subdivision": ("fail", 1),
     }
     assert "no member was published" in summary["error"]["message"]
-    assert {t: _checksum(sql, t) for t in before} == before
+    _published_nothing(sql, summary, before)
     assert sql("SELECT COUNT(*) FROM etl_audit.load_ledger") == ledger
-    assert sql(
-        "SELECT table_name, status FROM etl_audit.run_log WHERE run_id = ? AND step = 'load' "
-        "ORDER BY table_name",
-        summary["group_run_id"],
-    ) == [("dim_country", "failed"), ("dim_subdivision", "failed")]
     assert sql(
         "SELECT table_name, test_name, status FROM etl_audit.data_quality_tests "
         "WHERE run_id = ? ORDER BY test_name",
@@ -598,12 +603,7 @@ def test_a_group_check_whose_sql_fails_is_a_failed_check_and_publishes_nothing(
     # The failure names the check and the database's message.
     message = summary["error"]["message"]
     assert "country_names_are_numbers (" in message and "germany" in message.lower()
-    assert {t: _checksum(sql, t) for t in before} == before
-    assert sql(
-        "SELECT table_name, status FROM etl_audit.run_log WHERE run_id = ? AND step = 'load' "
-        "ORDER BY table_name",
-        summary["group_run_id"],
-    ) == [("dim_country", "failed"), ("dim_subdivision", "failed")]
+    _published_nothing(sql, summary, before)
     assert sql(
         "SELECT test_name, status FROM etl_audit.data_quality_tests WHERE run_id = ? "
         "AND table_name = 'iso' ORDER BY test_name",
