@@ -874,3 +874,22 @@ def test_init_names_the_repeated_key_values_and_their_lines(
     code, _, err = init(write(name, content), "t_keys", "--primary-key", key)
     assert code == 2
     assert message in err, err
+
+
+@pytest.mark.parametrize("given", [["--sheet", "xlsx"], ["--force"]])
+def test_update_layout_with_sheet_or_force_is_refused_and_nothing_is_written(
+    init, write, tmp_path, capsys, given
+):
+    assert init(write("langs.csv", "Id,Name\naar,Afar\n"), "t_langs")[0] == 0
+    folder = tmp_path / "cfg"
+    before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    second = write("langs2.csv", "Id;Name\naar;Afar\n")
+    capsys.readouterr()
+    code = main(["init", str(second), "--update-layout", str(folder / "t_langs.json"), *given])
+    captured = capsys.readouterr()
+    assert code == 2 and not captured.out
+    assert captured.err == (
+        "ConfigError: --update-layout rewrites CONFIG's layout keys in place and leaves its "
+        f"sheet as it is: leave out {given[0]} (for a new table's files)\n"
+    )
+    assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before

@@ -76,6 +76,18 @@ NEW_FILES_WITH_UPDATE = (
     "--update rewrites the mapping sheet CONFIG names, in place and in its own format: "
     "leave out {options} (for a new table's files)"
 )
+NEW_FILES_WITH_UPDATE_LAYOUT = (
+    "--update-layout rewrites CONFIG's layout keys in place and leaves its sheet as it is: "
+    "leave out {options} (for a new table's files)"
+)
+
+
+def _refuse_new_file_options(args: argparse.Namespace, message: str) -> None:
+    from steps.shared.errors import ConfigError
+
+    given = [o for o, value in (("--sheet", args.sheet), ("--force", args.force)) if value]
+    if given:
+        raise ConfigError(message.format(options=" and ".join(given)))
 
 
 def init(args: argparse.Namespace) -> int:
@@ -98,9 +110,7 @@ def init(args: argparse.Namespace) -> int:
         layout = (args.format, args.sheet_name, args.encoding, args.delimiter, args.header_row)
         if args.out:
             raise ConfigError(OUT_WITH_UPDATE.format(option="--update"))
-        new_files = [o for o, given in (("--sheet", args.sheet), ("--force", args.force)) if given]
-        if new_files:
-            raise ConfigError(NEW_FILES_WITH_UPDATE.format(options=" and ".join(new_files)))
+        _refuse_new_file_options(args, NEW_FILES_WITH_UPDATE)
         if args.update_layout or args.table or args.primary_key or any(layout):
             raise ConfigError(
                 "--update reads SOURCE with the config's layout and keeps its table and key: "
@@ -113,6 +123,7 @@ def init(args: argparse.Namespace) -> int:
     if args.update_layout:
         if args.out:
             raise ConfigError(OUT_WITH_UPDATE.format(option="--update-layout"))
+        _refuse_new_file_options(args, NEW_FILES_WITH_UPDATE_LAYOUT)
         if args.table or args.primary_key:
             raise ConfigError(
                 "--update-layout keeps the config's table and key: leave out "
