@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Set up (with dev tools), start what the tests need, then lint, type-check and test.
-# --quick: the inner loop: lint, types and every test but the Spark, browser and dbt ones
-# (pytest markers `spark`, `browser`, `dbt`); .ci/run runs everything. Other arguments go to
-# pytest. Both run on every core (pytest-xdist): each worker has its own PostgreSQL database
-# and folders, and one worker takes each slow group (tests/conftest.py).
+# --quick: the inner loop: lint, types and the tests on DuckDB and PostgreSQL but the Spark,
+# browser, dbt, Redshift-proxy and slow ones (pytest markers `spark`, `browser`, `dbt`,
+# `redshift`, `slow`); .ci/run runs everything. Other arguments go to pytest. Both run on
+# every core (pytest-xdist): each worker has its own PostgreSQL database and folders, and one
+# worker takes each slow group (tests/conftest.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Bytecode caches on, whatever the machine's default: each pytest worker and each
+# `python -m handler` a test starts would otherwise compile refload (and rewrite the tests)
+# from source again.
+unset PYTHONDONTWRITEBYTECODE
 quick=""
 if [ "${1:-}" = "--quick" ]; then
   quick=1
@@ -17,7 +22,8 @@ if [ -n "$quick" ]; then
   .venv/bin/ruff check .
   .venv/bin/ruff format --check .
   .venv/bin/mypy
-  exec .venv/bin/python -m pytest -n auto --dist loadgroup -m "not spark and not browser and not dbt" "$@"
+  exec .venv/bin/python -m pytest -n auto --dist loadgroup \
+    -m "not spark and not browser and not dbt and not redshift and not slow" "$@"
 fi
 scripts/install_chromium.sh
 .venv/bin/ruff check .

@@ -63,7 +63,7 @@ def fleet_digest(
             f"--since {hours:g} hours before --now {now.isoformat()} is before year 1"
         ) from None
     configs, broken = table_configs(config_root)
-    with open_warehouse(warehouse_url) as warehouse:
+    with open_warehouse(warehouse_url, must_exist=True) as warehouse:
         warehouse.ensure_audit_tables()
         steps = window_steps(warehouse, since, now)
         tests = window_tests(warehouse, since, now)

@@ -112,12 +112,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 # The slow tests, marked by what they use (pyproject registers the markers), so that
-# `scripts/test.sh --quick` (-m "not spark and not browser and not dbt") leaves them out.
+# `scripts/test.sh --quick` leaves them out (with the Redshift cases and those marked slow).
 SLOW_FIXTURES = {"spark": "spark", "chromium": "browser", "dbt_run": "dbt", "dbt_on_duckdb": "dbt"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("warehouse_url") == "redshift":
+            item.add_marker(pytest.mark.redshift)
         for fixture, marker in SLOW_FIXTURES.items():
             if fixture in getattr(item, "fixturenames", ()) and marker not in item.keywords:
                 item.add_marker(marker)

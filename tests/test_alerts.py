@@ -186,6 +186,7 @@ def test_a_repeated_failure_updates_the_open_incident(
     assert [m for m, _, _ in servicenow.requests] == ["GET", "POST", "GET", "PATCH"]
 
 
+@pytest.mark.slow
 def test_servicenow_5xx_is_retried(
     failing_country, alert_env, servicenow, monkeypatch, capsys, tmp_path
 ):
@@ -445,6 +446,7 @@ BLOCKED = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("blocked", BLOCKED)
 def test_a_channel_that_never_answers_fails_within_the_timeout_and_the_others_deliver(
     blocked, silent_server, alert_env, monkeypatch, capsys

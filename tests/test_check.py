@@ -354,3 +354,26 @@ def test_check_refuses_a_curated_bucket_in_another_region_than_redshift(
     assert cluster_region(host) == "eu-central-1"
     assert cluster_region(serverless) == "ap-southeast-2"
     assert cluster_region(warehouse_url) is None
+
+
+def test_a_string_auto_is_refused_naming_file_key_and_value(sample_configs, check):
+    config = sample_configs / "dim_country.json"
+    tests = json.loads(config.read_text())["quality_tests"]
+    learned = [
+        {"type": "row_count_change", "auto": "yes"},
+        {"type": "changes_within", "auto": True, "max_added_pct": 5},  # a real boolean
+    ]
+    _edit(sample_configs, "dim_country.json", quality_tests=[*tests, *learned])
+    code, lines = check(str(sample_configs))
+    assert code == 2, lines
+    at = len(tests)
+    assert (
+        f"{config}: quality_tests[{at}].auto: Input should be a valid boolean (got 'yes')" in lines
+    )
+    assert not any(f"quality_tests[{at + 1}]" in line for line in lines)
+    _edit(
+        sample_configs,
+        "dim_country.json",
+        quality_tests=[*tests, {**learned[0], "auto": False, "max_pct": 10}, learned[1]],
+    )
+    assert check(str(sample_configs))[0] == 0

@@ -140,3 +140,10 @@ def test_minus_zero_and_zero_are_one_value_on_every_path(
     assert summary["error"]["message"].startswith(
         f"{source.parent}/k.csv, column 'x': duplicate primary key (x=0.0) on lines 2, 43"
     )
+
+    # The key shown is 0.0 whichever zero comes first or a thread sees first.
+    code, summary = run_cli(keyed, write("m.csv", f"code,x\nAA,-0.0\n{FILLER}CC,0\nDD,-0\n"))
+    assert code == 2
+    assert summary["error"]["message"].startswith(
+        f"{source.parent}/m.csv, column 'x': duplicate primary key (x=0.0) on lines 2, 43, 44"
+    )

@@ -175,6 +175,7 @@ def test_the_image_installs_everything_the_handler_imports():
             assert names & own_site and not names & installed, module
 
 
+@pytest.mark.slow
 def test_only_the_local_modules_import_what_the_image_leaves_out():
     for module, extras in (NOT_IN_LAMBDA | FROM_OWN_SITE).items():
         assert extras <= _imports(module.split("/")[0], lambda_only=False)
@@ -856,6 +857,7 @@ def function_account(warehouse_url: str, monkeypatch: pytest.MonkeyPatch, tmp_pa
         yield given, used, credentials
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("warehouse_url", ["redshift"], indirect=True)
 def test_every_step_runs_with_exactly_the_function_roles_statements(function_account, sql):
     given, used, credentials = function_account
@@ -893,6 +895,7 @@ NEEDED = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("warehouse_url", ["redshift"], indirect=True)
 @pytest.mark.parametrize("removed", NEEDED)
 def test_without_any_one_statement_a_step_is_refused(removed, function_account):
@@ -972,6 +975,7 @@ def test_the_functions_reserved_concurrency_is_a_parameter(given: str, reserved:
     assert TEMPLATE["Parameters"]["FunctionReservedConcurrency"]["Default"] == ""
 
 
+@pytest.mark.slow
 def test_the_sam_transform_is_linted_deeply(tmp_path: Path):
     # cfn-lint alone checks SAM resources against SAM's schema; after the transform it
     # checks the CloudFormation they become (a retry policy past EventBridge's 185 tries).

@@ -281,8 +281,9 @@ def test_why_finds_a_value_holding_commas_and_refuses_a_column_twice(
 
 @pytest.mark.parametrize("warehouse_url", ["duckdb", "postgresql"], indirect=True)
 def test_why_diff_and_digest_on_the_first_day_before_any_run(
-    table_dir, warehouse_url, capsys, tmp_path
+    table_dir, warehouse_url, capsys, tmp_path, sql
 ):
+    sql("SELECT 1")  # the warehouse is there (DuckDB's file too), no run yet
     config = table_dir(MAPPING, name="countries", primary_key=["alpha_2"], load_mode="scd2")
     root = str(Path(config).parent)
     argv = ["--config-root", root, "--warehouse", warehouse_url]

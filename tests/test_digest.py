@@ -59,6 +59,7 @@ def fleet(table_dir, write, run_cli, sql) -> Path:
     return failing.parent
 
 
+@pytest.mark.slow
 def test_one_digest_for_the_fleet_with_counts_cost_and_history_links(
     fleet, warehouse_url, tmp_path, capsys, monkeypatch
 ):
@@ -139,6 +140,7 @@ def ses(s3):
     return ses_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].sent_messages
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("warehouse_url", ["postgresql"], indirect=True)
 def test_the_scheduled_step_emails_the_digest_through_ses(fleet, warehouse_url, ses, monkeypatch):
     monkeypatch.setenv("REFLOAD_ALERT_CHANNELS", "ses,servicenow")
@@ -179,7 +181,10 @@ def test_a_window_no_clock_holds_is_a_config_error(tmp_path, warehouse_url, caps
     assert not (tmp_path / "outbox").exists()
 
 
-def test_a_window_in_which_nothing_ran_is_not_all_fine(table_dir, warehouse_url, capsys, tmp_path):
+def test_a_window_in_which_nothing_ran_is_not_all_fine(
+    table_dir, warehouse_url, capsys, tmp_path, sql
+):
+    sql("SELECT 1")  # the warehouse is there (DuckDB's file too), no run yet
     root = table_dir(MAPPING, name="t_quiet").parent
     outbox = tmp_path / "outbox"
     capsys.readouterr()
@@ -209,3 +214,24 @@ def test_a_now_at_the_calendar_s_edge_is_a_config_error(
     err = capsys.readouterr().err
     assert message in err and "OverflowError" not in err
     assert not (tmp_path / "outbox").exists()
+
+
+def test_a_digest_the_outbox_cannot_take_is_exit_3_naming_the_folder(
+    table_dir, warehouse_url, sql, capsys, tmp_path
+):
+    root = table_dir(MAPPING, name="t_quiet").parent
+    sql("SELECT 1")  # the warehouse is there, no run yet
+    (tmp_path / "a_file").write_text("not a folder")
+    outbox = tmp_path / "a_file" / "outbox"  # its parent is a file: nothing can be written
+    argv = ["digest", "--config-root", str(root), "--warehouse", warehouse_url]
+    capsys.readouterr()
+    assert main([*argv, "--outbox", str(outbox)]) == 3
+    [line] = [x for x in capsys.readouterr().err.splitlines() if "AlertNotDelivered" in x]
+    assert (
+        line.startswith("AlertNotDelivered: digest not delivered (outbox: ")
+        and str(tmp_path / "a_file") in line
+    )
+    assert main([*argv, "--outbox", str(outbox), "--json"]) == 3
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["sent"]["outbox"]["status"] == "failed"
+    assert "AlertNotDelivered: digest not delivered (outbox: " in captured.err

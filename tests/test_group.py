@@ -329,8 +329,9 @@ def test_rollback_group_refuses_a_member_with_nothing_to_go_back_to(
 
 
 def test_status_shows_each_group_its_last_run_and_pending_members(
-    group_run, tmp_path, warehouse_url, capsys
+    group_run, tmp_path, warehouse_url, capsys, sql
 ):
+    sql("SELECT 1")  # the warehouse is there (DuckDB's file too), no run yet
     root = _configs(tmp_path / "cfg", MODES["replace"], [RELATIONSHIP])
     status = ["status", "--config-root", str(root), "--warehouse", warehouse_url]
 
@@ -423,7 +424,8 @@ def test_a_refused_member_file_ends_every_member_run_rejected_not_running(
     assert "RUNNING" not in line and "REJECTED" in line
 
 
-def test_status_names_a_group_file_that_does_not_validate(tmp_path, warehouse_url, capsys):
+def test_status_names_a_group_file_that_does_not_validate(tmp_path, warehouse_url, capsys, sql):
+    sql("SELECT 1")  # the warehouse is there (DuckDB's file too), no run yet
     root = _configs(tmp_path / "cfg", MODES["replace"], [])
     broken = root / "groups" / "iso.json"
     broken.write_text('{"group": "iso", "tables": "dim_country"}')
@@ -472,3 +474,48 @@ def test_a_member_listed_twice_is_named_by_check_and_group_run(tmp_path, capsys)
     run = ["group", "run", "iso", "--config-root", str(root), "--source", f"dim_country={source}"]
     assert main([*run, "--warehouse", f"duckdb:///{tmp_path / 'w.duckdb'}"]) == 2
     assert f"{iso}: tables: 'dim_country' is listed twice" in capsys.readouterr().err
+
+
+def test_group_run_json_prints_one_object_for_a_broken_group_file(tmp_path, capsys):
+    root = _configs(tmp_path / "cfg", MODES["replace"], [])
+    broken = root / "groups" / "iso.json"
+    broken.write_text('{"group": "iso", "tables": ["dim_country"')  # a save cut short
+    source = tmp_path / "c.csv"
+    source.write_text("alpha_2,name\nFR,France\n")
+    run = ["group", "run", "iso", "--config-root", str(root), "--source", f"dim_country={source}"]
+    capsys.readouterr()
+    assert main([*run, "--warehouse", f"duckdb:///{tmp_path / 'w.duckdb'}", "--json"]) == 2
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["group"] == "iso" and summary["status"] == "rejected"
+    assert summary["error"]["type"] == "ConfigError"
+    assert (
+        f"{broken}" in summary["error"]["message"]
+        and "not valid JSON" in summary["error"]["message"]
+    )
+
+
+def test_a_groups_file_where_the_folder_belongs_is_named_by_check_status_and_group_run(
+    tmp_path, capsys
+):
+    root = _configs(tmp_path / "cfg", MODES["replace"], [])
+    groups = root / "groups"
+    for group_file in groups.iterdir():
+        group_file.unlink()
+    groups.rmdir()
+    groups.write_text('{"group": "iso", "tables": ["dim_country", "dim_subdivision"]}')
+    line = f"{groups}: is a file, not a folder: group files are groups/NAME.json"
+    warehouse = ["--warehouse", f"duckdb:///{tmp_path / 'w.duckdb'}"]
+    import duckdb
+
+    duckdb.connect(str(tmp_path / "w.duckdb")).close()  # status reads an existing one
+    capsys.readouterr()
+    assert main(["check", str(root)]) == 2
+    assert line in capsys.readouterr().out.splitlines()
+    assert main(["status", "--config-root", str(root), *warehouse]) == 2
+    assert capsys.readouterr().err.strip() == f"ConfigError: {line}"
+    source = tmp_path / "c.csv"
+    source.write_text("alpha_2,name\nFR,France\n")
+    run = ["group", "run", "iso", "--config-root", str(root), "--source", f"dim_country={source}"]
+    assert main([*run, *warehouse]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"ConfigError: {line}" and "Traceback" not in err

@@ -186,6 +186,7 @@ def test_s3_notification_routes_by_key_prefix_and_loads(
     ].strip('"')
 
 
+@pytest.mark.slow
 def test_seed_config_verbatim_from_s3_via_eventbridge(s3, warehouse_url, sql, monkeypatch, capsys):
     from tests.test_samples import SEED_CONFIG
 
@@ -381,6 +382,7 @@ def test_unreachable_warehouse_exits_3(tmp_path, capsys):
     assert summary["status"] == "error"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name", ["step_ingest.json", "step_validate.json", "step_notify_catch.json"]
 )
@@ -866,6 +868,7 @@ def _landed(name: str, key: str, version_id: str | None) -> dict:
     return event
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["s3_notification_put.json", "eventbridge_object_created.json"])
 def test_an_event_loads_the_version_it_names_not_the_latest(
     name, s3, table_dir, warehouse_url, sql, tmp_path, monkeypatch, capsys
@@ -980,6 +983,7 @@ def no_s3(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("REFLOAD_RAW_ROOT", raising=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", LANDED_EVENTS)
 def test_a_saved_event_replays_from_a_raw_root_with_no_s3(
     name, no_s3, warehouse_url, sql, tmp_path, capsys

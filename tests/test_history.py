@@ -840,3 +840,30 @@ def test_a_limit_no_warehouse_takes_is_a_usage_error_not_an_outage(warehouse_url
     assert refused.value.code == 2  # not 3 (InfrastructureError: LIMIT cannot be negative)
     err = capsys.readouterr().err
     assert f"--limit: must be a whole number from 1 to 1,000,000 (got '{limit}')" in err
+
+
+def test_read_only_commands_refuse_a_duckdb_file_that_is_not_there(
+    table_dir, write, tmp_path, capsys
+):
+    config = table_dir(MAPPING, name="t_codes", primary_key=["code"])
+    root = str(config.parent)
+    typo = tmp_path / "typo.duckdb"
+    url = f"duckdb:///{typo}"
+    outbox = str(tmp_path / "outbox")
+    for command in (
+        ["history", "t_codes"],
+        ["status", "--config-root", root],
+        ["diff", "t_codes", "--config-root", root],
+        ["why", "t_codes", "code=AA", "--config-root", root],
+        ["digest", "--config-root", root, "--outbox", outbox],
+        ["check", root],
+    ):
+        capsys.readouterr()
+        assert main([*command, "--warehouse", url]) == 2, command
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith(f"ConfigError: no DuckDB database at {typo} "), command
+        assert not typo.exists(), command
+    # A command that loads creates it, as before.
+    source = write("first.csv", FIRST)
+    assert main(["run", "--config", str(config), "--source", str(source), "--warehouse", url]) == 0
+    assert typo.is_file()

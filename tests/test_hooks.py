@@ -317,6 +317,7 @@ STALLS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stall", STALLS.values(), ids=STALLS.keys())
 def test_a_hook_past_its_time_limit_is_stopped_and_the_file_rejected(
     stall, hook, table_dir, write, run_cli, sql, warehouse_url, capsys
@@ -355,6 +356,7 @@ def test_a_hook_past_its_time_limit_is_stopped_and_the_file_rejected(
     assert (table["run_id"], table["status"]) == (summary["run_id"], "rejected")
 
 
+@pytest.mark.slow
 def test_the_time_limit_counts_every_piece_of_a_file(hook, table_dir, write, run_cli, monkeypatch):
     reference = hook(
         """

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 
 from handler.cli import main
@@ -145,6 +146,7 @@ def test_check_rejects_a_bad_owner(country, keys, message, capsys):
 def test_status_shows_the_owner(country, capsys, tmp_path):
     _with_owner(country, owner=OWNER)
     root, warehouse = str(country.parent), f"duckdb:///{tmp_path / 'w.duckdb'}"
+    duckdb.connect(str(tmp_path / "w.duckdb")).close()  # status reads an existing one
     assert main(["status", "--config-root", root, "--warehouse", warehouse, "--json"]) == 0
     tables = {t["table"]: t for t in json.loads(capsys.readouterr().out)["tables"]}
     assert tables["dim_country"]["owner"] == OWNER
@@ -154,6 +156,7 @@ def test_status_shows_the_owner(country, capsys, tmp_path):
     assert line.endswith("owner geo-data")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("warehouse_url", ["duckdb", "postgresql"], indirect=True)
 def test_a_repeat_while_open_only_counts_until_a_reminder_is_due_and_a_pass_resolves_it(
     country, warehouse_url, servicenow, ses, mail_env, sql, monkeypatch, capsys, tmp_path
@@ -207,6 +210,7 @@ def test_a_repeat_while_open_only_counts_until_a_reminder_is_due_and_a_pass_reso
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("warehouse_url", ["postgresql"], indirect=True)
 def test_two_runs_failing_at_once_open_one_incident(
     warehouse_url, servicenow, sql, monkeypatch, tmp_path
@@ -237,6 +241,7 @@ def test_two_runs_failing_at_once_open_one_incident(
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("down", "error", "markers"),
     [

@@ -35,6 +35,7 @@ def _dq_rows(sql, test_type: str) -> list[tuple[str, str, str, str]]:
     )
 
 
+@pytest.mark.slow
 def test_auto_bounds_learn_for_five_publishes_then_a_drop_explains_itself(
     table_dir, write, run_cli, sql
 ):

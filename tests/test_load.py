@@ -462,6 +462,7 @@ def test_an_append_table_takes_files_in_any_order(table_dir, write, run_cli, sql
     assert sql("SELECT code FROM ref.t_codes ORDER BY code") == [("AA",), ("BB",)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("warehouse_url", ["postgresql"], indirect=True)
 def test_of_two_runs_at_once_the_newer_file_wins_whichever_commits_last(
     table_dir, write, run_cli, sql, warehouse_url, tmp_path
@@ -565,6 +566,7 @@ def _large_csv(rows: int, suffix) -> str:
     return "code,name\n" + "".join(f"K{i:07d},name{i}{suffix(i)}\n" for i in range(rows))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("warehouse_url", ["postgresql"], indirect=True)
 def test_an_upsert_changing_half_of_a_large_table_is_as_quick_as_a_plain_one(
     table_dir, write, run_cli, sql, monkeypatch

@@ -73,6 +73,7 @@ def _command(tmp_path: Path, arguments: list[str], *, tty: bool, env: dict[str, 
     return code, out, seen.decode(errors="replace").replace("\r", "\n")
 
 
+@pytest.mark.slow
 def test_a_terminal_shows_each_step_with_its_time_and_stdout_stays_one_json_object(tmp_path):
     code, out, terminal = _run(tmp_path, tty=True)
     assert code == 0, terminal
@@ -93,6 +94,7 @@ def test_a_terminal_shows_each_step_with_its_time_and_stdout_stays_one_json_obje
     assert "step started" not in terminal and "step finished" not in terminal
 
 
+@pytest.mark.slow
 def test_a_pipe_gets_json_log_lines_and_no_progress(tmp_path):
     code, out, err = _run(tmp_path, tty=False)
     assert code == 0, err
@@ -102,6 +104,7 @@ def test_a_pipe_gets_json_log_lines_and_no_progress(tmp_path):
     assert json.loads(out)["status"] == "passed"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("extra", "env"),
     [
@@ -134,6 +137,7 @@ def test_the_lambda_path_never_imports_the_progress_library():
     assert done.stdout.strip().splitlines()[-1] == "False", done.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("arguments", "phases"),
     [
@@ -150,6 +154,7 @@ def test_init_and_check_show_progress_on_a_terminal(tmp_path, arguments, phases)
     assert "|" not in out  # the bars went to the terminal (stderr), not into the output
 
 
+@pytest.mark.slow
 def test_check_prints_the_same_report_on_a_terminal_and_in_a_pipe(tmp_path):
     assert (
         _command(tmp_path, ["check", str(CONFIGS)], tty=True)[1]
@@ -157,6 +162,7 @@ def test_check_prints_the_same_report_on_a_terminal_and_in_a_pipe(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_a_terminal_gets_the_step_records_with_verbose_and_always_the_errors(tmp_path):
     code, _, terminal = _run(tmp_path, "--verbose", tty=True)
     assert code == 0, terminal
@@ -182,6 +188,7 @@ def test_a_terminal_gets_the_step_records_with_verbose_and_always_the_errors(tmp
     assert "step failed" in terminal and "step started" not in terminal  # errors: always
 
 
+@pytest.mark.slow
 def test_an_xlsx_read_shows_its_rows_at_a_terminal(tmp_path):
     source = next((SAMPLES / "country").glob("*/*.xlsx"))
     arguments = ["run", "--config", str(CONFIGS / "dim_country.json"), "--source", str(source)]

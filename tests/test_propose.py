@@ -33,6 +33,7 @@ def country_csv() -> str:
     return out.getvalue()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("warehouse_url", ["duckdb", "postgresql"], indirect=True)
 def test_init_proposes_checks_from_the_profile_and_they_pass_on_their_sample(
     write, run_cli, tmp_path, capsys

@@ -32,6 +32,7 @@ SEED_CONFIG = {
 }
 
 
+@pytest.mark.slow
 def test_seed_config_with_local_mapping_loads_every_us_zip(tmp_path: Path):
     warehouse_url = f"duckdb:///{tmp_path / 'w.duckdb'}"
 
@@ -80,6 +81,7 @@ def test_seed_config_with_local_mapping_loads_every_us_zip(tmp_path: Path):
     assert all(r["run_id"] == summary["run_id"] for r in records if "step" in r)
 
 
+@pytest.mark.slow
 def test_the_four_sample_tables_load_with_their_tests(run_cli, sql):
     order = ["zipcode", "country", "currency", "subdivision"]
     for name in order:
@@ -104,6 +106,7 @@ def test_the_four_sample_tables_load_with_their_tests(run_cli, sql):
     assert ri == [("pass", "0")]
 
 
+@pytest.mark.slow
 def test_readme_sample_command_runs_on_a_clean_folder(tmp_path: Path):
     done = subprocess.run(
         [

@@ -181,6 +181,7 @@ def test_a_json_file_is_hashed_as_stored(table_dir, write, run_cli, sql):
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.all_warehouses
 def test_a_large_output_is_written_as_parts_that_keep_the_files_order(
     table_dir, write, run_cli, sql, monkeypatch
@@ -227,6 +228,7 @@ def test_a_large_output_is_written_as_parts_that_keep_the_files_order(
     ) == [(0,)]
 
 
+@pytest.mark.slow
 @pytest.mark.all_warehouses
 def test_an_output_of_parts_on_s3_loads_and_a_replay_writes_its_own(
     table_dir, write, s3, sql, warehouse_url, capsys, monkeypatch

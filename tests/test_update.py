@@ -175,3 +175,16 @@ def test_a_read_only_sheet_is_exit_2_and_leaves_config_and_sheet_as_they_were(
     assert f"{sheet}: --update: cannot write: Permission denied; nothing changed" in err
     assert "Traceback" not in err
     assert {p: p.read_bytes() for p in before} == before
+
+
+def test_update_with_out_is_refused_and_nothing_is_written(table_dir, write, update, tmp_path):
+    config = table_dir(COUNTRY_MAPPING, name="dim_country", primary_key=["alpha_2"])
+    sheet = config.parent / "dim_country_mapping.csv"
+    before = (config.read_bytes(), sheet.read_bytes())
+    source = write("v2.csv", countries(["ISO2", "ISO3", "Numeric code", "Name"]))
+    out = tmp_path / "elsewhere"
+    code, printed, err = update(source, config, "--out", str(out))
+    assert code == 2 and not printed
+    assert "ConfigError: --update rewrites CONFIG and its mapping sheet where they are: " in err
+    assert "leave out --out" in err and len(err.strip().splitlines()) == 1
+    assert (config.read_bytes(), sheet.read_bytes()) == before and not out.exists()

@@ -131,6 +131,7 @@ def test_unreachable_server_is_transient():
         warehouse.query("SELECT 1")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("warehouse_url", SERVER_WAREHOUSES, indirect=True)
 def test_a_transaction_left_open_on_the_target_fails_the_load_as_retryable(
     table_dir, write, run_cli, sql, monkeypatch, warehouse_url
@@ -166,6 +167,7 @@ def test_a_transaction_left_open_on_the_target_fails_the_load_as_retryable(
     _after_failure(sql, summary, run_cli, config, source, EXPECTED["truncate"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("warehouse_url", SERVER_WAREHOUSES, indirect=True)
 def test_two_first_loads_of_one_table_at_once_both_publish(
     table_dir, write, sql, warehouse_url, tmp_path
@@ -376,6 +378,7 @@ def test_a_table_wider_than_the_warehouse_allows_is_refused_before_staging(
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("warehouse_url", SERVER_WAREHOUSES, indirect=True)
 def test_a_statement_over_the_statement_timeout_fails_fast_and_changes_nothing(
     table_dir, write, run_cli, sql, monkeypatch

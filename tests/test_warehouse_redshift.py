@@ -359,6 +359,7 @@ def test_copy_quotes_the_curated_key_and_the_role_as_redshift_literals(
     assert parsed.args["credentials"].args["iam_role"].name == role
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("warehouse_url", ["redshift"], indirect=True)
 def test_the_proxy_holds_each_statement_as_a_distant_leader_node(
     s3, table_dir, write, warehouse_url, redshift_proxy, capsys

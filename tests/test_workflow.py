@@ -229,6 +229,7 @@ def test_data_quality_failure_notifies_and_fails(workflow):
     assert _count(workflow, "SELECT DISTINCT run_id FROM etl_audit.run_log") == [(done["name"],)]
 
 
+@pytest.mark.slow
 def test_transient_error_is_retried_then_succeeds(workflow, monkeypatch, tmp_path):
     good = f"duckdb:///{tmp_path / 'w.duckdb'}"
     monkeypatch.setenv("REFLOAD_WAREHOUSE_URL", "postgresql://refload:x@127.0.0.1:9/down")
@@ -304,6 +305,7 @@ def _rule_pattern(raw_bucket: str) -> dict[str, Any]:
     return pattern
 
 
+@pytest.mark.slow
 def test_s3_object_created_event_starts_an_execution_with_that_event(workflow):
     # S3 -> EventBridge -> the template's rule. moto delivers rule targets to SQS, not to
     # Step Functions, so the matched event is captured and started as EventBridge would.
@@ -392,6 +394,7 @@ def _assert_states_fit(workflow: Workflow, done: dict[str, Any]) -> None:
     assert sizes and max(sizes.values()) < STATE_LIMIT, max(sizes.items(), key=lambda i: i[1])
 
 
+@pytest.mark.slow
 def test_wide_rows_and_six_failing_tests_keep_every_state_under_256_kib(workflow):
     done = workflow.run(_object_created(_wide_table(workflow)))
     assert done["status"] == "FAILED"
@@ -427,6 +430,7 @@ def _fail_every_channel(monkeypatch: pytest.MonkeyPatch, workflow: Workflow) -> 
     monkeypatch.delenv("REFLOAD_ALERT_EMAIL_FROM", raising=False)
 
 
+@pytest.mark.slow
 def test_every_alert_channel_down_fails_the_execution_visibly(workflow, monkeypatch):
     _fail_every_channel(monkeypatch, workflow)
     done = workflow.run(_object_created(_wide_table(workflow)))
@@ -437,6 +441,7 @@ def test_every_alert_channel_down_fails_the_execution_visibly(workflow, monkeypa
     assert workflow.states(done)[-1] == "AlertNotDelivered"
 
 
+@pytest.mark.slow
 def test_one_alert_channel_down_is_listed_and_the_others_deliver(workflow, monkeypatch):
     monkeypatch.setenv("REFLOAD_ALERT_CHANNELS", "ses,outbox")
     monkeypatch.delenv("REFLOAD_ALERT_EMAIL_FROM", raising=False)
@@ -473,6 +478,7 @@ def _break(step: str, workflow: Workflow, monkeypatch: pytest.MonkeyPatch) -> An
     return lambda: config_path.write_text(original)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("step", ["ingest", "load", "validate"])
 def test_the_alerts_rerun_input_starts_a_working_execution_as_printed(step, workflow, monkeypatch):
     repair = _break(step, workflow, monkeypatch)
@@ -702,6 +708,7 @@ def aws_state_limits(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(CommonStateField, "_eval_state_input", checked_input)
 
 
+@pytest.mark.slow
 def test_the_state_limit_wrapper_fails_an_execution_as_aws_does(aws_state_limits, workflow):
     # The wrapper itself: an input over 256 KiB fails the execution, and no Catch runs.
     _land_currency(workflow)
@@ -712,6 +719,7 @@ def test_the_state_limit_wrapper_fails_an_execution_as_aws_does(aws_state_limits
     assert workflow.alerts() == []
 
 
+@pytest.mark.slow
 def test_a_thousand_failing_checks_with_long_names_still_notify(aws_state_limits, workflow):
     config_path = workflow.tmp / "configs" / "dim_currency.json"
     config = json.loads(config_path.read_text())
@@ -808,6 +816,7 @@ def test_every_log_record_names_the_request_the_execution_the_table_and_the_run(
     assert by_step == set(zip(workflow.invocations, workflow.request_ids, strict=True))
 
 
+@pytest.mark.slow
 def test_a_file_older_than_the_published_one_ends_stale_without_validate_or_alert(workflow):
     """S3 delivers out of order: the newer upload is loaded first; the older one then runs
     ingest and load, publishes nothing and ends in the Stale state: no validate, no alert."""
@@ -839,6 +848,7 @@ def test_a_file_older_than_the_published_one_ends_stale_without_validate_or_aler
     assert workflow.alerts() == []
 
 
+@pytest.mark.slow
 def test_each_execution_sends_one_openlineage_start_and_one_end(workflow, monkeypatch, tmp_path):
     # Through the real state machine: load fails once and is retried, then a rejected file.
     events_file = tmp_path / "lineage.jsonl"
@@ -907,6 +917,7 @@ def _published(workflow: Workflow) -> list[tuple[Any, ...]]:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("first", list(GROUP_KEYS))
 def test_group_members_arriving_in_either_order_publish_together(workflow, first, capsys):
     _iso_group(workflow)
@@ -951,6 +962,7 @@ def test_group_members_arriving_in_either_order_publish_together(workflow, first
     assert (output["checks_total"], output["checks_failed"]) == (11, 0)
 
 
+@pytest.mark.slow
 def test_a_group_member_arriving_twice_is_held_once_and_replays_are_idempotent(workflow):
     _iso_group(workflow)
     for _ in range(2):  # the same file twice: still one member, waiting for the other
@@ -971,6 +983,7 @@ def test_a_group_member_arriving_twice_is_held_once_and_replays_are_idempotent(w
     assert len(_published(workflow)) == 2
 
 
+@pytest.mark.slow
 def test_a_member_whose_group_file_is_broken_is_refused_not_published_alone(workflow):
     _iso_group(workflow)
     iso = workflow.tmp / "configs" / "groups" / "iso.json"

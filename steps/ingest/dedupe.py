@@ -157,9 +157,15 @@ class DuckDBFinder:
 
     def repeated_keys(self, rows: pa.Table, key: list[str]) -> RepeatedKeys | None:
         columns = self._columns(key)
+        # A group of -0.0 and 0.0 shows whichever row a thread saw first: shown as 0.0, as
+        # the in-memory path does, so the message does not change from run to run.
+        shown = ", ".join(
+            f'"{k}" + 0.0' if pa.types.is_floating(rows.schema.field(k).type) else f'"{k}"'
+            for k in key
+        )
         self.con.register("suspect_rows", rows)
         found = self.con.sql(
-            f'SELECT {columns}, list("{POSITION}" ORDER BY "{POSITION}") FROM suspect_rows '
+            f'SELECT {shown}, list("{POSITION}" ORDER BY "{POSITION}") FROM suspect_rows '
             f'GROUP BY {columns} HAVING COUNT(*) > 1 ORDER BY MIN("{POSITION}")'
         ).fetchall()
         if not found:

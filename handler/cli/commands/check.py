@@ -338,7 +338,7 @@ def check_configs(
 
         _check_curated_region(report, warehouse_url, curated_root)
         progress.phase("plans", total=len(specs), unit="tables")
-        with open_warehouse(warehouse_url) as warehouse:
+        with open_warehouse(warehouse_url, must_exist=True) as warehouse:
             report.plans = []
             for spec in specs:
                 report.plans.append(_plan(warehouse, spec))

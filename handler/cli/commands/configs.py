@@ -34,7 +34,11 @@ def init_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --update: the curated root whose newest file of the table holds the "
         "values renamed columns are matched by (default: env REFLOAD_CURATED_ROOT or curated)",
     )
-    parser.add_argument("--out", default="configs", help="folder to write to (default configs)")
+    parser.add_argument(
+        "--out",
+        help="folder to write a new table's config and sheet to (default configs); not with "
+        "--update or --update-layout, which rewrite CONFIG's files where they are",
+    )
     parser.add_argument("--sheet", choices=("csv", "xlsx"), default="csv", help="mapping sheet")
     parser.add_argument("--format", help="source_format (default: from the extension)")
     parser.add_argument("--sheet-name", help="Excel sheet (default: the one with most cells)")
@@ -49,6 +53,14 @@ def init_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="overwrite existing files")
     parser.add_argument("--json", action="store_true", help="print JSON on stdout")
     quiet_options(parser)
+
+
+# The run reads the sheet the config names, beside the config: an updated copy elsewhere
+# would be read by nothing, so --out with an update is refused rather than ignored.
+OUT_WITH_UPDATE = (
+    "{option} rewrites CONFIG and its mapping sheet where they are: leave out --out (to "
+    "update a copy, copy the config and its sheet to a folder first and name that config)"
+)
 
 
 def init(args: argparse.Namespace) -> int:
@@ -69,6 +81,8 @@ def init(args: argparse.Namespace) -> int:
         from handler.cli.commands.init.update import print_sheet_update, update_mapping
 
         layout = (args.format, args.sheet_name, args.encoding, args.delimiter, args.header_row)
+        if args.out:
+            raise ConfigError(OUT_WITH_UPDATE.format(option="--update"))
         if args.update_layout or args.table or args.primary_key or any(layout):
             raise ConfigError(
                 "--update reads SOURCE with the config's layout and keeps its table and key: "
@@ -79,6 +93,8 @@ def init(args: argparse.Namespace) -> int:
         print_sheet_update(update_mapping(args.source, args.update, root), as_json=args.json)
         return 0
     if args.update_layout:
+        if args.out:
+            raise ConfigError(OUT_WITH_UPDATE.format(option="--update-layout"))
         if args.table or args.primary_key:
             raise ConfigError(
                 "--update-layout keeps the config's table and key: leave out "
@@ -104,7 +120,7 @@ def init(args: argparse.Namespace) -> int:
         primary_key=key,
         given=given,
     )
-    config_path, mapping_path = write(proposal, args.out, args.sheet, args.force)
+    config_path, mapping_path = write(proposal, args.out or "configs", args.sheet, args.force)
     print_proposal(proposal, config_path, mapping_path, as_json=args.json)
     return 0
 

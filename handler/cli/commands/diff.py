@@ -34,7 +34,7 @@ def diff(args: argparse.Namespace) -> int:
     from steps.shared.warehouse.audit_publishes import ingested_run, table_publishes
 
     spec = load_table_config(find_config(args.config_root or config_root(), args.table))
-    with open_warehouse(args.warehouse) as warehouse:
+    with open_warehouse(args.warehouse, must_exist=True) as warehouse:
         warehouse.ensure_audit_tables()
         publishes = table_publishes(warehouse, args.table)
         if args.run and all(p.run_id != args.run for p in publishes):

@@ -51,21 +51,31 @@ def digest(args: argparse.Namespace) -> int:
 
 
 def replay_digest(event: dict[str, Any], *, as_json: bool) -> int:
-    """Run a digest event through the handler's dispatch; exit 0 whatever it found."""
+    """Run a digest event through the handler's dispatch; exit 0 whatever it found, 3
+    (docs/architecture.md) when a channel did not deliver it."""
     from handler.aws.dispatch import run_step
     from handler.aws.events import to_payload
     from steps.digest import digest_report
+    from steps.shared.errors import AlertNotDelivered
 
     payload = to_payload(event)
     found = run_step("digest", payload)
+    sent = found.get("sent") or {}
     if as_json:
         print(json.dumps(found, default=str))
+    else:
+        print(digest_report(found, payload["run_id"])["text"], end="")
+        for channel, outcome in sent.items():
+            if outcome["status"] != "failed":
+                print(f"{channel}: {outcome['status']} {outcome.get('ref')}", file=sys.stderr)
+    failed = {channel: o["error"] for channel, o in sent.items() if o["status"] == "failed"}
+    if not failed:
         return 0
-    print(digest_report(found, payload["run_id"])["text"], end="")
-    for channel, outcome in (found.get("sent") or {}).items():
-        where = outcome.get("ref") or outcome.get("error")
-        print(f"{channel}: {outcome['status']} {where}", file=sys.stderr)
-    return 0
+    # A digest a channel did not deliver (an outbox folder that cannot be written: its
+    # error names the path) must not end as if it had been sent.
+    reasons = "; ".join(f"{channel}: {error}" for channel, error in failed.items())
+    print(f"AlertNotDelivered: digest not delivered ({reasons})", file=sys.stderr)
+    return AlertNotDelivered.exit_code
 
 
 DIGEST = Command(

@@ -177,10 +177,27 @@ def _failed_outcome(state: dict[str, Any], error: Any) -> Any:
 
 
 def group(args: argparse.Namespace) -> int:
+    from steps.shared.errors import RefloadError
     from steps.shared.io.secrets import redact_value
 
-    with progress.shown(args.quiet):
-        summary = redact_value(run_group(args))
+    try:
+        with progress.shown(args.quiet):
+            summary = redact_value(run_group(args))
+    except RefloadError as error:  # before any member ran: the group file, the --source
+        if not args.json:
+            raise  # the error policy's one line on stderr
+        # --json is one object whatever happens, as `run --json` for a config error.
+        summary = redact_value(
+            {
+                "group": args.name,
+                "group_run_id": None,
+                "checks": [],
+                "members": {},
+                "error": error.to_dict(),
+                "status": error.status,
+                "exit_code": error.exit_code,
+            }
+        )
     code = int(summary.pop("exit_code"))
     if args.json:
         print(json.dumps(summary, default=str))

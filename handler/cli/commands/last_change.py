@@ -24,7 +24,7 @@ def last_changes(config_root: str, warehouse_url: str | None) -> dict[str, dict[
     from steps.shared.warehouse.audit_publishes import last_publishes
 
     configs, _ = table_configs(config_root)
-    with open_warehouse(warehouse_url) as warehouse:
+    with open_warehouse(warehouse_url, must_exist=True) as warehouse:
         warehouse.ensure_audit_tables()
         publishes = last_publishes(warehouse, 2)
     panels: dict[str, dict[str, Any]] = {}

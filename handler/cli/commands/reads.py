@@ -77,7 +77,7 @@ def history(args: argparse.Namespace) -> int:
     from steps.shared.warehouse import open_warehouse
     from steps.shared.warehouse.audit_window import cost_by_month, run_costs
 
-    with open_warehouse(args.warehouse) as warehouse:
+    with open_warehouse(args.warehouse, must_exist=True) as warehouse:
         warehouse.ensure_audit_tables()
         runs = recent_runs(warehouse, args.table, args.limit, samples=args.changes)
         costs = run_costs(warehouse, table=args.table)

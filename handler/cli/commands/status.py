@@ -53,7 +53,7 @@ def fleet_status(
 
     now = now or parse_now(None)
     configs, broken = table_configs(config_root)
-    with open_warehouse(warehouse_url) as warehouse:
+    with open_warehouse(warehouse_url, must_exist=True) as warehouse:
         warehouse.ensure_audit_tables()
         history = fleet_history(warehouse, RUNS_PER_TABLE)
         received = last_received(warehouse)

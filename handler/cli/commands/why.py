@@ -37,7 +37,7 @@ def why(args: argparse.Namespace) -> int:
 
     spec = load_table_config(find_config(args.config_root or config_root(), args.table))
     key = parse_row(args.row, spec.mapping.targets)
-    with open_warehouse(args.warehouse) as warehouse:
+    with open_warehouse(args.warehouse, must_exist=True) as warehouse:
         warehouse.ensure_audit_tables()
         publishes = table_publishes(warehouse, args.table)
         if spec.config.mode == "scd2" and publishes:  # none yet: maybe no target either

@@ -40,6 +40,7 @@ class RowCountChange(QualityTest):
     )
     auto: bool = Field(
         default=False,
+        strict=True,  # "yes" or 1 read as true would learn bounds nobody asked for
         description="Learn the usual change from the table's last 30 publishes "
         "(steps.shared.checks.learned); `learning` (passes) before 5.",
     )
@@ -58,6 +59,7 @@ class ChangesWithin(QualityTest):
     max_changed_pct: float | None = Field(default=None, ge=0)
     auto: bool = Field(
         default=False,
+        strict=True,
         description="Learn each kind's usual share from the table's last 30 publishes; a "
         "max_*_pct set beside it caps that kind's learned bound.",
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Collection
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -110,6 +111,11 @@ def groups_root(config_root: str) -> str:
 def group_uris(config_root: str) -> list[str]:
     """The group files under `config_root`/groups (none when the folder is not there)."""
     root = groups_root(config_root)
+    if not storage.is_s3(root) and Path(root).exists() and not Path(root).is_dir():
+        # Not "no groups": the groups a user meant to define would be silently gone.
+        raise ConfigError(
+            f"is a file, not a folder: group files are {GROUPS_FOLDER}/NAME.json", file=root
+        )
     try:
         return storage.list_uris(root, ".json")
     except ConfigError:  # no groups folder: no groups
@@ -239,7 +245,11 @@ def check_groups(
     problems: list[tuple[str, str]] = []
     claimed: dict[str, str] = {}
     names: dict[str, str] = {}
-    for uri in group_uris(config_root):
+    try:
+        uris = group_uris(config_root)
+    except ConfigError as error:
+        return [(error.file or groups_root(config_root), error.reason)]
+    for uri in uris:
         try:
             group = read_group(uri)
         except ConfigError as error:

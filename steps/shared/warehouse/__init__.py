@@ -43,7 +43,9 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def open_warehouse(url: str | None = None) -> Warehouse:
+def open_warehouse(url: str | None = None, *, must_exist: bool = False) -> Warehouse:
+    """The warehouse at `url`; `must_exist` for a command that only reads (history,
+    status, ...): a database that is not there is a ConfigError, never created empty."""
     from steps.shared.errors import ConfigError
     from steps.shared.io import secrets
     from steps.shared.names import unknown_name
@@ -52,13 +54,15 @@ def open_warehouse(url: str | None = None) -> Warehouse:
     secrets.remember_url(url)  # masked in every log line, message and alert from now on
     shared = _shared.get()
     if shared is not None and url in shared:
-        return shared[url]
+        return shared[url]  # opened, so there
     scheme = url.split("://", 1)[0].split("+", 1)[0].lower()
     if scheme not in DIALECTS:
         raise ConfigError(f"warehouse URL: {unknown_name('scheme', scheme, DIALECTS)}")
     module_name, class_name = DIALECTS[scheme].split(":")
     cls: type[Warehouse] = getattr(importlib.import_module(module_name), class_name)
     warehouse = cls(url)
+    if must_exist:
+        warehouse.check_exists()
     if shared is not None:
         warehouse.shared = True
         shared[url] = warehouse

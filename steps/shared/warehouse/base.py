@@ -163,6 +163,10 @@ class Warehouse:
     def close(self) -> None:
         return self.client.close()
 
+    def check_exists(self) -> None:
+        """For a command that only reads: refuse a database that is not there. A server's
+        connection says so itself; an embedded file is overridden (DuckDB)."""
+
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         return self.client.execute(sql, params)
 

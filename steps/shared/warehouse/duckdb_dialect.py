@@ -7,7 +7,12 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from steps.shared.errors import InfrastructureError, RefloadError, WarehouseUnavailable
+from steps.shared.errors import (
+    ConfigError,
+    InfrastructureError,
+    RefloadError,
+    WarehouseUnavailable,
+)
 from steps.shared.io import storage
 from steps.shared.warehouse.base import (
     BeforePublish,
@@ -137,6 +142,16 @@ class DuckDBWarehouse(Warehouse):
     client_class = DuckDBClient
     catalog_class = DuckDBCatalog
     catalog: DuckDBCatalog
+
+    def check_exists(self) -> None:
+        # Connecting creates the file: a typo'd URL would read an empty warehouse and
+        # report nothing wrong.
+        path = database_path(self.url)
+        if path != ":memory:" and not Path(path).is_file():
+            raise ConfigError(
+                f"no DuckDB database at {path} (a run creates it; check --warehouse or "
+                "REFLOAD_WAREHOUSE_URL)"
+            )
 
     def publish(
         self,

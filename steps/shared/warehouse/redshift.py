@@ -34,7 +34,8 @@ def connect_arguments(url: str) -> dict[str, Any]:
 
     Options: iam=true with cluster_identifier (+ db_user) or serverless_work_group;
     secret_arn=ARN (a Secrets Manager secret with username/password, host, port, dbname);
-    region, ssl, timeout, application_name (default refload). The COPY role comes from iam_role= or REFLOAD_REDSHIFT_IAM_ROLE.
+    region, ssl, timeout, application_name (default refload). The COPY role comes from
+    iam_role= or REFLOAD_REDSHIFT_IAM_ROLE.
     """
     parts = urlsplit(url)
     options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
