@@ -128,9 +128,12 @@ class PostgresCatalog(Catalog):
                 else:
                     fmt, chunks = "csv", _csv_copy(batches)
                 statement = f"COPY {self.quote(staging)} ({cols}) FROM STDIN (FORMAT {fmt})"
-                with self.sql.conn.cursor() as cursor, cursor.copy(statement) as copy:
-                    for chunk in chunks:
-                        copy.write(chunk)
+                with self.sql.conn.cursor() as cursor:
+                    with cursor.copy(statement) as copy:
+                        for chunk in chunks:
+                            copy.write(chunk)
+                    if cursor.rowcount >= 0:  # COPY's command tag: the rows it loaded
+                        self.staged_rows[staging] = cursor.rowcount
         except RefloadError:
             raise
         except Exception as error:
