@@ -19,7 +19,7 @@ from steps.shared.checks.group import run_group_checks
 from steps.shared.checks.registry import failed_checks
 from steps.shared.config.group import Group, load_group
 from steps.shared.config.table import TableSpec
-from steps.shared.errors import ConfigError, QualityCheckFailed
+from steps.shared.errors import ConfigError, QualityCheckFailed, RefloadError
 from steps.shared.loading import before_publish_gate, ledger_entry, summary, target_table
 from steps.shared.warehouse import open_warehouse
 from steps.shared.warehouse.base import UserSqlAbortedPublish, Warehouse
@@ -53,12 +53,14 @@ def publish(
             )
         )
     group_checks: list[dict[str, Any]] = []
+    # Group checks whose SQL aborted an earlier attempt of this publish: their result.
+    aborted_checks: dict[str, dict[str, Any]] = {}
 
     def group_gate(warehouse: Warehouse) -> None:
-        group_checks[:] = run_group_checks(warehouse, group)
+        group_checks[:] = run_group_checks(warehouse, group, aborted_checks)
         failed = failed_checks(group_checks)
         if failed:
-            names = ", ".join(f"{c['name']} (observed {c['observed']})" for c in failed)
+            names = ", ".join(map(_failure, failed))
             raise QualityCheckFailed(
                 f"group {group.name}: check(s) failed, no member was published: {names}",
                 table=group.name,
@@ -95,6 +97,14 @@ def publish(
             group.members.items(), members, results, strict=True
         )
     }, group_checks
+
+
+def _failure(check: dict[str, Any]) -> str:
+    """A failed group check in the error's message; one that could not run, with the
+    database's message (its observed count is None)."""
+    if check["status"] == "error":
+        return f"{check['name']} ({check['details'].get('error')})"
+    return f"{check['name']} (observed {check['observed']})"
 
 
 def _refuse_unsafe_group_sql(group: Group, warehouse: Warehouse) -> None:
@@ -192,14 +202,14 @@ def arrival(spec: TableSpec, payload: dict[str, Any]) -> dict[str, Any] | None:
                 if member != table
             ]
         )
-    # The other members' after-publish tests run here (their audit rows under their own
-    # runs); their results travel with this member's before-publish ones, so that this
-    # execution's Validate fails, and alerts, when any member's test fails.
+    # The other members' after-publish tests run here, each under its own run, whose
+    # run_log gets the validate row its own execution would have written; their results
+    # travel with this member's before-publish ones, so that this execution's Validate
+    # fails, and alerts, when any member's test fails.
     others = [
         {**check, "name": f"{member}: {check['name']}"}
-        for member, result in loads.items()
-        if member != table and result["published"]
-        for check in validate.run({**payloads[member], **result, "step": "validate"})["checks"]
+        for member, checks in _validate_others(name, payloads, loads, table, url).items()
+        for check in checks
     ]
     own = loads[table]
     return {
@@ -209,6 +219,46 @@ def arrival(spec: TableSpec, payload: dict[str, Any]) -> dict[str, Any] | None:
         "group_run_id": payload["run_id"],
         "group_checks": checks,
     }
+
+
+def _validate_others(
+    group: str,
+    payloads: dict[str, dict[str, Any]],
+    loads: dict[str, dict[str, Any]],
+    table: str,
+    url: str | None,
+) -> dict[str, list[dict[str, Any]]]:
+    """Each published member of `group` but `table` validated: its checks by member, and
+    its validate row in run_log (passed / failed, or the error that stopped it)."""
+    results: dict[str, list[dict[str, Any]]] = {}
+    rows = []
+    try:
+        for member, result in loads.items():
+            if member == table or not result["published"]:
+                continue
+            state = {**payloads[member], **result, "step": "validate"}
+            row = {
+                "run_id": state["run_id"],
+                "table_name": member,
+                "step": "validate",
+                "source_uri": state.get("source"),
+            }
+            try:
+                validated = validate.run(state)
+            except RefloadError as error:
+                failure = {"type": type(error).__name__, "message": error.full_message}
+                rows.append({**row, "status": "failed", "error": failure, "details": {}})
+                raise
+            results[member] = validated["checks"]
+            details = {**validated, "group": group}
+            rows.append(
+                {**row, "status": validated["validation"], "error": None, "details": details}
+            )
+    finally:
+        if rows:
+            with open_warehouse(url) as warehouse:
+                warehouse.record_steps(rows)
+    return results
 
 
 def waiting_groups(config_root: str, warehouse_url: str | None, now: Any) -> list[dict[str, Any]]:

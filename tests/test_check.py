@@ -377,3 +377,28 @@ def test_a_string_auto_is_refused_naming_file_key_and_value(sample_configs, chec
         quality_tests=[*tests, {**learned[0], "auto": False, "max_pct": 10}, learned[1]],
     )
     assert check(str(sample_configs))[0] == 0
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("truncate_before_load", "yes"), ("dedupe", "no"), ("allow_new_columns", 1)],
+)
+def test_a_config_boolean_given_as_a_string_or_number_is_refused(sample_configs, check, key, value):
+    config = sample_configs / "dim_country.json"
+    _edit(sample_configs, "dim_country.json", **{key: value})
+    code, lines = check(str(sample_configs))
+    assert code == 2, lines
+    assert f"{config}: {key}: Input should be a valid boolean (got {value!r})" in lines
+
+
+def test_a_custom_sql_store_samples_given_as_a_string_is_refused(sample_configs, check):
+    config = sample_configs / "dim_country.json"
+    tests = json.loads(config.read_text())["quality_tests"]
+    query = {"type": "custom_sql", "sql": "SELECT 1 WHERE 1 = 0", "store_samples": "true"}
+    _edit(sample_configs, "dim_country.json", quality_tests=[*tests, query])
+    code, lines = check(str(sample_configs))
+    assert code == 2, lines
+    assert (
+        f"{config}: quality_tests[{len(tests)}].store_samples: Input should be a valid boolean "
+        "(got 'true')"
+    ) in lines

@@ -27,6 +27,7 @@ RELATIONSHIP = {
     "column": "dim_subdivision.country_code",
     "to": "dim_country.alpha_2",
 }
+RELATIONSHIP_NAME = "relationships_dim_subdivision_country_code_to_dim_country_alpha_2"
 MODES: dict[str, dict[str, Any]] = {
     "replace": {"truncate_before_load": True},
     "append": {"load_mode": "append"},
@@ -99,6 +100,16 @@ def _checksum(sql: Any, table: str) -> str:
     return hashlib.sha256(repr(sorted(map(repr, rows))).encode()).hexdigest()
 
 
+def _published_nothing(sql, summary, before):
+    """Every member exactly as it was, and each member's load recorded as failed."""
+    assert {t: _checksum(sql, t) for t in before} == before
+    assert sql(
+        "SELECT table_name, status FROM etl_audit.run_log WHERE run_id = ? AND step = 'load' "
+        "ORDER BY table_name",
+        summary["group_run_id"],
+    ) == [("dim_country", "failed"), ("dim_subdivision", "failed")]
+
+
 def _current(sql: Any, table: str, column: str, history: bool) -> list[tuple[Any, ...]]:
     where = " WHERE valid_to IS NULL" if history else ""
     return sql(f"SELECT {column} FROM ref.{table}{where} ORDER BY {column}")
@@ -160,13 +171,8 @@ def test_failing_group_check_leaves_every_member_exactly_as_it_was(group_run, sq
         "every_country_has_a_subdivision": ("fail", 1),
     }
     assert "no member was published" in summary["error"]["message"]
-    assert {t: _checksum(sql, t) for t in before} == before
+    _published_nothing(sql, summary, before)
     assert sql("SELECT COUNT(*) FROM etl_audit.load_ledger") == ledger
-    assert sql(
-        "SELECT table_name, status FROM etl_audit.run_log WHERE run_id = ? AND step = 'load' "
-        "ORDER BY table_name",
-        summary["group_run_id"],
-    ) == [("dim_country", "failed"), ("dim_subdivision", "failed")]
     assert sql(
         "SELECT table_name, test_name, status FROM etl_audit.data_quality_tests "
         "WHERE run_id = ? ORDER BY test_name",
@@ -275,7 +281,7 @@ def test_check_refuses_a_group_file_that_does_not_validate(tmp_path, capsys):
     assert "'alpha_2' must be 'member.column'" in out
 
 
-@pytest.mark.parametrize("warehouse_url", ["duckdb", "postgresql"], indirect=True)
+@pytest.mark.parametrize("warehouse_url", ["duckdb", "postgresql", "redshift"], indirect=True)
 def test_rollback_group_puts_every_member_back_to_what_it_held(
     group_run, sql, tmp_path, warehouse_url, capsys
 ):
@@ -519,3 +525,87 @@ def test_a_groups_file_where_the_folder_belongs_is_named_by_check_status_and_gro
     assert main([*run, *warehouse]) == 2
     err = capsys.readouterr().err
     assert err.strip() == f"ConfigError: {line}" and "Traceback" not in err
+
+
+def test_each_member_of_a_group_published_on_arrival_has_its_validate_in_run_log(
+    tmp_path, warehouse_url, write, sql, monkeypatch
+):
+    """On AWS, the execution that completes the group runs the other member's after-publish
+    tests: that member's run records its validate step as a run of its own would."""
+    from handler import lambda_handler
+
+    root = _configs(tmp_path / "cfg", MODES["replace"], [RELATIONSHIP])
+    config = json.loads((root / "dim_country.json").read_text())
+    config["quality_tests"] = [{"type": "row_count_between", "min": 5, "max": 10}]
+    (root / "dim_country.json").write_text(json.dumps(config))
+    monkeypatch.setenv("REFLOAD_CONFIG_ROOT", str(root))
+    files = {
+        "dim_country": write("c.csv", "alpha_2,name\nFR,France\n"),
+        "dim_subdivision": write("s.csv", "code,country\nFR-75,FR\n"),
+    }
+    states = {}
+    for table, source in files.items():  # one execution per file, as they arrive
+        state = {
+            "config": str(root / f"{table}.json"),
+            "source": str(source),
+            "warehouse": warehouse_url,
+            "curated_root": str(tmp_path / "curated"),
+            # As the state machine passes it: a member's file is then held for its group.
+            "execution_id": f"arn:aws:states:us-east-1:1:execution:refload:{table}",
+        }
+        for step in ("ingest", "load", "validate"):
+            if state.get("held"):
+                break
+            state = lambda_handler({**state, "step": step}, None)
+        states[table] = state
+    assert states["dim_country"]["held"] is True
+    assert states["dim_subdivision"]["validation"] == "failed"  # the country's test failed
+    country_run = states["dim_country"]["run_id"]
+    ((status, details),) = sql(
+        "SELECT status, details FROM etl_audit.run_log WHERE run_id = ? "
+        "AND table_name = 'dim_country' AND step = 'validate'",
+        country_run,
+    )
+    assert status == "failed"
+    assert [(c["name"], c["status"]) for c in json.loads(details)["checks"]] == [
+        ("row_count_between", "fail")
+    ]
+    assert sql(
+        "SELECT test_name, status FROM etl_audit.data_quality_tests WHERE run_id = ? "
+        "AND table_name = 'dim_country'",
+        country_run,
+    ) == [("row_count_between", "fail")]
+
+
+@pytest.mark.parametrize("warehouse_url", ["duckdb", "postgresql"], indirect=True)
+def test_a_group_check_whose_sql_fails_is_a_failed_check_and_publishes_nothing(
+    group_run, sql, tmp_path
+):
+    # A bad cast: on DuckDB it aborts the publish transaction (no savepoint), which runs
+    # again with the check's error as its result; on PostgreSQL a savepoint undoes it.
+    bad = {
+        "type": "custom_sql",
+        "name": "country_names_are_numbers",
+        "sql": "SELECT alpha_2 FROM {dim_country} WHERE CAST(name AS INTEGER) > 0",
+    }
+    root = _configs(tmp_path / "cfg", MODES["replace"], [RELATIONSHIP])
+    assert group_run("FR,France\n", "FR-75,FR\n", root)[0] == 0
+    before = {t: _checksum(sql, t) for t in ("dim_country", "dim_subdivision")}
+    _group(root, "iso", ["dim_country", "dim_subdivision"], [bad, RELATIONSHIP])
+    code, summary = group_run("DE,Germany\n", "DE-BY,DE\n", root)
+    assert code == 1, summary
+    assert summary["status"] == "failed"
+    checks = {c["name"]: c for c in summary["checks"]}
+    assert checks["country_names_are_numbers"]["status"] == "error"
+    assert "germany" in checks["country_names_are_numbers"]["details"]["error"].lower()
+    # The check after it ran on a usable transaction, not "current transaction is aborted".
+    assert checks[RELATIONSHIP_NAME]["status"] == "pass"
+    # The failure names the check and the database's message.
+    message = summary["error"]["message"]
+    assert "country_names_are_numbers (" in message and "germany" in message.lower()
+    _published_nothing(sql, summary, before)
+    assert sql(
+        "SELECT test_name, status FROM etl_audit.data_quality_tests WHERE run_id = ? "
+        "AND table_name = 'iso' ORDER BY test_name",
+        summary["group_run_id"],
+    ) == [("country_names_are_numbers", "error"), (RELATIONSHIP_NAME, "pass")]

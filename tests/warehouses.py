@@ -23,6 +23,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+import redshift_connector
+
 from steps.shared.provenance import LINE_COLUMN
 from steps.shared.warehouse.redshift import RedshiftCatalog, RedshiftClient, RedshiftWarehouse
 
@@ -227,6 +229,7 @@ def _close(sock: socket.socket) -> None:
 STATEMENTS: list[str] = []
 INSERT_BATCH_ROWS = 500
 REDSHIFT_TABLE_ATTRIBUTES = re.compile(r"\n(DISTSTYLE|SORTKEY) [^\n]*")
+BINDABLE = re.compile(r"\s*(\(\s*)*(SELECT|INSERT|UPDATE|DELETE|WITH)\b", re.IGNORECASE)
 
 
 class _ProxyClient(RedshiftClient):
@@ -235,6 +238,12 @@ class _ProxyClient(RedshiftClient):
 
     def _run(self, sql: str, params: Any, fetch: bool) -> tuple[list[str], list[Any]]:
         STATEMENTS.append(sql)
+        # Redshift binds parameters only in what PREPARE takes (SELECT, INSERT, UPDATE,
+        # DELETE; docs "PREPARE"): a CREATE TABLE AS with one fails there, not on PostgreSQL.
+        if params and not BINDABLE.match(sql):
+            raise redshift_connector.ProgrammingError(
+                {"C": "XX000", "M": "bind parameters are not supported in this statement"}
+            )
         # Redshift's table attributes (DISTSTYLE, DISTKEY, SORTKEY) are not PostgreSQL:
         # recorded as written above, executed without them.
         return super()._run(REDSHIFT_TABLE_ATTRIBUTES.sub("", sql), params, fetch)

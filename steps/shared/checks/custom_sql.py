@@ -24,6 +24,7 @@ class CustomSql(QualityTest):
     sql: str = Field(min_length=1)
     store_samples: bool = Field(
         default=False,
+        strict=True,
         description="Keep up to 10 of the rows the query returns in the audit row and the "
         "alert. Off by default: the query may read any table the warehouse user can read.",
     )

@@ -90,16 +90,36 @@ def _relation(warehouse: Warehouse, group: Group, member: str) -> str:
 GROUP_CHECKS = {"relationships": relationships, "custom_sql": group_sql}
 
 
-def run_group_checks(warehouse: Warehouse, group: Group) -> list[dict[str, Any]]:
-    """Every check of the group; one whose SQL fails is status 'error', never a crash."""
+def run_group_checks(
+    warehouse: Warehouse, group: Group, aborted: dict[str, dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """Every check of the group; one whose SQL fails is status 'error', never a crash.
+
+    Where the failure aborted the publish transaction (`UserSqlAbortedPublish`, DuckDB),
+    its result goes into `aborted` and the error up, so the caller publishes again; that
+    publish finds the check's result there and does not run it again (as a member's
+    before-publish tests, `steps.shared.loading.before_publish_gate`).
+    """
+    from steps.shared.warehouse.base import UserSqlAbortedPublish
+
+    aborted = {} if aborted is None else aborted
     results = []
     for check in group.config.checks:
         head = {"name": check.check_name, "type": check.type, "severity": check.severity}
+        if check.check_name in aborted:
+            results.append(aborted[check.check_name])
+            continue
         try:
             result = GROUP_CHECKS[check.type](warehouse, group, check)  # type: ignore[operator]
         except ConfigError:
             raise
         except RefloadError as error:
             result = check_result("error", None, None, error=error.message)
+        except UserSqlAbortedPublish as error:
+            aborted[check.check_name] = {
+                **head,
+                **check_result("error", None, None, error=error.error.message),
+            }
+            raise
         results.append({**head, **result})
     return results

@@ -55,7 +55,7 @@ class Relationships(_GroupCheck):
 class GroupSql(_GroupCheck):
     type: Literal["custom_sql"]
     sql: str = Field(min_length=1)
-    store_samples: bool = False
+    store_samples: bool = Field(default=False, strict=True)
 
     @field_validator("sql")
     @classmethod

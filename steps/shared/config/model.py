@@ -147,10 +147,11 @@ class TableConfig(Strict):
     encoding: str = "utf-8"
     sheet_name: str | int | None = None
     null_values: list[str] = Field(default_factory=lambda: [""])
-    truncate_before_load: bool | None = None
+    # Strict booleans: "yes" or 1 read as true would change a load nobody asked to change.
+    truncate_before_load: bool | None = Field(default=None, strict=True)
     load_mode: LoadMode | None = None
     primary_key: list[str] = Field(default_factory=list)
-    dedupe: bool = True
+    dedupe: bool = Field(default=True, strict=True)
     max_reject_pct: float = Field(default=0, ge=0, le=100)
     redshift_sort_key: list[str] = Field(default_factory=list)
     redshift_dist_key: str | None = Field(
@@ -158,6 +159,7 @@ class TableConfig(Strict):
     )
     allow_new_columns: bool = Field(
         default=False,
+        strict=True,
         description="Add nullable mapping columns missing from an existing target.",
     )
     alert_emails: list[str] = Field(

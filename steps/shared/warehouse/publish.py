@@ -309,11 +309,13 @@ class Publisher:
         """A history table's versions valid at `at`, copied (the publish changes the table)."""
         q = self.sql.quote
         cols = ", ".join(q(c) for c in target.mapping.targets)
+        # A literal, not a bind parameter: Redshift binds none in CREATE TABLE AS (its
+        # PREPARE takes only SELECT, INSERT, UPDATE and DELETE).
+        when = self.catalog.timestamp_literal(at)
         self.sql.execute(
             f"CREATE TEMPORARY TABLE {q(staging)} AS SELECT {cols} "
-            f"FROM {self.sql.table(target.schema, target.name)} WHERE {q(VALID_FROM)} <= %s "
-            f"AND ({q(VALID_TO)} IS NULL OR {q(VALID_TO)} > %s)",
-            (at, at),
+            f"FROM {self.sql.table(target.schema, target.name)} WHERE {q(VALID_FROM)} <= {when} "
+            f"AND ({q(VALID_TO)} IS NULL OR {q(VALID_TO)} > {when})"
         )
 
     def _publish_staged(
