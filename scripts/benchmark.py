@@ -230,13 +230,20 @@ def _fresh_postgres() -> None:
 
 
 def job_refload_pg(csv: Path, work: Path) -> dict[str, Any]:
-    """refload into PostgreSQL (an empty database: the driver made it), timing where the
-    warehouse's share goes: the COPY of the staging rows, the publish statements, the
-    tests and the audit rows."""
+    """refload into PostgreSQL (an empty database: the driver made it), timing where its
+    time goes: the imports, each step and ingest's phases, and the warehouse's share (the
+    COPY of the staging rows, the change set, the publish statements, the tests and the
+    audit rows)."""
     sys.meta_path.insert(0, _AsInTheImage())
+    started = time.perf_counter()
+    import handler.cli  # noqa: F401  (timed with the steps it runs)
+    import steps.ingest
+    import steps.load
+    import steps.validate
     from steps.shared.warehouse import client, postgres
 
-    spent: dict[str, float] = {}
+    spent: dict[str, float] = {"imports": time.perf_counter() - started}
+    step = [""]
 
     def timed(label: str, call: Any) -> Any:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -245,6 +252,13 @@ def job_refload_pg(csv: Path, work: Path) -> dict[str, Any]:
                 return call(*args, **kwargs)
             finally:
                 spent[label] = spent.get(label, 0.0) + time.perf_counter() - started
+
+        return wrapper
+
+    def timed_step(label: str, call: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            step[0] = label
+            return timed(label, call)(*args, **kwargs)
 
         return wrapper
 
@@ -259,11 +273,26 @@ def job_refload_pg(csv: Path, work: Path) -> dict[str, Any]:
             label = "audit rows"
         elif kind in ("DELETE", "INSERT"):
             label = "publish (DELETE + INSERT)"
+        elif step[0] == "load":
+            label = "change set, catalog"
         else:
             label = "tests, checks and other SQL"
         return timed(label, run)(self, sql, params, fetch)
 
     client.SqlClient._run = statement  # type: ignore[method-assign]
+    for module, name, label in (
+        (steps.ingest, "_map_chunks", "read, transform, cast"),
+        (steps.ingest, "_duplicates_to_drop", "dedupe, key check"),
+        (steps.ingest, "write_parts", "Parquet"),
+        (steps.ingest, "write_curated", "Parquet"),
+    ):
+        setattr(module, name, timed(label, getattr(module, name)))
+    for module, label in (
+        (steps.ingest, "ingest"),
+        (steps.load, "load"),
+        (steps.validate, "validate"),
+    ):
+        module.run = timed_step(label, module.run)  # type: ignore[attr-defined]
     started = time.perf_counter()
     code = _run_refload(csv, work, POSTGRES_URL)
     spent["whole run"] = time.perf_counter() - started
@@ -865,6 +894,40 @@ def run_child(kind: str, csv: Path, work: Path) -> dict[str, Any] | None:
     return result
 
 
+# --postgres: the shares of refload's run, step by step (the phases of each in brackets).
+PG_STEPS = {
+    "ingest": ["read, transform, cast", "dedupe, key check", "Parquet"],
+    "load": ["COPY to staging", "change set, catalog", "publish (DELETE + INSERT)"],
+    "validate": ["tests, checks and other SQL"],
+}
+
+
+def print_pg_breakdown(runs: list[dict[str, Any]]) -> None:
+    """Where refload's wall time went (median s of the rounds): the process start (the
+    interpreter, before the job), the imports, each step with its phases, and the rest
+    (the audit rows, the connection, the summary, the exit)."""
+
+    def median(label: str) -> float:
+        return statistics.median(r["spent"].get(label, 0.0) for r in runs)
+
+    start = statistics.median(r["wall"] - r["seconds_in_process"] for r in runs)
+    rest = statistics.median(
+        r["seconds_in_process"]
+        - r["spent"]["imports"]
+        - sum(r["spent"].get(k, 0.0) for k in PG_STEPS)
+        for r in runs
+    )
+    steps = []
+    for step, phases in PG_STEPS.items():
+        inner = ", ".join(f"{k} {median(k):.2f}" for k in phases)
+        steps.append(f"{step} {median(step):.2f} ({inner})")
+    print(
+        f"    where refload's time goes (median s): process start and exit {start:.2f}, imports "
+        f"{median('imports'):.2f}, {', '.join(steps)}, the rest (audit rows, connection, "
+        f"exit) {rest:.2f}"
+    )
+
+
 def _median_ratio(rounds: list[dict[str, dict[str, Any]]], kind: str, peer: str) -> str:
     ratios = [r[kind]["wall"] / r[peer]["wall"] for r in rounds if {kind, peer} <= r.keys()]
     return f"{statistics.median(ratios):.2f}" if ratios else "-"
@@ -1068,19 +1131,9 @@ def main() -> int:
                 f"{size / wall:>12,.0f} {ratio:>8} {to_sql:>6} {cost:>10.6f}"
             )
         if args.postgres:
-            spent = [r["refload"]["spent"] for r in rounds if "refload" in r]
-            if spent:
-                labels = [k for k in spent[0] if k != "whole run"]
-                rest = statistics.median(
-                    s["whole run"] - sum(s.get(k, 0) for k in labels) for s in spent
-                )
-                shares = ", ".join(
-                    f"{k} {statistics.median(s.get(k, 0) for s in spent):.2f}" for k in labels
-                )
-                print(
-                    f"    where refload's PostgreSQL time goes (median s): {shares}; "
-                    f"the rest (ingest, connections, Python) {rest:.2f}"
-                )
+            runs = [r["refload"] for r in rounds if "refload" in r]
+            if runs:
+                print_pg_breakdown(runs)
             continue
         if size == smallest and everything:
             explain_small_run(csv, work / f"refload_{size}", args.repeat)

@@ -624,3 +624,106 @@ def test_a_statement_timeout_that_is_not_a_positive_number_is_refused(
         f"REFLOAD_STATEMENT_TIMEOUT_SECONDS must be a number of seconds above 0 (value '{value}')"
     )
     assert _tables(sql) == []
+
+
+EVERY_TYPE = (
+    "source_column,target_column,data_type,transform,default,nullable,format\n"
+    "k,k,varchar(3),,,false,\ns,s,string,,,true,\ni16,i16,smallint,,,true,\n"
+    "i32,i32,integer,,,true,\ni64,i64,bigint,,,true,\nf,f,double,,,true,\n"
+    'd,d,"decimal(9,4)",,,true,\nbig,big,"decimal(38,0)",,,true,\nday,day,date,,,true,\n'
+    "at,at,timestamp,,,true,\nok,ok,boolean,,,true,\n"
+)
+EVERY_TYPE_ROWS = (
+    "k,s,i16,i32,i64,f,d,big,day,at,ok\n"
+    'A,"say ""hi"", then\n go",-32768,-2147483648,-9223372036854775808,-0.1,-12345.0678,'
+    "-12345678901234567890123456789012345678,0001-01-01,1999-12-31 23:59:59.999999,false\n"
+    "B,Ünïcödé 🙂,32767,2147483647,9223372036854775807,0.3333333333333333,0.0001,"
+    "1,9999-12-31,2024-02-29 13:45:01.123456,true\n"
+    "C,,,,,,,,,,\n"
+)
+
+
+@pytest.mark.parametrize("warehouse_url", ["postgresql"], indirect=True)
+def test_every_type_arrives_in_postgresql_exactly(table_dir, write, run_cli, sql):
+    """PostgreSQL is staged through COPY's binary format, encoded from the curated file's
+    Arrow columns: each type's extremes and NULLs arrive as the CSV said (issue #28)."""
+    import datetime as dt
+    from decimal import Decimal
+
+    code, summary = run_cli(table_dir(EVERY_TYPE), write("t.csv", EVERY_TYPE_ROWS))
+
+    assert code == 0, summary["error"]
+    assert sql("SELECT *, d::text FROM ref.t_codes ORDER BY k") == [
+        (
+            "A",
+            'say "hi", then\n go',
+            -32768,
+            -2147483648,
+            -9223372036854775808,
+            -0.1,
+            Decimal("-12345.0678"),
+            Decimal("-12345678901234567890123456789012345678"),
+            dt.date(1, 1, 1),
+            dt.datetime(1999, 12, 31, 23, 59, 59, 999999),
+            False,
+            "-12345.0678",
+        ),
+        (
+            "B",
+            "Ünïcödé 🙂",
+            32767,
+            2147483647,
+            9223372036854775807,
+            0.3333333333333333,
+            Decimal("0.0001"),
+            Decimal("1"),
+            dt.date(9999, 12, 31),
+            dt.datetime(2024, 2, 29, 13, 45, 1, 123456),
+            True,
+            "0.0001",
+        ),
+        ("C", None, None, None, None, None, None, None, None, None, None, None),
+    ]
+
+
+@pytest.mark.parametrize("warehouse_url", ["postgresql"], indirect=True)
+def test_a_curated_file_typed_otherwise_is_staged_as_text(
+    table_dir, write, run_cli, sql, warehouse_url, tmp_path, capsys
+):
+    """A curated file whose columns are not the mapping's Arrow types (another engine's, or
+    an older version's: here bigint for an integer) cannot go as COPY's binary format, which
+    PostgreSQL would read as the column's type: it goes as text, and rollback publishes it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from handler.cli import main
+
+    config = table_dir(MAPPING, primary_key=["code"])
+    _, first = run_cli(config, write("a.csv", "code,n\nAA,1\nBB,-2\nCC,\n"))
+    assert run_cli(config, write("b.csv", "code,n\nDD,4\n"))[0] == 0
+    curated = pq.read_table(first["curated_uri"])
+    widened = curated.set_column(1, "n", curated.column("n").cast(pa.int64()))
+    pq.write_table(widened, first["curated_uri"])
+    capsys.readouterr()
+
+    folder = str(tmp_path / "cfg")
+    code = main(
+        [
+            "rollback",
+            "t_codes",
+            "--to",
+            first["run_id"],
+            "--warehouse",
+            warehouse_url,
+            "--config-root",
+            folder,
+            "--json",
+        ]
+    )
+
+    assert code == 0, capsys.readouterr().out
+    assert sql("SELECT code, n FROM ref.t_codes ORDER BY code") == [
+        ("AA", 1),
+        ("BB", -2),
+        ("CC", None),
+    ]

@@ -295,9 +295,13 @@ class Warehouse:
         return self.change_sets.change_set(replaces, target, ref, staging, head)
 
     def changes_into_new(
-        self, target: TargetTable, staging: str, head: tuple[str, list[Any]]
+        self,
+        target: TargetTable,
+        staging: str,
+        head: tuple[str, list[Any]],
+        staged_rows: int | None = None,
     ) -> tuple[ChangeSet, int, tuple[Any, ...]]:
-        return self.change_sets.changes_into_new(target, staging, head)
+        return self.change_sets.changes_into_new(target, staging, head, staged_rows)
 
     def compute_changes(
         self, replaces: bool, target: TargetTable, ref: str, staging: str, delta: str

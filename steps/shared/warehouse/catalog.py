@@ -45,6 +45,8 @@ class Catalog:
         # them (`columns_of`); and, where the dialect has grants, the privileges it lacks.
         self._catalog: dict[tuple[str, str], dict[str, str]] = {}
         self._lacking: dict[tuple[str, str], list[str]] = {}
+        # staging table -> the rows its load reported (PostgreSQL's COPY): not counted again.
+        self.staged_rows: dict[str, int] = {}
 
         # DDL a rolled-back transaction ran is undone: what the catalog said since may be untrue.
         sql.on_rollback.append(self._forget_all)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from steps.shared.errors import InfrastructureError, RefloadError, WarehouseUnavailable
@@ -17,6 +18,9 @@ from steps.shared.warehouse.base import (
 )
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     from steps.shared.mapping.sheet import Mapping
 
 COPY_BATCH_ROWS = 50_000
@@ -105,34 +109,80 @@ class PostgresCatalog(Catalog):
         return [p for p, granted in zip(PUBLISH_PRIVILEGES, row[1:], strict=True) if not granted]
 
     def stage(self, staging: str, mapping: Mapping, curated_uri: str) -> None:
-        import pyarrow as pa
-        import pyarrow.csv as pacsv
         import pyarrow.parquet as pq
 
         self.sql.execute(self.create_staging_sql(staging, mapping))
         columns = mapping.targets
         cols = ", ".join(self.quote(c) for c in columns)
-        # Arrow writes each batch as CSV text and PostgreSQL parses it (5-10x faster than
-        # a Python row each): every string is quoted, so "" is an empty string and an
-        # unquoted empty field is NULL, as COPY's CSV format reads them.
-        options = pacsv.WriteOptions(include_header=False, quoting_style="needed")
         try:
-            with (
-                self.sql.conn.cursor() as cursor,
-                cursor.copy(f"COPY {self.quote(staging)} ({cols}) FROM STDIN (FORMAT csv)") as copy,
-            ):
-                # One file, or each part a manifest lists (the Spark engine's), in batches.
-                for part in storage.curated_parts(curated_uri):
-                    with storage.local_file(part) as path:
-                        parquet = pq.ParquetFile(path)
-                        for batch in parquet.iter_batches(COPY_BATCH_ROWS, columns=columns):
-                            text = pa.BufferOutputStream()
-                            pacsv.write_csv(pa.Table.from_batches([batch]), text, options)
-                            copy.write(text.getvalue())
+            # One file, or each part a manifest lists (the Spark engine's), in batches.
+            with storage.local_files(storage.curated_parts(curated_uri)) as paths:
+                parts = [pq.ParquetFile(path) for path in paths]
+                batches = (
+                    batch
+                    for part in parts
+                    for batch in part.iter_batches(COPY_BATCH_ROWS, columns=columns)
+                )
+                if all(_typed_as_mapped(part, mapping) for part in parts):
+                    fmt, chunks = "binary", _binary_copy(_mapping_schema(mapping), batches)
+                else:
+                    fmt, chunks = "csv", _csv_copy(batches)
+                statement = f"COPY {self.quote(staging)} ({cols}) FROM STDIN (FORMAT {fmt})"
+                with self.sql.conn.cursor() as cursor:
+                    with cursor.copy(statement) as copy:
+                        for chunk in chunks:
+                            copy.write(chunk)
+                    if cursor.rowcount >= 0:  # COPY's command tag: the rows it loaded
+                        self.staged_rows[staging] = cursor.rowcount
         except RefloadError:
             raise
         except Exception as error:
             raise self.sql.translate_error(error) from error
+
+
+def _mapping_schema(mapping: Mapping) -> pa.Schema:
+    import pyarrow as pa
+
+    return pa.schema([pa.field(c.target, c.data_type.arrow()) for c in mapping.columns])
+
+
+def _typed_as_mapped(part: pq.ParquetFile, mapping: Mapping) -> bool:
+    """Whether a curated file holds every column in exactly the mapping's Arrow type (ingest
+    writes them so): COPY's binary format carries a value's bytes, which PostgreSQL reads as
+    the column's type without a check; anything else (another engine's file) goes as text."""
+    schema = part.schema_arrow
+    return all(
+        column.target in schema.names
+        and schema.field(column.target).type == column.data_type.arrow()
+        for column in mapping.columns
+    )
+
+
+def _binary_copy(schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> Iterator[bytes]:
+    """COPY's binary format, encoded from the Arrow columns in native code (pgpq): at 1M rows
+    the server reads it in about half the time of CSV, with no text to parse as numbers and
+    dates, and the client renders none. The header and trailer come even with no rows."""
+    from pgpq import ArrowToPostgresBinaryEncoder
+
+    encoder = ArrowToPostgresBinaryEncoder(schema)
+    yield encoder.write_header()
+    for batch in batches:
+        yield encoder.write_batch(batch)
+    yield encoder.finish()
+
+
+def _csv_copy(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.Buffer]:
+    """COPY's CSV format: Arrow writes each batch as CSV text and PostgreSQL parses it (5-10x
+    faster than a Python row each): every string is quoted, so "" is an empty string and an
+    unquoted empty field is NULL, as COPY's CSV format reads them."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    options = pacsv.WriteOptions(include_header=False, quoting_style="needed")
+    for batch in batches:
+        text = pa.BufferOutputStream()
+        pacsv.write_csv(pa.Table.from_batches([batch]), text, options)
+        yield text.getvalue()
 
 
 class PostgresWarehouse(Warehouse):

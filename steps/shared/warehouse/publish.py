@@ -232,6 +232,7 @@ class Publisher:
         # A temporary table goes with the session (the step's, or the local run's);
         # where staging must go now, best effort: a failed cleanup must not hide why
         # the publish failed.
+        self.catalog.staged_rows.pop(staging, None)
         if self.catalog.drops_staging:
             with suppress(RefloadError):
                 self.sql.execute(self.catalog.drop_staging_sql(staging))
@@ -354,7 +355,9 @@ class Publisher:
             # (computed for nothing when the file is then skipped, a replay).
             head = self.audit.state_query(entry, ref, target.history)
             if created:  # empty: every staged key is added
-                changes, loaded, row = self.changes.changes_into_new(target, staging, head)
+                changes, loaded, row = self.changes.changes_into_new(
+                    target, staging, head, self.catalog.staged_rows.get(staging)
+                )
             else:
                 changes, loaded, row = self.changes.change_set(
                     mode.replaces, target, ref, staging, head
@@ -376,6 +379,8 @@ class Publisher:
             self.sql.execute(statement)
         if delta:  # temporary; inside the transaction, so a rollback removes it too
             self.sql.execute(f"DROP TABLE {self.sql.quote(delta)}")
+        if loaded is None:
+            loaded = self.catalog.staged_rows.get(staging)
         if loaded is None:
             loaded = int(self.sql.scalar(f"SELECT COUNT(*) FROM {self.sql.quote(staging)}"))
         if before_publish is not None:
