@@ -116,6 +116,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 SLOW_FIXTURES = {"spark": "spark", "chromium": "browser", "dbt_run": "dbt", "dbt_on_duckdb": "dbt"}
 
 
+# First: pytest-xdist's own hook reads the xdist_group marks set here to keep a group on one
+# worker (--dist loadgroup); run after it, they would be set too late and ignored.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         callspec = getattr(item, "callspec", None)
@@ -127,6 +130,26 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 # Under pytest-xdist's --dist loadgroup, one worker runs a group: one JVM
                 # (the SparkSession), one browser, one dbt project per run, not one each.
                 item.add_marker(pytest.mark.xdist_group(marker))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """--dist loadgroup keeps each slow group (one SparkSession, one browser, one dbt run)
+    on one worker by the group pytest-xdist writes into each test's id, which pytest 9.2's
+    structured ids no longer take (pytest-xdist issue 1386): every worker would start its
+    own, silently. Refuse that pairing instead."""
+    from importlib.metadata import version
+
+    from packaging.version import Version
+
+    if config.getoption("dist", "no") != "loadgroup":
+        return
+    if Version(pytest.__version__) >= Version("9.2") and Version(
+        version("pytest-xdist")
+    ) <= Version("3.8.0"):
+        raise pytest.UsageError(
+            f"pytest {pytest.__version__} with pytest-xdist {version('pytest-xdist')} ignores "
+            "xdist_group under --dist loadgroup: install the pytest constraints.txt pins"
+        )
 
 
 @pytest.fixture
