@@ -194,7 +194,8 @@ def check(
     configs = [(uri, c) for uri, c in valid if c.freshness]
     if not configs:
         return [], broken
-    with open_warehouse(warehouse_url) as warehouse:
+    # Read-only: a mistyped DuckDB path is refused, not created and every table 'never loaded'.
+    with open_warehouse(warehouse_url, must_exist=True) as warehouse:
         warehouse.ensure_audit_tables()
         latest = last_received(warehouse)
         received = received_times(warehouse, configs)

@@ -92,7 +92,8 @@ def test_a_replay_skipped_as_unchanged_counts_as_a_received_file(
     assert code == 0 and table["status"] == "pass" and table["age_hours"] < 0.1
 
 
-def test_never_loaded_table_is_listed_and_passes_the_exit_code(fleet, warehouse_url, capsys):
+def test_never_loaded_table_is_listed_and_passes_the_exit_code(fleet, warehouse_url, capsys, sql):
+    sql("SELECT 1")  # the warehouse is there (DuckDB's file too), no run yet
     code, out = _freshness(fleet, warehouse_url, capsys, "--json")
     assert code == 0
     assert json.loads(out) == {
@@ -232,7 +233,8 @@ def test_replaying_the_scheduled_event_runs_the_fleet_check(
     )
 
 
-def test_a_config_that_links_to_itself_is_named_not_skipped(fleet, warehouse_url, capsys):
+def test_a_config_that_links_to_itself_is_named_not_skipped(fleet, warehouse_url, capsys, sql):
+    sql("SELECT 1")  # the warehouse is there (DuckDB's file too), no run yet
     loop = fleet / "dim_loop.json"
     loop.symlink_to(loop.name)
     code, out = _freshness(fleet, warehouse_url, capsys, "--json")

@@ -867,3 +867,24 @@ def test_read_only_commands_refuse_a_duckdb_file_that_is_not_there(
     source = write("first.csv", FIRST)
     assert main(["run", "--config", str(config), "--source", str(source), "--warehouse", url]) == 0
     assert typo.is_file()
+
+
+def test_freshness_and_rollback_refuse_a_duckdb_file_that_is_not_there(table_dir, tmp_path, capsys):
+    """They only read what a database holds: a mistyped path is not created empty and then
+    every table reported 'never loaded', or a run reported to have 'no ledger row'."""
+    watched = {"warn_after": {"count": 1, "period": "day"}}
+    config = table_dir(MAPPING, name="t_codes", load_mode="truncate", freshness=watched)
+    root = str(config.parent)
+    (config.parent / "groups").mkdir()
+    (config.parent / "groups" / "g.json").write_text('{"group": "g", "tables": ["t_codes"]}')
+    typo = tmp_path / "typo.duckdb"
+    for command in (
+        ["freshness", "--config-root", root],
+        ["rollback", "t_codes", "--to", "20261201T000000Z-abcdef", "--config-root", root],
+        ["rollback", "--group", "g", "--to", "2026-12-01T00:00:00Z", "--config-root", root],
+    ):
+        capsys.readouterr()
+        assert main([*command, "--warehouse", f"duckdb:///{typo}"]) == 2, command
+        shown = capsys.readouterr()  # freshness reports on stdout, as its results
+        assert f"ConfigError: no DuckDB database at {typo} " in shown.out + shown.err, command
+        assert not typo.exists(), command

@@ -48,7 +48,7 @@ def rollback_group(args: argparse.Namespace) -> dict[str, Any]:
     run_id = new_run_id()
     members: list[GroupMember] = []
     restored: dict[str, str] = {}
-    with open_warehouse(args.warehouse) as warehouse:
+    with open_warehouse(args.warehouse, must_exist=True) as warehouse:  # never created empty
         warehouse.ensure_audit_tables()
         refused = []
         for name, spec in group.members.items():

@@ -62,7 +62,8 @@ def load_event(
             "file, which only a replace table (load_mode 'truncate') takes",
             file=config_uri,
         )
-    with open_warehouse(warehouse) as connection:
+    # Nothing to go back to in a database that is not there: refused, never created empty.
+    with open_warehouse(warehouse, must_exist=True) as connection:
         connection.ensure_audit_tables()
         published = connection.published_file(run_id, config.target)
     if published is None:
