@@ -888,3 +888,27 @@ def test_freshness_and_rollback_refuse_a_duckdb_file_that_is_not_there(table_dir
         shown = capsys.readouterr()  # freshness reports on stdout, as its results
         assert f"ConfigError: no DuckDB database at {typo} " in shown.out + shown.err, command
         assert not typo.exists(), command
+
+
+def test_rollback_refuses_a_file_whose_text_is_longer_than_the_narrowed_mapping(
+    table_dir, write, run_cli, sql, rollback
+):
+    """Ingest held the file to the mapping of its day; a varchar narrowed since would have
+    the warehouse keep the longer text (DuckDB) or cut its trailing spaces (PostgreSQL)."""
+    config = table_dir(MAPPING, primary_key=["code"])
+    _, first = run_cli(config, write("a.csv", FIRST))
+    run_cli(config, write("b.csv", "code,name,n\nAA,Alf,1\n"))
+    table_dir(
+        MAPPING.replace("name,name,varchar(20)", "name,name,varchar(4)"), primary_key=["code"]
+    )
+    before = sql("SELECT code, name, n FROM ref.t_codes ORDER BY code")
+
+    code, summary = rollback("t_codes", first["run_id"])
+
+    assert code == 2, summary
+    assert summary["error"]["message"].endswith(
+        f"run {first['run_id']}'s file, line 2, column 'name': is 5 bytes, longer than "
+        "varchar(4) now (value 'Alpha'); the mapping was narrowed since that run: widen it "
+        "again to go back to it"
+    )
+    assert sql("SELECT code, name, n FROM ref.t_codes ORDER BY code") == before

@@ -35,7 +35,7 @@ def rollback_group(args: argparse.Namespace) -> dict[str, Any]:
     """The rollback's summary, its `exit_code` beside it."""
     from handler.aws.dispatch import StepOutcome, record_outcomes, run_step
     from handler.aws.events import config_root, new_run_id
-    from handler.cli.commands.rollback import require_curated_files
+    from handler.cli.commands.rollback import require_curated_files, require_fits_mapping
     from steps.shared.config.group import load_group
     from steps.shared.loading import target_table
     from steps.shared.warehouse import open_warehouse
@@ -72,6 +72,7 @@ def rollback_group(args: argparse.Namespace) -> dict[str, Any]:
                     f"{name}: the curated file of run {run} is gone; curated files "
                     "are kept CuratedRetentionDays days (template.yaml)",
                 )
+                require_fits_mapping(curated_uri, spec.mapping, run)
             entry = LedgerEntry(
                 run_id=run_id,
                 table_name=name,

@@ -8,7 +8,7 @@ rollback is the load and validate steps on that file, so it publishes in one tra
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from steps.shared.config.model import read_config
 from steps.shared.config.table import load_table_config
@@ -16,6 +16,9 @@ from steps.shared.errors import ConfigError, RefloadError, RejectedInput
 from steps.shared.io import storage
 from steps.shared.names import unknown_name
 from steps.shared.warehouse import open_warehouse
+
+if TYPE_CHECKING:
+    from steps.shared.mapping.sheet import Mapping
 
 
 def find_config(root: str, table_name: str) -> str:
@@ -50,12 +53,49 @@ def require_curated_files(curated_uri: str, gone: str) -> None:
             raise RejectedInput(gone, file=uri) from None
 
 
+def require_fits_mapping(curated_uri: str, mapping: Mapping, run_id: str) -> None:
+    """Refuse (exit 2) a file holding a text longer than its varchar(n) is now: ingest
+    checked it against the mapping of its day, and the warehouse would not refuse it now
+    (PostgreSQL cuts trailing spaces to fit without a word, DuckDB keeps any length)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from steps.shared.provenance import LINE_COLUMN
+
+    narrow = [c for c in mapping.columns if c.data_type.kind == "varchar"]
+    if not narrow:
+        return
+    with storage.local_files(storage.curated_parts(curated_uri)) as paths:
+        for uri, path in zip(storage.curated_parts(curated_uri), paths, strict=True):
+            names = pq.ParquetFile(path).schema_arrow.names
+            columns = [c for c in narrow if c.target in names]
+            read = [c.target for c in columns] + ([LINE_COLUMN] if LINE_COLUMN in names else [])
+            table = pq.read_table(path, columns=read)
+            for column in columns:
+                values = table.column(column.target)
+                too_long = pc.greater(pc.binary_length(values), column.data_type.length)
+                found = pc.indices_nonzero(pc.fill_null(too_long, False))
+                if not len(found):
+                    continue
+                row = found[0].as_py()
+                value = values[row].as_py()
+                line = f", line {table.column(LINE_COLUMN)[row]}" if LINE_COLUMN in read else ""
+                raise RejectedInput(
+                    f"run {run_id}'s file{line}, column '{column.target}': is "
+                    f"{len(value.encode())} bytes, longer than {column.data_type} now "
+                    f"(value {value!r}); the mapping was narrowed since that run: widen it "
+                    "again to go back to it",
+                    file=uri,
+                )
+
+
 def load_event(
     table_name: str, run_id: str, config_root: str, warehouse: str | None
 ) -> dict[str, Any]:
     """The load-step payload that publishes `run_id`'s curated file again."""
     config_uri = find_config(config_root, table_name)
-    config = load_table_config(config_uri).config
+    spec = load_table_config(config_uri)
+    config = spec.config
     if not config.strategy.takes_rollback:
         raise ConfigError(
             f"{table_name} has load_mode '{config.mode}': rollback re-publishes one whole "
@@ -79,6 +119,7 @@ def load_event(
         "CuratedRetentionDays days (template.yaml), and a run older than that cannot "
         "be rolled back to",
     )
+    require_fits_mapping(curated_uri, spec.mapping, run_id)
     return {
         "step": "load",
         "config": config_uri,
