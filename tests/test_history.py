@@ -890,7 +890,7 @@ def test_freshness_and_rollback_refuse_a_duckdb_file_that_is_not_there(table_dir
         assert not typo.exists(), command
 
 
-def test_rollback_refuses_a_file_whose_text_is_longer_than_the_narrowed_mapping(
+def test_rollback_refuses_a_file_that_no_longer_fits_the_mapping(
     table_dir, write, run_cli, sql, rollback
 ):
     """Ingest held the file to the mapping of its day; a varchar narrowed since would have
@@ -908,7 +908,14 @@ def test_rollback_refuses_a_file_whose_text_is_longer_than_the_narrowed_mapping(
     assert code == 2, summary
     assert summary["error"]["message"].endswith(
         f"run {first['run_id']}'s file, line 2, column 'name': is 5 bytes, longer than "
-        "varchar(4) now (value 'Alpha'); the mapping was narrowed since that run: widen it "
-        "again to go back to it"
+        "varchar(4) now (value 'Alpha'); the mapping was changed since that run: change it "
+        "back to go back to it"
+    )
+    table_dir(MAPPING.replace("n,n,integer,,,,", "n,n,integer,,,false,"), primary_key=["code"])
+    code, summary = rollback("t_codes", first["run_id"])
+    assert code == 2, summary
+    assert (
+        "file, line 5, column 'n': is empty, and the column is not nullable now"
+        in (summary["error"]["message"])
     )
     assert sql("SELECT code, name, n FROM ref.t_codes ORDER BY code") == before

@@ -7,6 +7,7 @@ rollback is the load and validate steps on that file, so it publishes in one tra
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -54,37 +55,45 @@ def require_curated_files(curated_uri: str, gone: str) -> None:
 
 
 def require_fits_mapping(curated_uri: str, mapping: Mapping, run_id: str) -> None:
-    """Refuse (exit 2) a file holding a text longer than its varchar(n) is now: ingest
-    checked it against the mapping of its day, and the warehouse would not refuse it now
-    (PostgreSQL cuts trailing spaces to fit without a word, DuckDB keeps any length)."""
+    """Refuse (exit 2) a file holding a text longer than its varchar(n) is now, or a null
+    where the column is no longer nullable: ingest checked the file against the mapping of
+    its day, and the warehouse would not name the row (PostgreSQL cuts trailing spaces to
+    fit without a word, DuckDB keeps any length, a null fails COPY as an outage)."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     from steps.shared.provenance import LINE_COLUMN
 
-    narrow = [c for c in mapping.columns if c.data_type.kind == "varchar"]
-    if not narrow:
+    checked = [c for c in mapping.columns if c.data_type.kind == "varchar" or not c.nullable]
+    if not checked:
         return
     with storage.local_files(storage.curated_parts(curated_uri)) as paths:
         for uri, path in zip(storage.curated_parts(curated_uri), paths, strict=True):
             names = pq.ParquetFile(path).schema_arrow.names
-            columns = [c for c in narrow if c.target in names]
+            columns = [c for c in checked if c.target in names]
             read = [c.target for c in columns] + ([LINE_COLUMN] if LINE_COLUMN in names else [])
             table = pq.read_table(path, columns=read)
             for column in columns:
-                values = table.column(column.target)
-                too_long = pc.greater(pc.binary_length(values), column.data_type.length)
-                found = pc.indices_nonzero(pc.fill_null(too_long, False))
+                values = table.column(column.target).combine_chunks()
+                bad = [] if column.nullable else [pc.is_null(values)]
+                if column.data_type.kind == "varchar":
+                    too_long = pc.greater(pc.binary_length(values), column.data_type.length)
+                    bad.append(pc.fill_null(too_long, False))
+                found = pc.indices_nonzero(functools.reduce(pc.or_, bad))
                 if not len(found):
                     continue
                 row = found[0].as_py()
                 value = values[row].as_py()
                 line = f", line {table.column(LINE_COLUMN)[row]}" if LINE_COLUMN in read else ""
+                problem = (
+                    "is empty, and the column is not nullable now"
+                    if value is None
+                    else f"is {len(value.encode())} bytes, longer than {column.data_type} now "
+                    f"(value {value!r})"
+                )
                 raise RejectedInput(
-                    f"run {run_id}'s file{line}, column '{column.target}': is "
-                    f"{len(value.encode())} bytes, longer than {column.data_type} now "
-                    f"(value {value!r}); the mapping was narrowed since that run: widen it "
-                    "again to go back to it",
+                    f"run {run_id}'s file{line}, column '{column.target}': {problem}; the "
+                    "mapping was changed since that run: change it back to go back to it",
                     file=uri,
                 )
 
