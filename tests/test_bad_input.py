@@ -492,6 +492,17 @@ NASTY_FILES = [
         "(value \"b'\\\\xff\\\\xfe'\")",
     ),
     (
+        "Parquet text that is not UTF-8",
+        "t.parquet",
+        # A string column holding bytes that are not UTF-8: Arrow reads them unchecked.
+        _parquet(code=pa.array(["AA", "BB"]), n=pa.array([b"ok", b"\xff\xfe"]).view(pa.string())),
+        {"source_format": "parquet"},
+        ANY_TEXT,
+        {},
+        "t.parquet, row 2, column 'n': is not UTF-8 text, though the file marks it as text "
+        "(value \"b'\\\\xff\\\\xfe'\")",
+    ),
+    (
         # each row group is a chunk of the column, mapped on its own
         "Parquet: a bad value in the third row group",
         "t.parquet",

@@ -25,7 +25,12 @@ if TYPE_CHECKING:
     from steps.shared.config.model import TableConfig
 
 
-def _binary_as_text(name: str, column: pa.ChunkedArray, bad: list[BadCell]) -> pa.Array:
+def _binary_as_text(
+    name: str,
+    column: pa.ChunkedArray,
+    bad: list[BadCell],
+    reason: str = "is binary data, not UTF-8 text",
+) -> pa.Array:
     """Binary values as UTF-8 text (writers without the string annotation store text so);
     a value that is not UTF-8 is a bad cell, never the text "b'...'"."""
     try:
@@ -37,7 +42,7 @@ def _binary_as_text(name: str, column: pa.ChunkedArray, bad: list[BadCell]) -> p
         try:
             texts.append(None if value is None else value.decode("utf-8"))
         except UnicodeDecodeError:
-            bad.append(BadCell(position, name, repr(value[:40]), "is binary data, not UTF-8 text"))
+            bad.append(BadCell(position, name, repr(value[:40]), reason))
             texts.append(None)
     return pa.array(texts, pa.string())
 
@@ -54,7 +59,14 @@ def read_parquet(data: bytes, uri: str, config: TableConfig) -> SourceTable:
     for name, column in zip(table.column_names, table.columns, strict=True):
         kind = column.type
         if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-            as_text[name] = pc.cast(column, pa.string())
+            # A writer may put bytes that are not UTF-8 under the string annotation (Arrow
+            # reads them unchecked): checked as binary is, each such value a bad cell.
+            raw = pc.cast(
+                column, pa.large_binary() if pa.types.is_large_string(kind) else pa.binary()
+            )
+            as_text[name] = _binary_as_text(
+                name, raw, bad, "is not UTF-8 text, though the file marks it as text"
+            )
         elif pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
             as_text[name] = _binary_as_text(name, column, bad)
         elif pa.types.is_nested(kind):
