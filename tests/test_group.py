@@ -100,6 +100,31 @@ def _checksum(sql: Any, table: str) -> str:
     return hashlib.sha256(repr(sorted(map(repr, rows))).encode()).hexdigest()
 
 
+def _arrive_one_execution_each(
+    files: dict[str, Any], root: Any, warehouse_url: str, tmp_path: Any
+) -> dict[str, dict[str, Any]]:
+    """Each member's file through the handler's steps, one execution per file as they
+    arrive on AWS: the last state of each (a member's file is held for its group)."""
+    from handler import lambda_handler
+
+    states = {}
+    for table, source in files.items():
+        state: dict[str, Any] = {
+            "config": str(root / f"{table}.json"),
+            "source": str(source),
+            "warehouse": warehouse_url,
+            "curated_root": str(tmp_path / "curated"),
+            # As the state machine passes it: a member's file is then held for its group.
+            "execution_id": f"arn:aws:states:us-east-1:1:execution:refload:{table}",
+        }
+        for step in ("ingest", "load", "validate"):
+            if state.get("held"):
+                break
+            state = lambda_handler({**state, "step": step}, None)
+        states[table] = state
+    return states
+
+
 def _published_nothing(sql, summary, before):
     """Every member exactly as it was, and each member's load recorded as failed."""
     assert {t: _checksum(sql, t) for t in before} == before
@@ -532,7 +557,6 @@ def test_each_member_of_a_group_published_on_arrival_has_its_validate_in_run_log
 ):
     """On AWS, the execution that completes the group runs the other member's after-publish
     tests: that member's run records its validate step as a run of its own would."""
-    from handler import lambda_handler
 
     root = _configs(tmp_path / "cfg", MODES["replace"], [RELATIONSHIP])
     config = json.loads((root / "dim_country.json").read_text())
@@ -543,21 +567,7 @@ def test_each_member_of_a_group_published_on_arrival_has_its_validate_in_run_log
         "dim_country": write("c.csv", "alpha_2,name\nFR,France\n"),
         "dim_subdivision": write("s.csv", "code,country\nFR-75,FR\n"),
     }
-    states = {}
-    for table, source in files.items():  # one execution per file, as they arrive
-        state = {
-            "config": str(root / f"{table}.json"),
-            "source": str(source),
-            "warehouse": warehouse_url,
-            "curated_root": str(tmp_path / "curated"),
-            # As the state machine passes it: a member's file is then held for its group.
-            "execution_id": f"arn:aws:states:us-east-1:1:execution:refload:{table}",
-        }
-        for step in ("ingest", "load", "validate"):
-            if state.get("held"):
-                break
-            state = lambda_handler({**state, "step": step}, None)
-        states[table] = state
+    states = _arrive_one_execution_each(files, root, warehouse_url, tmp_path)
     assert states["dim_country"]["held"] is True
     assert states["dim_subdivision"]["validation"] == "failed"  # the country's test failed
     country_run = states["dim_country"]["run_id"]
@@ -617,7 +627,6 @@ def test_a_member_published_on_arrival_has_its_load_under_its_own_run(
     """The execution that completes the group records the other member's load under the
     run that ingested its file, as that member's ledger row and validate row: `history`
     shows one run per member with ingest, load and validate, none with a lone load."""
-    from handler import lambda_handler
 
     root = _configs(tmp_path / "cfg", MODES["replace"], [RELATIONSHIP])
     monkeypatch.setenv("REFLOAD_CONFIG_ROOT", str(root))
@@ -625,20 +634,10 @@ def test_a_member_published_on_arrival_has_its_load_under_its_own_run(
         "dim_country": write("c.csv", "alpha_2,name\nFR,France\n"),
         "dim_subdivision": write("s.csv", "code,country\nFR-75,FR\n"),
     }
-    runs = {}
-    for table, source in files.items():  # one execution per file, as they arrive
-        state: dict[str, Any] = {
-            "config": str(root / f"{table}.json"),
-            "source": str(source),
-            "warehouse": warehouse_url,
-            "curated_root": str(tmp_path / "curated"),
-            "execution_id": f"arn:aws:states:us-east-1:1:execution:refload:{table}",
-        }
-        for step in ("ingest", "load", "validate"):
-            if state.get("held"):
-                break
-            state = lambda_handler({**state, "step": step}, None)
-        runs[table] = state["run_id"]
+    runs = {
+        table: state["run_id"]
+        for table, state in _arrive_one_execution_each(files, root, warehouse_url, tmp_path).items()
+    }
     rows = sql(
         "SELECT table_name, run_id, status, details FROM etl_audit.run_log "
         "WHERE step = 'load' ORDER BY logged_at"
