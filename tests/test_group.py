@@ -660,3 +660,13 @@ def test_a_member_published_on_arrival_has_its_load_under_its_own_run(
         assert run["run_id"] == run_id and run["status"] == "passed"
         assert {s["step"] for s in run["steps"]} == {"ingest", "load", "validate"}
         assert run["rows_published"] == 1
+
+
+def test_an_unknown_group_where_none_is_defined_says_so(group_run, tmp_path, capsys):
+    root = _configs(tmp_path / "cfg", MODES["replace"], [])
+    (root / "groups" / "iso.json").unlink()
+    code = main(["group", "run", "iso", "--config-root", str(root), "--source", "a=b"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "unknown group 'iso'; none is defined" in err
+    assert "known:" not in err

@@ -21,6 +21,8 @@ def did_you_mean(name: str, known: Iterable[str]) -> str:
 def unknown_name(kind: str, name: str, known: Iterable[str]) -> str:
     """The message for an unknown name: the name, a suggestion, the known ones."""
     known = sorted(known)
+    if not known:  # not "known: " and nothing after it
+        return f"unknown {kind} '{name}'; none is defined"
     return f"unknown {kind} '{name}'{did_you_mean(name, known)}; known: {', '.join(known)}"
 
 
