@@ -181,6 +181,7 @@ def learned_fleet(table_dir, warehouse_url, sql, capsys):
     table_dir(MAPPING, "t_weekday", freshness={"expect": "auto", "grace_hours": 4})
     table_dir(MAPPING, "t_monthly", freshness={"expect": "auto", "grace_hours": 24})
     root = table_dir(MAPPING, "t_new", freshness={"expect": "auto"}).parent
+    sql("SELECT 1")  # the warehouse is there (DuckDB's file too), no run yet
     assert _learned_freshness(root, warehouse_url, capsys, "2026-11-01T00:00:00")[0] == 0
     _received(sql, "t_daily", _days("2026-10-31", "2026-11-29", skip=("2026-11-15",)), "06:00")
     weekdays = _days("2026-10-19", "2026-11-27", range(5), skip=("2026-11-09",))
@@ -294,6 +295,7 @@ def _st(daily: str, weekday: str, monthly: str) -> dict[str, str]:
 
 def test_a_grace_no_clock_holds_is_exit_2_not_a_crash(table_dir, warehouse_url, sql, capsys):
     root = table_dir(MAPPING, "t_daily", freshness={"expect": "auto"}).parent
+    sql("SELECT 1")  # the warehouse is there (DuckDB's file too), no run yet
     assert _learned_freshness(root, warehouse_url, capsys, "2026-11-01T00:00:00")[0] == 0
     _received(sql, "t_daily", _days("2026-10-31", "2026-11-29"), "06:00")
     config = table_dir(MAPPING, "t_daily", freshness={"expect": "auto", "grace_hours": 1e12})
