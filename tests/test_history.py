@@ -919,3 +919,29 @@ def test_rollback_refuses_a_file_that_no_longer_fits_the_mapping(
         in (summary["error"]["message"])
     )
     assert sql("SELECT code, name, n FROM ref.t_codes ORDER BY code") == before
+
+
+def test_rollback_refuses_a_file_whose_decimals_a_narrowed_scale_would_round(
+    table_dir, write, run_cli, sql, rollback
+):
+    """A decimal's scale narrowed since (the table altered to match): the publish would
+    round 1.2345 to 1.23 without a word."""
+    rates = (
+        'source_column,target_column,data_type\ncode,code,varchar(3)\nrate,rate,"decimal(10,4)"\n'
+    )
+    config = table_dir(rates, primary_key=["code"])
+    _, first = run_cli(config, write("a.csv", "code,rate\nAA,1.5\nBB,1.2345\n"))
+    assert run_cli(config, write("b.csv", "code,rate\nAA,2.5\n"))[0] == 0
+    table_dir(rates.replace("decimal(10,4)", "decimal(10,2)"), primary_key=["code"])
+    sql("ALTER TABLE ref.t_codes ALTER COLUMN rate SET DATA TYPE DECIMAL(10,2)")
+    before = sql("SELECT code, rate FROM ref.t_codes ORDER BY code")
+
+    code, summary = rollback("t_codes", first["run_id"])
+
+    assert code == 2, summary
+    assert summary["error"]["message"].endswith(
+        f"run {first['run_id']}'s file, line 3, column 'rate': is 1.2345, which decimal(10,2) "
+        "now cannot hold exactly; the mapping was changed since that run: change it back to go "
+        "back to it"
+    )
+    assert sql("SELECT code, rate FROM ref.t_codes ORDER BY code") == before

@@ -55,16 +55,20 @@ def require_curated_files(curated_uri: str, gone: str) -> None:
 
 
 def require_fits_mapping(curated_uri: str, mapping: Mapping, run_id: str) -> None:
-    """Refuse (exit 2) a file holding a text longer than its varchar(n) is now, or a null
-    where the column is no longer nullable: ingest checked the file against the mapping of
-    its day, and the warehouse would not name the row (PostgreSQL cuts trailing spaces to
-    fit without a word, DuckDB keeps any length, a null fails COPY as an outage)."""
+    """Refuse (exit 2) a file holding a text longer than its varchar(n) is now, a decimal
+    its decimal(p,s) now cannot hold exactly, or a null where the column is no longer
+    nullable: ingest checked the file against the mapping of its day, and the warehouse
+    would not name the row (PostgreSQL cuts trailing spaces to fit without a word, DuckDB
+    keeps any length, both round a decimal to a narrower scale, a null fails COPY as an
+    outage)."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     from steps.shared.provenance import LINE_COLUMN
 
-    checked = [c for c in mapping.columns if c.data_type.kind == "varchar" or not c.nullable]
+    checked = [
+        c for c in mapping.columns if c.data_type.kind in ("varchar", "decimal") or not c.nullable
+    ]
     if not checked:
         return
     with storage.local_files(storage.curated_parts(curated_uri)) as paths:
@@ -79,18 +83,27 @@ def require_fits_mapping(curated_uri: str, mapping: Mapping, run_id: str) -> Non
                 if column.data_type.kind == "varchar":
                     too_long = pc.greater(pc.binary_length(values), column.data_type.length)
                     bad.append(pc.fill_null(too_long, False))
+                now = column.data_type.arrow()
+                if column.data_type.kind == "decimal" and values.type != now:
+                    # Through the type it has now and back: a value that comes back changed
+                    # would be rounded (or cannot be held at all).
+                    held = pc.cast(pc.cast(values, now, safe=False), values.type, safe=False)
+                    bad.append(pc.fill_null(pc.not_equal(held, values), False))
                 found = pc.indices_nonzero(functools.reduce(pc.or_, bad))
                 if not len(found):
                     continue
                 row = found[0].as_py()
                 value = values[row].as_py()
                 line = f", line {table.column(LINE_COLUMN)[row]}" if LINE_COLUMN in read else ""
-                problem = (
-                    "is empty, and the column is not nullable now"
-                    if value is None
-                    else f"is {len(value.encode())} bytes, longer than {column.data_type} now "
-                    f"(value {value!r})"
-                )
+                if value is None:
+                    problem = "is empty, and the column is not nullable now"
+                elif column.data_type.kind == "decimal":
+                    problem = f"is {value}, which {column.data_type} now cannot hold exactly"
+                else:
+                    problem = (
+                        f"is {len(value.encode())} bytes, longer than {column.data_type} now "
+                        f"(value {value!r})"
+                    )
                 raise RejectedInput(
                     f"run {run_id}'s file{line}, column '{column.target}': {problem}; the "
                     "mapping was changed since that run: change it back to go back to it",
