@@ -235,3 +235,18 @@ def test_a_digest_the_outbox_cannot_take_is_exit_3_naming_the_folder(
     captured = capsys.readouterr()
     assert json.loads(captured.out)["sent"]["outbox"]["status"] == "failed"
     assert "AlertNotDelivered: digest not delivered (outbox: " in captured.err
+
+
+def test_a_digest_channel_missing_its_settings_is_exit_2_naming_them(
+    table_dir, warehouse_url, sql, capsys, monkeypatch
+):
+    root = table_dir(MAPPING, name="t_quiet").parent
+    sql("SELECT 1")  # the warehouse is there, no run yet
+    monkeypatch.setenv("REFLOAD_ALERT_CHANNELS", "ses")
+    monkeypatch.delenv("REFLOAD_ALERT_EMAIL_FROM", raising=False)
+    monkeypatch.delenv("REFLOAD_ALERT_EMAIL_TO", raising=False)
+    capsys.readouterr()
+    assert main(["digest", "--config-root", str(root), "--warehouse", warehouse_url]) == 2
+    [line] = [x for x in capsys.readouterr().err.splitlines() if "not delivered" in x]
+    assert line.startswith("ConfigError: digest not delivered (ses: ConfigError: email alerts ")
+    assert "REFLOAD_ALERT_EMAIL_FROM" in line

@@ -52,11 +52,12 @@ def digest(args: argparse.Namespace) -> int:
 
 def replay_digest(event: dict[str, Any], *, as_json: bool) -> int:
     """Run a digest event through the handler's dispatch; exit 0 whatever it found, 3
-    (docs/architecture.md) when a channel did not deliver it."""
+    (docs/architecture.md) when a channel did not deliver it, 2 when every channel that
+    did not only lacks its settings."""
     from handler.aws.dispatch import run_step
     from handler.aws.events import to_payload
     from steps.digest import digest_report
-    from steps.shared.errors import AlertNotDelivered
+    from steps.shared.errors import AlertNotDelivered, ConfigError
 
     payload = to_payload(event)
     found = run_step("digest", payload)
@@ -72,8 +73,12 @@ def replay_digest(event: dict[str, Any], *, as_json: bool) -> int:
     if not failed:
         return 0
     # A digest a channel did not deliver (an outbox folder that cannot be written: its
-    # error names the path) must not end as if it had been sent.
+    # error names the path) must not end as if it had been sent; a channel only missing
+    # its settings is the config's to fix (exit 2), not an outage (3).
     reasons = "; ".join(f"{channel}: {error}" for channel, error in failed.items())
+    if all(error.startswith(f"{ConfigError.__name__}:") for error in failed.values()):
+        print(f"ConfigError: digest not delivered ({reasons})", file=sys.stderr)
+        return ConfigError.exit_code
     print(f"AlertNotDelivered: digest not delivered ({reasons})", file=sys.stderr)
     return AlertNotDelivered.exit_code
 
