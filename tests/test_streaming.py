@@ -138,6 +138,38 @@ def test_a_field_larger_than_a_block_in_a_later_chunk(table_dir, write, run_cli,
     assert sql("SELECT COUNT(*), MAX(LENGTH(city)) FROM ref.t_codes") == [(60_001, 3 << 20)]
 
 
+@pytest.mark.parametrize("warehouse_url", ["duckdb"], indirect=True)
+@pytest.mark.parametrize("chunk", [1 << 30, 64 << 10], ids=["whole", "streamed"])
+def test_quoted_values_over_several_lines_across_blocks_load_as_they_are(
+    chunk, table_dir, write, run_cli, sql, monkeypatch
+):
+    """The reader splits blocks at any newline until a quoted value is found to span one
+    (then reads again as pyarrow does for such files): every value, and the line each
+    row is named by, are as if it had known from the start."""
+    monkeypatch.setenv("REFLOAD_CHUNK_BYTES", str(chunk))
+    lines, line = ["zip,plus4,city,lat,day"], 2
+    for i in range(20_000):
+        # One row in 13: dense enough that a 64 KB block ends inside one (it does).
+        city = f'"SPRING\nFIELD {i}\r\nEAST"' if i % 13 == 5 else f"TOWN {i}"
+        lines.append(f"{i % 1000},{i // 1000},{city},40.0,01/01/2024")
+        line += 1 + 2 * (i % 13 == 5)
+    lines.append("1,7,AGAIN,x,01/01/2024")  # not a decimal: its line is in the message
+    config = table_dir(MAPPING.replace("varchar(32)", "string"), primary_key=["zipcode", "plus4"])
+    code, summary = run_cli(config, write("zip.csv", "\n".join(lines) + "\n"))
+    assert code == 2
+    assert f"line {line}, column 'latitude'" in summary["error"]["message"]
+    config = table_dir(
+        MAPPING.replace("varchar(32)", "string"), name="t_ok", primary_key=["zipcode", "plus4"]
+    )
+    code, summary = run_cli(config, write("ok.csv", "\n".join(lines[:-1]) + "\n"))
+    assert code == 0, summary["error"]
+    assert sql("SELECT COUNT(*) FROM ref.t_ok") == [(20_000,)]
+    assert sql("SELECT city FROM ref.t_ok WHERE zipcode = '00986' AND plus4 = '0019'") == [
+        ("Spring\nField 19986\r\nEast",)
+    ]
+    assert sql("SELECT COUNT(*) FROM ref.t_ok WHERE city LIKE 'Spring%'") == [(1539,)]
+
+
 @pytest.mark.parametrize(
     ("name", "chunk"),
     [

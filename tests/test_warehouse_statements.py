@@ -132,3 +132,21 @@ def test_learned_bounds_read_the_ledger_in_one_statement(table_dir, write, run_c
     history = [s for s in sent if "rows_before, rows_after, keys_added" in s]
     assert len(history) == 1
     assert len(sent) <= STATEMENT_BUDGET[dialect] + 1, "\n".join(sent)
+
+
+@pytest.mark.parametrize("warehouse_url", ["postgresql"], indirect=True)
+def test_postgresql_session_settings_cost_no_statement(warehouse_url, sent):
+    """The statement bound and room for staging in the session's temporary buffers are
+    startup options; the URL's own options are kept, and may lower temp_buffers but not
+    lift the statement bound."""
+    from steps.shared.warehouse import open_warehouse
+
+    with open_warehouse(warehouse_url) as warehouse:
+        assert warehouse.query("SHOW temp_buffers") == [("256MB",)]
+        assert warehouse.query("SHOW statement_timeout") == [("10min",)]
+    assert sent == ["SHOW temp_buffers", "SHOW statement_timeout"]
+    sep = "&" if "?" in warehouse_url else "?"
+    url = f"{warehouse_url}{sep}options=-c%20temp_buffers%3D16MB%20-c%20statement_timeout%3D0"
+    with open_warehouse(url) as warehouse:
+        assert warehouse.query("SHOW temp_buffers") == [("16MB",)]
+        assert warehouse.query("SHOW statement_timeout") == [("10min",)]
