@@ -1,3 +1,4 @@
+import gc
 import os
 import sys
 
@@ -11,4 +12,7 @@ except BrokenPipeError:
     # exit would flush stdout again and report the error: point it at /dev/null first.
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     code = 1
+# Everything the run wrote is closed and flushed. What is left goes with the process,
+# without a last garbage collection of every module's objects: 0.1 s of each exit.
+gc.freeze()
 sys.exit(code)

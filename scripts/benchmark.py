@@ -45,6 +45,7 @@ second file in the same process, as a reused Lambda container runs it).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import resource
@@ -870,6 +871,7 @@ def child(kind: str, csv: Path, work: Path) -> None:
     # The Spark job's JVM and Python workers are children: their memory is sampled apart.
     result["max_rss_mb"] = max(_peak_rss_mb(), result.get("tree_rss_mb", 0))
     print("BENCH " + json.dumps(result, default=str))
+    gc.freeze()  # the child exits as `python -m handler` does (handler/__main__.py)
 
 
 # --- driver ---------------------------------------------------------------------------

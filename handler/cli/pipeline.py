@@ -73,8 +73,9 @@ def _notify(state: dict[str, Any], failed_step: str, error: dict[str, str] | Non
 
 def run_pipeline(event: dict[str, Any], start_at: str | None = None) -> tuple[dict[str, Any], int]:
     from steps.shared import cost
-    from steps.shared.warehouse import shared_connections
+    from steps.shared.warehouse import import_driver_early, shared_connections
 
+    import_driver_early(event.get("warehouse"))
     # The steps share one warehouse connection; their run_log rows are written at the end.
     outcomes: list[StepOutcome] = []
     with shared_connections(), cost.collecting() as costs:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import importlib
 import os
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
@@ -69,6 +70,27 @@ def open_warehouse(url: str | None = None, *, must_exist: bool = False) -> Wareh
     return warehouse
 
 
+def import_driver_early(url: str | None) -> threading.Thread | None:
+    """The local pipeline, at its start: import the warehouse's dialect and driver on a
+    thread while ingest reads the file, which is native code that lets it run (psycopg
+    takes 0.1 s to import). Anything that fails here fails again, and is reported, where
+    the step imports it."""
+    scheme = resolve_url(url).split("://", 1)[0].split("+", 1)[0].lower()
+    if scheme not in DIALECTS:
+        return None
+
+    def load() -> None:
+        module_name, class_name = DIALECTS[scheme].split(":")
+        with suppress(Exception):
+            cls = getattr(importlib.import_module(module_name), class_name)
+            for driver in cls.driver_modules:
+                importlib.import_module(driver)
+
+    thread = threading.Thread(target=load, name="refload-import")
+    thread.start()
+    return thread
+
+
 @contextmanager
 def shared_connections() -> Iterator[None]:
     """Steps run in this block (the local pipeline) share one connection per warehouse.
@@ -90,6 +112,7 @@ __all__ = [
     "DEFAULT_URL",
     "DIALECTS",
     "Warehouse",
+    "import_driver_early",
     "open_warehouse",
     "resolve_url",
     "shared_connections",

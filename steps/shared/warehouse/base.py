@@ -65,6 +65,8 @@ class Warehouse:
 
     dialect: ClassVar[str] = "base"
     capabilities: ClassVar[Capabilities]
+    # The driver's modules, imported only when used (`import_driver_early` loads them).
+    driver_modules: ClassVar[tuple[str, ...]] = ()
     client_class: ClassVar[type[SqlClient]] = SqlClient
     catalog_class: ClassVar[type[Catalog]] = Catalog
 

@@ -139,6 +139,7 @@ class DuckDBWarehouse(Warehouse):
         ddl_in_transactions=True,
         supports_merge=True,
     )
+    driver_modules = ("duckdb",)
     client_class = DuckDBClient
     catalog_class = DuckDBCatalog
     catalog: DuckDBCatalog

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from steps.shared.errors import InfrastructureError, RefloadError, WarehouseUnavailable
 from steps.shared.io import storage
@@ -210,5 +210,6 @@ class PostgresWarehouse(Warehouse):
         max_columns=1600,  # MaxHeapAttributeNumber
     )
 
+    driver_modules: ClassVar[tuple[str, ...]] = ("psycopg", "pgpq")
     client_class = PostgresClient
     catalog_class = PostgresCatalog

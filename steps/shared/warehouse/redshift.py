@@ -296,6 +296,7 @@ class RedshiftWarehouse(PostgresWarehouse):
         max_columns=1600,  # CREATE TABLE: "at most 1,600 columns"
     )
 
+    driver_modules = ("redshift_connector",)
     client_class = RedshiftClient
     catalog_class = RedshiftCatalog
     catalog: RedshiftCatalog
