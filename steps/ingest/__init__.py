@@ -29,6 +29,7 @@ from steps.ingest.curated import (
     write_parts,
 )
 from steps.ingest.dedupe import POSITION, ArrowFinder, DuckDBFinder
+from steps.ingest.early import early_staging
 from steps.ingest.provenance import line_finder, with_line_field
 from steps.ingest.rejects import cell_rejections, keep_rejects, max_rejects_kept, reject_rows
 from steps.ingest.sources import BadRecord, SourceTable, read_source
@@ -433,16 +434,20 @@ def _ingest_file(
     progress.phase("dedupe")
     drop = _duplicates_to_drop(mapped.staged, source, config.primary_key, config.dedupe, scratch)
     progress.phase("write", unit="rows")
-    schema = with_line_field(curated_schema(spec, run_id, source.uri, info))
-    lines = line_finder(source, mapped.rows)
     staged_rows = mapped.rows - rejected.readable
-    if staged_rows - len(drop) < PARTS_FROM_ROWS:
-        curated = scratch / "curated.parquet"
-        rows_written = write_curated(mapped.staged, drop, schema, curated, lines=lines)
-        storage.upload_file(out_uri, curated, move=True)
-    else:
-        prefix = dataset_prefix(curated_root, spec, info.content_hash, run_id)
-        out_uri, rows_written = write_parts(mapped.staged, drop, schema, scratch, prefix, lines)
+    # In the local pipeline the warehouse may take the rows while the file is written.
+    with early_staging(spec, payload, mapped.staged, drop, staged_rows - len(drop)) as early:
+        schema = with_line_field(curated_schema(spec, run_id, source.uri, info))
+        lines = line_finder(source, mapped.rows)
+        if staged_rows - len(drop) < PARTS_FROM_ROWS:
+            curated = scratch / "curated.parquet"
+            rows_written = write_curated(mapped.staged, drop, schema, curated, lines=lines)
+            storage.upload_file(out_uri, curated, move=True)
+        else:
+            prefix = dataset_prefix(curated_root, spec, info.content_hash, run_id)
+            out_uri, rows_written = write_parts(mapped.staged, drop, schema, scratch, prefix, lines)
+        if early is not None:
+            early.offer(out_uri, rows_written)
     return ingest_result(
         spec,
         run_id,

@@ -4,6 +4,7 @@ goes, its schema with the run's provenance, and writing the staged rows as Parqu
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -69,6 +70,17 @@ def curated_schema(
     )
 
 
+def kept_rows(
+    staged: _Staged, drop: pa.Array, batches: tuple[int, int | None] = (0, None)
+) -> Iterator[pa.Table]:
+    """The staged rows (of a range of batches) less the dropped duplicates, a batch each."""
+    for batch in staged.batches(*batches):
+        kept = pa.Table.from_batches([batch])
+        if len(drop):
+            kept = kept.filter(pc.invert(pc.is_in(kept.column(POSITION), drop)))
+        yield kept
+
+
 def write_curated(
     staged: _Staged,
     drop: pa.Array,
@@ -101,10 +113,7 @@ def write_curated(
         use_dictionary=[n for n in schema.names if n not in numeric],
         write_statistics=[n for n in schema.names if n not in text],
     ) as out:
-        for batch in staged.batches(*batches):
-            kept = pa.Table.from_batches([batch])
-            if len(drop):
-                kept = kept.filter(pc.invert(pc.is_in(kept.column(POSITION), drop)))
+        for kept in kept_rows(staged, drop, batches):
             # Each row's source line (steps.ingest.provenance) in place of its position.
             kept = with_lines(kept, lines) if lines else kept.drop_columns([POSITION])
             out.write_table(kept.cast(schema))

@@ -56,11 +56,10 @@ def open_warehouse(url: str | None = None, *, must_exist: bool = False) -> Wareh
     shared = _shared.get()
     if shared is not None and url in shared:
         return shared[url]  # opened, so there
-    scheme = url.split("://", 1)[0].split("+", 1)[0].lower()
-    if scheme not in DIALECTS:
+    cls = _dialect(url)
+    if cls is None:
+        scheme = url.split("://", 1)[0].split("+", 1)[0].lower()
         raise ConfigError(f"warehouse URL: {unknown_name('scheme', scheme, DIALECTS)}")
-    module_name, class_name = DIALECTS[scheme].split(":")
-    cls: type[Warehouse] = getattr(importlib.import_module(module_name), class_name)
     warehouse = cls(url)
     if must_exist:
         warehouse.check_exists()
@@ -68,6 +67,27 @@ def open_warehouse(url: str | None = None, *, must_exist: bool = False) -> Wareh
         warehouse.shared = True
         shared[url] = warehouse
     return warehouse
+
+
+def _dialect(url: str) -> type[Warehouse] | None:
+    scheme = url.split("://", 1)[0].split("+", 1)[0].lower()
+    if scheme not in DIALECTS:
+        return None
+    module_name, class_name = DIALECTS[scheme].split(":")
+    cls: type[Warehouse] = getattr(importlib.import_module(module_name), class_name)
+    return cls
+
+
+def shared_warehouse_that(can: str, url: str | None) -> Warehouse | None:
+    """The warehouse at `url` as the steps of this process share it (the local pipeline),
+    if they do and its dialect's capability `can` is true; else None, and nothing opened."""
+    if _shared.get() is None:
+        return None
+    url = resolve_url(url)
+    cls = _dialect(url)
+    if cls is None or not getattr(cls.capabilities, can):
+        return None
+    return open_warehouse(url)
 
 
 def import_driver_early(url: str | None) -> threading.Thread | None:
@@ -116,4 +136,5 @@ __all__ = [
     "open_warehouse",
     "resolve_url",
     "shared_connections",
+    "shared_warehouse_that",
 ]

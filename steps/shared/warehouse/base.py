@@ -42,6 +42,10 @@ from steps.shared.warehouse.publish import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    import pyarrow as pa
+
     from steps.shared.config.model import LedgerMode
     from steps.shared.mapping.sheet import ColumnSpec, DataType, Mapping
     from steps.shared.warehouse.audit import TargetState
@@ -274,6 +278,16 @@ class Warehouse:
 
     def stage(self, staging: str, mapping: Mapping, curated_uri: str) -> None:
         return self.catalog.stage(staging, mapping, curated_uri)
+
+    def stage_rows(self, staging: str, mapping: Mapping, batches: Iterator[pa.RecordBatch]) -> int:
+        return self.catalog.stage_rows(staging, mapping, batches)
+
+    def discard_staging(self, staging: str) -> None:
+        self.catalog.discard_staging(staging)
+
+    def offer_staging(self, curated_uri: str, staging: str) -> None:
+        """Publish takes `staging` as the rows of `curated_uri` (early staging)."""
+        self.catalog.staged_early[curated_uri] = staging
 
     def staging_name(self, run_id: str) -> str:
         return self.catalog.staging_name(run_id)

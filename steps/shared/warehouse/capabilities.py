@@ -121,6 +121,9 @@ class Capabilities:
     ddl_in_transactions: bool
     # MERGE INTO.
     supports_merge: bool
+    # COPY ... FROM STDIN of rows the client holds: the local pipeline stages a large
+    # file while ingest is still writing it (`steps.ingest.early`).
+    stages_from_memory: bool = False
     # Most columns a table may have (PostgreSQL's and Redshift's 1,600), history columns
     # included; None: no limit of its own.
     max_columns: int | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+from contextlib import suppress
 from typing import TYPE_CHECKING, ClassVar
 
 from steps.shared.errors import ConfigError, InfrastructureError, RefloadError
@@ -19,6 +20,10 @@ from steps.shared.warehouse.tables import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    import pyarrow as pa
+
     from steps.shared.mapping.casts import DataType
     from steps.shared.mapping.sheet import ColumnSpec, Mapping
 
@@ -47,6 +52,9 @@ class Catalog:
         self._lacking: dict[tuple[str, str], list[str]] = {}
         # staging table -> the rows its load reported (PostgreSQL's COPY): not counted again.
         self.staged_rows: dict[str, int] = {}
+        # curated URI -> the staging table the local pipeline filled with its rows while
+        # ingest was still writing them (`steps.ingest.early`): publish takes it as staged.
+        self.staged_early: dict[str, str] = {}
 
         # DDL a rolled-back transaction ran is undone: what the catalog said since may be untrue.
         sql.on_rollback.append(self._forget_all)
@@ -330,6 +338,17 @@ class Catalog:
         """Make the curated Parquet rows readable as `staging`, typed as the mapping says:
         a new temporary table (DuckDB: a view over the file)."""
         raise NotImplementedError
+
+    def stage_rows(self, staging: str, mapping: Mapping, batches: Iterator[pa.RecordBatch]) -> int:
+        """Early staging (where `capabilities.stages_from_memory`): a new temporary table
+        from rows this process holds; returns the rows copied."""
+        raise NotImplementedError
+
+    def discard_staging(self, staging: str) -> None:
+        """Drop a staging table now, a temporary one too (best effort)."""
+        self.staged_rows.pop(staging, None)
+        with suppress(RefloadError):
+            self.sql.execute(self.drop_staging_sql(staging))
 
     def staging_name(self, run_id: str) -> str:
         # Unique per attempt, not only per run id: two runs of one file at once, or one

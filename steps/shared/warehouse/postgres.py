@@ -19,7 +19,6 @@ from steps.shared.warehouse.base import (
 
 if TYPE_CHECKING:
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from steps.shared.mapping.sheet import Mapping
 
@@ -122,7 +121,6 @@ class PostgresCatalog(Catalog):
 
         self.sql.execute(self.create_staging_sql(staging, mapping))
         columns = mapping.targets
-        cols = ", ".join(self.quote(c) for c in columns)
         try:
             # One file, or each part a manifest lists (the Spark engine's), in batches.
             with storage.local_files(storage.curated_parts(curated_uri)) as paths:
@@ -132,21 +130,37 @@ class PostgresCatalog(Catalog):
                     for part in parts
                     for batch in part.iter_batches(COPY_BATCH_ROWS, columns=columns)
                 )
-                if all(_typed_as_mapped(part, mapping) for part in parts):
-                    fmt, chunks = "binary", _binary_copy(_mapping_schema(mapping), batches)
+                if all(typed_as_mapped(part.schema_arrow, mapping) for part in parts):
+                    self._copy(staging, mapping, "binary", _binary_copy(mapping, batches))
                 else:
-                    fmt, chunks = "csv", _csv_copy(batches)
-                statement = f"COPY {self.quote(staging)} ({cols}) FROM STDIN (FORMAT {fmt})"
-                with self.sql.conn.cursor() as cursor:
-                    with cursor.copy(statement) as copy:
-                        for chunk in chunks:
-                            copy.write(chunk)
-                    if cursor.rowcount >= 0:  # COPY's command tag: the rows it loaded
-                        self.staged_rows[staging] = cursor.rowcount
+                    self._copy(staging, mapping, "csv", _csv_copy(batches))
         except RefloadError:
             raise
         except Exception as error:
             raise self.sql.translate_error(error) from error
+
+    def stage_rows(self, staging: str, mapping: Mapping, batches: Iterator[pa.RecordBatch]) -> int:
+        """Staging from rows this process holds, each column of exactly the mapping's Arrow
+        type (early staging, `steps.ingest.early`); returns the rows COPY loaded."""
+        self.sql.execute(self.create_staging_sql(staging, mapping))
+        try:
+            return self._copy(staging, mapping, "binary", _binary_copy(mapping, batches))
+        except RefloadError:
+            raise
+        except Exception as error:
+            raise self.sql.translate_error(error) from error
+
+    def _copy(self, staging: str, mapping: Mapping, fmt: str, chunks: Iterator[Any]) -> int:
+        cols = ", ".join(self.quote(c) for c in mapping.targets)
+        statement = f"COPY {self.quote(staging)} ({cols}) FROM STDIN (FORMAT {fmt})"
+        with self.sql.conn.cursor() as cursor:
+            with cursor.copy(statement) as copy:
+                for chunk in chunks:
+                    copy.write(chunk)
+            rows = int(cursor.rowcount)
+        if rows >= 0:  # COPY's command tag: the rows it loaded
+            self.staged_rows[staging] = rows
+        return rows
 
 
 def _mapping_schema(mapping: Mapping) -> pa.Schema:
@@ -155,11 +169,10 @@ def _mapping_schema(mapping: Mapping) -> pa.Schema:
     return pa.schema([pa.field(c.target, c.data_type.arrow()) for c in mapping.columns])
 
 
-def _typed_as_mapped(part: pq.ParquetFile, mapping: Mapping) -> bool:
-    """Whether a curated file holds every column in exactly the mapping's Arrow type (ingest
-    writes them so): COPY's binary format carries a value's bytes, which PostgreSQL reads as
-    the column's type without a check; anything else (another engine's file) goes as text."""
-    schema = part.schema_arrow
+def typed_as_mapped(schema: pa.Schema, mapping: Mapping) -> bool:
+    """Whether rows hold every column in exactly the mapping's Arrow type (ingest writes
+    them so): COPY's binary format carries a value's bytes, which PostgreSQL reads as the
+    column's type without a check; anything else (another engine's file) goes as text."""
     return all(
         column.target in schema.names
         and schema.field(column.target).type == column.data_type.arrow()
@@ -167,13 +180,13 @@ def _typed_as_mapped(part: pq.ParquetFile, mapping: Mapping) -> bool:
     )
 
 
-def _binary_copy(schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> Iterator[bytes]:
+def _binary_copy(mapping: Mapping, batches: Iterator[pa.RecordBatch]) -> Iterator[bytes]:
     """COPY's binary format, encoded from the Arrow columns in native code (pgpq): at 1M rows
     the server reads it in about half the time of CSV, with no text to parse as numbers and
     dates, and the client renders none. The header and trailer come even with no rows."""
     from pgpq import ArrowToPostgresBinaryEncoder
 
-    encoder = ArrowToPostgresBinaryEncoder(schema)
+    encoder = ArrowToPostgresBinaryEncoder(_mapping_schema(mapping))
     yield encoder.write_header()
     for batch in batches:
         yield encoder.write_batch(batch)
@@ -208,6 +221,7 @@ class PostgresWarehouse(Warehouse):
         ddl_in_transactions=True,
         supports_merge=True,  # PostgreSQL 15
         max_columns=1600,  # MaxHeapAttributeNumber
+        stages_from_memory=True,
     )
 
     driver_modules: ClassVar[tuple[str, ...]] = ("psycopg", "pgpq")

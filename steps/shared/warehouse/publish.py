@@ -205,8 +205,7 @@ class Publisher:
             log.info("force: publishing whatever the ledger says", target=entry.target)
         # Staged before the publish transaction; whether the file is already in the target
         # is asked once, under the publish lock (`_skipped`).
-        staging = self.catalog.staging_name(entry.run_id)
-        self.catalog.stage(staging, target.mapping, entry.curated_uri)
+        staging = self._stage(entry, target)
         try:
             self._refuse_doubled_keys(entry, target, staging)
             try:
@@ -227,6 +226,16 @@ class Publisher:
                     ) from again
         finally:
             self._drop_staging(staging)
+
+    def _stage(self, entry: LedgerEntry, target: TargetTable) -> str:
+        """The staging table of the entry's curated rows: the one the local pipeline
+        filled while ingest wrote them (`steps.ingest.early`), else a new one."""
+        early = self.catalog.staged_early.pop(entry.curated_uri, None)
+        if early is not None:
+            return early
+        staging = self.catalog.staging_name(entry.run_id)
+        self.catalog.stage(staging, target.mapping, entry.curated_uri)
+        return staging
 
     def _drop_staging(self, staging: str) -> None:
         # A temporary table goes with the session (the step's, or the local run's);
@@ -266,11 +275,16 @@ class Publisher:
         stagings: list[str] = []
         try:
             for member in members:
-                stagings.append(self.catalog.staging_name(member.entry.run_id))
                 if member.as_of is not None:
+                    stagings.append(self.catalog.staging_name(member.entry.run_id))
                     self._stage_as_of(stagings[-1], member.target, member.as_of)
                     continue
-                self.catalog.stage(stagings[-1], member.target.mapping, member.entry.curated_uri)
+                early = self.catalog.staged_early.pop(member.entry.curated_uri, None)
+                stagings.append(early or self.catalog.staging_name(member.entry.run_id))
+                if early is None:
+                    self.catalog.stage(
+                        stagings[-1], member.target.mapping, member.entry.curated_uri
+                    )
                 self._refuse_doubled_keys(member.entry, member.target, stagings[-1])
             for attempt in (1, 2):
                 try:

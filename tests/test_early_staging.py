@@ -1,0 +1,179 @@
+"""Early staging (steps/ingest/early.py): in the local pipeline on PostgreSQL, the rows
+of a large file go to staging while ingest writes the curated file. What is published is
+what the file alone would publish; when the early table is not exactly the curated rows,
+load stages the curated file as on AWS."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import pytest
+
+import steps.ingest
+import steps.ingest.early
+from steps.shared.errors import StorageUnavailable, WarehouseUnavailable
+from steps.shared.warehouse.postgres import PostgresCatalog
+
+pytestmark = pytest.mark.parametrize("warehouse_url", ["postgresql"], indirect=True)
+
+MAPPING = (
+    "source_column,target_column,data_type,transform,default,nullable,format\n"
+    "code,code,varchar(6),strip,,false,\n"
+    "n,n,integer,,,true,\n"
+    'price,price,"decimal(9,2)",,,true,\n'
+    "day,day,date,,,true,%m/%d/%Y\n"
+)
+ROWS = 3_000
+
+
+def _file(rows: int = ROWS) -> str:
+    """`rows` keyed rows, then 30 exact duplicates of earlier ones (dropped by ingest)."""
+    lines = [
+        f"C{i:05d},{i},{i % 997}.25,{1 + i % 12:02d}/{1 + i % 28:02d}/2024" for i in range(rows)
+    ]
+    lines += [lines[i * (rows // 31)] for i in range(30)]
+    return "code,n,price,day\n" + "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def staged(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Early staging from 1,000 rows; how often each way of staging ran."""
+    monkeypatch.setattr(steps.ingest.early, "EARLY_FROM_ROWS", 1_000)
+    calls = {"early": 0, "file": 0}
+    stage, stage_rows = PostgresCatalog.stage, PostgresCatalog.stage_rows
+
+    def from_file(self: Any, *args: Any) -> None:
+        calls["file"] += 1
+        stage(self, *args)
+
+    def from_memory(self: Any, *args: Any) -> int:
+        calls["early"] += 1
+        return stage_rows(self, *args)
+
+    monkeypatch.setattr(PostgresCatalog, "stage", from_file)
+    monkeypatch.setattr(PostgresCatalog, "stage_rows", from_memory)
+    return calls
+
+
+def _published(sql: Any, table: str = "t_codes") -> list[tuple[Any, ...]]:
+    return sql(f"SELECT code, n, price, day FROM ref.{table} ORDER BY code")
+
+
+def test_a_large_file_staged_while_written_publishes_what_the_file_holds(
+    table_dir, write, run_cli, sql, staged, monkeypatch
+):
+    source = write("big.csv", _file())
+    config = table_dir(MAPPING, truncate_before_load=True, primary_key=["code"])
+    code, summary = run_cli(config, source)
+    assert code == 0, summary["error"]
+    assert staged == {"early": 1, "file": 0}
+    assert (summary["rows_loaded"], summary["duplicates_dropped"]) == (ROWS, 30)
+    assert summary["changes"] == {"added": ROWS, "removed": 0, "changed": 0}
+    # The same file staged from its curated file, as on AWS, publishes the same rows.
+    monkeypatch.setattr(steps.ingest.early, "EARLY_FROM_ROWS", 10**9)
+    other = table_dir(MAPPING, name="t_other", truncate_before_load=True, primary_key=["code"])
+    assert run_cli(other, source)[0] == 0
+    assert staged == {"early": 1, "file": 1}
+    assert _published(sql) == _published(sql, "t_other")
+    assert len(_published(sql)) == ROWS
+    assert sql("SELECT rows_loaded, rows_after FROM etl_audit.load_ledger") == [
+        (ROWS, ROWS),
+        (ROWS, ROWS),
+    ]
+
+
+def test_an_early_staging_without_every_curated_row_is_not_published(
+    table_dir, write, run_cli, sql, staged, monkeypatch
+):
+    """A COPY that loaded other rows than the curated file holds (here: its first batch
+    lost) is dropped, and load stages the curated file."""
+    stage_rows = PostgresCatalog.stage_rows
+
+    def losing_a_batch(self: Any, staging: str, mapping: Any, batches: Any) -> int:
+        next(batches)
+        return stage_rows(self, staging, mapping, batches)
+
+    monkeypatch.setattr(PostgresCatalog, "stage_rows", losing_a_batch)
+    config = table_dir(MAPPING, truncate_before_load=True, primary_key=["code"])
+    code, summary = run_cli(config, write("big.csv", _file()))
+    assert code == 0, summary["error"]
+    assert staged["file"] == 1
+    assert len(_published(sql)) == ROWS == summary["rows_loaded"]
+
+
+def test_a_failed_early_copy_leaves_the_staging_to_load(
+    table_dir, write, run_cli, sql, staged, monkeypatch
+):
+    def unavailable(self: Any, *args: Any) -> int:
+        raise WarehouseUnavailable("connection reset")
+
+    monkeypatch.setattr(PostgresCatalog, "stage_rows", unavailable)
+    config = table_dir(MAPPING, truncate_before_load=True, primary_key=["code"])
+    code, summary = run_cli(config, write("big.csv", _file()))
+    assert code == 0, summary["error"]
+    assert staged["file"] == 1
+    assert len(_published(sql)) == ROWS
+
+
+def test_ingest_failing_while_staging_early_publishes_nothing(
+    table_dir, write, run_cli, sql, staged, monkeypatch
+):
+    """The curated file cannot be written: the run fails as it would without early
+    staging, the COPY under way is stopped, and the target keeps its rows."""
+    config = table_dir(MAPPING, truncate_before_load=True, primary_key=["code"])
+    assert run_cli(config, write("small.csv", "code,n,price,day\nA,1,1.00,01/01/2024\n"))[0] == 0
+
+    def full(*args: Any, **kwargs: Any) -> Any:
+        raise StorageUnavailable("curated store: no space left on device")
+
+    monkeypatch.setattr(steps.ingest, "write_parts", full)
+    monkeypatch.setattr(steps.ingest, "write_curated", full)
+    code, summary = run_cli(config, write("big.csv", _file()))
+    assert code == 3
+    assert summary["error"]["type"] == "StorageUnavailable"
+    assert "no space left on device" in summary["error"]["message"]
+    assert staged["early"] == 1
+    assert _published(sql) == [("A", 1, 1, dt.date(2024, 1, 1))]
+    assert sql(
+        "SELECT step, status FROM etl_audit.run_log WHERE run_id = ? ORDER BY step",
+        summary["run_id"],
+    ) == [("ingest", "failed")]
+
+
+def test_group_members_staged_early_publish_together(
+    tmp_path, warehouse_url, write, sql, staged, capsys
+):
+    from handler.cli import main
+
+    root = tmp_path / "cfg"
+    root.mkdir()
+    (root / "groups").mkdir()
+    for name in ("t_first", "t_second"):
+        (root / f"{name}_mapping.csv").write_text(MAPPING, encoding="utf-8")
+        config = {
+            "table_name": name,
+            "redshift_schema": "ref",
+            "mapping_file": f"{name}_mapping.csv",
+            "truncate_before_load": True,
+            "primary_key": ["code"],
+        }
+        (root / f"{name}.json").write_text(json.dumps(config), encoding="utf-8")
+    (root / "groups" / "pair.json").write_text(
+        json.dumps({"group": "pair", "tables": ["t_first", "t_second"], "checks": []})
+    )
+    capsys.readouterr()
+    code = main(
+        [
+            *("group", "run", "pair", "--config-root", str(root), "--json"),
+            *("--source", f"t_first={write('a.csv', _file())}"),
+            *("--source", f"t_second={write('b.csv', _file(2_000))}"),
+            *("--warehouse", warehouse_url, "--curated-root", str(tmp_path / "curated")),
+        ]
+    )
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 0, summary
+    assert staged == {"early": 2, "file": 0}
+    assert len(_published(sql, "t_first")) == ROWS
+    assert len(_published(sql, "t_second")) == 2_000
