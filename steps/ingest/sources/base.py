@@ -142,22 +142,37 @@ def _too_large(uri: str, limit: int, variable: str) -> RejectedInput:
 
 
 class _HashingFile(io.RawIOBase):
-    """A file's bytes as they are read, into sha256: the content hash costs no second pass.
+    """A file's bytes as they are read, into sha256, and its line feeds counted: the
+    content hash and a plain CSV's line count cost no second pass.
 
     Not seekable, so pyarrow reads it front to back, once."""
 
     def __init__(self, path: Path) -> None:
         self.file = path.open("rb")
         self.digest = hashlib.sha256()
+        self.line_feeds = 0
+        self.carriage_returns = False  # any b"\r": lines are then counted another way
+        self.last = b""  # the last byte read
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
         count = self.file.readinto(buffer)
-        self.digest.update(memoryview(buffer)[:count])
+        self._saw(buffer, count)
         progress.advance(count)  # the stored bytes read: the share of the file, at a terminal
         return count
+
+    def _saw(self, block: Any, count: int) -> None:
+        """`block[:count]`: pyarrow reads into a bytearray, counted where it lies."""
+        if not count:
+            return
+        self.digest.update(memoryview(block)[:count])
+        if not isinstance(block, bytes | bytearray):
+            block = memoryview(block)[:count].tobytes()
+        self.line_feeds += block.count(b"\n", 0, count)
+        self.carriage_returns = self.carriage_returns or block.find(b"\r", 0, count) >= 0
+        self.last = bytes(block[count - 1 : count])
 
     def hexdigest(self) -> str:
         self.close()
@@ -168,7 +183,7 @@ class _HashingFile(io.RawIOBase):
         read to the end), so the hash is always the whole file's."""
         if not self.closed:
             while block := self.file.read(1 << 20):
-                self.digest.update(block)
+                self._saw(block, len(block))
             self.file.close()
         super().close()
 

@@ -388,16 +388,28 @@ class CsvSource:
         breaks in C, instead of the csv module's record by record."""
         if self.unreadable_rows:
             return None
-        breaks, last = 0, b""
-        with self._open() as stream:
-            while block := stream.read(1 << 20):
-                # A CRLF split between two blocks counts twice: then the count is off and
-                # the lines are found record by record instead.
-                breaks += block.count(b"\n") if b"\r" not in block else _line_breaks(block)
-                last = block[-1:]
+        counted = self._line_feeds_read()
+        if counted is not None:
+            breaks, last = counted
+        else:
+            breaks, last = 0, b""
+            with self._open() as stream:
+                while block := stream.read(1 << 20):
+                    # A CRLF split between two blocks counts twice: then the count is off
+                    # and the lines are found record by record instead.
+                    breaks += block.count(b"\n") if b"\r" not in block else _line_breaks(block)
+                    last = block[-1:]
         lines = breaks + (1 if last not in (b"\n", b"\r", b"") else 0)
         header = self.config.header_row
         return header + 1 if lines == header + rows else None
+
+    def _line_feeds_read(self) -> tuple[int, bytes] | None:
+        """(line feeds, last byte) as the chunks' read counted them, where what it read
+        is the text (no compression, no transcoding) and every line ends in LF alone."""
+        read = self._hashing
+        if read is None or not read.closed or self.compression or self.wide:
+            return None
+        return None if read.carriage_returns else (read.line_feeds, read.last)
 
     def locate(self, positions: list[int]) -> list[int]:
         """Line of each position among the readable records, by streaming the file."""

@@ -100,6 +100,8 @@ def blank_to_null(values: pa.Array) -> pa.Array:
 
     # Empty or only whitespace; cheaper than comparing a trimmed copy with "".
     blank = pc.or_(pc.equal(pc.binary_length(values), 0), pc.utf8_is_space(values))
+    if not pc.any(blank).as_py():  # most columns: no copy of every value
+        return values
     return pc.if_else(blank, pa.scalar(None, pa.string()), values)
 
 
