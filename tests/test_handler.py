@@ -1100,3 +1100,18 @@ def test_an_alerts_rerun_input_from_aws_replays_from_a_raw_root(
     code = main(["replay", "rerun.json", "--raw-root", str(raw), "--warehouse", warehouse_url])
     assert code == 0, capsys.readouterr().out
     assert sql("SELECT source_uri FROM etl_audit.load_ledger") == [(str(raw / key),)]
+
+
+def test_a_saved_event_whose_warehouse_is_not_text_is_a_config_error(tmp_path, capsys):
+    """The local pipeline imports the warehouse's driver early from the event's URL: an
+    event whose `warehouse` is no URL is refused by the payload's check, not a traceback."""
+    event = tmp_path / "event.json"
+    event.write_text(
+        json.dumps({"step": "ingest", "config": "t.json", "source": "a.csv", "warehouse": 5})
+    )
+    outbox = str(tmp_path / "outbox")
+    code = main(["replay", str(event), "--outbox", outbox, "--json"])
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 2
+    assert summary["error"]["type"] == "ConfigError"
+    assert "warehouse: Input should be a valid string" in summary["error"]["message"]

@@ -95,6 +95,8 @@ def import_driver_early(url: str | None) -> threading.Thread | None:
     thread while ingest reads the file, which is native code that lets it run (psycopg
     takes 0.1 s to import). Anything that fails here fails again, and is reported, where
     the step imports it."""
+    if not isinstance(url, str | None):  # a saved event's: the payload's check names it
+        return None
     scheme = resolve_url(url).split("://", 1)[0].split("+", 1)[0].lower()
     if scheme not in DIALECTS:
         return None
