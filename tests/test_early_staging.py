@@ -177,3 +177,79 @@ def test_group_members_staged_early_publish_together(
     assert staged == {"early": 2, "file": 0}
     assert len(_published(sql, "t_first")) == ROWS
     assert len(_published(sql, "t_second")) == 2_000
+
+
+def test_an_early_copy_cut_off_with_its_connection_leaves_the_run_to_a_new_one(
+    table_dir, write, run_cli, sql, staged, monkeypatch
+):
+    """The session the early COPY ran on ends under it (a restart, a DBA's
+    pg_terminate_backend): without early staging ingest never touched the warehouse, so
+    the run must not fail for it; load opens a new session and stages the curated file."""
+    stage_rows = PostgresCatalog.stage_rows
+
+    def terminated(self: Any, staging: str, mapping: Any, batches: Any) -> int:
+        pid = self.sql.conn.info.backend_pid
+        sql("SELECT pg_terminate_backend(?::int)", pid)
+        return stage_rows(self, staging, mapping, batches)
+
+    monkeypatch.setattr(PostgresCatalog, "stage_rows", terminated)
+    config = table_dir(MAPPING, truncate_before_load=True, primary_key=["code"])
+    code, summary = run_cli(config, write("big.csv", _file()))
+    assert code == 0, summary["error"]
+    assert staged["file"] == 1
+    assert len(_published(sql)) == ROWS == summary["rows_loaded"]
+    assert sql(
+        "SELECT step, status FROM etl_audit.run_log WHERE run_id = ? ORDER BY step",
+        summary["run_id"],
+    ) == [("ingest", "ok"), ("load", "ok"), ("validate", "passed")]
+
+
+def _group_root(root: Any) -> Any:
+    root.mkdir()
+    (root / "groups").mkdir()
+    for name in ("t_first", "t_second"):
+        (root / f"{name}_mapping.csv").write_text(MAPPING, encoding="utf-8")
+        config = {
+            "table_name": name,
+            "redshift_schema": "ref",
+            "mapping_file": f"{name}_mapping.csv",
+            "truncate_before_load": True,
+            "primary_key": ["code"],
+        }
+        (root / f"{name}.json").write_text(json.dumps(config), encoding="utf-8")
+    (root / "groups" / "pair.json").write_text(
+        json.dumps({"group": "pair", "tables": ["t_first", "t_second"], "checks": []})
+    )
+    return root
+
+
+def test_a_group_member_whose_early_copy_loses_the_session_takes_the_others_with_it(
+    tmp_path, warehouse_url, write, sql, staged, capsys, monkeypatch
+):
+    """The first member's table was staged early on the session the second member's COPY
+    lost: both members are staged from their curated files, and the group publishes."""
+    from handler.cli import main
+
+    stage_rows = PostgresCatalog.stage_rows
+
+    def second_terminated(self: Any, staging: str, mapping: Any, batches: Any) -> int:
+        if staged["early"] == 1:  # the second member
+            sql("SELECT pg_terminate_backend(?::int)", self.sql.conn.info.backend_pid)
+        return stage_rows(self, staging, mapping, batches)
+
+    monkeypatch.setattr(PostgresCatalog, "stage_rows", second_terminated)
+    root = _group_root(tmp_path / "cfg")
+    capsys.readouterr()
+    code = main(
+        [
+            *("group", "run", "pair", "--config-root", str(root), "--json"),
+            *("--source", f"t_first={write('a.csv', _file())}"),
+            *("--source", f"t_second={write('b.csv', _file(2_000))}"),
+            *("--warehouse", warehouse_url, "--curated-root", str(tmp_path / "curated")),
+        ]
+    )
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 0, summary["error"]
+    assert staged == {"early": 2, "file": 2}
+    assert len(_published(sql, "t_first")) == ROWS
+    assert len(_published(sql, "t_second")) == 2_000

@@ -345,10 +345,17 @@ class Catalog:
         raise NotImplementedError
 
     def discard_staging(self, staging: str) -> None:
-        """Drop a staging table now, a temporary one too (best effort)."""
+        """Drop a staging table now, a temporary one too. Where even that fails, the
+        session is gone or unknown (a COPY cut off with its connection): it is closed, so
+        the next step opens a new one, and the tables offered early on it are forgotten
+        (load stages their files)."""
         self.staged_rows.pop(staging, None)
-        with suppress(RefloadError):
+        try:
             self.sql.execute(self.drop_staging_sql(staging))
+        except RefloadError:
+            self.staged_early.clear()
+            with suppress(Exception):
+                self.sql.close()
 
     def staging_name(self, run_id: str) -> str:
         # Unique per attempt, not only per run id: two runs of one file at once, or one
