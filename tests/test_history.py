@@ -945,3 +945,25 @@ def test_rollback_refuses_a_file_whose_decimals_a_narrowed_scale_would_round(
         "back to it"
     )
     assert sql("SELECT code, rate FROM ref.t_codes ORDER BY code") == before
+
+
+def test_rollback_of_a_table_with_a_nullable_decimal_as_mapped_restores_it(
+    table_dir, write, run_cli, sql, rollback
+):
+    """A nullable decimal whose type is as the mapping says has nothing to be refused for:
+    rollback publishes the file again (it failed with an internal error)."""
+    rates = (
+        "source_column,target_column,data_type,transform,default,nullable,format\n"
+        'code,code,varchar(3),,,false,\nrate,rate,"decimal(10,4)",,,true,\n'
+    )
+    config = table_dir(rates, primary_key=["code"])
+    _, first = run_cli(config, write("a.csv", "code,rate\nAA,1.5\nBB,\n"))
+    assert run_cli(config, write("b.csv", "code,rate\nAA,2.5\n"))[0] == 0
+
+    code, summary = rollback("t_codes", first["run_id"])
+
+    assert code == 0, summary
+    assert sql("SELECT code, CAST(rate AS VARCHAR) FROM ref.t_codes ORDER BY code") == [
+        ("AA", "1.5000"),
+        ("BB", None),
+    ]

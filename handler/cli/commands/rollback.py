@@ -89,6 +89,8 @@ def require_fits_mapping(curated_uri: str, mapping: Mapping, run_id: str) -> Non
                     # would be rounded (or cannot be held at all).
                     held = pc.cast(pc.cast(values, now, safe=False), values.type, safe=False)
                     bad.append(pc.fill_null(pc.not_equal(held, values), False))
+                if not bad:  # a nullable decimal of the same type: nothing to check
+                    continue
                 found = pc.indices_nonzero(functools.reduce(pc.or_, bad))
                 if not len(found):
                     continue
