@@ -189,8 +189,12 @@ def test_an_early_copy_cut_off_with_its_connection_leaves_the_run_to_a_new_one(
 
     def terminated(self: Any, staging: str, mapping: Any, batches: Any) -> int:
         pid = self.sql.conn.info.backend_pid
-        sql("SELECT pg_terminate_backend(?::int)", pid)
-        return stage_rows(self, staging, mapping, batches)
+
+        def cut_off() -> Any:  # once the COPY is under way
+            sql("SELECT pg_terminate_backend(?::int)", pid)
+            yield from batches
+
+        return stage_rows(self, staging, mapping, cut_off())
 
     monkeypatch.setattr(PostgresCatalog, "stage_rows", terminated)
     config = table_dir(MAPPING, truncate_before_load=True, primary_key=["code"])
@@ -233,9 +237,14 @@ def test_a_group_member_whose_early_copy_loses_the_session_takes_the_others_with
     stage_rows = PostgresCatalog.stage_rows
 
     def second_terminated(self: Any, staging: str, mapping: Any, batches: Any) -> int:
-        if staged["early"] == 1:  # the second member
-            sql("SELECT pg_terminate_backend(?::int)", self.sql.conn.info.backend_pid)
-        return stage_rows(self, staging, mapping, batches)
+        pid = self.sql.conn.info.backend_pid
+
+        def cut_off() -> Any:  # once the second member's COPY is under way
+            if staged["early"] == 2:
+                sql("SELECT pg_terminate_backend(?::int)", pid)
+            yield from batches
+
+        return stage_rows(self, staging, mapping, cut_off())
 
     monkeypatch.setattr(PostgresCatalog, "stage_rows", second_terminated)
     root = _group_root(tmp_path / "cfg")
@@ -253,3 +262,41 @@ def test_a_group_member_whose_early_copy_loses_the_session_takes_the_others_with
     assert staged == {"early": 2, "file": 2}
     assert len(_published(sql, "t_first")) == ROWS
     assert len(_published(sql, "t_second")) == 2_000
+
+
+def test_a_session_the_server_ends_while_a_group_ingests_is_replaced_for_the_publish(
+    tmp_path, warehouse_url, write, sql, staged, capsys, monkeypatch
+):
+    """The first member's table was staged early; the session then sat idle while the
+    second member was ingested, and the server ended it (idle_session_timeout here; a
+    firewall's idle limit alike). Without early staging the publish would have opened
+    its session only then: it gets a new one, and stages both members' files."""
+    from handler.cli import main
+
+    code_dir = tmp_path / "code"
+    code_dir.mkdir()
+    (code_dir / "slowhook.py").write_text(
+        "import time\n\n\ndef shape(rows):\n    time.sleep(0.8)\n    return rows\n"
+    )
+    monkeypatch.syspath_prepend(str(code_dir))
+    root = _group_root(tmp_path / "cfg")
+    second = json.loads((root / "t_second.json").read_text())
+    (root / "t_second.json").write_text(
+        json.dumps({**second, "python_transform": "slowhook:shape"})
+    )
+    sep = "&" if "?" in warehouse_url else "?"
+    url = f"{warehouse_url}{sep}options=-c%20idle_session_timeout%3D300"
+    capsys.readouterr()
+    code = main(
+        [
+            *("group", "run", "pair", "--config-root", str(root), "--json"),
+            *("--source", f"t_first={write('a.csv', _file())}"),
+            *("--source", f"t_second={write('b.csv', _file(500))}"),
+            *("--warehouse", url, "--curated-root", str(tmp_path / "curated")),
+        ]
+    )
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 0, summary["error"]
+    assert staged == {"early": 1, "file": 2}
+    assert len(_published(sql, "t_first")) == ROWS
+    assert len(_published(sql, "t_second")) == 500

@@ -58,10 +58,16 @@ class Catalog:
 
         # DDL a rolled-back transaction ran is undone: what the catalog said since may be untrue.
         sql.on_rollback.append(self._forget_all)
+        # Temporary tables end with their session.
+        sql.on_close.append(self._forget_session)
 
     def _forget_all(self) -> None:
         self._catalog.clear()
         self._lacking.clear()
+
+    def _forget_session(self) -> None:
+        self.staged_rows.clear()
+        self.staged_early.clear()
 
     @property
     def dialect(self) -> str:
@@ -348,12 +354,11 @@ class Catalog:
         """Drop a staging table now, a temporary one too. Where even that fails, the
         session is gone or unknown (a COPY cut off with its connection): it is closed, so
         the next step opens a new one, and the tables offered early on it are forgotten
-        (load stages their files)."""
+        (`_forget_session`: load stages their files)."""
         self.staged_rows.pop(staging, None)
         try:
             self.sql.execute(self.drop_staging_sql(staging))
         except RefloadError:
-            self.staged_early.clear()
             with suppress(Exception):
                 self.sql.close()
 

@@ -54,6 +54,9 @@ class SqlClient:
         # Called on every rollback, before it: what others cached of this session (the
         # catalog's columns) may be untrue after DDL the transaction ran is undone.
         self.on_rollback: list[Callable[[], None]] = []
+        # Called when the session ends (closed, or found ended by the server): what lived
+        # only in it (temporary staging tables) is gone with it.
+        self.on_close: list[Callable[[], None]] = []
         # What a cancelled statement ran under (see `_error`): the setting and its seconds.
         self._statement_limit = (STATEMENT_TIMEOUT_ENV, statement_timeout_seconds())
         self._waiting_for_lock = False
@@ -86,6 +89,11 @@ class SqlClient:
 
     @property
     def conn(self) -> Any:
+        if self._conn is not None and not self.in_transaction and self._session_lost():
+            # Steps that share the session may leave it idle a while (a group's members
+            # ingested one after another): one the server ended meanwhile is replaced, as
+            # a failed step's is. Never within a transaction, whose work went with it.
+            self.close()
         if self._conn is None:
             try:
                 self._conn = self._connect()
@@ -106,12 +114,19 @@ class SqlClient:
         if self.capabilities.statement_timeout:
             self.execute(f"SET statement_timeout = {self.statement_timeout_ms()}")
 
+    def _session_lost(self) -> bool:
+        """Whether the server ended this idle session, found without a round trip;
+        a dialect that cannot tell says no."""
+        return False
+
     def close(self) -> None:
         if self._conn is not None:
             try:
                 self._conn.close()
             finally:
                 self._conn = None
+                for forget in self.on_close:
+                    forget()
 
     def _sql(self, sql: str) -> str:
         return sql if self.placeholder == "%s" else sql.replace("%s", self.placeholder)

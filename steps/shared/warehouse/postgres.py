@@ -53,6 +53,26 @@ class PostgresClient(SqlClient):
     def _bound_statements(self) -> None:
         """Set at connect (`_connect`)."""
 
+    def _session_lost(self) -> bool:
+        """A session the server ended while idle (idle_session_timeout, a restart,
+        pg_terminate_backend) sent its last message and closed the socket: readable with
+        no statement under way, and libpq then finds the connection bad."""
+        import select
+
+        from psycopg.pq import ConnStatus
+
+        pgconn = getattr(self._conn, "pgconn", None)
+        if pgconn is None:  # another driver (redshift_connector)
+            return False
+        try:
+            for _ in range(3):  # its last message, then the end of the stream
+                if not select.select([pgconn.socket], [], [], 0)[0]:
+                    return bool(pgconn.status != ConnStatus.OK)
+                pgconn.consume_input()
+        except Exception:  # closed, or the end of the stream read
+            return True
+        return True  # an idle session that keeps talking is not one to trust
+
     def translate_error(self, error: Exception) -> RefloadError:
         import psycopg
 
