@@ -269,7 +269,7 @@ def test_a_session_the_server_ends_while_a_group_ingests_is_replaced_for_the_pub
 ):
     """The first member's table was staged early; the session then sat idle while the
     second member was ingested, and the server ended it (idle_session_timeout here; a
-    firewall's idle limit alike). Without early staging the publish would have opened
+    restart alike). Without early staging the publish would have opened
     its session only then: it gets a new one, and stages both members' files."""
     from handler.cli import main
 
