@@ -55,6 +55,7 @@ def open_warehouse(url: str | None = None, *, must_exist: bool = False) -> Wareh
     secrets.remember_url(url)  # masked in every log line, message and alert from now on
     shared = _shared.get()
     if shared is not None and url in shared:
+        shared[url].client.close_if_lost()
         return shared[url]  # opened, so there
     cls = _dialect(url)
     if cls is None:

@@ -87,13 +87,16 @@ class SqlClient:
     def statement_timeout_ms(self) -> int:
         return max(1, int(self._statement_limit[1] * 1000))
 
+    def close_if_lost(self) -> None:
+        """A step takes up the session steps share (`shared_connections`), which may have
+        sat idle a while (a group's members ingested one after another): one the server
+        ended meanwhile is closed, as a failed step's is, and the next statement opens a
+        new one. Only between steps: within one, a session-bound table may be in use."""
+        if self._conn is not None and not self.in_transaction and self._session_lost():
+            self.close()
+
     @property
     def conn(self) -> Any:
-        if self._conn is not None and not self.in_transaction and self._session_lost():
-            # Steps that share the session may leave it idle a while (a group's members
-            # ingested one after another): one the server ended meanwhile is replaced, as
-            # a failed step's is. Never within a transaction, whose work went with it.
-            self.close()
         if self._conn is None:
             try:
                 self._conn = self._connect()
