@@ -57,6 +57,23 @@ def staged(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     return calls
 
 
+@pytest.fixture
+def staged_instead(table_dir, write, run_cli, sql, staged, monkeypatch):
+    """Run the big file with `stage_rows` replaced: the run must pass, load having staged
+    the curated file once, with every row published. Returns the summary."""
+
+    def run(stage_rows: Any) -> dict[str, Any]:
+        monkeypatch.setattr(PostgresCatalog, "stage_rows", stage_rows)
+        config = table_dir(MAPPING, truncate_before_load=True, primary_key=["code"])
+        code, summary = run_cli(config, write("big.csv", _file()))
+        assert code == 0, summary["error"]
+        assert staged["file"] == 1
+        assert len(_published(sql)) == ROWS == summary["rows_loaded"]
+        return summary
+
+    return run
+
+
 def _published(sql: Any, table: str = "t_codes") -> list[tuple[Any, ...]]:
     return sql(f"SELECT code, n, price, day FROM ref.{table} ORDER BY code")
 
@@ -84,9 +101,7 @@ def test_a_large_file_staged_while_written_publishes_what_the_file_holds(
     ]
 
 
-def test_an_early_staging_without_every_curated_row_is_not_published(
-    table_dir, write, run_cli, sql, staged, monkeypatch
-):
+def test_an_early_staging_without_every_curated_row_is_not_published(staged_instead):
     """A COPY that loaded other rows than the curated file holds (here: its first batch
     lost) is dropped, and load stages the curated file."""
     stage_rows = PostgresCatalog.stage_rows
@@ -95,26 +110,14 @@ def test_an_early_staging_without_every_curated_row_is_not_published(
         next(batches)
         return stage_rows(self, staging, mapping, batches)
 
-    monkeypatch.setattr(PostgresCatalog, "stage_rows", losing_a_batch)
-    config = table_dir(MAPPING, truncate_before_load=True, primary_key=["code"])
-    code, summary = run_cli(config, write("big.csv", _file()))
-    assert code == 0, summary["error"]
-    assert staged["file"] == 1
-    assert len(_published(sql)) == ROWS == summary["rows_loaded"]
+    staged_instead(losing_a_batch)
 
 
-def test_a_failed_early_copy_leaves_the_staging_to_load(
-    table_dir, write, run_cli, sql, staged, monkeypatch
-):
+def test_a_failed_early_copy_leaves_the_staging_to_load(staged_instead):
     def unavailable(self: Any, *args: Any) -> int:
         raise WarehouseUnavailable("connection reset")
 
-    monkeypatch.setattr(PostgresCatalog, "stage_rows", unavailable)
-    config = table_dir(MAPPING, truncate_before_load=True, primary_key=["code"])
-    code, summary = run_cli(config, write("big.csv", _file()))
-    assert code == 0, summary["error"]
-    assert staged["file"] == 1
-    assert len(_published(sql)) == ROWS
+    staged_instead(unavailable)
 
 
 def test_ingest_failing_while_staging_early_publishes_nothing(
@@ -145,43 +148,15 @@ def test_ingest_failing_while_staging_early_publishes_nothing(
 def test_group_members_staged_early_publish_together(
     tmp_path, warehouse_url, write, sql, staged, capsys
 ):
-    from handler.cli import main
-
-    root = tmp_path / "cfg"
-    root.mkdir()
-    (root / "groups").mkdir()
-    for name in ("t_first", "t_second"):
-        (root / f"{name}_mapping.csv").write_text(MAPPING, encoding="utf-8")
-        config = {
-            "table_name": name,
-            "redshift_schema": "ref",
-            "mapping_file": f"{name}_mapping.csv",
-            "truncate_before_load": True,
-            "primary_key": ["code"],
-        }
-        (root / f"{name}.json").write_text(json.dumps(config), encoding="utf-8")
-    (root / "groups" / "pair.json").write_text(
-        json.dumps({"group": "pair", "tables": ["t_first", "t_second"], "checks": []})
-    )
-    capsys.readouterr()
-    code = main(
-        [
-            *("group", "run", "pair", "--config-root", str(root), "--json"),
-            *("--source", f"t_first={write('a.csv', _file())}"),
-            *("--source", f"t_second={write('b.csv', _file(2_000))}"),
-            *("--warehouse", warehouse_url, "--curated-root", str(tmp_path / "curated")),
-        ]
-    )
-    summary = json.loads(capsys.readouterr().out)
+    root = _group_root(tmp_path / "cfg")
+    code, summary = _group_run(tmp_path, warehouse_url, write, capsys, root)
     assert code == 0, summary
     assert staged == {"early": 2, "file": 0}
     assert len(_published(sql, "t_first")) == ROWS
     assert len(_published(sql, "t_second")) == 2_000
 
 
-def test_an_early_copy_cut_off_with_its_connection_leaves_the_run_to_a_new_one(
-    table_dir, write, run_cli, sql, staged, monkeypatch
-):
+def test_an_early_copy_cut_off_with_its_connection_leaves_the_run_to_a_new_one(sql, staged_instead):
     """The session the early COPY ran on ends under it (a restart, a DBA's
     pg_terminate_backend): without early staging ingest never touched the warehouse, so
     the run must not fail for it; load opens a new session and stages the curated file."""
@@ -196,12 +171,7 @@ def test_an_early_copy_cut_off_with_its_connection_leaves_the_run_to_a_new_one(
 
         return stage_rows(self, staging, mapping, cut_off())
 
-    monkeypatch.setattr(PostgresCatalog, "stage_rows", terminated)
-    config = table_dir(MAPPING, truncate_before_load=True, primary_key=["code"])
-    code, summary = run_cli(config, write("big.csv", _file()))
-    assert code == 0, summary["error"]
-    assert staged["file"] == 1
-    assert len(_published(sql)) == ROWS == summary["rows_loaded"]
+    summary = staged_instead(terminated)
     assert sql(
         "SELECT step, status FROM etl_audit.run_log WHERE run_id = ? ORDER BY step",
         summary["run_id"],
@@ -227,13 +197,29 @@ def _group_root(root: Any) -> Any:
     return root
 
 
+def _group_run(
+    tmp_path: Any, url: str, write: Any, capsys: Any, root: Any, second_rows: int = 2_000
+) -> tuple[int, dict[str, Any]]:
+    """`group run pair --json`: the first member ROWS rows, the second `second_rows`."""
+    from handler.cli import main
+
+    capsys.readouterr()
+    code = main(
+        [
+            *("group", "run", "pair", "--config-root", str(root), "--json", "--quiet"),
+            *("--source", f"t_first={write('a.csv', _file())}"),
+            *("--source", f"t_second={write('b.csv', _file(second_rows))}"),
+            *("--warehouse", url, "--curated-root", str(tmp_path / "curated")),
+        ]
+    )
+    return code, json.loads(capsys.readouterr().out)
+
+
 def test_a_group_member_whose_early_copy_loses_the_session_takes_the_others_with_it(
     tmp_path, warehouse_url, write, sql, staged, capsys, monkeypatch
 ):
     """The first member's table was staged early on the session the second member's COPY
     lost: both members are staged from their curated files, and the group publishes."""
-    from handler.cli import main
-
     stage_rows = PostgresCatalog.stage_rows
 
     def second_terminated(self: Any, staging: str, mapping: Any, batches: Any) -> int:
@@ -248,16 +234,7 @@ def test_a_group_member_whose_early_copy_loses_the_session_takes_the_others_with
 
     monkeypatch.setattr(PostgresCatalog, "stage_rows", second_terminated)
     root = _group_root(tmp_path / "cfg")
-    capsys.readouterr()
-    code = main(
-        [
-            *("group", "run", "pair", "--config-root", str(root), "--json"),
-            *("--source", f"t_first={write('a.csv', _file())}"),
-            *("--source", f"t_second={write('b.csv', _file(2_000))}"),
-            *("--warehouse", warehouse_url, "--curated-root", str(tmp_path / "curated")),
-        ]
-    )
-    summary = json.loads(capsys.readouterr().out)
+    code, summary = _group_run(tmp_path, warehouse_url, write, capsys, root)
     assert code == 0, summary["error"]
     assert staged == {"early": 2, "file": 2}
     assert len(_published(sql, "t_first")) == ROWS
@@ -271,8 +248,6 @@ def test_a_session_the_server_ends_while_a_group_ingests_is_replaced_for_the_pub
     second member was ingested, and the server ended it (idle_session_timeout here; a
     restart alike). Without early staging the publish would have opened
     its session only then: it gets a new one, and stages both members' files."""
-    from handler.cli import main
-
     code_dir = tmp_path / "code"
     code_dir.mkdir()
     (code_dir / "slowhook.py").write_text(
@@ -286,16 +261,7 @@ def test_a_session_the_server_ends_while_a_group_ingests_is_replaced_for_the_pub
     )
     sep = "&" if "?" in warehouse_url else "?"
     url = f"{warehouse_url}{sep}options=-c%20idle_session_timeout%3D300"
-    capsys.readouterr()
-    code = main(
-        [
-            *("group", "run", "pair", "--config-root", str(root), "--json"),
-            *("--source", f"t_first={write('a.csv', _file())}"),
-            *("--source", f"t_second={write('b.csv', _file(500))}"),
-            *("--warehouse", url, "--curated-root", str(tmp_path / "curated")),
-        ]
-    )
-    summary = json.loads(capsys.readouterr().out)
+    code, summary = _group_run(tmp_path, url, write, capsys, root, second_rows=500)
     assert code == 0, summary["error"]
     assert staged == {"early": 1, "file": 2}
     assert len(_published(sql, "t_first")) == ROWS

@@ -26,12 +26,21 @@ class _AsInTheImage:
 SAME_FOOTING = {"preserve_insertion_order": False}
 
 
-def _run_refload(csv: Path, work: Path, warehouse: str, *extra: str, **config: Any) -> int:
-    """`python -m handler run` on the benchmark's table in-process; returns the exit code."""
+def _run_refload(
+    csv: Path,
+    work: Path,
+    warehouse: str,
+    *extra: str,
+    table: tuple[str, dict[str, Any]] = (MAPPING, CONFIG),
+    **config: Any,
+) -> int:
+    """`python -m handler run` in-process on `table` (its mapping sheet and config: the
+    benchmark's ZIP table unless given), with `config` over it; returns the exit code."""
     from handler.cli import main
 
-    (work / "mapping.csv").write_text(MAPPING)
-    (work / "config.json").write_text(json.dumps({**CONFIG, **config}))
+    mapping, table_config = table
+    (work / "mapping.csv").write_text(mapping)
+    (work / "config.json").write_text(json.dumps({**table_config, **config}))
     return main(
         [
             "run",

@@ -3,7 +3,6 @@ onto PostgreSQL, each statement held as a leader node tens of milliseconds away 
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import sys
@@ -14,6 +13,7 @@ from typing import Any
 
 from bench import ROOT
 from bench.data import COUNTRY_CONFIG, COUNTRY_MAPPING, COUNTRY_ROWS, generate_countries
+from bench.jobs import _run_refload
 from bench.postgres import POSTGRES_URL, _fresh_postgres
 
 COPY_ROLE = "arn:aws:iam::123456789012:role/refload-copy"
@@ -39,28 +39,9 @@ def job_redshift_latency(csv: Path, work: Path) -> dict[str, Any]:
         f"redshift://{parts.username}:{parts.password}@127.0.0.1:{proxy.port}{parts.path}"
         f"?ssl=false&iam_role={COPY_ROLE}"
     )
-    (work / "mapping.csv").write_text(COUNTRY_MAPPING)
-    (work / "config.json").write_text(json.dumps(COUNTRY_CONFIG))
-    from handler.cli import main
 
     def run(source: Path) -> int:
-        return main(
-            [
-                "run",
-                "--config",
-                str(work / "config.json"),
-                "--source",
-                str(source),
-                "--warehouse",
-                url,
-                "--curated-root",
-                str(work / "curated"),
-                "--outbox",
-                str(work / "outbox"),
-                "--json",
-                "--quiet",
-            ]
-        )
+        return _run_refload(source, work, url, table=(COUNTRY_MAPPING, COUNTRY_CONFIG))
 
     cold = run(csv)  # creates the target and the audit tables
     second = work / "countries_2.csv"  # the warm run publishes: some names changed
