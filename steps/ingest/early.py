@@ -97,15 +97,6 @@ class EarlyStaging:
         self.warehouse.discard_staging(self.staging)
 
 
-def _typed_as_mapped(schema: pa.Schema, spec: TableSpec) -> bool:
-    """COPY's binary format carries values as the server's types: only rows of exactly
-    the mapping's Arrow types are staged early (a python_transform may change them)."""
-    return all(
-        c.target in schema.names and schema.field(c.target).type == c.data_type.arrow()
-        for c in spec.mapping.columns
-    )
-
-
 @contextmanager
 def early_staging(
     spec: TableSpec, payload: dict[str, Any], staged: Any, drop: pa.Array, rows: int
@@ -115,7 +106,7 @@ def early_staging(
     from steps.shared.warehouse import shared_warehouse_that
 
     early = None
-    if rows >= EARLY_FROM_ROWS and _typed_as_mapped(staged.rows().schema, spec):
+    if rows >= EARLY_FROM_ROWS and spec.mapping.typed_as_mapped(staged.rows().schema):
         with suppress(RefloadError):  # a URL that does not resolve: load says so
             warehouse = shared_warehouse_that("stages_from_memory", payload.get("warehouse"))
             if warehouse is not None:

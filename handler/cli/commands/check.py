@@ -8,7 +8,6 @@ altered). Only the CLI imports this.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import posixpath
@@ -94,14 +93,12 @@ def _refload_error(report: Report, error: RefloadError, fallback: str) -> None:
 
 
 def dialect_class(url: str) -> tuple[str, Any] | None:
-    """The warehouse class a URL names (imported, not connected), or None if unknown."""
-    from steps.shared.warehouse import DIALECTS
+    """The dialect a URL names and its warehouse class (imported, not connected), or None
+    if unknown."""
+    from steps.shared.warehouse import dialect_of, url_scheme
 
-    scheme = url.split("://", 1)[0].split("+", 1)[0].lower()
-    if scheme not in DIALECTS:
-        return None
-    module, name = DIALECTS[scheme].split(":")
-    return scheme, getattr(importlib.import_module(module), name)
+    cls = dialect_of(url)
+    return None if cls is None else (url_scheme(url), cls)
 
 
 def _identifiers(spec: TableSpec) -> list[tuple[str, str]]:

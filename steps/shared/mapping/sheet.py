@@ -65,6 +65,15 @@ class Mapping:
     def sources(self) -> list[str]:
         return [c.source for c in self.columns if c.source is not None]
 
+    def typed_as_mapped(self, schema: Any) -> bool:
+        """Whether an Arrow `schema` holds every column in exactly its mapped Arrow type (as
+        ingest writes them). COPY's binary format carries a value's bytes, which PostgreSQL
+        reads as the column's type without a check: only such rows may go that way."""
+        return all(
+            c.target in schema.names and schema.field(c.target).type == c.data_type.arrow()
+            for c in self.columns
+        )
+
 
 def _sheet_cell(value: Any) -> str:
     """A mapping-sheet cell as the text it means ("" for empty; 5.0 -> "5"). Source cells

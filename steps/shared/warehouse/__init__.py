@@ -32,6 +32,11 @@ def resolve_url(url: str | None = None) -> str:
     return url or os.environ.get("REFLOAD_WAREHOUSE_URL") or DEFAULT_URL
 
 
+def url_scheme(url: str) -> str:
+    """The dialect's key in DIALECTS: `postgresql+psycopg://...` is `postgresql`."""
+    return url.split("://", 1)[0].split("+", 1)[0].lower()
+
+
 # URL -> warehouse, while steps share connections (None: each step opens its own).
 _shared: ContextVar[dict[str, Warehouse] | None] = ContextVar("refload_warehouses", default=None)
 
@@ -57,9 +62,9 @@ def open_warehouse(url: str | None = None, *, must_exist: bool = False) -> Wareh
     if shared is not None and url in shared:
         shared[url].client.close_if_lost()
         return shared[url]  # opened, so there
-    cls = _dialect(url)
+    cls = dialect_of(url)
     if cls is None:
-        scheme = url.split("://", 1)[0].split("+", 1)[0].lower()
+        scheme = url_scheme(url)
         raise ConfigError(f"warehouse URL: {unknown_name('scheme', scheme, DIALECTS)}")
     warehouse = cls(url)
     if must_exist:
@@ -70,8 +75,9 @@ def open_warehouse(url: str | None = None, *, must_exist: bool = False) -> Wareh
     return warehouse
 
 
-def _dialect(url: str) -> type[Warehouse] | None:
-    scheme = url.split("://", 1)[0].split("+", 1)[0].lower()
+def dialect_of(url: str) -> type[Warehouse] | None:
+    """The warehouse class a URL names (imported, not connected), or None if unknown."""
+    scheme = url_scheme(url)
     if scheme not in DIALECTS:
         return None
     module_name, class_name = DIALECTS[scheme].split(":")
@@ -85,7 +91,7 @@ def shared_warehouse_that(can: str, url: str | None) -> Warehouse | None:
     if _shared.get() is None:
         return None
     url = resolve_url(url)
-    cls = _dialect(url)
+    cls = dialect_of(url)
     if cls is None or not getattr(cls.capabilities, can):
         return None
     return open_warehouse(url)
@@ -98,7 +104,7 @@ def import_driver_early(url: str | None) -> threading.Thread | None:
     the step imports it."""
     if not isinstance(url, str | None):  # a saved event's: the payload's check names it
         return None
-    scheme = resolve_url(url).split("://", 1)[0].split("+", 1)[0].lower()
+    scheme = url_scheme(resolve_url(url))
     if scheme not in DIALECTS:
         return None
 
@@ -135,9 +141,11 @@ __all__ = [
     "DEFAULT_URL",
     "DIALECTS",
     "Warehouse",
+    "dialect_of",
     "import_driver_early",
     "open_warehouse",
     "resolve_url",
     "shared_connections",
     "shared_warehouse_that",
+    "url_scheme",
 ]

@@ -150,7 +150,7 @@ class PostgresCatalog(Catalog):
                     for part in parts
                     for batch in part.iter_batches(COPY_BATCH_ROWS, columns=columns)
                 )
-                if all(typed_as_mapped(part.schema_arrow, mapping) for part in parts):
+                if all(mapping.typed_as_mapped(part.schema_arrow) for part in parts):
                     self._copy(staging, mapping, "binary", _binary_copy(mapping, batches))
                 else:
                     self._copy(staging, mapping, "csv", _csv_copy(batches))
@@ -187,17 +187,6 @@ def _mapping_schema(mapping: Mapping) -> pa.Schema:
     import pyarrow as pa
 
     return pa.schema([pa.field(c.target, c.data_type.arrow()) for c in mapping.columns])
-
-
-def typed_as_mapped(schema: pa.Schema, mapping: Mapping) -> bool:
-    """Whether rows hold every column in exactly the mapping's Arrow type (ingest writes
-    them so): COPY's binary format carries a value's bytes, which PostgreSQL reads as the
-    column's type without a check; anything else (another engine's file) goes as text."""
-    return all(
-        column.target in schema.names
-        and schema.field(column.target).type == column.data_type.arrow()
-        for column in mapping.columns
-    )
 
 
 def _binary_copy(mapping: Mapping, batches: Iterator[pa.RecordBatch]) -> Iterator[bytes]:

@@ -234,7 +234,11 @@ class Publisher:
         if early is not None:
             return early
         staging = self.catalog.staging_name(entry.run_id)
-        self.catalog.stage(staging, target.mapping, entry.curated_uri)
+        try:
+            self.catalog.stage(staging, target.mapping, entry.curated_uri)
+        except BaseException:
+            self._drop_staging(staging)  # what a failed stage left, where staging is dropped
+            raise
         return staging
 
     def _drop_staging(self, staging: str) -> None:
@@ -279,12 +283,7 @@ class Publisher:
                     stagings.append(self.catalog.staging_name(member.entry.run_id))
                     self._stage_as_of(stagings[-1], member.target, member.as_of)
                     continue
-                early = self.catalog.staged_early.pop(member.entry.curated_uri, None)
-                stagings.append(early or self.catalog.staging_name(member.entry.run_id))
-                if early is None:
-                    self.catalog.stage(
-                        stagings[-1], member.target.mapping, member.entry.curated_uri
-                    )
+                stagings.append(self._stage(member.entry, member.target))
                 self._refuse_doubled_keys(member.entry, member.target, stagings[-1])
             for attempt in (1, 2):
                 try:
