@@ -524,6 +524,19 @@ NASTY_FILES = [
         "t.parquet, row 1, column 'x': is NaN or infinite as a double",
     ),
     (
+        "Parquet date in year 0",
+        "t.parquet",
+        _parquet(
+            code=pa.array(["AA", "BB"]),
+            n=pa.array([19_000, -719_163], pa.int32()).view(pa.date32()),
+        ),
+        {"source_format": "parquet"},
+        MAPPING.replace("n,n,integer", "n,n,date"),
+        {},
+        "t.parquet, row 2, column 'n': is outside years 1 to 9999 (in UTC), which not every "
+        "tool can read (value '0000-12-31')",
+    ),
+    (
         "gzip truncated",
         "t.csv.gz",
         _gzip(_numbered(40_000))[:150_000],
@@ -651,6 +664,50 @@ def test_a_nul_character_is_a_rejected_row_on_every_warehouse(table_dir, write, 
     assert summary["error"]["message"].startswith(
         f"{source}, line 3, column 'code': contains a NUL character (\\x00), which warehouses "
         "cannot store as text (value 'B\\x00B')"
+    )
+    assert sql("SELECT COUNT(*) FROM information_schema.tables WHERE table_name = 't_codes'") == [
+        (0,)
+    ]
+
+
+CALENDAR_MAPPING = (
+    "source_column,target_column,data_type,transform,default,nullable,format\n"
+    "code,code,varchar(3),strip,,false,\non,on,date,strip,,,\nat,at,timestamp,strip,,,\n"
+    "stamped,stamped,timestamp,strip,,,%Y-%m-%d %H:%M%z\n"
+)
+OUTSIDE = "is outside years 1 to 9999 (in UTC), which not every tool can read"
+
+
+@pytest.mark.parametrize(
+    ("line", "column", "value"),
+    [
+        ("BB,2024-01-01,0001-01-01T00:30:00+01:00,", "at", "0001-01-01T00:30:00+01:00"),
+        ("BB,2024-01-01,9999-12-31T23:30:00-01:00,", "at", "9999-12-31T23:30:00-01:00"),
+        ("BB,0000-06-01,,", "on", "0000-06-01"),
+        ("BB,,0000-06-01T00:00:00,", "at", "0000-06-01T00:00:00"),
+        ("BB,,,0001-01-01 00:30+0100", "stamped", "0001-01-01 00:30+0100"),
+    ],
+    ids=[
+        "offset-into-year-0",
+        "offset-into-year-10000",
+        "date-year-0",
+        "timestamp-year-0",
+        "format",
+    ],
+)
+@pytest.mark.parametrize("warehouse_url", ["duckdb", "postgresql"], indirect=True)
+def test_a_date_outside_years_1_to_9999_is_a_rejected_row_on_every_warehouse(
+    line, column, value, table_dir, write, run_cli, sql
+):
+    """Arrow reads year 0 and moves a value across year 1 or 9999 by its UTC offset; such
+    a value is refused, not loaded as a BC date that Python cannot read back."""
+    source = write(
+        "t.csv", f"code,on,at,stamped\nAA,2024-01-01,2024-01-01T10:00:00+01:00,\n{line}\n"
+    )
+    code, summary = run_cli(table_dir(CALENDAR_MAPPING), source)
+    assert code == 2, summary["error"]
+    assert summary["error"]["message"].startswith(
+        f"{source}, line 3, column '{column}': {OUTSIDE} (value '{value}')"
     )
     assert sql("SELECT COUNT(*) FROM information_schema.tables WHERE table_name = 't_codes'") == [
         (0,)

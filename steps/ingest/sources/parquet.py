@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -20,6 +20,7 @@ from steps.ingest.sources.base import (
     _json_text,
 )
 from steps.shared.errors import RejectedInput
+from steps.shared.mapping.casts import OUTSIDE_CALENDAR
 
 if TYPE_CHECKING:
     from steps.shared.config.model import TableConfig
@@ -47,6 +48,24 @@ def _binary_as_text(
     return pa.array(texts, pa.string())
 
 
+def _python_values(name: str, column: pa.ChunkedArray, bad: list[BadCell]) -> list[Any]:
+    """The column's values as Python's; a date or time Python cannot hold (Parquet's
+    reach years before 1 and after 9999) is a bad cell, shown as Arrow writes it."""
+    try:
+        return column.to_pylist()
+    except (OverflowError, ValueError):
+        pass
+    texts = pc.cast(column, pa.string()).to_pylist()
+    values: list[Any] = []
+    for position, (value, text) in enumerate(zip(column, texts, strict=True)):
+        try:
+            values.append(value.as_py())
+        except (OverflowError, ValueError):
+            bad.append(BadCell(position, name, text, OUTSIDE_CALENDAR))
+            values.append(None)
+    return values
+
+
 def read_parquet(data: bytes, uri: str, config: TableConfig) -> SourceTable:
     import pyarrow.parquet as pq
 
@@ -72,7 +91,7 @@ def read_parquet(data: bytes, uri: str, config: TableConfig) -> SourceTable:
         elif pa.types.is_nested(kind):
             as_text[name] = pa.array([_json_text(v) for v in column.to_pylist()], pa.string())
         else:
-            values = column.to_pylist()
+            values = _python_values(name, column, bad)
             if pa.types.is_floating(kind):
                 bad += [
                     BadCell(p, name, repr(v), INEXACT_REASON, inexact_number=True)

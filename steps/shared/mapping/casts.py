@@ -37,6 +37,12 @@ TRUE_WORDS = ("true", "t", "yes", "y", "1")
 FALSE_WORDS = ("false", "f", "no", "n", "0")
 # The `format` of a double column that keeps NaN and infinities (refused otherwise).
 ALLOW_NAN_INF = "allow_nan_inf"
+# The calendar every tool reading a curated file shares: Python's (years 1 to 9999), as
+# days and microseconds from 1970-01-01. Arrow parses year 0, and a UTC offset moves
+# 0001-01-01 00:30+01:00 into it; PostgreSQL would store that as a BC date.
+_DAYS = (-719_162, 2_932_896)
+_MICROSECONDS = (-62_135_596_800_000_000, 253_402_300_799_999_999)
+OUTSIDE_CALENDAR = "is outside years 1 to 9999 (in UTC), which not every tool can read"
 
 
 @dataclass(frozen=True)
@@ -147,6 +153,9 @@ def cast_values(values: Any, spec: ColumnSpec) -> tuple[pa.Array, list[tuple[int
         loose = _loosely_parsed(values, parsed, spec.format, kind, set(impossible))
         failures += loose
         impossible += [i for i, _ in loose]
+        outside = [i for i, _ in _outside_calendar(parsed)]
+        failures += [(i, OUTSIDE_CALENDAR) for i in outside]
+        impossible += outside
         if impossible:
             parsed = pc.if_else(
                 _mask(len(values), impossible), pa.scalar(None, parsed.type), parsed
@@ -165,6 +174,11 @@ def cast_values(values: Any, spec: ColumnSpec) -> tuple[pa.Array, list[tuple[int
         return _cast_one_by_one(values.to_pylist(), spec, target)
     if kind == "double" and spec.format != ALLOW_NAN_INF:
         return cast, _non_finite(cast)
+    if kind in ("date", "timestamp"):
+        beyond = _outside_calendar(cast)
+        if beyond:
+            mask = _mask(len(cast), [i for i, _ in beyond])
+            return pc.if_else(mask, pa.scalar(None, cast.type), cast), beyond
     return cast, []
 
 
@@ -177,6 +191,8 @@ def unstorable(values: pa.Array, spec: ColumnSpec) -> list[tuple[int, str]]:
         return _with_nul(values)
     if kind == "double" and spec.format != ALLOW_NAN_INF:
         return _non_finite(values)
+    if kind in ("date", "timestamp"):
+        return _outside_calendar(values)
     return []
 
 
@@ -211,6 +227,23 @@ def _non_finite(cast: pa.Array) -> list[tuple[int, str]]:
         (i, f"is NaN or infinite as a double; set format '{ALLOW_NAN_INF}' to keep such values")
         for i in pc.indices_nonzero(bad).to_pylist()
     ]
+
+
+def _outside_calendar(values: pa.Array) -> list[tuple[int, str]]:
+    """Dates and timestamps before year 1 or after year 9999."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_date32(values.type):
+        counts, (low, high) = values.view(pa.int32()), _DAYS
+    elif pa.types.is_timestamp(values.type) and values.type.unit == "us":
+        counts, (low, high) = values.view(pa.int64()), _MICROSECONDS
+    else:  # no other unit is made here
+        return []
+    outside = pc.or_(pc.less(counts, low), pc.greater(counts, high))
+    if not pc.any(outside).as_py():
+        return []
+    return [(i, OUTSIDE_CALENDAR) for i in pc.indices_nonzero(outside).to_pylist()]
 
 
 def _after_30_day_months() -> Any:
@@ -365,13 +398,19 @@ def _cast_one_by_one(
             elif kind == "date":
                 if not _DATE_TEXT.fullmatch(stripped):
                     raise ValueError
+                if stripped.startswith("0000"):
+                    raise OverflowError
                 value = dt.date.fromisoformat(stripped)
             elif kind == "timestamp":
                 if not _TIMESTAMP_TEXT.fullmatch(stripped):
                     raise ValueError
+                if stripped.startswith("0000"):
+                    raise OverflowError
                 value = dt.datetime.fromisoformat(stripped)
                 if value.tzinfo is not None:  # stored as UTC, never with the offset dropped
                     value = value.astimezone(dt.UTC).replace(tzinfo=None)
+        except OverflowError:  # year 0, or an offset that moves a value past year 1 or 9999
+            value, reason = None, OUTSIDE_CALENDAR
         except (ValueError, ArithmeticError):
             value, reason = None, f"is not a valid {spec.data_type}"
         if reason:
