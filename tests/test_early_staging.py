@@ -38,8 +38,16 @@ def _file(rows: int = ROWS) -> str:
 
 
 @pytest.fixture
-def staged(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
-    """Early staging from 1,000 rows; how often each way of staging ran."""
+def staged(monkeypatch: pytest.MonkeyPatch, sql: Any) -> dict[str, int]:
+    """Early staging from 1,000 rows, into targets that exist (empty: a new target is
+    filled from its curated file in the publish, with nothing to stage); how often each
+    way of staging ran."""
+    sql("CREATE SCHEMA IF NOT EXISTS ref")
+    for table in ("t_codes", "t_other", "t_first", "t_second"):
+        sql(
+            f"CREATE TABLE ref.{table} (code varchar(6) NOT NULL, n integer, "
+            "price decimal(9,2), day date)"
+        )
     monkeypatch.setattr(steps.ingest.early, "EARLY_FROM_ROWS", 1_000)
     calls = {"early": 0, "file": 0}
     stage, stage_rows = PostgresCatalog.stage, PostgresCatalog.stage_rows
@@ -99,6 +107,28 @@ def test_a_large_file_staged_while_written_publishes_what_the_file_holds(
         (ROWS, ROWS),
         (ROWS, ROWS),
     ]
+
+
+def test_a_new_target_is_not_staged_early_but_filled_in_the_publish(
+    table_dir, write, run_cli, sql, staged, monkeypatch
+):
+    """Nothing to stage for a target that does not exist yet: the publish creates it and
+    COPYs the curated file into it (ADR 23), whichever way the rows would have gone."""
+    from steps.shared.warehouse.publish import Publisher
+
+    fills: list[str] = []
+    fill = Publisher._fill_new_target
+    monkeypatch.setattr(
+        Publisher,
+        "_fill_new_target",
+        lambda self, entry, *args: fills.append(entry.target) or fill(self, entry, *args),
+    )
+    sql("DROP TABLE ref.t_codes")
+    config = table_dir(MAPPING, truncate_before_load=True, primary_key=["code"])
+    code, summary = run_cli(config, write("big.csv", _file()))
+    assert code == 0, summary["error"]
+    assert (staged, fills) == ({"early": 0, "file": 0}, ["ref.t_codes"])
+    assert len(_published(sql)) == ROWS == summary["rows_loaded"]
 
 
 def test_an_early_staging_without_every_curated_row_is_not_published(staged_instead):

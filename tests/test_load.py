@@ -215,6 +215,89 @@ def test_a_failed_first_load_leaves_no_table_behind(table_dir, write, run_cli, s
     assert sql("SELECT COUNT(*) FROM etl_audit.load_ledger") == [(0,)]
 
 
+# --- a new target, filled from the curated file in the publish (PostgreSQL, ADR 23) ------
+
+FILLED = pytest.mark.parametrize("warehouse_url", ["postgresql"], indirect=True)
+MANY = "code,n\n" + "".join(
+    f"{c}{d},{i}\n" for i, (c, d) in enumerate(zip("ZYXWVUTSRQPO", "0123456789AB", strict=True))
+)
+
+
+@FILLED
+def test_a_new_target_filled_directly_publishes_what_a_staged_publish_does(
+    table_dir, write, run_cli, sql
+):
+    """The same file into a new target (filled by COPY in the publish) and into an empty
+    one that exists (staged, then inserted): the same rows, ledger row and change set,
+    its sample keys included."""
+    source = write("a.csv", MANY)
+    sql("CREATE SCHEMA ref")
+    sql("CREATE TABLE ref.t_there (code varchar(3) NOT NULL, n integer)")
+    results = []
+    for name in ("t_codes", "t_there"):
+        config = table_dir(MAPPING, name=name, truncate_before_load=True, primary_key=["code"])
+        code, summary = run_cli(config, source)
+        assert code == 0, summary["error"]
+        results.append(
+            (
+                summary["changes"],
+                sql(f"SELECT code, n FROM ref.{name} ORDER BY code"),
+                sql(
+                    "SELECT rows_loaded, rows_before, rows_after, keys_added, keys_removed, "
+                    "change_samples FROM etl_audit.load_ledger WHERE target = ?",
+                    f"ref.{name}",
+                ),
+            )
+        )
+    assert results[0] == results[1]
+    changes, rows, ledger = results[0]
+    assert changes == {"added": 12, "removed": 0, "changed": 0} and len(rows) == 12
+    samples = ledger[0][5] if isinstance(ledger[0][5], dict) else json.loads(ledger[0][5])
+    assert [s["key"]["code"] for s in samples["added"]] == sorted(r[0] for r in rows)[:10]
+
+
+@FILLED
+def test_a_new_target_whose_copy_fails_is_not_left_behind(
+    table_dir, write, run_cli, sql, monkeypatch
+):
+    from steps.shared.errors import WarehouseUnavailable
+    from steps.shared.warehouse.postgres import PostgresCatalog
+
+    def cut(self, *args):
+        raise WarehouseUnavailable("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(PostgresCatalog, "_copy", cut)
+    code, summary = run_cli(table_dir(MAPPING), write("a.csv", "code,n\nAA,1\n"))
+    assert code == 3, summary
+    assert "server closed the connection" in summary["error"]["message"]
+    assert _tables(sql) == []
+    assert sql(
+        "SELECT step, status FROM etl_audit.run_log WHERE run_id = ? ORDER BY step",
+        summary["run_id"],
+    ) == [
+        ("ingest", "ok"),
+        ("load", "failed"),
+    ]
+
+
+@FILLED
+def test_a_target_another_run_creates_meanwhile_is_staged_after_all(
+    table_dir, write, run_cli, sql, monkeypatch
+):
+    """Missing when looked up, there when the publish would create it (another run's
+    first load committed in between): this run stages its file and publishes it over."""
+    from steps.shared.warehouse.catalog import Catalog
+
+    config = table_dir(MAPPING, truncate_before_load=True)
+    assert run_cli(config, write("a.csv", "code,n\nAA,1\n"))[0] == 0
+    look = Catalog.check_target
+    monkeypatch.setattr(Catalog, "check_target", lambda self, target: look(self, target) and {})
+    code, summary = run_cli(config, write("b.csv", "code,n\nBB,2\nCC,3\n"))
+    assert code == 0, summary["error"]
+    assert sql("SELECT code, n FROM ref.t_codes ORDER BY code") == [("BB", 2), ("CC", 3)]
+    assert [r[2:] for r in _ledger(sql)] == [(1, 0, 1), (2, 1, 2)]
+
+
 @pytest.mark.parametrize("change", ["emptied", "dropped"])
 @pytest.mark.parametrize(
     "options",

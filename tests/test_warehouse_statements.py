@@ -150,3 +150,27 @@ def test_postgresql_session_settings_cost_no_statement(warehouse_url, sent):
     with open_warehouse(url) as warehouse:
         assert warehouse.query("SHOW temp_buffers") == [("16MB",)]
         assert warehouse.query("SHOW statement_timeout") == [("10min",)]
+
+
+@pytest.mark.parametrize("warehouse_url", ["postgresql"], indirect=True)
+def test_a_first_load_copies_into_the_new_target_with_no_staging_table(
+    table_dir, write, run_cli, sent, sql
+):
+    """The target does not exist: the publish creates it and COPYs the curated file into it,
+    in one transaction, instead of filling a staging table and inserting from it (ADR 23).
+    A second run, the target now there, stages as before."""
+    config = table_dir(MAPPING, truncate_before_load=True, primary_key=["code"])
+    code, summary = run_cli(config, write("a.csv", "code,name,n\nAA,Alpha,1\nBB,Beta,2\n"))
+    assert code == 0, summary
+    copies = [s for s in sent if s.startswith("COPY ")]
+    assert [c.split(" (", 1)[0] for c in copies] == ['COPY "ref"."t_codes"']
+    assert not [s for s in sent if "TEMPORARY" in s or s.startswith('INSERT INTO "ref"')]
+    assert sql("SELECT code, name, n FROM ref.t_codes ORDER BY code") == [
+        ("AA", "Alpha", 1),
+        ("BB", "Beta", 2),
+    ]
+    sent.clear()
+    assert run_cli(config, write("b.csv", "code,name,n\nCC,Gamma,3\n"))[0] == 0
+    copies = [s for s in sent if s.startswith("COPY ")]
+    assert len(copies) == 1 and copies[0].startswith('COPY "refload_stage_'), copies
+    assert sql("SELECT code FROM ref.t_codes") == [("CC",)]

@@ -64,8 +64,9 @@ def job_refload_pg(csv: Path, work: Path) -> dict[str, Any]:
 
         return wrapper
 
-    postgres.PostgresCatalog.stage = timed(  # type: ignore[method-assign]
-        "COPY to staging", postgres.PostgresCatalog.stage
+    # The curated file's COPY: into staging, or into a new target (ADR 23).
+    postgres.PostgresCatalog.fill = timed(  # type: ignore[method-assign]
+        "COPY of the curated file", postgres.PostgresCatalog.fill
     )
     # Early staging (ADR 22): the same COPY, on a thread while ingest writes the Parquet.
     postgres.PostgresCatalog.stage_rows = timed(  # type: ignore[method-assign]
@@ -158,7 +159,7 @@ def job_floor_pg(csv: Path, work: Path) -> dict[str, Any]:
 # --postgres: the shares of refload's run, step by step (the phases of each in brackets).
 PG_STEPS = {
     "ingest": ["read, transform, cast", "dedupe, key check", "Parquet", "COPY beside Parquet"],
-    "load": ["COPY to staging", "change set, catalog", "publish (DELETE + INSERT)"],
+    "load": ["COPY of the curated file", "change set, catalog", "publish (DELETE + INSERT)"],
     "validate": ["tests, checks and other SQL"],
 }
 

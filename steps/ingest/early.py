@@ -103,13 +103,17 @@ def early_staging(
 ) -> Iterator[EarlyStaging | None]:
     """An EarlyStaging of the `rows` rows of `staged` less `drop`, where it applies, else
     None; abandoned if the block raises."""
+    from steps.shared.loading import target_table
     from steps.shared.warehouse import shared_warehouse_that
 
     early = None
     if rows >= EARLY_FROM_ROWS and spec.mapping.typed_as_mapped(staged.rows().schema):
         with suppress(RefloadError):  # a URL that does not resolve: load says so
             warehouse = shared_warehouse_that("stages_from_memory", payload.get("warehouse"))
-            if warehouse is not None:
+            # A new target is filled from the curated file in the publish: nothing to stage.
+            if warehouse is not None and not warehouse.fills_new_target(
+                target_table(spec), spec.config.mode
+            ):
                 early = EarlyStaging(warehouse, spec, staged, drop, payload["run_id"])
     try:
         yield early

@@ -285,6 +285,12 @@ class Warehouse:
     def discard_staging(self, staging: str) -> None:
         self.catalog.discard_staging(staging)
 
+    def fills_new_target(self, target: TargetTable, mode: LedgerMode) -> bool:
+        """Whether a publish to `target` now would fill it from the curated file, with no
+        staging table: it does not exist yet (`Publisher.fills_new`)."""
+        existing = self.catalog.table_columns(target.schema, target.name)
+        return self.publisher.fills_new(target, mode, existing)
+
     def offer_staging(self, curated_uri: str, staging: str) -> None:
         """Publish takes `staging` as the rows of `curated_uri` (early staging)."""
         self.catalog.staged_early[curated_uri] = staging
@@ -313,11 +319,11 @@ class Warehouse:
     def changes_into_new(
         self,
         target: TargetTable,
-        staging: str,
+        rows: str,
         head: tuple[str, list[Any]],
         staged_rows: int | None = None,
     ) -> tuple[ChangeSet, int, tuple[Any, ...]]:
-        return self.change_sets.changes_into_new(target, staging, head, staged_rows)
+        return self.change_sets.changes_into_new(target, rows, head, staged_rows)
 
     def compute_changes(
         self, replaces: bool, target: TargetTable, ref: str, staging: str, delta: str

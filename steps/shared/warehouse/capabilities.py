@@ -124,6 +124,10 @@ class Capabilities:
     # COPY ... FROM STDIN of rows the client holds: the local pipeline stages a large
     # file while ingest is still writing it (`steps.ingest.early`).
     stages_from_memory: bool = False
+    # A target the publish creates is filled by COPY from the curated file, in the same
+    # transaction, with no staging table and no INSERT ... SELECT from it: a first load
+    # does the warehouse's bulk work once (docs/adr/0023-new-targets-filled-directly.md).
+    fills_new_target: bool = False
     # Most columns a table may have (PostgreSQL's and Redshift's 1,600), history columns
     # included; None: no limit of its own.
     max_columns: int | None = None

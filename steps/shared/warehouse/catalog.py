@@ -345,6 +345,11 @@ class Catalog:
         a new temporary table (DuckDB: a view over the file)."""
         raise NotImplementedError
 
+    def fill(self, relation: str, mapping: Mapping, curated_uri: str) -> int:
+        """Where `capabilities.fills_new_target`: the curated Parquet rows COPYed into
+        `relation`, the target the publish transaction created; returns the rows loaded."""
+        raise NotImplementedError
+
     def stage_rows(self, staging: str, mapping: Mapping, batches: Iterator[pa.RecordBatch]) -> int:
         """Early staging (where `capabilities.stages_from_memory`): a new temporary table
         from rows this process holds; returns the rows copied."""

@@ -137,9 +137,14 @@ class PostgresCatalog(Catalog):
         return [p for p, granted in zip(PUBLISH_PRIVILEGES, row[1:], strict=True) if not granted]
 
     def stage(self, staging: str, mapping: Mapping, curated_uri: str) -> None:
+        self.sql.execute(self.create_staging_sql(staging, mapping))
+        rows = self.fill(self.quote(staging), mapping, curated_uri)
+        if rows >= 0:  # COPY's command tag: the rows it loaded
+            self.staged_rows[staging] = rows
+
+    def fill(self, relation: str, mapping: Mapping, curated_uri: str) -> int:
         import pyarrow.parquet as pq
 
-        self.sql.execute(self.create_staging_sql(staging, mapping))
         columns = mapping.targets
         try:
             # One file, or each part a manifest lists (the Spark engine's), in batches.
@@ -151,9 +156,8 @@ class PostgresCatalog(Catalog):
                     for batch in part.iter_batches(COPY_BATCH_ROWS, columns=columns)
                 )
                 if all(mapping.typed_as_mapped(part.schema_arrow) for part in parts):
-                    self._copy(staging, mapping, "binary", _binary_copy(mapping, batches))
-                else:
-                    self._copy(staging, mapping, "csv", _csv_copy(batches))
+                    return self._copy(relation, mapping, "binary", _binary_copy(mapping, batches))
+                return self._copy(relation, mapping, "csv", _csv_copy(batches))
         except RefloadError:
             raise
         except Exception as error:
@@ -164,23 +168,25 @@ class PostgresCatalog(Catalog):
         type (early staging, `steps.ingest.early`); returns the rows COPY loaded."""
         self.sql.execute(self.create_staging_sql(staging, mapping))
         try:
-            return self._copy(staging, mapping, "binary", _binary_copy(mapping, batches))
+            rows = self._copy(
+                self.quote(staging), mapping, "binary", _binary_copy(mapping, batches)
+            )
         except RefloadError:
             raise
         except Exception as error:
             raise self.sql.translate_error(error) from error
+        if rows >= 0:  # COPY's command tag: the rows it loaded
+            self.staged_rows[staging] = rows
+        return rows
 
-    def _copy(self, staging: str, mapping: Mapping, fmt: str, chunks: Iterator[Any]) -> int:
+    def _copy(self, relation: str, mapping: Mapping, fmt: str, chunks: Iterator[Any]) -> int:
         cols = ", ".join(self.quote(c) for c in mapping.targets)
-        statement = f"COPY {self.quote(staging)} ({cols}) FROM STDIN (FORMAT {fmt})"
+        statement = f"COPY {relation} ({cols}) FROM STDIN (FORMAT {fmt})"
         with self.sql.conn.cursor() as cursor:
             with cursor.copy(statement) as copy:
                 for chunk in chunks:
                     copy.write(chunk)
-            rows = int(cursor.rowcount)
-        if rows >= 0:  # COPY's command tag: the rows it loaded
-            self.staged_rows[staging] = rows
-        return rows
+            return int(cursor.rowcount)
 
 
 def _mapping_schema(mapping: Mapping) -> pa.Schema:
@@ -231,6 +237,7 @@ class PostgresWarehouse(Warehouse):
         supports_merge=True,  # PostgreSQL 15
         max_columns=1600,  # MaxHeapAttributeNumber
         stages_from_memory=True,
+        fills_new_target=True,
     )
 
     driver_modules: ClassVar[tuple[str, ...]] = ("psycopg", "pgpq")

@@ -18,6 +18,7 @@ from steps.shared.warehouse.changes import ChangeDetection, ChangeSet
 from steps.shared.warehouse.client import SqlClient, utcnow
 from steps.shared.warehouse.modes import MODES, Staged
 from steps.shared.warehouse.modes.scd2 import VALID_FROM
+from steps.shared.warehouse.skips import skip
 
 if TYPE_CHECKING:
     from steps.shared.config.model import LedgerMode
@@ -97,51 +98,11 @@ class Publisher:
     def _skipped(
         self, entry: LedgerEntry, target: TargetTable, state: TargetState, created: bool
     ) -> PublishResult | None:
-        """A result that publishes nothing: this file is already in the target, or the
-        target's last published file was written after this one (stale).
-
-        The ledger alone is not enough: a target dropped or emptied out of band, then the
-        same file replayed, must be published again (the mode's `republish` rule). S3
-        delivers out of order and two files may run at once: a file older than the last
-        published one is stale, in the modes that are `ordered`. A target's first file, and
-        a file or ledger row without a time (published by an earlier version), never are.
-        """
-        where = f"{target.schema}.{target.name}"
-        count, latest, run_id = state.rows, state.latest, state.published_by
-        if run_id is not None and created:
-            log.warning("target is gone; publishing the file again", target=where, run=run_id)
-        elif run_id is not None:
-            left = latest.rows_after if latest else count
-            if not MODES[entry.load_mode].republish(count, left):
-                return PublishResult(
-                    False,
-                    0,
-                    count,
-                    count,
-                    f"already published by run {run_id} (same content and config)",
-                )
-            log.warning(
-                "target changed since the last publish; publishing the file again",
-                target=where,
-                rows_in_target=count,
-                rows_after_last_publish=left,
-                run=run_id,
-            )
-        newest = latest.source_modified_at if latest else None
-        modified = entry.source_modified_at
-        if not MODES[entry.load_mode].ordered or modified is None or newest is None:
+        """A result that publishes nothing, where the skip rules say so (`skips`)."""
+        found = skip(entry, target, state, created)
+        if found is None:
             return None
-        if latest is None or modified >= newest:
-            return None
-        return PublishResult(
-            False,
-            0,
-            count,
-            count,
-            f"stale: the file was written at {modified.isoformat()}, before "
-            f"the file run {latest.run_id} published ({newest.isoformat()}); --force publishes it",
-            stale=True,
-        )
+        return PublishResult(False, 0, state.rows, state.rows, found.reason, stale=found.stale)
 
     def _take_publish_lock(self, target: str, where: str) -> None:
         """Serialise publishers of the target, waiting a bounded time for other writers."""
@@ -203,19 +164,26 @@ class Publisher:
         existed = self.catalog.check_target(target)
         if force:
             log.info("force: publishing whatever the ledger says", target=entry.target)
-        # Staged before the publish transaction; whether the file is already in the target
-        # is asked once, under the publish lock (`_skipped`).
-        staging = self._stage(entry, target)
+        # Staged before the publish transaction (unless the target is new and is filled
+        # in it); whether the file is already in the target is asked once, under the
+        # publish lock (`_skipped`).
+        early = entry.curated_uri in self.catalog.staged_early
+        fills = self.fills_new(target, entry.load_mode, existed) and not early
+        staging = None if fills else self._stage(entry, target)
         try:
-            self._refuse_doubled_keys(entry, target, staging)
+            if staging is not None:
+                self._refuse_doubled_keys(entry, target, staging)
             try:
                 return self._publish_staged(entry, target, existed, staging, before_publish, force)
             except _CreatedConcurrently:
                 # Another run created the schema or table a moment ago and this
-                # transaction is rolled back: again, now that it exists.
+                # transaction is rolled back: again, now that it exists (and so staged).
                 log.info(
                     "target created by a concurrent run; publishing again", target=entry.target
                 )
+                if staging is None:
+                    staging = self._stage(entry, target)
+                    self._refuse_doubled_keys(entry, target, staging)
                 try:
                     return self._publish_staged(entry, target, {}, staging, before_publish, force)
                 except _CreatedConcurrently as again:
@@ -225,7 +193,20 @@ class Publisher:
                         table=entry.target,
                     ) from again
         finally:
-            self._drop_staging(staging)
+            if staging is not None:
+                self._drop_staging(staging)
+
+    def fills_new(self, target: TargetTable, mode: LedgerMode, existed: dict[str, str]) -> bool:
+        """Whether a publish fills the target it creates straight from the curated file
+        (`capabilities.fills_new_target`): where the target does not exist yet, and the
+        mode publishes every curated row into an empty table as it is. Not upsert, whose
+        incoming keys are checked first; not scd2, whose rows gain history columns."""
+        return (
+            not existed
+            and self.catalog.capabilities.fills_new_target
+            and not MODES[mode].unique_staged_keys
+            and not target.history
+        )
 
     def _stage(self, entry: LedgerEntry, target: TargetTable) -> str:
         """The staging table of the entry's curated rows: the one the local pipeline
@@ -318,6 +299,39 @@ class Publisher:
                     with suppress(RefloadError):
                         self.sql.execute(f"DROP TABLE IF EXISTS {self.sql.quote(staging)}")
 
+    def _fill_new_target(
+        self,
+        entry: LedgerEntry,
+        target: TargetTable,
+        ref: str,
+        before_publish: RowsBeforePublish | None,
+        force: bool,
+    ) -> PublishResult:
+        """The publish of a target this transaction created: its rows COPYed from the
+        curated file, with no staging table to fill first and insert from (ADR 23). The
+        skip rules are asked before the COPY, as the staged publish asks them before its
+        statements; every row is added, and its first keys are the change set's sample."""
+        state = self.audit.target_state(entry, ref, target.history)
+        skipped = None if force else self._skipped(entry, target, state, created=True)
+        if skipped:
+            return skipped
+        loaded_at = utcnow()
+        loaded = self.catalog.fill(ref, target.mapping, entry.curated_uri)
+        if loaded < 0:  # no row count from the driver
+            loaded = self.count(ref)
+        changes = (
+            self.changes.changes_into_new(target, ref, staged_rows=loaded)[0]
+            if target.key
+            else None
+        )
+        if before_publish is not None:
+            before_publish(0, loaded, changes)
+        after = MODES[entry.load_mode].rows_after(0, loaded, changes)
+        if after is None:
+            after = self.count(ref)
+        self.audit.write_ledger(entry, loaded, 0, after, changes, loaded_at)
+        return PublishResult(True, loaded, 0, after, target_created=True, changes=changes)
+
     def _stage_as_of(self, staging: str, target: TargetTable, at: dt.datetime) -> None:
         """A history table's versions valid at `at`, copied (the publish changes the table)."""
         q = self.sql.quote
@@ -336,7 +350,7 @@ class Publisher:
         entry: LedgerEntry,
         target: TargetTable,
         existed: dict[str, str],
-        staging: str,
+        staging: str | None,
         before_publish: RowsBeforePublish | None,
         force: bool,
     ) -> PublishResult:
@@ -350,16 +364,21 @@ class Publisher:
         entry: LedgerEntry,
         target: TargetTable,
         existed: dict[str, str],
-        staging: str,
+        staging: str | None,
         before_publish: RowsBeforePublish | None,
         force: bool,
     ) -> PublishResult:
-        """One target's publish inside the caller's transaction (one table's, or a group's)."""
+        """One target's publish inside the caller's transaction (one table's, or a group's).
+        No `staging`: the target is new, and filled from the curated file here."""
         ref = self.sql.table(target.schema, target.name)
         where = f"{target.schema}.{target.name}"
         mode = MODES[entry.load_mode]
         created = self.catalog.ensure_target(target, existed)
         self._take_publish_lock(ref, where)
+        if staging is None:
+            if not created:  # since check_target, by a run that has committed: stage it
+                raise _CreatedConcurrently(f"{where} exists now")
+            return self._fill_new_target(entry, target, ref, before_publish, force)
         # Under the lock: a concurrent run may have published this file meanwhile, or
         # a newer one (which wins, whichever run commits first).
         changes, delta, loaded = None, None, None
@@ -369,7 +388,7 @@ class Publisher:
             head = self.audit.state_query(entry, ref, target.history)
             if created:  # empty: every staged key is added
                 changes, loaded, row = self.changes.changes_into_new(
-                    target, staging, head, self.catalog.staged_rows.get(staging)
+                    target, self.sql.quote(staging), head, self.catalog.staged_rows.get(staging)
                 )
             else:
                 changes, loaded, row = self.changes.change_set(
