@@ -174,3 +174,19 @@ def test_a_first_load_copies_into_the_new_target_with_no_staging_table(
     copies = [s for s in sent if s.startswith("COPY ")]
     assert len(copies) == 1 and copies[0].startswith('COPY "refload_stage_'), copies
     assert sql("SELECT code FROM ref.t_codes") == [("CC",)]
+
+
+@pytest.mark.parametrize("warehouse_url", ["postgresql"], indirect=True)
+def test_a_change_set_joins_staging_with_the_target_once(table_dir, write, run_cli, sent):
+    """Into a target that exists, the change set's join is one materialised CTE read for
+    each kind's sample and the counts, not written out four times (a 1M-row replace:
+    1.1 s against 4.4 s, docs/performance.md)."""
+    config = table_dir(MAPPING, truncate_before_load=True, primary_key=["code"])
+    assert run_cli(config, write("a.csv", "code,name,n\nAA,Alpha,1\nBB,Beta,2\n"))[0] == 0
+    sent.clear()
+    code, summary = run_cli(config, write("b.csv", "code,name,n\nBB,Bravo,2\nCC,Gamma,3\n"))
+    assert code == 0, summary
+    assert summary["changes"] == {"added": 1, "removed": 1, "changed": 1}
+    joins = [s for s in sent if "FULL OUTER JOIN" in s]
+    assert len(joins) == 1 and joins[0].count("FULL OUTER JOIN") == 1, joins
+    assert joins[0].startswith("WITH refload_diff AS MATERIALIZED (")

@@ -128,6 +128,9 @@ class Capabilities:
     # transaction, with no staging table and no INSERT ... SELECT from it: a first load
     # does the warehouse's bulk work once (docs/adr/0023-new-targets-filled-directly.md).
     fills_new_target: bool = False
+    # WITH ... AS MATERIALIZED: the change set's join of staging with the target is
+    # computed once, not once per kind and count (`ChangeDetection.change_set`).
+    materialized_cte: bool = False
     # Most columns a table may have (PostgreSQL's and Redshift's 1,600), history columns
     # included; None: no limit of its own.
     max_columns: int | None = None

@@ -238,6 +238,7 @@ class PostgresWarehouse(Warehouse):
         max_columns=1600,  # MaxHeapAttributeNumber
         stages_from_memory=True,
         fills_new_target=True,
+        materialized_cte=True,
     )
 
     driver_modules: ClassVar[tuple[str, ...]] = ("psycopg", "pgpq")
