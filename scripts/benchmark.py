@@ -30,6 +30,13 @@ rows/s, the ratio to the floor (the median of each round's ratio) and the AWS La
 of the run (duration x memory setting x price per GB-second), then the import time of the
 handler (with a notify run) and of each step.
 
+`--postgres` runs them on PostgreSQL instead (scripts/start_postgres.sh): refload against
+the psql floor (`\\copy` as text, then DELETE + INSERT ... SELECT with the casts, in one
+transaction), each from an empty database (a new target, the contract's measure), then
+both again the next night (`floor_next`, `refload_next`): the target holds last night's
+rows, analysed, and the file changes 1% of its keys (refload's change set then joins
+them); with where refload's time goes in each.
+
 `--bad-rows` runs only the bad-input case instead: at each size, the same rows good, then
 every row bad (its latitude not a number) read to the end (max_reject_pct 100) and
 refused at the first chunk (max_reject_pct 0), with wall time and peak RSS: once a file
@@ -57,7 +64,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import ROOT
-from bench.data import generate
+from bench.data import generate, next_night
 from bench.jobs import (
     STEP_IMPORTS,
     job_bad_all_read,
@@ -76,7 +83,14 @@ from bench.jobs import (
     job_step_imports,
     same_table,
 )
-from bench.postgres import _fresh_postgres, job_floor_pg, job_refload_pg, print_pg_breakdown
+from bench.postgres import (
+    _fresh_postgres,
+    job_floor_pg,
+    job_floor_pg_next,
+    job_refload_pg,
+    last_night,
+    print_pg_breakdown,
+)
 from bench.redshift import job_redshift_latency, redshift_latency
 from bench.spark import job_pyspark, job_refload_spark
 
@@ -88,6 +102,7 @@ JOBS = {
     "hook": job_hook,
     "refload_pg": job_refload_pg,
     "floor_pg": job_floor_pg,
+    "floor_pg_next": job_floor_pg_next,
     "pyspark": job_pyspark,
     "refload_spark": job_refload_spark,
     "imports": job_imports,
@@ -246,7 +261,8 @@ def main() -> int:
     parser.add_argument(
         "--postgres",
         action="store_true",
-        help="PostgreSQL as the warehouse: refload against psql \\copy + DELETE/INSERT",
+        help="PostgreSQL as the warehouse: refload against psql \\copy + DELETE/INSERT, "
+        "into a new target and the next night",
     )
     parser.add_argument("--jobs", help="only these jobs (comma list), e.g. refload,refload_spark")
     parser.add_argument(
@@ -284,7 +300,9 @@ def main() -> int:
     # With --postgres the same table compares the PostgreSQL jobs under the same names.
     job_of = {"floor": "floor_pg", "refload": "refload_pg"} if args.postgres else {}
     if args.postgres:
-        kinds = ["floor", "refload"]
+        # The next night (`*_next`): the target holds last night's rows, 1% of keys change.
+        job_of |= {"floor_next": "floor_pg_next", "refload_next": "refload_pg"}
+        kinds = ["floor", "refload", "floor_next", "refload_next"]
     everything = not args.jobs  # --jobs: those jobs alone, without the import timings
     if args.jobs:
         kinds = [k for k in kinds if k in args.jobs.split(",")]
@@ -297,7 +315,7 @@ def main() -> int:
         + ("" if importlib.util.find_spec("pyspark") else "; pyspark not installed")
     )
     header = (
-        f"{'rows':>10} {'job':<10} {'wall s':>8} {'peak RSS MB':>12} {'rows/s':>12} "
+        f"{'rows':>10} {'job':<12} {'wall s':>8} {'peak RSS MB':>12} {'rows/s':>12} "
         f"{'x floor':>8} {'x sql':>6} {'Lambda $':>10}"
     )
     print(header)
@@ -308,6 +326,9 @@ def main() -> int:
         csv = work / f"zip_{size}.csv"
         if not csv.exists():
             generate(size, csv)
+        tonight = work / f"zip_{size}_next.csv"
+        if args.postgres and not tonight.exists():
+            next_night(csv, tonight)
         rounds: list[dict[str, dict[str, Any]]] = []
         for _ in range(args.repeat):
             done: dict[str, dict[str, Any]] = {}
@@ -319,9 +340,13 @@ def main() -> int:
                 folder.mkdir(exist_ok=True)
                 for database in folder.glob("*.duckdb*"):  # every run loads a new database
                     database.unlink()
-                if args.postgres:  # an empty database, made before the timed run starts
+                source = csv
+                if kind.endswith("_next"):  # last night's load, untimed
+                    last_night(kind, csv, folder, run_child)
+                    source = tonight
+                elif args.postgres:  # an empty database, made before the timed run starts
                     _fresh_postgres()
-                result = run_child(job_of.get(kind, kind), csv, folder)
+                result = run_child(job_of.get(kind, kind), source, folder)
                 if result is None:
                     continue
                 if kind == "refload" and result.get("exit"):
@@ -342,16 +367,18 @@ def main() -> int:
             rss = max(r["max_rss_mb"] for r in runs)
             # Each round's ratio compares runs seconds apart, so a slow spell on a shared
             # machine cancels out; the median of those ratios is reported.
-            ratio, to_sql = (_median_ratio(rounds, kind, peer) for peer in ("floor", "duckdb_sql"))
+            floor = "floor_next" if kind.endswith("_next") else "floor"
+            ratio, to_sql = (_median_ratio(rounds, kind, peer) for peer in (floor, "duckdb_sql"))
             cost = wall * args.memory_mb / 1024 * args.price_per_gb_second
             print(
-                f"{size:>10,} {kind:<10} {wall:>8.2f} {rss:>12.0f} "
+                f"{size:>10,} {kind:<12} {wall:>8.2f} {rss:>12.0f} "
                 f"{size / wall:>12,.0f} {ratio:>8} {to_sql:>6} {cost:>10.6f}"
             )
         if args.postgres:
-            runs = [r["refload"] for r in rounds if "refload" in r]
-            if runs:
-                print_pg_breakdown(runs)
+            for kind, label in (("refload", "refload"), ("refload_next", "refload the next night")):
+                runs = [r[kind] for r in rounds if kind in r]
+                if runs:
+                    print_pg_breakdown(runs, label)
             continue
         if size == smallest and everything:
             explain_small_run(csv, work / f"refload_{size}", args.repeat)

@@ -124,3 +124,19 @@ def generate_countries(path: Path, edition: int = 1) -> None:
         name = f"Country {a}{b}" + (f" ({edition})" if i % 10 == 0 else "")
         lines.append(f"{a}{b},{a}{b}{letters[i % 7]},{i + 4:03d},{name}")
     path.write_text("\n".join(lines) + "\n")
+
+
+def next_night(path: Path, out: Path, every: int = 100) -> None:
+    """The next night's file: the same rows, each key's population one more for 1 key in
+    `every` (all copies of a row alike, so exact duplicates stay exact)."""
+    import zlib
+
+    with path.open() as rows, out.open("w") as changed:
+        changed.write(rows.readline())
+        for line in rows:
+            fields = line.rstrip("\n").split(",")
+            if zlib.crc32((fields[0] + fields[1]).encode()) % every == 7:
+                population = int(fields[6].strip('"') or 0) + 1
+                fields[6] = f'"{population}"'
+                line = ",".join(fields) + "\n"
+            changed.write(line)

@@ -108,6 +108,25 @@ def job_refload_pg(csv: Path, work: Path) -> dict[str, Any]:
     return {"exit": code, "spent": spent}
 
 
+def job_floor_pg_next(csv: Path, work: Path) -> dict[str, Any]:
+    """The floor the next night: its target holds last night's rows."""
+    return job_floor_pg(csv, work, create=False)
+
+
+def last_night(kind: str, csv: Path, work: Path, run: Any) -> None:
+    """Before a `*_next` job, untimed: an empty database, last night's file loaded by the
+    same job (`run`: the benchmark's child runner), then every table analysed, as
+    autovacuum has by the next night."""
+    import psycopg
+
+    _fresh_postgres()
+    run({"floor_next": "floor_pg", "refload_next": "refload_pg"}[kind], csv, work)
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as con:
+        tables = con.execute("SELECT schemaname, relname FROM pg_stat_user_tables").fetchall()
+        for schema, name in tables:
+            con.execute(f'ANALYZE "{schema}"."{name}"')
+
+
 # The floor's casts: each mapping type in PostgreSQL's spelling (a date with its format).
 PG_TYPES = {"double": "double precision", "integer": "integer", "boolean": "boolean"}
 
@@ -131,20 +150,20 @@ def _pg_floor_columns() -> list[tuple[str, str, str]]:
     return columns
 
 
-def job_floor_pg(csv: Path, work: Path) -> dict[str, Any]:
+def job_floor_pg(csv: Path, work: Path, create: bool = True) -> dict[str, Any]:
     """The least a PostgreSQL load can do (issue #28): `psql \\copy` of the CSV into a text
     table, then DELETE + INSERT ... SELECT with the mapping's casts into a typed target, in
-    one transaction."""
+    one transaction (`create`: the target made first, empty)."""
     header = [n.strip('"') for n in csv.open().readline().strip().split(",")]
     columns = _pg_floor_columns()
     text = ", ".join(f'"{n}" text' for n in header)
     typed = ", ".join(f'"{target}" {pg_type}' for target, pg_type, _ in columns)
     casts = ", ".join(cast for _, _, cast in columns)
     script = (
-        f"CREATE TABLE target ({typed});\n"
-        f"BEGIN; CREATE TEMP TABLE staging ({text});\n"
-        f"\\copy staging FROM '{csv}' CSV HEADER\n"
-        f"DELETE FROM target; INSERT INTO target SELECT {casts} FROM staging; COMMIT;\n"
+        (f"CREATE TABLE target ({typed});\n" if create else "")
+        + f"BEGIN; CREATE TEMP TABLE staging ({text});\n"
+        + f"\\copy staging FROM '{csv}' CSV HEADER\n"
+        + f"DELETE FROM target; INSERT INTO target SELECT {casts} FROM staging; COMMIT;\n"
     )
     subprocess.run(
         ["psql", POSTGRES_URL, "-q", "-v", "ON_ERROR_STOP=1"],
@@ -164,7 +183,7 @@ PG_STEPS = {
 }
 
 
-def print_pg_breakdown(runs: list[dict[str, Any]]) -> None:
+def print_pg_breakdown(runs: list[dict[str, Any]], label: str = "refload") -> None:
     """Where refload's wall time went (median s of the rounds): the process start (the
     interpreter, before the job), the imports, each step with its phases, and the rest
     (the audit rows, the connection, the summary, the exit)."""
@@ -184,7 +203,7 @@ def print_pg_breakdown(runs: list[dict[str, Any]]) -> None:
         inner = ", ".join(f"{k} {median(k):.2f}" for k in phases)
         steps.append(f"{step} {median(step):.2f} ({inner})")
     print(
-        f"    where refload's time goes (median s): process start and exit {start:.2f}, imports "
+        f"    where {label}'s time goes (median s): process start and exit {start:.2f}, imports "
         f"{median('imports'):.2f}, {', '.join(steps)}, the rest (audit rows, connection, "
         f"exit) {rest:.2f}"
     )
