@@ -209,6 +209,38 @@ def test_failing_group_check_leaves_every_member_exactly_as_it_was(group_run, sq
     assert list((tmp_path / "outbox").glob("*")), "an alert was written"
 
 
+@pytest.mark.parametrize("warehouse_url", ["duckdb", "postgresql"], indirect=True)
+def test_a_failing_group_check_on_a_first_load_creates_no_member(group_run, sql, tmp_path):
+    """The members' targets are new: created and filled in the group's one transaction
+    (on PostgreSQL straight from the curated files, ADR 23), then rolled back together."""
+    root = _configs(tmp_path / "cfg", MODES["replace"], [RELATIONSHIP])
+    code, summary = group_run("FR,France\n", "FR-75,FR\nXX-01,XX\n", root)
+    assert code == 1, summary
+    assert "no member was published" in summary["error"]["message"]
+    assert sql("SELECT table_name FROM information_schema.tables WHERE table_schema = 'ref'") == []
+    assert sql("SELECT COUNT(*) FROM etl_audit.load_ledger") == [(0,)]
+    assert group_run("FR,France\n", "FR-75,FR\n", root)[0] == 0
+    assert sql("SELECT alpha_2 FROM ref.dim_country") == [("FR",)]
+
+
+@pytest.mark.parametrize("warehouse_url", ["postgresql"], indirect=True)
+def test_members_another_run_creates_meanwhile_are_staged_after_all(
+    group_run, sql, tmp_path, monkeypatch
+):
+    """Missing when looked up, there when the group's transaction would create them:
+    it rolls back, stages those members' files, and publishes the group over them."""
+    from steps.shared.warehouse.catalog import Catalog
+
+    root = _configs(tmp_path / "cfg", MODES["replace"], [RELATIONSHIP])
+    assert group_run("FR,France\n", "FR-75,FR\n", root)[0] == 0
+    look = Catalog.check_target
+    monkeypatch.setattr(Catalog, "check_target", lambda self, target: look(self, target) and {})
+    code, summary = group_run("DE,Germany\n", "DE-BY,DE\n", root)
+    assert code == 0, summary
+    assert sql("SELECT alpha_2 FROM ref.dim_country") == [("DE",)]
+    assert sql("SELECT subdivision_code FROM ref.dim_subdivision") == [("DE-BY",)]
+
+
 def test_bad_input_in_one_member_publishes_no_member(group_run, sql, tmp_path):
     root = _configs(tmp_path / "cfg", MODES["replace"], [RELATIONSHIP])
     assert group_run("FR,France\n", "FR-75,FR\n", root)[0] == 0

@@ -287,9 +287,9 @@ class Warehouse:
 
     def fills_new_target(self, target: TargetTable, mode: LedgerMode) -> bool:
         """Whether a publish to `target` now would fill it from the curated file, with no
-        staging table: it does not exist yet (`Publisher.fills_new`)."""
+        staging table: it does not exist yet (`Staging.fills_new`)."""
         existing = self.catalog.table_columns(target.schema, target.name)
-        return self.publisher.fills_new(target, mode, existing)
+        return self.publisher.staging.fills_new(target, mode, existing)
 
     def offer_staging(self, curated_uri: str, staging: str) -> None:
         """Publish takes `staging` as the rows of `curated_uri` (early staging)."""
@@ -427,7 +427,7 @@ class Warehouse:
     # The publisher.
 
     def duplicate_key_in(self, staging: str, key: list[str]) -> tuple[Any, ...] | None:
-        return self.publisher.duplicate_key_in(staging, key)
+        return self.publisher.staging.duplicate_key_in(staging, key)
 
     def publish_statements(
         self,

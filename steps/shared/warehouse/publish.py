@@ -7,18 +7,18 @@ import secrets
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 
-from steps.shared.errors import RefloadError, RejectedInput, WarehouseUnavailable
+from steps.shared.errors import RefloadError, WarehouseUnavailable
 from steps.shared.warehouse.audit import AuditStore, LedgerEntry, TargetState
 from steps.shared.warehouse.catalog import VALID_TO, Catalog, TargetTable, _CreatedConcurrently
 from steps.shared.warehouse.changes import ChangeDetection, ChangeSet
 from steps.shared.warehouse.client import SqlClient, utcnow
 from steps.shared.warehouse.modes import MODES, Staged
-from steps.shared.warehouse.modes.scd2 import VALID_FROM
 from steps.shared.warehouse.skips import skip
+from steps.shared.warehouse.staging import Staging
 
 if TYPE_CHECKING:
     from steps.shared.config.model import LedgerMode
@@ -94,6 +94,7 @@ class Publisher:
         self.catalog = catalog
         self.changes = changes
         self.audit = audit
+        self.staging = Staging(sql, catalog)
 
     def _skipped(
         self, entry: LedgerEntry, target: TargetTable, state: TargetState, created: bool
@@ -117,14 +118,6 @@ class Publisher:
             return  # DuckDB: nothing to wait for
         with self.sql.bounded_lock_wait(where, announce=True):
             self.sql.execute(statement)
-
-    def duplicate_key_in(self, staging: str, key: list[str]) -> tuple[Any, ...] | None:
-        q = self.sql.quote
-        cols = ", ".join(q(k) for k in key)
-        rows = self.sql.query(
-            f"SELECT {cols} FROM {q(staging)} GROUP BY {cols} HAVING COUNT(*) > 1 LIMIT 1"
-        )
-        return rows[0] if rows else None
 
     def publish_statements(
         self,
@@ -167,12 +160,14 @@ class Publisher:
         # Staged before the publish transaction (unless the target is new and is filled
         # in it); whether the file is already in the target is asked once, under the
         # publish lock (`_skipped`).
-        early = entry.curated_uri in self.catalog.staged_early
-        fills = self.fills_new(target, entry.load_mode, existed) and not early
-        staging = None if fills else self._stage(entry, target)
+        staging = (
+            None
+            if self.staging.fills(entry, target, existed)
+            else self.staging.stage(entry, target)
+        )
         try:
             if staging is not None:
-                self._refuse_doubled_keys(entry, target, staging)
+                self.staging.refuse_doubled_keys(entry, target, staging)
             try:
                 return self._publish_staged(entry, target, existed, staging, before_publish, force)
             except _CreatedConcurrently:
@@ -182,8 +177,8 @@ class Publisher:
                     "target created by a concurrent run; publishing again", target=entry.target
                 )
                 if staging is None:
-                    staging = self._stage(entry, target)
-                    self._refuse_doubled_keys(entry, target, staging)
+                    staging = self.staging.stage(entry, target)
+                    self.staging.refuse_doubled_keys(entry, target, staging)
                 try:
                     return self._publish_staged(entry, target, {}, staging, before_publish, force)
                 except _CreatedConcurrently as again:
@@ -194,52 +189,7 @@ class Publisher:
                     ) from again
         finally:
             if staging is not None:
-                self._drop_staging(staging)
-
-    def fills_new(self, target: TargetTable, mode: LedgerMode, existed: dict[str, str]) -> bool:
-        """Whether a publish fills the target it creates straight from the curated file
-        (`capabilities.fills_new_target`): where the target does not exist yet, and the
-        mode publishes every curated row into an empty table as it is. Not upsert, whose
-        incoming keys are checked first; not scd2, whose rows gain history columns."""
-        return (
-            not existed
-            and self.catalog.capabilities.fills_new_target
-            and not MODES[mode].unique_staged_keys
-            and not target.history
-        )
-
-    def _stage(self, entry: LedgerEntry, target: TargetTable) -> str:
-        """The staging table of the entry's curated rows: the one the local pipeline
-        filled while ingest wrote them (`steps.ingest.early`), else a new one."""
-        early = self.catalog.staged_early.pop(entry.curated_uri, None)
-        if early is not None:
-            return early
-        staging = self.catalog.staging_name(entry.run_id)
-        try:
-            self.catalog.stage(staging, target.mapping, entry.curated_uri)
-        except BaseException:
-            self._drop_staging(staging)  # what a failed stage left, where staging is dropped
-            raise
-        return staging
-
-    def _drop_staging(self, staging: str) -> None:
-        # A temporary table goes with the session (the step's, or the local run's);
-        # where staging must go now, best effort: a failed cleanup must not hide why
-        # the publish failed.
-        self.catalog.staged_rows.pop(staging, None)
-        if self.catalog.drops_staging:
-            with suppress(RefloadError):
-                self.sql.execute(self.catalog.drop_staging_sql(staging))
-
-    def _refuse_doubled_keys(self, entry: LedgerEntry, target: TargetTable, staging: str) -> None:
-        if MODES[entry.load_mode].unique_staged_keys:
-            doubled = self.duplicate_key_in(staging, target.key)
-            if doubled:
-                value = ", ".join(f"{k}={v!r}" for k, v in zip(target.key, doubled, strict=True))
-                raise RejectedInput(
-                    f"duplicate primary key ({value}) in the incoming rows",
-                    file=entry.curated_uri,
-                )
+                self.staging.drop(staging)
 
     def publish_group(
         self,
@@ -257,15 +207,19 @@ class Publisher:
         stale stops the whole group (nothing published, every result `stale`).
         """
         existed = [self.catalog.check_target(m.target) for m in members]
-        stagings: list[str] = []
+        stagings: list[str | None] = []
         try:
-            for member in members:
+            for member, found in zip(members, existed, strict=True):
                 if member.as_of is not None:
-                    stagings.append(self.catalog.staging_name(member.entry.run_id))
-                    self._stage_as_of(stagings[-1], member.target, member.as_of)
-                    continue
-                stagings.append(self._stage(member.entry, member.target))
-                self._refuse_doubled_keys(member.entry, member.target, stagings[-1])
+                    as_of = self.catalog.staging_name(member.entry.run_id)
+                    stagings.append(as_of)
+                    self.staging.stage_as_of(as_of, member.target, member.as_of)
+                elif self.staging.fills(member.entry, member.target, found):
+                    stagings.append(None)  # a new target, filled in the transaction
+                else:
+                    staged = self.staging.stage(member.entry, member.target)
+                    stagings.append(staged)
+                    self.staging.refuse_doubled_keys(member.entry, member.target, staged)
             for attempt in (1, 2):
                 try:
                     with self.sql.transaction():
@@ -290,11 +244,18 @@ class Publisher:
                         ) from again
                     log.info("target created by a concurrent run; publishing the group again")
                     existed = [{} for _ in members]
+                    for i, member in enumerate(members):  # now there: staged as any other
+                        if stagings[i] is None:
+                            staged = self.staging.stage(member.entry, member.target)
+                            stagings[i] = staged
+                            self.staging.refuse_doubled_keys(member.entry, member.target, staged)
             raise AssertionError("unreachable")
         finally:
             for member, staging in zip(members, stagings, strict=False):
+                if staging is None:
+                    continue
                 if member.as_of is None:
-                    self._drop_staging(staging)
+                    self.staging.drop(staging)
                 else:
                     with suppress(RefloadError):
                         self.sql.execute(f"DROP TABLE IF EXISTS {self.sql.quote(staging)}")
@@ -331,19 +292,6 @@ class Publisher:
             after = self.count(ref)
         self.audit.write_ledger(entry, loaded, 0, after, changes, loaded_at)
         return PublishResult(True, loaded, 0, after, target_created=True, changes=changes)
-
-    def _stage_as_of(self, staging: str, target: TargetTable, at: dt.datetime) -> None:
-        """A history table's versions valid at `at`, copied (the publish changes the table)."""
-        q = self.sql.quote
-        cols = ", ".join(q(c) for c in target.mapping.targets)
-        # A literal, not a bind parameter: Redshift binds none in CREATE TABLE AS (its
-        # PREPARE takes only SELECT, INSERT, UPDATE and DELETE).
-        when = self.catalog.timestamp_literal(at)
-        self.sql.execute(
-            f"CREATE TEMPORARY TABLE {q(staging)} AS SELECT {cols} "
-            f"FROM {self.sql.table(target.schema, target.name)} WHERE {q(VALID_FROM)} <= {when} "
-            f"AND ({q(VALID_TO)} IS NULL OR {q(VALID_TO)} > {when})"
-        )
 
     def _publish_staged(
         self,
