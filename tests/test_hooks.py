@@ -456,3 +456,24 @@ def test_the_source_line_survives_a_hook(hook, table_dir, write, run_cli, wareho
     versions = json.loads(capsys.readouterr().out)["versions"]
     assert code == 0
     assert [(v["line"], v["values"]["name"]) for v in versions] == [(4, "ALLSTON")]
+
+
+def test_a_hook_returning_a_date_outside_years_1_to_9999_rejects_the_file(
+    hook, table_dir, write, run_cli, sql
+):
+    """Arrow casts the hook's text "0000-06-01" to a date Python cannot hold: the file is
+    rejected naming the value as written, not an internal error reading it back."""
+    reference = hook(
+        """
+        rows["day"] = rows["day"].astype(str).where(rows["code"] == "00501", "0000-06-01")
+        return rows
+        """
+    )
+    code, summary = run_cli(table_dir(MAPPING, python_transform=reference), write("t.csv", SOURCE))
+    assert code == 2, summary["error"]
+    assert summary["error"]["type"] == "RejectedInput"
+    assert (
+        "line 3, column 'day': python_transform teamhooks:shape: returned a value that is "
+        "outside years 1 to 9999 (in UTC), which not every tool can read (value '0000-06-01')"
+    ) in summary["error"]["message"]
+    assert sql("SELECT status FROM etl_audit.run_log WHERE step = 'ingest'") == [("failed",)]

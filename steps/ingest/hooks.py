@@ -303,10 +303,14 @@ def _checked(values: Any, spec: Any, reject: Callable[..., RejectedInput], lines
     refused = unstorable(values, spec)
     if refused:
         index, reason = refused[0]
+        value = values.slice(index, 1)
+        if spec.data_type.kind in ("date", "timestamp"):
+            # Outside years 1-9999: none Python can hold, so shown as Arrow writes it.
+            value = pc.cast(value, pa.string())
         raise reject(
             f"returned a value that {reason}",
             column=spec.target,
-            value=values[index].as_py(),
+            value=value[0].as_py(),
             line=lines(index),
         )
     if spec.data_type.kind == "varchar":
