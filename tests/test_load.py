@@ -810,3 +810,32 @@ def test_a_curated_file_typed_otherwise_is_staged_as_text(
         ("BB", -2),
         ("CC", None),
     ]
+
+
+@FILLED
+@pytest.mark.parametrize("mode", ["truncate", "append"])
+def test_a_target_another_run_commits_while_this_one_creates_it_is_published_over(
+    mode, table_dir, write, run_cli, sql, monkeypatch
+):
+    """Another run's first load commits between this publish's look at the catalog and its
+    CREATE TABLE IF NOT EXISTS (which then creates nothing): the table is not this run's
+    new one, so its file is staged and published over the other run's rows, as into any
+    existing target, never COPYed in beside them."""
+    from steps.shared.warehouse.postgres import PostgresCatalog
+
+    exists = PostgresCatalog.schema_exists
+
+    def other_run_commits(self, schema):
+        if schema == "ref" and not _tables(sql):
+            sql("CREATE SCHEMA IF NOT EXISTS ref")
+            sql("CREATE TABLE ref.t_codes (code varchar(3) NOT NULL, n integer)")
+            sql("INSERT INTO ref.t_codes VALUES ('ZZ', 9)")
+        return exists(self, schema)
+
+    monkeypatch.setattr(PostgresCatalog, "schema_exists", other_run_commits)
+    options = {"load_mode": "append"} if mode == "append" else {"truncate_before_load": True}
+    code, summary = run_cli(table_dir(MAPPING, **options), write("a.csv", "code,n\nAA,1\n"))
+    assert code == 0, summary["error"]
+    expected = {"truncate": [("AA", 1)], "append": [("AA", 1), ("ZZ", 9)]}[mode]
+    assert sql("SELECT code, n FROM ref.t_codes ORDER BY code") == expected
+    assert [r[2:] for r in _ledger(sql)] == [(1, 1, len(expected))]

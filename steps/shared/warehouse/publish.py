@@ -273,6 +273,8 @@ class Publisher:
         skip rules are asked before the COPY, as the staged publish asks them before its
         statements; every row is added, and its first keys are the change set's sample."""
         state = self.audit.target_state(entry, ref, target.history)
+        if state.rows:  # another run's, committed between the look and CREATE ... IF NOT EXISTS
+            raise _CreatedConcurrently(f"{target.schema}.{target.name} holds rows already")
         skipped = None if force else self._skipped(entry, target, state, created=True)
         if skipped:
             return skipped
