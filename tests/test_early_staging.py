@@ -296,3 +296,25 @@ def test_a_session_the_server_ends_while_a_group_ingests_is_replaced_for_the_pub
     assert staged == {"early": 1, "file": 2}
     assert len(_published(sql, "t_first")) == ROWS
     assert len(_published(sql, "t_second")) == 500
+
+
+def test_a_target_dropped_while_the_file_is_ingested_is_created_again(
+    table_dir, write, run_cli, sql, staged, monkeypatch
+):
+    """Ingest looks whether the target exists (a new one is not staged early); load looks
+    again, as the catalog then is: a target dropped out of band meanwhile is created and
+    published into, as after a drop between two runs."""
+    import steps.load
+
+    load = steps.load.run
+
+    def dropped_first(payload: dict[str, Any]) -> dict[str, Any]:
+        sql("DROP TABLE ref.t_codes")
+        return load(payload)
+
+    monkeypatch.setattr(steps.load, "run", dropped_first)
+    config = table_dir(MAPPING, truncate_before_load=True, primary_key=["code"])
+    code, summary = run_cli(config, write("big.csv", _file()))
+    assert code == 0, summary["error"]
+    assert staged == {"early": 1, "file": 0}
+    assert len(_published(sql)) == ROWS == summary["rows_loaded"]
