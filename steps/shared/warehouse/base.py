@@ -289,8 +289,8 @@ class Warehouse:
         """Whether a publish to `target` now would fill it from the curated file, with no
         staging table: it does not exist yet (`Staging.fills_new`)."""
         existing = self.catalog.table_columns(target.schema, target.name)
-        # Asked during ingest: the publish looks again, as the catalog is then (a target
-        # dropped or altered meanwhile), in the lookup it makes anyway.
+        # Asked during ingest: not kept, so the publish reads the target's catalog entry as
+        # it is then (a target dropped or altered meanwhile), as when ingest did not ask.
         self.catalog.forget(target.schema, target.name)
         return self.publisher.staging.fills_new(target, mode, existing)
 
