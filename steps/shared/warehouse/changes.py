@@ -86,7 +86,8 @@ class ChangeDetection:
         # be materialised (`capabilities.materialized_cte`), the join runs once and is read
         # four times: a 1M-row replace on PostgreSQL, 1% of it changed, 1.1 s against 4.4 s
         # (10 s before the target's statistics are gathered), all of it changed 1.9 s
-        # against 4.5 s. Elsewhere it is written out each time.
+        # against 4.5 s; the whole run on DuckDB 2.1 s against 2.8 s. Elsewhere (Redshift)
+        # it is written out each time.
         if self.sql.capabilities.materialized_cte:
             prefix, diff = f"WITH refload_diff AS MATERIALIZED ({joined}) ", "refload_diff"
         else:

@@ -138,6 +138,7 @@ class DuckDBWarehouse(Warehouse):
         publisher_lock=False,
         ddl_in_transactions=True,
         supports_merge=True,
+        materialized_cte=True,
     )
     driver_modules = ("duckdb",)
     client_class = DuckDBClient
