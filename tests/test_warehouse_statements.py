@@ -190,3 +190,29 @@ def test_a_change_set_joins_staging_with_the_target_once(table_dir, write, run_c
     joins = [s for s in sent if "FULL OUTER JOIN" in s]
     assert len(joins) == 1 and joins[0].count("FULL OUTER JOIN") == 1, joins
     assert joins[0].startswith("WITH refload_diff AS MATERIALIZED (")
+
+
+@pytest.mark.parametrize("warehouse_url", ["postgresql"], indirect=True)
+def test_a_large_replayed_file_is_never_joined_with_its_target(
+    table_dir, write, run_cli, sent, monkeypatch
+):
+    """From STATE_FIRST_FROM_ROWS staged rows, the target's state comes first: a replay is
+    skipped without the change set's join (1M rows: 3 s), and a new file still gets its
+    change set, one statement later."""
+    from steps.shared.warehouse import publish
+
+    monkeypatch.setattr(publish, "STATE_FIRST_FROM_ROWS", 2)
+    config = table_dir(MAPPING, truncate_before_load=True, primary_key=["code"])
+    assert run_cli(config, write("a.csv", "code,name,n\nAA,Alpha,1\nBB,Beta,2\n"))[0] == 0
+    source = write("b.csv", "code,name,n\nBB,Bravo,2\nCC,Gamma,3\n")
+    code, summary = run_cli(config, source)
+    assert code == 0, summary
+    assert summary["changes"] == {"added": 1, "removed": 1, "changed": 1}
+    sent.clear()
+    code, summary = run_cli(config, source, "--force")
+    assert code == 0 and summary["changes"] == {"added": 0, "removed": 0, "changed": 0}
+    sent.clear()
+    code, summary = run_cli(config, source)
+    assert code == 0 and summary["published"] is False, summary
+    assert summary["skipped_reason"].startswith("already published by run")
+    assert not [s for s in sent if "JOIN" in s and "refload_stage_" in s], sent

