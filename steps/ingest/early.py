@@ -9,11 +9,12 @@ only start its COPY after ingest has ended (a 1M-row run on PostgreSQL: see
 
 Only where the steps share the warehouse's connection (`shared_connections`: on AWS each
 step is an invocation of its own), its dialect stages from memory
-(`capabilities.stages_from_memory`), the rows are of exactly the mapping's types, and
-from EARLY_FROM_ROWS rows (below that, the file's own COPY is quick). Publish takes the
-staging table only if COPY loaded as many rows as the curated file holds; anything else
-(a failed COPY, another count) and load stages the curated file itself, as on AWS: early
-staging makes a run faster, never different.
+(`capabilities.stages_from_memory`), the target exists (a new one is filled from the
+curated file in the publish, with no staging: ADR 23), the rows are of exactly the
+mapping's types, and from EARLY_FROM_ROWS rows (below that, the file's own COPY is
+quick). Publish takes the staging table only if COPY loaded as many rows as the curated
+file holds; anything else (a failed COPY, another count) and load stages the curated
+file itself, as on AWS: early staging makes a run faster, never different.
 """
 
 from __future__ import annotations
