@@ -165,33 +165,24 @@ class Publisher:
         # Staged before the publish transaction (unless the target is new and is filled
         # in it); whether the file is already in the target is asked once, under the
         # publish lock (`_skipped`).
-        staging = (
-            None
-            if self.staging.fills(entry, target, existed)
-            else self.staging.stage(entry, target)
-        )
+        fills = self.staging.fills(entry, target, existed)
+        staging = None if fills else self.staging.stage_checked(entry, target)
         try:
-            if staging is not None:
-                self.staging.refuse_doubled_keys(entry, target, staging)
+            return self._publish_staged(entry, target, existed, staging, before_publish, force)
+        except _CreatedConcurrently:
+            # Another run created the schema or table a moment ago and this transaction is
+            # rolled back: again, now that it exists (and so staged).
+            log.info("target created by a concurrent run; publishing again", target=entry.target)
+            if staging is None:
+                staging = self.staging.stage_checked(entry, target)
             try:
-                return self._publish_staged(entry, target, existed, staging, before_publish, force)
-            except _CreatedConcurrently:
-                # Another run created the schema or table a moment ago and this
-                # transaction is rolled back: again, now that it exists (and so staged).
-                log.info(
-                    "target created by a concurrent run; publishing again", target=entry.target
-                )
-                if staging is None:
-                    staging = self.staging.stage(entry, target)
-                    self.staging.refuse_doubled_keys(entry, target, staging)
-                try:
-                    return self._publish_staged(entry, target, {}, staging, before_publish, force)
-                except _CreatedConcurrently as again:
-                    raise WarehouseUnavailable(
-                        f"{entry.target} was being created by another run twice in a row; "
-                        "a retry may succeed",
-                        table=entry.target,
-                    ) from again
+                return self._publish_staged(entry, target, {}, staging, before_publish, force)
+            except _CreatedConcurrently as again:
+                raise WarehouseUnavailable(
+                    f"{entry.target} was being created by another run twice in a row; "
+                    "a retry may succeed",
+                    table=entry.target,
+                ) from again
         finally:
             if staging is not None:
                 self.staging.drop(staging)
@@ -222,9 +213,7 @@ class Publisher:
                 elif self.staging.fills(member.entry, member.target, found):
                     stagings.append(None)  # a new target, filled in the transaction
                 else:
-                    staged = self.staging.stage(member.entry, member.target)
-                    stagings.append(staged)
-                    self.staging.refuse_doubled_keys(member.entry, member.target, staged)
+                    stagings.append(self.staging.stage_checked(member.entry, member.target))
             for attempt in (1, 2):
                 try:
                     with self.sql.transaction():
@@ -251,9 +240,7 @@ class Publisher:
                     existed = [{} for _ in members]
                     for i, member in enumerate(members):  # now there: staged as any other
                         if stagings[i] is None:
-                            staged = self.staging.stage(member.entry, member.target)
-                            stagings[i] = staged
-                            self.staging.refuse_doubled_keys(member.entry, member.target, staged)
+                            stagings[i] = self.staging.stage_checked(member.entry, member.target)
             raise AssertionError("unreachable")
         finally:
             for member, staging in zip(members, stagings, strict=False):

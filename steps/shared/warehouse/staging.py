@@ -64,6 +64,17 @@ class Staging:
             raise
         return staging
 
+    def stage_checked(self, entry: LedgerEntry, target: TargetTable) -> str:
+        """`stage`, its incoming keys checked where the mode needs them unique (upsert);
+        dropped again when they are not."""
+        staging = self.stage(entry, target)
+        try:
+            self.refuse_doubled_keys(entry, target, staging)
+        except BaseException:
+            self.drop(staging)
+            raise
+        return staging
+
     def drop(self, staging: str) -> None:
         # A temporary table goes with the session (the step's, or the local run's);
         # where staging must go now, best effort: a failed cleanup must not hide why
