@@ -839,3 +839,44 @@ def test_a_target_another_run_commits_while_this_one_creates_it_is_published_ove
     expected = {"truncate": [("AA", 1)], "append": [("AA", 1), ("ZZ", 9)]}[mode]
     assert sql("SELECT code, n FROM ref.t_codes ORDER BY code") == expected
     assert [r[2:] for r in _ledger(sql)] == [(1, 1, len(expected))]
+
+
+@pytest.mark.parametrize("warehouse_url", ["duckdb", "postgresql"], indirect=True)
+def test_an_upsert_of_a_curated_file_with_a_doubled_key_is_refused(
+    table_dir, write, sql, warehouse_url, tmp_path
+):
+    """Ingest never writes a key twice, but the curated file load reads may come from
+    elsewhere (another engine, a file put back by hand): upsert checks its staged keys,
+    refuses the file naming the key, and the target keeps its rows."""
+    import pyarrow.parquet as pq
+
+    from handler import lambda_handler
+    from steps.shared.errors import RejectedInput
+
+    config = table_dir(MAPPING, load_mode="upsert", primary_key=["code"])
+    state = {
+        "config": str(config),
+        "warehouse": warehouse_url,
+        "curated_root": str(tmp_path / "curated"),
+    }
+    for source, doubled in (("code,n\nAA,1\n", False), ("code,n\nBB,2\nCC,3\n", True)):
+        state = {**state, "source": str(write("t.csv", source))}
+        for key in ("run_id", "curated_uri"):
+            state.pop(key, None)
+        state = lambda_handler({**state, "step": "ingest"}, None)
+        if doubled:  # BB twice, with two values
+            curated = pq.read_table(state["curated_uri"])
+            rows = curated.to_pylist()
+            rows[1] = {**rows[0], "n": 9}
+            pq.write_table(curated.from_pylist(rows, curated.schema), state["curated_uri"])
+            with pytest.raises(
+                RejectedInput, match=r"duplicate primary key \(code='BB'\) in the incoming rows"
+            ):
+                lambda_handler({**state, "step": "load"}, None)
+        else:
+            state = lambda_handler({**state, "step": "load"}, None)
+    assert sql("SELECT code, n FROM ref.t_codes ORDER BY code") == [("AA", 1)]
+    assert sql(
+        "SELECT status, error_type FROM etl_audit.run_log WHERE run_id = ? AND step = 'load'",
+        state["run_id"],
+    ) == [("failed", "RejectedInput")]
