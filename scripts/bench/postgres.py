@@ -108,11 +108,6 @@ def job_refload_pg(csv: Path, work: Path) -> dict[str, Any]:
     return {"exit": code, "spent": spent}
 
 
-def job_floor_pg_next(csv: Path, work: Path) -> dict[str, Any]:
-    """The floor the next night: its target holds last night's rows."""
-    return job_floor_pg(csv, work, create=False)
-
-
 def last_night(kind: str, csv: Path, work: Path, run: Any) -> None:
     """Before a `*_next` job, untimed: an empty database, last night's file loaded by the
     same job (`run`: the benchmark's child runner), then every table analysed, as
@@ -173,6 +168,11 @@ def job_floor_pg(csv: Path, work: Path, create: bool = True) -> dict[str, Any]:
         capture_output=True,
     )
     return {}
+
+
+def job_floor_pg_next(csv: Path, work: Path) -> dict[str, Any]:
+    """The floor the next night: its target holds last night's rows."""
+    return job_floor_pg(csv, work, create=False)
 
 
 # --postgres: the shares of refload's run, step by step (the phases of each in brackets).

@@ -279,7 +279,7 @@ def _checked(values: Any, spec: Any, reject: Callable[..., RejectedInput], lines
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from steps.shared.mapping.casts import unstorable
+    from steps.shared.mapping.casts import shown, unstorable
 
     wanted = spec.data_type.arrow()
     values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
@@ -303,14 +303,10 @@ def _checked(values: Any, spec: Any, reject: Callable[..., RejectedInput], lines
     refused = unstorable(values, spec)
     if refused:
         index, reason = refused[0]
-        value = values.slice(index, 1)
-        if spec.data_type.kind in ("date", "timestamp"):
-            # Outside years 1-9999: none Python can hold, so shown as Arrow writes it.
-            value = pc.cast(value, pa.string())
         raise reject(
             f"returned a value that {reason}",
             column=spec.target,
-            value=value[0].as_py(),
+            value=shown(values[index]),
             line=lines(index),
         )
     if spec.data_type.kind == "varchar":

@@ -20,7 +20,7 @@ from steps.ingest.sources.base import (
     _json_text,
 )
 from steps.shared.errors import RejectedInput
-from steps.shared.mapping.casts import OUTSIDE_CALENDAR
+from steps.shared.mapping.casts import OUTSIDE_CALENDAR, shown
 
 if TYPE_CHECKING:
     from steps.shared.config.model import TableConfig
@@ -55,13 +55,12 @@ def _python_values(name: str, column: pa.ChunkedArray, bad: list[BadCell]) -> li
         return column.to_pylist()
     except (OverflowError, ValueError):
         pass
-    texts = pc.cast(column, pa.string()).to_pylist()
     values: list[Any] = []
-    for position, (value, text) in enumerate(zip(column, texts, strict=True)):
+    for position, value in enumerate(column):
         try:
             values.append(value.as_py())
         except (OverflowError, ValueError):
-            bad.append(BadCell(position, name, text, OUTSIDE_CALENDAR))
+            bad.append(BadCell(position, name, shown(value), OUTSIDE_CALENDAR))
             values.append(None)
     return values
 

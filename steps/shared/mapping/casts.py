@@ -229,6 +229,17 @@ def _non_finite(cast: pa.Array) -> list[tuple[int, str]]:
     ]
 
 
+def shown(value: pa.Scalar) -> Any:
+    """A value for a message: as Python holds it, else as Arrow writes it (a date or time
+    outside years 1 to 9999, which Python cannot hold)."""
+    import pyarrow as pa
+
+    try:
+        return value.as_py()
+    except (OverflowError, ValueError):
+        return value.cast(pa.string()).as_py()
+
+
 def _outside_calendar(values: pa.Array) -> list[tuple[int, str]]:
     """Dates and timestamps before year 1 or after year 9999."""
     import pyarrow as pa
